@@ -1,0 +1,67 @@
+"""The `lmforge` command: one typer app that each capability's CLI module registers into.
+
+Library errors (LmforgeError) become one line on stderr and a non-zero exit here, and only here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from lmforge import __version__
+from lmforge.errors import LmforgeError
+
+# Each module defines `register(app)`; imports inside commands stay lazy so `--help` is instant.
+COMMAND_MODULES = [
+    "lmforge.cli.plan",
+]
+
+
+class _UserFacingError(click.ClickException):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class LmforgeGroup(TyperGroup):
+    """Turns an LmforgeError raised by any subcommand into `Error: <message>` and its exit code."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except LmforgeError as error:
+            raise _UserFacingError(str(error), error.exit_code) from error
+
+
+app = typer.Typer(
+    cls=LmforgeGroup,
+    name="lmforge",
+    help="Plan, prepare, train, evaluate, inspect, convert and serve open LLMs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lmforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """lmforge: the whole life of an open LLM in one tool."""
+
+
+for module_name in COMMAND_MODULES:
+    importlib.import_module(module_name).register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""The data layer: dataset kinds, loading, validation, split, templates, tokenization, packing."""
