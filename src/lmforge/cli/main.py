@@ -17,6 +17,12 @@ from lmforge.errors import LmforgeError
 # Each module defines `register(app)`; imports inside commands stay lazy so `--help` is instant.
 COMMAND_MODULES = [
     "lmforge.cli.plan",
+    "lmforge.cli.files",
+    "lmforge.cli.data",
+    "lmforge.cli.train",
+    "lmforge.cli.generate",
+    "lmforge.cli.evaluate",
+    "lmforge.cli.serve",
 ]
 
 
