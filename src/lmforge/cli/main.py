@@ -18,6 +18,8 @@ from lmforge.errors import LmforgeError
 COMMAND_MODULES = [
     "lmforge.cli.plan",
     "lmforge.cli.files",
+    "lmforge.cli.scan",
+    "lmforge.cli.convert",
     "lmforge.cli.data",
     "lmforge.cli.train",
     "lmforge.cli.generate",
