@@ -1,0 +1,273 @@
+"""Find a model's architecture facts by name or path, without loading any weights.
+
+`resolve_model` accepts, in this order: a local model directory or config.json, a snapshot in the
+local Hugging Face cache (offline), a catalog name or the hub id a catalog entry mirrors, and finally
+a hub id fetched from the network (config.json only). `spec_from_config` turns any supported
+config.json dict into a ModelSpec.
+
+Only json and the standard library at import time: the planner must start in well under 0.5 s, so
+torch and transformers are never imported here, and huggingface_hub only in the cache/hub branches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import ConfigError, NotFoundError
+from lmforge.plan.spec import ModelKind, ModelSpec
+
+CATALOG_PATH = Path(__file__).parent / "catalog" / "models.json"
+
+# Architectures whose config stores the layer facts under GPT-2 / T5 style names.
+_ENCODER_ONLY = {"bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2"}
+_ENCODER_DECODER = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian"}
+# transformers' config-class defaults for head_dim where it is not hidden / heads.
+_HEAD_DIM_DEFAULTS = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128, "qwen3_moe": 128}
+# transformers' config-class defaults for tie_word_embeddings (PretrainedConfig's own default is True).
+_UNTIED_BY_DEFAULT = {
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3", "phi3",
+}
+_HUB_TIMEOUT_SECONDS = 5.0
+
+
+def resolve_model(name_or_path: str) -> ModelSpec:
+    """The ModelSpec for a local path, a cached snapshot, a catalog name or a reachable hub id."""
+    text = str(name_or_path).strip()
+    if not text:
+        raise NotFoundError("empty model name; give a catalog name (see `lmforge models`), a hub id or a path")
+    path = Path(text).expanduser()
+    if path.exists():
+        config_path = _config_file(path)
+        return spec_from_config(_read_config(config_path), name=text, source=str(config_path))
+    cached = _cached_config(text)
+    if cached is not None:
+        return spec_from_config(_read_config(cached), name=text, hf_id=text, source=str(cached))
+    entry = _catalog_index().get(text.lower())
+    if entry is not None:
+        return _spec_from_entry(entry)
+    fetched = _hub_config(text)
+    if fetched is not None:
+        return spec_from_config(_read_config(fetched), name=text, hf_id=text, source=str(fetched))
+    raise NotFoundError(_unknown_model_message(text))
+
+
+def list_catalog() -> list[ModelSpec]:
+    """Every catalog model, in catalog order."""
+    return [_spec_from_entry(entry) for entry in _catalog_entries()]
+
+
+def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None, source: str = "") -> ModelSpec:
+    """Read a Hugging Face config.json dict into a ModelSpec, naming the field that is missing or invalid."""
+    where = source or name
+    if not isinstance(config, dict):
+        raise ConfigError(f"config.json at {where} is not a JSON object")
+    if "text_config" in config and "num_hidden_layers" not in config and isinstance(config["text_config"], dict):
+        # Multimodal wrappers (Gemma 3 4B+, Llama 4): the planner models the language model.
+        config = {**config["text_config"], "architectures": config.get("architectures", [])}
+    model_type = str(config.get("model_type") or "")
+    if not model_type:
+        raise ConfigError(f"config.json at {where} is missing 'model_type'")
+    fields = _Fields(config, where)
+    kind = _kind(model_type, config)
+
+    hidden = fields.int("hidden_size", "n_embd", "d_model")
+    heads = fields.int("num_attention_heads", "n_head", "num_heads")
+    if model_type in _ENCODER_DECODER:
+        encoder_layers = fields.int("num_layers", "encoder_layers")
+        num_layers = fields.int("num_decoder_layers", "decoder_layers", default=encoder_layers)
+    else:
+        encoder_layers = 0
+        num_layers = fields.int("num_hidden_layers", "n_layer", "num_layers")
+    kv_heads = fields.int("num_key_value_heads", "multi_query_group_num", default=heads)
+    if config.get("multi_query") is True:
+        kv_heads = 1
+    if heads % kv_heads != 0:
+        raise ConfigError(f"config.json at {where}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
+    head_dim = fields.int("head_dim", "d_kv", default=_HEAD_DIM_DEFAULTS.get(model_type, hidden // heads))
+    intermediate = fields.int("intermediate_size", "n_inner", "d_ff", "ffn_dim", default=4 * hidden)
+    vocab = fields.int("vocab_size")
+    max_positions = fields.int("max_position_embeddings", "n_positions", "max_seq_len", default=0)
+
+    tie_default = model_type not in _UNTIED_BY_DEFAULT
+    tie = True if model_type in {"t5", "mt5", "umt5"} else bool(config.get("tie_word_embeddings", tie_default))
+
+    num_experts = fields.int("num_local_experts", "n_routed_experts", "num_experts", default=0)
+    moe: dict[str, int] = {}
+    if num_experts > 0:
+        moe = {
+            "num_experts": num_experts,
+            "experts_per_token": fields.int("num_experts_per_tok", "moe_topk"),
+            "num_shared_experts": fields.int("n_shared_experts", default=0),
+            "moe_intermediate_size": fields.int("moe_intermediate_size", default=intermediate),
+            "num_moe_layers": len(moe_layer_indices(model_type, config, num_layers)),
+        }
+    mla: dict[str, int] = {}
+    if config.get("kv_lora_rank"):
+        mla = {
+            "kv_lora_rank": fields.int("kv_lora_rank"),
+            "q_lora_rank": fields.int("q_lora_rank", default=0),
+            "qk_rope_head_dim": fields.int("qk_rope_head_dim"),
+            "qk_nope_head_dim": fields.int("qk_nope_head_dim"),
+            "v_head_dim": fields.int("v_head_dim"),
+        }
+        head_dim = mla["qk_rope_head_dim"] + mla["qk_nope_head_dim"]
+    fields.raise_problems()
+
+    window = config.get("sliding_window")
+    if config.get("use_sliding_window") is False or not isinstance(window, int) or window <= 0:
+        window = None
+    architectures = config.get("architectures") or []
+    return ModelSpec(
+        name=name,
+        model_type=model_type,
+        architecture=str(architectures[0]) if architectures else "",
+        kind=kind,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_layers=num_layers,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=intermediate,
+        tie_word_embeddings=tie,
+        max_position_embeddings=max_positions,
+        num_encoder_layers=encoder_layers,
+        sliding_window=window,
+        hf_id=hf_id,
+        config=dict(config),
+        **moe,
+        **mla,
+    )
+
+
+def moe_layer_indices(model_type: str, config: dict[str, Any], num_layers: int) -> list[int]:
+    """Which decoder layers hold experts, following each architecture's modeling code in transformers."""
+    if model_type in {"deepseek_v2", "deepseek_v3"}:
+        # DeepseekV3DecoderLayer: MoE when layer_idx >= first_k_dense_replace (and, in V2, every moe_layer_freq-th).
+        first_dense = int(config.get("first_k_dense_replace") or 0)
+        freq = int(config.get("moe_layer_freq") or 1) if model_type == "deepseek_v2" else 1
+        return [i for i in range(num_layers) if i >= first_dense and i % freq == 0]
+    if model_type in {"qwen2_moe", "qwen3_moe"}:
+        # Qwen3MoeDecoderLayer: experts unless in mlp_only_layers, every decoder_sparse_step-th layer.
+        dense_only = set(config.get("mlp_only_layers") or [])
+        step = int(config.get("decoder_sparse_step") or 1)
+        return [i for i in range(num_layers) if i not in dense_only and (i + 1) % step == 0]
+    return list(range(num_layers))
+
+
+class _Fields:
+    """Reads integer fields under their several historical names, collecting every problem at once."""
+
+    def __init__(self, config: dict[str, Any], where: str):
+        self.config = config
+        self.where = where
+        self.problems: list[str] = []
+
+    def int(self, *names: str, default: int | None = None) -> int:
+        for key in names:
+            value = self.config.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                self.problems.append(f"'{key}' must be a non-negative integer, got {value!r}")
+                return 0
+            return value
+        if default is None:
+            self.problems.append(f"missing '{names[0]}'")
+            return 0
+        return default
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            raise ConfigError(f"config.json at {self.where} is invalid: " + "; ".join(self.problems))
+
+
+def _kind(model_type: str, config: dict[str, Any]) -> ModelKind:
+    if model_type in _ENCODER_DECODER or config.get("is_encoder_decoder") is True:
+        return "encoder-decoder"
+    if model_type in _ENCODER_ONLY:
+        return "encoder"
+    return "decoder"
+
+
+def _config_file(path: Path) -> Path:
+    if path.is_dir():
+        candidate = path / "config.json"
+        if not candidate.is_file():
+            raise NotFoundError(f"{path} is a directory without a config.json; point at a Hugging Face model folder")
+        return candidate
+    return path
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config.json at {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config.json at {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config.json at {path} is not a JSON object")
+    return data
+
+
+@lru_cache(maxsize=1)
+def _catalog_entries() -> tuple[dict[str, Any], ...]:
+    return tuple(json.loads(CATALOG_PATH.read_text(encoding="utf-8"))["models"])
+
+
+@lru_cache(maxsize=1)
+def _catalog_index() -> dict[str, dict[str, Any]]:
+    """Lowercased catalog names and hub ids, both mapping to their entry."""
+    index: dict[str, dict[str, Any]] = {}
+    for entry in _catalog_entries():
+        index[entry["name"].lower()] = entry
+        index[entry["hf_id"].lower()] = entry
+    return index
+
+
+def _spec_from_entry(entry: dict[str, Any]) -> ModelSpec:
+    return spec_from_config(entry["config"], name=entry["name"], hf_id=entry["hf_id"], source=f"catalog:{entry['name']}")
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~"))
+
+
+def _cached_config(repo_id: str) -> Path | None:
+    """config.json of a snapshot already in the local HF cache (HF_HUB_CACHE / HF_HOME), never the network."""
+    if not _looks_like_hub_id(repo_id):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def _hub_config(repo_id: str) -> Path | None:
+    """Download only config.json from the hub, unless HF_HUB_OFFLINE is set or the hub is unreachable."""
+    if not _looks_like_hub_id(repo_id) or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        return Path(hf_hub_download(repo_id, "config.json", etag_timeout=_HUB_TIMEOUT_SECONDS))
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError):
+        return None
+
+
+def _unknown_model_message(text: str) -> str:
+    names = [entry["name"] for entry in _catalog_entries()]
+    close = difflib.get_close_matches(text.lower(), names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "see `lmforge models` for the catalog"
+    return f"unknown model '{text}': not a local path, a cached hub snapshot or a catalog name; {hint}"

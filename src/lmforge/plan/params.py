@@ -1,0 +1,409 @@
+"""Exact parameter counts from a ModelSpec: total, active (MoE), by component, per layer, trainable.
+
+The counts mirror the modules transformers builds for each architecture (module names included, so
+LoRA target names mean the same thing here as in peft). Tests check every catalog entry against
+sum(p.numel()) of the meta-device model and LoRA counts against peft.
+
+Pure Python: no torch or transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lmforge.errors import UserInputError
+from lmforge.plan.models import moe_layer_indices
+from lmforge.plan.spec import ModelSpec
+
+Component = Literal["embeddings", "attention", "mlp", "norms", "head"]
+COMPONENTS: tuple[Component, ...] = ("embeddings", "attention", "mlp", "norms", "head")
+Method = Literal["full", "freeze", "lora", "qlora", "prompt", "prefix"]
+METHODS: tuple[str, ...] = ("full", "freeze", "lora", "qlora", "prompt", "prefix")
+
+_GPT2_LIKE = {"gpt2"}
+_BERT_LIKE = {"bert", "roberta"}
+_T5_LIKE = {"t5", "mt5", "umt5"}
+
+
+@dataclass(frozen=True)
+class Weight:
+    """One module's parameters (or one fused expert tensor), named as transformers names it."""
+
+    name: str  # module path inside its block ("self_attn.q_proj", "attn.c_attn"), or "mlp.experts.gate_up_proj" for fused experts
+    component: Component
+    params: int
+    in_features: int = 0  # > 0 when LoRA can wrap it (nn.Linear / Conv1D, or a fused expert tensor)
+    out_features: int = 0
+    experts: int = 0  # > 0 for a 3-D expert tensor (peft `target_parameters`): LoRA rank is multiplied by it
+    routed: bool = False  # routed expert weights: only experts_per_token / num_experts of them are active
+
+
+def _linear(name: str, component: Component, in_features: int, out_features: int, bias: bool = False) -> Weight:
+    return Weight(name, component, in_features * out_features + (out_features if bias else 0), in_features, out_features)
+
+
+def _norm(name: str, size: int, bias: bool = False) -> Weight:
+    return Weight(name, "norms", size * (2 if bias else 1))
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameter counts of one model. embedding + sum(layers) + output == total."""
+
+    total_params: int
+    active_params: int  # per token: MoE counts only the top-k routed experts (plus shared experts)
+    by_component: dict[str, int]  # embeddings, attention, mlp (dense + experts + router), norms, head
+    layer_params: tuple[int, ...]  # every transformer block in execution order (encoder blocks first)
+    layer_active_params: tuple[int, ...]
+    embedding_params: int  # what the first pipeline stage holds besides its layers (embeddings, their norm)
+    output_params: int  # what the last stage holds besides its layers (final norms, untied head, MLM head)
+    expert_params: int = 0  # all routed expert weights (a subset of by_component["mlp"])
+    weights: tuple[Weight, ...] = field(default=(), repr=False, compare=False)  # the inventory behind the figures
+
+    @property
+    def params_per_layer(self) -> int:
+        """The largest block: what one layer costs at most (MoE layers outweigh DeepSeek's dense ones)."""
+        return max(self.layer_params, default=0)
+
+
+def count_params(spec: ModelSpec) -> ParamCount:
+    """Exact total, active and per-component counts, mirroring the transformers modules of spec's architecture."""
+    embedding = _embedding_weights(spec)
+    layers = [_layer_weights(spec, index) for index in range(_block_count(spec))]
+    output = _output_weights(spec)
+    every = [*embedding, *(w for layer in layers for w in layer), *output]
+
+    by_component = {name: 0 for name in COMPONENTS}
+    for weight in every:
+        by_component[weight.component] += weight.params
+    layer_params = tuple(sum(w.params for w in layer) for layer in layers)
+    layer_active = tuple(sum(_active(spec, w) for w in layer) for layer in layers)
+    embedding_params = sum(w.params for w in embedding)
+    output_params = sum(w.params for w in output)
+    return ParamCount(
+        total_params=sum(by_component.values()),
+        active_params=embedding_params + sum(layer_active) + output_params,
+        by_component=by_component,
+        layer_params=layer_params,
+        layer_active_params=layer_active,
+        embedding_params=embedding_params,
+        output_params=output_params,
+        expert_params=sum(w.params for w in every if w.routed),
+        weights=tuple(every),
+    )
+
+
+def default_lora_targets(spec: ModelSpec) -> list[str]:
+    """Every linear projection of attention and MLP (LLaMA-Factory's `all`), named as transformers names them.
+
+    Routers and fused expert tensors are not nn.Linear in transformers 5, so they are not included; pass
+    "experts.gate_up_proj" / "experts.down_proj" (peft `target_parameters`) to adapt the experts too.
+    The output head is never a default target.
+    """
+    names: list[str] = []
+    for index in range(_block_count(spec)):
+        for weight in _layer_weights(spec, index):
+            leaf = weight.name.rpartition(".")[2]
+            if weight.in_features and not weight.experts and leaf not in names:
+                names.append(leaf)
+    return names
+
+
+def count_trainable_params(
+    spec: ModelSpec,
+    method: Method | str,
+    *,
+    lora_rank: int = 8,
+    lora_targets: list[str] | None = None,
+    freeze_last_n: int = 2,
+    num_virtual_tokens: int = 20,
+) -> int:
+    """Trainable parameters for a fine-tuning method, equal to what peft / the trainer would report.
+
+    full: everything. freeze: the last `freeze_last_n` blocks, the final norm and an untied head; a tied head
+    is the input embedding matrix, so it stays frozen (training it would unfreeze the embeddings).
+    lora / qlora: r·(in + out) per targeted linear (peft LoRA A and B, no bias), r·E·(in + out) per fused
+    expert tensor. prompt: peft prompt tuning's virtual-token embedding. prefix: peft prefix tuning's
+    per-layer key/value prefixes.
+    """
+    if method not in METHODS:
+        raise UserInputError(f"unknown training method '{method}'; choose one of {', '.join(METHODS)}")
+    counts = count_params(spec)
+    if method == "full":
+        return counts.total_params
+    if method == "freeze":
+        return _freeze_trainable(spec, counts, freeze_last_n)
+    if method in ("lora", "qlora"):
+        return _lora_trainable(spec, lora_rank, lora_targets)
+    if num_virtual_tokens <= 0:
+        raise UserInputError(f"num_virtual_tokens must be positive, got {num_virtual_tokens}")
+    if method == "prompt":
+        # peft PromptEmbedding: Embedding(num_virtual_tokens × num_transformer_submodules, token_dim);
+        # seq2seq models get 2 submodules (encoder and decoder).
+        submodules = 2 if spec.kind == "encoder-decoder" else 1
+        return num_virtual_tokens * submodules * spec.hidden_size
+    # peft PrefixEncoder: Embedding(num_virtual_tokens, num_layers × 2 × token_dim); since peft #1901, for configs
+    # with num_key_value_heads the token_dim is head_dim × num_key_value_heads (GQA-sized keys and values).
+    token_dim = spec.head_dim * spec.num_kv_heads if _has_kv_heads_field(spec) else spec.hidden_size
+    prefix_layers = spec.num_encoder_layers if spec.kind == "encoder-decoder" else spec.num_layers
+    return num_virtual_tokens * prefix_layers * 2 * token_dim
+
+
+def _freeze_trainable(spec: ModelSpec, counts: ParamCount, last_n: int) -> int:
+    if last_n <= 0 or last_n > len(counts.layer_params):
+        raise UserInputError(
+            f"freeze_last_n must be between 1 and the model's {len(counts.layer_params)} layers, got {last_n}"
+        )
+    return sum(counts.layer_params[-last_n:]) + counts.output_params
+
+
+def _lora_trainable(spec: ModelSpec, rank: int, targets: list[str] | None) -> int:
+    if rank <= 0:
+        raise UserInputError(f"lora_rank must be positive, got {rank}")
+    wanted = list(targets) if targets else default_lora_targets(spec)
+    weights = count_params(spec).weights
+    matched: set[str] = set()
+    total = 0
+    for weight in weights:
+        hit = next((t for t in wanted if _target_matches(t, weight)), None)
+        if hit is None:
+            continue
+        matched.add(hit)
+        # peft LoRA: A is in×r, B is r×out; a fused expert tensor gets r·E rows (peft ParamWrapper).
+        total += rank * max(weight.experts, 1) * (weight.in_features + weight.out_features)
+    unknown = [t for t in wanted if t not in matched]
+    if unknown:
+        available = sorted({w.name.rpartition(".")[2] if not w.experts else w.name for w in weights if w.in_features})
+        raise UserInputError(
+            f"LoRA target(s) {', '.join(unknown)} match no linear module of {spec.name}; available: {', '.join(available)}"
+        )
+    return total
+
+
+def _target_matches(target: str, weight: Weight) -> bool:
+    """peft's rule: a target names a module whose path ends with it ("q_proj", "self_attn.q_proj").
+
+    Fused expert tensors are parameters, not modules: peft reaches them only through target_parameters,
+    so they match only a target that names them with their module ("experts.gate_up_proj").
+    """
+    if not weight.in_features or (weight.experts and "." not in target):
+        return False
+    return ("." + weight.name).endswith("." + target)
+
+
+def _has_kv_heads_field(spec: ModelSpec) -> bool:
+    """Whether the transformers config of this architecture has num_key_value_heads (peft reads it)."""
+    return spec.model_type not in _GPT2_LIKE | _BERT_LIKE | _T5_LIKE
+
+
+def _active(spec: ModelSpec, weight: Weight) -> int:
+    if weight.routed and spec.num_experts:
+        return weight.params * spec.experts_per_token // spec.num_experts
+    return weight.params
+
+
+def _block_count(spec: ModelSpec) -> int:
+    return spec.num_encoder_layers + spec.num_layers
+
+
+def _bool(spec: ModelSpec, key: str, default: bool = False) -> bool:
+    value = spec.config.get(key)
+    return default if value is None else bool(value)
+
+
+# ---- architecture inventories (each mirrors the transformers modeling file it names) ----
+
+
+def _embedding_weights(spec: ModelSpec) -> list[Weight]:
+    h, v = spec.hidden_size, spec.vocab_size
+    if spec.model_type in _GPT2_LIKE:  # GPT2Model: wte, wpe
+        return [Weight("wte", "embeddings", v * h), Weight("wpe", "embeddings", spec.max_position_embeddings * h)]
+    if spec.model_type in _BERT_LIKE:  # BertEmbeddings: word, position, token_type, LayerNorm
+        type_vocab = int(spec.config.get("type_vocab_size", 2))
+        return [
+            Weight("word_embeddings", "embeddings", v * h),
+            Weight("position_embeddings", "embeddings", spec.max_position_embeddings * h),
+            Weight("token_type_embeddings", "embeddings", type_vocab * h),
+            _norm("embeddings.LayerNorm", h, bias=True),
+        ]
+    return [Weight("embed_tokens", "embeddings", v * h)]
+
+
+def _output_weights(spec: ModelSpec) -> list[Weight]:
+    h, v = spec.hidden_size, spec.vocab_size
+    if spec.model_type in _GPT2_LIKE:
+        out = [_norm("ln_f", h, bias=True)]
+    elif spec.model_type in _BERT_LIKE:
+        return _bert_output(spec)
+    elif spec.model_type in _T5_LIKE:
+        out = [_norm("encoder.final_layer_norm", h), _norm("decoder.final_layer_norm", h)]
+    else:
+        out = [_norm("norm", h)]
+    if not spec.tie_word_embeddings:
+        out.append(_linear("lm_head", "head", h, v))
+    return out
+
+
+def _bert_output(spec: ModelSpec) -> list[Weight]:
+    """BertForMaskedLM / RobertaForMaskedLM: no pooler, an MLM transform and a vocab bias; BertModel etc.: a pooler."""
+    h, v = spec.hidden_size, spec.vocab_size
+    if spec.architecture.endswith("ForMaskedLM"):
+        # The decoder weight is tied to the word embeddings; its bias (vocab_size) is its own parameter.
+        head = [_linear("transform.dense", "head", h, h, bias=True), _norm("transform.LayerNorm", h, bias=True)]
+        if not spec.tie_word_embeddings:
+            head.append(_linear("decoder", "head", h, v))
+        return [*head, Weight("decoder.bias", "head", v)]
+    return [_linear("pooler.dense", "head", h, h, bias=True)]
+
+
+def _layer_weights(spec: ModelSpec, index: int) -> list[Weight]:
+    if spec.model_type in _GPT2_LIKE:
+        return _gpt2_layer(spec)
+    if spec.model_type in _BERT_LIKE:
+        return _bert_layer(spec)
+    if spec.model_type in _T5_LIKE:
+        return _t5_layer(spec, index)
+    return _decoder_layer(spec, index)
+
+
+def _gpt2_layer(spec: ModelSpec) -> list[Weight]:
+    """GPT2Block: Conv1D projections with biases, LayerNorms with biases."""
+    h, i = spec.hidden_size, spec.intermediate_size
+    return [
+        _norm("ln_1", h, bias=True),
+        _linear("attn.c_attn", "attention", h, 3 * h, bias=True),
+        _linear("attn.c_proj", "attention", h, h, bias=True),
+        _norm("ln_2", h, bias=True),
+        _linear("mlp.c_fc", "mlp", h, i, bias=True),
+        _linear("mlp.c_proj", "mlp", i, h, bias=True),
+    ]
+
+
+def _bert_layer(spec: ModelSpec) -> list[Weight]:
+    """BertLayer: self-attention query/key/value, output dense, intermediate and output dense, two LayerNorms."""
+    h, i = spec.hidden_size, spec.intermediate_size
+    return [
+        _linear("attention.self.query", "attention", h, h, bias=True),
+        _linear("attention.self.key", "attention", h, h, bias=True),
+        _linear("attention.self.value", "attention", h, h, bias=True),
+        _linear("attention.output.dense", "attention", h, h, bias=True),
+        _norm("attention.output.LayerNorm", h, bias=True),
+        _linear("intermediate.dense", "mlp", h, i, bias=True),
+        _linear("output.dense", "mlp", i, h, bias=True),
+        _norm("output.LayerNorm", h, bias=True),
+    ]
+
+
+def _t5_layer(spec: ModelSpec, index: int) -> list[Weight]:
+    """T5Block: self-attention (+ cross-attention in the decoder), a ReLU or gated FF, a T5LayerNorm per sublayer.
+
+    The first block of each stack owns the relative position bias (buckets × heads).
+    """
+    h, inner, inner_ff = spec.hidden_size, spec.num_attention_heads * spec.head_dim, spec.intermediate_size
+    is_decoder = index >= spec.num_encoder_layers
+    first_in_stack = index in (0, spec.num_encoder_layers)
+
+    def attention(prefix: str) -> list[Weight]:
+        return [
+            _linear(prefix + ".q", "attention", h, inner),
+            _linear(prefix + ".k", "attention", h, inner),
+            _linear(prefix + ".v", "attention", h, inner),
+            _linear(prefix + ".o", "attention", inner, h),
+        ]
+
+    weights = [*attention("layer.0.SelfAttention"), _norm("layer.0.layer_norm", h)]
+    if first_in_stack:
+        buckets = int(spec.config.get("relative_attention_num_buckets", 32))
+        weights.append(Weight("layer.0.SelfAttention.relative_attention_bias", "attention", buckets * spec.num_attention_heads))
+    if is_decoder:
+        weights += [*attention("layer.1.EncDecAttention"), _norm("layer.1.layer_norm", h)]
+    ff_index = 2 if is_decoder else 1
+    ff = f"layer.{ff_index}.DenseReluDense."
+    gated = str(spec.config.get("feed_forward_proj", "relu")).startswith("gated-")
+    wi = [_linear(ff + "wi_0", "mlp", h, inner_ff), _linear(ff + "wi_1", "mlp", h, inner_ff)] if gated else [
+        _linear(ff + "wi", "mlp", h, inner_ff)
+    ]
+    return [*weights, *wi, _linear(ff + "wo", "mlp", inner_ff, h), _norm(f"layer.{ff_index}.layer_norm", h)]
+
+
+def _decoder_layer(spec: ModelSpec, index: int) -> list[Weight]:
+    """Llama-family block: attention, a dense or MoE MLP, and RMSNorms (Gemma 2/3 have four, Qwen3/Gemma 3 q/k norms)."""
+    h = spec.hidden_size
+    norms = ["input_layernorm", "post_attention_layernorm"]
+    if spec.model_type in {"gemma2", "gemma3_text"}:
+        norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
+    weights = [_norm(name, h) for name in norms]
+    weights += _mla_attention(spec) if spec.is_mla else _attention(spec)
+    if spec.is_moe and index in moe_layer_indices(spec.model_type, spec.config, spec.num_layers):
+        weights += _moe_mlp(spec)
+    else:
+        weights += _dense_mlp(spec, spec.intermediate_size)
+    return weights
+
+
+def _attention(spec: ModelSpec) -> list[Weight]:
+    h, d = spec.hidden_size, spec.head_dim
+    q_out, kv_out = spec.num_attention_heads * d, spec.num_kv_heads * d
+    attention_bias = _bool(spec, "attention_bias")
+    qkv_bias = True if spec.model_type == "qwen2" else attention_bias  # Qwen2Attention: q/k/v bias=True, o bias=False
+    o_bias = False if spec.model_type == "qwen2" else attention_bias
+    if spec.model_type == "phi3":  # Phi3Attention: one fused qkv_proj
+        weights = [_linear("self_attn.qkv_proj", "attention", h, q_out + 2 * kv_out)]
+    else:
+        weights = [
+            _linear("self_attn.q_proj", "attention", h, q_out, qkv_bias),
+            _linear("self_attn.k_proj", "attention", h, kv_out, qkv_bias),
+            _linear("self_attn.v_proj", "attention", h, kv_out, qkv_bias),
+        ]
+    weights.append(_linear("self_attn.o_proj", "attention", q_out, h, o_bias))
+    if spec.model_type in {"qwen3", "qwen3_moe", "gemma3_text"}:  # per-head RMSNorm on queries and keys
+        weights += [_norm("self_attn.q_norm", d), _norm("self_attn.k_norm", d)]
+    return weights
+
+
+def _mla_attention(spec: ModelSpec) -> list[Weight]:
+    """DeepseekV3Attention: low-rank (LoRA-like) query and joint key/value compression, after DeepSeek-V2 §2.1."""
+    h, heads = spec.hidden_size, spec.num_attention_heads
+    qk_head = spec.qk_nope_head_dim + spec.qk_rope_head_dim
+    bias = _bool(spec, "attention_bias")
+    if spec.q_lora_rank:
+        weights = [
+            _linear("self_attn.q_a_proj", "attention", h, spec.q_lora_rank, bias),
+            _norm("self_attn.q_a_layernorm", spec.q_lora_rank),
+            _linear("self_attn.q_b_proj", "attention", spec.q_lora_rank, heads * qk_head),
+        ]
+    else:
+        weights = [_linear("self_attn.q_proj", "attention", h, heads * qk_head)]
+    return [
+        *weights,
+        _linear("self_attn.kv_a_proj_with_mqa", "attention", h, spec.kv_lora_rank + spec.qk_rope_head_dim, bias),
+        _norm("self_attn.kv_a_layernorm", spec.kv_lora_rank),
+        _linear("self_attn.kv_b_proj", "attention", spec.kv_lora_rank, heads * (spec.qk_nope_head_dim + spec.v_head_dim)),
+        _linear("self_attn.o_proj", "attention", heads * spec.v_head_dim, h, bias),
+    ]
+
+
+def _dense_mlp(spec: ModelSpec, intermediate: int, prefix: str = "mlp.") -> list[Weight]:
+    h = spec.hidden_size
+    bias = _bool(spec, "mlp_bias")
+    if spec.model_type == "phi3":  # Phi3MLP: fused gate_up_proj
+        return [_linear("mlp.gate_up_proj", "mlp", h, 2 * intermediate), _linear("mlp.down_proj", "mlp", intermediate, h)]
+    return [
+        _linear(prefix + "gate_proj", "mlp", h, intermediate, bias),
+        _linear(prefix + "up_proj", "mlp", h, intermediate, bias),
+        _linear(prefix + "down_proj", "mlp", intermediate, h, bias),
+    ]
+
+
+def _moe_mlp(spec: ModelSpec) -> list[Weight]:
+    """A router (experts × hidden, not an nn.Linear), fused 3-D expert tensors, and DeepSeek's shared experts."""
+    h, experts, inter = spec.hidden_size, spec.num_experts, spec.moe_intermediate_size
+    weights = [
+        Weight("mlp.gate", "mlp", experts * h),
+        Weight("mlp.experts.gate_up_proj", "mlp", experts * 2 * inter * h, h, 2 * inter, experts, routed=True),
+        Weight("mlp.experts.down_proj", "mlp", experts * inter * h, inter, h, experts, routed=True),
+    ]
+    if spec.num_shared_experts:
+        weights += _dense_mlp(spec, inter * spec.num_shared_experts, prefix="mlp.shared_experts.")
+    return weights
