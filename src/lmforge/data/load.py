@@ -26,6 +26,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.data.dedup import drop_duplicates
 from lmforge.data.kinds import (
     FORMAT_KIND,
     INVALID_JSON,
@@ -80,6 +81,7 @@ def load_data(
     rejects_path: str | os.PathLike[str] | None = None,
     labels: list[str] | None = None,
     split: str | None = None,
+    dedup: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> LoadResult:
@@ -87,14 +89,16 @@ def load_data(
 
     on_error="fail" raises one UserInputError listing the first 20 problems as "file:line: reason";
     "skip" drops them, counts them by reason in the report and, with `rejects_path`, writes each
-    one (location, reason, raw record) to a JSONL rejects file atomically. `labels` fixes the
+    one (location, reason, raw record) to a JSONL rejects file atomically. `dedup=True` removes exact
+and near-exact duplicates (counted in report.duplicates_removed). `labels` fixes the
     classification label set (others are rejected). `split` picks a split of a DatasetDict or hub set.
     """
     mapping = parse_columns(columns)
     forced = resolve_format(kind)
     name = str(source)
     if name.startswith("builtin:"):
-        items, native_labels, sources = _builtin_items(name[len("builtin:") :])
+        items, native_labels, sources, builtin_kind = _builtin_items(name, split)
+        forced = forced or resolve_format(builtin_kind)
     else:
         items, native_labels, sources = _source_items(name, split, progress)
     if labels is not None and not labels:
@@ -112,6 +116,10 @@ def load_data(
     else:
         collector = ProblemCollector(on_error, report)
         fmt, dataset, label_names = _build(items, forced, mapping, collector, label_names, work_dir, name)
+    if dedup:
+        dataset, duplicates = drop_duplicates(dataset, FORMAT_KIND[fmt])
+        report.duplicates_removed = duplicates.removed
+        report.records_out = len(dataset)
     report.check_counts()
     return LoadResult(dataset, FORMAT_KIND[fmt], report, fmt, sources, label_names)
 
@@ -469,13 +477,13 @@ def _dataset_items(loaded: Any, split: str | None, source: str) -> tuple[Iterato
     return rows(), native, [source]
 
 
-def _builtin_items(name: str) -> tuple[Iterator[_Item], list[str] | None, list[str]]:
+def _builtin_items(name: str, split: str | None) -> tuple[Iterator[_Item], list[str] | None, list[str], str]:
+    """A built-in synthetic set (data/builtin.py), checked like any other source; returns its layout too."""
     from lmforge.data import builtin
 
-    if name not in builtin.BUILTIN_DATASETS:
-        known = ", ".join(f"builtin:{key}" for key in sorted(builtin.BUILTIN_DATASETS))
-        raise NotFoundError(f"unknown built-in dataset 'builtin:{name}'; choose one of: {known}")
-    return _dataset_items(builtin.load_builtin(name), None, f"builtin:{name}")
+    spec = builtin.get_builtin(name)
+    items, native, sources = _dataset_items(builtin.load_builtin(name, split=split or "train"), None, spec.name)
+    return items, native, sources, spec.kind
 
 
 def _hub_items(name: str, split: str | None) -> tuple[Iterator[_Item], list[str] | None, list[str]]:
