@@ -1,0 +1,317 @@
+"""Layout search: the fewest GPUs of one type that hold a job, and how to lay the job out on them.
+
+Every candidate is a real `Layout` (DP × TP × PP, ZeRO stage, offload) that respects the hard
+constraints (TP divides the attention and KV heads and stays inside a node; PP divides the layers;
+DeepSpeed pipelines take ZeRO 0/1 only; DP × TP × PP = GPUs). The memory model prices each one;
+a layout fits when its per-GPU peak leaves `headroom` of the card free.
+
+Among the layouts that fit on the fewest GPUs, the choice follows seed 003 §4's strategy table:
+  small model, many GPUs  -> pure data parallel (DDP, else ZeRO-2: same traffic as DDP)
+  does not fit one GPU    -> ZeRO-3 before any model parallelism (simpler than TP/PP)
+  > 100B parameters       -> 3D: TP inside the node, PP across nodes, ZeRO-1 for the optimizer
+  sequences > 32K tokens  -> sequence parallel + tensor parallel
+CPU offload is slow, so it is used only when the user asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from lmforge.errors import UserInputError
+from lmforge.plan.hardware import GIB, Accelerator
+from lmforge.plan.setup import InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
+from lmforge.plan.spec import ModelSpec
+
+MAX_TP = 8  # one node of 8 GPUs: tensor parallelism needs NVLink-class bandwidth (seed 003 §4)
+MAX_GPUS = 4096
+DEFAULT_HEADROOM = 0.10
+THREE_D_ABOVE_PARAMS = 100e9  # seed 003 §4: "模型极大(>100B)" -> 3D parallel
+LONG_SEQUENCE_TOKENS = 32 * 1024  # seed 003 §4: "处理超长序列(>32K)" -> sequence + tensor parallel
+OFFLOAD_CHOICES = ("none", "optimizer", "params", "both")
+# Same number of GPUs: DDP, then ZeRO-2 (same communication volume as DDP, ZeRO paper §7), ZeRO-1, ZeRO-3 (1.5x).
+_ZERO_PREFERENCE = {0: 0, 2: 1, 1: 2, 3: 3}
+
+
+@dataclass(frozen=True)
+class LayoutRequest:
+    """What the user fixed; None leaves it to the search."""
+
+    gpus: int | None = None
+    tp: int | None = None
+    pp: int | None = None
+    zero_stage: int | None = None
+    offload: str = "none"  # none | optimizer | params | both
+
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    layout: Layout
+    memory: MemoryBreakdown
+    usable_bytes: int  # card memory minus headroom
+    fits: bool
+    reason: str  # one line: why this layout
+
+    @property
+    def gpus(self) -> int:
+        return self.layout.gpus
+
+
+def valid_tp_degrees(spec: ModelSpec, gpus_per_node: int = 8) -> list[int]:
+    """TP degrees that split every attention head group evenly and stay inside one node."""
+    limit = min(MAX_TP, gpus_per_node)
+    return [tp for tp in range(1, limit + 1) if spec.num_attention_heads % tp == 0 and spec.num_kv_heads % tp == 0]
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def validate_request(spec: ModelSpec, request: LayoutRequest, accelerator: Accelerator, training: bool) -> None:
+    """Reject layouts that cannot exist, saying which constraint they break."""
+    for name in ("gpus", "tp", "pp"):
+        value = getattr(request, name)
+        if value is not None and (isinstance(value, bool) or value <= 0):
+            raise UserInputError(f"--{name} must be a positive integer, got {value}")
+    if request.offload not in OFFLOAD_CHOICES:
+        raise UserInputError(f"--offload {request.offload!r} is not one of {', '.join(OFFLOAD_CHOICES)}")
+    if request.zero_stage is not None and request.zero_stage not in (0, 1, 2, 3):
+        raise UserInputError(f"--zero must be 0, 1, 2 or 3, got {request.zero_stage}")
+    tp, pp = request.tp, request.pp
+    if tp is not None:
+        if tp > min(MAX_TP, accelerator.gpus_per_node):
+            raise UserInputError(
+                f"TP {tp} exceeds one node of {min(MAX_TP, accelerator.gpus_per_node)} GPUs; "
+                "tensor parallelism needs the intra-node links, use PP across nodes"
+            )
+        for heads, what in ((spec.num_attention_heads, "attention heads"), (spec.num_kv_heads, "KV heads")):
+            if heads % tp:
+                raise UserInputError(f"TP {tp} does not divide {heads} {what} of {spec.name}; try TP in {valid_tp_degrees(spec)}")
+    if pp is not None and spec.num_layers % pp:
+        raise UserInputError(f"PP {pp} does not divide the {spec.num_layers} layers of {spec.name}")
+    if request.gpus is not None:
+        fixed = (tp or 1) * (pp or 1)
+        if request.gpus % fixed:
+            raise UserInputError(f"{request.gpus} GPUs cannot be split into TP {tp or 1} × PP {pp or 1} (DP must be whole)")
+    if not training:
+        if request.zero_stage or request.offload != "none":
+            raise UserInputError("--zero and --offload apply to training only")
+        return
+    zero = request.zero_stage
+    if zero is not None and pp is not None and pp > 1 and zero >= 2:
+        raise UserInputError(f"ZeRO-{zero} cannot be combined with pipeline parallelism (DeepSpeed allows ZeRO 0 or 1 with PP)")
+    if zero is not None and request.offload in ("params", "both") and zero < 3:
+        raise UserInputError(f"--offload {request.offload} needs ZeRO-3 (parameters must be sharded), got --zero {zero}")
+    if zero == 0 and request.offload == "optimizer":
+        raise UserInputError("--offload optimizer needs ZeRO stage 1, 2 or 3 (ZeRO-Offload), got --zero 0")
+    if request.offload in ("params", "both") and pp is not None and pp > 1:
+        raise UserInputError("--offload params needs ZeRO-3, which cannot be combined with pipeline parallelism")
+
+
+class LayoutSearch:
+    """Searches layouts for one model and setup; memory figures are cached per layout, so checking the
+    same job against every GPU type in the catalog costs little more than checking one."""
+
+    def __init__(self, spec: ModelSpec, setup: TrainingSetup | InferenceSetup, params_total: int) -> None:
+        self.spec = spec
+        self.setup = setup
+        self.training = isinstance(setup, TrainingSetup)
+        self.params_total = params_total
+        self._cache: dict[Layout, MemoryBreakdown] = {}
+        self._memory_fn: Callable[[ModelSpec, object, Layout], MemoryBreakdown] | None = None
+
+    def memory(self, layout: Layout) -> MemoryBreakdown:
+        if layout not in self._cache:
+            if self._memory_fn is None:
+                from lmforge.plan import memory
+
+                self._memory_fn = memory.training_memory if self.training else memory.inference_memory
+            self._cache[layout] = self._memory_fn(self.spec, self.setup, layout)
+        return self._cache[layout]
+
+    # -- candidate families ------------------------------------------------------------------------
+
+    def _shapes(self, accelerator: Accelerator, request: LayoutRequest) -> list[Layout]:
+        """Every (TP, PP, ZeRO, offload) shape with DP = 1; the search then widens DP."""
+        tps = [request.tp] if request.tp else valid_tp_degrees(self.spec, accelerator.gpus_per_node)
+        pps = [request.pp] if request.pp else _divisors(self.spec.num_layers)
+        if not self.training:
+            return [Layout(tp=tp, pp=pp) for tp in tps for pp in pps]
+        offload_optimizer = request.offload in ("optimizer", "both")
+        offload_params = request.offload in ("params", "both")
+        long_sequence = self.setup.seq_len > LONG_SEQUENCE_TOKENS
+        shapes = []
+        for tp in tps:
+            for pp in pps:
+                zeros = [request.zero_stage] if request.zero_stage is not None else [0, 1, 2, 3]
+                for zero in zeros:
+                    if pp > 1 and zero >= 2:
+                        continue  # DeepSpeed's PipelineEngine asserts ZeRO < 2
+                    if offload_params and zero < 3 or offload_optimizer and zero == 0:
+                        continue
+                    shapes.append(
+                        Layout(
+                            tp=tp,
+                            pp=pp,
+                            zero_stage=zero,
+                            offload_optimizer=offload_optimizer,
+                            offload_params=offload_params,
+                            sequence_parallel=long_sequence and tp > 1,
+                        )
+                    )
+        return shapes
+
+    def _strategy(self) -> tuple[str, Callable[[Layout], bool], Callable[[Layout], tuple]]:
+        """(name, family filter, preference key) from seed 003 §4 for this model and setup."""
+        if self.training and self.setup.seq_len > LONG_SEQUENCE_TOKENS:
+            return "long-sequence", lambda l: l.tp > 1, lambda l: (-l.tp, l.pp, _ZERO_PREFERENCE[l.zero_stage])
+        if self.params_total > THREE_D_ABOVE_PARAMS:
+            return "3d", lambda l: l.tp > 1 and l.zero_stage <= 1, lambda l: (-l.tp, l.pp, _ZERO_PREFERENCE[l.zero_stage])
+        return "data-parallel", lambda l: True, lambda l: (l.pp, l.tp, _ZERO_PREFERENCE[l.zero_stage])
+
+    # -- search ------------------------------------------------------------------------------------
+
+    def _fits(self, layout: Layout, usable_bytes: int) -> bool:
+        return self.memory(layout).total_bytes <= usable_bytes
+
+    def _min_dp(self, shape: Layout, usable_bytes: int, max_gpus: int) -> int | None:
+        """Smallest DP at which `shape` fits, by bisection (per-GPU memory never grows with DP)."""
+        max_dp = max_gpus // (shape.tp * shape.pp)
+        if not self.training or shape.zero_stage == 0:
+            max_dp = min(max_dp, 1)  # without sharding, more replicas hold no less each
+        if max_dp < 1 or not self._fits(replace(shape, dp=max_dp), usable_bytes):
+            return None
+        low, high = 1, max_dp
+        while low < high:
+            middle = (low + high) // 2
+            if self._fits(replace(shape, dp=middle), usable_bytes):
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def best(
+        self,
+        accelerator: Accelerator,
+        request: LayoutRequest = LayoutRequest(),
+        *,
+        headroom: float = DEFAULT_HEADROOM,
+        max_gpus: int = MAX_GPUS,
+    ) -> LayoutChoice:
+        """The recommended layout on `accelerator`: fewest GPUs that fit, then the strategy table's choice."""
+        if not 0 <= headroom < 1:
+            raise UserInputError(f"headroom must be in [0, 1), got {headroom}")
+        validate_request(self.spec, request, accelerator, self.training)
+        usable = int(accelerator.memory_bytes * (1 - headroom))
+        shapes = self._shapes(accelerator, request)
+        strategy, in_family, preference = self._strategy()
+        if request.gpus is not None:
+            return self._best_at(request.gpus, shapes, usable, strategy, in_family, preference, accelerator, request)
+        for family in (list(filter(in_family, shapes)), shapes):
+            fitting = []
+            for shape in family:
+                dp = self._min_dp(shape, usable, max_gpus)
+                if dp is not None:
+                    fitting.append((dp * shape.tp * shape.pp, shape))
+            if fitting:
+                gpus = min(n for n, _ in fitting)
+                at_min = [_with_dp(s, gpus) for n, s in fitting if gpus % (s.tp * s.pp) == 0]
+                chosen = _normalise(min(at_min, key=preference), request)
+                name = strategy if family is not shapes or all(map(in_family, shapes)) else "fallback"
+                return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(name, chosen, self, accelerator))
+        smallest = min((_with_dp(s, max_gpus // (s.tp * s.pp) or 1) for s in shapes), key=lambda l: self.memory(l).total_bytes)
+        return LayoutChoice(
+            smallest,
+            self.memory(smallest),
+            usable,
+            False,
+            f"does not fit on up to {max_gpus} × {accelerator.name}: even {_describe(smallest)} needs "
+            f"{self.memory(smallest).total_bytes / GIB:.1f} GiB per GPU of {usable / GIB:.1f} GiB usable",
+        )
+
+    def _best_at(
+        self,
+        gpus: int,
+        shapes: Iterable[Layout],
+        usable: int,
+        strategy: str,
+        in_family: Callable[[Layout], bool],
+        preference: Callable[[Layout], tuple],
+        accelerator: Accelerator,
+        request: LayoutRequest,
+    ) -> LayoutChoice:
+        candidates = [_with_dp(s, gpus) for s in shapes if gpus % (s.tp * s.pp) == 0]
+        if not self.training:
+            candidates = [c for c in candidates if c.dp == 1]
+        if not candidates:
+            raise UserInputError(
+                f"no valid layout uses exactly {gpus} GPUs for {self.spec.name}: "
+                + ("inference uses TP × PP = GPUs, " if not self.training else "")
+                + f"TP must be in {valid_tp_degrees(self.spec, accelerator.gpus_per_node)} and PP must divide {self.spec.num_layers} layers"
+            )
+        fitting = [c for c in candidates if self._fits(c, usable)]
+        if fitting:
+            preferred = [c for c in fitting if in_family(c)] or fitting
+            chosen = _normalise(min(preferred, key=preference), request)
+            name = strategy if in_family(chosen) else "fallback"
+            return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(name, chosen, self, accelerator))
+        smallest = _normalise(min(candidates, key=lambda l: self.memory(l).total_bytes), request)
+        needed = self.best(accelerator, replace(request, gpus=None), headroom=1 - usable / accelerator.memory_bytes)
+        hint = (
+            f"; needs {needed.gpus} × {accelerator.name} ({_describe(needed.layout)})"
+            if needed.fits
+            else "; no layout of this card fits"
+        )
+        return LayoutChoice(
+            smallest,
+            self.memory(smallest),
+            usable,
+            False,
+            f"does not fit on {gpus} × {accelerator.name}: the leanest layout ({_describe(smallest)}) needs "
+            f"{self.memory(smallest).total_bytes / GIB:.1f} GiB per GPU of {usable / GIB:.1f} GiB usable{hint}",
+        )
+
+
+def _with_dp(shape: Layout, gpus: int) -> Layout:
+    return replace(shape, dp=gpus // (shape.tp * shape.pp))
+
+
+def _normalise(layout: Layout, request: LayoutRequest) -> Layout:
+    """ZeRO with one data-parallel rank shards nothing: call it what it is (unless the user or offload asked for it)."""
+    if request.zero_stage is None and layout.dp == 1 and layout.zero_stage and not (layout.offload_optimizer or layout.offload_params):
+        return replace(layout, zero_stage=0)
+    return layout
+
+
+def _describe(layout: Layout) -> str:
+    parts = [f"DP {layout.dp} × TP {layout.tp} × PP {layout.pp}"]
+    if layout.zero_stage:
+        parts.append(f"ZeRO-{layout.zero_stage}")
+    if layout.offload_optimizer or layout.offload_params:
+        what = " + ".join(w for w, on in (("optimizer", layout.offload_optimizer), ("params", layout.offload_params)) if on)
+        parts.append(f"offload {what}")
+    if layout.sequence_parallel:
+        parts.append("sequence parallel")
+    return ", ".join(parts)
+
+
+def _reason(strategy: str, layout: Layout, search: LayoutSearch, accelerator: Accelerator) -> str:
+    """One line: what the strategy table says and what was picked."""
+    shape = _describe(layout)
+    if layout.gpus == 1:
+        return f"fits one {accelerator.name}: no parallelism needed ({shape})"
+    if not search.training:
+        if layout.pp > 1:
+            return f"weights + KV cache need {layout.gpus} GPUs: TP {layout.tp} inside the node, PP {layout.pp} across nodes ({shape})"
+        return f"weights + KV cache need {layout.gpus} GPUs: tensor parallel inside one node ({shape})"
+    if strategy == "long-sequence":
+        return f"sequences > 32K tokens: tensor + sequence parallel split the activations (seed 003 §4): {shape}"
+    if strategy == "3d":
+        return f"> 100B parameters: 3D parallel, TP inside the node, PP across nodes, ZeRO for optimizer states (seed 003 §4): {shape}"
+    if layout.tp == 1 and layout.pp == 1:
+        if layout.zero_stage == 0:
+            return f"model states fit every GPU: plain data parallel (DDP) (seed 003 §4): {shape}"
+        if layout.zero_stage in (1, 2):
+            return f"small enough for data parallel; ZeRO-{layout.zero_stage} shards optimizer states at DDP's traffic (seed 003 §4): {shape}"
+        return f"does not fit one GPU: ZeRO-3 shards weights too, tried before model parallelism (seed 003 §4): {shape}"
+    return f"ZeRO alone does not fit: model parallelism added (seed 003 §4): {shape}"

@@ -1,0 +1,355 @@
+"""The planner API: one call answers "will it fit, on how many GPUs, laid out how, how long, how much".
+
+`plan_training(...)` and `plan_inference(...)` resolve the model, count its parameters, search the
+layout on the chosen GPU (memory model per candidate), add time and cost, the seeds' rules of thumb
+beside the precise figures, and a verdict for every GPU type in the catalog. `Plan.to_dict()` is the
+stable JSON the CLI prints with --json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lmforge.errors import UserInputError
+from lmforge.plan.hardware import GIB, Accelerator, custom_accelerator, get_accelerator, list_accelerators
+from lmforge.plan.layout import DEFAULT_HEADROOM, LayoutChoice, LayoutRequest, LayoutSearch
+from lmforge.plan.models import resolve_model
+from lmforge.plan.params import count_params, count_trainable_params
+from lmforge.plan.rules import NOMINAL_BYTES_PER_WEIGHT, RuleOfThumb, inference_rules, training_rules
+from lmforge.plan.setup import InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
+from lmforge.plan.spec import ModelSpec
+from lmforge.plan.throughput import InferenceSpeed, TrainingTime, inference_speed, matmul_params, training_time
+
+DEFAULT_GPU = "a100-80g"
+DEFAULT_TRAINING_TOKENS = 1_000_000_000  # the time/cost figure is "per billion tokens" unless --tokens says otherwise
+_MODEL_STATES = ("weights", "master_weights", "gradients", "optimizer_states", "adapter")
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    hf_id: str | None
+    architecture: str
+    params_total: int
+    params_active: int
+    params_trainable: int
+    params_by_component: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One GPU type: how many it takes (None: no layout fits), and what that costs."""
+
+    gpu: str
+    memory_gib: float
+    min_gpus: int | None
+    layout: str
+    per_gpu_bytes: int | None
+    fits_requested: bool | None  # with the user's --gpus count, when one was given
+    hours: float | None  # training: wall time for the planned tokens on min_gpus; inference: None
+    cost_usd: float | None
+
+
+@dataclass
+class Plan:
+    task: str  # "train" | "infer"
+    model: ModelSummary
+    setup: TrainingSetup | InferenceSetup
+    accelerator: Accelerator
+    choice: LayoutChoice
+    throughput: TrainingTime | InferenceSpeed
+    rules_of_thumb: list[RuleOfThumb]
+    verdicts: list[Verdict]
+    simulation: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def layout(self) -> Layout:
+        return self.choice.layout
+
+    @property
+    def memory(self) -> MemoryBreakdown:
+        return self.choice.memory
+
+    @property
+    def fits(self) -> bool:
+        return self.choice.fits
+
+    def to_dict(self) -> dict[str, Any]:
+        layout = self.choice.layout
+        return {
+            "task": self.task,
+            "model": asdict(self.model),
+            "setup": asdict(self.setup),
+            "gpu": self.accelerator.to_dict(),
+            "layout": {
+                "gpus": layout.gpus,
+                "dp": layout.dp,
+                "tp": layout.tp,
+                "pp": layout.pp,
+                "zero_stage": layout.zero_stage,
+                "offload_optimizer": layout.offload_optimizer,
+                "offload_params": layout.offload_params,
+                "sequence_parallel": layout.sequence_parallel,
+                "fits": self.choice.fits,
+                "reason": self.choice.reason,
+            },
+            "memory": {
+                "per_gpu_bytes": self.memory.total_bytes,
+                "per_gpu_gib": round(self.memory.total_bytes / GIB, 3),
+                "gpu_capacity_bytes": self.accelerator.memory_bytes,
+                "usable_bytes": self.choice.usable_bytes,
+                "breakdown": dict(self.memory.bytes_by_category),
+                "cpu_offload_bytes": self.memory.cpu_offload_bytes,
+            },
+            "throughput": self.throughput.to_dict(),
+            "rules_of_thumb": [rule.to_dict() for rule in self.rules_of_thumb],
+            "verdicts": [asdict(verdict) for verdict in self.verdicts],
+            "simulation": self.simulation,
+            "notes": list(self.notes),
+        }
+
+
+def _accelerator(gpu: str | None, gpu_mem_gib: float | None) -> Accelerator:
+    base = get_accelerator(gpu) if gpu else None
+    if gpu_mem_gib is not None:
+        return custom_accelerator(gpu_mem_gib, base)
+    return base or get_accelerator(DEFAULT_GPU)
+
+
+def _resolve(model: str | ModelSpec) -> ModelSpec:
+    return model if isinstance(model, ModelSpec) else resolve_model(model)
+
+
+def _summary(spec: ModelSpec, trainable: int) -> tuple[ModelSummary, Any]:
+    counts = count_params(spec)
+    summary = ModelSummary(
+        name=spec.name,
+        hf_id=spec.hf_id,
+        architecture=spec.architecture,
+        params_total=counts.total_params,
+        params_active=counts.active_params,
+        params_trainable=trainable,
+        params_by_component=dict(counts.by_component),
+    )
+    return summary, counts
+
+
+def _states_bytes(memory: MemoryBreakdown) -> int:
+    return sum(memory[c] for c in _MODEL_STATES)
+
+
+def plan_training(
+    model: str | ModelSpec,
+    *,
+    method: str = "full",
+    precision: str = "bf16-mixed",
+    optimizer: str = "adamw",
+    micro_batch_size: int = 1,
+    seq_len: int = 2048,
+    grad_accum: int = 1,
+    recompute: str = "none",
+    attention: str = "sdpa",
+    lora_rank: int = 16,
+    lora_alpha: int = 32,
+    lora_targets: list[str] | None = None,
+    freeze_last_n: int = 1,
+    qlora_bits: int = 4,
+    num_virtual_tokens: int = 20,
+    zero: int | None = None,
+    offload: str = "none",
+    tp: int | None = None,
+    pp: int | None = None,
+    gpu: str | None = None,
+    gpus: int | None = None,
+    gpu_mem_gib: float | None = None,
+    tokens: int | None = None,
+    mfu: float = 0.40,
+    price_per_gpu_hour: float | None = None,
+    headroom: float = DEFAULT_HEADROOM,
+    verdicts: bool = True,
+    simulate: bool = False,
+) -> Plan:
+    """Plan a training (or fine-tuning) run: per-GPU memory, GPU count and layout, time and cost.
+
+    None for zero / tp / pp / gpus lets the layout search choose; a given value is honoured and
+    validated. `tokens` defaults to one billion (time and cost are then per billion tokens).
+    """
+    spec = _resolve(model)
+    setup = TrainingSetup(
+        method=method,
+        precision=precision,
+        optimizer=optimizer,
+        micro_batch_size=micro_batch_size,
+        seq_len=seq_len,
+        grad_accum_steps=grad_accum,
+        recompute=recompute,
+        attention=attention,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_targets=tuple(lora_targets) if lora_targets else None,
+        freeze_last_n=freeze_last_n,
+        qlora_bits=qlora_bits,
+        num_virtual_tokens=num_virtual_tokens,
+    )
+    accelerator = _accelerator(gpu, gpu_mem_gib)
+    trainable = count_trainable_params(
+        spec,
+        method,
+        lora_rank=lora_rank,
+        lora_targets=list(lora_targets) if lora_targets else None,
+        freeze_last_n=freeze_last_n,
+        num_virtual_tokens=num_virtual_tokens,
+    )
+    summary, counts = _summary(spec, trainable)
+    tokens = DEFAULT_TRAINING_TOKENS if tokens is None else tokens
+    if tokens <= 0:
+        raise UserInputError(f"--tokens must be positive, got {tokens}")
+    request = LayoutRequest(gpus=gpus, tp=tp, pp=pp, zero_stage=zero, offload=offload)
+    search = LayoutSearch(spec, setup, counts.total_params)
+    choice = search.best(accelerator, request, headroom=headroom)
+    compute = matmul_params(spec, counts.active_params, counts.by_component["embeddings"])
+
+    def time_on(card: Accelerator, n_gpus: int, dp: int) -> TrainingTime:
+        price = price_per_gpu_hour if price_per_gpu_hour is not None else card.price_usd_per_hour
+        return training_time(
+            spec,
+            compute_params=compute,
+            trainable_params=trainable,
+            method=method,
+            freeze_last_n=freeze_last_n,
+            seq_len=seq_len,
+            recompute=recompute,
+            tokens=tokens,
+            tokens_per_step=micro_batch_size * seq_len * grad_accum * dp,
+            gpus=n_gpus,
+            peak_flops_per_gpu=card.peak_flops_per_second(precision),
+            mfu=mfu,
+            price_usd_per_gpu_hour=price,
+        )
+
+    throughput = time_on(accelerator, choice.gpus, choice.layout.dp)
+    one_gpu = search.memory(Layout())
+    half_bytes = 4.0 if precision == "fp32" else 2.0
+    rules = training_rules(
+        params_total=counts.total_params,
+        params_trainable=trainable,
+        method=method,
+        precision=precision,
+        optimizer=optimizer,
+        half_bytes=half_bytes,
+        vram_gb=accelerator.memory_gib,
+        precise_gpus=choice.gpus if choice.fits else None,
+        states_bytes_unsharded=_states_bytes(one_gpu),
+        activation_bytes=one_gpu["activations"],
+        training_bytes_one_gpu=one_gpu.total_bytes,
+        setup_text=f"micro-batch {micro_batch_size} × {seq_len} tokens",
+    )
+    table = _verdicts(search, request, headroom, time_on) if verdicts else []
+    plan = Plan("train", summary, setup, accelerator, choice, throughput, rules, table)
+    if tokens == DEFAULT_TRAINING_TOKENS:
+        plan.notes.append("time and cost are for 1e9 training tokens; pass --tokens for your dataset")
+    if simulate:
+        from lmforge.plan.simulate import simulate_training
+
+        plan.simulation = simulate_training(spec, setup).to_dict()
+    return plan
+
+
+def plan_inference(
+    model: str | ModelSpec,
+    *,
+    weight_format: str = "bf16",
+    kv_dtype: str = "bf16",
+    batch_size: int = 1,
+    context_len: int = 4096,
+    prompt_len: int | None = None,
+    tp: int | None = None,
+    pp: int | None = None,
+    gpu: str | None = None,
+    gpus: int | None = None,
+    gpu_mem_gib: float | None = None,
+    mfu: float = 0.40,
+    headroom: float = DEFAULT_HEADROOM,
+    verdicts: bool = True,
+) -> Plan:
+    """Plan serving: per-GPU memory (weights, KV cache, activations), GPUs and TP/PP, decode and prefill speed."""
+    spec = _resolve(model)
+    setup = InferenceSetup(
+        weight_format=weight_format, kv_dtype=kv_dtype, batch_size=batch_size, context_len=context_len, prompt_len=prompt_len
+    )
+    accelerator = _accelerator(gpu, gpu_mem_gib)
+    summary, counts = _summary(spec, 0)
+    request = LayoutRequest(gpus=gpus, tp=tp, pp=pp)
+    search = LayoutSearch(spec, setup, counts.total_params)
+    choice = search.best(accelerator, request, headroom=headroom)
+    one_gpu = search.memory(Layout())
+    # Decode streams only the weights a token uses: MoE reads its active experts (batch-1 bound).
+    weights_read = int(one_gpu["weights"] * counts.active_params / counts.total_params)
+    throughput = inference_speed(
+        spec,
+        weight_bytes_read=weights_read,
+        kv_cache_bytes=one_gpu["kv_cache"],
+        compute_params=matmul_params(spec, counts.active_params, counts.by_component["embeddings"]),
+        batch_size=batch_size,
+        prompt_tokens=setup.prefill_tokens,
+        tp=choice.layout.tp,
+        bandwidth_bytes_per_second=accelerator.bandwidth_bytes_per_second,
+        peak_flops_per_gpu=accelerator.peak_flops_per_second(setup.weight_format),
+        mfu=mfu,
+    )
+    rules = inference_rules(
+        params_total=counts.total_params,
+        bytes_per_weight=NOMINAL_BYTES_PER_WEIGHT[setup.weight_format],
+        weight_format=setup.weight_format,
+        precise_weight_bytes=one_gpu["weights"],
+        precise_total_bytes=one_gpu.total_bytes,
+        kv_cache_bytes=one_gpu["kv_cache"],
+    )
+    table = _verdicts(search, request, headroom, None) if verdicts else []
+    return Plan("infer", summary, setup, accelerator, choice, throughput, rules, table)
+
+
+def _verdicts(search: LayoutSearch, request: LayoutRequest, headroom: float, time_on) -> list[Verdict]:
+    """The same job on every catalog GPU: the fewest that fit, with the user's fixed TP/PP/ZeRO kept."""
+    open_request = LayoutRequest(tp=request.tp, pp=request.pp, zero_stage=request.zero_stage, offload=request.offload)
+    table = []
+    for card in list_accelerators():
+        try:
+            choice = search.best(card, open_request, headroom=headroom)
+        except UserInputError:  # e.g. --tp 8 on a card whose node holds fewer GPUs
+            table.append(Verdict(card.name, card.memory_gib, None, "layout not possible", None, None, None, None))
+            continue
+        fits_requested = None
+        if request.gpus is not None:
+            fits_requested = choice.fits and choice.gpus <= request.gpus
+        hours = cost = None
+        if choice.fits and time_on is not None:
+            timing = time_on(card, choice.gpus, choice.layout.dp)
+            hours = None if timing.wall_seconds is None else timing.wall_seconds / 3600
+            cost = timing.cost_usd
+        table.append(
+            Verdict(
+                gpu=card.name,
+                memory_gib=card.memory_gib,
+                min_gpus=choice.gpus if choice.fits else None,
+                layout=_short(choice.layout) if choice.fits else "does not fit",
+                per_gpu_bytes=choice.memory.total_bytes if choice.fits else None,
+                fits_requested=fits_requested,
+                hours=hours,
+                cost_usd=cost,
+            )
+        )
+    return table
+
+
+def _short(layout: Layout) -> str:
+    text = f"DP{layout.dp}×TP{layout.tp}×PP{layout.pp}"
+    if layout.zero_stage:
+        text += f" ZeRO-{layout.zero_stage}"
+    if layout.offload_optimizer or layout.offload_params:
+        text += " offload"
+    if layout.sequence_parallel:
+        text += " SP"
+    return text

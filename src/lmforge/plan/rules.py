@@ -1,0 +1,182 @@
+"""The seed documents' rules of thumb, computed as their authors state them, for showing beside the
+planner's precise figures with one line on why the two differ.
+
+Each rule is a plain function of a parameter count and a few bytes-per-value figures so the tests
+can reproduce the seeds' worked examples digit for digit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+GB = 1e9  # the seeds write decimal GB
+
+
+@dataclass(frozen=True)
+class RuleOfThumb:
+    name: str
+    formula: str
+    value: float  # in `unit`
+    precise: float  # the planner's figure for the same quantity, in `unit`
+    unit: str  # "bytes" or "gpus"
+    source: str
+    why_they_differ: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def gpus_needed_rule(params: float, vram_gb: float) -> int:
+    """GPUs ≈ P(B) × 18 × 1.25 / VRAM(GB), rounded up (seed 002 §3.1: 18 bytes/param of model states,
+    1.25 for activations; 7B on 24 GB RTX 4090 -> 6.56 ≈ 7)."""
+    return math.ceil(params / 1e9 * 18 * 1.25 / vram_gb)
+
+
+def full_finetune_rule_bytes(params: float, bytes_per_param: float, activation_bytes: float = 0.0) -> float:
+    """P × bytes × (1 + 2 + 2) + activations (seed 001 §1.2: weights, gradients + Adam, Adam moments;
+    7B fp16 -> 70 GB before activations)."""
+    return params * bytes_per_param * (1 + 2 + 2) + activation_bytes
+
+
+def model_states_rule_bytes(params: float) -> float:
+    """(2 + 2 + 12) bytes per parameter: bf16 weights, bf16 gradients, fp32 Adam copy + moments
+    (seed 002 §2.1: 7B -> 112e9 bytes ≈ 104 GiB)."""
+    return params * (2 + 2 + 12)
+
+
+def inference_rule_bytes(params: float, bytes_per_weight: float) -> float:
+    """P × bytes per weight (seed 002 §2.2 and 004: 7B bf16 14 GB, int8 7 GB, int4 3.5 GB)."""
+    return params * bytes_per_weight
+
+
+def lora_rule_bytes(params: float, lora_params: float) -> float:
+    """2P + 12 × LoRA params (seed 004, LoRA: frozen 16-bit base plus fp32 adapter, grads and Adam)."""
+    return 2 * params + 12 * lora_params
+
+
+def _ratio_text(rule: float, precise: float) -> str:
+    if precise <= 0:
+        return "the planner has no comparable figure"
+    return f"rule is {rule / precise:.2f}x the precise figure"
+
+
+def training_rules(
+    *,
+    params_total: int,
+    params_trainable: int,
+    method: str,
+    precision: str,
+    optimizer: str,
+    half_bytes: float,
+    vram_gb: float,
+    precise_gpus: int | None,
+    states_bytes_unsharded: float,
+    activation_bytes: float,
+    training_bytes_one_gpu: float,
+    setup_text: str,
+) -> list[RuleOfThumb]:
+    """The training rules that apply to `method`, each beside the planner's own figure.
+
+    `states_bytes_unsharded` is weights + master weights + gradients + optimizer states (+ adapter) on a
+    single unsharded GPU; `training_bytes_one_gpu` the whole single-GPU peak, both from the memory model.
+    """
+    rules = [
+        RuleOfThumb(
+            name="GPUs to train",
+            formula="ceil(P(B) × 18 × 1.25 / VRAM(GB))",
+            value=gpus_needed_rule(params_total, vram_gb),
+            precise=precise_gpus if precise_gpus is not None else float("nan"),
+            unit="gpus",
+            source="seed 002 §3.1",
+            why_they_differ=(
+                f"the rule assumes full training with 18 B/param and +25% for activations, all unsharded; "
+                f"the planner counts {method} with {precision} + {optimizer}, real activations for {setup_text}, "
+                "ZeRO/TP/PP sharding and 10% headroom"
+            ),
+        )
+    ]
+    if method == "full":
+        per_param = states_bytes_unsharded / params_total
+        rules.append(
+            RuleOfThumb(
+                name="Model states (2+2+12)",
+                formula="P × (2 + 2 + 12) bytes",
+                value=model_states_rule_bytes(params_total),
+                precise=states_bytes_unsharded,
+                unit="bytes",
+                source="seed 002 §2.1",
+                why_they_differ=(
+                    f"{_ratio_text(model_states_rule_bytes(params_total), states_bytes_unsharded)}: the planner uses "
+                    f"{per_param:.1f} B/param for {precision} + {optimizer} (the rule: bf16 weights and grads, fp32 Adam)"
+                ),
+            )
+        )
+        rule = full_finetune_rule_bytes(params_total, half_bytes, activation_bytes)
+        rules.append(
+            RuleOfThumb(
+                name="Full fine-tune",
+                formula="P × bytes × (1 + 2 + 2) + activations",
+                value=rule,
+                precise=training_bytes_one_gpu,
+                unit="bytes",
+                source="seed 001 §1.2",
+                why_they_differ=(
+                    f"{_ratio_text(rule, training_bytes_one_gpu)}: the rule's 4 × 16-bit bytes for gradients and Adam "
+                    f"undercount fp32 optimizer states; both use the planner's activations for {setup_text}"
+                ),
+            )
+        )
+    if method in ("lora", "qlora"):
+        rule = lora_rule_bytes(params_total, params_trainable)
+        rules.append(
+            RuleOfThumb(
+                name="LoRA",
+                formula="2 × P + 12 × LoRA params",
+                value=rule,
+                precise=training_bytes_one_gpu,
+                unit="bytes",
+                source="seed 004, LoRA",
+                why_they_differ=(
+                    f"{_ratio_text(rule, training_bytes_one_gpu)}: the rule leaves out activations for {setup_text}"
+                    + (" and assumes a 16-bit base where QLoRA stores it in 4 bits" if method == "qlora" else "")
+                    + "; the planner adds activations, buffers and CUDA overhead"
+                ),
+            )
+        )
+    return rules
+
+
+def inference_rules(
+    *,
+    params_total: int,
+    bytes_per_weight: float,
+    weight_format: str,
+    precise_weight_bytes: float,
+    precise_total_bytes: float,
+    kv_cache_bytes: float,
+) -> list[RuleOfThumb]:
+    """The inference rule beside the planner's weights and its whole per-replica peak."""
+    rule = inference_rule_bytes(params_total, bytes_per_weight)
+    return [
+        RuleOfThumb(
+            name="Inference weights",
+            formula=f"P × {bytes_per_weight:g} bytes ({weight_format})",
+            value=rule,
+            precise=precise_total_bytes,
+            unit="bytes",
+            source="seed 002 §2.2, seed 004",
+            why_they_differ=(
+                f"{_ratio_text(rule, precise_total_bytes)}: the rule counts nominal bits only; the planner's weights are "
+                f"{precise_weight_bytes / GB:.2f} GB with quantisation scales, plus {kv_cache_bytes / GB:.2f} GB KV cache, "
+                "activations and CUDA overhead"
+            ),
+        )
+    ]
+
+
+# The seeds' bytes per weight: the nominal width only, no quantisation scales (seed 001 §1.3, 002 §1.2).
+NOMINAL_BYTES_PER_WEIGHT = {
+    "fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "nf4": 0.5,
+    "Q8_0": 1.0, "Q6_K": 0.75, "Q5_K_M": 0.625, "Q4_K_M": 0.5, "Q4_0": 0.5, "Q3_K_M": 0.375, "Q2_K": 0.25,
+}  # fmt: skip
