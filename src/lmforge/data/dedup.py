@@ -101,17 +101,18 @@ def drop_duplicates(dataset: Dataset, kind: Kind) -> tuple[Dataset, DuplicateRep
     report = find_duplicates(dataset, kind)
     if not report.exact_duplicates and not report.near_duplicates:
         return dataset, report
-    near_seen: set[bytes] = set()
+    import numpy as np
 
-    def first_seen(batch: dict[str, list[Any]]) -> list[bool]:
-        keep = []
+    near_seen: set[bytes] = set()
+    keep = np.zeros(len(dataset), dtype=bool)
+    row = 0
+    for batch in dataset.iter(batch_size=_BATCH_ROWS):
         for record in _rows(batch):
             key = near_key(record, kind)
-            keep.append(key not in near_seen)
+            keep[row] = key not in near_seen
             near_seen.add(key)
-        return keep
-
-    kept = dataset.filter(first_seen, batched=True, batch_size=_BATCH_ROWS, load_from_cache_file=False, desc="dedup")
+            row += 1
+    kept = dataset.select(np.flatnonzero(keep))
     report.removed = len(dataset) - len(kept)
     assert report.removed == report.exact_duplicates + report.near_duplicates
     return kept, report

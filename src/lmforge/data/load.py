@@ -14,6 +14,7 @@ skip the counting this module must do on every load.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import glob
 import json
@@ -214,24 +215,28 @@ class _Labeller:
         return str(label)
 
     def assign_ids(self, dataset: Dataset) -> tuple[Dataset, list[str]]:
-        if self.seen_names:
-            names = sorted(self.seen_names | {str(i) for i in range(self.max_id + 1)} if self.max_id >= 0 else self.seen_names)
-            index = {name: i for i, name in enumerate(names)}
+        """Cast the collected string labels to ids: sorted names, or "0".."max" for integer labels."""
+        from datasets import ClassLabel
 
-            def encode(value: str) -> int:
-                return index[value]
-        else:
-            names = [str(i) for i in range(self.max_id + 1)]
-            encode = int
-        features = features_for(Kind.CLASSIFICATION, names)
-        dataset = dataset.map(
-            lambda batch: {"label": [encode(value) for value in batch["label"]]},
-            batched=True,
-            features=features,
-            load_from_cache_file=False,
-            desc="label ids",
-        )
+        integers = {str(i) for i in range(self.max_id + 1)}
+        names = sorted(self.seen_names | integers) if self.seen_names else sorted(integers, key=int)
+        with _quiet_datasets():
+            dataset = dataset.cast_column("label", ClassLabel(names=names))
         return dataset, names
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Hide datasets' own progress bar for an internal step the user did not ask for."""
+    from datasets import utils as datasets_utils
+
+    was_enabled = not datasets_utils.are_progress_bars_disabled()
+    datasets_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets_utils.enable_progress_bars()
 
 
 # ---------------------------------------------------------------- sources
