@@ -247,10 +247,21 @@ def _cached_config(repo_id: str) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        found = try_to_load_from_cache(repo_id, "config.json")
+        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hf_cache_dir())
     except ValueError:  # not a valid repo id
         return None
     return Path(found) if isinstance(found, str) else None
+
+
+def hf_cache_dir() -> Path:
+    """The hub cache folder, read from the environment now (huggingface_hub freezes it at its import)."""
+    # huggingface_hub.constants: HF_HUB_CACHE, else the legacy HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub.
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    home = os.environ.get("HF_HOME") or str(Path(xdg_cache) / "huggingface")
+    return Path(home).expanduser() / "hub"
 
 
 def _hub_config(repo_id: str) -> Path | None:
@@ -258,11 +269,16 @@ def _hub_config(repo_id: str) -> Path | None:
     if not _looks_like_hub_id(repo_id) or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
         return None
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError
 
     try:
-        return Path(hf_hub_download(repo_id, "config.json", etag_timeout=_HUB_TIMEOUT_SECONDS))
-    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError):
+        return Path(hf_hub_download(repo_id, "config.json", cache_dir=hf_cache_dir(), etag_timeout=_HUB_TIMEOUT_SECONDS))
+    except GatedRepoError as exc:
+        raise NotFoundError(
+            f"{repo_id} is gated on the hub; accept its licence and log in (`hf auth login`), "
+            "or pass a local folder holding its config.json"
+        ) from exc
+    except (EntryNotFoundError, OSError, ValueError):  # unreachable, unknown repo, no config.json, bad id
         return None
 
 

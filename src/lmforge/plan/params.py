@@ -33,14 +33,16 @@ class Weight:
     name: str  # module path inside its block ("self_attn.q_proj", "attn.c_attn"), or "mlp.experts.gate_up_proj" for fused experts
     component: Component
     params: int
-    in_features: int = 0  # > 0 when LoRA can wrap it (nn.Linear / Conv1D, or a fused expert tensor)
+    in_features: int = 0  # LoRA's view of it: A is in_features × r, B is r × out_features
     out_features: int = 0
-    experts: int = 0  # > 0 for a 3-D expert tensor (peft `target_parameters`): LoRA rank is multiplied by it
+    lora: Literal["", "module", "param"] = ""  # peft target_modules (nn.Linear / Conv1D) or target_parameters
+    experts: int = 0  # > 0 for a 3-D expert tensor: peft's LoRA rank is multiplied by it
     routed: bool = False  # routed expert weights: only experts_per_token / num_experts of them are active
 
 
 def _linear(name: str, component: Component, in_features: int, out_features: int, bias: bool = False) -> Weight:
-    return Weight(name, component, in_features * out_features + (out_features if bias else 0), in_features, out_features)
+    params = in_features * out_features + (out_features if bias else 0)
+    return Weight(name, component, params, in_features, out_features, lora="module")
 
 
 def _norm(name: str, size: int, bias: bool = False) -> Weight:
@@ -95,19 +97,21 @@ def count_params(spec: ModelSpec) -> ParamCount:
 
 
 def default_lora_targets(spec: ModelSpec) -> list[str]:
-    """Every linear projection of attention and MLP (LLaMA-Factory's `all`), named as transformers names them.
+    """Every linear projection of attention and MLP (LLaMA-Factory's `all`), as peft target_modules names.
 
-    Routers and fused expert tensors are not nn.Linear in transformers 5, so they are not included; pass
-    "experts.gate_up_proj" / "experts.down_proj" (peft `target_parameters`) to adapt the experts too.
-    The output head is never a default target.
+    MoE experts are fused 3-D tensors in transformers 5, but peft 0.21 still accepts their transformers-4
+    names (gate_proj/up_proj/down_proj, Mixtral's w1/w3/w2) and converts them to the fused tensors, so those
+    names are included: "all" keeps meaning attention + every MLP, experts included. The router and the
+    output head are never default targets.
     """
     names: list[str] = []
     for index in range(_block_count(spec)):
         for weight in _layer_weights(spec, index):
-            leaf = weight.name.rpartition(".")[2]
-            if weight.in_features and not weight.experts and leaf not in names:
-                names.append(leaf)
-    return names
+            if weight.lora == "module":
+                names.append(weight.name.rpartition(".")[2])
+    if spec.is_moe:
+        names += [old for old in _PEFT_MOE_RENAMES.get(_peft_moe_style(spec), {}) if old != "gate"]
+    return list(dict.fromkeys(names))
 
 
 def count_trainable_params(
@@ -116,6 +120,7 @@ def count_trainable_params(
     *,
     lora_rank: int = 8,
     lora_targets: list[str] | None = None,
+    lora_target_parameters: list[str] | None = None,
     freeze_last_n: int = 2,
     num_virtual_tokens: int = 20,
 ) -> int:
@@ -123,9 +128,9 @@ def count_trainable_params(
 
     full: everything. freeze: the last `freeze_last_n` blocks, the final norm and an untied head; a tied head
     is the input embedding matrix, so it stays frozen (training it would unfreeze the embeddings).
-    lora / qlora: r·(in + out) per targeted linear (peft LoRA A and B, no bias), r·E·(in + out) per fused
-    expert tensor. prompt: peft prompt tuning's virtual-token embedding. prefix: peft prefix tuning's
-    per-layer key/value prefixes.
+    lora / qlora: peft LoRA with `lora_targets` as target_modules (default: default_lora_targets) and
+    `lora_target_parameters` as target_parameters. prompt: peft prompt tuning's virtual-token embedding.
+    prefix: peft prefix tuning's per-layer key/value prefixes.
     """
     if method not in METHODS:
         raise UserInputError(f"unknown training method '{method}'; choose one of {', '.join(METHODS)}")
@@ -133,9 +138,9 @@ def count_trainable_params(
     if method == "full":
         return counts.total_params
     if method == "freeze":
-        return _freeze_trainable(spec, counts, freeze_last_n)
+        return _freeze_trainable(counts, freeze_last_n)
     if method in ("lora", "qlora"):
-        return _lora_trainable(spec, lora_rank, lora_targets)
+        return _lora_trainable(spec, counts, lora_rank, lora_targets, lora_target_parameters)
     if num_virtual_tokens <= 0:
         raise UserInputError(f"num_virtual_tokens must be positive, got {num_virtual_tokens}")
     if method == "prompt":
@@ -144,13 +149,17 @@ def count_trainable_params(
         submodules = 2 if spec.kind == "encoder-decoder" else 1
         return num_virtual_tokens * submodules * spec.hidden_size
     # peft PrefixEncoder: Embedding(num_virtual_tokens, num_layers × 2 × token_dim); since peft #1901, for configs
-    # with num_key_value_heads the token_dim is head_dim × num_key_value_heads (GQA-sized keys and values).
-    token_dim = spec.head_dim * spec.num_kv_heads if _has_kv_heads_field(spec) else spec.hidden_size
+    # with num_key_value_heads the token_dim is config.head_dim × num_key_value_heads (GQA-sized keys and values).
+    # DeepseekV3Config sets head_dim to qk_rope_head_dim, and peft reads that.
+    if _has_kv_heads_field(spec):
+        token_dim = (spec.qk_rope_head_dim if spec.is_mla else spec.head_dim) * spec.num_kv_heads
+    else:
+        token_dim = spec.hidden_size
     prefix_layers = spec.num_encoder_layers if spec.kind == "encoder-decoder" else spec.num_layers
     return num_virtual_tokens * prefix_layers * 2 * token_dim
 
 
-def _freeze_trainable(spec: ModelSpec, counts: ParamCount, last_n: int) -> int:
+def _freeze_trainable(counts: ParamCount, last_n: int) -> int:
     if last_n <= 0 or last_n > len(counts.layer_params):
         raise UserInputError(
             f"freeze_last_n must be between 1 and the model's {len(counts.layer_params)} layers, got {last_n}"
@@ -158,38 +167,86 @@ def _freeze_trainable(spec: ModelSpec, counts: ParamCount, last_n: int) -> int:
     return sum(counts.layer_params[-last_n:]) + counts.output_params
 
 
-def _lora_trainable(spec: ModelSpec, rank: int, targets: list[str] | None) -> int:
+# peft 0.21 (utils/transformers_weight_conversion.py): transformers-4 MoE names in target_modules become
+# target_parameters on the fused transformers-5 tensors. Gate and up projections are fused, so they must be
+# targeted together and get rank 2r. The names leave target_modules, so dense MLPs with the same names
+# (DeepSeek's first dense layers and its shared experts) are then not adapted at all.
+_PEFT_MOE_RENAMES: dict[str, dict[str, str]] = {
+    "mixtral": {"gate": "gate.weight", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"},
+    "qwen2_moe": {"gate": "gate.weight", "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj", "down_proj": "down_proj"},
+}
+# transformers' conversion_mapping._MODEL_TO_CONVERSION_PATTERN, for the MoE architectures lmforge models.
+_PEFT_MOE_STYLE = {
+    "mixtral": "mixtral",
+    "qwen2_moe": "qwen2_moe",
+    "qwen3_moe": "qwen2_moe",
+    "deepseek_v2": "qwen2_moe",
+    "deepseek_v3": "qwen2_moe",
+    "olmoe": "qwen2_moe",
+}
+
+
+def _peft_moe_style(spec: ModelSpec) -> str:
+    return _PEFT_MOE_STYLE.get(spec.model_type, "")
+
+
+def _peft_targets(spec: ModelSpec, rank: int, modules: list[str], parameters: list[str]) -> tuple[list[str], dict[str, int]]:
+    """target_modules and {target_parameter: rank} after peft's MoE name conversion."""
+    renames = _PEFT_MOE_RENAMES.get(_peft_moe_style(spec))
+    ranks = {name: rank for name in parameters}
+    if not renames:
+        return modules, ranks
+    kept: list[str] = []
+    hits: dict[str, set[str]] = {}
+    for target in modules:
+        old = next((o for o in renames if target == o or target.endswith("." + o)), None)
+        if old is None:
+            kept.append(target)
+            continue
+        hits.setdefault(renames[old], set()).add(old)
+        ranks.setdefault(renames[old], rank)
+    for new_name, olds in hits.items():
+        required = {o for o, n in renames.items() if n == new_name}
+        if len(required) > 1:
+            if olds != required:
+                missing = ", ".join(sorted(required - olds))
+                raise UserInputError(
+                    f"LoRA target(s) {', '.join(sorted(olds))} need {missing} too: peft fuses them into {new_name}"
+                )
+            ranks[new_name] = rank * len(required)
+    return kept, ranks
+
+
+def _lora_trainable(
+    spec: ModelSpec, counts: ParamCount, rank: int, targets: list[str] | None, parameters: list[str] | None
+) -> int:
     if rank <= 0:
         raise UserInputError(f"lora_rank must be positive, got {rank}")
-    wanted = list(targets) if targets else default_lora_targets(spec)
-    weights = count_params(spec).weights
+    wanted = list(targets) if targets is not None else default_lora_targets(spec)
+    modules, param_ranks = _peft_targets(spec, rank, wanted, list(parameters or []))
     matched: set[str] = set()
     total = 0
-    for weight in weights:
-        hit = next((t for t in wanted if _target_matches(t, weight)), None)
+    for weight in counts.weights:
+        if weight.lora == "module":
+            hit = next((t for t in modules if ("." + weight.name).endswith("." + t)), None)
+        elif weight.lora == "param":
+            hit = next((t for t in param_ranks if ("." + weight.name).endswith("." + t)), None)
+        else:
+            continue
         if hit is None:
             continue
         matched.add(hit)
-        # peft LoRA: A is in×r, B is r×out; a fused expert tensor gets r·E rows (peft ParamWrapper).
-        total += rank * max(weight.experts, 1) * (weight.in_features + weight.out_features)
-    unknown = [t for t in wanted if t not in matched]
-    if unknown:
-        available = sorted({w.name.rpartition(".")[2] if not w.experts else w.name for w in weights if w.in_features})
+        weight_rank = param_ranks[hit] if weight.lora == "param" else rank
+        # peft LoRA: A is in×r, B is r×out; a 3-D expert tensor gets r·E (peft ParamWrapper).
+        total += weight_rank * max(weight.experts, 1) * (weight.in_features + weight.out_features)
+    unknown = [t for t in [*modules, *param_ranks] if t not in matched]
+    if unknown or total == 0:
+        available = sorted({w.name.rpartition(".")[2] for w in counts.weights if w.lora == "module"})
         raise UserInputError(
-            f"LoRA target(s) {', '.join(unknown)} match no linear module of {spec.name}; available: {', '.join(available)}"
+            f"LoRA target(s) {', '.join(unknown) or '(none)'} match no layer of {spec.name}; "
+            f"available: {', '.join(available)}"
         )
     return total
-
-
-def _target_matches(target: str, weight: Weight) -> bool:
-    """peft's rule: a target names a module whose path ends with it ("q_proj", "self_attn.q_proj").
-
-    Fused expert tensors are parameters, not modules: peft reaches them only through target_parameters,
-    so they match only a target that names them with their module ("experts.gate_up_proj").
-    """
-    if not weight.in_features or (weight.experts and "." not in target):
-        return False
-    return ("." + weight.name).endswith("." + target)
 
 
 def _has_kv_heads_field(spec: ModelSpec) -> bool:
@@ -400,9 +457,9 @@ def _moe_mlp(spec: ModelSpec) -> list[Weight]:
     """A router (experts × hidden, not an nn.Linear), fused 3-D expert tensors, and DeepSeek's shared experts."""
     h, experts, inter = spec.hidden_size, spec.num_experts, spec.moe_intermediate_size
     weights = [
-        Weight("mlp.gate", "mlp", experts * h),
-        Weight("mlp.experts.gate_up_proj", "mlp", experts * 2 * inter * h, h, 2 * inter, experts, routed=True),
-        Weight("mlp.experts.down_proj", "mlp", experts * inter * h, inter, h, experts, routed=True),
+        Weight("mlp.gate.weight", "mlp", experts * h, h, experts, lora="param"),
+        Weight("mlp.experts.gate_up_proj", "mlp", experts * 2 * inter * h, h, 2 * inter, "param", experts, routed=True),
+        Weight("mlp.experts.down_proj", "mlp", experts * inter * h, inter, h, "param", experts, routed=True),
     ]
     if spec.num_shared_experts:
         weights += _dense_mlp(spec, inter * spec.num_shared_experts, prefix="mlp.shared_experts.")
