@@ -1,7 +1,370 @@
-"""`lmforge plan`, `lmforge models`, `lmforge gpus`."""
+"""`lmforge plan`, `lmforge models`, `lmforge gpus`: parse, call lmforge.plan, render.
+
+Only typer and click at import time: `lmforge plan ... --json` must start cold in well under 0.5 s,
+so the planner, rich and matplotlib are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import Enum
+from typing import Any
 
 import typer
 
+GIB = 1024**3
+_PRECISIONS = ["fp32", "fp16-mixed", "bf16-mixed", "bf16"]
+_QUANTS = ["fp32", "fp16", "bf16", "fp8", "int8", "int4", "nf4", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
+_INFERENCE_FORMAT = {"fp32": "fp32", "fp16-mixed": "fp16", "bf16-mixed": "bf16", "bf16": "bf16"}
+
+
+def _choices(name: str, values: list[str]) -> type[Enum]:
+    """A str Enum whose values are the allowed spellings: typer shows them in --help and rejects others."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+Task = _choices("Task", ["train", "infer"])
+Method = _choices("Method", ["full", "freeze", "lora", "qlora", "prompt", "prefix"])
+Precision = _choices("Precision", _PRECISIONS)
+Quant = _choices("Quant", _QUANTS)
+Optimizer = _choices("Optimizer", ["adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor"])
+Recompute = _choices("Recompute", ["none", "full", "selective"])
+Offload = _choices("Offload", ["none", "optimizer", "params", "both"])
+KvDtype = _choices("KvDtype", ["fp32", "fp16", "bf16", "fp8", "int8"])
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value / GIB:,.2f} GiB"
+
+
+def _gb_and_gib(value: float) -> str:
+    return f"{value / 1e9:,.1f} GB ({value / GIB:,.1f} GiB)"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 3600:
+        return f"{seconds:.1f} s"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.0f}" if value >= 100 else f"${value:,.2f}"
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def plan_command(
+    model: str = typer.Argument(..., help="Catalog name (see `lmforge models`), hub id, model folder or config.json."),
+    task: Task = typer.Option("train", "--task", case_sensitive=False, help="Plan training or inference."),
+    method: Method = typer.Option("full", "--method", case_sensitive=False, help="Training method."),
+    precision: Precision = typer.Option(
+        "bf16-mixed", "--precision", case_sensitive=False, help="Training precision (-mixed keeps fp32 master weights)."
+    ),
+    quant: Quant | None = typer.Option(
+        None,
+        "--quant",
+        case_sensitive=False,
+        help="Inference weight format (default from --precision); for --method qlora: nf4/int4 = 4-bit, int8 = 8-bit base.",
+    ),
+    optimizer: Optimizer = typer.Option("adamw", "--optimizer", case_sensitive=False),
+    batch_size: int = typer.Option(1, "--batch-size", help="Micro-batch per GPU (training) or concurrent sequences (inference)."),
+    seq_len: int = typer.Option(2048, "--seq-len", help="Training sequence length, or inference context (prompt + generated)."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Gradient accumulation steps."),
+    grad_ckpt: Recompute = typer.Option(
+        "none", "--grad-ckpt", case_sensitive=False, help="Activation recomputation."
+    ),
+    lora_rank: int = typer.Option(16, "--lora-rank", help="LoRA rank r."),
+    zero: int | None = typer.Option(None, "--zero", min=0, max=3, help="ZeRO stage (default: searched)."),
+    offload: Offload = typer.Option(
+        "none", "--offload", case_sensitive=False, help="CPU offload (ZeRO-Offload/Infinity)."
+    ),
+    tp: int | None = typer.Option(None, "--tp", help="Tensor-parallel degree (default: searched)."),
+    pp: int | None = typer.Option(None, "--pp", help="Pipeline-parallel degree (default: searched)."),
+    gpu: str | None = typer.Option(None, "--gpu", help="Accelerator (see `lmforge gpus`); default a100-80g."),
+    gpus: int | None = typer.Option(None, "--gpus", help="Use exactly this many GPUs (default: the fewest that fit)."),
+    gpu_mem: float | None = typer.Option(None, "--gpu-mem", help="Custom GPU memory in GiB (keeps --gpu's speed figures)."),
+    kv_dtype: KvDtype | None = typer.Option(None, "--kv-dtype", case_sensitive=False),
+    tokens: float | None = typer.Option(None, "--tokens", help="Training tokens for time and cost (default 1e9)."),
+    mfu: float = typer.Option(0.40, "--mfu", help="Model FLOPs utilisation assumed for time estimates."),
+    price: float | None = typer.Option(None, "--price", help="$ per GPU-hour (default: the catalog's typical price)."),
+    simulate: bool = typer.Option(False, "--simulate", help="Also measure one real step on fake tensors (training)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    plot: str | None = typer.Option(None, "--plot", help="Write a stacked-bar PNG of the breakdown to this file."),
+) -> None:
+    """Will it fit, on how many GPUs, laid out how, and how long will it take."""
+    from lmforge.errors import UserInputError
+    from lmforge.plan.planner import plan_inference, plan_training
+
+    task, method, precision, optimizer, grad_ckpt, offload = (
+        choice.value for choice in (task, method, precision, optimizer, grad_ckpt, offload)
+    )
+    quant = None if quant is None else quant.value
+    kv_dtype = None if kv_dtype is None else kv_dtype.value
+
+    if tokens is not None and (not math.isfinite(tokens) or tokens < 1 or tokens != int(tokens)):
+        raise UserInputError(f"--tokens must be a positive whole number, got {tokens:g}")
+    if task == "train":
+        if kv_dtype is not None:
+            raise UserInputError("--kv-dtype applies to --task infer only")
+        qlora_bits = 8 if quant == "int8" else 4
+        if quant is not None and method != "qlora":
+            raise UserInputError("--quant applies to --task infer, or to --method qlora (nf4/int4 or int8)")
+        plan = plan_training(
+            model,
+            method=method,
+            precision=precision,
+            optimizer=optimizer,
+            micro_batch_size=batch_size,
+            seq_len=seq_len,
+            grad_accum=grad_accum,
+            recompute=grad_ckpt,
+            lora_rank=lora_rank,
+            qlora_bits=qlora_bits,
+            zero=zero,
+            offload=offload,
+            tp=tp,
+            pp=pp,
+            gpu=gpu,
+            gpus=gpus,
+            gpu_mem_gib=gpu_mem,
+            tokens=None if tokens is None else int(tokens),
+            mfu=mfu,
+            price_per_gpu_hour=price,
+            simulate=simulate,
+        )
+    else:
+        if simulate:
+            raise UserInputError("--simulate measures a training step; use it with --task train")
+        if zero is not None or offload != "none":
+            raise UserInputError("--zero and --offload apply to --task train only")
+        weight_format = quant or _INFERENCE_FORMAT[precision]
+        plan = plan_inference(
+            model,
+            weight_format=weight_format,
+            kv_dtype=kv_dtype or ("fp16" if weight_format == "fp16" else "bf16"),
+            batch_size=batch_size,
+            context_len=seq_len,
+            tp=tp,
+            pp=pp,
+            gpu=gpu,
+            gpus=gpus,
+            gpu_mem_gib=gpu_mem,
+            mfu=mfu,
+        )
+    if plot:
+        from lmforge.plan.plot import plot_breakdown
+
+        plot_breakdown(plan, plot)
+    if as_json:
+        _print_json(plan.to_dict())
+        return
+    _render(plan, plot)
+
+
+def _render(plan, plot: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    data = plan.to_dict()
+    model, layout, memory = data["model"], data["layout"], data["memory"]
+    active = f", {model['params_active'] / 1e9:,.2f}B active" if model["params_active"] != model["params_total"] else ""
+    trainable = f", {model['params_trainable'] / 1e9:,.4g}B trainable" if plan.task == "train" else ""
+    console.print(f"[bold]{model['name']}[/bold] ({model['architecture']}): {model['params_total'] / 1e9:,.2f}B params{active}{trainable}")
+    setup = ", ".join(f"{k}={v}" for k, v in data["setup"].items() if v is not None)
+    console.print(f"[dim]{plan.task}: {setup}[/dim]")
+
+    verdict = "[green]fits[/green]" if layout["fits"] else "[red]does NOT fit[/red]"
+    console.print(
+        f"\n{verdict}: {layout['gpus']} × {plan.accelerator.name} ({plan.accelerator.memory_gib:g} GiB), "
+        f"DP {layout['dp']} × TP {layout['tp']} × PP {layout['pp']}, ZeRO-{layout['zero_stage']}"
+        + (" + offload" if layout["offload_optimizer"] or layout["offload_params"] else "")
+        + (" + sequence parallel" if layout["sequence_parallel"] else "")
+    )
+    console.print(f"[dim]why: {layout['reason']}[/dim]")
+
+    table = Table(title="Memory per GPU (GiB = 2^30 bytes)", title_justify="left")
+    table.add_column("category")
+    table.add_column("GiB", justify="right")
+    table.add_column("share", justify="right")
+    total = memory["per_gpu_bytes"] or 1
+    for category, value in memory["breakdown"].items():
+        if value:
+            table.add_row(category, f"{value / GIB:,.2f}", f"{100 * value / total:.0f}%")
+    table.add_row("[bold]total[/bold]", f"[bold]{memory['per_gpu_bytes'] / GIB:,.2f}[/bold]", "")
+    table.add_row("usable (after headroom)", f"{memory['usable_bytes'] / GIB:,.2f}", "")
+    if memory["cpu_offload_bytes"]:
+        table.add_row("CPU RAM (offloaded)", f"{memory['cpu_offload_bytes'] / GIB:,.2f}", "")
+    console.print(table)
+
+    _render_throughput(console, plan, data["throughput"])
+    _render_rules(console, data["rules_of_thumb"])
+    _render_verdicts(console, plan, data["verdicts"])
+    if data.get("simulation"):
+        simulation = data["simulation"]
+        console.print(
+            f"Simulated peak (one real step on fake tensors, no CUDA context): {simulation['total_bytes'] / GIB:,.2f} GiB "
+            f"vs planned {(memory['per_gpu_bytes'] - memory['breakdown']['overhead']) / GIB:,.2f} GiB without overhead"
+            + (" [dim](1 GPU, no parallelism)[/dim]" if layout["gpus"] > 1 else "")
+        )
+    for note in data["notes"]:
+        console.print(f"[dim]note: {note}[/dim]")
+    if plot:
+        console.print(f"plot written to {plot}")
+
+
+def _render_throughput(console, plan, figures: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="Time and cost (upper-bound speed at the MFU assumption)", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    if plan.task == "train":
+        table.add_row("tokens", f"{figures['tokens']:,.0f}")
+        table.add_row("FLOPs (model + recompute)", f"{figures['model_flops']:.3e} + {figures['recompute_flops']:.3e}")
+        table.add_row("MFU assumed", f"{figures['mfu']:.0%}")
+        if figures["tokens_per_second"] is not None:
+            table.add_row("tokens/s (all GPUs)", f"{figures['tokens_per_second']:,.0f}")
+            table.add_row(f"step ({figures['tokens_per_step']:,} tokens)", _duration(figures["step_seconds"]))
+        table.add_row("wall time", _duration(figures["wall_seconds"]))
+        table.add_row("GPU-hours", "-" if figures["gpu_hours"] is None else f"{figures['gpu_hours']:,.1f}")
+        price = figures["price_usd_per_gpu_hour"]
+        table.add_row(f"cost{'' if price is None else f' at ${price:g}/GPU-hour'}", _money(figures["cost_usd"]))
+    else:
+        rate = figures["decode_tokens_per_second"]
+        table.add_row("decode tokens/s per sequence (bandwidth bound)", "-" if rate is None else f"{rate:,.1f}")
+        total = figures["decode_tokens_per_second_total"]
+        table.add_row("decode tokens/s, whole batch", "-" if total is None else f"{total:,.1f}")
+        table.add_row("bytes read per decode step", _gib(figures["bytes_read_per_step"]))
+        table.add_row("prefill (compute bound)", _duration(figures["prefill_seconds"]))
+        table.add_row("time to first token", _duration(figures["time_to_first_token_seconds"]))
+    console.print(table)
+
+
+def _render_rules(console, rules: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Rules of thumb beside the precise figure", title_justify="left")
+    for column in ("rule", "formula", "rule says", "planner says"):
+        table.add_column(column, justify="right" if column.endswith("says") else "left")
+    for rule in rules:
+        if rule["unit"] == "gpus":
+            said, precise = f"{rule['value']:g} GPUs", "-" if rule["precise"] is None else f"{rule['precise']:g} GPUs"
+        else:
+            said, precise = _gb_and_gib(rule["value"]), _gb_and_gib(rule["precise"])
+        table.add_row(f"{rule['name']} [dim]({rule['source']})[/dim]", rule["formula"], said, precise)
+    console.print(table)
+    for rule in rules:
+        console.print(f"[dim]  why {rule['name']} differs: {rule['why_they_differ']}[/dim]")
+
+
+def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
+    from rich.table import Table
+
+    if not verdicts:
+        return
+    table = Table(title="Every GPU type: the fewest that fit", title_justify="left")
+    columns = ["GPU", "memory", "GPUs", "layout", "per GPU"]
+    if plan.task == "train":
+        columns += ["time", "cost"]
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("memory", "GPUs", "per GPU", "time", "cost") else "left")
+    for verdict in verdicts:
+        fits = verdict["min_gpus"] is not None
+        row = [
+            verdict["gpu"],
+            f"{verdict['memory_gib']:g} GiB",
+            str(verdict["min_gpus"]) if fits else "[red]-[/red]",
+            verdict["layout"] if fits else f"[red]{verdict['layout']}[/red]",
+            _gib(verdict["per_gpu_bytes"]),
+        ]
+        if plan.task == "train":
+            row += [_duration(None if verdict["hours"] is None else verdict["hours"] * 3600), _money(verdict["cost_usd"])]
+        table.add_row(*row)
+    console.print(table)
+
+
+def models_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """The built-in model catalog: names to pass to `lmforge plan`."""
+    from lmforge.plan.models import list_catalog
+    from lmforge.plan.params import count_params
+
+    rows = []
+    for spec in list_catalog():
+        counts = count_params(spec)
+        rows.append(
+            {
+                "name": spec.name,
+                "hf_id": spec.hf_id,
+                "architecture": spec.architecture,
+                "kind": spec.kind,
+                "params_total": counts.total_params,
+                "params_active": counts.active_params,
+                "layers": spec.num_layers,
+                "hidden_size": spec.hidden_size,
+                "heads": spec.num_attention_heads,
+                "kv_heads": spec.num_kv_heads,
+            }
+        )
+    if as_json:
+        _print_json({"models": rows})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Model catalog (lmforge plan NAME)")
+    for column in ("name", "hub id", "params", "active", "arch", "layers", "heads / kv"):
+        table.add_column(column, justify="right" if column in ("params", "active", "layers") else "left")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["hf_id"] or "-",
+            f"{row['params_total'] / 1e9:,.2f}B",
+            f"{row['params_active'] / 1e9:,.2f}B",
+            row["architecture"],
+            str(row["layers"]),
+            f"{row['heads']} / {row['kv_heads']}",
+        )
+    Console().print(table)
+
+
+def gpus_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """The accelerator catalog: memory, bandwidth and dense peak FLOP/s (datasheet, no sparsity)."""
+    from lmforge.plan.hardware import list_accelerators
+
+    accelerators = list_accelerators()
+    if as_json:
+        _print_json({"gpus": [a.to_dict() for a in accelerators]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Accelerator catalog (lmforge plan ... --gpu NAME)")
+    for column in ("name", "model", "memory", "bandwidth", "bf16 TFLOP/s", "fp16 TFLOP/s", "$/hour"):
+        table.add_column(column, justify="left" if column in ("name", "model") else "right")
+    for a in accelerators:
+        table.add_row(
+            a.name,
+            a.display_name,
+            f"{a.memory_gib:g} GiB",
+            f"{a.bandwidth_gb_s:,.0f} GB/s",
+            "-" if a.bf16_tflops is None else f"{a.bf16_tflops:g}",
+            "-" if a.fp16_tflops is None else f"{a.fp16_tflops:g}",
+            "-" if a.price_usd_per_hour is None else f"{a.price_usd_per_hour:.2f}",
+        )
+    Console().print(table)
+
 
 def register(app: typer.Typer) -> None:
-    """Filled in by the planner work."""
+    app.command("plan")(plan_command)
+    app.command("models")(models_command)
+    app.command("gpus")(gpus_command)

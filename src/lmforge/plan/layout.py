@@ -215,7 +215,7 @@ class LayoutSearch:
                     fitting.append((dp * shape.tp * shape.pp, shape))
             if fitting:
                 gpus = min(n for n, _ in fitting)
-                at_min = [_with_dp(s, gpus) for n, s in fitting if gpus % (s.tp * s.pp) == 0]
+                at_min = [_with_dp(s, gpus) for n, s in fitting if n == gpus]
                 chosen = _normalise(min(at_min, key=preference), request)
                 name = strategy if family is not shapes or all(map(in_family, shapes)) else "fallback"
                 return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(name, chosen, self, accelerator))

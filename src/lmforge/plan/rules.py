@@ -18,7 +18,7 @@ class RuleOfThumb:
     name: str
     formula: str
     value: float  # in `unit`
-    precise: float  # the planner's figure for the same quantity, in `unit`
+    precise: float | None  # the planner's figure for the same quantity, in `unit` (None: nothing fits)
     unit: str  # "bytes" or "gpus"
     source: str
     why_they_differ: str
@@ -86,7 +86,7 @@ def training_rules(
             name="GPUs to train",
             formula="ceil(P(B) × 18 × 1.25 / VRAM(GB))",
             value=gpus_needed_rule(params_total, vram_gb),
-            precise=precise_gpus if precise_gpus is not None else float("nan"),
+            precise=precise_gpus,
             unit="gpus",
             source="seed 002 §3.1",
             why_they_differ=(
