@@ -1,0 +1,94 @@
+"""The one gate every lmforge code path uses to load a pickle-based checkpoint.
+
+Scan first (lmforge.files.scan), refuse anything not proven safe, then let torch load it with
+weights_only=True as a second, independent line of defence. torch older than 2.6 is refused:
+its weights_only mode could be bypassed to run code (CVE-2025-32434). `trust_pickle=True` (the
+CLI's `--trust-pickle`) is the explicit, user-given override: no scan, a full unpickle.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import DependencyError, FormatError, NotFoundError, UnsafeFileError
+from lmforge.files.scan import scan_file
+
+MIN_SAFE_TORCH = (2, 6)  # first release with the CVE-2025-32434 weights_only fix
+_FINDINGS_IN_MESSAGE = 3
+
+
+def torch_version_tuple(version: str) -> tuple[int, int]:
+    """(major, minor) of a torch version string such as '2.13.0+cpu'."""
+    parts = version.split("+")[0].split(".")
+    try:
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+def _numpy_safe_globals() -> list[tuple[Any, str]]:
+    """The numpy reconstructors the scanner allowlists, under both numpy 1.x and 2.x module names.
+
+    torch's own weights_only allowlist has no numpy, so checkpoints holding arrays (Trainer's
+    rng_state.pth) would be refused without these.
+    """
+    import numpy
+
+    try:
+        from numpy._core import multiarray, numeric  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray, numeric
+
+    pairs: list[tuple[Any, str]] = [(numpy.ndarray, "numpy.ndarray"), (numpy.dtype, "numpy.dtype")]
+    for package in ("numpy.core", "numpy._core"):
+        pairs += [
+            (multiarray._reconstruct, f"{package}.multiarray._reconstruct"),
+            (multiarray.scalar, f"{package}.multiarray.scalar"),
+            (numeric._frombuffer, f"{package}.numeric._frombuffer"),
+        ]
+    # np.dtype(...) builds an instance of a per-dtype class (numpy.dtypes.Float64DType); BUILD needs it allowed.
+    pairs += [(type(numpy.dtype(code)), f"numpy.dtypes.{type(numpy.dtype(code)).__name__}")
+              for code in "?bBhHiIlLqQefdgFDGSUVO"]
+    return pairs
+
+
+def safe_torch_load(path: str | os.PathLike[str], *, trust_pickle: bool = False, map_location: Any = "cpu") -> Any:
+    """torch.load, but only after the scanner proved the file safe; weights_only=True on torch >= 2.6.
+
+    Raises UnsafeFileError naming the offending globals, DependencyError on an old torch.
+    """
+    target = Path(path)
+    if not target.is_file():
+        raise NotFoundError(f"{target} is not a file")
+    import torch
+
+    if trust_pickle:
+        warnings.warn(f"loading {target} with a full unpickle (--trust-pickle): it can run code", stacklevel=2)
+        return torch.load(target, map_location=map_location, weights_only=False)
+
+    report = scan_file(target)
+    if report.verdict == "error":
+        raise FormatError(f"{target}: {report.error}")
+    if report.verdict == "unsafe":
+        reasons = list(dict.fromkeys(finding.global_name or finding.message for finding in report.findings))
+        shown = ", ".join(reasons[:_FINDINGS_IN_MESSAGE])
+        more = len(reasons) - min(len(reasons), _FINDINGS_IN_MESSAGE)
+        raise UnsafeFileError(
+            f"{target} is not proven safe to load: {shown}{f' and {more} more' if more else ''}"
+            " (see `lmforge scan`); pass --trust-pickle only if you trust its source"
+        )
+    if torch_version_tuple(torch.__version__) < MIN_SAFE_TORCH:
+        raise DependencyError(
+            f"torch {torch.__version__} has a weights_only bypass (CVE-2025-32434); "
+            "install torch>=2.6 or pass --trust-pickle only if you trust this file"
+        )
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(target, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UnsafeFileError(f"torch refused {target} with weights_only=True: {first_line}") from error
