@@ -28,12 +28,6 @@ COMMAND_MODULES = [
 ]
 
 
-class _UserFacingError(click.ClickException):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 class LmforgeGroup(TyperGroup):
     """Turns an LmforgeError raised by any subcommand into `Error: <message>` and its exit code."""
 
@@ -41,7 +35,9 @@ class LmforgeGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except LmforgeError as error:
-            raise _UserFacingError(str(error), error.exit_code) from error
+            # typer >= 0.20 vendors its own click, so a click.ClickException would escape as a traceback.
+            typer.echo(f"Error: {error}", err=True)
+            raise typer.Exit(error.exit_code) from error
 
 
 app = typer.Typer(
