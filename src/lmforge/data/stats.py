@@ -217,3 +217,82 @@ def write_histogram(lengths: np.ndarray, path: str | os.PathLike[str], max_len: 
         figure.savefig(temporary, format="png", dpi=100)
     plt.close(figure)
     return target
+
+
+@dataclass
+class PreviewRecord:
+    """One record as the model sees it: named parts of (text, trained?) runs, decoded from the real tokens."""
+
+    location: str
+    tokens: int
+    truncated: bool
+    parts: list[tuple[str | None, list[tuple[str, bool]]]]
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _runs(tokenizer: Any, input_ids: list[int], trained: list[bool]) -> list[tuple[str, bool]]:
+    """Consecutive tokens with the same mask state, decoded together (so multi-byte characters survive)."""
+    runs: list[tuple[str, bool]] = []
+    start = 0
+    for end in range(1, len(input_ids) + 1):
+        if end == len(input_ids) or trained[end] != trained[start]:
+            runs.append((tokenizer.decode(input_ids[start:end], skip_special_tokens=False), trained[start]))
+            start = end
+    return runs
+
+
+def preview_records(
+    result: Any,
+    tokenizer: Any,
+    *,
+    n: int = 3,
+    max_len: int | None = None,
+    template: str | None = None,
+    train_on_prompt: bool = False,
+) -> list[PreviewRecord]:
+    """The first `n` records of a LoadResult rendered and tokenized the way training does it
+    (data/tokenize.py's encode_chat), with the label mask: what `lmforge data preview` prints."""
+    from lmforge.data.templates import resolve_template
+    from lmforge.data.tokenize import IGNORE_INDEX, encode_chat
+
+    if n < 1:
+        raise UserInputError(f"-n must be at least 1, got {n}")
+    kind = result.kind
+    limit = max_len if max_len is not None else 1 << 62
+    chosen = resolve_template(tokenizer, template) if kind not in (Kind.TEXT, Kind.CLASSIFICATION) else None
+    shown: list[PreviewRecord] = []
+    for index in range(min(n, len(result.dataset))):
+        record = result.dataset[index]
+        location = f"record {index + 1}"
+        if kind in (Kind.TEXT, Kind.CLASSIFICATION):
+            if kind is Kind.TEXT:
+                ids = tokenizer(record["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            else:
+                ids = tokenizer(record["text"], record.get("text_pair"))["input_ids"]
+            note = None
+            if kind is Kind.CLASSIFICATION:
+                names = result.label_names
+                note = f"label: {names[record['label']] if names else record['label']}"
+            kept = ids[:limit]
+            shown.append(PreviewRecord(location, len(kept), len(ids) > limit, [(None, _runs(tokenizer, kept, [True] * len(kept)))], note))
+            continue
+        conversations: list[tuple[str | None, list[dict[str, str]]]]
+        if kind is Kind.CHAT:
+            conversations = [(None, record["messages"])]
+        elif kind is Kind.PREFERENCE:
+            conversations = [("chosen", record["prompt"] + record["chosen"]), ("rejected", record["prompt"] + record["rejected"])]
+        else:
+            conversations = [(None, record["prompt"] + record["completion"])]
+        parts, tokens, truncated = [], 0, False
+        for title, messages in conversations:
+            encoded = encode_chat(messages, tokenizer, chosen, max_len=limit, train_on_prompt=train_on_prompt)
+            trained = [label != IGNORE_INDEX for label in encoded["labels"]]
+            parts.append((title, _runs(tokenizer, encoded["input_ids"], trained)))
+            tokens = max(tokens, len(encoded["input_ids"]))
+            truncated = truncated or encoded["_dropped_tokens"] > 0
+        note = f"label: {'desirable' if record['label'] else 'undesirable'}" if kind is Kind.UNPAIRED_PREFERENCE else None
+        shown.append(PreviewRecord(location, tokens, truncated, parts, note))
+    return shown
