@@ -83,14 +83,17 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
     else:
         encoder_layers = 0
         num_layers = fields.int("num_hidden_layers", "n_layer", "num_layers")
+    vocab = fields.int("vocab_size")
     kv_heads = fields.int("num_key_value_heads", "multi_query_group_num", default=heads)
+    if not fields.problems and (heads == 0 or kv_heads == 0):
+        fields.problems.append("'num_attention_heads' and 'num_key_value_heads' must be positive")
+    fields.raise_problems()  # the fields below are derived from these
     if config.get("multi_query") is True:
         kv_heads = 1
     if heads % kv_heads != 0:
         raise ConfigError(f"config.json at {where}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
     head_dim = fields.int("head_dim", "d_kv", default=_HEAD_DIM_DEFAULTS.get(model_type, hidden // heads))
     intermediate = fields.int("intermediate_size", "n_inner", "d_ff", "ffn_dim", default=4 * hidden)
-    vocab = fields.int("vocab_size")
     max_positions = fields.int("max_position_embeddings", "n_positions", "max_seq_len", default=0)
 
     tie_default = model_type not in _UNTIED_BY_DEFAULT

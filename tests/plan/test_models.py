@@ -1,0 +1,209 @@
+"""Resolving models by path, HF cache, catalog name or hub id, and reading every config convention."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmforge.errors import ConfigError, NotFoundError
+from lmforge.plan import models
+from lmforge.plan.models import list_catalog, resolve_model, spec_from_config
+from lmforge.plan.params import count_params
+
+REQUIRED = [
+    "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b",
+    "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b",
+    "qwen3-0.6b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b", "qwen3-235b-a22b", "mistral-7b", "mixtral-8x7b",
+    "mixtral-8x22b", "deepseek-v3", "gemma-2-2b", "gemma-2-9b", "gemma-2-27b", "gemma-3-1b", "phi-3-mini", "phi-4",
+    "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "bert-base-uncased", "roberta-base", "t5-base",
+]
+
+
+def test_catalog_holds_the_popular_models_under_typeable_names() -> None:
+    specs = list_catalog()
+    names = [s.name for s in specs]
+    assert len(specs) >= 25 and len(set(names)) == len(names)
+    assert set(REQUIRED) <= set(names)
+    for spec in specs:
+        assert re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", spec.name), spec.name
+        assert spec.hf_id and "/" in spec.hf_id
+        assert spec.config["architectures"][0] == spec.architecture
+
+
+@pytest.mark.parametrize("text", ["llama-3.1-8b", "LLaMA-3.1-8B", "  llama-3.1-8b ", "meta-llama/Llama-3.1-8B", "META-LLAMA/llama-3.1-8b"])
+def test_catalog_names_and_hub_ids_resolve_ignoring_case(text: str) -> None:
+    spec = resolve_model(text)
+    assert spec.name == "llama-3.1-8b" and spec.hf_id == "meta-llama/Llama-3.1-8B"
+    assert (spec.num_layers, spec.num_kv_heads, spec.head_dim, spec.vocab_size) == (32, 8, 128, 128256)
+
+
+def test_local_directory_and_config_file_resolve(write_config) -> None:
+    folder = write_config(resolve_model("qwen2.5-0.5b").config, "my-finetune")
+    from_dir = resolve_model(str(folder))
+    from_file = resolve_model(str(folder / "config.json"))
+    assert from_dir.name == str(folder) and from_dir.hf_id is None
+    assert count_params(from_dir).total_params == count_params(from_file).total_params == 494_032_768
+
+
+def test_saved_transformers_model_resolves(tiny_llama_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    spec = resolve_model(str(tiny_llama_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    assert count_params(spec).total_params == sum(p.numel() for p in model.parameters())
+
+
+def _fake_hub_cache(root: Path, repo_id: str, config: dict) -> Path:
+    """The huggingface_hub cache layout: models--org--name/{refs/main, snapshots/<commit>/config.json}."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(config))
+    return root
+
+
+def test_snapshot_in_the_hf_cache_resolves_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = resolve_model("mistral-7b").config
+    cache = _fake_hub_cache(tmp_path / "hub", "acme/mistral-custom", {**config, "num_hidden_layers": 4})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = resolve_model("acme/mistral-custom")
+    assert (spec.name, spec.hf_id, spec.num_layers, spec.sliding_window) == ("acme/mistral-custom", "acme/mistral-custom", 4, 4096)
+
+
+def test_hf_home_locates_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_hub_cache(tmp_path / "home" / "hub", "acme/tiny", resolve_model("gpt2").config)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert resolve_model("acme/tiny").model_type == "gpt2"
+
+
+def test_hub_is_asked_only_for_config_json_and_never_when_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_config
+) -> None:
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    calls: list[tuple] = []
+    downloaded = write_config(resolve_model("phi-4").config, "downloaded") / "config.json"
+
+    def fake_download(repo_id: str, filename: str, **kwargs) -> str:
+        calls.append((repo_id, filename, kwargs.get("etag_timeout")))
+        return str(downloaded)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(NotFoundError):
+        resolve_model("someone/new-model")
+    assert calls == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    spec = resolve_model("someone/new-model")
+    assert spec.model_type == "phi3" and spec.hf_id == "someone/new-model"
+    assert calls == [("someone/new-model", "config.json", models._HUB_TIMEOUT_SECONDS)]
+
+
+@pytest.mark.parametrize(
+    "typo,suggestion", [("llama-3.1-8", "llama-3.1-8b"), ("mixtrl-8x7b", "mixtral-8x7b"), ("qwen2.5-7", "qwen2.5-7b")]
+)
+def test_unknown_names_suggest_the_closest_catalog_names(typo: str, suggestion: str) -> None:
+    with pytest.raises(NotFoundError, match=f"did you mean .*{re.escape(suggestion)}"):
+        resolve_model(typo)
+
+
+def test_hopeless_names_point_at_the_catalog_command() -> None:
+    with pytest.raises(NotFoundError, match="lmforge models"):
+        resolve_model("zzzzzz")
+
+
+def test_missing_field_is_named_with_the_file(write_config) -> None:
+    config = dict(resolve_model("llama-2-7b").config)
+    del config["num_attention_heads"]
+    folder = write_config(config)
+    with pytest.raises(ConfigError, match=rf"config.json at .*{folder.name}.* missing 'num_attention_heads'"):
+        resolve_model(str(folder))
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    config = {**resolve_model("llama-2-7b").config, "hidden_size": "4096", "vocab_size": -1}
+    with pytest.raises(ConfigError, match=r"'hidden_size' must be .*'4096'.*'vocab_size' must be"):
+        spec_from_config(config, name="x")
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [("{not json", "not valid JSON"), ("[1, 2]", "not a JSON object"), ('{"hidden_size": 8}', "missing 'model_type'")],
+)
+def test_malformed_config_json_is_a_config_error(write_config, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_model(str(write_config(text)))
+
+
+def test_folder_without_config_json_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="without a config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_heads_must_divide_into_kv_groups() -> None:
+    with pytest.raises(ConfigError, match="not a multiple of num_key_value_heads=3"):
+        spec_from_config({**resolve_model("llama-2-7b").config, "num_key_value_heads": 3}, name="x")
+
+
+def test_config_conventions_of_each_family() -> None:
+    gpt2 = resolve_model("gpt2-xl")
+    assert (gpt2.hidden_size, gpt2.num_layers, gpt2.intermediate_size, gpt2.max_position_embeddings) == (1600, 48, 6400, 1024)
+    assert gpt2.tie_word_embeddings and gpt2.kind == "decoder" and gpt2.num_kv_heads == 25
+    t5 = resolve_model("t5-base")
+    assert (t5.kind, t5.num_encoder_layers, t5.num_layers, t5.head_dim, t5.intermediate_size) == ("encoder-decoder", 12, 12, 64, 3072)
+    assert resolve_model("bert-base-uncased").kind == "encoder"
+    deepseek = resolve_model("deepseek-v3")
+    assert deepseek.is_mla and deepseek.is_moe
+    assert (deepseek.kv_lora_rank, deepseek.q_lora_rank, deepseek.head_dim, deepseek.v_head_dim) == (512, 1536, 192, 128)
+    assert (deepseek.num_experts, deepseek.experts_per_token, deepseek.num_shared_experts) == (256, 8, 1)
+    assert (deepseek.moe_intermediate_size, deepseek.num_moe_layers) == (2048, 58)  # first_k_dense_replace = 3
+    qwen_moe = resolve_model("qwen3-30b-a3b")
+    assert (qwen_moe.num_experts, qwen_moe.experts_per_token, qwen_moe.num_moe_layers, qwen_moe.head_dim) == (128, 8, 48, 128)
+    mixtral = resolve_model("mixtral-8x7b")
+    assert (mixtral.num_experts, mixtral.moe_intermediate_size, mixtral.num_shared_experts) == (8, 14336, 0)
+    assert resolve_model("qwen2.5-0.5b").sliding_window is None  # use_sliding_window: false
+    assert resolve_model("gemma-2-27b").head_dim == 128 and resolve_model("gemma-2-9b").head_dim == 256
+
+
+def test_defaults_follow_transformers_config_classes() -> None:
+    base = resolve_model("qwen3-30b-a3b").config
+    sparse = {**base, "decoder_sparse_step": 2, "mlp_only_layers": [1, 4]}
+    assert spec_from_config(sparse, name="x").num_moe_layers == 23  # layers 1, 3, ..., 47 hold experts, but not 1
+    llama = {k: v for k, v in resolve_model("llama-2-7b").config.items() if k not in ("tie_word_embeddings", "num_key_value_heads")}
+    spec = spec_from_config(llama, name="x")
+    assert spec.tie_word_embeddings is False and spec.num_kv_heads == 32  # LlamaConfig defaults
+    gemma = {k: v for k, v in resolve_model("gemma-2-9b").config.items() if k != "head_dim"}
+    assert spec_from_config(gemma, name="x").head_dim == 256  # Gemma2Config default, not hidden / heads
+    gpt2 = {k: v for k, v in resolve_model("gpt2").config.items() if k != "tie_word_embeddings"}
+    assert spec_from_config(gpt2, name="x").tie_word_embeddings is True
+
+
+def test_multimodal_wrapper_reads_its_text_config() -> None:
+    text = resolve_model("gemma-3-1b").config
+    wrapper = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "text_config": text}
+    spec = spec_from_config(wrapper, name="gemma-3-vlm")
+    assert (spec.model_type, spec.num_layers, spec.hidden_size) == ("gemma3_text", 26, 1152)
+
+
+def test_planner_modules_import_neither_torch_nor_transformers() -> None:
+    code = (
+        "import sys, time; t = time.perf_counter(); import lmforge.plan.models, lmforge.plan.params; "
+        "lmforge.plan.models.resolve_model('llama-3.1-70b'); "
+        "print(time.perf_counter() - t); "
+        "print(sorted(m for m in ('torch', 'transformers', 'huggingface_hub', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[1] == "[]"
+    assert float(out[0]) < 0.5

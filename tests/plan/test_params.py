@@ -1,0 +1,192 @@
+"""Parameter counts against the real thing: transformers models on the meta device, and peft adapters."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmforge.errors import UserInputError
+from lmforge.plan.models import list_catalog, resolve_model
+from lmforge.plan.params import COMPONENTS, count_params, count_trainable_params, default_lora_targets
+from lmforge.plan.spec import ModelSpec
+
+from .conftest import build_model, numel, small_spec
+
+CATALOG = list_catalog()
+
+
+def _blocks(model, spec: ModelSpec) -> list:
+    """The transformer blocks of a built model, in execution order (encoder first)."""
+    if spec.model_type == "gpt2":
+        return list(model.transformer.h)
+    if spec.model_type in ("bert", "roberta"):
+        return list(model.base_model.encoder.layer)
+    if spec.model_type == "t5":
+        return [*model.encoder.block, *model.decoder.block]
+    return list(model.model.layers)
+
+
+@pytest.mark.parametrize("spec", CATALOG, ids=[s.name for s in CATALOG])
+def test_total_and_per_layer_counts_equal_the_meta_model(spec: ModelSpec) -> None:
+    model = build_model(spec.config)
+    counts = count_params(spec)
+    assert counts.total_params == numel(model)
+    assert counts.layer_params == tuple(numel(block) for block in _blocks(model, spec))
+    assert counts.embedding_params + sum(counts.layer_params) + counts.output_params == counts.total_params
+    assert sum(counts.by_component[c] for c in COMPONENTS) == counts.total_params
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen3-30b-a3b", "deepseek-v3", "gemma-3-1b", "phi-4"])
+def test_components_match_the_modules_they_name(name: str) -> None:
+    """attention = params under self_attn (minus its norms), norms = every *norm*, head = lm_head."""
+    spec = resolve_model(name)
+    model = build_model(spec.config)
+    named = list(model.named_parameters())
+    counts = count_params(spec).by_component
+    norms = sum(p.numel() for n, p in named if "norm" in n)
+    attention = sum(p.numel() for n, p in named if ".self_attn." in n and "norm" not in n)
+    mlp = sum(p.numel() for n, p in named if ".mlp." in n)
+    embeddings = model.model.embed_tokens.weight.numel()
+    assert (counts["norms"], counts["attention"], counts["mlp"], counts["embeddings"]) == (norms, attention, mlp, embeddings)
+    assert counts["head"] == (0 if spec.tie_word_embeddings else model.lm_head.weight.numel())
+
+
+# Totals published on the models' hub pages / papers (safetensors parameter counts).
+PUBLISHED_TOTALS = {
+    "llama-3.1-8b": 8_030_261_248,
+    "llama-2-7b": 6_738_415_616,
+    "qwen2.5-0.5b": 494_032_768,
+    "mixtral-8x7b": 46_702_792_704,
+    "gemma-3-1b": 999_885_952,
+    "gpt2": 124_439_808,
+    "bert-base-uncased": 109_514_298,  # BertForMaskedLM (no pooler, MLM head)
+}
+
+
+@pytest.mark.parametrize("name,total", PUBLISHED_TOTALS.items())
+def test_published_totals(name: str, total: int) -> None:
+    assert count_params(resolve_model(name)).total_params == total
+
+
+@pytest.mark.parametrize(
+    "name,low,high",
+    [
+        ("qwen3-30b-a3b", 3.2e9, 3.4e9),  # "30.5B total, 3.3B activated"
+        ("qwen3-235b-a22b", 21.5e9, 22.5e9),  # "235B total, 22B activated"
+        ("mixtral-8x7b", 12.8e9, 13.0e9),  # "12.9B active parameters"
+        ("deepseek-v3", 37.0e9, 38.0e9),  # "671B total, 37B activated"; HF's model has no MTP layer
+        ("mixtral-8x22b", 38.5e9, 39.5e9),  # "39B active of 141B"
+    ],
+)
+def test_moe_active_params_match_published_figures(name: str, low: float, high: float) -> None:
+    counts = count_params(resolve_model(name))
+    assert low <= counts.active_params <= high
+    assert counts.active_params < counts.total_params
+
+
+def test_mixtral_active_params_by_hand() -> None:
+    """32 × (attention + 2 norms + router + 2 of 8 SwiGLU experts) + embeddings + head + final norm."""
+    h, inter, vocab, kv_dim = 4096, 14336, 32000, 8 * 128
+    attention = h * h * 2 + h * kv_dim * 2
+    layer = attention + 2 * h + 8 * h + 2 * (3 * h * inter)
+    expected = 32 * layer + 2 * vocab * h + h
+    assert count_params(resolve_model("mixtral-8x7b")).active_params == expected == 12_879_925_248
+
+
+def test_dense_models_are_fully_active_and_deepseek_layers_differ() -> None:
+    llama = count_params(resolve_model("llama-3.1-8b"))
+    assert llama.active_params == llama.total_params and llama.expert_params == 0
+    deepseek = count_params(resolve_model("deepseek-v3"))
+    dense, moe = deepseek.layer_params[:3], deepseek.layer_params[3:]
+    assert len(set(dense)) == 1 and len(set(moe)) == 1 and moe[0] > 10 * dense[0]
+    assert deepseek.params_per_layer == moe[0]
+
+
+def _peft_trainable(spec: ModelSpec, peft_config) -> int:
+    from peft import get_peft_model
+
+    return get_peft_model(build_model(spec.config, device="cpu"), peft_config).get_nb_trainable_parameters()[0]
+
+
+LORA_CASES = [
+    ("llama-3.1-8b", None, None),
+    ("llama-3.1-8b", ["q_proj", "v_proj"], None),
+    ("qwen3-30b-a3b", None, None),  # experts through peft's gate_proj/up_proj/down_proj conversion (rank 2r gate_up)
+    ("qwen3-30b-a3b", ["q_proj", "gate"], None),  # the router as a target parameter
+    ("mixtral-8x7b", ["q_proj", "k_proj"], ["experts.gate_up_proj"]),
+    ("mixtral-8x7b", None, None),
+    ("deepseek-v3", None, None),  # dense MLPs lose their LoRA to the conversion, exactly as in peft
+    ("phi-3-mini", None, None),
+    ("gpt2", None, None),
+    ("gpt2", ["c_attn"], None),
+    ("bert-base-uncased", None, None),
+    ("t5-base", ["q", "v"], None),
+]
+
+
+@pytest.mark.parametrize("name,targets,parameters", LORA_CASES)
+def test_lora_count_equals_peft(name: str, targets: list[str] | None, parameters: list[str] | None) -> None:
+    from peft import LoraConfig
+
+    spec = small_spec(resolve_model(name).config)
+    modules = targets if targets is not None else default_lora_targets(spec)
+    expected = _peft_trainable(spec, LoraConfig(r=4, target_modules=modules, target_parameters=parameters))
+    ours = count_trainable_params(spec, "lora", lora_rank=4, lora_targets=targets, lora_target_parameters=parameters)
+    assert ours == expected
+    assert count_trainable_params(spec, "qlora", lora_rank=4, lora_targets=targets, lora_target_parameters=parameters) == ours
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-0.5b", "gemma-2-2b", "deepseek-v3", "gpt2", "bert-base-uncased", "t5-base"])
+@pytest.mark.parametrize("method", ["prompt", "prefix"])
+def test_prompt_and_prefix_counts_equal_peft(name: str, method: str) -> None:
+    from peft import PrefixTuningConfig, PromptTuningConfig, TaskType
+
+    spec = small_spec(resolve_model(name).config)
+    task = {"decoder": TaskType.CAUSAL_LM, "encoder": TaskType.FEATURE_EXTRACTION, "encoder-decoder": TaskType.SEQ_2_SEQ_LM}
+    config_class = PromptTuningConfig if method == "prompt" else PrefixTuningConfig
+    expected = _peft_trainable(spec, config_class(task_type=task[spec.kind], num_virtual_tokens=7))
+    assert count_trainable_params(spec, method, num_virtual_tokens=7) == expected
+
+
+def test_prefix_tuning_is_sized_by_kv_heads_under_gqa() -> None:
+    spec = resolve_model("llama-3.1-8b")  # 8 KV heads of 128 against hidden 4096
+    assert count_trainable_params(spec, "prefix", num_virtual_tokens=20) == 20 * 32 * 2 * 8 * 128
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "llama-3.1-8b"])
+def test_freeze_trains_the_last_layers_and_final_norm_and_an_untied_head(name: str) -> None:
+    spec = small_spec(resolve_model(name).config)
+    model = build_model(spec.config)
+    trainable = [*model.model.layers[-2:], model.model.norm]
+    if not spec.tie_word_embeddings:
+        trainable.append(model.lm_head)  # a tied head is the embedding matrix: it stays frozen
+    assert count_trainable_params(spec, "freeze", freeze_last_n=2) == sum(numel(m) for m in trainable)
+
+
+def test_full_trains_everything() -> None:
+    spec = resolve_model("qwen3-8b")
+    assert count_trainable_params(spec, "full") == count_params(spec).total_params
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"method": "dora"}, "unknown training method 'dora'"),
+        ({"method": "lora", "lora_rank": 0}, "lora_rank must be positive"),
+        ({"method": "lora", "lora_targets": ["q_proj", "query_key"]}, "query_key match no layer"),
+        ({"method": "lora", "lora_targets": ["gate_proj"]}, "need up_proj too"),
+        ({"method": "freeze", "freeze_last_n": 0}, "between 1 and the model's 48 layers"),
+        ({"method": "prefix", "num_virtual_tokens": 0}, "num_virtual_tokens must be positive"),
+    ],
+)
+def test_bad_training_arguments_are_one_line_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(UserInputError, match=message):
+        count_trainable_params(resolve_model("qwen3-30b-a3b"), **kwargs)
+
+
+def test_default_lora_targets_name_transformers_modules() -> None:
+    assert default_lora_targets(resolve_model("llama-3.1-8b")) == [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    ]
+    assert default_lora_targets(resolve_model("gpt2")) == ["c_attn", "c_proj", "c_fc"]
+    assert default_lora_targets(resolve_model("phi-4")) == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    assert default_lora_targets(resolve_model("mixtral-8x7b"))[-3:] == ["w1", "w3", "w2"]
