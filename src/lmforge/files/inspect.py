@@ -210,7 +210,8 @@ def _npy_entry(name: str, handle: Any, file_name: str) -> TensorEntry:
 
     try:
         version = np.lib.format.read_magic(handle)
-        shape, fortran_order, dtype = np.lib.format._read_array_header(handle, version, max_header_size=100_000)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle, max_header_size=100_000)
     except (ValueError, SyntaxError, EOFError, OSError) as error:
         raise FormatError(f"{file_name}: bad .npy header for {name}: {error}") from None
     params = int(np.prod(shape, dtype=object)) if shape else 1
@@ -398,16 +399,14 @@ def _scan(paths: list[Path], fmt: str) -> ScanSummary:
         return ScanSummary("not-scanned", "the pickle scanner is not available; run `lmforge scan` before loading")
     verdicts = []
     for path in paths:
-        report = scan_path(path)
-        verdict = str(getattr(report, "verdict", "error"))
-        findings = getattr(report, "findings", []) or []
-        verdicts.append((path.name, verdict, len(findings)))
+        for file_report in scan_path(path).files:
+            verdicts.append((Path(file_report.path).name, file_report.verdict, len(file_report.findings)))
     for wanted in ("unsafe", "error"):
         bad = [v for v in verdicts if v[1] == wanted]
         if bad:
             names = ", ".join(f"{name} ({count} findings)" for name, _, count in bad)
             return ScanSummary(wanted, f"{names}: run `lmforge scan` for details; do not load it")
-    return ScanSummary("safe", f"{len(paths)} pickle file(s) use only allowlisted globals")
+    return ScanSummary("safe", f"scanned {len(paths)} file(s): pickles use only allowlisted globals")
 
 
 def _transformers_has(model_type: str | None) -> bool:
