@@ -495,6 +495,11 @@ def _hub_items(name: str, split: str | None) -> tuple[Iterator[_Item], list[str]
     """A dataset from the Hugging Face Hub; offline or unknown gives one clear error."""
     import datasets
 
+    if not datasets.config.HF_HUB_OFFLINE and not _hub_reachable():
+        raise NotFoundError(
+            f"'{name}' is not a local file or folder, and the Hugging Face Hub is unreachable (offline?); "
+            "pass a path to a local file, folder or builtin:NAME"
+        )
     try:
         loaded = datasets.load_dataset(name, split=split)
     except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
@@ -504,6 +509,20 @@ def _hub_items(name: str, split: str | None) -> tuple[Iterator[_Item], list[str]
             f"(offline or not found: {first_line}); pass a path to a local file instead"
         ) from error
     return _dataset_items(loaded, split, name)
+
+
+def _hub_reachable(timeout_seconds: float = 3.0) -> bool:
+    """One quick TCP connect to the hub endpoint, so an offline machine fails in seconds rather
+    than after the hub client's minute of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout_seconds).close()
+    except OSError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- writing
