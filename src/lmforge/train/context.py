@@ -1,0 +1,150 @@
+"""What every stage module receives, and the pieces they share: datasets and TrainingArguments.
+
+A stage module (pretrain.py, sft.py, ...) is one readable recipe: `TASK` says which model head it
+needs, `DATA_KIND` which canonical dataset kind, and `build_trainer(ctx)` returns a transformers or
+TRL trainer. run.py does everything around it (run folder, checkpoints, plots, model card).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import UserInputError
+from lmforge.train.config import TrainConfig
+
+
+@dataclass
+class StageContext:
+    config: TrainConfig
+    run_dir: Path
+    model: Any
+    tokenizer: Any
+    train_dataset: Any  # canonical schema (lmforge.data contract), not yet tokenized
+    eval_dataset: Any | None
+    label_names: list[str] | None
+    args: dict[str, Any]  # TrainingArguments keyword arguments shared by all stages
+    callbacks: list[Any] = field(default_factory=list)
+
+    def wrap(self, trainer_class: type) -> type:
+        """The stage's trainer class with lmforge's atomic, rotated checkpoints."""
+        from lmforge.train.checkpoints import atomic
+
+        return atomic(trainer_class, self.config.train.keep_last)
+
+
+@dataclass
+class LoadedData:
+    train: Any
+    eval: Any | None
+    kind: str
+    label_names: list[str] | None
+
+
+def _load_source(source: str, kind: str | None, columns: dict[str, str] | None, n: int | None,
+                 seed: int, split: str) -> tuple[Any, str]:
+    if source.startswith("builtin:"):
+        from lmforge.data.builtin import get_builtin, load_builtin
+
+        return load_builtin(source, n=n, seed=seed, split=split), get_builtin(source).kind
+    from lmforge.data.load import load_data
+
+    result = load_data(source, kind=kind, columns=columns)
+    dataset = result.dataset
+    if n is not None and len(dataset) > n:
+        dataset = dataset.select(range(n))
+    return dataset, str(getattr(result.kind, "value", result.kind))
+
+
+def _label_names(dataset: Any) -> list[str] | None:
+    feature = dataset.features.get("label")
+    names = getattr(feature, "names", None)
+    if names:
+        return list(names)
+    if "label" in dataset.column_names:
+        return [str(i) for i in sorted(set(dataset["label"]))]
+    return None
+
+
+def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -> LoadedData:
+    """Train and validation sets in the canonical schema the stage expects.
+
+    A builtin set validates on its own disjoint validation split; any other source uses data.eval or
+    holds out data.eval_fraction of train (seeded).
+    """
+    data, seed = config.data, config.train.seed
+    train, kind = _load_source(data.train, data.kind, data.columns, data.max_examples, seed, "train")
+    allowed = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
+    if kind not in allowed:
+        raise UserInputError(
+            f"data.train: stage {config.stage} needs {' or '.join(allowed)} data, but {data.train} is {kind}"
+        )
+    evaluation = None
+    if data.eval:
+        evaluation, _ = _load_source(data.eval, data.kind or kind, data.columns, None, seed, "train")
+    elif data.eval_fraction > 0 and data.train.startswith("builtin:"):
+        size = max(8, round(len(train) * data.eval_fraction))
+        evaluation, _ = _load_source(data.train, kind, None, size, seed, "validation")
+    elif data.eval_fraction > 0 and len(train) >= 10:
+        parts = train.train_test_split(test_size=data.eval_fraction, seed=seed)
+        train, evaluation = parts["train"], parts["test"]
+    return LoadedData(train, evaluation, kind, _label_names(train) if kind == "classification" else None)
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    """bf16/fp16 mixed precision only where the hardware has it (USERS.md training #8)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise UserInputError("train.precision: fp16 mixed precision needs a CUDA GPU; use bf16 or fp32 on CPU")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool) -> dict[str, Any]:
+    """TrainingArguments keywords for any stage (TRL configs subclass TrainingArguments)."""
+    import torch
+
+    train = config.train
+    evaluating = has_eval and train.eval_every is not None
+    early = train.early_stopping
+    args: dict[str, Any] = {
+        "output_dir": str(run_dir / "checkpoints"),
+        "num_train_epochs": train.epochs,
+        "max_steps": train.max_steps or -1,
+        "per_device_train_batch_size": train.micro_batch_size,
+        "per_device_eval_batch_size": train.micro_batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "learning_rate": train.learning_rate,
+        "lr_scheduler_type": train.lr_scheduler,
+        "warmup_steps": train.warmup_steps,
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "gradient_checkpointing": train.gradient_checkpointing,
+        "seed": train.seed,
+        "data_seed": train.seed,
+        "logging_steps": train.log_every,
+        "eval_strategy": "steps" if evaluating else "no",
+        "eval_steps": train.eval_every if evaluating else None,
+        "save_strategy": "steps" if train.save_every else "no",
+        "save_steps": train.save_every or 500,
+        "save_total_limit": None,  # rotation is checkpoints.rotate, after the atomic rename
+        "load_best_model_at_end": bool(evaluating and train.save_every),
+        "metric_for_best_model": early.metric if evaluating else None,
+        "greater_is_better": early.mode == "max" if evaluating else None,
+        "report_to": list(train.report_to) or "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+        "use_cpu": not torch.cuda.is_available(),
+        **precision_flags(train.precision),
+    }
+    if args["load_best_model_at_end"] and train.save_every % train.eval_every:
+        raise UserInputError(
+            f"train.save_every ({train.save_every}) must be a multiple of train.eval_every ({train.eval_every}) "
+            "so the best checkpoint by the eval metric is saved"
+        )
+    return args

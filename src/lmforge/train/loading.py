@@ -1,0 +1,111 @@
+"""Where a run's starting weights and tokenizer come from.
+
+A model is a pretrained folder, a finished lmforge run (its final/, an adapter merged into its
+base), a checkpoint folder, or a config for training from scratch. `init_from` starts a new run
+from a finished one; `--resume` (run.py) continues an interrupted one instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import ConfigError, NotFoundError
+from lmforge.train.config import TrainConfig
+from lmforge.train.methods import Task, quantization_config
+
+HEADS: dict[Task, str] = {
+    "causal": "AutoModelForCausalLM",
+    "classify": "AutoModelForSequenceClassification",
+    "mlm": "AutoModelForMaskedLM",
+}
+
+
+def resolve_model_folder(source: str) -> Path:
+    """A model folder from a model folder, a run folder (its final/) or a checkpoint folder."""
+    path = Path(source).expanduser()
+    if (path / "final").is_dir():
+        path = path / "final"
+    if not path.is_dir():
+        raise NotFoundError(f"model folder {source} does not exist (give a model folder, a run folder or checkpoint)")
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise NotFoundError(f"{path} holds no config.json or adapter_config.json: not a model folder")
+    return path
+
+
+def _adapter_base(folder: Path) -> str:
+    return json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def load_tokenizer(config: TrainConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    source = config.model.tokenizer or config.init_from or config.model.path
+    assert source is not None  # the config validator guarantees a model source
+    folder = resolve_model_folder(source) if config.model.tokenizer is None else Path(source)
+    if not folder.is_dir():
+        raise NotFoundError(f"model.tokenizer: folder {folder} does not exist")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        # Batches need padding; eos is the conventional stand-in and is masked out of the loss.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labels: int | None = None,
+                    label_names: list[str] | None = None, quantization: Any = None) -> Any:
+    """The model in `source` with `task`'s head; an lmforge adapter folder is merged into its base."""
+    import transformers
+
+    folder = resolve_model_folder(source)
+    auto = getattr(transformers, HEADS[task])
+    kwargs: dict[str, Any] = {"dtype": _dtype(dtype)}
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+        if label_names:
+            kwargs["id2label"] = dict(enumerate(label_names))
+            kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": 0}
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        from peft import PeftModel
+
+        base = auto.from_pretrained(_adapter_base(folder), **kwargs)
+        return PeftModel.from_pretrained(base, folder).merge_and_unload()
+    return auto.from_pretrained(folder, **kwargs)
+
+
+def load_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: int | None = None,
+               label_names: list[str] | None = None) -> Any:
+    """The starting model of a run: init_from, model.path, or model.config from scratch (seeded)."""
+    import torch
+    import transformers
+
+    source = config.init_from or config.model.path
+    if source is not None:
+        return load_pretrained(source, task, dtype=config.model.dtype, num_labels=num_labels,
+                               label_names=label_names, quantization=quantization_config(config.method))
+    raw = dict(config.model.config or {})
+    model_type = raw.pop("model_type")
+    try:
+        hf_config = transformers.AutoConfig.for_model(model_type, **raw)
+    except ValueError as error:
+        raise ConfigError(f"model.config.model_type: {error}") from None
+    hf_config.vocab_size = len(tokenizer)
+    hf_config.pad_token_id = tokenizer.pad_token_id
+    hf_config.eos_token_id = tokenizer.eos_token_id
+    if tokenizer.bos_token_id is None:
+        hf_config.bos_token_id = None
+    if num_labels is not None:
+        hf_config.num_labels = num_labels
+    torch.manual_seed(config.train.seed)
+    model = getattr(transformers, HEADS[task]).from_config(hf_config)
+    return model.to(_dtype(config.model.dtype)) if config.model.dtype != "auto" else model

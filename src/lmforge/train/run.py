@@ -1,0 +1,254 @@
+"""run_training: one config in, one run folder out.
+
+RUN/
+  config.yaml      the resolved config (after --set overrides)
+  plan.json        what the planner predicted (trainable/total params, memory) next to what ran
+  metrics.jsonl    every logged loss, learning rate and eval metric, one JSON line each
+  plots/loss.png   train and validation loss, with the fit diagnosis in result.json
+  checkpoints/     checkpoint-N folders, complete or absent (atomic), last K + best kept
+  final/           the model or adapter (safetensors) + tokenizer + README.md model card
+  result.json      the RunResult below
+Other capabilities load models from RUN/final.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import LmforgeError, UserInputError
+from lmforge.fileio import atomic_directory, atomic_write_json, atomic_write_text
+from lmforge.train import checkpoints
+from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, RichProgressCallback, read_metrics
+from lmforge.train.callbacks import truncate_metrics
+from lmforge.train.config import TrainConfig, config_to_yaml
+from lmforge.train.context import StageContext, load_stage_data, training_arguments
+from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params, lora_targets
+from lmforge.train.plots import FitDiagnosis, curves, diagnose, plot_losses
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final_dir: Path
+    stage: str
+    method: str
+    steps: int
+    final_metrics: dict[str, float]
+    trainable_params: int
+    total_params: int
+    planned_trainable_params: int | None
+    checkpoints: list[Path] = field(default_factory=list)
+    best_checkpoint: Path | None = None
+    diagnosis: FitDiagnosis | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("run_dir", "final_dir", "best_checkpoint"):
+            data[key] = str(data[key]) if data[key] is not None else None
+        data["checkpoints"] = [str(p) for p in self.checkpoints]
+        return data
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _console(progress: bool) -> Any:
+    from rich.console import Console
+
+    return Console(quiet=not progress or not _is_main_process())
+
+
+def stage_module(stage: str) -> Any:
+    return importlib.import_module(f"lmforge.train.{stage}")
+
+
+def planned_params(config: TrainConfig, model: Any, task: str) -> dict[str, Any]:
+    """The planner's trainable/total parameter prediction for this model and method.
+
+    The planner models each architecture with its own head (LM head, BERT's MLM head); a stage that
+    swaps in a classification or reward head is reported without a prediction rather than a wrong one.
+    """
+    if task != "causal":
+        return {"note": f"stage {config.stage} replaces the model's head; the planner predicts causal-LM heads"}
+    from lmforge.plan.models import spec_from_config
+    from lmforge.plan.params import count_params as plan_count
+    from lmforge.plan.params import count_trainable_params
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        spec = spec_from_config(base.config.to_dict(), name=config.model.path or config.init_from or "scratch")
+        method = config.method
+        targets = lora_targets(base.config.model_type, method)
+        trainable = count_trainable_params(
+            spec, method.name, lora_rank=method.lora_r, lora_targets=targets if isinstance(targets, list) else None,
+            freeze_last_n=method.trainable_layers, num_virtual_tokens=method.num_virtual_tokens,
+        )
+        return {"trainable_params": trainable, "total_params": plan_count(spec).total_params}
+    except LmforgeError as error:
+        return {"error": str(error)}
+
+
+def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
+    run_dir = Path(config.out)
+    checkpoint_root = run_dir / "checkpoints"
+    if resume:
+        last = checkpoints.last_checkpoint(checkpoint_root)
+        if last is None:
+            raise UserInputError(
+                f"--resume: {checkpoint_root} holds no complete checkpoint (set train.save_every); "
+                "run without --resume to start over"
+            )
+        return run_dir, last
+    if checkpoints.list_checkpoints(checkpoint_root) or (run_dir / "final").exists():
+        raise UserInputError(
+            f"out: {run_dir} already holds a run; pass --resume to continue it, choose a new out folder, "
+            f"or set init_from: {run_dir} to start a new run from its weights"
+        )
+    return run_dir, None
+
+
+def _model_card(config: TrainConfig, result: RunResult) -> str:
+    metrics = "\n".join(f"| {k} | {v:.6g} |" for k, v in result.final_metrics.items()) or "| - | - |"
+    base = config.init_from or config.model.path or f"from scratch ({config.model.config.get('model_type')})"
+    adapter = config.method.name in ("lora", "qlora", "prompt", "prefix")
+    load = (
+        f"from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained('{result.final_dir}')"
+        if adapter
+        else f"from transformers import AutoModel\nmodel = AutoModel.from_pretrained('{result.final_dir}')"
+    )
+    diagnosis = f"{result.diagnosis.verdict}: {result.diagnosis.reason}" if result.diagnosis else "-"
+    return f"""---
+library_name: {"peft" if adapter else "transformers"}
+tags: [lmforge, {config.stage}, {config.method.name}]
+---
+# {result.run_dir.name}
+
+Trained with `lmforge train` (stage **{config.stage}**, method **{config.method.name}**).
+
+- Base model: {base}
+- Data: {config.data.train} (validation: {config.data.eval or f"held out, eval_fraction {config.data.eval_fraction}"})
+- Steps: {result.steps} (micro-batch {config.train.micro_batch_size}, grad accumulation {config.train.grad_accum}, \
+learning rate {config.train.learning_rate}, {config.train.lr_scheduler} schedule, seed {config.train.seed})
+- Trainable parameters: {result.trainable_params:,} of {result.total_params:,}
+- Fit diagnosis: {diagnosis}
+
+## Final metrics
+
+| metric | value |
+|---|---|
+{metrics}
+
+## Load
+
+```python
+{load}
+```
+"""
+
+
+def _save_final(trainer: Any, tokenizer: Any, final_dir: Path, model_card: str) -> None:
+    """Weights (safetensors), tokenizer and model card appear together or not at all."""
+    with atomic_directory(final_dir) as temporary:
+        trainer.save_model(str(temporary))
+        tokenizer.save_pretrained(str(temporary))
+        atomic_write_text(temporary / "README.md", model_card)
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(float(v))}
+
+
+def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> RunResult:
+    """Train as `config` says, into the run folder `config.out`; `resume` continues its last checkpoint.
+
+    Raises an LmforgeError (before any model loads where possible) for anything the user can fix.
+    """
+    check_method_hardware(config.method)  # qlora on a CPU stops here, before anything loads
+    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
+
+    from lmforge.train.loading import load_model, load_tokenizer
+
+    console = _console(progress)
+    run_dir, resume_from = _prepare_run_dir(config, resume)
+    checkpoint_root = run_dir / "checkpoints"
+    main = _is_main_process()
+    if main:
+        checkpoints.discard_incomplete(checkpoint_root)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+        if resume_from is not None:
+            truncate_metrics(run_dir / "metrics.jsonl", int(resume_from.name.split("-")[1]))
+        else:
+            atomic_write_text(run_dir / "metrics.jsonl", "")
+
+    stage = stage_module(config.stage)
+    set_seed(config.train.seed)
+    tokenizer = load_tokenizer(config)
+    data = load_stage_data(config, stage.DATA_KIND)
+    num_labels = getattr(stage, "NUM_LABELS", len(data.label_names) if data.label_names else None)
+    model = load_model(config, stage.TASK, tokenizer, num_labels=num_labels, label_names=data.label_names)
+    model = apply_method(model, config.method, stage.TASK, gradient_checkpointing=config.train.gradient_checkpointing)
+
+    counted: ParamCount = count_params(model)
+    plan = {"stage": config.stage, "method": config.method.name, "predicted": planned_params(config, model, stage.TASK),
+            "actual": {"trainable_params": counted.trainable_params, "total_params": counted.total_params}}
+    console.print(f"[bold]{config.stage}[/] / {config.method.name}: {counted}")
+    if main:
+        atomic_write_json(run_dir / "plan.json", plan)
+
+    callbacks: list[Any] = []
+    if main:
+        callbacks.append(MetricsFileCallback(run_dir / "metrics.jsonl"))
+    if config.train.nan_guard:
+        callbacks.append(NanGuardCallback())
+    if progress and main:
+        callbacks.append(RichProgressCallback())
+    evaluating = data.eval is not None and config.train.eval_every is not None
+    if config.train.early_stopping.patience and evaluating:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping.patience))
+
+    ctx = StageContext(
+        config=config, run_dir=run_dir, model=model, tokenizer=tokenizer, train_dataset=data.train,
+        eval_dataset=data.eval, label_names=data.label_names,
+        args=training_arguments(config, run_dir, has_eval=data.eval is not None), callbacks=callbacks,
+    )
+    trainer = stage.build_trainer(ctx)
+    trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace raw dict printing
+
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final_metrics = _numbers(output.metrics)
+    if data.eval is not None:
+        final_metrics.update(_numbers(trainer.evaluate()))
+    if torch.cuda.is_available():
+        final_metrics["peak_memory_bytes"] = float(torch.cuda.max_memory_allocated())
+        plan["actual"]["peak_memory_bytes"] = final_metrics["peak_memory_bytes"]
+
+    final_dir = run_dir / "final"
+    result = RunResult(
+        run_dir=run_dir, final_dir=final_dir, stage=config.stage, method=config.method.name,
+        steps=trainer.state.global_step, final_metrics=final_metrics,
+        trainable_params=counted.trainable_params, total_params=counted.total_params,
+        planned_trainable_params=plan["predicted"].get("trainable_params"),
+        checkpoints=checkpoints.list_checkpoints(checkpoint_root),
+        best_checkpoint=Path(trainer.state.best_model_checkpoint) if trainer.state.best_model_checkpoint else None,
+    )
+    if main:
+        records = read_metrics(run_dir / "metrics.jsonl")
+        result.diagnosis = diagnose(*curves(records))
+        plot_losses(records, run_dir / "plots" / "loss.png", f"{config.stage} / {config.method.name}")
+        _save_final(trainer, tokenizer, final_dir, _model_card(config, result))
+        atomic_write_json(run_dir / "plan.json", plan)
+        atomic_write_json(run_dir / "result.json", result.to_json())
+        console.print(f"fit: {result.diagnosis.verdict} ({result.diagnosis.reason})")
+        console.print(f"final model: {final_dir}")
+    return result
