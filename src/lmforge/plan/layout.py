@@ -118,6 +118,7 @@ class LayoutSearch:
         self.training = isinstance(setup, TrainingSetup)
         self.params_total = params_total
         self._cache: dict[Layout, MemoryBreakdown] = {}
+        self._found: dict[tuple, tuple[Layout, bool, bool]] = {}
         self._memory_fn: Callable[[ModelSpec, object, Layout], MemoryBreakdown] | None = None
 
     def memory(self, layout: Layout) -> MemoryBreakdown:
@@ -207,27 +208,47 @@ class LayoutSearch:
         strategy, in_family, preference = self._strategy()
         if request.gpus is not None:
             return self._best_at(request.gpus, shapes, usable, strategy, in_family, preference, accelerator, request)
-        for family in (list(filter(in_family, shapes)), shapes):
-            fitting = []
-            for shape in family:
-                dp = self._min_dp(shape, usable, max_gpus)
-                if dp is not None:
-                    fitting.append((dp * shape.tp * shape.pp, shape))
-            if fitting:
-                gpus = min(n for n, _ in fitting)
-                at_min = [_with_dp(s, gpus) for n, s in fitting if n == gpus]
-                chosen = _normalise(min(at_min, key=preference), request)
-                name = strategy if family is not shapes or all(map(in_family, shapes)) else "fallback"
-                return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(name, chosen, self, accelerator))
-        smallest = min((_with_dp(s, max_gpus // (s.tp * s.pp) or 1) for s in shapes), key=lambda l: self.memory(l).total_bytes)
+        key = (usable, accelerator.gpus_per_node, request, max_gpus)
+        if key not in self._found:  # cards of the same size get the same answer
+            self._found[key] = self._fewest(shapes, usable, in_family, preference, request, max_gpus)
+        chosen, fits, in_strategy = self._found[key]
+        if fits:
+            name = strategy if in_strategy else "fallback"
+            return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(name, chosen, self, accelerator))
         return LayoutChoice(
-            smallest,
-            self.memory(smallest),
+            chosen,
+            self.memory(chosen),
             usable,
             False,
-            f"does not fit on up to {max_gpus} × {accelerator.name}: even {_describe(smallest)} needs "
-            f"{self.memory(smallest).total_bytes / GIB:.1f} GiB per GPU of {usable / GIB:.1f} GiB usable",
+            f"does not fit on up to {max_gpus} × {accelerator.name}: even {_describe(chosen)} needs "
+            f"{self.memory(chosen).total_bytes / GIB:.1f} GiB per GPU of {usable / GIB:.1f} GiB usable",
         )
+
+    def _fewest(
+        self,
+        shapes: list[Layout],
+        usable: int,
+        in_family: Callable[[Layout], bool],
+        preference: Callable[[Layout], tuple],
+        request: LayoutRequest,
+        max_gpus: int,
+    ) -> tuple[Layout, bool, bool]:
+        """(layout, fits, whether it is in the strategy's family): the strategy's family first, then any shape."""
+        family = [s for s in shapes if in_family(s)]
+        for candidates in (family, shapes):
+            # Most-sharded shapes first: they set a low GPU bound early, so most others need one check.
+            bound, fitting = max_gpus, []
+            for shape in sorted(candidates, key=lambda s: (-s.zero_stage, s.tp * s.pp)):
+                dp = self._min_dp(shape, usable, bound)
+                if dp is not None:
+                    fitting.append((dp * shape.tp * shape.pp, shape))
+                    bound = min(bound, dp * shape.tp * shape.pp)
+            if fitting:
+                at_min = [_with_dp(s, bound) for n, s in fitting if n == bound]
+                chosen = _normalise(min(at_min, key=preference), request)
+                return chosen, True, in_family(chosen)
+        widest = [replace(s, dp=max(max_gpus // (s.tp * s.pp), 1)) for s in shapes]
+        return min(widest, key=lambda l: self.memory(l).total_bytes), False, False
 
     def _best_at(
         self,

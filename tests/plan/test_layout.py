@@ -1,0 +1,138 @@
+"""Layout search: hard constraints, the seed's strategy table, and minimal GPU counts."""
+
+from dataclasses import replace
+
+import pytest
+
+from lmforge.errors import UserInputError
+from lmforge.plan.hardware import get_accelerator
+from lmforge.plan.layout import LayoutRequest, LayoutSearch, valid_tp_degrees
+from lmforge.plan.memory import training_memory
+from lmforge.plan.models import resolve_model
+from lmforge.plan.params import count_params
+from lmforge.plan.setup import InferenceSetup, TrainingSetup
+
+A100 = get_accelerator("a100-80g")
+
+
+def _search(model: str, setup=None) -> LayoutSearch:
+    spec = resolve_model(model)
+    return LayoutSearch(spec, setup or TrainingSetup(), count_params(spec).total_params)
+
+
+def test_tp_degrees_divide_attention_and_kv_heads_and_stay_in_a_node():
+    assert valid_tp_degrees(resolve_model("llama-3.1-8b")) == [1, 2, 4, 8]  # 32 heads, 8 KV heads
+    assert valid_tp_degrees(resolve_model("qwen2.5-0.5b")) == [1, 2]  # 14 heads, 2 KV heads
+    assert valid_tp_degrees(resolve_model("llama-3.1-8b"), gpus_per_node=4) == [1, 2, 4]
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (LayoutRequest(tp=3), "TP 3 does not divide 32 attention heads"),
+        (LayoutRequest(tp=16), "exceeds one node"),
+        (LayoutRequest(pp=5), "PP 5 does not divide the 32 layers"),
+        (LayoutRequest(gpus=12, tp=8), "12 GPUs cannot be split into TP 8"),
+        (LayoutRequest(gpus=0), "positive"),
+        (LayoutRequest(zero_stage=2, pp=2), "ZeRO-2 cannot be combined with pipeline parallelism"),
+        (LayoutRequest(zero_stage=2, offload="params"), "needs ZeRO-3"),
+        (LayoutRequest(zero_stage=0, offload="optimizer"), "ZeRO stage 1, 2 or 3"),
+    ],
+)
+def test_impossible_layouts_are_rejected_naming_the_constraint(request_, message):
+    with pytest.raises(UserInputError, match=message):
+        _search("llama-3.1-8b").best(A100, request_)
+
+
+def test_kv_heads_constrain_tp_too():
+    with pytest.raises(UserInputError, match="TP 4 does not divide 2 KV heads"):
+        _search("qwen2.5-1.5b").best(A100, LayoutRequest(tp=4))  # 12 heads, 2 KV heads
+
+
+def test_7b_full_on_8_a100_is_plain_data_parallel():
+    choice = _search("llama-2-7b").best(A100, LayoutRequest(gpus=8))
+    assert choice.fits
+    assert (choice.layout.dp, choice.layout.tp, choice.layout.pp) == (8, 1, 1)
+    assert choice.layout.zero_stage in (0, 1, 2)
+    assert "data parallel" in choice.reason and "\n" not in choice.reason
+
+
+def test_70b_full_needs_zero3_or_model_parallelism():
+    choice = _search("llama-3.1-70b").best(A100)
+    assert choice.fits and choice.gpus > 8
+    assert choice.layout.zero_stage == 3 or choice.layout.tp * choice.layout.pp > 1
+
+
+def test_405b_full_uses_tp_8_inside_the_node_and_pp_across_nodes():
+    choice = _search("llama-3.1-405b").best(A100)
+    assert choice.fits
+    assert choice.layout.tp == 8 and choice.layout.pp > 1 and choice.layout.zero_stage <= 1
+    assert "3D" in choice.reason
+
+
+def test_very_long_sequences_get_sequence_parallel():
+    choice = _search("llama-3.1-8b", TrainingSetup(seq_len=65536, recompute="full")).best(A100)
+    assert choice.fits and choice.layout.tp > 1 and choice.layout.sequence_parallel
+    assert "32K" in choice.reason
+
+
+@pytest.mark.parametrize("model", ["qwen2.5-0.5b", "llama-2-7b", "llama-3.1-70b", "mixtral-8x7b"])
+def test_the_recommended_count_fits_with_headroom_and_one_fewer_does_not(model):
+    search = _search(model, TrainingSetup(recompute="full"))
+    choice = search.best(A100)
+    assert choice.fits
+    assert choice.memory.total_bytes <= 0.9 * A100.memory_bytes
+    assert choice.memory == training_memory(search.spec, search.setup, choice.layout)
+    if choice.gpus > 1:
+        fewer = search.best(A100, max_gpus=choice.gpus - 1)
+        assert not fewer.fits and "does not fit" in fewer.reason
+
+
+def test_minimal_gpu_count_grows_with_model_size():
+    sizes = ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b"]
+    counts = [_search(name, TrainingSetup(recompute="full")).best(A100).gpus for name in sizes]
+    assert counts == sorted(counts)
+    assert counts[0] == 1 and counts[-1] > 8
+
+
+def test_more_memory_per_gpu_never_needs_more_gpus():
+    search = _search("llama-3.1-70b", TrainingSetup(method="lora", recompute="full"))
+    cards = ["a100-40g", "a100-80g", "h200", "b200"]
+    counts = [search.best(get_accelerator(card)).gpus for card in cards]
+    assert counts == sorted(counts, reverse=True)
+
+
+def test_a_fixed_gpu_count_that_is_too_small_says_how_many_are_needed():
+    choice = _search("llama-3.1-70b").best(A100, LayoutRequest(gpus=2))
+    assert not choice.fits
+    assert "does not fit on 2 × a100-80g" in choice.reason and "needs" in choice.reason
+
+
+def test_user_fixed_zero_tp_pp_are_honoured():
+    search = _search("llama-2-7b")
+    choice = search.best(A100, LayoutRequest(gpus=8, zero_stage=3))
+    assert choice.layout.zero_stage == 3 and choice.layout.dp == 8
+    choice = search.best(A100, LayoutRequest(gpus=8, tp=2, pp=2, zero_stage=1))
+    assert (choice.layout.dp, choice.layout.tp, choice.layout.pp, choice.layout.zero_stage) == (2, 2, 2, 1)
+
+
+def test_offload_is_used_only_when_asked_and_moves_states_to_cpu():
+    search = _search("llama-2-7b")
+    plain = search.best(A100)
+    assert not plain.layout.offload_optimizer
+    offloaded = search.best(A100, LayoutRequest(offload="optimizer"))
+    assert offloaded.layout.offload_optimizer and offloaded.layout.zero_stage >= 1
+    assert offloaded.gpus <= plain.gpus and offloaded.memory.cpu_offload_bytes > 0
+
+
+def test_inference_70b_bf16_needs_two_a100_with_tensor_parallel():
+    choice = _search("llama-3.1-70b", InferenceSetup(context_len=4096)).best(A100)
+    assert choice.fits and choice.layout.tp == 2 and choice.layout.pp == 1
+
+
+def test_headroom_is_respected():
+    search = _search("llama-2-7b", InferenceSetup())
+    tight = replace(A100, memory_gib=15)
+    assert search.best(tight, headroom=0.0).gpus <= search.best(tight, headroom=0.5).gpus
+    with pytest.raises(UserInputError, match="headroom"):
+        search.best(A100, headroom=1.0)

@@ -1,0 +1,105 @@
+"""The planner API: the stable JSON, the verdict table, and the figures joined up end to end."""
+
+import json
+
+import pytest
+
+from lmforge.errors import NotFoundError, UserInputError
+from lmforge.plan import plan_inference, plan_training
+from lmforge.plan.hardware import list_accelerators
+from lmforge.plan.params import count_trainable_params
+from lmforge.plan.models import resolve_model
+
+STABLE_KEYS = {
+    "model": {"name", "params_total", "params_active", "params_trainable"},
+    "memory": {"per_gpu_bytes", "breakdown"},
+    "layout": {"gpus", "dp", "tp", "pp", "zero_stage"},
+}
+
+
+@pytest.fixture(scope="module")
+def lora_70b():
+    return plan_training("llama-3.1-70b", method="lora", gpu="a100-80g", recompute="full")
+
+
+def test_json_has_the_stable_keys_and_round_trips(lora_70b):
+    data = json.loads(json.dumps(lora_70b.to_dict()))
+    for section, keys in STABLE_KEYS.items():
+        assert keys <= set(data[section]), section
+    assert {"throughput", "rules_of_thumb", "verdicts"} <= set(data)
+    breakdown = data["memory"]["breakdown"]
+    assert {"weights", "gradients", "optimizer_states", "activations"} <= set(breakdown)
+    assert sum(breakdown.values()) == data["memory"]["per_gpu_bytes"]
+    layout = data["layout"]
+    assert layout["dp"] * layout["tp"] * layout["pp"] == layout["gpus"]
+
+
+def test_trainable_params_are_the_lora_count(lora_70b):
+    spec = resolve_model("llama-3.1-70b")
+    assert lora_70b.model.params_trainable == count_trainable_params(spec, "lora", lora_rank=16)
+    assert lora_70b.model.params_total == 70_553_706_496
+
+
+def test_verdict_table_covers_every_catalog_gpu_and_bigger_cards_need_fewer(lora_70b):
+    verdicts = {v.gpu: v for v in lora_70b.verdicts}
+    assert set(verdicts) == {a.name for a in list_accelerators()}
+    assert verdicts["a100-80g"].min_gpus == lora_70b.layout.gpus
+    assert verdicts["h200"].min_gpus <= verdicts["a100-80g"].min_gpus <= verdicts["a100-40g"].min_gpus
+    assert verdicts["h100-sxm"].hours < verdicts["a100-80g"].hours  # same count, faster card
+
+
+def test_time_and_cost_follow_tokens_and_price():
+    base = plan_training("qwen2.5-0.5b", gpu="h100-sxm", tokens=10**9, price_per_gpu_hour=2.0, verdicts=False)
+    double = plan_training("qwen2.5-0.5b", gpu="h100-sxm", tokens=2 * 10**9, price_per_gpu_hour=2.0, verdicts=False)
+    assert double.throughput.wall_seconds == pytest.approx(2 * base.throughput.wall_seconds)
+    assert base.throughput.cost_usd == pytest.approx(base.throughput.gpu_hours * 2.0)
+    default_price = plan_training("qwen2.5-0.5b", gpu="h100-sxm", verdicts=False)
+    assert default_price.throughput.price_usd_per_gpu_hour == 2.99  # the catalog's typical price
+    assert default_price.notes  # says the default token count is 1e9
+
+
+def test_fixed_gpus_too_few_still_returns_the_breakdown_with_a_verdict():
+    plan = plan_training("llama-3.1-70b", gpu="rtx-4090", gpus=2, verdicts=False)
+    assert not plan.fits and plan.layout.gpus == 2
+    assert plan.memory.total_bytes > plan.choice.usable_bytes
+    assert "needs" in plan.choice.reason
+
+
+def test_custom_gpu_memory_changes_the_fit():
+    small = plan_training("llama-2-7b", method="qlora", gpu_mem_gib=8, verdicts=False)
+    big = plan_training("llama-2-7b", method="qlora", gpu_mem_gib=48, verdicts=False)
+    assert small.accelerator.memory_gib == 8 and small.throughput.wall_seconds is None
+    assert big.layout.gpus == 1 and small.layout.gpus >= big.layout.gpus
+
+
+def test_inference_plan_decode_bound_llama2_7b_fp16_a100():
+    plan = plan_inference("llama-2-7b", weight_format="fp16", kv_dtype="fp16", context_len=256, gpu="a100-80g")
+    assert plan.layout.gpus == 1 and plan.fits
+    # 2039 GB/s over 13.5 GB of weights (plus a 256-token KV cache): about 150 tokens/s
+    assert 140 < plan.throughput.decode_tokens_per_second < 152
+    rule = plan.rules_of_thumb[0]
+    assert rule.value == pytest.approx(2 * 6_738_415_616)
+
+
+def test_moe_decode_reads_only_active_experts():
+    moe = plan_inference("qwen3-30b-a3b", gpu="h100-sxm", context_len=256, verdicts=False)
+    dense = plan_inference("qwen3-32b", gpu="h100-sxm", context_len=256, verdicts=False)
+    assert moe.model.params_active < moe.model.params_total / 5
+    assert moe.throughput.decode_tokens_per_second > 4 * dense.throughput.decode_tokens_per_second
+
+
+def test_quantised_inference_needs_fewer_gpus():
+    bf16 = plan_inference("llama-3.1-70b", gpu="rtx-4090", verdicts=False)
+    int4 = plan_inference("llama-3.1-70b", weight_format="Q4_K_M", gpu="rtx-4090", verdicts=False)
+    assert int4.layout.gpus < bf16.layout.gpus
+
+
+def test_bad_inputs_raise_one_line_errors():
+    with pytest.raises(NotFoundError, match="llama"):
+        plan_training("llama-9-7b")
+    with pytest.raises(UserInputError):
+        plan_training("llama-2-7b", micro_batch_size=0)
+    with pytest.raises(UserInputError, match="tokens"):
+        plan_training("llama-2-7b", tokens=-5)
+    with pytest.raises(UserInputError, match="TP 3"):
+        plan_inference("llama-2-7b", tp=3)
