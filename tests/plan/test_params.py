@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lmforge.errors import UserInputError
-from lmforge.plan.models import list_catalog, resolve_model
+from lmforge.plan.models import list_catalog, resolve_model, spec_from_config
 from lmforge.plan.params import COMPONENTS, count_params, count_trainable_params, default_lora_targets
 from lmforge.plan.spec import ModelSpec
 
@@ -190,3 +190,11 @@ def test_default_lora_targets_name_transformers_modules() -> None:
     assert default_lora_targets(resolve_model("gpt2")) == ["c_attn", "c_proj", "c_fc"]
     assert default_lora_targets(resolve_model("phi-4")) == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
     assert default_lora_targets(resolve_model("mixtral-8x7b"))[-3:] == ["w1", "w3", "w2"]
+
+
+def test_counts_follow_raw_config_flags_as_well_as_spec_fields() -> None:
+    """attention_bias lives only in the raw config; two specs that differ only there must not share a count."""
+    base = resolve_model("llama-2-7b").config
+    plain = spec_from_config(base, name="x")
+    biased = spec_from_config({**base, "attention_bias": True}, name="x")
+    assert count_params(biased).total_params - count_params(plain).total_params == 32 * 4 * 4096

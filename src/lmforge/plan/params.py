@@ -9,7 +9,9 @@ Pure Python: no torch or transformers.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from lmforge.errors import UserInputError
@@ -70,9 +72,17 @@ class ParamCount:
 
 
 def count_params(spec: ModelSpec) -> ParamCount:
-    """Exact total, active and per-component counts, mirroring the transformers modules of spec's architecture."""
+    """Exact total, active and per-component counts, mirroring the transformers modules of spec's architecture.
+
+    Cached per spec and raw config (the layout search asks many times): treat the result as read-only.
+    """
+    return _count_params_cached(spec, json.dumps(spec.config, sort_keys=True, default=str))
+
+
+@lru_cache(maxsize=512)
+def _count_params_cached(spec: ModelSpec, config_key: str) -> ParamCount:
     embedding = _embedding_weights(spec)
-    layers = [_layer_weights(spec, index) for index in range(_block_count(spec))]
+    layers = _all_layer_weights(spec)
     output = _output_weights(spec)
     every = [*embedding, *(w for layer in layers for w in layer), *output]
 
@@ -105,8 +115,8 @@ def default_lora_targets(spec: ModelSpec) -> list[str]:
     output head are never default targets.
     """
     names: list[str] = []
-    for index in range(_block_count(spec)):
-        for weight in _layer_weights(spec, index):
+    for layer in _all_layer_weights(spec):
+        for weight in layer:
             if weight.lora == "module":
                 names.append(weight.name.rpartition(".")[2])
     if spec.is_moe:
@@ -260,10 +270,6 @@ def _active(spec: ModelSpec, weight: Weight) -> int:
     return weight.params
 
 
-def _block_count(spec: ModelSpec) -> int:
-    return spec.num_encoder_layers + spec.num_layers
-
-
 def _bool(spec: ModelSpec, key: str, default: bool = False) -> bool:
     value = spec.config.get(key)
     return default if value is None else bool(value)
@@ -314,14 +320,17 @@ def _bert_output(spec: ModelSpec) -> list[Weight]:
     return [_linear("pooler.dense", "head", h, h, bias=True)]
 
 
-def _layer_weights(spec: ModelSpec, index: int) -> list[Weight]:
+def _all_layer_weights(spec: ModelSpec) -> list[list[Weight]]:
+    """The weights of every block, in execution order (encoder blocks first)."""
+    blocks = range(spec.num_encoder_layers + spec.num_layers)
     if spec.model_type in _GPT2_LIKE:
-        return _gpt2_layer(spec)
+        return [_gpt2_layer(spec) for _ in blocks]
     if spec.model_type in _BERT_LIKE:
-        return _bert_layer(spec)
+        return [_bert_layer(spec) for _ in blocks]
     if spec.model_type in _T5_LIKE:
-        return _t5_layer(spec, index)
-    return _decoder_layer(spec, index)
+        return [_t5_layer(spec, index) for index in blocks]
+    moe_layers = set(moe_layer_indices(spec.model_type, spec.config, spec.num_layers)) if spec.is_moe else set()
+    return [_decoder_layer(spec, index in moe_layers) for index in blocks]
 
 
 def _gpt2_layer(spec: ModelSpec) -> list[Weight]:
@@ -384,7 +393,7 @@ def _t5_layer(spec: ModelSpec, index: int) -> list[Weight]:
     return [*weights, *wi, _linear(ff + "wo", "mlp", inner_ff, h), _norm(f"layer.{ff_index}.layer_norm", h)]
 
 
-def _decoder_layer(spec: ModelSpec, index: int) -> list[Weight]:
+def _decoder_layer(spec: ModelSpec, is_moe_layer: bool) -> list[Weight]:
     """Llama-family block: attention, a dense or MoE MLP, and RMSNorms (Gemma 2/3 have four, Qwen3/Gemma 3 q/k norms)."""
     h = spec.hidden_size
     norms = ["input_layernorm", "post_attention_layernorm"]
@@ -392,7 +401,7 @@ def _decoder_layer(spec: ModelSpec, index: int) -> list[Weight]:
         norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
     weights = [_norm(name, h) for name in norms]
     weights += _mla_attention(spec) if spec.is_mla else _attention(spec)
-    if spec.is_moe and index in moe_layer_indices(spec.model_type, spec.config, spec.num_layers):
+    if is_moe_layer:
         weights += _moe_mlp(spec)
     else:
         weights += _dense_mlp(spec, spec.intermediate_size)
