@@ -106,6 +106,8 @@ def sharded_moe_dir(tmp_path: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
+    tmp_path = tmp_path / "moe"
+    tmp_path.mkdir()
     hidden, ffn = 8, 16
     first = {"model.embed_tokens.weight": torch.zeros(20, hidden), "model.norm.weight": torch.ones(hidden)}
     second = {"model.layers.0.self_attn.q_proj.weight": torch.zeros(hidden, hidden)}
@@ -140,6 +142,8 @@ def peft_adapter_dir(tmp_path: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
+    tmp_path = tmp_path / "adapter"
+    tmp_path.mkdir()
     prefix = "base_model.model.model.layers.0.self_attn.q_proj"
     save_file(
         {f"{prefix}.lora_A.weight": torch.zeros(4, 64), f"{prefix}.lora_B.weight": torch.zeros(64, 4)},
@@ -149,3 +153,13 @@ def peft_adapter_dir(tmp_path: Path) -> Path:
                "target_modules": ["q_proj"], "task_type": "CAUSAL_LM"}  # fmt: skip
     (tmp_path / "adapter_config.json").write_text(json.dumps(adapter))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def scan_corpus(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path):
+    """The scanner corpus (tests/files/corpus.py): malicious payloads that would create `canary`, and real benign checkpoints."""
+    from tests.files.corpus import build_corpus
+
+    root = tmp_path_factory.mktemp("scan-corpus")
+    canary = root / "CANARY"
+    return build_corpus(root / "files", canary, minilm_dir), canary

@@ -48,12 +48,13 @@ def describe_bytes(head: bytes) -> str:
     """What the first bytes look like, for an error a user can act on."""
     if not head:
         return "the file is empty"
+    if head.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, not the weights: run `git lfs pull`"
     shown = head[:16]
     if all(32 <= b < 127 or b in b"\t\r\n" for b in shown):
         text = shown.decode("ascii").strip()
         looks = "JSON" if text[:1] in "{[" else "HTML" if text.lower().startswith("<") else "text"
-        hint = " (a Git LFS pointer: run `git lfs pull`)" if text.startswith("version https://git-lfs") else ""
-        return f"it starts with {looks} {text!r}{hint}"
+        return f"it starts with {looks} {text!r}"
     return f"its first bytes are {shown.hex(' ')}"
 
 

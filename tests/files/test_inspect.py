@@ -1,0 +1,185 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lmforge.errors import NotFoundError, UserInputError
+from lmforge.files.inspect import component_of, filter_tensors, inspect_path
+
+
+def test_real_minilm_checkpoint(minilm_dir: Path):
+    report = inspect_path(minilm_dir)
+    assert (report.format, report.architecture, report.model_type) == ("hf-model-dir", "BertModel", "bert")
+    assert report.tensor_count == 104
+    assert report.total_params == 22_713_728  # as the hub reports: F32 weights + the I64 position_ids buffer
+    assert report.params_by_dtype == {"F32": 22_713_216, "I64": 512}
+    assert report.params_by_component == {
+        "embeddings": 11_918_336, "norms": 9_984, "attention": 3_548_160, "mlp": 7_089_408, "head": 147_840,
+    }  # fmt: skip
+    assert [f.name for f in report.files] == ["model.safetensors"] and report.total_size_bytes == 90_868_376
+    assert report.config["hidden_size"] == 384 and report.config["num_layers"] == 6
+    assert report.tokenizer["vocab_size"] == 30522 and "tokenizer.json" in report.tokenizer["files"]
+    assert report.quantization is None and report.bits_per_weight == pytest.approx(32, abs=0.01)
+    assert report.scan.verdict == "not-needed"
+    runtimes = {r.runtime: r.can_load for r in report.runtimes}
+    assert runtimes == {"transformers": True, "vLLM": True, "llama.cpp": False, "onnxruntime": False}
+    json.dumps(report.to_dict())  # serialisable as is
+
+
+def test_single_safetensors_file_needs_a_config_for_transformers(small_safetensors: Path):
+    report = inspect_path(small_safetensors)
+    assert report.format == "safetensors" and report.metadata == {"format": "pt", "source": "test"}
+    assert report.params_by_dtype == {"F32": 32 * 8 * 2 + 8, "BF16": 64, "F16": 128}
+    assert report.params_by_component == {"embeddings": 256, "attention": 64, "mlp": 128, "norms": 8, "head": 256}
+    transformers = next(r for r in report.runtimes if r.runtime == "transformers")
+    assert not transformers.can_load and "config.json" in transformers.reason
+
+
+def test_sharded_moe_folder_counts_total_and_active(sharded_moe_dir: Path):
+    report = inspect_path(sharded_moe_dir)
+    assert len(report.files) == 2 and report.tensor_count == 2 + 2 + 12
+    assert report.total_params == 1800
+    assert report.params_by_component["experts"] == 1536
+    assert (report.num_experts, report.experts_per_token) == (4, 2)
+    assert report.active_params == 1800 - 1536 // 2  # 2 of 4 experts run per token
+    index_only = inspect_path(sharded_moe_dir / "model.safetensors.index.json")
+    assert index_only.format == "safetensors-sharded" and index_only.total_params == 1800
+
+
+def test_missing_shard_is_named(sharded_moe_dir: Path):
+    (sharded_moe_dir / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(NotFoundError, match="model-00002-of-00002"):
+        inspect_path(sharded_moe_dir)
+
+
+def test_gguf_quantization_tokenizer_and_runtimes(small_gguf: Path):
+    report = inspect_path(small_gguf)
+    assert report.format == "gguf" and report.architecture == "llama"
+    assert report.quantization == "Q8_0 (GGUF file type)"
+    assert report.params_by_dtype == {"F32": 300 * 64 + 64, "F16": 64 * 64 + 300 * 64, "Q8_0": 128 * 64}
+    assert report.params_by_component["head"] == 300 * 64 and report.params_by_component["norms"] == 64
+    assert report.tokenizer == {"model": "gpt2", "vocab_size": 300, "chat_template": True}
+    assert next(t for t in report.tensors if t.dtype == "Q8_0").shape == [128, 64]  # PyTorch order
+    assert {r.runtime for r in report.runtimes if r.can_load} >= {"llama.cpp"}
+    assert report.name is not None and report.name.total_params == 10**9  # parsed from the file name
+
+
+def test_torch_checkpoints_list_tensors_without_loading(torch_checkpoints: dict[str, Path]):
+    zip_report = inspect_path(torch_checkpoints["zip"])
+    legacy_report = inspect_path(torch_checkpoints["legacy"])
+    for report in (zip_report, legacy_report):
+        shapes = {t.name: (t.dtype, t.shape) for t in report.tensors}
+        assert shapes == {
+            "encoder.layer.0.attention.self.query.weight": ("F32", [4, 6]),
+            "encoder.layer.0.output.dense.bias": ("F16", [6]),
+            "embeddings.word_embeddings.weight": ("BF16", [10, 4]),
+        }
+        assert report.params_by_component == {"attention": 24, "mlp": 6, "embeddings": 40}
+        assert report.scan.verdict == "safe"
+
+
+def test_malicious_pickle_is_flagged_and_no_runtime_may_load_it(tmp_path: Path):
+    path = tmp_path / "pytorch_model.bin"
+    path.write_bytes(b"\x80\x02cposix\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03.")
+    report = inspect_path(path)
+    assert report.format == "pickle" and report.scan.verdict == "unsafe"
+    assert not any(r.can_load for r in report.runtimes)
+
+
+def test_onnx_opset_inputs_outputs(tiny_onnx: Path):
+    report = inspect_path(tiny_onnx)
+    assert report.onnx["opsets"] == {"ai.onnx": 17}
+    assert report.onnx["inputs"] == [{"name": "input_ids", "dtype": "TensorProto.FLOAT", "shape": ["batch", 4]}]
+    assert report.onnx["outputs"][0]["name"] == "logits"
+    assert report.total_params == 12 and report.tensors[0].dtype == "FLOAT"
+    assert [r.runtime for r in report.runtimes if r.can_load] == ["onnxruntime"]
+
+
+def test_peft_adapter_folder(peft_adapter_dir: Path):
+    report = inspect_path(peft_adapter_dir)
+    assert report.format == "peft-adapter-dir"
+    assert report.metadata["base_model_name_or_path"] == "tiny-llama" and report.metadata["r"] == 4
+    assert report.params_by_component == {"adapter": 512}
+
+
+def test_numpy_arrays(tmp_path: Path):
+    import numpy as np
+
+    np.savez(tmp_path / "w.npz", a=np.ones((2, 3), np.float16), b=np.ones(4))
+    report = inspect_path(tmp_path / "w.npz")
+    assert {t.name: t.shape for t in report.tensors} == {"a": [2, 3], "b": [4]}
+    assert report.params_by_dtype == {"<f2": 6, "<f8": 4}
+
+
+def test_gptq_packed_weights_count_as_logical_params(tmp_path: Path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file(
+        {
+            "model.layers.0.mlp.up_proj.qweight": torch.zeros(64 // 8, 32, dtype=torch.int32),
+            "model.layers.0.mlp.up_proj.scales": torch.zeros(1, 32, dtype=torch.float16),
+            "model.layers.0.mlp.up_proj.qzeros": torch.zeros(1, 4, dtype=torch.int32),
+        },
+        str(tmp_path / "model.safetensors"),
+    )
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "quantization_config": {"quant_method": "gptq", "bits": 4}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    report = inspect_path(tmp_path)
+    assert report.quantization == "GPTQ 4-bit"
+    assert report.total_params == 64 * 32
+    assert report.bits_per_weight == pytest.approx((8 * 32 * 4 + 32 * 2 + 16) * 8 / (64 * 32), abs=1e-3)
+
+
+def test_hub_id_resolves_in_the_local_cache_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, minilm_dir: Path):
+    snapshot = tmp_path / "hub" / "models--acme--MiniLM-L6-v2" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).symlink_to(minilm_dir / name)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert inspect_path("acme/MiniLM-L6-v2").total_params == 22_713_728
+    with pytest.raises(NotFoundError, match="never downloads"):
+        inspect_path("acme/not-cached")
+
+
+@pytest.mark.parametrize(
+    ("name", "component"),
+    [
+        ("model.layers.3.self_attn.k_proj.weight", "attention"),
+        ("model.layers.3.mlp.gate_proj.weight", "mlp"),
+        ("model.layers.3.post_attention_layernorm.weight", "norms"),
+        ("model.layers.3.mlp.experts.7.down_proj.weight", "experts"),
+        ("model.layers.3.mlp.shared_experts.up_proj.weight", "mlp"),
+        ("model.layers.3.self_attn.kv_a_proj_with_mqa.weight", "attention"),
+        ("transformer.h.0.attn.c_attn.weight", "attention"),
+        ("transformer.h.0.mlp.c_proj.weight", "mlp"),
+        ("transformer.wte.weight", "embeddings"),
+        ("transformer.ln_f.weight", "norms"),
+        ("encoder.block.0.layer.1.DenseReluDense.wi.weight", "mlp"),
+        ("encoder.block.0.layer.0.SelfAttention.q.weight", "attention"),
+        ("shared.weight", "embeddings"),
+        ("blk.0.ffn_gate_exps.weight", "experts"),
+        ("blk.0.ffn_gate_inp.weight", "mlp"),
+        ("blk.0.attn_output.weight", "attention"),
+        ("output_norm.weight", "norms"),
+        ("output.weight", "head"),
+        ("lm_head.weight", "head"),
+        ("cls.predictions.transform.dense.weight", "head"),
+    ],
+)
+def test_components_across_naming_schemes(name: str, component: str):
+    assert component_of(name) == component
+
+
+def test_filter_by_glob_or_regex(small_safetensors: Path):
+    tensors = inspect_path(small_safetensors).tensors
+    assert [t.name for t in filter_tensors(tensors, "*.q_proj.*")] == ["model.layers.0.self_attn.q_proj.weight"]
+    assert len(filter_tensors(tensors, r"layers\.0\.")) == 3
+    with pytest.raises(UserInputError, match="regular expression"):
+        filter_tensors(tensors, "(unclosed")
+
+
+def test_a_copied_real_checkpoint_renamed_is_still_found(minilm_dir: Path, tmp_path: Path):
+    shutil.copy(minilm_dir / "model.safetensors", tmp_path / "weights.pt")
+    assert inspect_path(tmp_path / "weights.pt").format == "safetensors"
