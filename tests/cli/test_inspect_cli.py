@@ -1,0 +1,62 @@
+import json
+import struct
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from lmforge.cli.main import app
+from tests.files.conftest import small_gguf  # noqa: F401 - a fixture shared with tests/files
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["inspect", *args])
+
+
+def _error_text(result) -> str:
+    return result.output + str(result.exception or "")
+
+
+def test_json_is_one_object_with_the_figures(minilm_dir: Path):
+    result = _run(str(minilm_dir), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["total_params"] == 22_713_728 and data["architecture"] == "BertModel"
+    assert data["params_by_dtype"]["F32"] == 22_713_216
+    assert "tensors" not in data  # only with --tensors / --filter
+
+
+def test_json_tensors_with_a_filter(minilm_dir: Path):
+    result = _run(str(minilm_dir), "--json", "--filter", "*.layer.0.attention.self.query.*")
+    data = json.loads(result.stdout)
+    assert [(t["name"], t["shape"], t["params"], t["size_bytes"]) for t in data["tensors"]] == [
+        ("encoder.layer.0.attention.self.query.bias", [384], 384, 1536),
+        ("encoder.layer.0.attention.self.query.weight", [384, 384], 147456, 589824),
+    ]
+
+
+def test_human_output_has_tables_and_summarised_vocabulary(small_gguf: Path):
+    result = _run(str(small_gguf), "--tensors")
+    assert result.exit_code == 0, result.output
+    for expected in ("Parameters by dtype", "Q8_0", "Runtimes", "llama.cpp", "blk.0.ffn_up.weight", "string × 300"):
+        assert expected in result.stdout
+    assert "tok299" not in result.stdout  # a vocabulary is summarised, not dumped
+
+
+def test_missing_path_is_a_not_found_error(tmp_path: Path):
+    result = _run(str(tmp_path / "nope.safetensors"))
+    assert result.exit_code != 0 and "does not exist" in _error_text(result)
+
+
+def test_unrecognised_bytes_are_described(tmp_path: Path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"<html><body>404</body></html>")
+    result = _run(str(path))
+    assert result.exit_code != 0 and "HTML" in _error_text(result)
+
+
+def test_corrupt_safetensors_names_the_problem(tmp_path: Path):
+    path = tmp_path / "model.safetensors"
+    header = b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)  # 8 of 16 data bytes
+    result = _run(str(path))
+    assert result.exit_code != 0 and "truncated or trailing data" in _error_text(result)
