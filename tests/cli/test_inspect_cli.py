@@ -9,7 +9,7 @@ from tests.files.conftest import small_gguf  # noqa: F401 - a fixture shared wit
 
 
 def _run(*args: str):
-    return CliRunner().invoke(app, ["inspect", *args])
+    return CliRunner().invoke(app, ["inspect", *args], env={"COLUMNS": "200"})
 
 
 def _error_text(result) -> str:

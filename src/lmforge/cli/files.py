@@ -103,11 +103,13 @@ def _render(report: Any, show_tensors: bool) -> None:
     rows = [[r.runtime, "[green]yes[/]" if r.can_load else "[red]no[/]", r.reason] for r in report.runtimes]
     console.print(_table("Runtimes", ["runtime", "loads", "why"], rows))
     if show_tensors:
+        columns = ["name", "dtype", "shape", "params", "bytes", "component"] + (["file"] if len(report.files) > 1 else [])
         rows = [
             [escape(t.name), t.dtype, str(t.shape), f"{t.params:,}", f"{t.size_bytes:,}", t.component, escape(t.file)]
+            [: len(columns)]
             for t in report.tensors
         ]
-        console.print(_table(f"Tensors ({len(rows):,})", ["name", "dtype", "shape", "params", "bytes", "component", "file"], rows))
+        console.print(_table(f"Tensors ({len(rows):,})", columns, rows))
     for note in report.notes:
         console.print(f"note: {note}")
 
