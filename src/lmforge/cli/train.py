@@ -1,7 +1,56 @@
-"""CLI commands of the train capability."""
+"""CLI commands of the train capability: `lmforge train CONFIG.yaml [--set k=v ...] [--resume] [--nproc N]`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
 
 import typer
 
 
+def train(
+    config: Path = typer.Argument(None, help="YAML config (see --print-config STAGE and examples/)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.max_steps=100 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue this run (config.out) from its last complete checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes (GPUs) to launch through accelerate."),
+    print_config: str = typer.Option(None, "--print-config", metavar="STAGE", help="Print a commented default config."),
+    deepspeed: str = typer.Option(None, "--deepspeed", help="With --nproc: zero2, zero2-offload, zero3, zero3-offload."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="With --nproc: shard with FSDP instead of DDP."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run result as JSON."),
+) -> None:
+    """Train a model: pretrain, sft, rm, dpo, kto, rlhf, distill, classify or mlm, from one YAML config."""
+    from lmforge.errors import UserInputError
+    from lmforge.train import config as train_config
+
+    if print_config is not None:
+        typer.echo(train_config.print_config(print_config), nl=False)
+        return
+    if config is None:
+        raise UserInputError("give a config file (lmforge train CONFIG.yaml) or --print-config STAGE")
+    resolved = train_config.load_config(config, set_)  # every config error, before anything launches
+    if nproc > 1 or deepspeed or fsdp:
+        from lmforge.train.launch import launch
+
+        raise typer.Exit(launch(config, set_, resume=resume, nproc=nproc, deepspeed=deepspeed, fsdp=fsdp))
+
+    from lmforge.train.run import run_training
+
+    result = run_training(resolved, resume=resume, progress=not as_json)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under --nproc every process trains; one reports
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.stage} / {result.method}: {result.steps} steps", show_header=False)
+    for key, value in result.final_metrics.items():
+        table.add_row(key, f"{value:.6g}")
+    Console().print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Adds this capability's commands to the lmforge app."""
+    app.command("train")(train)
