@@ -8,7 +8,7 @@ stable JSON the CLI prints with --json.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from lmforge.errors import UserInputError
@@ -136,7 +136,15 @@ def _summary(spec: ModelSpec, trainable: int) -> tuple[ModelSummary, Any]:
     return summary, counts
 
 
-def _states_bytes(memory: MemoryBreakdown) -> int:
+def _model_states_bytes(spec: ModelSpec, setup: TrainingSetup) -> int:
+    """Weights, master weights, every gradient and the optimizer states on one unsharded GPU.
+
+    They are all alive together only at the optimizer step; a one-token step makes that phase the
+    peak, so the memory model reports the full gradients instead of the few alive in backward.
+    """
+    from lmforge.plan.memory import training_memory
+
+    memory = training_memory(spec, replace(setup, micro_batch_size=1, seq_len=1, recompute="full"), Layout())
     return sum(memory[c] for c in _MODEL_STATES)
 
 
@@ -230,6 +238,7 @@ def plan_training(
         )
 
     throughput = time_on(accelerator, choice.gpus, choice.layout.dp)
+    fewest = choice if gpus is None else search.best(accelerator, replace(request, gpus=None), headroom=headroom)
     one_gpu = search.memory(Layout())
     half_bytes = 4.0 if precision == "fp32" else 2.0
     rules = training_rules(
@@ -240,8 +249,8 @@ def plan_training(
         optimizer=optimizer,
         half_bytes=half_bytes,
         vram_gb=accelerator.memory_gib,
-        precise_gpus=choice.gpus if choice.fits else None,
-        states_bytes_unsharded=_states_bytes(one_gpu),
+        precise_gpus=fewest.gpus if fewest.fits else None,
+        states_bytes_unsharded=_model_states_bytes(spec, setup),
         activation_bytes=one_gpu["activations"],
         training_bytes_one_gpu=one_gpu.total_bytes,
         setup_text=f"micro-batch {micro_batch_size} × {seq_len} tokens",

@@ -58,7 +58,10 @@ def lora_rule_bytes(params: float, lora_params: float) -> float:
 def _ratio_text(rule: float, precise: float) -> str:
     if precise <= 0:
         return "the planner has no comparable figure"
-    return f"rule is {rule / precise:.2f}x the precise figure"
+    ratio = rule / precise
+    if abs(ratio - 1) < 0.02:
+        return f"they agree ({ratio:.2f}x)"
+    return f"rule is {ratio:.2f}x the precise figure"
 
 
 def training_rules(

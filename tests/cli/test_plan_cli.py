@@ -1,0 +1,116 @@
+"""`lmforge plan`, `lmforge models`, `lmforge gpus` through the real typer app."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lmforge.cli.main import app
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def test_plan_json_prints_exactly_one_object_with_the_stable_keys():
+    result = _run("plan", "llama-3.1-8b", "--method", "qlora", "--gpu", "rtx-4090", "--grad-ckpt", "full", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # the whole of stdout is one JSON document
+    assert data["model"]["name"] == "llama-3.1-8b"
+    assert data["model"]["params_total"] == 8_030_261_248
+    assert data["layout"]["gpus"] == 1 and data["layout"]["fits"]
+    assert data["memory"]["per_gpu_bytes"] <= 0.9 * 24 * 1024**3
+    assert {"throughput", "rules_of_thumb", "verdicts"} <= set(data)
+
+
+def test_plan_human_output_shows_breakdown_rules_and_verdicts():
+    result = _run("plan", "llama-2-7b", "--gpu", "a100-80g", "--gpus", "8")
+    assert result.exit_code == 0, result.output
+    for text in ("fits", "DP 8", "weights", "optimizer_states", "GiB", "Rules of thumb", "P(B) × 18 × 1.25", "h100-sxm"):
+        assert text in result.stdout, text
+
+
+def test_plan_inference_reports_decode_speed():
+    result = _run("plan", "llama-2-7b", "--task", "infer", "--quant", "q4_k_m", "--seq-len", "1024", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["setup"]["weight_format"] == "Q4_K_M"
+    assert data["throughput"]["decode_tokens_per_second"] > 300  # ~4 GB read per token on 2 TB/s
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["plan", "llama-9-70b"], "llama"),
+        (["plan", "llama-3.1-8b", "--tp", "3"], "TP 3 does not divide 32 attention heads"),
+        (["plan", "llama-3.1-8b", "--batch-size", "0"], "micro_batch_size must be a positive integer"),
+        (["plan", "llama-3.1-8b", "--seq-len", "-4"], "seq_len"),
+        (["plan", "llama-3.1-8b", "--gpu", "a100-81g"], "Unknown GPU"),
+        (["plan", "llama-3.1-8b", "--gpu-mem", "0"], "gpu-mem"),
+        (["plan", "llama-3.1-8b", "--tokens", "0"], "tokens"),
+        (["plan", "llama-3.1-8b", "--mfu", "2"], "mfu"),
+        (["plan", "llama-3.1-8b", "--pp", "2", "--zero", "3"], "pipeline"),
+        (["plan", "llama-3.1-8b", "--task", "infer", "--zero", "2"], "train only"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_a_nonzero_exit(args, message):
+    result = _run(*args)
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+
+
+def test_bad_choice_is_rejected_by_the_option_parser():
+    result = _run("plan", "llama-3.1-8b", "--method", "dora")
+    assert result.exit_code == 2 and "dora" in result.output
+
+
+def test_malformed_config_names_the_missing_field(tmp_path: Path):
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2,
+              "vocab_size": 100, "intermediate_size": 128}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = _run("plan", str(tmp_path))
+    assert result.exit_code != 0 and "num_attention_heads" in result.stderr and "Traceback" not in result.output
+
+
+def test_plot_writes_a_png(tmp_path: Path):
+    target = tmp_path / "out" / "breakdown.png"
+    result = _run("plan", "qwen2.5-0.5b", "--plot", str(target), "--json")
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    json.loads(result.stdout)  # the plot does not pollute --json output
+    assert not [p for p in target.parent.iterdir() if p.name != "breakdown.png"]  # no temporary left behind
+
+
+def test_models_and_gpus_tables():
+    models = _run("models", "--json")
+    names = {row["name"] for row in json.loads(models.stdout)["models"]}
+    assert {"llama-3.1-8b", "mixtral-8x7b", "qwen3-30b-a3b"} <= names and len(names) >= 25
+    gpus = _run("gpus")
+    assert gpus.exit_code == 0 and "a100-80g" in gpus.stdout and "GB/s" in gpus.stdout
+    assert len(json.loads(_run("gpus", "--json").stdout)["gpus"]) >= 15
+
+
+def test_plan_json_cold_path_imports_no_torch_transformers_or_matplotlib():
+    code = (
+        "import sys\n"
+        "from lmforge.cli.main import app\n"
+        "try:\n"
+        "    app(['plan', 'llama-3.1-70b', '--method', 'lora', '--gpu', 'a100-80g', '--json'])\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code in (0, None), stop.code\n"
+        "heavy = [m for m in ('torch', 'transformers', 'matplotlib', 'numpy', 'rich') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["layout"]["gpus"] >= 1
+    assert "HEAVY []" in done.stderr
