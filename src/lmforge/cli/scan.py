@@ -1,7 +1,74 @@
 """CLI commands: scan."""
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
 import typer
+
+
+def scan(
+    paths: list[Path] = typer.Argument(..., help="Files or directories (scanned recursively)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every global each file imports."),
+) -> None:
+    """Decide whether model files are safe to load, without running any of them.
+
+    Exit code 0: all safe; 1: something is unsafe (or not provably safe); 2: something could not be read.
+    """
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from lmforge.files.scan import iter_files, scan_paths
+
+    files = list(iter_files(paths))
+    if as_json or len(files) < 2:
+        report = scan_paths(files)
+    else:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True,
+                      console=Console(stderr=True)) as progress:
+            task = progress.add_task("scanning", total=len(files))
+            report = scan_paths(files, on_file=lambda path: progress.update(task, advance=1, description=str(path)))
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _render(report, verbose)
+    raise typer.Exit(report.exit_code)
+
+
+def _render(report, verbose: bool) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    styles = {"safe": "green", "unsafe": "bold red", "error": "yellow"}
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("file", "format", "verdict", "findings", "pickles"):
+        table.add_column(column, justify="right" if column in ("findings", "pickles") else "left")
+    for item in report.files:
+        table.add_row(escape(item.path), item.format, f"[{styles[item.verdict]}]{item.verdict}[/]",
+                      str(len(item.findings)), str(item.pickle_streams))
+    console.print(table)
+    for item in report.files:
+        if item.error:
+            console.print(f"[yellow]{escape(item.path)}[/]: {escape(item.error)}")
+        for finding in item.findings:
+            where = " ".join(part for part in (
+                f"member {finding.member}" if finding.member else "",
+                f"byte {finding.offset}" if finding.offset is not None else "",
+                finding.opcode or "",
+            ) if part)
+            console.print(f"[red]{escape(item.path)}[/] [{finding.kind}] {escape(finding.message)}"
+                          + (f" ({escape(where)})" if where else ""))
+        if verbose and item.globals:
+            console.print(f"{escape(item.path)} imports: {escape(', '.join(item.globals))}")
+    unsafe, errors = len(report.unsafe), len(report.errors)
+    summary = f"{len(report.files)} file(s): {len(report.files) - unsafe - errors} safe, {unsafe} unsafe, {errors} unreadable"
+    console.print(f"[{'bold red' if unsafe else 'green'}]{summary}[/]")
 
 
 def register(app: typer.Typer) -> None:
     """Adds this capability's commands to the lmforge app."""
+    app.command("scan")(scan)

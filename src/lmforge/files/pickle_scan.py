@@ -54,6 +54,7 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("collections", "OrderedDict"),
         ("collections", "Counter"),
         ("builtins", "set"),
+        ("builtins", "frozenset"),  # not in torch's list; as inert as set (the FROZENSET opcode's type)
         ("builtins", "bytearray"),
         ("builtins", "complex"),
         ("_codecs", "encode"),
