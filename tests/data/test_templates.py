@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -14,6 +15,14 @@ CHAT = [
     {"role": "user", "content": "What is 2 plus 2?"},
     {"role": "assistant", "content": "4"},
 ]
+
+
+@pytest.fixture()
+def bare_tokenizer(tiny_tokenizer):
+    """The tiny ChatML tokenizer with its chat_template removed, as a base model's tokenizer would be."""
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = None
+    return tokenizer
 
 
 def test_the_tokenizers_own_template_wins(tiny_tokenizer):
@@ -70,9 +79,13 @@ def test_alpaca_uses_the_stanford_prompt_and_ends_responses_with_eos(bare_tokeni
     assert template.render(bare_tokenizer, CHAT).startswith("Be brief.\n\n### Instruction:")
 
 
-def test_a_named_builtin_overrides_the_tokenizers_template(tiny_tokenizer):
-    template = resolve_template(tiny_tokenizer, "alpaca")
+def test_a_named_builtin_overrides_the_tokenizers_template_with_a_warning(tiny_tokenizer):
+    with pytest.warns(UserWarning, match="ships its own chat template"):
+        template = resolve_template(tiny_tokenizer, "alpaca")
     assert (template.name, template.source) == ("alpaca", "builtin")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same template under its name is no mismatch
+        assert resolve_template(tiny_tokenizer, "chatml").name == "chatml"
 
 
 def test_a_jinja_string_is_used_as_a_custom_template(tiny_tokenizer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -21,6 +22,14 @@ MULTI_TURN = [
 ]
 END_OF_TURN = {"tokenizer": "<|im_end|>", "chatml": "<|im_end|>", "qwen": "<|im_end|>", "alpaca": "<|im_end|>",
                "llama-3": "<|eot_id|>"}  # fmt: skip
+
+
+@pytest.fixture()
+def bare_tokenizer(tiny_tokenizer):
+    """The tiny ChatML tokenizer with its chat_template removed, as a base model's tokenizer would be."""
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = None
+    return tokenizer
 
 
 def trained_runs(tokenizer, row) -> list[str]:

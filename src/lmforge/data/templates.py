@@ -88,7 +88,8 @@ QWEN = r"""{%- if tools %}
 {%- endif %}"""
 
 # Stanford Alpaca's prompt (tatsu-lab/stanford_alpaca train.py PROMPT_DICT): the preamble once, then one
-# Instruction/Response block per exchange; a system message replaces the preamble and the response ends with eos so the model learns to stop.
+# Instruction/Response block per exchange; a system message replaces the preamble and each response
+# ends with eos so the model learns to stop.
 ALPACA = (
     "{% if messages and messages[0]['role'] == 'system' %}{% set preamble = messages[0]['content'] %}"
     "{% set loop_messages = messages[1:] %}{% else %}"
@@ -150,8 +151,20 @@ def resolve_template(tokenizer: Any, name: str | None = None) -> ChatTemplate:
             f"no chat template {name!r}; available: tokenizer, {', '.join(BUILTIN_TEMPLATES)} (or a Jinja string)"
         )
     template = ChatTemplate(name, BUILTIN_TEMPLATES[name], "builtin")
+    if own and _renders_differently(tokenizer, own, template):
+        warnings.warn(
+            f"this tokenizer ships its own chat template but {name!r} was asked for; the model will only "
+            f"answer well when it is served with {name!r} too (lmforge records it in the run)",
+            stacklevel=2,
+        )
     _warn_if_end_of_turn_split(tokenizer, template)
     return template
+
+
+def _renders_differently(tokenizer: Any, own: str, template: ChatTemplate) -> bool:
+    """Whether `template` formats a probe conversation differently from the tokenizer's own template."""
+    probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+    return ChatTemplate("tokenizer", own, "tokenizer").render(tokenizer, probe) != template.render(tokenizer, probe)
 
 
 def _warn_if_end_of_turn_split(tokenizer: Any, template: ChatTemplate) -> None:
