@@ -186,7 +186,8 @@ def _render(plan, plot: str | None) -> None:
     verdict = "[green]fits[/green]" if layout["fits"] else "[red]does NOT fit[/red]"
     console.print(
         f"\n{verdict}: {layout['gpus']} × {plan.accelerator.name} ({plan.accelerator.memory_gib:g} GiB), "
-        f"DP {layout['dp']} × TP {layout['tp']} × PP {layout['pp']}, ZeRO-{layout['zero_stage']}"
+        f"DP {layout['dp']} × TP {layout['tp']} × PP {layout['pp']}"
+        + (f", ZeRO-{layout['zero_stage']}" if plan.task == "train" else "")
         + (" + offload" if layout["offload_optimizer"] or layout["offload_params"] else "")
         + (" + sequence parallel" if layout["sequence_parallel"] else "")
     )
