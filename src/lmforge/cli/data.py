@@ -39,7 +39,7 @@ TemplateOpt = Annotated[str | None, typer.Option(help="Chat template: the tokeni
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True)
 
 
 def _default_rejects(source: str, beside: Path | None) -> Path:
