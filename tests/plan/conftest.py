@@ -20,6 +20,7 @@ _SHRINK = {
     "intermediate_size": 96,
     "d_ff": 96,
     "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 48,
     "num_hidden_layers": 3,
     "n_layer": 2,
     "num_layers": 2,

@@ -35,7 +35,7 @@ def test_total_and_per_layer_counts_equal_the_meta_model(spec: ModelSpec) -> Non
     assert sum(counts.by_component[c] for c in COMPONENTS) == counts.total_params
 
 
-@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen3-30b-a3b", "deepseek-v3", "gemma-3-1b", "phi-4"])
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen3-30b-a3b", "qwen1.5-moe-a2.7b", "deepseek-v3", "gemma-3-1b", "phi-4"])
 def test_components_match_the_modules_they_name(name: str) -> None:
     """attention = params under self_attn (minus its norms), norms = every *norm*, head = lm_head."""
     spec = resolve_model(name)
@@ -59,6 +59,9 @@ PUBLISHED_TOTALS = {
     "gemma-3-1b": 999_885_952,
     "gpt2": 124_439_808,
     "bert-base-uncased": 109_514_298,  # BertForMaskedLM (no pooler, MLM head)
+    "llama-3.2-1b": 1_235_814_400,
+    "smollm2-135m": 134_515_008,
+    "qwen1.5-moe-a2.7b": 14_315_784_192,
 }
 
 
@@ -75,6 +78,7 @@ def test_published_totals(name: str, total: int) -> None:
         ("mixtral-8x7b", 12.8e9, 13.0e9),  # "12.9B active parameters"
         ("deepseek-v3", 37.0e9, 38.0e9),  # "671B total, 37B activated"; HF's model has no MTP layer
         ("mixtral-8x22b", 38.5e9, 39.5e9),  # "39B active of 141B"
+        ("qwen1.5-moe-a2.7b", 2.6e9, 2.8e9),  # "14.3B total, 2.7B activated"
     ],
 )
 def test_moe_active_params_match_published_figures(name: str, low: float, high: float) -> None:
@@ -115,6 +119,8 @@ LORA_CASES = [
     ("mixtral-8x7b", ["q_proj", "k_proj"], ["experts.gate_up_proj"]),
     ("mixtral-8x7b", None, None),
     ("deepseek-v3", None, None),  # dense MLPs lose their LoRA to the conversion, exactly as in peft
+    ("deepseek-v2-lite", ["q_proj", "kv_b_proj"], ["experts.down_proj"]),
+    ("qwen1.5-moe-a2.7b", None, None),  # shared_expert + shared_expert_gate
     ("phi-3-mini", None, None),
     ("gpt2", None, None),
     ("gpt2", ["c_attn"], None),

@@ -102,11 +102,18 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
     num_experts = fields.int("num_local_experts", "n_routed_experts", "num_experts", default=0)
     moe: dict[str, int] = {}
     if num_experts > 0:
+        expert_width = fields.int("moe_intermediate_size", default=intermediate)
+        shared = fields.int("n_shared_experts", default=0)  # DeepSeek: n copies of an expert-sized MLP
+        shared_width = shared * expert_width
+        if model_type == "qwen2_moe":  # Qwen2MoeSparseMoeBlock: one shared_expert of its own width
+            shared_width = fields.int("shared_expert_intermediate_size", default=5632)
+            shared = 1 if shared_width else 0
         moe = {
             "num_experts": num_experts,
             "experts_per_token": fields.int("num_experts_per_tok", "moe_topk"),
-            "num_shared_experts": fields.int("n_shared_experts", default=0),
-            "moe_intermediate_size": fields.int("moe_intermediate_size", default=intermediate),
+            "num_shared_experts": shared,
+            "shared_expert_intermediate_size": shared_width,
+            "moe_intermediate_size": expert_width,
             "num_moe_layers": len(moe_layer_indices(model_type, config, num_layers)),
         }
     mla: dict[str, int] = {}
@@ -151,10 +158,9 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
 def moe_layer_indices(model_type: str, config: dict[str, Any], num_layers: int) -> list[int]:
     """Which decoder layers hold experts, following each architecture's modeling code in transformers."""
     if model_type in {"deepseek_v2", "deepseek_v3"}:
-        # DeepseekV3DecoderLayer: MoE when layer_idx >= first_k_dense_replace (and, in V2, every moe_layer_freq-th).
+        # DeepseekV2/V3DecoderLayer: MoE when layer_idx >= first_k_dense_replace (transformers ignores moe_layer_freq).
         first_dense = int(config.get("first_k_dense_replace") or 0)
-        freq = int(config.get("moe_layer_freq") or 1) if model_type == "deepseek_v2" else 1
-        return [i for i in range(num_layers) if i >= first_dense and i % freq == 0]
+        return [i for i in range(num_layers) if i >= first_dense]
     if model_type in {"qwen2_moe", "qwen3_moe"}:
         # Qwen3MoeDecoderLayer: experts unless in mlp_only_layers, every decoder_sparse_step-th layer.
         dense_only = set(config.get("mlp_only_layers") or [])

@@ -185,10 +185,11 @@ _PEFT_MOE_RENAMES: dict[str, dict[str, str]] = {
     "mixtral": {"gate": "gate.weight", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"},
     "qwen2_moe": {"gate": "gate.weight", "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj", "down_proj": "down_proj"},
 }
-# transformers' conversion_mapping._MODEL_TO_CONVERSION_PATTERN, for the MoE architectures lmforge models.
+# transformers' conversion_mapping._MODEL_TO_CONVERSION_PATTERN (plus peft's own "mixtral" entry), for the MoE
+# architectures lmforge models. qwen2_moe itself is absent there, so peft converts nothing for it: its
+# gate_proj/up_proj/down_proj targets adapt only the shared expert.
 _PEFT_MOE_STYLE = {
     "mixtral": "mixtral",
-    "qwen2_moe": "qwen2_moe",
     "qwen3_moe": "qwen2_moe",
     "deepseek_v2": "qwen2_moe",
     "deepseek_v3": "qwen2_moe",
@@ -412,8 +413,11 @@ def _attention(spec: ModelSpec) -> list[Weight]:
     h, d = spec.hidden_size, spec.head_dim
     q_out, kv_out = spec.num_attention_heads * d, spec.num_kv_heads * d
     attention_bias = _bool(spec, "attention_bias")
-    qkv_bias = True if spec.model_type == "qwen2" else attention_bias  # Qwen2Attention: q/k/v bias=True, o bias=False
-    o_bias = False if spec.model_type == "qwen2" else attention_bias
+    qkv_bias, o_bias = attention_bias, attention_bias
+    if spec.model_type == "qwen2":  # Qwen2Attention: q/k/v bias=True, o bias=False
+        qkv_bias, o_bias = True, False
+    elif spec.model_type == "qwen2_moe":  # Qwen2MoeAttention: q/k/v bias=config.qkv_bias
+        qkv_bias, o_bias = _bool(spec, "qkv_bias", default=True), False
     if spec.model_type == "phi3":  # Phi3Attention: one fused qkv_proj
         weights = [_linear("self_attn.qkv_proj", "attention", h, q_out + 2 * kv_out)]
     else:
@@ -463,13 +467,17 @@ def _dense_mlp(spec: ModelSpec, intermediate: int, prefix: str = "mlp.") -> list
 
 
 def _moe_mlp(spec: ModelSpec) -> list[Weight]:
-    """A router (experts × hidden, not an nn.Linear), fused 3-D expert tensors, and DeepSeek's shared experts."""
+    """A router (experts × hidden, not an nn.Linear), fused 3-D expert tensors, and any always-on shared experts."""
     h, experts, inter = spec.hidden_size, spec.num_experts, spec.moe_intermediate_size
     weights = [
         Weight("mlp.gate.weight", "mlp", experts * h, h, experts, lora="param"),
         Weight("mlp.experts.gate_up_proj", "mlp", experts * 2 * inter * h, h, 2 * inter, "param", experts, routed=True),
         Weight("mlp.experts.down_proj", "mlp", experts * inter * h, inter, h, "param", experts, routed=True),
     ]
-    if spec.num_shared_experts:
-        weights += _dense_mlp(spec, inter * spec.num_shared_experts, prefix="mlp.shared_experts.")
+    if spec.model_type == "qwen2_moe" and spec.shared_expert_intermediate_size:
+        # Qwen2MoeSparseMoeBlock: shared_expert MLP scaled by a sigmoid shared_expert_gate (hidden → 1).
+        weights += _dense_mlp(spec, spec.shared_expert_intermediate_size, prefix="mlp.shared_expert.")
+        weights.append(_linear("mlp.shared_expert_gate", "mlp", h, 1))
+    elif spec.shared_expert_intermediate_size:
+        weights += _dense_mlp(spec, spec.shared_expert_intermediate_size, prefix="mlp.shared_experts.")
     return weights

@@ -34,6 +34,7 @@ class ModelSpec:
     num_shared_experts: int = 0
     moe_intermediate_size: int = 0
     num_moe_layers: int = 0  # how many of num_layers use experts
+    shared_expert_intermediate_size: int = 0  # total width of the always-on shared expert(s); 0 = none
     # Multi-head latent attention (DeepSeek-V2/V3); 0 = not MLA
     kv_lora_rank: int = 0
     q_lora_rank: int = 0
