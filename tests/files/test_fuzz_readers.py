@@ -25,7 +25,8 @@ def _valid_gguf() -> bytes:
         return struct.pack("<Q", len(text)) + text
 
     kvs = string(b"general.architecture") + struct.pack("<I", 8) + string(b"llama")
-    kvs += string(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 3) + string(b"a") + string(b"bb") + string(b"c")
+    tokens = [bytes([97 + i]) * (i % 3 + 1) for i in range(12)]  # more than the 8 previewed: the skip path
+    kvs += string(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, len(tokens)) + b"".join(map(string, tokens))
     kvs += string(b"general.alignment") + struct.pack("<II", 4, 32)
     tensors = string(b"w") + struct.pack("<IQQIQ", 2, 4, 2, 0, 0) + string(b"q") + struct.pack("<IQIQ", 1, 32, 8, 32)
     body = b"GGUF" + struct.pack("<IQQ", 3, 2, 3) + kvs + tensors
