@@ -173,6 +173,18 @@ def _zip_of(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
+def _tar_of(members: dict[str, bytes]) -> bytes:
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            archive.addfile(info, io.BytesIO(body))
+    return out.getvalue()
+
+
 def zip_with_bad_crc_and_renamed_local_header(payload: bytes) -> bytes:
     """A zip torch's reader still opens: wrong CRC and a local header name that differs."""
     data = bytearray(_zip_of({"model/data.pkl": payload}))
@@ -252,6 +264,10 @@ def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) 
     add("malicious/object_array.npz", _zip_of({"a.npy": npy_object_array(_Reduce(os.system, _touch(canary)))}), True,
         "npz with an object array")
     add("malicious/payload.pkl.gz", gzip.compress(payload), True, "gzip-wrapped payload")
+    add("malicious/second_member.pkl.gz", gzip.compress(pickle.dumps([1], 2)) + gzip.compress(payload), True,
+        "payload in the second member of a multi-member gzip")
+    add("malicious/old_torch.tar", _tar_of({"sys_info": pickle.dumps({}, 2), "pickle": payload}), True,
+        "tar (torch's oldest format) with a payload member")
     add("malicious/payload.pkl.xz", lzma.compress(payload), True, "xz-wrapped payload")
     add("malicious/payload.pkl.bz2", bz2.compress(payload), True, "bz2-wrapped payload")
     add("malicious/archive.7z", b"7z\xbc\xaf\x27\x1c\x00\x04" + os.urandom(64), True, "7z container (cannot be scanned)")
@@ -294,6 +310,8 @@ def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) 
     buffer = io.BytesIO()
     numpy.savez_compressed(buffer, a=numpy.arange(100), b=numpy.ones((3, 3)))
     add("benign/arrays.npz", buffer.getvalue(), False, "npz (deflate-compressed)")
+    add("benign/old_torch.tar", _tar_of({"sys_info": pickle.dumps({"little_endian": True}, 2),
+                                         "pickle": pickle.dumps({"step": 1}, 2)}), False, "tar of plain pickles")
     add("benign/state.pkl.gz", gzip.compress(pickle.dumps({"x": [1, 2, 3]}, 4)), False, "gzip-wrapped plain pickle")
     add("benign/config.json", b'{"model_type": "llama", "hidden_size": 32}\n', False, "json")
     if minilm_dir is not None:

@@ -86,6 +86,13 @@ def test_decompression_is_capped():
     assert decompress_stream("gzip", bomb) == b"\x00" * 100_000
 
 
+def test_every_gzip_member_is_decompressed_with_zero_padding_between():
+    data = gzip.compress(b"first") + b"\x00" * 8 + gzip.compress(b"second")
+    assert decompress_stream("gzip", data) == b"firstsecond"
+    with pytest.raises(ContainerError, match="truncated"):
+        decompress_stream("gzip", gzip.compress(b"x" * 1000)[:-12])
+
+
 def test_npy_header_tells_object_arrays_apart():
     buffer = io.BytesIO()
     numpy.save(buffer, numpy.zeros(3, dtype=[("Offset", "<f4"), ("b", "<i8")]))

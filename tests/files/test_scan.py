@@ -102,6 +102,42 @@ def test_directories_are_scanned_recursively_and_exit_codes_follow_the_worst(tmp
     assert scan_path(tmp_path).exit_code == 1
 
 
+def _sparse_zip_with_huge_stored_member(path: Path, member_bytes: int) -> None:
+    """A torch-style zip whose tensor member is `member_bytes` of (sparse) zeros, written by hand."""
+    import struct
+    import zlib
+
+    pickle_body = b"\x80\x02}q\x00."
+    entries, offset = [], 0
+    with open(path, "wb") as handle:
+        for name, size in ((b"archive/data.pkl", len(pickle_body)), (b"archive/data/0", member_bytes)):
+            crc = zlib.crc32(pickle_body) if size == len(pickle_body) else 0
+            handle.write(struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, size, size, len(name), 0) + name)
+            if size == len(pickle_body):
+                handle.write(pickle_body)
+            else:
+                handle.seek(size, 1)
+            entries.append((name, size, crc, offset))
+            offset = handle.tell()
+        directory_start = offset
+        for name, size, crc, local in entries:
+            handle.write(struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, size, size,
+                                     len(name), 0, 0, 0, 0, 0, local) + name)
+        directory_size = handle.tell() - directory_start
+        handle.write(struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 2, 2, directory_size, directory_start, 0))
+
+
+def test_a_3_gib_checkpoint_is_scanned_in_place_without_reading_its_tensors(tmp_path):
+    import time
+
+    path = tmp_path / "huge.bin"
+    _sparse_zip_with_huge_stored_member(path, 3 << 30)
+    started = time.perf_counter()
+    report = scan_file(path)
+    assert (report.format, report.verdict) == ("pytorch-zip", "safe")
+    assert time.perf_counter() - started < 2.0
+
+
 def test_a_file_that_cannot_be_read_is_an_error_not_safe(tmp_path):
     report = scan_file(tmp_path)  # a directory where a file was expected: cannot be read
     assert report.verdict == "error" and report.error

@@ -10,6 +10,7 @@ before the archive, and understands ZIP64. A member it cannot read is reported, 
 from __future__ import annotations
 
 import ast
+import io
 import struct
 import zlib
 from dataclasses import dataclass
@@ -22,6 +23,46 @@ _ZIP_END = b"PK\x05\x06"
 _ZIP64_END = b"PK\x06\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
 _NPY_MAGIC = b"\x93NUMPY"
+
+
+_COPY_LIMIT_BYTES = 16 << 20  # stored members larger than this are viewed in place, not copied
+
+
+class Window:
+    """A zero-copy view of `data[start:end]` (bytes or mmap) with the few methods the scanners use.
+
+    Slicing an mmap copies; a multi-GB stored tensor member must not be copied just to sniff it.
+    """
+
+    def __init__(self, data, start: int, end: int) -> None:
+        self.data, self.start, self.end = data, start, end
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def _bound(self, index: int | None, default: int) -> int:
+        if index is None:
+            return default
+        if index < 0:
+            index += len(self)
+        return self.start + min(max(index, 0), len(self))
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            if key.step not in (None, 1):
+                raise ValueError("Window supports contiguous slices only")
+            return self.data[self._bound(key.start, self.start) : self._bound(key.stop, self.end)]
+        if not -len(self) <= key < len(self):
+            raise IndexError("Window index out of range")
+        return self.data[self._bound(key, self.start)]
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        found = self.data.find(sub, self._bound(start, self.start), self._bound(end, self.end))
+        return found - self.start if found >= 0 else -1
+
+    def rfind(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        found = self.data.rfind(sub, self._bound(start, self.start), self._bound(end, self.end))
+        return found - self.start if found >= 0 else -1
 
 
 @dataclass(frozen=True)
@@ -203,34 +244,69 @@ def _walk_local_headers(data, size: int) -> list[ZipMember]:
 
 
 def read_zip_member(data, member: ZipMember, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
-    """The member's uncompressed bytes (a zero-copy slice of `data` when stored)."""
+    """The member's uncompressed bytes (a zero-copy Window over `data` when stored and large)."""
     if member.problem:
         raise ContainerError(member.problem)
+    if member.method == 0 and member.compressed_size_bytes > _COPY_LIMIT_BYTES:
+        return Window(data, member.data_offset, member.data_offset + member.compressed_size_bytes)
     raw = data[member.data_offset : member.data_offset + member.compressed_size_bytes]
     if member.method == 0:
         return raw
     if member.method == 8:
-        return _inflate(zlib.decompressobj(-15), raw, max_bytes)
+        return _inflate(lambda: zlib.decompressobj(-15), raw, max_bytes)
     if member.method == 12:
         import bz2
 
-        return _inflate(bz2.BZ2Decompressor(), raw, max_bytes)
+        return _inflate(bz2.BZ2Decompressor, raw, max_bytes)
     import lzma
 
     # zip's LZMA members carry a 4-byte version/size prefix before the properties (APPNOTE.TXT 5.8.8).
     properties_length = struct.unpack("<H", raw[2:4])[0] if len(raw) >= 4 else 0
     filters = [lzma._decode_filter_properties(lzma.FILTER_LZMA1, raw[4 : 4 + properties_length])]
-    return _inflate(lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters), raw[4 + properties_length :], max_bytes)
+    return _inflate(lambda: lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters), raw[4 + properties_length :], max_bytes)
 
 
-def _inflate(decompressor, raw, max_bytes: int) -> bytes:
+_CHUNK_BYTES = 1 << 20
+
+
+def _inflate(make_decompressor, raw, max_bytes: int, multi_member: bool = False) -> bytes:
+    """Decompresses `raw` chunk by chunk, never holding more than `max_bytes` (+1) of output.
+
+    `multi_member`: gzip/bz2/xz files may be several streams back to back (zero padding between
+    allowed), and gzip.open reads them all as one, so a payload in a second member is found too.
+    """
+    out = bytearray()
+    decompressor = make_decompressor()
+    position, pending, between_members = 0, b"", False
     try:
-        out = decompressor.decompress(bytes(raw), max_bytes + 1)
+        while True:
+            if not pending:
+                if position >= len(raw):
+                    break
+                pending = bytes(raw[position : position + _CHUNK_BYTES])
+                position += len(pending)
+            if between_members:
+                pending = pending.lstrip(b"\x00")
+                if not pending:
+                    continue
+                decompressor, between_members = make_decompressor(), False
+            out += decompressor.decompress(pending, max_bytes + 1 - len(out))
+            pending = getattr(decompressor, "unconsumed_tail", b"")  # zlib keeps input it had no room for
+            while not hasattr(decompressor, "unconsumed_tail") and not decompressor.eof and not decompressor.needs_input:
+                if len(out) > max_bytes:
+                    break
+                out += decompressor.decompress(b"", max_bytes + 1 - len(out))  # bz2/lzma drain their buffer
+            if len(out) > max_bytes:
+                raise ContainerError(f"decompresses to more than {max_bytes} bytes; refusing to inflate further")
+            if decompressor.eof:
+                if not multi_member:
+                    return bytes(out)
+                pending, between_members = decompressor.unused_data + pending, True
     except (zlib.error, OSError, EOFError, ValueError) as error:
         raise ContainerError(f"cannot decompress: {error}") from error
-    if len(out) > max_bytes:
-        raise ContainerError(f"decompresses to more than {max_bytes} bytes; refusing to inflate further")
-    return out
+    if not between_members:
+        raise ContainerError("compressed data is truncated")
+    return bytes(out)
 
 
 def decompress_stream(kind: str, data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> bytes:
@@ -238,23 +314,49 @@ def decompress_stream(kind: str, data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED
     import bz2
     import lzma
 
-    decompressor = {
+    makers = {
         "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
         "bz2": bz2.BZ2Decompressor,
         "xz": lzma.LZMADecompressor,
-    }[kind]()
-    return _inflate(decompressor, data, max_bytes)
+    }
+    return _inflate(makers[kind], data, max_bytes, multi_member=True)
 
 
 # ---- tar ---------------------------------------------------------------------------------------
+class _Reader(io.RawIOBase):
+    """A read-only file over bytes, mmap or Window, so tarfile never needs a copy of the archive."""
+
+    def __init__(self, data) -> None:
+        self.data, self.position = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: len(self.data)}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        chunk = self.data[self.position : self.position + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self.position += len(chunk)
+        return len(chunk)
+
+
 def read_tar_members(data: bytes, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> list[tuple[str, bytes | None, str | None]]:
     """(name, bytes or None, problem) for every regular file in a tar (torch's pre-1.0 format used tar)."""
-    import io
     import tarfile
 
     out: list[tuple[str, bytes | None, str | None]] = []
     try:
-        with tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r:") as archive:
+        with tarfile.open(fileobj=_Reader(data), mode="r:") as archive:
             for info in archive:
                 if not info.isfile():
                     continue
