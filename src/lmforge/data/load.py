@@ -135,6 +135,7 @@ def _build(
     source: str,
 ) -> tuple[str, Dataset, list[str] | None]:
     """Stream items through normalisation into an Arrow file; returns (layout, dataset, label names)."""
+    import pyarrow as pa
     from datasets import Dataset
     from datasets.arrow_writer import ArrowWriter
 
@@ -145,6 +146,14 @@ def _build(
     arrow_file = Path(tempfile.mkstemp(dir=work_dir, prefix="load-", suffix=".arrow")[1])
     report = collector.report
     stopped = False
+    pending: list[dict[str, Any]] = []
+    schema = features.arrow_schema
+
+    def flush() -> None:
+        # Canonical records are plain str/list/bool/int, so pyarrow converts a batch in C++.
+        writer.write_table(pa.Table.from_pylist(pending, schema=schema))
+        pending.clear()
+
     with ArrowWriter(features=features, path=str(arrow_file), writer_batch_size=_WRITER_BATCH_ROWS) as writer:
         try:
             for location, record, problem, raw in items:
@@ -158,10 +167,14 @@ def _build(
                 except RecordProblem as bad:
                     collector.reject(location, bad, raw if raw is not None else record)
                     continue
-                writer.write(features.encode_example(canonical))
+                pending.append(canonical)
                 report.records_out += 1
+                if len(pending) == _WRITER_BATCH_ROWS:
+                    flush()
         except _StopLoading:
             stopped = True
+        if pending or not report.records_out:
+            flush()
         writer.finalize()
     collector.finish(source, stopped_early=stopped)
     dataset = Dataset.from_file(str(arrow_file))
