@@ -54,6 +54,10 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _gpus(count: float) -> str:
+    return f"{count:g} GPU" + ("" if count == 1 else "s")
+
+
 def _money(value: float | None) -> str:
     return "-" if value is None else f"${value:,.0f}" if value >= 100 else f"${value:,.2f}"
 
@@ -259,7 +263,7 @@ def _render_rules(console, rules: list[dict]) -> None:
         table.add_column(column, justify="right" if column.endswith("says") else "left")
     for rule in rules:
         if rule["unit"] == "gpus":
-            said, precise = f"{rule['value']:g} GPUs", "-" if rule["precise"] is None else f"{rule['precise']:g} GPUs"
+            said, precise = _gpus(rule["value"]), "-" if rule["precise"] is None else _gpus(rule["precise"])
         else:
             said, precise = _gb_and_gib(rule["value"]), _gb_and_gib(rule["precise"])
         table.add_row(f"{rule['name']} [dim]({rule['source']})[/dim]", rule["formula"], said, precise)
@@ -324,7 +328,9 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print one
 
     table = Table(title="Model catalog (lmforge plan NAME)")
     for column in ("name", "hub id", "params", "active", "arch", "layers", "heads / kv"):
-        table.add_column(column, justify="right" if column in ("params", "active", "layers") else "left")
+        table.add_column(
+            column, justify="right" if column in ("params", "active", "layers") else "left", no_wrap=column == "name"
+        )
     for row in rows:
         table.add_row(
             row["name"],
@@ -351,7 +357,7 @@ def gpus_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
     table = Table(title="Accelerator catalog (lmforge plan ... --gpu NAME)")
     for column in ("name", "model", "memory", "bandwidth", "bf16 TFLOP/s", "fp16 TFLOP/s", "$/hour"):
-        table.add_column(column, justify="left" if column in ("name", "model") else "right")
+        table.add_column(column, justify="left" if column in ("name", "model") else "right", no_wrap=column == "name")
     for a in accelerators:
         table.add_row(
             a.name,

@@ -220,7 +220,8 @@ def plan_training(
     compute = matmul_params(spec, counts.active_params, counts.by_component["embeddings"])
 
     def time_on(card: Accelerator, n_gpus: int, dp: int) -> TrainingTime:
-        price = price_per_gpu_hour if price_per_gpu_hour is not None else card.price_usd_per_hour
+        # --price is what the user pays for their card; other cards in the verdict table keep catalog prices.
+        price = price_per_gpu_hour if price_per_gpu_hour is not None and card is accelerator else card.price_usd_per_hour
         return training_time(
             spec,
             compute_params=compute,
