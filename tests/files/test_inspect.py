@@ -183,3 +183,26 @@ def test_filter_by_glob_or_regex(small_safetensors: Path):
 def test_a_copied_real_checkpoint_renamed_is_still_found(minilm_dir: Path, tmp_path: Path):
     shutil.copy(minilm_dir / "model.safetensors", tmp_path / "weights.pt")
     assert inspect_path(tmp_path / "weights.pt").format == "safetensors"
+
+
+def test_config_only_folder_counts_from_the_architecture(tmp_path: Path):
+    config = {
+        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8,
+        "num_experts_per_tok": 2, "vocab_size": 32000, "max_position_embeddings": 32768, "tie_word_embeddings": False,
+    }  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    report = inspect_path(tmp_path)
+    # Mixtral 8x7B: 46.7B total, 12.9B active per token (Mistral AI's model card)
+    assert (report.total_params, report.active_params) == (46_702_792_704, 12_879_925_248)
+    assert (report.num_experts, report.experts_per_token) == (8, 2)
+    assert any("computed from config.json" in note for note in report.notes)
+    assert not next(r for r in report.runtimes if r.runtime == "transformers").can_load
+
+
+def test_generation_config_and_chat_template_are_reported(sharded_moe_dir: Path):
+    (sharded_moe_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7], "transformers_version": "5"}))
+    (sharded_moe_dir / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
+    report = inspect_path(sharded_moe_dir)
+    assert report.generation == {"eos_token_id": [2, 7]}
+    assert report.tokenizer["chat_template"] is True and report.tokenizer["files"] == ["tokenizer_config.json"]

@@ -93,6 +93,7 @@ class InspectReport:
     active_params: int | None = None  # per token; equals total_params for a dense model
     metadata: dict[str, Any] = field(default_factory=dict)
     tokenizer: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)  # generation_config.json: eos ids, sampling defaults
     onnx: dict[str, Any] = field(default_factory=dict)  # opsets, inputs, outputs
     name: ModelName | None = None
     scan: ScanSummary | None = None
@@ -477,6 +478,8 @@ def _runtimes(report: InspectReport, has_config: bool) -> list[RuntimeSupport]:
         result.append(RuntimeSupport("transformers", False, f"model type {arch!r} is not in the installed transformers"))
     elif hf_weights:
         result.append(RuntimeSupport("transformers", False, "weights only: needs config.json beside them (a model folder)"))
+    elif has_config:
+        result.append(RuntimeSupport("transformers", False, "config.json but no safetensors or .bin weights beside it"))
     else:
         result.append(RuntimeSupport("transformers", False, f"{fmt} is not a transformers weight format"))
     vllm_ok = has_config and hf_weights and report.config.get("num_layers") is not None and fmt == "hf-model-dir"
@@ -567,6 +570,9 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
         report.model_type = config.get("model_type")
         report.config = _config_facts(config)
         report.tokenizer = _tokenizer_summary(folder, report.config)
+        if (folder / "generation_config.json").is_file():
+            generation = _read_json(folder / "generation_config.json")
+            report.generation = {k: v for k, v in generation.items() if k != "transformers_version"}
     if fmt == "gguf":
         arch = report.metadata.get("general.architecture")
         report.model_type = report.architecture = arch if isinstance(arch, str) else None
@@ -584,6 +590,8 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
     if report.total_params:
         report.bits_per_weight = round(sum(t.size_bytes for t in tensors) * 8 / report.total_params, 3)
     _fill_experts(report, config)
+    if not tensors and config:
+        _fill_from_config(report, config, path)
 
     report.name = _name_of(path, report.metadata, config)
     pickles = [f for f in files if formats[f] in PICKLE_FORMATS]
@@ -607,6 +615,22 @@ def _name_of(path: Path, metadata: dict[str, Any], config: dict[str, Any]) -> Mo
     return None
 
 
+def _fill_from_config(report: InspectReport, config: dict[str, Any], path: Path) -> None:
+    """No weights to count (a config-only folder): the planner's exact count from the architecture."""
+    from lmforge.errors import ConfigError
+    from lmforge.plan.models import spec_from_config
+    from lmforge.plan.params import count_params
+
+    try:
+        counts = count_params(spec_from_config(config, name=path.name, source=str(path)))
+    except (ConfigError, KeyError, ValueError, TypeError) as error:
+        report.notes.append(f"no weights, and the planner cannot count this config: {error}")
+        return
+    report.total_params, report.active_params = counts.total_params, counts.active_params
+    report.params_by_component = {k: v for k, v in counts.by_component.items() if v}
+    report.notes.append("no weight files: parameter counts are computed from config.json by the planner")
+
+
 def _fill_experts(report: InspectReport, config: dict[str, Any]) -> None:
     """MoE total vs active: routed expert weights count k/E of themselves per token."""
     if report.format == "gguf":
@@ -620,7 +644,7 @@ def _fill_experts(report: InspectReport, config: dict[str, Any]) -> None:
         report.num_experts, report.experts_per_token = experts, used
         # Active = everything except the routed experts not chosen (Mixtral paper: 46.7B total, 12.9B active).
         report.active_params = report.total_params - expert_params * (experts - used) // experts
-        if not expert_params:
+        if not expert_params and report.tensor_count:
             report.notes.append("config declares experts but no expert tensors were found by name")
 
 
