@@ -161,6 +161,9 @@ class MemoryBreakdown:
 
     bytes_by_category: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
     cpu_offload_bytes: int = 0
+    # Training: "forward-backward" (start of backward: all activations, no gradients yet) or
+    # "optimizer-step" (all gradients, no activations), whichever is larger; "inference" when serving.
+    peak_phase: str = ""
 
     def __post_init__(self) -> None:
         unknown = set(self.bytes_by_category) - set(CATEGORIES)
@@ -180,4 +183,5 @@ class MemoryBreakdown:
             "total_bytes": self.total_bytes,
             "breakdown": dict(self.bytes_by_category),
             "cpu_offload_bytes": self.cpu_offload_bytes,
+            "peak_phase": self.peak_phase,
         }
