@@ -114,3 +114,30 @@ def test_plan_json_cold_path_imports_no_torch_transformers_or_matplotlib():
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["layout"]["gpus"] >= 1
     assert "HEAVY []" in done.stderr
+
+
+def test_simulate_flag_attaches_the_measured_step_and_plots_it(monkeypatch, tmp_path: Path):
+    """The flag's wiring; the simulation itself is tested (and timed) in tests/plan/test_simulate.py."""
+    from lmforge.plan import simulate
+    from lmforge.plan.setup import MemoryBreakdown
+
+    calls = []
+
+    def fake_simulation(spec, setup):
+        calls.append((spec.name, setup.method, setup.seq_len))
+        memory = MemoryBreakdown({"weights": 1 << 30, "activations": 2 << 30})
+        return simulate.SimulationResult(
+            memory=memory, simulated_layers=(1, 2), num_layers=spec.num_layers, peak_phase="forward-backward", wall_seconds=0.1
+        )
+
+    monkeypatch.setattr(simulate, "simulate_training", fake_simulation)
+    target = tmp_path / "sim.png"
+    result = _run("plan", "qwen2.5-0.5b", "--method", "lora", "--seq-len", "512", "--simulate", "--json", "--plot", str(target))
+    assert result.exit_code == 0, result.output
+    assert calls == [("qwen2.5-0.5b", "lora", 512)]
+    assert json.loads(result.stdout)["simulation"]["total_bytes"] == 3 << 30
+    assert target.read_bytes()[:4] == b"\x89PNG"
+    human = _run("plan", "qwen2.5-0.5b", "--simulate")
+    assert human.exit_code == 0 and "Simulated peak" in human.stdout and "3.00 GiB" in human.stdout
+    refused = _run("plan", "qwen2.5-0.5b", "--task", "infer", "--simulate")
+    assert refused.exit_code != 0 and "--simulate" in refused.stderr
