@@ -90,7 +90,7 @@ def test_malicious_pickle_is_flagged_and_no_runtime_may_load_it(tmp_path: Path):
 def test_onnx_opset_inputs_outputs(tiny_onnx: Path):
     report = inspect_path(tiny_onnx)
     assert report.onnx["opsets"] == {"ai.onnx": 17}
-    assert report.onnx["inputs"] == [{"name": "input_ids", "dtype": "TensorProto.FLOAT", "shape": ["batch", 4]}]
+    assert report.onnx["inputs"] == [{"name": "input_ids", "dtype": "FLOAT", "shape": ["batch", 4]}]
     assert report.onnx["outputs"][0]["name"] == "logits"
     assert report.total_params == 12 and report.tensors[0].dtype == "FLOAT"
     assert [r.runtime for r in report.runtimes if r.can_load] == ["onnxruntime"]

@@ -94,8 +94,13 @@ def _render(report: Any, show_tensors: bool) -> None:
         console.print(_table("Architecture", ["setting", "value"], [[k, _value(v)] for k, v in report.config.items()]))
     if report.tokenizer:
         console.print(_table("Tokenizer", ["", ""], [[k, _value(v)] for k, v in report.tokenizer.items()]))
+    if report.generation:
+        rows = [[k, _value(v)] for k, v in report.generation.items()]
+        console.print(_table("Generation defaults", ["setting", "value"], rows))
     if report.onnx:
-        rows = [[k, _value(v, 200)] for k, v in report.onnx.items()]
+        rows = [[k, _value(v)] for k, v in report.onnx.items() if k not in ("inputs", "outputs")]
+        for kind in ("inputs", "outputs"):
+            rows += [[kind[:-1], escape(f"{io['name']}: {io['dtype']} {io['shape']}")] for io in report.onnx.get(kind, [])]
         console.print(_table("ONNX", ["", ""], rows))
     if report.metadata:
         rows = [[escape(str(k)), _value(v)] for k, v in report.metadata.items()]

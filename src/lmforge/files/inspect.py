@@ -251,7 +251,8 @@ def _onnx_tensors(path: Path) -> tuple[list[TensorEntry], dict[str, Any]]:
     def describe(value: Any) -> dict[str, Any]:
         tensor_type = value.type.tensor_type
         dims = [d.dim_param or d.dim_value for d in tensor_type.shape.dim]
-        return {"name": value.name, "dtype": helper.tensor_dtype_to_string(tensor_type.elem_type), "shape": dims}
+        dtype = helper.tensor_dtype_to_string(tensor_type.elem_type).removeprefix("TensorProto.")
+        return {"name": value.name, "dtype": dtype, "shape": dims}
 
     tensors = []
     for initializer in model.graph.initializer:
