@@ -112,6 +112,7 @@ def test_user_fixed_zero_tp_pp_are_honoured():
     search = _search("llama-2-7b")
     choice = search.best(A100, LayoutRequest(gpus=8, zero_stage=3))
     assert choice.layout.zero_stage == 3 and choice.layout.dp == 8
+    assert "ZeRO-3 you chose" in choice.reason
     choice = search.best(A100, LayoutRequest(gpus=8, tp=2, pp=2, zero_stage=1))
     assert (choice.layout.dp, choice.layout.tp, choice.layout.pp, choice.layout.zero_stage) == (2, 2, 2, 1)
 

@@ -214,7 +214,7 @@ class LayoutSearch:
         chosen, fits, in_strategy = self._found[key]
         if fits:
             name = strategy if in_strategy else "fallback"
-            return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(name, chosen, self, accelerator))
+            return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(name, chosen, self, accelerator, request))
         return LayoutChoice(
             chosen,
             self.memory(chosen),
@@ -275,7 +275,7 @@ class LayoutSearch:
             preferred = [c for c in fitting if in_family(c)] or fitting
             chosen = _normalise(min(preferred, key=preference), request)
             name = strategy if in_family(chosen) else "fallback"
-            return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(name, chosen, self, accelerator))
+            return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(name, chosen, self, accelerator, request))
         smallest = _normalise(min(candidates, key=lambda l: self.memory(l).total_bytes), request)
         needed = self.best(accelerator, replace(request, gpus=None), headroom=1 - usable / accelerator.memory_bytes)
         hint = (
@@ -316,9 +316,21 @@ def _describe(layout: Layout) -> str:
     return ", ".join(parts)
 
 
-def _reason(strategy: str, layout: Layout, search: LayoutSearch, accelerator: Accelerator) -> str:
-    """One line: what the strategy table says and what was picked."""
+def _reason(strategy: str, layout: Layout, search: LayoutSearch, accelerator: Accelerator, request: LayoutRequest) -> str:
+    """One line: what the strategy table says and what was picked (or that the user's choice fits)."""
     shape = _describe(layout)
+    fixed = [
+        text
+        for text, given in (
+            (f"ZeRO-{request.zero_stage}", request.zero_stage is not None),
+            (f"TP {request.tp}", request.tp is not None),
+            (f"PP {request.pp}", request.pp is not None),
+            (f"offload {request.offload}", request.offload != "none"),
+        )
+        if given
+    ]
+    if fixed:
+        return f"fits with the {', '.join(fixed)} you chose on {layout.gpus} × {accelerator.name}: {shape}"
     if layout.gpus == 1:
         return f"fits one {accelerator.name}: no parallelism needed ({shape})"
     if not search.training:
