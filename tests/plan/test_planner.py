@@ -103,3 +103,12 @@ def test_bad_inputs_raise_one_line_errors():
         plan_training("llama-2-7b", tokens=-5)
     with pytest.raises(UserInputError, match="TP 3"):
         plan_inference("llama-2-7b", tp=3)
+
+
+def test_plan_says_when_recomputation_saves_gpus_or_makes_it_fit():
+    plain = plan_training("llama-3.1-70b", gpu="a100-80g", verdicts=False)
+    recomputed = plan_training("llama-3.1-70b", gpu="a100-80g", recompute="full", verdicts=False)
+    assert recomputed.layout.gpus < plain.layout.gpus
+    assert any(f"needs {recomputed.layout.gpus} GPUs instead of {plain.layout.gpus}" in note for note in plain.notes)
+    fixed = plan_training("llama-3.1-70b", gpu="a100-80g", gpus=recomputed.layout.gpus, verdicts=False)
+    assert not fixed.fits and any("--grad-ckpt full it fits" in note for note in fixed.notes)

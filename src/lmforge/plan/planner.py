@@ -260,11 +260,35 @@ def plan_training(
     plan = Plan("train", summary, setup, accelerator, choice, throughput, rules, table)
     if tokens == DEFAULT_TRAINING_TOKENS:
         plan.notes.append("time and cost are for 1e9 training tokens; pass --tokens for your dataset")
+    if recompute != "full" and (choice.gpus > 1 or not choice.fits):
+        hint = _recompute_hint(spec, setup, counts.total_params, accelerator, request, headroom, choice)
+        if hint:
+            plan.notes.append(hint)
     if simulate:
         from lmforge.plan.simulate import simulate_training
 
         plan.simulation = simulate_training(spec, setup).to_dict()
     return plan
+
+
+def _recompute_hint(
+    spec: ModelSpec,
+    setup: TrainingSetup,
+    params_total: int,
+    accelerator: Accelerator,
+    request: LayoutRequest,
+    headroom: float,
+    choice: LayoutChoice,
+) -> str | None:
+    """Activations are often what forces extra GPUs (USERS.md: OOM); say when full recomputation fixes it."""
+    recomputed = LayoutSearch(spec, replace(setup, recompute="full"), params_total).best(accelerator, request, headroom=headroom)
+    if not recomputed.fits:
+        return None
+    if not choice.fits:
+        return f"with --grad-ckpt full it fits: {recomputed.memory.total_bytes / GIB:.1f} GiB per GPU"
+    if recomputed.gpus < choice.gpus:
+        return f"with --grad-ckpt full it needs {recomputed.gpus} GPUs instead of {choice.gpus} (one more forward: ~1/3 more compute)"
+    return None
 
 
 def plan_inference(
