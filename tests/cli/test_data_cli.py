@@ -74,6 +74,8 @@ def test_stats_with_tokenizer_and_histogram(tokenizer_dir, tmp_path):
     assert png.exists()
     human = invoke("stats", data, "--tokenizer", tokenizer_dir, "--max-len", 32)
     assert "would be truncated" in human.output and "p99" in human.output
+    checked = json.loads(invoke("check", data, "--tokenizer", tokenizer_dir, "--max-len", 32, "--json").stdout)
+    assert checked["over_max_len"] == tokens["over_max_len"]
 
 
 def test_split_writes_deterministic_files(tmp_path):

@@ -99,19 +99,27 @@ def _print_load(result: LoadResult) -> None:
 @data_app.command()
 def check(
     data: DataArg, kind: KindOpt = None, columns: ColumnsOpt = None, labels: LabelsOpt = None, split: SplitOpt = None,
+    tokenizer: TokenizerOpt = None, max_len: MaxLenOpt = None, template: TemplateOpt = None,
     on_error: OnErrorOpt = "fail", rejects: RejectsOpt = None, dedup: DedupOpt = False, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
-    """Validate every record (file:line for each problem) and count duplicates."""
-    from lmforge.data.dedup import find_duplicates
+    """Validate every record (file:line for each problem), count duplicates and, with --tokenizer
+    and --max-len, the records that training would truncate."""
+    from lmforge.data.stats import compute_stats, load_tokenizer
 
     result = _load(data, kind, columns, labels, split, on_error, rejects, dedup, show_progress=not as_json)
-    duplicates = find_duplicates(result.dataset, result.kind)
+    loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
+    figures = compute_stats(result.dataset, result.kind, tokenizer=loaded, max_len=max_len, template=template)
+    duplicates = figures.duplicates
     if as_json:
-        typer.echo(json.dumps(_load_summary(result) | {"duplicates": duplicates.to_dict()}))
+        over = figures.tokens.over_max_len if figures.tokens and max_len is not None else None
+        typer.echo(json.dumps(_load_summary(result) | {"duplicates": duplicates.to_dict(), "over_max_len": over}))
         return
     _print_load(result)
-    _console().print(f"duplicates: {duplicates.exact_duplicates} exact, {duplicates.near_duplicates} near-exact"
-                     + ("" if dedup else " (--dedup removes them)"))  # fmt: skip
+    console = _console()
+    console.print(f"duplicates: {duplicates.exact_duplicates} exact, {duplicates.near_duplicates} near-exact"
+                  + ("" if dedup else " (--dedup removes them)"))  # fmt: skip
+    if figures.tokens and max_len is not None:
+        console.print(f"over --max-len {max_len}: {figures.tokens.over_max_len} records would be truncated")
 
 
 @data_app.command()
