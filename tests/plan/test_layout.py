@@ -137,3 +137,8 @@ def test_headroom_is_respected():
     assert search.best(tight, headroom=0.0).gpus <= search.best(tight, headroom=0.5).gpus
     with pytest.raises(UserInputError, match="headroom"):
         search.best(A100, headroom=1.0)
+
+
+def test_a_long_sequence_that_fits_one_gpu_stays_on_one_gpu():
+    choice = _search("qwen2.5-0.5b", TrainingSetup(seq_len=40_000, recompute="full")).best(get_accelerator("h200"))
+    assert choice.fits and choice.gpus == 1 and "fits one" in choice.reason

@@ -233,7 +233,11 @@ class LayoutSearch:
         request: LayoutRequest,
         max_gpus: int,
     ) -> tuple[Layout, bool, bool]:
-        """(layout, fits, whether it is in the strategy's family): the strategy's family first, then any shape."""
+        """(layout, fits, whether it is in the strategy's family): one GPU if it suffices, else the
+        strategy's family first, then any shape."""
+        single = [s for s in shapes if s.tp * s.pp == 1 and self._fits(s, usable)]
+        if single:
+            return _normalise(min(single, key=preference), request), True, True
         family = [s for s in shapes if in_family(s)]
         for candidates in (family, shapes):
             # Most-sharded shapes first: they set a low GPU bound early, so most others need one check.
