@@ -8,6 +8,7 @@ stable JSON the CLI prints with --json.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -15,7 +16,7 @@ from lmforge.errors import UserInputError
 from lmforge.plan.hardware import GIB, Accelerator, custom_accelerator, get_accelerator, list_accelerators
 from lmforge.plan.layout import DEFAULT_HEADROOM, LayoutChoice, LayoutRequest, LayoutSearch
 from lmforge.plan.models import resolve_model
-from lmforge.plan.params import count_params, count_trainable_params
+from lmforge.plan.params import ParamCount, count_params, count_trainable_params
 from lmforge.plan.rules import NOMINAL_BYTES_PER_WEIGHT, RuleOfThumb, inference_rules, training_rules
 from lmforge.plan.setup import InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
 from lmforge.plan.spec import ModelSpec
@@ -122,7 +123,7 @@ def _resolve(model: str | ModelSpec) -> ModelSpec:
     return model if isinstance(model, ModelSpec) else resolve_model(model)
 
 
-def _summary(spec: ModelSpec, trainable: int) -> tuple[ModelSummary, Any]:
+def _summary(spec: ModelSpec, trainable: int) -> tuple[ModelSummary, ParamCount]:
     counts = count_params(spec)
     summary = ModelSummary(
         name=spec.name,
@@ -345,7 +346,12 @@ def plan_inference(
     return Plan("infer", summary, setup, accelerator, choice, throughput, rules, table)
 
 
-def _verdicts(search: LayoutSearch, request: LayoutRequest, headroom: float, time_on) -> list[Verdict]:
+def _verdicts(
+    search: LayoutSearch,
+    request: LayoutRequest,
+    headroom: float,
+    time_on: Callable[[Accelerator, int, int], TrainingTime] | None,
+) -> list[Verdict]:
     """The same job on every catalog GPU: the fewest that fit, with the user's fixed TP/PP/ZeRO kept."""
     open_request = LayoutRequest(tp=request.tp, pp=request.pp, zero_stage=request.zero_stage, offload=request.offload)
     table = []
