@@ -22,7 +22,7 @@ def _blocks(model, spec: ModelSpec) -> list:
         return list(model.base_model.encoder.layer)
     if spec.model_type == "t5":
         return [*model.encoder.block, *model.decoder.block]
-    return list(model.model.layers)
+    return list(model.base_model.layers)
 
 
 @pytest.mark.parametrize("spec", CATALOG, ids=[s.name for s in CATALOG])
@@ -124,6 +124,8 @@ LORA_CASES = [
     ("phi-3-mini", None, None),
     ("gpt2", None, None),
     ("gpt2", ["c_attn"], None),
+    ("pythia-1.4b", None, None),
+    ("phi-2", None, None),
     ("bert-base-uncased", None, None),
     ("t5-base", ["q", "v"], None),
 ]
@@ -204,3 +206,31 @@ def test_counts_follow_raw_config_flags_as_well_as_spec_fields() -> None:
     plain = spec_from_config(base, name="x")
     biased = spec_from_config({**base, "attention_bias": True}, name="x")
     assert count_params(biased).total_params - count_params(plain).total_params == 32 * 4 * 4096
+
+
+# Families a user may point at from a local folder; not in the catalog, checked at toy size.
+FAMILY_CONFIGS = {
+    "olmo2": {"architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2", "num_key_value_heads": 2},
+    "starcoder2": {"architectures": ["Starcoder2ForCausalLM"], "model_type": "starcoder2", "num_key_value_heads": 2},
+    "starcoder2-nobias": {"architectures": ["Starcoder2ForCausalLM"], "model_type": "starcoder2", "use_bias": False},
+    "mistral-default-kv": {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "num_attention_heads": 16},
+    "phi-qk-norm": {"architectures": ["PhiForCausalLM"], "model_type": "phi", "qk_layernorm": True},
+    "gpt-neox-nobias": {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox", "attention_bias": False},
+}
+
+
+@pytest.mark.parametrize("family", FAMILY_CONFIGS)
+def test_other_known_families_count_exactly(family: str) -> None:
+    sizes = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = {**sizes, **FAMILY_CONFIGS[family]}
+    spec = spec_from_config(config, name=family)
+    counts = count_params(spec)
+    assert counts.exact and counts.total_params == numel(build_model(config))
+
+
+def test_unknown_architectures_are_flagged_as_estimates() -> None:
+    config = {**resolve_model("llama-2-7b").config, "model_type": "brand_new", "architectures": ["BrandNewForCausalLM"]}
+    counts = count_params(spec_from_config(config, name="x"))
+    assert not counts.exact
+    assert counts.total_params == count_params(resolve_model("llama-2-7b")).total_params  # counted as Llama-like
+    assert count_params(resolve_model("llama-2-7b")).exact

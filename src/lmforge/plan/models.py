@@ -28,9 +28,15 @@ _ENCODER_ONLY = {"bert", "roberta", "distilbert", "electra", "xlm-roberta", "deb
 _ENCODER_DECODER = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian"}
 # transformers' config-class defaults for head_dim where it is not hidden / heads.
 _HEAD_DIM_DEFAULTS = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128, "qwen3_moe": 128}
+# transformers' config-class defaults for num_key_value_heads where it is not "same as num_attention_heads".
+_KV_HEADS_DEFAULTS = {
+    "mistral": 8, "mixtral": 8, "qwen2": 32, "qwen2_moe": 16, "qwen3": 32, "qwen3_moe": 4, "deepseek_v3": 128,
+    "gemma": 16, "gemma2": 4, "gemma3_text": 4, "starcoder2": 2,
+}
 # transformers' config-class defaults for tie_word_embeddings (PretrainedConfig's own default is True).
 _UNTIED_BY_DEFAULT = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3", "phi3",
+    "phi", "gpt_neox", "olmo2",
 }
 _HUB_TIMEOUT_SECONDS = 5.0
 
@@ -84,7 +90,7 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
         encoder_layers = 0
         num_layers = fields.int("num_hidden_layers", "n_layer", "num_layers")
     vocab = fields.int("vocab_size")
-    kv_heads = fields.int("num_key_value_heads", "multi_query_group_num", default=heads)
+    kv_heads = fields.int("num_key_value_heads", "multi_query_group_num", default=_KV_HEADS_DEFAULTS.get(model_type, heads))
     if not fields.problems and (heads == 0 or kv_heads == 0):
         fields.problems.append("'num_attention_heads' and 'num_key_value_heads' must be positive")
     fields.raise_problems()  # the fields below are derived from these

@@ -26,6 +26,22 @@ METHODS: tuple[str, ...] = ("full", "freeze", "lora", "qlora", "prompt", "prefix
 _GPT2_LIKE = {"gpt2"}
 _BERT_LIKE = {"bert", "roberta"}
 _T5_LIKE = {"t5", "mt5", "umt5"}
+# Decoder families whose norms are LayerNorm with a bias (the rest use weight-only RMSNorm).
+_LAYERNORM_DECODERS = {"phi", "gpt_neox", "starcoder2"}
+# Per-layer norms where they differ from Llama's input_layernorm + post_attention_layernorm.
+_LAYER_NORMS = {
+    "gemma2": ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+    "gemma3_text": ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+    "olmo2": ("post_attention_layernorm", "post_feedforward_layernorm"),
+    "phi": ("input_layernorm",),  # parallel attention and MLP share one norm
+}
+# Two-matrix MLPs (up, down) with biases, by family.
+_TWO_LAYER_MLPS = {"phi": ("fc1", "fc2"), "gpt_neox": ("dense_h_to_4h", "dense_4h_to_h"), "starcoder2": ("c_fc", "c_proj")}
+# Architectures whose counts the tests check against transformers; others are counted as Llama-like.
+EXACT_MODEL_TYPES = frozenset({
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
+    "gemma", "gemma2", "gemma3_text", "phi", "phi3", "gpt_neox", "olmo2", "starcoder2", "gpt2", "bert", "roberta", "t5",
+})
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class ParamCount:
     embedding_params: int  # what the first pipeline stage holds besides its layers (embeddings, their norm)
     output_params: int  # what the last stage holds besides its layers (final norms, untied head, MLM head)
     expert_params: int = 0  # all routed expert weights (a subset of by_component["mlp"])
+    exact: bool = True  # False: an architecture lmforge does not know, counted as Llama-like (or only its language model)
     weights: tuple[Weight, ...] = field(default=(), repr=False, compare=False)  # the inventory behind the figures
 
     @property
@@ -102,6 +119,7 @@ def _count_params_cached(spec: ModelSpec, config_key: str) -> ParamCount:
         embedding_params=embedding_params,
         output_params=output_params,
         expert_params=sum(w.params for w in every if w.routed),
+        exact=spec.model_type in EXACT_MODEL_TYPES and not _is_multimodal_wrapper(spec),
         weights=tuple(every),
     )
 
@@ -260,6 +278,11 @@ def _lora_trainable(
     return total
 
 
+def _is_multimodal_wrapper(spec: ModelSpec) -> bool:
+    """A vision-language model read through its text_config: the vision tower is not counted."""
+    return spec.kind == "decoder" and spec.architecture.endswith("ForConditionalGeneration")
+
+
 def _has_kv_heads_field(spec: ModelSpec) -> bool:
     """Whether the transformers config of this architecture has num_key_value_heads (peft reads it)."""
     return spec.model_type not in _GPT2_LIKE | _BERT_LIKE | _T5_LIKE
@@ -291,7 +314,7 @@ def _embedding_weights(spec: ModelSpec) -> list[Weight]:
             Weight("token_type_embeddings", "embeddings", type_vocab * h),
             _norm("embeddings.LayerNorm", h, bias=True),
         ]
-    return [Weight("embed_tokens", "embeddings", v * h)]
+    return [Weight("embed_in" if spec.model_type == "gpt_neox" else "embed_tokens", "embeddings", v * h)]
 
 
 def _output_weights(spec: ModelSpec) -> list[Weight]:
@@ -303,9 +326,10 @@ def _output_weights(spec: ModelSpec) -> list[Weight]:
     elif spec.model_type in _T5_LIKE:
         out = [_norm("encoder.final_layer_norm", h), _norm("decoder.final_layer_norm", h)]
     else:
-        out = [_norm("norm", h)]
+        final_norm = {"phi": "final_layernorm", "gpt_neox": "final_layer_norm"}.get(spec.model_type, "norm")
+        out = [_norm(final_norm, h, bias=spec.model_type in _LAYERNORM_DECODERS)]
     if not spec.tie_word_embeddings:
-        out.append(_linear("lm_head", "head", h, v))
+        out.append(_linear("lm_head", "head", h, v, bias=spec.model_type == "phi"))  # PhiForCausalLM: head bias
     return out
 
 
@@ -395,12 +419,10 @@ def _t5_layer(spec: ModelSpec, index: int) -> list[Weight]:
 
 
 def _decoder_layer(spec: ModelSpec, is_moe_layer: bool) -> list[Weight]:
-    """Llama-family block: attention, a dense or MoE MLP, and RMSNorms (Gemma 2/3 have four, Qwen3/Gemma 3 q/k norms)."""
+    """Llama-family block: attention, a dense or MoE MLP, and its norms (RMSNorm, or LayerNorm with bias)."""
     h = spec.hidden_size
-    norms = ["input_layernorm", "post_attention_layernorm"]
-    if spec.model_type in {"gemma2", "gemma3_text"}:
-        norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
-    weights = [_norm(name, h) for name in norms]
+    norms = _LAYER_NORMS.get(spec.model_type, ("input_layernorm", "post_attention_layernorm"))
+    weights = [_norm(name, h, bias=spec.model_type in _LAYERNORM_DECODERS) for name in norms]
     weights += _mla_attention(spec) if spec.is_mla else _attention(spec)
     if is_moe_layer:
         weights += _moe_mlp(spec)
@@ -418,6 +440,16 @@ def _attention(spec: ModelSpec) -> list[Weight]:
         qkv_bias, o_bias = True, False
     elif spec.model_type == "qwen2_moe":  # Qwen2MoeAttention: q/k/v bias=config.qkv_bias
         qkv_bias, o_bias = _bool(spec, "qkv_bias", default=True), False
+    elif spec.model_type == "phi":  # PhiAttention: every projection has a bias
+        qkv_bias, o_bias = True, True
+    elif spec.model_type == "starcoder2":  # Starcoder2Attention: bias=config.use_bias
+        qkv_bias = o_bias = _bool(spec, "use_bias", default=True)
+    if spec.model_type == "gpt_neox":  # GPTNeoXAttention: fused query_key_value and dense, bias=attention_bias
+        bias = _bool(spec, "attention_bias", default=True)
+        return [
+            _linear("attention.query_key_value", "attention", h, 3 * h, bias),
+            _linear("attention.dense", "attention", h, h, bias),
+        ]
     if spec.model_type == "phi3":  # Phi3Attention: one fused qkv_proj
         weights = [_linear("self_attn.qkv_proj", "attention", h, q_out + 2 * kv_out)]
     else:
@@ -426,9 +458,14 @@ def _attention(spec: ModelSpec) -> list[Weight]:
             _linear("self_attn.k_proj", "attention", h, kv_out, qkv_bias),
             _linear("self_attn.v_proj", "attention", h, kv_out, qkv_bias),
         ]
-    weights.append(_linear("self_attn.o_proj", "attention", q_out, h, o_bias))
+    out_name = "self_attn.dense" if spec.model_type == "phi" else "self_attn.o_proj"
+    weights.append(_linear(out_name, "attention", q_out, h, o_bias))
     if spec.model_type in {"qwen3", "qwen3_moe", "gemma3_text"}:  # per-head RMSNorm on queries and keys
         weights += [_norm("self_attn.q_norm", d), _norm("self_attn.k_norm", d)]
+    elif spec.model_type == "olmo2":  # Olmo2Attention: RMSNorm over all query / key heads together
+        weights += [_norm("self_attn.q_norm", q_out), _norm("self_attn.k_norm", kv_out)]
+    elif spec.model_type == "phi" and _bool(spec, "qk_layernorm"):
+        weights += [_norm("self_attn.q_layernorm", d, bias=True), _norm("self_attn.k_layernorm", d, bias=True)]
     return weights
 
 
@@ -459,6 +496,10 @@ def _dense_mlp(spec: ModelSpec, intermediate: int, prefix: str = "mlp.") -> list
     bias = _bool(spec, "mlp_bias")
     if spec.model_type == "phi3":  # Phi3MLP: fused gate_up_proj
         return [_linear("mlp.gate_up_proj", "mlp", h, 2 * intermediate), _linear("mlp.down_proj", "mlp", intermediate, h)]
+    if spec.model_type in _TWO_LAYER_MLPS:  # a plain up/down MLP with biases (no gate)
+        up, down = _TWO_LAYER_MLPS[spec.model_type]
+        bias = _bool(spec, "use_bias", default=True)
+        return [_linear(prefix + up, "mlp", h, intermediate, bias), _linear(prefix + down, "mlp", intermediate, h, bias)]
     return [
         _linear(prefix + "gate_proj", "mlp", h, intermediate, bias),
         _linear(prefix + "up_proj", "mlp", h, intermediate, bias),
