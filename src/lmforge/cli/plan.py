@@ -281,8 +281,11 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
     columns = ["GPU", "memory", "GPUs", "layout", "per GPU"]
     if plan.task == "train":
         columns += ["time", "cost"]
+    requested = verdicts[0]["fits_requested"] is not None
+    if requested:
+        columns.append(f"fits {plan.layout.gpus}?")
     for column in columns:
-        table.add_column(column, justify="right" if column in ("memory", "GPUs", "per GPU", "time", "cost") else "left")
+        table.add_column(column, justify="left" if column in ("GPU", "layout") else "right")
     for verdict in verdicts:
         fits = verdict["min_gpus"] is not None
         row = [
@@ -294,6 +297,8 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
         ]
         if plan.task == "train":
             row += [_duration(None if verdict["hours"] is None else verdict["hours"] * 3600), _money(verdict["cost_usd"])]
+        if requested:
+            row.append("[green]yes[/green]" if verdict["fits_requested"] else "[red]no[/red]")
         table.add_row(*row)
     console.print(table)
 
