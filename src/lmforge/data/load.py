@@ -109,14 +109,16 @@ and near-exact duplicates (counted in report.duplicates_removed). `labels` fixes
     report = ValidationReport()
     work_dir = Path(cache_dir) if cache_dir is not None else _session_cache_dir()
     work_dir.mkdir(parents=True, exist_ok=True)
-    if on_error == "skip" and rejects_path is not None:
-        with atomic_path(rejects_path) as temporary, open(temporary, "w", encoding="utf-8") as rejects:
-            collector = ProblemCollector(on_error, report, rejects)
+    # Closing the reader (even after fail-mode stops early) closes its file and progress bar now.
+    with contextlib.closing(items):  # type: ignore[type-var]
+        if on_error == "skip" and rejects_path is not None:
+            with atomic_path(rejects_path) as temporary, open(temporary, "w", encoding="utf-8") as rejects:
+                collector = ProblemCollector(on_error, report, rejects)
+                fmt, dataset, label_names = _build(items, forced, mapping, collector, label_names, work_dir, name)
+            report.rejects_path = str(rejects_path)
+        else:
+            collector = ProblemCollector(on_error, report)
             fmt, dataset, label_names = _build(items, forced, mapping, collector, label_names, work_dir, name)
-        report.rejects_path = str(rejects_path)
-    else:
-        collector = ProblemCollector(on_error, report)
-        fmt, dataset, label_names = _build(items, forced, mapping, collector, label_names, work_dir, name)
     if dedup:
         dataset, duplicates = drop_duplicates(dataset, FORMAT_KIND[fmt])
         report.duplicates_removed = duplicates.removed
