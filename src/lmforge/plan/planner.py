@@ -215,6 +215,8 @@ def plan_training(
     tokens = DEFAULT_TRAINING_TOKENS if tokens is None else tokens
     if tokens <= 0:
         raise UserInputError(f"--tokens must be positive, got {tokens}")
+    if price_per_gpu_hour is not None and price_per_gpu_hour < 0:
+        raise UserInputError(f"--price must be a non-negative $ per GPU-hour, got {price_per_gpu_hour}")
     request = LayoutRequest(gpus=gpus, tp=tp, pp=pp, zero_stage=zero, offload=offload)
     search = LayoutSearch(spec, setup, counts.total_params)
     choice = search.best(accelerator, request, headroom=headroom)
