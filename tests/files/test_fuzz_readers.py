@@ -94,3 +94,31 @@ def test_gguf_random_bytes_after_magic(data: bytes):
 @given(_mutated(_valid_gguf()))
 def test_gguf_mutated_valid_file(data: bytes):
     _read(read_gguf_header, data)
+
+
+@pytest.fixture(scope="module")
+def torch_data_pkl() -> bytes:
+    """The data.pkl of a real torch.save zip: the seed the mutations start from."""
+    import io
+    import zipfile
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(2, 3), "b": [torch.ones(1, dtype=torch.float16)]}, buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        return archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+
+
+@FUZZ
+@given(data=st.data())
+def test_torch_pickle_walker_mutated_data_pkl(torch_data_pkl: bytes, data):
+    import io
+
+    from lmforge.files.torch_zip import tensors_from_pickle
+
+    assert [t.name for t in tensors_from_pickle(io.BytesIO(torch_data_pkl))] == ["w", "b.0"]
+    try:
+        tensors_from_pickle(io.BytesIO(data.draw(_mutated(torch_data_pkl))))
+    except FormatError:
+        pass
