@@ -12,8 +12,12 @@ def _run(*args: str):
     return CliRunner().invoke(app, ["inspect", *args], env={"COLUMNS": "200"})
 
 
-def _error_text(result) -> str:
-    return result.output + str(result.exception or "")
+def _error_line(result) -> str:
+    """The one line a failing command prints (no traceback), checked to be exactly one."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
 
 
 def test_json_is_one_object_with_the_figures(minilm_dir: Path):
@@ -44,14 +48,14 @@ def test_human_output_has_tables_and_summarised_vocabulary(small_gguf: Path):
 
 def test_missing_path_is_a_not_found_error(tmp_path: Path):
     result = _run(str(tmp_path / "nope.safetensors"))
-    assert result.exit_code != 0 and "does not exist" in _error_text(result)
+    assert "does not exist" in _error_line(result)
 
 
 def test_unrecognised_bytes_are_described(tmp_path: Path):
     path = tmp_path / "model.bin"
     path.write_bytes(b"<html><body>404</body></html>")
     result = _run(str(path))
-    assert result.exit_code != 0 and "HTML" in _error_text(result)
+    assert "HTML" in _error_line(result)
 
 
 def test_corrupt_safetensors_names_the_problem(tmp_path: Path):
@@ -59,4 +63,4 @@ def test_corrupt_safetensors_names_the_problem(tmp_path: Path):
     header = b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)  # 8 of 16 data bytes
     result = _run(str(path))
-    assert result.exit_code != 0 and "truncated or trailing data" in _error_text(result)
+    assert "truncated or trailing data" in _error_line(result)
