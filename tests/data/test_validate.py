@@ -96,3 +96,16 @@ def test_unknown_policy_is_a_user_error(write_jsonl):
 def test_unbalanced_books_are_caught():
     with pytest.raises(AssertionError):
         ValidationReport(records_in=3, records_out=1, rejected=1).check_counts()
+
+
+def test_non_utf8_in_txt_and_json_files(tmp_path):
+    txt = tmp_path / "corpus.txt"
+    txt.write_bytes(b"fine\n\xc3\x28 broken\n")
+    with pytest.raises(UserInputError, match=rf"{txt}:2: non-UTF-8 bytes"):
+        load_data(txt)
+    document = tmp_path / "d.json"
+    document.write_bytes(b'[\n{"text": "ok"},\n{"text": "\xff"}\n]')
+    from lmforge.errors import FormatError
+
+    with pytest.raises(FormatError, match=rf"{document}:3: non-UTF-8 bytes"):
+        load_data(document)

@@ -102,8 +102,7 @@ def check(
     tokenizer: TokenizerOpt = None, max_len: MaxLenOpt = None, template: TemplateOpt = None,
     on_error: OnErrorOpt = "fail", rejects: RejectsOpt = None, dedup: DedupOpt = False, as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
-    """Validate every record (file:line for each problem), count duplicates and, with --tokenizer
-    and --max-len, the records that training would truncate."""
+    """Validate every record (file:line per problem); count duplicates and, with --tokenizer --max-len, truncation."""
     from lmforge.data.stats import compute_stats, load_tokenizer
 
     result = _load(data, kind, columns, labels, split, on_error, rejects, dedup, show_progress=not as_json)

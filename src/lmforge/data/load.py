@@ -330,7 +330,7 @@ def _with_progress(files: list[Path], progress: bool) -> Iterator[_Item]:
             yield from _file_items(file, lambda n: bar.advance(task, n))
 
 
-def _decode(raw: bytes, location: str) -> tuple[str | None, RecordProblem | None]:
+def _decode(raw: bytes) -> tuple[str | None, RecordProblem | None]:
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as error:
@@ -344,7 +344,7 @@ def _jsonl_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
             if not raw.strip():
                 continue
             location = f"{file}:{number}"
-            text, problem = _decode(raw, location)
+            text, problem = _decode(raw)
             if problem is not None:
                 yield location, None, problem, raw.decode("utf-8", "replace").rstrip("\n")
                 continue
@@ -444,7 +444,7 @@ def _txt_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
             if not raw.strip():
                 continue
             location = f"{file}:{number}"
-            text, problem = _decode(raw, location)
+            text, problem = _decode(raw)
             if problem is not None:
                 yield location, None, problem, raw.decode("utf-8", "replace").rstrip("\r\n")
             else:
