@@ -81,6 +81,14 @@ def test_inference_plan_decode_bound_llama2_7b_fp16_a100():
     assert rule.value == pytest.approx(2 * 6_738_415_616)
 
 
+def test_inference_verdicts_give_each_cards_decode_bound():
+    plan = plan_inference("llama-2-7b", context_len=256)
+    verdicts = {v.gpu: v for v in plan.verdicts}
+    assert verdicts["a100-80g"].decode_tokens_per_second == pytest.approx(plan.throughput.decode_tokens_per_second)
+    assert verdicts["h100-sxm"].decode_tokens_per_second > verdicts["a100-80g"].decode_tokens_per_second
+    assert all(v.hours is None for v in plan.verdicts)
+
+
 def test_moe_decode_reads_only_active_experts():
     moe = plan_inference("qwen3-30b-a3b", gpu="h100-sxm", context_len=256, verdicts=False)
     dense = plan_inference("qwen3-32b", gpu="h100-sxm", context_len=256, verdicts=False)

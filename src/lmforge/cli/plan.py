@@ -279,8 +279,7 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
         return
     table = Table(title="Every GPU type: the fewest that fit", title_justify="left")
     columns = ["GPU", "memory", "GPUs", "layout", "per GPU"]
-    if plan.task == "train":
-        columns += ["time", "cost"]
+    columns += ["time", "cost"] if plan.task == "train" else ["decode tok/s"]
     requested = verdicts[0]["fits_requested"] is not None
     if requested:
         columns.append(f"fits {plan.layout.gpus}?")
@@ -297,6 +296,9 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
         ]
         if plan.task == "train":
             row += [_duration(None if verdict["hours"] is None else verdict["hours"] * 3600), _money(verdict["cost_usd"])]
+        else:
+            rate = verdict["decode_tokens_per_second"]
+            row.append("-" if rate is None else f"{rate:,.0f}")
         if requested:
             row.append("[green]yes[/green]" if verdict["fits_requested"] else "[red]no[/red]")
         table.add_row(*row)

@@ -48,8 +48,9 @@ class Verdict:
     layout: str
     per_gpu_bytes: int | None
     fits_requested: bool | None  # with the user's --gpus count, when one was given
-    hours: float | None  # training: wall time for the planned tokens on min_gpus; inference: None
+    hours: float | None  # training: wall time for the planned tokens on min_gpus
     cost_usd: float | None
+    decode_tokens_per_second: float | None = None  # inference: per-sequence decode bound on min_gpus
 
 
 @dataclass
@@ -259,7 +260,7 @@ def plan_training(
         training_bytes_one_gpu=one_gpu.total_bytes,
         setup_text=f"micro-batch {micro_batch_size} × {seq_len} tokens",
     )
-    table = _verdicts(search, request, headroom, time_on) if verdicts else []
+    table = _verdicts(search, request, headroom, time_on=time_on) if verdicts else []
     plan = Plan("train", summary, setup, accelerator, choice, throughput, rules, table)
     if tokens == DEFAULT_TRAINING_TOKENS:
         plan.notes.append("time and cost are for 1e9 training tokens; pass --tokens for your dataset")
@@ -324,18 +325,22 @@ def plan_inference(
     one_gpu = search.memory(Layout())
     # Decode streams only the weights a token uses: MoE reads its active experts (batch-1 bound).
     weights_read = int(one_gpu["weights"] * counts.active_params / counts.total_params)
-    throughput = inference_speed(
-        spec,
-        weight_bytes_read=weights_read,
-        kv_cache_bytes=one_gpu["kv_cache"],
-        compute_params=matmul_params(spec, counts.active_params, counts.by_component["embeddings"]),
-        batch_size=batch_size,
-        prompt_tokens=setup.prefill_tokens,
-        tp=choice.layout.tp,
-        bandwidth_bytes_per_second=accelerator.bandwidth_bytes_per_second,
-        peak_flops_per_gpu=accelerator.peak_flops_per_second(setup.weight_format),
-        mfu=mfu,
-    )
+
+    def speed_on(card: Accelerator, tp: int) -> InferenceSpeed:
+        return inference_speed(
+            spec,
+            weight_bytes_read=weights_read,
+            kv_cache_bytes=one_gpu["kv_cache"],
+            compute_params=matmul_params(spec, counts.active_params, counts.by_component["embeddings"]),
+            batch_size=batch_size,
+            prompt_tokens=setup.prefill_tokens,
+            tp=tp,
+            bandwidth_bytes_per_second=card.bandwidth_bytes_per_second,
+            peak_flops_per_gpu=card.peak_flops_per_second(setup.weight_format),
+            mfu=mfu,
+        )
+
+    throughput = speed_on(accelerator, choice.layout.tp)
     rules = inference_rules(
         params_total=counts.total_params,
         bytes_per_weight=NOMINAL_BYTES_PER_WEIGHT[setup.weight_format],
@@ -344,7 +349,7 @@ def plan_inference(
         precise_total_bytes=one_gpu.total_bytes,
         kv_cache_bytes=one_gpu["kv_cache"],
     )
-    table = _verdicts(search, request, headroom, None) if verdicts else []
+    table = _verdicts(search, request, headroom, speed_on=speed_on) if verdicts else []
     return Plan("infer", summary, setup, accelerator, choice, throughput, rules, table)
 
 
@@ -352,7 +357,9 @@ def _verdicts(
     search: LayoutSearch,
     request: LayoutRequest,
     headroom: float,
-    time_on: Callable[[Accelerator, int, int], TrainingTime] | None,
+    *,
+    time_on: Callable[[Accelerator, int, int], TrainingTime] | None = None,
+    speed_on: Callable[[Accelerator, int], InferenceSpeed] | None = None,
 ) -> list[Verdict]:
     """The same job on every catalog GPU: the fewest that fit, with the user's fixed TP/PP/ZeRO kept."""
     open_request = LayoutRequest(tp=request.tp, pp=request.pp, zero_stage=request.zero_stage, offload=request.offload)
@@ -366,11 +373,13 @@ def _verdicts(
         fits_requested = None
         if request.gpus is not None:
             fits_requested = choice.fits and choice.gpus <= request.gpus
-        hours = cost = None
+        hours = cost = decode = None
         if choice.fits and time_on is not None:
             timing = time_on(card, choice.gpus, choice.layout.dp)
             hours = None if timing.wall_seconds is None else timing.wall_seconds / 3600
             cost = timing.cost_usd
+        if choice.fits and speed_on is not None:
+            decode = speed_on(card, choice.layout.tp).decode_tokens_per_second
         table.append(
             Verdict(
                 gpu=card.name,
@@ -381,6 +390,7 @@ def _verdicts(
                 fits_requested=fits_requested,
                 hours=hours,
                 cost_usd=cost,
+                decode_tokens_per_second=decode,
             )
         )
     return table
