@@ -206,3 +206,24 @@ def test_generation_config_and_chat_template_are_reported(sharded_moe_dir: Path)
     report = inspect_path(sharded_moe_dir)
     assert report.generation == {"eos_token_id": [2, 7]}
     assert report.tokenizer["chat_template"] is True and report.tokenizer["files"] == ["tokenizer_config.json"]
+
+
+def test_split_gguf_is_read_as_one_model(tmp_path: Path):
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(tmp_path / "model.gguf"), "llama", split_max_tensors=2)
+    writer.add_block_count(1)
+    for index in range(5):
+        writer.add_tensor(f"blk.0.ffn_up_{index}.weight", np.ones((4, 8), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    second = tmp_path / "model-00002-of-00003.gguf"
+    report = inspect_path(second)
+    assert len(report.files) == 3 and report.tensor_count == 5 and report.total_params == 5 * 32
+    assert report.architecture == "llama"
+    second.unlink()
+    with pytest.raises(NotFoundError, match="model-00002-of-00003.gguf is missing"):
+        inspect_path(tmp_path / "model-00001-of-00003.gguf")

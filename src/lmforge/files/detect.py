@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Literal
 
-from lmforge.errors import FormatError, NotFoundError
+from lmforge.errors import FormatError, NotFoundError, UserInputError
 
 Format = Literal[
     "safetensors",
@@ -111,12 +111,15 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
     if path.is_dir():
         return _detect_directory(path)
     file_size = path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-        tail = b""
-        if file_size > 0:
-            handle.seek(file_size - 1)
-            tail = handle.read(1)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+            tail = b""
+            if file_size > 0:
+                handle.seek(file_size - 1)
+                tail = handle.read(1)
+    except PermissionError:
+        raise UserInputError(f"{path}: permission denied; lmforge cannot read it") from None
     if head.startswith(b"GGUF"):
         return "gguf"
     if _sniff_safetensors(head, file_size):

@@ -508,6 +508,22 @@ def _weight_files(folder: Path) -> tuple[list[Path], str | None]:
     return [], None
 
 
+_GGUF_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def _gguf_split_files(path: Path) -> list[Path]:
+    """All files of a split GGUF (model-00001-of-00003.gguf, as gguf-split and GGUFWriter name them)."""
+    match = _GGUF_SPLIT.match(path.name)
+    if match is None or int(match["count"]) < 2:
+        return [path]
+    count = int(match["count"])
+    files = [path.with_name(f"{match['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise NotFoundError(f"{path.name} is part {match['index']} of {count}, but {', '.join(missing[:3])} is missing")
+    return files
+
+
 def _read_file(path: Path, fmt: str, report: InspectReport) -> list[TensorEntry]:
     if fmt == "safetensors":
         tensors, metadata = _safetensors_tensors(path)
@@ -515,7 +531,8 @@ def _read_file(path: Path, fmt: str, report: InspectReport) -> list[TensorEntry]
         return tensors
     if fmt == "gguf":
         tensors, metadata = _gguf_tensors(path)
-        report.metadata.update(metadata)
+        for key, value in metadata.items():  # a split's first file holds the model's metadata
+            report.metadata.setdefault(key, value)
         return tensors
     if fmt in _TORCH_FORMATS:
         return _torch_tensors(path)
@@ -551,6 +568,10 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
         files = _sharded_files(path)
         if (folder / "config.json").is_file():
             config = _read_json(folder / "config.json")
+    elif fmt == "gguf":
+        files = _gguf_split_files(path)
+        if len(files) > 1:
+            report.notes.append(f"GGUF split into {len(files)} files (gguf-split naming)")
     else:
         files = [path]
     if not files and path.is_dir():
