@@ -198,9 +198,10 @@ def test_multimodal_wrapper_reads_its_text_config() -> None:
 
 
 def test_planner_modules_import_neither_torch_nor_transformers() -> None:
+    """Cold start matters: `lmforge plan` must answer in under 0.5 s, and hub ids are resolved without huggingface_hub."""
     code = (
         "import sys, time; t = time.perf_counter(); import lmforge.plan.models, lmforge.plan.params; "
-        "lmforge.plan.models.resolve_model('llama-3.1-70b'); "
+        "lmforge.plan.models.resolve_model('llama-3.1-70b'); lmforge.plan.models.resolve_model('Qwen/Qwen3-8B'); "
         "print(time.perf_counter() - t); "
         "print(sorted(m for m in ('torch', 'transformers', 'huggingface_hub', 'peft') if m in sys.modules))"
     )

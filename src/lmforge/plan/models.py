@@ -6,7 +6,7 @@ a hub id fetched from the network (config.json only). `spec_from_config` turns a
 config.json dict into a ModelSpec.
 
 Only json and the standard library at import time: the planner must start in well under 0.5 s, so
-torch and transformers are never imported here, and huggingface_hub only in the cache/hub branches.
+torch and transformers are never imported here, and huggingface_hub only to reach the hub.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from lmforge.plan.spec import ModelKind, ModelSpec
 
 CATALOG_PATH = Path(__file__).parent / "catalog" / "models.json"
 
-# Architectures whose config stores the layer facts under GPT-2 / T5 style names.
+# Model types by shape; every other model type is a decoder.
 _ENCODER_ONLY = {"bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2"}
 _ENCODER_DECODER = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian"}
 # transformers' config-class defaults for head_dim where it is not hidden / heads.
@@ -82,7 +82,7 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
     kind = _kind(model_type, config)
 
     hidden = fields.int("hidden_size", "n_embd", "d_model")
-    heads = fields.int("num_attention_heads", "n_head", "num_heads")
+    heads = fields.int("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads")
     if model_type in _ENCODER_DECODER:
         encoder_layers = fields.int("num_layers", "encoder_layers")
         num_layers = fields.int("num_decoder_layers", "decoder_layers", default=encoder_layers)
@@ -256,16 +256,21 @@ def _looks_like_hub_id(text: str) -> bool:
 
 
 def _cached_config(repo_id: str) -> Path | None:
-    """config.json of a snapshot already in the local HF cache (HF_HUB_CACHE / HF_HOME), never the network."""
+    """config.json of a snapshot already in the local HF cache (HF_HUB_CACHE / HF_HOME), never the network.
+
+    Reads huggingface_hub's documented cache layout directly, as its try_to_load_from_cache does
+    (models--org--name/refs/main holds the commit; snapshots/<commit>/config.json the file), so that
+    resolving a hub id costs no huggingface_hub import (0.5 s).
+    """
     if not _looks_like_hub_id(repo_id):
         return None
-    from huggingface_hub import try_to_load_from_cache
-
+    repo = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
     try:
-        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hf_cache_dir())
-    except ValueError:  # not a valid repo id
+        commit = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
+    except OSError:
         return None
-    return Path(found) if isinstance(found, str) else None
+    candidate = repo / "snapshots" / commit / "config.json"
+    return candidate if commit and candidate.is_file() else None
 
 
 def hf_cache_dir() -> Path:
