@@ -38,7 +38,7 @@ _COMPONENT_RULES: list[tuple[str, re.Pattern[str]]] = [
     ("mlp", re.compile(r"mlp|ffn|feed_forward|intermediate|densereludense|\.output\.dense|(gate|up|down)_proj|\.w[123]\.|shared_expert")),
     ("embeddings", re.compile(r"embed|(^|\.)(wte|wpe|shared)\.|token_embd|position")),
 ]  # fmt: skip
-# Logical weights stored packed: params per stored element (GPTQ/AWQ int32 of 4-bit values, bnb 4-bit bytes).
+# Quantisation side tensors (zeros, scales, group indices, absmax, FP8 scales): bytes that hold no weights themselves.
 _QUANT_AUX = re.compile(r"\.(qzeros|scales|g_idx|absmax|quant_map|quant_state\..*|nested_absmax|nested_quant_map|weight_scale(_inv)?|input_scale)$")
 
 
