@@ -189,6 +189,12 @@ def test_forced_kind_overrides_detection(write_jsonl):
     assert load_data(path, kind="text").kind is Kind.TEXT
 
 
+def test_forced_chat_accepts_any_chat_layout(write_jsonl):
+    assert load_data(write_jsonl(ALPACA), kind="chat").format == "alpaca"
+    with pytest.raises(UserInputError, match="missing field 'messages'"):
+        load_data(write_jsonl([{"text": "not a chat"}], "t.jsonl"), kind="chat")
+
+
 def test_empty_file_says_so(write_jsonl):
     with pytest.raises(UserInputError, match="holds no records"):
         load_data(write_jsonl([]))

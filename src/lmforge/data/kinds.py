@@ -43,7 +43,8 @@ FORMAT_KIND: dict[str, Kind] = {
     "unpaired_preference": Kind.UNPAIRED_PREFERENCE,
     "classification": Kind.CLASSIFICATION,
 }
-KIND_ALIASES = {"chat": "messages", "kto": "unpaired_preference", "dpo": "preference", "pretrain": "text"}
+KIND_ALIASES = {"kto": "unpaired_preference", "dpo": "preference", "pretrain": "text"}
+ANY_CHAT = "chat"  # a forced kind="chat" accepts any chat layout (alpaca, sharegpt, messages), detected per source
 
 # Canonical field names a --columns mapping may target.
 KNOWN_FIELDS = (
@@ -89,12 +90,12 @@ class RecordProblem(Exception):
 
 
 def resolve_format(kind: str | Kind | None) -> str | None:
-    """The input layout a forced `kind=` names ("chat" means OpenAI messages), or None to detect."""
+    """The input layout a forced `kind=` names ("chat": any chat layout), or None to detect."""
     if kind is None:
         return None
     name = kind.value if isinstance(kind, Kind) else str(kind).strip().lower().replace("-", "_")
     name = KIND_ALIASES.get(name, name)
-    if name not in FORMAT_KIND:
+    if name not in FORMAT_KIND and name != ANY_CHAT:
         choices = ", ".join(sorted(set(FORMAT_KIND) | {"chat"}))
         raise UserInputError(f"unknown data kind '{kind}'; choose one of: {choices}")
     return name

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmforge.data.dedup import drop_duplicates
 from lmforge.data.kinds import (
+    ANY_CHAT,
     FORMAT_KIND,
     INVALID_JSON,
     LABEL_NOT_IN_SET,
@@ -187,18 +188,33 @@ def _build(
 
 
 def _detect(items: Iterator[_Item], forced: str | None, mapping: dict[str, str], source: str) -> tuple[Iterator[_Item], str]:
-    """The layout from the first readable record (keeping what was read for the real pass)."""
-    if forced is not None:
+    """The layout from the first readable record (keeping what was read for the real pass).
+
+    A forced "chat" detects among the chat layouts and otherwise checks records as OpenAI messages.
+    """
+    if forced is not None and forced != ANY_CHAT:
         return items, forced
     seen: list[_Item] = []
     for item in items:
         seen.append(item)
         if item[2] is None and isinstance(item[1], dict):
-            return chain(seen, items), detect_format(apply_columns(item[1], mapping))
+            columns = apply_columns(item[1], mapping)
+            if forced == ANY_CHAT:
+                return chain(seen, items), _chat_layout(columns)
+            return chain(seen, items), detect_format(columns)
     if not seen:
         raise UserInputError(f"{source} holds no records")
     # Every record is unreadable: report them all under a harmless layout.
-    return iter(seen), "text"
+    return iter(seen), "messages" if forced == ANY_CHAT else "text"
+
+
+def _chat_layout(columns: dict[str, Any]) -> str:
+    """The chat layout these columns are in; OpenAI messages when they are in none."""
+    try:
+        layout = detect_format(columns)
+    except UserInputError:
+        return "messages"
+    return layout if FORMAT_KIND[layout] is Kind.CHAT else "messages"
 
 
 class _Labeller:
