@@ -110,3 +110,13 @@ def test_npy_header_tells_object_arrays_apart():
 )
 def test_detect_kind_goes_by_bytes(head, kind):
     assert detect_kind(head, 1000) == kind
+
+
+def test_a_fake_end_record_in_the_zip_comment_does_not_hide_the_real_members():
+    fake_empty_archive = b"PK\x05\x06" + b"\x00" * 18
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("archive/data.pkl", b"payload")
+        archive.comment = fake_empty_archive
+    names = [member.name for member in read_zip_members(out.getvalue())]
+    assert names == ["archive/data.pkl"]

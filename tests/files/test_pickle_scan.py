@@ -140,3 +140,15 @@ def test_mutated_real_pickles_never_crash_and_broken_ones_are_never_safe(base, e
         mapped = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         if (mapped not in ALLOWED_GLOBALS) and ((module, name) not in ALLOWED_GLOBALS):
             assert report.findings
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x80\x04\x8c\x03\xed\xa0\x80\x940cos\nsystem\n)R.",  # a lone surrogate CPython accepts (surrogatepass)
+        b"]\x94(K\x01a(K\x02acos\nsystem\n.",  # APPEND onto a list below the MARK fence
+        b"cos\nsystemX",  # last line without its newline: CPython drops the last byte and imports os.system
+    ],
+)
+def test_sniff_mode_keeps_walking_wherever_cpython_keeps_unpickling(data):
+    assert "os.system" in _names(scan_pickle_stream(data, strict=False))

@@ -120,12 +120,21 @@ def looks_like_onnx(head: bytes) -> bool:
 
 
 # ---- zip -----------------------------------------------------------------------------------------
-def _find_end_record(data, size: int) -> int:
+def _end_record_candidates(data, size: int) -> list[int]:
+    """Every end-of-central-directory signature in the last 64 KiB, last first.
+
+    Readers differ on which one they trust when the archive comment holds a fake one, so the
+    scanner reads them all and scans the union of their members.
+    """
     search_from = max(0, size - (22 + 0xFFFF))
-    position = data.rfind(_ZIP_END, search_from, size)
-    if position < 0 or position + 22 > size:
-        raise ContainerError("zip end-of-central-directory record not found")
-    return position
+    candidates, end = [], size
+    while True:
+        position = data.rfind(_ZIP_END, search_from, end)
+        if position < 0:
+            return candidates
+        if position + 22 <= size:
+            candidates.append(position)
+        end = position + 3
 
 
 def _zip64_end(data, end_position: int) -> tuple[int, int]:
@@ -159,15 +168,27 @@ def _zip64_extra(extra: bytes, sizes: list[int]) -> list[int]:
 
 
 def read_zip_members(data, size: int | None = None) -> list[ZipMember]:
-    """Every entry of the zip in `data` (bytes or mmap), from its central directory.
+    """Every entry of the zip in `data` (bytes, mmap or Window), from its central directory(ies).
 
     Falls back to walking local headers when there is no central directory (a truncated archive).
     """
     size = len(data) if size is None else size
-    try:
-        end = _find_end_record(data, size)
-    except ContainerError:
+    members: dict[tuple[str, int], ZipMember] = {}
+    errors = []
+    for end in _end_record_candidates(data, size):
+        try:
+            for member in _read_central_directory(data, size, end):
+                members.setdefault((member.name, member.data_offset), member)
+        except (ContainerError, struct.error) as error:
+            errors.append(str(error))
+    if members:
+        return list(members.values())
+    if data[0:4] == _ZIP_LOCAL:
         return _walk_local_headers(data, size)
+    raise ContainerError(errors[0] if errors else "zip end-of-central-directory record not found")
+
+
+def _read_central_directory(data, size: int, end: int) -> list[ZipMember]:
     entries, directory_size, directory_offset = struct.unpack("<HII", data[end + 10 : end + 20])
     entries_total = entries
     if entries == 0xFFFF or directory_offset == 0xFFFFFFFF or directory_size == 0xFFFFFFFF:
@@ -186,7 +207,7 @@ def read_zip_members(data, size: int | None = None) -> list[ZipMember]:
     members: list[ZipMember] = []
     position = directory_offset + shift
     for _ in range(min(entries_total, size // 46 + 1)):
-        if data[position : position + 4] != _ZIP_CENTRAL:
+        if position + 46 > size or data[position : position + 4] != _ZIP_CENTRAL:
             problem = f"central directory entry {len(members)} is corrupt at byte {position}"
             members.append(ZipMember("<central directory>", 0, 0, 0, 0, problem))
             break
@@ -208,7 +229,7 @@ def _locate_member(data, size: int, name: str, local_offset: int, compressed: in
                    method: int, flags: int) -> ZipMember:
     problem = None
     data_offset = local_offset
-    if data[local_offset : local_offset + 4] != _ZIP_LOCAL:
+    if local_offset + 30 > size or data[local_offset : local_offset + 4] != _ZIP_LOCAL:
         problem = f"local header missing at byte {local_offset}"
     else:
         local_name_length, local_extra_length = struct.unpack("<HH", data[local_offset + 26 : local_offset + 30])

@@ -92,6 +92,7 @@ _DANGEROUS_MODULE_ROOTS = frozenset(
 
 MAX_FINDINGS_PER_STREAM = 100
 _MAX_TRACKED_STRING_BYTES = 4096  # longer strings cannot be module/attribute names worth resolving
+_MAX_SNIFF_LINE_BYTES = 1 << 20
 _HIGHEST_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL in Python 3.8-3.13
 
 
@@ -271,9 +272,18 @@ class _Walker:
         return bytes(chunk)
 
     def _readline(self) -> bytes:
-        newline = self.data.find(b"\n", self.pos, self.end)
+        # Sniffed bytes (maybe not a pickle at all) get a bounded search so a multi-GB tensor without a
+        # newline is not read end to end; a real pickle is scanned strictly, with no bound.
+        limit = self.end if self.strict else min(self.end, self.pos + _MAX_SNIFF_LINE_BYTES)
+        newline = self.data.find(b"\n", self.pos, limit)
+        if newline < 0 and limit < self.end:
+            raise _StreamError(f"{self.op_name} line longer than {_MAX_SNIFF_LINE_BYTES} bytes: not a pickle")
         if newline < 0:
-            raise _StreamError(f"truncated {self.op_name} at byte {self.op_offset}: line has no end")
+            # At end of input CPython's unpickler takes the rest as the line and drops its last byte
+            # as if it were the newline (_pickle.c _Unpickler_Readline + `len - 1`): mirror that.
+            if self.pos >= self.end:
+                raise _StreamError(f"truncated {self.op_name} at byte {self.op_offset}: line has no end")
+            newline = self.end - 1
         line = bytes(self.data[self.pos : newline])
         self.pos = newline + 1
         return line
@@ -299,6 +309,12 @@ class _Walker:
 
     def _top(self) -> _Value:
         if len(self.stack) <= self._fence():
+            raise _StreamError(f"stack underflow at {self.op_name} (byte {self.op_offset})")
+        return self.stack[-1]
+
+    def _target(self) -> _Value:
+        """The object APPEND/SETITEM(S)/ADDITEMS act on: CPython reads it below the MARK fence too."""
+        if not self.stack:
             raise _StreamError(f"stack underflow at {self.op_name} (byte {self.op_offset})")
         return self.stack[-1]
 
@@ -350,7 +366,8 @@ class _Walker:
             return _Str(None)
         raw = bytes(self.data[offset : offset + length])
         try:
-            return _Str(raw.decode(encoding))
+            # CPython decodes BINUNICODE with "surrogatepass" (_pickle.c load_binunicode).
+            return _Str(raw.decode(encoding, "surrogatepass" if encoding == "utf-8" else "strict"))
         except UnicodeDecodeError as error:
             if encoding == "utf-8":
                 raise _StreamError(f"{self.op_name} at byte {self.op_offset} is not UTF-8") from error
@@ -457,14 +474,14 @@ class _Walker:
                 stack.append(_OPAQUE)
             elif name == "APPEND":
                 self._pop()
-                self._method_target(self._top())
+                self._method_target(self._target())
             elif name == "SETITEM":
                 self._pop()
                 self._pop()
-                self._method_target(self._top())
+                self._method_target(self._target())
             elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
-                self._pop_mark()
-                self._method_target(self._top())
+                if self._pop_mark() or name != "ADDITEMS":  # CPython's ADDITEMS with no items never looks at its target
+                    self._method_target(self._target())
             elif name == "BUILD":
                 self._pop()
                 self._method_target(self._top())

@@ -151,6 +151,11 @@ def _scan_blob(sink: _Collector, data, size: int, member: str | None, depth: int
         return "nested"
     head = bytes(data[:_HEAD_BYTES])
     kind = detect_kind(head, size)
+    if kind not in ("pickle", "unknown", "safetensors", "gguf"):
+        # A polyglot: the container's magic bytes could also start a pickle a careless loader runs.
+        polyglot = scan_pickle_stream(data, 0, size, strict=False)
+        if polyglot.findings:
+            sink.add_stream(polyglot, member)
     if kind == "zip":
         return _scan_zip(sink, data, size, member, depth)
     if kind in ("gzip", "bz2", "xz"):
