@@ -1,0 +1,276 @@
+"""Measure, instead of estimate: one real training step of the actual transformers model on fake tensors.
+
+`simulate_training(spec, setup) -> SimulationResult` builds the Hugging Face architecture from the
+spec's config inside torch's FakeTensorMode (tensors carry shape and dtype but no storage: no
+weights, no GPU, seconds of CPU), runs one forward + backward + optimizer step exactly as a
+Trainer would (AMP autocast for "-mixed" precisions, peft LoRA, HF activation checkpointing, SDPA
+or eager attention), and reports the peak of live tensor bytes measured by
+torch.distributed._tools.mem_tracker.MemTracker, in the same categories as the analytic model.
+
+Optimizer states are initialised before the measured step, so the peak is the steady-state one
+(from step 2 on), not the smaller first step. The forward/backward phase and the optimizer-step
+phase are measured separately. A deep model is simulated with 1 and 2 layers and every phase is
+extrapolated linearly to all layers (each layer adds the same bytes; tests check this against a
+full simulation). The CUDA context and allocator fragmentation are invisible here: compare with
+the analytic total minus its "overhead" category.
+
+The CLI's `lmforge plan MODEL --simulate` calls `simulate_training(spec, setup)`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmforge.errors import DependencyError, UserInputError
+from lmforge.plan.setup import CATEGORIES, MemoryBreakdown, TrainingSetup
+from lmforge.plan.spec import ModelSpec
+
+SIMULATED_METHODS = ("full", "lora")
+SIMULATED_OPTIMIZERS = ("adamw", "sgd", "adafactor")
+
+
+@dataclass
+class SimulationResult:
+    """Measured peak bytes of one training step (one GPU, no parallelism), by category."""
+
+    memory: MemoryBreakdown
+    simulated_layers: tuple[int, ...]  # layer counts actually run; (1, 2) means extrapolated
+    num_layers: int  # the model's real layer count the figures are for
+    peak_phase: str  # "forward-backward" or "optimizer-step"
+    wall_seconds: float
+    phases: dict[str, int] = field(default_factory=dict)  # peak total bytes of each phase
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.memory.total_bytes
+
+    @property
+    def extrapolated(self) -> bool:
+        return self.simulated_layers != (self.num_layers,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.memory.to_dict(),
+            "peak_phase": self.peak_phase,
+            "phases": dict(self.phases),
+            "simulated_layers": list(self.simulated_layers),
+            "num_layers": self.num_layers,
+            "extrapolated": self.extrapolated,
+            "wall_seconds": self.wall_seconds,
+        }
+
+
+def simulate_training(
+    spec: ModelSpec, setup: TrainingSetup, *, extrapolate_above_layers: int = 2
+) -> SimulationResult:
+    """Measured peak memory of one training step of `spec` under `setup` (single GPU, fake tensors).
+
+    Models deeper than `extrapolate_above_layers` are simulated at 1 and 2 layers and extrapolated.
+    """
+    _check_supported(spec, setup)
+    started = time.perf_counter()
+    if spec.num_layers <= extrapolate_above_layers:
+        phases = _measure(spec, setup, spec.num_layers)
+        simulated: tuple[int, ...] = (spec.num_layers,)
+    else:
+        one, two = _measure(spec, setup, 1), _measure(spec, setup, 2)
+        extra_layers = spec.num_layers - 1
+        # Each phase's bytes are affine in the layer count: value(L) = value(1) + (L-1) * (value(2) - value(1)).
+        phases = {
+            phase: {c: one[phase][c] + extra_layers * (two[phase][c] - one[phase][c]) for c in CATEGORIES}
+            for phase in one
+        }
+        simulated = (1, 2)
+    totals = {phase: sum(values.values()) for phase, values in phases.items()}
+    peak_phase = max(totals, key=totals.__getitem__)
+    return SimulationResult(
+        memory=MemoryBreakdown(phases[peak_phase], peak_phase=peak_phase),
+        simulated_layers=simulated,
+        num_layers=spec.num_layers,
+        peak_phase=peak_phase,
+        wall_seconds=round(time.perf_counter() - started, 3),
+        phases=totals,
+    )
+
+
+def _check_supported(spec: ModelSpec, setup: TrainingSetup) -> None:
+    if spec.kind != "decoder":
+        raise UserInputError(f"simulation supports decoder (causal LM) models; {spec.name} is {spec.kind}")
+    if setup.method not in SIMULATED_METHODS:
+        raise UserInputError(
+            f"simulation supports methods {', '.join(SIMULATED_METHODS)}; got {setup.method!r} "
+            "(quantized and prompt methods need CUDA kernels fake tensors cannot run)"
+        )
+    if setup.optimizer not in SIMULATED_OPTIMIZERS:
+        raise UserInputError(
+            f"simulation supports optimizers {', '.join(SIMULATED_OPTIMIZERS)}; got {setup.optimizer!r} "
+            "(8-bit optimizers need bitsandbytes on a GPU)"
+        )
+    if setup.recompute == "selective":
+        raise UserInputError("simulation supports recompute 'none' and 'full'; transformers has no selective mode")
+    if not spec.config:
+        raise UserInputError(f"{spec.name} carries no Hugging Face config to build the model from")
+
+
+def _hf_config(spec: ModelSpec, num_layers: int, attention: str):
+    from transformers import AutoConfig
+
+    values = {k: v for k, v in spec.config.items() if k not in ("model_type", "architectures", "auto_map")}
+    values["num_hidden_layers"] = num_layers
+    values["use_cache"] = False
+    for key in ("first_k_dense_replace",):  # DeepSeek: keep the layer count consistent when shrinking
+        if key in values:
+            values[key] = min(values[key], num_layers)
+    values.pop("layer_types", None)  # rebuilt for the new depth by configs that have it
+    config = AutoConfig.for_model(spec.model_type, **values)
+    config._attn_implementation = _unmasked_sdpa() if attention == "sdpa" else attention
+    return config
+
+
+def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str, dict[str, int]]:
+    """Peak bytes by category of the forward-backward phase and of the optimizer-step phase."""
+    try:
+        import torch
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.distributed._tools.mem_tracker import MemTracker
+        from transformers import AutoModelForCausalLM
+    except ImportError as error:  # pragma: no cover - torch and transformers are declared dependencies
+        raise DependencyError(f"simulation needs torch and transformers: {error}") from error
+
+    config = _hf_config(spec, num_layers, setup.attention)
+    autocast_dtype = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(setup.precision)
+    if setup.precision == "bf16":
+        param_dtype = torch.bfloat16
+    elif autocast_dtype is not None and setup.method != "full":
+        param_dtype = autocast_dtype  # a frozen base is loaded in half precision; peft keeps adapters fp32
+    else:
+        param_dtype = torch.float32
+    # Built on the meta device (no memory, no init), then every tensor becomes a CPU fake tensor.
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=param_dtype)
+        if setup.method == "lora":
+            model = _add_lora(model, setup)
+    if setup.recompute == "full":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if setup.method == "lora":
+            model.enable_input_require_grads()  # what peft / Trainer do so checkpointed LoRA layers get grads
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
+    _to_fake(torch, model, fake_mode)
+    with fake_mode:
+        model.train()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = _optimizer(torch, setup, trainable)
+        for param in trainable:  # initialise optimizer states: measure the steady-state step
+            param.grad = torch.zeros_like(param)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ids = torch.randint(0, config.vocab_size, (setup.micro_batch_size, setup.seq_len))
+
+        forward_backward = _tracker(MemTracker, model)
+        forward_backward.track_external(model, optimizer, ids)
+        with forward_backward:
+            with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = model(input_ids=ids, labels=ids).loss  # the output (and its logits) dies here, as in Trainer
+            loss.backward()
+        del loss
+        step = _tracker(MemTracker, model)
+        step.track_external(model, optimizer)
+        with step:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    adapter_bytes = sum(p.numel() * p.element_size() for p in trainable) if setup.method == "lora" else 0
+    return {
+        "forward-backward": _categorise(forward_backward, adapter_bytes, setup),
+        "optimizer-step": _categorise(step, adapter_bytes, setup),
+    }
+
+
+_UNMASKED_SDPA = "lmforge_unmasked_sdpa"
+
+
+def _unmasked_sdpa() -> str:
+    """SDPA as a GPU runs an unpadded batch: no mask, is_causal=True, GQA without repeating k and v.
+
+    transformers cannot prove "unpadded" on fake tensors, so under plain "sdpa" it would build an s x s
+    mask and repeat k/v; an attention implementation it has no mask function for gets no mask at all.
+    """
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    AttentionInterface.register(_UNMASKED_SDPA, sdpa_attention_forward)  # idempotent: same name, same function
+    return _UNMASKED_SDPA
+
+
+class _NoHook:
+    def remove(self) -> None:
+        pass
+
+
+def _tracker(tracker_class, model):
+    """A MemTracker that leaves frozen parameters alone.
+
+    MemTracker (torch 2.13) registers a gradient hook on every parameter, which fails on the frozen
+    base weights of a LoRA model; marking their hooks as already installed skips them.
+    """
+    tracker = tracker_class()
+    for param in model.parameters():
+        if not param.requires_grad:
+            tracker._param_to_grad_hook_handles[param] = (_NoHook(), _NoHook())
+    return tracker
+
+
+def _to_fake(torch, model, fake_mode) -> None:
+    """Swap every meta parameter and buffer for a CPU fake tensor of the same shape (tied weights stay tied)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    swapped: dict[int, Any] = {}
+    for module in model.modules():
+        for table in (module._parameters, module._buffers):
+            for name, tensor in table.items():
+                if tensor is None:
+                    continue
+                if id(tensor) not in swapped:
+                    fake = FakeTensor(fake_mode, tensor.detach(), torch.device("cpu"))
+                    if isinstance(tensor, torch.nn.Parameter):
+                        fake = torch.nn.Parameter(fake, requires_grad=tensor.requires_grad)
+                    swapped[id(tensor)] = fake
+                table[name] = swapped[id(tensor)]
+
+
+def _add_lora(model, setup: TrainingSetup):
+    from peft import LoraConfig, get_peft_model
+
+    targets = list(setup.lora_targets) if setup.lora_targets else "all-linear"
+    config = LoraConfig(r=setup.lora_rank, lora_alpha=setup.lora_alpha, target_modules=targets, lora_dropout=0.0)
+    return get_peft_model(model, config)
+
+
+def _optimizer(torch, setup: TrainingSetup, params: list):
+    # The optimizers a Trainer builds by default: fused AdamW (transformers >= 4.5x on torch >= 2.8).
+    if setup.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=1e-5, fused=True)
+    if setup.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+    return torch.optim.Adafactor(params, lr=1e-3)
+
+
+def _categorise(tracker, adapter_bytes: int, setup: TrainingSetup) -> dict[str, int]:
+    """MemTracker's PARAM/BUFFER/GRAD/ACT/TEMP/OPT at the peak, mapped onto the planner's categories."""
+    snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()), {})
+    by_name = {getattr(key, "name", str(key)): value for key, value in snapshot.items()}
+    params = by_name.get("PARAM", 0)
+    out = dict.fromkeys(CATEGORIES, 0)
+    frozen_or_all = params - adapter_bytes
+    # With "-mixed" the fp32 parameters are the master copy; their half-precision working copies
+    # (autocast's casts, saved for backward) show up under activations.
+    out["master_weights" if setup.precision.endswith("-mixed") and setup.method == "full" else "weights"] = (
+        frozen_or_all
+    )
+    out["adapter"] = adapter_bytes
+    out["gradients"] = by_name.get("GRAD", 0)
+    out["optimizer_states"] = by_name.get("OPT", 0)
+    out["activations"] = by_name.get("ACT", 0)
+    out["buffers"] = by_name.get("TEMP", 0) + by_name.get("BUFFER", 0) + by_name.get("OTH", 0)
+    return out
