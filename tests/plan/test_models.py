@@ -15,6 +15,8 @@ from lmforge.plan import models
 from lmforge.plan.models import list_catalog, resolve_model, spec_from_config
 from lmforge.plan.params import count_params
 
+pytestmark = pytest.mark.usefixtures("empty_hf_cache")
+
 REQUIRED = [
     "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b",
     "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b",
