@@ -86,3 +86,11 @@ def test_missing_path_and_plain_folder(tmp_path: Path):
         detect_format(tmp_path / "missing")
     with pytest.raises(FormatError, match="config.json"):
         detect_format(tmp_path)
+
+
+def test_torchscript_archive(tmp_path: Path):
+    import torch
+
+    traced = torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2))
+    traced.save(str(tmp_path / "scripted.pt"))
+    assert detect_format(tmp_path / "scripted.pt") == "torchscript"

@@ -227,3 +227,24 @@ def test_split_gguf_is_read_as_one_model(tmp_path: Path):
     second.unlink()
     with pytest.raises(NotFoundError, match="model-00002-of-00003.gguf is missing"):
         inspect_path(tmp_path / "model-00001-of-00003.gguf")
+
+
+def test_gguf_moe_active_params_from_expert_metadata(tmp_path: Path):
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "moe.gguf"
+    writer = gguf.GGUFWriter(str(path), "qwen3moe")
+    writer.add_expert_count(4)
+    writer.add_expert_used_count(1)
+    writer.add_tensor("blk.0.attn_q.weight", np.ones((8, 8), np.float32))
+    writer.add_tensor("blk.0.ffn_gate_inp.weight", np.ones((4, 8), np.float32))
+    writer.add_tensor("blk.0.ffn_up_exps.weight", np.ones((4, 16, 8), np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    report = inspect_path(path)
+    assert (report.num_experts, report.experts_per_token) == (4, 1)
+    assert report.params_by_component == {"attention": 64, "mlp": 32, "experts": 512}
+    assert report.active_params == 64 + 32 + 512 // 4
