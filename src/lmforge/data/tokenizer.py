@@ -22,11 +22,18 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512, chat_templa
 
     eos is <|im_end|> so generation stops at the end of an assistant turn, as in Qwen's ChatML.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # One token per digit (with its leading space, as " 4"), as Qwen's tokenizer splits digits: numbers
+    # then share a small set of tokens, which is what lets a tiny model learn builtin:arith-sft's arithmetic.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
