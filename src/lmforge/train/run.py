@@ -20,14 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import LmforgeError, UserInputError
+from lmforge.errors import UserInputError
 from lmforge.fileio import atomic_directory, atomic_write_json, atomic_write_text
 from lmforge.train import checkpoints
 from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, RichProgressCallback, read_metrics
 from lmforge.train.callbacks import truncate_metrics
 from lmforge.train.config import TrainConfig, config_to_yaml
 from lmforge.train.context import StageContext, load_stage_data, training_arguments
-from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params, lora_targets
+from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params
+from lmforge.train.planning import auto_fit, hf_config, plan_run
 from lmforge.train.plots import FitDiagnosis, curves, diagnose, plot_losses
 
 
@@ -68,32 +69,6 @@ def stage_module(stage: str) -> Any:
     return importlib.import_module(f"lmforge.train.{stage}")
 
 
-def planned_params(config: TrainConfig, model: Any, task: str) -> dict[str, Any]:
-    """The planner's trainable/total parameter prediction for this model and method.
-
-    The planner models each architecture with its own head (LM head, BERT's MLM head); a stage that
-    swaps in a classification or reward head is reported without a prediction rather than a wrong one.
-    """
-    if task != "causal":
-        return {"note": f"stage {config.stage} replaces the model's head; the planner predicts causal-LM heads"}
-    from lmforge.plan.models import spec_from_config
-    from lmforge.plan.params import count_params as plan_count
-    from lmforge.plan.params import count_trainable_params
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        spec = spec_from_config(base.config.to_dict(), name=config.model.path or config.init_from or "scratch")
-        method = config.method
-        targets = lora_targets(base.config.model_type, method)
-        trainable = count_trainable_params(
-            spec, method.name, lora_rank=method.lora_r, lora_targets=targets if isinstance(targets, list) else None,
-            freeze_last_n=method.trainable_layers, num_virtual_tokens=method.num_virtual_tokens,
-        )
-        return {"trainable_params": trainable, "total_params": plan_count(spec).total_params}
-    except LmforgeError as error:
-        return {"error": str(error)}
-
-
 def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
     run_dir = Path(config.out)
     checkpoint_root = run_dir / "checkpoints"
@@ -113,14 +88,15 @@ def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | No
     return run_dir, None
 
 
-def _model_card(config: TrainConfig, result: RunResult) -> str:
+def _model_card(config: TrainConfig, result: RunResult, task: str) -> str:
     metrics = "\n".join(f"| {k} | {v:.6g} |" for k, v in result.final_metrics.items()) or "| - | - |"
     base = config.init_from or config.model.path or f"from scratch ({config.model.config.get('model_type')})"
-    adapter = config.method.name in ("lora", "qlora", "prompt", "prefix")
+    adapter = config.method.name in ("lora", "qlora", "prompt", "prefix") and not _merges_adapter(config, task)
+    head = {"causal": "ModelForCausalLM", "classify": "ModelForSequenceClassification", "mlm": "ModelForMaskedLM"}[task]
     load = (
-        f"from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained('{result.final_dir}')"
+        f"from peft import AutoPeft{head}\nmodel = AutoPeft{head}.from_pretrained('{result.final_dir}')"
         if adapter
-        else f"from transformers import AutoModel\nmodel = AutoModel.from_pretrained('{result.final_dir}')"
+        else f"from transformers import Auto{head}\nmodel = Auto{head}.from_pretrained('{result.final_dir}')"
     )
     diagnosis = f"{result.diagnosis.verdict}: {result.diagnosis.reason}" if result.diagnosis else "-"
     return f"""---
@@ -152,10 +128,19 @@ learning rate {config.train.learning_rate}, {config.train.lr_scheduler} schedule
 """
 
 
-def _save_final(trainer: Any, tokenizer: Any, final_dir: Path, model_card: str) -> None:
+def _merges_adapter(config: TrainConfig, task: str) -> bool:
+    """A LoRA classifier/reward head is merged: its num_labels and label names live in the model config,
+    which an adapter folder does not carry, so loaders would silently get a 2-label LABEL_0/1 head."""
+    return task == "classify" and config.method.name == "lora"
+
+
+def _save_final(trainer: Any, tokenizer: Any, final_dir: Path, model_card: str, merge: bool) -> None:
     """Weights (safetensors), tokenizer and model card appear together or not at all."""
     with atomic_directory(final_dir) as temporary:
-        trainer.save_model(str(temporary))
+        if merge:
+            trainer.model.merge_and_unload().save_pretrained(str(temporary))
+        else:
+            trainer.save_model(str(temporary))
         tokenizer.save_pretrained(str(temporary))
         atomic_write_text(temporary / "README.md", model_card)
 
@@ -190,15 +175,30 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     stage = stage_module(config.stage)
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(config)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    model_config = hf_config(config, tokenizer)
+    if config.train.auto_fit:
+        fit = auto_fit(config, model_config, world_size)
+        config = config.model_copy(update={"train": config.train.model_copy(update={
+            "micro_batch_size": fit.micro_batch_size, "grad_accum": fit.grad_accum,
+            "gradient_checkpointing": fit.gradient_checkpointing})})
+        console.print(f"auto_fit for {config.train.target_gpu}: micro-batch {fit.micro_batch_size} x "
+                      f"accumulation {fit.grad_accum}, recompute {'full' if fit.gradient_checkpointing else 'none'}")
+        if main:
+            atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    planned = plan_run(config, model_config, world_size)
     data = load_stage_data(config, stage.DATA_KIND)
     num_labels = getattr(stage, "NUM_LABELS", len(data.label_names) if data.label_names else None)
     model = load_model(config, stage.TASK, tokenizer, num_labels=num_labels, label_names=data.label_names)
     model = apply_method(model, config.method, stage.TASK, gradient_checkpointing=config.train.gradient_checkpointing)
 
     counted: ParamCount = count_params(model)
-    plan = {"stage": config.stage, "method": config.method.name, "predicted": planned_params(config, model, stage.TASK),
+    # The planner models each architecture with its own head; a classification/reward head is not predicted.
+    predicted_trainable = planned.get("model", {}).get("params_trainable") if stage.TASK == "causal" else None
+    plan = {"stage": config.stage, "method": config.method.name, "planner": planned,
             "actual": {"trainable_params": counted.trainable_params, "total_params": counted.total_params}}
-    console.print(f"[bold]{config.stage}[/] / {config.method.name}: {counted}")
+    planned_text = f" (planner: {predicted_trainable:,} trainable)" if predicted_trainable is not None else ""
+    console.print(f"[bold]{config.stage}[/] / {config.method.name}: {counted}{planned_text}")
     if main:
         atomic_write_json(run_dir / "plan.json", plan)
 
@@ -232,13 +232,16 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     if torch.cuda.is_available():
         final_metrics["peak_memory_bytes"] = float(torch.cuda.max_memory_allocated())
         plan["actual"]["peak_memory_bytes"] = final_metrics["peak_memory_bytes"]
+        planned_peak = planned.get("memory", {}).get("per_gpu_bytes")
+        console.print(f"GPU memory: planned {planned_peak or 0:,} bytes, measured peak "
+                      f"{int(final_metrics['peak_memory_bytes']):,} bytes (torch.cuda.max_memory_allocated)")
 
     final_dir = run_dir / "final"
     result = RunResult(
         run_dir=run_dir, final_dir=final_dir, stage=config.stage, method=config.method.name,
         steps=trainer.state.global_step, final_metrics=final_metrics,
         trainable_params=counted.trainable_params, total_params=counted.total_params,
-        planned_trainable_params=plan["predicted"].get("trainable_params"),
+        planned_trainable_params=predicted_trainable,
         checkpoints=checkpoints.list_checkpoints(checkpoint_root),
         best_checkpoint=Path(trainer.state.best_model_checkpoint) if trainer.state.best_model_checkpoint else None,
     )
@@ -246,7 +249,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
         records = read_metrics(run_dir / "metrics.jsonl")
         result.diagnosis = diagnose(*curves(records))
         plot_losses(records, run_dir / "plots" / "loss.png", f"{config.stage} / {config.method.name}")
-        _save_final(trainer, tokenizer, final_dir, _model_card(config, result))
+        _save_final(trainer, tokenizer, final_dir, _model_card(config, result, stage.TASK),
+                    merge=_merges_adapter(config, stage.TASK))
         atomic_write_json(run_dir / "plan.json", plan)
         atomic_write_json(run_dir / "result.json", result.to_json())
         console.print(f"fit: {result.diagnosis.verdict} ({result.diagnosis.reason})")

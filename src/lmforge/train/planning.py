@@ -1,0 +1,108 @@
+"""The planner's view of a run, asked before the model loads: plan.json and auto_fit.
+
+plan.json keeps the planner's prediction (trainable/total params, per-GPU memory) next to what the
+run measured, so every real run checks the planner (USERS.md training #1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import LmforgeError, UserInputError
+from lmforge.train.config import TrainConfig
+from lmforge.train.loading import resolve_model_folder
+from lmforge.train.methods import lora_targets
+
+_PRECISION = {"fp32": "fp32", "bf16": "bf16-mixed", "fp16": "fp16-mixed"}
+
+
+@dataclass(frozen=True)
+class FitChoice:
+    micro_batch_size: int
+    grad_accum: int
+    gradient_checkpointing: bool
+    planned_peak_bytes: int
+
+
+def hf_config(config: TrainConfig, tokenizer: Any) -> Any:
+    """The transformers config of the starting model, read without loading any weights."""
+    import json
+
+    from transformers import AutoConfig
+
+    source = config.init_from or config.model.path
+    if source is None:
+        raw = dict(config.model.config or {})
+        result = AutoConfig.for_model(raw.pop("model_type"), **raw)
+        result.vocab_size = len(tokenizer)
+        return result
+    folder = resolve_model_folder(source)
+    if not (folder / "config.json").is_file():  # an adapter: the architecture is its base model's
+        folder = Path(json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"])
+    return AutoConfig.from_pretrained(folder)
+
+
+def _planner_kwargs(config: TrainConfig, model_type: str) -> dict[str, Any]:
+    method = config.method
+    targets = lora_targets(model_type, method)
+    precision = config.train.precision
+    if precision == "auto":
+        precision = "bf16" if config.train.target_gpu else "fp32"
+    return {
+        "method": method.name,
+        "precision": _PRECISION[precision],
+        "seq_len": config.data.max_len,
+        "lora_rank": method.lora_r,
+        "lora_alpha": method.lora_alpha,
+        "lora_targets": targets if isinstance(targets, list) else None,
+        "freeze_last_n": method.trainable_layers,
+        "qlora_bits": method.quant_bits,
+        "num_virtual_tokens": method.num_virtual_tokens,
+        "gpu": config.train.target_gpu,
+        "verdicts": False,
+    }
+
+
+def plan_run(config: TrainConfig, model_config: Any, world_size: int = 1) -> dict[str, Any]:
+    """plan_training for exactly this run (micro-batch, accumulation, recompute, data-parallel size)."""
+    from lmforge.plan.models import spec_from_config
+    from lmforge.plan.planner import plan_training
+
+    try:
+        spec = spec_from_config(model_config.to_dict(), name=config.model.path or config.init_from or "scratch")
+        plan = plan_training(
+            spec, micro_batch_size=config.train.micro_batch_size, grad_accum=config.train.grad_accum,
+            recompute="full" if config.train.gradient_checkpointing else "none", gpus=world_size, tp=1, pp=1,
+            **_planner_kwargs(config, model_config.model_type),
+        )
+    except LmforgeError as error:
+        return {"error": str(error)}
+    return plan.to_dict()
+
+
+def auto_fit(config: TrainConfig, model_config: Any, world_size: int = 1) -> FitChoice:
+    """The largest micro-batch (power of two dividing the per-process batch) that fits train.target_gpu,
+    without recomputation if any fits, else with full recomputation; accumulation makes up the rest."""
+    from lmforge.plan.models import spec_from_config
+    from lmforge.plan.planner import plan_training
+
+    train = config.train
+    wanted = train.global_batch_size or train.micro_batch_size * train.grad_accum * world_size
+    if wanted % world_size:
+        raise UserInputError(f"train.global_batch_size {wanted} is not divisible by {world_size} processes")
+    per_process = wanted // world_size
+    sizes = [2**i for i in range(per_process.bit_length(), -1, -1) if per_process % 2**i == 0]
+    spec = spec_from_config(model_config.to_dict(), name=config.model.path or config.init_from or "scratch")
+    kwargs = _planner_kwargs(config, model_config.model_type)
+    for recompute in ("none", "full"):
+        for size in sizes:
+            plan = plan_training(spec, micro_batch_size=size, grad_accum=per_process // size, recompute=recompute,
+                                 gpus=world_size, tp=1, pp=1, **kwargs)
+            if plan.fits:
+                return FitChoice(size, per_process // size, recompute == "full", plan.memory.total_bytes)
+    raise UserInputError(
+        f"auto_fit: even micro-batch 1 with recomputation does not fit {train.target_gpu}; "
+        "use lora/qlora, a shorter data.max_len, or more GPUs (lmforge plan shows the options)"
+    )
