@@ -152,3 +152,14 @@ def test_mutated_real_pickles_never_crash_and_broken_ones_are_never_safe(base, e
 )
 def test_sniff_mode_keeps_walking_wherever_cpython_keeps_unpickling(data):
     assert "os.system" in _names(scan_pickle_stream(data, strict=False))
+
+
+def test_sniffing_tensor_bytes_raises_no_false_alarm():
+    import torch
+
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float16, torch.int64, torch.uint8):
+        for _ in range(200):
+            values = torch.randn(256) * 50
+            data = values.to(dtype).numpy().tobytes()
+            assert scan_pickle_stream(data, strict=False).findings == []

@@ -353,6 +353,9 @@ class _Walker:
 
     def _call(self, callable_value: _Value) -> _Value:
         if not isinstance(callable_value, _Global):
+            if not self.strict and not isinstance(callable_value, _Made):
+                # A constant, container or persistent id is not callable: the unpickler raises here.
+                raise _StreamError(f"{self.op_name} on a value that cannot be called (byte {self.op_offset})")
             self._finding("unresolved-call", f"{self.op_name} calls a value that is not an allowlisted global")
         return _MADE
 
