@@ -1,0 +1,257 @@
+"""Load a model to talk to: a local HF folder, an lmforge training run, or a base model plus a LoRA adapter.
+
+One entry point (`load_model`) is shared by generate, chat, eval and serve, so every command resolves
+a model the same way:
+
+- a model folder (config.json + weights);
+- a run folder RUN/ (its RUN/final/, else its newest complete RUN/checkpoints/checkpoint-N);
+- an adapter folder (adapter_config.json) alone: its base is read from base_model_name_or_path;
+- a base plus `adapter=DIR` (DIR may itself be a run folder holding an adapter).
+
+Pickle weights (.bin/.pt/.pth) are scanned by lmforge.files.scan before anything unpickles them;
+safetensors are preferred whenever they exist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import ConfigError, NotFoundError, UnsafeFileError, UserInputError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# Config attributes that hold a model's context length, in the order transformers' families use them.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+_FALLBACK_CONTEXT_TOKENS = 2048
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for generation (eval mode, on its device) with its tokenizer."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    context_length: int  # tokens the model accepts (prompt + generated)
+    chat_template_source: str  # "tokenizer" (its own template) or "default" (lmforge's chatml fallback)
+    chat_template: str  # the Jinja template used to render chats
+    device: str
+    adapter: str | None = None
+
+    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+        """The exact prompt text the model sees for `messages` (same registry as training)."""
+        from lmforge.data.templates import ChatTemplate
+
+        template = ChatTemplate(self.chat_template_source, self.chat_template, self.chat_template_source)
+        return template.render(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """eos plus the chat template's end-of-turn marker when it is a different single token
+        (llama-3's <|eot_id|>): a model that ends its turn must stop, not ramble on (USERS.md training 4)."""
+        from lmforge.data.templates import END_OF_TURN
+
+        ids = {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
+        for marker in set(END_OF_TURN.values()):
+            if marker in self.chat_template:
+                encoded = self.tokenizer.encode(marker, add_special_tokens=False)
+                if len(encoded) == 1:
+                    ids.add(encoded[0])
+        generation_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if isinstance(generation_eos, int):
+            ids.add(generation_eos)
+        elif isinstance(generation_eos, list):
+            ids.update(generation_eos)
+        return sorted(ids)
+
+
+def resolve_model_path(source: str | Path) -> Path:
+    """The folder holding a model or adapter for `source`: itself, RUN/final, or RUN's newest checkpoint."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise NotFoundError(f"model {source} does not exist (give a model folder, a training run folder or an adapter)")
+    if not path.is_dir():
+        raise UserInputError(f"model {source} is a file; give the folder that holds config.json and the weights")
+    if _is_model_folder(path):
+        return path
+    if _is_model_folder(path / "final"):
+        return path / "final"
+    checkpoints = _checkpoints(path / "checkpoints")
+    if checkpoints:
+        return checkpoints[-1]
+    raise NotFoundError(
+        f"{path} holds no config.json or adapter_config.json, no final/ and no checkpoints/checkpoint-N: not a model"
+    )
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints (lmforge renames them into place only once written), oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT.match(p.name)) and _is_model_folder(p)]
+    return [path for _, path in sorted(found)]
+
+
+def _is_adapter(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def adapter_base(adapter_dir: Path) -> str:
+    """The base model an adapter was trained on, from its adapter_config.json."""
+    try:
+        config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{adapter_dir}/adapter_config.json is unreadable: {error}") from None
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"{adapter_dir}/adapter_config.json names no base_model_name_or_path; pass the base as MODEL")
+    return str(base)
+
+
+def check_pickles(folder: Path) -> bool:
+    """Scan the pickle weight files in `folder` (never unpickled before this); True if it has safetensors.
+
+    Raises UnsafeFileError naming the file when any pickle is not proven safe.
+    """
+    from lmforge.files.scan import scan_file
+
+    has_safetensors = any(folder.glob("*.safetensors"))
+    if has_safetensors:
+        return True
+    for file in sorted(folder.iterdir()):
+        if file.suffix in PICKLE_SUFFIXES and file.is_file():
+            report = scan_file(file)
+            if report.verdict != "safe":
+                reasons = "; ".join(finding.message for finding in report.findings[:3]) or report.error or ""
+                raise UnsafeFileError(
+                    f"{file} is not proven safe to unpickle ({report.verdict}: {reasons}); "
+                    f"run `lmforge scan {file}` for details, or convert it to safetensors"
+                )
+    return False
+
+
+def _device_and_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype is None:
+        # CPU matmuls are fastest and exact in float32; on GPUs bf16 where the card has it (Ampere+).
+        if device.startswith("cuda"):
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        else:
+            dtype = "float32"
+    if dtype not in _DTYPES:
+        raise UserInputError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+    return device, getattr(torch, dtype)
+
+
+def context_length_of(config: Any, tokenizer: Any) -> int:
+    """The model's context window in tokens: its config, else the tokenizer's, else 2048."""
+    for key in _CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    # transformers uses a huge sentinel (1e30) for "no limit recorded".
+    if isinstance(limit, int) and 0 < limit < 10**7:
+        return limit
+    return _FALLBACK_CONTEXT_TOKENS
+
+
+def _load_causal_lm(folder: Path | str, dtype: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if isinstance(folder, Path):
+        kwargs["use_safetensors"] = check_pickles(folder)
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except ValueError as error:  # a config whose architecture has no causal-LM head
+        raise UserInputError(f"{folder} is not a causal language model: {str(error).splitlines()[0]}") from None
+    except OSError as error:
+        raise NotFoundError(f"cannot load model {folder}: {str(error).splitlines()[0]}") from None
+
+
+def _resolve_base(base: str) -> Path | str:
+    """A base named by an adapter: a local folder if one exists there, otherwise a hub id for the local cache."""
+    path = Path(base).expanduser()
+    if path.exists():
+        return resolve_model_path(path)
+    return base
+
+
+def load_model(model: str, *, adapter: str | None = None, device: str | None = None,
+               dtype: str | None = None) -> LoadedModel:
+    """Load `model` (folder, run folder, or adapter folder) and optionally a LoRA `adapter` on top.
+
+    The tokenizer comes from the adapter folder when it ships one (a fine-tune may add tokens or a
+    chat template), else from the base. Raises NotFoundError / UnsafeFileError / UserInputError.
+    """
+    from lmforge.data.templates import resolve_template
+
+    target, dtype_value = _device_and_dtype(device, dtype)
+    path = Path(model).expanduser()
+    model_ref: Path | str = resolve_model_path(path) if path.exists() or not _looks_like_hub_id(model) else model
+    adapter_dir: Path | None = resolve_model_path(adapter) if adapter else None
+    if adapter_dir is not None and not _is_adapter(adapter_dir):
+        raise UserInputError(f"--adapter {adapter}: {adapter_dir} holds no adapter_config.json (not a LoRA adapter)")
+    if isinstance(model_ref, Path) and _is_adapter(model_ref):
+        if adapter_dir is not None:
+            raise UserInputError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
+        adapter_dir, model_ref = model_ref, _resolve_base(adapter_base(model_ref))
+
+    base = _load_causal_lm(model_ref, dtype_value)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        check_pickles(adapter_dir)
+        base = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    base.to(target).eval()
+
+    tokenizer = _load_tokenizer(adapter_dir, model_ref)
+    template = resolve_template(tokenizer)
+    name = _display_name(model, model_ref, adapter_dir)
+    return LoadedModel(
+        model=base, tokenizer=tokenizer, name=name, context_length=context_length_of(base.config, tokenizer),
+        chat_template_source=template.source, chat_template=template.jinja, device=target,
+        adapter=str(adapter_dir) if adapter_dir else None,
+    )
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", text))
+
+
+def _load_tokenizer(adapter_dir: Path | None, model_ref: Path | str) -> Any:
+    from transformers import AutoTokenizer
+
+    source: Path | str = model_ref
+    if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
+        source = adapter_dir
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise NotFoundError(f"no tokenizer in {source}: {str(error).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # batches need padding; eos is the usual stand-in
+    tokenizer.padding_side = "left"  # decoder-only batches are left-padded so every row ends at its prompt
+    return tokenizer
+
+
+def _display_name(given: str, model_ref: Path | str, adapter_dir: Path | None) -> str:
+    base = Path(given).name if Path(given).exists() else given
+    if adapter_dir is None:
+        return base
+    base_name = model_ref.name if isinstance(model_ref, Path) else model_ref
+    adapter_name = adapter_dir.parent.name if adapter_dir.name == "final" else adapter_dir.name
+    return f"{base_name}+{adapter_name}" if Path(given).resolve() != adapter_dir.resolve() else f"{base_name}+{base}"
