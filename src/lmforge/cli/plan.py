@@ -146,10 +146,21 @@ def plan_command(
             simulate=simulate,
         )
     else:
-        if simulate:
-            raise UserInputError("--simulate measures a training step; use it with --task train")
-        if zero is not None or offload != "none":
-            raise UserInputError("--zero and --offload apply to --task train only")
+        training_only = {
+            "--method": method != "full",
+            "--optimizer": optimizer != "adamw",
+            "--grad-accum": grad_accum != 1,
+            "--grad-ckpt": grad_ckpt != "none",
+            "--lora-rank": lora_rank != 16,
+            "--zero": zero is not None,
+            "--offload": offload != "none",
+            "--tokens": tokens is not None,
+            "--price": price is not None,
+            "--simulate": simulate,
+        }
+        given = [name for name, used in training_only.items() if used]
+        if given:
+            raise UserInputError(f"training-only options given with --task infer: {', '.join(given)}")
         weight_format = quant or _INFERENCE_FORMAT[precision]
         plan = plan_inference(
             model,
