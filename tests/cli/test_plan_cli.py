@@ -36,6 +36,17 @@ def test_plan_human_output_shows_breakdown_rules_and_verdicts():
         assert text in result.stdout, text
 
 
+def test_plan_inference_human_output_and_headroom():
+    result = _run("plan", "llama-3.1-70b", "--task", "infer", "--gpu", "a100-80g")
+    assert result.exit_code == 0, result.output
+    for text in ("fits", "TP 2", "kv_cache", "decode tokens/s", "time to first token", "Inference weights", "decode tok/s"):
+        assert text in result.stdout, text
+    roomy = json.loads(_run("plan", "llama-2-7b", "--gpu", "rtx-4090", "--headroom", "0", "--json").stdout)
+    tight = json.loads(_run("plan", "llama-2-7b", "--gpu", "rtx-4090", "--headroom", "0.5", "--json").stdout)
+    assert roomy["memory"]["usable_bytes"] == 24 * 1024**3
+    assert tight["layout"]["gpus"] > roomy["layout"]["gpus"]
+
+
 def test_plan_inference_reports_decode_speed():
     result = _run("plan", "llama-2-7b", "--task", "infer", "--quant", "q4_k_m", "--seq-len", "1024", "--json")
     assert result.exit_code == 0, result.output
@@ -56,6 +67,7 @@ def test_plan_inference_reports_decode_speed():
         (["plan", "llama-3.1-8b", "--tokens", "0"], "tokens"),
         (["plan", "llama-3.1-8b", "--mfu", "2"], "mfu"),
         (["plan", "llama-3.1-8b", "--price", "-1"], "price"),
+        (["plan", "llama-3.1-8b", "--headroom", "1"], "headroom"),
         (["plan", "llama-3.1-8b", "--lora-rank", "0", "--method", "lora"], "lora_rank"),
         (["plan", "llama-3.1-8b", "--tp", "0"], "--tp must be a positive integer"),
         (["plan", "llama-3.1-8b", "--pp", "2", "--zero", "3"], "pipeline"),

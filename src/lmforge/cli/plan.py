@@ -99,6 +99,7 @@ def plan_command(
     kv_dtype: KvDtype | None = typer.Option(None, "--kv-dtype", case_sensitive=False),
     tokens: float | None = typer.Option(None, "--tokens", help="Training tokens for time and cost (default 1e9)."),
     mfu: float = typer.Option(0.40, "--mfu", help="Model FLOPs utilisation assumed for time estimates."),
+    headroom: float = typer.Option(0.10, "--headroom", help="Share of each GPU's memory kept free."),
     price: float | None = typer.Option(None, "--price", help="$ per GPU-hour (default: the catalog's typical price)."),
     simulate: bool = typer.Option(False, "--simulate", help="Also measure one real step on fake tensors (training)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -143,6 +144,7 @@ def plan_command(
             tokens=None if tokens is None else int(tokens),
             mfu=mfu,
             price_per_gpu_hour=price,
+            headroom=headroom,
             simulate=simulate,
         )
     else:
@@ -174,6 +176,7 @@ def plan_command(
             gpus=gpus,
             gpu_mem_gib=gpu_mem,
             mfu=mfu,
+            headroom=headroom,
         )
     if plot:
         from lmforge.plan.plot import plot_breakdown
