@@ -60,11 +60,10 @@ def shrink(config: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 
 def hf_config(spec_or_config: ModelSpec | dict[str, Any]):
     """The transformers config object for a spec's raw config.json dict."""
-    from transformers import AutoConfig
+    from transformers import CONFIG_MAPPING
 
     config = spec_or_config.config if isinstance(spec_or_config, ModelSpec) else spec_or_config
-    fields = {key: value for key, value in config.items() if key != "model_type"}
-    return AutoConfig.for_model(config["model_type"], **fields)
+    return CONFIG_MAPPING[config["model_type"]].from_dict(config)
 
 
 def build_model(config: dict[str, Any], device: str = "meta"):

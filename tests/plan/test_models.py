@@ -194,9 +194,12 @@ def test_defaults_follow_transformers_config_classes() -> None:
 
 def test_multimodal_wrapper_reads_its_text_config() -> None:
     text = resolve_model("gemma-3-1b").config
-    wrapper = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "text_config": text}
-    spec = spec_from_config(wrapper, name="gemma-3-vlm")
+    vision = {"model_type": "some_vision_model", "hidden_size": 64}
+    wrapper = {"architectures": ["SomeForConditionalGeneration"], "model_type": "some_vlm", "text_config": text, "vision_config": vision}
+    spec = spec_from_config(wrapper, name="vlm")
     assert (spec.model_type, spec.num_layers, spec.hidden_size) == ("gemma3_text", 26, 1152)
+    assert spec.vision_config == vision and spec.text_config == text and spec.config == wrapper
+    assert not count_params(spec).exact  # an unknown vision tower is not counted
 
 
 def test_planner_modules_import_neither_torch_nor_transformers() -> None:
@@ -210,3 +213,21 @@ def test_planner_modules_import_neither_torch_nor_transformers() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[1] == "[]"
     assert float(out[0]) < 0.5
+
+
+@pytest.mark.parametrize("spec", [s for s in list_catalog() if s.sliding_window], ids=lambda s: s.name)
+def test_sliding_layers_match_transformers_layer_types(spec) -> None:
+    from .conftest import hf_config
+
+    config = hf_config(spec)
+    text = config.get_text_config()
+    types = getattr(text, "layer_types", None) or ["sliding_attention"] * text.num_hidden_layers
+    assert spec.num_sliding_layers == types.count("sliding_attention")
+    assert 0 < spec.num_sliding_layers <= spec.num_layers
+
+
+def test_qwen_sliding_window_applies_from_max_window_layers() -> None:
+    config = {**resolve_model("qwen2.5-7b").config, "use_sliding_window": True, "max_window_layers": 20}
+    spec = spec_from_config(config, name="x")
+    assert (spec.sliding_window, spec.num_sliding_layers) == (131072, 8)
+    assert resolve_model("qwen2.5-7b").num_sliding_layers == 0  # use_sliding_window: false

@@ -22,6 +22,8 @@ def _blocks(model, spec: ModelSpec) -> list:
         return list(model.base_model.encoder.layer)
     if spec.model_type == "t5":
         return [*model.encoder.block, *model.decoder.block]
+    if spec.vision_config is not None:
+        return list(model.model.language_model.layers)
     return list(model.base_model.layers)
 
 
@@ -62,6 +64,8 @@ PUBLISHED_TOTALS = {
     "llama-3.2-1b": 1_235_814_400,
     "smollm2-135m": 134_515_008,
     "qwen1.5-moe-a2.7b": 14_315_784_192,
+    "gemma-3-270m": 268_098_176,
+    "gemma-3-27b": 27_432_406_640,  # with its SigLIP vision tower (27,009,002,240 text-only at vocab 262,144)
 }
 
 
@@ -226,6 +230,15 @@ def test_other_known_families_count_exactly(family: str) -> None:
     spec = spec_from_config(config, name=family)
     counts = count_params(spec)
     assert counts.exact and counts.total_params == numel(build_model(config))
+
+
+def test_vision_language_models_count_the_vision_tower() -> None:
+    """Gemma 3 4B+: SigLIP (27 layers, 896 px, patch 14) + projector = 419,980,144 on top of the language model."""
+    spec = resolve_model("gemma-3-4b")
+    counts = count_params(spec)
+    text_only = spec_from_config({**spec.text_config, "architectures": ["Gemma3ForCausalLM"]}, name="text")
+    assert counts.total_params - count_params(text_only).total_params == 416_866_032 + 1152 * 2560 + 1152
+    assert counts.exact and spec.model_type == "gemma3_text" and spec.num_layers == 34
 
 
 def test_unknown_architectures_are_flagged_as_estimates() -> None:

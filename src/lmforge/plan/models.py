@@ -72,9 +72,13 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
     where = source or name
     if not isinstance(config, dict):
         raise ConfigError(f"config.json at {where} is not a JSON object")
-    if "text_config" in config and "num_hidden_layers" not in config and isinstance(config["text_config"], dict):
-        # Multimodal wrappers (Gemma 3 4B+, Llama 4): the planner models the language model.
+    raw = config
+    if isinstance(config.get("text_config"), dict) and isinstance(config.get("vision_config"), dict):
+        # A vision-language wrapper (Gemma 3 4B+): the layer facts live in text_config; the raw config,
+        # vision tower included, stays on the spec (params counts the tower too).
         config = {**config["text_config"], "architectures": config.get("architectures", [])}
+        if "tie_word_embeddings" in raw:
+            config["tie_word_embeddings"] = raw["tie_word_embeddings"]
     model_type = str(config.get("model_type") or "")
     if not model_type:
         raise ConfigError(f"config.json at {where} is missing 'model_type'")
@@ -137,6 +141,7 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
     window = config.get("sliding_window")
     if config.get("use_sliding_window") is False or not isinstance(window, int) or window <= 0:
         window = None
+    sliding_layers = sliding_layer_count(model_type, config, num_layers) if window else 0
     architectures = config.get("architectures") or []
     return ModelSpec(
         name=name,
@@ -154,8 +159,9 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
         max_position_embeddings=max_positions,
         num_encoder_layers=encoder_layers,
         sliding_window=window,
+        num_sliding_layers=sliding_layers,
         hf_id=hf_id,
-        config=dict(config),
+        config=dict(raw),
         **moe,
         **mla,
     )
@@ -173,6 +179,21 @@ def moe_layer_indices(model_type: str, config: dict[str, Any], num_layers: int) 
         step = int(config.get("decoder_sparse_step") or 1)
         return [i for i in range(num_layers) if i not in dense_only and (i + 1) % step == 0]
     return list(range(num_layers))
+
+
+def sliding_layer_count(model_type: str, config: dict[str, Any], num_layers: int) -> int:
+    """How many layers use sliding-window attention, by the config's layer_types or transformers' default for it."""
+    types = config.get("layer_types")
+    if isinstance(types, list) and types:
+        return sum(1 for kind in types if kind == "sliding_attention")
+    if model_type == "gemma2":  # Gemma2Config: layers 0, 2, 4, ... slide, the others attend globally
+        return (num_layers + 1) // 2
+    if model_type == "gemma3_text":  # Gemma3TextConfig: every sliding_window_pattern-th layer is global
+        pattern = int(config.get("sliding_window_pattern") or 6)
+        return sum(1 for i in range(num_layers) if (i + 1) % pattern)
+    if model_type in {"qwen2", "qwen3", "qwen2_moe"}:  # Qwen2Config: layers from max_window_layers on slide
+        return max(num_layers - int(config.get("max_window_layers", num_layers)), 0)
+    return num_layers  # Mistral, Mixtral, Phi-3, Starcoder2: one window for every layer
 
 
 class _Fields:

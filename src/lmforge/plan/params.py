@@ -119,7 +119,7 @@ def _count_params_cached(spec: ModelSpec, config_key: str) -> ParamCount:
         embedding_params=embedding_params,
         output_params=output_params,
         expert_params=sum(w.params for w in every if w.routed),
-        exact=spec.model_type in EXACT_MODEL_TYPES and not _is_multimodal_wrapper(spec),
+        exact=spec.model_type in EXACT_MODEL_TYPES and (spec.vision_config is None or _vision_known(spec)),
         weights=tuple(every),
     )
 
@@ -278,11 +278,6 @@ def _lora_trainable(
     return total
 
 
-def _is_multimodal_wrapper(spec: ModelSpec) -> bool:
-    """A vision-language model read through its text_config: the vision tower is not counted."""
-    return spec.kind == "decoder" and spec.architecture.endswith("ForConditionalGeneration")
-
-
 def _has_kv_heads_field(spec: ModelSpec) -> bool:
     """Whether the transformers config of this architecture has num_key_value_heads (peft reads it)."""
     return spec.model_type not in _GPT2_LIKE | _BERT_LIKE | _T5_LIKE
@@ -295,7 +290,7 @@ def _active(spec: ModelSpec, weight: Weight) -> int:
 
 
 def _bool(spec: ModelSpec, key: str, default: bool = False) -> bool:
-    value = spec.config.get(key)
+    value = spec.text_config.get(key)
     return default if value is None else bool(value)
 
 
@@ -314,7 +309,8 @@ def _embedding_weights(spec: ModelSpec) -> list[Weight]:
             Weight("token_type_embeddings", "embeddings", type_vocab * h),
             _norm("embeddings.LayerNorm", h, bias=True),
         ]
-    return [Weight("embed_in" if spec.model_type == "gpt_neox" else "embed_tokens", "embeddings", v * h)]
+    embed = [Weight("embed_in" if spec.model_type == "gpt_neox" else "embed_tokens", "embeddings", v * h)]
+    return embed + _vision_weights(spec) if spec.vision_config is not None else embed
 
 
 def _output_weights(spec: ModelSpec) -> list[Weight]:
@@ -354,7 +350,7 @@ def _all_layer_weights(spec: ModelSpec) -> list[list[Weight]]:
         return [_bert_layer(spec) for _ in blocks]
     if spec.model_type in _T5_LIKE:
         return [_t5_layer(spec, index) for index in blocks]
-    moe_layers = set(moe_layer_indices(spec.model_type, spec.config, spec.num_layers)) if spec.is_moe else set()
+    moe_layers = set(moe_layer_indices(spec.model_type, spec.text_config, spec.num_layers)) if spec.is_moe else set()
     return [_decoder_layer(spec, index in moe_layers) for index in blocks]
 
 
@@ -521,4 +517,51 @@ def _moe_mlp(spec: ModelSpec) -> list[Weight]:
         weights.append(_linear("mlp.shared_expert_gate", "mlp", h, 1))
     elif spec.shared_expert_intermediate_size:
         weights += _dense_mlp(spec, spec.shared_expert_intermediate_size, prefix="mlp.shared_experts.")
+    return weights
+
+
+def _vision_known(spec: ModelSpec) -> bool:
+    vision = spec.vision_config or {}
+    return vision.get("model_type") == "siglip_vision_model" and spec.config.get("model_type") == "gemma3"
+
+
+def _vision_weights(spec: ModelSpec) -> list[Weight]:
+    """A SigLIP vision tower and Gemma 3's projector (SiglipVisionModel, Gemma3MultiModalProjector).
+
+    The first pipeline stage holds them, so they join the embedding group. Other vision towers are not
+    modelled: they count as nothing and ParamCount.exact is False.
+    """
+    if not _vision_known(spec):
+        return []
+    vision = spec.vision_config or {}
+    # SiglipVisionConfig defaults where the config leaves a field out.
+    h, inner = int(vision.get("hidden_size", 768)), int(vision.get("intermediate_size", 3072))
+    layers, channels = int(vision.get("num_hidden_layers", 12)), int(vision.get("num_channels", 3))
+    image, patch = int(vision.get("image_size", 224)), int(vision.get("patch_size", 16))
+    tower = "vision_tower.vision_model."
+    weights = [
+        Weight(tower + "embeddings.patch_embedding", "embeddings", channels * patch * patch * h + h),  # Conv2d
+        Weight(tower + "embeddings.position_embedding", "embeddings", (image // patch) ** 2 * h),
+    ]
+    block = [
+        _norm(tower + "layer_norm1", h, bias=True),
+        *(_linear(f"{tower}self_attn.{n}", "attention", h, h, bias=True) for n in ("q_proj", "k_proj", "v_proj", "out_proj")),
+        _norm(tower + "layer_norm2", h, bias=True),
+        _linear(tower + "mlp.fc1", "mlp", h, inner, bias=True),
+        _linear(tower + "mlp.fc2", "mlp", inner, h, bias=True),
+    ]
+    weights += block * layers + [_norm(tower + "post_layernorm", h, bias=True)]
+    if vision.get("vision_use_head", True):  # SiglipMultiheadAttentionPoolingHead: probe, attention, norm, MLP
+        weights += [
+            Weight(tower + "head.probe", "attention", h),
+            Weight(tower + "head.attention", "attention", 4 * h * h + 4 * h),  # nn.MultiheadAttention, not LoRA-able by name
+            _norm(tower + "head.layernorm", h, bias=True),
+            _linear(tower + "head.mlp.fc1", "mlp", h, inner, bias=True),
+            _linear(tower + "head.mlp.fc2", "mlp", inner, h, bias=True),
+        ]
+    # Gemma3MultiModalProjector: a vision → text projection matrix (a bare parameter) and an RMSNorm.
+    weights += [
+        Weight("multi_modal_projector.mm_input_projection_weight", "mlp", h * spec.hidden_size),
+        _norm("multi_modal_projector.mm_soft_emb_norm", h),
+    ]
     return weights

@@ -42,6 +42,7 @@ class ModelSpec:
     qk_nope_head_dim: int = 0
     v_head_dim: int = 0
     sliding_window: int | None = None
+    num_sliding_layers: int = 0  # layers that attend only within sliding_window (their KV cache is capped at it)
     hf_id: str | None = None  # the hub id this spec mirrors, when known
     config: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the raw HF config
 
@@ -52,3 +53,15 @@ class ModelSpec:
     @property
     def is_mla(self) -> bool:
         return self.kv_lora_rank > 0
+
+    @property
+    def text_config(self) -> dict[str, Any]:
+        """The language model's raw config: a multimodal wrapper's `text_config`, else the config itself."""
+        text = self.config.get("text_config")
+        return text if isinstance(text, dict) and "vision_config" in self.config else self.config
+
+    @property
+    def vision_config(self) -> dict[str, Any] | None:
+        """A vision-language model's vision tower config (raw), else None."""
+        vision = self.config.get("vision_config")
+        return vision if isinstance(vision, dict) else None
