@@ -34,13 +34,13 @@ def make_config(tmp_path: Path, tiny_llama_dir: Path):
     """A validated TrainConfig for `stage` on the tiny Llama: 2 steps, 16 examples, 48 tokens."""
     from lmforge.train.config import validate_config
 
-    def make(stage: str, method: str = "full", **extra: Any):
+    def make(stage: str, method_name: str = "full", **extra: Any):
         raw: dict[str, Any] = {
             "stage": stage,
-            "out": str(tmp_path / f"{stage}-{method}"),
+            "out": str(tmp_path / f"{stage}-{method_name}"),
             "model": {"path": str(tiny_llama_dir)},
             "data": {"train": DATA[stage], "max_examples": 16, "max_len": 48, "eval_fraction": 0.0},
-            "method": {"name": method, "lora_r": 4, "num_virtual_tokens": 4},
+            "method": {"name": method_name, "lora_r": 4, "num_virtual_tokens": 4},
             "train": {"max_steps": 2, "micro_batch_size": 4, "learning_rate": 1e-3, "seed": 0},
         }
         return validate_config(deep_update(raw, extra))

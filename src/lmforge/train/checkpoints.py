@@ -77,6 +77,7 @@ class AtomicCheckpointMixin:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staged, final)
+            shutil.rmtree(root / STAGING, ignore_errors=True)
             rotate(root, self.keep_last, state.best_model_checkpoint)
         accelerator.wait_for_everyone()
 

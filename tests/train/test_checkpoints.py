@@ -1,0 +1,104 @@
+"""Atomic checkpoints, rotation, and exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmforge.errors import UserInputError
+from lmforge.train import checkpoints
+from lmforge.train.callbacks import read_metrics
+from lmforge.train.run import run_training
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
+
+
+def test_keeps_last_k_plus_best_and_only_complete_ones(make_config):
+    config = make_config("sft", "full", data={"eval_fraction": 0.5},
+                         train={"max_steps": 8, "save_every": 2, "eval_every": 2, "keep_last": 2,
+                                "learning_rate": 0.05, "lr_scheduler": "constant",
+                                "early_stopping": {"metric": "eval_loss", "mode": "max"}})
+    result = run_training(config, progress=False)
+    names = [p.name for p in checkpoints.list_checkpoints(result.run_dir / "checkpoints")]
+    assert names[-2:] == ["checkpoint-6", "checkpoint-8"]
+    # mode max on eval_loss picks the worst-loss checkpoint: kept although older than the last two
+    assert result.best_checkpoint is not None and result.best_checkpoint.name in names
+    assert len(names) <= 3
+    assert not (result.run_dir / "checkpoints" / checkpoints.STAGING).exists()
+    state = json.loads((result.run_dir / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
+    assert checkpoints.STAGING not in (state["best_model_checkpoint"] or "")
+
+
+def test_incomplete_checkpoint_is_ignored(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "checkpoint-2").mkdir(parents=True)
+    (root / checkpoints.STAGING / "checkpoint-4").mkdir(parents=True)  # a save killed midway
+    assert checkpoints.last_checkpoint(root).name == "checkpoint-2"
+    checkpoints.discard_incomplete(root)
+    assert not (root / checkpoints.STAGING).exists()
+
+
+def test_new_run_refuses_a_folder_that_holds_one(make_config):
+    config = make_config("sft", "full")
+    run_training(config, progress=False)
+    with pytest.raises(UserInputError, match="--resume.*init_from"):
+        run_training(config, progress=False)
+
+
+def test_resume_without_checkpoint_says_so(make_config):
+    with pytest.raises(UserInputError, match="no complete checkpoint"):
+        run_training(make_config("sft", "full"), resume=True, progress=False)
+
+
+def test_init_from_starts_a_new_run_from_finished_weights(make_config, tmp_path):
+    first = run_training(make_config("sft", "full"), progress=False)
+    config = make_config("sft", "lora", init_from=str(first.run_dir), out=str(tmp_path / "second"))
+    second = run_training(config.model_copy(update={"model": config.model.model_copy(update={"path": None})}),
+                          progress=False)
+    assert second.steps == 2 and (second.final_dir / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted_run(make_config, tmp_path):
+    """A run killed with SIGKILL after a mid-run checkpoint, resumed, logs the same loss at every step
+    as an uninterrupted run with the same seed."""
+    steps = 12
+    settings = {"data": {"max_examples": 64}, "method": {"lora_dropout": 0.1},
+                "train": {"max_steps": steps, "save_every": 3, "keep_last": 1, "micro_batch_size": 2}}
+    reference = run_training(make_config("sft", "lora", out=str(tmp_path / "reference"), **settings),
+                             progress=False)
+    config = make_config("sft", "lora", out=str(tmp_path / "killed"), **settings)
+    config_file = tmp_path / "killed.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "lmforge", "train", str(config_file), "--json"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = config.out and Path(config.out) / "checkpoints"
+    deadline = time.monotonic() + 120
+    while checkpoints.last_checkpoint(root) is None and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = checkpoints.last_checkpoint(root)
+    assert killed_at is not None and not (Path(config.out) / "final").exists(), "the kill came after the end"
+
+    resume_started = time.time()
+    resumed = run_training(config, resume=True, progress=False)
+    assert resumed.steps == steps
+    checkpoint_step = int(killed_at.name.split("-")[1])
+    kept = [r for r in read_metrics(resumed.run_dir / "metrics.jsonl") if "loss" in r and r["step"] <= checkpoint_step]
+    assert checkpoint_step >= 3 and all(r["time"] < resume_started for r in kept), "steps before it were not redone"
+    expected, got = _losses(reference.run_dir), _losses(resumed.run_dir)
+    assert sorted(got) == list(range(1, steps + 1))
+    for step in range(1, steps + 1):
+        assert got[step] == pytest.approx(expected[step], abs=1e-6), f"step {step}"
