@@ -141,3 +141,39 @@ def test_a_3_gib_checkpoint_is_scanned_in_place_without_reading_its_tensors(tmp_
 def test_a_file_that_cannot_be_read_is_an_error_not_safe(tmp_path):
     report = scan_file(tmp_path)  # a directory where a file was expected: cannot be read
     assert report.verdict == "error" and report.error
+
+
+def _container_seeds() -> list[bytes]:
+    import gzip
+    import io
+
+    import numpy
+    import torch
+
+    from tests.files import corpus
+
+    zipped, legacy, npz = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    torch.save({"a": torch.ones(3), "b": torch.zeros(2)}, zipped)
+    torch.save({"a": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    numpy.savez_compressed(npz, a=numpy.arange(10))
+    return [zipped.getvalue(), legacy.getvalue(), npz.getvalue(), gzip.compress(zipped.getvalue()),
+            corpus.npy_object_array(1), corpus._tar_of({"pickle": b"\x80\x02K\x01."})]
+
+
+def test_mutated_containers_always_get_a_verdict():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from lmforge.files.scan import scan_bytes
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.sampled_from(_container_seeds()), st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)),
+                                                          min_size=1, max_size=8), st.floats(0.05, 1.0))
+    def check(base, edits, keep):
+        data = bytearray(base)
+        for position, value in edits:
+            data[position % len(data)] = value
+        file_format, sink = scan_bytes(bytes(data[: max(1, int(len(data) * keep))]))
+        assert isinstance(file_format, str) and isinstance(sink.findings, list)
+
+    check()

@@ -37,6 +37,14 @@ def scan(
     raise typer.Exit(report.exit_code)
 
 
+def _shown(path: str) -> str:
+    """A path relative to the working directory when it is inside it (shorter tables)."""
+    import os
+
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def _render(report, verbose: bool) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -45,25 +53,26 @@ def _render(report, verbose: bool) -> None:
     console = Console()
     styles = {"safe": "green", "unsafe": "bold red", "error": "yellow"}
     table = Table(show_edge=False, header_style="bold")
-    for column in ("file", "format", "verdict", "findings", "pickles"):
-        table.add_column(column, justify="right" if column in ("findings", "pickles") else "left")
+    table.add_column("file", overflow="fold")
+    for column in ("format", "verdict", "findings", "pickles"):
+        table.add_column(column, justify="right" if column in ("findings", "pickles") else "left", no_wrap=True)
     for item in report.files:
-        table.add_row(escape(item.path), item.format, f"[{styles[item.verdict]}]{item.verdict}[/]",
+        table.add_row(escape(_shown(item.path)), item.format, f"[{styles[item.verdict]}]{item.verdict}[/]",
                       str(len(item.findings)), str(item.pickle_streams))
     console.print(table)
     for item in report.files:
         if item.error:
-            console.print(f"[yellow]{escape(item.path)}[/]: {escape(item.error)}")
+            console.print(f"[yellow]{escape(_shown(item.path))}[/]: {escape(item.error)}")
         for finding in item.findings:
             where = " ".join(part for part in (
                 f"member {finding.member}" if finding.member else "",
                 f"byte {finding.offset}" if finding.offset is not None else "",
                 finding.opcode or "",
             ) if part)
-            console.print(f"[red]{escape(item.path)}[/] [{finding.kind}] {escape(finding.message)}"
+            console.print(f"[red]{escape(_shown(item.path))}[/] {escape(f'[{finding.kind}]')} {escape(finding.message)}"
                           + (f" ({escape(where)})" if where else ""))
         if verbose and item.globals:
-            console.print(f"{escape(item.path)} imports: {escape(', '.join(item.globals))}")
+            console.print(f"{escape(_shown(item.path))} imports: {escape(', '.join(item.globals))}")
     unsafe, errors = len(report.unsafe), len(report.errors)
     summary = f"{len(report.files)} file(s): {len(report.files) - unsafe - errors} safe, {unsafe} unsafe, {errors} unreadable"
     console.print(f"[{'bold red' if unsafe else 'green'}]{summary}[/]")

@@ -193,8 +193,8 @@ def _scan_blob(sink: _Collector, data, size: int, member: str | None, depth: int
     if kind in ("safetensors", "gguf"):
         return kind
     if kind == "pickle":
-        return "data"
-    return "onnx" if looks_like_onnx(head) else ("empty" if size == 0 else "data")
+        return "other"
+    return "onnx" if looks_like_onnx(head) else ("empty" if size == 0 else "other")
 
 
 def _scan_zip(sink: _Collector, data, size: int, member: str | None, depth: int) -> str:
