@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmforge.errors import DependencyError, NotFoundError, UnsafeFileError
+from lmforge.errors import DependencyError, FormatError, NotFoundError, UnsafeFileError
 from lmforge.files import safe_load
 from lmforge.files.safe_load import safe_torch_load, torch_version_tuple
 from tests.files import corpus
@@ -58,3 +58,11 @@ def test_old_torch_is_refused_because_of_cve_2025_32434(torch_checkpoints, monke
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(NotFoundError):
         safe_torch_load(tmp_path / "nope.bin")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_file_torch_weights_only_cannot_parse_is_refused_with_torchs_reason(tmp_path):
+    path = tmp_path / "protocol4.pt"
+    torch.save({"w": torch.ones(1)}, path, pickle_protocol=4)  # FRAME opcodes: torch's weights_only loader refuses them
+    with pytest.raises(FormatError, match="Unsupported operand 149"):
+        safe_torch_load(path)

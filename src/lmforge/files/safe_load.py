@@ -90,5 +90,18 @@ def safe_torch_load(path: str | os.PathLike[str], *, trust_pickle: bool = False,
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(target, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UnsafeFileError(f"torch refused {target} with weights_only=True: {first_line}") from error
+        raise FormatError(
+            f"torch's weights_only loader refused {target} although the scan found no unsafe global: "
+            f"{_weights_only_reason(str(error))}; re-save it with torch.save's default protocol, "
+            "or pass --trust-pickle only if you trust its source"
+        ) from error
+
+
+def _weights_only_reason(message: str) -> str:
+    """The one informative line of torch's long weights_only error ("Unsupported operand 149")."""
+    marker = "WeightsUnpickler error:"
+    if marker in message:
+        tail = message.split(marker, 1)[1].strip()
+        return tail.split("\n\n", 1)[0].strip() or "unknown reason"
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unknown reason"
