@@ -57,12 +57,13 @@ class SamplingParams(BaseModel):
         from transformers import GenerationConfig
 
         sampling = not self.is_greedy
+        # Greedy: the warpers are never applied (do_sample=False), so their fields stay at transformers' neutral values.
         return GenerationConfig(
             do_sample=sampling,
             temperature=self.temperature if sampling else 1.0,
-            top_k=self.top_k if sampling else 0,
+            top_k=self.top_k if sampling else None,
             top_p=self.top_p if sampling else 1.0,
-            min_p=self.min_p if sampling else 0.0,
+            min_p=self.min_p if sampling else None,
             repetition_penalty=self.repetition_penalty,
             max_new_tokens=self.max_new_tokens,
             num_beams=1,

@@ -1,0 +1,141 @@
+"""A multi-turn chat REPL: history rendered through the model's chat template, replies streamed.
+
+The loop reads from any text stream and writes to any text stream, so tests drive it with a script
+and the CLI hands it stdin/stdout. Slash commands change the session without restarting it; a bad
+command value prints its one-line error and the conversation goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from lmforge.errors import UserInputError
+from lmforge.generate.generation import encode_prompt, generate
+from lmforge.generate.load import LoadedModel
+from lmforge.generate.sampling import PRESETS, SamplingParams, with_updates
+
+HELP = """commands:
+  /reset            forget the conversation (the system prompt stays)
+  /system TEXT      set the system prompt (empty TEXT removes it)
+  /preset NAME      switch sampling to a preset: """ + ", ".join(PRESETS) + """
+  /params [k=v ...] show the sampling parameters, or change some (e.g. /params temperature=0.2 top_k=0)
+  /help             this text
+  /quit             leave (so does end of input)"""
+PROMPT = ">>> "
+
+
+@dataclass
+class ChatSession:
+    """The state a chat carries between turns."""
+
+    params: SamplingParams
+    system: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)  # user/assistant turns, oldest first
+
+    def messages(self) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + self.history
+
+
+def chat_loop(loaded: LoadedModel, params: SamplingParams, *, input_stream: TextIO, output_stream: TextIO,
+              system: str | None = None) -> ChatSession:
+    """Run the REPL until /quit or end of input; returns the final session (history, params)."""
+    session = ChatSession(params=params, system=system)
+    write = _writer(output_stream)
+    write(f"chatting with {loaded.name} (template: {loaded.chat_template_source}); /help for commands\n")
+    while True:
+        write(PROMPT)
+        line = input_stream.readline()
+        if not line:
+            write("\n")
+            return session
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        if text.startswith("/"):
+            try:
+                if not _command(session, text, write):
+                    return session
+            except UserInputError as error:
+                write(f"Error: {error}\n")
+            continue
+        _reply(loaded, session, text, write)
+
+
+def _writer(stream: TextIO):
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return write
+
+
+def _command(session: ChatSession, text: str, write) -> bool:
+    """Apply one slash command; False means leave the chat."""
+    name, _, argument = text.partition(" ")
+    argument = argument.strip()
+    if name in ("/quit", "/exit", "/bye"):
+        return False
+    if name == "/help":
+        write(HELP + "\n")
+    elif name == "/reset":
+        session.history.clear()
+        write("conversation cleared\n")
+    elif name == "/system":
+        session.system = argument or None
+        write(f"system prompt {'set' if argument else 'removed'}\n")
+    elif name == "/preset":
+        if argument not in PRESETS:
+            raise UserInputError(f"no preset {argument!r}; choose one of: {', '.join(PRESETS)}")
+        session.params = with_updates(session.params, **PRESETS[argument])
+        write(f"preset {argument}: {_describe(session.params)}\n")
+    elif name == "/params":
+        if argument:
+            session.params = with_updates(session.params, **_parse_assignments(argument))
+        write(json.dumps(session.params.model_dump()) + "\n")
+    else:
+        raise UserInputError(f"unknown command {name}; /help lists them")
+    return True
+
+
+def _parse_assignments(argument: str) -> dict[str, object]:
+    """`temperature=0.2 stop=["\\n"]` -> values parsed as JSON where they are JSON, else kept as text."""
+    values: dict[str, object] = {}
+    for item in argument.split():
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserInputError(f"/params expects key=value pairs, got {item!r}")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return values
+
+
+def _describe(params: SamplingParams) -> str:
+    return f"temperature={params.temperature} top_k={params.top_k} top_p={params.top_p} min_p={params.min_p}"
+
+
+def _reply(loaded: LoadedModel, session: ChatSession, text: str, write) -> None:
+    session.history.append({"role": "user", "content": text})
+    dropped = _fit_context(loaded, session)
+    if dropped:
+        write(f"(dropped the {dropped} oldest turns to fit the {loaded.context_length}-token context)\n")
+    result = generate(loaded, session.messages(), session.params, on_text=write)
+    write("\n")
+    session.history.append({"role": "assistant", "content": result.text})
+
+
+def _fit_context(loaded: LoadedModel, session: ChatSession) -> int:
+    """Drop the oldest turns until the prompt plus max_new_tokens fits; the newest user turn always stays."""
+    dropped = 0
+    budget = loaded.context_length - session.params.max_new_tokens
+    while len(session.history) > 1 and len(encode_prompt(loaded, session.messages())) > budget:
+        session.history.pop(0)
+        dropped += 1
+        while len(session.history) > 1 and session.history[0]["role"] != "user":  # templates expect a user first
+            session.history.pop(0)
+            dropped += 1
+    return dropped

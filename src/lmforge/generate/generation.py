@@ -1,0 +1,170 @@
+"""Generate text with transformers' own `generate`, streamed as it is produced, honouring stop strings.
+
+Streaming uses a synchronous streamer (transformers calls `put` with each new token before it checks
+its stopping criteria), so text reaches the caller token by token without a thread. Stop strings are
+honoured exactly: text that could be the start of a stop string is held back until it is known not
+to be one, and the stop string itself is never shown (USERS.md, serving 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmforge.errors import UserInputError
+from lmforge.generate.load import LoadedModel
+from lmforge.generate.sampling import SamplingParams
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    finish_reason: str  # "stop" (eos or a stop string) | "length" (max_new_tokens reached)
+    prompt_tokens: int
+    completion_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: list[Any] = field(default_factory=list)  # explain.StepExplanation per token when explain=True
+
+
+def held_back_chars(text: str, stops: list[str]) -> int:
+    """How many trailing characters of `text` might be the start of a stop string (so must wait)."""
+    longest = min(len(text), max((len(s) for s in stops), default=1) - 1)
+    for size in range(longest, 0, -1):
+        tail = text[-size:]
+        if any(stop.startswith(tail) for stop in stops):
+            return size
+    return 0
+
+
+def find_stop(text: str, stops: list[str]) -> int | None:
+    """Index where the earliest stop string starts in `text`, or None."""
+    hits = [index for stop in stops if (index := text.find(stop)) >= 0]
+    return min(hits) if hits else None
+
+
+class StopStringStreamer:
+    """Decodes the generated tokens incrementally and emits only text that is final.
+
+    Final means: not an incomplete UTF-8 character (decode shows U+FFFD for a split byte sequence)
+    and not a possible prefix of a stop string. Once a stop string appears, `stopped` is set and the
+    text is cut before it; StopOnFlag then ends generation on that same step.
+    """
+
+    def __init__(self, tokenizer: Any, stops: list[str], on_text: Callable[[str], None] | None, prompt_tokens: int):
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.on_text = on_text
+        self.prompt_tokens = prompt_tokens
+        self.token_ids: list[int] = []
+        self.text = ""  # the final text so far (never includes a stop string)
+        self.emitted = 0
+        self.stopped = False
+        self._skip_prompt = True
+
+    def put(self, value: Any) -> None:
+        if self._skip_prompt:  # generate first hands the streamer the prompt itself
+            self._skip_prompt = False
+            return
+        if self.stopped:
+            return
+        self.token_ids.extend(int(t) for t in value.reshape(-1).tolist())
+        decoded = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+        cut = find_stop(decoded, self.stops)
+        if cut is not None:
+            self.stopped = True
+            self.text = decoded[:cut]
+            self._emit(len(self.text))
+            return
+        self.text = decoded
+        safe = len(decoded) - held_back_chars(decoded, self.stops)
+        if decoded.endswith("\ufffd"):
+            safe = min(safe, len(decoded) - 1)
+        self._emit(safe)
+
+    def end(self) -> None:
+        if not self.stopped:
+            self.text = self.text.rstrip("\ufffd")
+        self._emit(len(self.text))
+
+    def _emit(self, upto: int) -> None:
+        if upto > self.emitted:
+            if self.on_text is not None:
+                self.on_text(self.text[self.emitted:upto])
+            self.emitted = upto
+
+
+def _stop_on_flag(streamer: StopStringStreamer) -> Any:
+    from transformers import StoppingCriteria
+
+    class StopOnFlag(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), streamer.stopped, dtype=torch.bool, device=input_ids.device)
+
+    return StopOnFlag()
+
+
+def encode_prompt(loaded: LoadedModel, prompt: str | list[dict[str, str]], *, chat_template: bool = True) -> list[int]:
+    """Token ids of a prompt: a string (rendered as one user turn through the chat template unless
+    chat_template=False) or a list of chat messages."""
+    if isinstance(prompt, list):
+        text = loaded.render_chat(prompt)
+    elif chat_template:
+        text = loaded.render_chat([{"role": "user", "content": prompt}])
+    else:
+        text = prompt
+    # The template already wrote any bos it wants; raw text gets the tokenizer's usual specials.
+    add_special = not (isinstance(prompt, list) or chat_template)
+    return loaded.tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+
+def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: SamplingParams, *,
+             chat_template: bool = True, on_text: Callable[[str], None] | None = None,
+             explain: bool = False, explain_top: int = 10) -> GenerationResult:
+    """Generate a reply to `prompt`; `on_text` receives each piece of final text as it is produced.
+
+    `explain=True` also returns, per generated token, how repetition penalty, temperature, top-k,
+    top-p and min-p reshaped the distribution (lmforge.generate.explain), computed from the raw
+    logits by the same transformers processors that chose the token.
+    """
+    import time
+
+    import torch
+    from transformers import StoppingCriteriaList, set_seed
+
+    prompt_ids = encode_prompt(loaded, prompt, chat_template=chat_template)
+    if len(prompt_ids) + params.max_new_tokens > loaded.context_length:
+        raise UserInputError(
+            f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the "
+            f"model's context length of {loaded.context_length} tokens; shorten the prompt or lower max_new_tokens"
+        )
+    if params.seed is not None:
+        set_seed(params.seed)
+    stops = loaded.stop_token_ids
+    config = params.to_generation_config(eos_token_id=stops, pad_token_id=loaded.tokenizer.pad_token_id)
+    if explain:
+        config.return_dict_in_generate = True
+        config.output_logits = True
+    streamer = StopStringStreamer(loaded.tokenizer, params.stop, on_text, len(prompt_ids))
+    input_ids = torch.tensor([prompt_ids], device=loaded.device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        output = loaded.model.generate(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
+            streamer=streamer, stopping_criteria=StoppingCriteriaList([_stop_on_flag(streamer)]),
+        )
+    seconds = time.perf_counter() - started
+    sequences = output.sequences if explain else output
+    new_ids = sequences[0, len(prompt_ids):].tolist()
+    ended_on_eos = bool(new_ids) and new_ids[-1] in stops
+    finish = "stop" if streamer.stopped or ended_on_eos else "length"
+    steps = []
+    if explain:
+        from lmforge.generate.explain import explain_steps
+
+        steps = explain_steps(output.logits, sequences, len(prompt_ids), params, loaded.tokenizer, top=explain_top)
+    return GenerationResult(text=streamer.text, finish_reason=finish, prompt_tokens=len(prompt_ids),
+                            completion_tokens=len(new_ids), token_ids=new_ids, seconds=seconds, steps=steps)
