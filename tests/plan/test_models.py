@@ -52,12 +52,16 @@ def test_local_directory_and_config_file_resolve(write_config) -> None:
     assert count_params(from_dir).total_params == count_params(from_file).total_params == 494_032_768
 
 
-def test_saved_transformers_model_resolves(tiny_llama_dir: Path) -> None:
+def test_saved_transformers_model_resolves(tmp_path: Path) -> None:
+    """A folder written by save_pretrained (a toy Qwen2: tied embeddings, q/k/v biases) counts as loaded."""
     from transformers import AutoModelForCausalLM
 
-    spec = resolve_model(str(tiny_llama_dir))
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    assert count_params(spec).total_params == sum(p.numel() for p in model.parameters())
+    from .conftest import build_model, shrink
+
+    build_model(shrink(resolve_model("qwen2.5-0.5b").config), device="cpu").save_pretrained(tmp_path / "saved")
+    spec = resolve_model(str(tmp_path / "saved"))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
+    assert spec.tie_word_embeddings and count_params(spec).total_params == sum(p.numel() for p in model.parameters())
 
 
 def _fake_hub_cache(root: Path, repo_id: str, config: dict) -> Path:
