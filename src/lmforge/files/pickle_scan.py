@@ -412,13 +412,24 @@ class _Walker:
             elif arg_kind in _LENGTH_FORMATS:
                 counted = self._skip_counted(arg_kind)
 
-            if name == "STOP":
+            # Memo traffic is about half of a real checkpoint's opcodes: handle it first.
+            if name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                index = self._memo_index(argument)
+                if index < 0:
+                    raise _StreamError(f"negative PUT index at byte {self.op_offset}")
+                self.memo[index] = self._top()
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                index = self._memo_index(argument)
+                if index not in self.memo:
+                    raise _StreamError(f"{name} of memo {index} that was never stored (byte {self.op_offset})")
+                stack.append(self.memo[index])
+            elif name == "STOP":
                 value = self._pop()
                 if isinstance(value, _Int):
                     self.report.result_int = value.number
                 self.report.end_offset = self.pos
                 return
-            if name == "PROTO":
+            elif name == "PROTO":
                 protocol = argument[0]
                 if protocol > _HIGHEST_PROTOCOL:
                     raise _StreamError(f"unsupported pickle protocol {protocol} at byte {self.op_offset}")
@@ -488,16 +499,6 @@ class _Walker:
             elif name == "BUILD":
                 self._pop()
                 self._method_target(self._top())
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                index = self._memo_index(argument)
-                if index not in self.memo:
-                    raise _StreamError(f"{name} of memo {index} that was never stored (byte {self.op_offset})")
-                stack.append(self.memo[index])
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                index = self._memo_index(argument)
-                if index < 0:
-                    raise _StreamError(f"negative PUT index at byte {self.op_offset}")
-                self.memo[index] = self._top()
             elif name == "MEMOIZE":
                 self.memo[len(self.memo)] = self._top()
             elif name == "GLOBAL":
