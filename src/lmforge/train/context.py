@@ -127,6 +127,7 @@ def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool) -> di
         "seed": train.seed,
         "data_seed": train.seed,
         "logging_steps": train.log_every,
+        "logging_nan_inf_filter": False,  # the NaN guard must see a NaN loss, not a filtered average
         "eval_strategy": "steps" if evaluating else "no",
         "eval_steps": train.eval_every if evaluating else None,
         "save_strategy": "steps" if train.save_every else "no",

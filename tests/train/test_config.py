@@ -1,0 +1,84 @@
+"""Config validation: every problem at once, naming the key and the allowed values, before any load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmforge.errors import ConfigError, DependencyError
+from lmforge.train.config import STAGES, load_config, print_config, validate_config
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+def test_all_problems_reported_together_with_allowed_values():
+    with pytest.raises(ConfigError) as error:
+        validate_config({"stage": "sftt", "method": {"name": "lorra"}, "train": {"lr": 1, "precision": "fp8"}})
+    message = str(error.value)
+    assert "stage:" in message and "'pretrain'" in message and "'mlm'" in message
+    assert "method.name:" in message and "'qlora'" in message
+    assert "train.precision:" in message and "'bf16'" in message
+    assert "train.lr: unknown key (allowed: max_steps" in message and "learning_rate" in message
+
+
+def test_cross_field_problems_are_listed_together():
+    with pytest.raises(ConfigError) as error:
+        validate_config({"stage": "rlhf", "model": {}, "train": {"auto_fit": True}})
+    message = str(error.value)
+    assert "model.path" in message and "rlhf.reward_model" in message and "train.target_gpu" in message
+
+
+def test_set_overrides_are_typed_and_nested(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("stage: sft\nmodel: {path: m}\n")
+    config = load_config(file, ["train.max_steps=7", "method.name=lora", "train.early_stopping.patience=2",
+                                "train.eval_every=1"])
+    assert config.train.max_steps == 7 and config.method.name == "lora"
+    assert config.train.early_stopping.patience == 2
+    with pytest.raises(ConfigError, match="train.max_stepz: unknown key"):
+        load_config(file, ["train.max_stepz=7"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(file, ["train.max_steps"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stage: [sft\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_print_config_is_a_valid_commented_config(stage):
+    text = print_config(stage)
+    assert text.count("#") > 20
+    config = validate_config(yaml.safe_load(text))
+    assert config.stage == stage
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_parses(example):
+    config = load_config(example)
+    assert config.stage in example.stem
+
+
+def test_every_stage_has_an_example():
+    assert {load_config(p).stage for p in EXAMPLES} == set(STAGES)
+
+
+def test_qlora_on_cpu_stops_before_loading_anything(tmp_path):
+    import torch
+
+    from lmforge.train.run import run_training
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    config = validate_config({"stage": "sft", "out": str(tmp_path / "run"), "model": {"path": str(tmp_path / "absent")},
+                              "method": {"name": "qlora"}})
+    with pytest.raises(DependencyError, match="qlora needs a CUDA GPU.*lora"):
+        run_training(config, progress=False)
+    assert not (tmp_path / "run").exists()

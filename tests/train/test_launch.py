@@ -1,0 +1,73 @@
+"""accelerate launch: DeepSpeed/FSDP config content, and 2-process DDP on the CPU (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lmforge.errors import UserInputError
+from lmforge.train.callbacks import read_metrics
+from lmforge.train.launch import deepspeed_config, launch_command, write_launch_files
+from lmforge.train.run import run_training
+
+
+def test_zero3_offload_config(make_config):
+    config = make_config("sft", "full", train={"precision": "bf16"})
+    accelerate_file = write_launch_files(config, 8, deepspeed="zero3-offload", num_machines=2)
+    settings = yaml.safe_load(accelerate_file.read_text())
+    assert settings["distributed_type"] == "DEEPSPEED" and settings["num_processes"] == 8
+    assert settings["num_machines"] == 2 and settings["mixed_precision"] == "bf16"
+    ds = json.loads(open(settings["deepspeed_config"]["deepspeed_config_file"]).read())
+    zero = ds["zero_optimization"]
+    assert zero["stage"] == 3 and zero["offload_optimizer"]["device"] == "cpu"
+    assert zero["offload_param"]["device"] == "cpu" and zero["stage3_gather_16bit_weights_on_model_save"]
+    assert ds["train_micro_batch_size_per_gpu"] == "auto" and ds["gradient_accumulation_steps"] == "auto"
+
+
+def test_zero2_has_no_param_offload():
+    zero = deepspeed_config("zero2-offload")["zero_optimization"]
+    assert zero["stage"] == 2 and "offload_param" not in zero and "offload_optimizer" in zero
+    with pytest.raises(UserInputError, match="allowed: zero2"):
+        deepspeed_config("zero4")
+
+
+def test_fsdp_config(make_config):
+    config = make_config("sft", "full", train={"gradient_checkpointing": True})
+    settings = yaml.safe_load(write_launch_files(config, 4, fsdp=True).read_text())
+    assert settings["distributed_type"] == "FSDP"
+    fsdp = settings["fsdp_config"]
+    assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP" and fsdp["fsdp_activation_checkpointing"]
+    with pytest.raises(UserInputError, match="one of --deepspeed and --fsdp"):
+        write_launch_files(config, 4, fsdp=True, deepspeed="zero2")
+
+
+def test_launch_command_passes_overrides_and_resume(tmp_path):
+    command = launch_command(tmp_path / "a.yaml", "c.yaml", ["train.max_steps=3"], resume=True)
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    assert command[-7:] == ["-m", "lmforge", "train", "c.yaml", "--set", "train.max_steps=3", "--resume"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_same_global_batch(make_config, tmp_path):
+    """Global batch 4: one process x micro-batch 4 vs two processes x micro-batch 2 (gloo on the CPU)."""
+    settings = {"data": {"max_examples": 32}, "train": {"max_steps": 3, "lr_scheduler": "constant"}}
+    single = run_training(make_config("sft", "full", out=str(tmp_path / "one"), data=settings["data"],
+                                      train={**settings["train"], "micro_batch_size": 4}), progress=False)
+    config = make_config("sft", "full", out=str(tmp_path / "two"), **settings)
+    config_file = tmp_path / "two.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "lmforge", "train", str(config_file), "--nproc", "2", "--set", "train.micro_batch_size=2",
+         "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    one = {r["step"]: r["loss"] for r in read_metrics(single.run_dir / "metrics.jsonl") if "loss" in r}
+    two = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl") if "loss" in r}
+    assert sorted(two) == [1, 2, 3]
+    for step in (1, 2, 3):
+        assert two[step] == pytest.approx(one[step], abs=1e-5)
