@@ -9,7 +9,7 @@ from lmforge.plan.models import list_catalog, resolve_model, spec_from_config
 from lmforge.plan.params import COMPONENTS, count_params, count_trainable_params, default_lora_targets
 from lmforge.plan.spec import ModelSpec
 
-from .conftest import build_model, numel, small_spec
+from .conftest import build_model, numel, shrink, small_spec
 
 CATALOG = list_catalog()
 
@@ -239,6 +239,26 @@ def test_vision_language_models_count_the_vision_tower() -> None:
     text_only = spec_from_config({**spec.text_config, "architectures": ["Gemma3ForCausalLM"]}, name="text")
     assert counts.total_params - count_params(text_only).total_params == 416_866_032 + 1152 * 2560 + 1152
     assert counts.exact and spec.model_type == "gemma3_text" and spec.num_layers == 34
+
+
+def test_lora_on_a_vision_language_model_equals_peft() -> None:
+    """The default names also reach the SigLIP tower's q/k/v projections, in peft and here."""
+    from peft import LoraConfig
+
+    raw = resolve_model("gemma-3-4b").config
+    tower = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 56}
+    small = {**raw, "text_config": shrink(raw["text_config"]), "vision_config": {**raw["vision_config"], **tower}, "mm_tokens_per_image": 4}
+    spec = spec_from_config(small, name="tiny-vlm")
+    assert count_params(spec).total_params == numel(build_model(small))
+    expected = _peft_trainable(spec, LoraConfig(r=4, target_modules=default_lora_targets(spec)))
+    assert count_trainable_params(spec, "lora", lora_rank=4) == expected
+
+
+@pytest.mark.parametrize("name,published", [("gemma-3-4b", 3_880_099_328), ("gemma-3-12b", 11_765_788_416), ("gemma-3-27b", 27_009_002_240)])
+def test_gemma3_language_models_match_keras_hub_text_only_counts(name: str, published: int) -> None:
+    """Keras-Hub publishes the text-only models with the 262,144-token vocabulary (no image tokens)."""
+    text = {**resolve_model(name).text_config, "vocab_size": 262_144, "architectures": ["Gemma3ForCausalLM"]}
+    assert count_params(spec_from_config(text, name="text")).total_params == published
 
 
 def test_unknown_architectures_are_flagged_as_estimates() -> None:
