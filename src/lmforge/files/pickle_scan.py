@@ -262,6 +262,7 @@ class _Walker:
         self.report = StreamReport(start_offset=start, end_offset=None, protocol=0)
         self.op_offset = start
         self.op_name = ""
+        self.acted = False  # a call or a class mutation on a global off the allowlist (or unresolved) happened
 
     # -- reading -------------------------------------------------------------------------------
     def _read(self, size: int) -> bytes:
@@ -352,6 +353,8 @@ class _Walker:
         return _Global("<unresolved>", False)
 
     def _call(self, callable_value: _Value) -> _Value:
+        if not (isinstance(callable_value, _Global) and callable_value.allowed):
+            self.acted = True
         if not isinstance(callable_value, _Global):
             if not self.strict and not isinstance(callable_value, _Made):
                 # A constant, container or persistent id is not callable: the unpickler raises here.
@@ -362,6 +365,7 @@ class _Walker:
     def _method_target(self, target: _Value) -> None:
         # APPEND/SETITEM/BUILD call methods of their target; on a class object that means class attributes.
         if isinstance(target, _Global):
+            self.acted = True
             self._finding("unresolved-call", f"{self.op_name} on the global {target.name} itself", target.name)
 
     def _string(self, offset: int, length: int, encoding: str) -> _Value:
@@ -384,6 +388,10 @@ class _Walker:
             self.report.parse_error = str(error)
             if self.strict:
                 self._finding("malformed", f"{error}; cannot prove safe")
+            elif not self.acted:
+                # Sniffed bytes that broke before calling anything: text such as "click\ntorch\n" reads
+                # as a GLOBAL, but nothing here would run beyond a failed import. Not a pickle.
+                self.report.findings.clear()
         return self.report
 
     def _loop(self) -> None:
