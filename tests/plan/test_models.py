@@ -153,6 +153,13 @@ def test_malformed_config_json_is_a_config_error(write_config, text: str, messag
         resolve_model(str(write_config(text)))
 
 
+def test_a_weights_file_is_not_mistaken_for_a_config(tmp_path: Path) -> None:
+    for name, data in [("model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "), ("model.gguf", b"GGUF\x03\xff\xfe")]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ConfigError, match="is not a config.json; pass a Hugging Face model folder"):
+            resolve_model(str(tmp_path / name))
+
+
 def test_folder_without_config_json_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="without a config.json"):
         resolve_model(str(tmp_path))

@@ -243,10 +243,13 @@ def _config_file(path: Path) -> Path:
 def _read_config(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read config.json at {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"config.json at {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if path.suffix != ".json":  # a weights file, a GGUF, a README ...
+            raise ConfigError(f"{path} is not a config.json; pass a Hugging Face model folder or its config.json") from exc
+        where = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise ConfigError(f"config.json at {path} is not valid JSON ({where})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config.json at {path} is not a JSON object")
     return data
