@@ -120,3 +120,9 @@ def test_a_fake_end_record_in_the_zip_comment_does_not_hide_the_real_members():
         archive.comment = fake_empty_archive
     names = [member.name for member in read_zip_members(out.getvalue())]
     assert names == ["archive/data.pkl"]
+
+
+def test_npy_header_written_by_python2_with_long_suffixes_is_read():
+    header = b"{'descr': '<i8', 'fortran_order': False, 'shape': (2L,), }"
+    data = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x00" * 16
+    assert read_npy_header(data).descr == "<i8"

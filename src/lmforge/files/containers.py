@@ -416,12 +416,23 @@ def read_npy_header(data) -> NpyHeader:
         raise ContainerError(".npy header runs past the end of the file")
     text = bytes(data[start : start + length]).decode("utf-8" if major == 3 else "latin-1", "replace")
     try:
-        header = ast.literal_eval(text)  # numpy itself parses it with ast.literal_eval (numpy/lib/format.py)
+        header = _literal(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError) as error:
         raise ContainerError(f".npy header is not a dict literal: {error}") from error
     if not isinstance(header, dict) or "descr" not in header:
         raise ContainerError(".npy header has no 'descr'")
     return NpyHeader(header["descr"], start + length, _has_objects(header["descr"]))
+
+
+def _literal(text: str) -> object:
+    """numpy parses the header with ast.literal_eval, after dropping Python 2's `L` long suffixes
+    (numpy/lib/format.py `_filter_header`), so files written by Python 2 numpy still load."""
+    import re
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return ast.literal_eval(re.sub(r"(?<=\d)L\b", "", text))
 
 
 def _has_objects(descr: object) -> bool:
