@@ -66,3 +66,17 @@ def test_a_file_torch_weights_only_cannot_parse_is_refused_with_torchs_reason(tm
     torch.save({"w": torch.ones(1)}, path, pickle_protocol=4)  # FRAME opcodes: torch's weights_only loader refuses them
     with pytest.raises(FormatError, match="Unsupported operand 149"):
         safe_torch_load(path)
+
+
+def test_require_safe_checks_a_whole_model_folder_before_another_loader_reads_it(tmp_path, torch_checkpoints):
+    from lmforge.files.safe_load import require_safe
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").write_bytes(torch_checkpoints["zip"].read_bytes())
+    (folder / "config.json").write_text("{}")
+    require_safe(folder)
+    (folder / "training_args.bin").write_bytes(corpus.os_system(tmp_path / "canary", 2))
+    with pytest.raises(UnsafeFileError, match=r"training_args\.bin \(posix\.system\)"):
+        require_safe(folder)
+    require_safe(folder, trust_pickle=True)

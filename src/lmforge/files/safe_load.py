@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import DependencyError, FormatError, NotFoundError, UnsafeFileError
-from lmforge.files.scan import scan_file
+from lmforge.files.scan import scan_file, scan_paths
 
 MIN_SAFE_TORCH = (2, 6)  # first release with the CVE-2025-32434 weights_only fix
 _FINDINGS_IN_MESSAGE = 3
@@ -56,6 +56,36 @@ def _numpy_safe_globals() -> list[tuple[Any, str]]:
     return pairs
 
 
+def require_safe(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> None:
+    """Scans a file or a model folder and raises UnsafeFileError if any file is not proven safe.
+
+    For code paths that hand a folder to another loader (transformers' from_pretrained, peft)
+    instead of calling safe_torch_load themselves.
+    """
+    if trust_pickle:
+        return
+    target = Path(path)
+    if not target.exists():
+        raise NotFoundError(f"{target} does not exist")
+    report = scan_paths([target])
+    bad = report.unsafe + report.errors
+    if bad:
+        names = ", ".join(f"{Path(item.path).name} ({_reasons(item)})" for item in bad[:_FINDINGS_IN_MESSAGE])
+        more = len(bad) - min(len(bad), _FINDINGS_IN_MESSAGE)
+        raise UnsafeFileError(
+            f"{target} holds files not proven safe to load: {names}{f' and {more} more' if more else ''}"
+            " (see `lmforge scan`); pass --trust-pickle only if you trust its source"
+        )
+
+
+def _reasons(report) -> str:
+    if report.error:
+        return report.error
+    reasons = list(dict.fromkeys(finding.global_name or finding.message for finding in report.findings))
+    more = len(reasons) - min(len(reasons), _FINDINGS_IN_MESSAGE)
+    return ", ".join(reasons[:_FINDINGS_IN_MESSAGE]) + (f" and {more} more" if more else "")
+
+
 def safe_torch_load(path: str | os.PathLike[str], *, trust_pickle: bool = False, map_location: Any = "cpu") -> Any:
     """torch.load, but only after the scanner proved the file safe; weights_only=True on torch >= 2.6.
 
@@ -74,11 +104,8 @@ def safe_torch_load(path: str | os.PathLike[str], *, trust_pickle: bool = False,
     if report.verdict == "error":
         raise FormatError(f"{target}: {report.error}")
     if report.verdict == "unsafe":
-        reasons = list(dict.fromkeys(finding.global_name or finding.message for finding in report.findings))
-        shown = ", ".join(reasons[:_FINDINGS_IN_MESSAGE])
-        more = len(reasons) - min(len(reasons), _FINDINGS_IN_MESSAGE)
         raise UnsafeFileError(
-            f"{target} is not proven safe to load: {shown}{f' and {more} more' if more else ''}"
+            f"{target} is not proven safe to load: {_reasons(report)}"
             " (see `lmforge scan`); pass --trust-pickle only if you trust its source"
         )
     if torch_version_tuple(torch.__version__) < MIN_SAFE_TORCH:
