@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lmforge.errors import UserInputError
-from lmforge.plan.models import list_catalog, resolve_model, spec_from_config
+from lmforge.plan.models import as_sequence_classifier, list_catalog, resolve_model, spec_from_config
 from lmforge.plan.params import COMPONENTS, count_params, count_trainable_params, default_lora_targets
 from lmforge.plan.spec import ModelSpec
 
@@ -267,3 +267,16 @@ def test_unknown_architectures_are_flagged_as_estimates() -> None:
     assert not counts.exact
     assert counts.total_params == count_params(resolve_model("llama-2-7b")).total_params  # counted as Llama-like
     assert count_params(resolve_model("llama-2-7b")).exact
+
+
+@pytest.mark.parametrize(
+    "name,labels",
+    [("llama-3.1-8b", 1), ("qwen2.5-0.5b", 1), ("qwen3-30b-a3b", 1), ("gpt2", 1), ("pythia-1.4b", 1), ("bert-base-uncased", 3), ("roberta-base", 2)],
+)
+def test_sequence_classifiers_and_reward_models_count_exactly(name: str, labels: int) -> None:
+    """A reward model swaps the LM head for a hidden → num_labels score head (AutoModelForSequenceClassification)."""
+    spec = as_sequence_classifier(resolve_model(name), labels)
+    assert spec.architecture.endswith("ForSequenceClassification")
+    counts = count_params(spec)
+    assert counts.total_params == numel(build_model(spec.config))
+    assert count_trainable_params(spec, "freeze", freeze_last_n=1) == counts.layer_params[-1] + counts.output_params

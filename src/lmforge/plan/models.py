@@ -11,6 +11,7 @@ torch and transformers are never imported here, and huggingface_hub only to reac
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -65,6 +66,22 @@ def resolve_model(name_or_path: str) -> ModelSpec:
 def list_catalog() -> list[ModelSpec]:
     """Every catalog model, in catalog order."""
     return [_spec_from_entry(entry) for entry in _catalog_entries()]
+
+
+def as_sequence_classifier(spec: ModelSpec, num_labels: int = 1) -> ModelSpec:
+    """The same model with a sequence-classification head instead of its LM head: a reward model (num_labels=1)
+    or a classifier, as AutoModelForSequenceClassification builds it from this config."""
+    if num_labels <= 0:
+        raise ConfigError(f"num_labels must be positive, got {num_labels}")
+    architecture = spec.architecture
+    for suffix in ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration", "Model"):
+        if architecture.endswith(suffix):
+            architecture = architecture[: -len(suffix)] + "ForSequenceClassification"
+            break
+    labels = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+    config = {**spec.config, "architectures": [architecture], "id2label": labels}
+    config["label2id"] = {name: int(i) for i, name in labels.items()}
+    return dataclasses.replace(spec, architecture=architecture, config=config)
 
 
 def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None, source: str = "") -> ModelSpec:

@@ -315,10 +315,15 @@ def _embedding_weights(spec: ModelSpec) -> list[Weight]:
 
 def _output_weights(spec: ModelSpec) -> list[Weight]:
     h, v = spec.hidden_size, spec.vocab_size
-    if spec.model_type in _GPT2_LIKE:
+    if spec.model_type in _GPT2_LIKE and not spec.architecture.endswith("ForSequenceClassification"):
         out = [_norm("ln_f", h, bias=True)]
     elif spec.model_type in _BERT_LIKE:
         return _bert_output(spec)
+    elif spec.architecture.endswith("ForSequenceClassification"):
+        # GenericForSequenceClassification (reward models): the final norm and a bias-free score head, no LM head.
+        final_norm = {"phi": "final_layernorm", "gpt_neox": "final_layer_norm", "gpt2": "ln_f"}.get(spec.model_type, "norm")
+        norm_bias = spec.model_type in _LAYERNORM_DECODERS | _GPT2_LIKE
+        return [_norm(final_norm, h, bias=norm_bias), _linear("score", "head", h, num_labels(spec))]
     elif spec.model_type in _T5_LIKE:
         out = [_norm("encoder.final_layer_norm", h), _norm("decoder.final_layer_norm", h)]
     else:
@@ -329,9 +334,22 @@ def _output_weights(spec: ModelSpec) -> list[Weight]:
     return out
 
 
+def num_labels(spec: ModelSpec) -> int:
+    """A classifier's output width: len(id2label) as transformers computes it, else num_labels, else 2."""
+    id2label = spec.text_config.get("id2label")
+    if isinstance(id2label, dict) and id2label:
+        return len(id2label)
+    return int(spec.text_config.get("num_labels") or 2)
+
+
 def _bert_output(spec: ModelSpec) -> list[Weight]:
-    """BertForMaskedLM / RobertaForMaskedLM: no pooler, an MLM transform and a vocab bias; BertModel etc.: a pooler."""
+    """The head of each BERT / RoBERTa architecture (MLM, sequence classification, or the bare model's pooler)."""
     h, v = spec.hidden_size, spec.vocab_size
+    if spec.architecture.endswith("ForSequenceClassification"):
+        labels = num_labels(spec)
+        if spec.model_type == "roberta":  # RobertaClassificationHead on a pooler-less RobertaModel
+            return [_linear("classifier.dense", "head", h, h, bias=True), _linear("classifier.out_proj", "head", h, labels, bias=True)]
+        return [_linear("pooler.dense", "head", h, h, bias=True), _linear("classifier", "head", h, labels, bias=True)]
     if spec.architecture.endswith("ForMaskedLM"):
         # The decoder weight is tied to the word embeddings; its bias (vocab_size) is its own parameter.
         head = [_linear("transform.dense", "head", h, h, bias=True), _norm("transform.LayerNorm", h, bias=True)]
