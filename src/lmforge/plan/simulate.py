@@ -36,9 +36,9 @@ class SimulationResult:
     """Measured peak bytes of one training step (one GPU, no parallelism), by category."""
 
     memory: MemoryBreakdown
-    simulated_layers: tuple[int, ...]  # layer counts actually run; (1, 2) means extrapolated
+    simulated_layers: tuple[int, ...]  # layer counts actually run; (2, 3) means extrapolated
     num_layers: int  # the model's real layer count the figures are for
-    peak_phase: str  # "forward-backward" or "optimizer-step"
+    peak_phase: str  # "forward-backward", "backward-end" or "optimizer-step"
     wall_seconds: float
     phases: dict[str, int] = field(default_factory=dict)  # peak total bytes of each phase
 
@@ -63,11 +63,11 @@ class SimulationResult:
 
 
 def simulate_training(
-    spec: ModelSpec, setup: TrainingSetup, *, extrapolate_above_layers: int = 2
+    spec: ModelSpec, setup: TrainingSetup, *, extrapolate_above_layers: int = 3
 ) -> SimulationResult:
     """Measured peak memory of one training step of `spec` under `setup` (single GPU, fake tensors).
 
-    Models deeper than `extrapolate_above_layers` are simulated at 1 and 2 layers and extrapolated.
+    Models deeper than `extrapolate_above_layers` are simulated at 2 and 3 layers and extrapolated.
     """
     _check_supported(spec, setup)
     started = time.perf_counter()
@@ -75,14 +75,16 @@ def simulate_training(
         phases = _measure(spec, setup, spec.num_layers)
         simulated: tuple[int, ...] = (spec.num_layers,)
     else:
-        one, two = _measure(spec, setup, 1), _measure(spec, setup, 2)
-        extra_layers = spec.num_layers - 1
-        # Each phase's bytes are affine in the layer count: value(L) = value(1) + (L-1) * (value(2) - value(1)).
+        # Depths 2 and 3 rather than 1 and 2: a 1-layer model's first block is also its last, and
+        # its loss tensors can outweigh everything else, which no deeper model repeats.
+        two, three = _measure(spec, setup, 2), _measure(spec, setup, 3)
+        extra_layers = spec.num_layers - 2
+        # Each moment's bytes are affine in the layer count: value(L) = value(2) + (L-2) * (value(3) - value(2)).
         phases = {
-            phase: {c: one[phase][c] + extra_layers * (two[phase][c] - one[phase][c]) for c in CATEGORIES}
-            for phase in one
+            phase: {c: two[phase][c] + extra_layers * (three[phase][c] - two[phase][c]) for c in CATEGORIES}
+            for phase in two
         }
-        simulated = (1, 2)
+        simulated = (2, 3)
     totals = {phase: sum(values.values()) for phase, values in phases.items()}
     peak_phase = max(totals, key=totals.__getitem__)
     return SimulationResult(
@@ -182,8 +184,11 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
             optimizer.zero_grad(set_to_none=True)
     adapter_bytes = sum(p.numel() * p.element_size() for p in trainable) if setup.method == "lora" else 0
     return {
-        "forward-backward": _categorise(forward_backward, adapter_bytes, setup),
-        "optimizer-step": _categorise(step, adapter_bytes, setup),
+        "forward-backward": _categorise(_peak(forward_backward), adapter_bytes, setup),
+        # The end of backward, inside the first block's or the embedding's backward: (nearly) every
+        # gradient exists while the last activations go.
+        "backward-end": _categorise(_backward_end(forward_backward, model), adapter_bytes, setup),
+        "optimizer-step": _categorise(_peak(step), adapter_bytes, setup),
     }
 
 
@@ -256,9 +261,26 @@ def _optimizer(torch, setup: TrainingSetup, params: list):
     return torch.optim.Adafactor(params, lr=1e-3)
 
 
-def _categorise(tracker, adapter_bytes: int, setup: TrainingSetup) -> dict[str, int]:
-    """MemTracker's PARAM/BUFFER/GRAD/ACT/TEMP/OPT at the peak, mapped onto the planner's categories."""
-    snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()), {})
+def _peak(tracker) -> dict:
+    return next(iter(tracker.get_tracker_snapshot("peak").values()), {})
+
+
+def _backward_end(tracker, model) -> dict:
+    """The larger of MemTracker's backward-peak snapshots of the first block and of the input embedding
+    (its documented per-module snapshots); the embedding has none when it is frozen."""
+    found: list[dict] = []
+    for name, module in model.named_modules():
+        if not (name.endswith("layers.0") or name.endswith("embed_tokens")) or module not in tracker.memory_tracking:
+            continue
+        snapshots = tracker.memory_tracking[module].snapshots
+        for state, per_call in snapshots.items():
+            if getattr(state, "name", "") == "PEAK_BW" and per_call:
+                found.append(next(iter(per_call[-1].values()), {}))
+    return max(found, key=lambda snap: sum(v for k, v in snap.items() if k != "Total"), default={})
+
+
+def _categorise(snapshot: dict, adapter_bytes: int, setup: TrainingSetup) -> dict[str, int]:
+    """MemTracker's PARAM/BUFFER/GRAD/ACT/TEMP/OPT at one moment, mapped onto the planner's categories."""
     by_name = {getattr(key, "name", str(key)): value for key, value in snapshot.items()}
     params = by_name.get("PARAM", 0)
     out = dict.fromkeys(CATEGORIES, 0)
