@@ -61,7 +61,11 @@ def chat_loop(loaded: LoadedModel, params: SamplingParams, *, input_stream: Text
             except UserInputError as error:
                 write(f"Error: {error}\n")
             continue
-        _reply(loaded, session, text, write)
+        try:
+            _reply(loaded, session, text, write)
+        except UserInputError as error:  # a turn too long for the context: say so, keep the session
+            session.history.pop()
+            write(f"Error: {error}\n")
 
 
 def _writer(stream: TextIO):

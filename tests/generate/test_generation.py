@@ -1,0 +1,72 @@
+import pytest
+
+from lmforge.errors import UserInputError
+from lmforge.generate.generation import find_stop, generate, held_back_chars
+from lmforge.generate.sampling import SamplingParams
+
+
+def test_same_seed_reproduces_and_another_seed_differs(loaded):
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=12, seed=7)
+    first, again = generate(loaded, "Hello", params), generate(loaded, "Hello", params)
+    other = generate(loaded, "Hello", params.model_copy(update={"seed": 8}))
+    assert first.token_ids == again.token_ids
+    assert first.token_ids != other.token_ids
+
+
+def test_greedy_is_deterministic_without_a_seed(loaded):
+    greedy = SamplingParams(temperature=0, max_new_tokens=10)
+    assert generate(loaded, "Count", greedy).token_ids == generate(loaded, "Count", greedy).token_ids
+    assert generate(loaded, "Count", SamplingParams(greedy=True, max_new_tokens=10)).token_ids == \
+        generate(loaded, "Count", greedy).token_ids
+
+
+def test_streamed_pieces_add_up_to_the_text(loaded):
+    pieces: list[str] = []
+    result = generate(loaded, "Reverse abc", SamplingParams(max_new_tokens=15, seed=1), on_text=pieces.append)
+    assert "".join(pieces) == result.text
+    assert len(pieces) > 1
+    assert result.completion_tokens <= 15 and result.prompt_tokens > 0
+
+
+def test_stop_string_ends_generation_and_is_never_shown(loaded):
+    params = SamplingParams(temperature=0, max_new_tokens=40)
+    full = generate(loaded, "The quick", params).text
+    printable = [i for i in range(2, len(full) - 3) if full[i:i + 2].isprintable() and full[i:i + 2].strip()]
+    assert printable, f"greedy text has no printable pair: {full!r}"
+    start = printable[0]
+    stop = full[start:start + 2]
+    pieces: list[str] = []
+    stopped = generate(loaded, "The quick", params.model_copy(update={"stop": [stop]}), on_text=pieces.append)
+    assert stopped.text == full[:full.find(stop)]
+    assert "".join(pieces) == stopped.text and stop not in "".join(pieces)
+    assert stopped.finish_reason == "stop"
+    assert stopped.completion_tokens < 40
+
+
+def test_length_finish_when_max_new_tokens_reached(loaded):
+    result = generate(loaded, "Hi", SamplingParams(temperature=0, max_new_tokens=3))
+    assert result.completion_tokens == 3 and result.finish_reason == "length"
+
+
+def test_prompt_beyond_context_names_both_numbers(loaded):
+    with pytest.raises(UserInputError, match=r"exceeds the model's context length of 256 tokens"):
+        generate(loaded, "word " * 300, SamplingParams(max_new_tokens=10))
+
+
+def test_raw_prompt_skips_the_chat_template(loaded):
+    templated = generate(loaded, "Hi", SamplingParams(temperature=0, max_new_tokens=1))
+    raw = generate(loaded, "Hi", SamplingParams(temperature=0, max_new_tokens=1), chat_template=False)
+    assert raw.prompt_tokens < templated.prompt_tokens
+
+
+@pytest.mark.parametrize(("text", "stops", "held"), [
+    ("abcEN", ["END"], 2), ("abcE", ["END"], 1), ("abc", ["END"], 0), ("ab\n", ["\n\nUser:"], 1),
+    ("xyz", [], 0), ("aaEN", ["ENDX", "NN"], 2),
+])
+def test_text_that_may_begin_a_stop_string_is_held_back(text, stops, held):
+    assert held_back_chars(text, stops) == held
+
+
+def test_earliest_stop_string_wins():
+    assert find_stop("one two three", ["three", "two"]) == 4
+    assert find_stop("nothing", ["x"]) is None

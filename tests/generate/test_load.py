@@ -1,0 +1,73 @@
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from lmforge.errors import NotFoundError, UnsafeFileError, UserInputError
+from lmforge.generate.load import load_model, resolve_model_path
+
+
+def _logits(loaded, text="Hello there"):
+    ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return loaded.model(ids).logits
+
+
+def test_a_model_folder_loads_with_its_facts(loaded, tiny_llama_dir):
+    assert loaded.name == tiny_llama_dir.name
+    assert loaded.context_length == 256
+    assert loaded.chat_template_source == "tokenizer"
+    assert loaded.tokenizer.eos_token_id in loaded.stop_token_ids
+    assert loaded.render_chat([{"role": "user", "content": "hi"}]).endswith("<|im_start|>assistant\n")
+    assert not loaded.model.training
+
+
+def test_a_run_folder_resolves_to_final_then_to_its_newest_checkpoint(run_dir, tiny_llama_dir):
+    assert resolve_model_path(run_dir) == run_dir / "checkpoints" / "checkpoint-10"
+    shutil.copytree(tiny_llama_dir, run_dir / "final")
+    assert resolve_model_path(run_dir) == run_dir / "final"
+    assert load_model(str(run_dir)).context_length == 256
+
+
+def test_an_adapter_alone_finds_its_base_and_changes_the_model(loaded, tiny_adapter_dir):
+    tuned = load_model(str(tiny_adapter_dir))
+    assert tuned.adapter == str(tiny_adapter_dir)
+    assert not torch.allclose(_logits(tuned), _logits(loaded))
+    explicit = load_model(str(loaded.model.name_or_path), adapter=str(tiny_adapter_dir))
+    assert torch.allclose(_logits(explicit), _logits(tuned))
+    assert "+" in explicit.name
+
+
+def test_adapter_option_must_name_an_adapter(tiny_llama_dir):
+    with pytest.raises(UserInputError, match="not a LoRA adapter"):
+        load_model(str(tiny_llama_dir), adapter=str(tiny_llama_dir))
+
+
+def test_missing_and_non_model_folders_are_clear_errors(tmp_path):
+    with pytest.raises(NotFoundError, match="does not exist"):
+        load_model(str(tmp_path / "nope"))
+    with pytest.raises(NotFoundError, match="no config.json"):
+        load_model(str(tmp_path))
+
+
+def test_pickle_weights_load_only_after_the_scanner_passes_them(tmp_path, tiny_llama_dir, loaded):
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "bin-model"
+    folder.mkdir()
+    torch.save(AutoModelForCausalLM.from_pretrained(tiny_llama_dir).state_dict(), folder / "pytorch_model.bin")
+    shutil.copy(tiny_llama_dir / "config.json", folder / "config.json")
+    loaded.tokenizer.save_pretrained(folder)
+    assert (folder / "pytorch_model.bin").is_file() and not list(folder.glob("*.safetensors"))
+    assert torch.allclose(_logits(load_model(str(folder))), _logits(loaded))
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, ("echo owned",))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(UnsafeFileError, match="pytorch_model.bin"):
+        load_model(str(folder))

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from lmforge.errors import UserInputError
+from lmforge.generate.sampling import PRESETS, SamplingParams, sampling_params, with_updates
+
+
+def test_presets_follow_the_seed_table():
+    # seed 002 §5.4: customer service T=0.3 k=20 p=0.5; ad copy T=1.2 k=50 p=0.9
+    precise, creative = sampling_params("precise"), sampling_params("creative")
+    assert (precise.temperature, precise.top_k, precise.top_p) == (0.3, 20, 0.5)
+    assert (creative.temperature, creative.top_k, creative.top_p) == (1.2, 50, 0.9)
+    balanced = sampling_params("balanced")
+    assert precise.temperature < balanced.temperature < creative.temperature
+    assert sampling_params() == balanced
+
+
+def test_overrides_win_over_the_preset_and_none_is_ignored():
+    params = sampling_params("precise", temperature=0.9, top_k=None)
+    assert params.temperature == 0.9 and params.top_k == 20
+
+
+def test_every_invalid_value_is_reported_at_once():
+    with pytest.raises(UserInputError) as error:
+        sampling_params(temperature=-0.1, top_p=0, top_k=-1, min_p=1.5, repetition_penalty=0, max_new_tokens=0)
+    message = str(error.value)
+    for field in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens"):
+        assert field in message
+    assert "\n" not in message
+
+
+def test_unknown_preset_and_empty_stop_are_errors():
+    with pytest.raises(UserInputError, match="precise, balanced, creative"):
+        sampling_params("wild")
+    with pytest.raises(UserInputError, match="stop"):
+        sampling_params(stop=[""])
+    with pytest.raises(UserInputError, match="top_p"):
+        with_updates(sampling_params(), top_p=1.5)
+
+
+def test_temperature_zero_means_greedy():
+    params = SamplingParams(temperature=0)
+    assert params.is_greedy
+    config = params.to_generation_config()
+    assert config.do_sample is False
+    assert params.logits_processors() == []
+
+
+def test_processors_equal_the_ones_transformers_builds(loaded):
+    """Same classes, same order, same output as GenerationMixin._get_logits_processor for our config."""
+    params = SamplingParams(temperature=0.7, top_k=12, top_p=0.8, min_p=0.05, repetition_penalty=1.3)
+    theirs = loaded.model._get_logits_processor(
+        generation_config=params.to_generation_config(), input_ids_seq_length=3, device="cpu"
+    )
+    ours = params.logits_processors()
+    assert [type(p) for p in ours] == [type(p) for p in theirs]
+    torch.manual_seed(0)
+    ids = torch.tensor([[1, 5, 7]])
+    logits = torch.randn(1, 300)
+    assert torch.equal(ours(ids, logits.clone()), theirs(ids, logits.clone()))
+
+
+def test_generation_config_sets_every_sampling_field_so_model_defaults_cannot_leak():
+    config = sampling_params("creative", top_k=0).to_generation_config()
+    assert (config.temperature, config.top_k, config.top_p, config.do_sample) == (1.2, 0, 0.9, True)
+    assert set(PRESETS) == {"precise", "balanced", "creative"}
