@@ -23,7 +23,7 @@ from lmforge.errors import UserInputError
 
 @pytest.fixture(scope="module")
 def sft_tokens(tiny_tokenizer):
-    return tokenize_chat(load_builtin("arith-sft", n=24), tiny_tokenizer, max_len=128).dataset
+    return tokenize_chat(load_builtin("arith-sft", n=12), tiny_tokenizer, max_len=128).dataset
 
 
 def test_bins_hold_every_example_once_and_never_overflow():

@@ -210,9 +210,7 @@ def _statement(p: Problem) -> str:
     """A declarative sentence carrying a problem and its answer, for the pretraining corpus."""
     if p.task in ("add", "subtract"):
         return f"{p.prompt} {p.answer}."
-    if p.task == "reverse":
-        return f"{p.prompt[:-1]} and you get {p.answer}."
-    if p.task == "sort":
+    if p.task in ("reverse", "sort"):
         return f"{p.prompt[:-1]} and you get {p.answer}."
     if p.task == "convert":
         return f"{p.prompt} It is {p.answer}."
