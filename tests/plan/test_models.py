@@ -44,6 +44,11 @@ def test_catalog_names_and_hub_ids_resolve_ignoring_case(text: str) -> None:
     assert (spec.num_layers, spec.num_kv_heads, spec.head_dim, spec.vocab_size) == (32, 8, 128, 128256)
 
 
+def test_editing_a_spec_config_leaves_the_catalog_alone() -> None:
+    resolve_model("llama-3.1-8b").config["rope_scaling"]["factor"] = 1.0
+    assert resolve_model("llama-3.1-8b").config["rope_scaling"]["factor"] == 8.0
+
+
 def test_local_directory_and_config_file_resolve(write_config) -> None:
     folder = write_config(resolve_model("qwen2.5-0.5b").config, "my-finetune")
     from_dir = resolve_model(str(folder))

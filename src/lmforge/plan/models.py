@@ -11,6 +11,7 @@ torch and transformers are never imported here, and huggingface_hub only to reac
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -288,7 +289,9 @@ def _catalog_index() -> dict[str, dict[str, Any]]:
 
 
 def _spec_from_entry(entry: dict[str, Any]) -> ModelSpec:
-    return spec_from_config(entry["config"], name=entry["name"], hf_id=entry["hf_id"], source=f"catalog:{entry['name']}")
+    # A deep copy: a caller editing spec.config (rope_scaling, text_config ...) must not change the catalog.
+    config = copy.deepcopy(entry["config"])
+    return spec_from_config(config, name=entry["name"], hf_id=entry["hf_id"], source=f"catalog:{entry['name']}")
 
 
 def _looks_like_hub_id(text: str) -> bool:
