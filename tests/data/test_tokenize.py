@@ -74,7 +74,7 @@ def test_train_on_prompt_trains_every_token(tiny_tokenizer):
     assert result.trained_tokens == result.total_tokens == len(row["input_ids"])
 
 
-def test_truncation_is_counted_and_fully_cut_responses_are_reported(tiny_tokenizer):
+def test_truncation_is_counted_and_fully_cut_responses_are_reported(tiny_tokenizer, caplog):
     short = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "42"}]}
     long_prompt = {"messages": [{"role": "user", "content": "Sort the numbers 3 1 2. " * 20},
                                 {"role": "assistant", "content": "1 2 3"}]}  # fmt: skip
@@ -86,6 +86,7 @@ def test_truncation_is_counted_and_fully_cut_responses_are_reported(tiny_tokeniz
     assert result.truncated_examples == 1 and result.dropped_tokens == full - 40
     assert result.untrainable_examples == 1 and result.dropped_examples == 1
     assert "1 truncated" in result.summary() and "dropped" in result.summary()
+    assert result.summary() in caplog.text  # logged too, for callers that keep only the dataset
 
     kept = tokenize_chat(data, tiny_tokenizer, max_len=40, drop_untrainable=False)
     assert kept.examples_out == 2 and kept.dropped_examples == 0

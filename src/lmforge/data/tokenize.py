@@ -14,6 +14,7 @@ response was cut away entirely (dropped by default, since they would train on no
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     import datasets
 
 IGNORE_INDEX = -100  # the label torch's cross_entropy ignores (ignore_index default)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -147,7 +149,11 @@ def tokenize_chat(
         return encode_chat(example["messages"], tokenizer, chosen, max_len=max_len, train_on_prompt=train_on_prompt)
 
     encoded = dataset.map(encode, remove_columns=dataset.column_names, desc="Tokenizing chats")
-    return _finish(encoded, chosen.name, max_len, len(dataset), drop_untrainable)
+    result = _finish(encoded, chosen.name, max_len, len(dataset), drop_untrainable)
+    if result.truncated_examples or result.untrainable_examples:
+        # Said even when a caller keeps only result.dataset: truncation is never silent.
+        logger.warning("tokenize_chat: %s", result.summary())
+    return result
 
 
 def _finish(
