@@ -1,7 +1,128 @@
-"""CLI commands of the evaluate capability."""
+"""`lmforge eval`: thin wrapper over lmforge.evaluate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from lmforge.evaluate.report import EvalReport
+
+
+def _summary_table(report: EvalReport) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{report.task} on {report.data}", title_justify="left")
+    table.add_column("metric")
+    table.add_column(report.model, justify="right")
+    if report.compare_summary is not None:
+        table.add_column(report.compare_model or "compare", justify="right")
+    for key, value in report.summary.items():
+        if not isinstance(value, int | float):
+            continue
+        cells = [key, f"{value:.4g}"]
+        if report.compare_summary is not None:
+            other = report.compare_summary.get(key)
+            cells.append(f"{other:.4g}" if isinstance(other, int | float) else "")
+        table.add_row(*cells)
+    return table
+
+
+def eval_command(
+    model: Annotated[str, typer.Argument(help="A model folder, a training run folder, or a LoRA adapter folder.")],
+    data: Annotated[str | None, typer.Option(help="Evaluation data: a file, folder or builtin:NAME (test split).")] = None,
+    task: Annotated[str | None, typer.Option(help="generation | classification | reward | perplexity "
+                                                  "(default: from the data's kind).")] = None,
+    compare: Annotated[str | None, typer.Option(help="A second model (the base) scored in the same table.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="A LoRA adapter applied on top of MODEL.")] = None,
+    suite: Annotated[str | None, typer.Option(help="A built-in suite instead of --data: stress.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: ./eval-<model name>).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
+    split: Annotated[str | None, typer.Option(help="Which split of the data to read.")] = None,
+    extract: Annotated[str, typer.Option(help="Exact-match answer extraction: answer, exact, first-line, "
+                                              "last-number, regex:PATTERN.")] = "answer",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Most tokens per generated answer.")] = 128,
+    preset: Annotated[str | None, typer.Option(help="Sample with this preset instead of greedy decoding.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sample at this temperature (0 = greedy).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed when sampling.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda when available).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Measure a model: metrics, a per-example report, base-vs-tuned comparison, or the stress suite."""
+    import transformers
+
+    from lmforge.errors import UserInputError
+    from lmforge.generate.sampling import sampling_params
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    if (data is None) == (suite is None):
+        raise UserInputError("give exactly one of --data DATA or --suite stress")
+    sampled = preset is not None or (temperature is not None and temperature > 0)
+    params = sampling_params(preset, temperature=temperature, seed=seed, max_new_tokens=max_new_tokens) if sampled \
+        else sampling_params(temperature=0, max_new_tokens=max_new_tokens)
+    out_dir = out or Path(f"eval-{Path(model.rstrip('/')).name}")
+    progress = sys.stderr.isatty() and not json_output
+    if suite is not None:
+        _run_suite(model, suite, adapter, compare, params, out_dir, device, json_output, progress)
+        return
+
+    from lmforge.evaluate.report import write_report
+    from lmforge.evaluate.run import evaluate_model
+
+    report = evaluate_model(model, data, task=task, compare=compare, adapter=adapter, limit=limit, split=split,
+                            extract=extract, params=params, device=device, progress=progress)
+    paths = write_report(report, out_dir)
+    if json_output:
+        typer.echo(json.dumps({**report.to_dict(), "files": {k: str(v) for k, v in paths.items()}}, default=str))
+        return
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(_summary_table(report))
+    if report.extra.get("confusion_matrix"):
+        labels = report.extra["labels"]
+        console.print("confusion matrix (rows true, columns predicted): " + ", ".join(labels))
+        for label, row in zip(labels, report.extra["confusion_matrix"]):
+            console.print(f"  {label}: {row}")
+    if report.outcomes:
+        o = report.outcomes
+        console.print(f"per example ({report.score_name}): {o['win']} wins, {o['loss']} losses, {o['tie']} ties "
+                      f"for {report.model} against {report.compare_model}")
+    console.print(f"report: {paths['report']}  rows: {paths['results']}")
+
+
+def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None, params: Any, out_dir: Path,
+               device: str | None, json_output: bool, progress: bool) -> None:
+    from lmforge.evaluate.suites import run_stress, suite_cases, write_stress
+    from lmforge.generate.load import load_model
+
+    cases = suite_cases(suite)
+    models = [load_model(model, adapter=adapter, device=device)]
+    if compare:
+        models.append(load_model(compare, device=device))
+    if progress:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"{suite} suite", total=len(cases) * len(models))
+            outputs = run_stress(models, params, cases=cases, on_case=lambda: bar.advance(task))
+    else:
+        outputs = run_stress(models, params, cases=cases)
+    paths = write_stress(outputs, out_dir)
+    if json_output:
+        typer.echo(json.dumps({"outputs": [asdict(o) for o in outputs],
+                               "files": {k: str(v) for k, v in paths.items()}}, ensure_ascii=False))
+        return
+    typer.echo(f"{len(outputs)} outputs for review: {paths['review']}")
+    typer.echo(f"rubric sheet (score 1-5 per dimension): {paths['rubric']}")
 
 
 def register(app: typer.Typer) -> None:
     """Adds this capability's commands to the lmforge app."""
+    app.command("eval")(eval_command)

@@ -1,0 +1,257 @@
+"""`evaluate_model`: score a model on a dataset, optionally side by side with a second model.
+
+The task follows the data's canonical kind unless forced: chat -> generation (ROUGE, BLEU, exact
+match), classification -> classification (accuracy, macro-F1, confusion matrix), preference ->
+reward (pairwise accuracy of a reward model), text -> perplexity. Generation is greedy by default
+so an evaluation is reproducible; pass sampling params to measure a sampled configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lmforge.errors import UserInputError
+from lmforge.evaluate.metrics import (
+    bleu_score,
+    classification_metrics,
+    exact_matches,
+    pairwise_accuracy,
+    perplexity,
+    rouge_scores,
+    sentence_bleu,
+)
+from lmforge.evaluate.report import EvalReport, ExampleRow, decide_outcomes
+
+TASKS = ("generation", "classification", "reward", "perplexity")
+_TASK_OF_KIND = {"chat": "generation", "classification": "classification", "preference": "reward",
+                 "text": "perplexity"}
+_BATCH = 16
+
+
+@dataclass
+class _Scored:
+    """One model's pass over the data: per-example rows and the summary metrics."""
+
+    name: str
+    rows: list[ExampleRow]
+    summary: dict[str, Any]
+    extra: dict[str, Any]
+
+
+def evaluate_model(model: str, data: str, *, task: str | None = None, compare: str | None = None,
+                   adapter: str | None = None, limit: int | None = None, split: str | None = None,
+                   extract: str = "answer", params: Any = None, device: str | None = None,
+                   progress: bool = False) -> EvalReport:
+    """Evaluate `model` on `data` (any lmforge data source); `compare` is the baseline it is measured against."""
+    from lmforge.data.load import load_data
+
+    if limit is not None and limit < 1:
+        raise UserInputError(f"--limit must be at least 1, got {limit}")
+    if split is None and data.startswith("builtin:"):
+        split = "test"  # built-in sets draw test problems disjoint from the training ones
+    loaded_data = load_data(data, split=split)
+    dataset = loaded_data.dataset
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    records = [dict(row) for row in dataset]
+    if not records:
+        raise UserInputError(f"{data} holds no examples to evaluate")
+    kind = loaded_data.kind.value
+    task = task or _TASK_OF_KIND.get(kind)
+    if task not in TASKS:
+        raise UserInputError(f"no evaluation task for {kind} data; pass --task {' | '.join(TASKS)}")
+    _check_kind(task, kind)
+    runner: Callable[..., _Scored] = {
+        "generation": _generation, "classification": _classification, "reward": _reward, "perplexity": _perplexity,
+    }[task]
+    options = {"extract": extract, "params": params, "device": device, "label_names": loaded_data.label_names}
+    with _progress(progress, len(records) * (2 if compare else 1)) as advance:
+        main = runner(model, records, adapter=adapter, advance=advance, **options)
+        baseline = runner(compare, records, adapter=None, advance=advance, **options) if compare else None
+    score_name, higher = {"generation": ("rougeL", True), "classification": ("correct", True),
+                          "reward": ("correct", True), "perplexity": ("nll_per_token", False)}[task]
+    report = EvalReport(model=main.name, task=task, data=data, score_name=score_name, higher_is_better=higher,
+                        summary=main.summary, rows=main.rows, extra=main.extra)
+    if baseline is not None:
+        report.compare_model = baseline.name if baseline.name != main.name else f"{baseline.name} (compare)"
+        report.compare_summary = baseline.summary
+        for row, other in zip(report.rows, baseline.rows):
+            row.compare_prediction, row.compare_score = other.prediction, other.score
+        decide_outcomes(report)
+    return report
+
+
+def _check_kind(task: str, kind: str) -> None:
+    needs = {"generation": ("chat",), "classification": ("classification",), "reward": ("preference",),
+             "perplexity": ("text", "chat")}[task]
+    if kind not in needs:
+        raise UserInputError(f"--task {task} needs {' or '.join(needs)} data, but this data is {kind}")
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("evaluating", total=total)
+        yield lambda: bar.advance(task)
+
+
+def _last(messages: list[dict[str, str]], role: str) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == role), "")
+
+
+def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
+                extract: str, params: Any, device: str | None, **_: Any) -> _Scored:
+    from lmforge.data.builtin import prompt_messages
+    from lmforge.generate.generation import generate
+    from lmforge.generate.load import load_model
+    from lmforge.generate.sampling import SamplingParams
+
+    loaded = load_model(model, adapter=adapter, device=device)
+    params = params or SamplingParams(temperature=0, max_new_tokens=128)
+    prompts = [prompt_messages(record) for record in records]
+    references = [record["messages"][-1]["content"] for record in records]
+    predictions = []
+    for prompt in prompts:
+        predictions.append(generate(loaded, prompt, params).text)
+        advance()
+    rouge = rouge_scores(predictions, references)
+    matches = exact_matches(predictions, references, extract)
+    rows = [
+        ExampleRow(index=i, instruction=_last(prompt, "user"), reference=ref, prediction=pred,
+                   score=scores["rougeL"],
+                   details={**scores, "exact_match": match, "bleu": sentence_bleu(pred, ref)})
+        for i, (prompt, ref, pred, scores, match) in enumerate(zip(prompts, references, predictions, rouge, matches))
+    ]
+    summary = {name: sum(s[name] for s in rouge) / len(rouge) for name in ("rouge1", "rouge2", "rougeL")}
+    summary["bleu"] = bleu_score(predictions, references)
+    summary["exact_match"] = sum(matches) / len(matches)
+    summary["examples"] = len(rows)
+    return _Scored(loaded.name, rows, summary, {"extract": extract, "sampling": params.model_dump()})
+
+
+def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
+                device: str | None, **_: Any) -> _Scored:
+    """Text: every token. Chat: the assistant's tokens only, the ones a fine-tune trains on."""
+    from lmforge.data.templates import ChatTemplate
+    from lmforge.data.tokenize import encode_chat
+    from lmforge.generate.load import load_model
+
+    loaded = load_model(model, adapter=adapter, device=device)
+    template = ChatTemplate(loaded.chat_template_source, loaded.chat_template, loaded.chat_template_source)
+    examples, instructions = [], []
+    for record in records:
+        if "messages" in record:
+            encoded = encode_chat(record["messages"], loaded.tokenizer, template, max_len=loaded.context_length)
+            examples.append((encoded["input_ids"], encoded["labels"]))
+            instructions.append(_last(record["messages"], "user"))
+        else:
+            ids = loaded.tokenizer(record["text"])["input_ids"][: loaded.context_length]
+            examples.append((ids, list(ids)))
+            instructions.append(record["text"])
+    result = perplexity(loaded.model, examples, on_example=advance)
+    rows = [ExampleRow(index=i, instruction=text, reference="", prediction="",
+                       score=None if math.isnan(nll) else nll,
+                       details={"perplexity": math.exp(nll) if not math.isnan(nll) else None})
+            for i, (text, nll) in enumerate(zip(instructions, result.per_example_nll))]
+    summary = {"perplexity": result.perplexity, "nll_per_token": result.nll_per_token, "tokens": result.tokens,
+               "examples": len(rows)}
+    return _Scored(loaded.name, rows, summary, {})
+
+
+def load_classifier(model: str, device: str | None = None) -> tuple[Any, Any, str]:
+    """A sequence-classification model (classifier or reward model) and its tokenizer, pickles scanned."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lmforge.generate.load import check_pickles, resolve_model_path
+
+    folder = resolve_model_path(model)
+    if not (folder / "config.json").is_file():
+        raise UserInputError(f"{folder} is an adapter; classifier and reward evaluation need a merged model folder")
+    target = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    network = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=check_pickles(folder))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    network.config.pad_token_id = tokenizer.pad_token_id
+    name = folder.parent.name if folder.name == "final" else folder.name
+    return network.to(target).eval(), tokenizer, name
+
+
+def _scores(network: Any, tokenizer: Any, texts: list[str], pairs: list[str | None] | None,
+            advance: Callable[[], None]) -> Any:
+    """Logits for every text (and its pair), in batches."""
+    import torch
+
+    outputs = []
+    limit = min(getattr(tokenizer, "model_max_length", 512), 100_000)
+    with torch.inference_mode():
+        for start in range(0, len(texts), _BATCH):
+            batch = texts[start:start + _BATCH]
+            second = pairs[start:start + _BATCH] if pairs and any(pairs[start:start + _BATCH]) else None
+            encoded = tokenizer(batch, second, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+            outputs.append(network(**encoded.to(network.device)).logits.float().cpu())
+            for _ in batch:
+                advance()
+    return torch.cat(outputs)
+
+
+def _label_map(model_labels: dict[int, str], data_labels: list[str]) -> dict[int, int]:
+    """Model output index -> dataset label id, by name when the model names its labels like the data."""
+    names = [model_labels[i] for i in sorted(model_labels)]
+    if set(data_labels) <= set(names):
+        return {i: data_labels.index(name) for i, name in enumerate(names) if name in data_labels}
+    if len(names) == len(data_labels):
+        return dict(enumerate(range(len(data_labels))))
+    raise UserInputError(
+        f"the model predicts {len(names)} labels ({', '.join(names)}) but the data has {len(data_labels)} "
+        f"({', '.join(data_labels)}); evaluate with matching labels"
+    )
+
+
+def _classification(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
+                    label_names: list[str] | None, **_: Any) -> _Scored:
+    network, tokenizer, name = load_classifier(model, device)
+    labels = label_names or sorted({str(r["label"]) for r in records})
+    mapping = _label_map(dict(network.config.id2label), labels)
+    logits = _scores(network, tokenizer, [r["text"] for r in records], [r.get("text_pair") for r in records], advance)
+    outputs = sorted(mapping)  # only model outputs that name a data label may be predicted
+    predicted = [mapping[outputs[int(row[outputs].argmax())]] for row in logits]
+    truth = [r["label"] if isinstance(r["label"], int) else labels.index(str(r["label"])) for r in records]
+    metrics = classification_metrics(truth, predicted, labels)
+    rows = [ExampleRow(index=i, instruction=r["text"], reference=labels[t], prediction=labels[p], score=float(t == p))
+            for i, (r, t, p) in enumerate(zip(records, truth, predicted))]
+    summary = {"accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1, "examples": metrics.count,
+               **{f"f1_{label}": value for label, value in metrics.per_class_f1.items()}}
+    return _Scored(name, rows, summary, {"confusion_matrix": metrics.confusion_matrix, "labels": labels})
+
+
+def _reward(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
+            **_: Any) -> _Scored:
+    from lmforge.data.templates import resolve_template
+
+    network, tokenizer, name = load_classifier(model, device)
+    if network.config.num_labels != 1:
+        raise UserInputError(f"{model} has {network.config.num_labels} outputs; a reward model has one score")
+    template = resolve_template(tokenizer)
+    chosen = [template.render(tokenizer, r["prompt"] + r["chosen"]) for r in records]
+    rejected = [template.render(tokenizer, r["prompt"] + r["rejected"]) for r in records]
+    chosen_scores = _scores(network, tokenizer, chosen, None, advance)[:, 0].tolist()
+    rejected_scores = _scores(network, tokenizer, rejected, None, lambda: None)[:, 0].tolist()
+    rows = [ExampleRow(index=i, instruction=_last(r["prompt"], "user"), reference=_last(r["chosen"], "assistant"),
+                       prediction=f"chosen {c:.3f} vs rejected {j:.3f}", score=float(c > j),
+                       details={"chosen_score": c, "rejected_score": j, "margin": c - j})
+            for i, (r, c, j) in enumerate(zip(records, chosen_scores, rejected_scores))]
+    margins = [c - j for c, j in zip(chosen_scores, rejected_scores)]
+    summary = {"pairwise_accuracy": pairwise_accuracy(chosen_scores, rejected_scores),
+               "mean_margin": sum(margins) / len(margins), "examples": len(rows)}
+    return _Scored(name, rows, summary, {})
