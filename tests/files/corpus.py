@@ -246,6 +246,8 @@ def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) 
     add("malicious/ext2.pkl", extension_registry(canary), True, "copyreg extension code (EXT2)")
     add("malicious/build_class.pkl", build_on_allowed_class(canary), True, "BUILD on an allowlisted class")
     add("malicious/truncated.pkl", truncated_payload(canary), True, "truncated stream that still runs", live="pickle")
+    add("malicious/second_stream.pkl", pickle.dumps({"ok": 1}, 4) + os_system(canary, 4), True,
+        "payload in the second of two concatenated pickles", live="pickle")
 
     state = {"weight": torch.ones(4, 4), "bias": torch.zeros(4)}
     payload = os_system(canary, 2)

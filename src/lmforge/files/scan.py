@@ -124,9 +124,11 @@ def _scan_streams(sink: _Collector, data, start: int, end: int, member: str | No
         strict = (index == 0 and strict_first) or (legacy and index < _LEGACY_TORCH_PICKLES)
         report = scan_pickle_stream(data, position, end, strict=strict)
         if not strict and not report.complete:
-            if report.findings:  # bytes that break later, but would already have imported a gadget
+            if report.findings:  # bytes that break later, but would already have called a gadget
                 sink.add_stream(report, member)
             break
+        if not strict:  # it parsed to its STOP: a real pickle, so judge it strictly
+            report = scan_pickle_stream(data, position, end, strict=True)
         sink.add_stream(report, member)
         if index == 0 and report.result_int == LEGACY_TORCH_MAGIC:
             legacy = True
@@ -211,7 +213,8 @@ def _scan_zip(sink: _Collector, data, size: int, member: str | None, depth: int)
             sink.problem("unreadable", f"zip member cannot be read: {error}", label)
             continue
         # torch.load and numpy.load unpickle `.pkl` members whole; any other member is sniffed.
-        _scan_blob(sink, body, len(body), label, depth + 1, _ALWAYS if entry.name.endswith(".pkl") else _SNIFF)
+        loaded = entry.name.lower().endswith(".pkl")
+        _scan_blob(sink, body, len(body), label, depth + 1, _ALWAYS if loaded else _SNIFF)
     names = [entry.name for entry in members]
     if any(name.endswith("data.pkl") for name in names):
         return "pytorch-zip"
