@@ -142,3 +142,13 @@ def test_headroom_is_respected():
 def test_a_long_sequence_that_fits_one_gpu_stays_on_one_gpu():
     choice = _search("qwen2.5-0.5b", TrainingSetup(seq_len=40_000, recompute="full")).best(get_accelerator("h200"))
     assert choice.fits and choice.gpus == 1 and "fits one" in choice.reason
+
+
+def test_searching_every_card_at_once_gives_each_cards_own_answer():
+    from lmforge.plan.hardware import list_accelerators
+
+    cards = list_accelerators()
+    together = _search("mixtral-8x7b", TrainingSetup(recompute="full")).best_for_each(cards)
+    alone = _search("mixtral-8x7b", TrainingSetup(recompute="full"))
+    for card in cards:
+        assert together[card.name].layout == alone.best(card).layout, card.name

@@ -229,6 +229,24 @@ class LayoutSearch:
             f"{self.memory(chosen).total_bytes / GIB:.1f} GiB per GPU of {usable / GIB:.1f} GiB usable",
         )
 
+    def best_for_each(
+        self, accelerators: list[Accelerator], request: LayoutRequest = LayoutRequest(), *, headroom: float = DEFAULT_HEADROOM
+    ) -> dict[str, LayoutChoice | UserInputError]:
+        """`best` for many cards, smallest memory first: what fits a smaller card fits a bigger one with
+        the same node size, so each answer bounds the next search (fewer layouts to price)."""
+        results: dict[str, LayoutChoice | UserInputError] = {}
+        bounds: dict[int, int] = {}  # gpus_per_node -> fewest GPUs found so far
+        for card in sorted(accelerators, key=lambda a: a.memory_bytes):
+            try:
+                choice = self.best(card, request, headroom=headroom, max_gpus=bounds.get(card.gpus_per_node, MAX_GPUS))
+            except UserInputError as error:  # e.g. --tp 8 on a card whose node holds fewer GPUs
+                results[card.name] = error
+                continue
+            if choice.fits:
+                bounds[card.gpus_per_node] = choice.gpus
+            results[card.name] = choice
+        return results
+
     def _fewest(
         self,
         shapes: list[Layout],

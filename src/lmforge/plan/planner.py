@@ -363,11 +363,12 @@ def _verdicts(
 ) -> list[Verdict]:
     """The same job on every catalog GPU: the fewest that fit, with the user's fixed TP/PP/ZeRO kept."""
     open_request = LayoutRequest(tp=request.tp, pp=request.pp, zero_stage=request.zero_stage, offload=request.offload)
+    cards = list_accelerators()
+    choices = search.best_for_each(cards, open_request, headroom=headroom)
     table = []
-    for card in list_accelerators():
-        try:
-            choice = search.best(card, open_request, headroom=headroom)
-        except UserInputError:  # e.g. --tp 8 on a card whose node holds fewer GPUs
+    for card in cards:
+        choice = choices[card.name]
+        if isinstance(choice, UserInputError):
             table.append(Verdict(card.name, card.memory_gib, None, "layout not possible", None, None, None, None))
             continue
         fits_requested = None
