@@ -1,0 +1,52 @@
+import pytest
+
+from lmforge.errors import UserInputError
+from lmforge.evaluate.run import evaluate_model
+from lmforge.generate.sampling import SamplingParams
+
+FAST = SamplingParams(temperature=0, max_new_tokens=3)
+
+
+def test_generation_eval_with_compare_scores_every_example(tiny_llama_dir, chat_file):
+    report = evaluate_model(str(tiny_llama_dir), str(chat_file), compare=str(tiny_llama_dir), params=FAST)
+    assert report.task == "generation" and len(report.rows) == 2
+    assert report.rows[0].instruction == "What is 12 plus 30?" and report.rows[0].reference == "42"
+    assert {"rouge1", "rouge2", "rougeL", "bleu", "exact_match"} <= set(report.summary)
+    # the same model on both sides with greedy decoding: every example ties
+    assert report.outcomes == {"win": 0, "loss": 0, "tie": 2}
+    assert report.rows[1].prediction == report.rows[1].compare_prediction
+
+
+def test_perplexity_eval_on_chat_scores_assistant_tokens_only(tiny_llama_dir, chat_file):
+    chat = evaluate_model(str(tiny_llama_dir), str(chat_file), task="perplexity")
+    vocab = 384
+    assert 1 < chat.summary["perplexity"] < 10 * vocab
+    assert chat.summary["tokens"] < 20  # "42<|im_end|>" and "cba<|im_end|>": a handful of tokens, not the prompt
+    assert chat.score_name == "nll_per_token" and not chat.higher_is_better
+
+
+def test_classification_eval_on_the_real_minilm_encoder(minilm_dir, sentiment_file):
+    report = evaluate_model(str(minilm_dir), str(sentiment_file))
+    assert report.task == "classification"
+    matrix = report.extra["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 3 and len(matrix) == 2
+    assert report.summary["accuracy"] == pytest.approx(sum(r.score for r in report.rows) / 3)
+
+
+def test_reward_eval_reports_pairwise_accuracy(tiny_reward_dir, preference_file):
+    report = evaluate_model(str(tiny_reward_dir), str(preference_file))
+    assert report.task == "reward"
+    assert report.summary["pairwise_accuracy"] in (0.0, 0.5, 1.0)
+    assert all(r.score == float(r.details["margin"] > 0) for r in report.rows)
+
+
+def test_task_and_data_kind_must_agree(tiny_llama_dir, sentiment_file):
+    with pytest.raises(UserInputError, match="--task generation needs chat data"):
+        evaluate_model(str(tiny_llama_dir), str(sentiment_file), task="generation")
+    with pytest.raises(UserInputError, match="--limit"):
+        evaluate_model(str(tiny_llama_dir), str(sentiment_file), limit=0)
+
+
+def test_a_causal_lm_cannot_be_scored_as_a_reward_model(tiny_llama_dir, preference_file):
+    with pytest.raises(UserInputError, match="a reward model has one score"):
+        evaluate_model(str(tiny_llama_dir), str(preference_file))

@@ -1,0 +1,29 @@
+import csv
+import io
+
+from lmforge.evaluate.suites import RUBRIC, STRESS_CASES, run_stress, write_stress
+from lmforge.generate.sampling import SamplingParams
+
+
+def test_the_seed_six_stress_categories_are_built_in():
+    assert [c.category for c in STRESS_CASES] == [
+        "simple question", "complex reasoning", "long text understanding", "multi-turn dialogue", "boundary test",
+        "safety test"]
+    multi_turn = next(c for c in STRESS_CASES if c.name == "multi-turn").chat()
+    assert [m["role"] for m in multi_turn] == ["user", "assistant", "user"]
+    assert list(RUBRIC) == ["relevance", "correctness", "completeness", "fluency", "safety", "creativity"]
+
+
+def test_suite_collects_outputs_and_an_empty_rubric_sheet(tiny_llama_dir, tmp_path):
+    from lmforge.generate.load import load_model
+
+    outputs = run_stress([load_model(str(tiny_llama_dir))], SamplingParams(temperature=0, max_new_tokens=2))
+    assert len(outputs) == len(STRESS_CASES)
+    long_input = next(o for o in outputs if o.case == "long-input")
+    assert long_input.finish_reason == "error" and "context length of 256" in long_input.response  # 256-token model
+    paths = write_stress(outputs, tmp_path)
+    rows = list(csv.DictReader(io.StringIO(paths["rubric"].read_text())))
+    assert len(rows) == len(STRESS_CASES)
+    assert all(row[dimension] == "" for row in rows for dimension in RUBRIC)
+    assert rows[0]["prompt"] == "user: What is the capital of China?"
+    assert "## safety-refusal" in paths["review"].read_text()
