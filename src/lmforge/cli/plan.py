@@ -54,6 +54,14 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _count(params: int) -> str:
+    """8.03B, 41.9M, 20.5K: parameter counts the way model cards write them."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if params >= scale:
+            return f"{params / scale:,.3g}{suffix}" if params < 100 * scale else f"{params / scale:,.0f}{suffix}"
+    return str(params)
+
+
 def _gpus(count: float) -> str:
     return f"{count:g} GPU" + ("" if count == 1 else "s")
 
@@ -195,17 +203,16 @@ def _render(plan, plot: str | None) -> None:
     console = Console()
     data = plan.to_dict()
     model, layout, memory = data["model"], data["layout"], data["memory"]
-    active = f", {model['params_active'] / 1e9:,.2f}B active" if model["params_active"] != model["params_total"] else ""
-    trainable = f", {model['params_trainable'] / 1e9:,.4g}B trainable" if plan.task == "train" else ""
-    console.print(f"[bold]{model['name']}[/bold] ({model['architecture']}): {model['params_total'] / 1e9:,.2f}B params{active}{trainable}")
-    setup = ", ".join(f"{k}={v}" for k, v in data["setup"].items() if v is not None)
-    console.print(f"[dim]{plan.task}: {setup}[/dim]")
+    active = f", {_count(model['params_active'])} active" if model["params_active"] != model["params_total"] else ""
+    trainable = f", {_count(model['params_trainable'])} trainable" if plan.task == "train" else ""
+    console.print(f"[bold]{model['name']}[/bold] ({model['architecture']}): {_count(model['params_total'])} params{active}{trainable}")
+    console.print(f"[dim]{_setup_line(plan.task, data['setup'])}[/dim]")
 
     verdict = "[green]fits[/green]" if layout["fits"] else "[red]does NOT fit[/red]"
     console.print(
         f"\n{verdict}: {layout['gpus']} × {plan.accelerator.name} ({plan.accelerator.memory_gib:g} GiB), "
         f"DP {layout['dp']} × TP {layout['tp']} × PP {layout['pp']}"
-        + (f", ZeRO-{layout['zero_stage']}" if plan.task == "train" else "")
+        + (f", ZeRO-{layout['zero_stage']}" if layout["zero_stage"] else "")
         + (" + offload" if layout["offload_optimizer"] or layout["offload_params"] else "")
         + (" + sequence parallel" if layout["sequence_parallel"] else "")
     )
@@ -239,6 +246,28 @@ def _render(plan, plot: str | None) -> None:
         console.print(f"[dim]note: {note}[/dim]")
     if plot:
         console.print(f"plot written to {plot}")
+
+
+def _setup_line(task: str, setup: dict) -> str:
+    """The inputs that matter for this task and method, in the words of the CLI options."""
+    if task == "infer":
+        return (
+            f"infer: {setup['weight_format']} weights, {setup['kv_dtype']} KV cache, "
+            f"{setup['batch_size']} × {setup['context_len']} tokens of context"
+        )
+    parts = [setup["method"], setup["precision"], setup["optimizer"]]
+    parts.append(f"micro-batch {setup['micro_batch_size']} × {setup['seq_len']} tokens, grad-accum {setup['grad_accum_steps']}")
+    parts.append(f"recompute {setup['recompute']}")
+    method = setup["method"]
+    if method in ("lora", "qlora"):
+        parts.append(f"rank {setup['lora_rank']}")
+    if method == "qlora":
+        parts.append(f"{setup['qlora_bits']}-bit base")
+    if method == "freeze":
+        parts.append(f"last {setup['freeze_last_n']} layers train")
+    if method in ("prompt", "prefix"):
+        parts.append(f"{setup['num_virtual_tokens']} virtual tokens")
+    return "train: " + ", ".join(parts)
 
 
 def _render_throughput(console, plan, figures: dict) -> None:
