@@ -48,6 +48,12 @@ def test_verdict_table_covers_every_catalog_gpu_and_bigger_cards_need_fewer(lora
     assert verdicts["h100-sxm"].hours < verdicts["a100-80g"].hours  # same count, faster card
 
 
+def test_cheapest_card_is_the_verdict_with_the_lowest_cost(lora_70b):
+    costs = {v.gpu: v.cost_usd for v in lora_70b.verdicts if v.cost_usd is not None}
+    assert lora_70b.cheapest.gpu == min(costs, key=costs.get)
+    assert lora_70b.to_dict()["cheapest_gpu"] == lora_70b.cheapest.gpu
+
+
 def test_time_and_cost_follow_tokens_and_price():
     base = plan_training("qwen2.5-0.5b", gpu="h100-sxm", tokens=10**9, price_per_gpu_hour=2.0, verdicts=False)
     double = plan_training("qwen2.5-0.5b", gpu="h100-sxm", tokens=2 * 10**9, price_per_gpu_hour=2.0, verdicts=False)

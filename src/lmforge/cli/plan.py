@@ -344,8 +344,11 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
             row.append("-" if rate is None else f"{rate:,.0f}")
         if requested:
             row.append("[green]yes[/green]" if verdict["fits_requested"] else "[red]no[/red]")
-        table.add_row(*row)
+        table.add_row(*row, style="bold" if plan.cheapest is not None and verdict["gpu"] == plan.cheapest.gpu else None)
     console.print(table)
+    cheapest = plan.cheapest
+    if cheapest is not None:
+        console.print(f"cheapest card for this run: {cheapest.min_gpus} × {cheapest.gpu}, {_money(cheapest.cost_usd)}")
 
 
 def models_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:

@@ -78,6 +78,12 @@ class Plan:
     def fits(self) -> bool:
         return self.choice.fits
 
+    @property
+    def cheapest(self) -> Verdict | None:
+        """The catalog card that runs the planned training for the least money (None for inference)."""
+        priced = [v for v in self.verdicts if v.cost_usd is not None]
+        return min(priced, key=lambda v: v.cost_usd) if priced else None
+
     def to_dict(self) -> dict[str, Any]:
         layout = self.choice.layout
         return {
@@ -108,6 +114,7 @@ class Plan:
             "throughput": self.throughput.to_dict(),
             "rules_of_thumb": [rule.to_dict() for rule in self.rules_of_thumb],
             "verdicts": [asdict(verdict) for verdict in self.verdicts],
+            "cheapest_gpu": None if self.cheapest is None else self.cheapest.gpu,
             "simulation": self.simulation,
             "notes": list(self.notes),
         }
