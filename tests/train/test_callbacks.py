@@ -43,3 +43,8 @@ def test_metrics_progress_and_early_stopping(make_config):
     assert any("eval_loss" in r for r in records) and any("learning_rate" in r for r in records)
     assert all(r["tokens_seen"] >= 0 for r in records)
     assert (result.run_dir / "plots" / "loss.png").is_file()
+
+
+def test_report_to_tensorboard_writes_events_into_the_run(make_config):
+    result = run_training(make_config("sft", "lora", train={"report_to": ["tensorboard"]}), progress=False)
+    assert list((result.run_dir / "logs").rglob("events.out.tfevents.*"))

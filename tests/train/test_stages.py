@@ -87,7 +87,7 @@ def test_rlhf_against_reward_model(algorithm, method, make_config, tiny_reward_d
 
 def test_classify_real_minilm_on_sentiment(make_config, minilm_dir):
     config = make_config("classify", "full", model={"path": str(minilm_dir)},
-                         data={"eval_fraction": 0.5, "max_len": 32}, train={"eval_every": 2})
+                         data={"eval_fraction": 0.5, "max_len": 16}, train={"micro_batch_size": 2})
     result = run_training(config, progress=False)
     assert 0.0 <= result.final_metrics["eval_accuracy"] <= 1.0
     model = _load_final(result.final_dir, "ModelForSequenceClassification")

@@ -213,6 +213,9 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     if config.train.early_stopping.patience and evaluating:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping.patience))
 
+    if "tensorboard" in config.train.report_to:
+        # transformers 5 reads the TensorBoard folder from this variable only; lmforge keeps it in the run.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
     ctx = StageContext(
         config=config, run_dir=run_dir, model=model, tokenizer=tokenizer, train_dataset=data.train,
         eval_dataset=data.eval, label_names=data.label_names,
