@@ -61,9 +61,9 @@ def _explain_table(step: StepExplanation, stages: list[str]) -> Any:
     counts = ", ".join(f"{name} {count}" for name, count in step.kept_counts.items())
     table = Table(title=f"step {step.step}: chose {step.chosen_token!r} (kept: {counts})", title_justify="left")
     table.add_column("token")
-    table.add_column("p after temperature", justify="right")
+    table.add_column("p after T", justify="right")  # after repetition penalty and temperature
     for stage in stages:
-        table.add_column(f"kept by {stage.replace('_', '-')}?", justify="center")
+        table.add_column(f"kept {stage.replace('_', '-')}", justify="center")
     table.add_column("final p", justify="right")
     table.add_column("chosen", justify="center")
     for candidate in step.candidates:

@@ -1,0 +1,44 @@
+import csv
+import json
+
+from typer.testing import CliRunner
+
+from lmforge.cli.main import app
+
+runner = CliRunner()
+
+
+def test_eval_compare_writes_the_report(tiny_llama_dir, tmp_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"instruction": "Say 5.", "output": "5"}) + "\n")
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--compare", str(tiny_llama_dir),
+                                 "--max-new-tokens", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "rougeL" in result.stdout and "0 wins, 0 losses, 1 ties" in result.stdout
+    assert (out / "report.md").is_file() and len((out / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_eval_json_for_perplexity_on_a_builtin_set(tiny_llama_dir, tmp_path):
+    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", "builtin:corpus", "--limit", "2",
+                                 "--out", str(tmp_path / "ppl"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["task"] == "perplexity" and payload["summary"]["examples"] == 2
+    assert payload["summary"]["perplexity"] > 1
+
+
+def test_stress_suite_exports_a_rubric_sheet(tiny_llama_dir, tmp_path):
+    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--suite", "stress", "--max-new-tokens", "1",
+                                 "--out", str(tmp_path / "stress")])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "stress" / "rubric.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header[5:11] == ["relevance", "correctness", "completeness", "fluency", "safety", "creativity"]
+
+
+def test_data_or_suite_is_required_and_errors_are_one_line(tiny_llama_dir):
+    result = runner.invoke(app, ["eval", str(tiny_llama_dir)])
+    assert result.exit_code == 2 and result.stderr.strip() == "Error: give exactly one of --data DATA or --suite stress"
+    bad = runner.invoke(app, ["eval", str(tiny_llama_dir), "--suite", "vibes"])
+    assert bad.exit_code == 2 and "no suite 'vibes'" in bad.stderr
