@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lmforge.errors import UserInputError
 from lmforge.plan.models import as_sequence_classifier, list_catalog, resolve_model, spec_from_config
@@ -280,3 +282,39 @@ def test_sequence_classifiers_and_reward_models_count_exactly(name: str, labels:
     counts = count_params(spec)
     assert counts.total_params == numel(build_model(spec.config))
     assert count_trainable_params(spec, "freeze", freeze_last_n=1) == counts.layer_params[-1] + counts.output_params
+
+
+FUZZ_FAMILIES = ["llama-3.1-8b", "qwen2.5-0.5b", "qwen3-0.6b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v3", "gemma-2-2b",
+                 "gemma-3-1b", "phi-3-mini", "phi-2", "pythia-1.4b", "gpt2", "bert-base-uncased", "t5-base"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    family=st.sampled_from(FUZZ_FAMILIES),
+    heads_per_kv=st.sampled_from([1, 2, 4]),
+    kv_heads=st.integers(1, 3),
+    head_dim=st.sampled_from([8, 16]),
+    layers=st.integers(1, 4),
+    intermediate=st.integers(1, 12).map(lambda n: 8 * n),
+    tie=st.booleans(),
+    bias=st.booleans(),
+)
+def test_random_sizes_of_every_family_count_exactly(
+    family: str, heads_per_kv: int, kv_heads: int, head_dim: int, layers: int, intermediate: int, tie: bool, bias: bool
+) -> None:
+    """Any size, GQA ratio, depth, tying and bias flags: still equal to the meta-device model."""
+    heads = heads_per_kv * kv_heads
+    config = small_spec(resolve_model(family).config).config
+    sizes = {
+        "hidden_size": heads * head_dim, "n_embd": heads * head_dim, "d_model": heads * head_dim,
+        "num_attention_heads": heads, "n_head": heads, "num_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+        "d_kv": head_dim, "num_hidden_layers": layers, "n_layer": layers, "num_layers": layers, "num_decoder_layers": layers,
+        "intermediate_size": intermediate, "d_ff": intermediate, "first_k_dense_replace": min(layers - 1, 1),
+    }
+    config = {k: sizes.get(k, v) for k, v in config.items()}
+    if family in ("gpt2", "bert-base-uncased", "pythia-1.4b", "phi-2"):
+        config.pop("num_key_value_heads", None)  # multi-head only
+        config.pop("head_dim", None)
+    config.update(tie_word_embeddings=tie, attention_bias=bias, mlp_bias=bias)
+    spec = spec_from_config(config, name=family)
+    assert count_params(spec).total_params == numel(build_model(spec.config))

@@ -35,6 +35,8 @@ _LAYER_NORMS = {
     "olmo2": ("post_attention_layernorm", "post_feedforward_layernorm"),
     "phi": ("input_layernorm",),  # parallel attention and MLP share one norm
 }
+# Families whose attention ignores config.attention_bias (bias-free projections).
+_NO_ATTENTION_BIAS = {"mistral", "mixtral", "phi3"}
 # Two-matrix MLPs (up, down) with biases, by family.
 _TWO_LAYER_MLPS = {"phi": ("fc1", "fc2"), "gpt_neox": ("dense_h_to_4h", "dense_4h_to_h"), "starcoder2": ("c_fc", "c_proj")}
 # Architectures whose counts the tests check against transformers; others are counted as Llama-like.
@@ -329,8 +331,11 @@ def _output_weights(spec: ModelSpec) -> list[Weight]:
     else:
         final_norm = {"phi": "final_layernorm", "gpt_neox": "final_layer_norm"}.get(spec.model_type, "norm")
         out = [_norm(final_norm, h, bias=spec.model_type in _LAYERNORM_DECODERS)]
+    head_bias = spec.model_type == "phi"  # PhiForCausalLM: lm_head has a bias, which tying leaves in place
     if not spec.tie_word_embeddings:
-        out.append(_linear("lm_head", "head", h, v, bias=spec.model_type == "phi"))  # PhiForCausalLM: head bias
+        out.append(_linear("lm_head", "head", h, v, bias=head_bias))
+    elif head_bias:
+        out.append(Weight("lm_head.bias", "head", v))
     return out
 
 
@@ -351,11 +356,12 @@ def _bert_output(spec: ModelSpec) -> list[Weight]:
             return [_linear("classifier.dense", "head", h, h, bias=True), _linear("classifier.out_proj", "head", h, labels, bias=True)]
         return [_linear("pooler.dense", "head", h, h, bias=True), _linear("classifier", "head", h, labels, bias=True)]
     if spec.architecture.endswith("ForMaskedLM"):
-        # The decoder weight is tied to the word embeddings; its bias (vocab_size) is its own parameter.
+        # Tied: the decoder's weight is the word embeddings and its bias the head's `bias` (vocab_size).
+        # Untied, transformers ties neither: the decoder keeps its own weight and bias besides `bias`.
         head = [_linear("transform.dense", "head", h, h, bias=True), _norm("transform.LayerNorm", h, bias=True)]
         if not spec.tie_word_embeddings:
-            head.append(_linear("decoder", "head", h, v))
-        return [*head, Weight("decoder.bias", "head", v)]
+            head.append(_linear("decoder", "head", h, v, bias=True))
+        return [*head, Weight("bias", "head", v)]
     return [_linear("pooler.dense", "head", h, h, bias=True)]
 
 
@@ -448,7 +454,7 @@ def _decoder_layer(spec: ModelSpec, is_moe_layer: bool) -> list[Weight]:
 def _attention(spec: ModelSpec) -> list[Weight]:
     h, d = spec.hidden_size, spec.head_dim
     q_out, kv_out = spec.num_attention_heads * d, spec.num_kv_heads * d
-    attention_bias = _bool(spec, "attention_bias")
+    attention_bias = _bool(spec, "attention_bias") and spec.model_type not in _NO_ATTENTION_BIAS
     qkv_bias, o_bias = attention_bias, attention_bias
     if spec.model_type == "qwen2":  # Qwen2Attention: q/k/v bias=True, o bias=False
         qkv_bias, o_bias = True, False
@@ -507,7 +513,8 @@ def _mla_attention(spec: ModelSpec) -> list[Weight]:
 
 def _dense_mlp(spec: ModelSpec, intermediate: int, prefix: str = "mlp.") -> list[Weight]:
     h = spec.hidden_size
-    bias = _bool(spec, "mlp_bias")
+    # Only LlamaMLP and DeepseekV2MLP read config.mlp_bias; an unknown family is taken to be Llama-like.
+    bias = _bool(spec, "mlp_bias") and (spec.model_type in {"llama", "deepseek_v2"} or spec.model_type not in EXACT_MODEL_TYPES)
     if spec.model_type == "phi3":  # Phi3MLP: fused gate_up_proj
         return [_linear("mlp.gate_up_proj", "mlp", h, 2 * intermediate), _linear("mlp.down_proj", "mlp", intermediate, h)]
     if spec.model_type in _TWO_LAYER_MLPS:  # a plain up/down MLP with biases (no gate)
