@@ -186,7 +186,8 @@ class _StreamError(Exception):
 
 
 # ---- opcode table ------------------------------------------------------------------------------
-# Argument kinds follow pickletools' ArgumentDescriptor names (Lib/pickletools.py).
+# Argument kinds follow pickletools' ArgumentDescriptor names (Lib/pickletools.py). _TWO_LINES
+# (GLOBAL, INST) is read by those opcodes' handlers.
 _NONE, _U1, _U2, _I4, _U4, _U8, _F8, _LINE, _TWO_LINES = range(9)
 _LEN_U1, _LEN_I4, _LEN_U4, _LEN_U8 = range(9, 13)
 
@@ -411,7 +412,7 @@ class _Walker:
             self.op_name = name
             self.report.opcode_count += 1
 
-            argument: bytes | int | None = None
+            argument: bytes | None = None
             counted: tuple[int, int] | None = None
             if arg_kind in _FIXED_SIZES:
                 argument = self._read(_FIXED_SIZES[arg_kind])
@@ -443,7 +444,7 @@ class _Walker:
                     raise _StreamError(f"unsupported pickle protocol {protocol} at byte {self.op_offset}")
                 self.report.protocol = protocol
             elif name == "FRAME":
-                pass
+                pass  # a frame only groups opcodes for buffered reads; what is inside decodes the same
             elif name == "MARK":
                 self.marks.append(len(stack))
             elif name == "POP":
