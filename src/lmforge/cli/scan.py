@@ -9,7 +9,7 @@ import typer
 
 
 def scan(
-    paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Files or directories (scanned recursively)."),
+    paths: list[Path] = typer.Argument(..., metavar="PATH", help="Files or directories (scanned recursively)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every global each file imports."),
 ) -> None:
