@@ -318,3 +318,20 @@ def test_random_sizes_of_every_family_count_exactly(
     config.update(tie_word_embeddings=tie, attention_bias=bias, mlp_bias=bias)
     spec = spec_from_config(config, name=family)
     assert count_params(spec).total_params == numel(build_model(spec.config))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(family=st.sampled_from(FUZZ_FAMILIES + ["qwen1.5-moe-a2.7b", "deepseek-v2-lite", "mistral-7b"]), data=st.data())
+def test_random_lora_target_subsets_equal_peft(family: str, data) -> None:
+    """Any non-empty subset of a family's default targets, at any rank, counts what peft counts."""
+    from peft import LoraConfig
+
+    spec = small_spec(resolve_model(family).config)
+    targets = default_lora_targets(spec)
+    chosen = data.draw(st.lists(st.sampled_from(targets), min_size=1, max_size=len(targets), unique=True))
+    rank = data.draw(st.integers(1, 6))
+    pairs = {"gate_proj": "up_proj", "up_proj": "gate_proj", "w1": "w3", "w3": "w1"}
+    if spec.model_type in ("qwen3_moe", "deepseek_v3", "deepseek_v2", "mixtral"):  # peft fuses these pairs
+        chosen = list(dict.fromkeys(chosen + [pairs[t] for t in chosen if t in pairs]))
+    expected = _peft_trainable(spec, LoraConfig(r=rank, target_modules=chosen))
+    assert count_trainable_params(spec, "lora", lora_rank=rank, lora_targets=chosen) == expected
