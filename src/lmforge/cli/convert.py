@@ -1,7 +1,61 @@
 """CLI commands: convert."""
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
 import typer
+
+
+def convert(
+    src: Path = typer.Argument(..., help="Checkpoint file, HF model folder, or LoRA adapter folder."),
+    dst: Path = typer.Argument(..., help="Output: .safetensors / .gguf / .onnx file, or a folder."),
+    to: str = typer.Option(None, "--to", help="safetensors | gguf | onnx | merged (default: from DST's suffix)."),
+    quant: str = typer.Option(None, "--quant", help="GGUF type: f32 | f16 | bf16 | q8_0 | q4_0 (default f16)."),
+    max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Largest safetensors shard (5GB, 500MiB)."),
+    adapter: Path = typer.Option(None, "--adapter", help="LoRA adapter folder to merge into SRC (implies --to merged)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Load pickles without the safety scan (runs code!)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Convert a model between formats; the output is written atomically and read back to verify it.
+
+    pickle (.bin/.pt/.pth or an HF folder) → safetensors; HF Llama/Mistral/Qwen2/Qwen3 → GGUF;
+    HF model → ONNX; LoRA adapter + base → merged safetensors model.
+    """
+    from lmforge.files.convert import convert as run_convert
+
+    report = run_convert(src, dst, to=to, quant=quant, shard_size=max_shard_size, adapter=adapter,
+                         trust_pickle=trust_pickle, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    _render(report)
+
+
+def _render(report) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    quant = f" ({report.quant})" if report.quant else ""
+    console.print(f"[green]wrote[/] {escape(report.destination)} as {report.to}{quant}: "
+                  f"{report.tensor_count} tensors, {report.params:,} parameters, "
+                  f"{report.size_bytes / 1e6:,.1f} MB in {report.seconds:.1f} s")
+    for path in report.files:
+        console.print(f"  {escape(path)}")
+    checks = ", ".join(f"{key}={value}" for key, value in report.checks.items())
+    console.print(f"[green]verified[/] by reading it back: {escape(checks)}")
+    if report.aliases:
+        console.print(f"shared tensors written once: {escape(', '.join(f'{a} → {k}' for a, k in report.aliases.items()))}")
+    if report.skipped:
+        console.print(f"[yellow]not tensors, left out:[/] {escape(', '.join(report.skipped))}")
+    if report.copied:
+        console.print(f"copied: {escape(', '.join(report.copied))}")
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def register(app: typer.Typer) -> None:
     """Adds this capability's commands to the lmforge app."""
+    app.command("convert")(convert)

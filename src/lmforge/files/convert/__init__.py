@@ -1,0 +1,81 @@
+"""`lmforge convert`: one function per conversion, picked by --to or the destination's suffix.
+
+    pickle checkpoint / HF folder → safetensors   (to_safetensors)
+    safetensors / HF Llama-family folder → GGUF    (to_gguf, f32 f16 bf16 q8_0 q4_0)
+    HF model folder → ONNX                         (to_onnx)
+    LoRA adapter + base → merged safetensors model (merge_lora)
+
+Each reads its input through lmforge's safe gates, writes atomically and reads its output back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lmforge.errors import UserInputError
+from lmforge.files.convert.common import ConvertReport, parse_size_bytes
+
+TARGETS = ("safetensors", "gguf", "onnx", "merged")
+_BY_SUFFIX = {".safetensors": "safetensors", ".gguf": "gguf", ".onnx": "onnx"}
+
+__all__ = ["TARGETS", "ConvertReport", "convert", "parse_size_bytes"]
+
+
+def pick_target(source: Path, destination: Path, to: str | None, adapter: Path | None) -> str:
+    """--to if given, else the destination suffix, else a merge when an adapter is involved, else safetensors."""
+    if to is not None:
+        if to not in TARGETS:
+            raise UserInputError(f"unknown --to {to!r}; choose one of {', '.join(TARGETS)}")
+        return to
+    if destination.suffix in _BY_SUFFIX:
+        return _BY_SUFFIX[destination.suffix]
+    if adapter is not None or (source / "adapter_config.json").is_file():
+        return "merged"
+    return "safetensors"
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    to: str | None = None,
+    quant: str | None = None,
+    shard_size: str | int = "5GB",
+    adapter: str | os.PathLike[str] | None = None,
+    trust_pickle: bool = False,
+    progress: bool = True,
+) -> ConvertReport:
+    """Convert `src` into `dst`; see the module docstring for the conversions.
+
+    `quant` applies to GGUF only (default f16); `shard_size` to safetensors output; `adapter`
+    names the LoRA adapter folder to merge into the base model `src`.
+    """
+    source, destination = Path(src), Path(dst)
+    adapter_path = Path(adapter) if adapter is not None else None
+    if not source.exists():
+        raise UserInputError(f"{source} does not exist")
+    if source.resolve() == destination.resolve():
+        raise UserInputError("source and destination are the same path; choose a new DST")
+    target = pick_target(source, destination, to, adapter_path)
+    if quant is not None and target != "gguf":
+        raise UserInputError(f"--quant applies to GGUF output only, not {target}")
+    if adapter_path is not None and target != "merged":
+        raise UserInputError(f"--adapter is for merging a LoRA adapter (--to merged), not {target}")
+
+    if target == "safetensors":
+        from lmforge.files.convert.to_safetensors import to_safetensors
+
+        return to_safetensors(source, destination, shard_size_bytes=parse_size_bytes(shard_size),
+                              trust_pickle=trust_pickle, progress=progress)
+    if target == "gguf":
+        from lmforge.files.convert.to_gguf import to_gguf
+
+        return to_gguf(source, destination, quant=quant or "f16", trust_pickle=trust_pickle, progress=progress)
+    if target == "onnx":
+        from lmforge.files.convert.to_onnx import to_onnx
+
+        return to_onnx(source, destination, progress=progress)
+    from lmforge.files.convert.merge_lora import merge_lora
+
+    return merge_lora(source, destination, adapter=adapter_path, progress=progress)

@@ -1,0 +1,113 @@
+"""A LoRA adapter merged into its base model (peft merge_and_unload), saved as safetensors.
+
+The adapter folder names its base in adapter_config.json (base_model_name_or_path, a local folder:
+nothing is downloaded), or the base is given and the adapter passed separately. A quantized base
+(config.json has quantization_config: bitsandbytes, GPTQ, AWQ) is refused before anything is
+loaded: merging into rounded weights silently loses the adapter's update, the failure users report.
+The merge is checked: the merged model's outputs on a probe input match the unmerged PeftModel's.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import FormatError, NotFoundError, UserInputError
+from lmforge.fileio import atomic_directory
+from lmforge.files.convert.common import ConvertReport, copy_side_files, progress_bar, read_json
+
+TOLERANCE = 1e-4  # max |merged - unmerged| logits in float32
+_TASK_CLASSES = {"CAUSAL_LM": "AutoModelForCausalLM", "SEQ_CLS": "AutoModelForSequenceClassification",
+                 "TOKEN_CLS": "AutoModelForTokenClassification", "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM"}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                    "vocab.json", "merges.txt", "vocab.txt", "chat_template.jinja", "added_tokens.json")
+
+
+def resolve_pair(source: Path, adapter: Path | None) -> tuple[Path, Path]:
+    """(base folder, adapter folder) from `convert ADAPTER DST` or `convert BASE DST --adapter ADAPTER`."""
+    if adapter is None:
+        if not (source / "adapter_config.json").is_file():
+            raise UserInputError(f"{source} is not a LoRA adapter folder (no adapter_config.json); "
+                                 "pass the base model as SRC and the adapter with --adapter")
+        adapter = source
+        named = read_json(source / "adapter_config.json").get("base_model_name_or_path")
+        if not named or not Path(named).is_dir():
+            raise NotFoundError(f"the adapter's base model {named!r} is not a local folder; "
+                                "pass it as SRC with --adapter pointing at the adapter")
+        base = Path(named)
+    else:
+        base = source
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserInputError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json)")
+    if not (base / "config.json").is_file():
+        raise UserInputError(f"{base} is not an HF model folder (no config.json)")
+    return base, adapter
+
+
+def refuse_quantized(base: Path) -> None:
+    quantization = read_json(base / "config.json").get("quantization_config")
+    if quantization:
+        method = quantization.get("quant_method", "quantized") if isinstance(quantization, dict) else "quantized"
+        raise UserInputError(f"the base model {base} is {method}-quantized; merging into quantized weights loses the "
+                             "adapter's update: dequantize the base first (load it in bf16/fp16 and save it), then merge")
+
+
+def _probe_logits(model: Any) -> Any:
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (2, 8), generator=generator)
+    with torch.no_grad():
+        output = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    return (output.logits if hasattr(output, "logits") else output[0]).float()
+
+
+def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, progress: bool = True) -> ConvertReport:
+    """Merge the LoRA adapter into its base and save base+adapter as one safetensors model folder."""
+    import transformers
+    from peft import PeftModel
+
+    started = time.perf_counter()
+    base, adapter = resolve_pair(source, adapter)
+    refuse_quantized(base)
+    adapter_config = read_json(adapter / "adapter_config.json")
+    if adapter_config.get("peft_type", "LORA") not in ("LORA", "ADALORA", "LOHA", "LOKR", "IA3"):
+        raise UserInputError(f"{adapter} is a {adapter_config.get('peft_type')} adapter; only mergeable adapters "
+                             "(LoRA and its variants) can be merged")
+    model_class = getattr(transformers, _TASK_CLASSES.get(adapter_config.get("task_type") or "", "AutoModel"))
+
+    with progress_bar("merging adapter", 3, progress) as advance:
+        try:
+            model = model_class.from_pretrained(base, dtype="auto", local_files_only=True)
+            peft_model = PeftModel.from_pretrained(model, adapter, local_files_only=True)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise FormatError(f"cannot load {adapter} onto {base}: {str(error).splitlines()[0]}") from None
+        peft_model.eval()
+        unmerged = _probe_logits(peft_model)
+        advance()
+        merged = peft_model.merge_and_unload()
+        difference = float((_probe_logits(merged) - unmerged).abs().max())
+        if difference > TOLERANCE * max(1.0, float(unmerged.abs().max())):
+            raise FormatError(f"the merged model's outputs differ from base+adapter by {difference:.2e}")
+        advance()
+        with atomic_directory(destination) as folder:
+            copied = copy_side_files(base, folder)
+            for name in _TOKENIZER_FILES:  # the adapter's tokenizer (added tokens, chat template) wins
+                if (adapter / name).is_file():
+                    (folder / name).write_bytes((adapter / name).read_bytes())
+                    copied.append(f"{name} (adapter)")
+            merged.save_pretrained(folder)
+        advance()
+
+    written = sorted(str(path) for path in destination.glob("*.safetensors"))
+    return ConvertReport(
+        source=str(source), destination=str(destination), to="merged", quant=None,
+        files=written + ([str(destination / "model.safetensors.index.json")]
+                         if (destination / "model.safetensors.index.json").is_file() else []),
+        tensor_count=len(merged.state_dict()), params=sum(p.numel() for p in merged.parameters()),
+        size_bytes=sum(Path(path).stat().st_size for path in written), seconds=time.perf_counter() - started,
+        verified=True, copied=copied,
+        checks={"base": str(base), "adapter": str(adapter), "max_abs_logit_difference": difference,
+                "tolerance": TOLERANCE},
+    )

@@ -1,0 +1,378 @@
+"""HF Llama-family model folder → GGUF (f32, f16, bf16, q8_0, q4_0), in pure Python through `gguf`.
+
+Mirrors llama.cpp's convert_hf_to_gguf.py for llama/mistral (LlamaModel: Q/K rows permuted for
+ggml's rotary layout), qwen2 and qwen3: the same hyperparameter keys, tensor names from
+gguf.TensorNameMap, vocabulary (tokenizer.ggml.* as get_vocab_base / LlamaHfVocab build it), the
+same type rules (1-D tensors and norms stay f32; a row not divisible by the quant block falls
+back to f16), then reads the file back with gguf.GGUFReader and checks every tensor's shape and
+dequantized values against the source within the quant's error bound.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import DependencyError, FormatError, UserInputError
+from lmforge.fileio import atomic_path
+from lmforge.files.convert.common import ConvertReport, load_safetensors_tensors, progress_bar, read_json, weight_files
+from lmforge.files.safe_load import safe_torch_load
+
+QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
+
+
+@dataclass(frozen=True)
+class _Arch:
+    gguf_arch: str  # gguf.MODEL_ARCH member name
+    permute_qk: bool  # llama.cpp's LlamaModel.permute for HF's rotate_half layout
+
+
+# model_type → how llama.cpp converts it (convert_hf_to_gguf.py: LlamaModel, Qwen2Model, Qwen3Model).
+ARCHITECTURES = {
+    "llama": _Arch("LLAMA", True),
+    "mistral": _Arch("LLAMA", True),
+    "qwen2": _Arch("QWEN2", False),
+    "qwen3": _Arch("QWEN3", False),
+}
+_SKIP_TENSORS = re.compile(r"rotary_emb\.inv_freq$")
+
+
+def _gguf_types() -> dict[str, tuple[Any, Any]]:
+    """quant name → (GGMLQuantizationType, LlamaFileType)."""
+    import gguf
+
+    q, f = gguf.GGMLQuantizationType, gguf.LlamaFileType
+    return {"f32": (q.F32, f.ALL_F32), "f16": (q.F16, f.MOSTLY_F16), "bf16": (q.BF16, f.MOSTLY_BF16),
+            "q8_0": (q.Q8_0, f.MOSTLY_Q8_0), "q4_0": (q.Q4_0, f.MOSTLY_Q4_0)}
+
+
+def permute_qk(weights: Any, n_head: int, n_head_kv: int | None) -> Any:
+    """llama.cpp LlamaModel.permute: HF's rotate_half halves → ggml's interleaved rotary pairs."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
+def _rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
+    """transformers 5 writes rope_parameters; older configs write rope_theta and rope_scaling."""
+    params = dict(config.get("rope_scaling") or {})
+    params.update(config.get("rope_parameters") or {})
+    if "rope_theta" not in params and "rope_theta" in config:
+        params["rope_theta"] = config["rope_theta"]
+    params.setdefault("rope_type", params.get("type", "default"))
+    return params
+
+
+def llama3_rope_factors(params: dict[str, Any], head_dim: int) -> Any:
+    """The rope_freqs tensor convert_hf_to_gguf.py's LlamaModel writes for rope_type 'llama3' (Llama 3.1+)."""
+    import numpy as np
+
+    base = params.get("rope_theta", 10000.0)
+    factor, low, high = params.get("factor", 8.0), params.get("low_freq_factor", 1.0), params.get("high_freq_factor", 4.0)
+    old_context = params.get("original_max_position_embeddings", 8192)
+    low_wavelen, high_wavelen = old_context / low, old_context / high
+    factors = []
+    for freq in 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)):
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.asarray(factors, dtype=np.float32)
+
+
+def _write_hparams(writer: Any, config: dict[str, Any], model_type: str, name: str, file_type: Any) -> dict[str, Any]:
+    import gguf
+
+    n_head = config["num_attention_heads"]
+    n_head_kv = config.get("num_key_value_heads") or n_head
+    hidden = config["hidden_size"]
+    head_dim = config.get("head_dim") or hidden // n_head
+    writer.add_type("model")
+    writer.add_name(name)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config.get("max_position_embeddings", 2048))
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head_kv)
+    writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
+    if head_dim != hidden // n_head:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    if ARCHITECTURES[model_type].permute_qk:
+        writer.add_rope_dimension_count(head_dim)
+    rope = _rope_parameters(config)
+    if "rope_theta" in rope:
+        writer.add_rope_freq_base(float(rope["rope_theta"]))
+    rope_type = rope["rope_type"]
+    if rope_type == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+    elif rope_type == "yarn":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+        writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+    elif rope_type not in ("default", "llama3"):
+        raise UserInputError(f"rope scaling {rope_type!r} is not supported for GGUF export (default, linear, yarn, llama3 are)")
+    writer.add_file_type(file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    return {"n_head": n_head, "n_head_kv": n_head_kv, "head_dim": head_dim, "rope": rope}
+
+
+def _pre_tokenizer(folder: Path) -> str:
+    """llama.cpp's tokenizer.ggml.pre from the split regex in tokenizer.json (convert_hf_to_gguf hashes
+    a tokenization instead; the regex names the same two families it needs here)."""
+    text = (folder / "tokenizer.json").read_text(encoding="utf-8") if (folder / "tokenizer.json").is_file() else ""
+    if r"\\p{N}{1,3}" in text:
+        return "llama-bpe"  # Llama 3 digits in groups of three
+    if r"[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|" in text:
+        return "qwen2"
+    return "default"
+
+
+def _bpe_vocab(folder: Path, vocab_size: int) -> tuple[list[str], list[int]]:
+    """Tokens and types as convert_hf_to_gguf.py's get_vocab_base builds them for a GPT-2 style BPE."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    reverse = {token_id: token for token, token_id in tokenizer.get_vocab().items()}
+    added = tokenizer.get_added_vocab()
+    decoder = tokenizer.added_tokens_decoder
+    tokens, types = [], []
+    for token_id in range(vocab_size):
+        if token_id not in reverse:
+            tokens.append(f"[PAD{token_id}]")
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        token = reverse[token_id]
+        if token in added:
+            if token_id in decoder and not decoder[token_id].normalized:
+                token = tokenizer.decode(tokenizer.encode(token, add_special_tokens=False))
+            special = token_id in decoder and decoder[token_id].special
+            types.append(gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+        tokens.append(token)
+    return tokens, types
+
+
+def _write_vocab(writer: Any, folder: Path, vocab_size: int) -> str:
+    """tokenizer.ggml.*: 'gpt2' for byte-level BPE, 'llama' for SentencePiece (tokenizer.json with
+    byte fallback, or tokenizer.model), plus merges, special ids, add_bos/eos and the chat template."""
+    import gguf
+    from gguf.vocab import BpeVocab, LlamaHfVocab, SentencePieceVocab, SpecialVocab
+
+    try:
+        BpeVocab(folder)
+        model = "gpt2"
+    except (FileNotFoundError, ValueError, KeyError):
+        model = "llama"
+    if model == "gpt2":
+        tokens, types = _bpe_vocab(folder, vocab_size)
+        scores = None
+    else:
+        try:
+            vocab: Any = LlamaHfVocab(folder)
+        except (FileNotFoundError, KeyError, TypeError):
+            if not (folder / "tokenizer.model").is_file():
+                raise FormatError(f"{folder} has no tokenizer GGUF can carry (tokenizer.json BPE or tokenizer.model)") from None
+            try:
+                vocab = SentencePieceVocab(folder)
+            except ImportError:
+                raise DependencyError("this model's tokenizer.model needs sentencepiece: pip install sentencepiece") from None
+        entries = list(vocab.all_tokens())
+        tokens = [text.decode("utf-8", errors="replace") for text, _, _ in entries]
+        scores = [score for _, score, _ in entries]
+        types = [kind for _, _, kind in entries]
+        while len(tokens) < vocab_size:  # convert_hf_to_gguf pads the SentencePiece vocab to the embedding rows
+            tokens.append(f"[PAD{len(tokens)}]")
+            scores.append(-1000.0)
+            types.append(gguf.TokenType.UNUSED)
+    if len(tokens) != vocab_size:
+        raise FormatError(f"the tokenizer has {len(tokens)} tokens but the model's embeddings have {vocab_size} rows")
+    writer.add_tokenizer_model(model)
+    writer.add_tokenizer_pre(_pre_tokenizer(folder) if model == "gpt2" else "default")
+    writer.add_token_list(tokens)
+    if scores is not None:
+        writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    SpecialVocab(folder, load_merges=model == "gpt2", n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+    return model
+
+
+def tensor_type(name: str, shape: tuple[int, ...], requested: Any) -> Any:
+    """convert_hf_to_gguf.py's rule: 1-D tensors and norms stay f32; a row that is not a whole number
+    of quant blocks falls back to f16."""
+    import gguf
+
+    if len(shape) <= 1 or name.endswith("_norm.weight"):
+        return gguf.GGMLQuantizationType.F32
+    if requested in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0):
+        block, _ = gguf.GGML_QUANT_SIZES[requested]
+        if shape[-1] % block:
+            return gguf.GGMLQuantizationType.F16
+    return requested
+
+
+def encode_tensor(data: Any, qtype: Any) -> Any:
+    """float32 numpy array → the bytes array GGUFWriter.add_tensor takes for `qtype`."""
+    import gguf
+    import numpy as np
+
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return data.astype(np.float32)
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return data.astype(np.float16)
+    return gguf.quants.quantize(data, qtype)
+
+
+def error_bound(original: Any, qtype: Any) -> Any:
+    """Largest allowed |dequantized - original| per element: f16/bf16 rounding, or one quant step of
+    the element's block (q8_0: absmax/127, q4_0: absmax/8; ggml-quants.c quantize_row_q*_0_ref)."""
+    import gguf
+    import numpy as np
+
+    q = gguf.GGMLQuantizationType
+    magnitude = np.abs(original)
+    if qtype == q.F32:
+        return np.zeros_like(magnitude)
+    if qtype == q.F16:
+        return magnitude * 2.0**-11 + 2.0**-24
+    if qtype == q.BF16:
+        return magnitude * 2.0**-8 + 1e-38
+    levels = {q.Q8_0: 127.0, q.Q4_0: 8.0}[qtype]
+    block, _ = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = magnitude.reshape(-1, block)
+    step = blocks.max(axis=1, keepdims=True) / levels * 1.01 + 1e-7  # 1% for the f16-stored scale
+    return np.broadcast_to(step, blocks.shape).reshape(original.shape)
+
+
+def _load_tensors(folder: Path, trust_pickle: bool) -> dict[str, Any]:
+    files, kind = weight_files(folder)
+    if kind == "safetensors":
+        return load_safetensors_tensors(files)
+    from lmforge.files.convert.to_safetensors import extract_state_dict
+
+    tensors: dict[str, Any] = {}
+    for path in files:
+        tensors.update(extract_state_dict(safe_torch_load(path, trust_pickle=trust_pickle), path)[0])
+    return tensors
+
+
+def _prepared_tensors(folder: Path, config: dict[str, Any], model_type: str, hparams: dict[str, Any],
+                      trust_pickle: bool) -> dict[str, Any]:
+    """GGUF name → float32 numpy array, permuted and renamed as llama.cpp expects."""
+    import gguf
+
+    arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[model_type].gguf_arch)
+    name_map = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
+    prepared: dict[str, Any] = {}
+    unknown = []
+    for hf_name, tensor in _load_tensors(folder, trust_pickle).items():
+        if _SKIP_TENSORS.search(hf_name):
+            continue
+        gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            unknown.append(hf_name)
+            continue
+        data = tensor.float()
+        if ARCHITECTURES[model_type].permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+            data = permute_qk(data, hparams["n_head"], hparams["n_head"])
+        elif ARCHITECTURES[model_type].permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+            data = permute_qk(data, hparams["n_head"], hparams["n_head_kv"])
+        prepared[gguf_name] = data.numpy()
+    if unknown:
+        raise FormatError(f"no GGUF name for {len(unknown)} tensor(s) of this {model_type} model, e.g. {unknown[0]}")
+    if hparams["rope"]["rope_type"] == "llama3":
+        prepared[gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"] = llama3_rope_factors(
+            hparams["rope"], hparams["head_dim"])
+    return prepared
+
+
+def _verify(path: Path, prepared: dict[str, Any], types: dict[str, Any], model_type: str) -> dict[str, Any]:
+    """Read the GGUF back: metadata keys, every tensor's shape and type, dequantized values in bound."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(path)
+    arch_name = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, ARCHITECTURES[model_type].gguf_arch)]
+    required = ["general.architecture", f"{arch_name}.block_count", f"{arch_name}.embedding_length",
+                "tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"]
+    missing = [key for key in required if key not in reader.fields]
+    if missing:
+        raise FormatError(f"{path.name} is missing metadata {', '.join(missing)}")
+    read = {tensor.name: tensor for tensor in reader.tensors}
+    if set(read) != set(prepared):
+        raise FormatError(f"{path.name} holds {len(read)} tensors, expected {len(prepared)}")
+    worst: dict[str, float] = {}
+    for name, original in prepared.items():
+        tensor = read[name]
+        if tuple(int(d) for d in reversed(tensor.shape)) != original.shape or tensor.tensor_type != types[name]:
+            raise FormatError(f"{path.name}: tensor {name} read back as {tensor.tensor_type.name} "
+                              f"{list(reversed(tensor.shape))}, expected {types[name].name} {list(original.shape)}")
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(original.shape)
+        error = np.abs(values.astype(np.float32) - original)
+        if (error > error_bound(original, tensor.tensor_type)).any():
+            raise FormatError(f"{path.name}: tensor {name} differs from the source beyond the {tensor.tensor_type.name} bound")
+        kind = tensor.tensor_type.name.lower()
+        worst[kind] = max(worst.get(kind, 0.0), float(error.max()))
+    return worst
+
+
+def to_gguf(source: Path, destination: Path, *, quant: str = "f16", trust_pickle: bool = False,
+            progress: bool = True) -> ConvertReport:
+    """Write the HF model folder `source` as one GGUF file `destination` in `quant`."""
+    import gguf
+
+    started = time.perf_counter()
+    if quant not in QUANTS:
+        raise UserInputError(f"unknown --quant {quant!r}; choose one of {', '.join(QUANTS)}")
+    if not source.is_dir() or not (source / "config.json").is_file():
+        raise UserInputError(f"{source} is not an HF model folder with config.json; GGUF export needs the "
+                             "architecture and tokenizer that live beside the weights")
+    config = read_json(source / "config.json")
+    model_type = config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise UserInputError(f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {model_type!r}")
+    requested, file_type = _gguf_types()[quant]
+    arch_name = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, ARCHITECTURES[model_type].gguf_arch)]
+
+    with atomic_path(destination) as temporary:
+        writer = gguf.GGUFWriter(temporary, arch_name, use_temp_file=True)
+        hparams = _write_hparams(writer, config, model_type, source.name, file_type)
+        prepared = _prepared_tensors(source, config, model_type, hparams, trust_pickle)
+        vocab_rows = prepared["token_embd.weight"].shape[0]
+        writer.add_vocab_size(vocab_rows)
+        tokenizer_model = _write_vocab(writer, source, vocab_rows)
+        types: dict[str, Any] = {}
+        with progress_bar(f"quantizing to {quant}", len(prepared), progress) as advance:
+            for name, data in prepared.items():
+                types[name] = tensor_type(name, data.shape, requested)
+                writer.add_tensor(name, encode_tensor(data, types[name]), raw_dtype=types[name])
+                advance()
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        worst = _verify(temporary, prepared, types, model_type)
+
+    counts: dict[str, int] = {}
+    for qtype in types.values():
+        counts[qtype.name.lower()] = counts.get(qtype.name.lower(), 0) + 1
+    return ConvertReport(
+        source=str(source), destination=str(destination), to="gguf", quant=quant, files=[str(destination)],
+        tensor_count=len(prepared), params=sum(int(data.size) for data in prepared.values()),
+        size_bytes=destination.stat().st_size, seconds=time.perf_counter() - started, verified=True,
+        checks={"architecture": arch_name, "tokenizer": tokenizer_model, "tensor_types": counts,
+                "max_abs_error": worst},
+    )
