@@ -13,6 +13,7 @@ import ast
 import io
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 DEFAULT_MAX_DECOMPRESSED_BYTES = 1 << 30  # 1 GiB: decompression past this is refused, not OOM
@@ -371,24 +372,25 @@ class _Reader(io.RawIOBase):
         return len(chunk)
 
 
-def read_tar_members(data: bytes, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> list[tuple[str, bytes | None, str | None]]:
-    """(name, bytes or None, problem) for every regular file in a tar (torch's pre-1.0 format used tar)."""
+def read_tar_members(data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """(name, bytes or None, problem) for each regular file of a tar, one at a time.
+
+    torch's pre-1.0 format was a tar of pickles; the archive itself is never copied.
+    """
     import tarfile
 
-    out: list[tuple[str, bytes | None, str | None]] = []
     try:
         with tarfile.open(fileobj=_Reader(data), mode="r:") as archive:
             for info in archive:
                 if not info.isfile():
                     continue
                 if info.size > max_bytes:
-                    out.append((info.name, None, f"member larger than {max_bytes} bytes"))
+                    yield info.name, None, f"member larger than {max_bytes} bytes"
                     continue
                 handle = archive.extractfile(info)
-                out.append((info.name, handle.read() if handle else None, None if handle else "unreadable"))
+                yield info.name, (handle.read() if handle else None), (None if handle else "unreadable")
     except (tarfile.TarError, OSError, EOFError) as error:
-        out.append(("<tar>", None, f"corrupt tar: {error}"))
-    return out
+        yield "<tar>", None, f"corrupt tar: {error}"
 
 
 # ---- npy ---------------------------------------------------------------------------------------

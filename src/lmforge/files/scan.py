@@ -162,7 +162,7 @@ def _scan_blob(sink: _Collector, data, size: int, member: str | None, depth: int
         return _scan_zip(sink, data, size, member, depth)
     if kind in ("gzip", "bz2", "xz"):
         try:
-            inner = decompress_stream(kind, data[:size], sink.max_decompressed_bytes)
+            inner = decompress_stream(kind, data, sink.max_decompressed_bytes)
         except ContainerError as error:
             sink.problem("unreadable", f"{kind} payload: {error}", member)
             return kind
@@ -172,7 +172,7 @@ def _scan_blob(sink: _Collector, data, size: int, member: str | None, depth: int
         sink.problem("container", f"cannot scan {kind} container; extract it and scan the files inside", member)
         return kind
     if kind == "tar":
-        for name, body, problem in read_tar_members(data[:size], sink.max_decompressed_bytes):
+        for name, body, problem in read_tar_members(data, sink.max_decompressed_bytes):
             if problem or body is None:
                 sink.problem("unreadable", f"tar member {name}: {problem}", _join(member, name))
             else:
