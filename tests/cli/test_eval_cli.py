@@ -19,8 +19,10 @@ def test_eval_compare_writes_the_report(tiny_llama_dir, tmp_path):
     assert (out / "report.md").is_file() and len((out / "results.jsonl").read_text().splitlines()) == 1
 
 
-def test_eval_json_for_perplexity_on_a_builtin_set(tiny_llama_dir, tmp_path):
-    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", "builtin:corpus", "--limit", "2",
+def test_eval_json_for_perplexity_on_plain_text(tiny_llama_dir, tmp_path):
+    data = tmp_path / "corpus.txt"
+    data.write_text("The quick brown fox jumps over the lazy dog.\nReverse the string abc: cba.\nA third line.\n")
+    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--limit", "2",
                                  "--out", str(tmp_path / "ppl"), "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
