@@ -177,3 +177,14 @@ def test_mutated_containers_always_get_a_verdict():
         assert isinstance(file_format, str) and isinstance(sink.findings, list)
 
     check()
+
+
+def test_millions_of_tiny_concatenated_pickles_are_refused_quickly():
+    import time
+
+    from lmforge.files.scan import MAX_STREAMS_PER_BLOB, scan_bytes
+
+    started = time.perf_counter()
+    _, sink = scan_bytes(b"\x80\x02N." * (MAX_STREAMS_PER_BLOB * 3))
+    assert [finding.kind for finding in sink.findings] == ["container"]
+    assert sink.streams == MAX_STREAMS_PER_BLOB and time.perf_counter() - started < 5

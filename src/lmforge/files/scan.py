@@ -38,6 +38,8 @@ from lmforge.files.pickle_scan import Finding, StreamReport, scan_pickle_stream
 LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_TORCH_PICKLES = 5  # magic, protocol version, sys info, the object, storage keys
 MAX_NESTING_DEPTH = 6
+MAX_FINDINGS_PER_FILE = 1000
+MAX_STREAMS_PER_BLOB = 10_000  # a file of millions of 2-byte pickles is refused, not walked for minutes
 _HEAD_BYTES = 512
 
 
@@ -99,11 +101,19 @@ class _Collector:
 
     def add_stream(self, report: StreamReport, member: str | None) -> None:
         self.streams += 1
-        self.globals.update(ref.name for ref in report.globals)
-        self.findings.extend(_with_member(finding, member) for finding in report.findings)
+        if len(self.globals) < MAX_FINDINGS_PER_FILE:
+            self.globals.update(ref.name for ref in report.globals)
+        for finding in report.findings:
+            self._add(_with_member(finding, member))
 
     def problem(self, kind: str, message: str, member: str | None, offset: int | None = None) -> None:
-        self.findings.append(Finding(kind, message, offset, None, None, member))
+        self._add(Finding(kind, message, offset, None, None, member))
+
+    def _add(self, finding: Finding) -> None:
+        if len(self.findings) < MAX_FINDINGS_PER_FILE:
+            self.findings.append(finding)
+        elif len(self.findings) == MAX_FINDINGS_PER_FILE:
+            self.findings.append(Finding("truncated-report", f"more than {MAX_FINDINGS_PER_FILE} findings; rest omitted"))
 
 
 def _with_member(finding: Finding, member: str | None) -> Finding:
@@ -121,6 +131,10 @@ def _scan_streams(sink: _Collector, data, start: int, end: int, member: str | No
     """
     position, index, legacy = start, 0, False
     while position < end:
+        if index >= MAX_STREAMS_PER_BLOB:
+            sink.problem("container", f"more than {MAX_STREAMS_PER_BLOB} concatenated pickles; the rest was not scanned",
+                         member, position)
+            break
         strict = (index == 0 and strict_first) or (legacy and index < _LEGACY_TORCH_PICKLES)
         report = scan_pickle_stream(data, position, end, strict=strict)
         if not strict and not report.complete:
