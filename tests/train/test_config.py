@@ -82,3 +82,12 @@ def test_qlora_on_cpu_stops_before_loading_anything(tmp_path):
     with pytest.raises(DependencyError, match="qlora needs a CUDA GPU.*lora"):
         run_training(config, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_config_import_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, lmforge.train.config, lmforge.cli.main; "
+            "print(any(m in sys.modules for m in ('torch', 'transformers')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

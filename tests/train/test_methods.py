@@ -50,3 +50,20 @@ def test_lora_default_targets_cover_attention_and_mlp(tiny_llama_dir):
     model = apply_method(_tiny(tiny_llama_dir), MethodSection(name="lora"), "causal")
     wrapped = {name.split(".")[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}
     assert wrapped == set(LORA_TARGETS["llama"])
+
+
+def test_auto_fit_takes_micro_batch_and_accumulation_from_the_planner(make_config):
+    import json
+
+    import yaml
+
+    from lmforge.train.run import run_training
+
+    config = make_config("sft", "lora", train={"auto_fit": True, "target_gpu": "A100-80GB", "global_batch_size": 8,
+                                               "micro_batch_size": 1, "grad_accum": 8, "max_steps": 1})
+    result = run_training(config, progress=False)
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())["train"]
+    assert (saved["micro_batch_size"], saved["grad_accum"], saved["gradient_checkpointing"]) == (8, 1, False)
+    plan = json.loads((result.run_dir / "plan.json").read_text())
+    assert plan["planner"]["memory"]["per_gpu_bytes"] > 0
+    assert plan["actual"]["trainable_params"] == plan["planner"]["model"]["params_trainable"]
