@@ -335,3 +335,14 @@ def test_random_lora_target_subsets_equal_peft(family: str, data) -> None:
         chosen = list(dict.fromkeys(chosen + [pairs[t] for t in chosen if t in pairs]))
     expected = _peft_trainable(spec, LoraConfig(r=rank, target_modules=chosen))
     assert count_trainable_params(spec, "lora", lora_rank=rank, lora_targets=chosen) == expected
+
+
+@pytest.mark.parametrize("name", ["qwen3-30b-a3b", "mixtral-8x7b", "llama-3.1-8b", "bert-base-uncased"])
+def test_all_linear_keyword_equals_peft_and_all_means_the_defaults(name: str) -> None:
+    """peft's "all-linear" also adapts a converted MoE router; LLaMA-Factory's "all" is the default list."""
+    from peft import LoraConfig
+
+    spec = small_spec(resolve_model(name).config)
+    expected = _peft_trainable(spec, LoraConfig(r=4, target_modules="all-linear"))
+    assert count_trainable_params(spec, "lora", lora_rank=4, lora_targets="all-linear") == expected
+    assert count_trainable_params(spec, "lora", lora_rank=4, lora_targets=["all"]) == count_trainable_params(spec, "lora", lora_rank=4)

@@ -149,7 +149,7 @@ def count_trainable_params(
     method: Method | str,
     *,
     lora_rank: int = 8,
-    lora_targets: list[str] | None = None,
+    lora_targets: list[str] | str | None = None,
     lora_target_parameters: list[str] | None = None,
     freeze_last_n: int = 2,
     num_virtual_tokens: int = 20,
@@ -158,8 +158,8 @@ def count_trainable_params(
 
     full: everything. freeze: the last `freeze_last_n` blocks, the final norm and an untied head; a tied head
     is the input embedding matrix, so it stays frozen (training it would unfreeze the embeddings).
-    lora / qlora: peft LoRA with `lora_targets` as target_modules (default: default_lora_targets) and
-    `lora_target_parameters` as target_parameters. prompt: peft prompt tuning's virtual-token embedding.
+    lora / qlora: peft LoRA with `lora_targets` as target_modules (default or "all": default_lora_targets;
+    "all-linear": peft's keyword) and `lora_target_parameters` as target_parameters. prompt: peft prompt tuning's virtual-token embedding.
     prefix: peft prefix tuning's per-layer key/value prefixes.
     """
     if method not in METHODS:
@@ -248,12 +248,23 @@ def _peft_targets(spec: ModelSpec, rank: int, modules: list[str], parameters: li
     return kept, ranks
 
 
+def _expand_target_keywords(spec: ModelSpec, targets: list[str] | None) -> list[str]:
+    """None or "all" (LLaMA-Factory): the default targets. "all-linear" (peft): the same plus, for the MoE
+    architectures peft converts, the router (`gate`), which peft's all-linear adds by its transformers-4 name."""
+    if not targets or list(targets) == ["all"]:
+        return default_lora_targets(spec)
+    if list(targets) == ["all-linear"]:
+        router = ["gate"] if spec.is_moe and _peft_moe_style(spec) else []
+        return default_lora_targets(spec) + router
+    return list(targets)
+
+
 def _lora_trainable(
-    spec: ModelSpec, counts: ParamCount, rank: int, targets: list[str] | None, parameters: list[str] | None
+    spec: ModelSpec, counts: ParamCount, rank: int, targets: list[str] | str | None, parameters: list[str] | None
 ) -> int:
     if rank <= 0:
         raise UserInputError(f"lora_rank must be positive, got {rank}")
-    wanted = list(targets) if targets is not None else default_lora_targets(spec)
+    wanted = _expand_target_keywords(spec, [targets] if isinstance(targets, str) else targets)
     modules, param_ranks = _peft_targets(spec, rank, wanted, list(parameters or []))
     matched: set[str] = set()
     total = 0
