@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from lmforge.plan.models import sliding_layer_count
 from lmforge.plan.params import ParamCount, count_params, count_trainable_params
 from lmforge.plan.quant import nf4_bits_per_weight, weight_format
 from lmforge.plan.setup import CATEGORIES, InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
@@ -245,10 +246,19 @@ def _optimizer_bytes_per_param(setup: TrainingSetup, state_bytes: int, adafactor
 def training_memory(spec: ModelSpec, setup: TrainingSetup, layout: Layout = Layout()) -> MemoryBreakdown:
     """Peak bytes per GPU of one training step (the most loaded rank), by category."""
     stages = [_training_stage(spec, setup, layout, stage) for stage in _stages(spec, layout, setup.grad_accum_steps)]
-    return max(stages, key=lambda m: m.total_bytes)
+    return max((memory for memory, _ in stages), key=lambda m: m.total_bytes)
 
 
-def _training_stage(spec: ModelSpec, setup: TrainingSetup, layout: Layout, stage: _Stage) -> MemoryBreakdown:
+def model_states_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout = Layout()) -> int:
+    """Weights + fp32 master + all gradients + optimizer states on the most loaded GPU: the ZeRO paper's
+    "model states" (Rajbhandari et al. 2020 §3.1: (2 + 2 + K) bytes per parameter, K = 12 for mixed-precision Adam)."""
+    stages = [_training_stage(spec, setup, layout, stage) for stage in _stages(spec, layout, setup.grad_accum_steps)]
+    return max(states for _, states in stages)
+
+
+def _training_stage(
+    spec: ModelSpec, setup: TrainingSetup, layout: Layout, stage: _Stage
+) -> tuple[MemoryBreakdown, int]:
     counts = _counts(spec)
     all_layers = len(counts.layer_params)
     stage_params = _stage_params(counts, stage)
@@ -386,7 +396,8 @@ def _training_stage(spec: ModelSpec, setup: TrainingSetup, layout: Layout, stage
     out.update(weights=weights, master_weights=master_weights, optimizer_states=optimizer, adapter=adapter)
     tensors = sum(out.values())
     out["overhead"] = CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * tensors
-    return MemoryBreakdown({k: round(v) for k, v in out.items()}, cpu_offload_bytes=cpu, peak_phase=phase)
+    states = round(weights + master_weights + gradients + optimizer + adapter)
+    return MemoryBreakdown({k: round(v) for k, v in out.items()}, cpu_offload_bytes=cpu, peak_phase=phase), states
 
 
 def _linear_share(spec: ModelSpec, counts: ParamCount) -> float:
@@ -424,11 +435,6 @@ def kv_cache_bytes_per_token(spec: ModelSpec, kv_dtype: str = "bf16", layout: La
     return layers * 2 * kv_heads_here * spec.head_dim * element
 
 
-def _sliding_layers(spec: ModelSpec) -> int:
-    types = spec.config.get("layer_types") or []
-    return sum(1 for t in types if t == "sliding_attention") if spec.sliding_window else 0
-
-
 def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = Layout()) -> MemoryBreakdown:
     """Bytes per GPU to serve `spec`: weights, KV cache for the batch's full context, prefill peak, overhead."""
     counts = _counts(spec)
@@ -443,7 +449,7 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
     weights /= tp
 
     per_token = kv_cache_bytes_per_token(spec, setup.kv_dtype, layout)
-    sliding = _sliding_layers(spec)
+    sliding = sliding_layer_count(spec.model_type, spec.config, spec.num_layers) if spec.sliding_window else 0
     tokens = setup.batch_size * setup.context_len
     kv = per_token * tokens
     if sliding:

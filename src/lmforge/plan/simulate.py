@@ -155,7 +155,7 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
         if setup.method == "lora":
             model = _add_lora(model, setup)
     if setup.recompute == "full":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         if setup.method == "lora":
             model.enable_input_require_grads()  # what peft / Trainer do so checkpointed LoRA layers get grads
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
@@ -214,12 +214,34 @@ class _NoHook:
 
 
 def _tracker(tracker_class, model):
-    """A MemTracker that leaves frozen parameters alone.
+    """A MemTracker that leaves frozen parameters alone and keeps per-module peaks only where we read them.
 
     MemTracker (torch 2.13) registers a gradient hook on every parameter, which fails on the frozen
-    base weights of a LoRA model; marking their hooks as already installed skips them.
+    base weights of a LoRA model; marking their hooks as already installed skips them. It also updates
+    every module's peak after every op (most of a simulation's time on LoRA models with their many
+    small modules); we only read the first block's and the embedding's.
     """
-    tracker = tracker_class()
+    from copy import deepcopy
+
+    watched = [m for name, m in model.named_modules() if name.endswith(("layers.0", "embed_tokens"))]
+
+    class _Tracker(tracker_class):
+        def _update_peak_stats(self, peak_state) -> None:  # same bookkeeping, restricted to `watched`
+            current = self._curr_mem_snap
+            for module in watched:
+                stats = self.memory_tracking.get(module)
+                if stats is None or stats.mod_fqn not in self._mod_tracker.parents or peak_state not in stats.snapshots:
+                    continue
+                for device, snapshot in current.items():
+                    if stats.local_peak.get(device, 0) < snapshot["Total"]:
+                        stats.local_peak[device] = snapshot["Total"]
+                        stats.snapshots[peak_state][-1][device] = deepcopy(snapshot)
+            for device, snapshot in current.items():
+                if self._peak_mem.get(device, 0) < snapshot["Total"]:
+                    self._peak_mem[device] = snapshot["Total"]
+                    self._peak_mem_snap[device] = deepcopy(snapshot)
+
+    tracker = _Tracker()
     for param in model.parameters():
         if not param.requires_grad:
             tracker._param_to_grad_hook_handles[param] = (_NoHook(), _NoHook())

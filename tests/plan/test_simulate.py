@@ -1,0 +1,110 @@
+"""The fake-tensor simulation measures a real transformers training step, and the analytic model agrees with it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lmforge.errors import UserInputError
+from lmforge.plan.memory import training_memory
+from lmforge.plan.models import resolve_model, spec_from_config
+from lmforge.plan.setup import Layout, TrainingSetup
+from lmforge.plan.simulate import simulate_training
+
+
+def small_llama(layers: int = 4):
+    config = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": 8000,
+        "hidden_size": 512,
+        "intermediate_size": 1408,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "tie_word_embeddings": False,
+    }
+    return spec_from_config(config, name=f"small-llama-{layers}")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_extrapolation_from_two_and_three_layers_equals_a_full_simulation():
+    # With recomputation and AMP this 6-layer model peaks at the end of backward, a 2-layer one at its start:
+    # extrapolating each moment separately still lands on the full simulation's peak exactly.
+    setup = TrainingSetup(method="full", precision="bf16-mixed", recompute="full", seq_len=256, micro_batch_size=2)
+    spec = small_llama(layers=6)
+    extrapolated = simulate_training(spec, setup)
+    simulated = simulate_training(spec, setup, extrapolate_above_layers=6)
+    assert extrapolated.simulated_layers == (2, 3) and simulated.simulated_layers == (6,)
+    assert extrapolated.peak_bytes == simulated.peak_bytes
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        TrainingSetup(method="full", precision="fp32", seq_len=512),
+        TrainingSetup(method="full", precision="bf16", recompute="full", seq_len=512),
+        TrainingSetup(method="lora", precision="bf16", recompute="full", seq_len=512, micro_batch_size=2),
+        TrainingSetup(method="full", precision="bf16-mixed", attention="eager", seq_len=256),
+    ],
+    ids=lambda s: f"{s.method}-{s.precision}-{s.recompute}-{s.attention}",
+)
+def test_analytic_peak_is_within_ten_percent_of_the_measured_one(setup):
+    spec = small_llama()
+    measured = simulate_training(spec, setup, extrapolate_above_layers=4)
+    analytic = training_memory(spec, setup, Layout())
+    predicted = analytic.total_bytes - analytic["overhead"]  # a fake run has no CUDA context
+    assert predicted == pytest.approx(measured.peak_bytes, rel=0.10)
+
+
+def test_simulation_sees_lora_and_recomputation_save_memory():
+    spec = small_llama()
+    def simulate(setup: TrainingSetup):
+        return simulate_training(spec, setup, extrapolate_above_layers=4)
+
+    full = simulate(TrainingSetup(method="full", seq_len=512))
+    lora = simulate(TrainingSetup(method="lora", seq_len=512))
+    recomputed = simulate(TrainingSetup(method="lora", seq_len=512, recompute="full"))
+    assert recomputed.peak_bytes < lora.peak_bytes < full.peak_bytes
+    # AdamW: two fp32 states per parameter (plus fused AdamW's step counters).
+    assert full.memory["optimizer_states"] == pytest.approx(2 * full.memory["master_weights"], rel=1e-4)
+    assert lora.memory["adapter"] > 0
+    assert lora.memory["optimizer_states"] == pytest.approx(2 * lora.memory["adapter"], rel=1e-3)
+
+
+def test_a_70b_model_simulates_within_a_minute():
+    started = time.perf_counter()
+    result = simulate_training(resolve_model("llama-3.1-70b"), TrainingSetup(method="lora", seq_len=4096))
+    assert time.perf_counter() - started < 60
+    assert result.extrapolated and result.num_layers == 80
+    analytic = training_memory(resolve_model("llama-3.1-70b"), TrainingSetup(method="lora", seq_len=4096))
+    assert analytic.total_bytes - analytic["overhead"] == pytest.approx(result.peak_bytes, rel=0.10)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (TrainingSetup(method="qlora"), "methods full, lora"),
+        (TrainingSetup(optimizer="adamw-8bit"), "optimizers"),
+        (TrainingSetup(recompute="selective"), "recompute"),
+    ],
+)
+def test_unsupported_setups_are_user_errors(setup, message):
+    with pytest.raises(UserInputError, match=message):
+        simulate_training(small_llama(), setup)
+
+
+def test_encoder_models_are_refused():
+    with pytest.raises(UserInputError, match="decoder"):
+        simulate_training(resolve_model("bert-base-uncased"), TrainingSetup())
