@@ -188,3 +188,24 @@ def test_millions_of_tiny_concatenated_pickles_are_refused_quickly():
     _, sink = scan_bytes(b"\x80\x02N." * (MAX_STREAMS_PER_BLOB * 3))
     assert [finding.kind for finding in sink.findings] == ["container"]
     assert sink.streams == MAX_STREAMS_PER_BLOB and time.perf_counter() - started < 5
+
+
+def test_nested_decompression_bombs_share_one_budget(tmp_path):
+    import io
+    import zipfile
+
+    from lmforge.files.scan import scan_bytes
+
+    def deflated_zip(members: dict[str, bytes]) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, body in members.items():
+                archive.writestr(name, body)
+        return out.getvalue()
+
+    inner = deflated_zip({f"zeros{i}": b"\x00" * 200_000 for i in range(4)})
+    outer = deflated_zip({f"inner{i}.zip": inner for i in range(8)})
+    _, sink = scan_bytes(outer, max_decompressed_bytes=1_000_000)
+    assert any("more than" in finding.message for finding in sink.findings)
+    _, roomy = scan_bytes(outer, max_decompressed_bytes=50_000_000)
+    assert roomy.findings == []

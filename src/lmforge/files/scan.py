@@ -97,7 +97,8 @@ class _Collector:
         self.findings: list[Finding] = []
         self.globals: set[str] = set()
         self.streams = 0
-        self.max_decompressed_bytes = max_decompressed_bytes
+        # One budget for the whole file, so a zip of zips of bombs (42.zip) cannot multiply it.
+        self.decompress_budget_bytes = max_decompressed_bytes
 
     def add_stream(self, report: StreamReport, member: str | None) -> None:
         self.streams += 1
@@ -176,7 +177,8 @@ def _scan_blob(sink: _Collector, data, size: int, member: str | None, depth: int
         return _scan_zip(sink, data, size, member, depth)
     if kind in ("gzip", "bz2", "xz"):
         try:
-            inner = decompress_stream(kind, data, sink.max_decompressed_bytes)
+            inner = decompress_stream(kind, data, sink.decompress_budget_bytes)
+            sink.decompress_budget_bytes -= len(inner)
         except ContainerError as error:
             sink.problem("unreadable", f"{kind} payload: {error}", member)
             return kind
@@ -186,7 +188,7 @@ def _scan_blob(sink: _Collector, data, size: int, member: str | None, depth: int
         sink.problem("container", f"cannot scan {kind} container; extract it and scan the files inside", member)
         return kind
     if kind == "tar":
-        for name, body, problem in read_tar_members(data, sink.max_decompressed_bytes):
+        for name, body, problem in read_tar_members(data, sink.decompress_budget_bytes):
             if problem or body is None:
                 sink.problem("unreadable", f"tar member {name}: {problem}", _join(member, name))
             else:
@@ -222,7 +224,9 @@ def _scan_zip(sink: _Collector, data, size: int, member: str | None, depth: int)
     for entry in members:
         label = _join(member, entry.name)
         try:
-            body = read_zip_member(data, entry, sink.max_decompressed_bytes)
+            body = read_zip_member(data, entry, sink.decompress_budget_bytes)
+            if entry.method != 0:
+                sink.decompress_budget_bytes -= len(body)
         except ContainerError as error:
             sink.problem("unreadable", f"zip member cannot be read: {error}", label)
             continue
