@@ -119,7 +119,9 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
     if config.get("multi_query") is True:
         kv_heads = 1
     if heads % kv_heads != 0:
-        raise ConfigError(f"config.json at {where}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
+        raise ConfigError(
+            f"config.json at {where}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}"
+        )
     head_dim = fields.int("head_dim", "d_kv", default=_HEAD_DIM_DEFAULTS.get(model_type, hidden // heads))
     intermediate = fields.int("intermediate_size", "n_inner", "d_ff", "ffn_dim", default=4 * hidden)
     max_positions = fields.int("max_position_embeddings", "n_positions", "max_seq_len", default=0)

@@ -50,7 +50,7 @@ EXACT_MODEL_TYPES = frozenset({
 class Weight:
     """One module's parameters (or one fused expert tensor), named as transformers names it."""
 
-    name: str  # module path inside its block ("self_attn.q_proj", "attn.c_attn"), or "mlp.experts.gate_up_proj" for fused experts
+    name: str  # module path inside its block: "self_attn.q_proj", "attn.c_attn", "mlp.experts.gate_up_proj"
     component: Component
     params: int
     in_features: int = 0  # LoRA's view of it: A is in_features × r, B is r × out_features
@@ -159,8 +159,8 @@ def count_trainable_params(
     full: everything. freeze: the last `freeze_last_n` blocks, the final norm and an untied head; a tied head
     is the input embedding matrix, so it stays frozen (training it would unfreeze the embeddings).
     lora / qlora: peft LoRA with `lora_targets` as target_modules (default or "all": default_lora_targets;
-    "all-linear": peft's keyword) and `lora_target_parameters` as target_parameters. prompt: peft prompt tuning's virtual-token embedding.
-    prefix: peft prefix tuning's per-layer key/value prefixes.
+    "all-linear": peft's keyword) and `lora_target_parameters` as target_parameters.
+    prompt: peft prompt tuning's virtual-token embedding. prefix: peft prefix tuning's per-layer key/value prefixes.
     """
     if method not in METHODS:
         raise UserInputError(f"unknown training method '{method}'; choose one of {', '.join(METHODS)}")
@@ -364,7 +364,10 @@ def _bert_output(spec: ModelSpec) -> list[Weight]:
     if spec.architecture.endswith("ForSequenceClassification"):
         labels = num_labels(spec)
         if spec.model_type == "roberta":  # RobertaClassificationHead on a pooler-less RobertaModel
-            return [_linear("classifier.dense", "head", h, h, bias=True), _linear("classifier.out_proj", "head", h, labels, bias=True)]
+            return [
+                _linear("classifier.dense", "head", h, h, bias=True),
+                _linear("classifier.out_proj", "head", h, labels, bias=True),
+            ]
         return [_linear("pooler.dense", "head", h, h, bias=True), _linear("classifier", "head", h, labels, bias=True)]
     if spec.architecture.endswith("ForMaskedLM"):
         # Tied: the decoder's weight is the word embeddings and its bias the head's `bias` (vocab_size).
@@ -437,7 +440,8 @@ def _t5_layer(spec: ModelSpec, index: int) -> list[Weight]:
     weights = [*attention("layer.0.SelfAttention"), _norm("layer.0.layer_norm", h)]
     if first_in_stack:
         buckets = int(spec.config.get("relative_attention_num_buckets", 32))
-        weights.append(Weight("layer.0.SelfAttention.relative_attention_bias", "attention", buckets * spec.num_attention_heads))
+        bias_params = buckets * spec.num_attention_heads
+        weights.append(Weight("layer.0.SelfAttention.relative_attention_bias", "attention", bias_params))
     if is_decoder:
         weights += [*attention("layer.1.EncDecAttention"), _norm("layer.1.layer_norm", h)]
     ff_index = 2 if is_decoder else 1
@@ -525,7 +529,8 @@ def _mla_attention(spec: ModelSpec) -> list[Weight]:
 def _dense_mlp(spec: ModelSpec, intermediate: int, prefix: str = "mlp.") -> list[Weight]:
     h = spec.hidden_size
     # Only LlamaMLP and DeepseekV2MLP read config.mlp_bias; an unknown family is taken to be Llama-like.
-    bias = _bool(spec, "mlp_bias") and (spec.model_type in {"llama", "deepseek_v2"} or spec.model_type not in EXACT_MODEL_TYPES)
+    reads_mlp_bias = spec.model_type in {"llama", "deepseek_v2"} or spec.model_type not in EXACT_MODEL_TYPES
+    bias = reads_mlp_bias and _bool(spec, "mlp_bias")
     if spec.model_type == "phi3":  # Phi3MLP: fused gate_up_proj
         return [_linear("mlp.gate_up_proj", "mlp", h, 2 * intermediate), _linear("mlp.down_proj", "mlp", intermediate, h)]
     if spec.model_type in _TWO_LAYER_MLPS:  # a plain up/down MLP with biases (no gate)
