@@ -39,6 +39,7 @@ LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_TORCH_PICKLES = 5  # magic, protocol version, sys info, the object, storage keys
 MAX_NESTING_DEPTH = 6
 MAX_FINDINGS_PER_FILE = 1000
+MAX_MEMBERS_PER_FILE = 200_000
 MAX_STREAMS_PER_BLOB = 10_000  # a file of millions of 2-byte pickles is refused, not walked for minutes
 _HEAD_BYTES = 512
 
@@ -99,6 +100,7 @@ class _Collector:
         self.streams = 0
         # One budget for the whole file, so a zip of zips of bombs (42.zip) cannot multiply it.
         self.decompress_budget_bytes = max_decompressed_bytes
+        self.members_left = MAX_MEMBERS_PER_FILE  # overlapping zip entries could otherwise multiply work
 
     def add_stream(self, report: StreamReport, member: str | None) -> None:
         self.streams += 1
@@ -223,6 +225,10 @@ def _scan_zip(sink: _Collector, data, size: int, member: str | None, depth: int)
         return "zip"
     for entry in members:
         label = _join(member, entry.name)
+        if sink.members_left <= 0:
+            sink.problem("container", f"more than {MAX_MEMBERS_PER_FILE} archive members; the rest was not scanned", label)
+            break
+        sink.members_left -= 1
         try:
             body = read_zip_member(data, entry, sink.decompress_budget_bytes)
             if entry.method != 0:
