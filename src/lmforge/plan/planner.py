@@ -15,6 +15,7 @@ from typing import Any
 from lmforge.errors import UserInputError
 from lmforge.plan.hardware import GIB, Accelerator, custom_accelerator, get_accelerator, list_accelerators
 from lmforge.plan.layout import DEFAULT_HEADROOM, LayoutChoice, LayoutRequest, LayoutSearch
+from lmforge.plan.memory import model_states_bytes
 from lmforge.plan.models import resolve_model
 from lmforge.plan.params import ParamCount, count_params, count_trainable_params
 from lmforge.plan.rules import NOMINAL_BYTES_PER_WEIGHT, RuleOfThumb, inference_rules, training_rules
@@ -24,7 +25,6 @@ from lmforge.plan.throughput import InferenceSpeed, TrainingTime, inference_spee
 
 DEFAULT_GPU = "a100-80g"
 DEFAULT_TRAINING_TOKENS = 1_000_000_000  # the time/cost figure is "per billion tokens" unless --tokens says otherwise
-_MODEL_STATES = ("weights", "master_weights", "gradients", "optimizer_states", "adapter")
 
 
 @dataclass(frozen=True)
@@ -145,18 +145,6 @@ def _summary(spec: ModelSpec, trainable: int) -> tuple[ModelSummary, ParamCount]
     return summary, counts
 
 
-def _model_states_bytes(spec: ModelSpec, setup: TrainingSetup) -> int:
-    """Weights, master weights, every gradient and the optimizer states on one unsharded GPU.
-
-    They are all alive together only at the optimizer step; a one-token step makes that phase the
-    peak, so the memory model reports the full gradients instead of the few alive in backward.
-    """
-    from lmforge.plan.memory import training_memory
-
-    memory = training_memory(spec, replace(setup, micro_batch_size=1, seq_len=1, recompute="full"), Layout())
-    return sum(memory[c] for c in _MODEL_STATES)
-
-
 def plan_training(
     model: str | ModelSpec,
     *,
@@ -262,7 +250,7 @@ def plan_training(
         half_bytes=half_bytes,
         vram_gb=accelerator.memory_gib,
         precise_gpus=fewest.gpus if fewest.fits else None,
-        states_bytes_unsharded=_model_states_bytes(spec, setup),
+        states_bytes_unsharded=model_states_bytes(spec, setup, Layout()),
         activation_bytes=one_gpu["activations"],
         training_bytes_one_gpu=one_gpu.total_bytes,
         setup_text=f"micro-batch {micro_batch_size} × {seq_len} tokens",
