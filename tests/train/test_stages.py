@@ -107,3 +107,19 @@ def test_classify_methods_keep_label_names(method, make_config, tiny_bert_dir):
 def test_mlm_on_tiny_bert(make_config, tiny_bert_dir):
     result = run_training(make_config("mlm", "full", model={"path": str(tiny_bert_dir)}), progress=False)
     _check_run(result, "ModelForMaskedLM", tiny_bert_dir)
+
+
+def test_adapter_on_an_adapter_run_names_the_merged_base(make_config, tmp_path):
+    """DPO-LoRA on an SFT-LoRA run: final/ must load as SFT-merged base + DPO adapter, not the raw base."""
+    import peft
+
+    sft = run_training(make_config("sft", "lora"), progress=False)
+    dpo = run_training(make_config("dpo", "lora", model={"path": str(sft.run_dir)}), progress=False)
+    adapter = json.loads((dpo.final_dir / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str((dpo.run_dir / "base").resolve())
+    ids = torch.tensor([[5, 6, 7, 8]])
+    sft_merged = peft.AutoPeftModelForCausalLM.from_pretrained(sft.final_dir).merge_and_unload().eval()
+    dpo_model = peft.AutoPeftModelForCausalLM.from_pretrained(dpo.final_dir).eval()
+    with dpo_model.disable_adapter():
+        base_logits = _logits(dpo_model, ids)
+    assert torch.allclose(_logits(sft_merged, ids), base_logits, atol=1e-5)

@@ -141,6 +141,8 @@ class TrainConfig(_Section):
             problems.append("model.config: needs model_type (e.g. llama, bert)")
         if self.model.config is not None and self.model.tokenizer is None:
             problems.append("model.tokenizer: a from-scratch model needs a tokenizer folder")
+        if self.model.config is not None and self.init_from is None and self.method.name not in ("full", "freeze"):
+            problems.append(f"method.name: {self.method.name} adapts a pretrained model; from scratch use full")
         if self.stage == "rlhf" and not self.rlhf.reward_model:
             problems.append("rlhf.reward_model: the rlhf stage needs a trained reward model folder")
         if self.stage == "distill" and not self.distill.teacher:

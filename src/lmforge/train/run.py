@@ -27,6 +27,7 @@ from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, RichP
 from lmforge.train.callbacks import truncate_metrics
 from lmforge.train.config import TrainConfig, config_to_yaml
 from lmforge.train.context import StageContext, load_stage_data, training_arguments
+from lmforge.train.loading import resolve_model_folder
 from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
 from lmforge.train.plots import FitDiagnosis, curves, diagnose, plot_losses
@@ -91,7 +92,7 @@ def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | No
 def _model_card(config: TrainConfig, result: RunResult, task: str) -> str:
     metrics = "\n".join(f"| {k} | {v:.6g} |" for k, v in result.final_metrics.items()) or "| - | - |"
     base = config.init_from or config.model.path or f"from scratch ({config.model.config.get('model_type')})"
-    adapter = config.method.name in ("lora", "qlora", "prompt", "prefix") and not _merges_adapter(config, task)
+    adapter = config.method.name in ADAPTER_METHODS and not _merges_adapter(config, task)
     head = {"causal": "ModelForCausalLM", "classify": "ModelForSequenceClassification", "mlm": "ModelForMaskedLM"}[task]
     load = (
         f"from peft import AutoPeft{head}\nmodel = AutoPeft{head}.from_pretrained('{result.final_dir}')"
@@ -126,6 +127,31 @@ learning rate {config.train.learning_rate}, {config.train.lr_scheduler} schedule
 {load}
 ```
 """
+
+
+ADAPTER_METHODS = ("lora", "qlora", "prompt", "prefix")
+
+
+def _record_base(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, main: bool) -> None:
+    """Make the adapter in final/ name the exact base it was trained on, as an absolute path.
+
+    A start from an adapter (an earlier LoRA run) is merged into its base in memory; no folder holds
+    that model, so it is saved as RUN/base. Otherwise final/ would point at the original base and a
+    loader would silently get a model without the earlier run's training.
+    """
+    source = config.init_from or config.model.path
+    if source is None or config.method.name not in ADAPTER_METHODS:
+        return
+    folder = resolve_model_folder(source)
+    if (folder / "config.json").is_file():
+        model.name_or_path = str(folder.resolve())
+        return
+    base_dir = (run_dir / "base").resolve()
+    if main:
+        with atomic_directory(base_dir) as temporary:
+            model.save_pretrained(str(temporary))
+            tokenizer.save_pretrained(str(temporary))
+    model.name_or_path = str(base_dir)
 
 
 def _merges_adapter(config: TrainConfig, task: str) -> bool:
@@ -190,6 +216,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     data = load_stage_data(config, stage.DATA_KIND)
     num_labels = getattr(stage, "NUM_LABELS", len(data.label_names) if data.label_names else None)
     model = load_model(config, stage.TASK, tokenizer, num_labels=num_labels, label_names=data.label_names)
+    _record_base(config, model, tokenizer, run_dir, main)
     model = apply_method(model, config.method, stage.TASK, gradient_checkpointing=config.train.gradient_checkpointing)
 
     counted: ParamCount = count_params(model)
