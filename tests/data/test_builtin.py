@@ -162,3 +162,16 @@ def test_unknown_names_splits_and_sizes_are_one_line_errors():
         load_builtin("sentiment", n=2000, split="test")
     with pytest.raises(UserInputError, match="at least 1"):
         load_builtin("corpus", n=0)
+
+
+def test_tasks_narrow_the_arith_sets_and_the_corpus():
+    rows = load_builtin("arith-sft", n=60, tasks=["sort", "count"])
+    prompts = [m[0]["content"] for m in rows["messages"]]
+    assert all(p.startswith(("Sort", "How many times")) for p in prompts)
+    assert any(p.startswith("Sort") for p in prompts) and any(p.startswith("How") for p in prompts)
+    assert "plus" not in " ".join(load_builtin("corpus", n=20, tasks=["reverse"])["text"])
+    assert load_builtin("arith-sft", n=30)["messages"] == load_builtin("arith-sft", n=30, tasks=list(TASKS))["messages"]
+    with pytest.raises(NotFoundError, match="choose from add"):
+        load_builtin("arith-pref", n=5, tasks=["divide"])
+    with pytest.raises(UserInputError, match="no tasks"):
+        load_builtin("sentiment", n=5, tasks=["sort"])

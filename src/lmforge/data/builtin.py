@@ -20,7 +20,7 @@ import hashlib
 import random
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -170,9 +170,9 @@ def _draw(
     return items
 
 
-def _problems(n: int, seed: int, split: str, name: str) -> list[Problem]:
-    tasks = list(TASKS.values())
-    return _draw(lambda rng: rng.choice(tasks)(rng), lambda p: p.key, n, seed, split, name)
+def _problems(n: int, seed: int, split: str, name: str, tasks: tuple[str, ...]) -> list[Problem]:
+    makers = [TASKS[task] for task in tasks]
+    return _draw(lambda rng: rng.choice(makers)(rng), lambda p: p.key, n, seed, split, name)
 
 
 def _user(content: str) -> dict[str, str]:
@@ -183,26 +183,27 @@ def _assistant(content: str) -> dict[str, str]:
     return {"role": "assistant", "content": content}
 
 
-def _arith_sft(n: int, seed: int, split: str) -> list[dict[str, Any]]:
+def _arith_sft(n: int, seed: int, split: str, tasks: tuple[str, ...]) -> list[dict[str, Any]]:
     return [
         {"messages": [_user(p.prompt), _assistant(p.answer)]}
-        for p in _problems(n, seed, split, "builtin:arith-sft")
+        for p in _problems(n, seed, split, "builtin:arith-sft", tasks)
     ]
 
 
-def _arith_pref(n: int, seed: int, split: str) -> list[dict[str, Any]]:
+def _arith_pref(n: int, seed: int, split: str, tasks: tuple[str, ...]) -> list[dict[str, Any]]:
     return [
         {"prompt": [_user(p.prompt)], "chosen": [_assistant(p.answer)], "rejected": [_assistant(p.wrong)]}
-        for p in _problems(n, seed, split, "builtin:arith-pref")
+        for p in _problems(n, seed, split, "builtin:arith-pref", tasks)
     ]
 
 
-def _arith_kto(n: int, seed: int, split: str) -> list[dict[str, Any]]:
+def _arith_kto(n: int, seed: int, split: str, tasks: tuple[str, ...]) -> list[dict[str, Any]]:
     rng = random.Random(f"kto-labels:{seed}:{split}")
     rows = []
-    for p in _problems(n, seed, split, "builtin:arith-kto"):
+    for p in _problems(n, seed, split, "builtin:arith-kto", tasks):
         good = rng.random() < 0.5
-        rows.append({"prompt": [_user(p.prompt)], "completion": [_assistant(p.answer if good else p.wrong)], "label": good})
+        completion = _assistant(p.answer if good else p.wrong)
+        rows.append({"prompt": [_user(p.prompt)], "completion": [completion], "label": good})
     return rows
 
 
@@ -222,10 +223,10 @@ FILLER_VERBS = ["reads", "finds", "counts", "sorts", "carries", "keeps", "gives"
 FILLER_ENDS = ["a red book", "three coins", "the small box", "many stones", "a blue cup", "two pens", "the old card"]
 
 
-def _corpus(n: int, seed: int, split: str) -> list[dict[str, Any]]:
+def _corpus(n: int, seed: int, split: str, tasks: tuple[str, ...]) -> list[dict[str, Any]]:
     # Facts come from the same split as requested, so a model pretrained on the train corpus has never
     # seen the answer to a test problem.
-    problems = _problems(n * 3, seed, split, "builtin:corpus")
+    problems = _problems(n * 3, seed, split, "builtin:corpus", tasks)
     rng = random.Random(f"corpus-filler:{seed}:{split}")
     rows = []
     for i in range(n):
@@ -258,7 +259,7 @@ def _review(rng: random.Random) -> tuple[str, int]:
     return text, int(positive)
 
 
-def _sentiment(n: int, seed: int, split: str) -> list[dict[str, Any]]:
+def _sentiment(n: int, seed: int, split: str, tasks: tuple[str, ...]) -> list[dict[str, Any]]:
     reviews = _draw(_review, lambda r: r[0], n, seed, split, "builtin:sentiment")
     return [{"text": text, "text_pair": None, "label": label} for text, label in reviews]
 
@@ -269,19 +270,32 @@ class BuiltinDataset:
     kind: str
     default_n: int
     description: str
-    build: Callable[[int, int, str], list[dict[str, Any]]]
+    build: Callable[[int, int, str, tuple[str, ...]], list[dict[str, Any]]]
+    has_tasks: bool = True  # drawn from TASKS, so `tasks=` can narrow it
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     d.name: d
     for d in [
         BuiltinDataset("builtin:corpus", "text", 2000, "sentences covering the vocabulary of the arith tasks", _corpus),
-        BuiltinDataset("builtin:arith-sft", "chat", 2000, "checkable tasks: arithmetic, reverse, sort, count, units, word problems", _arith_sft),
-        BuiltinDataset("builtin:arith-pref", "preference", 2000, "arith prompts with correct chosen, plausible wrong rejected", _arith_pref),
-        BuiltinDataset("builtin:arith-kto", "unpaired_preference", 2000, "arith prompts with one completion labelled good or bad", _arith_kto),
-        BuiltinDataset("builtin:sentiment", "classification", 1000, "short reviews labelled negative/positive", _sentiment),
+        BuiltinDataset(
+            "builtin:arith-sft", "chat", 2000,
+            "checkable tasks: arithmetic, reverse, sort, count, units, word problems", _arith_sft,
+        ),
+        BuiltinDataset(
+            "builtin:arith-pref", "preference", 2000,
+            "arith prompts with correct chosen, plausible wrong rejected", _arith_pref,
+        ),
+        BuiltinDataset(
+            "builtin:arith-kto", "unpaired_preference", 2000,
+            "arith prompts with one completion labelled good or bad", _arith_kto,
+        ),
+        BuiltinDataset(
+            "builtin:sentiment", "classification", 1000,
+            "short reviews labelled negative/positive", _sentiment, has_tasks=False,
+        ),
     ]
-}
+}  # fmt: skip
 
 
 def _features(kind: str) -> datasets.Features:
@@ -309,11 +323,14 @@ def get_builtin(name: str) -> BuiltinDataset:
     return BUILTIN_DATASETS[full]
 
 
-def load_builtin(name: str, *, n: int | None = None, seed: int = 0, split: str = "train") -> datasets.Dataset:
+def load_builtin(
+    name: str, *, n: int | None = None, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None
+) -> datasets.Dataset:
     """Generate a built-in dataset in its canonical schema.
 
     `split` selects a disjoint part of the problem space (train/validation/test), so evaluating on
-    `split="test"` never scores a problem the model was trained on, whatever the seeds.
+    `split="test"` never scores a problem the model was trained on, whatever the seeds. `tasks`
+    narrows the arith sets and the corpus to some of TASKS (e.g. ["sort", "count"]) for a quicker demo.
     """
     from datasets import Dataset
 
@@ -321,7 +338,17 @@ def load_builtin(name: str, *, n: int | None = None, seed: int = 0, split: str =
     count = spec.default_n if n is None else n
     if count < 1:
         raise UserInputError(f"{spec.name}: n must be at least 1, got {count}")
-    return Dataset.from_list(spec.build(count, seed, split), features=_features(spec.kind))
+    if tasks is not None and not spec.has_tasks:
+        raise UserInputError(f"{spec.name} has no tasks to choose from; tasks= applies to {_task_sets()}")
+    chosen = tuple(TASKS) if tasks is None else tuple(tasks)
+    unknown = [task for task in chosen if task not in TASKS]
+    if unknown or not chosen:
+        raise NotFoundError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(TASKS)}")
+    return Dataset.from_list(spec.build(count, seed, split, chosen), features=_features(spec.kind))
+
+
+def _task_sets() -> str:
+    return ", ".join(name for name, spec in BUILTIN_DATASETS.items() if spec.has_tasks)
 
 
 _ANSWER_IS = re.compile(r"answer is\s*:?\s*(.+)", re.IGNORECASE | re.DOTALL)
