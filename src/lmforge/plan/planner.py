@@ -17,7 +17,7 @@ from lmforge.plan.hardware import GIB, Accelerator, custom_accelerator, get_acce
 from lmforge.plan.layout import DEFAULT_HEADROOM, LayoutChoice, LayoutRequest, LayoutSearch
 from lmforge.plan.memory import model_states_bytes
 from lmforge.plan.models import resolve_model
-from lmforge.plan.params import ParamCount, count_params, count_trainable_params
+from lmforge.plan.params import ParamCount, count_params, count_trainable_params, default_lora_targets
 from lmforge.plan.rules import NOMINAL_BYTES_PER_WEIGHT, RuleOfThumb, inference_rules, training_rules
 from lmforge.plan.setup import InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
 from lmforge.plan.spec import ModelSpec
@@ -182,6 +182,10 @@ def plan_training(
     validated. `tokens` defaults to one billion (time and cost are then per billion tokens).
     """
     spec = _resolve(model)
+    if method in ("lora", "qlora") and not lora_targets:
+        # Resolved once here: the plan records which modules LoRA wraps, and the memory model
+        # prices hundreds of layouts without re-deriving the default targets each time.
+        lora_targets = default_lora_targets(spec)
     setup = TrainingSetup(
         method=method,
         precision=precision,
