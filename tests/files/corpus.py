@@ -26,7 +26,7 @@ class CorpusFile:
     path: Path
     malicious: bool
     description: str
-    live: str = ""  # how the payload is proven to run: "pickle" (pickle.load each stream) or "torch" (torch.load)
+    live: str = ""  # how the payload is proven to run: "pickle" (each stream) or "zip" (the archive's data.pkl)
 
 
 def _text(value: str) -> bytes:
@@ -252,7 +252,7 @@ def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) 
     state = {"weight": torch.ones(4, 4), "bias": torch.zeros(4)}
     payload = os_system(canary, 2)
     add("malicious/weird_folder.pt", _torch_zip_bytes(state, folder="totally_normal", replace_pickle=payload),
-        True, "torch zip, payload data.pkl under an unusual folder", live="torch")
+        True, "torch zip, payload data.pkl under an unusual folder", live="zip")
     add("malicious/payload_in_storage_member.pt", _zip_of({"archive/data.pkl": pickle.dumps(1, 2), "archive/data/0": payload}),
         True, "payload in a member that is not named .pkl")
     add("malicious/crc_and_local_name.pt", zip_with_bad_crc_and_renamed_local_header(payload), True,
