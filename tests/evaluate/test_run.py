@@ -31,6 +31,9 @@ def test_classification_eval_on_the_real_minilm_encoder(minilm_dir, sentiment_fi
     matrix = report.extra["confusion_matrix"]
     assert sum(map(sum, matrix)) == 3 and len(matrix) == 2
     assert report.summary["accuracy"] == pytest.approx(sum(r.score for r in report.rows) / 3)
+    # a built-in set is generated at the size asked for, from its test split (348 distinct, fewer than its default n)
+    builtin = evaluate_model(str(minilm_dir), "builtin:sentiment", limit=4)
+    assert builtin.summary["examples"] == 4 and builtin.extra["labels"] == ["negative", "positive"]
 
 
 def test_reward_eval_reports_pairwise_accuracy(tiny_reward_dir, preference_file):

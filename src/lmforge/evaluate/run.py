@@ -47,20 +47,9 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
                    extract: str = "answer", params: Any = None, device: str | None = None,
                    progress: bool = False) -> EvalReport:
     """Evaluate `model` on `data` (any lmforge data source); `compare` is the baseline it is measured against."""
-    from lmforge.data.load import load_data
-
     if limit is not None and limit < 1:
         raise UserInputError(f"--limit must be at least 1, got {limit}")
-    if split is None and data.startswith("builtin:"):
-        split = "test"  # built-in sets draw test problems disjoint from the training ones
-    loaded_data = load_data(data, split=split)
-    dataset = loaded_data.dataset
-    if limit is not None:
-        dataset = dataset.select(range(min(limit, len(dataset))))
-    records = [dict(row) for row in dataset]
-    if not records:
-        raise UserInputError(f"{data} holds no examples to evaluate")
-    kind = loaded_data.kind.value
+    records, kind, label_names = _load_records(data, split, limit)
     task = task or _TASK_OF_KIND.get(kind)
     if task not in TASKS:
         raise UserInputError(f"no evaluation task for {kind} data; pass --task {' | '.join(TASKS)}")
@@ -68,7 +57,7 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
     runner: Callable[..., _Scored] = {
         "generation": _generation, "classification": _classification, "reward": _reward, "perplexity": _perplexity,
     }[task]
-    options = {"extract": extract, "params": params, "device": device, "label_names": loaded_data.label_names}
+    options = {"extract": extract, "params": params, "device": device, "label_names": label_names}
     with _progress(progress, len(records) * (2 if compare else 1)) as advance:
         main = runner(model, records, adapter=adapter, advance=advance, **options)
         baseline = runner(compare, records, adapter=None, advance=advance, **options) if compare else None
@@ -83,6 +72,29 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
             row.compare_prediction, row.compare_score = other.prediction, other.score
         decide_outcomes(report)
     return report
+
+
+def _load_records(data: str, split: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str, list[str] | None]:
+    """Canonical records, their kind and label names. A built-in set is generated at the size asked
+    for, from its test split by default (problems disjoint from the ones it trains on)."""
+    if data.startswith("builtin:"):
+        from lmforge.data.builtin import get_builtin, load_builtin
+
+        spec = get_builtin(data)
+        dataset = load_builtin(data, n=limit, split=split or "test")
+        label = dataset.features.get("label")
+        names = list(label.names) if hasattr(label, "names") else None
+        return [dict(row) for row in dataset], spec.kind, names
+    from lmforge.data.load import load_data
+
+    loaded = load_data(data, split=split)
+    dataset = loaded.dataset
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    records = [dict(row) for row in dataset]
+    if not records:
+        raise UserInputError(f"{data} holds no examples to evaluate")
+    return records, loaded.kind.value, loaded.label_names
 
 
 def _check_kind(task: str, kind: str) -> None:
