@@ -88,6 +88,20 @@ def test_bad_choice_is_rejected_by_the_option_parser():
     assert result.exit_code == 2 and "dora" in result.output
 
 
+def test_plan_reads_a_local_config_json(tmp_path: Path):
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "intermediate_size": 128,
+              "max_position_embeddings": 256}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = _run("plan", str(tmp_path), "--method", "lora", "--lora-rank", "4", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    # embed 100×64 + 2 layers × (attention 64·(64+32+32+64) + MLP 3·64·128 + 2 norms·64) + final norm 64 + head 64×100
+    assert data["model"]["params_total"] == 6400 + 2 * (12288 + 24576 + 128) + 64 + 6400
+    assert data["model"]["params_trainable"] == 2 * 4 * ((64 + 64) + (64 + 32) * 2 + (64 + 64) + 2 * (64 + 128) + (128 + 64))
+    assert data["layout"]["gpus"] == 1
+
+
 def test_malformed_config_names_the_missing_field(tmp_path: Path):
     config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2,
               "vocab_size": 100, "intermediate_size": 128}  # fmt: skip
