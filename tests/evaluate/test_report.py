@@ -39,3 +39,9 @@ def test_confusion_matrix_is_rendered():
     report = EvalReport("m", "classification", "d", "correct", True, {"accuracy": 0.5}, [],
                         extra={"confusion_matrix": [[1, 0], [1, 0]], "labels": ["neg", "pos"]})
     assert "| neg | 1 | 0 |" in render_markdown(report)
+
+
+def test_generation_rows_show_exact_match_beside_the_score():
+    rows = [ExampleRow(0, "What is 2 plus 2?", "4", "The answer is 4.", 0.4, details={"exact_match": True})]
+    markdown = render_markdown(EvalReport("m", "generation", "d", "rougeL", True, {"rougeL": 0.4}, rows))
+    assert "| exact match |" in markdown and "| 0.4 | yes |" in markdown

@@ -105,6 +105,11 @@ def render_markdown(report: EvalReport) -> str:
         lines += [f"| {r.index} | {_cell(r.instruction)} | {_cell(r.reference)} | {_cell(r.prediction)} | "
                   f"{_cell(r.score)} | {_cell(r.compare_prediction)} | {_cell(r.compare_score)} | {r.outcome or ''} |"
                   for r in report.rows]
+    elif any("exact_match" in r.details for r in report.rows):
+        lines += [f"| # | instruction | reference | prediction | {report.score_name} | exact match |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r.index} | {_cell(r.instruction)} | {_cell(r.reference)} | {_cell(r.prediction)} | "
+                  f"{_cell(r.score)} | {'yes' if r.details.get('exact_match') else 'no'} |" for r in report.rows]
     else:
         lines += [f"| # | instruction | reference | prediction | {report.score_name} |", "|---|---|---|---|---|"]
         lines += [f"| {r.index} | {_cell(r.instruction)} | {_cell(r.reference)} | {_cell(r.prediction)} | "
