@@ -71,3 +71,21 @@ def test_two_process_ddp_matches_one_process_same_global_batch(make_config, tmp_
     assert sorted(two) == [1, 2, 3]
     for step in (1, 2, 3):
         assert two[step] == pytest.approx(one[step], abs=1e-5)
+
+
+def test_deepspeed_mode_follows_the_planners_layout(make_config, tmp_path):
+    from lmforge.train.launch import deepspeed_mode_from_plan, planned_deepspeed_mode
+
+    folder = tmp_path / "llama-8b-config"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256}))
+    config = make_config("sft", "full", model={"path": str(folder)},
+                         data={"max_len": 2048}, train={"target_gpu": "A100-80GB", "micro_batch_size": 1,
+                                                        "precision": "bf16"})
+    assert planned_deepspeed_mode(config, 8) == "zero2"  # 8B full fine-tuning on 8 x 80 GB: ZeRO-2 fits
+    with pytest.raises(UserInputError, match="does not fit"):
+        planned_deepspeed_mode(config, 2)
+    assert deepspeed_mode_from_plan({"fits": True, "zero_stage": 0}) is None
+    assert deepspeed_mode_from_plan({"fits": True, "zero_stage": 3, "offload_optimizer": True}) == "zero3-offload"

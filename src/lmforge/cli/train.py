@@ -15,7 +15,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue this run (config.out) from its last complete checkpoint."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Processes (GPUs) to launch through accelerate."),
     print_config: str = typer.Option(None, "--print-config", metavar="STAGE", help="Print a commented default config."),
-    deepspeed: str = typer.Option(None, "--deepspeed", help="With --nproc: zero2, zero2-offload, zero3, zero3-offload."),
+    deepspeed: str = typer.Option(None, "--deepspeed", help="With --nproc: zero2, zero2-offload, zero3, zero3-offload, or plan (the planner's layout)."),
     fsdp: bool = typer.Option(False, "--fsdp", help="With --nproc: shard with FSDP instead of DDP."),
     as_json: bool = typer.Option(False, "--json", help="Print the run result as JSON."),
 ) -> None:

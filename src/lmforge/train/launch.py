@@ -20,6 +20,7 @@ from lmforge.train.config import TrainConfig, load_config
 
 DeepSpeedMode = Literal["zero2", "zero2-offload", "zero3", "zero3-offload"]
 DEEPSPEED_MODES: tuple[str, ...] = ("zero2", "zero2-offload", "zero3", "zero3-offload")
+# `--deepspeed plan` picks one of these (or plain DDP) from lmforge.plan's layout for the target GPU.
 
 
 def deepspeed_config(mode: str) -> dict[str, Any]:
@@ -53,6 +54,32 @@ def deepspeed_config(mode: str) -> dict[str, Any]:
         "fp16": {"enabled": "auto"},
         "zero_optimization": zero,
     }
+
+
+def deepspeed_mode_from_plan(layout: dict[str, Any]) -> str | None:
+    """The ZeRO mode of the planner's chosen layout (plan.json "layout"); None when plain DDP fits
+    (ZeRO-0/1 need no DeepSpeed: DDP keeps a full copy, which the planner found fits)."""
+    if not layout.get("fits"):
+        raise UserInputError(f"--deepspeed plan: {layout.get('reason', 'no layout fits')}")
+    stage = int(layout.get("zero_stage") or 0)
+    if stage < 2:
+        return None
+    mode = "zero3" if stage == 3 else "zero2"
+    return mode + ("-offload" if layout.get("offload_optimizer") else "")
+
+
+def planned_deepspeed_mode(config: TrainConfig, nproc: int) -> str | None:
+    """Ask the planner for this run's layout on `nproc` × train.target_gpu."""
+    from lmforge.train.loading import load_tokenizer
+    from lmforge.train.planning import hf_config, plan_run
+
+    if not config.train.target_gpu:
+        raise UserInputError("--deepspeed plan needs train.target_gpu (the GPU the planner lays the run out for)")
+    tokenizer = load_tokenizer(config) if config.model.config is not None else None
+    plan = plan_run(config, hf_config(config, tokenizer), nproc)
+    if "error" in plan:
+        raise UserInputError(f"--deepspeed plan: {plan['error']}")
+    return deepspeed_mode_from_plan(plan["layout"])
 
 
 def _mixed_precision(config: TrainConfig) -> str:
@@ -120,6 +147,8 @@ def launch(config_path: str | Path, overrides: list[str], *, resume: bool = Fals
     import importlib.util
 
     config = load_config(config_path, overrides)
+    if deepspeed == "plan":
+        deepspeed = planned_deepspeed_mode(config, nproc)
     if deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise DependencyError("--deepspeed needs the deepspeed package: pip install 'lmforge[gpu]'")
     accelerate_file = write_launch_files(config, nproc, deepspeed=deepspeed, fsdp=fsdp)
