@@ -181,6 +181,12 @@ def plan_training(
     None for zero / tp / pp / gpus lets the layout search choose; a given value is honoured and
     validated. `tokens` defaults to one billion (time and cost are then per billion tokens).
     """
+    tokens_given = tokens is not None
+    tokens = DEFAULT_TRAINING_TOKENS if tokens is None else tokens
+    if tokens <= 0:
+        raise UserInputError(f"--tokens must be positive, got {tokens}")
+    if price_per_gpu_hour is not None and price_per_gpu_hour < 0:
+        raise UserInputError(f"--price must be a non-negative $ per GPU-hour, got {price_per_gpu_hour}")
     spec = _resolve(model)
     if method in ("lora", "qlora") and not lora_targets:
         # Resolved once here: the plan records which modules LoRA wraps, and the memory model
@@ -212,11 +218,6 @@ def plan_training(
         num_virtual_tokens=num_virtual_tokens,
     )
     summary, counts = _summary(spec, trainable)
-    tokens = DEFAULT_TRAINING_TOKENS if tokens is None else tokens
-    if tokens <= 0:
-        raise UserInputError(f"--tokens must be positive, got {tokens}")
-    if price_per_gpu_hour is not None and price_per_gpu_hour < 0:
-        raise UserInputError(f"--price must be a non-negative $ per GPU-hour, got {price_per_gpu_hour}")
     request = LayoutRequest(gpus=gpus, tp=tp, pp=pp, zero_stage=zero, offload=offload)
     search = LayoutSearch(spec, setup, counts.total_params)
     choice = search.best(accelerator, request, headroom=headroom)
@@ -261,7 +262,7 @@ def plan_training(
     )
     table = _verdicts(search, request, headroom, time_on=time_on) if verdicts else []
     plan = Plan("train", summary, setup, accelerator, choice, throughput, rules, table)
-    if tokens == DEFAULT_TRAINING_TOKENS:
+    if not tokens_given:
         plan.notes.append("time and cost are for 1e9 training tokens; pass --tokens for your dataset")
     if recompute != "full" and (choice.gpus > 1 or not choice.fits):
         hint = _recompute_hint(spec, setup, counts.total_params, accelerator, request, headroom, choice)
