@@ -27,7 +27,8 @@ def test_a_run_folder_resolves_to_final_then_to_its_newest_checkpoint(run_dir, t
     assert resolve_model_path(run_dir) == run_dir / "checkpoints" / "checkpoint-10"
     shutil.copytree(tiny_llama_dir, run_dir / "final")
     assert resolve_model_path(run_dir) == run_dir / "final"
-    assert load_model(str(run_dir)).context_length == 256
+    loaded = load_model(str(run_dir))
+    assert loaded.context_length == 256 and loaded.name == "run"
 
 
 def test_an_adapter_alone_finds_its_base_and_changes_the_model(loaded, tiny_adapter_dir):
@@ -37,6 +38,17 @@ def test_an_adapter_alone_finds_its_base_and_changes_the_model(loaded, tiny_adap
     explicit = load_model(str(loaded.model.name_or_path), adapter=str(tiny_adapter_dir))
     assert torch.allclose(_logits(explicit), _logits(tuned))
     assert "+" in explicit.name
+
+
+def test_an_adapter_whose_base_is_gone_says_so(tmp_path, tiny_adapter_dir):
+    import json
+
+    moved = shutil.copytree(tiny_adapter_dir, tmp_path / "adapter")
+    config = json.loads((moved / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "deleted-base")
+    (moved / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(NotFoundError, match="its base model .*deleted-base does not exist"):
+        load_model(str(moved))
 
 
 def test_adapter_option_must_name_an_adapter(tiny_llama_dir):

@@ -182,11 +182,15 @@ def _load_causal_lm(folder: Path | str, dtype: Any) -> Any:
         raise NotFoundError(f"cannot load model {folder}: {str(error).splitlines()[0]}") from None
 
 
-def _resolve_base(base: str) -> Path | str:
-    """A base named by an adapter: a local folder if one exists there, otherwise a hub id for the local cache."""
-    path = Path(base).expanduser()
-    if path.exists():
-        return resolve_model_path(path)
+def _resolve_base(base: str, adapter_dir: Path) -> Path | str:
+    """The base an adapter names: a local folder (as given, or relative to the adapter or its run, since
+    training records the path it was given), otherwise a hub id served from the local cache."""
+    for candidate in (Path(base).expanduser(), adapter_dir / base, adapter_dir.parent / base):
+        if candidate.exists():
+            return resolve_model_path(candidate)
+    if Path(base).is_absolute() or not _looks_like_hub_id(base):
+        raise NotFoundError(f"adapter {adapter_dir}: its base model {base} does not exist; pass the base as MODEL "
+                            "with --adapter")
     return base
 
 
@@ -208,7 +212,7 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     if isinstance(model_ref, Path) and _is_adapter(model_ref):
         if adapter_dir is not None:
             raise UserInputError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
-        adapter_dir, model_ref = model_ref, _resolve_base(adapter_base(model_ref))
+        adapter_dir, model_ref = model_ref, _resolve_base(adapter_base(model_ref), model_ref)
 
     base = _load_causal_lm(model_ref, dtype_value)
     if adapter_dir is not None:
@@ -220,7 +224,7 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
 
     tokenizer = _load_tokenizer(adapter_dir, model_ref)
     template = resolve_template(tokenizer)
-    name = _display_name(model, model_ref, adapter_dir)
+    name = _display_name(model_ref, adapter_dir)
     return LoadedModel(
         model=base, tokenizer=tokenizer, name=name, context_length=context_length_of(base.config, tokenizer),
         chat_template_source=template.source, chat_template=template.jinja, device=target,
@@ -248,10 +252,15 @@ def _load_tokenizer(adapter_dir: Path | None, model_ref: Path | str) -> Any:
     return tokenizer
 
 
-def _display_name(given: str, model_ref: Path | str, adapter_dir: Path | None) -> str:
-    base = Path(given).name if Path(given).exists() else given
-    if adapter_dir is None:
-        return base
-    base_name = model_ref.name if isinstance(model_ref, Path) else model_ref
-    adapter_name = adapter_dir.parent.name if adapter_dir.name == "final" else adapter_dir.name
-    return f"{base_name}+{adapter_name}" if Path(given).resolve() != adapter_dir.resolve() else f"{base_name}+{base}"
+def _display_name(model_ref: Path | str, adapter_dir: Path | None) -> str:
+    base = _folder_name(model_ref) if isinstance(model_ref, Path) else model_ref
+    return base if adapter_dir is None else f"{base}+{_folder_name(adapter_dir)}"
+
+
+def _folder_name(path: Path) -> str:
+    """A run's final/ is named after its run, a checkpoint as run/checkpoint-N."""
+    if path.name == "final":
+        return path.parent.name
+    if path.parent.name == "checkpoints":
+        return f"{path.parent.parent.name}/{path.name}"
+    return path.name
