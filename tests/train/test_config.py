@@ -91,3 +91,10 @@ def test_config_import_stays_light():
     code = ("import sys, lmforge.train.config, lmforge.cli.main; "
             "print(any(m in sys.modules for m in ('torch', 'transformers')))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_field_and_cross_key_problems_in_one_error():
+    with pytest.raises(ConfigError) as error:
+        validate_config({"stage": "distill", "model": {"path": "m"}, "train": {"lr": 1, "auto_fit": True}})
+    message = str(error.value)
+    assert "train.lr: unknown key" in message and "distill.teacher" in message and "train.target_gpu" in message

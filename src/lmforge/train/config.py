@@ -196,12 +196,32 @@ def _explain(error: dict[str, Any]) -> str:
     return f"{location or 'config'}: {error['msg']} (got {error.get('input')!r})"
 
 
+def _without(raw: dict[str, Any], locations: list[tuple[Any, ...]]) -> dict[str, Any]:
+    pruned = copy.deepcopy(raw)
+    for location in locations:
+        node: Any = pruned
+        for part in location[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(location[-1], None)
+    return pruned
+
+
 def validate_config(raw: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from a plain dict, or one ConfigError listing every problem."""
+    """A TrainConfig from a plain dict, or one ConfigError listing every problem.
+
+    Cross-key checks (a stage without its model, auto_fit without a GPU) run only on valid values, so
+    the bad keys are dropped and validation repeated once to report those problems in the same error.
+    """
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError("invalid config: " + join_problems([_explain(e) for e in error.errors()])) from None
+        problems = [_explain(e) for e in error.errors()]
+        try:
+            TrainConfig.model_validate(_without(raw, [tuple(e["loc"]) for e in error.errors()]))
+        except ValidationError as second:
+            problems += [_explain(e) for e in second.errors() if e["type"] == "value_error"]
+        raise ConfigError("invalid config: " + join_problems(problems)) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
