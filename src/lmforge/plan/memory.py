@@ -7,7 +7,8 @@ so they are pure arithmetic on the spec (no torch).
 Training has two peaks and the larger one wins (`peak_phase`):
   forward-backward: at the start of backward every saved activation is alive, the loss's fp32
       vocabulary tensors are at their largest and no gradient exists yet (except the head's);
-  optimizer-step: activations are gone and every gradient exists.
+  backward-end / optimizer-step: activations are gone and every gradient exists (a tied
+      embedding briefly holds two more gradient-sized copies while its two parts are summed).
 Backward frees activations layer by layer while it creates gradients layer by layer, so the memory
 in between lies on the line between these two ends.
 
@@ -384,15 +385,21 @@ def _training_stage(
     if stage.last and trainable:
         head_grad = spec.vocab_size * spec.hidden_size * grad_bytes / tp / sharded_grads
 
+    # A tied embedding's gradient arrives twice: the head's part first, then the embedding's own dense
+    # gradient, which autograd adds out of place - two more vocab x hidden tensors at the end of backward.
+    accumulation = 0.0
+    if stage.first and trainable and spec.tie_word_embeddings:
+        accumulation = 2 * spec.vocab_size * h * grad_bytes / tp
+
     persistent = weights + master_weights + optimizer + adapter
     forward_backward = persistent + activations + buffers_fb + head_grad + adapter_params * _FP32 / tp
-    optimizer_step = persistent + gradients
-    if forward_backward >= optimizer_step:
+    backward_end = persistent + gradients + accumulation  # then the optimizer step, with nothing but these
+    if forward_backward >= backward_end:
         phase = "forward-backward"
         out.update(activations=activations, buffers=buffers_fb, gradients=head_grad + adapter_params * _FP32 / tp)
     else:
-        phase = "optimizer-step"
-        out.update(gradients=gradients)
+        phase = "backward-end" if accumulation else "optimizer-step"
+        out.update(gradients=gradients, buffers=accumulation)
     out.update(weights=weights, master_weights=master_weights, optimizer_states=optimizer, adapter=adapter)
     tensors = sum(out.values())
     out["overhead"] = CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * tensors
