@@ -199,6 +199,8 @@ def _explain(error: dict[str, Any]) -> str:
 def _without(raw: dict[str, Any], locations: list[tuple[Any, ...]]) -> dict[str, Any]:
     pruned = copy.deepcopy(raw)
     for location in locations:
+        if not location:
+            continue
         node: Any = pruned
         for part in location[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
