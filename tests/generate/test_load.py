@@ -72,7 +72,6 @@ def test_pickle_weights_load_only_after_the_scanner_passes_them(tmp_path, tiny_l
     shutil.copy(tiny_llama_dir / "config.json", folder / "config.json")
     loaded.tokenizer.save_pretrained(folder)
     assert (folder / "pytorch_model.bin").is_file() and not list(folder.glob("*.safetensors"))
-    assert torch.allclose(_logits(load_model(str(folder))), _logits(loaded))
 
     class Payload:
         def __reduce__(self):
@@ -80,6 +79,9 @@ def test_pickle_weights_load_only_after_the_scanner_passes_them(tmp_path, tiny_l
 
             return (os.system, ("echo owned",))
 
+    # Trainer state beside the weights is never unpickled by a load, so it does not block one.
+    (folder / "training_args.bin").write_bytes(pickle.dumps(Payload()))
+    assert torch.allclose(_logits(load_model(str(folder))), _logits(loaded))
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
     with pytest.raises(UnsafeFileError, match="pytorch_model.bin"):
         load_model(str(folder))

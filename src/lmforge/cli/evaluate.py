@@ -54,13 +54,11 @@ def eval_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Measure a model: metrics, a per-example report, base-vs-tuned comparison, or the stress suite."""
-    import transformers
-
+    from lmforge.cli.generate import quiet_transformers
     from lmforge.errors import UserInputError
     from lmforge.generate.sampling import sampling_params
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_transformers()
     if (data is None) == (suite is None):
         raise UserInputError("give exactly one of --data DATA or --suite stress")
     sampled = preset is not None or (temperature is not None and temperature > 0)

@@ -47,12 +47,15 @@ def _console(stderr: bool = False):
     return Console(highlight=False, soft_wrap=True, stderr=stderr)
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """Weight-loading progress bars and advisory warnings would interleave with the streamed text."""
+    import warnings
+
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's concern
 
 
 def _explain_table(step: StepExplanation, stages: list[str]) -> Any:
@@ -101,7 +104,7 @@ def generate_command(
 
     params = _params(preset, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, stop, seed, greedy)
     text = sys.stdin.read() if prompt == "-" else prompt
-    _quiet_transformers()
+    quiet_transformers()
     loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
 
     def stream(piece: str) -> None:
@@ -150,7 +153,7 @@ def chat_command(
     from lmforge.generate.load import load_model
 
     params = _params(preset, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, stop, seed, greedy)
-    _quiet_transformers()
+    quiet_transformers()
     loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
     chat_loop(loaded, params, input_stream=sys.stdin, output_stream=sys.stdout, system=system)
 

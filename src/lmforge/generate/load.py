@@ -22,7 +22,9 @@ from typing import Any
 
 from lmforge.errors import ConfigError, NotFoundError, UnsafeFileError, UserInputError
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# The pickle files from_pretrained / PeftModel.from_pretrained unpickle when no safetensors exist. Trainer state
+# beside them (training_args.bin, optimizer.pt, rng_state.pth) is never loaded here, so it is not judged here.
+WEIGHT_PICKLES = ("pytorch_model*.bin", "adapter_model.bin")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Config attributes that hold a model's context length, in the order transformers' families use them.
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
@@ -118,7 +120,7 @@ def adapter_base(adapter_dir: Path) -> str:
 
 
 def check_pickles(folder: Path) -> bool:
-    """Scan the pickle weight files in `folder` (never unpickled before this); True if it has safetensors.
+    """Scan the pickle weight files in `folder` before anything unpickles them; True if it has safetensors.
 
     Raises UnsafeFileError naming the file when any pickle is not proven safe.
     """
@@ -127,8 +129,8 @@ def check_pickles(folder: Path) -> bool:
     has_safetensors = any(folder.glob("*.safetensors"))
     if has_safetensors:
         return True
-    for file in sorted(folder.iterdir()):
-        if file.suffix in PICKLE_SUFFIXES and file.is_file():
+    for file in sorted(f for pattern in WEIGHT_PICKLES for f in folder.glob(pattern)):
+        if file.is_file():
             report = scan_file(file)
             if report.verdict != "safe":
                 reasons = "; ".join(finding.message for finding in report.findings[:3]) or report.error or ""
