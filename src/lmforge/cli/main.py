@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "lmforge.cli.generate",
     "lmforge.cli.evaluate",
     "lmforge.cli.serve",
+    "lmforge.cli.quickstart",
 ]
 
 
