@@ -5,7 +5,8 @@ ggml's rotary layout), qwen2 and qwen3: the same hyperparameter keys, tensor nam
 gguf.TensorNameMap, vocabulary (tokenizer.ggml.* as get_vocab_base / LlamaHfVocab build it), the
 same type rules (1-D tensors and norms stay f32; a row not divisible by the quant block falls
 back to f16), then reads the file back with gguf.GGUFReader and checks every tensor's shape and
-dequantized values against the source within the quant's error bound.
+dequantized values against the source within the quant's error bound. Tensors are read, converted
+and spooled to disk one at a time (GGUFWriter's temp file), so memory stays near the largest tensor.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lmforge.errors import DependencyError, FormatError, UserInputError
 from lmforge.fileio import atomic_path
-from lmforge.files.convert.common import ConvertReport, load_safetensors_tensors, progress_bar, read_json, weight_files
+from lmforge.files.convert.common import ConvertReport, progress_bar, read_json, weight_files
+from lmforge.files.detect import detect_format
 from lmforge.files.safe_load import safe_torch_load
 
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
@@ -257,49 +261,70 @@ def error_bound(original: Any, qtype: Any) -> Any:
     return np.broadcast_to(step, blocks.shape).reshape(original.shape)
 
 
-def _load_tensors(folder: Path, trust_pickle: bool) -> dict[str, Any]:
+def _tensor_loaders(folder: Path, trust_pickle: bool) -> dict[str, Callable[[], Any]]:
+    """HF name → a function that loads that one tensor: safetensors are read tensor by tensor (a 7B
+    model never sits in memory whole); pickles are loaded once through the scanner's gate."""
     files, kind = weight_files(folder)
+    loaders: dict[str, Callable[[], Any]] = {}
     if kind == "safetensors":
-        return load_safetensors_tensors(files)
+        from safetensors import safe_open
+
+        for path in files:
+            if detect_format(path) != "safetensors":
+                raise FormatError(f"{path} is not a safetensors file")
+            with safe_open(str(path), framework="pt") as handle:
+                names = list(handle.keys())  # noqa: SIM118 - safe_open has keys(), not iteration
+
+            def load(name: str, path: Path = path) -> Any:
+                with safe_open(str(path), framework="pt") as handle:
+                    return handle.get_tensor(name)
+
+            loaders.update({name: partial(load, name) for name in names})
+        return loaders
     from lmforge.files.convert.to_safetensors import extract_state_dict
 
-    tensors: dict[str, Any] = {}
     for path in files:
-        tensors.update(extract_state_dict(safe_torch_load(path, trust_pickle=trust_pickle), path)[0])
-    return tensors
+        tensors = extract_state_dict(safe_torch_load(path, trust_pickle=trust_pickle), path)[0]
+        loaders.update({name: partial(tensors.__getitem__, name) for name in tensors})
+    return loaders
+
+
+def _prepare(tensor: Any, hf_name: str, model_type: str, hparams: dict[str, Any]) -> Any:
+    """float32 numpy, Q/K rows permuted for llama-style models."""
+    data = tensor.float()
+    if ARCHITECTURES[model_type].permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+        data = permute_qk(data, hparams["n_head"], hparams["n_head"])
+    elif ARCHITECTURES[model_type].permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+        data = permute_qk(data, hparams["n_head"], hparams["n_head_kv"])
+    return data.numpy()
 
 
 def _prepared_tensors(folder: Path, config: dict[str, Any], model_type: str, hparams: dict[str, Any],
-                      trust_pickle: bool) -> dict[str, Any]:
-    """GGUF name → float32 numpy array, permuted and renamed as llama.cpp expects."""
+                      trust_pickle: bool) -> dict[str, Callable[[], Any]]:
+    """GGUF name → a function giving the float32 numpy array llama.cpp expects under that name."""
     import gguf
 
     arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[model_type].gguf_arch)
     name_map = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
-    prepared: dict[str, Any] = {}
+    prepared: dict[str, Callable[[], Any]] = {}
     unknown = []
-    for hf_name, tensor in _load_tensors(folder, trust_pickle).items():
+    for hf_name, load in _tensor_loaders(folder, trust_pickle).items():
         if _SKIP_TENSORS.search(hf_name):
             continue
         gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             unknown.append(hf_name)
             continue
-        data = tensor.float()
-        if ARCHITECTURES[model_type].permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
-            data = permute_qk(data, hparams["n_head"], hparams["n_head"])
-        elif ARCHITECTURES[model_type].permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
-            data = permute_qk(data, hparams["n_head"], hparams["n_head_kv"])
-        prepared[gguf_name] = data.numpy()
+        prepared[gguf_name] = lambda load=load, hf_name=hf_name: _prepare(load(), hf_name, model_type, hparams)
     if unknown:
         raise FormatError(f"no GGUF name for {len(unknown)} tensor(s) of this {model_type} model, e.g. {unknown[0]}")
     if hparams["rope"]["rope_type"] == "llama3":
-        prepared[gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"] = llama3_rope_factors(
-            hparams["rope"], hparams["head_dim"])
+        prepared[gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"] = partial(
+            llama3_rope_factors, hparams["rope"], hparams["head_dim"])
     return prepared
 
 
-def _verify(path: Path, prepared: dict[str, Any], types: dict[str, Any], model_type: str) -> dict[str, Any]:
+def _verify(path: Path, prepared: dict[str, Callable[[], Any]], types: dict[str, Any], model_type: str) -> dict[str, Any]:
     """Read the GGUF back: metadata keys, every tensor's shape and type, dequantized values in bound."""
     import gguf
     import numpy as np
@@ -315,7 +340,8 @@ def _verify(path: Path, prepared: dict[str, Any], types: dict[str, Any], model_t
     if set(read) != set(prepared):
         raise FormatError(f"{path.name} holds {len(read)} tensors, expected {len(prepared)}")
     worst: dict[str, float] = {}
-    for name, original in prepared.items():
+    for name, load in prepared.items():
+        original = load()
         tensor = read[name]
         if tuple(int(d) for d in reversed(tensor.shape)) != original.shape or tensor.tensor_type != types[name]:
             raise FormatError(f"{path.name}: tensor {name} read back as {tensor.tensor_type.name} "
@@ -351,12 +377,15 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", trust_pickle
         writer = gguf.GGUFWriter(temporary, arch_name, use_temp_file=True)
         hparams = _write_hparams(writer, config, model_type, source.name, file_type)
         prepared = _prepared_tensors(source, config, model_type, hparams, trust_pickle)
-        vocab_rows = prepared["token_embd.weight"].shape[0]
+        vocab_rows = prepared["token_embd.weight"]().shape[0]
         writer.add_vocab_size(vocab_rows)
         tokenizer_model = _write_vocab(writer, source, vocab_rows)
         types: dict[str, Any] = {}
+        params = 0
         with progress_bar(f"quantizing to {quant}", len(prepared), progress) as advance:
-            for name, data in prepared.items():
+            for name, load in prepared.items():
+                data = load()
+                params += int(data.size)
                 types[name] = tensor_type(name, data.shape, requested)
                 writer.add_tensor(name, encode_tensor(data, types[name]), raw_dtype=types[name])
                 advance()
@@ -371,7 +400,7 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", trust_pickle
         counts[qtype.name.lower()] = counts.get(qtype.name.lower(), 0) + 1
     return ConvertReport(
         source=str(source), destination=str(destination), to="gguf", quant=quant, files=[str(destination)],
-        tensor_count=len(prepared), params=sum(int(data.size) for data in prepared.values()),
+        tensor_count=len(prepared), params=params,
         size_bytes=destination.stat().st_size, seconds=time.perf_counter() - started, verified=True,
         checks={"architecture": arch_name, "tokenizer": tokenizer_model, "tensor_types": counts,
                 "max_abs_error": worst},
