@@ -12,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Rich wraps tables at the terminal width; a wide fixed width keeps long tmp paths on one line.
+os.environ["COLUMNS"] = "240"
 
 TINY_CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
