@@ -17,6 +17,18 @@ def test_generation_eval_with_compare_scores_every_example(tiny_llama_dir, chat_
     assert report.rows[1].prediction == report.rows[1].compare_prediction
 
 
+def test_an_example_too_long_for_the_context_is_skipped_and_counted(tiny_llama_dir, tmp_path):
+    import json
+
+    data = tmp_path / "long.jsonl"
+    rows = [{"instruction": "word " * 300, "output": "x"}, {"instruction": "Say 5.", "output": "5"}]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = evaluate_model(str(tiny_llama_dir), str(data), params=FAST)
+    assert report.summary["examples"] == 1 and report.summary["skipped"] == 1
+    assert report.rows[0].score is None and report.rows[0].prediction.startswith("[not run: prompt (")
+    assert report.rows[1].score is not None
+
+
 def test_perplexity_eval_on_chat_scores_assistant_tokens_only(tiny_llama_dir, chat_file):
     chat = evaluate_model(str(tiny_llama_dir), str(chat_file), task="perplexity")
     vocab = 384

@@ -122,6 +122,8 @@ def _last(messages: list[dict[str, str]], role: str) -> str:
 
 def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
                 extract: str, params: Any, device: str | None, **_: Any) -> _Scored:
+    """Generate an answer per example. One too long for the context is reported in its row and counted as
+    `skipped`, and left out of the metrics, rather than ending an evaluation hours in."""
     from lmforge.data.builtin import prompt_messages
     from lmforge.generate.generation import generate
     from lmforge.generate.load import load_model
@@ -129,24 +131,34 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
 
     loaded = load_model(model, adapter=adapter, device=device)
     params = params or SamplingParams(temperature=0, max_new_tokens=128)
-    prompts = [prompt_messages(record) for record in records]
-    references = [record["messages"][-1]["content"] for record in records]
-    predictions = []
-    for prompt in prompts:
-        predictions.append(generate(loaded, prompt, params).text)
+    rows, scored, predictions, references = [], [], [], []
+    for index, record in enumerate(records):
+        prompt = prompt_messages(record)
+        reference = record["messages"][-1]["content"]
+        row = ExampleRow(index=index, instruction=_last(prompt, "user"), reference=reference, prediction="",
+                         score=None)
+        try:
+            row.prediction = generate(loaded, prompt, params).text
+            scored.append(row)
+            predictions.append(row.prediction)
+            references.append(reference)
+        except UserInputError as error:
+            row.prediction = f"[not run: {error}]"
+        rows.append(row)
         advance()
+    if not scored:
+        raise UserInputError(f"no example fits {loaded.name}'s context of {loaded.context_length} tokens "
+                             f"with max_new_tokens {params.max_new_tokens}")
     rouge = rouge_scores(predictions, references)
     matches = exact_matches(predictions, references, extract)
-    rows = [
-        ExampleRow(index=i, instruction=_last(prompt, "user"), reference=ref, prediction=pred,
-                   score=scores["rougeL"],
-                   details={**scores, "exact_match": match, "bleu": sentence_bleu(pred, ref)})
-        for i, (prompt, ref, pred, scores, match) in enumerate(zip(prompts, references, predictions, rouge, matches))
-    ]
-    summary = {name: sum(s[name] for s in rouge) / len(rouge) for name in ("rouge1", "rouge2", "rougeL")}
+    for row, scores, match in zip(scored, rouge, matches):
+        row.score = scores["rougeL"]
+        row.details = {**scores, "exact_match": match, "bleu": sentence_bleu(row.prediction, row.reference)}
+    summary: dict[str, Any] = {name: sum(s[name] for s in rouge) / len(rouge) for name in ("rouge1", "rouge2", "rougeL")}
     summary["bleu"] = bleu_score(predictions, references)
     summary["exact_match"] = sum(matches) / len(matches)
-    summary["examples"] = len(rows)
+    summary["examples"] = len(scored)
+    summary["skipped"] = len(rows) - len(scored)
     return _Scored(loaded.name, rows, summary, {"extract": extract, "sampling": params.model_dump()})
 
 
