@@ -18,12 +18,10 @@ from lmforge.train.config import TrainConfig
 @dataclass
 class StageContext:
     config: TrainConfig
-    run_dir: Path
     model: Any
     tokenizer: Any
     train_dataset: Any  # canonical schema (lmforge.data contract), not yet tokenized
     eval_dataset: Any | None
-    label_names: list[str] | None
     args: dict[str, Any]  # TrainingArguments keyword arguments shared by all stages
     callbacks: list[Any] = field(default_factory=list)
 

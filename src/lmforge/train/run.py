@@ -244,8 +244,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
         # transformers 5 reads the TensorBoard folder from this variable only; lmforge keeps it in the run.
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
     ctx = StageContext(
-        config=config, run_dir=run_dir, model=model, tokenizer=tokenizer, train_dataset=data.train,
-        eval_dataset=data.eval, label_names=data.label_names,
+        config=config, model=model, tokenizer=tokenizer, train_dataset=data.train, eval_dataset=data.eval,
         args=training_arguments(config, run_dir, has_eval=data.eval is not None), callbacks=callbacks,
     )
     trainer = stage.build_trainer(ctx)
