@@ -146,3 +146,42 @@ def test_pickle_weights_are_scanned_and_converted(tmp_path, tiny_llama_dir, sour
 
     tensors = {tensor.name: _values(tensor) for tensor in gguf.GGUFReader(tmp_path / "model.gguf").tensors}
     assert np.array_equal(tensors["token_embd.weight"], source["model.embed_tokens.weight"])
+
+
+@pytest.fixture
+def sentencepiece_llama_dir(tmp_path: Path) -> Path:
+    """A Llama-2 style tokenizer (BPE with byte fallback, ▁ for spaces) and a model with 16 spare rows."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from tests.conftest import TINY_CORPUS
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))]
+    tokenizer.train_from_iterator(TINY_CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                                                    show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(fast) + 16, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, bos_token_id=1, eos_token_id=2)
+    path = tmp_path / "spm-llama"
+    LlamaForCausalLM(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+def test_sentencepiece_style_vocab_is_written_as_llama_with_byte_tokens_and_padding(tmp_path, sentencepiece_llama_dir):
+    report = convert(sentencepiece_llama_dir, tmp_path / "spm.gguf", progress=False)
+
+    reader = gguf.GGUFReader(tmp_path / "spm.gguf")
+    assert report.checks["tokenizer"] == "llama" and _field(reader, "tokenizer.ggml.model") == "llama"
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    types = _field(reader, "tokenizer.ggml.token_type")
+    assert len(tokens) == len(types) == len(_field(reader, "tokenizer.ggml.scores")) == 416
+    assert tokens[3 + 0x41] == "<0x41>" and types[3 + 0x41] == gguf.TokenType.BYTE
+    assert tokens[1] == "<s>" and types[1] == gguf.TokenType.CONTROL
+    assert tokens[-1] == "[PAD415]" and types[-1] == gguf.TokenType.UNUSED
+    assert _field(reader, "tokenizer.ggml.bos_token_id") == 1 and _field(reader, "tokenizer.ggml.eos_token_id") == 2
