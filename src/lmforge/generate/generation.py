@@ -52,11 +52,10 @@ class StopStringStreamer:
     text is cut before it; StopOnFlag then ends generation on that same step.
     """
 
-    def __init__(self, tokenizer: Any, stops: list[str], on_text: Callable[[str], None] | None, prompt_tokens: int):
+    def __init__(self, tokenizer: Any, stops: list[str], on_text: Callable[[str], None] | None):
         self.tokenizer = tokenizer
         self.stops = stops
         self.on_text = on_text
-        self.prompt_tokens = prompt_tokens
         self.token_ids: list[int] = []
         self.text = ""  # the final text so far (never includes a stop string)
         self.emitted = 0
@@ -148,7 +147,7 @@ def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: Sa
     if explain:
         config.return_dict_in_generate = True
         config.output_logits = True
-    streamer = StopStringStreamer(loaded.tokenizer, params.stop, on_text, len(prompt_ids))
+    streamer = StopStringStreamer(loaded.tokenizer, params.stop, on_text)
     input_ids = torch.tensor([prompt_ids], device=loaded.device)
     started = time.perf_counter()
     with torch.inference_mode():
