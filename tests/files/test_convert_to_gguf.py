@@ -185,3 +185,23 @@ def test_sentencepiece_style_vocab_is_written_as_llama_with_byte_tokens_and_padd
     assert tokens[1] == "<s>" and types[1] == gguf.TokenType.CONTROL
     assert tokens[-1] == "[PAD415]" and types[-1] == gguf.TokenType.UNUSED
     assert _field(reader, "tokenizer.ggml.bos_token_id") == 1 and _field(reader, "tokenizer.ggml.eos_token_id") == 2
+
+
+def test_transformers_gguf_loader_gets_the_same_model_and_tokenizer_back(tmp_path, tiny_llama_dir):
+    """An independent reader of llama.cpp's layout (transformers' GGUF integration un-permutes Q/K and
+    rebuilds the tokenizer) stands in for llama-cpp-python, which does not build here."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    original = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    text = "What is 12 plus 30? The answer is 42."
+    ids = torch.tensor([tokenizer(text).input_ids])
+    with torch.no_grad():
+        expected = original(ids).logits
+    for quant, tolerance in (("f32", 0.0), ("f16", 1e-3), ("q8_0", 2e-2)):
+        convert(tiny_llama_dir, tmp_path / f"{quant}.gguf", quant=quant, progress=False)
+        loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=f"{quant}.gguf", dtype=torch.float32).eval()
+        with torch.no_grad():
+            assert (loaded(ids).logits - expected).abs().max() <= tolerance, quant
+    from_gguf = AutoTokenizer.from_pretrained(tmp_path, gguf_file="f32.gguf")
+    assert from_gguf(text).input_ids == tokenizer(text).input_ids
