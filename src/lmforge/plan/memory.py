@@ -84,7 +84,11 @@ def _linear_layer_params(spec: ModelSpec, counts: ParamCount) -> int:
 
 
 def _largest_matrix_params(counts: ParamCount) -> int:
-    return max((w.params for w in counts.weights if w.in_features and not w.experts), default=0)
+    """The biggest quantized matrix inside the blocks (embeddings and head stay 16-bit)."""
+    return max(
+        (w.params for w in counts.weights if w.in_features and not w.experts and w.component in ("attention", "mlp")),
+        default=0,
+    )
 
 
 # ---------------------------------------------------------------- activations
@@ -463,10 +467,11 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
         window_tokens = setup.batch_size * min(setup.context_len, spec.sliding_window or setup.context_len)
         kv = per_token * (tokens * (spec.num_layers - sliding) + window_tokens * sliding) / spec.num_layers
 
-    # Prefill of the whole prompt at once: one block's transient tensors (residual, norm output, the MLP's
-    # gate/up/activation) in bf16, plus fp32 logits for the last position only (generate keeps 1 position).
+    # Prefill of the whole prompt at once, under no_grad: one block's transient tensors (residual, its fp32
+    # norm upcast, the MLP's gate, up and activation) in bf16, plus fp32 logits for the last position only
+    # (generate computes logits_to_keep=1).
     prefill_tokens = setup.batch_size * setup.prefill_tokens
-    block = _HALF * (4 * spec.hidden_size + 3 * (_mlp_saved_width(spec) * 3 // 4)) / tp
+    block = (_HALF * 2 * spec.hidden_size + _FP32 * spec.hidden_size + _HALF * 3 * _mlp_inner_width(spec)) / tp
     activations = prefill_tokens * block
     buffers = _FP32 * setup.batch_size * spec.vocab_size / tp
     if setup.weight_format in ("int4", "nf4", "int8", "fp8"):
