@@ -123,3 +123,21 @@ def test_adapter_on_an_adapter_run_names_the_merged_base(make_config, tmp_path):
     with dpo_model.disable_adapter():
         base_logits = _logits(dpo_model, ids)
     assert torch.allclose(_logits(sft_merged, ids), base_logits, atol=1e-5)
+
+
+def test_chosen_chat_template_is_saved_with_the_final_tokenizer(make_config, tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    from lmforge.data.templates import BUILTIN_TEMPLATES
+
+    result = run_training(make_config("sft", "lora", data={"template": "alpaca", "max_len": 128}), progress=False)
+    assert result.chat_template == "alpaca"
+    assert AutoTokenizer.from_pretrained(result.final_dir).chat_template == BUILTIN_TEMPLATES["alpaca"]
+    assert "Chat template: alpaca" in (result.final_dir / "README.md").read_text()
+
+
+def test_max_len_that_leaves_nothing_to_train_is_a_clear_error(make_config):
+    from lmforge.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="data.max_len 8: none of the 16 chats"):
+        run_training(make_config("sft", "full", data={"max_len": 8}), progress=False)

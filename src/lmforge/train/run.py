@@ -47,6 +47,7 @@ class RunResult:
     checkpoints: list[Path] = field(default_factory=list)
     best_checkpoint: Path | None = None
     diagnosis: FitDiagnosis | None = None
+    chat_template: str | None = None  # the template trained with, saved in final/'s tokenizer
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -113,6 +114,7 @@ Trained with `lmforge train` (stage **{config.stage}**, method **{config.method.
 - Steps: {result.steps} (micro-batch {config.train.micro_batch_size}, grad accumulation {config.train.grad_accum}, \
 learning rate {config.train.learning_rate}, {config.train.lr_scheduler} schedule, seed {config.train.seed})
 - Trainable parameters: {result.trainable_params:,} of {result.total_params:,}
+- Chat template: {result.chat_template or "none (plain text)"} (saved with the tokenizer; serve with the same)
 - Fit diagnosis: {diagnosis}
 
 ## Final metrics
@@ -152,6 +154,22 @@ def _record_base(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path,
             model.save_pretrained(str(temporary))
             tokenizer.save_pretrained(str(temporary))
     model.name_or_path = str(base_dir)
+
+
+CHAT_STAGES = ("sft", "rm", "dpo", "kto", "rlhf", "distill")
+
+
+def _fix_chat_template(config: TrainConfig, tokenizer: Any) -> str | None:
+    """Resolve the chat template once (lmforge.data.templates) and set it on the tokenizer, so TRL's
+    own tokenization, tokenize_chat and final/'s saved tokenizer all use the one the model trained
+    with (USERS.md training #4)."""
+    if config.stage not in CHAT_STAGES:
+        return None
+    from lmforge.data.templates import resolve_template
+
+    template = resolve_template(tokenizer, config.data.template)
+    tokenizer.chat_template = template.jinja
+    return template.name
 
 
 def _merges_adapter(config: TrainConfig, task: str) -> bool:
@@ -201,6 +219,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     stage = stage_module(config.stage)
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(config)
+    template_name = _fix_chat_template(config, tokenizer)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     model_config = hf_config(config, tokenizer)
     if config.train.auto_fit:
@@ -273,6 +292,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
         planned_trainable_params=predicted_trainable,
         checkpoints=checkpoints.list_checkpoints(checkpoint_root),
         best_checkpoint=Path(trainer.state.best_model_checkpoint) if trainer.state.best_model_checkpoint else None,
+        chat_template=template_name,
     )
     if main:
         records = read_metrics(run_dir / "metrics.jsonl")

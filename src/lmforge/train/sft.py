@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmforge.errors import UserInputError
 from lmforge.train.context import StageContext
 
 TASK = "causal"
@@ -21,6 +22,11 @@ def tokenize(ctx: StageContext, dataset: Any) -> Any:
     data = ctx.config.data
     result = tokenize_chat(dataset, ctx.tokenizer, max_len=data.max_len, template=data.template,
                            train_on_prompt=data.train_on_prompt)
+    if result.examples_out == 0:
+        raise UserInputError(
+            f"data.max_len {data.max_len}: none of the {result.examples_in} chats keeps an assistant token after "
+            f"truncation with template {result.template} ({result.truncated_examples} truncated); raise data.max_len"
+        )
     return result.dataset
 
 
