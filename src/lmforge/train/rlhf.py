@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.train.context import StageContext
-from lmforge.train.loading import load_pretrained
+from lmforge.train.loading import load_pretrained, resolve_model_folder
 
 TASK = "causal"
 DATA_KIND = ("preference", "chat", "unpaired_preference")
@@ -24,12 +24,26 @@ def prompts_only(dataset: Any) -> Any:
     return dataset.map(lambda row: {"prompt": row["messages"][:-1]}, remove_columns=dataset.column_names)
 
 
+def _reward_tokenizer(source: str, policy_tokenizer: Any) -> Any:
+    """The reward model reads text with its own tokenizer (TRL decodes and re-encodes completions)."""
+    from transformers import AutoTokenizer
+
+    folder = resolve_model_folder(source)
+    if not (folder / "tokenizer_config.json").is_file():
+        return policy_tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def build_trainer(ctx: StageContext) -> Any:
     import trl
 
     options = ctx.config.rlhf
     reward_model = load_pretrained(options.reward_model, "classify", num_labels=1)
-    reward_model.config.pad_token_id = ctx.tokenizer.pad_token_id
+    reward_tokenizer = _reward_tokenizer(options.reward_model, ctx.tokenizer)
+    reward_model.config.pad_token_id = reward_tokenizer.pad_token_id
     config_class, trainer_class = (
         (trl.GRPOConfig, trl.GRPOTrainer) if options.algorithm == "grpo" else (trl.RLOOConfig, trl.RLOOTrainer)
     )
@@ -46,6 +60,6 @@ def build_trainer(ctx: StageContext) -> Any:
         train_dataset=prompts_only(ctx.train_dataset),
         eval_dataset=prompts_only(ctx.eval_dataset) if ctx.eval_dataset is not None else None,
         processing_class=ctx.tokenizer,
-        reward_processing_classes=ctx.tokenizer,
+        reward_processing_classes=reward_tokenizer,
         callbacks=ctx.callbacks,
     )
