@@ -49,3 +49,12 @@ def test_chat_reads_turns_and_commands_from_stdin(tiny_llama_dir):
                            input="hello\n/params\n/quit\n")
     assert result.exit_code == 0, result.output
     assert "chatting with" in result.stdout and '"max_new_tokens": 2' in result.stdout
+
+
+def test_system_prompt_counts_in_the_prompt_and_needs_the_template(tiny_llama_dir):
+    base = ["generate", str(tiny_llama_dir), "Hi", "--max-new-tokens", "1", "--greedy", "--json"]
+    plain = json.loads(runner.invoke(app, base).stdout)
+    with_system = json.loads(runner.invoke(app, [*base, "--system", "Answer in one word."]).stdout)
+    assert with_system["prompt_tokens"] > plain["prompt_tokens"]
+    raw = runner.invoke(app, [*base, "--system", "x", "--raw"])
+    assert raw.exit_code == 2 and "--system needs the chat template" in raw.stderr

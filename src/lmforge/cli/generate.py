@@ -92,6 +92,7 @@ def generate_command(
     greedy: GreedyOpt = False,
     chat_template: Annotated[bool, typer.Option("--chat-template/--raw",
                                                 help="Wrap PROMPT as a user turn in the chat template, or send it raw.")] = True,
+    system: Annotated[str | None, typer.Option(help="A system prompt before PROMPT (chat template only).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show how each sampling stage chose every token.")] = False,
     explain_top: Annotated[int, typer.Option("--explain-top", help="Candidates shown per step with --explain.")] = 8,
     device: DeviceOpt = None,
@@ -103,7 +104,14 @@ def generate_command(
     from lmforge.generate.load import load_model
 
     params = _params(preset, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, stop, seed, greedy)
+    from lmforge.errors import UserInputError
+
     text = sys.stdin.read() if prompt == "-" else prompt
+    if system is not None and not chat_template:
+        raise UserInputError("--system needs the chat template; drop --raw or put the instructions in PROMPT")
+    request: str | list[dict[str, str]] = text
+    if system is not None:
+        request = [{"role": "system", "content": system}, {"role": "user", "content": text}]
     quiet_transformers()
     loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
 
@@ -112,7 +120,7 @@ def generate_command(
         sys.stdout.flush()
 
     streaming = not (json_output or explain)
-    result = generate(loaded, text, params, chat_template=chat_template, on_text=stream if streaming else None,
+    result = generate(loaded, request, params, chat_template=chat_template, on_text=stream if streaming else None,
                       explain=explain, explain_top=explain_top)
     if json_output:
         payload = {"model": loaded.name, "params": params.model_dump(), **asdict(result)}
