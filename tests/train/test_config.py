@@ -98,3 +98,17 @@ def test_field_and_cross_key_problems_in_one_error():
         validate_config({"stage": "distill", "model": {"path": "m"}, "train": {"lr": 1, "auto_fit": True}})
     message = str(error.value)
     assert "train.lr: unknown key" in message and "distill.teacher" in message and "train.target_gpu" in message
+
+
+def test_fp16_on_cpu_is_refused_and_auto_means_fp32():
+    import torch
+
+    from lmforge.errors import UserInputError
+    from lmforge.train.context import precision_flags
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert precision_flags("auto") == {"bf16": False, "fp16": False}
+    assert precision_flags("bf16") == {"bf16": True, "fp16": False}
+    with pytest.raises(UserInputError, match="fp16 mixed precision needs a CUDA GPU"):
+        precision_flags("fp16")

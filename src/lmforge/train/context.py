@@ -99,6 +99,8 @@ def precision_flags(precision: str) -> dict[str, bool]:
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
     if precision == "fp16" and not cuda:
         raise UserInputError("train.precision: fp16 mixed precision needs a CUDA GPU; use bf16 or fp32 on CPU")
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise UserInputError("train.precision: this GPU has no bf16 (pre-Ampere); use fp16 or auto")
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
