@@ -21,13 +21,14 @@ def test_eval_compare_writes_the_report(tiny_llama_dir, tmp_path):
 
 def test_eval_json_for_perplexity_on_plain_text(tiny_llama_dir, tmp_path):
     data = tmp_path / "corpus.txt"
-    data.write_text("The quick brown fox jumps over the lazy dog.\nReverse the string abc: cba.\nA third line.\n")
+    data.write_text("The quick brown fox jumps over the lazy dog.\n" + "word " * 300 + "\nA third line.\n")
     result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--limit", "2",
                                  "--out", str(tmp_path / "ppl"), "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["task"] == "perplexity" and payload["summary"]["examples"] == 2
     assert payload["summary"]["perplexity"] > 1
+    assert payload["summary"]["truncated"] == 1  # the 300-word line is cut at the 256-token context
 
 
 def test_stress_suite_exports_a_rubric_sheet(tiny_llama_dir, tmp_path):

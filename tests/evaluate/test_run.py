@@ -35,6 +35,7 @@ def test_perplexity_eval_on_chat_scores_assistant_tokens_only(tiny_llama_dir, ch
     assert 1 < chat.summary["perplexity"] < 10 * vocab
     assert chat.summary["tokens"] < 20  # "42<|im_end|>" and "cba<|im_end|>": a handful of tokens, not the prompt
     assert chat.score_name == "nll_per_token" and not chat.higher_is_better
+    assert chat.summary["truncated"] == 0
 
 
 def test_classification_eval_on_the_real_minilm_encoder(minilm_dir, sentiment_file):

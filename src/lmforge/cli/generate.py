@@ -119,6 +119,9 @@ def generate_command(
         sys.stdout.write(piece)
         sys.stdout.flush()
 
+    if chat_template and loaded.chat_template_source == "default" and not json_output:
+        _console(stderr=True).print("[dim]this tokenizer has no chat template: using chatml (a base model may "
+                                    "answer better with --raw)[/dim]")
     streaming = not (json_output or explain)
     result = generate(loaded, request, params, chat_template=chat_template, on_text=stream if streaming else None,
                       explain=explain, explain_top=explain_top)

@@ -171,14 +171,17 @@ def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | Non
 
     loaded = load_model(model, adapter=adapter, device=device)
     template = ChatTemplate(loaded.chat_template_source, loaded.chat_template, loaded.chat_template_source)
-    examples, instructions = [], []
+    examples, instructions, truncated = [], [], 0
     for record in records:
         if "messages" in record:
             encoded = encode_chat(record["messages"], loaded.tokenizer, template, max_len=loaded.context_length)
             examples.append((encoded["input_ids"], encoded["labels"]))
             instructions.append(_last(record["messages"], "user"))
+            truncated += encoded["_dropped_tokens"] > 0
         else:
-            ids = loaded.tokenizer(record["text"])["input_ids"][: loaded.context_length]
+            ids = loaded.tokenizer(record["text"])["input_ids"]
+            truncated += len(ids) > loaded.context_length
+            ids = ids[: loaded.context_length]  # the model cannot see past its context
             examples.append((ids, list(ids)))
             instructions.append(record["text"])
     result = perplexity(loaded.model, examples, on_example=advance)
@@ -187,7 +190,7 @@ def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | Non
                        details={"perplexity": math.exp(nll) if not math.isnan(nll) else None})
             for i, (text, nll) in enumerate(zip(instructions, result.per_example_nll))]
     summary = {"perplexity": result.perplexity, "nll_per_token": result.nll_per_token, "tokens": result.tokens,
-               "examples": len(rows)}
+               "examples": len(rows), "truncated": truncated}
     return _Scored(loaded.name, rows, summary, {})
 
 
