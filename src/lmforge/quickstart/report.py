@@ -1,0 +1,127 @@
+"""report.md for a quickstart: every stage's metrics side by side, the plots, the plan and chat samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lmforge.fileio import atomic_path, atomic_write_text
+
+GIB = 2**30
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _stage_table(records: dict[str, Any]) -> list[str]:
+    lines = ["| stage | steps | train loss | val loss | exact match (held-out) | preference accuracy | "
+             "reward-model accuracy | seconds |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in records.items():
+        steps = "—" if r.steps is None else str(r.steps)
+        lines.append(f"| {name} | {steps} | {_num(r.train_loss)} | {_num(r.eval_loss)} | {_pct(r.exact_match)} | "
+                     f"{_pct(r.preference_accuracy)} | {_pct(r.reward_accuracy)} | {r.seconds:.1f} |")
+    return lines
+
+
+def _plot_stages(records: dict[str, Any], path: Path) -> Path:
+    """Exact match and preference accuracy after each policy stage, as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [name for name, r in records.items() if r.exact_match is not None]
+    exact = [records[s].exact_match * 100 for s in stages]
+    preference = [records[s].preference_accuracy * 100 for s in stages]
+    figure, axis = plt.subplots(figsize=(6.4, 3.6))
+    positions = range(len(stages))
+    axis.bar([p - 0.2 for p in positions], exact, width=0.4, label="exact match (held-out)")
+    axis.bar([p + 0.2 for p in positions], preference, width=0.4, label="preference accuracy")
+    axis.set_xticks(list(positions), stages)
+    axis.set_ylim(0, 100)
+    axis.set_ylabel("%")
+    axis.set_title("held-out scores after each stage")
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _plot_losses(out: Path, path: Path) -> Path:
+    """Training loss of every training stage on its own panel, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lmforge.train.callbacks import read_metrics
+    from lmforge.train.plots import curves
+
+    runs = [name for name in ("pretrain", "sft", "rm", "dpo", "rlhf") if (out / name / "metrics.jsonl").is_file()]
+    figure, axes = plt.subplots(1, len(runs), figsize=(3.0 * len(runs), 2.8), squeeze=False)
+    for axis, name in zip(axes[0], runs):
+        train, val = curves(read_metrics(out / name / "metrics.jsonl"))
+        if train:
+            axis.plot(*zip(*train), label="train")
+        if val:
+            axis.plot(*zip(*val), marker="o", label="validation")
+        axis.set_title(name)
+        axis.set_xlabel("step")
+        if train or val:
+            axis.legend(fontsize="small")
+    axes[0][0].set_ylabel("loss")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+    return path
+
+
+def render_report(recipe: Any, records: dict[str, Any], plot_names: list[str]) -> str:
+    """The markdown text of report.md (pure: no file access)."""
+    lines = [f"# lmforge quickstart ({recipe.name})", "",
+             f"Tasks: {', '.join(recipe.tasks)} (built-in, held-out test split never trained on). "
+             f"Tiny Llama: {recipe.model['num_hidden_layers']} layers × {recipe.model['hidden_size']} hidden; "
+             f"LoRA rank {recipe.lora_r} for SFT, DPO and RLHF.", "", "## Stages side by side", ""]
+    lines += _stage_table(records)
+    lines += ["", "Exact match: greedy answer equals the reference after normalisation. Preference accuracy: the "
+              "model gives the correct answer a higher log-likelihood than the plausible wrong one. Reward-model "
+              "accuracy: the reward model scores the correct answer above the wrong one.", ""]
+    lines += [f"![{name}](plots/{name})" for name in plot_names] + [""]
+    plan = records.get("plan")
+    if plan is not None:
+        lines += ["## Plan: this recipe on the tiny model and on a 7B model", "",
+                  "| model | params | trainable | memory per device | GPUs | fits |", "|---|---|---|---|---|---|"]
+        for label, row in plan.details.items():
+            lines.append(f"| {label} | {row['params_total']:,} | {row['params_trainable']:,} | "
+                         f"{row['per_gpu_bytes'] / GIB:.3f} GiB | {row['gpus']} | {'yes' if row['fits'] else 'no'} |")
+        lines.append("")
+    export = records.get("export")
+    if export is not None:
+        d = export.details
+        lines += ["## Export", "", f"- safetensors: `{d['safetensors_dir']}` ({d['safetensors_bytes']:,} bytes)",
+                  f"- GGUF f16: `{d['gguf_file']}` ({d['gguf_bytes']:,} bytes, {d['gguf_tensors_read_back']} tensors "
+                  f"read back, architecture {d['gguf_architecture']})", ""]
+    chat = records.get("chat")
+    if chat is not None:
+        lines += ["## Chat samples", "", "| preset | prompt | reply | correct |", "|---|---|---|---|"]
+        for s in chat.details["samples"]:
+            reply = s["reply"].strip().replace("\n", " ").replace("|", "\\|")
+            lines.append(f"| {s['preset']} | {s['prompt']} | {reply} | {s['reference']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, recipe: Any, records: dict[str, Any]) -> dict[str, Any]:
+    """report.md and plots/*.png under `out`; returns their paths."""
+    plots = [_plot_stages(records, out / "plots" / "stages.png"), _plot_losses(out, out / "plots" / "losses.png")]
+    report = out / "report.md"
+    atomic_write_text(report, render_report(recipe, records, [p.name for p in plots]))
+    return {"report": report, "plots": plots}
