@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from lmforge.plan.models import sliding_layer_count
+from lmforge.plan.models import moe_layer_indices, sliding_layer_count
 from lmforge.plan.params import ParamCount, count_params, count_trainable_params
 from lmforge.plan.quant import nf4_bits_per_weight, weight_format
 from lmforge.plan.setup import CATEGORIES, InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
@@ -42,6 +42,7 @@ ALLOCATOR_SLACK = 0.05
 _HALF = 2
 _FP32 = 4
 _KV_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
+_QK_NORM = {"qwen3", "qwen3_moe", "gemma3_text"}
 _NON_GATED_MLP = {"gpt2", "bert", "roberta", "t5", "mt5", "umt5"}
 
 
@@ -126,6 +127,16 @@ def _residual_bytes(setup: TrainingSetup) -> int:
     return _HALF
 
 
+_EXPERT_TARGETS = {"gate_proj", "up_proj", "down_proj", "w1", "w2", "w3", "gate_up_proj"}
+
+
+def _lora_on_experts(spec: ModelSpec, setup: TrainingSetup) -> bool:
+    """Whether LoRA reaches the routed experts (the default targets do; see params.default_lora_targets)."""
+    if not spec.is_moe or setup.method not in ("lora", "qlora"):
+        return False
+    return setup.lora_targets is None or bool(_EXPERT_TARGETS & set(setup.lora_targets))
+
+
 def _adapted(setup: TrainingSetup, name: str) -> bool:
     if setup.method not in ("lora", "qlora"):
         return False
@@ -189,6 +200,9 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
 
     saved = norm(block.after_attention_norm) + norm(block.after_mlp_norm)
     saved += compute * (q_dim + k_dim + v_dim + out_dim)  # SDPA keeps q, k, v and its output
+    if spec.model_type in _QK_NORM:
+        # Per-head RMSNorm of q and k (Qwen3, Gemma 3): their fp32 upcasts, and the normalised tensors if trained.
+        saved += (_FP32 + (compute if trains_base else 0)) * (q_dim + spec.num_kv_heads * spec.head_dim)
     saved += consumers((block.attention_output,), out_dim, compute)[1]  # the tensor itself: SDPA's output, kept above
     if setup.attention == "eager":
         # fp32 softmax probabilities + their cast to the compute dtype, per head and key position.
@@ -357,6 +371,15 @@ def _training_stage(
         recompute_layer = per_layer if saving_layers else 0.0
     else:
         activations = per_layer * saving_layers * stage.in_flight_micro_batches
+    if _lora_on_experts(spec, setup):
+        # peft (ParamWrapper) adapts a fused 3-D expert tensor by building W + B·A for the whole tensor in
+        # the forward; that merged weight is saved for backward: one expert-sized copy per MoE layer.
+        moe_layers = len(moe_layer_indices(spec.model_type, spec.config, spec.num_layers))
+        per_layer_experts = counts.expert_params / max(moe_layers, 1)
+        merged = per_layer_experts * (_FP32 if setup.precision == "fp32" else _HALF) / tp
+        moe_here = sum(1 for i in stage.layer_indices if i in set(moe_layer_indices(spec.model_type, spec.config, spec.num_layers)))
+        held = 1 if setup.recompute == "full" else moe_here * stage.in_flight_micro_batches
+        activations += merged * held
     if stage.last:
         # The final norm: fp32 upcast, plus the normalised tensor and lm_head's input when the head trains.
         head_trains = setup.method in ("full", "freeze")

@@ -150,10 +150,13 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
     else:
         param_dtype = torch.float32
     # Built on the meta device (no memory, no init), then every tensor becomes a CPU fake tensor.
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=param_dtype)
-        if setup.method == "lora":
-            model = _add_lora(model, setup)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=param_dtype)
+            if setup.method == "lora":
+                model = _add_lora(model, setup)
+    except ValueError as error:  # e.g. an architecture without SDPA support
+        raise UserInputError(f"transformers cannot build {spec.name} for this simulation: {error}") from error
     if setup.recompute == "full":
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         if setup.method == "lora":
@@ -174,7 +177,13 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
         forward_backward.track_external(model, optimizer, ids)
         with forward_backward:
             with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = model(input_ids=ids, labels=ids).loss  # the output (and its logits) dies here, as in Trainer
+                try:
+                    loss = model(input_ids=ids, labels=ids).loss  # the output and its logits die here, as in Trainer
+                except RuntimeError as error:  # e.g. MoE grouped_mm kernels that only take bf16 weights
+                    raise UserInputError(
+                        f"{spec.name} does not run on fake tensors with precision {setup.precision}: "
+                        f"{str(error).splitlines()[0]}"
+                    ) from error
             loss.backward()
         del loss
         step = _tracker(MemTracker, model)
