@@ -1,0 +1,422 @@
+"""The OpenAI-compatible HTTP app (FastAPI) over the batching engine.
+
+Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (plain or SSE streaming),
+POST /tokenize, GET /metrics (Prometheus), GET /health. With api_keys, every route but /health needs
+`Authorization: Bearer KEY` (a load balancer probes /health without secrets; it reveals nothing).
+Errors use OpenAI's shape {"error": {"message", "type", "param", "code"}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmforge.generate.load import LoadedModel
+from lmforge.serve.engine import Engine, Event, QueueFullError, Request
+from lmforge.serve.metrics import Metrics
+from lmforge.serve.protocol import (
+    DEFAULT_MAX_TOKENS,
+    ApiError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    TokenizeRequest,
+    chat_logprobs,
+    completion_logprobs,
+    new_id,
+    now_s,
+    usage,
+)
+from lmforge.serve.tools import ToolPlan, parse_tool_calls, plan_tools, render_with_tools
+
+RETRY_AFTER_S = 1
+
+
+@dataclass
+class _Choice:
+    """What one sequence produced so far."""
+
+    text: str = ""
+    logprobs: list[Any] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (),
+               served_model_name: str | None = None, max_queue: int | None = None,
+               request_timeout_s: float | None = 600.0) -> Any:
+    """The FastAPI app serving `engine`'s models. `served_model_name` renames the first (base) model."""
+    from fastapi import FastAPI
+    from fastapi import Request as HttpRequest
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.middleware.cors import CORSMiddleware
+    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    from starlette.exceptions import HTTPException
+
+    if max_queue is not None:
+        engine.max_queue = max_queue
+    keys = list(engine.models)
+    public = {(served_model_name if served_model_name and index == 0 else key): key for index, key in enumerate(keys)}
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        engine.start()
+        yield
+        # uvicorn has already let in-flight requests finish; the engine drains whatever is left.
+        await asyncio.to_thread(engine.stop)
+
+    app = FastAPI(title="lmforge", lifespan=lifespan)
+    app.state.engine = engine
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def auth_and_count(request: HttpRequest, call_next: Any) -> Any:
+        path = request.url.path
+        if api_keys and path != "/health" and request.method != "OPTIONS":
+            header = request.headers.get("authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            if not any(hmac.compare_digest(given.encode(), key.encode()) for key in api_keys):
+                metrics.record_request(path, 401)
+                error = ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                 type="authentication_error", code="invalid_api_key")
+                return JSONResponse(error.body(), status_code=401)
+        response = await call_next(request)
+        metrics.record_request(path, response.status_code)
+        return response
+
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: HttpRequest, error: ApiError) -> Any:
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: HttpRequest, error: RequestValidationError) -> Any:
+        problems = error.errors()
+        first = problems[0] if problems else {}
+        loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+        if first.get("type") == "json_invalid":
+            message, param = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}", None
+        else:
+            message = "; ".join(f"{'.'.join(str(p) for p in item['loc'] if p != 'body') or 'the request body'}: "
+                                f"{item['msg']}" for item in problems)
+            param = ".".join(loc) or None
+        return JSONResponse(ApiError(400, message, param=param).body(), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: HttpRequest, error: HTTPException) -> Any:
+        kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+        return JSONResponse(ApiError(error.status_code, str(error.detail), type=kind).body(),
+                            status_code=error.status_code)
+
+    def resolve(model: str | None) -> tuple[str, LoadedModel]:
+        if model is None:
+            name = next(iter(public))
+        elif model in public:
+            name = model
+        else:
+            raise ApiError(404, f"the model {model!r} does not exist here; available: {', '.join(public)}",
+                           type="not_found_error", param="model", code="model_not_found")
+        return name, engine.models[public[name]]
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "running": engine.running, "waiting": engine.queue_depth}
+
+    @app.get("/metrics")
+    async def prometheus() -> Any:
+        return PlainTextResponse(metrics.render(engine), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": now_s(), "owned_by": "lmforge",
+             "max_model_len": engine.models[key].context_length} for name, key in public.items()]}
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
+        _, loaded = resolve(body.model)
+        if (body.prompt is None) == (body.messages is None):
+            raise ApiError(400, "give exactly one of prompt or messages", param="prompt")
+        if body.messages is not None:
+            ids = loaded.tokenizer(render_chat(loaded, body.messages, None), add_special_tokens=False)["input_ids"]
+        else:
+            ids = loaded.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"]
+        return {"tokens": ids, "count": len(ids), "max_model_len": loaded.context_length}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest) -> Any:
+        name, loaded = resolve(body.model)
+        if not body.messages:
+            raise ApiError(400, "messages must not be empty", param="messages")
+        tools = plan_tools(body.tools, body.tool_choice)
+        prompt_ids = loaded.tokenizer(render_chat(loaded, body.messages, tools.tools) + tools.prefill,
+                                      add_special_tokens=False)["input_ids"]
+        top = body.top_logprobs or 0 if body.logprobs else None
+        requests = build_requests(body, public[name], loaded, [prompt_ids], top, "messages",
+                                  body.max_completion_tokens or body.max_tokens)
+        started = time.perf_counter()
+        if body.stream:
+            events = submit(requests)
+            return StreamingResponse(stream_chat(body, name, requests, events, tools, started),
+                                     media_type="text/event-stream")
+        choices = await collect(requests, submit(requests), started)
+        return {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now_s(), "model": name,
+                "choices": [chat_choice(index, choice, tools, body.logprobs) for index, choice in enumerate(choices)],
+                "usage": usage(choices[0].prompt_tokens, sum(c.completion_tokens for c in choices))}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest) -> Any:
+        name, loaded = resolve(body.model)
+        prompts = completion_prompts(body.prompt, loaded)
+        requests = build_requests(body, public[name], loaded, prompts, body.logprobs, "prompt", body.max_tokens)
+        started = time.perf_counter()
+        if body.stream:
+            return StreamingResponse(stream_completion(body, name, requests, submit(requests), started),
+                                     media_type="text/event-stream")
+        choices = await collect(requests, submit(requests), started)
+        return {"id": new_id("cmpl"), "object": "text_completion", "created": now_s(), "model": name,
+                "choices": [{"index": index, "text": choice.text, "finish_reason": choice.finish_reason,
+                             "logprobs": completion_logprobs(choice.logprobs) if body.logprobs is not None else None}
+                            for index, choice in enumerate(choices)],
+                "usage": usage(sum(r.prompt_ids.__len__() for r in requests[::body.n]),
+                               sum(c.completion_tokens for c in choices))}
+
+    def submit(requests: list[Request]) -> asyncio.Queue:
+        """Hand every request to the engine; their events arrive on one queue as (index, Event)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        for index, request in enumerate(requests):
+            request.on_event = lambda event, i=index: loop.call_soon_threadsafe(queue.put_nowait, (i, event))
+            try:
+                engine.submit(request)
+            except QueueFullError as error:
+                for earlier in requests[:index]:
+                    earlier.cancel()
+                raise ApiError(429, str(error), type="rate_limit_error", code="queue_full",
+                               headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        return queue
+
+    def build_requests(body: Any, key: str, loaded: LoadedModel, prompts: list[list[int]], logprobs: int | None,
+                       prompt_param: str, max_tokens: int | None) -> list[Request]:
+        out = []
+        for prompt_ids in prompts:
+            params = sampling_for(body, loaded, len(prompt_ids), prompt_param, max_tokens)
+            for i in range(body.n):
+                seed = params.seed + i if params.seed is not None else None
+                out.append(Request(key, prompt_ids, params.model_copy(update={"seed": seed}), lambda _: None,
+                                   logprobs=logprobs, timeout_s=request_timeout_s))
+        return out
+
+    async def collect(requests: list[Request], queue: asyncio.Queue, started: float) -> list[_Choice]:
+        choices = [_Choice() for _ in requests]
+        first: float | None = None
+        try:
+            while any(c.finish_reason is None for c in choices):
+                index, event = await queue.get()
+                first = first or time.perf_counter()
+                absorb(choices[index], event)
+        finally:
+            for request in requests:
+                request.cancel()
+        record(choices, started, first)
+        for choice in choices:
+            if choice.finish_reason == "timeout":
+                raise ApiError(504, f"{choice.error}; the limit is {request_timeout_s} s (--timeout)",
+                               type="timeout_error", code="timeout")
+            if choice.finish_reason == "error":
+                raise ApiError(500, choice.error or "generation failed", type="server_error")
+        return choices
+
+    def record(choices: list[_Choice], started: float, first: float | None) -> None:
+        metrics.record_generation(sum(c.prompt_tokens for c in choices), sum(c.completion_tokens for c in choices),
+                                  time.perf_counter() - started, first - started if first else None)
+
+    async def stream_chat(body: ChatCompletionRequest, name: str, requests: list[Request], queue: asyncio.Queue,
+                          tools: ToolPlan, started: float) -> AsyncIterator[str]:
+        ident, created = new_id("chatcmpl"), now_s()
+
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
+            return sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": name,
+                        "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]})
+
+        choices = [_Choice() for _ in requests]
+        # With tools, text that may be the start of a tool call is held until the reply shows what it is.
+        held = ["" for _ in requests]
+        undecided = [tools.parse for _ in requests]
+        first: float | None = None
+        try:
+            for index in range(len(requests)):
+                yield chunk(index, {"role": "assistant", "content": ""})
+            while any(c.finish_reason is None for c in choices):
+                index, event = await queue.get()
+                first = first or time.perf_counter()
+                choice = choices[index]
+                absorb(choice, event)
+                if choice.finish_reason in ("timeout", "error"):
+                    yield sse(ApiError(504 if choice.finish_reason == "timeout" else 500, choice.error or "",
+                                       type=f"{choice.finish_reason}_error").body())
+                    yield "data: [DONE]\n\n"
+                    return
+                logprobs = chat_logprobs([event.logprob]) if body.logprobs and event.logprob else None
+                text = event.text
+                if undecided[index]:
+                    held[index] += text
+                    text = ""
+                    if not tools.prefill and not might_be_tool_call(held[index]):
+                        undecided[index], text, held[index] = False, held[index], ""
+                if text or logprobs:
+                    yield chunk(index, {"content": text}, logprobs=logprobs)
+                if choice.finish_reason is not None:
+                    if undecided[index]:
+                        content, calls = parse_tool_calls(tools.prefill + held[index])
+                        if calls:
+                            yield chunk(index, {"tool_calls": [{"index": k, **call} for k, call in enumerate(calls)]})
+                            choice.finish_reason = "tool_calls"
+                        elif held[index]:
+                            yield chunk(index, {"content": held[index]})
+                    yield chunk(index, {}, finish=choice.finish_reason)
+            record(choices, started, first)
+            if body.include_usage:
+                yield sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": name,
+                           "choices": [], "usage": usage(choices[0].prompt_tokens,
+                                                         sum(c.completion_tokens for c in choices))})
+            yield "data: [DONE]\n\n"
+        finally:  # a client that went away (the generator is closed or cancelled) stops its generation
+            for request in requests:
+                request.cancel()
+
+    async def stream_completion(body: CompletionRequest, name: str, requests: list[Request], queue: asyncio.Queue,
+                                started: float) -> AsyncIterator[str]:
+        ident, created = new_id("cmpl"), now_s()
+
+        def chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> str:
+            return sse({"id": ident, "object": "text_completion", "created": created, "model": name,
+                        "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]})
+
+        choices = [_Choice() for _ in requests]
+        first: float | None = None
+        try:
+            while any(c.finish_reason is None for c in choices):
+                index, event = await queue.get()
+                first = first or time.perf_counter()
+                absorb(choices[index], event)
+                reason = choices[index].finish_reason
+                if reason in ("timeout", "error"):
+                    yield sse(ApiError(504 if reason == "timeout" else 500, choices[index].error or "",
+                                       type=f"{reason}_error").body())
+                    yield "data: [DONE]\n\n"
+                    return
+                logprobs = completion_logprobs([event.logprob]) if event.logprob and body.logprobs is not None else None
+                if event.text or logprobs:
+                    yield chunk(index, event.text, logprobs=logprobs)
+                if reason is not None:
+                    yield chunk(index, "", finish=reason)
+            record(choices, started, first)
+            if body.include_usage:
+                yield sse({"id": ident, "object": "text_completion", "created": created, "model": name, "choices": [],
+                           "usage": usage(sum(len(r.prompt_ids) for r in requests[::body.n]),
+                                          sum(c.completion_tokens for c in choices))})
+            yield "data: [DONE]\n\n"
+        finally:
+            for request in requests:
+                request.cancel()
+
+    return app
+
+
+def render_chat(loaded: LoadedModel, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+    """The prompt text for a chat request; a bad message list is a 400, not a 500."""
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant", "tool"):
+            raise ApiError(400, f"messages[{index}] needs a role of system, user, assistant or tool",
+                           param=f"messages[{index}].role")
+    try:
+        return render_with_tools(loaded, messages, tools)
+    except Exception as error:  # jinja raises its own errors (e.g. a template that rejects a role order)
+        raise ApiError(400, f"the chat template cannot render these messages: {error}", param="messages") from None
+
+
+def completion_prompts(prompt: str | list[str] | list[int], loaded: LoadedModel) -> list[list[int]]:
+    """Token ids per prompt: a string, a list of strings, or one list of token ids."""
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if not prompt:
+        raise ApiError(400, "prompt must not be empty", param="prompt")
+    if all(isinstance(p, int) for p in prompt):
+        if any(not 0 <= p < len(loaded.tokenizer) for p in prompt):  # type: ignore[operator]
+            raise ApiError(400, f"prompt token ids must be in [0, {len(loaded.tokenizer)})", param="prompt")
+        return [list(prompt)]  # type: ignore[arg-type]
+    ids = [loaded.tokenizer(text, add_special_tokens=True)["input_ids"] for text in prompt]
+    if any(not i for i in ids):
+        raise ApiError(400, "prompt must not be empty", param="prompt")
+    return ids
+
+
+def sampling_for(body: Any, loaded: LoadedModel, prompt_tokens: int, prompt_param: str,
+                 max_tokens: int | None) -> Any:
+    """Validated SamplingParams for a request, with the context check naming both numbers (USERS.md serving 5)."""
+    from pydantic import ValidationError
+
+    from lmforge.generate.sampling import SamplingParams, describe_errors
+
+    context = loaded.context_length
+    if max_tokens is not None and prompt_tokens + max_tokens > context:
+        raise ApiError(400, f"the prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds the model's "
+                            f"context length of {context} tokens; shorten the prompt or lower max_tokens",
+                       param="max_tokens", code="context_length_exceeded")
+    if max_tokens is None:
+        if prompt_tokens >= context:
+            raise ApiError(400, f"the prompt ({prompt_tokens} tokens) fills the model's context length of {context} "
+                                "tokens; shorten it", param=prompt_param, code="context_length_exceeded")
+        max_tokens = min(DEFAULT_MAX_TOKENS, context - prompt_tokens)
+    try:
+        return SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
+                              repetition_penalty=body.repetition_penalty, max_new_tokens=max_tokens, stop=body.stops,
+                              seed=body.seed)
+    except ValidationError as error:
+        field_name = str(error.errors()[0]["loc"][0]) if error.errors() else None
+        param = {"max_new_tokens": "max_tokens"}.get(field_name or "", field_name)
+        raise ApiError(400, "; ".join(describe_errors(error)).replace("max_new_tokens", "max_tokens"),
+                       param=param) from None
+
+
+def absorb(choice: _Choice, event: Event) -> None:
+    choice.text += event.text
+    if event.logprob is not None:
+        choice.logprobs.append(event.logprob)
+    if event.finish_reason is not None:
+        choice.finish_reason, choice.error = event.finish_reason, event.error
+        choice.prompt_tokens, choice.completion_tokens = event.prompt_tokens, event.completion_tokens
+
+
+def chat_choice(index: int, choice: _Choice, tools: ToolPlan, logprobs: bool) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": choice.text}
+    finish = choice.finish_reason
+    if tools.parse:
+        content, calls = parse_tool_calls(tools.prefill + choice.text)
+        if calls:
+            message = {"role": "assistant", "content": content or None, "tool_calls": calls}
+            finish = "tool_calls"
+    return {"index": index, "message": message, "finish_reason": finish,
+            "logprobs": chat_logprobs(choice.logprobs) if logprobs else None}
+
+
+def might_be_tool_call(text: str) -> bool:
+    """Whether a reply that starts with `text` may still turn out to be a tool call (so must be held)."""
+    head = text.lstrip()
+    return any(marker.startswith(head) or head.startswith(marker) for marker in ("<tool_call>", "<|python_tag|>", "{"))
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"

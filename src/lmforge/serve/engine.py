@@ -1,0 +1,376 @@
+"""The transformers engine: iteration-level (continuous) batching over a shared KV cache.
+
+One scheduler thread owns the models. Between two decode steps it admits waiting requests: their
+prompts are prefilled together (left-padded), then their KV cache is left-padded to the running
+batch's length and concatenated to it along the batch dimension, so a new request joins the very
+next decode step instead of waiting for the batch to drain (Orca, Yu et al. OSDI'22: iteration-level
+scheduling). Finished, cancelled or timed-out rows are dropped from the cache with an index select,
+and cache columns that have become padding for every row are trimmed away.
+
+Positions come from the attention mask (cumsum - 1, as transformers' generate does for left padding),
+so a row's padding never shifts its rotary positions. Each sequence samples with its own
+transformers logits processors (lmforge.generate.sampling) and its own torch.Generator, so a seed
+reproduces whatever else shares the batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmforge.errors import LmforgeError, NotFoundError
+from lmforge.generate.generation import find_stop, held_back_chars
+from lmforge.generate.load import LoadedModel
+from lmforge.generate.sampling import SamplingParams
+
+
+class QueueFullError(LmforgeError):
+    """The engine's waiting queue is full: the client should retry later (HTTP 429)."""
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Event:
+    """What the engine reports to a request: a piece of final text (maybe empty while held back),
+    or the end of the sequence (finish_reason set)."""
+
+    text: str = ""
+    token_id: int | None = None
+    logprob: TokenLogprob | None = None
+    finish_reason: str | None = None  # "stop" | "length" | "timeout" | "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Request:
+    """One sequence to generate. `on_event` is called from the engine thread."""
+
+    model: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    on_event: Callable[[Event], None]
+    logprobs: int | None = None  # None: none; k: the chosen token's logprob plus the top k
+    timeout_s: float | None = None
+    cancelled: bool = False
+    deadline: float | None = None  # monotonic seconds; set by Engine.submit from timeout_s
+
+    def cancel(self) -> None:
+        """Ask the engine to stop this sequence at its next step (a client went away)."""
+        self.cancelled = True
+
+
+@dataclass
+class EngineStats:
+    decode_steps: int = 0
+    decoded_tokens: int = 0  # sequences x steps: mean batch = decoded_tokens / decode_steps
+    max_batch_sequences: int = 0
+    prefilled_tokens: int = 0
+    finished: int = 0
+
+    @property
+    def mean_batch_sequences(self) -> float:
+        return self.decoded_tokens / self.decode_steps if self.decode_steps else 0.0
+
+
+class _Sequence:
+    def __init__(self, request: Request, loaded: LoadedModel, stop_ids: set[int]):
+        import torch
+
+        self.request = request
+        self.loaded = loaded
+        self.stop_ids = stop_ids
+        self.generated: list[int] = []
+        self.emitted_chars = 0
+        self.processors = request.params.logits_processors()
+        self.generator = torch.Generator()
+        seed = request.params.seed
+        self.generator.manual_seed(seed if seed is not None else int.from_bytes(__import__("os").urandom(7), "big"))
+        self.deadline = request.deadline
+        self.done = False
+
+    def choose(self, logits: Any) -> int:
+        """Pick the next token from this row's raw logits and report it."""
+        import torch
+
+        ids = torch.tensor([self.request.prompt_ids + self.generated])
+        scores = self.processors(ids, logits[None].clone())[0] if len(self.processors) else logits
+        if self.request.params.is_greedy:
+            token = int(torch.argmax(scores))
+        else:
+            probs = torch.softmax(scores.float(), dim=-1)
+            token = int(torch.multinomial(probs, 1, generator=self.generator))
+        logprob = self._logprob(logits, token) if self.request.logprobs is not None else None
+        self.generated.append(token)
+        self._report(token, logprob)
+        return token
+
+    def _logprob(self, logits: Any, token: int) -> TokenLogprob:
+        import torch
+
+        # OpenAI's logprobs are the model's own distribution, before sampling filters (vLLM does the same).
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        decode = self.loaded.tokenizer.decode
+        top: list[tuple[str, float]] = []
+        if self.request.logprobs:
+            values, indices = torch.topk(logp, self.request.logprobs)
+            top = [(decode([int(i)]), float(v)) for v, i in zip(values, indices)]
+        return TokenLogprob(decode([token]), float(logp[token]), top)
+
+    def _report(self, token: int, logprob: TokenLogprob | None) -> None:
+        params = self.request.params
+        if token in self.stop_ids:
+            self._finish("stop", logprob, token=token)
+            return
+        text = self.loaded.tokenizer.decode(self.generated, skip_special_tokens=True)
+        cut = find_stop(text, params.stop)
+        if cut is not None:
+            self._finish("stop", logprob, text[:cut], token=token)
+            return
+        if len(self.generated) >= params.max_new_tokens:
+            self._finish("length", logprob, text.rstrip("\ufffd"), token=token)
+            return
+        safe = len(text) - held_back_chars(text, params.stop)
+        if text.endswith("\ufffd"):  # half a UTF-8 character: wait for the rest
+            safe = min(safe, len(text) - 1)
+        self.request.on_event(Event(text=self._take(text, safe), token_id=token, logprob=logprob))
+
+    def _take(self, text: str, upto: int) -> str:
+        piece = text[self.emitted_chars:upto] if upto > self.emitted_chars else ""
+        self.emitted_chars = max(self.emitted_chars, upto)
+        return piece
+
+    def _finish(self, reason: str, logprob: TokenLogprob | None = None, text: str | None = None,
+                error: str | None = None, token: int | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        piece = self._take(text, len(text)) if text is not None else ""
+        self.request.on_event(Event(text=piece, token_id=token, logprob=logprob, finish_reason=reason, error=error,
+                                    prompt_tokens=len(self.request.prompt_ids),
+                                    completion_tokens=len(self.generated)))
+
+
+class _Batch:
+    """The running sequences of one model with their shared, left-padded KV cache."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.sequences: list[_Sequence] = []
+        self.cache: Any = None
+        self.mask: Any = None  # [B, cached columns]: 1 = real token
+        self.next_tokens: list[int] = []  # each row's last chosen token, not yet in the cache
+
+    def admit(self, new: list[_Sequence], stats: EngineStats) -> None:
+        """Prefill `new` together and merge them into the running batch."""
+        import torch
+        from transformers import DynamicCache
+
+        pad = self.loaded.tokenizer.pad_token_id or 0
+        width = max(len(s.request.prompt_ids) for s in new)
+        ids = torch.full((len(new), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(new), width), dtype=torch.long)
+        for row, seq in enumerate(new):
+            prompt = seq.request.prompt_ids
+            ids[row, width - len(prompt):] = torch.tensor(prompt)
+            mask[row, width - len(prompt):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.loaded.model.config)
+        output = self.loaded.model(input_ids=ids.to(self.loaded.device), attention_mask=mask.to(self.loaded.device),
+                                   position_ids=positions.to(self.loaded.device), cache=cache, use_cache=True,
+                                   logits_to_keep=1)
+        stats.prefilled_tokens += int(mask.sum())
+        logits = output.logits[:, -1, :].float().cpu()
+        tokens = [seq.choose(logits[row]) for row, seq in enumerate(new)]
+        self._merge(output.cache, mask, new, tokens)
+
+    def _merge(self, cache: Any, mask: Any, new: list[_Sequence], tokens: list[int]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        if self.cache is None:
+            self.cache, self.mask, self.sequences, self.next_tokens = cache, mask, list(new), tokens
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+
+        def left_pad(tensor: Any, dim: int) -> Any:
+            missing = width - tensor.shape[dim]
+            if missing == 0:
+                return tensor
+            shape = list(tensor.shape)
+            shape[dim] = missing
+            return torch.cat([torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor], dim=dim)
+
+        layers = [(torch.cat([left_pad(old.keys, 2), left_pad(add.keys, 2)]),
+                   torch.cat([left_pad(old.values, 2), left_pad(add.values, 2)]))
+                  for old, add in zip(self.cache.layers, cache.layers)]
+        self.cache = DynamicCache(ddp_cache_data=layers, config=self.loaded.model.config)
+        self.mask = torch.cat([left_pad(self.mask, 1), left_pad(mask, 1)])
+        self.sequences += new
+        self.next_tokens += tokens
+
+    def decode(self, stats: EngineStats) -> None:
+        """One decode step for every running row."""
+        import torch
+
+        device = self.loaded.device
+        ids = torch.tensor(self.next_tokens, dtype=torch.long)[:, None]
+        positions = self.mask.sum(-1, keepdim=True)  # this token's position = real tokens before it
+        self.mask = torch.cat([self.mask, torch.ones((len(self.sequences), 1), dtype=torch.long)], dim=1)
+        output = self.loaded.model(input_ids=ids.to(device), attention_mask=self.mask.to(device),
+                                   position_ids=positions.to(device), cache=self.cache, use_cache=True)
+        self.cache = output.cache
+        stats.decode_steps += 1
+        stats.decoded_tokens += len(self.sequences)
+        stats.max_batch_sequences = max(stats.max_batch_sequences, len(self.sequences))
+        logits = output.logits[:, -1, :].float().cpu()
+        self.next_tokens = [seq.choose(logits[row]) if not seq.done else 0 for row, seq in enumerate(self.sequences)]
+
+    def drop_finished(self, now: float) -> int:
+        """Remove done, cancelled and timed-out rows; returns how many left."""
+        import torch
+
+        for seq in self.sequences:
+            if seq.request.cancelled:
+                seq.done = True
+            elif seq.deadline is not None and now > seq.deadline:
+                seq._finish("timeout", error="the request timed out")
+        keep = [row for row, seq in enumerate(self.sequences) if not seq.done]
+        if len(keep) == len(self.sequences):
+            return 0
+        gone = len(self.sequences) - len(keep)
+        if not keep:
+            self.cache = self.mask = None
+            self.sequences, self.next_tokens = [], []
+            return gone
+        index = torch.tensor(keep)
+        self.mask = self.mask[index]
+        start = int((self.mask.sum(0) > 0).nonzero()[0])  # columns that are padding in every row
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index.to(layer.keys.device), :, start:, :]
+            layer.values = layer.values[index.to(layer.values.device), :, start:, :]
+        self.sequences = [self.sequences[row] for row in keep]
+        self.next_tokens = [self.next_tokens[row] for row in keep]
+        return gone
+
+
+class Engine:
+    """Serves one or more loaded models (a base and its LoRA variants, by name) from one scheduler thread.
+
+    `submit` is thread-safe and never blocks: it raises QueueFullError when `max_queue` requests wait.
+    """
+
+    def __init__(self, models: dict[str, LoadedModel], *, max_batch_size: int = 16, max_queue: int = 256):
+        if not models:
+            raise NotFoundError("the engine needs at least one model")
+        self.models = models
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.stats = EngineStats()
+        self._waiting: deque[Request] = deque()
+        self._batches = {name: _Batch(loaded) for name, loaded in models.items()}
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return sum(len(batch.sequences) for batch in self._batches.values())
+
+    def submit(self, request: Request) -> None:
+        if request.model not in self.models:
+            raise NotFoundError(f"model {request.model!r} is not served here; choose one of {', '.join(self.models)}")
+        with self._wake:
+            if self._stopping:
+                raise QueueFullError("the server is shutting down")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFullError(f"{len(self._waiting)} requests are already waiting (--max-queue); retry shortly")
+            request.deadline = time.monotonic() + request.timeout_s if request.timeout_s else None
+            self._waiting.append(request)
+            self._wake.notify()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="lmforge-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Finish the requests already admitted or waiting, then end the thread (graceful shutdown)."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _loop(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                with self._wake:
+                    while not self._waiting and not self.running and not self._stopping:
+                        self._wake.wait()
+                    if self._stopping and not self._waiting and not self.running:
+                        return
+                    admitted = self._take_waiting()
+                for name, batch in self._batches.items():
+                    try:
+                        self._step(batch, admitted.get(name, []))
+                    except Exception as error:  # a model failure ends its sequences, never the server
+                        self._fail(batch, admitted.get(name, []), error)
+
+    def _take_waiting(self) -> dict[str, list[Request]]:
+        room = {name: self.max_batch_size - len(batch.sequences) for name, batch in self._batches.items()}
+        taken: dict[str, list[Request]] = {}
+        kept: deque[Request] = deque()
+        now = time.monotonic()
+        while self._waiting:
+            request = self._waiting.popleft()
+            if request.cancelled:
+                continue
+            if request.deadline is not None and now > request.deadline:
+                request.on_event(Event(finish_reason="timeout", error="the request timed out waiting in the queue",
+                                       prompt_tokens=len(request.prompt_ids)))
+                continue
+            if room[request.model] > 0:
+                room[request.model] -= 1
+                taken.setdefault(request.model, []).append(request)
+            else:
+                kept.append(request)
+        self._waiting = kept
+        return taken
+
+    def _step(self, batch: _Batch, requests: list[Request]) -> None:
+        if requests:
+            stop_ids = set(batch.loaded.stop_token_ids)
+            batch.admit([_Sequence(r, batch.loaded, stop_ids) for r in requests], self.stats)
+            self.stats.finished += batch.drop_finished(time.monotonic())
+        if batch.sequences:
+            batch.decode(self.stats)
+            self.stats.finished += batch.drop_finished(time.monotonic())
+
+    def _fail(self, batch: _Batch, requests: list[Request], error: Exception) -> None:
+        message = f"generation failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        for seq in batch.sequences:
+            seq._finish("error", error=message)
+        for request in requests:
+            request.on_event(Event(finish_reason="error", error=message, prompt_tokens=len(request.prompt_ids)))
+        batch.cache = batch.mask = None
+        batch.sequences, batch.next_tokens = [], []
