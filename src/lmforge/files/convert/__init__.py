@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lmforge.errors import UserInputError
+from lmforge.errors import NotFoundError, UserInputError
 from lmforge.files.convert.common import ConvertReport, parse_size_bytes
 
 TARGETS = ("safetensors", "gguf", "onnx", "merged")
@@ -54,7 +54,7 @@ def convert(
     source, destination = Path(src), Path(dst)
     adapter_path = Path(adapter) if adapter is not None else None
     if not source.exists():
-        raise UserInputError(f"{source} does not exist")
+        raise NotFoundError(f"{source} does not exist")
     if source.resolve() == destination.resolve():
         raise UserInputError("source and destination are the same path; choose a new DST")
     target = pick_target(source, destination, to, adapter_path)
