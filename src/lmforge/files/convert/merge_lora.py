@@ -15,7 +15,12 @@ from typing import Any
 
 from lmforge.errors import FormatError, NotFoundError, UserInputError
 from lmforge.fileio import atomic_directory
-from lmforge.files.convert.common import ConvertReport, copy_side_files, progress_bar, read_json
+from lmforge.files.convert.common import (
+    ConvertReport,
+    copy_side_files,
+    progress_bar,
+    read_json,
+)
 
 TOLERANCE = 1e-4  # max |merged - unmerged| logits in float32
 _TASK_CLASSES = {"CAUSAL_LM": "AutoModelForCausalLM", "SEQ_CLS": "AutoModelForSequenceClassification",

@@ -22,7 +22,12 @@ from typing import Any
 
 from lmforge.errors import DependencyError, FormatError, UserInputError
 from lmforge.fileio import atomic_path
-from lmforge.files.convert.common import ConvertReport, progress_bar, read_json, weight_files
+from lmforge.files.convert.common import (
+    ConvertReport,
+    progress_bar,
+    read_json,
+    weight_files,
+)
 from lmforge.files.detect import detect_format
 from lmforge.files.safe_load import safe_torch_load
 
@@ -273,7 +278,7 @@ def _tensor_loaders(folder: Path, trust_pickle: bool) -> dict[str, Callable[[], 
             if detect_format(path) != "safetensors":
                 raise FormatError(f"{path} is not a safetensors file")
             with safe_open(str(path), framework="pt") as handle:
-                names = list(handle.keys())  # noqa: SIM118 - safe_open has keys(), not iteration
+                names = list(handle.keys())
 
             def load(name: str, path: Path = path) -> Any:
                 with safe_open(str(path), framework="pt") as handle:

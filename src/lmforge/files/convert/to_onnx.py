@@ -19,7 +19,12 @@ from typing import Any
 
 from lmforge.errors import DependencyError, FormatError, UserInputError
 from lmforge.fileio import atomic_directory, atomic_path
-from lmforge.files.convert.common import ConvertReport, copy_side_files, progress_bar, read_json
+from lmforge.files.convert.common import (
+    ConvertReport,
+    copy_side_files,
+    progress_bar,
+    read_json,
+)
 
 OPSET = 17  # for the legacy exporter; the dynamo exporter picks its own (18+): asked for 17 it mis-converts BERT
 MAX_ONNX_BYTES = 2 * 1024**3  # protobuf's 2 GiB message limit for a single-file ONNX model
