@@ -15,6 +15,8 @@ def test_generation_eval_with_compare_scores_every_example(tiny_llama_dir, chat_
     # the same model on both sides with greedy decoding: every example ties
     assert report.outcomes == {"win": 0, "loss": 0, "tie": 2}
     assert report.rows[1].prediction == report.rows[1].compare_prediction
+    one_at_a_time = evaluate_model(str(tiny_llama_dir), str(chat_file), params=FAST, batch_size=1)
+    assert [r.prediction for r in one_at_a_time.rows] == [r.prediction for r in report.rows]
 
 
 def test_an_example_too_long_for_the_context_is_skipped_and_counted(tiny_llama_dir, tmp_path):

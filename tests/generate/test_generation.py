@@ -70,3 +70,27 @@ def test_text_that_may_begin_a_stop_string_is_held_back(text, stops, held):
 def test_earliest_stop_string_wins():
     assert find_stop("one two three", ["three", "two"]) == 4
     assert find_stop("nothing", ["x"]) is None
+
+
+def test_a_greedy_batch_equals_one_prompt_at_a_time(loaded):
+    from lmforge.generate.generation import generate_batch
+
+    prompts = ["What is 12 plus 30?", "Hi", [{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": "Count the letters in hello."}]]
+    params = SamplingParams(temperature=0, max_new_tokens=12)
+    batch = generate_batch(loaded, prompts, params)
+    single = [generate(loaded, prompt, params) for prompt in prompts]
+    assert [r.token_ids for r in batch] == [r.token_ids for r in single]
+    assert [r.text for r in batch] == [r.text for r in single]
+    assert [r.prompt_tokens for r in batch] == [r.prompt_tokens for r in single]
+
+
+def test_a_batch_honours_stop_strings_per_row(loaded):
+    from lmforge.generate.generation import generate_batch
+
+    params = SamplingParams(temperature=0, max_new_tokens=30)
+    full = generate(loaded, "The quick", params).text
+    stop = next(full[i:i + 2] for i in range(2, len(full) - 3) if full[i:i + 2].isprintable() and full[i:i + 2].strip())
+    stopped, other = generate_batch(loaded, ["The quick", "Hi"], params.model_copy(update={"stop": [stop]}))
+    assert stopped.text == full[:full.find(stop)] and stopped.finish_reason == "stop"
+    assert stop not in other.text

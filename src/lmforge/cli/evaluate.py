@@ -47,6 +47,7 @@ def eval_command(
     extract: Annotated[str, typer.Option(help="Exact-match answer extraction: answer, exact, first-line, "
                                               "last-number, regex:PATTERN.")] = "answer",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Most tokens per generated answer.")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts generated together.")] = 8,
     preset: Annotated[str | None, typer.Option(help="Sample with this preset instead of greedy decoding.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sample at this temperature (0 = greedy).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed when sampling.")] = None,
@@ -74,7 +75,8 @@ def eval_command(
     from lmforge.evaluate.run import evaluate_model
 
     report = evaluate_model(model, data, task=task, compare=compare, adapter=adapter, limit=limit, split=split,
-                            extract=extract, params=params, device=device, progress=progress)
+                            extract=extract, params=params, device=device, batch_size=batch_size,
+                            progress=progress)
     paths = write_report(report, out_dir)
     if json_output:
         typer.echo(json.dumps({**report.to_dict(), "files": {k: str(v) for k, v in paths.items()}}, default=str))

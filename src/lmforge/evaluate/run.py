@@ -29,7 +29,6 @@ from lmforge.evaluate.report import EvalReport, ExampleRow, decide_outcomes
 TASKS = ("generation", "classification", "reward", "perplexity")
 _TASK_OF_KIND = {"chat": "generation", "classification": "classification", "preference": "reward",
                  "text": "perplexity"}
-_BATCH = 16
 
 
 @dataclass
@@ -45,10 +44,12 @@ class _Scored:
 def evaluate_model(model: str, data: str, *, task: str | None = None, compare: str | None = None,
                    adapter: str | None = None, limit: int | None = None, split: str | None = None,
                    extract: str = "answer", params: Any = None, device: str | None = None,
-                   progress: bool = False) -> EvalReport:
+                   batch_size: int = 8, progress: bool = False) -> EvalReport:
     """Evaluate `model` on `data` (any lmforge data source); `compare` is the baseline it is measured against."""
     if limit is not None and limit < 1:
         raise UserInputError(f"--limit must be at least 1, got {limit}")
+    if batch_size < 1:
+        raise UserInputError(f"--batch-size must be at least 1, got {batch_size}")
     records, kind, label_names = _load_records(data, split, limit)
     task = task or _TASK_OF_KIND.get(kind)
     if task not in TASKS:
@@ -57,7 +58,8 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
     runner: Callable[..., _Scored] = {
         "generation": _generation, "classification": _classification, "reward": _reward, "perplexity": _perplexity,
     }[task]
-    options = {"extract": extract, "params": params, "device": device, "label_names": label_names}
+    options = {"extract": extract, "params": params, "device": device, "label_names": label_names,
+               "batch_size": batch_size}
     with _progress(progress, len(records) * (2 if compare else 1)) as advance:
         main = runner(model, records, adapter=adapter, advance=advance, **options)
         baseline = runner(compare, records, adapter=None, advance=advance, **options) if compare else None
@@ -121,34 +123,43 @@ def _last(messages: list[dict[str, str]], role: str) -> str:
 
 
 def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
-                extract: str, params: Any, device: str | None, **_: Any) -> _Scored:
-    """Generate an answer per example. One too long for the context is reported in its row and counted as
-    `skipped`, and left out of the metrics, rather than ending an evaluation hours in."""
+                extract: str, params: Any, device: str | None, batch_size: int, **_: Any) -> _Scored:
+    """Generate an answer per example, `batch_size` prompts at a time (similar lengths together).
+
+    An example too long for the context is reported in its row, counted as `skipped` and left out of
+    the metrics, rather than ending an evaluation hours in.
+    """
     from lmforge.data.builtin import prompt_messages
-    from lmforge.generate.generation import generate
+    from lmforge.generate.generation import encode_prompt, generate_batch
     from lmforge.generate.load import load_model
     from lmforge.generate.sampling import SamplingParams
 
     loaded = load_model(model, adapter=adapter, device=device)
     params = params or SamplingParams(temperature=0, max_new_tokens=128)
-    rows, scored, predictions, references = [], [], [], []
+    rows, pending = [], []
     for index, record in enumerate(records):
         prompt = prompt_messages(record)
-        reference = record["messages"][-1]["content"]
-        row = ExampleRow(index=index, instruction=_last(prompt, "user"), reference=reference, prediction="",
-                         score=None)
-        try:
-            row.prediction = generate(loaded, prompt, params).text
-            scored.append(row)
-            predictions.append(row.prediction)
-            references.append(reference)
-        except UserInputError as error:
-            row.prediction = f"[not run: {error}]"
+        row = ExampleRow(index=index, instruction=_last(prompt, "user"), reference=record["messages"][-1]["content"],
+                         prediction="", score=None)
         rows.append(row)
-        advance()
-    if not scored:
+        tokens = len(encode_prompt(loaded, prompt))
+        if tokens + params.max_new_tokens > loaded.context_length:
+            row.prediction = (f"[not run: prompt ({tokens} tokens) plus max_new_tokens ({params.max_new_tokens}) "
+                              f"exceeds the model's context length of {loaded.context_length} tokens]")
+            advance()
+        else:
+            pending.append((tokens, row, prompt))
+    if not pending:
         raise UserInputError(f"no example fits {loaded.name}'s context of {loaded.context_length} tokens "
                              f"with max_new_tokens {params.max_new_tokens}")
+    pending.sort(key=lambda item: item[0])  # less padding per batch
+    for start in range(0, len(pending), batch_size):
+        chunk = pending[start:start + batch_size]
+        for (_, row, _), result in zip(chunk, generate_batch(loaded, [p for _, _, p in chunk], params)):
+            row.prediction = result.text
+            advance()
+    scored = [row for _, row, _ in sorted(pending, key=lambda item: item[1].index)]
+    predictions, references = [r.prediction for r in scored], [r.reference for r in scored]
     rouge = rouge_scores(predictions, references)
     matches = exact_matches(predictions, references, extract)
     for row, scores, match in zip(scored, rouge, matches):
@@ -159,7 +170,8 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
     summary["exact_match"] = sum(matches) / len(matches)
     summary["examples"] = len(scored)
     summary["skipped"] = len(rows) - len(scored)
-    return _Scored(loaded.name, rows, summary, {"extract": extract, "sampling": params.model_dump()})
+    return _Scored(loaded.name, rows, summary,
+                   {"extract": extract, "sampling": params.model_dump(), "batch_size": batch_size})
 
 
 def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
@@ -215,16 +227,16 @@ def load_classifier(model: str, device: str | None = None) -> tuple[Any, Any, st
 
 
 def _scores(network: Any, tokenizer: Any, texts: list[str], pairs: list[str | None] | None,
-            advance: Callable[[], None]) -> Any:
+            advance: Callable[[], None], batch_size: int) -> Any:
     """Logits for every text (and its pair), in batches."""
     import torch
 
     outputs = []
     limit = min(getattr(tokenizer, "model_max_length", 512), 100_000)
     with torch.inference_mode():
-        for start in range(0, len(texts), _BATCH):
-            batch = texts[start:start + _BATCH]
-            second = pairs[start:start + _BATCH] if pairs and any(pairs[start:start + _BATCH]) else None
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start:start + batch_size]
+            second = pairs[start:start + batch_size] if pairs and any(pairs[start:start + batch_size]) else None
             encoded = tokenizer(batch, second, padding=True, truncation=True, max_length=limit, return_tensors="pt")
             outputs.append(network(**encoded.to(network.device)).logits.float().cpu())
             for _ in batch:
@@ -246,11 +258,12 @@ def _label_map(model_labels: dict[int, str], data_labels: list[str]) -> dict[int
 
 
 def _classification(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
-                    label_names: list[str] | None, **_: Any) -> _Scored:
+                    label_names: list[str] | None, batch_size: int, **_: Any) -> _Scored:
     network, tokenizer, name = load_classifier(model, device)
     labels = label_names or sorted({str(r["label"]) for r in records})
     mapping = _label_map(dict(network.config.id2label), labels)
-    logits = _scores(network, tokenizer, [r["text"] for r in records], [r.get("text_pair") for r in records], advance)
+    logits = _scores(network, tokenizer, [r["text"] for r in records], [r.get("text_pair") for r in records], advance,
+                     batch_size)
     outputs = sorted(mapping)  # only model outputs that name a data label may be predicted
     predicted = [mapping[outputs[int(row[outputs].argmax())]] for row in logits]
     truth = [r["label"] if isinstance(r["label"], int) else labels.index(str(r["label"])) for r in records]
@@ -263,7 +276,7 @@ def _classification(model: str, records: list[dict[str, Any]], *, advance: Calla
 
 
 def _reward(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
-            **_: Any) -> _Scored:
+            batch_size: int, **_: Any) -> _Scored:
     from lmforge.data.templates import resolve_template
 
     network, tokenizer, name = load_classifier(model, device)
@@ -272,8 +285,8 @@ def _reward(model: str, records: list[dict[str, Any]], *, advance: Callable[[], 
     template = resolve_template(tokenizer)
     chosen = [template.render(tokenizer, r["prompt"] + r["chosen"]) for r in records]
     rejected = [template.render(tokenizer, r["prompt"] + r["rejected"]) for r in records]
-    chosen_scores = _scores(network, tokenizer, chosen, None, advance)[:, 0].tolist()
-    rejected_scores = _scores(network, tokenizer, rejected, None, lambda: None)[:, 0].tolist()
+    chosen_scores = _scores(network, tokenizer, chosen, None, advance, batch_size)[:, 0].tolist()
+    rejected_scores = _scores(network, tokenizer, rejected, None, lambda: None, batch_size)[:, 0].tolist()
     rows = [ExampleRow(index=i, instruction=_last(r["prompt"], "user"), reference=_last(r["chosen"], "assistant"),
                        prediction=f"chosen {c:.3f} vs rejected {j:.3f}", score=float(c > j),
                        details={"chosen_score": c, "rejected_score": j, "margin": c - j})

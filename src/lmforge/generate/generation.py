@@ -167,3 +167,54 @@ def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: Sa
         steps = explain_steps(output.logits, sequences, len(prompt_ids), params, loaded.tokenizer, top=explain_top)
     return GenerationResult(text=streamer.text, finish_reason=finish, prompt_tokens=len(prompt_ids),
                             completion_tokens=len(new_ids), token_ids=new_ids, seconds=seconds, steps=steps)
+
+
+def generate_batch(loaded: LoadedModel, prompts: list[str | list[dict[str, str]]], params: SamplingParams, *,
+                   chat_template: bool = True) -> list[GenerationResult]:
+    """Generate for several prompts in one left-padded batch (evaluation; no streaming).
+
+    Greedy results equal one-at-a-time `generate` (tested); sampled ones differ from it because the batch
+    draws from one random stream, but the same seed and batch reproduce. Each prompt must fit the context.
+    """
+    import time
+
+    import torch
+    from transformers import set_seed
+
+    encoded = [encode_prompt(loaded, prompt, chat_template=chat_template) for prompt in prompts]
+    longest = max(len(ids) for ids in encoded)
+    if longest + params.max_new_tokens > loaded.context_length:
+        raise UserInputError(
+            f"prompt ({longest} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the model's context "
+            f"length of {loaded.context_length} tokens; shorten the prompt or lower max_new_tokens"
+        )
+    if params.seed is not None:
+        set_seed(params.seed)
+    stops = loaded.stop_token_ids
+    pad = loaded.tokenizer.pad_token_id
+    config = params.to_generation_config(eos_token_id=stops, pad_token_id=pad)
+    if params.stop:
+        config.stop_strings = params.stop  # transformers' StopStringCriteria ends each row on its own
+    input_ids = torch.tensor([[pad] * (longest - len(ids)) + ids for ids in encoded], device=loaded.device)
+    attention = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in encoded], device=loaded.device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        output = loaded.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
+                                       tokenizer=loaded.tokenizer)
+    seconds = time.perf_counter() - started
+    results = []
+    for ids, row in zip(encoded, output[:, longest:].tolist()):
+        end = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))
+        new_ids = row[:end]
+        text = loaded.tokenizer.decode(new_ids, skip_special_tokens=True)
+        cut = find_stop(text, params.stop)
+        if cut is not None:  # a row a stop string ended is padded after it
+            while new_ids and new_ids[-1] == pad and pad not in stops:
+                new_ids.pop()
+        ended = bool(new_ids) and new_ids[-1] in stops
+        results.append(GenerationResult(
+            text=text.rstrip("\ufffd") if cut is None else text[:cut],  # as the streamer: no half character
+            finish_reason="stop" if ended or cut is not None else "length",
+            prompt_tokens=len(ids), completion_tokens=len(new_ids), token_ids=new_ids, seconds=seconds,
+        ))
+    return results
