@@ -59,7 +59,15 @@ def served(tiny_loaded) -> Iterator[Server]:
     from lmforge.serve.app import create_app
     from lmforge.serve.engine import Engine
 
+    import torch
+
+    # One intra-op thread: on a shared 2-core machine, OpenMP's spinning threads make tiny matmuls 10-20x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     engine = Engine({"tiny": tiny_loaded, "tiny-lora": tiny_loaded}, max_batch_size=8, max_queue=64)
     app = create_app(engine, api_keys=[API_KEY, "sk-second"], cors_origins=["http://example.com"])
-    with run_server(app) as (url, server):
-        yield Server(url, app, engine, server)
+    try:
+        with run_server(app) as (url, server):
+            yield Server(url, app, engine, server)
+    finally:
+        torch.set_num_threads(threads)
