@@ -43,6 +43,12 @@ def _configurations(seq_len: int, quick: bool) -> list[tuple[str, TrainingSetup]
         ("llama-3.2-1b", TrainingSetup(method="lora", optimizer="sgd", micro_batch_size=2, seq_len=seq_len)),
         ("mistral-7b", TrainingSetup(method="lora", lora_targets=("q_proj", "v_proj"), seq_len=seq_len)),
         ("llama-3.1-70b", TrainingSetup(method="lora", recompute="full", seq_len=4096)),
+        ("qwen3-0.6b", TrainingSetup(method="full", seq_len=seq_len)),
+        ("qwen3-0.6b", TrainingSetup(method="lora", seq_len=seq_len)),
+        ("mixtral-8x7b", TrainingSetup(method="lora", seq_len=seq_len)),
+        ("qwen3-30b-a3b", TrainingSetup(method="lora", recompute="full", seq_len=seq_len)),
+        ("qwen3-30b-a3b", TrainingSetup(method="full", precision="bf16", seq_len=seq_len)),
+        ("deepseek-v2-lite", TrainingSetup(method="lora", seq_len=seq_len)),
     ]
     return grid + ([] if quick else extra)
 
