@@ -1,18 +1,20 @@
 """lmforge training step time vs a plain PyTorch loop on the same tiny model and batches.
 
 Both train the same from-scratch Llama (same seed, same initial weights) on the same token blocks
-(builtin:corpus cut into data.max_len blocks), with AdamW, grad clipping and fp32 on the CPU. The
-lmforge figure is the Trainer's own train_runtime / steps (the loop plus metrics.jsonl, the NaN guard,
-the progress callbacks; model loading and tokenization excluded). Plain loop runs before and after
-lmforge, so machine noise shows as the spread between them.
+(builtin:corpus cut into data.max_len blocks), with AdamW, grad clipping and fp32 on the CPU.
+A step of lmforge is the interval between consecutive metrics.jsonl records (logged every step), so it
+includes everything lmforge adds per step (callbacks, metrics file, progress, token counting); model
+loading and tokenization are excluded. On a shared, noisy machine the figure is the MEDIAN step time,
+and plain and lmforge runs alternate `--rounds` times; the spread of the plain medians shows the noise.
 
-    .venv/bin/python benchmarks/train_overhead.py [--steps 30] [--threads 2]
+    .venv/bin/python benchmarks/train_overhead.py [--steps 30] [--threads 1] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -62,12 +64,12 @@ def plain_loop(tokenizer_path: Path, steps: int, seed: int) -> float:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         timings.append(time.perf_counter() - start)
-    warm = timings[3:]
-    return sum(warm) / len(warm)
+    return statistics.median(timings)
 
 
-def lmforge_run(tokenizer_path: Path, root: Path, steps: int, seed: int) -> tuple[float, float]:
-    """(seconds per step, tokens/s) from run_training's own train_runtime."""
+def lmforge_run(tokenizer_path: Path, root: Path, steps: int, seed: int) -> float:
+    """Median seconds per step of run_training, from the step-to-step intervals of metrics.jsonl."""
+    from lmforge.train.callbacks import read_metrics
     from lmforge.train.config import validate_config
     from lmforge.train.run import run_training
 
@@ -79,8 +81,8 @@ def lmforge_run(tokenizer_path: Path, root: Path, steps: int, seed: int) -> tupl
                   "precision": "fp32", "seed": seed},
     })
     result = run_training(config, progress=False)
-    seconds = result.final_metrics["train_runtime"] / steps
-    return seconds, result.final_metrics["num_input_tokens_seen"] / result.final_metrics["train_runtime"]
+    times = [r["time"] for r in read_metrics(result.run_dir / "metrics.jsonl") if "loss" in r]
+    return statistics.median(b - a for a, b in zip(times, times[1:]))
 
 
 def main() -> None:
@@ -88,22 +90,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
+    plain_runs, lmforge_runs = [], []
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         tokenizer_path = tokenizer_dir(root)
-        before = plain_loop(tokenizer_path, args.steps, args.seed)
-        ours, tokens_per_second = lmforge_run(tokenizer_path, root, args.steps, args.seed)
-        after = plain_loop(tokenizer_path, args.steps, args.seed)
-    plain = (before + after) / 2
+        for _ in range(args.rounds):
+            plain_runs.append(plain_loop(tokenizer_path, args.steps, args.seed))
+            lmforge_runs.append(lmforge_run(tokenizer_path, root, args.steps, args.seed))
+    plain, ours = statistics.median(plain_runs), statistics.median(lmforge_runs)
     figures = {
-        "threads": args.threads, "steps": args.steps, "micro_batch": BATCH, "block_tokens": BLOCK,
-        "plain_seconds_per_step": round(plain, 4), "plain_spread_seconds": round(abs(before - after), 4),
+        "threads": args.threads, "steps": args.steps, "rounds": args.rounds, "micro_batch": BATCH,
+        "block_tokens": BLOCK, "plain_seconds_per_step": round(plain, 4),
+        "plain_spread_seconds": round(max(plain_runs) - min(plain_runs), 4),
         "lmforge_seconds_per_step": round(ours, 4), "overhead_percent": round(100 * (ours / plain - 1), 1),
-        "plain_tokens_per_second": round(BATCH * BLOCK / plain), "lmforge_tokens_per_second": round(tokens_per_second),
+        "plain_tokens_per_second": round(BATCH * BLOCK / plain), "lmforge_tokens_per_second": round(BATCH * BLOCK / ours),
     }
     json.dump(figures, sys.stdout, indent=2)
     print()
