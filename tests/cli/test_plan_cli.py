@@ -171,3 +171,10 @@ def test_simulate_flag_attaches_the_measured_step_and_plots_it(monkeypatch, tmp_
     assert human.exit_code == 0 and "Simulated peak" in human.stdout and "3.00 GiB" in human.stdout
     refused = _run("plan", "qwen2.5-0.5b", "--task", "infer", "--simulate")
     assert refused.exit_code != 0 and "--task infer: --simulate" in refused.stderr
+
+
+def test_cli_offload_choices_match_the_layout_search():
+    from lmforge.cli import plan as plan_cli
+    from lmforge.plan.layout import OFFLOAD_CHOICES
+
+    assert [choice.value for choice in plan_cli.Offload] == list(OFFLOAD_CHOICES)

@@ -1,7 +1,8 @@
 """`lmforge plan`, `lmforge models`, `lmforge gpus`: parse, call lmforge.plan, render.
 
-Only typer and click at import time: `lmforge plan ... --json` must start cold in well under 0.5 s,
-so the planner, rich and matplotlib are imported inside the commands that use them.
+Only typer and the planner's stdlib-only choice lists at import time: `lmforge plan ... --json` must
+start cold in well under 0.5 s, so the planner, rich and matplotlib are imported inside the commands
+that use them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 
 import typer
 
+from lmforge.plan.setup import KV_DTYPES, METHODS, OPTIMIZERS, PRECISIONS, RECOMPUTE, WEIGHT_FORMATS
+
 GIB = 1024**3
-_PRECISIONS = ["fp32", "fp16-mixed", "bf16-mixed", "bf16"]
-_QUANTS = ["fp32", "fp16", "bf16", "fp8", "int8", "int4", "nf4", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
+_OFFLOAD = ["none", "optimizer", "params", "both"]  # lmforge.plan.layout.OFFLOAD_CHOICES, without importing the search
 _INFERENCE_FORMAT = {"fp32": "fp32", "fp16-mixed": "fp16", "bf16-mixed": "bf16", "bf16": "bf16"}
 
 
@@ -25,13 +27,13 @@ def _choices(name: str, values: list[str]) -> type[Enum]:
 
 
 Task = _choices("Task", ["train", "infer"])
-Method = _choices("Method", ["full", "freeze", "lora", "qlora", "prompt", "prefix"])
-Precision = _choices("Precision", _PRECISIONS)
-Quant = _choices("Quant", _QUANTS)
-Optimizer = _choices("Optimizer", ["adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor"])
-Recompute = _choices("Recompute", ["none", "full", "selective"])
-Offload = _choices("Offload", ["none", "optimizer", "params", "both"])
-KvDtype = _choices("KvDtype", ["fp32", "fp16", "bf16", "fp8", "int8"])
+Method = _choices("Method", list(METHODS))
+Precision = _choices("Precision", list(PRECISIONS))
+Quant = _choices("Quant", list(WEIGHT_FORMATS))
+Optimizer = _choices("Optimizer", list(OPTIMIZERS))
+Recompute = _choices("Recompute", list(RECOMPUTE))
+Offload = _choices("Offload", _OFFLOAD)
+KvDtype = _choices("KvDtype", list(KV_DTYPES))
 
 
 def _gib(value: float | None) -> str:
