@@ -156,3 +156,21 @@ def test_every_catalog_model_gets_a_finite_plan():
         memory = training_memory(spec, TrainingSetup(method="lora", seq_len=512), Layout())
         served = inference_memory(spec, InferenceSetup(weight_format="Q4_K_M", context_len=2048), Layout())
         assert 0 < served.total_bytes < memory.total_bytes, spec.name
+
+
+def test_freeze_and_prompt_methods_sit_between_nothing_and_full(llama7b):
+    def total(**kwargs) -> int:
+        return training_memory(llama7b, TrainingSetup(seq_len=1024, **kwargs)).total_bytes
+
+    assert total(method="freeze", freeze_last_n=1) < total(method="freeze", freeze_last_n=8) < total(method="full")
+    assert total(method="prompt") < total(method="lora")  # no adapter inputs kept, a 20-token embedding trained
+    weights_only = inference_memory(llama7b, InferenceSetup(context_len=1)).total_bytes
+    assert weights_only < total(method="prompt")
+
+
+def test_zero3_parameter_offload_keeps_only_gathered_layers_on_gpu(llama7b):
+    layout = Layout(dp=8, zero_stage=3, offload_optimizer=True, offload_params=True)
+    memory = training_memory(llama7b, TrainingSetup(method="full", seq_len=1024), layout)
+    assert memory["weights"] == 0 and memory["optimizer_states"] == 0
+    assert memory.cpu_offload_bytes > 10 * GB  # 16 B/param over 8 ranks, now in host RAM
+    assert memory["buffers"] > 0  # the two layers gathered for compute
