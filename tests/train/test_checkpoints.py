@@ -102,3 +102,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(make_config, tmp_path):
     assert sorted(got) == list(range(1, steps + 1))
     for step in range(1, steps + 1):
         assert got[step] == pytest.approx(expected[step], abs=1e-6), f"step {step}"
+
+
+def test_resume_refuses_a_changed_model_data_or_method(make_config):
+    config = make_config("sft", "lora", train={"save_every": 1})
+    run = run_training(config, progress=False)
+    (run.run_dir / "final").rename(run.run_dir / "final-old")  # as if killed before the end
+    changed = make_config("sft", "lora", method={"lora_r": 8}, data={"max_len": 40}, train={"save_every": 1})
+    with pytest.raises(UserInputError, match="method.lora_r.*data.max_len|data.max_len.*method.lora_r"):
+        run_training(changed, resume=True, progress=False)
+    more_steps = make_config("sft", "lora", train={"save_every": 1, "max_steps": 3})
+    assert run_training(more_steps, resume=True, progress=False).steps == 3

@@ -71,6 +71,34 @@ def stage_module(stage: str) -> Any:
     return importlib.import_module(f"lmforge.train.{stage}")
 
 
+# What a resumed run may not change: the checkpoint's weights and data position only mean something
+# for the same model, data and method (more steps, a new eval cadence or patience are fine).
+FIXED_ON_RESUME = ("stage", "init_from", "model", "data", "method", "dpo", "rlhf", "distill", "mlm")
+
+
+def _changed_keys(old: Any, new: Any, prefix: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(set(old) | set(new))
+                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)]
+    return [] if old == new else [prefix]
+
+
+def _check_same_run(config: TrainConfig, run_dir: Path) -> None:
+    import yaml
+
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    current = config.model_dump(mode="json")
+    changed = [k for section in FIXED_ON_RESUME for k in _changed_keys(saved.get(section), current.get(section), section)]
+    if changed:
+        raise UserInputError(
+            f"--resume: {', '.join(changed)} differ from {saved_file}; resume with the same settings, "
+            f"or start a new run with init_from: {run_dir}"
+        )
+
+
 def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
     run_dir = Path(config.out)
     checkpoint_root = run_dir / "checkpoints"
@@ -81,6 +109,7 @@ def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | No
                 f"--resume: {checkpoint_root} holds no complete checkpoint (set train.save_every); "
                 "run without --resume to start over"
             )
+        _check_same_run(config, run_dir)
         return run_dir, last
     if checkpoints.list_checkpoints(checkpoint_root) or (run_dir / "final").exists():
         raise UserInputError(
