@@ -52,6 +52,20 @@ def _counts(spec: ModelSpec) -> ParamCount:
     return count_params(spec)
 
 
+@lru_cache(maxsize=64)
+def _adapter_params(
+    spec: ModelSpec, method: str, rank: int, targets: tuple[str, ...] | None, freeze_last_n: int, virtual_tokens: int
+) -> int:
+    return count_trainable_params(
+        spec,
+        "lora" if method == "qlora" else method,
+        lora_rank=rank,
+        lora_targets=list(targets) if targets else None,
+        freeze_last_n=freeze_last_n,
+        num_virtual_tokens=virtual_tokens,
+    )
+
+
 @dataclass(frozen=True)
 class _Stage:
     """The part of the model one pipeline stage holds (per tensor-parallel rank)."""
@@ -79,7 +93,7 @@ def _stage_params(counts: ParamCount, stage: _Stage) -> int:
     return layers + (counts.embedding_params if stage.first else 0) + (counts.output_params if stage.last else 0)
 
 
-def _linear_layer_params(spec: ModelSpec, counts: ParamCount) -> int:
+def _linear_layer_params(counts: ParamCount) -> int:
     """Weights of the matrices inside the blocks (what quantization and AMP casts touch), all layers."""
     return sum(w.params for w in counts.weights if w.component in ("attention", "mlp") and w.in_features)
 
@@ -300,13 +314,8 @@ def _training_stage(
     else:
         first_trained = 0
         trainable = 0
-        total_adapter = count_trainable_params(
-            spec,
-            "lora" if setup.method == "qlora" else setup.method,
-            lora_rank=setup.lora_rank,
-            lora_targets=list(setup.lora_targets) if setup.lora_targets else None,
-            freeze_last_n=setup.freeze_last_n,
-            num_virtual_tokens=setup.num_virtual_tokens,
+        total_adapter = _adapter_params(
+            spec, setup.method, setup.lora_rank, setup.lora_targets, setup.freeze_last_n, setup.num_virtual_tokens
         )
         if setup.method in ("lora", "qlora", "prefix"):
             adapter_params = round(total_adapter * layer_share)
@@ -319,7 +328,7 @@ def _training_stage(
     # --- weights: the trained model's working copy and the frozen base
     if setup.method == "qlora":
         # QLoRA: block matrices in NF4 / int8, embeddings, norms and head in bf16 (Dettmers et al. 2023).
-        matrices = round(_linear_layer_params(spec, counts) * layer_share)
+        matrices = round(_linear_layer_params(counts) * layer_share)
         bits = nf4_bits_per_weight(setup.double_quant) if setup.qlora_bits == 4 else 8.0
         frozen_bytes = matrices * bits / 8 + (frozen - matrices) * _HALF
     else:
@@ -437,7 +446,7 @@ def _training_stage(
 def _linear_share(spec: ModelSpec, counts: ParamCount) -> float:
     """Fraction of all parameters that are matrices AMP casts (everything but embeddings and norms)."""
     head = 0 if spec.tie_word_embeddings else spec.vocab_size * spec.hidden_size
-    return (_linear_layer_params(spec, counts) + head) / max(counts.total_params, 1)
+    return (_linear_layer_params(counts) + head) / max(counts.total_params, 1)
 
 
 def _adafactor_ratio(counts: ParamCount, setup: TrainingSetup) -> float:
@@ -474,7 +483,7 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
     counts = _counts(spec)
     fmt = weight_format(setup.weight_format)
     tp, pp = layout.tp, layout.pp
-    matrices = _linear_layer_params(spec, counts)
+    matrices = _linear_layer_params(counts)
     rest = counts.total_params - matrices  # embeddings, head, norms, routers
     rest_bits = fmt.bits_per_weight if fmt.quantizes_embeddings else 16  # bitsandbytes/GPTQ/AWQ keep them 16-bit
     weights = (matrices * fmt.bits_per_weight + rest * rest_bits) / 8

@@ -8,13 +8,18 @@ or eager attention), and reports the peak of live tensor bytes measured by
 torch.distributed._tools.mem_tracker.MemTracker, in the same categories as the analytic model.
 
 Optimizer states are initialised before the measured step, so the peak is the steady-state one
-(from step 2 on), not the smaller first step. The forward/backward phase and the optimizer-step
-phase are measured separately. A deep model is simulated with 1 and 2 layers and every phase is
-extrapolated linearly to all layers (each layer adds the same bytes; tests check this against a
-full simulation). The CUDA context and allocator fragmentation are invisible here: compare with
-the analytic total minus its "overhead" category.
+(from step 2 on), not the smaller first step. Three moments are measured separately: the
+forward-backward peak, the end of backward (inside the first block's or the embedding's backward)
+and the optimizer step. A deep model is simulated with 2 and 3 layers and each moment is
+extrapolated linearly to all layers (each layer adds the same bytes; a test checks the result
+against a full simulation byte for byte). The CUDA context and allocator fragmentation are
+invisible here: compare with the analytic total minus its "overhead" category.
 
-The CLI's `lmforge plan MODEL --simulate` calls `simulate_training(spec, setup)`.
+API used by the CLI (`lmforge plan MODEL --simulate`):
+    simulate_training(spec: ModelSpec, setup: TrainingSetup, *, extrapolate_above_layers: int = 3)
+        -> SimulationResult  (.memory: MemoryBreakdown, .peak_bytes, .peak_phase, .to_dict())
+Raises UserInputError for what it cannot run: non-decoder models, methods other than full/lora,
+8-bit optimizers, selective recomputation, architectures transformers cannot build that way.
 """
 
 from __future__ import annotations
