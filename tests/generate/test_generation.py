@@ -94,3 +94,52 @@ def test_a_batch_honours_stop_strings_per_row(loaded):
     stopped, other = generate_batch(loaded, ["The quick", "Hi"], params.model_copy(update={"stop": [stop]}))
     assert stopped.text == full[:full.find(stop)] and stopped.finish_reason == "stop"
     assert stop not in other.text
+
+
+class _CharTokenizer:
+    """One token per UTF-8 byte, so multi-byte characters arrive split across tokens."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def _stream(text: str, stops: list[str]) -> tuple[list[str], str]:
+    import torch
+
+    from lmforge.generate.generation import StopStringStreamer
+
+    pieces: list[str] = []
+    streamer = StopStringStreamer(_CharTokenizer(), stops, pieces.append)
+    streamer.put(torch.tensor([0]))  # the prompt, skipped
+    for byte in text.encode():
+        streamer.put(torch.tensor([byte]))
+        if streamer.stopped:
+            break
+    streamer.end()
+    return pieces, streamer.text
+
+
+def _first_completed_stop_cut(text: str, stops: list[str]) -> str:
+    """Reference: generation ends when a stop string is first complete; the text ends where it starts."""
+    for end in range(1, len(text) + 1):
+        starts = [end - len(stop) for stop in stops if text[:end].endswith(stop)]
+        if starts:
+            return text[:min(starts)]
+    return text
+
+
+def test_streamer_property_pieces_add_up_and_never_show_a_stop():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    alphabet = st.sampled_from(list("ab\n é中"))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(alphabet, max_size=40), st.lists(st.text(alphabet, min_size=1, max_size=4), max_size=3))
+    def check(text, stops):
+        pieces, final = _stream(text, stops)
+        assert final == _first_completed_stop_cut(text, stops)
+        assert "".join(pieces) == final
+        assert all("\ufffd" not in piece for piece in pieces)
+
+    check()

@@ -47,9 +47,10 @@ def find_stop(text: str, stops: list[str]) -> int | None:
 class StopStringStreamer:
     """Decodes the generated tokens incrementally and emits only text that is final.
 
-    Final means: not an incomplete UTF-8 character (decode shows U+FFFD for a split byte sequence)
-    and not a possible prefix of a stop string. Once a stop string appears, `stopped` is set and the
-    text is cut before it; StopOnFlag then ends generation on that same step.
+    Final means: not an incomplete UTF-8 character and not a possible prefix of a stop string. Once a
+    stop string appears, `stopped` is set and the text is cut before it; StopOnFlag then ends generation
+    on that same step. Decoding is incremental (text-generation-inference's prefix/read offsets), so each
+    token costs a short decode rather than one of the whole reply.
     """
 
     def __init__(self, tokenizer: Any, stops: list[str], on_text: Callable[[str], None] | None):
@@ -61,6 +62,8 @@ class StopStringStreamer:
         self.emitted = 0
         self.stopped = False
         self._skip_prompt = True
+        self._prefix_offset = 0  # tokens before this are settled; decoding restarts here for context
+        self._read_offset = 0  # tokens before this are already in self.text
 
     def put(self, value: Any) -> None:
         if self._skip_prompt:  # generate first hands the streamer the prompt itself
@@ -69,23 +72,38 @@ class StopStringStreamer:
         if self.stopped:
             return
         self.token_ids.extend(int(t) for t in value.reshape(-1).tolist())
-        decoded = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        cut = find_stop(decoded, self.stops)
-        if cut is not None:
-            self.stopped = True
-            self.text = decoded[:cut]
-            self._emit(len(self.text))
-            return
-        self.text = decoded
-        safe = len(decoded) - held_back_chars(decoded, self.stops)
-        if decoded.endswith("\ufffd"):
-            safe = min(safe, len(decoded) - 1)
-        self._emit(safe)
+        self._append(self._delta(final=False))
 
     def end(self) -> None:
         if not self.stopped:
-            self.text = self.text.rstrip("\ufffd")
+            self._append(self._delta(final=True))
         self._emit(len(self.text))
+
+    def _delta(self, *, final: bool) -> str:
+        """New text since the last call; empty while the newest bytes are an incomplete character."""
+        decode = self.tokenizer.decode
+        prefix = decode(self.token_ids[self._prefix_offset:self._read_offset], skip_special_tokens=True)
+        current = decode(self.token_ids[self._prefix_offset:], skip_special_tokens=True)
+        if final:
+            return current[len(prefix):].rstrip("\ufffd")
+        if len(current) <= len(prefix) or current.endswith("\ufffd"):
+            return ""
+        self._prefix_offset, self._read_offset = self._read_offset, len(self.token_ids)
+        return current[len(prefix):]
+
+    def _append(self, delta: str) -> None:
+        if not delta:
+            return
+        # A stop string may begin up to (longest stop - 1) characters before the new text.
+        start = max(0, len(self.text) - max((len(stop) for stop in self.stops), default=1) + 1)
+        self.text += delta
+        hit = find_stop(self.text[start:], self.stops)
+        if hit is not None:
+            self.stopped = True
+            self.text = self.text[: start + hit]
+            self._emit(len(self.text))
+            return
+        self._emit(len(self.text) - held_back_chars(self.text, self.stops))
 
     def _emit(self, upto: int) -> None:
         if upto > self.emitted:
