@@ -205,3 +205,19 @@ def test_transformers_gguf_loader_gets_the_same_model_and_tokenizer_back(tmp_pat
             assert (loaded(ids).logits - expected).abs().max() <= tolerance, quant
     from_gguf = AutoTokenizer.from_pretrained(tmp_path, gguf_file="f32.gguf")
     assert from_gguf(text).input_ids == tokenizer(text).input_ids
+
+
+def test_rows_that_are_not_whole_blocks_fall_back_to_f16_with_a_note(tmp_path, tiny_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=48, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "odd")
+    tiny_tokenizer.save_pretrained(tmp_path / "odd")
+
+    report = convert(tmp_path / "odd", tmp_path / "odd.gguf", quant="q4_0", progress=False)
+
+    types = {tensor.name: tensor.tensor_type for tensor in gguf.GGUFReader(tmp_path / "odd.gguf").tensors}
+    assert types["blk.0.attn_q.weight"] == Q.F16  # 48 values per row: not a whole number of 32-value blocks
+    assert types["blk.0.ffn_down.weight"] == Q.Q4_0  # 64 per row
+    assert any("kept in f16" in note for note in report.notes)

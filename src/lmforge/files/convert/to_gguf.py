@@ -400,6 +400,13 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", trust_pickle
         writer.close()
         worst = _verify(temporary, prepared, types, model_type)
 
+    notes = []
+    fallback = [name for name, qtype in types.items() if qtype == gguf.GGMLQuantizationType.F16 and quant in ("q8_0", "q4_0")]
+    if fallback:
+        notes.append(f"{len(fallback)} tensor(s) kept in f16: their rows are not whole {quant} blocks (e.g. {fallback[0]})")
+    if tokenizer_model == "gpt2" and _pre_tokenizer(source) == "default":
+        notes.append("tokenizer.ggml.pre is 'default' (GPT-2 splitting): llama.cpp may split text differently "
+                     "from this tokenizer's own pre-tokenizer")
     counts: dict[str, int] = {}
     for qtype in types.values():
         counts[qtype.name.lower()] = counts.get(qtype.name.lower(), 0) + 1
@@ -409,4 +416,5 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", trust_pickle
         size_bytes=destination.stat().st_size, seconds=time.perf_counter() - started, verified=True,
         checks={"architecture": arch_name, "tokenizer": tokenizer_model, "tensor_types": counts,
                 "max_abs_error": worst},
+        notes=notes,
     )
