@@ -90,8 +90,8 @@ def generate_command(
     stop: StopOpt = None,
     seed: SeedOpt = None,
     greedy: GreedyOpt = False,
-    chat_template: Annotated[bool, typer.Option("--chat-template/--raw",
-                                                help="Wrap PROMPT as a user turn in the chat template, or send it raw.")] = True,
+    chat_template: Annotated[bool, typer.Option(
+        "--chat-template/--raw", help="Wrap PROMPT as a user turn in the chat template, or send it raw.")] = True,
     system: Annotated[str | None, typer.Option(help="A system prompt before PROMPT (chat template only).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show how each sampling stage chose every token.")] = False,
     explain_top: Annotated[int, typer.Option("--explain-top", help="Candidates shown per step with --explain.")] = 8,
@@ -131,7 +131,8 @@ def generate_command(
         return
     if explain:
         console = _console()
-        stages = [name for name in ("top_k", "top_p", "min_p") if any(name in c.kept for s in result.steps for c in s.candidates)]
+        used = {name for step in result.steps for candidate in step.candidates for name in candidate.kept}
+        stages = [name for name in ("top_k", "top_p", "min_p") if name in used]
         for step in result.steps:
             console.print(_explain_table(step, stages))
         console.print(f"[bold]text:[/bold] {result.text}")
