@@ -62,11 +62,11 @@ class Recipe:
 # Tasks a 4-layer model learns within minutes on a CPU (docs/data.md "How quickly a tiny model learns").
 FULL = Recipe(
     name="full", tasks=("sort", "word_problem", "reverse"),
-    model={"model_type": "llama", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+    model={"model_type": "llama", "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
            "tie_word_embeddings": True},
     vocab_size=512, corpus_examples=2000, sft_examples=3000, pref_examples=1000, eval_examples=90,
-    pretrain_steps=300, pretrain_lr=2e-3, sft_steps=400, sft_lr=2e-3, lora_r=64,
+    pretrain_steps=400, pretrain_lr=3e-3, sft_steps=500, sft_lr=3e-3, lora_r=64,
     rm_steps=60, dpo_steps=60, dpo_lr=5e-4, dpo_beta=0.1, rlhf_steps=8, rlhf_lr=1e-5,
     micro_batch_size=16, max_len=96, save_every=50,
 )  # fmt: skip
@@ -238,7 +238,7 @@ def _train(ctx: _Context, name: str, raw: dict[str, Any]) -> Any:
 
     run_dir = ctx.path(name)
     train = {"micro_batch_size": ctx.recipe.micro_batch_size, "save_every": ctx.recipe.save_every,
-             "keep_last": 1, "log_every": 1, "seed": 0, **raw.pop("train")}
+             "keep_last": 2, "log_every": 1, "seed": 0, **raw.pop("train")}
     config = validate_config({"stage": name, "out": str(run_dir), "train": train, **raw})
     if (run_dir / "result.json").is_file() and (run_dir / "final").is_dir():
         data = json.loads((run_dir / "result.json").read_text())
