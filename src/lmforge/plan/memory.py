@@ -131,12 +131,19 @@ def _block(spec: ModelSpec) -> _Block:
     return _Block(("q_proj", "k_proj", "v_proj"), "o_proj", mlp_in, "down_proj")
 
 
-def _residual_bytes(setup: TrainingSetup) -> int:
+def _autocast(setup: TrainingSetup, layout: Layout) -> bool:
+    """torch AMP: fp32 weights cast to half per op. Only without ZeRO: DeepSpeed and FSDP mixed precision
+    compute with half-precision parameters, which saves activations exactly like a pure-bf16 model."""
+    return setup.precision.endswith("-mixed") and layout.zero_stage == 0
+
+
+def _residual_bytes(setup: TrainingSetup, layout: Layout) -> int:
     """The residual stream's dtype: fp32 weights (fp32, or AMP training fp32 weights) keep it fp32;
-    a half-precision model (pure bf16, or the frozen bf16 base of LoRA/prompt tuning under AMP) keeps it half."""
+    a half-precision model (pure bf16, ZeRO/FSDP mixed precision, or the frozen bf16 base of
+    LoRA/prompt tuning under AMP) keeps it half."""
     if setup.precision == "fp32":
         return _FP32
-    if setup.precision.endswith("-mixed") and setup.method in ("full", "freeze"):
+    if _autocast(setup, layout) and setup.method in ("full", "freeze"):
         return _FP32
     return _HALF
 
@@ -173,8 +180,8 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
     sequence parallelism the norms too.
     """
     h = spec.hidden_size
-    amp = setup.precision.endswith("-mixed")
-    residual = _residual_bytes(setup)
+    amp = _autocast(setup, layout)
+    residual = _residual_bytes(setup, layout)
     compute = _FP32 if setup.precision == "fp32" else _HALF
     if spec.is_mla:
         q_dim = spec.num_attention_heads * (spec.qk_nope_head_dim + spec.qk_rope_head_dim)
@@ -298,7 +305,7 @@ def _training_stage(
     layer_share = len(stage.layer_indices) / max(all_layers, 1)
     tp, dp = layout.tp, layout.dp
     zero = layout.zero_stage
-    amp = setup.precision.endswith("-mixed")
+    amp = _autocast(setup, layout)
     sharded_states = dp if zero >= 1 else 1  # ZeRO-1: optimizer states (and fp32 master) split over DP
     sharded_grads = dp if zero >= 2 else 1  # ZeRO-2: gradients too
     sharded_params = dp if zero >= 3 else 1  # ZeRO-3 / FSDP full shard: parameters too (Rajbhandari et al. 2020 §5)
@@ -369,7 +376,7 @@ def _training_stage(
         saving_layers = sum(1 for i in stage.layer_indices if i >= first_trained)
     else:
         saving_layers = len(stage.layer_indices)
-    residual = _residual_bytes(setup)
+    residual = _residual_bytes(setup, layout)
     h = spec.hidden_size
     recompute_layer = 0.0
     if setup.recompute == "full":
@@ -396,7 +403,7 @@ def _training_stage(
         activations += (_FP32 + (residual + cast if head_trains else 0)) * h * tokens
 
     buffers_fb = 0.0
-    if amp and zero == 0 and setup.method in ("full", "freeze"):
+    if amp and setup.method in ("full", "freeze"):
         # AMP casts each fp32 weight matrix to bf16 and keeps the cast for backward; under full
         # recomputation only the head's cast survives the forward (a block's casts live while it re-runs).
         matrices_cast = trainable * _linear_share(spec, counts)
