@@ -13,6 +13,7 @@ DATA = {
     "rm": "builtin:arith-pref",
     "dpo": "builtin:arith-pref",
     "kto": "builtin:arith-kto",
+    "orpo": "builtin:arith-pref",
     "rlhf": "builtin:arith-pref",
     "distill": "builtin:arith-sft",
     "classify": "builtin:sentiment",

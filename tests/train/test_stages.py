@@ -14,7 +14,7 @@ from lmforge.train.run import run_training
 CAUSAL_CASES = [
     ("pretrain", "full"), ("pretrain", "lora"),
     ("sft", "full"), ("sft", "freeze"), ("sft", "lora"), ("sft", "prompt"), ("sft", "prefix"),
-    ("dpo", "full"), ("dpo", "lora"), ("kto", "lora"), ("distill", "full"), ("distill", "lora"),
+    ("dpo", "full"), ("dpo", "lora"), ("kto", "lora"), ("orpo", "lora"), ("distill", "full"), ("distill", "lora"),
 ]
 
 
@@ -54,6 +54,8 @@ def _check_run(result, head: str, base_dir: Path) -> None:
 @pytest.mark.parametrize(("stage", "method"), CAUSAL_CASES)
 def test_causal_stage_trains_and_loads_back(stage, method, make_config, tiny_llama_dir):
     extra = {"distill": {"teacher": str(tiny_llama_dir)}} if stage == "distill" else {}
+    if stage == "orpo":  # trl's ORPO loss is NaN for a pair whose completion is truncated away entirely
+        extra["data"] = {"max_len": 256}
     if stage == "pretrain" and method == "full":  # from scratch: the weights come from model.config
         extra["model"] = {"path": None, "tokenizer": str(tiny_llama_dir), "config": {
             "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,

@@ -19,7 +19,7 @@ def train(
     fsdp: bool = typer.Option(False, "--fsdp", help="With --nproc: shard with FSDP instead of DDP."),
     as_json: bool = typer.Option(False, "--json", help="Print the run result as JSON."),
 ) -> None:
-    """Train a model: pretrain, sft, rm, dpo, kto, rlhf, distill, classify or mlm, from one YAML config."""
+    """Train a model: pretrain, sft, rm, dpo, kto, orpo, rlhf, distill, classify or mlm, from one YAML config."""
     from lmforge.errors import UserInputError
     from lmforge.train import config as train_config
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lmforge.errors import ConfigError, join_problems
 
-Stage = Literal["pretrain", "sft", "rm", "dpo", "kto", "rlhf", "distill", "classify", "mlm"]
+Stage = Literal["pretrain", "sft", "rm", "dpo", "kto", "orpo", "rlhf", "distill", "classify", "mlm"]
 STAGES: tuple[str, ...] = typing.get_args(Stage)
 Method = Literal["full", "freeze", "lora", "qlora", "prompt", "prefix"]
 
@@ -95,7 +95,7 @@ class TrainSection(_Section):
 
 
 class DpoSection(_Section):
-    beta: float = Field(0.1, gt=0, description="dpo/kto: strength of the pull towards the reference model")
+    beta: float = Field(0.1, gt=0, description="dpo/kto: pull towards the reference model; orpo: odds-ratio weight")
 
 
 class RlhfSection(_Section):
@@ -253,7 +253,7 @@ def config_to_yaml(config: TrainConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-_STAGE_SECTIONS = {"dpo": ("dpo", "kto"), "rlhf": ("rlhf",), "distill": ("distill",), "mlm": ("mlm",)}
+_STAGE_SECTIONS = {"dpo": ("dpo", "kto", "orpo"), "rlhf": ("rlhf",), "distill": ("distill",), "mlm": ("mlm",)}
 _STAGE_EXAMPLE = {
     "pretrain": {"data": {"train": "builtin:corpus"}, "model": {"path": None, "tokenizer": "TOKENIZER_FOLDER",
                  "config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
@@ -262,6 +262,7 @@ _STAGE_EXAMPLE = {
     "rm": {"data": {"train": "builtin:arith-pref"}},
     "dpo": {"data": {"train": "builtin:arith-pref"}, "method": {"name": "lora"}},
     "kto": {"data": {"train": "builtin:arith-kto"}, "method": {"name": "lora"}},
+    "orpo": {"data": {"train": "builtin:arith-pref"}, "method": {"name": "lora"}},
     "rlhf": {"data": {"train": "builtin:arith-pref"}, "rlhf": {"reward_model": "runs/rm"}},
     "distill": {"data": {"train": "builtin:arith-sft"}, "distill": {"teacher": "TEACHER_FOLDER"}},
     "classify": {"data": {"train": "builtin:sentiment"}},

@@ -185,7 +185,7 @@ def _record_base(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path,
     model.name_or_path = str(base_dir)
 
 
-CHAT_STAGES = ("sft", "rm", "dpo", "kto", "rlhf", "distill")
+CHAT_STAGES = ("sft", "rm", "dpo", "kto", "orpo", "rlhf", "distill")
 
 
 def _fix_chat_template(config: TrainConfig, tokenizer: Any) -> str | None:
