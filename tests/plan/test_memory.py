@@ -174,3 +174,13 @@ def test_zero3_parameter_offload_keeps_only_gathered_layers_on_gpu(llama7b):
     assert memory["weights"] == 0 and memory["optimizer_states"] == 0
     assert memory.cpu_offload_bytes > 10 * GB  # 16 B/param over 8 ranks, now in host RAM
     assert memory["buffers"] > 0  # the two layers gathered for compute
+
+
+def test_serving_splits_weights_over_tensor_and_pipeline_ranks(llama7b):
+    def weights(**layout) -> int:
+        return inference_memory(llama7b, InferenceSetup(), Layout(**layout))["weights"]
+
+    assert weights(tp=2) == pytest.approx(weights() / 2, rel=1e-6)
+    # Each of 4 stages holds 8 of 32 blocks plus the heavier end (embeddings or head: 131M parameters).
+    end = 32000 * 4096 * 2
+    assert weights(pp=4) == pytest.approx((weights() - 2 * end) / 4 + end, rel=1e-6)

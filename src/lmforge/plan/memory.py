@@ -491,11 +491,15 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
     fmt = weight_format(setup.weight_format)
     tp, pp = layout.tp, layout.pp
     matrices = _linear_layer_params(counts)
-    rest = counts.total_params - matrices  # embeddings, head, norms, routers
+    ends = {"first": counts.embedding_params, "last": counts.output_params}  # embeddings; final norm + head
     rest_bits = fmt.bits_per_weight if fmt.quantizes_embeddings else 16  # bitsandbytes/GPTQ/AWQ keep them 16-bit
-    weights = (matrices * fmt.bits_per_weight + rest * rest_bits) / 8
-    # Pipeline stages split the layers; the first also holds the embeddings (the heavier end is what counts).
-    weights = weights / pp + (counts.embedding_params * rest_bits / 8 if pp > 1 else 0)
+    in_layers = counts.total_params - matrices - sum(ends.values())  # norms, routers
+    layers = (matrices * fmt.bits_per_weight + in_layers * rest_bits) / 8
+    # Pipeline stages split the layers; the first adds the embeddings, the last the head (the heavier counts).
+    if pp == 1:
+        weights = layers + sum(ends.values()) * rest_bits / 8
+    else:
+        weights = layers / pp + max(ends.values()) * rest_bits / 8
     weights /= tp
 
     per_token = kv_cache_bytes_per_token(spec, setup.kv_dtype, layout)
