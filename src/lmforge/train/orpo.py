@@ -4,7 +4,7 @@ weight (dpo.beta here, default 0.1 as in the paper)."""
 
 from __future__ import annotations
 
-import os
+import warnings
 from typing import Any
 
 from lmforge.train.context import StageContext
@@ -14,8 +14,9 @@ DATA_KIND = "preference"
 
 
 def build_trainer(ctx: StageContext) -> Any:
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # the experimental-API warning is said in the docs
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    with warnings.catch_warnings():  # docs/train.md says it is trl's experimental API; no warning per run
+        warnings.filterwarnings("ignore", message=".*trl.experimental.*")
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
     return ctx.wrap(ORPOTrainer)(
         model=ctx.model,
