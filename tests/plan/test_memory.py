@@ -181,6 +181,6 @@ def test_serving_splits_weights_over_tensor_and_pipeline_ranks(llama7b):
         return inference_memory(llama7b, InferenceSetup(), Layout(**layout))["weights"]
 
     assert weights(tp=2) == pytest.approx(weights() / 2, rel=1e-6)
-    # Each of 4 stages holds 8 of 32 blocks plus the heavier end (embeddings or head: 131M parameters).
-    end = 32000 * 4096 * 2
-    assert weights(pp=4) == pytest.approx((weights() - 2 * end) / 4 + end, rel=1e-6)
+    # Each of 4 stages holds 8 of 32 blocks plus the heavier end: the last stage's head and final norm.
+    embeddings, head = 32000 * 4096 * 2, (32000 * 4096 + 4096) * 2
+    assert weights(pp=4) == pytest.approx((weights() - embeddings - head) / 4 + head, rel=1e-6)
