@@ -85,3 +85,19 @@ def test_pickle_weights_load_only_after_the_scanner_passes_them(tmp_path, tiny_l
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
     with pytest.raises(UnsafeFileError, match="pytorch_model.bin"):
         load_model(str(folder))
+
+
+def test_an_adapter_trained_with_added_tokens_loads_onto_its_smaller_base(tmp_path, tiny_llama_dir, loaded):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|tool|>"]})
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    base.resize_token_embeddings(len(tokenizer))
+    config = LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["embed_tokens", "lm_head"])
+    get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
+    tokenizer.save_pretrained(tmp_path / "adapter")
+
+    tuned = load_model(str(tmp_path / "adapter"))
+    assert tuned.model.get_input_embeddings().num_embeddings == len(tokenizer) == len(loaded.tokenizer) + 1

@@ -217,14 +217,16 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
         adapter_dir, model_ref = model_ref, _resolve_base(adapter_base(model_ref), model_ref)
 
     base = _load_causal_lm(model_ref, dtype_value)
+    tokenizer = _load_tokenizer(adapter_dir, model_ref)
     if adapter_dir is not None:
         from peft import PeftModel
 
         check_pickles(adapter_dir)
+        if len(tokenizer) > base.get_input_embeddings().num_embeddings:
+            base.resize_token_embeddings(len(tokenizer))  # the fine-tune added tokens; its adapter expects them
         base = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     base.to(target).eval()
 
-    tokenizer = _load_tokenizer(adapter_dir, model_ref)
     template = resolve_template(tokenizer)
     name = _display_name(model_ref, adapter_dir)
     return LoadedModel(
