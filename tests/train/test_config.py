@@ -112,3 +112,14 @@ def test_fp16_on_cpu_is_refused_and_auto_means_fp32():
     assert precision_flags("bf16") == {"bf16": True, "fp16": False}
     with pytest.raises(UserInputError, match="fp16 mixed precision needs a CUDA GPU"):
         precision_flags("fp16")
+
+
+def test_missing_model_folders_are_named_before_the_run_folder_is_created(tmp_path):
+    from lmforge.errors import NotFoundError
+    from lmforge.train.run import run_training
+
+    config = validate_config({"stage": "rlhf", "out": str(tmp_path / "run"), "model": {"path": str(tmp_path / "a")},
+                              "rlhf": {"reward_model": str(tmp_path / "b")}})
+    with pytest.raises(NotFoundError, match="model.path: .*rlhf.reward_model: "):
+        run_training(config, progress=False)
+    assert not (tmp_path / "run").exists()

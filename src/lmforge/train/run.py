@@ -99,7 +99,29 @@ def _check_same_run(config: TrainConfig, run_dir: Path) -> None:
         )
 
 
+def _check_sources(config: TrainConfig) -> None:
+    """Every model folder the run will read exists, checked before the run folder is touched."""
+    from lmforge.errors import NotFoundError, join_problems
+
+    folders = {"init_from": config.init_from, "model.path": config.model.path,
+               "rlhf.reward_model": config.rlhf.reward_model if config.stage == "rlhf" else None,
+               "distill.teacher": config.distill.teacher if config.stage == "distill" else None}
+    problems = []
+    for key, source in folders.items():
+        if source is None:
+            continue
+        try:
+            resolve_model_folder(source)
+        except NotFoundError as error:
+            problems.append(f"{key}: {error}")
+    if config.model.tokenizer is not None and not Path(config.model.tokenizer).is_dir():
+        problems.append(f"model.tokenizer: folder {config.model.tokenizer} does not exist")
+    if problems:
+        raise NotFoundError(join_problems(problems))
+
+
 def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
+    _check_sources(config)
     run_dir = Path(config.out)
     checkpoint_root = run_dir / "checkpoints"
     if resume:
