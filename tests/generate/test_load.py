@@ -101,3 +101,14 @@ def test_an_adapter_trained_with_added_tokens_loads_onto_its_smaller_base(tmp_pa
 
     tuned = load_model(str(tmp_path / "adapter"))
     assert tuned.model.get_input_embeddings().num_embeddings == len(tokenizer) == len(loaded.tokenizer) + 1
+
+
+def test_the_base_of_a_run_an_adapter_or_an_adapter_option(run_dir, tiny_llama_dir, tiny_adapter_dir, tmp_path):
+    from lmforge.generate.load import base_of
+
+    (run_dir / "config.yaml").write_text(f"stage: sft\ninit_from: null\nmodel:\n  path: {tiny_llama_dir}\n")
+    assert base_of(str(run_dir)) == str(tiny_llama_dir)
+    assert base_of(str(tiny_adapter_dir)) == str(tiny_llama_dir)
+    assert base_of("anything", adapter=str(tiny_adapter_dir)) == "anything"
+    with pytest.raises(NotFoundError, match="--compare BASE_MODEL"):
+        base_of(str(tiny_llama_dir))

@@ -38,7 +38,8 @@ def eval_command(
     data: Annotated[str | None, typer.Option(help="Evaluation data: a file, folder or builtin:NAME (test split).")] = None,
     task: Annotated[str | None, typer.Option(help="generation | classification | reward | perplexity "
                                                   "(default: from the data's kind).")] = None,
-    compare: Annotated[str | None, typer.Option(help="A second model (the base) scored in the same table.")] = None,
+    compare: Annotated[str | None, typer.Option(help="A second model scored in the same table; 'base' = the "
+                                                     "model MODEL was fine-tuned from.")] = None,
     adapter: Annotated[str | None, typer.Option(help="A LoRA adapter applied on top of MODEL.")] = None,
     suite: Annotated[str | None, typer.Option(help="A built-in suite instead of --data: stress.")] = None,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: ./eval-<model name>).")] = None,
@@ -105,7 +106,9 @@ def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None,
     cases = suite_cases(suite)
     models = [load_model(model, adapter=adapter, device=device)]
     if compare:
-        models.append(load_model(compare, device=device))
+        from lmforge.generate.load import base_of
+
+        models.append(load_model(base_of(model, adapter=adapter) if compare == "base" else compare, device=device))
     if progress:
         from rich.progress import Progress
 

@@ -45,11 +45,16 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
                    adapter: str | None = None, limit: int | None = None, split: str | None = None,
                    extract: str = "answer", params: Any = None, device: str | None = None,
                    batch_size: int = 8, progress: bool = False) -> EvalReport:
-    """Evaluate `model` on `data` (any lmforge data source); `compare` is the baseline it is measured against."""
+    """Evaluate `model` on `data` (any lmforge data source); `compare` is the baseline it is measured against
+    ("base": the model it was fine-tuned from, read from its adapter or run folder)."""
     if limit is not None and limit < 1:
         raise UserInputError(f"--limit must be at least 1, got {limit}")
     if batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {batch_size}")
+    if compare == "base":
+        from lmforge.generate.load import base_of
+
+        compare = base_of(model, adapter=adapter)
     records, kind, label_names = _load_records(data, split, limit)
     task = task or _TASK_OF_KIND.get(kind)
     if task not in TASKS:

@@ -236,6 +236,29 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     )
 
 
+def base_of(model: str, *, adapter: str | None = None) -> str:
+    """The model `model` was fine-tuned from, for base-vs-tuned comparisons (`--compare base`).
+
+    With `adapter`, MODEL itself is the base. An adapter folder names its base; a training run records
+    it in RUN/config.yaml (init_from, else model.path).
+    """
+    if adapter is not None:
+        return model
+    folder = resolve_model_path(model)
+    if _is_adapter(folder):
+        return str(_resolve_base(adapter_base(folder), folder))
+    run = {"final": folder.parent, "checkpoints": folder.parent.parent}.get(
+        folder.name if folder.name == "final" else folder.parent.name)
+    if run is not None and (run / "config.yaml").is_file():
+        import yaml
+
+        config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        base = config.get("init_from") or (config.get("model") or {}).get("path")
+        if base:
+            return str(base)
+    raise NotFoundError(f"cannot tell which base model {model} was trained from; pass it: --compare BASE_MODEL")
+
+
 def _looks_like_hub_id(text: str) -> bool:
     return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", text))
 
