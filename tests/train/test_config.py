@@ -123,3 +123,11 @@ def test_missing_model_folders_are_named_before_the_run_folder_is_created(tmp_pa
     with pytest.raises(NotFoundError, match="model.path: .*rlhf.reward_model: "):
         run_training(config, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_bpe_tokenizer_needs_a_size_and_a_from_scratch_model():
+    with pytest.raises(ConfigError, match="bpe:N with N >= 300"):
+        validate_config({"model": {"path": "m", "tokenizer": "bpe:512"}})
+    with pytest.raises(ConfigError, match="bpe:N with N >= 300"):
+        validate_config({"model": {"config": {"model_type": "llama"}, "tokenizer": "bpe:lots"}})
+    assert validate_config({"model": {"config": {"model_type": "llama"}, "tokenizer": "bpe:512"}})

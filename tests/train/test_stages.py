@@ -57,12 +57,17 @@ def test_causal_stage_trains_and_loads_back(stage, method, make_config, tiny_lla
     if stage == "orpo":  # trl's ORPO loss is NaN for a pair whose completion is truncated away entirely
         extra["data"] = {"max_len": 256}
     if stage == "pretrain" and method == "full":  # from scratch: the weights come from model.config
-        extra["model"] = {"path": None, "tokenizer": str(tiny_llama_dir), "config": {
+        extra["model"] = {"path": None, "tokenizer": "bpe:300", "config": {
             "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
             "num_attention_heads": 2, "num_key_value_heads": 1}}
     result = run_training(make_config(stage, method, **extra), progress=False)
-    if stage == "pretrain" and method == "full":
-        assert result.total_params < 40_000 and result.final_metrics["train_loss"] > 0
+    if stage == "pretrain" and method == "full":  # with a BPE trained on the corpus, saved for --resume
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        assert len(AutoTokenizer.from_pretrained(result.run_dir / "tokenizer")) == 300
+        assert len(AutoTokenizer.from_pretrained(result.final_dir)) == 300
+        assert AutoModelForCausalLM.from_pretrained(result.final_dir).config.vocab_size == 300
+        assert result.final_metrics["train_loss"] > 0
         return
     _check_run(result, "ModelForCausalLM", tiny_llama_dir)
 

@@ -30,7 +30,9 @@ class ModelSection(_Section):
     config: dict[str, Any] | None = Field(
         None, description="from scratch: HF config keys with model_type, e.g. {model_type: llama, hidden_size: 64}"
     )
-    tokenizer: str | None = Field(None, description="tokenizer folder; defaults to the model folder")
+    tokenizer: str | None = Field(
+        None, description="tokenizer folder (defaults to the model folder), or bpe:N to train an N-token BPE on data.train"
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="weights dtype on load")
 
 
@@ -140,7 +142,10 @@ class TrainConfig(_Section):
         if self.model.config is not None and "model_type" not in self.model.config:
             problems.append("model.config: needs model_type (e.g. llama, bert)")
         if self.model.config is not None and self.model.tokenizer is None:
-            problems.append("model.tokenizer: a from-scratch model needs a tokenizer folder")
+            problems.append("model.tokenizer: a from-scratch model needs a tokenizer folder or bpe:N")
+        bpe = self.model.tokenizer or ""
+        if bpe.startswith("bpe:") and (not bpe[4:].isdigit() or int(bpe[4:]) < 300 or self.model.config is None):
+            problems.append(f"model.tokenizer: {bpe} must be bpe:N with N >= 300, for a from-scratch model.config")
         if self.model.config is not None and self.init_from is None and self.method.name not in ("full", "freeze"):
             problems.append(f"method.name: {self.method.name} adapts a pretrained model; from scratch use full")
         if self.stage == "rlhf" and not self.rlhf.reward_model:

@@ -55,6 +55,15 @@ def _load_source(source: str, kind: str | None, columns: dict[str, str] | None, 
     return dataset, str(getattr(result.kind, "value", result.kind))
 
 
+def load_texts(config: TrainConfig) -> list[str]:
+    """The `text` column of the training data (to train a tokenizer on)."""
+    data = config.data
+    dataset, kind = _load_source(data.train, data.kind, data.columns, data.max_examples, config.train.seed, "train")
+    if kind != "text":
+        raise UserInputError(f"model.tokenizer bpe:N trains on text data, but {data.train} is {kind}")
+    return list(dataset["text"])
+
+
 def _label_names(dataset: Any) -> list[str] | None:
     feature = dataset.features.get("label")
     names = getattr(feature, "names", None)

@@ -75,7 +75,7 @@ def planned_deepspeed_mode(config: TrainConfig, nproc: int) -> str | None:
 
     if not config.train.target_gpu:
         raise UserInputError("--deepspeed plan needs train.target_gpu (the GPU the planner lays the run out for)")
-    tokenizer = load_tokenizer(config) if config.model.config is not None else None
+    tokenizer = load_tokenizer(config, Path(config.out)) if config.model.config is not None else None
     plan = plan_run(config, hf_config(config, tokenizer), nproc)
     if "error" in plan:
         raise UserInputError(f"--deepspeed plan: {plan['error']}")

@@ -38,9 +38,36 @@ def _adapter_base(folder: Path) -> str:
     return json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
-def load_tokenizer(config: TrainConfig) -> Any:
+BPE_PREFIX = "bpe:"
+
+
+def _train_tokenizer(config: TrainConfig, run_dir: Path, main: bool) -> Any:
+    """`model.tokenizer: bpe:N`: a byte-level BPE of N tokens trained on the run's training text, saved
+    in RUN/tokenizer (and reused from there on --resume) so a from-scratch run needs no download."""
     from transformers import AutoTokenizer
 
+    from lmforge.data.tokenizer import train_bpe_tokenizer
+    from lmforge.fileio import atomic_directory
+    from lmforge.train.context import load_texts
+
+    folder = run_dir / "tokenizer"
+    if folder.is_dir():
+        return AutoTokenizer.from_pretrained(folder)
+    tokenizer = train_bpe_tokenizer(load_texts(config), vocab_size=int(config.model.tokenizer[len(BPE_PREFIX):]))
+    if main:
+        with atomic_directory(folder) as temporary:
+            tokenizer.save_pretrained(str(temporary))
+    return tokenizer
+
+
+def load_tokenizer(config: TrainConfig, run_dir: Path | None = None, main: bool = True) -> Any:
+    """The run's tokenizer: model.tokenizer, else the model folder's; `bpe:N` trains one (needs run_dir)."""
+    from transformers import AutoTokenizer
+
+    if config.model.tokenizer and config.model.tokenizer.startswith(BPE_PREFIX):
+        if run_dir is None:
+            raise ConfigError("model.tokenizer bpe:N is trained inside a run; use lmforge train")
+        return _train_tokenizer(config, run_dir, main)
     source = config.model.tokenizer or config.init_from or config.model.path
     assert source is not None  # the config validator guarantees a model source
     folder = resolve_model_folder(source) if config.model.tokenizer is None else Path(source)

@@ -114,7 +114,10 @@ def _check_sources(config: TrainConfig) -> None:
             resolve_model_folder(source)
         except NotFoundError as error:
             problems.append(f"{key}: {error}")
-    if config.model.tokenizer is not None and not Path(config.model.tokenizer).is_dir():
+    from lmforge.train.loading import BPE_PREFIX
+
+    tokenizer = config.model.tokenizer
+    if tokenizer is not None and not tokenizer.startswith(BPE_PREFIX) and not Path(tokenizer).is_dir():
         problems.append(f"model.tokenizer: folder {config.model.tokenizer} does not exist")
     if problems:
         raise NotFoundError(join_problems(problems))
@@ -269,7 +272,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
 
     stage = stage_module(config.stage)
     set_seed(config.train.seed)
-    tokenizer = load_tokenizer(config)
+    tokenizer = load_tokenizer(config, run_dir, main)
     template_name = _fix_chat_template(config, tokenizer)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     model_config = hf_config(config, tokenizer)
