@@ -42,6 +42,7 @@ ALLOCATOR_SLACK = 0.05
 _HALF = 2
 _FP32 = 4
 _KV_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
+_LAYER_NORM = {"gpt2"}  # LayerNorm without the RMSNorm fp32 upcast
 _QK_NORM = {"qwen3", "qwen3_moe", "gemma3_text"}
 _NON_GATED_MLP = {"gpt2", "bert", "roberta", "t5", "mt5", "umt5"}
 
@@ -216,6 +217,9 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
         return shared, copies
 
     def norm(names: tuple[str, ...]) -> float:
+        if spec.model_type in _LAYER_NORM:
+            # nn.LayerNorm saves its input (plus per-token mean and rstd), no upcast copy, no normalised tensor.
+            return residual * h + sum(consumers(names, h, residual))
         normalised = residual * h if trains_base else 0  # saved by `weight * x` only when weight needs a gradient
         return _FP32 * h + normalised + sum(consumers(names, h, residual))
 
@@ -231,6 +235,11 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
     mlp_inner = _mlp_inner_width(spec)
     saved += compute * _mlp_saved_width(spec)
     saved += sum(consumers((block.mlp_output,), mlp_inner, compute))
+    if spec.config.get("activation_function", spec.config.get("hidden_act")) == "gelu_new":
+        # HF's NewGELUActivation is tanh-GELU written in Python: it saves tanh(.), 0.5x and 1 + tanh(.).
+        saved += 3 * compute * mlp_inner
+    if float(spec.config.get("resid_pdrop", 0.1 if spec.model_type == "gpt2" else 0.0) or 0.0) > 0:
+        saved += 2 * h  # residual dropout after attention and after the MLP: a 1-byte mask each
     if setup.recompute == "selective":
         # Selective recomputation (Korthikanti §5) re-runs the attention core: q, k, v and its output are not kept.
         saved -= compute * (q_dim + k_dim + v_dim)

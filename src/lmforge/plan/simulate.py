@@ -127,6 +127,11 @@ def _hf_config(spec: ModelSpec, num_layers: int, attention: str):
     values = {k: v for k, v in spec.config.items() if k not in ("model_type", "architectures", "auto_map")}
     values["num_hidden_layers"] = num_layers
     values["use_cache"] = False
+    if attention == "sdpa":
+        # GPU flash/efficient kernels apply attention dropout inside the kernel without an s x s tensor;
+        # the CPU fallback would materialise it, so attention dropout is off here (residual dropout stays).
+        attention_dropout_key = "attn_pdrop" if spec.model_type == "gpt2" else "attention_dropout"
+        values[attention_dropout_key] = 0.0
     for key in ("first_k_dense_replace",):  # DeepSeek: keep the layer count consistent when shrinking
         if key in values:
             values[key] = min(values[key], num_layers)
