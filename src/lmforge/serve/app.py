@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmforge.errors import UserInputError
 from lmforge.generate.load import LoadedModel
 from lmforge.serve.engine import Engine, Event, QueueFullError, Request
 from lmforge.serve.metrics import Metrics
@@ -47,6 +49,40 @@ class _Choice:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+
+
+class _Bridge:
+    """Events from the engine thread to one HTTP request's coroutine. The loop is woken at most once per batch of
+    events (not once per token), and the coroutine takes everything that arrived since it last looked."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._items: list[tuple[int, Event]] = []
+        self._ready = asyncio.Event()
+        self._lock = threading.Lock()
+        self._wake_pending = False
+
+    def push(self, index: int, event: Event) -> None:  # engine thread
+        with self._lock:
+            self._items.append((index, event))
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:  # event loop
+        with self._lock:
+            self._wake_pending = False
+        self._ready.set()
+
+    async def get_all(self) -> list[tuple[int, Event]]:
+        while True:
+            with self._lock:
+                if self._items:
+                    items, self._items = self._items, []
+                    return items
+                self._ready.clear()
+            await self._ready.wait()
 
 
 def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (),
@@ -192,12 +228,11 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                 "usage": usage(sum(r.prompt_ids.__len__() for r in requests[::body.n]),
                                sum(c.completion_tokens for c in choices))}
 
-    def submit(requests: list[Request]) -> asyncio.Queue:
-        """Hand every request to the engine; their events arrive on one queue as (index, Event)."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+    def submit(requests: list[Request]) -> _Bridge:
+        """Hand every request to the engine; their events arrive on one bridge as (index, Event)."""
+        bridge = _Bridge(asyncio.get_running_loop())
         for index, request in enumerate(requests):
-            request.on_event = lambda event, i=index: loop.call_soon_threadsafe(queue.put_nowait, (i, event))
+            request.on_event = lambda event, i=index: bridge.push(i, event)
             try:
                 engine.submit(request)
             except QueueFullError as error:
@@ -205,7 +240,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                     earlier.cancel()
                 raise ApiError(429, str(error), type="rate_limit_error", code="queue_full",
                                headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-        return queue
+        return bridge
 
     def build_requests(body: Any, key: str, loaded: LoadedModel, prompts: list[list[int]], logprobs: int | None,
                        prompt_param: str, max_tokens: int | None) -> list[Request]:
@@ -215,17 +250,17 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
             for i in range(body.n):
                 seed = params.seed + i if params.seed is not None else None
                 out.append(Request(key, prompt_ids, params.model_copy(update={"seed": seed}), lambda _: None,
-                                   logprobs=logprobs, timeout_s=request_timeout_s))
+                                   logprobs=logprobs, timeout_s=request_timeout_s, ignore_eos=body.ignore_eos))
         return out
 
-    async def collect(requests: list[Request], queue: asyncio.Queue, started: float) -> list[_Choice]:
+    async def collect(requests: list[Request], bridge: _Bridge, started: float) -> list[_Choice]:
         choices = [_Choice() for _ in requests]
         first: float | None = None
         try:
             while any(c.finish_reason is None for c in choices):
-                index, event = await queue.get()
-                first = first or time.perf_counter()
-                absorb(choices[index], event)
+                for index, event in await bridge.get_all():
+                    first = first or time.perf_counter()
+                    absorb(choices[index], event)
         finally:
             for request in requests:
                 request.cancel()
@@ -242,7 +277,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         metrics.record_generation(sum(c.prompt_tokens for c in choices), sum(c.completion_tokens for c in choices),
                                   time.perf_counter() - started, first - started if first else None)
 
-    async def stream_chat(body: ChatCompletionRequest, name: str, requests: list[Request], queue: asyncio.Queue,
+    async def stream_chat(body: ChatCompletionRequest, name: str, requests: list[Request], bridge: _Bridge,
                           tools: ToolPlan, started: float) -> AsyncIterator[str]:
         ident, created = new_id("chatcmpl"), now_s()
 
@@ -256,36 +291,38 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         undecided = [tools.parse for _ in requests]
         first: float | None = None
         try:
-            for index in range(len(requests)):
-                yield chunk(index, {"role": "assistant", "content": ""})
+            yield "".join(chunk(index, {"role": "assistant", "content": ""}) for index in range(len(requests)))
             while any(c.finish_reason is None for c in choices):
-                index, event = await queue.get()
-                first = first or time.perf_counter()
-                choice = choices[index]
-                absorb(choice, event)
-                if choice.finish_reason in ("timeout", "error"):
-                    yield sse(ApiError(504 if choice.finish_reason == "timeout" else 500, choice.error or "",
-                                       type=f"{choice.finish_reason}_error").body())
-                    yield "data: [DONE]\n\n"
-                    return
-                logprobs = chat_logprobs([event.logprob]) if body.logprobs and event.logprob else None
-                text = event.text
-                if undecided[index]:
-                    held[index] += text
-                    text = ""
-                    if not tools.prefill and not might_be_tool_call(held[index]):
-                        undecided[index], text, held[index] = False, held[index], ""
-                if text or logprobs:
-                    yield chunk(index, {"content": text}, logprobs=logprobs)
-                if choice.finish_reason is not None:
+                out = []  # everything that arrived since the last wake-up goes out in one write
+                for index, event in await bridge.get_all():
+                    first = first or time.perf_counter()
+                    choice = choices[index]
+                    absorb(choice, event)
+                    if choice.finish_reason in ("timeout", "error"):
+                        out += [sse(ApiError(504 if choice.finish_reason == "timeout" else 500, choice.error or "",
+                                             type=f"{choice.finish_reason}_error").body()), "data: [DONE]\n\n"]
+                        yield "".join(out)
+                        return
+                    logprobs = chat_logprobs([event.logprob]) if body.logprobs and event.logprob else None
+                    text = event.text
                     if undecided[index]:
-                        content, calls = parse_tool_calls(tools.prefill + held[index])
-                        if calls:
-                            yield chunk(index, {"tool_calls": [{"index": k, **call} for k, call in enumerate(calls)]})
-                            choice.finish_reason = "tool_calls"
-                        elif held[index]:
-                            yield chunk(index, {"content": held[index]})
-                    yield chunk(index, {}, finish=choice.finish_reason)
+                        held[index] += text
+                        text = ""
+                        if not tools.prefill and not might_be_tool_call(held[index]):
+                            undecided[index], text, held[index] = False, held[index], ""
+                    if text or logprobs:
+                        out.append(chunk(index, {"content": text}, logprobs=logprobs))
+                    if choice.finish_reason is not None:
+                        if undecided[index]:
+                            content, calls = parse_tool_calls(tools.prefill + held[index])
+                            if calls:
+                                out.append(chunk(index, {"tool_calls": [{"index": k, **call}
+                                                                        for k, call in enumerate(calls)]}))
+                                choice.finish_reason = "tool_calls"
+                            elif held[index]:
+                                out.append(chunk(index, {"content": held[index]}))
+                        out.append(chunk(index, {}, finish=choice.finish_reason))
+                yield "".join(out)
             record(choices, started, first)
             if body.include_usage:
                 yield sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": name,
@@ -296,7 +333,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
             for request in requests:
                 request.cancel()
 
-    async def stream_completion(body: CompletionRequest, name: str, requests: list[Request], queue: asyncio.Queue,
+    async def stream_completion(body: CompletionRequest, name: str, requests: list[Request], bridge: _Bridge,
                                 started: float) -> AsyncIterator[str]:
         ident, created = new_id("cmpl"), now_s()
 
@@ -308,20 +345,23 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         first: float | None = None
         try:
             while any(c.finish_reason is None for c in choices):
-                index, event = await queue.get()
-                first = first or time.perf_counter()
-                absorb(choices[index], event)
-                reason = choices[index].finish_reason
-                if reason in ("timeout", "error"):
-                    yield sse(ApiError(504 if reason == "timeout" else 500, choices[index].error or "",
-                                       type=f"{reason}_error").body())
-                    yield "data: [DONE]\n\n"
-                    return
-                logprobs = completion_logprobs([event.logprob]) if event.logprob and body.logprobs is not None else None
-                if event.text or logprobs:
-                    yield chunk(index, event.text, logprobs=logprobs)
-                if reason is not None:
-                    yield chunk(index, "", finish=reason)
+                out = []
+                for index, event in await bridge.get_all():
+                    first = first or time.perf_counter()
+                    absorb(choices[index], event)
+                    reason = choices[index].finish_reason
+                    if reason in ("timeout", "error"):
+                        out += [sse(ApiError(504 if reason == "timeout" else 500, choices[index].error or "",
+                                             type=f"{reason}_error").body()), "data: [DONE]\n\n"]
+                        yield "".join(out)
+                        return
+                    logprobs = (completion_logprobs([event.logprob])
+                                if event.logprob and body.logprobs is not None else None)
+                    if event.text or logprobs:
+                        out.append(chunk(index, event.text, logprobs=logprobs))
+                    if reason is not None:
+                        out.append(chunk(index, "", finish=reason))
+                yield "".join(out)
             record(choices, started, first)
             if body.include_usage:
                 yield sse({"id": ident, "object": "text_completion", "created": created, "model": name, "choices": [],
@@ -420,3 +460,60 @@ def might_be_tool_call(text: str) -> bool:
 
 def sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload)}\n\n"
+
+
+def parse_adapters(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """`NAME=DIR` pairs from --adapter options (the name is the model name clients ask for)."""
+    pairs = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UserInputError(f"--adapter {spec!r}: write NAME=DIR (clients select it with model=NAME)")
+        pairs.append((name, path))
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise UserInputError(f"--adapter names must differ (got {', '.join(names)})")
+    return pairs
+
+
+def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_model_name: str | None = None,
+                max_batch_size: int = 16, max_queue: int = 256, device: str | None = None,
+                dtype: str | None = None) -> Engine:
+    """An engine holding MODEL (under its served name) and each LoRA adapter merged onto its own copy."""
+    from lmforge.generate.load import load_model
+
+    base = load_model(model, device=device, dtype=dtype)
+    models = {served_model_name or base.name: base}
+    for name, path in adapters:
+        if name in models:
+            raise UserInputError(f"--adapter name {name!r} is already the base model's name; choose another")
+        models[name] = load_model(model, adapter=path, device=device, dtype=dtype)
+    return Engine(models, max_batch_size=max_batch_size, max_queue=max_queue)
+
+
+def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "127.0.0.1", port: int = 8000,
+          api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (), served_model_name: str | None = None,
+          max_batch_size: int = 16, max_queue: int = 256, request_timeout_s: float | None = 600.0,
+          device: str | None = None, dtype: str | None = None, threads: int | None = None,
+          on_ready: Any = None) -> None:
+    """Load the model(s) and serve them with uvicorn until interrupted (Ctrl-C / SIGTERM finish in-flight requests).
+
+    `threads` sets torch's CPU threads: on a machine shared with other work, fewer threads than cores avoids
+    OpenMP threads spinning against each other (measured 10-20x slower tiny matmuls on a loaded 2-core host).
+    """
+    import uvicorn
+
+    if max_batch_size < 1 or max_queue < 1:
+        raise UserInputError("--max-batch-size and --max-queue must be >= 1")
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise UserInputError("--threads must be >= 1")
+        torch.set_num_threads(threads)
+    engine = load_engine(model, adapters=adapters, served_model_name=served_model_name,
+                         max_batch_size=max_batch_size, max_queue=max_queue, device=device, dtype=dtype)
+    app = create_app(engine, api_keys=api_keys, cors_origins=cors_origins, request_timeout_s=request_timeout_s)
+    if on_ready is not None:
+        on_ready(list(engine.models))
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=request_timeout_s)

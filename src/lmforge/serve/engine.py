@@ -65,6 +65,7 @@ class Request:
     timeout_s: float | None = None
     cancelled: bool = False
     deadline: float | None = None  # monotonic seconds; set by Engine.submit from timeout_s
+    ignore_eos: bool = False
 
     def cancel(self) -> None:
         """Ask the engine to stop this sequence at its next step (a client went away)."""
@@ -104,8 +105,10 @@ class _Sequence:
         """Pick the next token from this row's raw logits and report it."""
         import torch
 
-        ids = torch.tensor([self.request.prompt_ids + self.generated])
-        scores = self.processors(ids, logits[None].clone())[0] if len(self.processors) else logits
+        scores = logits
+        if len(self.processors):  # the repetition penalty needs every token so far
+            ids = torch.tensor([self.request.prompt_ids + self.generated])
+            scores = self.processors(ids, logits[None].clone())[0]
         if self.request.params.is_greedy:
             token = int(torch.argmax(scores))
         else:
@@ -360,7 +363,8 @@ class Engine:
     def _step(self, batch: _Batch, requests: list[Request]) -> None:
         if requests:
             stop_ids = set(batch.loaded.stop_token_ids)
-            batch.admit([_Sequence(r, batch.loaded, stop_ids) for r in requests], self.stats)
+            batch.admit([_Sequence(r, batch.loaded, set() if r.ignore_eos else stop_ids) for r in requests],
+                        self.stats)
             self.stats.finished += batch.drop_finished(time.monotonic())
         if batch.sequences:
             batch.decode(self.stats)

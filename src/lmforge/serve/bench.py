@@ -1,0 +1,334 @@
+"""Load benchmark for an OpenAI-compatible server: a concurrency sweep over loopback, beside a one-at-a-time baseline.
+
+Each level keeps `concurrency` streaming requests in flight until `requests` are done (or the level's time limit
+passes). Per request: TTFT (first token's chunk), time per output token ((last - first) / (tokens - 1)); per level:
+total output tokens / wall seconds. The baseline drives the same model through transformers' `generate`, one
+request at a time, with the same prompt and exactly as many new tokens. The planner's decode bound
+(lmforge.plan.throughput.inference_speed: bandwidth / bytes read per step) is printed beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from lmforge.errors import UserInputError
+
+DEFAULT_CONCURRENCY = (1, 4, 16, 64)
+BENCH_PROMPT = "Write a short story about a fox who learns to count."
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    requests: int
+    errors: int
+    wall_seconds: float
+    output_tokens: int
+    throughput_tokens_per_second: float
+    ttft_p50_seconds: float | None
+    ttft_p99_seconds: float | None
+    tpot_p50_seconds: float | None
+    tpot_p99_seconds: float | None
+    error_messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BaselineResult:
+    requests: int
+    output_tokens: int
+    seconds: float
+    throughput_tokens_per_second: float
+    runs_tokens_per_second: list[float] = field(default_factory=list)  # before and after the sweep
+
+
+@dataclass
+class DecodeBound:
+    weight_bytes: int
+    bandwidth_bytes_per_second: float  # measured here: a large tensor copy (read + write)
+    decode_tokens_per_second: float  # one sequence: bandwidth / bytes read per step
+
+
+@dataclass
+class ServeBenchResult:
+    model: str
+    max_tokens: int
+    levels: list[LevelResult]
+    baseline: BaselineResult | None
+    bound: DecodeBound | None
+
+    def speedup(self, concurrency: int) -> float | None:
+        level = next((lv for lv in self.levels if lv.concurrency == concurrency), None)
+        if level is None or self.baseline is None or not self.baseline.throughput_tokens_per_second:
+            return None
+        return level.throughput_tokens_per_second / self.baseline.throughput_tokens_per_second
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["speedup_vs_baseline"] = {lv.concurrency: self.speedup(lv.concurrency) for lv in self.levels}
+        return data
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+async def _one_request(client: Any, url: str, model: str, max_tokens: int, prompt: str) -> tuple[float, float, int]:
+    """(ttft, time per output token, output tokens) of one streamed completion."""
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "ignore_eos": True, "stream_options": {"include_usage": True}}
+    started = time.perf_counter()
+    first = last = None
+    tokens = 0
+    async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread()).decode()[:200]}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            # Only the rare chunks are parsed: the client must not be the bottleneck it measures.
+            if line.startswith('data: {"error"'):
+                raise RuntimeError(json.loads(line[6:])["error"].get("message", "stream error"))
+            if '"usage": {' in line:
+                tokens = json.loads(line[6:])["usage"]["completion_tokens"]
+            elif '"choices": []' not in line:
+                now = time.perf_counter()
+                first = first or now
+                last = now
+    if first is None or last is None:
+        raise RuntimeError("the stream carried no tokens")
+    return first - started, (last - first) / max(1, tokens - 1), tokens
+
+
+async def run_level(url: str, model: str, concurrency: int, requests: int, *, max_tokens: int,
+                    prompt: str = BENCH_PROMPT, api_key: str | None = None, time_limit_s: float = 120.0) -> LevelResult:
+    """Keep `concurrency` requests in flight until `requests` finished or `time_limit_s` passed."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    ttfts: list[float] = []
+    tpots: list[float] = []
+    errors: list[str] = []
+    output_tokens = 0
+    issued = 0
+    started = time.perf_counter()
+
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=time_limit_s) as client:
+        async def worker() -> None:
+            nonlocal issued, output_tokens
+            while issued < requests and time.perf_counter() - started < time_limit_s:
+                issued += 1
+                try:
+                    ttft, tpot, tokens = await _one_request(client, url, model, max_tokens, prompt)
+                except Exception as error:  # a benchmark counts failures, it does not stop on them
+                    errors.append(f"{type(error).__name__}: {error}"[:200])
+                    continue
+                ttfts.append(ttft)
+                tpots.append(tpot)
+                output_tokens += tokens
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    return LevelResult(
+        concurrency=concurrency, requests=len(ttfts) + len(errors), errors=len(errors), wall_seconds=wall,
+        output_tokens=output_tokens, throughput_tokens_per_second=output_tokens / wall if wall else 0.0,
+        ttft_p50_seconds=percentile(ttfts, 50), ttft_p99_seconds=percentile(ttfts, 99),
+        tpot_p50_seconds=percentile(tpots, 50), tpot_p99_seconds=percentile(tpots, 99),
+        error_messages=sorted(set(errors))[:5])
+
+
+def run_baseline(model_dir: str, *, requests: int, max_tokens: int, prompt: str = BENCH_PROMPT,
+                 threads: int | None = None) -> BaselineResult:
+    """The same model through transformers' generate, one request at a time, exactly `max_tokens` new tokens."""
+    import torch
+
+    from lmforge.generate.load import load_model
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    loaded = load_model(model_dir)
+    ids = torch.tensor([loaded.tokenizer(prompt)["input_ids"]], device=loaded.device)
+    total = 0
+    with torch.inference_mode():
+        loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False,
+                              pad_token_id=loaded.tokenizer.pad_token_id)  # warm-up
+        started = time.perf_counter()
+        for _ in range(requests):
+            out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                        max_new_tokens=max_tokens, min_new_tokens=max_tokens,
+                                        pad_token_id=loaded.tokenizer.pad_token_id)
+            total += out.shape[1] - ids.shape[1]
+        seconds = time.perf_counter() - started
+    return BaselineResult(requests=requests, output_tokens=total, seconds=seconds,
+                          throughput_tokens_per_second=total / seconds)
+
+
+def measure_bandwidth_bytes_per_second(size_bytes: int = 256 * 2**20) -> float:
+    """Host memory bandwidth from the best of three copies of a tensor larger than any CPU cache."""
+    import torch
+
+    source = torch.ones(size_bytes // 4, dtype=torch.float32)
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size_bytes / best  # each byte is read once and written once
+
+
+def decode_bound(model_dir: str) -> DecodeBound:
+    """The planner's decode ceiling for one sequence on this machine's measured bandwidth."""
+    import torch
+
+    from lmforge.generate.load import load_model
+    from lmforge.plan.models import resolve_model
+    from lmforge.plan.throughput import inference_speed
+
+    loaded = load_model(model_dir)
+    weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    params = sum(p.numel() for p in loaded.model.parameters())
+    bandwidth = measure_bandwidth_bytes_per_second()
+    speed = inference_speed(resolve_model(str(Path(model_dir))), weight_bytes_read=weight_bytes, kv_cache_bytes=0,
+                            compute_params=params, batch_size=1, prompt_tokens=1, tp=1,
+                            bandwidth_bytes_per_second=bandwidth, peak_flops_per_gpu=None)
+    return DecodeBound(weight_bytes=weight_bytes, bandwidth_bytes_per_second=bandwidth,
+                       decode_tokens_per_second=speed.decode_tokens_per_second or 0.0)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def local_server(model_dir: str, *, max_batch_size: int = 64, threads: int | None = None,
+                 start_timeout_s: float = 120.0) -> Iterator[str]:
+    """`lmforge serve MODEL` in a child process on a free loopback port; stopped (gracefully) afterwards."""
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "lmforge", "serve", model_dir, "--port", str(port),
+               "--max-batch-size", str(max_batch_size), "--max-queue", "1024"]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise UserInputError(f"the server exited: {process.stderr.read().decode()[-500:] if process.stderr else ''}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise UserInputError(f"the server did not answer /health within {start_timeout_s:.0f} s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def bench_serve(model: str | None = None, *, url: str | None = None, served_name: str | None = None,
+                concurrency: Sequence[int] = DEFAULT_CONCURRENCY, requests: int | None = None, max_tokens: int = 32,
+                baseline_requests: int = 8, api_key: str | None = None, time_limit_s: float = 120.0,
+                threads: int | None = None, on_level: Any = None) -> ServeBenchResult:
+    """Sweep `concurrency` against `url` (or a server started here for local `model`), beside the baseline.
+
+    `requests` per level defaults to max(8, 2 x concurrency). The baseline and the decode bound need `model`.
+    """
+    if model is None and url is None:
+        raise UserInputError("give a MODEL folder (a server is started for it) or --url of a running server")
+    if any(c < 1 for c in concurrency):
+        raise UserInputError("concurrency levels must be >= 1")
+
+    def sweep(target: str, name: str) -> list[LevelResult]:
+        levels = []
+        for level in concurrency:
+            count = requests or max(8, 2 * level)
+            result = asyncio.run(run_level(target, name, level, count, max_tokens=max_tokens, api_key=api_key,
+                                           time_limit_s=time_limit_s))
+            levels.append(result)
+            if on_level is not None:
+                on_level(result)
+        return levels
+
+    def baseline_run() -> BaselineResult | None:
+        if model is None:
+            return None
+        return run_baseline(str(model), requests=baseline_requests, max_tokens=max_tokens, threads=threads)
+
+    # The baseline runs before and after the sweep and the two are pooled: a shared machine's load drifts.
+    before = baseline_run()
+    if url is not None:
+        name = served_name or _first_model(url, api_key)
+        levels = sweep(url.rstrip("/"), name)
+    else:
+        with local_server(str(model), max_batch_size=max(concurrency), threads=threads) as local:
+            name = served_name or _first_model(local, api_key)
+            levels = sweep(local, name)
+    after = baseline_run()
+    baseline = bound = None
+    if before is not None and after is not None:
+        tokens, seconds = before.output_tokens + after.output_tokens, before.seconds + after.seconds
+        baseline = BaselineResult(requests=before.requests + after.requests, output_tokens=tokens, seconds=seconds,
+                                  throughput_tokens_per_second=tokens / seconds,
+                                  runs_tokens_per_second=[before.throughput_tokens_per_second,
+                                                          after.throughput_tokens_per_second])
+        bound = decode_bound(str(model))
+    return ServeBenchResult(model=name, max_tokens=max_tokens, levels=levels, baseline=baseline, bound=bound)
+
+
+def _first_model(url: str, api_key: str | None) -> str:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    data = httpx.get(f"{url}/v1/models", headers=headers, timeout=30).json().get("data") or []
+    if not data:
+        raise UserInputError(f"{url}/v1/models lists no model")
+    return data[0]["id"]
+
+
+def build_bench_model(folder: Path, *, hidden_size: int = 256, layers: int = 4) -> Path:
+    """A random-weight Llama big enough per token that batching matters on a CPU (default hidden 256, 4 layers),
+    with a trained byte-level BPE tokenizer: no download."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lmforge.data.tokenizer import train_bpe_tokenizer
+
+    corpus = [BENCH_PROMPT, "The quick brown fox jumps over the lazy dog.", "One two three four five six."] * 20
+    tokenizer = train_bpe_tokenizer(corpus, vocab_size=512)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+                         num_hidden_layers=layers, num_attention_heads=max(1, hidden_size // 64),
+                         num_key_value_heads=max(1, hidden_size // 64), max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
