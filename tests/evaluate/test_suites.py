@@ -27,3 +27,22 @@ def test_suite_collects_outputs_and_an_empty_rubric_sheet(tiny_llama_dir, tmp_pa
     assert all(row[dimension] == "" for row in rows for dimension in RUBRIC)
     assert rows[0]["prompt"] == "user: What is the capital of China?"
     assert "## safety-refusal" in paths["review"].read_text()
+
+
+def test_blind_review_hides_the_models_and_keeps_a_key(tmp_path):
+    from lmforge.evaluate.suites import StressOutput
+
+    models = ["base-model", "tuned-model"]
+    outputs = [StressOutput(case.name, case.category, model, case.prompt_text, f"{case.name}/{i}", "stop", 3)
+               for i, model in enumerate(models) for case in STRESS_CASES]
+    paths = write_stress(outputs, tmp_path, blind_review=True)
+    for name in ("rubric", "review", "results"):
+        assert not any(model in paths[name].read_text() for model in models)
+    rubric = list(csv.DictReader(io.StringIO(paths["rubric"].read_text())))
+    assert {row["model"] for row in rubric} == {"response A", "response B"}
+    key = {(row["case"], row["label"]): row["model"] for row in csv.DictReader(io.StringIO(paths["key"].read_text()))}
+    assert len(key) == 12
+    # the key maps every label back to the model that wrote that response
+    assert all(models[int(row["response"].split("/")[1])] == key[(row["case"], row["model"])] for row in rubric)
+    # and the order is shuffled per case, so "response A" is not always the same model
+    assert len({key[(case.name, "response A")] for case in STRESS_CASES}) == 2

@@ -42,6 +42,8 @@ def eval_command(
                                                      "model MODEL was fine-tuned from.")] = None,
     adapter: Annotated[str | None, typer.Option(help="A LoRA adapter applied on top of MODEL.")] = None,
     suite: Annotated[str | None, typer.Option(help="A built-in suite instead of --data: stress.")] = None,
+    blind: Annotated[bool, typer.Option("--blind", help="Suite with --compare: hide which model wrote each "
+                                                        "answer from reviewers (key in blind_key.csv).")] = False,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: ./eval-<model name>).")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
     split: Annotated[str | None, typer.Option(help="Which split of the data to read.")] = None,
@@ -69,7 +71,7 @@ def eval_command(
     out_dir = out or Path(f"eval-{Path(model.rstrip('/')).name}")
     progress = sys.stderr.isatty() and not json_output
     if suite is not None:
-        _run_suite(model, suite, adapter, compare, params, out_dir, device, json_output, progress)
+        _run_suite(model, suite, adapter, compare, params, out_dir, device, json_output, progress, blind)
         return
 
     from lmforge.evaluate.report import write_report
@@ -99,7 +101,7 @@ def eval_command(
 
 
 def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None, params: Any, out_dir: Path,
-               device: str | None, json_output: bool, progress: bool) -> None:
+               device: str | None, json_output: bool, progress: bool, blind: bool) -> None:
     from lmforge.evaluate.suites import run_stress, suite_cases, write_stress
     from lmforge.generate.load import load_model
 
@@ -117,9 +119,9 @@ def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None,
             outputs = run_stress(models, params, cases=cases, on_case=lambda: bar.advance(task))
     else:
         outputs = run_stress(models, params, cases=cases)
-    paths = write_stress(outputs, out_dir)
+    paths = write_stress(outputs, out_dir, blind_review=blind)
     if json_output:
-        typer.echo(json.dumps({"outputs": [asdict(o) for o in outputs],
+        typer.echo(json.dumps({"outputs": [] if blind else [asdict(o) for o in outputs],
                                "files": {k: str(v) for k, v in paths.items()}}, ensure_ascii=False))
         return
     typer.echo(f"{len(outputs)} outputs for review: {paths['review']}")

@@ -12,7 +12,9 @@ import csv
 import io
 import json
 import os
-from dataclasses import asdict, dataclass
+import random
+import string
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,11 +135,39 @@ def _review_markdown(outputs: list[StressOutput]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_stress(outputs: list[StressOutput], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+def blind(outputs: list[StressOutput], seed: int = 0) -> tuple[list[StressOutput], list[dict[str, str]]]:
+    """Per case, the models' answers in a shuffled order labelled "response A", "response B", ...: reviewers
+    who cannot tell base from tuned cannot favour either. The key maps each label back to its model."""
+    rng = random.Random(seed)
+    by_case: dict[str, list[StressOutput]] = {}
+    for output in outputs:
+        by_case.setdefault(output.case, []).append(output)
+    blinded, key = [], []
+    for case, group in by_case.items():
+        shuffled = rng.sample(group, len(group))
+        for letter, output in zip(string.ascii_uppercase, shuffled):
+            blinded.append(replace(output, model=f"response {letter}"))
+            key.append({"case": case, "label": f"response {letter}", "model": output.model})
+    return blinded, key
+
+
+def write_stress(outputs: list[StressOutput], out_dir: str | os.PathLike[str], *,
+                 blind_review: bool = False) -> dict[str, Path]:
+    """stress.md, stress.jsonl and rubric.csv; with `blind_review`, model names are replaced by shuffled
+    labels in all three and blind_key.csv (for whoever tallies, not the reviewers) maps them back."""
     out = Path(out_dir)
+    paths = {}
+    if blind_review:
+        outputs, key = blind(outputs)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["case", "label", "model"])
+        writer.writeheader()
+        writer.writerows(key)
+        paths["key"] = atomic_write_text(out / "blind_key.csv", buffer.getvalue())
     rows = "".join(json.dumps(asdict(o), ensure_ascii=False) + "\n" for o in outputs)
     return {
         "review": atomic_write_text(out / "stress.md", _review_markdown(outputs)),
         "results": atomic_write_text(out / "stress.jsonl", rows),
         "rubric": atomic_write_text(out / "rubric.csv", rubric_csv(outputs)),
+        **paths,
     }
