@@ -126,6 +126,8 @@ def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None,
         return
     typer.echo(f"{len(outputs)} outputs for review: {paths['review']}")
     typer.echo(f"rubric sheet (score 1-5 per dimension): {paths['rubric']}")
+    if "key" in paths:
+        typer.echo(f"blind key (keep it from the reviewers): {paths['key']}")
 
 
 def register(app: typer.Typer) -> None:
