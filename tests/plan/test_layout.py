@@ -88,6 +88,27 @@ def test_the_recommended_count_fits_with_headroom_and_one_fewer_does_not(model):
         assert not fewer.fits and "does not fit" in fewer.reason
 
 
+@pytest.mark.parametrize(
+    ("model", "setup"),
+    [
+        ("llama-3.1-70b", TrainingSetup()),
+        ("llama-3.1-70b", TrainingSetup(method="lora")),
+        ("llama-2-7b", TrainingSetup(micro_batch_size=4, seq_len=4096)),
+        ("qwen3-30b-a3b", TrainingSetup(method="qlora", recompute="selective")),
+        ("llama-3.1-405b", TrainingSetup(recompute="full")),
+    ],
+)
+def test_a_layout_reported_as_fitting_is_the_one_priced_and_fits(model, setup):
+    """Regression: a chosen layout was once relabelled (ZeRO-1 on one rank -> ZeRO-0) after being priced,
+    and the relabelled one needed 73.2 GiB of the 72 usable."""
+    search = _search(model, setup)
+    for card in ("a100-80g", "rtx-4090", "h200"):
+        choice = search.best(get_accelerator(card))
+        if choice.fits:
+            assert choice.memory == training_memory(search.spec, setup, choice.layout)
+            assert choice.memory.total_bytes <= choice.usable_bytes
+
+
 def test_minimal_gpu_count_grows_with_model_size():
     sizes = ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b"]
     counts = [_search(name, TrainingSetup(recompute="full")).best(A100).gpus for name in sizes]

@@ -120,9 +120,10 @@ def test_bad_inputs_raise_one_line_errors():
 
 
 def test_plan_says_when_recomputation_saves_gpus_or_makes_it_fit():
-    plain = plan_training("llama-3.1-70b", gpu="a100-80g", verdicts=False)
-    recomputed = plan_training("llama-3.1-70b", gpu="a100-80g", recompute="full", verdicts=False)
+    shape = dict(gpu="a100-80g", micro_batch_size=8, seq_len=4096, verdicts=False)
+    plain = plan_training("llama-3.1-8b", **shape)
+    recomputed = plan_training("llama-3.1-8b", recompute="full", **shape)
     assert recomputed.layout.gpus < plain.layout.gpus
     assert any(f"needs {recomputed.layout.gpus} GPUs instead of {plain.layout.gpus}" in note for note in plain.notes)
-    fixed = plan_training("llama-3.1-70b", gpu="a100-80g", gpus=recomputed.layout.gpus, verdicts=False)
+    fixed = plan_training("llama-3.1-8b", gpus=recomputed.layout.gpus, **shape)
     assert not fixed.fits and any("--grad-ckpt full it fits" in note for note in fixed.notes)

@@ -260,7 +260,7 @@ class LayoutSearch:
         strategy's family first, then any shape."""
         single = [s for s in shapes if s.tp * s.pp == 1 and self._fits(s, usable)]
         if single:
-            return _normalise(min(single, key=preference), request), True, True
+            return min(single, key=preference), True, True
         family = [s for s in shapes if in_family(s)]
         for candidates in (family, shapes):
             # Most-sharded shapes first: they set a low GPU bound early, so most others need one check.
@@ -272,7 +272,7 @@ class LayoutSearch:
                     bound = min(bound, dp * shape.tp * shape.pp)
             if fitting:
                 at_min = [_with_dp(s, bound) for n, s in fitting if n == bound]
-                chosen = _normalise(min(at_min, key=preference), request)
+                chosen = min(at_min, key=preference)
                 return chosen, True, in_family(chosen)
         widest = [replace(s, dp=max(max_gpus // (s.tp * s.pp), 1)) for s in shapes]
         return min(widest, key=lambda l: self.memory(l).total_bytes), False, False
@@ -300,10 +300,10 @@ class LayoutSearch:
         fitting = [c for c in candidates if self._fits(c, usable)]
         if fitting:
             preferred = [c for c in fitting if in_family(c)] or fitting
-            chosen = _normalise(min(preferred, key=preference), request)
+            chosen = min(preferred, key=preference)
             name = strategy if in_family(chosen) else "fallback"
             return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(name, chosen, self, accelerator, request))
-        smallest = _normalise(min(candidates, key=lambda l: self.memory(l).total_bytes), request)
+        smallest = min(candidates, key=lambda l: self.memory(l).total_bytes)
         needed = self.best(accelerator, replace(request, gpus=None), headroom=1 - usable / accelerator.memory_bytes)
         hint = (
             f"; needs {needed.gpus} × {accelerator.name} ({_describe(needed.layout)})"
@@ -324,17 +324,10 @@ def _with_dp(shape: Layout, gpus: int) -> Layout:
     return replace(shape, dp=gpus // (shape.tp * shape.pp))
 
 
-def _normalise(layout: Layout, request: LayoutRequest) -> Layout:
-    """ZeRO with one data-parallel rank shards nothing: call it what it is (unless the user or offload asked for it)."""
-    if request.zero_stage is None and layout.dp == 1 and layout.zero_stage and not (layout.offload_optimizer or layout.offload_params):
-        return replace(layout, zero_stage=0)
-    return layout
-
-
 def _describe(layout: Layout) -> str:
     parts = [f"DP {layout.dp} × TP {layout.tp} × PP {layout.pp}"]
     if layout.zero_stage:
-        parts.append(f"ZeRO-{layout.zero_stage}")
+        parts.append(f"ZeRO-{layout.zero_stage}" + (" on one rank (DeepSpeed mixed precision, nothing sharded)" if layout.dp == 1 else ""))
     if layout.offload_optimizer or layout.offload_params:
         what = " + ".join(w for w, on in (("optimizer", layout.offload_optimizer), ("params", layout.offload_params)) if on)
         parts.append(f"offload {what}")
