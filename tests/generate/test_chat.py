@@ -60,3 +60,17 @@ def test_a_turn_longer_than_the_context_is_refused_and_the_chat_goes_on(loaded):
     session, output = _run(loaded, "word " * 300 + "\nhi\n")
     assert "Error: prompt (" in output and "context length of 256" in output
     assert [m["content"] for m in session.history if m["role"] == "user"] == ["hi"]
+
+
+def test_save_appends_the_conversation_as_a_chat_record_lmforge_data_reads(loaded, tmp_path):
+    from lmforge.data.load import load_data
+
+    target = tmp_path / "chats.jsonl"
+    _, output = _run(loaded, f"/save {target}\nhello\n/save {target}\n/reset\nagain\n/save {target}\n",
+                     system="Be brief.")
+    assert "Error: nothing to save yet" in output
+    records = [json.loads(line) for line in target.read_text().splitlines()]
+    assert len(records) == 2
+    assert [m["role"] for m in records[0]["messages"]] == ["system", "user", "assistant"]
+    assert records[1]["messages"][1]["content"] == "again"
+    assert load_data(str(target)).kind.value == "chat"

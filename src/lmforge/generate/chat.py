@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from lmforge.errors import UserInputError
+from lmforge.fileio import atomic_write_text
 from lmforge.generate.generation import encode_prompt, generate
 from lmforge.generate.load import LoadedModel
 from lmforge.generate.sampling import PRESETS, SamplingParams, with_updates
@@ -21,6 +23,7 @@ HELP = """commands:
   /system TEXT      set the system prompt (empty TEXT removes it)
   /preset NAME      switch sampling to a preset: """ + ", ".join(PRESETS) + """
   /params [k=v ...] show the sampling parameters, or change some (e.g. /params temperature=0.2 top_k=0)
+  /save FILE        append the conversation to FILE as one JSONL record ({"messages": [...]}, lmforge data format)
   /help             this text
   /quit             leave (so does end of input)"""
 PROMPT = ">>> "
@@ -95,6 +98,11 @@ def _command(session: ChatSession, text: str, write) -> bool:
             raise UserInputError(f"no preset {argument!r}; choose one of: {', '.join(PRESETS)}")
         session.params = with_updates(session.params, **PRESETS[argument])
         write(f"preset {argument}: {_describe(session.params)}\n")
+    elif name == "/save":
+        if not argument:
+            raise UserInputError("/save needs a file name, e.g. /save chats.jsonl")
+        _save(session, Path(argument).expanduser())
+        write(f"saved {len(session.messages())} messages to {argument}\n")
     elif name == "/params":
         if argument:
             session.params = with_updates(session.params, **_parse_assignments(argument))
@@ -102,6 +110,16 @@ def _command(session: ChatSession, text: str, write) -> bool:
     else:
         raise UserInputError(f"unknown command {name}; /help lists them")
     return True
+
+
+def _save(session: ChatSession, path: Path) -> None:
+    """Append the conversation (system prompt included) as one record; the file is rewritten atomically."""
+    if not session.history:
+        raise UserInputError("nothing to save yet: the conversation is empty")
+    existing = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if existing and not existing.endswith("\n"):
+        existing += "\n"
+    atomic_write_text(path, existing + json.dumps({"messages": session.messages()}, ensure_ascii=False) + "\n")
 
 
 def _parse_assignments(argument: str) -> dict[str, object]:
