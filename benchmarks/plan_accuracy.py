@@ -49,6 +49,10 @@ def _configurations(seq_len: int, quick: bool) -> list[tuple[str, TrainingSetup]
         ("qwen3-30b-a3b", TrainingSetup(method="lora", recompute="full", seq_len=seq_len)),
         ("qwen3-30b-a3b", TrainingSetup(method="full", precision="bf16", seq_len=seq_len)),
         ("deepseek-v2-lite", TrainingSetup(method="lora", seq_len=seq_len)),
+        ("gpt2", TrainingSetup(method="full", seq_len=seq_len)),
+        ("gpt2", TrainingSetup(method="lora", precision="fp32", seq_len=seq_len)),
+        ("gemma-3-270m", TrainingSetup(method="full", seq_len=seq_len)),
+        ("tinyllama-1.1b", TrainingSetup(method="lora", recompute="full", micro_batch_size=8, seq_len=seq_len)),
     ]
     return grid + ([] if quick else extra)
 
@@ -60,6 +64,9 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # GPT-2's config notes its loss_type on every build
 
     torch.set_num_threads(1)
     started = time.perf_counter()
