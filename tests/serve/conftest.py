@@ -46,6 +46,17 @@ def run_server(app: Any) -> Iterator[tuple[str, Any]]:
         thread.join(20)
 
 
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """On a shared 2-core machine OpenMP's spinning threads make tiny matmuls 10-20x slower; restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_llama_dir):
     from lmforge.generate.load import load_model
@@ -59,15 +70,7 @@ def served(tiny_loaded) -> Iterator[Server]:
     from lmforge.serve.app import create_app
     from lmforge.serve.engine import Engine
 
-    import torch
-
-    # One intra-op thread: on a shared 2-core machine, OpenMP's spinning threads make tiny matmuls 10-20x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     engine = Engine({"tiny": tiny_loaded, "tiny-lora": tiny_loaded}, max_batch_size=8, max_queue=64)
     app = create_app(engine, api_keys=[API_KEY, "sk-second"], cors_origins=["http://example.com"])
-    try:
-        with run_server(app) as (url, server):
-            yield Server(url, app, engine, server)
-    finally:
-        torch.set_num_threads(threads)
+    with run_server(app) as (url, server):
+        yield Server(url, app, engine, server)

@@ -121,9 +121,10 @@ def _table(result):  # type: ignore[no-untyped-def]
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value * 1000:.1f}"
 
-    table = Table(title=f"lmforge bench serve: {result.model}, {result.max_tokens} output tokens per request")
-    for column in ("concurrency", "requests", "errors", "tok/s", "x baseline", "TTFT p50 ms", "TTFT p99 ms",
-                   "TPOT p50 ms", "TPOT p99 ms", "decode tok/s/seq p50"):
+    table = Table(title=f"lmforge bench serve: {result.model}, {result.max_tokens} output tokens per request "
+                        "(times in ms; tok/s/seq = 1 / TPOT p50)")
+    for column in ("conc", "reqs", "err", "tok/s", "x base", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
+                   "tok/s/seq"):
         table.add_column(column, justify="right")
     for level in result.levels:
         speedup = result.speedup(level.concurrency)

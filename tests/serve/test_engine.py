@@ -1,0 +1,69 @@
+"""The batching engine: batched decoding equals transformers' generate, the queue is bounded, time limits hold."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from lmforge.generate.generation import encode_prompt, generate
+from lmforge.generate.sampling import SamplingParams
+from lmforge.serve.engine import Engine, QueueFullError, Request
+
+PROMPTS = ["hi", "What is 12 plus 30? The answer is", "Sort the numbers 3 1 2:", "Reverse the string abc " * 3]
+
+
+def _collect(engine: Engine, model: str, prompt_ids: list[int], params: SamplingParams, **kwargs):
+    events, done = [], threading.Event()
+
+    def on_event(event):
+        events.append(event)
+        if event.finish_reason is not None:
+            done.set()
+
+    request = Request(model, prompt_ids, params, on_event, **kwargs)
+    engine.submit(request)
+    return events, done, request
+
+
+def test_staggered_batch_decodes_exactly_like_generate(tiny_loaded):
+    """Requests joining a running batch (left-padded cache merge) get transformers' own greedy tokens."""
+    params = SamplingParams(temperature=0, max_new_tokens=12)
+    expected = [generate(tiny_loaded, prompt, params).token_ids for prompt in PROMPTS]
+    engine = Engine({"m": tiny_loaded}, max_batch_size=8)
+    engine.start()
+    try:
+        runs = []
+        for prompt in PROMPTS:
+            runs.append(_collect(engine, "m", encode_prompt(tiny_loaded, prompt), params))
+            time.sleep(0.01)
+        for _, done, _ in runs:
+            assert done.wait(30)
+    finally:
+        engine.stop()
+    for (events, _, _), tokens in zip(runs, expected):
+        assert [e.token_id for e in events] == tokens
+        assert events[-1].completion_tokens == len(tokens)
+    assert engine.stats.max_batch_sequences >= 2
+
+
+def test_full_queue_refuses_and_unknown_model_is_named(tiny_loaded):
+    engine = Engine({"m": tiny_loaded}, max_queue=1)  # not started: nothing leaves the queue
+    _collect(engine, "m", [1, 2], SamplingParams(max_new_tokens=2))
+    with pytest.raises(QueueFullError, match="already waiting"):
+        _collect(engine, "m", [1, 2], SamplingParams(max_new_tokens=2))
+    with pytest.raises(Exception, match="'other' is not served"):
+        _collect(engine, "other", [1, 2], SamplingParams(max_new_tokens=2))
+
+
+def test_timeout_ends_a_request_and_stop_finishes_in_flight(tiny_loaded):
+    engine = Engine({"m": tiny_loaded})
+    ids = encode_prompt(tiny_loaded, "hi")
+    timed, timed_done, _ = _collect(engine, "m", ids, SamplingParams(max_new_tokens=200), timeout_s=1e-6,
+                                    ignore_eos=True)
+    kept, kept_done, _ = _collect(engine, "m", ids, SamplingParams(max_new_tokens=20), ignore_eos=True)
+    engine.start()
+    engine.stop()  # graceful: returns once admitted and waiting requests are done
+    assert timed_done.is_set() and timed[-1].finish_reason == "timeout"
+    assert kept_done.is_set() and kept[-1].finish_reason == "length" and kept[-1].completion_tokens == 20
