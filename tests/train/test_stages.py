@@ -148,3 +148,10 @@ def test_max_len_that_leaves_nothing_to_train_is_a_clear_error(make_config):
 
     with pytest.raises(UserInputError, match="data.max_len 8: none of the 16 chats"):
         run_training(make_config("sft", "full", data={"max_len": 8}), progress=False)
+
+
+def test_full_reward_model_from_a_lora_sft_run(make_config):
+    """The SFT adapter (causal-LM task) is merged under a sequence-classification head, all trainable."""
+    sft = run_training(make_config("sft", "lora"), progress=False)
+    rm = run_training(make_config("rm", "full", model={"path": str(sft.run_dir)}), progress=False)
+    assert rm.trainable_params == rm.total_params and rm.steps == 2

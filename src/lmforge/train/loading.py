@@ -103,10 +103,17 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": 0}
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
-        from peft import PeftModel
+        from peft import PeftConfig, PeftModel
 
         base = auto.from_pretrained(_adapter_base(folder), **kwargs)
-        return PeftModel.from_pretrained(base, folder).merge_and_unload()
+        # The adapter may come from another head's run (an SFT causal-LM LoRA under a reward model):
+        # its LoRA weights live in the shared body, so load it task-free and merge.
+        adapter_config = PeftConfig.from_pretrained(folder)
+        adapter_config.task_type = None
+        merged = PeftModel.from_pretrained(base, folder, config=adapter_config).merge_and_unload()
+        for parameter in merged.parameters():  # peft loads for inference (frozen); methods.py decides
+            parameter.requires_grad_(True)
+        return merged
     return auto.from_pretrained(folder, **kwargs)
 
 
