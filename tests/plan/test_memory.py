@@ -184,3 +184,12 @@ def test_serving_splits_weights_over_tensor_and_pipeline_ranks(llama7b):
     # Each of 4 stages holds 8 of 32 blocks plus the heavier end: the last stage's head and final norm.
     embeddings, head = 32000 * 4096 * 2, (32000 * 4096 + 4096) * 2
     assert weights(pp=4) == pytest.approx((weights() - embeddings - head) / 4 + head, rel=1e-6)
+
+
+def test_plain_ddp_keeps_gradient_buckets_that_zero_does_not(llama7b):
+    setup = TrainingSetup(method="full", seq_len=512)
+    single = training_memory(llama7b, setup, Layout())
+    ddp = training_memory(llama7b, setup, Layout(dp=4))
+    zero1 = training_memory(llama7b, setup, Layout(dp=4, zero_stage=1))
+    assert ddp["buffers"] - single["buffers"] == pytest.approx(4 * count_params(llama7b).total_params, rel=1e-6)
+    assert zero1.total_bytes < single.total_bytes < ddp.total_bytes

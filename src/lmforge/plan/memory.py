@@ -443,15 +443,20 @@ def _training_stage(
     if stage.first and trainable and spec.tie_word_embeddings:
         accumulation = 2 * spec.vocab_size * h * grad_bytes / tp
 
-    persistent = weights + master_weights + optimizer + adapter
+    # Plain DDP (ZeRO 0, dp > 1) all-reduces through flat bucket buffers as large as all gradients, allocated
+    # once beside them (torch DistributedDataParallel, gradient_as_bucket_view=False, its default).
+    ddp_buckets = gradients if zero == 0 and dp > 1 else 0.0
+
+    persistent = weights + master_weights + optimizer + adapter + ddp_buckets
     forward_backward = persistent + activations + buffers_fb + head_grad + adapter_params * _FP32 / tp
     backward_end = persistent + gradients + accumulation  # then the optimizer step, with nothing but these
     if forward_backward >= backward_end:
         phase = "forward-backward"
-        out.update(activations=activations, buffers=buffers_fb, gradients=head_grad + adapter_params * _FP32 / tp)
+        out.update(activations=activations, buffers=buffers_fb + ddp_buckets)
+        out.update(gradients=head_grad + adapter_params * _FP32 / tp)
     else:
         phase = "backward-end" if accumulation else "optimizer-step"
-        out.update(gradients=gradients, buffers=accumulation)
+        out.update(gradients=gradients, buffers=accumulation + ddp_buckets)
     out.update(weights=weights, master_weights=master_weights, optimizer_states=optimizer, adapter=adapter)
     tensors = sum(out.values())
     out["overhead"] = CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * tensors
