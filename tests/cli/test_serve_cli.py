@@ -1,0 +1,95 @@
+"""`lmforge serve` and `lmforge bench serve` through the CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lmforge.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tiny_llama_dir, tmp_path_factory) -> Path:
+    """A LoRA adapter with non-zero weights on the tiny Llama, so it really changes the logits."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"],
+                                            init_lora_weights=False))
+    path = tmp_path_factory.mktemp("lora")
+    model.save_pretrained(path)
+    return path
+
+
+def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypatch):
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    import torch
+
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.update(app=app, **kwargs))
+    threads = torch.get_num_threads()
+    try:
+        result = runner.invoke(app, ["serve", str(tiny_llama_dir), "--adapter", f"mine={lora_dir}", "--port", "8123",
+                                     "--served-model-name", "base", "--api-key", "k1", "--api-key", "k2",
+                                     "--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    assert started["port"] == 8123 and started["host"] == "127.0.0.1"
+    with TestClient(started["app"]) as http:
+        assert http.get("/v1/models").status_code == 401
+        headers = {"Authorization": "Bearer k2"}
+        assert [m["id"] for m in http.get("/v1/models", headers=headers).json()["data"]] == ["base", "mine"]
+
+        def first_logprob(model: str) -> float:
+            reply = http.post("/v1/completions", headers=headers, json={
+                "model": model, "prompt": "hello", "max_tokens": 1, "temperature": 0, "logprobs": 0}).json()
+            return reply["choices"][0]["logprobs"]["token_logprobs"][0]
+
+        assert first_logprob("base") != pytest.approx(first_logprob("mine"))
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--engine", "vllm"], "--engine vllm needs"),
+    (["--adapter", "no-equals-sign"], "write NAME=DIR"),
+    (["--engine", "tgi"], "choose transformers or vllm"),
+])
+def test_serve_errors_are_one_line(tiny_llama_dir, args, words):
+    result = runner.invoke(app, ["serve", str(tiny_llama_dir), *args])
+    assert result.exit_code == 2
+    assert words in result.stderr and "Traceback" not in result.output
+
+
+def test_bench_serve_against_a_running_server(tiny_llama_dir):
+    from lmforge.generate.load import load_model
+    from lmforge.serve.app import create_app
+    from lmforge.serve.engine import Engine
+    from tests.serve.conftest import run_server
+
+    engine = Engine({"tiny": load_model(str(tiny_llama_dir))})
+    with run_server(create_app(engine, api_keys=["k"])) as (url, _):
+        result = runner.invoke(app, ["bench", "serve", "--url", url, "--api-key", "k", "--concurrency", "1,3",
+                                     "--requests", "3", "--max-tokens", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [level["concurrency"] for level in data["levels"]] == [1, 3]
+    for level in data["levels"]:
+        assert level["errors"] == 0 and level["requests"] == 3 and level["output_tokens"] == 15
+        assert 0 < level["ttft_p50_seconds"] <= level["ttft_p99_seconds"]
+    assert data["baseline"] is None  # no local MODEL given, so no one-at-a-time baseline
+
+
+def test_bench_serve_needs_a_model_or_url():
+    result = runner.invoke(app, ["bench", "serve"])
+    assert result.exit_code == 2 and "give a MODEL folder" in result.stderr
