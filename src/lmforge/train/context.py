@@ -78,7 +78,7 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
     """Train and validation sets in the canonical schema the stage expects.
 
     A builtin set validates on its own disjoint validation split; any other source uses data.eval or
-    holds out data.eval_fraction of train (seeded).
+    holds out data.eval_fraction of train (seeded, grouped by content so nothing leaks).
     """
     data, seed = config.data, config.train.seed
     train, kind = _load_source(data.train, data.kind, data.columns, data.max_examples, seed, "train")
@@ -94,7 +94,11 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
         size = max(8, round(len(train) * data.eval_fraction))
         evaluation, _ = _load_source(data.train, kind, None, size, seed, "validation")
     elif data.eval_fraction > 0 and len(train) >= 10:
-        parts = train.train_test_split(test_size=data.eval_fraction, seed=seed)
+        from lmforge.data.kinds import Kind
+        from lmforge.data.split import split_dataset
+
+        # Grouped by content, so the same prompt never sits in both train and validation.
+        parts = split_dataset(train, Kind(kind), ratios=(1 - data.eval_fraction, data.eval_fraction), seed=seed).splits
         train, evaluation = parts["train"], parts["test"]
     return LoadedData(train, evaluation, kind, _label_names(train) if kind == "classification" else None)
 
