@@ -29,15 +29,18 @@ def _collect(engine: Engine, model: str, prompt_ids: list[int], params: Sampling
 
 def test_staggered_batch_decodes_exactly_like_generate(tiny_loaded):
     """Requests joining a running batch (left-padded cache merge) get transformers' own greedy tokens."""
-    params = SamplingParams(temperature=0, max_new_tokens=12)
+    params = SamplingParams(temperature=0, max_new_tokens=40)
     expected = [generate(tiny_loaded, prompt, params).token_ids for prompt in PROMPTS]
+    assert len(expected[0]) == 40  # the first request is still running when the others join
     engine = Engine({"m": tiny_loaded}, max_batch_size=8)
     engine.start()
     try:
-        runs = []
-        for prompt in PROMPTS:
+        runs = [_collect(engine, "m", encode_prompt(tiny_loaded, PROMPTS[0]), params)]
+        deadline = time.monotonic() + 30
+        while not runs[0][0] and time.monotonic() < deadline:  # wait until it is decoding
+            time.sleep(0.0005)
+        for prompt in PROMPTS[1:]:
             runs.append(_collect(engine, "m", encode_prompt(tiny_loaded, prompt), params))
-            time.sleep(0.01)
         for _, done, _ in runs:
             assert done.wait(30)
     finally:

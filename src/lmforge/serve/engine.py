@@ -189,7 +189,8 @@ class _Batch:
             ids[row, width - len(prompt):] = torch.tensor(prompt)
             mask[row, width - len(prompt):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.loaded.model.config)
+        # Plain full-attention layers (no config): left-padded merges and trims need every layer's whole length.
+        cache = DynamicCache()
         output = self.loaded.model(input_ids=ids.to(self.loaded.device), attention_mask=mask.to(self.loaded.device),
                                    position_ids=positions.to(self.loaded.device), cache=cache, use_cache=True,
                                    logits_to_keep=1)
@@ -218,7 +219,7 @@ class _Batch:
         layers = [(torch.cat([left_pad(old.keys, 2), left_pad(add.keys, 2)]),
                    torch.cat([left_pad(old.values, 2), left_pad(add.values, 2)]))
                   for old, add in zip(self.cache.layers, cache.layers)]
-        self.cache = DynamicCache(ddp_cache_data=layers, config=self.loaded.model.config)
+        self.cache = DynamicCache(ddp_cache_data=layers)
         self.mask = torch.cat([left_pad(self.mask, 1), left_pad(mask, 1)])
         self.sequences += new
         self.next_tokens += tokens
