@@ -85,6 +85,24 @@ class _Bridge:
             await self._ready.wait()
 
 
+class _Pending:
+    """Text per choice waiting to go out as one chunk."""
+
+    def __init__(self, make_chunk: Any):
+        self._make_chunk = make_chunk
+        self._text: dict[int, str] = {}
+
+    def add(self, index: int, text: str) -> None:
+        self._text[index] = self._text.get(index, "") + text
+
+    def flush(self, index: int) -> list[str]:
+        text = self._text.pop(index, "")
+        return [self._make_chunk(index, text)] if text else []
+
+    def flush_all(self) -> list[str]:
+        return [chunk for index in sorted(self._text) for chunk in self.flush(index)]
+
+
 def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (),
                served_model_name: str | None = None, max_queue: int | None = None,
                request_timeout_s: float | None = 600.0) -> Any:
@@ -293,14 +311,17 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         try:
             yield "".join(chunk(index, {"role": "assistant", "content": ""}) for index in range(len(requests)))
             while any(c.finish_reason is None for c in choices):
-                out = []  # everything that arrived since the last wake-up goes out in one write
+                # Everything that arrived since the last wake-up goes out in one write, each choice's new text
+                # in one chunk (tokens with logprobs keep a chunk each): less work when the loop falls behind.
+                out, pending = [], _Pending(lambda i, text: chunk(i, {"content": text}))
                 for index, event in await bridge.get_all():
                     first = first or time.perf_counter()
                     choice = choices[index]
                     absorb(choice, event)
                     if choice.finish_reason in ("timeout", "error"):
-                        out += [sse(ApiError(504 if choice.finish_reason == "timeout" else 500, choice.error or "",
-                                             type=f"{choice.finish_reason}_error").body()), "data: [DONE]\n\n"]
+                        out += [*pending.flush_all(), sse(ApiError(
+                            504 if choice.finish_reason == "timeout" else 500, choice.error or "",
+                            type=f"{choice.finish_reason}_error").body()), "data: [DONE]\n\n"]
                         yield "".join(out)
                         return
                     logprobs = chat_logprobs([event.logprob]) if body.logprobs and event.logprob else None
@@ -310,9 +331,12 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                         text = ""
                         if not tools.prefill and not might_be_tool_call(held[index]):
                             undecided[index], text, held[index] = False, held[index], ""
-                    if text or logprobs:
-                        out.append(chunk(index, {"content": text}, logprobs=logprobs))
+                    if logprobs:
+                        out += [*pending.flush(index), chunk(index, {"content": text}, logprobs=logprobs)]
+                    elif text:
+                        pending.add(index, text)
                     if choice.finish_reason is not None:
+                        out += pending.flush(index)
                         if undecided[index]:
                             content, calls = parse_tool_calls(tools.prefill + held[index])
                             if calls:
@@ -322,7 +346,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                             elif held[index]:
                                 out.append(chunk(index, {"content": held[index]}))
                         out.append(chunk(index, {}, finish=choice.finish_reason))
-                yield "".join(out)
+                yield "".join(out + pending.flush_all())
             record(choices, started, first)
             if body.include_usage:
                 yield sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": name,
@@ -345,23 +369,25 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         first: float | None = None
         try:
             while any(c.finish_reason is None for c in choices):
-                out = []
+                out, pending = [], _Pending(lambda i, text: chunk(i, text))
                 for index, event in await bridge.get_all():
                     first = first or time.perf_counter()
                     absorb(choices[index], event)
                     reason = choices[index].finish_reason
                     if reason in ("timeout", "error"):
-                        out += [sse(ApiError(504 if reason == "timeout" else 500, choices[index].error or "",
+                        out += [*pending.flush_all(), sse(ApiError(504 if reason == "timeout" else 500, choices[index].error or "",
                                              type=f"{reason}_error").body()), "data: [DONE]\n\n"]
                         yield "".join(out)
                         return
                     logprobs = (completion_logprobs([event.logprob])
                                 if event.logprob and body.logprobs is not None else None)
-                    if event.text or logprobs:
-                        out.append(chunk(index, event.text, logprobs=logprobs))
+                    if logprobs:
+                        out += [*pending.flush(index), chunk(index, event.text, logprobs=logprobs)]
+                    elif event.text:
+                        pending.add(index, event.text)
                     if reason is not None:
-                        out.append(chunk(index, "", finish=reason))
-                yield "".join(out)
+                        out += [*pending.flush(index), chunk(index, "", finish=reason)]
+                yield "".join(out + pending.flush_all())
             record(choices, started, first)
             if body.include_usage:
                 yield sse({"id": ident, "object": "text_completion", "created": created, "model": name, "choices": [],
