@@ -40,8 +40,8 @@ def main() -> None:
     console.print(_table(result))
     baseline, bound = result.baseline, result.bound
     console.print(f"baseline (transformers generate, one request at a time): "
-                  f"{baseline.throughput_tokens_per_second:.1f} tok/s (before the sweep "
-                  f"{baseline.runs_tokens_per_second[0]:.1f}, after {baseline.runs_tokens_per_second[1]:.1f})")
+                  f"{baseline.throughput_tokens_per_second:.1f} tok/s pooled; per run (before the first level, then after "
+                  f"each): {', '.join(f'{v:.1f}' for v in baseline.runs_tokens_per_second)}")
     console.print(f"planner decode bound (bandwidth / bytes per step): {bound.decode_tokens_per_second:,.0f} tok/s "
                   f"per sequence ({bound.weight_bytes / 2**20:.1f} MiB weights, "
                   f"{bound.bandwidth_bytes_per_second / 1e9:.1f} GB/s copy bandwidth)")

@@ -70,7 +70,8 @@ def bench_serve_command(
     requests: Annotated[int | None, typer.Option(help="Requests per level (default max(8, 2 x concurrency)).")]
     = None,
     max_tokens: Annotated[int, typer.Option(help="Output tokens per request (eos ignored).")] = 32,
-    baseline_requests: Annotated[int, typer.Option(help="Requests in the one-at-a-time baseline.")] = 8,
+    baseline_requests: Annotated[int, typer.Option(help="One-at-a-time baseline requests before the first level "
+                                                        "and after each (x base compares with its neighbours).")] = 4,
     api_key: Annotated[str | None, typer.Option(envvar="LMFORGE_API_KEY", help="Bearer key for --url.")] = None,
     time_limit: Annotated[float, typer.Option(help="Seconds per level at most.")] = 120.0,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads for the started server and the baseline "
@@ -100,9 +101,9 @@ def bench_serve_command(
     console.print(_table(result))
     if result.baseline:
         console.print(f"baseline (transformers generate, one at a time): "
-                      f"{result.baseline.throughput_tokens_per_second:.1f} tok/s over {result.baseline.requests} "
-                      f"requests (before the sweep {result.baseline.runs_tokens_per_second[0]:.1f}, after "
-                      f"{result.baseline.runs_tokens_per_second[1]:.1f})")
+                      f"{result.baseline.throughput_tokens_per_second:.1f} tok/s pooled over {result.baseline.requests} "
+                      f"requests; per run (before the first level, then after each): "
+                      f"{', '.join(f'{v:.1f}' for v in result.baseline.runs_tokens_per_second)}")
     if result.bound:
         console.print(f"planner decode bound: {result.bound.decode_tokens_per_second:,.0f} tok/s per sequence "
                       f"({result.bound.weight_bytes / 2**20:.1f} MiB weights at "

@@ -41,6 +41,9 @@ class LevelResult:
     tpot_p50_seconds: float | None
     tpot_p99_seconds: float | None
     error_messages: list[str] = field(default_factory=list)
+    # The one-at-a-time baseline measured right before and right after this level, averaged: on a shared
+    # machine the load drifts, so each level is compared with the baseline of its own minutes.
+    baseline_tokens_per_second: float | None = None
 
 
 @dataclass
@@ -49,7 +52,7 @@ class BaselineResult:
     output_tokens: int
     seconds: float
     throughput_tokens_per_second: float
-    runs_tokens_per_second: list[float] = field(default_factory=list)  # before and after the sweep
+    runs_tokens_per_second: list[float] = field(default_factory=list)  # before the first level and after each
 
 
 @dataclass
@@ -69,9 +72,9 @@ class ServeBenchResult:
 
     def speedup(self, concurrency: int) -> float | None:
         level = next((lv for lv in self.levels if lv.concurrency == concurrency), None)
-        if level is None or self.baseline is None or not self.baseline.throughput_tokens_per_second:
+        if level is None or not level.baseline_tokens_per_second:
             return None
-        return level.throughput_tokens_per_second / self.baseline.throughput_tokens_per_second
+        return level.throughput_tokens_per_second / level.baseline_tokens_per_second
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -153,31 +156,36 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, *, ma
         error_messages=sorted(set(errors))[:5])
 
 
-def run_baseline(model_dir: str, *, requests: int, max_tokens: int, prompt: str = BENCH_PROMPT,
-                 threads: int | None = None) -> BaselineResult:
+class Baseline:
     """The same model through transformers' generate, one request at a time, exactly `max_tokens` new tokens."""
-    import torch
 
-    from lmforge.generate.load import load_model
+    def __init__(self, model_dir: str, *, max_tokens: int, prompt: str = BENCH_PROMPT, threads: int | None = None):
+        import torch
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+        from lmforge.generate.load import load_model
 
-    loaded = load_model(model_dir)
-    ids = torch.tensor([loaded.tokenizer(prompt)["input_ids"]], device=loaded.device)
-    total = 0
-    with torch.inference_mode():
-        loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False,
-                              pad_token_id=loaded.tokenizer.pad_token_id)  # warm-up
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.loaded = load_model(model_dir)
+        self.max_tokens = max_tokens
+        self.ids = torch.tensor([self.loaded.tokenizer(prompt)["input_ids"]], device=self.loaded.device)
+        self._generate(2)  # warm-up
+
+    def _generate(self, new_tokens: int) -> int:
+        import torch
+
+        with torch.inference_mode():
+            out = self.loaded.model.generate(
+                input_ids=self.ids, attention_mask=torch.ones_like(self.ids), do_sample=False,
+                max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=self.loaded.tokenizer.pad_token_id)
+        return out.shape[1] - self.ids.shape[1]
+
+    def run(self, requests: int) -> BaselineResult:
         started = time.perf_counter()
-        for _ in range(requests):
-            out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                        max_new_tokens=max_tokens, min_new_tokens=max_tokens,
-                                        pad_token_id=loaded.tokenizer.pad_token_id)
-            total += out.shape[1] - ids.shape[1]
+        total = sum(self._generate(self.max_tokens) for _ in range(requests))
         seconds = time.perf_counter() - started
-    return BaselineResult(requests=requests, output_tokens=total, seconds=seconds,
-                          throughput_tokens_per_second=total / seconds)
+        return BaselineResult(requests=requests, output_tokens=total, seconds=seconds,
+                              throughput_tokens_per_second=total / seconds)
 
 
 def measure_bandwidth_bytes_per_second(size_bytes: int = 256 * 2**20) -> float:
@@ -256,35 +264,38 @@ def local_server(model_dir: str, *, max_batch_size: int = 64, threads: int | Non
 
 def bench_serve(model: str | None = None, *, url: str | None = None, served_name: str | None = None,
                 concurrency: Sequence[int] = DEFAULT_CONCURRENCY, requests: int | None = None, max_tokens: int = 32,
-                baseline_requests: int = 8, api_key: str | None = None, time_limit_s: float = 120.0,
+                baseline_requests: int = 4, api_key: str | None = None, time_limit_s: float = 120.0,
                 threads: int | None = None, on_level: Any = None) -> ServeBenchResult:
     """Sweep `concurrency` against `url` (or a server started here for local `model`), beside the baseline.
 
-    `requests` per level defaults to max(8, 2 x concurrency). The baseline and the decode bound need `model`.
+    `requests` per level defaults to max(8, 2 x concurrency). The baseline (`baseline_requests` one-at-a-time
+    requests before the first level and after each) and the decode bound need `model`.
     """
     if model is None and url is None:
         raise UserInputError("give a MODEL folder (a server is started for it) or --url of a running server")
     if any(c < 1 for c in concurrency):
         raise UserInputError("concurrency levels must be >= 1")
 
+    reference = Baseline(str(model), max_tokens=max_tokens, threads=threads) if model is not None else None
+    runs: list[BaselineResult] = []
+
     def sweep(target: str, name: str) -> list[LevelResult]:
         levels = []
+        if reference is not None:
+            runs.append(reference.run(baseline_requests))
         for level in concurrency:
             count = requests or max(8, 2 * level)
             result = asyncio.run(run_level(target, name, level, count, max_tokens=max_tokens, api_key=api_key,
                                            time_limit_s=time_limit_s))
+            if reference is not None:  # the server idles meanwhile
+                runs.append(reference.run(baseline_requests))
+                result.baseline_tokens_per_second = (runs[-2].throughput_tokens_per_second
+                                                     + runs[-1].throughput_tokens_per_second) / 2
             levels.append(result)
             if on_level is not None:
                 on_level(result)
         return levels
 
-    def baseline_run() -> BaselineResult | None:
-        if model is None:
-            return None
-        return run_baseline(str(model), requests=baseline_requests, max_tokens=max_tokens, threads=threads)
-
-    # The baseline runs before and after the sweep and the two are pooled: a shared machine's load drifts.
-    before = baseline_run()
     if url is not None:
         name = served_name or _first_model(url, api_key)
         levels = sweep(url.rstrip("/"), name)
@@ -292,14 +303,12 @@ def bench_serve(model: str | None = None, *, url: str | None = None, served_name
         with local_server(str(model), max_batch_size=max(concurrency), threads=threads) as local:
             name = served_name or _first_model(local, api_key)
             levels = sweep(local, name)
-    after = baseline_run()
     baseline = bound = None
-    if before is not None and after is not None:
-        tokens, seconds = before.output_tokens + after.output_tokens, before.seconds + after.seconds
-        baseline = BaselineResult(requests=before.requests + after.requests, output_tokens=tokens, seconds=seconds,
+    if runs:
+        tokens, seconds = sum(r.output_tokens for r in runs), sum(r.seconds for r in runs)
+        baseline = BaselineResult(requests=sum(r.requests for r in runs), output_tokens=tokens, seconds=seconds,
                                   throughput_tokens_per_second=tokens / seconds,
-                                  runs_tokens_per_second=[before.throughput_tokens_per_second,
-                                                          after.throughput_tokens_per_second])
+                                  runs_tokens_per_second=[r.throughput_tokens_per_second for r in runs])
         bound = decode_bound(str(model))
     return ServeBenchResult(model=name, max_tokens=max_tokens, levels=levels, baseline=baseline, bound=bound)
 
