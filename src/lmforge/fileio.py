@@ -78,3 +78,14 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if temporary.exists():
             shutil.rmtree(temporary, ignore_errors=True)
+
+
+def atomic_save_figure(figure: Any, path: str | os.PathLike[str], dpi: int = 100) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it (figures hold memory until closed)."""
+    import matplotlib.pyplot as plt
+
+    target = Path(path)
+    with atomic_path(target) as temporary:
+        figure.savefig(temporary, format="png", dpi=dpi)
+    plt.close(figure)
+    return target

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lmforge.data.dedup import DuplicateReport, find_duplicates
 from lmforge.data.kinds import Kind
 from lmforge.errors import NotFoundError, UserInputError
-from lmforge.fileio import atomic_path
+from lmforge.fileio import atomic_save_figure
 
 if TYPE_CHECKING:
     import numpy as np
@@ -212,11 +212,7 @@ def write_histogram(lengths: np.ndarray, path: str | os.PathLike[str], max_len: 
     axes.set_ylabel("records")
     axes.set_title(f"Token lengths of {len(lengths)} records")
     figure.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
-    return target
+    return atomic_save_figure(figure, path, dpi=100)
 
 
 @dataclass

@@ -252,7 +252,7 @@ def _walk_local_headers(data, size: int) -> list[ZipMember]:
     while data[position : position + 4] == _ZIP_LOCAL and position + 30 <= size:
         fields = struct.unpack("<4s5H3I2H", data[position : position + 30])
         flags, method, compressed, uncompressed = fields[2], fields[3], fields[7], fields[8]
-        name_length, extra_length = fields[9], fields[10]
+        name_length = fields[9]
         name = bytes(data[position + 30 : position + 30 + name_length]).decode("utf-8", "replace")
         member = _locate_member(data, size, name, position, compressed, uncompressed, method, flags)
         if flags & 0x8 and compressed == 0:

@@ -9,6 +9,8 @@ hanging or allocating. Layout reference: https://github.com/ggml-org/ggml/blob/m
 
 from __future__ import annotations
 
+import math
+
 import mmap
 import os
 import struct
@@ -63,10 +65,7 @@ class GGUFTensorInfo:
 
     @property
     def num_params(self) -> int:
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
+        return math.prod(self.shape)
 
 
 @dataclass

@@ -8,6 +8,8 @@ problem, so hostile or truncated files never crash, hang or allocate more than t
 
 from __future__ import annotations
 
+import math
+
 import json
 import os
 import struct
@@ -60,10 +62,7 @@ class TensorInfo:
 
     @property
     def num_params(self) -> int:
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
+        return math.prod(self.shape)
 
     @property
     def size_bytes(self) -> int:

@@ -10,6 +10,8 @@ called, so this is safe on a malicious file (the scanner decides whether it may 
 
 from __future__ import annotations
 
+import math
+
 import io
 import os
 import pickletools
@@ -52,10 +54,7 @@ class TorchTensorInfo:
 
     @property
     def num_params(self) -> int:
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
+        return math.prod(self.shape)
 
     @property
     def size_bytes(self) -> int:

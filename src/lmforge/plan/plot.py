@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmforge.fileio import atomic_path
+from lmforge.fileio import atomic_save_figure
 from lmforge.plan.hardware import GIB
 from lmforge.plan.planner import Plan
 from lmforge.plan.setup import CATEGORIES
@@ -48,8 +48,4 @@ def plot_breakdown(plan: Plan, path: str | Path) -> Path:
     axes.set_ylim(0, max(max(bottoms), capacity) * 1.12)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as temporary:
-        figure.savefig(temporary, format="png", dpi=120)
-    plt.close(figure)
-    return target
+    return atomic_save_figure(figure, path, dpi=120)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lmforge.fileio import atomic_path
+from lmforge.fileio import atomic_save_figure
 
 FLAT_DROP = 0.05
 HIGH_SHARE = 0.5
@@ -89,8 +89,4 @@ def plot_losses(records: list[dict[str, Any]], path: str | os.PathLike[str], tit
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
-    return target
+    return atomic_save_figure(figure, path, dpi=100)
