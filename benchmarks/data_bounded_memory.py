@@ -137,7 +137,7 @@ def main() -> int:
         print(json.dumps(figures))
     else:
         print(f"file: {size / MIB:.0f} MiB, {lines} lines (generated in {generate_seconds:.0f} s)")
-        print(f"lmforge load_data (stream → Arrow, validate every line, skip + rejects file):")
+        print("lmforge load_data (stream → Arrow, validate every line, skip + rejects file):")
         print(f"  {lm['records_in']} in = {lm['records_out']} out + {lm['rejected']} rejected, "
               f"{lm['seconds']:.1f} s, {lm['records_in'] / lm['seconds']:,.0f} records/s")  # fmt: skip
         print(f"  peak RSS {lm['peak_rss_bytes'] / MIB:,.0f} MiB (after imports {lm['rss_after_imports_bytes'] / MIB:,.0f} MiB)"
