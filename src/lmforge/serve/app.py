@@ -85,6 +85,38 @@ class _Bridge:
             await self._ready.wait()
 
 
+class _AuthAndCount:
+    """Bearer-key check and per-route request counts as plain ASGI middleware (FastAPI's @app.middleware wraps
+    every streamed chunk in an extra task hop, a measurable cost per token)."""
+
+    def __init__(self, app: Any, *, api_keys: list[str], metrics: Metrics):
+        self.app, self.api_keys, self.metrics = app, api_keys, metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if self.api_keys and path != "/health" and scope["method"] != "OPTIONS":
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            if not any(hmac.compare_digest(given.encode(), key.encode()) for key in self.api_keys):
+                from fastapi.responses import JSONResponse
+
+                self.metrics.record_request(path, 401)
+                error = ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                 type="authentication_error", code="invalid_api_key")
+                await JSONResponse(error.body(), status_code=401)(scope, receive, send)
+                return
+
+        async def counted_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.record_request(path, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counted_send)
+
+
 class _Pending:
     """Text per choice waiting to go out as one chunk."""
 
@@ -131,22 +163,8 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
     app.state.engine = engine
     app.state.metrics = metrics
 
-    @app.middleware("http")
-    async def auth_and_count(request: HttpRequest, call_next: Any) -> Any:
-        path = request.url.path
-        if api_keys and path != "/health" and request.method != "OPTIONS":
-            header = request.headers.get("authorization", "")
-            given = header[7:] if header.lower().startswith("bearer ") else ""
-            if not any(hmac.compare_digest(given.encode(), key.encode()) for key in api_keys):
-                metrics.record_request(path, 401)
-                error = ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                                 type="authentication_error", code="invalid_api_key")
-                return JSONResponse(error.body(), status_code=401)
-        response = await call_next(request)
-        metrics.record_request(path, response.status_code)
-        return response
-
-    if cors_origins:
+    app.add_middleware(_AuthAndCount, api_keys=list(api_keys), metrics=metrics)
+    if cors_origins:  # added last, so outermost: preflights and 401s carry the CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
 
@@ -195,7 +213,9 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": now_s(), "owned_by": "lmforge",
-             "max_model_len": engine.models[key].context_length} for name, key in public.items()]}
+             "max_model_len": engine.models[key].context_length,
+             # "default" = the model has no chat template and chats are rendered as ChatML (docs/serve.md)
+             "chat_template": engine.models[key].chat_template_source} for name, key in public.items()]}
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
