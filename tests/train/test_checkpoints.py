@@ -113,3 +113,16 @@ def test_resume_refuses_a_changed_model_data_or_method(make_config):
         run_training(changed, resume=True, progress=False)
     more_steps = make_config("sft", "lora", train={"save_every": 1, "max_steps": 3})
     assert run_training(more_steps, resume=True, progress=False).steps == 3
+
+
+def test_checkpoints_and_final_model_pass_the_pickle_scanner(make_config):
+    """Every file a run leaves must be loadable through lmforge's own gate (no arbitrary-class pickle)."""
+    from lmforge.files.scan import scan_paths
+    from lmforge.train.run import run_training
+
+    config = make_config("sft", "lora", train={"max_steps": 2, "save_every": 1})
+    result = run_training(config, progress=False)
+
+    report = scan_paths([result.run_dir])
+    assert not report.unsafe and not report.errors, [f.path for f in report.unsafe + report.errors]
+    assert list(result.run_dir.rglob("optimizer.pt")), "the scan must cover real checkpoint pickles"

@@ -216,13 +216,14 @@ def load_classifier(model: str, device: str | None = None) -> tuple[Any, Any, st
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from lmforge.generate.load import check_pickles, resolve_model_path
+    from lmforge.files.safe_load import check_model_folder
+    from lmforge.generate.load import resolve_model_path
 
     folder = resolve_model_path(model)
     if not (folder / "config.json").is_file():
         raise UserInputError(f"{folder} is an adapter; classifier and reward evaluation need a merged model folder")
     target = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    network = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=check_pickles(folder))
+    network = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=check_model_folder(folder))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

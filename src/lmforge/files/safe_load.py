@@ -78,6 +78,25 @@ def require_safe(path: str | os.PathLike[str], *, trust_pickle: bool = False) ->
         )
 
 
+# The pickle weight files transformers and peft would unpickle when a folder has no safetensors.
+WEIGHT_PICKLES = ("pytorch_model*.bin", "adapter_model.bin")
+
+
+def check_model_folder(folder: str | os.PathLike[str], *, trust_pickle: bool = False) -> bool:
+    """Gate for handing a model or adapter folder to from_pretrained: True if it has safetensors.
+
+    With safetensors present, loaders are told `use_safetensors=True` and never touch a pickle;
+    otherwise every pickle weight file must pass the scanner first (UnsafeFileError names the file).
+    """
+    target = Path(folder)
+    if any(target.glob("*.safetensors")):
+        return True
+    if not trust_pickle:
+        for file in sorted(f for pattern in WEIGHT_PICKLES for f in target.glob(pattern) if f.is_file()):
+            require_safe(file)
+    return False
+
+
 def _reasons(report) -> str:
     if report.error:
         return report.error

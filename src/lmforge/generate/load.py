@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import ConfigError, NotFoundError, UnsafeFileError, UserInputError
+from lmforge.errors import ConfigError, NotFoundError, UserInputError
+from lmforge.files.safe_load import check_model_folder
 
 # The pickle files from_pretrained / PeftModel.from_pretrained unpickle when no safetensors exist. Trainer state
 # beside them (training_args.bin, optimizer.pt, rng_state.pth) is never loaded here, so it is not judged here.
-WEIGHT_PICKLES = ("pytorch_model*.bin", "adapter_model.bin")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Config attributes that hold a model's context length, in the order transformers' families use them.
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
@@ -119,28 +119,6 @@ def adapter_base(adapter_dir: Path) -> str:
     return str(base)
 
 
-def check_pickles(folder: Path) -> bool:
-    """Scan the pickle weight files in `folder` before anything unpickles them; True if it has safetensors.
-
-    Raises UnsafeFileError naming the file when any pickle is not proven safe.
-    """
-    from lmforge.files.scan import scan_file
-
-    has_safetensors = any(folder.glob("*.safetensors"))
-    if has_safetensors:
-        return True
-    for file in sorted(f for pattern in WEIGHT_PICKLES for f in folder.glob(pattern)):
-        if file.is_file():
-            report = scan_file(file)
-            if report.verdict != "safe":
-                reasons = "; ".join(finding.message for finding in report.findings[:3]) or report.error or ""
-                raise UnsafeFileError(
-                    f"{file} is not proven safe to unpickle ({report.verdict}: {reasons}); "
-                    f"run `lmforge scan {file}` for details, or convert it to safetensors"
-                )
-    return False
-
-
 def _device_and_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
     import torch
 
@@ -175,7 +153,7 @@ def _load_causal_lm(folder: Path | str, dtype: Any) -> Any:
 
     kwargs: dict[str, Any] = {"dtype": dtype}
     if isinstance(folder, Path):
-        kwargs["use_safetensors"] = check_pickles(folder)
+        kwargs["use_safetensors"] = check_model_folder(folder)
     try:
         return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except ValueError as error:  # a config whose architecture has no causal-LM head
@@ -221,7 +199,7 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     if adapter_dir is not None:
         from peft import PeftModel
 
-        check_pickles(adapter_dir)
+        check_model_folder(adapter_dir)
         if len(tokenizer) > base.get_input_embeddings().num_embeddings:
             base.resize_token_embeddings(len(tokenizer))  # the fine-tune added tokens; its adapter expects them
         base = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()

@@ -47,6 +47,15 @@ def rotate(root: Path, keep_last: int, best: str | None) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+# transformers pickles its whole TrainingArguments object here. Nothing reads it back (RUN/config.yaml
+# records the run), and an arbitrary-class pickle can never pass the scanner, so lmforge drops it.
+TRAINING_ARGS_PICKLE = "training_args.bin"
+
+
+def drop_training_args_pickle(folder: Path) -> None:
+    (folder / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
+
+
 class AtomicCheckpointMixin:
     """Mixed in before any transformers/TRL Trainer class (see `atomic`)."""
 
@@ -74,6 +83,7 @@ class AtomicCheckpointMixin:
         accelerator.wait_for_everyone()  # every rank has written its RNG state into the staged folder
         if self.args.should_save:  # type: ignore[attr-defined]
             state.save_to_json(str(staged / "trainer_state.json"))
+            drop_training_args_pickle(staged)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staged, final)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import ConfigError, NotFoundError
+from lmforge.files.safe_load import check_model_folder
 from lmforge.train.config import TrainConfig
 from lmforge.train.methods import Task, quantization_config
 
@@ -105,7 +106,12 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         from peft import PeftConfig, PeftModel
 
-        base = auto.from_pretrained(_adapter_base(folder), **kwargs)
+        check_model_folder(folder)
+        base_ref = _adapter_base(folder)
+        base_kwargs = dict(kwargs)
+        if Path(base_ref).is_dir():
+            base_kwargs["use_safetensors"] = check_model_folder(base_ref)
+        base = auto.from_pretrained(base_ref, **base_kwargs)
         # The adapter may come from another head's run (an SFT causal-LM LoRA under a reward model):
         # its LoRA weights live in the shared body, so load it task-free and merge.
         adapter_config = PeftConfig.from_pretrained(folder)
@@ -114,7 +120,7 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
         for parameter in merged.parameters():  # peft loads for inference (frozen); methods.py decides
             parameter.requires_grad_(True)
         return merged
-    return auto.from_pretrained(folder, **kwargs)
+    return auto.from_pretrained(folder, use_safetensors=check_model_folder(folder), **kwargs)
 
 
 def load_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: int | None = None,

@@ -239,6 +239,7 @@ def _save_final(trainer: Any, tokenizer: Any, final_dir: Path, model_card: str, 
             trainer.model.merge_and_unload().save_pretrained(str(temporary))
         else:
             trainer.save_model(str(temporary))
+            checkpoints.drop_training_args_pickle(temporary)
         tokenizer.save_pretrained(str(temporary))
         atomic_write_text(temporary / "README.md", model_card)
 
@@ -327,6 +328,11 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    if resume_from:
+        from lmforge.files.safe_load import require_safe
+
+        # The Trainer unpickles optimizer, scheduler and RNG state (weights_only); scan them first.
+        require_safe(resume_from)
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_metrics = _numbers(output.metrics)
     if data.eval is not None:
