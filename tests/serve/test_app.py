@@ -230,3 +230,33 @@ def test_shutdown_finishes_in_flight_requests(tiny_loaded):
         thread.join(60)
     assert replies[0].status_code == 200
     assert replies[0].json()["usage"]["completion_tokens"] == 80
+
+
+class _Slow:
+    """The tiny model at 10 ms a step, so a request outlives its client."""
+
+    def __init__(self, inner):
+        self.inner, self.generation_config = inner, inner.generation_config
+
+    def __call__(self, **kwargs):
+        time.sleep(0.01)
+        return self.inner(**kwargs)
+
+
+def test_plain_request_whose_client_hangs_up_is_cancelled(tiny_loaded):
+    import dataclasses
+
+    from lmforge.serve.app import create_app
+    from lmforge.serve.engine import Engine
+    from tests.serve.conftest import run_server
+
+    engine = Engine({"tiny": dataclasses.replace(tiny_loaded, model=_Slow(tiny_loaded.model))})
+    with run_server(create_app(engine)) as (url, _):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/completions", timeout=0.3,
+                       json={"model": "tiny", "prompt": "x", "max_tokens": 250, "ignore_eos": True})
+        deadline = time.monotonic() + 5
+        while engine.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.running == 0
+        assert engine.stats.decoded_tokens < 200  # of 250 asked: about 1 s of 2.5 s ran

@@ -18,6 +18,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.requests import Request as HttpRequest
+
 from lmforge.errors import UserInputError
 from lmforge.generate.load import LoadedModel
 from lmforge.serve.engine import Engine, Event, QueueFullError, Request
@@ -37,6 +39,7 @@ from lmforge.serve.protocol import (
 from lmforge.serve.tools import ToolPlan, parse_tool_calls, plan_tools, render_with_tools
 
 RETRY_AFTER_S = 1
+DISCONNECT_POLL_S = 0.5
 
 
 @dataclass
@@ -140,7 +143,6 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                request_timeout_s: float | None = 600.0) -> Any:
     """The FastAPI app serving `engine`'s models. `served_model_name` renames the first (base) model."""
     from fastapi import FastAPI
-    from fastapi import Request as HttpRequest
     from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -229,7 +231,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         return {"tokens": ids, "count": len(ids), "max_model_len": loaded.context_length}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest) -> Any:
+    async def chat_completions(body: ChatCompletionRequest, http: HttpRequest) -> Any:
         name, loaded = resolve(body.model)
         if not body.messages:
             raise ApiError(400, "messages must not be empty", param="messages")
@@ -244,13 +246,13 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
             events = submit(requests)
             return StreamingResponse(stream_chat(body, name, requests, events, tools, started),
                                      media_type="text/event-stream")
-        choices = await collect(requests, submit(requests), started)
+        choices = await collect(requests, submit(requests), started, http)
         return {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now_s(), "model": name,
                 "choices": [chat_choice(index, choice, tools, body.logprobs) for index, choice in enumerate(choices)],
                 "usage": usage(choices[0].prompt_tokens, sum(c.completion_tokens for c in choices))}
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> Any:
+    async def completions(body: CompletionRequest, http: HttpRequest) -> Any:
         name, loaded = resolve(body.model)
         prompts = completion_prompts(body.prompt, loaded)
         requests = build_requests(body, public[name], loaded, prompts, body.logprobs, "prompt", body.max_tokens)
@@ -258,7 +260,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         if body.stream:
             return StreamingResponse(stream_completion(body, name, requests, submit(requests), started),
                                      media_type="text/event-stream")
-        choices = await collect(requests, submit(requests), started)
+        choices = await collect(requests, submit(requests), started, http)
         return {"id": new_id("cmpl"), "object": "text_completion", "created": now_s(), "model": name,
                 "choices": [{"index": index, "text": choice.text, "finish_reason": choice.finish_reason,
                              "logprobs": completion_logprobs(choice.logprobs) if body.logprobs is not None else None}
@@ -291,12 +293,22 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                                    logprobs=logprobs, timeout_s=request_timeout_s, ignore_eos=body.ignore_eos))
         return out
 
-    async def collect(requests: list[Request], bridge: _Bridge, started: float) -> list[_Choice]:
+    async def collect(requests: list[Request], bridge: _Bridge, started: float, http: HttpRequest) -> list[_Choice]:
+        """Wait for every choice to finish; a client that hangs up meanwhile cancels them (checked twice a second)."""
         choices = [_Choice() for _ in requests]
         first: float | None = None
+        next_check = time.monotonic() + DISCONNECT_POLL_S
         try:
             while any(c.finish_reason is None for c in choices):
-                for index, event in await bridge.get_all():
+                try:
+                    events = await asyncio.wait_for(bridge.get_all(), DISCONNECT_POLL_S)
+                except TimeoutError:
+                    events = []
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + DISCONNECT_POLL_S
+                    if await http.is_disconnected():
+                        raise ApiError(499, "the client closed the request", code="client_closed")
+                for index, event in events:
                     first = first or time.perf_counter()
                     absorb(choices[index], event)
         finally:
