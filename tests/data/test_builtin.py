@@ -175,3 +175,12 @@ def test_tasks_narrow_the_arith_sets_and_the_corpus():
         load_builtin("arith-pref", n=5, tasks=["divide"])
     with pytest.raises(UserInputError, match="no tasks"):
         load_builtin("sentiment", n=5, tasks=["sort"])
+
+
+@pytest.mark.parametrize("name", ["builtin:sentiment", "builtin:arith-sft", "builtin:arith-pref", "builtin:corpus"])
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_every_held_out_split_loads_at_its_default_size(name, split):
+    from lmforge.data.builtin import get_builtin, load_builtin
+
+    dataset = load_builtin(name, split=split)
+    assert len(dataset) == get_builtin(name).default_n // 8
