@@ -30,10 +30,9 @@ def lora_dir(tiny_llama_dir, tmp_path_factory) -> Path:
 
 
 def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypatch):
+    import torch
     import uvicorn
     from fastapi.testclient import TestClient
-
-    import torch
 
     started = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.update(app=app, **kwargs))

@@ -70,3 +70,30 @@ def test_timeout_ends_a_request_and_stop_finishes_in_flight(tiny_loaded):
     engine.stop()  # graceful: returns once admitted and waiting requests are done
     assert timed_done.is_set() and timed[-1].finish_reason == "timeout"
     assert kept_done.is_set() and kept[-1].finish_reason == "length" and kept[-1].completion_tokens == 20
+
+
+def test_a_failing_model_ends_its_requests_not_the_engine(tiny_loaded):
+    import dataclasses
+
+    calls = {"n": 0}
+
+    class FailsOnce:
+        generation_config = tiny_loaded.model.generation_config
+
+        def __call__(self, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("out of memory")
+            return tiny_loaded.model(**kwargs)
+
+    engine = Engine({"m": dataclasses.replace(tiny_loaded, model=FailsOnce())})
+    engine.start()
+    try:
+        failed, failed_done, _ = _collect(engine, "m", [1, 2, 3], SamplingParams(max_new_tokens=3))
+        assert failed_done.wait(30)
+        ok, ok_done, _ = _collect(engine, "m", [1, 2, 3], SamplingParams(max_new_tokens=3), ignore_eos=True)
+        assert ok_done.wait(30)
+    finally:
+        engine.stop()
+    assert failed[-1].finish_reason == "error" and "RuntimeError: out of memory" in failed[-1].error
+    assert ok[-1].finish_reason == "length" and ok[-1].completion_tokens == 3

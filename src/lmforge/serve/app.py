@@ -39,6 +39,7 @@ from lmforge.serve.protocol import (
 from lmforge.serve.tools import ToolPlan, parse_tool_calls, plan_tools, render_with_tools
 
 RETRY_AFTER_S = 1
+ROUTES = frozenset({"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize"})
 DISCONNECT_POLL_S = 0.5
 
 
@@ -99,7 +100,7 @@ class _AuthAndCount:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
+        path = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label values for Prometheus
         if self.api_keys and path != "/health" and scope["method"] != "OPTIONS":
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             given = header[7:] if header.lower().startswith("bearer ") else ""
@@ -370,7 +371,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                     if choice.finish_reason is not None:
                         out += pending.flush(index)
                         if undecided[index]:
-                            content, calls = parse_tool_calls(tools.prefill + held[index])
+                            _, calls = parse_tool_calls(tools.prefill + held[index])
                             if calls:
                                 out.append(chunk(index, {"tool_calls": [{"index": k, **call}
                                                                         for k, call in enumerate(calls)]}))
@@ -441,7 +442,7 @@ def render_chat(loaded: LoadedModel, messages: list[dict[str, Any]], tools: list
                            param=f"messages[{index}].role")
     try:
         return render_with_tools(loaded, messages, tools)
-    except Exception as error:  # jinja raises its own errors (e.g. a template that rejects a role order)
+    except Exception as error:  # jinja raises its own errors (a template that rejects a role order)  # noqa: BLE001
         raise ApiError(400, f"the chat template cannot render these messages: {error}", param="messages") from None
 
 

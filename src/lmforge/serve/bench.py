@@ -16,11 +16,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lmforge.errors import UserInputError
 
@@ -139,7 +139,7 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, *, ma
                 issued += 1
                 try:
                     ttft, tpot, tokens = await _one_request(client, url, model, max_tokens, prompt)
-                except Exception as error:  # a benchmark counts failures, it does not stop on them
+                except Exception as error:  # a benchmark counts failures, it does not stop on them  # noqa: BLE001
                     errors.append(f"{type(error).__name__}: {error}"[:200])
                     continue
                 ttfts.append(ttft)
@@ -204,7 +204,6 @@ def measure_bandwidth_bytes_per_second(size_bytes: int = 256 * 2**20) -> float:
 
 def decode_bound(model_dir: str) -> DecodeBound:
     """The planner's decode ceiling for one sequence on this machine's measured bandwidth."""
-    import torch
 
     from lmforge.generate.load import load_model
     from lmforge.plan.models import resolve_model

@@ -337,7 +337,7 @@ class Engine:
                 for name, batch in self._batches.items():
                     try:
                         self._step(batch, admitted.get(name, []))
-                    except Exception as error:  # a model failure ends its sequences, never the server
+                    except Exception as error:  # a model failure ends its sequences, never the server  # noqa: BLE001
                         self._fail(batch, admitted.get(name, []), error)
 
     def _take_waiting(self) -> dict[str, list[Request]]:
