@@ -97,3 +97,32 @@ def test_a_failing_model_ends_its_requests_not_the_engine(tiny_loaded):
         engine.stop()
     assert failed[-1].finish_reason == "error" and "RuntimeError: out of memory" in failed[-1].error
     assert ok[-1].finish_reason == "length" and ok[-1].completion_tokens == 3
+
+
+def test_text_held_for_a_stop_string_is_sent_when_eos_comes(tiny_loaded):
+    """'Hello wor' could be the start of the stop string 'world', so it waits; eos makes it final."""
+    import dataclasses
+
+    tokenizer = tiny_loaded.tokenizer
+    script = tokenizer.encode("Hello wor", add_special_tokens=False) + [tokenizer.eos_token_id]
+
+    class Scripted:
+        generation_config = tiny_loaded.model.generation_config
+        step = 0
+
+        def __call__(self, **kwargs):
+            output = tiny_loaded.model(**kwargs)
+            output.logits[..., script[min(self.step, len(script) - 1)]] = 1e9
+            self.step += 1
+            return output
+
+    engine = Engine({"m": dataclasses.replace(tiny_loaded, model=Scripted())})
+    engine.start()
+    try:
+        events, done, _ = _collect(engine, "m", [1, 2], SamplingParams(temperature=0, max_new_tokens=50,
+                                                                        stop=["world"]))
+        assert done.wait(30)
+    finally:
+        engine.stop()
+    assert "".join(e.text for e in events) == "Hello wor"
+    assert events[-1].finish_reason == "stop" and events[-1].completion_tokens == len(script)

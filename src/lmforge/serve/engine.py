@@ -133,8 +133,9 @@ class _Sequence:
 
     def _report(self, token: int, logprob: TokenLogprob | None) -> None:
         params = self.request.params
-        if token in self.stop_ids:
-            self._finish("stop", logprob, token=token)
+        if token in self.stop_ids:  # what was held back (a possible stop-string start) is final now
+            text = self.loaded.tokenizer.decode(self.generated[:-1], skip_special_tokens=True)
+            self._finish("stop", logprob, text.rstrip("\ufffd"), token=token)
             return
         text = self.loaded.tokenizer.decode(self.generated, skip_special_tokens=True)
         cut = find_stop(text, params.stop)
