@@ -15,6 +15,7 @@ reproduces whatever else shares the batch.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -97,7 +98,7 @@ class _Sequence:
         self.processors = request.params.logits_processors()
         self.generator = torch.Generator()
         seed = request.params.seed
-        self.generator.manual_seed(seed if seed is not None else int.from_bytes(__import__("os").urandom(7), "big"))
+        self.generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "big"))
         self.deadline = request.deadline
         self.done = False
 
