@@ -94,6 +94,10 @@ def render_report(recipe: Any, records: dict[str, Any], plot_names: list[str]) -
     lines += ["", "Exact match: greedy answer equals the reference after normalisation. Preference accuracy: the "
               "model gives the correct answer a higher log-likelihood than the plausible wrong one. Reward-model "
               "accuracy: the reward model scores the correct answer above the wrong one.", ""]
+    dpo = records.get("dpo")
+    if dpo is not None and dpo.details.get("dpo_reward_accuracy") is not None:
+        lines += [f"DPO's own figure on its validation pairs: implicit reward accuracy "
+                  f"{dpo.details['dpo_reward_accuracy']:.1%} (log-ratio to the SFT reference ranks chosen first).", ""]
     lines += [f"![{name}](plots/{name})" for name in plot_names] + [""]
     plan = records.get("plan")
     if plan is not None:
