@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from lmforge.cli.serve import _console, _table
+from lmforge.cli.serve import _console, print_bench
 from lmforge.serve.bench import bench_serve, build_bench_model
 
 
@@ -37,14 +37,7 @@ def main() -> None:
         print(json.dumps(result.to_dict(), indent=2))
         return
     console = _console()
-    console.print(_table(result))
-    baseline, bound = result.baseline, result.bound
-    console.print(f"baseline (transformers generate, one request at a time): "
-                  f"{baseline.throughput_tokens_per_second:.1f} tok/s pooled; per run (before the first level, then after "
-                  f"each): {', '.join(f'{v:.1f}' for v in baseline.runs_tokens_per_second)}")
-    console.print(f"planner decode bound (bandwidth / bytes per step): {bound.decode_tokens_per_second:,.0f} tok/s "
-                  f"per sequence ({bound.weight_bytes / 2**20:.1f} MiB weights, "
-                  f"{bound.bandwidth_bytes_per_second / 1e9:.1f} GB/s copy bandwidth)")
+    print_bench(console, result)
     speedup = result.speedup(16)
     errors = sum(level.errors for level in result.levels)
     if speedup is not None:

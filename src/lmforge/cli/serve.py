@@ -98,22 +98,33 @@ def bench_serve_command(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
+    print_bench(console, result)
+
+
+def print_bench(console, result) -> None:  # type: ignore[no-untyped-def]
+    """The sweep table, the baseline runs, and the planner's decode bound beside the measured decode speed."""
     console.print(_table(result))
     if result.baseline:
-        console.print(f"baseline (transformers generate, one at a time): "
+        console.print(f"baseline (transformers generate, one request at a time): "
                       f"{result.baseline.throughput_tokens_per_second:.1f} tok/s pooled over {result.baseline.requests} "
                       f"requests; per run (before the first level, then after each): "
                       f"{', '.join(f'{v:.1f}' for v in result.baseline.runs_tokens_per_second)}")
     if result.bound:
-        console.print(f"planner decode bound: {result.bound.decode_tokens_per_second:,.0f} tok/s per sequence "
-                      f"({result.bound.weight_bytes / 2**20:.1f} MiB weights at "
-                      f"{result.bound.bandwidth_bytes_per_second / 1e9:.1f} GB/s measured copy bandwidth)")
+        lowest = min(result.levels, key=lambda level: level.concurrency, default=None)
+        measured = (f"; measured at concurrency {lowest.concurrency}: {1 / lowest.tpot_p50_seconds:,.0f} tok/s"
+                    if lowest and lowest.tpot_p50_seconds else "")
+        console.print(f"planner decode bound (bandwidth / bytes per step): {result.bound.decode_tokens_per_second:,.0f} "
+                      f"tok/s per sequence ({result.bound.weight_bytes / 2**20:.1f} MiB weights at "
+                      f"{result.bound.bandwidth_bytes_per_second / 1e9:.1f} GB/s measured copy bandwidth){measured}")
 
 
 def _console():
+    import sys
+
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    # Piped output (logs, docs) gets room for the whole table instead of rich's 80-column default.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 
 
 def _table(result):  # type: ignore[no-untyped-def]
