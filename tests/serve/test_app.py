@@ -260,3 +260,40 @@ def test_plain_request_whose_client_hangs_up_is_cancelled(tiny_loaded):
             time.sleep(0.05)
         assert engine.running == 0
         assert engine.stats.decoded_tokens < 200  # of 250 asked: about 1 s of 2.5 s ran
+
+
+def test_streamed_n_and_logprobs(client):
+    chunks = list(client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4, n=2, stream=True,
+                                                 temperature=0.9, seed=5))
+    roles = [c.choices[0].index for c in chunks if c.choices and c.choices[0].delta.role == "assistant"]
+    finished = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert sorted(roles) == [0, 1] and sorted(finished) == [0, 1]
+    pieces = list(client.completions.create(model="tiny", prompt="hello", max_tokens=5, logprobs=1, stream=True,
+                                            temperature=0, extra_body={"ignore_eos": True}))
+    tokens = [t for p in pieces if p.choices and p.choices[0].logprobs for t in p.choices[0].logprobs.tokens]
+    assert len(tokens) == 5  # one logprob entry per generated token, streamed as they come
+
+
+def test_tokenize_messages_counts_the_rendered_chat(served, tiny_loaded):
+    counted = httpx.post(f"{served.url}/tokenize", json={"messages": CHAT}, headers=AUTH).json()
+    reply = openai.OpenAI(base_url=f"{served.url}/v1", api_key=API_KEY).chat.completions.create(
+        model="tiny", messages=CHAT, max_tokens=1)
+    assert counted["count"] == reply.usage.prompt_tokens
+
+
+def test_model_without_chat_template_chats_through_the_documented_default(tiny_llama_dir, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from lmforge.generate.load import load_model
+    from lmforge.serve.app import create_app
+    from lmforge.serve.engine import Engine
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_llama_dir, bare)
+    (bare / "chat_template.jinja").unlink()
+    with TestClient(create_app(Engine({"bare": load_model(str(bare))}))) as http:
+        assert http.get("/v1/models").json()["data"][0]["chat_template"] == "default"
+        reply = http.post("/v1/chat/completions", json={"model": "bare", "messages": CHAT, "max_tokens": 2})
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["role"] == "assistant"
