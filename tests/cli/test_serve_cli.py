@@ -36,16 +36,19 @@ def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypat
 
     started = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.update(app=app, **kwargs))
+    from lmforge.serve.bench import free_port
+
+    port = str(free_port())
     threads = torch.get_num_threads()
     try:
-        result = runner.invoke(app, ["serve", str(tiny_llama_dir), "--adapter", f"mine={lora_dir}", "--port", "8123",
+        result = runner.invoke(app, ["serve", str(tiny_llama_dir), "--adapter", f"mine={lora_dir}", "--port", port,
                                      "--served-model-name", "base", "--api-key", "k1", "--api-key", "k2",
                                      "--threads", "1"])
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
-    assert started["port"] == 8123 and started["host"] == "127.0.0.1"
+    assert started["port"] == int(port) and started["host"] == "127.0.0.1"
     with TestClient(started["app"]) as http:
         assert http.get("/v1/models").status_code == 401
         headers = {"Authorization": "Bearer k2"}
@@ -92,3 +95,15 @@ def test_bench_serve_against_a_running_server(tiny_llama_dir):
 def test_bench_serve_needs_a_model_or_url():
     result = runner.invoke(app, ["bench", "serve"])
     assert result.exit_code == 2 and "give a MODEL folder" in result.stderr
+
+
+def test_serve_with_a_busy_port_fails_fast(tiny_llama_dir):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["serve", str(tiny_llama_dir), "--port", str(port)])
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "another --port" in result.stderr

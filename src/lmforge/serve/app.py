@@ -564,6 +564,7 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
 
     if max_batch_size < 1 or max_queue < 1:
         raise UserInputError("--max-batch-size and --max-queue must be >= 1")
+    check_port(host, port)  # before the slow model load, not after it
     if threads is not None:
         import torch
 
@@ -576,3 +577,17 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
     if on_ready is not None:
         on_ready(list(engine.models))
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=request_timeout_s)
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail fast with one line when the address is taken or cannot be bound."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserInputError(f"cannot listen on {host}:{port} ({error.strerror}); pass another --port or stop "
+                                 "the server using it") from None
