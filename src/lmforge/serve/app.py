@@ -239,13 +239,12 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         tools = plan_tools(body.tools, body.tool_choice)
         prompt_ids = loaded.tokenizer(render_chat(loaded, body.messages, tools.tools) + tools.prefill,
                                       add_special_tokens=False)["input_ids"]
-        top = body.top_logprobs or 0 if body.logprobs else None
+        top = (body.top_logprobs or 0) if body.logprobs else None
         requests = build_requests(body, public[name], loaded, [prompt_ids], top, "messages",
                                   body.max_completion_tokens or body.max_tokens)
         started = time.perf_counter()
         if body.stream:
-            events = submit(requests)
-            return StreamingResponse(stream_chat(body, name, requests, events, tools, started),
+            return StreamingResponse(stream_chat(body, name, requests, submit(requests), tools, started),
                                      media_type="text/event-stream")
         choices = await collect(requests, submit(requests), started, http)
         return {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now_s(), "model": name,
@@ -266,7 +265,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                 "choices": [{"index": index, "text": choice.text, "finish_reason": choice.finish_reason,
                              "logprobs": completion_logprobs(choice.logprobs) if body.logprobs is not None else None}
                             for index, choice in enumerate(choices)],
-                "usage": usage(sum(r.prompt_ids.__len__() for r in requests[::body.n]),
+                "usage": usage(sum(len(r.prompt_ids) for r in requests[::body.n]),
                                sum(c.completion_tokens for c in choices))}
 
     def submit(requests: list[Request]) -> _Bridge:
