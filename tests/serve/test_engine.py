@@ -126,3 +126,34 @@ def test_text_held_for_a_stop_string_is_sent_when_eos_comes(tiny_loaded):
         engine.stop()
     assert "".join(e.text for e in events) == "Hello wor"
     assert events[-1].finish_reason == "stop" and events[-1].completion_tokens == len(script)
+
+
+def test_a_failed_prefill_leaves_the_running_rows_alone(tiny_loaded):
+    import dataclasses
+
+    state = {"fail_next_prefill": False}
+
+    class Flaky:
+        generation_config = tiny_loaded.model.generation_config
+
+        def __call__(self, **kwargs):
+            time.sleep(0.005)
+            if kwargs["input_ids"].shape[1] > 1 and state["fail_next_prefill"]:
+                state["fail_next_prefill"] = False
+                raise RuntimeError("out of memory")
+            return tiny_loaded.model(**kwargs)
+
+    engine = Engine({"m": dataclasses.replace(tiny_loaded, model=Flaky())})
+    engine.start()
+    try:
+        running, running_done, _ = _collect(engine, "m", [1, 2, 3], SamplingParams(max_new_tokens=40),
+                                            ignore_eos=True)
+        while not running:
+            time.sleep(0.001)
+        state["fail_next_prefill"] = True
+        failed, failed_done, _ = _collect(engine, "m", [4, 5, 6], SamplingParams(max_new_tokens=5))
+        assert failed_done.wait(30) and running_done.wait(30)
+    finally:
+        engine.stop()
+    assert failed[-1].finish_reason == "error"
+    assert running[-1].finish_reason == "length" and running[-1].completion_tokens == 40

@@ -337,10 +337,7 @@ class Engine:
                         return
                     admitted = self._take_waiting()
                 for name, batch in self._batches.items():
-                    try:
-                        self._step(batch, admitted.get(name, []))
-                    except Exception as error:  # a model failure ends its sequences, never the server  # noqa: BLE001
-                        self._fail(batch, admitted.get(name, []), error)
+                    self._step(batch, admitted.get(name, []))
 
     def _take_waiting(self) -> dict[str, list[Request]]:
         room = {name: self.max_batch_size - len(batch.sequences) for name, batch in self._batches.items()}
@@ -364,20 +361,25 @@ class Engine:
         return taken
 
     def _step(self, batch: _Batch, requests: list[Request]) -> None:
+        """Admit `requests`, then decode one token for every running row. A failure (say, out of memory) ends only
+        the sequences it touched: a failed prefill fails its new requests while the running rows go on."""
         if requests:
             stop_ids = set(batch.loaded.stop_token_ids)
-            batch.admit([_Sequence(r, batch.loaded, set() if r.ignore_eos else stop_ids) for r in requests],
-                        self.stats)
+            new = [_Sequence(r, batch.loaded, set() if r.ignore_eos else stop_ids) for r in requests]
+            try:
+                batch.admit(new, self.stats)
+            except Exception as error:  # noqa: BLE001
+                _fail(new, error)
             self.stats.finished += batch.drop_finished(time.monotonic())
         if batch.sequences:
-            batch.decode(self.stats)
+            try:
+                batch.decode(self.stats)
+            except Exception as error:  # noqa: BLE001
+                _fail(batch.sequences, error)
             self.stats.finished += batch.drop_finished(time.monotonic())
 
-    def _fail(self, batch: _Batch, requests: list[Request], error: Exception) -> None:
-        message = f"generation failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        for seq in batch.sequences:
-            seq._finish("error", error=message)
-        for request in requests:
-            request.on_event(Event(finish_reason="error", error=message, prompt_tokens=len(request.prompt_ids)))
-        batch.cache = batch.mask = None
-        batch.sequences, batch.next_tokens = [], []
+
+def _fail(sequences: list[_Sequence], error: Exception) -> None:
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    for seq in sequences:
+        seq._finish("error", error=f"generation failed: {type(error).__name__}: {first_line}")
