@@ -31,11 +31,12 @@ def lora_dir(tiny_llama_dir, tmp_path_factory) -> Path:
 
 def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypatch):
     import torch
-    import uvicorn
     from fastapi.testclient import TestClient
 
+    import lmforge.serve.app
+
     started = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.update(app=app, **kwargs))
+    monkeypatch.setattr(lmforge.serve.app, "run_uvicorn", lambda app, **kwargs: started.update(app=app, **kwargs))
     from lmforge.serve.bench import free_port
 
     port = str(free_port())

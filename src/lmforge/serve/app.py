@@ -559,8 +559,6 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
     `threads` sets torch's CPU threads: on a machine shared with other work, fewer threads than cores avoids
     OpenMP threads spinning against each other (measured 10-20x slower tiny matmuls on a loaded 2-core host).
     """
-    import uvicorn
-
     if max_batch_size < 1 or max_queue < 1:
         raise UserInputError("--max-batch-size and --max-queue must be >= 1")
     check_port(host, port)  # before the slow model load, not after it
@@ -575,7 +573,35 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
     app = create_app(engine, api_keys=api_keys, cors_origins=cors_origins, request_timeout_s=request_timeout_s)
     if on_ready is not None:
         on_ready(list(engine.models))
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=request_timeout_s)
+    run_uvicorn(app, host=host, port=port, graceful_timeout_s=request_timeout_s)
+
+
+def run_uvicorn(app: Any, *, host: str, port: int, graceful_timeout_s: float | None) -> None:
+    """uvicorn until SIGINT/SIGTERM, which stop new connections and let in-flight requests finish (a second
+    Ctrl-C forces the exit). Unlike `uvicorn.run`, the signal is not re-raised afterwards, so a graceful stop ends
+    with exit code 0 instead of a KeyboardInterrupt traceback."""
+    import contextlib
+    import signal
+    import threading
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=int(graceful_timeout_s) if graceful_timeout_s else None)
+    Server(config).run()
 
 
 def check_port(host: str, port: int) -> None:
