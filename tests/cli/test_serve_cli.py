@@ -67,6 +67,8 @@ def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypat
     (["--engine", "vllm"], "--engine vllm needs"),
     (["--adapter", "no-equals-sign"], "write NAME=DIR"),
     (["--engine", "tgi"], "choose transformers or vllm"),
+    (["--timeout", "0"], "--timeout must be > 0"),
+    (["--max-queue", "0"], "must be >= 1"),
 ])
 def test_serve_errors_are_one_line(tiny_llama_dir, args, words):
     result = runner.invoke(app, ["serve", str(tiny_llama_dir), *args])

@@ -561,6 +561,8 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
     """
     if max_batch_size < 1 or max_queue < 1:
         raise UserInputError("--max-batch-size and --max-queue must be >= 1")
+    if request_timeout_s is not None and request_timeout_s <= 0:
+        raise UserInputError(f"--timeout must be > 0 seconds (got {request_timeout_s})")
     check_port(host, port)  # before the slow model load, not after it
     if threads is not None:
         import torch
