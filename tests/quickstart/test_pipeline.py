@@ -34,12 +34,14 @@ def _check_outputs(out: Path, summary: dict) -> None:
     assert 0.0 <= stages["rm"]["reward_accuracy"] <= 1.0
 
     report = (out / "report.md").read_text()
-    table = report.split("## Stages side by side")[1].split("\n\n")[1]
-    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    section = report.split("## Stages side by side")[1].split("## ")[0]
+    table = [line for line in section.splitlines() if line.startswith("| ")][1:]  # without the header
+    rows = {line.split("|")[1].strip(): line for line in table if not line.startswith("|---")}
     for name in ("tokenizer", "pretrain", "plan", "sft", "rm", "dpo", "rlhf", "export", "chat"):
         assert name in rows
     sft_cells = [cell.strip() for cell in rows["sft"].split("|")]
     assert sft_cells[5] == f"{stages['sft']['exact_match']:.1%}"  # the report prints the measured figure
+    assert f"**sft**: exact match {stages['pretrain']['exact_match']:.1%} → {stages['sft']['exact_match']:.1%}" in report
     for plot in ("stages.png", "losses.png"):
         assert (out / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{plot}" in report

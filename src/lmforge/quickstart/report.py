@@ -28,6 +28,18 @@ def _stage_table(records: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _headline(records: dict[str, Any]) -> list[str]:
+    """What each alignment stage did to the held-out figures, in one line each."""
+    lines = []
+    for before, after in (("pretrain", "sft"), ("sft", "dpo"), ("dpo", "rlhf")):
+        if before in records and after in records and records[after].exact_match is not None:
+            b, a = records[before], records[after]
+            lines.append(f"- **{after}**: exact match {_pct(b.exact_match)} → {_pct(a.exact_match)} "
+                         f"({(a.exact_match - b.exact_match) * 100:+.1f} points), preference accuracy "
+                         f"{_pct(b.preference_accuracy)} → {_pct(a.preference_accuracy)}")
+    return lines + [""] if lines else []
+
+
 def _plot_stages(records: dict[str, Any], path: Path) -> Path:
     """Exact match and preference accuracy after each policy stage, as grouped bars."""
     import matplotlib
@@ -90,7 +102,7 @@ def render_report(recipe: Any, records: dict[str, Any], plot_names: list[str]) -
              f"Tasks: {', '.join(recipe.tasks)} (built-in, held-out test split never trained on). "
              f"Tiny Llama: {recipe.model['num_hidden_layers']} layers × {recipe.model['hidden_size']} hidden; "
              f"LoRA rank {recipe.lora_r} for SFT, DPO and RLHF.", "", "## Stages side by side", ""]
-    lines += _stage_table(records)
+    lines += _headline(records) + _stage_table(records)
     lines += ["", "Exact match: greedy answer equals the reference after normalisation. Preference accuracy: the "
               "model gives the correct answer a higher log-likelihood than the plausible wrong one. Reward-model "
               "accuracy: the reward model scores the correct answer above the wrong one.", ""]
