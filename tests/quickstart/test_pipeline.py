@@ -88,10 +88,16 @@ def test_fast_quickstart_end_to_end_then_resume_after_interruption(tmp_path: Pat
     sft_weights = out / "sft" / "final" / "adapter_model.safetensors"
     sft_written = sft_weights.stat().st_mtime_ns
 
-    resumed = _run("--out", str(out), "--resume")
+    human = CliRunner().invoke(app, ["quickstart", "--fast", "--out", str(out), "--resume"])
+    assert human.exit_code == 0, human.output
+    assert "sft: done already, skipped" in human.output
+    assert "resuming dpo from its last checkpoint" in human.output
+    assert f"report: {out / 'report.md'}" in human.output
+    resumed = json.loads((out / "quickstart.json").read_text())
     assert sft_weights.stat().st_mtime_ns == sft_written  # finished stages are skipped, not rerun
     for name in ("tokenizer", "pretrain", "plan", "sft", "rm"):
         assert resumed["stages"][name] == summary["stages"][name]
+    assert list(resumed["stages"]) == list(summary["stages"])
     steps = [json.loads(line)["step"] for line in (dpo / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
     assert steps == list(range(1, summary["stages"]["dpo"]["steps"] + 1))  # continued from step 2, no repeats
