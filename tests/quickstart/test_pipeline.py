@@ -41,7 +41,8 @@ def _check_outputs(out: Path, summary: dict) -> None:
         assert name in rows
     sft_cells = [cell.strip() for cell in rows["sft"].split("|")]
     assert sft_cells[5] == f"{stages['sft']['exact_match']:.1%}"  # the report prints the measured figure
-    assert f"**sft**: exact match {stages['pretrain']['exact_match']:.1%} → {stages['sft']['exact_match']:.1%}" in report
+    before, after = stages["pretrain"]["exact_match"], stages["sft"]["exact_match"]
+    assert f"**sft**: exact match {before:.1%} → {after:.1%}" in report
     for plot in ("stages.png", "losses.png"):
         assert (out / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{plot}" in report

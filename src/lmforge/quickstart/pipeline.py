@@ -315,16 +315,16 @@ def _plan(ctx: _Context) -> StageRecord:
     options = {"method": "lora", "lora_rank": recipe.lora_r, "lora_alpha": recipe.lora_r * 2,
                "micro_batch_size": recipe.micro_batch_size, "seq_len": recipe.max_len,
                "tokens": recipe.sft_steps * recipe.micro_batch_size * recipe.max_len}
-    plans = {"tiny (this quickstart, fp32 CPU)": plan_training(spec_from_config(tiny, name="quickstart-tiny"),
-                                                               precision="fp32", verdicts=False, **options),
-             "llama-2-7b (same recipe, bf16 on A100-80GB)": plan_training("llama-2-7b", precision="bf16-mixed",
-                                                                          gpu="a100-80g", **options)}
+    plans = {"tiny (this quickstart, fp32)": plan_training(spec_from_config(tiny, name="quickstart-tiny"),
+                                                           precision="fp32", gpu="a100-80g", verdicts=False, **options),
+             "llama-2-7b (same recipe, bf16)": plan_training("llama-2-7b", precision="bf16-mixed", gpu="a100-80g",
+                                                             **options)}
     rows = {}
     for label, plan in plans.items():
         rows[label] = {
             "params_total": plan.model.params_total, "params_trainable": plan.model.params_trainable,
             "per_gpu_bytes": plan.memory.total_bytes, "breakdown_bytes": dict(plan.memory.bytes_by_category),
-            "gpus": plan.layout.gpus, "fits": plan.fits,
+            "gpus": plan.layout.gpus, "gpu": plan.accelerator.display_name, "fits": plan.fits,
             "wall_seconds": plan.throughput.wall_seconds,
         }
     atomic_write_json(ctx.path("plan.json"), {label: plan.to_dict() for label, plan in plans.items()})

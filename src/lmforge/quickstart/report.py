@@ -114,10 +114,15 @@ def render_report(recipe: Any, records: dict[str, Any], plot_names: list[str]) -
     plan = records.get("plan")
     if plan is not None:
         lines += ["## Plan: this recipe on the tiny model and on a 7B model", "",
-                  "| model | params | trainable | memory per device | GPUs | fits |", "|---|---|---|---|---|---|"]
+                  "| model | params | trainable | memory per device | GPUs | fits | time for the SFT tokens |",
+                  "|---|---|---|---|---|---|---|"]
         for label, row in plan.details.items():
+            seconds = row.get("wall_seconds")
+            time_text = "—" if seconds is None else f"{seconds:.1f} s"
+            fits = "yes" if row["fits"] else "no"
             lines.append(f"| {label} | {row['params_total']:,} | {row['params_trainable']:,} | "
-                         f"{row['per_gpu_bytes'] / GIB:.3f} GiB | {row['gpus']} | {'yes' if row['fits'] else 'no'} |")
+                         f"{row['per_gpu_bytes'] / GIB:.3f} GiB | {row['gpus']} × {row['gpu']} | {fits} | "
+                         f"{time_text} |")
         lines.append("")
     export = records.get("export")
     if export is not None:
