@@ -104,6 +104,18 @@ def test_fast_quickstart_end_to_end_then_resume_after_interruption(tmp_path: Pat
     assert steps == list(range(1, summary["stages"]["dpo"]["steps"] + 1))  # continued from step 2, no repeats
     _check_outputs(out, resumed)
 
+    # Killed after RLHF finished training but before it was scored: the run is kept, only the scoring reruns.
+    scored = resumed["stages"]["rlhf"]["exact_match"]
+    for name in ("rlhf", "export", "chat", "report"):
+        del resumed["stages"][name]
+    (out / "quickstart.json").write_text(json.dumps(resumed))
+    rlhf_weights = out / "rlhf" / "final" / "adapter_model.safetensors"
+    rlhf_written = rlhf_weights.stat().st_mtime_ns
+    again = _run("--out", str(out), "--resume")
+    assert rlhf_weights.stat().st_mtime_ns == rlhf_written
+    assert again["stages"]["rlhf"]["exact_match"] == scored
+    _check_outputs(out, again)
+
 
 def test_refuses_a_folder_that_holds_a_quickstart_without_resume(tmp_path: Path) -> None:
     (tmp_path / "quickstart.json").write_text(json.dumps({"recipe": "fast", "stages": {}}))
