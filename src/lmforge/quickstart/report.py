@@ -58,7 +58,7 @@ def _plot_stages(records: dict[str, Any], path: Path) -> Path:
     axis.set_ylim(0, 100)
     axis.set_ylabel("%")
     axis.set_title("held-out scores after each stage")
-    axis.legend(loc="upper left")
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)  # below: bars stay visible
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
