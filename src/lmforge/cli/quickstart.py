@@ -26,7 +26,7 @@ def _quiet_libraries() -> None:
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Folder for every stage, the report and exports."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted quickstart in --out."),
-    fast: bool = typer.Option(False, "--fast", help="A minute-long smoke run: tiny sizes, numbers show no learning."),
+    fast: bool = typer.Option(False, "--fast", help="A 10-20 second smoke run: tiny sizes, numbers show no learning."),
     as_json: bool = typer.Option(False, "--json", help="Print every stage's metrics as JSON."),
 ) -> None:
     """The whole life of a tiny LLM on a CPU, nothing downloaded: tokenizer, pretrain, plan, SFT (LoRA),
