@@ -144,3 +144,29 @@ def test_resume_of_nothing_and_a_foreign_folder_are_clear_errors(tmp_path: Path,
     assert result.exit_code != 0
     assert result.output.startswith("Error: ")
     assert (out / "notes.txt").read_text() == "mine" if make_folder else not out.exists()
+
+
+def test_sigkill_during_sft_then_resume_finishes_from_the_checkpoint(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "qs"
+    command = [sys.executable, "-m", "lmforge", "quickstart", "--fast", "--json", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = out / "sft" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and not list(checkpoints.glob("checkpoint-*")):
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    state = json.loads((out / "quickstart.json").read_text())
+    assert "pretrain" in state["stages"] and "sft" not in state["stages"]  # killed inside SFT
+    assert not (out / "sft" / "final").exists()
+
+    result = CliRunner().invoke(app, ["quickstart", "--fast", "--out", str(out), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resuming sft from its last checkpoint" in result.output
+    records = [json.loads(line) for line in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert (out / "report.md").is_file() and (out / "export" / "model-f16.gguf").is_file()
