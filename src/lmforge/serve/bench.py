@@ -206,14 +206,16 @@ def decode_bound(model_dir: str) -> DecodeBound:
     """The planner's decode ceiling for one sequence on this machine's measured bandwidth."""
 
     from lmforge.generate.load import load_model
-    from lmforge.plan.models import resolve_model
+    from lmforge.plan.models import spec_from_config
     from lmforge.plan.throughput import inference_speed
 
     loaded = load_model(model_dir)
+    # The loaded model's own config: a run or adapter folder has none of its own (adapters are merged).
+    spec = spec_from_config(loaded.model.config.to_dict(), loaded.name)
     weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     params = sum(p.numel() for p in loaded.model.parameters())
     bandwidth = measure_bandwidth_bytes_per_second()
-    speed = inference_speed(resolve_model(str(Path(model_dir))), weight_bytes_read=weight_bytes, kv_cache_bytes=0,
+    speed = inference_speed(spec, weight_bytes_read=weight_bytes, kv_cache_bytes=0,
                             compute_params=params, batch_size=1, prompt_tokens=1, tp=1,
                             bandwidth_bytes_per_second=bandwidth, peak_flops_per_gpu=None)
     return DecodeBound(weight_bytes=weight_bytes, bandwidth_bytes_per_second=bandwidth,
