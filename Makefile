@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# A second `make quickstart` continues (or just re-reports) the run in runs/quickstart.
 quickstart: install
-	$(VENV)/bin/lmforge quickstart
+	$(VENV)/bin/lmforge quickstart $(if $(wildcard runs/quickstart/quickstart.json),--resume,)
 
 test: install
 	$(PY) -m pytest -n 2 -q tests
