@@ -64,6 +64,11 @@ def test_tokenizer_folder_must_exist(tmp_path):
         load_tokenizer(tmp_path / "missing")
 
 
+def test_a_training_run_folder_gives_the_tokenizer_it_saved(tmp_path, tiny_tokenizer):
+    tiny_tokenizer.save_pretrained(tmp_path / "run" / "final")
+    assert load_tokenizer(tmp_path / "run").get_vocab() == tiny_tokenizer.get_vocab()
+
+
 def test_preview_dims_exactly_the_masked_tokens(tiny_tokenizer, write_jsonl):
     loaded = load_data(write_jsonl([chat("system", "Be brief.", "user", "What is 2 plus 3?", "assistant", "5")]))
     (record,) = preview_records(loaded, tiny_tokenizer, n=5)

@@ -80,10 +80,12 @@ def length_stats(lengths: np.ndarray) -> LengthStats:
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Any:
-    """A tokenizer from a local model or tokenizer folder (never downloaded)."""
+    """A tokenizer from a local model, tokenizer or training-run folder (never downloaded)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise NotFoundError(f"no tokenizer folder at {path}; pass a local model directory with --tokenizer")
+    if (folder / "final").is_dir():  # an lmforge run: its tokenizer (with the trained template) is in RUN/final
+        folder = folder / "final"
     from transformers import AutoTokenizer
 
     try:
