@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -32,7 +31,7 @@ COMMAND_MODULES = [
 class LmforgeGroup(TyperGroup):
     """Turns an LmforgeError raised by any subcommand into `Error: <message>` and its exit code."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except LmforgeError as error:
