@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lmforge.fileio import atomic_path, atomic_write_text
+from lmforge.fileio import atomic_save_figure, atomic_write_text
 
 GIB = 2**30
 
@@ -60,10 +60,7 @@ def _plot_stages(records: dict[str, Any], path: Path) -> Path:
     axis.set_title("held-out scores after each stage")
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)  # below: bars stay visible
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
-    return path
+    return atomic_save_figure(figure, path, dpi=100)
 
 
 def _plot_losses(out: Path, path: Path) -> Path:
@@ -78,22 +75,19 @@ def _plot_losses(out: Path, path: Path) -> Path:
 
     runs = [name for name in ("pretrain", "sft", "rm", "dpo", "rlhf") if (out / name / "metrics.jsonl").is_file()]
     figure, axes = plt.subplots(1, len(runs), figsize=(3.0 * len(runs), 2.8), squeeze=False)
-    for axis, name in zip(axes[0], runs):
+    for axis, name in zip(axes[0], runs, strict=True):
         train, val = curves(read_metrics(out / name / "metrics.jsonl"))
         if train:
-            axis.plot(*zip(*train), label="train")
+            axis.plot(*zip(*train, strict=True), label="train")
         if val:
-            axis.plot(*zip(*val), marker="o", label="validation")
+            axis.plot(*zip(*val, strict=True), marker="o", label="validation")
         axis.set_title(name)
         axis.set_xlabel("step")
         if train or val:
             axis.legend(fontsize="small")
     axes[0][0].set_ylabel("loss")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
-    return path
+    return atomic_save_figure(figure, path, dpi=100)
 
 
 def render_report(recipe: Any, records: dict[str, Any], plot_names: list[str]) -> str:
