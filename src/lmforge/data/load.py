@@ -346,30 +346,31 @@ def _with_progress(files: list[Path], progress: bool) -> Iterator[_Item]:
             yield from _file_items(file, lambda n: bar.advance(task, n))
 
 
-def _decode(raw: bytes) -> tuple[str | None, RecordProblem | None]:
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as error:
-        return None, RecordProblem(NON_UTF8, f"{NON_UTF8} at byte {error.start} of the line")
-
-
-def _jsonl_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
+def _lines(file: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, str, RecordProblem | None]]:
+    """Each non-blank line with its location, decoded as UTF-8; a line that is not UTF-8 comes
+    with its NON_UTF8 problem, decoded with replacement characters for the report."""
     with open(file, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             advance(len(raw))
             if not raw.strip():
                 continue
-            location = f"{file}:{number}"
-            text, problem = _decode(raw)
-            if problem is not None:
-                yield location, None, problem, raw.decode("utf-8", "replace").rstrip("\n")
-                continue
-            assert text is not None
             try:
-                yield location, json.loads(text), None, None
-            except json.JSONDecodeError as error:
-                detail = f"{INVALID_JSON} ({error.msg} at column {error.colno})"
-                yield location, None, RecordProblem(INVALID_JSON, detail), text.rstrip("\n")
+                yield f"{file}:{number}", raw.decode("utf-8"), None
+            except UnicodeDecodeError as error:
+                problem = RecordProblem(NON_UTF8, f"{NON_UTF8} at byte {error.start} of the line")
+                yield f"{file}:{number}", raw.decode("utf-8", "replace"), problem
+
+
+def _jsonl_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
+    for location, text, problem in _lines(file, advance):
+        if problem is not None:
+            yield location, None, problem, text.rstrip("\n")
+            continue
+        try:
+            yield location, json.loads(text), None, None
+        except json.JSONDecodeError as error:
+            detail = f"{INVALID_JSON} ({error.msg} at column {error.colno})"
+            yield location, None, RecordProblem(INVALID_JSON, detail), text.rstrip("\n")
 
 
 def _json_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
@@ -454,18 +455,12 @@ def _csv_cell(key: str, value: str | None) -> Any:
 
 
 def _txt_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
-    with open(file, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            advance(len(raw))
-            if not raw.strip():
-                continue
-            location = f"{file}:{number}"
-            text, problem = _decode(raw)
-            if problem is not None:
-                yield location, None, problem, raw.decode("utf-8", "replace").rstrip("\r\n")
-            else:
-                assert text is not None
-                yield location, {"text": text.rstrip("\r\n")}, None, None
+    for location, text, problem in _lines(file, advance):
+        line = text.rstrip("\r\n")
+        if problem is not None:
+            yield location, None, problem, line
+        else:
+            yield location, {"text": line}, None, None
 
 
 def _parquet_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
