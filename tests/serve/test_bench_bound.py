@@ -15,3 +15,16 @@ def test_decode_bound_reads_an_adapter_folder_through_its_merged_model(tmp_path,
 
     assert bound.weight_bytes == weight_bytes  # merged: the base's weights, no adapter left
     assert bound.decode_tokens_per_second > 0
+
+
+def test_decode_bound_takes_an_already_loaded_model(tiny_llama_dir):
+    """bench serve passes the baseline's loaded model instead of loading the folder a second time."""
+    from lmforge.generate.load import load_model
+
+    loaded = load_model(str(tiny_llama_dir), device="cpu")
+    weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+
+    bound = decode_bound(loaded)
+
+    assert bound.weight_bytes == weight_bytes == decode_bound(str(tiny_llama_dir)).weight_bytes
+    assert bound.decode_tokens_per_second > 0

@@ -20,9 +20,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import UserInputError
+
+if TYPE_CHECKING:
+    from lmforge.generate.load import LoadedModel
 
 DEFAULT_CONCURRENCY = (1, 4, 16, 64)
 BENCH_PROMPT = "Write a short story about a fox who learns to count."
@@ -202,14 +205,14 @@ def measure_bandwidth_bytes_per_second(size_bytes: int = 256 * 2**20) -> float:
     return 2 * size_bytes / best  # each byte is read once and written once
 
 
-def decode_bound(model_dir: str) -> DecodeBound:
-    """The planner's decode ceiling for one sequence on this machine's measured bandwidth."""
-
+def decode_bound(model: str | LoadedModel) -> DecodeBound:
+    """The planner's decode ceiling for one sequence on this machine's measured bandwidth (`model`: a folder,
+    or a model already loaded, such as the baseline's)."""
     from lmforge.generate.load import load_model
     from lmforge.plan.models import spec_from_config
     from lmforge.plan.throughput import inference_speed
 
-    loaded = load_model(model_dir)
+    loaded = load_model(model) if isinstance(model, str) else model
     # The loaded model's own config: a run or adapter folder has none of its own (adapters are merged).
     spec = spec_from_config(loaded.model.config.to_dict(), loaded.name)
     weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
@@ -305,12 +308,12 @@ def bench_serve(model: str | None = None, *, url: str | None = None, served_name
             name = served_name or _first_model(local, api_key)
             levels = sweep(local, name)
     baseline = bound = None
-    if runs:
+    if reference is not None:
         tokens, seconds = sum(r.output_tokens for r in runs), sum(r.seconds for r in runs)
         baseline = BaselineResult(requests=sum(r.requests for r in runs), output_tokens=tokens, seconds=seconds,
                                   throughput_tokens_per_second=tokens / seconds,
                                   runs_tokens_per_second=[r.throughput_tokens_per_second for r in runs])
-        bound = decode_bound(str(model))
+        bound = decode_bound(reference.loaded)  # the model the baseline already loaded
     return ServeBenchResult(model=name, max_tokens=max_tokens, levels=levels, baseline=baseline, bound=bound)
 
 
