@@ -577,7 +577,3 @@ def scan_pickle_stream(data, start: int = 0, end: int | None = None, *, strict: 
     """Walks one pickle stream in `data[start:end]` (bytes or mmap) without executing it."""
     stop = len(data) if end is None else min(end, len(data))
     return _Walker(data, start, stop, strict).run()
-
-
-def stream_is_safe(report: StreamReport) -> bool:
-    return not report.findings
