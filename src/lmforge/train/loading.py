@@ -7,12 +7,12 @@ from a finished one; `--resume` (run.py) continues an interrupted one instead.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from lmforge.errors import ConfigError, NotFoundError
 from lmforge.files.safe_load import check_model_folder
+from lmforge.generate.load import adapter_base
 from lmforge.train.config import TrainConfig
 from lmforge.train.methods import Task, quantization_config
 
@@ -33,10 +33,6 @@ def resolve_model_folder(source: str) -> Path:
     if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         raise NotFoundError(f"{path} holds no config.json or adapter_config.json: not a model folder")
     return path
-
-
-def _adapter_base(folder: Path) -> str:
-    return json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
 BPE_PREFIX = "bpe:"
@@ -107,7 +103,7 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
         from peft import PeftConfig, PeftModel
 
         check_model_folder(folder)
-        base_ref = _adapter_base(folder)
+        base_ref = adapter_base(folder)
         base_kwargs = dict(kwargs)
         if Path(base_ref).is_dir():
             base_kwargs["use_safetensors"] = check_model_folder(base_ref)

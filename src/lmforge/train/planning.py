@@ -28,9 +28,9 @@ class FitChoice:
 
 def hf_config(config: TrainConfig, tokenizer: Any) -> Any:
     """The transformers config of the starting model, read without loading any weights."""
-    import json
-
     from transformers import AutoConfig
+
+    from lmforge.generate.load import adapter_base
 
     source = config.init_from or config.model.path
     if source is None:
@@ -40,7 +40,7 @@ def hf_config(config: TrainConfig, tokenizer: Any) -> Any:
         return result
     folder = resolve_model_folder(source)
     if not (folder / "config.json").is_file():  # an adapter: the architecture is its base model's
-        folder = Path(json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"])
+        folder = Path(adapter_base(folder))
     return AutoConfig.from_pretrained(folder)
 
 
