@@ -28,7 +28,7 @@ def test_an_example_too_long_for_the_context_is_skipped_and_counted(tiny_llama_d
     report = evaluate_model(str(tiny_llama_dir), str(data), params=FAST)
     assert report.summary["examples"] == 1 and report.summary["skipped"] == 1
     assert report.rows[0].score is None and report.rows[0].prediction.startswith("[not run: prompt (")
-    assert report.rows[1].score is not None
+    assert report.rows[1].score == report.rows[1].details["rougeL"] and 0 <= report.rows[1].score <= 1
 
 
 def test_perplexity_eval_on_chat_scores_assistant_tokens_only(tiny_llama_dir, chat_file):
@@ -55,6 +55,7 @@ def test_reward_eval_reports_pairwise_accuracy(tiny_reward_dir, preference_file)
     report = evaluate_model(str(tiny_reward_dir), str(preference_file))
     assert report.task == "reward"
     assert report.summary["pairwise_accuracy"] in (0.0, 0.5, 1.0)
+    assert report.summary["pairwise_accuracy"] == pytest.approx(sum(r.score for r in report.rows) / len(report.rows))
     assert all(r.score == float(r.details["margin"] > 0) for r in report.rows)
 
 
