@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from lmforge.plan.models import moe_layer_indices, sliding_layer_count
+from lmforge.plan.models import moe_layer_indices
 from lmforge.plan.params import ParamCount, count_params, count_trainable_params
 from lmforge.plan.quant import nf4_bits_per_weight, weight_format
 from lmforge.plan.setup import CATEGORIES, InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
@@ -399,10 +399,10 @@ def _training_stage(
     if _lora_on_experts(spec, setup):
         # peft (ParamWrapper) adapts a fused 3-D expert tensor by building W + B·A for the whole tensor in
         # the forward; that merged weight is saved for backward: one expert-sized copy per MoE layer.
-        moe_layers = len(moe_layer_indices(spec.model_type, spec.config, spec.num_layers))
-        per_layer_experts = counts.expert_params / max(moe_layers, 1)
+        moe_layers = set(moe_layer_indices(spec.model_type, spec.text_config, spec.num_layers))
+        per_layer_experts = counts.expert_params / max(len(moe_layers), 1)
         merged = per_layer_experts * (_FP32 if setup.precision == "fp32" else _HALF) / tp
-        moe_here = sum(1 for i in stage.layer_indices if i in set(moe_layer_indices(spec.model_type, spec.config, spec.num_layers)))
+        moe_here = sum(1 for i in stage.layer_indices if i in moe_layers)
         held = 1 if setup.recompute == "full" else moe_here * stage.in_flight_micro_batches
         activations += merged * held
     if stage.last:
@@ -517,7 +517,7 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
     weights /= tp
 
     per_token = kv_cache_bytes_per_token(spec, setup.kv_dtype, layout)
-    sliding = sliding_layer_count(spec.model_type, spec.config, spec.num_layers) if spec.sliding_window else 0
+    sliding = spec.num_sliding_layers
     tokens = setup.batch_size * setup.context_len
     kv = per_token * tokens
     if sliding:
