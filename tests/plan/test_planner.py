@@ -61,7 +61,9 @@ def test_time_and_cost_follow_tokens_and_price():
     assert base.throughput.cost_usd == pytest.approx(base.throughput.gpu_hours * 2.0)
     default_price = plan_training("qwen2.5-0.5b", gpu="h100-sxm", verdicts=False)
     assert default_price.throughput.price_usd_per_gpu_hour == 2.99  # the catalog's typical price
-    assert default_price.notes  # says the default token count is 1e9
+    assert any("1e9 training tokens" in note for note in default_price.notes)
+    assert default_price.throughput.tokens == 10**9
+    assert not any("1e9 training tokens" in note for note in base.notes)  # said only when defaulted
 
 
 def test_fixed_gpus_too_few_still_returns_the_breakdown_with_a_verdict():
@@ -111,7 +113,7 @@ def test_quantised_inference_needs_fewer_gpus():
 def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(NotFoundError, match="llama"):
         plan_training("llama-9-7b")
-    with pytest.raises(UserInputError):
+    with pytest.raises(UserInputError, match="micro_batch_size"):
         plan_training("llama-2-7b", micro_batch_size=0)
     with pytest.raises(UserInputError, match="tokens"):
         plan_training("llama-2-7b", tokens=-5)
