@@ -71,7 +71,7 @@ def test_stats_with_tokenizer_and_histogram(tokenizer_dir, tmp_path):
     tokens = json.loads(result.stdout)["stats"]["tokens"]
     assert tokens["max_len"] == 32 and 0 < tokens["over_max_len"] < 40
     assert tokens["tokens"]["p50"] <= tokens["tokens"]["p90"] <= tokens["tokens"]["p99"] <= tokens["tokens"]["max"]
-    assert png.exists()
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     human = invoke("stats", data, "--tokenizer", tokenizer_dir, "--max-len", 32)
     assert "would be truncated" in human.output and "p99" in human.output
     checked = json.loads(invoke("check", data, "--tokenizer", tokenizer_dir, "--max-len", 32, "--json").stdout)
@@ -94,7 +94,8 @@ def test_convert_alpaca_to_messages_and_sharegpt(alpaca_file, tmp_path):
     assert json.loads(out.read_text().splitlines()[0]) == {
         "messages": [{"role": "user", "content": "Add 2 and 3"}, {"role": "assistant", "content": "5"}]
     }
-    assert (tmp_path / "messages.jsonl.rejects.jsonl").exists()  # skip mode always leaves a rejects file
+    rejected = (tmp_path / "messages.jsonl.rejects.jsonl").read_text().splitlines()  # skip mode leaves a rejects file
+    assert [json.loads(line)["location"] for line in rejected] == [f"{alpaca_file}:3"]
     sharegpt = tmp_path / "sharegpt.jsonl"
     assert invoke("convert", out, "--out", sharegpt, "--to", "sharegpt").exit_code == 0
     assert json.loads(sharegpt.read_text().splitlines()[1])["conversations"][0] == {"from": "human", "value": "Say hi"}
