@@ -138,6 +138,14 @@ def encode_prompt(loaded: LoadedModel, prompt: str | list[dict[str, str]], *, ch
     return loaded.tokenizer(text, add_special_tokens=add_special)["input_ids"]
 
 
+def _check_fits(loaded: LoadedModel, prompt_tokens: int, params: SamplingParams) -> None:
+    if prompt_tokens + params.max_new_tokens > loaded.context_length:
+        raise UserInputError(
+            f"prompt ({prompt_tokens} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the model's "
+            f"context length of {loaded.context_length} tokens; shorten the prompt or lower max_new_tokens"
+        )
+
+
 def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: SamplingParams, *,
              chat_template: bool = True, on_text: Callable[[str], None] | None = None,
              explain: bool = False, explain_top: int = 10) -> GenerationResult:
@@ -153,11 +161,7 @@ def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: Sa
     from transformers import StoppingCriteriaList, set_seed
 
     prompt_ids = encode_prompt(loaded, prompt, chat_template=chat_template)
-    if len(prompt_ids) + params.max_new_tokens > loaded.context_length:
-        raise UserInputError(
-            f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the "
-            f"model's context length of {loaded.context_length} tokens; shorten the prompt or lower max_new_tokens"
-        )
+    _check_fits(loaded, len(prompt_ids), params)
     if params.seed is not None:
         set_seed(params.seed)
     stops = loaded.stop_token_ids
@@ -201,11 +205,7 @@ def generate_batch(loaded: LoadedModel, prompts: list[str | list[dict[str, str]]
 
     encoded = [encode_prompt(loaded, prompt, chat_template=chat_template) for prompt in prompts]
     longest = max(len(ids) for ids in encoded)
-    if longest + params.max_new_tokens > loaded.context_length:
-        raise UserInputError(
-            f"prompt ({longest} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the model's context "
-            f"length of {loaded.context_length} tokens; shorten the prompt or lower max_new_tokens"
-        )
+    _check_fits(loaded, longest, params)
     if params.seed is not None:
         set_seed(params.seed)
     stops = loaded.stop_token_ids
