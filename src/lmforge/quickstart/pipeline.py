@@ -273,12 +273,7 @@ def _train(ctx: _Context, name: str, raw: dict[str, Any]) -> Any:
 
 
 def _last_losses(run_dir: Path) -> tuple[float | None, float | None]:
-    from lmforge.train.callbacks import read_metrics
-
-    records = read_metrics(run_dir / "metrics.jsonl")
-    train = [r["loss"] for r in records if "loss" in r]
-    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
-    return (train[-1] if train else None), (evals[-1] if evals else None)
+    return _last_metric(run_dir, "loss"), _last_metric(run_dir, "eval_loss")
 
 
 def _policy_record(ctx: _Context, name: str, result: Any) -> StageRecord:
@@ -350,7 +345,6 @@ def _sft(ctx: _Context) -> StageRecord:
 
 def _rm(ctx: _Context) -> StageRecord:
     from lmforge.evaluate.run import evaluate_model
-
     from lmforge.files.convert import convert
 
     recipe, files = ctx.recipe, _data_files(ctx)
