@@ -62,7 +62,7 @@ def _load(
         kind=kind,
         columns=columns,
         on_error=on_error,  # type: ignore[arg-type]
-        rejects_path=rejects if on_error == "skip" else None,
+        rejects_path=rejects,  # load_data writes it only when skipping
         labels=[name.strip() for name in labels.split(",")] if labels else None,
         split=split,
         dedup=dedup,

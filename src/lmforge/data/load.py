@@ -92,7 +92,7 @@ def load_data(
     on_error="fail" raises one UserInputError listing the first 20 problems as "file:line: reason";
     "skip" drops them, counts them by reason in the report and, with `rejects_path`, writes each
     one (location, reason, raw record) to a JSONL rejects file atomically. `dedup=True` removes exact
-and near-exact duplicates (counted in report.duplicates_removed). `labels` fixes the
+    and near-exact duplicates (counted in report.duplicates_removed). `labels` fixes the
     classification label set (others are rejected). `split` picks a split of a DatasetDict or hub set.
     """
     mapping = parse_columns(columns)
