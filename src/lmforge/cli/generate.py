@@ -100,12 +100,11 @@ def generate_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Generate a reply to PROMPT, streamed as it is produced."""
+    from lmforge.errors import UserInputError
     from lmforge.generate.generation import generate
     from lmforge.generate.load import load_model
 
     params = _params(preset, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, stop, seed, greedy)
-    from lmforge.errors import UserInputError
-
     text = sys.stdin.read() if prompt == "-" else prompt
     if system is not None and not chat_template:
         raise UserInputError("--system needs the chat template; drop --raw or put the instructions in PROMPT")
