@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmforge.errors import UserInputError
+from lmforge.errors import UnsafeFileError, UserInputError
 from lmforge.files.convert import convert
+from tests.files.corpus import os_system
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,17 @@ def test_quantized_base_is_refused_before_loading(tmp_path, tiny_llama_dir, adap
 def test_a_model_folder_is_not_an_adapter(tmp_path, tiny_llama_dir):
     with pytest.raises(UserInputError, match="not a LoRA adapter"):
         convert(tiny_llama_dir, tmp_path / "merged", to="merged", progress=False)
+
+
+def test_a_pickle_adapter_passes_the_scanner_before_peft_loads_it(tmp_path, tiny_llama_dir, adapter_dir):
+    adapter = tmp_path / "evil-adapter"
+    adapter.mkdir()
+    shutil.copy(adapter_dir / "adapter_config.json", adapter / "adapter_config.json")
+    canary = tmp_path / "canary"
+    (adapter / "adapter_model.bin").write_bytes(os_system(canary, protocol=2))
+
+    with pytest.raises(UnsafeFileError, match="adapter_model.bin"):
+        convert(tiny_llama_dir, tmp_path / "merged", adapter=adapter, progress=False)
+
+    assert not canary.exists()
+    assert not (tmp_path / "merged").exists()

@@ -7,8 +7,9 @@ import onnxruntime
 import pytest
 import torch
 
-from lmforge.errors import UserInputError
+from lmforge.errors import UnsafeFileError, UserInputError
 from lmforge.files.convert import convert
+from tests.files.corpus import os_system
 
 
 def _run(path, feeds):
@@ -69,3 +70,17 @@ def test_real_minilm_bert_to_a_folder_with_its_tokenizer(tmp_path, minilm_first_
 def test_a_file_without_a_config_is_refused(tmp_path, tiny_llama_dir):
     with pytest.raises(UserInputError, match="config.json"):
         convert(tiny_llama_dir / "model.safetensors", tmp_path / "model.onnx", progress=False)
+
+
+def test_pickle_weights_pass_the_scanner_before_transformers_loads_them(tmp_path, tiny_llama_dir):
+    folder = tmp_path / "evil-model"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((tiny_llama_dir / "config.json").read_bytes())
+    canary = tmp_path / "canary"
+    (folder / "pytorch_model.bin").write_bytes(os_system(canary, protocol=2))
+
+    with pytest.raises(UnsafeFileError, match="pytorch_model.bin"):
+        convert(folder, tmp_path / "model.onnx", progress=False)
+
+    assert not canary.exists()
+    assert not (tmp_path / "model.onnx").exists()

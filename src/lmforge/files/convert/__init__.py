@@ -75,7 +75,7 @@ def convert(
     if target == "onnx":
         from lmforge.files.convert.to_onnx import to_onnx
 
-        return to_onnx(source, destination, progress=progress)
+        return to_onnx(source, destination, trust_pickle=trust_pickle, progress=progress)
     from lmforge.files.convert.merge_lora import merge_lora
 
-    return merge_lora(source, destination, adapter=adapter_path, progress=progress)
+    return merge_lora(source, destination, adapter=adapter_path, trust_pickle=trust_pickle, progress=progress)

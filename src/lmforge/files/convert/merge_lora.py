@@ -21,6 +21,7 @@ from lmforge.files.convert.common import (
     progress_bar,
     read_json,
 )
+from lmforge.files.safe_load import check_model_folder
 
 TOLERANCE = 1e-4  # max |merged - unmerged| logits in float32
 _TASK_CLASSES = {"CAUSAL_LM": "AutoModelForCausalLM", "SEQ_CLS": "AutoModelForSequenceClassification",
@@ -68,7 +69,8 @@ def _probe_logits(model: Any) -> Any:
     return (output.logits if hasattr(output, "logits") else output[0]).float()
 
 
-def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, progress: bool = True) -> ConvertReport:
+def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, trust_pickle: bool = False,
+               progress: bool = True) -> ConvertReport:
     """Merge the LoRA adapter into its base and save base+adapter as one safetensors model folder."""
     import transformers
     from peft import PeftModel
@@ -80,11 +82,15 @@ def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, 
     if adapter_config.get("peft_type", "LORA") not in ("LORA", "ADALORA", "LOHA", "LOKR", "IA3"):
         raise UserInputError(f"{adapter} is a {adapter_config.get('peft_type')} adapter; only mergeable adapters "
                              "(LoRA and its variants) can be merged")
+    # Pickle weights (pytorch_model.bin, adapter_model.bin) pass the scanner before anything loads them.
+    use_safetensors = check_model_folder(base, trust_pickle=trust_pickle)
+    check_model_folder(adapter, trust_pickle=trust_pickle)
     model_class = getattr(transformers, _TASK_CLASSES.get(adapter_config.get("task_type") or "", "AutoModel"))
 
     with progress_bar("merging adapter", 3, progress) as advance:
         try:
-            model = model_class.from_pretrained(base, dtype="auto", local_files_only=True)
+            model = model_class.from_pretrained(base, dtype="auto", local_files_only=True,
+                                                use_safetensors=use_safetensors)
             peft_model = PeftModel.from_pretrained(model, adapter, local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             raise FormatError(f"cannot load {adapter} onto {base}: {str(error).splitlines()[0]}") from None

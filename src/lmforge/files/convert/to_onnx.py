@@ -25,13 +25,14 @@ from lmforge.files.convert.common import (
     progress_bar,
     read_json,
 )
+from lmforge.files.safe_load import check_model_folder
 
 OPSET = 17  # for the legacy exporter; the dynamo exporter picks its own (18+): asked for 17 it mis-converts BERT
 MAX_ONNX_BYTES = 2 * 1024**3  # protobuf's 2 GiB message limit for a single-file ONNX model
 TOLERANCE = 1e-3  # max |onnxruntime - PyTorch| on float32 outputs
 
 
-def _load_model(source: Path) -> tuple[Any, str]:
+def _load_model(source: Path, use_safetensors: bool) -> tuple[Any, str]:
     """The model in float32 eager attention, and the name of the output to export."""
     import torch
     import transformers
@@ -42,7 +43,7 @@ def _load_model(source: Path) -> tuple[Any, str]:
     model_class = model_class or transformers.AutoModel
     try:
         model = model_class.from_pretrained(source, dtype=torch.float32, attn_implementation="eager",
-                                            local_files_only=True)
+                                            local_files_only=True, use_safetensors=use_safetensors)
     except (OSError, ValueError) as error:
         raise FormatError(f"transformers cannot load {source}: {str(error).splitlines()[0]}") from None
     model.eval()
@@ -114,7 +115,7 @@ def _opset(path: Path) -> int:
     return max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
 
 
-def to_onnx(source: Path, destination: Path, *, progress: bool = True) -> ConvertReport:
+def to_onnx(source: Path, destination: Path, *, trust_pickle: bool = False, progress: bool = True) -> ConvertReport:
     """Export the HF model folder `source` to ONNX: a `.onnx` file, or a folder with model.onnx plus
     the config and tokenizer files."""
     import torch
@@ -122,8 +123,9 @@ def to_onnx(source: Path, destination: Path, *, progress: bool = True) -> Conver
     started = time.perf_counter()
     if not source.is_dir() or not (source / "config.json").is_file():
         raise UserInputError(f"{source} is not an HF model folder with config.json")
+    use_safetensors = check_model_folder(source, trust_pickle=trust_pickle)  # pickle weights pass the scanner first
     with progress_bar("loading model", 1, progress) as advance:
-        model, output = _load_model(source)
+        model, output = _load_model(source, use_safetensors)
         advance()
     params = sum(p.numel() for p in model.parameters())
     if params * 4 > MAX_ONNX_BYTES:
@@ -144,7 +146,7 @@ def to_onnx(source: Path, destination: Path, *, progress: bool = True) -> Conver
         order = ("torchscript", "dynamo") if output == "logits" else ("dynamo", "torchscript")
         for attempt, exporter in enumerate(order):
             if attempt:  # a fresh model: a failed trace can leave the modules altered
-                model, _ = _load_model(source)
+                model, _ = _load_model(source, use_safetensors)
                 wrapper = _wrap(model, output)
             with warnings.catch_warnings(), progress_bar(f"exporting to ONNX ({exporter})", 1, progress) as step:
                 warnings.simplefilter("ignore")  # TracerWarnings about python control flow on shapes
