@@ -42,6 +42,7 @@ def _check_run(result, head: str, base_dir: Path) -> None:
     assert (final / "tokenizer.json").is_file() or (final / "vocab.txt").is_file()
     card = (final / "README.md").read_text()
     assert f"stage **{result.stage}**" in card and f"method **{result.method}**" in card and "Steps: 2" in card
+    assert f"{head}.from_pretrained('{final}')" in card  # the card's load snippet names the right head
     for name in ("config.yaml", "plan.json", "metrics.jsonl", "result.json"):
         assert (result.run_dir / name).is_file(), name
     assert json.loads((result.run_dir / "result.json").read_text())["steps"] == 2

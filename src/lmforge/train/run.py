@@ -27,7 +27,7 @@ from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, RichP
 from lmforge.train.callbacks import truncate_metrics
 from lmforge.train.config import TrainConfig, config_to_yaml
 from lmforge.train.context import StageContext, load_stage_data, training_arguments
-from lmforge.train.loading import resolve_model_folder
+from lmforge.train.loading import BPE_PREFIX, HEADS, resolve_model_folder
 from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
 from lmforge.train.plots import FitDiagnosis, curves, diagnose, plot_losses
@@ -114,8 +114,6 @@ def _check_sources(config: TrainConfig) -> None:
             resolve_model_folder(source)
         except NotFoundError as error:
             problems.append(f"{key}: {error}")
-    from lmforge.train.loading import BPE_PREFIX
-
     tokenizer = config.model.tokenizer
     if tokenizer is not None and not tokenizer.startswith(BPE_PREFIX) and not Path(tokenizer).is_dir():
         problems.append(f"model.tokenizer: folder {config.model.tokenizer} does not exist")
@@ -148,7 +146,7 @@ def _model_card(config: TrainConfig, result: RunResult, task: str) -> str:
     metrics = "\n".join(f"| {k} | {v:.6g} |" for k, v in result.final_metrics.items()) or "| - | - |"
     base = config.init_from or config.model.path or f"from scratch ({config.model.config.get('model_type')})"
     adapter = config.method.name in ADAPTER_METHODS and not _merges_adapter(config, task)
-    head = {"causal": "ModelForCausalLM", "classify": "ModelForSequenceClassification", "mlm": "ModelForMaskedLM"}[task]
+    head = HEADS[task].removeprefix("Auto")  # type: ignore[index]
     load = (
         f"from peft import AutoPeft{head}\nmodel = AutoPeft{head}.from_pretrained('{result.final_dir}')"
         if adapter
