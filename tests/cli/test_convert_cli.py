@@ -47,5 +47,5 @@ def test_bad_options_exit_2_with_one_line(tmp_path, tiny_llama_dir):
     for options, message in cases:
         result = runner.invoke(app, ["convert", str(tiny_llama_dir), str(tmp_path / "out"), *options])
         assert result.exit_code == 2, result.output
-        assert result.output.strip() == f"Error: {result.output.strip()[7:]}" and message in result.output
+        assert result.output.strip().startswith("Error: ") and message in result.output
         assert len(result.output.strip().splitlines()) == 1
