@@ -120,14 +120,14 @@ def test_fast_quickstart_end_to_end_then_resume_after_interruption(tmp_path: Pat
 def test_refuses_a_folder_that_holds_a_quickstart_without_resume(tmp_path: Path) -> None:
     (tmp_path / "quickstart.json").write_text(json.dumps({"recipe": "fast", "stages": {}}))
     result = CliRunner().invoke(app, ["quickstart", "--fast", "--out", str(tmp_path)])
-    assert result.exit_code != 0
+    assert result.exit_code == 2  # a UserInputError, not a crash
     assert "--resume" in result.output
 
 
 def test_resume_needs_the_same_recipe(tmp_path: Path) -> None:
     (tmp_path / "quickstart.json").write_text(json.dumps({"recipe": "fast", "stages": {}}))
     result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path), "--resume"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2  # a UserInputError, not a crash
     assert "with --fast" in result.output
 
 
@@ -141,7 +141,7 @@ def test_resume_of_nothing_and_a_foreign_folder_are_clear_errors(tmp_path: Path,
     else:
         args = ["quickstart", "--fast", "--out", str(out), "--resume"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code != 0
+    assert result.exit_code == 2  # a UserInputError, not a crash
     assert result.output.startswith("Error: ")
     assert (out / "notes.txt").read_text() == "mine" if make_folder else not out.exists()
 
