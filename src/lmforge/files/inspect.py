@@ -62,7 +62,7 @@ class FileEntry:
 
 @dataclass
 class ScanSummary:
-    verdict: str  # safe | unsafe | error | not-needed | not-scanned
+    verdict: str  # safe | unsafe | error | not-needed
     detail: str
 
 
@@ -395,10 +395,8 @@ def _gguf_tokenizer(metadata: dict[str, Any]) -> dict[str, Any]:
 def _scan(paths: list[Path], fmt: str) -> ScanSummary:
     if not paths:
         return ScanSummary("not-needed", f"{fmt} holds no pickle, so loading it cannot run code")
-    try:
-        from lmforge.files.scan import scan_path
-    except ImportError:
-        return ScanSummary("not-scanned", "the pickle scanner is not available; run `lmforge scan` before loading")
+    from lmforge.files.scan import scan_path
+
     verdicts = []
     for path in paths:
         for file_report in scan_path(path).files:
