@@ -13,6 +13,7 @@ and plain and lmforge runs alternate `--rounds` times; the spread of the plain m
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -82,7 +83,7 @@ def lmforge_run(tokenizer_path: Path, root: Path, steps: int, seed: int) -> floa
     })
     result = run_training(config, progress=False)
     times = [r["time"] for r in read_metrics(result.run_dir / "metrics.jsonl") if "loss" in r]
-    return statistics.median(b - a for a, b in zip(times, times[1:]))
+    return statistics.median(b - a for a, b in itertools.pairwise(times))
 
 
 def main() -> None:
