@@ -61,7 +61,7 @@ def verdict(tool: str, exit_code: int) -> str:
     return "error"
 
 
-def run_tool(command: list[str], path: Path, workdir: Path) -> tuple[str, float]:
+def run_tool(command: list[str], path: Path, workdir: Path) -> tuple[int, float]:
     started = time.perf_counter()
     done = subprocess.run([*command, str(path)], capture_output=True, cwd=workdir, timeout=300)
     return done.returncode, time.perf_counter() - started
