@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.train.context import StageContext
+from lmforge.train.config import TrainConfig
+from lmforge.train.context import StageContext, Tokenized, tokenize_truncating
 
 TASK = "classify"
 DATA_KIND = "classification"
@@ -20,17 +21,16 @@ def accuracy(prediction: Any) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, axis=-1) == prediction.label_ids).mean())}
 
 
-def tokenize(ctx: StageContext, dataset: Any) -> Any:
-    max_len = ctx.config.data.max_len
+def tokenize(config: TrainConfig, tokenizer: Any, dataset: Any) -> Tokenized:
+    max_len = config.data.max_len
 
-    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+    def encode(batch: dict[str, list[Any]]) -> Any:
         pairs = batch.get("text_pair")
         has_pairs = pairs is not None and any(p for p in pairs)
-        return ctx.tokenizer(batch["text"], [p or "" for p in pairs] if has_pairs else None,
-                             truncation=True, max_length=max_len)
+        return tokenizer(batch["text"], [p or "" for p in pairs] if has_pairs else None,
+                         truncation=True, max_length=max_len)
 
-    keep = {"label"}
-    return dataset.map(encode, batched=True, remove_columns=[c for c in dataset.column_names if c not in keep])
+    return tokenize_truncating(dataset, encode)
 
 
 def build_trainer(ctx: StageContext) -> Any:
@@ -39,8 +39,8 @@ def build_trainer(ctx: StageContext) -> Any:
     return ctx.wrap(Trainer)(
         model=ctx.model,
         args=TrainingArguments(**ctx.args),
-        train_dataset=tokenize(ctx, ctx.train_dataset),
-        eval_dataset=tokenize(ctx, ctx.eval_dataset) if ctx.eval_dataset is not None else None,
+        train_dataset=ctx.train_dataset,
+        eval_dataset=ctx.eval_dataset,
         data_collator=DataCollatorWithPadding(ctx.tokenizer),
         processing_class=ctx.tokenizer,
         compute_metrics=accuracy,

@@ -20,7 +20,9 @@ class StageContext:
     config: TrainConfig
     model: Any
     tokenizer: Any
-    train_dataset: Any  # canonical schema (lmforge.data contract), not yet tokenized
+    # Tokenized by the stage's `tokenize` where it has one (prepare.py, once per data fingerprint);
+    # otherwise the canonical schema (lmforge.data contract), which TRL tokenizes itself.
+    train_dataset: Any
     eval_dataset: Any | None
     args: dict[str, Any]  # TrainingArguments keyword arguments shared by all stages
     callbacks: list[Any] = field(default_factory=list)
@@ -33,32 +35,71 @@ class StageContext:
 
 
 @dataclass
+class Tokenized:
+    """A stage's `tokenize` result: the dataset it trains on and what tokenization did to the examples.
+
+    `dropped_tokens` is None where the tokenizer truncates without saying how much (classify, mlm).
+    """
+
+    dataset: Any
+    examples_in: int
+    dropped_examples: int = 0  # nothing left to train on after truncation
+    truncated_examples: int | None = 0  # None: a slow tokenizer does not say what it cut
+    dropped_tokens: int | None = 0
+
+
+def tokenize_truncating(dataset: Any, encode: Any) -> Tokenized:
+    """`dataset` mapped (batched) through `encode(batch) -> BatchEncoding` with truncation, counting the
+    examples it cut: a fast tokenizer keeps what it cut in each encoding's `overflowing`."""
+    counts = {"truncated": 0, "known": True}
+
+    def run(batch: dict[str, list[Any]]) -> Any:
+        encoded = encode(batch)
+        if encoded.encodings is None:
+            counts["known"] = False
+        else:
+            counts["truncated"] += sum(1 for e in encoded.encodings if e.overflowing)
+        return encoded
+
+    keep = {"label"}
+    # Fresh, not cached: the counts come from running `encode` (prepare.py saves the result instead).
+    tokenized = dataset.map(run, batched=True, load_from_cache_file=False,
+                            remove_columns=[c for c in dataset.column_names if c not in keep])
+    return Tokenized(tokenized, len(dataset), truncated_examples=counts["truncated"] if counts["known"] else None,
+                     dropped_tokens=None)
+
+
+@dataclass
 class LoadedData:
     train: Any
     eval: Any | None
     kind: str
     label_names: list[str] | None
+    train_rejected: int = 0  # records the loader refused (lmforge.data validation report)
+    eval_rejected: int = 0
 
 
 def _load_source(source: str, kind: str | None, columns: dict[str, str] | None, n: int | None,
-                 seed: int, split: str) -> tuple[Any, str]:
+                 seed: int, split: str, tasks: list[str] | None = None) -> tuple[Any, str, int]:
+    """(dataset, kind, records rejected by validation)."""
     if source.startswith("builtin:"):
         from lmforge.data.builtin import get_builtin, load_builtin
 
-        return load_builtin(source, n=n, seed=seed, split=split), get_builtin(source).kind
+        return load_builtin(source, n=n, seed=seed, split=split, tasks=tasks), get_builtin(source).kind, 0
     from lmforge.data.load import load_data
 
     result = load_data(source, kind=kind, columns=columns)
     dataset = result.dataset
     if n is not None and len(dataset) > n:
         dataset = dataset.select(range(n))
-    return dataset, str(getattr(result.kind, "value", result.kind))
+    return dataset, str(getattr(result.kind, "value", result.kind)), result.report.rejected
 
 
 def load_texts(config: TrainConfig) -> list[str]:
     """The `text` column of the training data (to train a tokenizer on)."""
     data = config.data
-    dataset, kind = _load_source(data.train, data.kind, data.columns, data.max_examples, config.train.seed, "train")
+    dataset, kind, _ = _load_source(data.train, data.kind, data.columns, data.max_examples, config.train.seed, "train",
+                                    data.tasks)
     if kind != "text":
         raise UserInputError(f"model.tokenizer bpe:N trains on text data, but {data.train} is {kind}")
     return list(dataset["text"])
@@ -81,18 +122,20 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
     holds out data.eval_fraction of train (seeded, grouped by content so nothing leaks).
     """
     data, seed = config.data, config.train.seed
-    train, kind = _load_source(data.train, data.kind, data.columns, data.max_examples, seed, "train")
+    train, kind, train_rejected = _load_source(data.train, data.kind, data.columns, data.max_examples, seed, "train",
+                                               data.tasks)
     allowed = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
     if kind not in allowed:
         raise UserInputError(
             f"data.train: stage {config.stage} needs {' or '.join(allowed)} data, but {data.train} is {kind}"
         )
-    evaluation = None
+    evaluation, eval_rejected = None, 0
     if data.eval:
-        evaluation, _ = _load_source(data.eval, data.kind or kind, data.columns, None, seed, "train")
+        evaluation, _, eval_rejected = _load_source(data.eval, data.kind or kind, data.columns, None, seed, "train",
+                                                    data.tasks)
     elif data.eval_fraction > 0 and data.train.startswith("builtin:"):
         size = max(8, round(len(train) * data.eval_fraction))
-        evaluation, _ = _load_source(data.train, kind, None, size, seed, "validation")
+        evaluation, _, _ = _load_source(data.train, kind, None, size, seed, "validation", data.tasks)
     elif data.eval_fraction > 0 and len(train) >= 10:
         from lmforge.data.kinds import Kind
         from lmforge.data.split import split_dataset
@@ -100,7 +143,8 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
         # Grouped by content, so the same prompt never sits in both train and validation.
         parts = split_dataset(train, Kind(kind), ratios=(1 - data.eval_fraction, data.eval_fraction), seed=seed).splits
         train, evaluation = parts["train"], parts["test"]
-    return LoadedData(train, evaluation, kind, _label_names(train) if kind == "classification" else None)
+    return LoadedData(train, evaluation, kind, _label_names(train) if kind == "classification" else None,
+                      train_rejected, eval_rejected)
 
 
 def precision_flags(precision: str) -> dict[str, bool]:
@@ -115,6 +159,11 @@ def precision_flags(precision: str) -> dict[str, bool]:
     if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise UserInputError("train.precision: this GPU has no bf16 (pre-Ampere); use fp16 or auto")
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+# How long a process waits for the others at a collective (torch.distributed's process-group timeout,
+# TrainingArguments.ddp_timeout; transformers' default too) and for rank 0's prepared data (prepare.py).
+DDP_TIMEOUT_SECONDS = 1800
 
 
 def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool) -> dict[str, Any]:
@@ -152,6 +201,7 @@ def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool) -> di
         "report_to": list(train.report_to) or "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
+        "ddp_timeout": DDP_TIMEOUT_SECONDS,
         "include_num_input_tokens_seen": "non_padding",
         "use_cpu": not torch.cuda.is_available(),
         **precision_flags(train.precision),

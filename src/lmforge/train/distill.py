@@ -16,6 +16,7 @@ from lmforge.train.loading import load_pretrained
 
 TASK = "causal"
 DATA_KIND = "chat"
+tokenize = sft.tokenize  # the same masked chat tokens as sft: the loss only counts assistant tokens
 
 
 def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, temperature: float,
@@ -61,8 +62,8 @@ def build_trainer(ctx: StageContext) -> Any:
     return distill_trainer_class(ctx.wrap(Trainer), teacher, options.temperature, options.alpha)(
         model=ctx.model,
         args=TrainingArguments(**ctx.args, remove_unused_columns=False),
-        train_dataset=sft.tokenize(ctx, ctx.train_dataset),
-        eval_dataset=sft.tokenize(ctx, ctx.eval_dataset) if ctx.eval_dataset is not None else None,
+        train_dataset=ctx.train_dataset,
+        eval_dataset=ctx.eval_dataset,
         data_collator=sft.collator(ctx.tokenizer),
         processing_class=ctx.tokenizer,
         callbacks=ctx.callbacks,

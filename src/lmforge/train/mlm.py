@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.train.context import StageContext
+from lmforge.train.config import TrainConfig
+from lmforge.train.context import StageContext, Tokenized, tokenize_truncating
 
 TASK = "mlm"
 DATA_KIND = "text"
 
 
-def tokenize(ctx: StageContext, dataset: Any) -> Any:
-    max_len = ctx.config.data.max_len
-    return dataset.map(lambda batch: ctx.tokenizer(batch["text"], truncation=True, max_length=max_len),
-                       batched=True, remove_columns=dataset.column_names)
+def tokenize(config: TrainConfig, tokenizer: Any, dataset: Any) -> Tokenized:
+    max_len = config.data.max_len
+    return tokenize_truncating(dataset, lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_len))
 
 
 def build_trainer(ctx: StageContext) -> Any:
@@ -30,8 +30,8 @@ def build_trainer(ctx: StageContext) -> Any:
     return ctx.wrap(Trainer)(
         model=ctx.model,
         args=TrainingArguments(**ctx.args),
-        train_dataset=tokenize(ctx, ctx.train_dataset),
-        eval_dataset=tokenize(ctx, ctx.eval_dataset) if ctx.eval_dataset is not None else None,
+        train_dataset=ctx.train_dataset,
+        eval_dataset=ctx.eval_dataset,
         data_collator=DataCollatorForLanguageModeling(
             ctx.tokenizer, mlm=True, mlm_probability=ctx.config.mlm.mlm_probability
         ),

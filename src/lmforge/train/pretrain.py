@@ -9,25 +9,28 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.train import sft
-from lmforge.train.context import StageContext
+from lmforge.train.config import TrainConfig
+from lmforge.train.context import StageContext, Tokenized
 
 TASK = "causal"
 DATA_KIND = "text"
 
 
+def tokenize(config: TrainConfig, tokenizer: Any, dataset: Any) -> Tokenized:
+    """Blocks of data.max_len tokens; no document is dropped or truncated (its tail starts the next block)."""
+    from lmforge.data.tokenize import tokenize_text
+
+    return Tokenized(tokenize_text(dataset, tokenizer, block_size=config.data.max_len), len(dataset))
+
+
 def build_trainer(ctx: StageContext) -> Any:
     from transformers import Trainer, TrainingArguments
 
-    from lmforge.data.tokenize import tokenize_text
-
-    block = ctx.config.data.max_len
-    train = tokenize_text(ctx.train_dataset, ctx.tokenizer, block_size=block)
-    evaluation = tokenize_text(ctx.eval_dataset, ctx.tokenizer, block_size=block) if ctx.eval_dataset is not None else None
     return ctx.wrap(Trainer)(
         model=ctx.model,
         args=TrainingArguments(**ctx.args),
-        train_dataset=train,
-        eval_dataset=evaluation,
+        train_dataset=ctx.train_dataset,
+        eval_dataset=ctx.eval_dataset,
         data_collator=sft.collator(ctx.tokenizer),
         processing_class=ctx.tokenizer,
         callbacks=ctx.callbacks,

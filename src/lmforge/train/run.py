@@ -3,6 +3,7 @@
 RUN/
   config.yaml      the resolved config (after --set overrides)
   plan.json        what the planner predicted (trainable/total params, memory) next to what ran
+  data/            the train/eval sets as trained on, tokenized once, + summary.json (prepare.py)
   metrics.jsonl    every logged loss, learning rate and eval metric, one JSON line each
   plots/loss.png   train and validation loss, with the fit diagnosis in result.json
   checkpoints/     checkpoint-N folders, complete or absent (atomic), last K + best kept
@@ -26,11 +27,12 @@ from lmforge.train import checkpoints
 from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, RichProgressCallback, read_metrics
 from lmforge.train.callbacks import truncate_metrics
 from lmforge.train.config import TrainConfig, config_to_yaml
-from lmforge.train.context import StageContext, load_stage_data, training_arguments
+from lmforge.train.context import StageContext, training_arguments
 from lmforge.train.loading import BPE_PREFIX, HEADS, resolve_model_folder
 from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
 from lmforge.train.plots import FitDiagnosis, curves, diagnose, plot_losses
+from lmforge.train.prepare import DataSummary, prepare_data, run_tokenizer
 
 
 @dataclass
@@ -121,7 +123,9 @@ def _check_sources(config: TrainConfig) -> None:
         raise NotFoundError(join_problems(problems))
 
 
-def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
+def check_run_folder(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
+    """(run folder, checkpoint to resume from): stops before anything runs when the sources are missing,
+    --resume has nothing to continue, or a new run would overwrite a finished one. Writes nothing."""
     _check_sources(config)
     run_dir = Path(config.out)
     checkpoint_root = run_dir / "checkpoints"
@@ -142,7 +146,16 @@ def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | No
     return run_dir, None
 
 
-def _model_card(config: TrainConfig, result: RunResult, task: str) -> str:
+def _data_line(config: TrainConfig, data: DataSummary) -> str:
+    validation = config.data.eval or f"held out, eval_fraction {config.data.eval_fraction}"
+    if "eval" not in data.splits:
+        validation = "none"
+    return f"""- Data: {config.data.train} (validation: {validation})
+- Training data as trained on: {data.describe("train")}; template {data.template or "none"} \
+(RUN/data/summary.json)"""
+
+
+def _model_card(config: TrainConfig, result: RunResult, task: str, data: DataSummary) -> str:
     metrics = "\n".join(f"| {k} | {v:.6g} |" for k, v in result.final_metrics.items()) or "| - | - |"
     base = config.init_from or config.model.path or f"from scratch ({config.model.config.get('model_type')})"
     adapter = config.method.name in ADAPTER_METHODS and not _merges_adapter(config, task)
@@ -162,7 +175,7 @@ tags: [lmforge, {config.stage}, {config.method.name}]
 Trained with `lmforge train` (stage **{config.stage}**, method **{config.method.name}**).
 
 - Base model: {base}
-- Data: {config.data.train} (validation: {config.data.eval or f"held out, eval_fraction {config.data.eval_fraction}"})
+{_data_line(config, data)}
 - Steps: {result.steps} (micro-batch {config.train.micro_batch_size}, grad accumulation {config.train.grad_accum}, \
 learning rate {config.train.learning_rate}, {config.train.lr_scheduler} schedule, seed {config.train.seed})
 - Trainable parameters: {result.trainable_params:,} of {result.total_params:,}
@@ -208,22 +221,6 @@ def _record_base(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path,
     model.name_or_path = str(base_dir)
 
 
-CHAT_STAGES = ("sft", "rm", "dpo", "kto", "orpo", "rlhf", "distill")
-
-
-def _fix_chat_template(config: TrainConfig, tokenizer: Any) -> str | None:
-    """Resolve the chat template once (lmforge.data.templates) and set it on the tokenizer, so TRL's
-    own tokenization, tokenize_chat and final/'s saved tokenizer all use the one the model trained
-    with (USERS.md training #4)."""
-    if config.stage not in CHAT_STAGES:
-        return None
-    from lmforge.data.templates import resolve_template
-
-    template = resolve_template(tokenizer, config.data.template)
-    tokenizer.chat_template = template.jinja
-    return template.name
-
-
 def _merges_adapter(config: TrainConfig, task: str) -> bool:
     """A LoRA classifier/reward head is merged: its num_labels and label names live in the model config,
     which an adapter folder does not carry, so loaders would silently get a 2-label LABEL_0/1 head."""
@@ -254,10 +251,10 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     check_method_hardware(config.method)  # qlora on a CPU stops here, before anything loads
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
-    from lmforge.train.loading import load_model, load_tokenizer
+    from lmforge.train.loading import load_model
 
     console = _console(progress)
-    run_dir, resume_from = _prepare_run_dir(config, resume)
+    run_dir, resume_from = check_run_folder(config, resume)
     checkpoint_root = run_dir / "checkpoints"
     main = _is_main_process()
     if main:
@@ -271,8 +268,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
 
     stage = stage_module(config.stage)
     set_seed(config.train.seed)
-    tokenizer = load_tokenizer(config, run_dir, main)
-    template_name = _fix_chat_template(config, tokenizer)
+    tokenizer, template_name = run_tokenizer(config, run_dir, main)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     model_config = hf_config(config, tokenizer)
     if config.train.auto_fit:
@@ -285,9 +281,11 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
         if main:
             atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
     planned = plan_run(config, model_config, world_size)
-    data = load_stage_data(config, stage.DATA_KIND)
-    num_labels = getattr(stage, "NUM_LABELS", len(data.label_names) if data.label_names else None)
-    model = load_model(config, stage.TASK, tokenizer, num_labels=num_labels, label_names=data.label_names)
+    data = prepare_data(config, tokenizer, template_name, run_dir, main=main)
+    console.print(f"data: {'reused' if data.reused else 'prepared'} {run_dir / 'data'}: {data.summary.describe()}")
+    label_names = data.summary.label_names
+    num_labels = getattr(stage, "NUM_LABELS", len(label_names) if label_names else None)
+    model = load_model(config, stage.TASK, tokenizer, num_labels=num_labels, label_names=label_names)
     _record_base(config, model, tokenizer, run_dir, main)
     model = apply_method(model, config.method, stage.TASK, gradient_checkpointing=config.train.gradient_checkpointing)
 
@@ -356,7 +354,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
         records = read_metrics(run_dir / "metrics.jsonl")
         result.diagnosis = diagnose(*curves(records))
         plot_losses(records, run_dir / "plots" / "loss.png", f"{config.stage} / {config.method.name}")
-        _save_final(trainer, tokenizer, final_dir, _model_card(config, result, stage.TASK),
+        _save_final(trainer, tokenizer, final_dir, _model_card(config, result, stage.TASK, data.summary),
                     merge=_merges_adapter(config, stage.TASK))
         atomic_write_json(run_dir / "plan.json", plan)
         atomic_write_json(run_dir / "result.json", result.to_json())

@@ -3,6 +3,7 @@
 lmforge.data.tokenize.tokenize_chat renders each chat with the run's template and masks every
 non-assistant token with -100, so the same template is used in training and serving; a plain
 transformers Trainer then trains on those labels (TRL's SFTTrainer would re-tokenize them).
+`tokenize` runs once per data fingerprint (prepare.py); build_trainer gets its saved result.
 """
 
 from __future__ import annotations
@@ -10,24 +11,26 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.errors import UserInputError
-from lmforge.train.context import StageContext
+from lmforge.train.config import TrainConfig
+from lmforge.train.context import StageContext, Tokenized
 
 TASK = "causal"
 DATA_KIND = "chat"
 
 
-def tokenize(ctx: StageContext, dataset: Any) -> Any:
+def tokenize(config: TrainConfig, tokenizer: Any, dataset: Any) -> Tokenized:
     from lmforge.data.tokenize import tokenize_chat
 
-    data = ctx.config.data
-    result = tokenize_chat(dataset, ctx.tokenizer, max_len=data.max_len, template=data.template,
+    data = config.data
+    result = tokenize_chat(dataset, tokenizer, max_len=data.max_len, template=data.template,
                            train_on_prompt=data.train_on_prompt)
     if result.examples_out == 0:
         raise UserInputError(
             f"data.max_len {data.max_len}: none of the {result.examples_in} chats keeps an assistant token after "
             f"truncation with template {result.template} ({result.truncated_examples} truncated); raise data.max_len"
         )
-    return result.dataset
+    return Tokenized(result.dataset, result.examples_in, dropped_examples=result.dropped_examples,
+                     truncated_examples=result.truncated_examples, dropped_tokens=result.dropped_tokens)
 
 
 def collator(tokenizer: Any) -> Any:
@@ -43,8 +46,8 @@ def build_trainer(ctx: StageContext) -> Any:
     return ctx.wrap(Trainer)(
         model=ctx.model,
         args=TrainingArguments(**ctx.args, remove_unused_columns=False),
-        train_dataset=tokenize(ctx, ctx.train_dataset),
-        eval_dataset=tokenize(ctx, ctx.eval_dataset) if ctx.eval_dataset is not None else None,
+        train_dataset=ctx.train_dataset,
+        eval_dataset=ctx.eval_dataset,
         data_collator=collator(ctx.tokenizer),
         processing_class=ctx.tokenizer,
         callbacks=ctx.callbacks,
