@@ -133,3 +133,36 @@ def test_bpe_tokenizer_needs_a_size_and_a_from_scratch_model():
     with pytest.raises(ConfigError, match="bpe:N with N >= 300"):
         validate_config({"model": {"config": {"model_type": "llama"}, "tokenizer": "bpe:lots"}})
     assert validate_config({"model": {"config": {"model_type": "llama"}, "tokenizer": "bpe:512"}})
+
+
+def test_data_tasks_narrow_the_builtin_train_and_held_out_sets():
+    from lmforge.train.context import load_stage_data
+
+    config = validate_config({"stage": "sft", "model": {"path": "m"}, "train": {"seed": 3},
+                              "data": {"train": "builtin:arith-sft", "tasks": ["sort", "convert"],
+                                       "max_examples": 40, "eval_fraction": 0.25}})
+    data = load_stage_data(config, "chat")
+    prompts = [row["messages"][0]["content"] for split in (data.train, data.eval) for row in split]
+    assert len(prompts) == 40 + 10
+    assert all(p.startswith(("Sort the numbers", "Convert ")) for p in prompts)
+    assert any(p.startswith("Sort") for p in prompts) and any(p.startswith("Convert") for p in prompts)
+
+
+def test_data_tasks_problems_name_the_allowed_tasks_before_anything_loads():
+    with pytest.raises(ConfigError) as error:
+        validate_config({"model": {"path": "m"}, "data": {"train": "builtin:arith-sft", "tasks": ["sort", "multiply"]}})
+    message = str(error.value)
+    assert "data.tasks: unknown task(s) multiply; choose from add, subtract" in message and "word_problem" in message
+    assert message.count("data.tasks") == 1  # reported once, not again by the second validation pass
+    with pytest.raises(ConfigError, match="data.tasks: applies only to a builtin: source, but data.train is my.jsonl"):
+        validate_config({"model": {"path": "m"}, "data": {"train": "my.jsonl", "tasks": ["sort"]}})
+    with pytest.raises(ConfigError, match="data.tasks: builtin:sentiment is not drawn from the built-in tasks"):
+        validate_config({"stage": "classify", "model": {"path": "m"},
+                         "data": {"train": "builtin:sentiment", "tasks": ["sort"]}})
+    with pytest.raises(ConfigError, match=r"unknown task\(s\) \(none given\)"):
+        validate_config({"model": {"path": "m"}, "data": {"tasks": []}})
+
+
+def test_print_config_shows_data_tasks_commented():
+    line = next(line for line in print_config("sft").splitlines() if line.strip().startswith("tasks:"))
+    assert line.startswith("  tasks: null  # ") and "word_problem" in line

@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lmforge.errors import ConfigError, join_problems
+from lmforge.data.builtin import TASKS, get_builtin
+from lmforge.errors import ConfigError, LmforgeError, join_problems
 
 Stage = Literal["pretrain", "sft", "rm", "dpo", "kto", "orpo", "rlhf", "distill", "classify", "mlm"]
 STAGES: tuple[str, ...] = typing.get_args(Stage)
@@ -44,6 +45,9 @@ class DataSection(_Section):
         None, description="dataset kind; detected from the columns when empty"
     )
     columns: dict[str, str] | None = Field(None, description="column mapping {canonical: yours}, e.g. {text: body}")
+    tasks: list[str] | None = Field(
+        None, description=f"builtin: arith sets and corpus only: train on these tasks ({', '.join(TASKS)}); all when empty"
+    )
     max_examples: int | None = Field(None, ge=1, description="use only the first N training examples")
     max_len: int = Field(512, ge=8, description="tokens per example (pretrain: block size)")
     template: str | None = Field(None, description="chat template name; the tokenizer's own when empty")
@@ -158,9 +162,34 @@ class TrainConfig(_Section):
             problems.append("train.eval_every: early_stopping needs evaluation every N steps")
         if self.method.name in ("prompt", "prefix") and self.stage not in ("sft", "pretrain", "classify"):
             problems.append(f"method.name: {self.method.name} tuning works with stages sft, pretrain, classify")
+        if self.data.tasks is not None:
+            problems += _task_problems(self.data)
         if problems:
             raise ValueError(join_problems(problems))
         return self
+
+
+def _task_problems(data: DataSection) -> list[str]:
+    """data.tasks narrows a built-in set (lmforge.data.builtin.load_builtin's `tasks`): every builtin source of
+    the run (train, and eval when it is one) must be a set drawn from the tasks, and every name a task."""
+    problems = []
+    unknown = [task for task in data.tasks or [] if task not in TASKS]
+    if unknown or not data.tasks:
+        problems.append(f"data.tasks: unknown task(s) {', '.join(unknown) or '(none given)'}; "
+                        f"choose from {', '.join(TASKS)}")
+    if not data.train.startswith("builtin:"):
+        problems.append(f"data.tasks: applies only to a builtin: source, but data.train is {data.train}")
+    for key, source in (("train", data.train), ("eval", data.eval)):
+        if source is None or not source.startswith("builtin:"):
+            continue
+        try:
+            has_tasks = get_builtin(source).has_tasks
+        except LmforgeError as error:
+            problems.append(f"data.{key}: {error}")
+            continue
+        if not has_tasks:
+            problems.append(f"data.tasks: {source} is not drawn from the built-in tasks; remove data.tasks")
+    return problems
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -224,10 +253,12 @@ def validate_config(raw: dict[str, Any]) -> TrainConfig:
         return TrainConfig.model_validate(raw)
     except ValidationError as error:
         problems = [_explain(e) for e in error.errors()]
-        try:
-            TrainConfig.model_validate(_without(raw, [tuple(e["loc"]) for e in error.errors()]))
-        except ValidationError as second:
-            problems += [_explain(e) for e in second.errors() if e["type"] == "value_error"]
+        # A problem without a location is the cross-key validator's: it ran, so a second pass would repeat it.
+        if all(e["loc"] for e in error.errors()):
+            try:
+                TrainConfig.model_validate(_without(raw, [tuple(e["loc"]) for e in error.errors()]))
+            except ValidationError as second:
+                problems += [_explain(e) for e in second.errors() if e["type"] == "value_error"]
         raise ConfigError("invalid config: " + join_problems(problems)) from None
 
 
