@@ -1,10 +1,12 @@
-"""CLI commands of the train capability: `lmforge train CONFIG.yaml [--set k=v ...] [--resume] [--nproc N]`."""
+"""CLI commands of the train capability: `lmforge train CONFIG.yaml [--set k=v ...] [--resume] [--nproc N]
+[--prepare-only]`."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -17,7 +19,11 @@ def train(
     print_config: str = typer.Option(None, "--print-config", metavar="STAGE", help="Print a commented default config."),
     deepspeed: str = typer.Option(None, "--deepspeed", help="With --nproc: zero2, zero2-offload, zero3, zero3-offload, or plan (the planner's layout)."),
     fsdp: bool = typer.Option(False, "--fsdp", help="With --nproc: shard with FSDP instead of DDP."),
-    as_json: bool = typer.Option(False, "--json", help="Print the run result as JSON."),
+    prepare_only: bool = typer.Option(
+        False, "--prepare-only",
+        help="Only load, validate and tokenize the data into RUN/data and print its summary; run once before "
+             "`accelerate launch` on a cluster."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run result (or the data summary) as JSON."),
 ) -> None:
     """Train a model: pretrain, sft, rm, dpo, kto, orpo, rlhf, distill, classify or mlm, from one YAML config."""
     from lmforge.errors import UserInputError
@@ -29,10 +35,16 @@ def train(
     if config is None:
         raise UserInputError("give a config file (lmforge train CONFIG.yaml) or --print-config STAGE")
     resolved = train_config.load_config(config, set_)  # every config error, before anything launches
+    if prepare_only:
+        from lmforge.train.prepare import prepare_run
+
+        _print_data_summary(prepare_run(resolved), Path(resolved.out) / "data", as_json)
+        return
     if nproc > 1 or deepspeed or fsdp:
         from lmforge.train.launch import launch
 
-        raise typer.Exit(launch(config, set_, resume=resume, nproc=nproc, deepspeed=deepspeed, fsdp=fsdp))
+        raise typer.Exit(launch(config, set_, resume=resume, nproc=nproc, deepspeed=deepspeed, fsdp=fsdp,
+                                progress=not as_json))
 
     from lmforge.train.run import run_training
 
@@ -49,6 +61,28 @@ def train(
     for key, value in result.final_metrics.items():
         table.add_row(key, f"{value:.6g}")
     Console().print(table)
+
+
+def _print_data_summary(summary: Any, folder: Path, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"folder": str(folder), **summary.to_json()}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{folder}: {summary.stage} data ({summary.kind}), max_len {summary.max_len}, "
+                        f"template {summary.template or 'none'}, fingerprint {summary.fingerprint}")
+    columns = ("examples_in", "rejected", "dropped_examples", "examples_out", "truncated_examples", "sequences",
+               "tokens", "trained_tokens")
+    table.add_column("split")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for name, split in summary.splits.items():
+        values = [getattr(split, column) for column in columns]
+        table.add_row(name, *("-" if value is None else f"{value:,}" for value in values))
+    Console().print(table)
+    if not summary.tokenized:
+        Console().print(f"stage {summary.stage}: TRL tokenizes these validated sets at train time")
 
 
 def register(app: typer.Typer) -> None:

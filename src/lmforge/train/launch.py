@@ -1,8 +1,9 @@
 """Multi-process training through `accelerate launch`: DDP, DeepSpeed ZeRO-2/3 (+ CPU offload), FSDP.
 
-lmforge writes the accelerate config (and the DeepSpeed JSON) into RUN/launch/, then runs
+lmforge writes the accelerate config (and the DeepSpeed JSON) into RUN/launch/, prepares the data
+once into RUN/data (prepare.py: no rank tokenizes while the others wait at a collective), then runs
 `accelerate launch --config_file RUN/launch/accelerate.yaml -m lmforge train CONFIG ...`; every
-process runs the same run_training, the Trainer splits the batches. The same files work for a
+process runs the same run_training on the memory-mapped RUN/data, the Trainer splits the batches. The same files work for a
 multi-node cluster (docs/train.md shows the commands). DeepSpeed is an optional extra
 (`pip install 'lmforge[gpu]'`); generating its config needs nothing.
 """
@@ -142,14 +143,25 @@ def launch_command(accelerate_file: Path, config_path: str | Path, overrides: li
 
 
 def launch(config_path: str | Path, overrides: list[str], *, resume: bool = False, nproc: int = 2,
-           deepspeed: str | None = None, fsdp: bool = False) -> int:
-    """Runs the training on `nproc` local processes; returns their exit status."""
+           deepspeed: str | None = None, fsdp: bool = False, progress: bool = True) -> int:
+    """Runs the training on `nproc` local processes; returns their exit status.
+
+    The run folder is checked and the data prepared here, in the parent, before any process starts.
+    """
     import importlib.util
+
+    from rich.console import Console
+
+    from lmforge.train.prepare import prepare_run
+    from lmforge.train.run import check_run_folder
 
     config = load_config(config_path, overrides)
     if deepspeed == "plan":
         deepspeed = planned_deepspeed_mode(config, nproc)
     if deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise DependencyError("--deepspeed needs the deepspeed package: pip install 'lmforge[gpu]'")
+    check_run_folder(config, resume)
     accelerate_file = write_launch_files(config, nproc, deepspeed=deepspeed, fsdp=fsdp)
+    summary = prepare_run(config)
+    Console(stderr=True, quiet=not progress).print(f"data: {Path(config.out) / 'data'}: {summary.describe()}")
     return subprocess.call(launch_command(accelerate_file, config_path, overrides, resume=resume))
