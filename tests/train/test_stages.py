@@ -156,3 +156,22 @@ def test_full_reward_model_from_a_lora_sft_run(make_config):
     sft = run_training(make_config("sft", "lora"), progress=False)
     rm = run_training(make_config("rm", "full", model={"path": str(sft.run_dir)}), progress=False)
     assert rm.trainable_params == rm.total_params and rm.steps == 2
+
+
+def test_every_head_starts_from_a_lora_sft_run_without_a_merge_step(make_config):
+    """The quickstart chain on run folders only: a LoRA reward model on the SFT-LoRA run, RLHF on that run
+    scored by it, a classifier on it, and the run as a distillation teacher."""
+    sft = run_training(make_config("sft", "lora"), progress=False)
+    rm = run_training(make_config("rm", "lora", model={"path": str(sft.run_dir)}), progress=False)
+    assert rm.steps == 2 and 0 < rm.trainable_params < rm.total_params
+    reward = _load_final(rm.final_dir, "ModelForSequenceClassification")  # saved merged: a plain classifier
+    assert reward.config.num_labels == 1
+    rlhf = run_training(make_config("rlhf", "lora", model={"path": str(sft.run_dir)}, rlhf={
+        "reward_model": str(rm.run_dir), "num_generations": 2, "max_new_tokens": 4}), progress=False)
+    records = [json.loads(line) for line in (rlhf.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rlhf.steps == 2 and any("reward" in record for record in records)
+    classify = run_training(make_config("classify", "lora", model={"path": str(sft.run_dir)}), progress=False)
+    assert _load_final(classify.final_dir, "ModelForSequenceClassification").config.id2label == {
+        0: "negative", 1: "positive"}
+    distill = run_training(make_config("distill", "lora", distill={"teacher": str(sft.run_dir)}), progress=False)
+    assert distill.steps == 2 and distill.final_metrics["train_loss"] > 0

@@ -104,13 +104,19 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
 
         check_model_folder(folder)
         base_ref = adapter_base(folder)
+        adapter_config = PeftConfig.from_pretrained(folder)
+        if adapter_config.is_prompt_learning:
+            # Prompt/prefix tuning learns virtual tokens fed beside the input, not a weight delta: peft has
+            # no merge for them, so they cannot become another run's starting weights.
+            kind = adapter_config.peft_type.value.lower().replace("_", "-")
+            raise ConfigError(f"{source} holds a {kind} adapter, which cannot be merged into weights to start a run; "
+                              f"start from its base {base_ref}, or train that run with method lora")
         base_kwargs = dict(kwargs)
         if Path(base_ref).is_dir():
             base_kwargs["use_safetensors"] = check_model_folder(base_ref)
         base = auto.from_pretrained(base_ref, **base_kwargs)
         # The adapter may come from another head's run (an SFT causal-LM LoRA under a reward model):
         # its LoRA weights live in the shared body, so load it task-free and merge.
-        adapter_config = PeftConfig.from_pretrained(folder)
         adapter_config.task_type = None
         merged = PeftModel.from_pretrained(base, folder, config=adapter_config).merge_and_unload()
         for parameter in merged.parameters():  # peft loads for inference (frozen); methods.py decides
