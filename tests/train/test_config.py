@@ -92,7 +92,8 @@ def test_config_import_stays_light():
 
     code = ("import sys, lmforge.train.config, lmforge.cli.main; "
             "print(any(m in sys.modules for m in ('torch', 'transformers')))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_field_and_cross_key_problems_in_one_error():

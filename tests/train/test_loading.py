@@ -66,10 +66,17 @@ def test_a_prompt_or_prefix_adapter_cannot_start_a_run_and_says_what_to_do(kind,
     from peft import PrefixTuningConfig, PromptTuningConfig
 
     from lmforge.errors import ConfigError
+    from lmforge.train.config import validate_config
+    from lmforge.train.run import run_training
 
-    config = (PromptTuningConfig if kind == "prompt" else PrefixTuningConfig)(task_type="CAUSAL_LM", num_virtual_tokens=2)
-    _save_adapter(tiny_llama_dir, tmp_path / "sft", config)
+    adapter_type = PromptTuningConfig if kind == "prompt" else PrefixTuningConfig
+    _save_adapter(tiny_llama_dir, tmp_path / "sft", adapter_type(task_type="CAUSAL_LM", num_virtual_tokens=2))
+    message = (f"holds a {kind}-tuning adapter, which cannot be merged.*"
+               f"start from its base {tiny_llama_dir}, or train that run with method lora")
     for task in ("causal", "classify"):
-        with pytest.raises(ConfigError, match=f"holds a {kind}-tuning adapter, which cannot be merged.*"
-                                              f"start from its base {tiny_llama_dir}, or train that run with method lora"):
+        with pytest.raises(ConfigError, match=message):
             load_pretrained(str(tmp_path / "sft"), task)
+    config = validate_config({"stage": "rm", "out": str(tmp_path / "rm"), "model": {"path": str(tmp_path / "sft")}})
+    with pytest.raises(ConfigError, match=message):
+        run_training(config, progress=False)
+    assert not (tmp_path / "rm").exists()  # refused before the run folder is made

@@ -24,7 +24,11 @@ HEADS: dict[Task, str] = {
 
 
 def resolve_model_folder(source: str) -> Path:
-    """A model folder from a model folder, a run folder (its final/) or a checkpoint folder."""
+    """A model folder from a model folder, a run folder (its final/) or a checkpoint folder.
+
+    An adapter folder must be one load_pretrained can merge: run.py checks every source through here
+    before it touches the run folder.
+    """
     path = Path(source).expanduser()
     if (path / "final").is_dir():
         path = path / "final"
@@ -32,7 +36,22 @@ def resolve_model_folder(source: str) -> Path:
         raise NotFoundError(f"model folder {source} does not exist (give a model folder, a run folder or checkpoint)")
     if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         raise NotFoundError(f"{path} holds no config.json or adapter_config.json: not a model folder")
+    if not (path / "config.json").is_file():
+        _check_mergeable(source, path)
     return path
+
+
+def _check_mergeable(source: str, folder: Path) -> None:
+    """Prompt/prefix tuning learns virtual tokens fed beside the input, not a weight delta: peft has no
+    merge for them, so such a run cannot become another run's starting weights."""
+    from peft import PeftConfig
+
+    base_ref = adapter_base(folder)
+    adapter_config = PeftConfig.from_pretrained(folder)
+    if adapter_config.is_prompt_learning:
+        kind = adapter_config.peft_type.value.lower().replace("_", "-")
+        raise ConfigError(f"{source} holds a {kind} adapter, which cannot be merged into weights to start a run; "
+                          f"start from its base {base_ref}, or train that run with method lora")
 
 
 BPE_PREFIX = "bpe:"
@@ -104,19 +123,13 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
 
         check_model_folder(folder)
         base_ref = adapter_base(folder)
-        adapter_config = PeftConfig.from_pretrained(folder)
-        if adapter_config.is_prompt_learning:
-            # Prompt/prefix tuning learns virtual tokens fed beside the input, not a weight delta: peft has
-            # no merge for them, so they cannot become another run's starting weights.
-            kind = adapter_config.peft_type.value.lower().replace("_", "-")
-            raise ConfigError(f"{source} holds a {kind} adapter, which cannot be merged into weights to start a run; "
-                              f"start from its base {base_ref}, or train that run with method lora")
         base_kwargs = dict(kwargs)
         if Path(base_ref).is_dir():
             base_kwargs["use_safetensors"] = check_model_folder(base_ref)
         base = auto.from_pretrained(base_ref, **base_kwargs)
         # The adapter may come from another head's run (an SFT causal-LM LoRA under a reward model):
         # its LoRA weights live in the shared body, so load it task-free and merge.
+        adapter_config = PeftConfig.from_pretrained(folder)
         adapter_config.task_type = None
         merged = PeftModel.from_pretrained(base, folder, config=adapter_config).merge_and_unload()
         for parameter in merged.parameters():  # peft loads for inference (frozen); methods.py decides
