@@ -102,6 +102,8 @@ class TrainSection(_Section):
 
 class DpoSection(_Section):
     beta: float = Field(0.1, gt=0, description="dpo/kto: pull towards the reference model; orpo: odds-ratio weight")
+    sft_weight: float = Field(0.0, ge=0, description="dpo: add this weight x NLL of the chosen answer (RPO, Pang "
+                              "et al. 2024); keeps DPO from lowering the chosen answer's likelihood")
 
 
 class RlhfSection(_Section):
