@@ -54,7 +54,8 @@ def test_launch_command_passes_overrides_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process_same_global_batch(make_config, tmp_path):
-    """Global batch 4: one process x micro-batch 4 vs two processes x micro-batch 2 (gloo on the CPU)."""
+    """Global batch 4: one process x micro-batch 4 vs two processes x micro-batch 2 (gloo on the CPU); the
+    parent prepares RUN/data once and both processes read it (neither tokenizes)."""
     settings = {"data": {"max_examples": 32}, "train": {"max_steps": 3, "lr_scheduler": "constant"}}
     single = run_training(make_config("sft", "full", out=str(tmp_path / "one"), data=settings["data"],
                                       train={**settings["train"], "micro_batch_size": 4}), progress=False)
@@ -63,9 +64,12 @@ def test_two_process_ddp_matches_one_process_same_global_batch(make_config, tmp_
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "lmforge", "train", str(config_file), "--nproc", "2", "--set", "train.micro_batch_size=2",
-         "--json"], env=env, capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "lmforge", "train", str(config_file), "--nproc", "2", "--set", "train.micro_batch_size=2"],
+        env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
+    said = completed.stdout + completed.stderr
+    assert "data: prepared" in said and "before launch" in said  # the parent, before spawning
+    assert "data: reused" in said and said.count("data: prepared") == 1  # rank 0 read it; rank 1 prints nothing
     one = {r["step"]: r["loss"] for r in read_metrics(single.run_dir / "metrics.jsonl") if "loss" in r}
     two = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl") if "loss" in r}
     assert sorted(two) == [1, 2, 3]

@@ -81,8 +81,8 @@ def test_sft_books_balance_reach_the_card_and_resume_does_not_tokenize(make_conf
 def test_changed_max_len_or_tokenizer_rebuilds_and_the_same_config_reuses(make_config, chats, tmp_path,
                                                                          tiny_tokenizer, count_chat_tokenizing):
     config = make_config("sft", data={"train": str(chats), "max_examples": None, "max_len": 32})
-    first = prepare_run(config)
-    assert prepare_run(config).fingerprint == first.fingerprint
+    first = prepare_run(config).summary
+    assert prepare_run(config).summary.fingerprint == first.fingerprint
     other = tmp_path / "other-tokenizer"
     tiny_tokenizer.save_pretrained(other)
     with_tokenizer = config.model_copy(update={"model": config.model.model_copy(update={"tokenizer": str(other)})})
@@ -94,18 +94,18 @@ def test_changed_max_len_or_tokenizer_rebuilds_and_the_same_config_reuses(make_c
     vocabulary["added_tokens"].append({**vocabulary["added_tokens"][-1], "id": len(tiny_tokenizer),
                                        "content": "<|new|>"})
     tokenizer_file.write_text(json.dumps(vocabulary))
-    assert prepare_run(with_tokenizer).fingerprint != first.fingerprint and count_chat_tokenizing == [32, 32]
+    assert prepare_run(with_tokenizer).summary.fingerprint != first.fingerprint and count_chat_tokenizing == [32, 32]
 
-    longer = prepare_run(config.model_copy(update={"data": config.data.model_copy(update={"max_len": 400})}))
+    longer = prepare_run(config.model_copy(update={"data": config.data.model_copy(update={"max_len": 400})})).summary
     assert count_chat_tokenizing == [32, 32, 400] and longer.fingerprint != first.fingerprint
     assert longer.splits["train"].truncated_examples == 0 and longer.splits["train"].examples_out == 11
 
 
 def test_an_edited_data_file_rebuilds(make_config, chats, count_chat_tokenizing):
     config = make_config("sft", data={"train": str(chats), "max_examples": None, "max_len": 32})
-    assert prepare_run(config).splits["train"].examples_in == 11
+    assert prepare_run(config).summary.splits["train"].examples_in == 11
     chats.write_text(chats.read_text() + json.dumps(SHORT[0]) + "\n")
-    assert prepare_run(config).splits["train"].examples_in == 12 and len(count_chat_tokenizing) == 2
+    assert prepare_run(config).summary.splits["train"].examples_in == 12 and len(count_chat_tokenizing) == 2
 
 
 def test_damaged_or_interrupted_data_folder_is_never_used(make_config, chats, monkeypatch, count_chat_tokenizing):
@@ -128,10 +128,10 @@ def test_damaged_or_interrupted_data_folder_is_never_used(make_config, chats, mo
 
     original = tokenize.tokenize_chat
     monkeypatch.setattr(tokenize, "tokenize_chat", lambda *a, **k: count_chat_tokenizing.append(1) or original(*a, **k))
-    good = prepare_run(config)
+    good = prepare_run(config).summary
     arrow = next((folder / "train").glob("*.arrow"))
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])  # a damaged copy
-    again = prepare_run(config)
+    again = prepare_run(config).summary
     assert len(count_chat_tokenizing) == 2 and again.splits == good.splits
 
     from datasets import load_from_disk
@@ -153,7 +153,7 @@ def test_other_ranks_wait_for_rank_0_and_say_what_to_do(make_config, chats, monk
 
 
 def test_trl_stage_saves_validated_untokenized_pairs(make_config):
-    summary = prepare_run(make_config("dpo", data={"eval_fraction": 0.25}))
+    summary = prepare_run(make_config("dpo", data={"eval_fraction": 0.25})).summary
     assert not summary.tokenized and summary.template == "tokenizer"  # the tiny tokenizer's own ChatML
     train, evaluation = summary.splits["train"], summary.splits["eval"]
     assert (train.examples_in, train.examples_out, train.tokens) == (16, 16, None)
@@ -164,12 +164,23 @@ def test_trl_stage_saves_validated_untokenized_pairs(make_config):
                                                    .column_names)
 
 
+def test_trl_tokenizes_once_then_resume_reads_its_cache_beside_run_data(make_config, capfd):
+    from lmforge.train.run import run_training
+
+    config = make_config("dpo", train={"max_steps": 1, "save_every": 1})
+    run_training(config, progress=False)
+    assert "Tokenizing train dataset" in capfd.readouterr().err  # TRL's datasets.map progress bar
+    run_training(config.model_copy(update={"train": config.train.model_copy(update={"max_steps": 2})}),
+                 resume=True, progress=False)
+    assert "Tokenizing train dataset" not in capfd.readouterr().err
+
+
 def test_classify_counts_the_sentences_it_cuts(make_config, tiny_llama_dir):
     from lmforge.data.builtin import load_builtin
     from lmforge.train.loading import load_tokenizer
 
     config = make_config("classify", data={"max_len": 8})
-    split = prepare_run(config).splits["train"]
+    split = prepare_run(config).summary.splits["train"]
     tokenizer = load_tokenizer(config)
     texts = load_builtin("builtin:sentiment", n=16, seed=0)["text"]
     assert split.truncated_examples == sum(len(tokenizer(t)["input_ids"]) > 8 for t in texts) > 0
@@ -185,9 +196,10 @@ def test_prepare_only_prints_the_summary_and_trains_nothing(make_config, chats, 
     shown = runner.invoke(app, ["train", str(config_file), "--prepare-only"])
     assert shown.exit_code == 0, shown.output
     assert "examples in" in shown.output and "truncated" in shown.output and "11" in shown.output
+    assert "prepared" in shown.output
     as_json = runner.invoke(app, ["train", str(config_file), "--prepare-only", "--json"])
     data = json.loads(as_json.output)
-    assert data["splits"]["train"]["examples_out"] == 9 and data["folder"] == str(Path(config.out) / "data")
+    assert data["reused"] and data["splits"]["train"]["examples_out"] == 9 and data["folder"] == str(Path(config.out) / "data")
     assert sorted(p.name for p in Path(config.out).iterdir()) == ["data"]
 
 

@@ -38,7 +38,8 @@ def train(
     if prepare_only:
         from lmforge.train.prepare import prepare_run
 
-        _print_data_summary(prepare_run(resolved), Path(resolved.out) / "data", as_json)
+        prepared = prepare_run(resolved)
+        _print_data_summary(prepared.summary, prepared.reused, Path(resolved.out) / "data", as_json)
         return
     if nproc > 1 or deepspeed or fsdp:
         from lmforge.train.launch import launch
@@ -63,9 +64,9 @@ def train(
     Console().print(table)
 
 
-def _print_data_summary(summary: Any, folder: Path, as_json: bool) -> None:
+def _print_data_summary(summary: Any, reused: bool, folder: Path, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"folder": str(folder), **summary.to_json()}, indent=2))
+        typer.echo(json.dumps({"folder": str(folder), "reused": reused, **summary.to_json()}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -81,8 +82,11 @@ def _print_data_summary(summary: Any, folder: Path, as_json: bool) -> None:
         values = [getattr(split, column) for column in columns]
         table.add_row(name, *("-" if value is None else f"{value:,}" for value in values))
     Console().print(table)
+    Console().print(f"{'reused: the fingerprint matches' if reused else 'prepared'}; every training process of "
+                    "this run reads it instead of tokenizing")
     if not summary.tokenized:
-        Console().print(f"stage {summary.stage}: TRL tokenizes these validated sets at train time")
+        Console().print(f"stage {summary.stage}: TRL tokenizes these validated sets at train time "
+                        "(once: datasets caches it beside them)")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,10 @@
 """What every stage module receives, and the pieces they share: datasets and TrainingArguments.
 
 A stage module (pretrain.py, sft.py, ...) is one readable recipe: `TASK` says which model head it
-needs, `DATA_KIND` which canonical dataset kind, and `build_trainer(ctx)` returns a transformers or
-TRL trainer. run.py does everything around it (run folder, checkpoints, plots, model card).
+needs, `DATA_KIND` which canonical dataset kind, `tokenize(config, tokenizer, dataset) -> Tokenized`
+(where the stage tokenizes itself rather than leaving it to TRL) what it trains on, and
+`build_trainer(ctx)` returns a transformers or TRL trainer. prepare.py runs `tokenize` once per data
+fingerprint into RUN/data; run.py does everything around it (run folder, checkpoints, plots, model card).
 """
 
 from __future__ import annotations

@@ -162,6 +162,8 @@ def launch(config_path: str | Path, overrides: list[str], *, resume: bool = Fals
         raise DependencyError("--deepspeed needs the deepspeed package: pip install 'lmforge[gpu]'")
     check_run_folder(config, resume)
     accelerate_file = write_launch_files(config, nproc, deepspeed=deepspeed, fsdp=fsdp)
-    summary = prepare_run(config)
-    Console(stderr=True, quiet=not progress).print(f"data: {Path(config.out) / 'data'}: {summary.describe()}")
+    data = prepare_run(config)
+    Console(stderr=True, quiet=not progress).print(
+        f"data: {'reused' if data.reused else 'prepared'} {Path(config.out) / 'data'} before launch: "
+        f"{data.summary.describe()}")
     return subprocess.call(launch_command(accelerate_file, config_path, overrides, resume=resume))

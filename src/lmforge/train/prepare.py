@@ -91,7 +91,7 @@ class DataSummary:
         if s.dropped_examples:
             line += f", {s.dropped_examples:,} dropped (no response token left)"
         if s.tokens is None:
-            return line + " (tokenized by TRL at train time)"
+            return line + " (TRL tokenizes them at train time, cached beside RUN/data)"
         line += f"; {s.sequences:,} sequences, {s.tokens:,} tokens"
         return line + (f" ({s.trained_tokens:,} trained)" if s.trained_tokens is not None else "")
 
@@ -263,9 +263,9 @@ def prepare_data(config: TrainConfig, tokenizer: Any, template: str | None, run_
     )
 
 
-def prepare_run(config: TrainConfig) -> DataSummary:
-    """`lmforge train CONFIG --prepare-only`: the run's tokenizer (a bpe:N one is trained and saved)
-    and RUN/data, before any training process starts. Returns what RUN/data/summary.json says."""
+def prepare_run(config: TrainConfig) -> PreparedData:
+    """`lmforge train CONFIG --prepare-only` and `launch()`: the run's tokenizer (a bpe:N one is trained
+    and saved in RUN/tokenizer) and RUN/data, before any training process starts."""
     run_dir = Path(config.out)
     tokenizer, template = run_tokenizer(config, run_dir)
-    return prepare_data(config, tokenizer, template, run_dir).summary
+    return prepare_data(config, tokenizer, template, run_dir)
