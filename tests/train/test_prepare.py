@@ -34,7 +34,7 @@ def chats(tmp_path: Path) -> Path:
 @pytest.fixture
 def count_chat_tokenizing(monkeypatch):
     """How many times chat data was tokenized (lmforge.data.tokenize.tokenize_chat calls)."""
-    import lmforge.data.tokenize as tokenize
+    from lmforge.data import tokenize
 
     calls = []
     original = tokenize.tokenize_chat
@@ -65,7 +65,7 @@ def test_sft_books_balance_reach_the_card_and_resume_does_not_tokenize(make_conf
     card = (result.final_dir / "README.md").read_text()
     assert "9 of 11 examples, 5 truncated at max_len 32, 2 dropped" in card
 
-    import lmforge.data.tokenize as tokenize
+    from lmforge.data import tokenize
 
     def refuse(*args, **kwargs):
         raise AssertionError("tokenized again")
@@ -109,7 +109,7 @@ def test_an_edited_data_file_rebuilds(make_config, chats, count_chat_tokenizing)
 
 
 def test_damaged_or_interrupted_data_folder_is_never_used(make_config, chats, monkeypatch, count_chat_tokenizing):
-    import lmforge.train.prepare as prepare
+    from lmforge.train import prepare
 
     config = make_config("sft", data={"train": str(chats), "max_examples": None, "max_len": 32})
     folder = Path(config.out) / "data"
@@ -124,7 +124,7 @@ def test_damaged_or_interrupted_data_folder_is_never_used(make_config, chats, mo
     monkeypatch.undo()
     count_chat_tokenizing.clear()
 
-    import lmforge.data.tokenize as tokenize
+    from lmforge.data import tokenize
 
     original = tokenize.tokenize_chat
     monkeypatch.setattr(tokenize, "tokenize_chat", lambda *a, **k: count_chat_tokenizing.append(1) or original(*a, **k))
@@ -140,7 +140,7 @@ def test_damaged_or_interrupted_data_folder_is_never_used(make_config, chats, mo
 
 
 def test_other_ranks_wait_for_rank_0_and_say_what_to_do(make_config, chats, monkeypatch):
-    import lmforge.train.prepare as prepare
+    from lmforge.train import prepare
     from lmforge.train.prepare import prepare_data, run_tokenizer
 
     config = make_config("sft", data={"train": str(chats), "max_examples": None, "max_len": 32})
@@ -204,7 +204,7 @@ def test_prepare_only_prints_the_summary_and_trains_nothing(make_config, chats, 
 
 
 def test_launch_prepares_the_data_before_any_process_starts(make_config, tmp_path, monkeypatch):
-    import lmforge.train.launch as launch
+    from lmforge.train import launch
 
     config = make_config("sft")
     config_file = tmp_path / "sft.yaml"

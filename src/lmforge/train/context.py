@@ -17,6 +17,13 @@ from lmforge.errors import UserInputError
 from lmforge.train.config import TrainConfig
 
 
+def stage_module(stage: str) -> Any:
+    """The recipe module of a stage (lmforge.train.sft for "sft")."""
+    import importlib
+
+    return importlib.import_module(f"lmforge.train.{stage}")
+
+
 @dataclass
 class StageContext:
     config: TrainConfig

@@ -31,7 +31,7 @@ from typing import Any
 from lmforge.errors import UserInputError
 from lmforge.fileio import atomic_directory, atomic_write_json
 from lmforge.train.config import TrainConfig
-from lmforge.train.context import DDP_TIMEOUT_SECONDS, load_stage_data
+from lmforge.train.context import DDP_TIMEOUT_SECONDS, load_stage_data, stage_module
 
 # Part of the fingerprint: raise it when what prepare writes changes, so older RUN/data is rebuilt.
 PREPARED_FORMAT = 1
@@ -185,8 +185,6 @@ def _split(config: TrainConfig, tokenizer: Any, stage: Any, dataset: Any, source
 
 def build_data(config: TrainConfig, tokenizer: Any, fingerprint: str, template: str | None) -> PreparedData:
     """Load, validate and tokenize the config's data exactly as its stage trains on it (not saved)."""
-    from lmforge.train.run import stage_module
-
     stage = stage_module(config.stage)
     loaded = load_stage_data(config, stage.DATA_KIND)
     data = config.data

@@ -14,7 +14,6 @@ Other capabilities load models from RUN/final.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ from lmforge.train import checkpoints
 from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, RichProgressCallback, read_metrics
 from lmforge.train.callbacks import truncate_metrics
 from lmforge.train.config import TrainConfig, config_to_yaml
-from lmforge.train.context import StageContext, training_arguments
+from lmforge.train.context import StageContext, stage_module, training_arguments
 from lmforge.train.loading import BPE_PREFIX, HEADS, resolve_model_folder
 from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
@@ -67,10 +66,6 @@ def _console(progress: bool) -> Any:
     from rich.console import Console
 
     return Console(quiet=not progress or not _is_main_process())
-
-
-def stage_module(stage: str) -> Any:
-    return importlib.import_module(f"lmforge.train.{stage}")
 
 
 # What a resumed run may not change: the checkpoint's weights and data position only mean something
