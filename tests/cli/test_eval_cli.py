@@ -45,3 +45,23 @@ def test_data_or_suite_is_required_and_errors_are_one_line(tiny_llama_dir):
     assert result.exit_code == 2 and result.stderr.strip() == "Error: give exactly one of --data DATA or --suite stress"
     bad = runner.invoke(app, ["eval", str(tiny_llama_dir), "--suite", "vibes"])
     assert bad.exit_code == 2 and "no suite 'vibes'" in bad.stderr
+
+
+def test_mistakes_out_writes_preference_pairs(tiny_llama_dir, tmp_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Say {n}.", "output": str(n)}) + "\n" for n in (5, 6)))
+    pairs = tmp_path / "pairs.jsonl"
+    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--max-new-tokens", "3",
+                                 "--out", str(tmp_path / "report"), "--mistakes-out", str(pairs), "--json"])
+    assert result.exit_code == 0, result.output
+    mistakes = json.loads(result.stdout)["mistakes"]
+    assert mistakes["mistakes"] == 2 and mistakes["pairs"] + mistakes["empty"] == 2
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    assert len(rows) == mistakes["pairs"] and all(row["chosen"][0]["content"] in ("5", "6") for row in rows)
+
+
+def test_mistakes_out_needs_a_generation_evaluation(tiny_llama_dir, tmp_path):
+    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--suite", "stress", "--mistakes-out",
+                                 str(tmp_path / "p.jsonl")])
+    assert result.exit_code != 0 and "--mistakes-out needs a generation evaluation" in result.stderr
+    assert not (tmp_path / "p.jsonl").exists()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from lmforge.evaluate.pairs import MinedPairs
     from lmforge.evaluate.report import EvalReport
 
 
@@ -55,6 +56,8 @@ def eval_command(
     temperature: Annotated[float | None, typer.Option(help="Sample at this temperature (0 = greedy).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed when sampling.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda when available).")] = None,
+    mistakes_out: Annotated[Path | None, typer.Option("--mistakes-out", help="Write a preference JSONL: each wrong "
+                                                      "answer rejected, the reference chosen (for dpo/rm).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Measure a model: metrics, a per-example report, base-vs-tuned comparison, or the stress suite."""
@@ -65,6 +68,8 @@ def eval_command(
     quiet_transformers()
     if (data is None) == (suite is None):
         raise UserInputError("give exactly one of --data DATA or --suite stress")
+    if mistakes_out is not None and (suite is not None or task not in (None, "generation")):
+        raise UserInputError("--mistakes-out needs a generation evaluation of chat data (--data, task generation)")
     sampled = preset is not None or (temperature is not None and temperature > 0)
     params = sampling_params(preset, temperature=temperature, seed=seed, max_new_tokens=max_new_tokens) if sampled \
         else sampling_params(temperature=0, max_new_tokens=max_new_tokens)
@@ -81,8 +86,11 @@ def eval_command(
                             extract=extract, params=params, device=device, batch_size=batch_size,
                             progress=progress)
     paths = write_report(report, out_dir)
+    mined = _write_mistakes(report, data, split, limit, mistakes_out) if mistakes_out else None
     if json_output:
-        typer.echo(json.dumps({**report.to_dict(), "files": {k: str(v) for k, v in paths.items()}}, default=str))
+        extra = {"mistakes": {**mined.to_json(), "file": str(mistakes_out)}} if mined else {}
+        typer.echo(json.dumps({**report.to_dict(), "files": {k: str(v) for k, v in paths.items()}, **extra},
+                              default=str))
         return
     from rich.console import Console
 
@@ -98,6 +106,18 @@ def eval_command(
         console.print(f"per example ({report.score_name}): {o['win']} wins, {o['loss']} losses, {o['tie']} ties "
                       f"for {report.model} against {report.compare_model}")
     console.print(f"report: {paths['report']}  rows: {paths['results']}")
+    if mined is not None:
+        console.print(f"mistakes: {mined.mistakes} of {mined.answers} answers wrong -> {len(mined.pairs)} preference "
+                      f"pairs in {mistakes_out}" + (f" ({mined.empty} empty answers skipped)" if mined.empty else ""))
+
+
+def _write_mistakes(report: EvalReport, data: str, split: str | None, limit: int | None, path: Path) -> MinedPairs:
+    from lmforge.evaluate.pairs import pairs_from_mistakes, write_pairs
+    from lmforge.evaluate.run import load_records
+
+    mined = pairs_from_mistakes(report, load_records(data, split, limit)[0])
+    write_pairs(mined, path)
+    return mined
 
 
 def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None, params: Any, out_dir: Path,

@@ -55,7 +55,7 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
         from lmforge.generate.load import base_of
 
         compare = base_of(model, adapter=adapter)
-    records, kind, label_names = _load_records(data, split, limit)
+    records, kind, label_names = load_records(data, split, limit)
     task = task or _TASK_OF_KIND.get(kind)
     if task not in TASKS:
         raise UserInputError(f"no evaluation task for {kind} data; pass --task {' | '.join(TASKS)}")
@@ -81,7 +81,7 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
     return report
 
 
-def _load_records(data: str, split: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str, list[str] | None]:
+def load_records(data: str, split: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str, list[str] | None]:
     """Canonical records, their kind and label names. A built-in set is generated at the size asked
     for, from its test split by default (problems disjoint from the ones it trains on)."""
     if data.startswith("builtin:"):
