@@ -26,18 +26,27 @@ def _run(*args: str) -> dict:
 
 def _check_outputs(out: Path, summary: dict) -> None:
     stages = summary["stages"]
-    assert list(stages) == ["tokenizer", "pretrain", "plan", "sft", "rm", "dpo", "rlhf", "export", "chat", "report"]
+    assert list(stages) == ["tokenizer", "pretrain", "plan", "sft", "pairs", "rm", "dpo", "rlhf", "export", "chat",
+                            "report"]
     for name in POLICY_STAGES:
         assert 0.0 <= stages[name]["exact_match"] <= 1.0
         assert 0.0 <= stages[name]["preference_accuracy"] <= 1.0
         assert stages[name]["steps"] >= 1
     assert 0.0 <= stages["rm"]["reward_accuracy"] <= 1.0
 
+    # DPO trains on pairs mined from the SFT policy's own answers to the built-in preference prompts.
+    mined = stages["pairs"]["details"]
+    train_pairs = (out / "data" / "arith-mistakes-train.jsonl").read_text().splitlines()
+    assert mined["train"]["answers"] == len((out / "data" / "arith-pref-train.jsonl").read_text().splitlines())
+    assert len(train_pairs) == mined["train"]["pairs"] + mined["train"]["topped_up"] >= 8  # at least a micro-batch
+    assert "arith-mistakes-train.jsonl" in (out / "dpo" / "config.yaml").read_text()
+    assert "sft_weight: 1.0" in (out / "dpo" / "config.yaml").read_text()
+
     report = (out / "report.md").read_text()
     section = report.split("## Stages side by side")[1].split("## ")[0]
     table = [line for line in section.splitlines() if line.startswith("| ")][1:]  # without the header
     rows = {line.split("|")[1].strip(): line for line in table if not line.startswith("|---")}
-    for name in ("tokenizer", "pretrain", "plan", "sft", "rm", "dpo", "rlhf", "export", "chat"):
+    for name in ("tokenizer", "pretrain", "plan", "sft", "pairs", "rm", "dpo", "rlhf", "export", "chat"):
         assert name in rows
     sft_cells = [cell.strip() for cell in rows["sft"].split("|")]
     assert sft_cells[5] == f"{stages['sft']['exact_match']:.1%}"  # the report prints the measured figure
@@ -96,7 +105,7 @@ def test_fast_quickstart_end_to_end_then_resume_after_interruption(tmp_path: Pat
     assert f"report: {out / 'report.md'}" in human.output
     resumed = json.loads((out / "quickstart.json").read_text())
     assert sft_weights.stat().st_mtime_ns == sft_written  # finished stages are skipped, not rerun
-    for name in ("tokenizer", "pretrain", "plan", "sft", "rm"):
+    for name in ("tokenizer", "pretrain", "plan", "sft", "pairs", "rm"):
         assert resumed["stages"][name] == summary["stages"][name]
     assert list(resumed["stages"]) == list(summary["stages"])
     steps = [json.loads(line)["step"] for line in (dpo / "metrics.jsonl").read_text().splitlines()

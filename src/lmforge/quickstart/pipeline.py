@@ -1,12 +1,14 @@
 """The quickstart pipeline: the whole life of a tiny model on a CPU, nothing downloaded.
 
-tokenizer -> pretrain -> plan -> sft (LoRA) -> rm -> dpo (LoRA) -> rlhf (GRPO) -> export -> chat -> report
+tokenizer -> pretrain -> plan -> sft (LoRA) -> pairs -> rm -> dpo (LoRA) -> rlhf (GRPO) -> export -> chat -> report
 
 Every stage is a call into an existing capability (lmforge.data, .train, .plan, .evaluate,
 .generate, .files.convert); this module only chooses the recipe and keeps the record. After each
 model stage the policy is scored on held-out built-in problems (split "test", never trained on):
-greedy exact match and preference accuracy (does the model give the correct answer a higher
-log-likelihood than the plausible wrong one).
+greedy exact match, preference accuracy (does the model give the correct answer a higher
+log-likelihood than the built-in plausible wrong one) and, from SFT on, the same on the SFT policy's
+own held-out mistakes ("pairs" mines them: DPO trains on the mistakes SFT makes, not on hand-made
+wrong answers the policy already ranks last).
 
 OUT/quickstart.json records each finished stage with its metrics, so `resume=True` skips finished
 stages and continues an interrupted training stage from its last checkpoint (run_training(resume=True)).
@@ -26,7 +28,7 @@ from lmforge.errors import UserInputError
 from lmforge.fileio import atomic_write_json, atomic_write_text
 
 STATE_FILE = "quickstart.json"
-STAGES = ("tokenizer", "pretrain", "plan", "sft", "rm", "dpo", "rlhf", "export", "chat", "report")
+STAGES = ("tokenizer", "pretrain", "plan", "sft", "pairs", "rm", "dpo", "rlhf", "export", "chat", "report")
 POLICY_STAGES = ("pretrain", "sft", "dpo", "rlhf")  # the chain of causal models scored after each stage
 CHAT_PRESETS = ("precise", "creative")
 
@@ -52,6 +54,7 @@ class Recipe:
     dpo_steps: int
     dpo_lr: float
     dpo_beta: float
+    dpo_sft_weight: float  # RPO: DPO plus this weight x NLL of the chosen answer
     rlhf_steps: int
     rlhf_lr: float
     micro_batch_size: int
@@ -62,9 +65,10 @@ class Recipe:
 
 # Chosen by measurement on the shared 2-core box (docs/quickstart.md, seeds 0 and 1): a 2-layer x 64 model
 # learns word problems, sorting and unit conversion within minutes. SFT at lr 3e-3 plateaued under 8% exact
-# match, at 1e-3 it reaches ~50%. DPO at lr >= 5e-5 cost up to 18 points of exact match; at 1e-5 exact match
-# is unchanged while DPO's implicit-reward accuracy on held-out pairs rises. A 4 x 128 model was 2.5x slower
-# per step and no better at these step counts.
+# match, at 1e-3 it reaches ~50%. DPO on the SFT policy's own mistakes: plain DPO cost 6 points of exact match,
+# DPO + NLL on the chosen answer (RPO) at lr 1e-4 for 200 steps keeps it and lifts the preference for the correct
+# answer over held-out mistakes from 3% to 52%; 400 steps overfit the ~900 pairs. A 4 x 128 model was 2.5x
+# slower per step and no better at these step counts.
 FULL = Recipe(
     name="full", tasks=("word_problem", "sort", "convert"),
     model={"model_type": "llama", "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
@@ -72,7 +76,7 @@ FULL = Recipe(
            "tie_word_embeddings": True},
     vocab_size=512, corpus_examples=3000, sft_examples=8000, pref_examples=3000, eval_examples=150,
     pretrain_steps=400, pretrain_lr=3e-3, sft_steps=1200, sft_lr=1e-3, lora_r=64,
-    rm_steps=60, dpo_steps=100, dpo_lr=1e-5, dpo_beta=0.1, rlhf_steps=8, rlhf_lr=1e-5,
+    rm_steps=60, dpo_steps=200, dpo_lr=1e-4, dpo_beta=0.1, dpo_sft_weight=1.0, rlhf_steps=8, rlhf_lr=1e-5,
     micro_batch_size=16, max_len=96, save_every=50,
 )  # fmt: skip
 FAST = Recipe(
@@ -82,7 +86,7 @@ FAST = Recipe(
            "tie_word_embeddings": True},
     vocab_size=320, corpus_examples=64, sft_examples=64, pref_examples=32, eval_examples=6,
     pretrain_steps=4, pretrain_lr=2e-3, sft_steps=4, sft_lr=2e-3, lora_r=8,
-    rm_steps=2, dpo_steps=4, dpo_lr=5e-4, dpo_beta=0.1, rlhf_steps=1, rlhf_lr=1e-5,
+    rm_steps=2, dpo_steps=4, dpo_lr=5e-4, dpo_beta=0.1, dpo_sft_weight=1.0, rlhf_steps=1, rlhf_lr=1e-5,
     micro_batch_size=8, max_len=64, save_every=2,
 )  # fmt: skip
 
@@ -97,7 +101,8 @@ class StageRecord:
     train_loss: float | None = None
     eval_loss: float | None = None
     exact_match: float | None = None  # greedy, held-out problems, policy stages
-    preference_accuracy: float | None = None  # log p(correct) > log p(wrong), policy stages
+    preference_accuracy: float | None = None  # log p(correct) > log p(built-in wrong answer), policy stages
+    mistake_preference_accuracy: float | None = None  # log p(correct) > log p(SFT's own wrong answer), from sft on
     reward_accuracy: float | None = None  # rm: pairwise accuracy of the reward model on held-out pairs
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -152,7 +157,8 @@ def _run_stages(ctx: _Context) -> QuickstartResult:
     console, records = ctx.console, ctx.records
     started = time.perf_counter()
     steps: dict[str, Callable[[_Context], StageRecord]] = {
-        "tokenizer": _tokenizer, "pretrain": _pretrain, "plan": _plan, "sft": _sft, "rm": _rm, "dpo": _dpo,
+        "tokenizer": _tokenizer, "pretrain": _pretrain, "plan": _plan, "sft": _sft, "pairs": _pairs, "rm": _rm,
+        "dpo": _dpo,
         "rlhf": _rlhf, "export": _export, "chat": _chat, "report": _report,
     }
     for number, name in enumerate(STAGES, 1):
@@ -175,6 +181,7 @@ def _run_stages(ctx: _Context) -> QuickstartResult:
 def _summary_line(record: StageRecord) -> str:
     parts = [f"{record.stage} done in {record.seconds:.1f} s"]
     for label, value in (("exact match", record.exact_match), ("preference accuracy", record.preference_accuracy),
+                         ("on SFT's mistakes", record.mistake_preference_accuracy),
                          ("reward accuracy", record.reward_accuracy)):
         if value is not None:
             parts.append(f"{label} {value:.1%}")
@@ -279,8 +286,12 @@ def _last_losses(run_dir: Path) -> tuple[float | None, float | None]:
 def _policy_record(ctx: _Context, name: str, result: Any) -> StageRecord:
     train_loss, eval_loss = _last_losses(result.run_dir)
     exact, samples = _exact_match(ctx, result.final_dir)
-    record = StageRecord(name, 0.0, steps=result.steps, train_loss=train_loss, eval_loss=eval_loss,
-                         exact_match=exact, preference_accuracy=_preference_accuracy(ctx, result.final_dir))
+    mistakes = _mistakes_file(ctx, "test")  # exists once "pairs" ran, i.e. for the stages after SFT
+    record = StageRecord(name, 0.0, steps=result.steps, train_loss=train_loss, eval_loss=eval_loss, exact_match=exact,
+                         preference_accuracy=_preference_accuracy(ctx, result.final_dir,
+                                                                  _data_files(ctx)["arith-pref-test"]),
+                         mistake_preference_accuracy=_preference_accuracy(ctx, result.final_dir, str(mistakes))
+                         if mistakes.is_file() else None)
     record.details = {"trainable_params": result.trainable_params, "total_params": result.total_params,
                       "final_metrics": result.final_metrics, "eval_samples": samples}
     return record
@@ -343,18 +354,51 @@ def _sft(ctx: _Context) -> StageRecord:
     return _policy_record(ctx, "sft", result)
 
 
+def _mistakes_file(ctx: _Context, split: str) -> Path:
+    return ctx.path("data", f"arith-mistakes-{split}.jsonl")
+
+
+def _pairs(ctx: _Context) -> StageRecord:
+    """Preference pairs from the SFT policy's own mistakes (lmforge.evaluate.pairs): the SFT model answers each
+    built-in preference prompt greedily, and every wrong answer becomes the rejected side of a pair whose chosen
+    side is the reference. A train or validation split with fewer mistakes than one micro-batch is topped up
+    with built-in pairs; the test split never is, since it measures how often later stages still prefer them."""
+    from lmforge.evaluate.pairs import pairs_from_mistakes
+    from lmforge.evaluate.run import evaluate_model, load_records
+    from lmforge.generate.sampling import SamplingParams
+
+    files, sft_final = _data_files(ctx), ctx.path("sft", "final")
+    counts: dict[str, Any] = {}
+    for split in ("train", "validation", "test"):
+        builtin = _read_jsonl(files[f"arith-pref-{split}"])
+        chats = _write_jsonl(ctx.path("data", f"arith-pref-{split}-chat.jsonl"),
+                             ({"messages": row["prompt"] + row["chosen"]} for row in builtin))
+        report = evaluate_model(str(sft_final), chats, task="generation", batch_size=64, progress=ctx.progress,
+                                params=SamplingParams(temperature=0, max_new_tokens=16))
+        mined = pairs_from_mistakes(report, load_records(chats, None, None)[0])
+        rows = list(mined.pairs)
+        if split != "test":
+            mined_prompts = {json.dumps(pair["prompt"]) for pair in rows}
+            spare = [row for row in builtin if json.dumps(row["prompt"]) not in mined_prompts]
+            rows += spare[:max(0, ctx.recipe.micro_batch_size - len(rows))]
+        _write_jsonl(_mistakes_file(ctx, split), rows)
+        counts[split] = {**mined.to_json(), "topped_up": len(rows) - len(mined.pairs),
+                         "exact_match": report.summary["exact_match"]}
+        ctx.console.print(f"{split}: SFT answered {mined.answers} prompts, {mined.mistakes} wrong -> "
+                          f"{len(mined.pairs)} pairs" + (f" + {counts[split]['topped_up']} built-in"
+                                                         if counts[split]["topped_up"] else ""))
+    # SFT's own figure on these pairs only exists now; it is near 0 by construction (its greedy answers).
+    ctx.records["sft"].mistake_preference_accuracy = _preference_accuracy(ctx, sft_final,
+                                                                          str(_mistakes_file(ctx, "test")))
+    return StageRecord("pairs", 0.0, details=counts)
+
+
 def _rm(ctx: _Context) -> StageRecord:
     from lmforge.evaluate.run import evaluate_model
-    from lmforge.files.convert import convert
 
     recipe, files = ctx.recipe, _data_files(ctx)
-    # The reward model starts from the SFT policy merged into one plain model folder: train's loader cannot put a
-    # causal-LM LoRA adapter onto a sequence-classification head (peft needs prepare_inputs_for_generation).
-    merged = ctx.path("rm-base")
-    if not (merged / "config.json").is_file():
-        convert(ctx.path("sft", "final"), merged, to="merged", progress=ctx.progress)
     result = _train(ctx, "rm", {
-        "model": {"path": str(merged)},
+        "model": {"path": str(ctx.path("sft"))},  # the SFT LoRA is merged into the reward model's body on load
         "data": {"train": files["arith-pref-train"], "eval": files["arith-pref-validation"], "kind": "preference",
                  "max_len": recipe.max_len},
         "method": {"name": "full"},
@@ -368,13 +412,13 @@ def _rm(ctx: _Context) -> StageRecord:
 
 
 def _dpo(ctx: _Context) -> StageRecord:
-    recipe, files = ctx.recipe, _data_files(ctx)
+    recipe = ctx.recipe
     result = _train(ctx, "dpo", {
         "model": {"path": str(ctx.path("sft"))},
-        "data": {"train": files["arith-pref-train"], "eval": files["arith-pref-validation"], "kind": "preference",
-                 "max_len": recipe.max_len},
+        "data": {"train": str(_mistakes_file(ctx, "train")), "eval": str(_mistakes_file(ctx, "validation")),
+                 "kind": "preference", "max_len": recipe.max_len},
         "method": {"name": "lora", "lora_r": recipe.lora_r, "lora_alpha": recipe.lora_r * 2, "lora_dropout": 0.0},
-        "dpo": {"beta": recipe.dpo_beta},
+        "dpo": {"beta": recipe.dpo_beta, "sft_weight": recipe.dpo_sft_weight},
         "train": {"max_steps": recipe.dpo_steps, "learning_rate": recipe.dpo_lr, "eval_every": recipe.save_every},
     })
     record = _policy_record(ctx, "dpo", result)
@@ -486,16 +530,19 @@ def _exact_match(ctx: _Context, model_dir: Path) -> tuple[float, list[dict[str, 
     return float(report.summary["exact_match"]), samples
 
 
-def _preference_accuracy(ctx: _Context, model_dir: Path) -> float:
-    """Share of held-out pairs where the model gives the correct answer a higher total log-likelihood
-    than the plausible wrong one: the policy's own preference, comparable across every stage."""
+def _preference_accuracy(ctx: _Context, model_dir: Path, pairs_file: str) -> float | None:
+    """Share of the held-out pairs in `pairs_file` where the model gives the correct (chosen) answer a higher
+    total log-likelihood than the wrong one: the policy's own preference, comparable across stages.
+    None when there are no pairs (SFT made no mistake to measure on)."""
     import torch
 
     from lmforge.generate.load import load_model
 
+    pairs = _read_jsonl(pairs_file)
+    if not pairs:
+        return None
     loaded = load_model(str(model_dir))
     tokenizer, model = loaded.tokenizer, loaded.model
-    pairs = _read_jsonl(_data_files(ctx)["arith-pref-test"])
     wins = 0
     with torch.inference_mode():
         for pair in pairs:

@@ -19,12 +19,14 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _stage_table(records: dict[str, Any]) -> list[str]:
-    lines = ["| stage | steps | train loss | val loss | exact match (held-out) | preference accuracy | "
-             "reward-model accuracy | seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| stage | steps | train loss | val loss | exact match (held-out) | preference accuracy (built-in "
+             "pairs) | preference accuracy (SFT's mistakes) | reward-model accuracy | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in records.items():
         steps = "—" if r.steps is None else str(r.steps)
         lines.append(f"| {name} | {steps} | {_num(r.train_loss)} | {_num(r.eval_loss)} | {_pct(r.exact_match)} | "
-                     f"{_pct(r.preference_accuracy)} | {_pct(r.reward_accuracy)} | {r.seconds:.1f} |")
+                     f"{_pct(r.preference_accuracy)} | {_pct(r.mistake_preference_accuracy)} | "
+                     f"{_pct(r.reward_accuracy)} | {r.seconds:.1f} |")
     return lines
 
 
@@ -34,14 +36,18 @@ def _headline(records: dict[str, Any]) -> list[str]:
     for before, after in (("pretrain", "sft"), ("sft", "dpo"), ("dpo", "rlhf")):
         if before in records and after in records and records[after].exact_match is not None:
             b, a = records[before], records[after]
-            lines.append(f"- **{after}**: exact match {_pct(b.exact_match)} → {_pct(a.exact_match)} "
-                         f"({(a.exact_match - b.exact_match) * 100:+.1f} points), preference accuracy "
-                         f"{_pct(b.preference_accuracy)} → {_pct(a.preference_accuracy)}")
+            line = (f"- **{after}**: exact match {_pct(b.exact_match)} → {_pct(a.exact_match)} "
+                    f"({(a.exact_match - b.exact_match) * 100:+.1f} points), preference accuracy "
+                    f"{_pct(b.preference_accuracy)} → {_pct(a.preference_accuracy)}")
+            if b.mistake_preference_accuracy is not None and a.mistake_preference_accuracy is not None:
+                line += (f", on SFT's own mistakes {_pct(b.mistake_preference_accuracy)} → "
+                         f"{_pct(a.mistake_preference_accuracy)}")
+            lines.append(line)
     return lines + [""] if lines else []
 
 
 def _plot_stages(records: dict[str, Any], path: Path) -> Path:
-    """Exact match and preference accuracy after each policy stage, as grouped bars."""
+    """Exact match and both preference accuracies after each policy stage, as grouped bars (— drawn as 0)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,15 +56,17 @@ def _plot_stages(records: dict[str, Any], path: Path) -> Path:
     stages = [name for name, r in records.items() if r.exact_match is not None]
     exact = [records[s].exact_match * 100 for s in stages]
     preference = [records[s].preference_accuracy * 100 for s in stages]
+    mistakes = [(records[s].mistake_preference_accuracy or 0) * 100 for s in stages]
     figure, axis = plt.subplots(figsize=(6.4, 3.6))
     positions = range(len(stages))
-    axis.bar([p - 0.2 for p in positions], exact, width=0.4, label="exact match (held-out)")
-    axis.bar([p + 0.2 for p in positions], preference, width=0.4, label="preference accuracy")
+    axis.bar([p - 0.27 for p in positions], exact, width=0.27, label="exact match")
+    axis.bar(list(positions), preference, width=0.27, label="pref. acc. (built-in pairs)")
+    axis.bar([p + 0.27 for p in positions], mistakes, width=0.27, label="pref. acc. (SFT's mistakes)")
     axis.set_xticks(list(positions), stages)
     axis.set_ylim(0, 100)
     axis.set_ylabel("%")
     axis.set_title("held-out scores after each stage")
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)  # below: bars stay visible
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False, fontsize="small")  # below: bars stay visible
     figure.tight_layout()
     return atomic_save_figure(figure, path, dpi=100)
 
@@ -98,13 +106,24 @@ def render_report(recipe: Any, records: dict[str, Any], plot_names: list[str]) -
              f"LoRA rank {recipe.lora_r} for SFT, DPO and RLHF.", "", "## Stages side by side", ""]
     lines += _headline(records) + _stage_table(records)
     lines += ["", "Exact match: greedy answer equals the reference after normalisation. Preference accuracy: the "
-              "model gives the correct answer a higher log-likelihood than the plausible wrong one. Reward-model "
-              "accuracy: the reward model scores the correct answer above the wrong one.", ""]
+              "model gives the correct answer a higher log-likelihood than the wrong one, on the built-in pairs "
+              "(a hand-made plausible wrong answer) and on the SFT policy's own wrong greedy answers to held-out "
+              "prompts (near 0% for SFT by construction; DPO trains on its mistakes on train prompts). "
+              "Reward-model accuracy: the reward model scores the correct answer above the built-in wrong one.", ""]
     dpo = records.get("dpo")
     if dpo is not None and dpo.details.get("dpo_reward_accuracy") is not None:
         lines += [f"DPO's own figure on its validation pairs: implicit reward accuracy "
                   f"{dpo.details['dpo_reward_accuracy']:.1%} (log-ratio to the SFT reference ranks chosen first).", ""]
     lines += [f"![{name}](plots/{name})" for name in plot_names] + [""]
+    pairs = records.get("pairs")
+    if pairs is not None:
+        lines += ["## Pairs mined from the SFT policy's mistakes", "", "| split | prompts | wrong | wrong but empty "
+                  "(no pair) | pairs | topped up with built-in pairs |", "|---|---|---|---|---|---|"]
+        for split, c in pairs.details.items():
+            lines.append(f"| {split} | {c['answers']} | {c['mistakes']} | {c['empty']} | {c['pairs']} | "
+                         f"{c['topped_up']} |")
+        lines.append("")
+
     plan = records.get("plan")
     if plan is not None:
         lines += ["## Plan: this recipe on the tiny model and on a 7B model", "",
