@@ -43,12 +43,18 @@ def main() -> None:
     print(f"quickstart ({result.recipe}): wall {wall:.1f} s, CPU {cpu:.1f} s (target wall <= {target} s: "
           f"{'met' if wall <= target else 'NOT met'}); load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after, {os.cpu_count()} cores")
-    print(f"{'stage':<10} {'seconds':>8} {'steps':>6} {'exact match':>12} {'pref. acc.':>11} {'RM acc.':>8}")
+    print(f"{'stage':<10} {'seconds':>8} {'steps':>6} {'exact match':>12} {'pref. acc.':>11} {'on mistakes':>12} "
+          f"{'RM acc.':>8}")
     for name, record in result.stages.items():
         cells = [f"{v:.1%}" if v is not None else "-"
-                 for v in (record.exact_match, record.preference_accuracy, record.reward_accuracy)]
+                 for v in (record.exact_match, record.preference_accuracy, record.mistake_preference_accuracy,
+                           record.reward_accuracy)]
         steps = "-" if record.steps is None else str(record.steps)
-        print(f"{name:<10} {record.seconds:>8.1f} {steps:>6} {cells[0]:>12} {cells[1]:>11} {cells[2]:>8}")
+        print(f"{name:<10} {record.seconds:>8.1f} {steps:>6} {cells[0]:>12} {cells[1]:>11} {cells[2]:>12} "
+              f"{cells[3]:>8}")
+    mined = result.stages["pairs"].details
+    print("pairs from SFT's mistakes: " + ", ".join(f"{split} {c['pairs']} of {c['answers']} (+{c['topped_up']} "
+                                                     f"built-in)" for split, c in mined.items()))
     implicit = result.stages["dpo"].details.get("dpo_reward_accuracy")
     if implicit is not None:
         print(f"seed {args.seed}; DPO implicit-reward accuracy (validation pairs): {implicit:.1%}")
