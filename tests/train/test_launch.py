@@ -46,6 +46,14 @@ def test_fsdp_config(make_config):
         write_launch_files(config, 4, fsdp=True, deepspeed="zero2")
 
 
+@pytest.mark.parametrize("sharding", [{"fsdp": True}, {"deepspeed": "zero3"}, {"deepspeed": "zero3-offload"}])
+def test_qlora_is_not_sharded(make_config, sharding):
+    with pytest.raises(UserInputError, match="qlora cannot be sharded"):
+        write_launch_files(make_config("sft", "qlora"), 2, **sharding)
+    settings = yaml.safe_load(write_launch_files(make_config("sft", "qlora"), 2, deepspeed="zero2").read_text())
+    assert settings["distributed_type"] == "DEEPSPEED"
+
+
 def test_launch_command_passes_overrides_and_resume(tmp_path):
     command = launch_command(tmp_path / "a.yaml", "c.yaml", ["train.max_steps=3"], resume=True)
     assert command[1:3] == ["-m", "accelerate.commands.launch"]

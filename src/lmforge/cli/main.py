@@ -6,6 +6,7 @@ Library errors (LmforgeError) become one line on stderr and a non-zero exit here
 from __future__ import annotations
 
 import importlib
+import logging
 
 import typer
 from typer.core import TyperGroup
@@ -68,4 +69,7 @@ for module_name in COMMAND_MODULES:
 
 
 def main() -> None:
+    # bitsandbytes (which peft imports when it is installed) warns at import, on CPUs with AVX512-BF16, that an
+    # optional kernel could not be fetched from the hub; lmforge never fetches kernels, so the advice misleads.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     app()

@@ -125,6 +125,10 @@ def write_launch_files(config: TrainConfig, nproc: int, *, deepspeed: str | None
 
     if deepspeed and fsdp:
         raise UserInputError("choose one of --deepspeed and --fsdp")
+    if config.method.name == "qlora" and (fsdp or (deepspeed or "").startswith("zero3")):
+        # Sharded 4-bit weights need bitsandbytes' quant_storage and no device_map; lmforge does not set that up.
+        raise UserInputError("method qlora cannot be sharded with --fsdp or ZeRO-3 here (each process loads its "
+                             "4-bit copy onto its own GPU); use --nproc N alone (DDP) or --deepspeed zero2")
     folder = Path(config.out) / "launch"
     deepspeed_file = None
     if deepspeed:

@@ -7,6 +7,7 @@ from a finished one; `--resume` (run.py) continues an interrupted one instead.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,15 @@ def _dtype(name: str) -> Any:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
+def _quantized_device() -> int | str:
+    """Where bitsandbytes puts the quantized weights, which it does while loading: this process's own GPU
+    (LOCAL_RANK under accelerate or torchrun; loading every rank onto GPU 0 runs it out of memory), else the
+    CPU. Only tests reach the CPU (bitsandbytes' CPU backend): qlora on a CPU stops before loading."""
+    import torch
+
+    return int(os.environ.get("LOCAL_RANK", "0")) if torch.cuda.is_available() else "cpu"
+
+
 def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labels: int | None = None,
                     label_names: list[str] | None = None, quantization: Any = None) -> Any:
     """The model in `source` with `task`'s head; an lmforge adapter folder is merged into its base."""
@@ -117,7 +127,7 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
             kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": _quantized_device()}
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         from peft import PeftConfig, PeftModel
 
