@@ -55,6 +55,9 @@ def main() -> None:
     mined = result.stages["pairs"].details
     print("pairs from SFT's mistakes: " + ", ".join(f"{split} {c['pairs']} of {c['answers']} (+{c['topped_up']} "
                                                      f"built-in)" for split, c in mined.items()))
+    on_mistakes = result.stages["rm"].details.get("reward_accuracy_on_mistakes")
+    if on_mistakes is not None:
+        print(f"reward model on SFT's held-out mistakes: pairwise accuracy {on_mistakes:.1%}")
     implicit = result.stages["dpo"].details.get("dpo_reward_accuracy")
     if implicit is not None:
         print(f"seed {args.seed}; DPO implicit-reward accuracy (validation pairs): {implicit:.1%}")

@@ -41,6 +41,9 @@ def _check_outputs(out: Path, summary: dict) -> None:
     assert len(train_pairs) == mined["train"]["pairs"] + mined["train"]["topped_up"] >= 8  # at least a micro-batch
     assert "arith-mistakes-train.jsonl" in (out / "dpo" / "config.yaml").read_text()
     assert "sft_weight: 1.0" in (out / "dpo" / "config.yaml").read_text()
+    reward_rows = (out / "data" / "arith-rm-train.jsonl").read_text().splitlines()
+    assert len(reward_rows) == mined["train"]["answers"] + mined["train"]["pairs"]  # built-in + mined, no top-ups
+    assert "arith-rm-train.jsonl" in (out / "rm" / "config.yaml").read_text()
 
     report = (out / "report.md").read_text()
     section = report.split("## Stages side by side")[1].split("## ")[0]

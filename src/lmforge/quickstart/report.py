@@ -110,6 +110,11 @@ def render_report(recipe: Any, records: dict[str, Any], plot_names: list[str]) -
               "(a hand-made plausible wrong answer) and on the SFT policy's own wrong greedy answers to held-out "
               "prompts (near 0% for SFT by construction; DPO trains on its mistakes on train prompts). "
               "Reward-model accuracy: the reward model scores the correct answer above the built-in wrong one.", ""]
+    rm = records.get("rm")
+    if rm is not None and rm.details.get("reward_accuracy_on_mistakes") is not None:
+        lines += [f"The reward model on the SFT policy's own held-out mistakes: pairwise accuracy "
+                  f"{rm.details['reward_accuracy_on_mistakes']:.1%} (it trains on the built-in and the mined pairs).",
+                  ""]
     dpo = records.get("dpo")
     if dpo is not None and dpo.details.get("dpo_reward_accuracy") is not None:
         lines += [f"DPO's own figure on its validation pairs: implicit reward accuracy "
