@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Rich wraps tables at the terminal width; a wide fixed width keeps long tmp paths on one line.
 os.environ["COLUMNS"] = "240"
+# As lmforge's CLI does: bitsandbytes' import-time advice to fetch a kernel from the hub is noise here.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 TINY_CORPUS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -54,6 +54,31 @@ def test_qlora_is_not_sharded(make_config, sharding):
     assert settings["distributed_type"] == "DEEPSPEED"
 
 
+@pytest.mark.parametrize("engine", [{"fsdp": True}, {"deepspeed": "zero2"}])
+def test_sharded_launch_on_a_cpu_is_refused_before_anything_starts(make_config, tmp_path, monkeypatch, engine):
+    """On a CPU the Trainer would quietly train plain DDP under an FSDP or DeepSpeed config."""
+    import torch
+
+    from lmforge.train import launch as launching
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(launching.subprocess, "call", lambda *a, **k: pytest.fail("a process was started"))
+    config = make_config("sft", "full", out=str(tmp_path / "run"))
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    with pytest.raises(UserInputError, match="needs CUDA GPUs.*--nproc N alone"):
+        launching.launch(config_file, [], nproc=2, **engine)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_process_launched_with_fsdp_on_a_cpu_stops_before_the_run_folder(make_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    config = make_config("sft", "full", out=str(tmp_path / "run"))
+    with pytest.raises(UserInputError, match="--fsdp needs CUDA GPUs"):
+        run_training(config, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_launch_command_passes_overrides_and_resume(tmp_path):
     command = launch_command(tmp_path / "a.yaml", "c.yaml", ["train.max_steps=3"], resume=True)
     assert command[1:3] == ["-m", "accelerate.commands.launch"]

@@ -10,6 +10,7 @@ multi-node cluster (docs/train.md shows the commands). DeepSpeed is an optional 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,24 @@ def deepspeed_config(mode: str) -> dict[str, Any]:
         "fp16": {"enabled": "auto"},
         "zero_optimization": zero,
     }
+
+
+def check_sharding_hardware(*, fsdp: bool, deepspeed: bool) -> None:
+    """FSDP and DeepSpeed shard over CUDA GPUs. On a CPU, transformers' Trainer quietly runs plain DDP
+    instead (measured: an FSDP accelerate config on this CPU gives DistributedType.MULTI_CPU and whole,
+    unsharded parameters), so the user would believe a layout is tested that never ran."""
+    import torch
+
+    if (fsdp or deepspeed) and not torch.cuda.is_available():
+        engine = "--fsdp" if fsdp else "--deepspeed"
+        raise UserInputError(f"{engine} needs CUDA GPUs: on a CPU the Trainer would quietly run plain DDP instead; "
+                             "use --nproc N alone for multi-process training on CPUs")
+
+
+def check_launched_sharding() -> None:
+    """The same check inside a process started by `accelerate launch` with an FSDP or DeepSpeed config."""
+    check_sharding_hardware(fsdp=os.environ.get("ACCELERATE_USE_FSDP") == "true",
+                            deepspeed=os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true")
 
 
 def deepspeed_mode_from_plan(layout: dict[str, Any]) -> str | None:
@@ -160,6 +179,7 @@ def launch(config_path: str | Path, overrides: list[str], *, resume: bool = Fals
     from lmforge.train.run import check_run_folder
 
     config = load_config(config_path, overrides)
+    check_sharding_hardware(fsdp=fsdp, deepspeed=bool(deepspeed))
     if deepspeed == "plan":
         deepspeed = planned_deepspeed_mode(config, nproc)
     if deepspeed and importlib.util.find_spec("deepspeed") is None:

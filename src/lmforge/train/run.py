@@ -27,6 +27,7 @@ from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, RichP
 from lmforge.train.callbacks import truncate_metrics
 from lmforge.train.config import TrainConfig, config_to_yaml
 from lmforge.train.context import StageContext, stage_module, training_arguments
+from lmforge.train.launch import check_launched_sharding
 from lmforge.train.loading import BPE_PREFIX, HEADS, resolve_model_folder
 from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
@@ -244,6 +245,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     Raises an LmforgeError (before any model loads where possible) for anything the user can fix.
     """
     check_method_hardware(config.method)  # qlora on a CPU stops here, before anything loads
+    check_launched_sharding()  # an FSDP/DeepSpeed launch on a CPU would otherwise quietly run plain DDP
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
     from lmforge.train.loading import load_model
