@@ -86,3 +86,22 @@ def test_explain_during_generation_accounts_for_every_token(loaded):
         assert step.kept_counts["top_k"] == 10 and step.kept_counts["top_p"] <= 10
     plain = generate(loaded, "Sort the numbers", params)
     assert plain.token_ids == result.token_ids  # explaining does not change what is sampled
+
+
+def test_explained_greedy_steps_with_penalties_pick_the_generated_tokens(loaded):
+    """The explanation applies the penalties to the tokens generated before each step, as generation did:
+    its one-hot final distribution sits on the token that was produced at every step."""
+    params = SamplingParams(temperature=0, max_new_tokens=10, presence_penalty=0.4, frequency_penalty=1.5)
+    result = generate(loaded, "Count", params, explain=True)
+    assert len(result.steps) == result.completion_tokens > 1
+    for step, token_id in zip(result.steps, result.token_ids):
+        chosen = [c for c in step.candidates if c.chosen]
+        assert step.chosen_id == token_id and len(chosen) == 1 and chosen[0].final_prob == 1.0
+
+
+def test_explained_penalties_skip_the_prompt():
+    logits = torch.tensor([0.0, 1.0, 0.9, 0.0])
+    ids = torch.tensor([[1, 1, 1]])
+    params = SamplingParams(temperature=0, presence_penalty=0.4, frequency_penalty=1.5)
+    assert int(stage_masks(logits, params, ids, prompt_length=3).final_probs.argmax()) == 1  # all prompt
+    assert int(stage_masks(logits, params, ids, prompt_length=2).final_probs.argmax()) == 2  # one generated 1

@@ -142,3 +142,28 @@ def test_streamer_property_pieces_add_up_and_never_show_a_stop():
         assert all("\ufffd" not in piece for piece in pieces)
 
     check()
+
+
+def test_greedy_with_penalties_equals_a_hand_written_decode(loaded):
+    """generate passes the penalties before the filters: token by token, the argmax of the raw logits minus
+    presence + frequency x count over the generated tokens (OpenAI's definition)."""
+    import torch
+
+    from lmforge.generate.generation import encode_prompt, generate_batch
+
+    params = SamplingParams(temperature=0, max_new_tokens=12, presence_penalty=0.4, frequency_penalty=1.5)
+    prompt = encode_prompt(loaded, "Count")
+    ids, generated = list(prompt), []
+    with torch.inference_mode():
+        for _ in range(12):
+            logits = loaded.model(torch.tensor([ids])).logits[0, -1].float()
+            for token in set(generated):
+                logits[token] -= 0.4 + 1.5 * generated.count(token)
+            generated.append(int(torch.argmax(logits)))
+            ids.append(generated[-1])
+            if generated[-1] in loaded.stop_token_ids:
+                break
+    assert generate(loaded, "Count", params).token_ids == generated
+    plain = generate(loaded, "Count", params.model_copy(update={"presence_penalty": 0.0, "frequency_penalty": 0.0}))
+    assert plain.token_ids != generated  # the penalties changed what was said
+    assert generate_batch(loaded, ["Count", "What is 12 plus 30?"], params)[0].token_ids == generated

@@ -64,3 +64,24 @@ def test_generation_config_sets_every_sampling_field_so_model_defaults_cannot_le
     config = sampling_params("creative", top_k=0).to_generation_config()
     assert (config.temperature, config.top_k, config.top_p, config.do_sample) == (1.2, 0, 0.9, True)
     assert set(PRESETS) == {"precise", "balanced", "creative"}
+
+
+def test_presence_and_frequency_penalties_count_only_generated_tokens():
+    import torch
+
+    from lmforge.generate.sampling import OccurrencePenaltyLogitsProcessor
+
+    penalty = OccurrencePenaltyLogitsProcessor(presence_penalty=0.5, frequency_penalty=0.25, prompt_length=2)
+    ids = torch.tensor([[4, 4, 1, 1, 1, 2]])  # prompt 4 4; generated 1 three times, 2 once
+    scores = penalty(ids, torch.zeros(1, 6))
+    assert scores.tolist() == [[0.0, -(0.5 + 3 * 0.25), -(0.5 + 0.25), 0.0, 0.0, 0.0]]  # token 4 is prompt only
+    params = SamplingParams(temperature=0.8, presence_penalty=0.5)
+    names = [type(p).__name__ for p in params.logits_processors(prompt_length=2)]
+    assert names[0] == "OccurrencePenaltyLogitsProcessor" and names[1] == "TemperatureLogitsWarper"  # as vLLM
+
+
+def test_penalties_outside_openais_range_are_refused():
+    with pytest.raises(UserInputError, match="presence_penalty.*less than or equal to 2"):
+        sampling_params(presence_penalty=2.5)
+    with pytest.raises(UserInputError, match="frequency_penalty.*greater than or equal to -2"):
+        sampling_params(frequency_penalty=-3)

@@ -51,6 +51,22 @@ def test_staggered_batch_decodes_exactly_like_generate(tiny_loaded):
     assert engine.stats.max_batch_sequences >= 2
 
 
+def test_penalised_requests_in_one_batch_decode_like_generate(tiny_loaded):
+    """Presence/frequency penalties count each request's own generated tokens, not its prompt's or a
+    neighbour's: the batched engine gives what generate gives one prompt at a time."""
+    params = SamplingParams(temperature=0, max_new_tokens=16, presence_penalty=0.4, frequency_penalty=1.5)
+    expected = [generate(tiny_loaded, prompt, params).token_ids for prompt in PROMPTS]
+    engine = Engine({"m": tiny_loaded}, max_batch_size=8)
+    runs = [_collect(engine, "m", encode_prompt(tiny_loaded, prompt), params) for prompt in PROMPTS]
+    engine.start()
+    try:
+        for _, done, _ in runs:
+            assert done.wait(30)
+    finally:
+        engine.stop()
+    assert [[e.token_id for e in events] for events, _, _ in runs] == expected
+
+
 def test_full_queue_refuses_and_unknown_model_is_named(tiny_loaded):
     engine = Engine({"m": tiny_loaded}, max_queue=1)  # not started: nothing leaves the queue
     _collect(engine, "m", [1, 2], SamplingParams(max_new_tokens=2))

@@ -43,10 +43,12 @@ class StepExplanation:
     candidates: list[Candidate] = field(default_factory=list)
 
 
-def stage_masks(logits: Any, params: SamplingParams, input_ids: Any | None = None) -> StageMasks:
+def stage_masks(logits: Any, params: SamplingParams, input_ids: Any | None = None,
+                prompt_length: int = 0) -> StageMasks:
     """Apply params' processors one at a time to `logits` ([vocab] or [1, vocab]) and record each stage.
 
-    `input_ids` ([1, seq]) is needed only for the repetition penalty, which looks at the text so far.
+    `input_ids` ([1, seq]) is needed only for the penalties, which look at the text so far (the presence
+    and frequency penalties at the part after `prompt_length`).
     """
     import torch
     from transformers import MinPLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
@@ -56,12 +58,12 @@ def stage_masks(logits: Any, params: SamplingParams, input_ids: Any | None = Non
     ids = input_ids if input_ids is not None else torch.zeros((1, 0), dtype=torch.long)
     probs_temperature = torch.softmax(scores[0], dim=-1)
     kept: dict[str, Any] = {}
-    for processor in params.logits_processors():
+    for processor in params.logits_processors(prompt_length):
         scores = processor(ids, scores)
         name = filters.get(type(processor))
         if name:
             kept[name] = torch.isfinite(scores[0])
-        else:  # repetition penalty or temperature: they come before every filter
+        else:  # penalties or temperature: they come before every filter
             probs_temperature = torch.softmax(scores[0], dim=-1)
     if params.is_greedy:
         final = torch.zeros_like(probs_temperature)
@@ -81,7 +83,7 @@ def explain_steps(step_logits: Any, sequences: Any, prompt_tokens: int, params: 
         if position >= sequences.shape[1]:
             break
         chosen = int(sequences[0, position])
-        masks = stage_masks(logits[0], params, sequences[:, :position])
+        masks = stage_masks(logits[0], params, sequences[:, :position], prompt_tokens)
         order = torch.argsort(masks.probs_temperature, descending=True)[:top].tolist()
         if chosen not in order:
             order.append(chosen)

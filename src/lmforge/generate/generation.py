@@ -146,6 +146,12 @@ def _check_fits(loaded: LoadedModel, prompt_tokens: int, params: SamplingParams)
         )
 
 
+def _custom_processors(params: SamplingParams, prompt_length: int) -> dict[str, Any]:
+    """With presence/frequency penalties the whole processor chain is passed to generate (its config is then
+    neutral: SamplingParams.to_generation_config), so the penalties run before temperature and the filters."""
+    return {"logits_processor": params.logits_processors(prompt_length)} if params.has_occurrence_penalty else {}
+
+
 def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: SamplingParams, *,
              chat_template: bool = True, on_text: Callable[[str], None] | None = None,
              explain: bool = False, explain_top: int = 10) -> GenerationResult:
@@ -176,6 +182,7 @@ def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: Sa
         output = loaded.model.generate(
             input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
             streamer=streamer, stopping_criteria=StoppingCriteriaList([_stop_on_flag(streamer)]),
+            **_custom_processors(params, len(prompt_ids)),
         )
     seconds = time.perf_counter() - started
     sequences = output.sequences if explain else output
@@ -218,7 +225,7 @@ def generate_batch(loaded: LoadedModel, prompts: list[str | list[dict[str, str]]
     started = time.perf_counter()
     with torch.inference_mode():
         output = loaded.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
-                                       tokenizer=loaded.tokenizer)
+                                       tokenizer=loaded.tokenizer, **_custom_processors(params, longest))
     seconds = time.perf_counter() - started
     results = []
     for ids, row in zip(encoded, output[:, longest:].tolist()):

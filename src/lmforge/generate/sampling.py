@@ -1,6 +1,7 @@
 """Sampling parameters: validated once, with presets, turned into transformers' own generation objects.
 
-Order (transformers GenerationMixin._get_logits_processor): repetition penalty, then temperature ->
+Order (transformers GenerationMixin._get_logits_processor): repetition penalty, then OpenAI's presence
+and frequency penalties (as vLLM orders them: penalties before temperature), then temperature ->
 top-k -> top-p -> min-p, each warper seeing the previous one's output. Temperature 0 (or greedy=True)
 means greedy decoding: always the most likely token. llama.cpp orders its default sampler chain
 differently (penalties, top-k, typical, top-p, min-p, then temperature last); see docs/generate.md.
@@ -34,6 +35,10 @@ class SamplingParams(BaseModel):
     top_p: float = Field(0.7, gt=0, le=1, description="keep the smallest set whose probability reaches p; 1 = off")
     min_p: float = Field(0.0, ge=0, le=1, description="drop tokens below min_p x the top token's probability; 0 = off")
     repetition_penalty: float = Field(1.0, gt=0, description="> 1 discourages tokens already in the text (CTRL paper)")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI: subtracted from the logit of every token "
+                                                                  "generated so far; > 0 favours new tokens")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI: subtracted once per time a token was "
+                                                                   "generated so far; > 0 discourages repeats")
     max_new_tokens: int = Field(256, ge=1)
     stop: list[str] = Field(default_factory=list, description="generation ends before the first of these strings")
     seed: int | None = None
@@ -50,12 +55,26 @@ class SamplingParams(BaseModel):
     def is_greedy(self) -> bool:
         return self.greedy or self.temperature == 0
 
+    @property
+    def has_occurrence_penalty(self) -> bool:
+        """Presence/frequency penalties, which transformers' GenerationConfig cannot express."""
+        return self.presence_penalty != 0 or self.frequency_penalty != 0
+
     def to_generation_config(self, *, eos_token_id: list[int] | int | None = None,
                              pad_token_id: int | None = None) -> Any:
         """A complete transformers GenerationConfig: every sampling field is set, so a model's own
-        generation_config.json (say top_k=20) can never fill a gap and change what the user asked for."""
+        generation_config.json (say top_k=20) can never fill a gap and change what the user asked for.
+
+        With presence/frequency penalties every processor is neutral here: the caller passes
+        `logits_processors(prompt_length)` to generate, since transformers appends custom processors after
+        its own warpers, and the penalties must come before temperature."""
         from transformers import GenerationConfig
 
+        if self.has_occurrence_penalty:
+            neutral = self.model_copy(update={"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
+                                              "repetition_penalty": 1.0, "presence_penalty": 0.0,
+                                              "frequency_penalty": 0.0, "greedy": self.is_greedy})
+            return neutral.to_generation_config(eos_token_id=eos_token_id, pad_token_id=pad_token_id)
         sampling = not self.is_greedy
         # Greedy: the warpers are never applied (do_sample=False), so their fields stay at transformers' neutral values.
         return GenerationConfig(
@@ -71,9 +90,11 @@ class SamplingParams(BaseModel):
             pad_token_id=pad_token_id,
         )
 
-    def logits_processors(self) -> Any:
+    def logits_processors(self, prompt_length: int = 0) -> Any:
         """The LogitsProcessorList transformers builds for these params, in its order
-        (GenerationMixin._get_logits_processor); greedy keeps only the repetition penalty."""
+        (GenerationMixin._get_logits_processor), with the presence/frequency penalties after the repetition
+        penalty; greedy keeps only the penalties. `prompt_length`: where the generated tokens start in the
+        input_ids the processors will see (the penalties count only those)."""
         from transformers import (
             LogitsProcessorList,
             MinPLogitsWarper,
@@ -86,6 +107,9 @@ class SamplingParams(BaseModel):
         processors = LogitsProcessorList()
         if self.repetition_penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
+        if self.has_occurrence_penalty:
+            processors.append(OccurrencePenaltyLogitsProcessor(self.presence_penalty, self.frequency_penalty,
+                                                               prompt_length))
         if self.is_greedy:
             return processors
         if self.temperature != 1.0:
@@ -97,6 +121,23 @@ class SamplingParams(BaseModel):
         if self.min_p > 0:
             processors.append(MinPLogitsWarper(self.min_p))
         return processors
+
+
+class OccurrencePenaltyLogitsProcessor:
+    """OpenAI's presence and frequency penalties, as vLLM applies them: over the tokens generated so far (not
+    the prompt), logit -= presence_penalty * [count > 0] + frequency_penalty * count."""
+
+    def __init__(self, presence_penalty: float, frequency_penalty: float, prompt_length: int):
+        self.presence_penalty = presence_penalty
+        self.frequency_penalty = frequency_penalty
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        generated = input_ids[:, self.prompt_length:]
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - self.frequency_penalty * counts - self.presence_penalty * (counts > 0).to(scores.dtype)
 
 
 def sampling_params(preset: str | None = None, **overrides: Any) -> SamplingParams:

@@ -480,7 +480,8 @@ def sampling_for(body: Any, loaded: LoadedModel, prompt_tokens: int, prompt_para
         max_tokens = min(DEFAULT_MAX_TOKENS, context - prompt_tokens)
     try:
         return SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
-                              repetition_penalty=body.repetition_penalty, max_new_tokens=max_tokens, stop=body.stops,
+                              repetition_penalty=body.repetition_penalty, presence_penalty=body.presence_penalty,
+                              frequency_penalty=body.frequency_penalty, max_new_tokens=max_tokens, stop=body.stops,
                               seed=body.seed)
     except ValidationError as error:
         field_name = str(error.errors()[0]["loc"][0]) if error.errors() else None

@@ -95,7 +95,7 @@ class _Sequence:
         self.stop_ids = stop_ids
         self.generated: list[int] = []
         self.emitted_chars = 0
-        self.processors = request.params.logits_processors()
+        self.processors = request.params.logits_processors(prompt_length=len(request.prompt_ids))
         self.generator = torch.Generator()
         seed = request.params.seed
         self.generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "big"))
@@ -107,7 +107,7 @@ class _Sequence:
         import torch
 
         scores = logits
-        if len(self.processors):  # the repetition penalty needs every token so far
+        if len(self.processors):  # the penalties need every token so far
             ids = torch.tensor([self.request.prompt_ids + self.generated])
             scores = self.processors(ids, logits[None].clone())[0]
         if self.request.params.is_greedy:

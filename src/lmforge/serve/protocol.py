@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_MAX_TOKENS = 256  # when a request names none; capped by the room left in the context
 
@@ -51,16 +51,8 @@ class _Sampling(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (benchmarks)
-    # Not implemented by the transformers engine: refused when set, rather than silently ignored.
-    presence_penalty: float = 0.0
+    presence_penalty: float = 0.0  # OpenAI's; range -2..2 checked by SamplingParams
     frequency_penalty: float = 0.0
-
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _unsupported_penalty(cls, value: float) -> float:
-        if value != 0:
-            raise ValueError("is not supported by this server; use repetition_penalty (> 1 discourages repeats)")
-        return value
 
     @property
     def stops(self) -> list[str]:
