@@ -44,6 +44,9 @@ class LoadedModel:
     chat_template: str  # the Jinja template used to render chats
     device: str
     adapter: str | None = None
+    # lmforge.serve: the adapter a shared multi-adapter model switches to for this name (attach_adapter);
+    # None on such a model means adapters off (the base itself).
+    lora_name: str | None = None
 
     def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
         """The exact prompt text the model sees for `messages` (same registry as training)."""
@@ -212,6 +215,39 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
         chat_template_source=template.source, chat_template=template.jinja, device=target,
         adapter=str(adapter_dir) if adapter_dir else None,
     )
+
+
+def attach_adapter(base: LoadedModel, name: str, adapter: str) -> LoadedModel | None:
+    """LoRA `adapter` loaded beside any others on `base`'s one copy of the weights, as `name` (peft's
+    multi-adapter model): serving N adapters then costs the base once plus N small adapters instead of
+    N + 1 merged copies. `base` is switched to that shared model (its own name runs with adapters off).
+
+    None when the adapter's tokenizer adds tokens: its embeddings must be resized, so it cannot share the
+    base's and needs its own merged copy (load_model with adapter=...).
+    """
+    import dataclasses
+
+    from peft import PeftModel
+
+    from lmforge.data.templates import resolve_template
+
+    adapter_dir = resolve_model_path(adapter)
+    if not _is_adapter(adapter_dir):
+        raise UserInputError(f"--adapter {adapter}: {adapter_dir} holds no adapter_config.json (not a LoRA adapter)")
+    check_model_folder(adapter_dir)
+    own_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
+    tokenizer = _load_tokenizer(adapter_dir, adapter_dir) if own_tokenizer else base.tokenizer
+    if len(tokenizer) > base.model.get_input_embeddings().num_embeddings:
+        return None
+    if isinstance(base.model, PeftModel):
+        base.model.load_adapter(str(adapter_dir), adapter_name=name)
+    else:
+        base.model = PeftModel.from_pretrained(base.model, str(adapter_dir), adapter_name=name)
+    base.model.to(base.device).eval()
+    template = resolve_template(tokenizer)
+    return dataclasses.replace(
+        base, tokenizer=tokenizer, name=name, context_length=context_length_of(base.model.config, tokenizer),
+        chat_template_source=template.source, chat_template=template.jinja, adapter=str(adapter_dir), lora_name=name)
 
 
 def base_of(model: str, *, adapter: str | None = None) -> str:

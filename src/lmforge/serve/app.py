@@ -538,15 +538,16 @@ def parse_adapters(specs: Sequence[str]) -> list[tuple[str, str]]:
 def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_model_name: str | None = None,
                 max_batch_size: int = 16, max_queue: int = 256, device: str | None = None,
                 dtype: str | None = None) -> Engine:
-    """An engine holding MODEL (under its served name) and each LoRA adapter merged onto its own copy."""
-    from lmforge.generate.load import load_model
+    """An engine holding MODEL (under its served name) and each LoRA adapter beside it on the same weights
+    (lmforge.generate.load.attach_adapter); an adapter that adds tokens gets its own merged copy."""
+    from lmforge.generate.load import attach_adapter, load_model
 
     base = load_model(model, device=device, dtype=dtype)
     models = {served_model_name or base.name: base}
     for name, path in adapters:
         if name in models:
             raise UserInputError(f"--adapter name {name!r} is already the base model's name; choose another")
-        models[name] = load_model(model, adapter=path, device=device, dtype=dtype)
+        models[name] = attach_adapter(base, name, path) or load_model(model, adapter=path, device=device, dtype=dtype)
     return Engine(models, max_batch_size=max_batch_size, max_queue=max_queue)
 
 

@@ -15,11 +15,13 @@ reproduces whatever else shares the batch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +169,23 @@ class _Sequence:
                                     completion_tokens=len(self.generated)))
 
 
+@contextlib.contextmanager
+def _adapter_of(loaded: LoadedModel) -> Iterator[None]:
+    """Switch a shared multi-adapter model (generate.load.attach_adapter) to this name's adapter, or switch
+    adapters off for the base; a plain model needs nothing. One scheduler thread runs every forward, so
+    the switch cannot race another name's step."""
+    model = loaded.model
+    peft = sys.modules.get("peft")  # not imported: the model cannot be a PeftModel
+    if peft is None or not isinstance(model, peft.PeftModel):
+        yield
+    elif loaded.lora_name is None:
+        with model.disable_adapter():
+            yield
+    else:
+        model.set_adapter(loaded.lora_name)
+        yield
+
+
 class _Batch:
     """The running sequences of one model with their shared, left-padded KV cache."""
 
@@ -193,9 +212,11 @@ class _Batch:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         # Plain full-attention layers (no config): left-padded merges and trims need every layer's whole length.
         cache = DynamicCache()
-        output = self.loaded.model(input_ids=ids.to(self.loaded.device), attention_mask=mask.to(self.loaded.device),
-                                   position_ids=positions.to(self.loaded.device), cache=cache, use_cache=True,
-                                   logits_to_keep=1)
+        with _adapter_of(self.loaded):
+            output = self.loaded.model(input_ids=ids.to(self.loaded.device),
+                                       attention_mask=mask.to(self.loaded.device),
+                                       position_ids=positions.to(self.loaded.device), cache=cache, use_cache=True,
+                                       logits_to_keep=1)
         stats.prefilled_tokens += int(mask.sum())
         logits = output.logits[:, -1, :].float().cpu()
         tokens = [seq.choose(logits[row]) for row, seq in enumerate(new)]
@@ -234,8 +255,9 @@ class _Batch:
         ids = torch.tensor(self.next_tokens, dtype=torch.long)[:, None]
         positions = self.mask.sum(-1, keepdim=True)  # this token's position = real tokens before it
         self.mask = torch.cat([self.mask, torch.ones((len(self.sequences), 1), dtype=torch.long)], dim=1)
-        output = self.loaded.model(input_ids=ids.to(device), attention_mask=self.mask.to(device),
-                                   position_ids=positions.to(device), cache=self.cache, use_cache=True)
+        with _adapter_of(self.loaded):
+            output = self.loaded.model(input_ids=ids.to(device), attention_mask=self.mask.to(device),
+                                       position_ids=positions.to(device), cache=self.cache, use_cache=True)
         self.cache = output.cache
         stats.decode_steps += 1
         stats.decoded_tokens += len(self.sequences)
