@@ -31,7 +31,7 @@ def test_tp_degrees_divide_attention_and_kv_heads_and_stay_in_a_node():
     [
         (LayoutRequest(tp=3), "TP 3 does not divide 32 attention heads"),
         (LayoutRequest(tp=16), "exceeds one node"),
-        (LayoutRequest(pp=5), "PP 5 does not divide the 32 layers"),
+        (LayoutRequest(pp=40), "PP 40 is more pipeline stages than the 32 layers"),
         (LayoutRequest(gpus=12, tp=8), "12 GPUs cannot be split into TP 8"),
         (LayoutRequest(gpus=0), "positive"),
         (LayoutRequest(zero_stage=2, pp=2), "ZeRO-2 cannot be combined with pipeline parallelism"),
@@ -173,3 +173,26 @@ def test_searching_every_card_at_once_gives_each_cards_own_answer():
     alone = _search("mixtral-8x7b", TrainingSetup(recompute="full"))
     for card in cards:
         assert together[card.name].layout == alone.best(card).layout, card.name
+
+
+def test_uneven_pipeline_stages_are_priced_by_the_fullest_stage():
+    """32 layers on 5 stages (7, 7, 6, 6, 6 as DeepSpeed's uniform partition cuts them): each GPU is
+    priced for 7 layers, between the 8 of PP 4 and the 4 of PP 8."""
+    from lmforge.plan.setup import Layout
+
+    search = _search("llama-3.1-8b")
+    weights = {pp: search.memory(Layout(pp=pp))["weights"] for pp in (4, 5, 8)}
+    assert weights[8] < weights[5] < weights[4]
+    layer_bytes = (weights[4] - weights[8]) / 4  # the first stage adds the embedding on top of its layers
+    assert weights[5] == pytest.approx(weights[8] + 3 * layer_bytes)
+
+
+def test_a_prime_layer_count_still_gets_a_pipeline():
+    """DeepSeek-V3 has 61 layers: PP 2-32 (uneven stages) are searched, not only 1 and 61."""
+    from lmforge.plan.layout import pipeline_degrees
+
+    assert pipeline_degrees(61) == [1, 2, 4, 8, 16, 32, 61]
+    assert pipeline_degrees(32) == [1, 2, 4, 8, 16, 32]
+    assert pipeline_degrees(80) == [1, 2, 4, 5, 8, 10, 16, 20, 32, 40, 64, 80]
+    choice = _search("deepseek-v3").best(get_accelerator("h100-sxm"), LayoutRequest(pp=8, tp=8))
+    assert choice.fits and choice.layout.pp == 8

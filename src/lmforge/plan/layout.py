@@ -1,8 +1,8 @@
 """Layout search: the fewest GPUs of one type that hold a job, and how to lay the job out on them.
 
 Every candidate is a real `Layout` (DP × TP × PP, ZeRO stage, offload) that respects the hard
-constraints (TP divides the attention and KV heads and stays inside a node; PP divides the layers;
-DeepSpeed pipelines take ZeRO 0/1 only; DP × TP × PP = GPUs). The memory model prices each one;
+constraints (TP divides the attention and KV heads and stays inside a node; PP is at most the number
+of layers; DeepSpeed pipelines take ZeRO 0/1 only; DP × TP × PP = GPUs). The memory model prices each one;
 a layout fits when its per-GPU peak leaves `headroom` of the card free.
 
 Among the layouts that fit on the fewest GPUs, the choice follows seed 003 §4's strategy table:
@@ -63,8 +63,13 @@ def valid_tp_degrees(spec: ModelSpec, gpus_per_node: int = 8) -> list[int]:
     return [tp for tp in range(1, limit + 1) if spec.num_attention_heads % tp == 0 and spec.num_kv_heads % tp == 0]
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+def pipeline_degrees(num_layers: int) -> list[int]:
+    """PP degrees the search tries: the divisors of the layer count (equal stages) and the powers of two
+    (what clusters are built from). Stages need not be equal: DeepSpeed's uniform partition and Megatron's
+    first/last-stage layer counts split 61 layers (DeepSeek-V3) over 8 stages as 8 and 7; the memory model
+    prices the fullest stage, ceil(layers / PP)."""
+    powers = {2**k for k in range(num_layers.bit_length()) if 2**k <= num_layers}
+    return sorted({d for d in range(1, num_layers + 1) if num_layers % d == 0} | powers)
 
 
 def validate_request(spec: ModelSpec, request: LayoutRequest, accelerator: Accelerator, training: bool) -> None:
@@ -87,8 +92,8 @@ def validate_request(spec: ModelSpec, request: LayoutRequest, accelerator: Accel
         for heads, what in ((spec.num_attention_heads, "attention heads"), (spec.num_kv_heads, "KV heads")):
             if heads % tp:
                 raise UserInputError(f"TP {tp} does not divide {heads} {what} of {spec.name}; try TP in {valid_tp_degrees(spec)}")
-    if pp is not None and spec.num_layers % pp:
-        raise UserInputError(f"PP {pp} does not divide the {spec.num_layers} layers of {spec.name}")
+    if pp is not None and pp > spec.num_layers:
+        raise UserInputError(f"PP {pp} is more pipeline stages than the {spec.num_layers} layers of {spec.name}")
     if request.gpus is not None:
         fixed = (tp or 1) * (pp or 1)
         if request.gpus % fixed:
@@ -135,7 +140,7 @@ class LayoutSearch:
     def _shapes(self, accelerator: Accelerator, request: LayoutRequest) -> list[Layout]:
         """Every (TP, PP, ZeRO, offload) shape with DP = 1; the search then widens DP."""
         tps = [request.tp] if request.tp else valid_tp_degrees(self.spec, accelerator.gpus_per_node)
-        pps = [request.pp] if request.pp else _divisors(self.spec.num_layers)
+        pps = [request.pp] if request.pp else pipeline_degrees(self.spec.num_layers)
         if not self.training:
             return [Layout(tp=tp, pp=pp) for tp in tps for pp in pps]
         offload_optimizer = request.offload in ("optimizer", "both")

@@ -84,8 +84,9 @@ def _stages(spec: ModelSpec, layout: Layout, grad_accum_steps: int) -> list[_Sta
     if layout.pp == 1:
         return [_Stage(tuple(range(layers)), True, True, 1)]
     # 1F1B (Narayanan et al. 2021, PipeDream-Flush): stage 0 holds up to pp micro-batches in flight.
+    # An uneven split (61 layers on 8 stages) has stages of ceil and floor layers; either end may be a full one.
     first = _Stage(tuple(range(min(per_stage, layers))), True, False, min(layout.pp, grad_accum_steps))
-    last = _Stage(tuple(range(min(per_stage * (layout.pp - 1), layers - 1), layers)), False, True, 1)
+    last = _Stage(tuple(range(max(layers - per_stage, 1), layers)), False, True, 1)
     return [first, last]
 
 
