@@ -300,7 +300,8 @@ class LayoutSearch:
             raise UserInputError(
                 f"no valid layout uses exactly {gpus} GPUs for {self.spec.name}: "
                 + ("inference uses TP × PP = GPUs, " if not self.training else "")
-                + f"TP must be in {valid_tp_degrees(self.spec, accelerator.gpus_per_node)} and PP must divide {self.spec.num_layers} layers"
+                + f"TP must be in {valid_tp_degrees(self.spec, accelerator.gpus_per_node)} and PP in "
+                f"{pipeline_degrees(self.spec.num_layers)} (or give --pp)"
             )
         fitting = [c for c in candidates if self._fits(c, usable)]
         if fitting:
