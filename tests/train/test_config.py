@@ -167,3 +167,16 @@ def test_data_tasks_problems_name_the_allowed_tasks_before_anything_loads():
 def test_print_config_shows_data_tasks_commented():
     line = next(line for line in print_config("sft").splitlines() if line.strip().startswith("tasks:"))
     assert line.startswith("  tasks: null  # ") and "word_problem" in line
+
+
+def test_a_tracker_that_is_not_installed_stops_before_the_run_folder(make_config, monkeypatch):
+    import importlib.util
+
+    from lmforge.train.run import run_training
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    config = make_config("sft", "full", train={"report_to": ["wandb"]})
+    with pytest.raises(DependencyError, match="train.report_to: wandb is not installed: pip install wandb"):
+        run_training(config, progress=False)
+    assert not Path(config.out).exists()

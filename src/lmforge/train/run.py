@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserInputError
+from lmforge.errors import DependencyError, UserInputError
 from lmforge.fileio import atomic_directory, atomic_write_json, atomic_write_text
 from lmforge.train import checkpoints
 from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, RichProgressCallback, read_metrics
@@ -239,6 +239,17 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(float(v))}
 
 
+def _check_trackers(report_to: list[str]) -> None:
+    """A tracker's package must be installed: transformers would only fail once the model is loaded."""
+    import importlib.util
+
+    missing = [name for name in report_to if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DependencyError(f"train.report_to: {', '.join(missing)} is not installed: pip install "
+                              f"{' '.join(missing)}" + (" (WANDB_MODE=offline keeps a run on this machine)"
+                                                        if "wandb" in missing else ""))
+
+
 def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> RunResult:
     """Train as `config` says, into the run folder `config.out`; `resume` continues its last checkpoint.
 
@@ -246,6 +257,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     """
     check_method_hardware(config.method)  # qlora on a CPU stops here, before anything loads
     check_launched_sharding()  # an FSDP/DeepSpeed launch on a CPU would otherwise quietly run plain DDP
+    _check_trackers(config.train.report_to)
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
     from lmforge.train.loading import load_model
@@ -310,6 +322,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     if "tensorboard" in config.train.report_to:
         # transformers 5 reads the TensorBoard folder from this variable only; lmforge keeps it in the run.
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    if "wandb" in config.train.report_to:
+        os.environ.setdefault("WANDB_DIR", str(run_dir / "logs"))  # wandb's local files stay in the run folder
     ctx = StageContext(
         config=config, model=model, tokenizer=tokenizer, train_dataset=data.train, eval_dataset=data.eval,
         args=training_arguments(config, run_dir, has_eval=data.eval is not None), callbacks=callbacks,
