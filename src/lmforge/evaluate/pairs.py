@@ -11,7 +11,7 @@ turn) can be mined, since an answer is judged wrong by exact match against the r
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ class MinedPairs:
     answers: int  # answers generated and judged (examples too long for the context are not)
     mistakes: int  # answers whose exact match failed
     empty: int  # mistakes with an empty answer: nothing to reject, so no pair
-    indices: list[int] = field(default_factory=list)  # the example each pair came from
 
     def to_json(self) -> dict[str, Any]:
         return {"pairs": len(self.pairs), "answers": self.answers, "mistakes": self.mistakes, "empty": self.empty}
@@ -43,7 +42,7 @@ def pairs_from_mistakes(report: EvalReport, records: list[dict[str, Any]]) -> Mi
         raise UserInputError(f"pairs from mistakes need a generation evaluation, not {report.task}")
     if len(records) != len(report.rows):
         raise UserInputError(f"{len(records)} examples for an evaluation of {len(report.rows)}: not the same data")
-    pairs, indices, answers, mistakes, empty = [], [], 0, 0, 0
+    pairs, answers, mistakes, empty = [], 0, 0, 0
     for row in report.rows:
         if row.score is None:  # not run: longer than the context
             continue
@@ -58,8 +57,7 @@ def pairs_from_mistakes(report: EvalReport, records: list[dict[str, Any]]) -> Mi
         pairs.append({"prompt": prompt_messages(records[row.index]),
                       "chosen": [{"role": "assistant", "content": row.reference}],
                       "rejected": [{"role": "assistant", "content": rejected}]})
-        indices.append(row.index)
-    return MinedPairs(pairs, answers, mistakes, empty, indices)
+    return MinedPairs(pairs, answers, mistakes, empty)
 
 
 def write_pairs(mined: MinedPairs, path: str | Path) -> Path:
