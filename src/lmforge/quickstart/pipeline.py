@@ -291,7 +291,8 @@ def _policy_record(ctx: _Context, name: str, result: Any) -> StageRecord:
     exact, samples = _exact_match(ctx, result.final_dir)
     mistakes = _mistakes_file(ctx, "test")  # exists once "pairs" ran, i.e. for the stages after SFT
     record = StageRecord(name, 0.0, steps=result.steps, train_loss=train_loss, eval_loss=eval_loss, exact_match=exact,
-                         preference_accuracy=_preference_accuracy(result.final_dir, _data_files(ctx)["arith-pref-test"]),
+                         preference_accuracy=_preference_accuracy(result.final_dir,
+                                                                  _data_files(ctx)["arith-pref-test"]),
                          mistake_preference_accuracy=_preference_accuracy(result.final_dir, str(mistakes))
                          if mistakes.is_file() else None)
     record.details = {"trainable_params": result.trainable_params, "total_params": result.total_params,
