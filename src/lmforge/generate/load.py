@@ -189,9 +189,7 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     target, dtype_value = _device_and_dtype(device, dtype)
     path = Path(model).expanduser()
     model_ref: Path | str = resolve_model_path(path) if path.exists() or not _looks_like_hub_id(model) else model
-    adapter_dir: Path | None = resolve_model_path(adapter) if adapter else None
-    if adapter_dir is not None and not _is_adapter(adapter_dir):
-        raise UserInputError(f"--adapter {adapter}: {adapter_dir} holds no adapter_config.json (not a LoRA adapter)")
+    adapter_dir: Path | None = _adapter_folder(adapter) if adapter else None
     if isinstance(model_ref, Path) and _is_adapter(model_ref):
         if adapter_dir is not None:
             raise UserInputError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
@@ -217,6 +215,14 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     )
 
 
+def _adapter_folder(adapter: str) -> Path:
+    """The folder holding the LoRA adapter `adapter` names (itself, a run's final/ or newest checkpoint)."""
+    adapter_dir = resolve_model_path(adapter)
+    if not _is_adapter(adapter_dir):
+        raise UserInputError(f"--adapter {adapter}: {adapter_dir} holds no adapter_config.json (not a LoRA adapter)")
+    return adapter_dir
+
+
 def attach_adapter(base: LoadedModel, name: str, adapter: str) -> LoadedModel | None:
     """LoRA `adapter` loaded beside any others on `base`'s one copy of the weights, as `name` (peft's
     multi-adapter model): serving N adapters then costs the base once plus N small adapters instead of
@@ -231,9 +237,7 @@ def attach_adapter(base: LoadedModel, name: str, adapter: str) -> LoadedModel | 
 
     from lmforge.data.templates import resolve_template
 
-    adapter_dir = resolve_model_path(adapter)
-    if not _is_adapter(adapter_dir):
-        raise UserInputError(f"--adapter {adapter}: {adapter_dir} holds no adapter_config.json (not a LoRA adapter)")
+    adapter_dir = _adapter_folder(adapter)
     check_model_folder(adapter_dir)
     own_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
     tokenizer = _load_tokenizer(adapter_dir, adapter_dir) if own_tokenizer else base.tokenizer
