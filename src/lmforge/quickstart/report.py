@@ -66,7 +66,8 @@ def _plot_stages(records: dict[str, Any], path: Path) -> Path:
     axis.set_ylim(0, 100)
     axis.set_ylabel("%")
     axis.set_title("held-out scores after each stage")
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False, fontsize="small")  # below: bars stay visible
+    # Below the axes, so the bars stay visible.
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False, fontsize="small")
     figure.tight_layout()
     return atomic_save_figure(figure, path, dpi=100)
 

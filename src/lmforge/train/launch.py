@@ -3,8 +3,8 @@
 lmforge writes the accelerate config (and the DeepSpeed JSON) into RUN/launch/, prepares the data
 once into RUN/data (prepare.py: no rank tokenizes while the others wait at a collective), then runs
 `accelerate launch --config_file RUN/launch/accelerate.yaml -m lmforge train CONFIG ...`; every
-process runs the same run_training on the memory-mapped RUN/data, the Trainer splits the batches. The same files work for a
-multi-node cluster (docs/train.md shows the commands). DeepSpeed is an optional extra
+process runs the same run_training on the memory-mapped RUN/data, the Trainer splits the batches.
+The same files work for a multi-node cluster (docs/train.md shows the commands). DeepSpeed is an optional extra
 (`pip install 'lmforge[gpu]'`); generating its config needs nothing.
 """
 
