@@ -49,15 +49,17 @@ def test_data_or_suite_is_required_and_errors_are_one_line(tiny_llama_dir):
 
 def test_mistakes_out_writes_preference_pairs(tiny_llama_dir, tmp_path):
     data = tmp_path / "qa.jsonl"
-    data.write_text("".join(json.dumps({"instruction": f"Say {n}.", "output": str(n)}) + "\n" for n in (5, 6)))
+    qa = [("What is 12 plus 30?", "42"), ("Reverse the string abc.", "cba")]  # the untrained model answers one
+    data.write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in qa))
     pairs = tmp_path / "pairs.jsonl"
-    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--max-new-tokens", "3",
+    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--max-new-tokens", "4",
                                  "--out", str(tmp_path / "report"), "--mistakes-out", str(pairs), "--json"])
     assert result.exit_code == 0, result.output
     mistakes = json.loads(result.stdout)["mistakes"]
-    assert mistakes["mistakes"] == 2 and mistakes["pairs"] + mistakes["empty"] == 2
+    assert mistakes["mistakes"] == 2 and mistakes["pairs"] + mistakes["empty"] == 2 and mistakes["pairs"] >= 1
     rows = [json.loads(line) for line in pairs.read_text().splitlines()]
-    assert len(rows) == mistakes["pairs"] and all(row["chosen"][0]["content"] in ("5", "6") for row in rows)
+    assert len(rows) == mistakes["pairs"] and all(row["chosen"][0]["content"] in ("42", "cba") for row in rows)
+    assert all(row["rejected"][0]["content"] not in ("", row["chosen"][0]["content"]) for row in rows)
 
 
 def test_mistakes_out_needs_a_generation_evaluation(tiny_llama_dir, tmp_path):

@@ -55,5 +55,6 @@ def test_rejected_answers_are_what_the_model_generated(tiny_llama_dir, chat_file
     mined = pairs_from_mistakes(report, load_records(str(chat_file), None, None)[0])
     predictions = {row.instruction: row.prediction.strip() for row in report.rows}
     assert mined.mistakes == 2 and len(mined.pairs) + mined.empty == 2
+    assert mined.pairs  # at least one non-empty wrong answer, so the check below has something to check
     for pair in mined.pairs:
         assert pair["rejected"][0]["content"] == predictions[pair["prompt"][-1]["content"]]
