@@ -86,3 +86,12 @@ def test_an_adapter_that_adds_tokens_gets_its_own_copy(tiny_llama_dir, adapters,
     assert engine.models["sql"].model is engine.models[base_name].model
     assert engine.models["grown"].model is not engine.models[base_name].model
     assert len(engine.models["grown"].tokenizer) == len(engine.models[base_name].tokenizer) + 1
+
+
+def test_merge_adapters_gives_each_its_own_copy(tiny_llama_dir, adapters):
+    engine = load_engine(str(tiny_llama_dir), adapters=[("sql", str(adapters["sql"]))], served_model_name="base",
+                         merge_adapters=True)
+    assert engine.models["sql"].model is not engine.models["base"].model
+    assert engine.models["sql"].lora_name is None  # a plain merged model: nothing to switch
+    expected = generate(load_model(str(tiny_llama_dir), adapter=str(adapters["sql"])), PROMPTS[1], GREEDY).token_ids
+    assert _run(engine, [("sql", PROMPTS[1])]) == [expected]

@@ -14,6 +14,9 @@ def serve_command(
     model: Annotated[str, typer.Argument(help="A model folder, a training run folder, or a LoRA adapter folder.")],
     adapter: Annotated[list[str] | None, typer.Option(help="NAME=DIR: a LoRA adapter served as model NAME "
                                                            "(repeatable).")] = None,
+    merge_adapters: Annotated[bool, typer.Option("--merge-adapters", help="Give each adapter its own merged copy "
+                                                 "of the model: faster decoding, one model's memory per adapter "
+                                                 "(default: all adapters share one copy).")] = False,
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 exposes it to the network).")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
@@ -58,7 +61,8 @@ def serve_command(
 
     serve(model, adapters=adapters, host=host, port=port, api_keys=api_key or [], cors_origins=cors_origin or [],
           served_model_name=served_model_name, max_batch_size=max_batch_size, max_queue=max_queue,
-          request_timeout_s=timeout, device=device, dtype=dtype, threads=threads, on_ready=ready)
+          request_timeout_s=timeout, device=device, dtype=dtype, threads=threads, merge_adapters=merge_adapters,
+          on_ready=ready)
 
 
 def bench_serve_command(
