@@ -34,7 +34,9 @@ class ModelSection(_Section):
     tokenizer: str | None = Field(
         None, description="tokenizer folder (defaults to the model folder), or bpe:N to train an N-token BPE on data.train"
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="weights dtype on load")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(
+        None, description="weights dtype on load; empty: float32 for full/freeze (mixed precision keeps fp32 "
+        "weights), the bf16/fp16 of train.precision for the frozen base of lora/qlora/prompt/prefix")
 
 
 class DataSection(_Section):

@@ -156,8 +156,9 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
                       train_rejected, eval_rejected)
 
 
-def precision_flags(precision: str) -> dict[str, bool]:
-    """bf16/fp16 mixed precision only where the hardware has it (USERS.md training #8)."""
+def resolved_precision(precision: str) -> str:
+    """fp32, bf16 or fp16: what `auto` means on this machine, and an error where the hardware lacks the
+    asked-for mixed precision (USERS.md training #8). Training, the weights dtype and the plan all read it."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -167,7 +168,13 @@ def precision_flags(precision: str) -> dict[str, bool]:
         raise UserInputError("train.precision: fp16 mixed precision needs a CUDA GPU; use bf16 or fp32 on CPU")
     if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise UserInputError("train.precision: this GPU has no bf16 (pre-Ampere); use fp16 or auto")
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+    return precision
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    """TrainingArguments' bf16/fp16 switches for train.precision."""
+    resolved = resolved_precision(precision)
+    return {"bf16": resolved == "bf16", "fp16": resolved == "fp16"}
 
 
 # How long a process waits for the others at a collective (torch.distributed's process-group timeout,

@@ -15,6 +15,7 @@ from lmforge.errors import ConfigError, NotFoundError
 from lmforge.files.safe_load import check_model_folder
 from lmforge.generate.load import adapter_base
 from lmforge.train.config import TrainConfig
+from lmforge.train.context import resolved_precision
 from lmforge.train.methods import Task, quantization_config
 
 HEADS: dict[Task, str] = {
@@ -148,15 +149,32 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
     return auto.from_pretrained(folder, use_safetensors=check_model_folder(folder), **kwargs)
 
 
+# Methods whose base weights stay frozen: they load in the half precision that training computes in.
+FROZEN_BASE_METHODS = ("lora", "qlora", "prompt", "prefix")
+
+
+def weights_dtype(config: TrainConfig) -> str:
+    """model.dtype, or when empty what the recipes of peft, LLaMA-Factory and axolotl load: a frozen base
+    (adapter methods) in the bf16/fp16 that mixed precision computes in, and fp32 weights for full and
+    freeze tuning, which torch AMP trains directly (fp32 master weights, half-precision compute)."""
+    if config.model.dtype is not None:
+        return config.model.dtype
+    precision = resolved_precision(config.train.precision)
+    if config.method.name in FROZEN_BASE_METHODS and precision in ("bf16", "fp16"):
+        return {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    return "float32"
+
+
 def load_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: int | None = None,
                label_names: list[str] | None = None) -> Any:
     """The starting model of a run: init_from, model.path, or model.config from scratch (seeded)."""
     import torch
     import transformers
 
+    dtype = weights_dtype(config)
     source = config.init_from or config.model.path
     if source is not None:
-        return load_pretrained(source, task, dtype=config.model.dtype, num_labels=num_labels,
+        return load_pretrained(source, task, dtype=dtype, num_labels=num_labels,
                                label_names=label_names, quantization=quantization_config(config.method))
     raw = dict(config.model.config or {})
     model_type = raw.pop("model_type")
@@ -173,4 +191,4 @@ def load_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: i
         hf_config.num_labels = num_labels
     torch.manual_seed(config.train.seed)
     model = getattr(transformers, HEADS[task]).from_config(hf_config)
-    return model.to(_dtype(config.model.dtype)) if config.model.dtype != "auto" else model
+    return model.to(_dtype(dtype)) if dtype != "auto" else model

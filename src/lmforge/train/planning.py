@@ -12,7 +12,8 @@ from typing import Any
 
 from lmforge.errors import LmforgeError, UserInputError
 from lmforge.train.config import TrainConfig
-from lmforge.train.loading import resolve_model_folder
+from lmforge.train.context import resolved_precision
+from lmforge.train.loading import resolve_model_folder, weights_dtype
 from lmforge.train.methods import lora_targets
 
 _PRECISION = {"fp32": "fp32", "bf16": "bf16-mixed", "fp16": "fp16-mixed"}
@@ -49,10 +50,17 @@ def _planner_kwargs(config: TrainConfig, model_type: str) -> dict[str, Any]:
     targets = lora_targets(model_type, method)
     precision = config.train.precision
     if precision == "auto":
-        precision = "bf16" if config.train.target_gpu else "fp32"
+        # Planned for the machine it runs on; a CPU planning for train.target_gpu plans that GPU's bf16.
+        import torch
+
+        cuda = torch.cuda.is_available()
+        precision = resolved_precision(precision) if cuda or not config.train.target_gpu else "bf16"
+    planned_precision = _PRECISION[precision]
+    if method.name in ("full", "freeze") and weights_dtype(config) == "bfloat16" and precision == "bf16":
+        planned_precision = "bf16"  # bf16 weights trained directly: no fp32 copy anywhere
     return {
         "method": method.name,
-        "precision": _PRECISION[precision],
+        "precision": planned_precision,
         "seq_len": config.data.max_len,
         "lora_rank": method.lora_r,
         "lora_alpha": method.lora_alpha,

@@ -28,7 +28,7 @@ from lmforge.train.callbacks import truncate_metrics
 from lmforge.train.config import TrainConfig, config_to_yaml
 from lmforge.train.context import StageContext, stage_module, training_arguments
 from lmforge.train.launch import check_launched_sharding
-from lmforge.train.loading import BPE_PREFIX, HEADS, resolve_model_folder
+from lmforge.train.loading import BPE_PREFIX, FROZEN_BASE_METHODS, HEADS, resolve_model_folder
 from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
 from lmforge.train.plots import FitDiagnosis, curves, diagnose, plot_losses
@@ -154,7 +154,7 @@ def _data_line(config: TrainConfig, data: DataSummary) -> str:
 def _model_card(config: TrainConfig, result: RunResult, task: str, data: DataSummary) -> str:
     metrics = "\n".join(f"| {k} | {v:.6g} |" for k, v in result.final_metrics.items()) or "| - | - |"
     base = config.init_from or config.model.path or f"from scratch ({config.model.config.get('model_type')})"
-    adapter = config.method.name in ADAPTER_METHODS and not _merges_adapter(config, task)
+    adapter = config.method.name in FROZEN_BASE_METHODS and not _merges_adapter(config, task)
     head = HEADS[task].removeprefix("Auto")  # type: ignore[index]
     load = (
         f"from peft import AutoPeft{head}\nmodel = AutoPeft{head}.from_pretrained('{result.final_dir}')"
@@ -192,9 +192,6 @@ learning rate {config.train.learning_rate}, {config.train.lr_scheduler} schedule
 """
 
 
-ADAPTER_METHODS = ("lora", "qlora", "prompt", "prefix")
-
-
 def _record_base(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, main: bool) -> None:
     """Make the adapter in final/ name the exact base it was trained on, as an absolute path.
 
@@ -203,7 +200,7 @@ def _record_base(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path,
     loader would silently get a model without the earlier run's training.
     """
     source = config.init_from or config.model.path
-    if source is None or config.method.name not in ADAPTER_METHODS:
+    if source is None or config.method.name not in FROZEN_BASE_METHODS:
         return
     folder = resolve_model_folder(source)
     if (folder / "config.json").is_file():
