@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from lmforge import __version__
 from lmforge.errors import LmforgeError
+from lmforge.runtime import no_hub_kernels
 
 # Each module defines `register(app)`; imports inside commands stay lazy so `--help` is instant.
 COMMAND_MODULES = [
@@ -72,4 +73,5 @@ def main() -> None:
     # bitsandbytes (which peft imports when it is installed) warns at import, on CPUs with AVX512-BF16, that an
     # optional kernel could not be fetched from the hub; lmforge never fetches kernels, so the advice misleads.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    no_hub_kernels()  # inherited by every process a command starts (accelerate ranks, servers)
     app()

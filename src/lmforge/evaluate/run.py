@@ -25,6 +25,7 @@ from lmforge.evaluate.metrics import (
     sentence_bleu,
 )
 from lmforge.evaluate.report import EvalReport, ExampleRow, decide_outcomes
+from lmforge.runtime import no_hub_kernels
 
 TASKS = ("generation", "classification", "reward", "perplexity")
 _TASK_OF_KIND = {"chat": "generation", "classification": "classification", "preference": "reward",
@@ -223,6 +224,7 @@ def load_classifier(model: str, device: str | None = None) -> tuple[Any, Any, st
     if not (folder / "config.json").is_file():
         raise UserInputError(f"{folder} is an adapter; classifier and reward evaluation need a merged model folder")
     target = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    no_hub_kernels()
     network = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=check_model_folder(folder))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from lmforge.errors import ConfigError, NotFoundError, UserInputError
 from lmforge.files.safe_load import check_model_folder
+from lmforge.runtime import no_hub_kernels
 
 # The pickle files from_pretrained / PeftModel.from_pretrained unpickle when no safetensors exist. Trainer state
 # beside them (training_args.bin, optimizer.pt, rng_state.pth) is never loaded here, so it is not judged here.
@@ -154,6 +155,7 @@ def context_length_of(config: Any, tokenizer: Any) -> int:
 def _load_causal_lm(folder: Path | str, dtype: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
+    no_hub_kernels()
     kwargs: dict[str, Any] = {"dtype": dtype}
     if isinstance(folder, Path):
         kwargs["use_safetensors"] = check_model_folder(folder)

@@ -17,6 +17,7 @@ from lmforge.generate.load import adapter_base
 from lmforge.train.config import TrainConfig
 from lmforge.train.context import resolved_precision
 from lmforge.train.methods import Task, quantization_config
+from lmforge.runtime import no_hub_kernels
 
 HEADS: dict[Task, str] = {
     "causal": "AutoModelForCausalLM",
@@ -116,6 +117,7 @@ def _quantized_device() -> int | str:
 def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labels: int | None = None,
                     label_names: list[str] | None = None, quantization: Any = None) -> Any:
     """The model in `source` with `task`'s head; an lmforge adapter folder is merged into its base."""
+    no_hub_kernels()
     import transformers
 
     folder = resolve_model_folder(source)

@@ -22,6 +22,7 @@ from lmforge.files.convert.common import (
     read_json,
 )
 from lmforge.files.safe_load import check_model_folder
+from lmforge.runtime import no_hub_kernels
 
 TOLERANCE = 1e-4  # max |merged - unmerged| logits in float32
 _TASK_CLASSES = {"CAUSAL_LM": "AutoModelForCausalLM", "SEQ_CLS": "AutoModelForSequenceClassification",
@@ -72,6 +73,7 @@ def _probe_logits(model: Any) -> Any:
 def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, trust_pickle: bool = False,
                progress: bool = True) -> ConvertReport:
     """Merge the LoRA adapter into its base and save base+adapter as one safetensors model folder."""
+    no_hub_kernels()
     import transformers
     from peft import PeftModel
 
