@@ -32,12 +32,15 @@ from lmforge.plan.quant import nf4_bits_per_weight, weight_format
 from lmforge.plan.setup import CATEGORIES, InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
 from lmforge.plan.spec import ModelSpec
 
-# The CUDA context (kernels, cuBLAS/cuDNN workspaces) a process holds before its first tensor: 300-600 MiB
-# with CUDA 12 lazy module loading (NVIDIA CUDA C++ Programming Guide, "Lazy Loading"); we take 512 MiB.
-CUDA_CONTEXT_BYTES = 512 * 2**20
-# PyTorch's caching allocator rounds blocks and fragments: reserved memory runs a few percent above
-# allocated memory in steady-state training (torch.cuda.memory_stats reserved vs allocated); we take 5%.
+# What a training process holds outside PyTorch's caching allocator (CUDA context, kernels, cuBLAS/cuDNN
+# workspaces): measured as NVML's process total minus torch.cuda.max_memory_reserved, 0.74-0.75 GiB in all five
+# runs of docs/gpu.md (H200, driver 580, CUDA 13.0, torch 2.11); an assumption on other stacks.
+CUDA_CONTEXT_BYTES = 768 * 2**20
+# PyTorch's caching allocator rounds blocks and fragments: reserved memory runs above allocated memory. In
+# docs/gpu.md max_memory_reserved was 3-15 % above max_memory_allocated without recomputation (median 5 %) and
+# 21-24 % with full recomputation, whose re-run blocks fragment the cache; an assumption beyond those runs.
 ALLOCATOR_SLACK = 0.05
+ALLOCATOR_SLACK_RECOMPUTE = 0.22
 
 _HALF = 2
 _FP32 = 4
@@ -460,7 +463,8 @@ def _training_stage(
         out.update(gradients=gradients, buffers=accumulation + ddp_buckets)
     out.update(weights=weights, master_weights=master_weights, optimizer_states=optimizer, adapter=adapter)
     tensors = sum(out.values())
-    out["overhead"] = CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * tensors
+    slack = ALLOCATOR_SLACK_RECOMPUTE if setup.recompute == "full" else ALLOCATOR_SLACK
+    out["overhead"] = CUDA_CONTEXT_BYTES + slack * tensors
     states = round(weights + master_weights + gradients + optimizer + adapter)
     return MemoryBreakdown({k: round(v) for k, v in out.items()}, cpu_offload_bytes=cpu, peak_phase=phase), states
 
