@@ -30,15 +30,16 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOTS = ["lmforge[gpu]", "openai", "nvidia-ml-py"]  # openai: `transformers serve`; nvidia-ml-py: NVML readings
+# openai: `transformers serve`; nvidia-ml-py: NVML readings; hjson: deepspeed's requirement (deepspeed is not
+# installed here, so its metadata cannot be walked; the first H200 run stopped at "No module named 'hjson'").
+ROOTS = ["lmforge[gpu]", "openai", "nvidia-ml-py", "hjson"]
 # On the GPU image already, and large: carrying them would not fit (KINDS.md lists the image's packages).
 ON_IMAGE = {"torch", "triton", "numpy", "pandas", "pyarrow", "scipy", "matplotlib", "contourpy", "fonttools",
             "kiwisolver", "pillow", "sympy", "networkx", "mpmath", "lxml", "hf-xet", "aiohttp", "frozenlist",
             "multidict", "yarl", "propcache", "aiohappyeyeballs", "aiosignal", "attrs", "pyparsing", "cycler",
             "python-dateutil", "six", "tzdata", "setuptools", "pip", "wheel", "markupsafe", "jinja2", "pyyaml",
             "psutil", "requests", "urllib3", "certifi", "charset-normalizer", "idna", "ninja", "py-cpuinfo",
-            "msgpack", "einops", "packaging", "filelock", "nvidia-ml-py3", "opentelemetry-api", "importlib-metadata",
-            "zipp", "colorama", "onnx", "onnxruntime", "onnxscript", "nltk", "absl-py", "joblib",
+            "msgpack", "einops", "packaging", "filelock", "nvidia-ml-py3", "zipp", "colorama", "onnx", "onnxruntime", "onnxscript", "nltk", "absl-py", "joblib",
             "sacrebleu", "portalocker", "tabulate", "evaluate", "rouge-score"}
 SDIST_ONLY = {"deepspeed"}
 PLATFORMS = ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_27_x86_64",
