@@ -54,6 +54,9 @@ class DataSection(_Section):
     max_len: int = Field(512, ge=8, description="tokens per example (pretrain: block size)")
     template: str | None = Field(None, description="chat template name; the tokenizer's own when empty")
     train_on_prompt: bool = Field(False, description="also train on prompt tokens (sft)")
+    packing: Literal["auto", "on", "off"] = Field(
+        "auto", description="pretrain/sft: several examples per row of max_len tokens, each attending only to "
+        "itself; auto packs where the architecture keeps packed examples apart, off pads dynamically")
 
 
 class MethodSection(_Section):
@@ -89,6 +92,8 @@ class TrainSection(_Section):
         "auto", description="auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
+    length_grouped: bool = Field(False, description="batch examples of similar length (transformers' "
+                                 "LengthGroupedSampler): less padding without packing")
     seed: int = Field(42, description="seeds weights init, data order, dropout")
     eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; off if empty")
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps; off if empty")

@@ -222,6 +222,8 @@ def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool) -> di
         "use_cpu": not torch.cuda.is_available(),
         **precision_flags(train.precision),
     }
+    if train.length_grouped:  # otherwise each trainer keeps its own default (TRL's KTO needs "sequential")
+        args["train_sampling_strategy"] = "group_by_length"
     if args["load_best_model_at_end"] and train.save_every % train.eval_every:
         raise UserInputError(
             f"train.save_every ({train.save_every}) must be a multiple of train.eval_every ({train.eval_every}) "

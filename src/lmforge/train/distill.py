@@ -64,7 +64,7 @@ def build_trainer(ctx: StageContext) -> Any:
         args=TrainingArguments(**ctx.args, remove_unused_columns=False),
         train_dataset=ctx.train_dataset,
         eval_dataset=ctx.eval_dataset,
-        data_collator=sft.collator(ctx.tokenizer),
+        data_collator=sft.collator(ctx.tokenizer, ctx.train_dataset),
         processing_class=ctx.tokenizer,
         callbacks=ctx.callbacks,
     )

@@ -292,6 +292,13 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     label_names = data.summary.label_names
     num_labels = getattr(stage, "NUM_LABELS", len(label_names) if label_names else None)
     model = load_model(config, stage.TASK, tokenizer, num_labels=num_labels, label_names=label_names)
+    if data.summary.packed:
+        from lmforge.train.packing import verify_packing
+
+        # Before any step: packed examples must not see each other in this model (else the run stops here).
+        console.print(f"packing: {data.summary.splits['train'].examples_out:,} examples in "
+                      f"{data.summary.splits['train'].sequences:,} rows of up to {config.data.max_len} tokens "
+                      f"(checked: packed logits within {verify_packing(model):.1e} of unpacked)")
     _record_base(config, model, tokenizer, run_dir, main)
     model = apply_method(model, config.method, stage.TASK, gradient_checkpointing=config.train.gradient_checkpointing)
 
