@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from lmforge.plan.models import moe_layer_indices
-from lmforge.plan.params import ParamCount, count_params, count_trainable_params
+from lmforge.plan.params import ParamCount, count_params, count_trainable_params, num_labels
 from lmforge.plan.quant import nf4_bits_per_weight, weight_format
 from lmforge.plan.setup import CATEGORIES, InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
 from lmforge.plan.spec import ModelSpec
@@ -273,11 +273,22 @@ def _mlp_saved_width(spec: ModelSpec) -> int:
     return 3 * spec.intermediate_size
 
 
+def _is_classifier(spec: ModelSpec) -> bool:
+    """A reward model or classifier (lmforge.plan.models.as_sequence_classifier): a score head, no LM head."""
+    return spec.architecture.endswith("ForSequenceClassification")
+
+
+def _head_outputs(spec: ModelSpec) -> int:
+    """Outputs of the last linear layer: the vocabulary, or a classifier's labels."""
+    return num_labels(spec) if _is_classifier(spec) else spec.vocab_size
+
+
 def _logits_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout) -> int:
     """The loss's vocabulary tensors at the start of backward: HF upcasts logits to fp32 and cross-entropy
-    keeps its log-softmax (4 B), then backward holds the incoming and outgoing fp32 gradients (4 + 4 B)."""
+    keeps its log-softmax (4 B), then backward holds the incoming and outgoing fp32 gradients (4 + 4 B).
+    A classifier's head scores every position too (transformers pools the last one afterwards)."""
     tokens = setup.micro_batch_size * setup.seq_len
-    return 3 * _FP32 * tokens * spec.vocab_size // layout.tp  # vocab-parallel cross-entropy splits the vocabulary
+    return 3 * _FP32 * tokens * _head_outputs(spec) // layout.tp  # vocab-parallel cross-entropy splits the vocabulary
 
 
 # ---------------------------------------------------------------- training
@@ -421,7 +432,7 @@ def _training_stage(
         # recomputation only the head's cast survives the forward (a block's casts live while it re-runs).
         matrices_cast = trainable * _linear_share(spec, counts)
         if setup.recompute == "full":
-            head_cast = spec.vocab_size * h if stage.last else 0
+            head_cast = _head_outputs(spec) * h if stage.last else 0
             recompute_layer += _HALF * (matrices_cast - head_cast) / max(saving_layers, 1) / tp
             matrices_cast = head_cast
         buffers_fb += _HALF * matrices_cast / tp
@@ -439,12 +450,12 @@ def _training_stage(
     # The head's gradient (or the tied embedding's) is created first, while the loss tensors are alive.
     head_grad = 0
     if stage.last and trainable:
-        head_grad = spec.vocab_size * spec.hidden_size * grad_bytes / tp / sharded_grads
+        head_grad = _head_outputs(spec) * spec.hidden_size * grad_bytes / tp / sharded_grads
 
     # A tied embedding's gradient arrives twice: the head's part first, then the embedding's own dense
     # gradient, which autograd adds out of place - two more vocab x hidden tensors at the end of backward.
     accumulation = 0.0
-    if stage.first and trainable and spec.tie_word_embeddings:
+    if stage.first and trainable and spec.tie_word_embeddings and not _is_classifier(spec):
         accumulation = 2 * spec.vocab_size * h * grad_bytes / tp
 
     # Plain DDP (ZeRO 0, dp > 1) all-reduces through flat bucket buffers as large as all gradients, allocated
@@ -471,7 +482,7 @@ def _training_stage(
 
 def _linear_share(spec: ModelSpec, counts: ParamCount) -> float:
     """Fraction of all parameters that are matrices AMP casts (everything but embeddings and norms)."""
-    head = 0 if spec.tie_word_embeddings else spec.vocab_size * spec.hidden_size
+    head = _head_outputs(spec) * spec.hidden_size if _is_classifier(spec) or not spec.tie_word_embeddings else 0
     return (_linear_layer_params(counts) + head) / max(counts.total_params, 1)
 
 

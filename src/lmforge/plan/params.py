@@ -170,7 +170,10 @@ def count_trainable_params(
     if method == "freeze":
         return _freeze_trainable(counts, freeze_last_n)
     if method in ("lora", "qlora"):
-        return _lora_trainable(spec, counts, lora_rank, lora_targets, lora_target_parameters)
+        adapters = _lora_trainable(spec, counts, lora_rank, lora_targets, lora_target_parameters)
+        # peft's SEQ_CLS task trains a classifier's new score head whole beside the adapters (modules_to_save).
+        score = spec.hidden_size * num_labels(spec) if spec.architecture.endswith("ForSequenceClassification") else 0
+        return adapters + score
     if num_virtual_tokens <= 0:
         raise UserInputError(f"num_virtual_tokens must be positive, got {num_virtual_tokens}")
     if method == "prompt":

@@ -73,13 +73,25 @@ def _planner_kwargs(config: TrainConfig, model_type: str) -> dict[str, Any]:
     }
 
 
-def plan_run(config: TrainConfig, model_config: Any, world_size: int = 1) -> dict[str, Any]:
+def _spec(config: TrainConfig, model_config: Any, num_labels: int | None) -> Any:
+    """The planner's ModelSpec of what this run trains: a reward model or classifier (stages rm, classify)
+    has a score head of `num_labels` outputs in place of the LM head, and no vocabulary-sized logits."""
+    from lmforge.plan.models import as_sequence_classifier, spec_from_config
+    from lmforge.train.context import stage_module
+
+    spec = spec_from_config(model_config.to_dict(), name=config.model.path or config.init_from or "scratch")
+    if stage_module(config.stage).TASK == "classify":
+        spec = as_sequence_classifier(spec, num_labels or 2)
+    return spec
+
+
+def plan_run(config: TrainConfig, model_config: Any, world_size: int = 1, *,
+             num_labels: int | None = None) -> dict[str, Any]:
     """plan_training for exactly this run (micro-batch, accumulation, recompute, data-parallel size)."""
-    from lmforge.plan.models import spec_from_config
     from lmforge.plan.planner import plan_training
 
     try:
-        spec = spec_from_config(model_config.to_dict(), name=config.model.path or config.init_from or "scratch")
+        spec = _spec(config, model_config, num_labels)
         plan = plan_training(
             spec, micro_batch_size=config.train.micro_batch_size, grad_accum=config.train.grad_accum,
             recompute="full" if config.train.gradient_checkpointing else "none", gpus=world_size, tp=1, pp=1,
@@ -90,10 +102,10 @@ def plan_run(config: TrainConfig, model_config: Any, world_size: int = 1) -> dic
     return plan.to_dict()
 
 
-def auto_fit(config: TrainConfig, model_config: Any, world_size: int = 1) -> FitChoice:
+def auto_fit(config: TrainConfig, model_config: Any, world_size: int = 1, *,
+             num_labels: int | None = None) -> FitChoice:
     """The largest micro-batch (power of two dividing the per-process batch) that fits train.target_gpu,
     without recomputation if any fits, else with full recomputation; accumulation makes up the rest."""
-    from lmforge.plan.models import spec_from_config
     from lmforge.plan.planner import plan_training
 
     train = config.train
@@ -102,7 +114,7 @@ def auto_fit(config: TrainConfig, model_config: Any, world_size: int = 1) -> Fit
         raise UserInputError(f"train.global_batch_size {wanted} is not divisible by {world_size} processes")
     per_process = wanted // world_size
     sizes = [2**i for i in range(per_process.bit_length(), -1, -1) if per_process % 2**i == 0]
-    spec = spec_from_config(model_config.to_dict(), name=config.model.path or config.init_from or "scratch")
+    spec = _spec(config, model_config, num_labels)
     kwargs = _planner_kwargs(config, model_config.model_type)
     for recompute in ("none", "full"):
         for size in sizes:

@@ -277,8 +277,12 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     tokenizer, template_name = run_tokenizer(config, run_dir, main)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     model_config = hf_config(config, tokenizer)
+    data = prepare_data(config, tokenizer, template_name, run_dir, main=main)
+    console.print(f"data: {'reused' if data.reused else 'prepared'} {run_dir / 'data'}: {data.summary.describe()}")
+    label_names = data.summary.label_names
+    num_labels = getattr(stage, "NUM_LABELS", len(label_names) if label_names else None)
     if config.train.auto_fit:
-        fit = auto_fit(config, model_config, world_size)
+        fit = auto_fit(config, model_config, world_size, num_labels=num_labels)
         config = config.model_copy(update={"train": config.train.model_copy(update={
             "micro_batch_size": fit.micro_batch_size, "grad_accum": fit.grad_accum,
             "gradient_checkpointing": fit.gradient_checkpointing})})
@@ -286,11 +290,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
                       f"accumulation {fit.grad_accum}, recompute {'full' if fit.gradient_checkpointing else 'none'}")
         if main:
             atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
-    planned = plan_run(config, model_config, world_size)
-    data = prepare_data(config, tokenizer, template_name, run_dir, main=main)
-    console.print(f"data: {'reused' if data.reused else 'prepared'} {run_dir / 'data'}: {data.summary.describe()}")
-    label_names = data.summary.label_names
-    num_labels = getattr(stage, "NUM_LABELS", len(label_names) if label_names else None)
+    planned = plan_run(config, model_config, world_size, num_labels=num_labels)
     model = load_model(config, stage.TASK, tokenizer, num_labels=num_labels, label_names=label_names)
     if data.summary.packed:
         from lmforge.train.packing import verify_packing
@@ -303,8 +303,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     model = apply_method(model, config.method, stage.TASK, gradient_checkpointing=config.train.gradient_checkpointing)
 
     counted: ParamCount = count_params(model)
-    # The planner models each architecture with its own head; a classification/reward head is not predicted.
-    predicted_trainable = planned.get("model", {}).get("params_trainable") if stage.TASK == "causal" else None
+    # The planner prices causal LMs, reward models and classifiers with their own heads (not MLM heads).
+    predicted_trainable = planned.get("model", {}).get("params_trainable") if stage.TASK != "mlm" else None
     plan = {"stage": config.stage, "method": config.method.name, "planner": planned,
             "actual": {"trainable_params": counted.trainable_params, "total_params": counted.total_params}}
     planned_text = f" (planner: {predicted_trainable:,} trainable)" if predicted_trainable is not None else ""
