@@ -2,6 +2,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lmforge.errors import NotFoundError, UserInputError
@@ -248,3 +249,24 @@ def test_gguf_moe_active_params_from_expert_metadata(tmp_path: Path):
     assert (report.num_experts, report.experts_per_token) == (4, 1)
     assert report.params_by_component == {"attention": 64, "mlp": 32, "experts": 512}
     assert report.active_params == 64 + 32 + 512 // 4
+
+
+@pytest.mark.parametrize(("architecture", "llama_cpp", "vllm"), [("llama", True, True), ("rwkv7", True, False),
+                                                                 ("notanarch", False, False)])
+def test_gguf_runtime_verdicts_follow_each_runtimes_architectures(tmp_path: Path, architecture: str,
+                                                                  llama_cpp: bool, vllm: bool):
+    """llama.cpp runs the architectures of its own list; vLLM reads GGUF through transformers, so only those."""
+    import gguf
+
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.ones((8, 4), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    runtimes = {r.runtime: r for r in inspect_path(path).runtimes}
+    assert runtimes["llama.cpp"].can_load is llama_cpp and runtimes["vLLM"].can_load is vllm
+    if not llama_cpp:
+        assert "llama.cpp has no architecture" in runtimes["llama.cpp"].reason

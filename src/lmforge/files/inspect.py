@@ -441,6 +441,13 @@ def _transformers_gguf_architectures() -> set[str]:
     return set()
 
 
+def _llama_cpp_architectures() -> set[str]:
+    """The GGUF architectures llama.cpp runs (runtimes.json, read from llama.cpp's own list)."""
+    import json
+
+    return set(json.loads((Path(__file__).with_name("runtimes.json")).read_text(encoding="utf-8"))["llama.cpp"])
+
+
 def _runtimes(report: InspectReport, has_config: bool) -> list[RuntimeSupport]:
     fmt, arch = report.format, report.model_type
     unsafe = report.scan is not None and report.scan.verdict in ("unsafe", "error")
@@ -458,8 +465,14 @@ def _runtimes(report: InspectReport, has_config: bool) -> list[RuntimeSupport]:
         reason = (f"from_pretrained(gguf_file=...) dequantises {arch} to full precision" if supported
                   else f"transformers cannot read GGUF architecture {arch!r}")  # fmt: skip
         result.append(RuntimeSupport("transformers", supported, reason))
-        result.append(RuntimeSupport("llama.cpp", True, f"native format (architecture {arch})"))
-        result.append(RuntimeSupport("vLLM", True, "experimental single-file GGUF support; the HF model is faster"))
+        in_llama_cpp = arch in _llama_cpp_architectures()
+        result.append(RuntimeSupport("llama.cpp", in_llama_cpp, f"native format; llama.cpp runs architecture {arch}"
+                                     if in_llama_cpp else f"llama.cpp has no architecture {arch!r} (llama-arch.cpp)"))
+        # vLLM reads a GGUF's config and tokenizer through transformers' GGUF support, so it needs the same
+        # architectures, and since 2026 the vllm-gguf-plugin (GGUF left vLLM's core), on a GPU.
+        result.append(RuntimeSupport("vLLM", supported, "experimental: needs vllm-gguf-plugin and a GPU; the HF model "
+                                     "is faster" if supported else f"vLLM reads GGUF through transformers, which "
+                                     f"cannot read architecture {arch!r}"))
         result.append(RuntimeSupport("onnxruntime", False, "GGUF is llama.cpp's format; export ONNX from the HF model"))
         return result
     if fmt == "onnx":
