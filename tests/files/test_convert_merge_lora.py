@@ -86,3 +86,25 @@ def test_a_pickle_adapter_passes_the_scanner_before_peft_loads_it(tmp_path, tiny
 
     assert not canary.exists()
     assert not (tmp_path / "merged").exists()
+
+
+def test_what_was_saved_is_read_back_before_the_folder_appears(tmp_path, adapter_dir, monkeypatch):
+    """The check compares the files on disk, not only the model in memory: a save that loses the merge is refused."""
+    from transformers import PreTrainedModel
+
+    from lmforge.errors import FormatError
+
+    real_save = PreTrainedModel.save_pretrained
+
+    def save_without_the_adapter(self, folder, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(self, folder, *args, **kwargs)
+        state = {name: tensor * 0 if "down_proj" in name else tensor for name, tensor in self.state_dict().items()}
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),
+                  metadata={"format": "pt"})
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_without_the_adapter)
+    with pytest.raises(FormatError, match="saved merged model's outputs differ"):
+        convert(adapter_dir, tmp_path / "merged", progress=False)
+    assert not (tmp_path / "merged").exists()

@@ -111,6 +111,12 @@ def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, 
                     (folder / name).write_bytes((adapter / name).read_bytes())
                     copied.append(f"{name} (adapter)")
             merged.save_pretrained(folder)
+            # Read back what was written, as a user will load it: the saved files must give base+adapter's outputs.
+            reloaded = model_class.from_pretrained(folder, dtype="auto", local_files_only=True).eval()
+            difference = max(difference, float((_probe_logits(reloaded) - unmerged).abs().max()))
+            if difference > TOLERANCE * max(1.0, float(unmerged.abs().max())):
+                raise FormatError(f"the saved merged model's outputs differ from base+adapter by {difference:.2e}; "
+                                  f"nothing was written to {destination}")
         advance()
 
     written = sorted(str(path) for path in destination.glob("*.safetensors"))
