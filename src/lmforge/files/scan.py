@@ -21,6 +21,7 @@ that cannot be opened); "error" (the file could not be read at all).
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import time
@@ -261,126 +262,132 @@ def _scan_zip(sink: _Collector, data, size: int, member: str | None, depth: int)
     """Every member any zip reader would hand a loader, walked; every structural doubt reported.
 
     Members are read through zipfile (numpy.load) and through torch's own reader (torch.load,
-    torch.jit.load); members of the strict layout that neither lists are read from the layout.
-    The same bytes (same offset, size and method) are walked once.
+    torch.jit.load); members of the strict layout that neither reads whole are read from the
+    layout. The same bytes are walked once.
     """
-    entries: list[zip_archive.ZipEntry] = []
+    walk = _ZipWalk(sink, data, member, depth)
     try:
         layout = zip_archive.read_zip_layout(data, size)
-        entries = layout.entries
+        walk.entries = layout.entries
         for problem in layout.problems:
             sink.problem("ambiguous-archive", f"ambiguous archive: {problem}", member)
     except ContainerError as error:
         sink.problem("unreadable", f"zip archive: {error}", member)
-    walked: set[tuple] = set()  # (local header offset, compressed size, method): the same bytes, walked once
-    names: list[str] = []
-
-    def walk(name: str, body, key: tuple, complete: bool = True) -> None:
-        if complete:  # bytes cut short by a reader error are walked, but a later reader may still read them whole
-            walked.add(key)
-        names.append(name)
-        loaded = name.lower().endswith(".pkl")  # torch.load and torch.jit.load unpickle .pkl records whole
-        _scan_blob(sink, body, len(body), _join(member, name), depth + 1, _LOADED if loaded else _EXTRA)
-
-    def take_member() -> bool:
-        if sink.members_left <= 0:
-            sink.problem("limit", f"more than {MAX_MEMBERS_PER_FILE} archive members; the rest was not scanned", member)
-            return False
-        sink.members_left -= 1
-        return True
-
-    # 1. zipfile's reading (numpy.load of an .npz, anything that opens the zip with Python).
-    try:
-        archive = zip_archive.open_zipfile(data)
-        infos = archive.infolist()
-    except ContainerError as error:
-        archive, infos = None, []
-        if entries:
-            sink.problem("unreadable", f"zip archive: {error}", member)
-    places = [(entry.header_offset, entry.name.split("\0", 1)[0]) for entry in entries]
-    same_view = [(info.header_offset, info.filename) for info in infos] == places
-    if archive is not None and not same_view:
-        sink.problem("ambiguous-archive", "ambiguous archive: zipfile lists other members than the central directory holds",
-                     member)
-    for index, info in enumerate(infos):
-        key = (info.header_offset, info.compress_size, info.compress_type)
-        if key in walked or not take_member():
-            continue
-        entry = entries[index] if same_view else None
-        if entry is not None and entry.method == 0 and entry.compressed_size_bytes > COPY_LIMIT_BYTES:
-            body, problem = zip_archive.read_raw_member(data, entry, 0)  # in place: the same bytes zipfile streams
-        else:
-            body, problem = zip_archive.read_zipfile_member(archive, info, sink.decompress_budget_bytes)
-            if info.compress_type != 0:
-                sink.decompress_budget_bytes -= len(body)
-        if problem:
-            sink.problem("unreadable", f"zip member: {problem}", _join(member, info.filename))
-        walk(info.filename, body, key, complete=problem is None)
-
-    # 2. The strict layout's members that zipfile did not read whole.
-    for entry in entries:
-        key = (entry.header_offset, entry.compressed_size_bytes, entry.method)
-        if key in walked or not take_member():
-            continue
-        body, problem = zip_archive.read_raw_member(data, entry, sink.decompress_budget_bytes)
-        if entry.method != 0:
-            sink.decompress_budget_bytes -= len(body)
-        if problem:
-            sink.problem("unreadable", f"zip member: {problem}", _join(member, entry.name))
-        walk(entry.name, body, key, complete=problem is None)
-
-    # 3. torch's reading (miniz): the records torch.load and torch.jit.load resolve.
-    _scan_torch_records(sink, data, entries, member, walk, walked, take_member)
-
-    lowered = [name.lower().split("/", 1)[-1] for name in names]
+    walk.zipfile_members()
+    walk.layout_members()
+    walk.torch_records()
+    lowered = [name.lower().split("/", 1)[-1] for name in walk.names]
     if any(name.startswith(_CODE_FOLDERS) or name in _CODE_RECORDS for name in lowered):
         sink.problem("code", "TorchScript or torch.package archive: torch.jit.load runs the Python code in the archive "
                      "(code/, constants.pkl), whatever data.pkl names", member, severity="unsafe")
         return "torchscript"
-    if any(name == "data.pkl" for name in lowered):
+    if "data.pkl" in lowered:
         return "pytorch-zip"
-    if names and all(name.endswith(".npy") for name in names):
+    if walk.names and all(name.endswith(".npy") for name in walk.names):
         return "numpy-npz"
     return "zip"
 
 
-def _scan_torch_records(sink: _Collector, data, entries, member: str | None, walk, walked: set, take_member) -> None:
-    try:
-        reader = zip_archive.open_torch_reader(data)
-    except ContainerError:
-        return  # torch.load and torch.jit.load cannot open it either
-    if reader is None:
-        return
-    records = zip_archive.torch_records(reader, entries)
-    for problem in zip_archive.torch_disagreements(reader, entries, records):
-        sink.problem("ambiguous-archive", f"ambiguous archive: {problem}", member)
-    prefix = zip_archive.torch_prefix(entries) or ""
-    for record in records:
+class _ZipWalk:
+    """The members of one zip as each reader sees them, each distinct body walked once."""
+
+    def __init__(self, sink: _Collector, data, member: str | None, depth: int) -> None:
+        self.sink, self.data, self.member, self.depth = sink, data, member, depth
+        self.entries: list[zip_archive.ZipEntry] = []
+        self.names: list[str] = []
+        self.walked: set[tuple] = set()  # (local header offset, compressed size, method) read whole
+        self.digests: set[bytes] = set()  # inflated bodies walked, by content: torch may inflate the same
+
+    def _walk(self, name: str, body, key: tuple | None, problem: str | None) -> None:
+        label = _join(self.member, name)
+        if problem:
+            self.sink.problem("unreadable", f"zip member: {problem}", label)
+        elif key is not None:  # bytes cut short may still be read whole by another reader
+            self.walked.add(key)
+        if key is not None and key[2] != 0:
+            self.digests.add(hashlib.sha256(bytes(body)).digest())
+        self.names.append(name)
+        loaded = name.lower().endswith(".pkl")  # torch.load and torch.jit.load unpickle .pkl records whole
+        _scan_blob(self.sink, body, len(body), label, self.depth + 1, _LOADED if loaded else _EXTRA)
+
+    def _take_member(self) -> bool:
+        if self.sink.members_left <= 0:
+            self.sink.problem("limit", f"more than {MAX_MEMBERS_PER_FILE} archive members; the rest was not scanned",
+                              self.member)
+            return False
+        self.sink.members_left -= 1
+        return True
+
+    def zipfile_members(self) -> None:
+        """zipfile's reading: numpy.load of an .npz, anything that opens the zip with Python."""
         try:
-            offset, size_bytes = reader.get_record_offset(record), reader.get_record_size(record)
-        except (RuntimeError, ValueError):
-            continue  # reported by torch_disagreements
-        named = [entry for entry in entries if entry.name.lower() == (prefix + record).lower()]
-        entry = named[0] if len(named) == 1 else None  # with duplicates, which one torch reads is its own affair
-        if (entry is not None and entry.method == 0 and (entry.data_offset, entry.size_bytes) == (offset, size_bytes)
-                and (entry.header_offset, entry.compressed_size_bytes, entry.method) in walked):
-            continue  # stored at the same place: the bytes walked above
-        key = ("torch", offset, size_bytes)
-        if key in walked or not take_member() or not sink.spend(size_bytes, _join(member, prefix + record)):
-            continue
+            archive = zip_archive.open_zipfile(self.data)
+            infos = archive.infolist()
+        except ContainerError as error:
+            if self.entries:
+                self.sink.problem("unreadable", f"zip archive: {error}", self.member)
+            return
+        places = [(entry.header_offset, entry.name.split("\0", 1)[0]) for entry in self.entries]
+        same_view = [(info.header_offset, info.filename) for info in infos] == places
+        if not same_view:
+            self.sink.problem("ambiguous-archive", "ambiguous archive: zipfile lists other members than the central "
+                              "directory holds", self.member)
+        for index, info in enumerate(infos):
+            key = (info.header_offset, info.compress_size, info.compress_type)
+            if key in self.walked or not self._take_member():
+                continue
+            entry = self.entries[index] if same_view else None
+            if entry is not None and entry.method == 0 and entry.compressed_size_bytes > COPY_LIMIT_BYTES:
+                body, problem = zip_archive.read_raw_member(self.data, entry, 0)  # in place: what zipfile streams
+            else:
+                body, problem = zip_archive.read_zipfile_member(archive, info, self.sink.decompress_budget_bytes)
+                if info.compress_type != 0:
+                    self.sink.decompress_budget_bytes -= len(body)
+            self._walk(info.filename, body, key, problem)
+
+    def layout_members(self) -> None:
+        """The strict layout's members that zipfile did not read whole."""
+        for entry in self.entries:
+            key = (entry.header_offset, entry.compressed_size_bytes, entry.method)
+            if key in self.walked or not self._take_member():
+                continue
+            body, problem = zip_archive.read_raw_member(self.data, entry, self.sink.decompress_budget_bytes)
+            if entry.method != 0:
+                self.sink.decompress_budget_bytes -= len(body)
+            self._walk(entry.name, body, key, problem)
+
+    def torch_records(self) -> None:
+        """torch's reading (miniz): the records torch.load and torch.jit.load resolve."""
         try:
-            body = reader.get_record(record)
-        except (RuntimeError, ValueError) as error:
-            sink.problem("unreadable", f"torch's reader cannot read it: {str(error).splitlines()[0][:160]}",
-                         _join(member, prefix + record))
-            continue
-        if entry is not None and entry.method != 0:
-            expected = zip_archive.read_raw_member(data, entry, len(body))[0]
-            if bytes(expected) == bytes(body):
-                continue  # torch inflates the member to the bytes zipfile gave: walked above
-            sink.problem("ambiguous-archive", f"ambiguous archive: torch and zipfile inflate {entry.name} differently",
-                         member)
-        walk(prefix + record, body, key)
+            reader = zip_archive.open_torch_reader(self.data)
+        except ContainerError:
+            return  # torch.load and torch.jit.load cannot open it either
+        if reader is None:
+            return
+        records = zip_archive.torch_records(reader, self.entries)
+        for problem in zip_archive.torch_disagreements(reader, self.entries, records):
+            self.sink.problem("ambiguous-archive", f"ambiguous archive: {problem}", self.member)
+        prefix = zip_archive.torch_prefix(self.entries) or ""
+        stored = {(entry.data_offset, entry.size_bytes) for entry in self.entries if entry.method == 0
+                  and (entry.header_offset, entry.compressed_size_bytes, entry.method) in self.walked}
+        for record in records:
+            try:
+                offset, size_bytes = reader.get_record_offset(record), reader.get_record_size(record)
+            except (RuntimeError, ValueError):
+                continue  # reported by torch_disagreements
+            if (offset, size_bytes) in stored:
+                continue  # stored bytes at the same place: walked already
+            label = _join(self.member, prefix + record)
+            if not self._take_member() or not self.sink.spend(size_bytes, label):
+                continue
+            try:
+                body = reader.get_record(record)
+            except (RuntimeError, ValueError) as error:
+                self.sink.problem("unreadable", f"torch's reader cannot read it: {str(error).splitlines()[0][:160]}",
+                                  label)
+                continue
+            if hashlib.sha256(bytes(body)).digest() not in self.digests:
+                self._walk(prefix + record, body, None, None)
 
 
 # ---- tar (torch's pre-1.0 format) --------------------------------------------------------------
