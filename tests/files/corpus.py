@@ -23,6 +23,7 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,11 +300,16 @@ def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) 
         "torch's pre-1.0 tar format, payload in its pickle member", "torch")
     add("malicious/payload.pkl.xz", lzma.compress(payload), MALICIOUS, "xz-wrapped payload", "xz")
     add("malicious/payload.pkl.bz2", bz2.compress(payload), MALICIOUS, "bz2-wrapped payload", "bz2")
+    add("malicious/payload.pkl.z", zlib.compress(payload), MALICIOUS, "zlib-wrapped payload (joblib's .z)", "zlib")
+    add("malicious/payload.pkl.lzma", lzma.compress(payload, format=lzma.FORMAT_ALONE), MALICIOUS,
+        "lzma-alone-wrapped payload (joblib's .lzma)", "lzma")
 
     add("unprovable/ext2.pkl", extension_registry(canary), UNPROVABLE,
         "copyreg extension code (EXT2): unregistered on a stock interpreter, so nothing runs")
     add("unprovable/archive.7z", b"7z\xbc\xaf\x27\x1c\x00\x04" + os.urandom(64), UNPROVABLE,
         "7z magic and random bytes (cannot be opened)")
+    add("unprovable/payload.pkl.lz4", b"\x04\x22\x4d\x18" + os.urandom(64), UNPROVABLE,
+        "lz4 frame magic and random bytes (no lz4 decoder in the standard library)")
     add("unprovable/corrupt_member.pt", _zip_of({"archive/data.pkl": payload})[:-40] + b"\x00" * 40, UNPROVABLE,
         "zip whose end record is overwritten (no reader opens it)")
 

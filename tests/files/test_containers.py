@@ -46,14 +46,14 @@ def test_a_truncated_gzip_still_hands_over_what_it_decompressed():
      ("[('a', '<i8', (2,))]", False), ("('|O', (2,))", True)],
 )
 def test_npy_header_is_judged_by_numpys_own_dtype(descr, objects):
-    assert read_npy_header(attacks._npy_header(descr) + b"\x00" * 64).has_objects is objects
+    assert read_npy_header(attacks.npy_header(descr) + b"\x00" * 64).has_objects is objects
 
 
 def test_npy_headers_numpy_refuses_are_an_error_not_a_guess():
     with pytest.raises(ContainerError):
         read_npy_header(b"\x93NUMPY\x01\x00\x05\x00{'de")
     with pytest.raises(ContainerError):
-        read_npy_header(attacks._npy_header("'<f4'").replace(b"\x01\x00", b"\x09\x00", 1))  # unknown version
+        read_npy_header(attacks.npy_header("'<f4'").replace(b"\x01\x00", b"\x09\x00", 1))  # unknown version
 
 
 def test_npy_header_written_by_python2_with_long_suffixes_is_read():

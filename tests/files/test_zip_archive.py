@@ -117,24 +117,24 @@ def _perturbed_archives(draw) -> bytes:
     gap = draw(st.sampled_from([b"", b"\0" * 3, _PAYLOAD]))
     body, entries = b"", []
     for member in members:
-        chunk, [entry] = attacks._members([member], start=len(body))
+        chunk, [entry] = attacks.zip_members([member], start=len(body))
         body += chunk + (gap if draw(st.booleans()) else b"")
         entries.append(entry)
     first = draw(st.lists(st.sampled_from(entries), min_size=1, max_size=4))
     second = draw(st.lists(st.sampled_from(entries), min_size=1, max_size=4))
-    first_bytes, second_bytes = attacks._directory(first), attacks._directory(second)
+    first_bytes, second_bytes = attacks.zip_directory(first), attacks.zip_directory(second)
     first_at = len(body)
     second_at = first_at + len(first_bytes)
     archive = body + first_bytes + (second_bytes if draw(st.booleans()) else b"")
     classic_count = len(first) + draw(st.sampled_from([0, 0, -1, 1]))
     if draw(st.booleans()):  # a ZIP64 record, pointing at either directory
         zip64_second = draw(st.booleans())
-        archive += attacks._zip64_end(len(second) if zip64_second else len(first),
+        archive += attacks.zip64_end(len(second) if zip64_second else len(first),
                                       len(second_bytes if zip64_second else first_bytes),
                                       second_at if zip64_second else first_at, len(archive))
-    archive += attacks._end(max(0, classic_count), len(first_bytes), first_at)
+    archive += attacks.zip_end(max(0, classic_count), len(first_bytes), first_at)
     if draw(st.booleans()):
-        archive = archive[:-2] + struct.pack("<H", 22) + attacks._end(0, 0, 0)  # a fake end record as comment
+        archive = archive[:-2] + struct.pack("<H", 22) + attacks.zip_end(0, 0, 0)  # a fake end record as comment
     prefix = draw(st.sampled_from([b"", b"", b"JUNK" * 4]))
     return prefix + archive
 

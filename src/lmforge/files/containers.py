@@ -62,8 +62,10 @@ class ContainerError(Exception):
 def detect_kind(head: bytes, size_bytes: int) -> str:
     """The container or format a file's first bytes announce (never its name).
 
-    Returns one of: zip, gzip, bz2, xz, 7z, zstd, npy, safetensors, gguf, pickle, unknown. (A tar
-    is whatever tarfile opens: is_tar. A zip may also start with other bytes: zip_archive.looks_like_zip.)
+    Returns one of: zip, gzip, bz2, xz, zlib, lzma, lz4, 7z, zstd, npy, safetensors, gguf, pickle,
+    unknown. (A tar is whatever tarfile opens: is_tar. A zip may also start with other bytes:
+    zip_archive.looks_like_zip.) zlib, lzma and lz4 are joblib's other compressors, which it
+    recognises by these same prefixes (joblib/compressor.py) before unpickling what they hold.
     """
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
@@ -77,6 +79,12 @@ def detect_kind(head: bytes, size_bytes: int) -> str:
         return "7z"
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         return "zstd"
+    if head.startswith(b"\x04\x22\x4d\x18"):
+        return "lz4"
+    if len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:  # RFC 1950 header check
+        return "zlib"
+    if head.startswith(b"\x5d\x00\x00"):  # .lzma ("alone") properties byte and dictionary size
+        return "lzma"
     if head.startswith(_NPY_MAGIC):
         return "npy"
     if head.startswith(b"GGUF"):
@@ -140,8 +148,8 @@ def inflate(make_decompressor, raw, max_bytes: int, multi_member: bool = False) 
 
 
 def decompress_stream(kind: str, data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> tuple[bytes, str | None]:
-    """gzip / bz2 / xz payload, capped at `max_bytes` (a decompression bomb is a problem, not an OOM),
-    with the reason it stopped early, if it did."""
+    """gzip / bz2 / xz / zlib / lzma payload, capped at `max_bytes` (a decompression bomb is a
+    problem, not an OOM), with the reason it stopped early, if it did."""
     import bz2
     import lzma
 
@@ -149,6 +157,8 @@ def decompress_stream(kind: str, data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED
         "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
         "bz2": bz2.BZ2Decompressor,
         "xz": lzma.LZMADecompressor,
+        "zlib": zlib.decompressobj,
+        "lzma": lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE),
     }
     return inflate(makers[kind], data, max_bytes, multi_member=True)
 

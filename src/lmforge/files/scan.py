@@ -228,13 +228,16 @@ def _scan_blob(sink: _Collector, data, size: int, member: str | None, depth: int
     container = None
     if kind == "zip" or zip_archive.looks_like_zip(data, size):
         container = _scan_zip(sink, data, size, member, depth)
-    elif kind in ("gzip", "bz2", "xz"):
+    elif kind in ("gzip", "bz2", "xz", "zlib", "lzma"):
         inner, problem = decompress_stream(kind, data, sink.decompress_budget_bytes)
         sink.decompress_budget_bytes -= len(inner)
-        if problem:
-            sink.problem("unreadable", f"{kind} payload: {problem}", member)
-        container = f"{kind}+" + _scan_blob(sink, inner, len(inner), _join(member, f"<{kind}>"), depth + 1, _FILE)
-    elif kind in ("7z", "zstd"):
+        # zlib and lzma are told by two or three bytes any file may start with: when nothing
+        # decompresses it is not one (and a loader gets nothing from it either).
+        if inner or kind not in ("zlib", "lzma"):
+            if problem:
+                sink.problem("unreadable" if "more than" not in problem else "limit", f"{kind} payload: {problem}", member)
+            container = f"{kind}+" + _scan_blob(sink, inner, len(inner), _join(member, f"<{kind}>"), depth + 1, _FILE)
+    elif kind in ("7z", "zstd", "lz4"):
         sink.problem("container", f"cannot open a {kind} container; extract it and scan the files inside", member)
         container = kind
     elif kind == "npy":
