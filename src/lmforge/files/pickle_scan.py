@@ -275,7 +275,7 @@ class _Walker:
         self.report = StreamReport(start_offset=start, end_offset=None, protocol=0)
         self.op_offset = start
         self.op_name = ""
-        self.long_line = (start, start)
+        self.line_span = (start, start)
         self.acted = False  # a call or a class mutation on a global off the allowlist (or unresolved) happened
 
     # -- reading -------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ class _Walker:
                 raise _StreamError(f"truncated {self.op_name} at byte {self.op_offset}: line has no end")
             newline = self.end - 1
         start, self.pos = self.pos, newline + 1
-        self.long_line = (start, newline)
+        self.line_span = (start, newline)
         if newline - start > _MAX_LINE_COPY_BYTES:
             return None
         return bytes(self.data[start:newline])
@@ -579,7 +579,7 @@ class _Walker:
     def _line_is_ascii(self, line: bytes | None) -> bool:
         if line is not None:
             return line.isascii()
-        start, end = self.long_line
+        start, end = self.line_span
         return all(bytes(self.data[position : min(end, position + _MAX_LINE_COPY_BYTES)]).isascii()
                    for position in range(start, end, _MAX_LINE_COPY_BYTES))
 
@@ -595,7 +595,7 @@ class _Walker:
 
     def _utf8_line(self, line: bytes | None, ascii_only: bool = False) -> str:
         if line is None:
-            return f"<a name of {self.long_line[1] - self.long_line[0]} bytes>"  # never importable, never allowed
+            return f"<a name of {self.line_span[1] - self.line_span[0]} bytes>"  # never importable, never allowed
         try:
             return line.decode("ascii" if ascii_only else "utf-8")
         except UnicodeDecodeError as error:
