@@ -191,3 +191,13 @@ def _layout_problems(data: bytes) -> list[str]:
         return read_zip_layout(data, len(data)).problems
     except ContainerError as error:
         return [str(error)]
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_members_of_every_compression_zipfile_reads_are_walked(method):
+    assert scan_bytes(_zip({"a/data.pkl": _BENIGN, "a/x": b"\0" * 100}, method))[1].verdict() == "safe"
+    assert scan_bytes(_zip({"a/data.pkl": _BENIGN, "a/x": _PAYLOAD}, method))[1].verdict() == "unsafe"
+    renamed = bytearray(_zip({"a/data.pkl": _PAYLOAD}, method))
+    renamed[30:31] = b"b"  # zipfile refuses the member now; it is read from the layout instead
+    _, sink = scan_bytes(bytes(renamed))
+    assert sink.verdict() == "unsafe" and any("local header names it" in finding.message for finding in sink.findings)
