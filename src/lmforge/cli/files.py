@@ -81,7 +81,7 @@ def _render(report: Any, show_tensors: bool) -> None:
         said += [x for x in (name.variant, name.version, name.release and f"release {name.release}", name.quantization) if x]
         summary.append(["name says", ", ".join(said)])
     if report.scan is not None:
-        colour = {"safe": "green", "not-needed": "green", "unsafe": "red", "error": "red"}.get(report.scan.verdict, "yellow")
+        colour = {"safe": "green", "not-needed": "green", "unsafe": "red", "unproven": "red", "error": "red"}.get(report.scan.verdict, "yellow")
         summary.append(["safety scan", f"[{colour}]{report.scan.verdict}[/]: {report.scan.detail}"])
     console.print(_table("Model file", ["", ""], summary))
     if report.params_by_dtype:

@@ -62,7 +62,7 @@ class FileEntry:
 
 @dataclass
 class ScanSummary:
-    verdict: str  # safe | unsafe | error | not-needed
+    verdict: str  # safe | unsafe | unproven | error | not-needed
     detail: str
 
 
@@ -401,7 +401,7 @@ def _scan(paths: list[Path], fmt: str) -> ScanSummary:
     for path in paths:
         for file_report in scan_path(path).files:
             verdicts.append((Path(file_report.path).name, file_report.verdict, len(file_report.findings)))
-    for wanted in ("unsafe", "error"):
+    for wanted in ("unsafe", "unproven", "error"):
         bad = [v for v in verdicts if v[1] == wanted]
         if bad:
             names = ", ".join(f"{name} ({count} findings)" for name, _, count in bad)
@@ -450,7 +450,7 @@ def _llama_cpp_architectures() -> set[str]:
 
 def _runtimes(report: InspectReport, has_config: bool) -> list[RuntimeSupport]:
     fmt, arch = report.format, report.model_type
-    unsafe = report.scan is not None and report.scan.verdict in ("unsafe", "error")
+    unsafe = report.scan is not None and report.scan.verdict in ("unsafe", "unproven", "error")
     weights = {f.format for f in report.files}
     hf_weights = bool(weights & ({"safetensors"} | _TORCH_FORMATS))
     result = []
