@@ -208,3 +208,21 @@ def test_save_jsonl_round_trips_every_kind(tmp_path, write_jsonl):
     assert [json.loads(line)["label"] for line in out.read_text().splitlines()] == ["pos", "neg"]
     again = load_data(out)
     assert again.dataset[:] == loaded.dataset[:]
+
+
+@pytest.mark.parametrize("name", ["bom.jsonl", "bom.json", "lines.json", "bom.txt", "bom.csv"])
+def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path, name):
+    """Windows editors start UTF-8 files with a BOM; every reader drops it, so all 3 records load."""
+    texts = ["first record", "second", "third"]
+    body = {
+        "bom.jsonl": "".join(json.dumps({"text": t}) + "\n" for t in texts),
+        "bom.json": json.dumps([{"text": t} for t in texts], indent=1),
+        "lines.json": "".join(json.dumps({"text": t}) + "\n" for t in texts),
+        "bom.txt": "".join(t + "\n" for t in texts),
+        "bom.csv": "text\n" + "".join(t + "\n" for t in texts),
+    }[name]
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    result = load_data(path, on_error="skip")
+    assert (result.report.records_out, result.report.rejected) == (3, 0)
+    assert result.dataset["text"] == texts

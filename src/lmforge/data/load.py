@@ -14,6 +14,7 @@ skip the counting this module must do on every load.
 from __future__ import annotations
 
 import atexit
+import codecs
 import contextlib
 import csv
 import glob
@@ -348,10 +349,13 @@ def _with_progress(files: list[Path], progress: bool) -> Iterator[_Item]:
 
 def _lines(file: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, str, RecordProblem | None]]:
     """Each non-blank line with its location, decoded as UTF-8; a line that is not UTF-8 comes
-    with its NON_UTF8 problem, decoded with replacement characters for the report."""
+    with its NON_UTF8 problem, decoded with replacement characters for the report. A byte-order mark
+    (Windows editors write one) is dropped from line 1, so the first record is read like the others."""
     with open(file, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             advance(len(raw))
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             if not raw.strip():
                 continue
             try:
@@ -378,7 +382,7 @@ def _json_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
     data = file.read_bytes()
     advance(len(data))
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # as the CSV and line readers: a byte-order mark is not content
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise FormatError(f"{file}:{line}: {NON_UTF8}; re-save the file as UTF-8") from error
