@@ -36,6 +36,26 @@ def normal_mode(target: Path, directory: bool = False) -> int:
         return (0o777 if directory else 0o666) & ~_umask()
 
 
+def writable_folder(path: str | os.PathLike[str], *, setting: str) -> Path:
+    """Create `path` (with its parents) and prove a file can be made in it, before any long work starts.
+
+    A read-only, full or misplaced folder (a file where a folder should be) becomes one line naming the
+    folder and the setting that chose it, instead of an OSError traceback minutes into a run.
+    """
+    from lmforge.errors import UserInputError
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserInputError(f"{setting}: cannot write to the folder {folder} ({reason}); set {setting} to a folder "
+                             "you can write to") from None
+    return folder
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

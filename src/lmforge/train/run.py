@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import DependencyError, UserInputError
-from lmforge.fileio import atomic_directory, atomic_write_json, atomic_write_text
+from lmforge.fileio import atomic_directory, atomic_write_json, atomic_write_text, writable_folder
 from lmforge.train import checkpoints
 from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, RichProgressCallback, read_metrics
 from lmforge.train.callbacks import truncate_metrics
@@ -121,7 +121,8 @@ def _check_sources(config: TrainConfig) -> None:
 
 def check_run_folder(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
     """(run folder, checkpoint to resume from): stops before anything runs when the sources are missing,
-    --resume has nothing to continue, or a new run would overwrite a finished one. Writes nothing."""
+    --resume has nothing to continue, a new run would overwrite a finished one, or the folder cannot be
+    written. Writes nothing but the (empty) run folder itself."""
     _check_sources(config)
     run_dir = Path(config.out)
     checkpoint_root = run_dir / "checkpoints"
@@ -133,13 +134,13 @@ def check_run_folder(config: TrainConfig, resume: bool) -> tuple[Path, Path | No
                 "run without --resume to start over"
             )
         _check_same_run(config, run_dir)
-        return run_dir, last
+        return writable_folder(run_dir, setting="out"), last
     if checkpoints.list_checkpoints(checkpoint_root) or (run_dir / "final").exists():
         raise UserInputError(
             f"out: {run_dir} already holds a run; pass --resume to continue it, choose a new out folder, "
             f"or set init_from: {run_dir} to start a new run from its weights"
         )
-    return run_dir, None
+    return writable_folder(run_dir, setting="out"), None
 
 
 def _data_line(config: TrainConfig, data: DataSummary) -> str:
