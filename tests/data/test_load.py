@@ -226,3 +226,15 @@ def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path, name):
     result = load_data(path, on_error="skip")
     assert (result.report.records_out, result.report.rejected) == (3, 0)
     assert result.dataset["text"] == texts
+
+
+def test_a_mapping_onto_a_column_no_record_has_is_named(write_jsonl):
+    """It used to be ignored when the data loaded anyway, or hidden behind "cannot detect the data kind"."""
+    path = write_jsonl([{"text": "a document", "source": "web"}, {"text": "another"}])
+    with pytest.raises(UserInputError, match=r"--columns: column 'body' \(mapped to 'text'\) not found: none of "
+                                             r"the 2 records read from .* has it; its columns are \[source, text\]"):
+        load_data(path, columns="text=body")
+    assert load_data(path, columns="text=text").report.records_out == 2
+    qa = write_jsonl([{"question": "q", "answer": "a"}], name="qa.jsonl")
+    with pytest.raises(UserInputError, match=r"column 'reply' \(mapped to 'output'\) not found: the first record"):
+        load_data(qa, columns="instruction=question,output=reply")
