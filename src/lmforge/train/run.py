@@ -31,7 +31,7 @@ from lmforge.train.launch import check_launched_sharding
 from lmforge.train.loading import BPE_PREFIX, FROZEN_BASE_METHODS, HEADS, resolve_model_folder
 from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
-from lmforge.train.plots import FitDiagnosis, curves, diagnose, plot_losses
+from lmforge.train.plots import FitDiagnosis, diagnose_run, plot_losses
 from lmforge.train.prepare import DataSummary, prepare_data, run_tokenizer
 
 
@@ -260,7 +260,7 @@ Trained with `lmforge train` (stage **{config.stage}**, method **{config.method.
 learning rate {config.train.learning_rate}, {config.train.lr_scheduler} schedule, seed {config.train.seed})
 - Trainable parameters: {result.trainable_params:,} of {result.total_params:,}
 - Chat template: {result.chat_template or "none (plain text)"} (saved with the tokenizer; serve with the same)
-- Fit diagnosis: {diagnosis}
+- Diagnosis: {diagnosis}
 
 ## Final metrics
 
@@ -467,12 +467,12 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     )
     if main:
         records = read_metrics(run_dir / "metrics.jsonl")
-        result.diagnosis = diagnose(*curves(records))
+        result.diagnosis = diagnose_run(records, config.stage, nll_in_loss=config.dpo.sft_weight > 0)
         plot_losses(records, run_dir / "plots" / "loss.png", f"{config.stage} / {config.method.name}")
         _save_final(trainer, tokenizer, final_dir, _model_card(config, result, stage.TASK, data.summary),
                     merge=_merges_adapter(config, stage.TASK))
         atomic_write_json(run_dir / "plan.json", plan)
         atomic_write_json(run_dir / "result.json", result.to_json())
-        console.print(f"fit: {result.diagnosis.verdict} ({result.diagnosis.reason})")
+        console.print(f"diagnosis: {result.diagnosis.verdict} ({result.diagnosis.reason})")
         console.print(f"final model: {final_dir}")
     return result
