@@ -64,6 +64,10 @@ def _render(report: Any, show_tensors: bool) -> None:
         ["tensors", f"{report.tensor_count:,}"],
         ["parameters", _params(report.total_params)],
     ]
+    if report.buffers:
+        summary.append(["buffers", f"{len(report.buffers)} ({sum(report.buffers.values()):,} elements, not parameters)"])
+    if report.shared:
+        summary.append(["shared copies", f"{len(report.shared)} (counted once)"])
     if report.num_experts:
         summary.append(["experts", f"{report.experts_per_token} of {report.num_experts} per token"])
         summary.append(["active parameters", _params(report.active_params)])
