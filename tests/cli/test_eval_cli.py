@@ -81,3 +81,5 @@ def test_eval_reads_data_with_the_options_its_errors_name(tiny_llama_dir, tmp_pa
     skipped = runner.invoke(app, [*base, "--columns", "instruction=question,output=answer", "--on-error", "skip"])
     assert skipped.exit_code == 0, skipped.output
     assert len((tmp_path / "r" / "rejects.jsonl").read_text().splitlines()) == 1
+    assert "note: BLEU means nothing here" in skipped.stdout  # a 1-token reference
+    assert "BLEU means nothing here" in (tmp_path / "r" / "report.md").read_text()

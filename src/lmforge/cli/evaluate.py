@@ -110,6 +110,8 @@ def eval_command(
 
     console = Console(highlight=False, soft_wrap=True)
     console.print(_summary_table(report))
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
     if report.extra.get("confusion_matrix"):
         labels = report.extra["labels"]
         console.print("confusion matrix (rows true, columns predicted): " + ", ".join(labels))

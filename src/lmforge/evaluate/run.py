@@ -16,6 +16,7 @@ from typing import Any
 
 from lmforge.errors import UserInputError
 from lmforge.evaluate.metrics import (
+    bleu_note,
     bleu_score,
     classification_metrics,
     exact_matches,
@@ -73,6 +74,8 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
                           "reward": ("correct", True), "perplexity": ("nll_per_token", False)}[task]
     report = EvalReport(model=main.name, task=task, data=data, score_name=score_name, higher_is_better=higher,
                         summary=main.summary, rows=main.rows, extra=main.extra)
+    if task == "generation" and (note := bleu_note([row.reference for row in main.rows])) is not None:
+        report.notes.append(note)
     if baseline is not None:
         report.compare_model = baseline.name if baseline.name != main.name else f"{baseline.name} (compare)"
         report.compare_summary = baseline.summary
