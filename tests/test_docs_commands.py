@@ -35,7 +35,7 @@ _STAGES = ("10 steps of each example config in turn (2-3 min on CPU, each needin
            "tests/train/test_stages.py trains every stage and example config")
 SKIPPED: dict[str, str] = {
     "lmforge plan qwen2.5-7b --method lora --simulate": "one training step of a 7B model on fake tensors "
-        "(~10 s of CPU); tests/plan/test_simulate.py runs the simulation",  # noqa: E131
+        "(~10 s of CPU); tests/plan/test_simulate.py runs the simulation",
     "lmforge plan qwen2.5-0.5b --simulate --plot breakdown.png": "one fake-tensor training step (~9 s of CPU); "
         "tests/plan/test_simulate.py and tests/cli/test_plan_cli.py cover --simulate and --plot",
     "lmforge train examples/pretrain.yaml --set train.max_steps=200": "200 training steps (minutes on CPU); "
@@ -117,7 +117,8 @@ def test_every_documented_command_is_run_or_skipped_with_a_reason():
 
 
 def test_the_extraction_reads_blocks_continuations_comments_and_separators():
-    text = "```bash\nlmforge a --x 1   # note\nmake test\nlmforge b \\\n    --y 2; lmforge c\n```\n```\nlmforge d\n```\n"
+    text = ("```bash\nlmforge a --x 1   # note\nmake test\nlmforge b \\\n    --y 2; lmforge c\n```\n"
+            "```\nlmforge d\n```\n")
     assert _commands_of(text) == ["lmforge a --x 1", "lmforge b --y 2", "lmforge c"]
 
 

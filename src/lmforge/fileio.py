@@ -1,10 +1,11 @@
 """Atomic writes: a reader sees the old file or the complete new one, never half of either.
 
 Every file and folder lmforge writes goes through these helpers (temporary name in the same
-folder, fsync, then os.replace), so an interrupted run never leaves a truncated artefact. The temporary file and folder are made
-private by tempfile (0600/0700); before they take the target's name they get the mode a plain
-open()/mkdir() would have given (the existing target's, else 0666/0777 less the umask), so a run
-folder on a shared machine is as readable as anything else its owner writes.
+folder, fsync, then os.replace), so an interrupted run never leaves a truncated artefact. The
+temporary file and folder are made private by tempfile (0600/0700); before they take the target's
+name they get the mode a plain open()/mkdir() would have given (the existing target's, else
+0666/0777 less the umask), so a run folder on a shared machine is as readable as anything else its
+owner writes.
 """
 
 from __future__ import annotations

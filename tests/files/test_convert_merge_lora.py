@@ -95,7 +95,8 @@ def lora_run(tmp_path, tiny_llama_dir, adapter_dir) -> Path:
 
     base = tmp_path / "pretrain-final"
     shutil.copytree(tiny_llama_dir, base)
-    (base / "README.md").write_text("# pretrain\n\nTrained with `lmforge train` (stage **pretrain**, method **full**).\n")
+    (base / "README.md").write_text("# pretrain\n\nTrained with `lmforge train` (stage **pretrain**, "
+                                    "method **full**).\n")
     run = tmp_path / "sft-run"
     shutil.copytree(adapter_dir, run / "final")
     adapter_config = json.loads((run / "final" / "adapter_config.json").read_text())

@@ -270,7 +270,8 @@ def test_an_onnx_export_counts_a_tied_lm_head_once_and_is_named_onnx(tmp_path: P
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", 5])],
         [numpy_helper.from_array(embedding, "embed.weight"), numpy_helper.from_array(norm, "norm_a.weight"),
-         numpy_helper.from_array(norm.copy(), "norm_b.weight"), numpy_helper.from_array(embedding.T.copy(), "onnx::MatMul_9")],
+         numpy_helper.from_array(norm.copy(), "norm_b.weight"),
+         numpy_helper.from_array(embedding.T.copy(), "onnx::MatMul_9")],
     )
     folder = tmp_path / "exported"
     folder.mkdir()

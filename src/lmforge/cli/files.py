@@ -65,7 +65,8 @@ def _render(report: Any, show_tensors: bool) -> None:
         ["parameters", _params(report.total_params)],
     ]
     if report.buffers:
-        summary.append(["buffers", f"{len(report.buffers)} ({sum(report.buffers.values()):,} elements, not parameters)"])
+        elements = sum(report.buffers.values())
+        summary.append(["buffers", f"{len(report.buffers)} ({elements:,} elements, not parameters)"])
     if report.shared:
         summary.append(["shared copies", f"{len(report.shared)} (counted once)"])
     if report.num_experts:

@@ -143,7 +143,8 @@ def generate_command(
     footer = _console(stderr=True)
     for note in result.notes:
         footer.print(f"[dim]note: {escape(note)}[/dim]")
-    footer.print(f"[dim]{result.completion_tokens} tokens in {result.seconds:.2f} s, finish: {result.finish_reason}[/dim]")
+    footer.print(f"[dim]{result.completion_tokens} tokens in {result.seconds:.2f} s, "
+                 f"finish: {result.finish_reason}[/dim]")
 
 
 def chat_command(

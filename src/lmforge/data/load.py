@@ -200,7 +200,8 @@ def _build(
 def _check_mapping(mapping: dict[str, str], columns: set[str], records: int, source: str, names: OptionNames,
                    where: str = "none of the {records} records read from {source} has it") -> None:
     """A mapping onto a column the data lacks is named, rather than ignored or hidden behind a vaguer error."""
-    missing = [f"'{column}' (mapped to '{canonical}')" for canonical, column in mapping.items() if column not in columns]
+    missing = [f"'{column}' (mapped to '{canonical}')" for canonical, column in mapping.items()
+               if column not in columns]
     if missing:
         shown = ", ".join(sorted(columns)) or "none"
         raise UserInputError(f"{names.columns}: column {', '.join(missing)} not found: "

@@ -662,8 +662,9 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
     if report.total_params:
         report.bits_per_weight = round(sum(t.size_bytes for t in parameters) * 8 / report.total_params, 3)
     if report.buffers:
-        report.notes.append(f"{len(report.buffers)} buffer(s) not counted as parameters ({sum(report.buffers.values()):,} "
-                            f"elements: {', '.join(list(report.buffers)[:3])}), as transformers counts them")
+        elements = sum(report.buffers.values())
+        report.notes.append(f"{len(report.buffers)} buffer(s) not counted as parameters ({elements:,} elements: "
+                            f"{', '.join(list(report.buffers)[:3])}), as transformers counts them")
     if report.shared:
         shown = ", ".join(f"{copy} = {original}" for copy, original in list(report.shared.items())[:3])
         report.notes.append(f"{len(report.shared)} initializer(s) repeat another's values, counted once ({shown}: a "

@@ -139,7 +139,8 @@ def encode_prompt(loaded: LoadedModel, prompt: str | list[dict[str, str]], *, ch
     return loaded.tokenizer(text, add_special_tokens=add_special)["input_ids"]
 
 
-def fit_to_context(loaded: LoadedModel, prompt_tokens: int, params: SamplingParams) -> tuple[SamplingParams, str | None]:
+def fit_to_context(loaded: LoadedModel, prompt_tokens: int,
+                   params: SamplingParams) -> tuple[SamplingParams, str | None]:
     """The params to generate with, and a note when the default length had to be shortened.
 
     A max_new_tokens the user chose (set in `params`) must fit beside the prompt or it is an error. The

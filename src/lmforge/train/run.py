@@ -152,7 +152,8 @@ def finished_run(config: TrainConfig) -> RunResult | None:
 
 def nothing_to_resume(result: RunResult, config: TrainConfig) -> str:
     """The one line --resume prints for a finished run."""
-    asked = f"train.max_steps {config.train.max_steps}" if config.train.max_steps else f"train.epochs {config.train.epochs}"
+    train = config.train
+    asked = f"train.max_steps {train.max_steps}" if train.max_steps else f"train.epochs {train.epochs}"
     return (f"{result.run_dir}: the run finished at step {result.steps} and {asked} asks for no more; --resume has "
             "nothing to do (final/ and result.json are unchanged). Raise train.max_steps to train on, or start a new "
             f"run from its weights with init_from: {result.run_dir}")
@@ -445,7 +446,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
         final_metrics = _finish_from(trainer, resume_from)
         console.print(f"{resume_from} is at train.max_steps {config.train.max_steps}: final/ is written from it")
     else:
-        final_metrics = _numbers(trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).metrics)
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        final_metrics = _numbers(output.metrics)
     if data.eval is not None:
         final_metrics.update(_numbers(trainer.evaluate()))
     if torch.cuda.is_available():

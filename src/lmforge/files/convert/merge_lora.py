@@ -82,7 +82,8 @@ def _run_record(adapter: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
         return None
     try:
         config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
-        result = json.loads((run / "result.json").read_text(encoding="utf-8")) if (run / "result.json").is_file() else {}
+        result_file = run / "result.json"
+        result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else {}
     except (OSError, yaml.YAMLError, json.JSONDecodeError):
         return None
     return (config, result) if isinstance(config, dict) and isinstance(result, dict) else None
@@ -102,7 +103,8 @@ def merged_card(base: Path, adapter: Path, adapter_config: dict[str, Any], diffe
     record = _run_record(adapter)
     stage = method = None
     if record is None:
-        lines.append(f"- Training: not recorded (the adapter is not in an lmforge run folder); see {adapter / 'README.md'}")
+        lines.append("- Training: not recorded (the adapter is not in an lmforge run folder); "
+                     f"see {adapter / 'README.md'}")
     else:
         config, result = record
         stage, method = config.get("stage"), (config.get("method") or {}).get("name")
