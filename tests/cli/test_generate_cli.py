@@ -58,3 +58,11 @@ def test_system_prompt_counts_in_the_prompt_and_needs_the_template(tiny_llama_di
     assert with_system["prompt_tokens"] > plain["prompt_tokens"]
     raw = runner.invoke(app, [*base, "--system", "x", "--raw"])
     assert raw.exit_code == 2 and "--system needs the chat template" in raw.stderr
+
+
+def test_readme_generate_command_runs_on_a_small_context_model(tiny_llama_64_dir):
+    """`lmforge generate MODEL "Sort 3 1 2." --preset precise` without --max-new-tokens: capped, with a note."""
+    result = runner.invoke(app, ["generate", str(tiny_llama_64_dir), "Sort 3 1 2.", "--preset", "precise",
+                                 "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    assert "note: max_new_tokens capped at" in result.stderr and "finish:" in result.stderr

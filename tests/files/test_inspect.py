@@ -13,10 +13,11 @@ def test_real_minilm_checkpoint(minilm_dir: Path):
     report = inspect_path(minilm_dir)
     assert (report.format, report.architecture, report.model_type) == ("hf-model-dir", "BertModel", "bert")
     assert report.tensor_count == 104
-    assert report.total_params == 22_713_728  # as the hub reports: F32 weights + the I64 position_ids buffer
-    assert report.params_by_dtype == {"F32": 22_713_216, "I64": 512}
+    # transformers' own count (sum of model.parameters()); the I64 position_ids buffer is reported apart.
+    assert report.total_params == 22_713_216 and report.buffers == {"embeddings.position_ids": 512}
+    assert report.params_by_dtype == {"F32": 22_713_216}
     assert report.params_by_component == {
-        "embeddings": 11_918_336, "norms": 9_984, "attention": 3_548_160, "mlp": 7_089_408, "head": 147_840,
+        "embeddings": 11_917_824, "norms": 9_984, "attention": 3_548_160, "mlp": 7_089_408, "head": 147_840,
     }  # fmt: skip
     assert [f.name for f in report.files] == ["model.safetensors"] and report.total_size_bytes == 90_868_376
     assert report.config["hidden_size"] == 384 and report.config["num_layers"] == 6
@@ -139,7 +140,7 @@ def test_hub_id_resolves_in_the_local_cache_only(monkeypatch: pytest.MonkeyPatch
     for name in ("config.json", "model.safetensors"):
         (snapshot / name).symlink_to(minilm_dir / name)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    assert inspect_path("acme/MiniLM-L6-v2").total_params == 22_713_728
+    assert inspect_path("acme/MiniLM-L6-v2").total_params == 22_713_216
     with pytest.raises(NotFoundError, match="never downloads"):
         inspect_path("acme/not-cached")
 
@@ -270,3 +271,37 @@ def test_gguf_runtime_verdicts_follow_each_runtimes_architectures(tmp_path: Path
     assert runtimes["llama.cpp"].can_load is llama_cpp and runtimes["vLLM"].can_load is vllm
     if not llama_cpp:
         assert "llama.cpp has no architecture" in runtimes["llama.cpp"].reason
+
+
+def test_an_onnx_export_counts_a_tied_lm_head_once_and_is_named_onnx(tmp_path: Path):
+    """Exporters write a tied lm_head as its own initializer holding the embedding's transpose (measured on
+    `lmforge convert` of a tied tiny Llama: 119,616 counted for 96,960 parameters); a folder with config.json
+    beside the graph is an ONNX export, not an HF model folder."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    embedding = np.arange(15, dtype=np.float32).reshape(5, 3)
+    norm = np.ones(3, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["embed.weight", "input_ids"], ["hidden"]),
+         helper.make_node("Mul", ["hidden", "norm_a.weight"], ["normed_a"]),
+         helper.make_node("Mul", ["normed_a", "norm_b.weight"], ["normed"]),
+         helper.make_node("MatMul", ["normed", "onnx::MatMul_9"], ["logits"])],
+        "tied",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", 5])],
+        [numpy_helper.from_array(embedding, "embed.weight"), numpy_helper.from_array(norm, "norm_a.weight"),
+         numpy_helper.from_array(norm.copy(), "norm_b.weight"),
+         numpy_helper.from_array(embedding.T.copy(), "onnx::MatMul_9")],
+    )
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "model.onnx"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                                                    "tie_word_embeddings": True}))
+    report = inspect_path(folder)
+    assert report.format == "onnx-model-dir"
+    assert report.total_params == 15 + 3 + 3  # the two equal norms are two weights; the transpose is the tie
+    assert report.shared == {"onnx::MatMul_9": "embed.weight"}
+    assert [r.runtime for r in report.runtimes if r.can_load] == ["onnxruntime"]

@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from lmforge.cli.data import ColumnsOpt, KindOpt, OnErrorOpt
+
 if TYPE_CHECKING:
     from lmforge.evaluate.pairs import MinedPairs
     from lmforge.evaluate.report import EvalReport
+    from lmforge.evaluate.run import DataReading
 
 
 def _summary_table(report: EvalReport) -> Any:
@@ -48,6 +51,13 @@ def eval_command(
     out: Annotated[Path | None, typer.Option(help="Report folder (default: ./eval-<model name>).")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
     split: Annotated[str | None, typer.Option(help="Which split of the data to read.")] = None,
+    kind: KindOpt = None,
+    columns: ColumnsOpt = None,
+    on_error: OnErrorOpt = "fail",
+    rejects: Annotated[Path | None, typer.Option(help="Where --on-error skip puts bad records (default: "
+                                                      "rejects.jsonl in the report folder).")] = None,
+    tasks: Annotated[str | None, typer.Option(help="builtin: arith sets: evaluate only these tasks, e.g. "
+                                                   "word_problem,sort,convert (the quickstart's three).")] = None,
     extract: Annotated[str, typer.Option(help="Exact-match answer extraction: answer, exact, first-line, "
                                               "last-number, regex:PATTERN.")] = "answer",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Most tokens per generated answer.")] = 128,
@@ -80,13 +90,17 @@ def eval_command(
         return
 
     from lmforge.evaluate.report import write_report
-    from lmforge.evaluate.run import evaluate_model
+    from lmforge.evaluate.run import DataReading, evaluate_model
 
+    if on_error == "skip" and rejects is None:
+        rejects = out_dir / "rejects.jsonl"
+    reading = DataReading(kind=kind, columns=columns, on_error=on_error, rejects_path=str(rejects) if rejects else None,
+                          tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else None)
     report = evaluate_model(model, data, task=task, compare=compare, adapter=adapter, limit=limit, split=split,
                             extract=extract, params=params, device=device, batch_size=batch_size,
-                            progress=progress)
+                            progress=progress, reading=reading)
     paths = write_report(report, out_dir)
-    mined = _write_mistakes(report, data, split, limit, mistakes_out) if mistakes_out else None
+    mined = _write_mistakes(report, data, split, limit, reading, mistakes_out) if mistakes_out else None
     if json_output:
         extra = {"mistakes": {**mined.to_json(), "file": str(mistakes_out)}} if mined else {}
         typer.echo(json.dumps({**report.to_dict(), "files": {k: str(v) for k, v in paths.items()}, **extra},
@@ -96,6 +110,8 @@ def eval_command(
 
     console = Console(highlight=False, soft_wrap=True)
     console.print(_summary_table(report))
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
     if report.extra.get("confusion_matrix"):
         labels = report.extra["labels"]
         console.print("confusion matrix (rows true, columns predicted): " + ", ".join(labels))
@@ -111,11 +127,12 @@ def eval_command(
                       f"pairs in {mistakes_out}" + (f" ({mined.empty} empty answers skipped)" if mined.empty else ""))
 
 
-def _write_mistakes(report: EvalReport, data: str, split: str | None, limit: int | None, path: Path) -> MinedPairs:
+def _write_mistakes(report: EvalReport, data: str, split: str | None, limit: int | None, reading: DataReading,
+                    path: Path) -> MinedPairs:
     from lmforge.evaluate.pairs import pairs_from_mistakes, write_pairs
     from lmforge.evaluate.run import load_records
 
-    mined = pairs_from_mistakes(report, load_records(data, split, limit)[0])
+    mined = pairs_from_mistakes(report, load_records(data, split, limit, reading)[0])
     write_pairs(mined, path)
     return mined
 

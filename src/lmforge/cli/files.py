@@ -64,6 +64,11 @@ def _render(report: Any, show_tensors: bool) -> None:
         ["tensors", f"{report.tensor_count:,}"],
         ["parameters", _params(report.total_params)],
     ]
+    if report.buffers:
+        elements = sum(report.buffers.values())
+        summary.append(["buffers", f"{len(report.buffers)} ({elements:,} elements, not parameters)"])
+    if report.shared:
+        summary.append(["shared copies", f"{len(report.shared)} (counted once)"])
     if report.num_experts:
         summary.append(["experts", f"{report.experts_per_token} of {report.num_experts} per token"])
         summary.append(["active parameters", _params(report.active_params)])

@@ -21,7 +21,8 @@ TopKOpt = Annotated[int | None, typer.Option("--top-k", help="Keep the k most li
 TopPOpt = Annotated[float | None, typer.Option("--top-p", help="Nucleus: keep the smallest set reaching p (1 = off).")]
 MinPOpt = Annotated[float | None, typer.Option("--min-p", help="Drop tokens below min-p x the top probability.")]
 RepetitionOpt = Annotated[float | None, typer.Option("--repetition-penalty", help="> 1 discourages repeats.")]
-MaxNewOpt = Annotated[int | None, typer.Option("--max-new-tokens", help="Most tokens to generate (default 256).")]
+MaxNewOpt = Annotated[int | None, typer.Option(
+    "--max-new-tokens", help="Most tokens to generate (default 256, capped to the context the prompt leaves).")]
 StopOpt = Annotated[list[str] | None, typer.Option("--stop", help="Stop before this string (repeatable).")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed: the same seed and params reproduce the same text.")]
 GreedyOpt = Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")]
@@ -100,6 +101,8 @@ def generate_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Generate a reply to PROMPT, streamed as it is produced."""
+    from rich.markup import escape
+
     from lmforge.errors import UserInputError
     from lmforge.generate.generation import generate
     from lmforge.generate.load import load_model
@@ -137,9 +140,11 @@ def generate_command(
         console.print(f"[bold]text:[/bold] {result.text}")
     else:
         sys.stdout.write("\n")
-    _console(stderr=True).print(
-        f"[dim]{result.completion_tokens} tokens in {result.seconds:.2f} s, finish: {result.finish_reason}[/dim]"
-    )
+    footer = _console(stderr=True)
+    for note in result.notes:
+        footer.print(f"[dim]note: {escape(note)}[/dim]")
+    footer.print(f"[dim]{result.completion_tokens} tokens in {result.seconds:.2f} s, "
+                 f"finish: {result.finish_reason}[/dim]")
 
 
 def chat_command(

@@ -16,6 +16,7 @@ from typing import Any
 
 from lmforge.errors import UserInputError
 from lmforge.evaluate.metrics import (
+    bleu_note,
     bleu_score,
     classification_metrics,
     exact_matches,
@@ -45,9 +46,9 @@ class _Scored:
 def evaluate_model(model: str, data: str, *, task: str | None = None, compare: str | None = None,
                    adapter: str | None = None, limit: int | None = None, split: str | None = None,
                    extract: str = "answer", params: Any = None, device: str | None = None,
-                   batch_size: int = 8, progress: bool = False) -> EvalReport:
-    """Evaluate `model` on `data` (any lmforge data source); `compare` is the baseline it is measured against
-    ("base": the model it was fine-tuned from, read from its adapter or run folder)."""
+                   batch_size: int = 8, progress: bool = False, reading: DataReading | None = None) -> EvalReport:
+    """Evaluate `model` on `data` (any lmforge data source, read as `reading` says); `compare` is the baseline
+    it is measured against ("base": the model it was fine-tuned from, read from its adapter or run folder)."""
     if limit is not None and limit < 1:
         raise UserInputError(f"--limit must be at least 1, got {limit}")
     if batch_size < 1:
@@ -56,7 +57,7 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
         from lmforge.generate.load import base_of
 
         compare = base_of(model, adapter=adapter)
-    records, kind, label_names = load_records(data, split, limit)
+    records, kind, label_names = load_records(data, split, limit, reading)
     task = task or _TASK_OF_KIND.get(kind)
     if task not in TASKS:
         raise UserInputError(f"no evaluation task for {kind} data; pass --task {' | '.join(TASKS)}")
@@ -73,6 +74,8 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
                           "reward": ("correct", True), "perplexity": ("nll_per_token", False)}[task]
     report = EvalReport(model=main.name, task=task, data=data, score_name=score_name, higher_is_better=higher,
                         summary=main.summary, rows=main.rows, extra=main.extra)
+    if task == "generation" and (note := bleu_note([row.reference for row in main.rows])) is not None:
+        report.notes.append(note)
     if baseline is not None:
         report.compare_model = baseline.name if baseline.name != main.name else f"{baseline.name} (compare)"
         report.compare_summary = baseline.summary
@@ -82,20 +85,39 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
     return report
 
 
-def load_records(data: str, split: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str, list[str] | None]:
+@dataclass(frozen=True)
+class DataReading:
+    """How to read the evaluation data: the options `lmforge data` takes (--kind, --columns, --on-error,
+    --rejects), and for a built-in set the tasks to draw from (--tasks, as a train config's data.tasks)."""
+
+    kind: str | None = None
+    columns: str | None = None
+    on_error: str = "fail"
+    rejects_path: str | None = None
+    tasks: tuple[str, ...] | None = None
+
+
+def load_records(data: str, split: str | None, limit: int | None,
+                 reading: DataReading | None = None) -> tuple[list[dict[str, Any]], str, list[str] | None]:
     """Canonical records, their kind and label names. A built-in set is generated at the size asked
     for, from its test split by default (problems disjoint from the ones it trains on)."""
+    reading = reading or DataReading()
     if data.startswith("builtin:"):
         from lmforge.data.builtin import get_builtin, load_builtin
 
+        if reading.kind or reading.columns:
+            raise UserInputError(f"--kind and --columns describe your own files; {data} is already canonical")
         spec = get_builtin(data)
-        dataset = load_builtin(data, n=limit, split=split or "test")
+        dataset = load_builtin(data, n=limit, split=split or "test", tasks=reading.tasks)
         label = dataset.features.get("label")
         names = list(label.names) if hasattr(label, "names") else None
         return [dict(row) for row in dataset], spec.kind, names
+    if reading.tasks:
+        raise UserInputError(f"--tasks narrows a builtin: set; {data} is not one")
     from lmforge.data.load import load_data
 
-    loaded = load_data(data, split=split)
+    loaded = load_data(data, split=split, kind=reading.kind, columns=reading.columns,
+                       on_error=reading.on_error, rejects_path=reading.rejects_path)  # type: ignore[arg-type]
     dataset = loaded.dataset
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))

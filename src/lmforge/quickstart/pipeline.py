@@ -276,17 +276,15 @@ def _train(ctx: _Context, name: str, raw: dict[str, Any]) -> Any:
     """run_training for one stage; an interrupted stage continues from its last complete checkpoint."""
     from lmforge.train import run_training, validate_config
     from lmforge.train.checkpoints import list_checkpoints
-    from lmforge.train.run import RunResult
+    from lmforge.train.run import finished_run
 
     run_dir = ctx.path(name)
     train = {"micro_batch_size": ctx.recipe.micro_batch_size, "save_every": ctx.recipe.save_every,
              "keep_last": 2, "log_every": 1, "seed": ctx.recipe.seed, **raw.pop("train")}
     config = validate_config({"stage": name, "out": str(run_dir), "train": train, **raw})
-    if (run_dir / "result.json").is_file() and (run_dir / "final").is_dir():
-        data = json.loads((run_dir / "result.json").read_text())
-        return RunResult(run_dir, run_dir / "final", data["stage"], data["method"], data["steps"],
-                         data["final_metrics"], data["trainable_params"], data["total_params"],
-                         data["planned_trainable_params"])
+    done = finished_run(config)
+    if done is not None:
+        return done
     resume = bool(list_checkpoints(run_dir / "checkpoints"))
     if resume:
         ctx.console.print(f"resuming {name} from its last checkpoint")

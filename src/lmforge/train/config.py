@@ -47,6 +47,9 @@ class DataSection(_Section):
         None, description="dataset kind; detected from the columns when empty"
     )
     columns: dict[str, str] | None = Field(None, description="column mapping {canonical: yours}, e.g. {text: body}")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="bad records: fail lists them and stops; skip drops them (counted as rejected in "
+        "RUN/data/summary.json)")
     tasks: list[str] | None = Field(
         None, description=f"builtin: arith sets and corpus only: train on these tasks ({', '.join(TASKS)}); all when empty"
     )

@@ -81,7 +81,7 @@ def _train_tokenizer(config: TrainConfig, run_dir: Path, main: bool) -> Any:
 
 def load_tokenizer(config: TrainConfig, run_dir: Path | None = None, main: bool = True) -> Any:
     """The run's tokenizer: model.tokenizer, else the model folder's; `bpe:N` trains one (needs run_dir)."""
-    from transformers import AutoTokenizer
+    from lmforge.data.stats import load_tokenizer as load_tokenizer_folder
 
     if config.model.tokenizer and config.model.tokenizer.startswith(BPE_PREFIX):
         if run_dir is None:
@@ -92,7 +92,7 @@ def load_tokenizer(config: TrainConfig, run_dir: Path | None = None, main: bool 
     folder = resolve_model_folder(source) if config.model.tokenizer is None else Path(source)
     if not folder.is_dir():
         raise NotFoundError(f"model.tokenizer: folder {folder} does not exist")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer_folder(folder, setting="model.tokenizer")
     if tokenizer.pad_token is None:
         # Batches need padding; eos is the conventional stand-in and is masked out of the loss.
         tokenizer.pad_token = tokenizer.eos_token

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import UserInputError
-from lmforge.fileio import atomic_directory, atomic_write_json
+from lmforge.fileio import atomic_directory, atomic_write_json, writable_folder
 from lmforge.train.config import TrainConfig
 from lmforge.train.context import DDP_TIMEOUT_SECONDS, load_stage_data, stage_module
 
@@ -279,6 +279,6 @@ def prepare_data(config: TrainConfig, tokenizer: Any, template: str | None, run_
 def prepare_run(config: TrainConfig) -> PreparedData:
     """`lmforge train CONFIG --prepare-only` and `launch()`: the run's tokenizer (a bpe:N one is trained
     and saved in RUN/tokenizer) and RUN/data, before any training process starts."""
-    run_dir = Path(config.out)
+    run_dir = writable_folder(config.out, setting="out")
     tokenizer, template = run_tokenizer(config, run_dir)
     return prepare_data(config, tokenizer, template, run_dir)

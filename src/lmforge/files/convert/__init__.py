@@ -51,10 +51,8 @@ def convert(
     `quant` applies to GGUF only (default f16); `shard_size` to safetensors output; `adapter`
     names the LoRA adapter folder to merge into the base model `src`.
     """
-    source, destination = Path(src), Path(dst)
-    adapter_path = Path(adapter) if adapter is not None else None
-    if not source.exists():
-        raise NotFoundError(f"{source} does not exist")
+    source, destination = run_final(Path(src)), Path(dst)
+    adapter_path = run_final(Path(adapter)) if adapter is not None else None
     if source.resolve() == destination.resolve():
         raise UserInputError("source and destination are the same path; choose a new DST")
     target = pick_target(source, destination, to, adapter_path)
@@ -62,6 +60,9 @@ def convert(
         raise UserInputError(f"--quant applies to GGUF output only, not {target}")
     if adapter_path is not None and target != "merged":
         raise UserInputError(f"--adapter is for merging a LoRA adapter (--to merged), not {target}")
+    if target in ("gguf", "onnx") and (source / "adapter_config.json").is_file() \
+            and not (source / "config.json").is_file():
+        return _merged_then(source, destination, target, quant, trust_pickle, progress)
 
     if target == "safetensors":
         from lmforge.files.convert.to_safetensors import to_safetensors
@@ -79,3 +80,36 @@ def convert(
     from lmforge.files.convert.merge_lora import merge_lora
 
     return merge_lora(source, destination, adapter=adapter_path, trust_pickle=trust_pickle, progress=progress)
+
+
+def run_final(path: Path) -> Path:
+    """A training run folder stands for its final model (RUN/final), as eval, generate and train read it."""
+    if not path.exists():
+        raise NotFoundError(f"{path} does not exist")
+    if path.is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        if (path / "final").is_dir():
+            return path / "final"
+        if (path / "checkpoints").is_dir():
+            raise NotFoundError(f"{path} is a training run without final/ yet: resume or finish it, or convert one "
+                                f"of its checkpoints ({path / 'checkpoints'}/checkpoint-N)")
+    return path
+
+
+def _merged_then(adapter: Path, destination: Path, target: str, quant: str | None, trust_pickle: bool,
+                 progress: bool) -> ConvertReport:
+    """GGUF and ONNX hold whole models: a LoRA adapter is merged into its base first (in a temporary folder
+    beside DST, removed afterwards), then that model is converted."""
+    import tempfile
+
+    from lmforge.files.convert.merge_lora import merge_lora
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".lmforge-merge-", dir=destination.parent) as scratch:
+        merged = merge_lora(adapter, Path(scratch) / "merged", trust_pickle=trust_pickle, progress=progress)
+        report = convert(Path(scratch) / "merged", destination, to=target, quant=quant, trust_pickle=trust_pickle,
+                         progress=progress)
+    report.source = str(adapter)
+    report.checks = {**merged.checks, **report.checks}
+    report.notes.insert(0, f"{adapter} is a LoRA adapter: merged into its base {merged.checks['base']} first "
+                           f"(logits within {merged.checks['max_abs_logit_difference']:.1e}), then converted")
+    return report
