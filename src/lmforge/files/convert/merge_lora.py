@@ -191,8 +191,6 @@ def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, 
             if difference > TOLERANCE * max(1.0, float(unmerged.abs().max())):
                 raise FormatError(f"the saved merged model's outputs differ from base+adapter by {difference:.2e}; "
                                   f"nothing was written to {destination}")
-
-
             # The base's card (copied above) describes the base; the merged model gets its own.
             card = merged_card(base, adapter, adapter_config, difference, destination, model_class.__name__)
             (folder / "README.md").write_text(card, encoding="utf-8")
