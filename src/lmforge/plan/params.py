@@ -81,8 +81,13 @@ class ParamCount:
     embedding_params: int  # what the first pipeline stage holds besides its layers (embeddings, their norm)
     output_params: int  # what the last stage holds besides its layers (final norms, untied head, MLM head)
     expert_params: int = 0  # all routed expert weights (a subset of by_component["mlp"])
+    # Per block: the weights of its matrices (what quantization stores in 4 bits and AMP casts), and of its
+    # routed experts; pipeline stages are priced from their own blocks (DeepSeek's dense first layers are small).
+    layer_matrix_params: tuple[int, ...] = ()
+    layer_expert_params: tuple[int, ...] = ()
     exact: bool = True  # False: an architecture lmforge does not know, counted as Llama-like (or only its language model)
     weights: tuple[Weight, ...] = field(default=(), repr=False, compare=False)  # the inventory behind the figures
+    layer_weights: tuple[tuple[Weight, ...], ...] = field(default=(), repr=False, compare=False)  # weights by block
 
     @property
     def params_per_layer(self) -> int:
@@ -121,9 +126,17 @@ def _count_params_cached(spec: ModelSpec, config_key: str) -> ParamCount:
         embedding_params=embedding_params,
         output_params=output_params,
         expert_params=sum(w.params for w in every if w.routed),
+        layer_matrix_params=tuple(sum(w.params for w in layer if _is_block_matrix(w)) for layer in layers),
+        layer_expert_params=tuple(sum(w.params for w in layer if w.routed) for layer in layers),
         exact=spec.model_type in EXACT_MODEL_TYPES and (spec.vision_config is None or _vision_known(spec)),
         weights=tuple(every),
+        layer_weights=tuple(tuple(layer) for layer in layers),
     )
+
+
+def _is_block_matrix(weight: Weight) -> bool:
+    """A matrix inside a block (attention or MLP projection, experts included): not a norm, bias-only or router."""
+    return weight.component in ("attention", "mlp") and bool(weight.in_features)
 
 
 def default_lora_targets(spec: ModelSpec) -> list[str]:
@@ -262,33 +275,55 @@ def _expand_target_keywords(spec: ModelSpec, targets: list[str] | None) -> list[
 def _lora_trainable(
     spec: ModelSpec, counts: ParamCount, rank: int, targets: list[str] | str | None, parameters: list[str] | None
 ) -> int:
+    first, layers, last = lora_params_by_block(spec, rank, targets, parameters)
+    return first + sum(layers) + last
+
+
+def lora_params_by_block(
+    spec: ModelSpec, rank: int, targets: list[str] | str | None = None, parameters: list[str] | None = None
+) -> tuple[int, tuple[int, ...], int]:
+    """peft LoRA parameters before the blocks (a vision tower's), in each block, and after them (a targeted head).
+
+    A pipeline stage holds the adapters of its own blocks; DeepSeek's dense first blocks carry far fewer
+    than its MoE blocks, so a share by layer count would misprice them.
+    """
     if rank <= 0:
         raise UserInputError(f"lora_rank must be positive, got {rank}")
+    counts = count_params(spec)
     wanted = _expand_target_keywords(spec, [targets] if isinstance(targets, str) else targets)
     modules, param_ranks = _peft_targets(spec, rank, wanted, list(parameters or []))
     matched: set[str] = set()
-    total = 0
-    for weight in counts.weights:
-        if weight.lora == "module":
-            hit = next((t for t in modules if ("." + weight.name).endswith("." + t)), None)
-        elif weight.lora == "param":
-            hit = next((t for t in param_ranks if ("." + weight.name).endswith("." + t)), None)
-        else:
-            continue
-        if hit is None:
-            continue
-        matched.add(hit)
-        weight_rank = param_ranks[hit] if weight.lora == "param" else rank
-        # peft LoRA: A is in×r, B is r×out; a 3-D expert tensor gets r·E (peft ParamWrapper).
-        total += weight_rank * max(weight.experts, 1) * (weight.in_features + weight.out_features)
+
+    def adapted(weights: tuple[Weight, ...] | list[Weight]) -> int:
+        total = 0
+        for weight in weights:
+            if weight.lora == "module":
+                hit = next((t for t in modules if ("." + weight.name).endswith("." + t)), None)
+            elif weight.lora == "param":
+                hit = next((t for t in param_ranks if ("." + weight.name).endswith("." + t)), None)
+            else:
+                continue
+            if hit is None:
+                continue
+            matched.add(hit)
+            weight_rank = param_ranks[hit] if weight.lora == "param" else rank
+            # peft LoRA: A is in×r, B is r×out; a 3-D expert tensor gets r·E (peft ParamWrapper).
+            total += weight_rank * max(weight.experts, 1) * (weight.in_features + weight.out_features)
+        return total
+
+    n_first = len(_embedding_weights(spec))  # counts.weights is embedding, then every block, then the output
+    n_blocks = sum(len(layer) for layer in counts.layer_weights)
+    first = adapted(counts.weights[:n_first])
+    per_layer = tuple(adapted(layer) for layer in counts.layer_weights)
+    last = adapted(counts.weights[n_first + n_blocks :])
     unknown = [t for t in [*modules, *param_ranks] if t not in matched]
-    if unknown or total == 0:
+    if unknown or first + sum(per_layer) + last == 0:
         available = sorted({w.name.rpartition(".")[2] for w in counts.weights if w.lora == "module"})
         raise UserInputError(
             f"LoRA target(s) {', '.join(unknown) or '(none)'} match no layer of {spec.name}; "
             f"available: {', '.join(available)}"
         )
-    return total
+    return first, per_layer, last
 
 
 def _has_kv_heads_field(spec: ModelSpec) -> bool:
