@@ -180,7 +180,7 @@ def test_uneven_pipeline_stages_are_priced_by_the_fullest_stage():
     priced for 7 layers, between the 8 of PP 4 and the 4 of PP 8."""
     from lmforge.plan.setup import Layout
 
-    search = _search("llama-3.1-8b")
+    search = _search("llama-3.1-8b", TrainingSetup(grad_accum_steps=8))  # 1F1B: the first stage holds the most
     weights = {pp: search.memory(Layout(pp=pp))["weights"] for pp in (4, 5, 8)}
     assert weights[8] < weights[5] < weights[4]
     layer_bytes = (weights[4] - weights[8]) / 4  # the first stage adds the embedding on top of its layers

@@ -118,13 +118,30 @@ def test_pipeline_first_stage_keeps_micro_batches_in_flight(llama7b):
     assert staged["activations"] == pytest.approx(single["activations"], rel=0.1)
 
 
-def test_offload_moves_states_to_cpu(llama7b):
-    setup = TrainingSetup(method="full")
+def test_offload_moves_states_and_gradient_partitions_to_cpu(llama7b):
+    """ZeRO-Offload (Ren et al. 2021 §4) moves the reduced gradient partitions to CPU RAM as fp32 for the CPU
+    Adam step; the GPU keeps the two reduce buckets only. Regression: 65.7 GiB of "gradients" per GPU were once
+    left on the card for llama-3.1-70b with --offload both."""
+    setup = TrainingSetup(method="full", recompute="full")
     on_gpu = training_memory(llama7b, setup, Layout(dp=4, zero_stage=2))
     offloaded = training_memory(llama7b, setup, Layout(dp=4, zero_stage=2, offload_optimizer=True))
     assert offloaded["optimizer_states"] == 0 and offloaded["master_weights"] == 0
-    assert offloaded.cpu_offload_bytes == on_gpu["optimizer_states"] + on_gpu["master_weights"]
+    params = count_params(llama7b).total_params
+    gradient_partition = 4 * params / 4  # fp32, one quarter per rank
+    assert offloaded.cpu_offload_bytes == pytest.approx(
+        on_gpu["optimizer_states"] + on_gpu["master_weights"] + gradient_partition, rel=1e-6
+    )
     assert offloaded.total_bytes < on_gpu.total_bytes
+    buckets = 2 * 4096 * 4096 * 2  # two reduce buckets of hidden² bf16 elements
+    assert offloaded["gradients"] <= buckets + 32000 * 4096 * 2  # (+ the head's gradient at the backward peak)
+
+
+def test_offloaded_70b_keeps_no_gradient_shards_on_the_gpu():
+    spec = resolve_model("llama-3.1-70b")
+    layout = Layout(dp=8, zero_stage=3, offload_optimizer=True, offload_params=True)
+    memory = training_memory(spec, TrainingSetup(method="full", recompute="full"), layout)
+    assert memory["gradients"] < 2 * GIB  # was 65.7 GiB of gradient shards
+    assert memory.cpu_offload_bytes > 16 * count_params(spec).total_params / 8
 
 
 def test_optimizers_order_by_state_size(llama7b):
