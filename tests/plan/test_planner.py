@@ -122,10 +122,36 @@ def test_bad_inputs_raise_one_line_errors():
 
 
 def test_plan_says_when_recomputation_saves_gpus_or_makes_it_fit():
-    shape = dict(gpu="a100-80g", micro_batch_size=8, seq_len=4096, verdicts=False)
-    plain = plan_training("llama-3.1-8b", **shape)
+    shape = dict(gpu="a100-80g", micro_batch_size=8, seq_len=4096, verdicts=False, loss="standard", levers=False)
+    plain = plan_training("llama-3.1-8b", recompute="none", **shape)  # the user turned it off: only a note
     recomputed = plan_training("llama-3.1-8b", recompute="full", **shape)
     assert recomputed.layout.gpus < plain.layout.gpus
     assert any(f"needs {recomputed.layout.gpus} GPUs instead of {plain.layout.gpus}" in note for note in plain.notes)
-    fixed = plan_training("llama-3.1-8b", gpus=recomputed.layout.gpus, **shape)
+    fixed = plan_training("llama-3.1-8b", recompute="none", gpus=recomputed.layout.gpus, **shape)
     assert not fixed.fits and any("--grad-ckpt full it fits" in note for note in fixed.notes)
+
+
+def test_levers_left_open_are_pulled_before_gpus_are_added_and_each_is_named_with_its_cost():
+    shape = dict(gpu="a100-80g", micro_batch_size=8, seq_len=4096, verdicts=False)
+    untouched = plan_training("llama-3.1-8b", recompute="none", loss="standard", levers=False, **shape)
+    pulled = plan_training("llama-3.1-8b", **shape)
+    assert pulled.layout.gpus < untouched.layout.gpus
+    assert pulled.levers and all(lever.cost for lever in pulled.levers)
+    assert any(note.startswith("lever pulled:") for note in pulled.notes)
+    assert [lever["setting"] for lever in pulled.to_dict()["levers"]] == [lever.setting for lever in pulled.levers]
+    # What was pulled is what was planned: the setup carries the levers' settings.
+    settings = " ".join(lever.setting for lever in pulled.levers)
+    assert (pulled.setup.recompute == "full") == ("--grad-ckpt full" in settings)
+    assert (pulled.setup.loss == "chunked") == ("--loss chunked" in settings)
+    assert pulled.setup.micro_batch_size * pulled.setup.grad_accum_steps == 8  # the step keeps its 8 sequences
+
+
+def test_the_common_question_qlora_8b_on_a_4090_is_one_card_with_checkpointing():
+    """Every LoRA/QLoRA recipe (LLaMA-Factory, unsloth, axolotl, torchtune) turns gradient checkpointing on;
+    the planner's default does too, so the answer is one RTX 4090, not 2 with tensor parallelism."""
+    plan = plan_training("llama-3.1-8b", method="qlora", gpu="rtx-4090", verdicts=False)
+    assert plan.fits and plan.layout.gpus == 1 and plan.layout.tp == 1
+    assert plan.setup.recompute == "full"
+    assert any("gradient checkpointing is on" in note for note in plan.notes)
+    off = plan_training("llama-3.1-8b", method="qlora", gpu="rtx-4090", recompute="none", verdicts=False)
+    assert off.setup.recompute == "none"  # an explicit choice is honoured
