@@ -68,17 +68,21 @@ class LayoutChoice:
         return self.layout.gpus
 
 
-def engine_needed(layout: Layout) -> str | None:
-    """The engine a layout needs when `lmforge train` (Trainer + accelerate: DDP, DeepSpeed ZeRO, FSDP) cannot
-    run it; None when it can."""
+def engine_needed(layout: Layout, setup: TrainingSetup | None = None) -> str | None:
+    """The engine a training layout needs when `lmforge train` (Trainer + accelerate: DDP, DeepSpeed ZeRO-2/3,
+    FSDP) cannot run it; None when it can."""
     needs = []
-    if layout.tp > 1 or layout.pp > 1:
-        needs.append("tensor/pipeline parallelism")
-    if layout.ep > 1:
-        needs.append("expert parallelism")
+    if layout.tp > 1 or layout.pp > 1 or layout.ep > 1:
+        kinds = [k for k, on in (("tensor", layout.tp > 1), ("pipeline", layout.pp > 1), ("expert", layout.ep > 1)) if on]
+        needs.append(f"{'/'.join(kinds)} parallelism: Megatron-LM (Megatron-DeepSpeed, torchtitan)")
+    if setup is not None:
+        if setup.method == "qlora" and layout.zero_stage == 3:
+            needs.append("QLoRA sharded by ZeRO-3/FSDP: axolotl or LLaMA-Factory (FSDP-QLoRA); lmforge train refuses it")
+        if setup.offload_activations or setup.optimizer_in_backward:
+            needs.append("activation offloading / optimizer in backward: torchtune's recipes")
     if not needs:
         return None
-    return f"{' and '.join(needs)}: Megatron-LM (Megatron-DeepSpeed, torchtitan), which lmforge train does not drive"
+    return "; ".join(needs) + " - lmforge train does not drive this"
 
 
 def valid_tp_degrees(spec: ModelSpec, gpus_per_node: int = 8) -> list[int]:
@@ -222,7 +226,7 @@ class LayoutSearch:
             name, key = "3d", lambda l: (l.zero_stage > 1, -l.tp, l.pp, l.ep, _ZERO_PREFERENCE[l.zero_stage])
         else:
             name, key = "data-parallel", lambda l: (l.pp, l.tp, l.ep, _ZERO_PREFERENCE[l.zero_stage])
-        return name, lambda l: (engine_needed(l) is not None, *key(l))
+        return name, lambda l: (engine_needed(l, self.setup) is not None, *key(l))
 
     # -- search ------------------------------------------------------------------------------------
 
@@ -450,7 +454,7 @@ def _reason(strategy: str, layout: Layout, search: LayoutSearch, accelerator: Ac
         }.get(strategy, "ZeRO alone needs more GPUs")
         text = f"fewest GPUs need model parallelism ({', '.join(parts)}); seed 003 §4: {rule}: {shape}"
     if search.training:
-        engine = engine_needed(layout)
+        engine = engine_needed(layout, search.setup)
         if engine:
             text += f"; needs {engine}"
         if layout.pp > 1:

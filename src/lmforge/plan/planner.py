@@ -107,7 +107,7 @@ class Plan:
                 "sequence_parallel": layout.sequence_parallel,
                 "fits": self.choice.fits,
                 "reason": self.choice.reason,
-                "engine": engine_needed(layout) if self.task == "train" else None,
+                "engine": engine_needed(layout, self.setup) if self.task == "train" else None,
             },
             "memory": {
                 "per_gpu_bytes": self.memory.total_bytes,
@@ -360,9 +360,6 @@ def plan_training(
             "gradient checkpointing is on, as every LoRA/QLoRA recipe of LLaMA-Factory, unsloth, axolotl and "
             "torchtune turns it on (+1 forward of compute); --grad-ckpt none turns it off"
         )
-    for technique, option in (("offload_activations", "--offload-activations"), ("optimizer_in_backward", "--optimizer-in-backward")):
-        if getattr(setup, technique):
-            plan.notes.append(f"{option}: lmforge train does not drive it; torchtune's recipes do")
     if setup.loss == "fused":
         plan.notes.append("--loss fused runs Liger's kernel: CUDA and liger-kernel only")
     if simulate:
@@ -397,7 +394,7 @@ def _pull_levers(
 
     def rank(run: TrainingSetup, found: LayoutChoice) -> tuple:
         flops = time_for(run, accelerator, found.layout, None).total_flops
-        return (not found.fits, found.gpus if found.fits else 0, engine_needed(found.layout) is not None, flops,
+        return (not found.fits, found.gpus if found.fits else 0, engine_needed(found.layout, run) is not None, flops,
                 -run.micro_batch_size)
 
     best = (rank(setup, choice), setup, search, choice)
