@@ -627,7 +627,8 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
         weights = layers / pp + max(ends.values()) * rest_bits / 8
     weights /= tp
 
-    per_token = kv_cache_bytes_per_token(spec, setup.kv_dtype, layout)
+    # An encoder (BERT) reads the whole input in one pass: no cache of keys and values is kept for decoding.
+    per_token = 0 if spec.kind == "encoder" else kv_cache_bytes_per_token(spec, setup.kv_dtype, layout)
     sliding = spec.num_sliding_layers
     tokens = setup.batch_size * setup.context_len
     kv = per_token * tokens
