@@ -326,7 +326,7 @@ def loss_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout, head_train
     standard (transformers' ForCausalLMLoss): logits upcast to fp32, cross-entropy keeps its fp32 log-softmax,
         then backward holds the incoming and outgoing fp32 gradients: 3 x 4 bytes x tokens x vocabulary.
     chunked (trl's ChunkedLogProbFunction, what `train.loss: chunked` runs): the head is applied in tiles of
-        4096 tokens x 32768 vocabulary entries in the compute dtype, folded into per-token statistics and
+        4096 tokens x 32768 vocabulary entries in the compute dtype (one tile buffer, always 32768 wide), folded into per-token statistics and
         recomputed in backward, which accumulates fp32 gradients of the hidden states (and of the head's
         weight when it trains) and then casts them: tokens x hidden x (4 + 2) + vocab x hidden x 4.
     fused (Liger's fused linear cross-entropy): the input's and the weight's gradients are computed chunk by
@@ -341,7 +341,7 @@ def loss_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout, head_train
     if setup.loss == "fused":
         chunk = min(liger_chunk_tokens(tokens, vocab, h), tokens)
         return (compute * tokens * h + compute * chunk * vocab) / layout.tp
-    tile = min(tokens, TRL_TOKEN_CHUNK) * min(vocab, TRL_VOCAB_CHUNK) * compute
+    tile = min(tokens, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * compute  # trl allocates the full tile width, whatever the vocabulary
     # The fp32 weight gradient is cast to the weight's dtype at the end; for fp32 weights it is the gradient itself.
     head_weight_fp32 = setup.precision == "fp32" or (_autocast(setup, layout) and head_trains)
     grads = _FP32 * tokens * h + (_FP32 * vocab * h if head_trains and not head_weight_fp32 else 0)
@@ -518,9 +518,11 @@ def _training_stage(
         buffers_fb += _HALF * head_cast / tp
     if setup.offload_activations:
         # torchtune's OffloadActivations (trl's port): every saved tensor but parameters moves to CPU RAM in the
-        # forward and comes back layer by layer in backward (one layer prefetched); the head's stay (NoOpManager).
+        # forward and comes back tensor by tensor in backward, the next one prefetched on a side stream: about two
+        # of the largest saved tensors (an MLP intermediate) are on the GPU at once; the head's stay (NoOpManager).
         cpu += saved + casts
-        saved = per_layer if saving_layers and setup.recompute != "full" else 0.0
+        largest_saved = max(_mlp_inner_width(spec) * (_FP32 if setup.precision == "fp32" else _HALF), _FP32 * h)
+        saved = 2 * largest_saved * tokens / tp if saving_layers and setup.recompute != "full" else 0.0
         casts = 0.0
     activations = saved + head_activations
     if zero >= 3 or layout.offload_params:
