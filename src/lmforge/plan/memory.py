@@ -368,14 +368,21 @@ def _optimizer_bytes_per_param(setup: TrainingSetup, state_bytes: int, adafactor
 def training_memory(spec: ModelSpec, setup: TrainingSetup, layout: Layout = Layout()) -> MemoryBreakdown:
     """Peak bytes per GPU of one training step (the most loaded rank), by category."""
     stages = [_training_stage(spec, setup, layout, stage) for stage in _stages(spec, layout, setup)]
-    return max((memory for memory, _ in stages), key=lambda m: m.total_bytes)
+    return max((memory for memory, _, _ in stages), key=lambda m: m.total_bytes)
 
 
 def model_states_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout = Layout()) -> int:
     """Weights + fp32 master + all gradients + optimizer states on the most loaded GPU: the ZeRO paper's
     "model states" (Rajbhandari et al. 2020 §3.1: (2 + 2 + K) bytes per parameter, K = 12 for mixed-precision Adam)."""
     stages = [_training_stage(spec, setup, layout, stage) for stage in _stages(spec, layout, setup)]
-    return max(states for _, states in stages)
+    return max(states for _, states, _ in stages)
+
+
+def activation_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout = Layout()) -> int:
+    """The activations alive at the start of backward on the most loaded GPU, whichever moment is the peak (the
+    breakdown shows them only when the forward-backward moment is)."""
+    stages = [_training_stage(spec, setup, layout, stage) for stage in _stages(spec, layout, setup)]
+    return max(saved for _, _, saved in stages)
 
 
 # ZeRO-Offload keeps two gradient buckets on the GPU while it moves reduced partitions to the CPU: DeepSpeed's
@@ -385,7 +392,7 @@ _OFFLOAD_BUCKETS = 2
 
 def _training_stage(
     spec: ModelSpec, setup: TrainingSetup, layout: Layout, stage: _Stage
-) -> tuple[MemoryBreakdown, int]:
+) -> tuple[MemoryBreakdown, int, int]:
     counts = _counts(spec)
     all_layers = len(counts.layer_params)
     tp, dp, zero = layout.tp, layout.dp, layout.zero_stage
@@ -539,12 +546,16 @@ def _training_stage(
         buffers_fb += 2 * _largest_matrix_params(counts) * _HALF / tp
     buffers_fb += casts
     loss = loss_bytes(spec, setup, layout, head_trains) if stage.last else 0.0
+    # The head's gradient (or the tied embedding's) is the first gradient backward makes.
+    head_grad = vocab * h * grad_bytes / tp / (dp if zero >= 2 else 1) if stage.last and head_trains else 0.0
+    if setup.loss == "standard" and head_grad:
+        # transformers' loss: the head's backward makes its weight gradient once the fp32 logits and their
+        # gradients are freed, so the two never add up; trl's and Liger's heads make it inside the loss (summed).
+        loss, head_grad = (loss, 0.0) if loss >= head_grad else (0.0, head_grad)
     if loss >= recompute_layer:
         buffers_fb += loss
     else:
         activations += recompute_layer
-    # The head's gradient (or the tied embedding's) is created first, while the loss tensors are alive.
-    head_grad = vocab * h * grad_bytes / tp / (dp if zero >= 2 else 1) if stage.last and head_trains else 0.0
 
     # A tied embedding's gradient arrives twice: the head's part first, then the embedding's own dense
     # gradient, which autograd adds out of place - two more vocab x hidden tensors at the end of backward.
@@ -580,7 +591,7 @@ def _training_stage(
     states = round(weights + master_weights + gradients + optimizer + adapter)
     breakdown = MemoryBreakdown({k: round(v) for k, v in out.items()}, cpu_offload_bytes=round(cpu + weights_cpu),
                                 peak_phase=phase)
-    return breakdown, states
+    return breakdown, states, round(activations)
 
 
 def _adafactor_ratio(counts: ParamCount, setup: TrainingSetup) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 from lmforge.errors import UserInputError
 from lmforge.plan.hardware import GIB, Accelerator, custom_accelerator, get_accelerator, list_accelerators
 from lmforge.plan.layout import DEFAULT_HEADROOM, LayoutChoice, LayoutRequest, LayoutSearch, engine_needed
-from lmforge.plan.memory import model_states_bytes
+from lmforge.plan.memory import activation_bytes, model_states_bytes
 from lmforge.plan.models import resolve_model
 from lmforge.plan.params import ParamCount, count_params, count_trainable_params, default_lora_targets
 from lmforge.plan.rules import NOMINAL_BYTES_PER_WEIGHT, RuleOfThumb, inference_rules, training_rules
@@ -336,7 +336,7 @@ def plan_training(
         vram_gb=accelerator.memory_gib,
         precise_gpus=fewest.gpus if fewest.fits else None,
         states_bytes_unsharded=model_states_bytes(spec, setup, Layout()),
-        activation_bytes=one_gpu["activations"],
+        activation_bytes=activation_bytes(spec, setup, Layout()),
         training_bytes_one_gpu=one_gpu.total_bytes,
         setup_text=f"micro-batch {setup.micro_batch_size} × {seq_len} tokens",
         shape=(spec.num_layers, spec.num_attention_heads, setup.micro_batch_size, seq_len, spec.hidden_size),
