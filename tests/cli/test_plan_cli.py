@@ -131,8 +131,17 @@ def test_plot_writes_a_png(tmp_path: Path):
 
 def test_models_and_gpus_tables():
     models = _run("models", "--json")
-    names = {row["name"] for row in json.loads(models.stdout)["models"]}
+    rows = {row["name"]: row for row in json.loads(models.stdout)["models"]}
+    names = set(rows)
     assert {"llama-3.1-8b", "mixtral-8x7b", "qwen3-30b-a3b"} <= names and len(names) >= 25
+    # The seeds' 2025 table, with licence and context columns.
+    assert {"gpt-oss-20b", "gpt-oss-120b", "falcon-180b", "stablelm-2-1.6b", "bloom-176b", "vicuna-13b"} <= names
+    assert rows["gpt-oss-20b"]["license"] == "apache-2.0" and rows["gpt-oss-20b"]["context_tokens"] == 131072
+    assert rows["bloom-176b"]["context_tokens"] is None  # ALiBi: no position table
+    assert all(row["license"] for row in rows.values())
+    assert rows["qwen2.5-vl-3b"]["params_total"] == 3_754_622_976  # the vision tower counted
+    human = _run("models")
+    assert "licence" in human.stdout and "bigscience-bloom-rail-1.0" in human.stdout
     gpus = _run("gpus")
     assert gpus.exit_code == 0 and "a100-80g" in gpus.stdout and "GB/s" in gpus.stdout
     assert len(json.loads(_run("gpus", "--json").stdout)["gpus"]) >= 15

@@ -100,7 +100,8 @@ def plan_command(
     optimizer: Optimizer = typer.Option("adamw", "--optimizer", case_sensitive=False),
     batch_size: int = typer.Option(1, "--batch-size", help="Micro-batch per GPU (training) or concurrent sequences (inference)."),
     seq_len: int | None = typer.Option(
-        None, "--seq-len", help="Training sequence length (default 2048), or inference context, prompt + generated (default 4096)."
+        None, "--seq-len",
+        help="Training sequence length (default 2048), or inference context, prompt + generated (default 4096, or the model's own if shorter).",
     ),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Gradient accumulation steps."),
     grad_ckpt: Recompute | None = typer.Option(
@@ -250,7 +251,7 @@ def plan_command(
             weight_format=weight_format,
             kv_dtype=kv_dtype or ("fp16" if weight_format == "fp16" else "bf16"),
             batch_size=batch_size,
-            context_len=4096 if seq_len is None else seq_len,
+            context_len=seq_len,
             prompt_len=prompt_len,
             tp=tp,
             pp=pp,
@@ -456,9 +457,10 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
 
 def models_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """The built-in model catalog: names to pass to `lmforge plan`."""
-    from lmforge.plan.models import list_catalog
+    from lmforge.plan.models import catalog_licenses, list_catalog
     from lmforge.plan.params import count_params
 
+    licenses = catalog_licenses()
     rows = []
     for spec in list_catalog():
         counts = count_params(spec)
@@ -474,6 +476,8 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print one
                 "hidden_size": spec.hidden_size,
                 "heads": spec.num_attention_heads,
                 "kv_heads": spec.num_kv_heads,
+                "context_tokens": spec.max_position_embeddings or None,  # None: ALiBi, no position table
+                "license": licenses.get(spec.name, ""),
             }
         )
     if as_json:
@@ -483,9 +487,9 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print one
     from rich.table import Table
 
     table = Table(title="Model catalog (lmforge plan NAME)")
-    for column in ("name", "hub id", "params", "active", "arch", "layers", "heads / kv"):
+    for column in ("name", "hub id", "params", "active", "arch", "layers", "heads / kv", "context", "licence"):
         table.add_column(
-            column, justify="right" if column in ("params", "active", "layers") else "left", no_wrap=column == "name"
+            column, justify="right" if column in ("params", "active", "layers", "context") else "left", no_wrap=column == "name"
         )
     for row in rows:
         table.add_row(
@@ -496,6 +500,8 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print one
             row["architecture"],
             str(row["layers"]),
             f"{row['heads']} / {row['kv_heads']}",
+            "-" if row["context_tokens"] is None else f"{row['context_tokens']:,}",
+            row["license"],
         )
     Console().print(table)
 

@@ -45,9 +45,9 @@ ALLOCATOR_SLACK_RECOMPUTE = 0.22
 _HALF = 2
 _FP32 = 4
 _KV_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
-_LAYER_NORM = {"gpt2"}  # LayerNorm without the RMSNorm fp32 upcast
+_LAYER_NORM = {"gpt2", "falcon", "bloom", "stablelm"}  # LayerNorm without the RMSNorm fp32 upcast
 _QK_NORM = {"qwen3", "qwen3_moe", "gemma3_text"}
-_NON_GATED_MLP = {"gpt2", "bert", "roberta", "t5", "mt5", "umt5"}
+_NON_GATED_MLP = {"gpt2", "bert", "roberta", "t5", "mt5", "umt5", "falcon", "bloom"}
 
 
 @lru_cache(maxsize=64)
@@ -152,6 +152,8 @@ def _block(spec: ModelSpec) -> _Block:
         return _Block(("qkv_proj",), "o_proj", ("gate_up_proj",), "down_proj")
     if spec.model_type == "gpt2":
         return _Block(("c_attn",), "c_proj", ("c_fc",), "c_proj")
+    if spec.model_type in ("falcon", "bloom"):
+        return _Block(("query_key_value",), "dense", ("dense_h_to_4h",), "dense_4h_to_h")
     if spec.is_mla:
         first = "q_a_proj" if spec.q_lora_rank else "q_proj"
         return _Block((first, "kv_a_proj_with_mqa"), "o_proj", ("gate_proj", "up_proj"), "down_proj")

@@ -26,6 +26,7 @@ from lmforge.plan.spec import ModelSpec
 from lmforge.plan.throughput import InferenceSpeed, TrainingTime, inference_speed, matmul_params, training_time
 
 DEFAULT_GPU = "a100-80g"
+DEFAULT_CONTEXT_TOKENS = 4096  # serving: prompt + generated tokens per sequence unless --seq-len says otherwise
 DEFAULT_TRAINING_TOKENS = 1_000_000_000  # the time/cost figure is "per billion tokens" unless --tokens says otherwise
 
 
@@ -479,7 +480,7 @@ def plan_inference(
     weight_format: str = "bf16",
     kv_dtype: str = "bf16",
     batch_size: int = 1,
-    context_len: int = 4096,
+    context_len: int | None = None,
     prompt_len: int | None = None,
     tp: int | None = None,
     pp: int | None = None,
@@ -493,8 +494,15 @@ def plan_inference(
 ) -> Plan:
     """Plan serving: per-GPU memory (weights, KV cache, activations), GPUs and TP/PP, decode and prefill speed,
     and for a model that fits a fraction of a GPU, the replicas per GPU and node and the fleet for a target
-    request rate (each request prefills `prompt_len` tokens and generates the rest of `context_len`)."""
+    request rate (each request prefills `prompt_len` tokens and generates the rest of `context_len`).
+    `context_len` None is 4096 tokens, or the model's whole context when that is shorter."""
     spec = _resolve(model)
+    limit = spec.max_position_embeddings
+    context_note = None
+    if context_len is None:
+        context_len = min(DEFAULT_CONTEXT_TOKENS, limit) if limit else DEFAULT_CONTEXT_TOKENS
+        if context_len < DEFAULT_CONTEXT_TOKENS:
+            context_note = f"context {context_len:,} tokens: {spec.name}'s whole context (the default is {DEFAULT_CONTEXT_TOKENS:,})"
     _check_context(spec, context_len, "infer")
     if target_requests_per_second is not None:
         if not target_requests_per_second > 0 or not math.isfinite(target_requests_per_second):
@@ -547,6 +555,8 @@ def plan_inference(
     )
     table = _verdicts(search, request, headroom, speed_on=speed_on) if verdicts else []
     plan = Plan("infer", summary, setup, accelerator, choice, throughput, rules, table)
+    if context_note:
+        plan.notes.append(context_note)
     if encoder:
         plan.notes.append(f"{spec.name} is an encoder: one forward pass per request, no KV cache and no token-by-token decode")
     if not choice.fits:
