@@ -90,3 +90,4 @@ def test_sft_with_the_chunked_loss_trains_and_plans_what_it_runs(make_config):
     plan = json.loads((result.run_dir / "plan.json").read_text())
     assert plan["planner"]["setup"]["loss"] == "chunked"
     assert plan["planner"]["levers"] == []  # the plan of this run adds nothing the run does not do
+    assert plan["planner"]["model"]["params_trainable"] == plan["actual"]["trainable_params"]
