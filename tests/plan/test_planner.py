@@ -230,7 +230,7 @@ def test_a_small_quantized_model_gets_replicas_per_gpu_and_a_fleet_for_a_request
 SWEEP_MODELS = ("qwen2.5-0.5b", "gemma-3-1b", "llama-3.2-1b", "llama-2-7b", "qwen3-30b-a3b", "deepseek-v2-lite", "llama-3.1-70b")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     model=st.sampled_from(SWEEP_MODELS),
     method=st.sampled_from(["full", "freeze", "lora", "qlora", "prompt", "prefix"]),
@@ -268,11 +268,13 @@ def test_every_plan_is_consistent_monotone_and_on_the_fewest_gpus(
         assert training_memory(spec, grown, Layout()).total_bytes >= training_memory(spec, setup, Layout()).total_bytes
         grown_choice = LayoutSearch(spec, grown, count_params(spec).total_params).best(accelerator)
         assert not choice.fits or not grown_choice.fits or grown_choice.gpus >= choice.gpus
-    # More data-parallel ranks never hold more per GPU under ZeRO; recomputation never adds tensors.
+    # More data-parallel ranks never hold more per GPU under ZeRO; recomputation adds at most the block inputs
+    # it checkpoints (freeze tuning of one layer recomputes nothing it would not have kept anyway).
     for zero in (1, 2, 3):
         per_gpu = [training_memory(spec, setup, Layout(dp=dp, zero_stage=zero)).total_bytes for dp in (1, 2, 8)]
         assert per_gpu == sorted(per_gpu, reverse=True)
     if recompute == "none":
         full = training_memory(spec, TrainingSetup(**{**setup.__dict__, "recompute": "full"}), Layout())
         plain = training_memory(spec, setup, Layout())
-        assert full.total_bytes - full["overhead"] <= plain.total_bytes - plain["overhead"]
+        block_inputs = spec.num_layers * 4 * spec.hidden_size * seq_len * micro_batch
+        assert full.total_bytes - full["overhead"] <= plain.total_bytes - plain["overhead"] + block_inputs

@@ -113,7 +113,7 @@ def test_seed_004_fine_tuning_table_for_a_7b_model():
     """Seed 004: full > 100 GB, LoRA 20-25 GB, QLoRA 14-18 GB, prompt tuning < 5 GB. The planner, Llama-2-7B at
     micro-batch 4 x 512 with each method's recipe default (checkpointing for LoRA/QLoRA): full 114.0, LoRA 19.7,
     QLoRA 8.2, prompt tuning 24.9 GB. Prompt tuning keeps the whole 13.5 GB bf16 base and back-propagates through
-    every layer, so "< 5 GB" holds only for small models (Qwen2.5-0.5B: 4.0 GB at 1 x 512)."""
+    every layer, so "< 5 GB" holds only for small models (Qwen2.5-0.5B: 3.3 GB at 1 x 512)."""
     from lmforge.plan import plan_training
 
     def total(model: str, method: str, **shape) -> float:

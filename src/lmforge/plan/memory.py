@@ -550,12 +550,13 @@ def _training_stage(
     loss = loss_bytes(spec, setup, layout, head_trains) if stage.last else 0.0
     # The head's gradient (or the tied embedding's) is the first gradient backward makes.
     head_grad = vocab * h * grad_bytes / tp / (dp if zero >= 2 else 1) if stage.last and head_trains else 0.0
-    if setup.loss == "standard" and head_grad:
-        # transformers' loss: the head's backward makes its weight gradient once the fp32 logits and their
-        # gradients are freed, so the two never add up; trl's and Liger's heads make it inside the loss (summed).
-        loss, head_grad = (loss, 0.0) if loss >= head_grad else (0.0, head_grad)
-    if loss >= recompute_layer:
+    # Two moments at the start of backward: the loss's own tensors, then - once they are freed - the head's
+    # gradient beside the first block backward re-runs under recomputation (the gradient stays alive). trl's
+    # and Liger's heads make that gradient inside the loss, so there it is in both moments.
+    inside_loss = head_grad if setup.loss != "standard" else 0.0
+    if loss + inside_loss >= head_grad + recompute_layer:
         buffers_fb += loss
+        head_grad = inside_loss
     else:
         activations += recompute_layer
 
