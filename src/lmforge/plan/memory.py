@@ -328,9 +328,9 @@ def loss_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout, head_train
     standard (transformers' ForCausalLMLoss): logits upcast to fp32, cross-entropy keeps its fp32 log-softmax,
         then backward holds the incoming and outgoing fp32 gradients: 3 x 4 bytes x tokens x vocabulary.
     chunked (trl's ChunkedLogProbFunction, what `train.loss: chunked` runs): the head is applied in tiles of
-        4096 tokens x 32768 vocabulary entries in the compute dtype (one tile buffer, always 32768 wide), folded into per-token statistics and
-        recomputed in backward, which accumulates fp32 gradients of the hidden states (and of the head's
-        weight when it trains) and then casts them: tokens x hidden x (4 + 2) + vocab x hidden x 4.
+        4096 tokens x 32768 vocabulary entries in the compute dtype (one tile buffer, always 32768 wide),
+        folded into per-token statistics and recomputed in backward, which accumulates fp32 gradients of
+        the hidden states (and of a bf16 head's weight when it trains) and then casts them.
     fused (Liger's fused linear cross-entropy): the input's and the weight's gradients are computed chunk by
         chunk during the forward and kept for backward; a chunk of logits is as large as the hidden states.
     Vocabulary-parallel heads split all of it over TP ranks.
@@ -343,7 +343,7 @@ def loss_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout, head_train
     if setup.loss == "fused":
         chunk = min(liger_chunk_tokens(tokens, vocab, h), tokens)
         return (compute * tokens * h + compute * chunk * vocab) / layout.tp
-    tile = min(tokens, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * compute  # trl allocates the full tile width, whatever the vocabulary
+    tile = min(tokens, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * compute  # the full tile width, whatever the vocabulary
     # The fp32 weight gradient is cast to the weight's dtype at the end; for fp32 weights it is the gradient itself.
     head_weight_fp32 = setup.precision == "fp32" or (_autocast(setup, layout) and head_trains)
     grads = _FP32 * tokens * h + (_FP32 * vocab * h if head_trains and not head_weight_fp32 else 0)
@@ -538,8 +538,11 @@ def _training_stage(
         # ZeRO-3 / FSDP gathers a layer's full parameters before using it, prefetching the next (2 layers live);
         # QLoRA gathers its 4-bit matrices as they are stored.
         if method == "qlora":
-            largest = max((counts.layer_matrix_params[i] * bits / 8 + (counts.layer_params[i] - counts.layer_matrix_params[i]) * _HALF
-                           for i in range(all_layers)), default=0)
+            matrices_of = counts.layer_matrix_params
+            largest = max(
+                (matrices_of[i] * bits / 8 + (counts.layer_params[i] - matrices_of[i]) * _HALF for i in range(all_layers)),
+                default=0,
+            )
         else:
             largest = counts.params_per_layer * (trained_weight if trainable else _HALF)
         buffers_fb += 2 * largest / tp
