@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import pytest
@@ -108,3 +109,42 @@ def test_unsupported_setups_are_user_errors(setup, message):
 def test_encoder_models_are_refused():
     with pytest.raises(UserInputError, match="decoder"):
         simulate_training(resolve_model("bert-base-uncased"), TrainingSetup())
+
+
+@functools.lru_cache(maxsize=16)
+def _simulated_peak(setup: TrainingSetup) -> int:
+    return simulate_training(small_llama(layers=2), setup).peak_bytes
+
+
+@pytest.mark.parametrize(
+    ("technique", "setup"),
+    [
+        ("chunked loss", TrainingSetup(method="full", precision="bf16", seq_len=256, loss="chunked")),
+        ("activation offloading", TrainingSetup(method="full", precision="bf16", seq_len=256, offload_activations=True)),
+        ("activation offloading", TrainingSetup(method="lora", seq_len=128, offload_activations=True, recompute="full")),
+        ("optimizer in backward", TrainingSetup(method="full", precision="bf16", seq_len=256, optimizer_in_backward=True)),
+        ("flash attention", TrainingSetup(method="full", precision="bf16", seq_len=256, attention="flash")),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_each_technique_is_priced_as_the_simulated_step_measures_it(technique, setup):
+    """The analytic total (without the CUDA overhead) within the documented 10 % of the fake-tensor step, and the
+    technique's own term - the change from turning it off - within 10 % of the step too."""
+    from dataclasses import replace
+
+    spec = small_llama(layers=2)
+
+    def analytic(run: TrainingSetup) -> int:
+        memory = training_memory(spec, run, Layout())
+        return memory.total_bytes - memory["overhead"]  # a fake run has no CUDA context
+
+    plain = replace(setup, loss="standard", offload_activations=False, optimizer_in_backward=False, attention="sdpa")
+    measured, measured_plain = _simulated_peak(setup), _simulated_peak(plain)
+    assert analytic(setup) == pytest.approx(measured, rel=0.10)
+    term, measured_term = analytic(setup) - analytic(plain), measured - measured_plain
+    assert abs(term - measured_term) <= 0.10 * measured_plain, (term, measured_term)
+
+
+def test_liger_fused_loss_is_refused_by_the_simulation():
+    with pytest.raises(UserInputError, match="Liger"):
+        simulate_training(small_llama(), TrainingSetup(loss="fused"))

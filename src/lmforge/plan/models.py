@@ -69,6 +69,11 @@ def list_catalog() -> list[ModelSpec]:
     return [_spec_from_entry(entry) for entry in _catalog_entries()]
 
 
+def catalog_licenses() -> dict[str, str]:
+    """The licence of every catalog model by name: the hub's license tag of the repository it mirrors."""
+    return {entry["name"]: entry.get("license", "") for entry in _catalog_entries()}
+
+
 def as_sequence_classifier(spec: ModelSpec, num_labels: int = 1) -> ModelSpec:
     """The same model with a sequence-classification head instead of its LM head: a reward model (num_labels=1)
     or a classifier, as AutoModelForSequenceClassification builds it from this config."""
@@ -112,7 +117,9 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
         encoder_layers = 0
         num_layers = fields.int("num_hidden_layers", "n_layer", "num_layers")
     vocab = fields.int("vocab_size")
-    kv_heads = fields.int("num_key_value_heads", "multi_query_group_num", default=_KV_HEADS_DEFAULTS.get(model_type, heads))
+    kv_heads = fields.int(
+        "num_key_value_heads", "multi_query_group_num", "num_kv_heads", default=_KV_HEADS_DEFAULTS.get(model_type, heads)
+    )
     if not fields.problems and (heads == 0 or kv_heads == 0):
         fields.problems.append("'num_attention_heads' and 'num_key_value_heads' must be positive")
     fields.raise_problems()  # the fields below are derived from these

@@ -335,6 +335,7 @@ def _plan(ctx: _Context) -> StageRecord:
     tiny = AutoConfig.from_pretrained(str(ctx.path("pretrain", "final"))).to_dict()
     options = {"method": "lora", "lora_rank": recipe.lora_r, "lora_alpha": recipe.lora_r * 2,
                "micro_batch_size": recipe.micro_batch_size, "seq_len": recipe.max_len,
+               "recompute": "none", "levers": False,  # this recipe as it runs: no checkpointing, nothing added
                "tokens": recipe.sft_steps * recipe.micro_batch_size * recipe.max_len}
     plans = {"tiny (this quickstart, fp32)": plan_training(spec_from_config(tiny, name="quickstart-tiny"),
                                                            precision="fp32", gpu="a100-80g", verdicts=False, **options),

@@ -97,6 +97,9 @@ class TrainSection(_Section):
     gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
     length_grouped: bool = Field(False, description="batch examples of similar length (transformers' "
                                  "LengthGroupedSampler): less padding without packing")
+    loss: Literal["standard", "chunked", "fused"] = Field(
+        "standard", description="sft/pretrain: standard (whole fp32 logits) | chunked (trl's chunked head, never the "
+        "whole logits) | fused (Liger, CUDA + liger-kernel)")
     seed: int = Field(42, description="seeds weights init, data order, dropout")
     eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; off if empty")
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps; off if empty")
@@ -172,6 +175,9 @@ class TrainConfig(_Section):
             problems.append("train.target_gpu: auto_fit needs a target GPU name")
         if self.train.early_stopping.patience and not self.train.eval_every:
             problems.append("train.eval_every: early_stopping needs evaluation every N steps")
+        if self.train.loss != "standard" and self.stage not in ("sft", "pretrain"):
+            problems.append(f"train.loss: {self.train.loss} replaces the causal-LM loss of stages sft and pretrain; "
+                            f"stage {self.stage} computes its own loss")
         if self.method.name in ("prompt", "prefix") and self.stage not in ("sft", "pretrain", "classify"):
             problems.append(f"method.name: {self.method.name} tuning works with stages sft, pretrain, classify")
         if self.data.tasks is not None:

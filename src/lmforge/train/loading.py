@@ -16,6 +16,7 @@ from lmforge.files.safe_load import check_model_folder
 from lmforge.generate.load import adapter_base
 from lmforge.train.config import TrainConfig
 from lmforge.train.context import resolved_precision
+from lmforge.train.loss import apply_loss
 from lmforge.train.methods import Task, quantization_config
 from lmforge.runtime import no_hub_kernels
 
@@ -169,7 +170,14 @@ def weights_dtype(config: TrainConfig) -> str:
 
 def load_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: int | None = None,
                label_names: list[str] | None = None) -> Any:
-    """The starting model of a run: init_from, model.path, or model.config from scratch (seeded)."""
+    """The starting model of a run: init_from, model.path, or model.config from scratch (seeded), computing
+    train.loss (train/loss.py) when it is a causal LM."""
+    model = _starting_model(config, task, tokenizer, num_labels=num_labels, label_names=label_names)
+    return apply_loss(model, config.train.loss) if task == "causal" else model
+
+
+def _starting_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: int | None,
+                    label_names: list[str] | None) -> Any:
     import torch
     import transformers
 

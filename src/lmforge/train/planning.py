@@ -68,8 +68,10 @@ def _planner_kwargs(config: TrainConfig, model_type: str) -> dict[str, Any]:
         "freeze_last_n": method.trainable_layers,
         "qlora_bits": method.quant_bits,
         "num_virtual_tokens": method.num_virtual_tokens,
+        "loss": config.train.loss,
         "gpu": config.train.target_gpu,
         "verdicts": False,
+        "levers": False,  # the plan of this very run: nothing it does not do
     }
 
 
@@ -85,6 +87,42 @@ def _spec(config: TrainConfig, model_config: Any, num_labels: int | None) -> Any
     return spec
 
 
+def plan_config(path: str | Path, *, gpu: str | None = None, gpus: int | None = None, **options: Any) -> Any:
+    """The planner's Plan for exactly what `lmforge train PATH` will run (`lmforge plan --from-config`): the
+    config's model, method, precision, batch, accumulation, recomputation and loss, on `gpu` (else
+    train.target_gpu); `gpus` fixes the data-parallel size (default: the fewest that fit). `options` are
+    plan_training's layout and cost keywords (zero, offload, tokens, mfu, price_per_gpu_hour, headroom, simulate)."""
+    from lmforge.plan.planner import plan_training
+    from lmforge.train.config import load_config
+
+    config = load_config(path)
+    if gpu is not None:
+        config = config.model_copy(update={"train": config.train.model_copy(update={"target_gpu": gpu})})
+    model_config = hf_config(config, _PlannedVocabulary(config))
+    spec = _spec(config, model_config, None)
+    kwargs = {**_planner_kwargs(config, model_config.model_type), "verdicts": True}
+    return plan_training(
+        spec, micro_batch_size=config.train.micro_batch_size, grad_accum=config.train.grad_accum,
+        recompute="full" if config.train.gradient_checkpointing else "none", gpus=gpus, tp=1, pp=1, ep=1, **kwargs, **options,
+    )
+
+
+class _PlannedVocabulary:
+    """len() of the tokenizer a from-scratch run will use, without training it: bpe:N trains N tokens, a
+    tokenizer folder has its own length."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def __len__(self) -> int:
+        spec = self.config.model.tokenizer or ""
+        if spec.startswith("bpe:"):
+            return int(spec[4:])
+        from transformers import AutoTokenizer
+
+        return len(AutoTokenizer.from_pretrained(spec))
+
+
 def plan_run(config: TrainConfig, model_config: Any, world_size: int = 1, *,
              num_labels: int | None = None) -> dict[str, Any]:
     """plan_training for exactly this run (micro-batch, accumulation, recompute, data-parallel size)."""
@@ -94,7 +132,7 @@ def plan_run(config: TrainConfig, model_config: Any, world_size: int = 1, *,
         spec = _spec(config, model_config, num_labels)
         plan = plan_training(
             spec, micro_batch_size=config.train.micro_batch_size, grad_accum=config.train.grad_accum,
-            recompute="full" if config.train.gradient_checkpointing else "none", gpus=world_size, tp=1, pp=1,
+            recompute="full" if config.train.gradient_checkpointing else "none", gpus=world_size, tp=1, pp=1, ep=1,
             **_planner_kwargs(config, model_config.model_type),
         )
     except LmforgeError as error:
@@ -119,7 +157,7 @@ def auto_fit(config: TrainConfig, model_config: Any, world_size: int = 1, *,
     for recompute in ("none", "full"):
         for size in sizes:
             plan = plan_training(spec, micro_batch_size=size, grad_accum=per_process // size, recompute=recompute,
-                                 gpus=world_size, tp=1, pp=1, **kwargs)
+                                 gpus=world_size, tp=1, pp=1, ep=1, **kwargs)
             if plan.fits:
                 return FitChoice(size, per_process // size, recompute == "full", plan.memory.total_bytes)
     raise UserInputError(
