@@ -219,16 +219,15 @@ def test_multimodal_wrapper_reads_its_text_config() -> None:
 
 
 def test_planner_modules_import_neither_torch_nor_transformers() -> None:
-    """Cold start matters: `lmforge plan` must answer in under 0.5 s, and hub ids are resolved without huggingface_hub."""
+    """Cold start matters (benchmarks/plan_cold_start.py times it): the planner and hub-id resolution import
+    neither torch, transformers, huggingface_hub nor peft."""
     code = (
-        "import sys, time; t = time.perf_counter(); import lmforge.plan.models, lmforge.plan.params; "
+        "import sys; import lmforge.plan.models, lmforge.plan.params; "
         "lmforge.plan.models.resolve_model('llama-3.1-70b'); lmforge.plan.models.resolve_model('Qwen/Qwen3-8B'); "
-        "print(time.perf_counter() - t); "
         "print(sorted(m for m in ('torch', 'transformers', 'huggingface_hub', 'peft') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[1] == "[]"
-    assert float(out[0]) < 0.5
+    assert out[0] == "[]"
 
 
 @pytest.mark.parametrize("spec", [s for s in list_catalog() if s.sliding_window], ids=lambda s: s.name)
