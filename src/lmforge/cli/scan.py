@@ -9,7 +9,8 @@ import typer
 
 
 def scan(
-    paths: list[Path] = typer.Argument(..., metavar="PATH", help="Files or directories (scanned recursively)."),
+    paths: list[Path] = typer.Argument(..., metavar="PATH", help="Files or directories (scanned recursively), or hub "
+                                       "ids org/name[@revision]: the files loading would fetch."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every global each file imports."),
 ) -> None:
@@ -21,7 +22,11 @@ def scan(
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from lmforge.files.scan import iter_files, scan_paths
+    from lmforge.hub.reference import is_hub_id, locate_model
 
+    # A hub id that is not a local path: its files, fetched as loading would, scanned in the cache (never loaded).
+    paths = [locate_model(str(path), need="any").path if not path.exists() and is_hub_id(str(path)) else path
+             for path in paths]
     files = list(iter_files(paths))
     if as_json or len(files) < 2:
         report = scan_paths(files)

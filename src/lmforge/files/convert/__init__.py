@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lmforge.errors import NotFoundError, UserInputError
+from lmforge.errors import UserInputError
 from lmforge.files.convert.common import ConvertReport, parse_size_bytes
 
 TARGETS = ("safetensors", "gguf", "onnx", "merged")
@@ -51,10 +51,11 @@ def convert(
     `quant` applies to GGUF only (default f16); `shard_size` to safetensors output; `adapter`
     names the LoRA adapter folder to merge into the base model `src`.
     """
-    source, destination = Path(src), Path(dst)
-    adapter_path = Path(adapter) if adapter is not None else None
-    if not source.exists():
-        raise NotFoundError(f"{source} does not exist")
+    from lmforge.hub.reference import locate_model
+
+    # A hub id (or run folder) becomes its local folder; each conversion reads it through the safe gates.
+    source, destination = locate_model(src, need="any").path, Path(dst)
+    adapter_path = locate_model(adapter, need="any").path if adapter is not None else None
     if source.resolve() == destination.resolve():
         raise UserInputError("source and destination are the same path; choose a new DST")
     target = pick_target(source, destination, to, adapter_path)
