@@ -217,28 +217,30 @@ def local_hub(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) ->
         yield hub
 
 
-def _point_at(monkeypatch: pytest.MonkeyPatch, hub: LocalHub, offline: bool) -> None:
-    """Environment as a user would set it. huggingface_hub reads HF_HUB_OFFLINE once at import (the suite's
-    conftest set it), so its frozen copy is set to match; lmforge reads the environment at each call."""
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub.cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(hub.cache / "no-stored-login"))
-
-
 @pytest.fixture
 def online(local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
-    """The local hub as HF_ENDPOINT, downloads allowed; no payload may have run by the end of the test."""
-    _point_at(monkeypatch, local_hub, offline=False)
+    """The local hub as HF_ENDPOINT and its cache as HF_HUB_CACHE, downloads allowed, no token and no stored
+    login; no payload may have run by the end of the test. huggingface_hub reads HF_HUB_OFFLINE once, at import
+    (the suite's conftest set it), so its frozen copy is set to match; lmforge reads the environment at each call."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(local_hub.cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(local_hub.cache / "no-stored-login"))
     yield local_hub
     assert not local_hub.canary.exists(), "a payload from the hub ran"
 
 
 @pytest.fixture
-def go_offline(local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Call to switch to HF_HUB_OFFLINE=1 mid-test (after an online pass filled the cache)."""
-    return lambda: _point_at(monkeypatch, local_hub, offline=True)
+def go_offline(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Call to set HF_HUB_OFFLINE=1 mid-test, after an online pass filled the cache."""
+    import huggingface_hub.constants as constants
+
+    def offline() -> None:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    return offline

@@ -140,3 +140,28 @@ def test_an_interrupted_transfer_resumes_and_cached_files_are_not_fetched_again(
     assert "config.json" not in [name for name, _ in gets]  # already in the cache
     original = online.repos["org/tiny"].commits[snapshot.commit]["model.safetensors"]
     assert hashlib.sha256((snapshot.folder / "model.safetensors").read_bytes()).digest() == hashlib.sha256(original).digest()
+
+
+def test_the_download_bars_are_rich_rows_with_the_true_totals(online, tmp_path, monkeypatch) -> None:
+    from contextlib import contextmanager
+
+    from lmforge.hub import download
+
+    monkeypatch.setenv("TQDM_POSITION", "-1")  # huggingface_hub's switch to draw bars even without a terminal
+    drawn = []
+    real = download.rich_download_bars
+
+    @contextmanager
+    def spy():
+        with real() as bars:
+            drawn.append(bars)
+            yield bars
+
+    monkeypatch.setattr(download, "rich_download_bars", spy)
+    snapshot = fetch_snapshot("org/tiny", cache_dir=tmp_path)
+    files = online.repos["org/tiny"].commits[snapshot.commit]
+    rows = {task.description: task for task in drawn[0].rows.tasks}
+    assert rows[f"Fetching {len(snapshot.files)} files"].completed == len(snapshot.files)
+    received = [task for task in rows.values() if task.fields["unit"] == "B"]
+    assert received and all(task.completed == task.total == sum(len(files[name]) for name in snapshot.files)
+                            for task in received)

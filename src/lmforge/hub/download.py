@@ -302,6 +302,8 @@ def rich_download_bars() -> Iterator[type]:
                         console=Console(stderr=True), transient=True)
 
     class RichBar(hub_tqdm):
+        rows = progress  # the one rich Progress every bar of this download is a row of
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **{**kwargs, "gui": True})  # gui: tqdm draws nothing itself
             self.rich_task = None if self.disable else progress.add_task(self.desc or "", total=self.total,

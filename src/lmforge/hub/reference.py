@@ -55,11 +55,23 @@ class ModelRef:
         folder or file name."""
         if self.repo_id:
             return self.repo_id + (f"@{self.revision}" if self.revision else "")
+        cached = snapshot_origin(self.path)
+        if cached is not None:
+            return cached[0]
         if self.path.name == "final":
             return self.path.parent.name
         if self.path.parent.name == "checkpoints":
             return f"{self.path.parent.parent.name}/{self.path.name}"
         return self.path.name
+
+
+def snapshot_origin(path: Path | str) -> tuple[str, str] | None:
+    """(org/name, commit) when `path` is a snapshot folder of the HF cache (models--org--name/snapshots/<commit>)."""
+    parts = Path(path).parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--") \
+            and COMMIT_HASH.fullmatch(parts[-1]):
+        return parts[-3].removeprefix("models--").replace("--", "/", 1), parts[-1]
+    return None
 
 
 def is_hub_id(text: str) -> bool:
@@ -227,10 +239,7 @@ def locate_base(adapter: ModelRef, *, need: Need = "model", token: str | None = 
             base, revision = str(candidate), None
             break
     else:
-        parts = Path(base).parts
-        if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--") \
-                and COMMIT_HASH.fullmatch(parts[-1]):
-            base, revision = parts[-3].removeprefix("models--").replace("--", "/", 1), parts[-1]
+        base, revision = snapshot_origin(base) or (base, revision)
         if not is_hub_id(base):
             raise NotFoundError(f"adapter {adapter.path}: its base model {base} does not exist; pass the base as "
                                 "MODEL with --adapter")
