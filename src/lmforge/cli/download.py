@@ -40,6 +40,7 @@ def download_command(
 
 def _render(report) -> None:
     from rich.console import Console
+    from rich.filesize import decimal
     from rich.markup import escape
     from rich.table import Table
 
@@ -55,10 +56,9 @@ def _render(report) -> None:
         verdict = f"[{styles.get(item.verdict, 'yellow')}]{item.verdict}[/]"
         if item.findings:
             verdict += f": {escape(', '.join(item.findings[:3]))}"
-        table.add_row(escape(item.name), f"{item.size_bytes / 1e6:,.1f} MB" if item.size_bytes >= 10**5 else
-                      f"{item.size_bytes:,} B", item.format, verdict)
+        table.add_row(escape(item.name), decimal(item.size_bytes), item.format, verdict)
     console.print(table)
-    console.print(f"in {escape(report.folder)}: {len(report.files)} file(s), {report.total_size_bytes / 1e6:,.1f} MB; "
+    console.print(f"in {escape(report.folder)}: {len(report.files)} file(s), {decimal(report.total_size_bytes)}; "
                   f"scan: [{styles.get(report.verdict, 'yellow')}]{report.verdict}[/]")
     if report.skipped:
         more = f" and {len(report.skipped) - 8} more" if len(report.skipped) > 8 else ""

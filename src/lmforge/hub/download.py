@@ -198,7 +198,8 @@ def fetch_snapshot(repo_id: str, revision: str | None = None, *, what: What = "w
         names = [sibling.rfilename for sibling in info.siblings or []]
         chosen = choose(names)
         _check_selection(chosen, names, label, what, include, cached_in=None)
-        if chosen.pickled:
+        cached = cached_snapshot(repo_id, info.sha or revision, cache)
+        if chosen.pickled and not (cached and all((cached[1] / name).is_file() for name in chosen.weights)):
             from rich.filesize import decimal
 
             sizes = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or []}
@@ -217,8 +218,8 @@ def fetch_snapshot(repo_id: str, revision: str | None = None, *, what: What = "w
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if isinstance(error, RepositoryNotFoundError) or status == 404:  # the hub says 401 for unknown repos too
-            raise NotFoundError(f"{repo_id} is not a local path, and the hub ({endpoint}) has no model of that name "
-                                f"(if it is private, {login})") from None
+            raise NotFoundError(f"{repo_id} is not a local path, and the hub ({endpoint}) has no model of that name; "
+                                f"if it is private, {login}") from None
         if status in (401, 403):
             raise HubError(f"the hub refused {repo_id} ({status}): {login}") from None
         return _from_cache(repo_id, revision, label, cache, choose, what, include,
@@ -298,8 +299,9 @@ def rich_download_bars() -> Iterator[type]:
                 return Text(f"{filesize.decimal(done)} / {filesize.decimal(total)}")
             return Text(f"{done} / {total}")
 
+    console = Console(stderr=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), Amount(), TimeRemainingColumn(),
-                        console=Console(stderr=True), transient=True)
+                        console=console, transient=True, disable=not console.is_terminal)
 
     class RichBar(hub_tqdm):
         rows = progress  # the one rich Progress every bar of this download is a row of
