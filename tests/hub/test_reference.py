@@ -39,6 +39,8 @@ def test_model_adapter_run_and_checkpoint_folders(tmp_path: Path, tiny_llama_dir
     shutil.copytree(adapter_dir, run / "final")
     finished = locate_model(run)
     assert (finished.kind, finished.path, finished.name, finished.is_adapter) == ("run", run / "final", "sft-run", True)
+    shutil.copytree(tiny_llama_dir, tmp_path / "full-run" / "final")
+    assert locate_model(tmp_path / "full-run").kind == "run" and not locate_model(tmp_path / "full-run").is_adapter
 
 
 def test_an_adapter_base_is_found_as_written_or_relative_to_its_run(tmp_path: Path, tiny_llama_dir: Path,

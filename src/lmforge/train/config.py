@@ -38,7 +38,8 @@ class ModelSection(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(
         None, description="weights dtype on load; empty: float32 for full/freeze (mixed precision keeps fp32 "
         "weights), the bf16/fp16 of train.precision for the frozen base of lora/qlora/prompt/prefix")
-    trust_pickle: bool = Field(False, description="load pickle weights the scanner cannot prove safe (runs code!)")
+    trust_pickle: bool = Field(False, description="load pickle weights the scanner cannot prove safe (runs code!); "
+                               "applies to every model the run loads (reward model, teacher too)")
     trust_remote_code: bool = Field(False, description="run the Python code a hub model ships (read it first)")
 
 
