@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -100,8 +99,7 @@ def holds_model(folder: Path) -> bool:
 
 def locate_model(reference: str | os.PathLike[str], *, need: Need = "model", revision: str | None = None,
                  token: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
-                 include: Sequence[str] | None = None, trust_pickle: bool = False,
-                 trust_remote_code: bool = False) -> ModelRef:
+                 trust_pickle: bool = False, trust_remote_code: bool = False) -> ModelRef:
     """Resolve what the user typed (see the module docstring); a hub id is downloaded unless cached.
 
     need="model": something a loader can take, gated (scanned pickles, no unasked remote code);
@@ -118,8 +116,8 @@ def locate_model(reference: str | os.PathLike[str], *, need: Need = "model", rev
         ref = _local(text, path)
     elif is_hub_id(text):
         repo_id, asked = parse_hub_id(text, revision)
-        snapshot = fetch_snapshot(repo_id, asked, what="config" if need == "config" else "weights", include=include,
-                                  token=token, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+        snapshot = fetch_snapshot(repo_id, asked, what="config" if need == "config" else "weights", token=token,
+                                  cache_dir=cache_dir, trust_remote_code=trust_remote_code)
         ref = ModelRef(text, "hub", snapshot.folder, repo_id, asked, snapshot.commit)
     else:
         raise NotFoundError(f"model {text} does not exist: {_KINDS_WANTED}")
