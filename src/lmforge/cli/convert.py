@@ -9,7 +9,7 @@ import typer
 
 
 def convert(
-    src: Path = typer.Argument(..., help="Checkpoint file, HF model folder, or LoRA adapter folder."),
+    src: Path = typer.Argument(..., help="Checkpoint file, HF model folder, run, LoRA adapter folder, or hub id."),
     dst: Path = typer.Argument(..., help="Output: .safetensors / .gguf / .onnx file, or a folder."),
     to: str = typer.Option(None, "--to", help="safetensors | gguf | onnx | merged (default: from DST's suffix)."),
     quant: str = typer.Option(None, "--quant", help="GGUF type: f32 | f16 | bf16 | q8_0 | q4_0 (default f16)."),

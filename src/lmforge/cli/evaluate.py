@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from lmforge.cli.data import ColumnsOpt, KindOpt, OnErrorOpt
+from lmforge.cli.generate import TrustPickleOpt, TrustRemoteCodeOpt
 
 if TYPE_CHECKING:
     from lmforge.evaluate.pairs import MinedPairs
@@ -38,7 +39,8 @@ def _summary_table(report: EvalReport) -> Any:
 
 
 def eval_command(
-    model: Annotated[str, typer.Argument(help="A model folder, a training run folder, or a LoRA adapter folder.")],
+    model: Annotated[str, typer.Argument(help="A model folder, a training run folder, a LoRA adapter folder, or a hub "
+                                              "id org/name[@revision] (downloaded into the HF cache).")],
     data: Annotated[str | None, typer.Option(help="Evaluation data: a file, folder or builtin:NAME (test split).")] = None,
     task: Annotated[str | None, typer.Option(help="generation | classification | reward | perplexity "
                                                   "(default: from the data's kind).")] = None,
@@ -68,6 +70,8 @@ def eval_command(
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda when available).")] = None,
     mistakes_out: Annotated[Path | None, typer.Option("--mistakes-out", help="Write a preference JSONL: each wrong "
                                                       "answer rejected, the reference chosen (for dpo/rm).")] = None,
+    trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Measure a model: metrics, a per-example report, base-vs-tuned comparison, or the stress suite."""
@@ -86,7 +90,8 @@ def eval_command(
     out_dir = out or Path(f"eval-{Path(model.rstrip('/')).name}")
     progress = sys.stderr.isatty() and not json_output
     if suite is not None:
-        _run_suite(model, suite, adapter, compare, params, out_dir, device, json_output, progress, blind)
+        _run_suite(model, suite, adapter, compare, params, out_dir, device, json_output, progress, blind,
+                   {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code})
         return
 
     from lmforge.evaluate.report import write_report
@@ -98,7 +103,8 @@ def eval_command(
                           tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else None)
     report = evaluate_model(model, data, task=task, compare=compare, adapter=adapter, limit=limit, split=split,
                             extract=extract, params=params, device=device, batch_size=batch_size,
-                            progress=progress, reading=reading)
+                            progress=progress, reading=reading, trust_pickle=trust_pickle,
+                            trust_remote_code=trust_remote_code)
     paths = write_report(report, out_dir)
     mined = _write_mistakes(report, data, split, limit, reading, mistakes_out) if mistakes_out else None
     if json_output:
@@ -138,16 +144,17 @@ def _write_mistakes(report: EvalReport, data: str, split: str | None, limit: int
 
 
 def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None, params: Any, out_dir: Path,
-               device: str | None, json_output: bool, progress: bool, blind: bool) -> None:
+               device: str | None, json_output: bool, progress: bool, blind: bool, trust: dict[str, bool]) -> None:
     from lmforge.evaluate.suites import run_stress, suite_cases, write_stress
     from lmforge.generate.load import load_model
 
     cases = suite_cases(suite)
-    models = [load_model(model, adapter=adapter, device=device)]
+    models = [load_model(model, adapter=adapter, device=device, **trust)]
     if compare:
         from lmforge.generate.load import base_of
 
-        models.append(load_model(base_of(model, adapter=adapter) if compare == "base" else compare, device=device))
+        models.append(load_model(base_of(model, adapter=adapter) if compare == "base" else compare, device=device,
+                                 **trust))
     if progress:
         from rich.progress import Progress
 

@@ -125,7 +125,8 @@ def _render(report: Any, show_tensors: bool) -> None:
 
 
 def inspect_command(
-    path: str = typer.Argument(..., help="A model file, model or adapter folder, shard index, or cached hub id."),
+    path: str = typer.Argument(..., help="A model file, model, run or adapter folder, shard index, or hub id "
+                                         "org/name[@revision] (downloaded into the HF cache)."),
     tensors: bool = typer.Option(False, "--tensors", help="List every tensor: name, dtype, shape, params, bytes."),
     pattern: str | None = typer.Option(
         None, "--filter", help="Only tensors whose name matches this glob ('*.q_proj.*') or regex ('layers\\.0\\.')."

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "lmforge.cli.files",
     "lmforge.cli.scan",
     "lmforge.cli.convert",
+    "lmforge.cli.download",
     "lmforge.cli.data",
     "lmforge.cli.train",
     "lmforge.cli.generate",

@@ -9,7 +9,8 @@ import typer
 
 
 def scan(
-    paths: list[Path] = typer.Argument(..., metavar="PATH", help="Files or directories (scanned recursively)."),
+    paths: list[Path] = typer.Argument(..., metavar="PATH", help="Files or directories (scanned recursively), or hub "
+                                       "ids org/name[@revision]: the files loading would fetch."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every global each file imports."),
 ) -> None:
@@ -23,7 +24,11 @@ def scan(
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from lmforge.files.scan import collect_targets, scan_targets
+    from lmforge.hub.reference import is_hub_id, locate_model
 
+    # A hub id that is not a local path: its files, fetched as loading would, scanned in the cache (never loaded).
+    paths = [locate_model(str(path), need="any").path if not path.exists() and is_hub_id(str(path)) else path
+             for path in paths]
     targets = collect_targets(paths)
     if as_json or len(targets) < 2:
         report = scan_targets(targets)

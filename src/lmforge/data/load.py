@@ -50,6 +50,7 @@ from lmforge.data.kinds import (
 from lmforge.data.validate import OnError, ProblemCollector, ValidationReport, _StopLoading
 from lmforge.errors import FormatError, NotFoundError, UserInputError
 from lmforge.fileio import atomic_path
+from lmforge.hub.reference import is_hub_id
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -322,7 +323,7 @@ def _source_items(source: str, split: str | None, progress: bool) -> tuple[Itera
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True) if Path(p).is_file())
         if not files:
             raise NotFoundError(f"no files match {source}")
-    elif path.suffix.lower() in FILE_SUFFIXES or os.sep in source and not _looks_like_hub_name(source):
+    elif path.suffix.lower() in FILE_SUFFIXES or os.sep in source and not is_hub_id(source):
         raise NotFoundError(f"no such file or folder: {source}")
     else:
         return _hub_items(source, split)
@@ -335,10 +336,6 @@ def _source_items(source: str, split: str | None, progress: bool) -> tuple[Itera
 
 def _hidden(file: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in file.relative_to(root).parts)
-
-
-def _looks_like_hub_name(source: str) -> bool:
-    return source.count("/") == 1 and not source.startswith((".", "/", "~"))
 
 
 def _is_saved_dataset(path: Path) -> bool:

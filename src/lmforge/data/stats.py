@@ -79,7 +79,8 @@ def length_stats(lengths: np.ndarray) -> LengthStats:
     )
 
 
-def load_tokenizer(path: str | os.PathLike[str], setting: str = "--tokenizer") -> Any:
+def load_tokenizer(path: str | os.PathLike[str], setting: str = "--tokenizer", *,
+                   trust_remote_code: bool = False) -> Any:
     """A tokenizer from a local model, tokenizer or training-run folder (never downloaded).
 
     `setting` is how the user named the folder (--tokenizer, model.tokenizer), for the one-line error: a
@@ -97,7 +98,7 @@ def load_tokenizer(path: str | os.PathLike[str], setting: str = "--tokenizer") -
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise NotFoundError(f"{path} holds no loadable tokenizer ({str(error).splitlines()[0]}); set {setting} to "
                             "a folder with a working one") from error

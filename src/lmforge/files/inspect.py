@@ -140,33 +140,6 @@ def component_of(name: str) -> str:
     return "other"
 
 
-# ---------------------------------------------------------------------------------------- resolving
-
-
-def resolve_model_path(path_or_model: str | os.PathLike[str]) -> Path:
-    """A local path, or a hub id already in the local Hugging Face cache (never downloaded)."""
-    path = Path(path_or_model).expanduser()
-    if path.exists():
-        return path
-    text = str(path_or_model)
-    parts = text.split("/")
-    if len(parts) == 2 and all(parts):
-        from lmforge.plan.models import hf_cache_dir
-
-        repo = hf_cache_dir() / f"models--{parts[0]}--{parts[1]}"
-        ref = repo / "refs" / "main"
-        if ref.is_file() and (repo / "snapshots" / ref.read_text().strip()).is_dir():
-            return repo / "snapshots" / ref.read_text().strip()
-        snapshots = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime) if repo.is_dir() else []
-        if snapshots:
-            return snapshots[-1]
-        raise NotFoundError(
-            f"{text} is neither a local path nor in the Hugging Face cache; lmforge never downloads weights "
-            f"(fetch it with `hf download {text}` first)"
-        )
-    raise NotFoundError(f"{text} does not exist")
-
-
 # ----------------------------------------------------------------------------------- tensor tables
 
 
@@ -606,8 +579,11 @@ def _read_file(path: Path, fmt: str, report: InspectReport) -> list[TensorEntry]
 
 
 def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
-    """Inspect a model file, a model or adapter folder, a shard index, or a cached hub id."""
-    path = resolve_model_path(path_or_model)
+    """Inspect a model file, a model or adapter folder, a run, a shard index, or a hub id (lmforge.hub.locate_model:
+    downloaded if it is not in the cache)."""
+    from lmforge.hub.reference import locate_model
+
+    path = locate_model(path_or_model, need="any").path
     fmt: Format = detect_format(path)
     report = InspectReport(path=str(path), format=fmt)
     folder = path if path.is_dir() else path.parent

@@ -27,7 +27,8 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    path: str | None = Field(None, description="pretrained model folder (or a finished run folder: its final/ is used)")
+    path: str | None = Field(None, description="pretrained model folder, hub id org/name[@revision], or a finished "
+                             "run folder (its final/ is used)")
     config: dict[str, Any] | None = Field(
         None, description="from scratch: HF config keys with model_type, e.g. {model_type: llama, hidden_size: 64}"
     )
@@ -37,6 +38,9 @@ class ModelSection(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(
         None, description="weights dtype on load; empty: float32 for full/freeze (mixed precision keeps fp32 "
         "weights), the bf16/fp16 of train.precision for the frozen base of lora/qlora/prompt/prefix")
+    trust_pickle: bool = Field(False, description="load pickle weights the scanner cannot prove safe (runs code!); "
+                               "applies to every model the run loads (reward model, teacher too)")
+    trust_remote_code: bool = Field(False, description="run the Python code a hub model ships (read it first)")
 
 
 class DataSection(_Section):

@@ -7,13 +7,12 @@ run measured, so every real run checks the planner (USERS.md training #1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError, UserInputError
 from lmforge.train.config import TrainConfig
 from lmforge.train.context import resolved_precision
-from lmforge.train.loading import resolve_model_folder, weights_dtype
+from lmforge.train.loading import resolve_model_folder, trusted, weights_dtype
 from lmforge.train.methods import lora_targets
 
 _PRECISION = {"fp32": "fp32", "bf16": "bf16-mixed", "fp16": "fp16-mixed"}
@@ -31,7 +30,7 @@ def hf_config(config: TrainConfig, tokenizer: Any) -> Any:
     """The transformers config of the starting model, read without loading any weights."""
     from transformers import AutoConfig
 
-    from lmforge.generate.load import adapter_base
+    from lmforge.hub.reference import ModelRef, locate_base
 
     source = config.init_from or config.model.path
     if source is None:
@@ -39,10 +38,10 @@ def hf_config(config: TrainConfig, tokenizer: Any) -> Any:
         result = AutoConfig.for_model(raw.pop("model_type"), **raw)
         result.vocab_size = len(tokenizer)
         return result
-    folder = resolve_model_folder(source)
+    folder = resolve_model_folder(source, **trusted(config))
     if not (folder / "config.json").is_file():  # an adapter: the architecture is its base model's
-        folder = Path(adapter_base(folder))
-    return AutoConfig.from_pretrained(folder)
+        folder = locate_base(ModelRef(source, "adapter", folder), **trusted(config)).path
+    return AutoConfig.from_pretrained(folder, trust_remote_code=config.model.trust_remote_code)
 
 
 def _planner_kwargs(config: TrainConfig, model_type: str) -> dict[str, Any]:

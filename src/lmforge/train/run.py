@@ -28,7 +28,7 @@ from lmforge.train.callbacks import read_metrics, truncate_metrics
 from lmforge.train.config import TrainConfig, config_to_yaml
 from lmforge.train.context import StageContext, stage_module, training_arguments
 from lmforge.train.launch import check_launched_sharding
-from lmforge.train.loading import BPE_PREFIX, FROZEN_BASE_METHODS, HEADS, resolve_model_folder
+from lmforge.train.loading import BPE_PREFIX, FROZEN_BASE_METHODS, HEADS, resolve_model_folder, trusted
 from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
 from lmforge.train.plots import FitDiagnosis, diagnose_run, plot_losses
@@ -192,7 +192,7 @@ def _check_sources(config: TrainConfig) -> None:
         if source is None:
             continue
         try:
-            resolve_model_folder(source)
+            resolve_model_folder(source, **trusted(config))
         except NotFoundError as error:
             problems.append(f"{key}: {error}")
     tokenizer = config.model.tokenizer
@@ -287,7 +287,7 @@ def _record_base(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path,
     source = config.init_from or config.model.path
     if source is None or config.method.name not in FROZEN_BASE_METHODS:
         return
-    folder = resolve_model_folder(source)
+    folder = resolve_model_folder(source, **trusted(config))
     if (folder / "config.json").is_file():
         model.name_or_path = str(folder.resolve())
         return

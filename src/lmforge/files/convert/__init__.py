@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lmforge.errors import NotFoundError, UserInputError
+from lmforge.errors import UserInputError
 from lmforge.files.convert.common import ConvertReport, parse_size_bytes
 
 TARGETS = ("safetensors", "gguf", "onnx", "merged")
@@ -51,8 +51,11 @@ def convert(
     `quant` applies to GGUF only (default f16); `shard_size` to safetensors output; `adapter`
     names the LoRA adapter folder to merge into the base model `src`.
     """
-    source, destination = run_final(Path(src)), Path(dst)
-    adapter_path = run_final(Path(adapter)) if adapter is not None else None
+    from lmforge.hub.reference import locate_model
+
+    # A hub id or a run folder (its final/) becomes its local folder; each conversion reads it through the safe gates.
+    source, destination = locate_model(str(src), need="any").path, Path(dst)
+    adapter_path = locate_model(str(adapter), need="any").path if adapter is not None else None
     if source.resolve() == destination.resolve():
         raise UserInputError("source and destination are the same path; choose a new DST")
     target = pick_target(source, destination, to, adapter_path)
@@ -80,19 +83,6 @@ def convert(
     from lmforge.files.convert.merge_lora import merge_lora
 
     return merge_lora(source, destination, adapter=adapter_path, trust_pickle=trust_pickle, progress=progress)
-
-
-def run_final(path: Path) -> Path:
-    """A training run folder stands for its final model (RUN/final), as eval, generate and train read it."""
-    if not path.exists():
-        raise NotFoundError(f"{path} does not exist")
-    if path.is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        if (path / "final").is_dir():
-            return path / "final"
-        if (path / "checkpoints").is_dir():
-            raise NotFoundError(f"{path} is a training run without final/ yet: resume or finish it, or convert one "
-                                f"of its checkpoints ({path / 'checkpoints'}/checkpoint-N)")
-    return path
 
 
 def _merged_then(adapter: Path, destination: Path, target: str, quant: str | None, trust_pickle: bool,
