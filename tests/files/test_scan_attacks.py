@@ -87,8 +87,15 @@ def test_a_symlinked_sub_folder_is_followed_and_one_leaving_the_folder_is_report
     report = scan_paths([model])
     verdicts = {os.path.basename(item.path): (item.verdict, item.findings[0].message) for item in report.files}
     assert verdicts.keys() == {"out", "dangling"} and {verdict for verdict, _ in verdicts.values()} == {"unproven"}
-    assert "outside the scanned folder" in verdicts["out"][1] and "broken symlink" in verdicts["dangling"][1]
+    assert "outside the scanned one" in verdicts["out"][1] and "broken symlink" in verdicts["dangling"][1]
     assert report.exit_code == 2
+
+    # A link to a FILE outside (a Hugging Face snapshot links each file to ../../blobs/): its bytes are scanned.
+    (model / "out").unlink()
+    (model / "dangling").unlink()
+    (model / "weights.pkl").symlink_to(elsewhere / "model.pkl")
+    report = scan_paths([model])
+    assert [os.path.basename(item.path) for item in report.unsafe] == ["weights.pkl"] and report.exit_code == 1
 
 
 # ---- class 6: no false alarm on what torch.save writes ---------------------------------------------

@@ -509,9 +509,9 @@ def collect_targets(paths: Iterable[str | os.PathLike[str]]) -> list[ScanTarget]
 
     A symlink inside a folder is followed: to a file, that file is scanned under the link's name;
     to a folder inside the scanned one, that folder is scanned anyway under its real path (a
-    resolved path has no links left, so the walk reaches it). A symlink whose target lies outside
-    the folder, a broken symlink and a special file (FIFO, device) are targets with a problem:
-    "not proven safe", exit 2.
+    resolved path has no links left, so the walk reaches it). A link to a file is scanned wherever the
+    file lives. A symlink to a folder outside the scanned one, a broken symlink and a special file (FIFO,
+    device) are targets with a problem: "not proven safe", exit 2.
     """
     targets: list[ScanTarget] = []
     for path in paths:
@@ -539,11 +539,13 @@ def _walk_folder(folder: Path, root: Path, targets: list[ScanTarget]) -> None:
             except (OSError, RuntimeError):
                 targets.append(ScanTarget(path, "a broken symlink: nothing to scan behind it"))
                 continue
-            if not real.is_relative_to(root):
-                targets.append(ScanTarget(path, f"a symlink to {real}, outside the scanned folder: a loader reads it "
-                                                "through this folder, this scan does not (scan the folder that holds it)"))
-            elif real.is_file():
+            if real.is_file():
+                # The bytes a loader reads through the link, wherever they live (a Hugging Face cache snapshot
+                # links every file to ../../blobs/): scanned under the link's name.
                 targets.append(ScanTarget(path))
+            elif not real.is_relative_to(root):
+                targets.append(ScanTarget(path, f"a symlink to the folder {real}, outside the scanned one: a loader "
+                                                "reads it through this folder, this scan does not (scan that folder)"))
             elif not real.is_dir():
                 targets.append(ScanTarget(path, "a symlink to a special file (a FIFO, socket or device)"))
         elif entry.is_dir():
