@@ -18,15 +18,17 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512, chat_templa
 
     eos is <|im_end|> so generation stops at the end of an assistant turn, as in Qwen's ChatML.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
-    # One token per digit (with its leading space, as " 4"), as Qwen's tokenizer splits digits: numbers
-    # then share a small set of tokens, which is what lets a tiny model learn builtin:arith-sft's arithmetic.
+    # One token per digit, as StarCoder's and SmolLM's tokenizers split them: numbers then share ten
+    # tokens, which is what lets a tiny model learn builtin:arith-sft's arithmetic. This exact split
+    # (digits, then GPT-2's regex) is one llama.cpp knows ("starcoder"), so a GGUF export tokenizes chat
+    # text into the same ids in llama.cpp as here (lmforge.files.convert.pretokenizer checks it).
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"),
+            pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
