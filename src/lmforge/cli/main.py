@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "lmforge.cli.files",
     "lmforge.cli.scan",
     "lmforge.cli.convert",
+    "lmforge.cli.compress",
     "lmforge.cli.data",
     "lmforge.cli.train",
     "lmforge.cli.generate",

@@ -6,7 +6,11 @@ a model the same way:
 - a model folder (config.json + weights);
 - a run folder RUN/ (its RUN/final/, else its newest complete RUN/checkpoints/checkpoint-N);
 - an adapter folder (adapter_config.json) alone: its base is read from base_model_name_or_path;
-- a base plus `adapter=DIR` (DIR may itself be a run folder holding an adapter).
+- a base plus `adapter=DIR` (DIR may itself be a run folder holding an adapter);
+- a .gguf file (transformers' GGUF loader dequantizes it); a folder saved by `lmforge compress`
+  (bitsandbytes / low-rank) loads as transformers or lmforge.compress wrote it.
+
+`quant` quantizes a float model while loading it (bitsandbytes int8 or nf4).
 
 Pickle weights (.bin/.pt/.pth) are scanned by lmforge.files.scan before anything unpickles them;
 safetensors are preferred whenever they exist.
@@ -31,6 +35,7 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 _FALLBACK_CONTEXT_TOKENS = 2048
 _DTYPES = ("float32", "bfloat16", "float16")
+QUANT_ON_LOAD = ("int8", "nf4")
 
 
 @dataclass
@@ -152,13 +157,35 @@ def context_length_of(config: Any, tokenizer: Any) -> int:
     return _FALLBACK_CONTEXT_TOKENS
 
 
-def _load_causal_lm(folder: Path | str, dtype: Any) -> Any:
+def quantization_config(quant: str | None, dtype: Any) -> Any:
+    """bitsandbytes' config for --quant (its CPU backend runs both); None for no quantization."""
+    if quant is None:
+        return None
+    if quant not in QUANT_ON_LOAD:
+        raise UserInputError(f"--quant {quant!r} is not one of {', '.join(QUANT_ON_LOAD)} (int4: quantize ahead with "
+                             "`lmforge compress quantize --method gguf-q4_k_m`)")
+    from transformers import BitsAndBytesConfig
+
+    if quant == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def _load_causal_lm(folder: Path | str, dtype: Any, quant: str | None = None) -> Any:
     from transformers import AutoModelForCausalLM
 
     no_hub_kernels()
     kwargs: dict[str, Any] = {"dtype": dtype}
-    if isinstance(folder, Path):
+    if isinstance(folder, Path) and folder.suffix == ".gguf":
+        folder, kwargs["gguf_file"] = folder.parent, folder.name
+    elif isinstance(folder, Path):
         kwargs["use_safetensors"] = check_model_folder(folder)
+        if (folder / "lmforge_lowrank.json").is_file():
+            from lmforge.compress.factorize import load_factorized
+
+            return load_factorized(folder, dtype)
+    if quant is not None:
+        kwargs.update(quantization_config=quantization_config(quant, dtype), device_map="cpu")
     try:
         return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except ValueError as error:  # a config whose architecture has no causal-LM head
@@ -180,7 +207,7 @@ def _resolve_base(base: str, adapter_dir: Path) -> Path | str:
 
 
 def load_model(model: str, *, adapter: str | None = None, device: str | None = None,
-               dtype: str | None = None) -> LoadedModel:
+               dtype: str | None = None, quant: str | None = None) -> LoadedModel:
     """Load `model` (folder, run folder, or adapter folder) and optionally a LoRA `adapter` on top.
 
     The tokenizer comes from the adapter folder when it ships one (a fine-tune may add tokens or a
@@ -190,14 +217,18 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
 
     target, dtype_value = _device_and_dtype(device, dtype)
     path = Path(model).expanduser()
-    model_ref: Path | str = resolve_model_path(path) if path.exists() or not _looks_like_hub_id(model) else model
+    model_ref: Path | str
+    if path.is_file() and path.suffix == ".gguf":
+        model_ref = path
+    else:
+        model_ref = resolve_model_path(path) if path.exists() or not _looks_like_hub_id(model) else model
     adapter_dir: Path | None = _adapter_folder(adapter) if adapter else None
     if isinstance(model_ref, Path) and _is_adapter(model_ref):
         if adapter_dir is not None:
             raise UserInputError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
         adapter_dir, model_ref = model_ref, _resolve_base(adapter_base(model_ref), model_ref)
 
-    base = _load_causal_lm(model_ref, dtype_value)
+    base = _load_causal_lm(model_ref, dtype_value, quant)
     tokenizer = _load_tokenizer(adapter_dir, model_ref)
     if adapter_dir is not None:
         from peft import PeftModel
@@ -206,7 +237,9 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
         if len(tokenizer) > base.get_input_embeddings().num_embeddings:
             base.resize_token_embeddings(len(tokenizer))  # the fine-tune added tokens; its adapter expects them
         base = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    base.to(target).eval()
+    if getattr(base, "hf_quantizer", None) is None:  # bitsandbytes places its own weights (model.to refuses)
+        base.to(target)
+    base.eval()
 
     template = resolve_template(tokenizer)
     name = _display_name(model_ref, adapter_dir)
@@ -287,10 +320,13 @@ def _load_tokenizer(adapter_dir: Path | None, model_ref: Path | str) -> Any:
     from transformers import AutoTokenizer
 
     source: Path | str = model_ref
+    kwargs: dict[str, Any] = {}
     if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
         source = adapter_dir
+    elif isinstance(model_ref, Path) and model_ref.suffix == ".gguf":
+        source, kwargs["gguf_file"] = model_ref.parent, model_ref.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as error:
         raise NotFoundError(f"no tokenizer in {source}: {str(error).splitlines()[0]}") from None
     if tokenizer.pad_token is None:
