@@ -248,3 +248,12 @@ def test_gguf_moe_active_params_from_expert_metadata(tmp_path: Path):
     assert (report.num_experts, report.experts_per_token) == (4, 1)
     assert report.params_by_component == {"attention": 64, "mlp": 32, "experts": 512}
     assert report.active_params == 64 + 32 + 512 // 4
+
+
+def test_a_factorized_folder_is_recognised_as_low_rank(tmp_path, tiny_llama_dir):
+    from lmforge.compress import factorize
+
+    result = factorize(tiny_llama_dir, tmp_path / "svd", energy=0.7)
+    report = inspect_path(tmp_path / "svd")
+    assert report.quantization == f"low-rank SVD, {len(result.ranks)} layers (lmforge compress factorize)"
+    assert report.total_params == result.params_after

@@ -18,9 +18,10 @@ from lmforge.errors import UserInputError
 from lmforge.files.convert import convert
 from lmforge.files.llama_cpp import run_llama_cpp
 
-# Top-1 agreement with transformers (float32) over every position of the held-out chats; measured on this
-# model: q4_0 0.986, q4_k_m 0.980, q5_k_m 0.994, q6_k 0.996 (docs/convert.md). Bounds leave ~2 points.
-TOP1_TOLERANCE = {"q4_0": 0.96, "q4_k_m": 0.96, "q5_k_m": 0.97, "q6_k": 0.97}
+# Top-1 agreement with transformers (float32) over every position of the held-out chats (~900 positions);
+# measured on this model: q4_0 0.966, q4_k_m 0.974, q5_k_m 0.990, q6_k 0.991 (docs/convert.md). The bounds
+# leave about 2 points for other CPUs' SIMD paths in llama.cpp.
+TOP1_TOLERANCE = {"q4_0": 0.94, "q4_k_m": 0.95, "q5_k_m": 0.97, "q6_k": 0.97}
 
 
 @contextlib.contextmanager

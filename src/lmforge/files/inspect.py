@@ -602,6 +602,10 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
         report.quantization = _gguf_quantization(report.metadata, tensors)
     else:
         report.quantization = _apply_quantization_params(tensors, config)
+        if fmt != "gguf" and path.is_dir() and (path / "lmforge_lowrank.json").is_file():
+            ranks = _read_json(path / "lmforge_lowrank.json").get("ranks") or {}
+            low_rank = f"low-rank SVD, {len(ranks)} layers (lmforge compress factorize)"
+            report.quantization = f"{report.quantization}; {low_rank}" if report.quantization else low_rank
 
     for tensor in tensors:
         report.params_by_dtype[tensor.dtype] = report.params_by_dtype.get(tensor.dtype, 0) + tensor.params
