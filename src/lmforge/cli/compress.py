@@ -125,6 +125,27 @@ def factorize_command(
             as_json)
 
 
+@compress_app.command("distill")
+def distill_command(
+    config: Path = typer.Argument(..., help="A train config with stage: distill (see examples/distill.yaml)."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a config value: key=value (repeatable)."),
+    report: Path = typer.Option(None, "--report", help="Report folder (default RUN/compress-report)."),
+    text_data: str = _M["text_data"], task_data: str = _M["task_data"], limit: int = _M["limit"],
+    runs: int = _M["runs"], decode_tokens: int = _M["decode_tokens"],
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Distil a teacher into a student (the train stage distill), then report teacher beside student."""
+    from lmforge.compress import distill
+    from lmforge.compress.report import render_markdown
+
+    _, result = distill(config, overrides=overrides or [], report_dir=report, progress=not as_json,
+                        report_options=_report_options(text_data, task_data, limit, runs, decode_tokens))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    typer.echo(render_markdown(result))
+
+
 @compress_app.command("report")
 def report_command(
     original: Path = typer.Argument(..., help="The original model (folder, run, or .gguf)."),

@@ -7,9 +7,10 @@
                each beside the original measured in the same run (report.md, report.json, report.png)
     sweep      one method at several settings, one report: the size/quality curve
 
-Distillation is the training stage `distill` (lmforge train); `compare` reports teacher against student.
+    distill    the training stage `distill` (lmforge train), then the report: teacher beside student
 """
 
+from lmforge.compress.distill import distill
 from lmforge.compress.factorize import FactorizeResult, factorize, load_factorized
 from lmforge.compress.prune import PruneResult, prune
 from lmforge.compress.quantize import METHODS as QUANTIZE_METHODS
@@ -18,4 +19,4 @@ from lmforge.compress.report import ModelQuality, QualityReport, compare, measur
 from lmforge.compress.sweep import sweep
 
 __all__ = ["QUANTIZE_METHODS", "FactorizeResult", "ModelQuality", "PruneResult", "QualityReport", "QuantizeResult",
-           "compare", "factorize", "load_factorized", "measure", "prune", "quantize", "sweep", "write_quality_report"]
+           "compare", "distill", "factorize", "load_factorized", "measure", "prune", "quantize", "sweep", "write_quality_report"]
