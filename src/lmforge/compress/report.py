@@ -9,7 +9,9 @@ For each model (the original first, measured in the same run):
   problems (default builtin:arith-sft, test split), through lmforge.evaluate (a GGUF is read by
   transformers' GGUF loader, which dequantizes it: quality of the quantized weights);
 - CPU decode tokens/s: median (and range) of >= 3 greedy runs of a fixed number of new tokens, in the
-  runtime the format is for (llama.cpp for GGUF, transformers otherwise), one thread each.
+  runtime the format is for (llama.cpp for GGUF, transformers otherwise), one thread each, interleaved
+  across the models (round after round) so a shared machine's changing load falls on all of them alike;
+  every model stays loaded for the timing pass, so the machine must hold them all at once.
 report.md, report.json and report.png (quality against size) are written atomically.
 """
 
@@ -78,43 +80,44 @@ def _model_format(path: Path) -> str:
     return "gguf" if path.suffix == ".gguf" else "hf"
 
 
-def _decode_speed_transformers(path: str, decode_tokens: int, runs: int) -> tuple[list[float], int, int]:
-    """Tokens/s of `runs` greedy decodes of exactly `decode_tokens` new tokens (eos ignored), one thread;
-    also the parameter count and load memory of the loaded model."""
-    import torch
+class _TransformersDecoder:
+    """One model kept loaded in transformers; `once()` times one greedy decode of exactly n new tokens."""
 
-    from lmforge.generate.load import load_model
+    def __init__(self, path: str, decode_tokens: int):
+        from lmforge.generate.load import load_model
 
-    loaded = load_model(path, device="cpu")
-    model, tokenizer = loaded.model, loaded.tokenizer
-    prompt = loaded.render_chat([{"role": "user", "content": _DECODE_PROMPT}])
-    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
-    speeds = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # comparable across formats, and two threads on a shared 2-core box thrash
-    try:
+        loaded = load_model(path, device="cpu")
+        self.model, self.tokenizer, self.decode_tokens = loaded.model, loaded.tokenizer, decode_tokens
+        prompt = loaded.render_chat([{"role": "user", "content": _DECODE_PROMPT}])
+        self.ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+        self.params, self.load_bytes = int(self.model.num_parameters()), int(self.model.get_memory_footprint())
+
+    def once(self) -> float:
+        import torch
+
         with torch.inference_mode():
-            model.generate(ids, max_new_tokens=2, min_new_tokens=2, do_sample=False,
-                           pad_token_id=tokenizer.pad_token_id)  # warm-up
-            for _ in range(runs):
-                started = time.perf_counter()
-                model.generate(ids, max_new_tokens=decode_tokens, min_new_tokens=decode_tokens, do_sample=False,
-                               pad_token_id=tokenizer.pad_token_id)
-                speeds.append(decode_tokens / (time.perf_counter() - started))
-    finally:
-        torch.set_num_threads(threads)
-    return speeds, int(model.num_parameters()), int(model.get_memory_footprint())
+            started = time.perf_counter()
+            self.model.generate(self.ids, max_new_tokens=self.decode_tokens, min_new_tokens=self.decode_tokens,
+                                do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+            return self.decode_tokens / (time.perf_counter() - started)
 
 
-def _decode_speed_llama_cpp(path: Path, decode_tokens: int, runs: int) -> list[float]:
-    """Tokens/s of `runs` greedy llama.cpp decodes (first to last generated token), one thread."""
-    from lmforge.files.llama_cpp import run_llama_cpp
-    from lmforge.generate.load import load_model
+class _LlamaCppDecoder:
+    """A GGUF timed in llama.cpp: each `once()` is a fresh process; its second decode is timed (the first warms up)."""
 
-    loaded = load_model(str(path), device="cpu")
-    prompt = loaded.render_chat([{"role": "user", "content": _DECODE_PROMPT}])
-    results, _ = run_llama_cpp(path, prompts=[prompt] * (runs + 1), max_tokens=decode_tokens, threads=1)
-    return [r.decode_tokens / r.decode_seconds for r in results[1:] if r.decode_seconds > 0]  # first: warm-up
+    def __init__(self, path: Path, decode_tokens: int):
+        from lmforge.generate.load import load_model
+
+        self.path, self.decode_tokens = path, decode_tokens
+        self.prompt = load_model(str(path), device="cpu").render_chat([{"role": "user", "content": _DECODE_PROMPT}])
+
+    def once(self) -> float:
+        from lmforge.files.llama_cpp import run_llama_cpp
+
+        results, _ = run_llama_cpp(self.path, prompts=[self.prompt, self.prompt], max_tokens=self.decode_tokens,
+                                   threads=1)
+        timed = results[-1]
+        return timed.decode_tokens / timed.decode_seconds if timed.decode_seconds > 0 else 0.0
 
 
 def _gguf_params(path: Path) -> int:
@@ -123,76 +126,111 @@ def _gguf_params(path: Path) -> int:
     return int(sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors))
 
 
+def _quality(path: Path, method: str, text_data: str, task_data: str, limit: int) -> ModelQuality:
+    """Size, perplexity and exact match (speed, params and load memory are filled in by the timing pass)."""
+    from lmforge.evaluate.run import evaluate_model
+    from lmforge.generate.sampling import SamplingParams
+
+    if not path.exists():
+        raise UserInputError(f"{path} does not exist")
+    perplexity = evaluate_model(str(path), text_data, task="perplexity", limit=limit).summary["perplexity"]
+    exact = evaluate_model(str(path), task_data, task="generation", limit=limit,
+                           params=SamplingParams(temperature=0, max_new_tokens=24)).summary["exact_match"]
+    return ModelQuality(name=path.name, path=str(path), method=method, runtime="transformers",
+                        size_bytes=size_on_disk(path), params=None, load_bytes=None, perplexity=float(perplexity),
+                        exact_match=float(exact), decode_tokens_per_second=None)
+
+
+def _time_all(rows: list[ModelQuality], decode_tokens: int, runs: int) -> None:
+    """Decode speed of every model, interleaved: each round times every model once (starting at a different
+    model each round), after one warm-up round, so a shared machine's load drifts over all of them alike."""
+    import torch
+
+    from lmforge.files.llama_cpp import llama_cpp_available
+
+    decoders: list[Any] = []
+    for row in rows:
+        path = Path(row.path)
+        if _model_format(path) == "gguf" and llama_cpp_available():
+            row.runtime, row.params, row.load_bytes = "llama.cpp", _gguf_params(path), path.stat().st_size
+            decoders.append(_LlamaCppDecoder(path, decode_tokens))
+        else:
+            decoder = _TransformersDecoder(row.path, decode_tokens)
+            row.params, row.load_bytes = decoder.params, decoder.load_bytes
+            if _model_format(path) == "gguf":
+                row.params, row.load_bytes = _gguf_params(path), path.stat().st_size
+                row.notes.append("llama.cpp is not installed: speed measured in transformers on dequantized weights")
+            decoders.append(decoder)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # comparable across runtimes, and two threads on a shared 2-core box thrash
+    try:
+        for round_index in range(runs + 1):
+            for offset in range(len(decoders)):
+                index = (round_index + offset) % len(decoders)
+                speed = decoders[index].once()
+                if round_index > 0:
+                    rows[index].decode_runs.append(speed)
+    finally:
+        torch.set_num_threads(threads)
+    for row in rows:
+        row.decode_tokens_per_second = statistics.median(row.decode_runs) if row.decode_runs else None
+
+
 def measure(path: str | os.PathLike[str], *, method: str = "original", text_data: str = DEFAULT_TEXT_DATA,
             task_data: str = DEFAULT_TASK_DATA, limit: int = 50, decode_tokens: int = 32,
             runs: int = 3) -> ModelQuality:
     """Every figure of the report for one model (a model folder, run folder or .gguf file)."""
-    from lmforge.evaluate.run import evaluate_model
-    from lmforge.files.llama_cpp import llama_cpp_available
-    from lmforge.generate.sampling import SamplingParams
-
     if runs < 3:
         raise UserInputError(f"--runs must be at least 3 (a median needs them), got {runs}")
-    target = Path(path)
-    if not target.exists():
-        raise UserInputError(f"{target} does not exist")
-    notes: list[str] = []
-    perplexity = evaluate_model(str(target), text_data, task="perplexity", limit=limit).summary["perplexity"]
-    exact = evaluate_model(str(target), task_data, task="generation", limit=limit,
-                           params=SamplingParams(temperature=0, max_new_tokens=24)).summary["exact_match"]
-    runtime = "transformers"
-    if _model_format(target) == "gguf":
-        params, load_bytes = _gguf_params(target), target.stat().st_size
-        if llama_cpp_available():
-            runtime, speeds = "llama.cpp", _decode_speed_llama_cpp(target, decode_tokens, runs)
-        else:
-            speeds, _, _ = _decode_speed_transformers(str(target), decode_tokens, runs)
-            notes.append("llama.cpp is not installed: speed measured in transformers on dequantized weights")
-    else:
-        speeds, params, load_bytes = _decode_speed_transformers(str(target), decode_tokens, runs)
-    return ModelQuality(
-        name=target.name, path=str(target), method=method, runtime=runtime, size_bytes=size_on_disk(target),
-        params=params, load_bytes=load_bytes, perplexity=float(perplexity), exact_match=float(exact),
-        decode_tokens_per_second=statistics.median(speeds) if speeds else None, decode_runs=speeds, notes=notes)
+    row = _quality(Path(path), method, text_data, task_data, limit)
+    _time_all([row], decode_tokens, runs)
+    return row
 
 
 def compare(original: str | os.PathLike[str], compressed: list[tuple[str, str]], *,
             text_data: str = DEFAULT_TEXT_DATA, task_data: str = DEFAULT_TASK_DATA, limit: int = 50,
             decode_tokens: int = 32, runs: int = 3) -> QualityReport:
-    """The original and every (path, method) in `compressed`, measured now, one after the other. When a
-    result is a GGUF and llama.cpp is installed, the original is also converted to an f32 GGUF and
-    measured in llama.cpp, so GGUF speeds are compared within one runtime."""
+    """The original and every (path, method) in `compressed`, measured now in one process: quality one
+    model after another, decode speed interleaved across all of them (every model stays loaded). When a
+    result is a GGUF and llama.cpp is installed, the original is also converted to an f32 GGUF and timed
+    in llama.cpp, so GGUF speeds are compared within one runtime."""
     import platform
     import tempfile
 
     from lmforge.files.llama_cpp import llama_cpp_available
 
+    if runs < 3:
+        raise UserInputError(f"--runs must be at least 3 (a median needs them), got {runs}")
     started = time.perf_counter()
-    options = {"text_data": text_data, "task_data": task_data, "limit": limit, "decode_tokens": decode_tokens,
-               "runs": runs}
-    base = measure(original, **options)
-    others = [measure(path, method=method, **options) for path, method in compressed]
-    base_gguf = None
-    if any(Path(path).suffix == ".gguf" for path, _ in compressed) and llama_cpp_available() \
-            and Path(original).suffix != ".gguf":
-        from lmforge.files.convert import convert
-        from lmforge.generate.load import resolve_model_path
+    load_before = os.getloadavg()[0]
+    rows = [_quality(Path(original), "original", text_data, task_data, limit)]
+    rows += [_quality(Path(path), method, text_data, task_data, limit) for path, method in compressed]
+    with tempfile.TemporaryDirectory() as scratch:
+        base_gguf = None
+        if any(Path(path).suffix == ".gguf" for path, _ in compressed) and llama_cpp_available() \
+                and Path(original).suffix != ".gguf":
+            from lmforge.files.convert import convert
+            from lmforge.generate.load import resolve_model_path
 
-        with tempfile.TemporaryDirectory() as scratch:
             f32 = Path(scratch) / f"{Path(original).name}-f32.gguf"
             convert(resolve_model_path(original), f32, to="gguf", quant="f32", progress=False)
-            base_gguf = measure(f32, method="original (gguf-f32)", **options)
-    return QualityReport(original=base, compressed=others, original_llama_cpp=base_gguf, text_data=text_data,
-                         task_data=task_data, limit=limit,
-                         decode_tokens=decode_tokens, seconds=time.perf_counter() - started,
+            base_gguf = _quality(f32, "original (gguf-f32)", text_data, task_data, limit)
+        _time_all([*rows, *([base_gguf] if base_gguf else [])], decode_tokens, runs)
+    return QualityReport(original=rows[0], compressed=rows[1:], original_llama_cpp=base_gguf, text_data=text_data,
+                         task_data=task_data, limit=limit, decode_tokens=decode_tokens,
+                         seconds=time.perf_counter() - started,
                          machine=f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
-                                 f"{os.getloadavg()[0]:.1f}")
+                                 f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
 
 
 def _ratio(value: float | None, base: float | None) -> str:
     if value is None or not base:
         return "-"
     return f"{value / base:.2f}×"
+
+
+def _source(data: str) -> str:
+    return f"{data} (test split)" if data.startswith("builtin:") else data
 
 
 def render_markdown(report: QualityReport) -> str:
@@ -202,10 +240,10 @@ def render_markdown(report: QualityReport) -> str:
     rows = [base, *([report.original_llama_cpp] if report.original_llama_cpp else []), *report.compressed]
     lines = [
         "# Compression quality report", "",
-        f"Held-out perplexity: {report.text_data} (test split, {report.limit} texts); exact match: "
-        f"{report.task_data} (test split, {report.limit} problems, greedy); decode: median tokens/s of "
-        f"{len(base.decode_runs)} runs of {report.decode_tokens} new tokens, one thread. Machine: {report.machine}. "
-        f"Measured in one run, {report.seconds:.0f} s.", "",
+        f"Held-out perplexity: {_source(report.text_data)}, {report.limit} texts; exact match: "
+        f"{_source(report.task_data)}, {report.limit} problems, greedy; decode: median (range) tokens/s of "
+        f"{len(base.decode_runs)} runs of {report.decode_tokens} new tokens per model, interleaved across models, "
+        f"one thread. Machine: {report.machine}. Measured in one run, {report.seconds:.0f} s.", "",
         "| model | method | runtime | size on disk | params | load memory | perplexity | exact match | "
         "decode tok/s (median, range) | size vs original | speed vs original (same runtime) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
