@@ -216,6 +216,9 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     from lmforge.data.templates import resolve_template
 
     target, dtype_value = _device_and_dtype(device, dtype)
+    if quant is not None and adapter is not None:
+        raise UserInputError("--quant with --adapter would merge the adapter into quantized weights and lose its "
+                             "update; merge first (lmforge convert BASE OUT --adapter DIR), then load OUT with --quant")
     path = Path(model).expanduser()
     model_ref: Path | str
     if path.is_file() and path.suffix == ".gguf":
