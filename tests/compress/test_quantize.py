@@ -31,6 +31,8 @@ def test_quantize_on_load_gives_bitsandbytes_layers(tiny_llama_dir):
     assert type(loaded.model.model.layers[1].self_attn.q_proj).__name__ == "Linear4bit"
     with pytest.raises(UserInputError, match="not one of int8, nf4"):
         load_model(str(tiny_llama_dir), quant="int3")
+    with pytest.raises(UserInputError, match="merge first"):  # the adapter's update would be lost
+        load_model(str(tiny_llama_dir), quant="nf4", adapter=str(tiny_llama_dir))
 
 
 def test_gguf_methods_write_one_verified_file(tmp_path, tiny_llama_dir):
