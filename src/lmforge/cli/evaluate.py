@@ -68,6 +68,8 @@ def eval_command(
     temperature: Annotated[float | None, typer.Option(help="Sample at this temperature (0 = greedy).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed when sampling.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda when available).")] = None,
+    quant: Annotated[str | None, typer.Option("--quant", help="Quantize MODEL (not --compare) while loading: "
+                                              "int8 | nf4.")] = None,
     mistakes_out: Annotated[Path | None, typer.Option("--mistakes-out", help="Write a preference JSONL: each wrong "
                                                       "answer rejected, the reference chosen (for dpo/rm).")] = None,
     trust_pickle: TrustPickleOpt = False,
@@ -82,6 +84,8 @@ def eval_command(
     quiet_transformers()
     if (data is None) == (suite is None):
         raise UserInputError("give exactly one of --data DATA or --suite stress")
+    if quant is not None and suite is not None:
+        raise UserInputError("--quant applies to --data evaluations; the stress suite loads models as they are")
     if mistakes_out is not None and (suite is not None or task not in (None, "generation")):
         raise UserInputError("--mistakes-out needs a generation evaluation of chat data (--data, task generation)")
     sampled = preset is not None or (temperature is not None and temperature > 0)
@@ -104,7 +108,7 @@ def eval_command(
     report = evaluate_model(model, data, task=task, compare=compare, adapter=adapter, limit=limit, split=split,
                             extract=extract, params=params, device=device, batch_size=batch_size,
                             progress=progress, reading=reading, trust_pickle=trust_pickle,
-                            trust_remote_code=trust_remote_code)
+                            trust_remote_code=trust_remote_code, quant=quant)
     paths = write_report(report, out_dir)
     mined = _write_mistakes(report, data, split, limit, reading, mistakes_out) if mistakes_out else None
     if json_output:

@@ -33,6 +33,7 @@ TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickl
                                               "safe (runs code!).")]
 TrustRemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run the Python code a hub model "
                                                   "ships (read it first).")]
+QuantOpt = Annotated[str | None, typer.Option("--quant", help="Quantize while loading: int8 | nf4 (bitsandbytes).")]
 
 
 def _params(preset: str | None, temperature: float | None, top_k: int | None, top_p: float | None,
@@ -105,6 +106,7 @@ def generate_command(
     dtype: DtypeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
+    quant: QuantOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Generate a reply to PROMPT, streamed as it is produced."""
@@ -123,7 +125,7 @@ def generate_command(
         request = [{"role": "system", "content": system}, {"role": "user", "content": text}]
     quiet_transformers()
     loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, trust_pickle=trust_pickle,
-                        trust_remote_code=trust_remote_code)
+                        trust_remote_code=trust_remote_code, quant=quant)
 
     def stream(piece: str) -> None:
         sys.stdout.write(piece)
@@ -173,6 +175,7 @@ def chat_command(
     dtype: DtypeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
+    quant: QuantOpt = None,
 ) -> None:
     """Talk to a model, turn by turn, through its chat template (/help inside lists the commands)."""
     from lmforge.generate.chat import chat_loop
@@ -181,7 +184,7 @@ def chat_command(
     params = _params(preset, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, stop, seed, greedy)
     quiet_transformers()
     loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, trust_pickle=trust_pickle,
-                        trust_remote_code=trust_remote_code)
+                        trust_remote_code=trust_remote_code, quant=quant)
     chat_loop(loaded, params, input_stream=sys.stdin, output_stream=sys.stdout, system=system)
 
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "lmforge.cli.scan",
     "lmforge.cli.convert",
     "lmforge.cli.download",
+    "lmforge.cli.compress",
     "lmforge.cli.data",
     "lmforge.cli.train",
     "lmforge.cli.generate",

@@ -47,10 +47,11 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
                    adapter: str | None = None, limit: int | None = None, split: str | None = None,
                    extract: str = "answer", params: Any = None, device: str | None = None,
                    batch_size: int = 8, progress: bool = False, reading: DataReading | None = None,
-                   trust_pickle: bool = False, trust_remote_code: bool = False) -> EvalReport:
+                   trust_pickle: bool = False, trust_remote_code: bool = False, quant: str | None = None) -> EvalReport:
     """Evaluate `model` on `data` (any lmforge data source, read as `reading` says); `compare` is the baseline
     it is measured against ("base": the model it was fine-tuned from, read from its adapter or run folder).
-    The trust_ flags override the loading gates (lmforge.generate.load_model)."""
+    The trust_ flags override the loading gates (lmforge.generate.load_model). `quant` (int8, nf4) quantizes
+    `model` while loading it, not the baseline: `--quant nf4 --compare MODEL` measures what quantizing costs."""
     if limit is not None and limit < 1:
         raise UserInputError(f"--limit must be at least 1, got {limit}")
     if batch_size < 1:
@@ -64,6 +65,8 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
     if task not in TASKS:
         raise UserInputError(f"no evaluation task for {kind} data; pass --task {' | '.join(TASKS)}")
     _check_kind(task, kind)
+    if quant is not None and task not in ("generation", "perplexity"):
+        raise UserInputError(f"--quant applies to causal LMs (generation, perplexity), not {task}")
     runner: Callable[..., _Scored] = {
         "generation": _generation, "classification": _classification, "reward": _reward, "perplexity": _perplexity,
     }[task]
@@ -71,7 +74,7 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
                "batch_size": batch_size,
                "trust": {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}}
     with _progress(progress, len(records) * (2 if compare else 1)) as advance:
-        main = runner(model, records, adapter=adapter, advance=advance, **options)
+        main = runner(model, records, adapter=adapter, advance=advance, quant=quant, **options)
         baseline = runner(compare, records, adapter=None, advance=advance, **options) if compare else None
     score_name, higher = {"generation": ("rougeL", True), "classification": ("correct", True),
                           "reward": ("correct", True), "perplexity": ("nll_per_token", False)}[task]
@@ -155,7 +158,7 @@ def _last(messages: list[dict[str, str]], role: str) -> str:
 
 def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
                 extract: str, params: Any, device: str | None, batch_size: int, trust: dict[str, bool],
-                **_: Any) -> _Scored:
+                quant: str | None = None, **_: Any) -> _Scored:
     """Generate an answer per example, `batch_size` prompts at a time (similar lengths together).
 
     An example too long for the context is reported in its row, counted as `skipped` and left out of
@@ -166,7 +169,7 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
     from lmforge.generate.load import load_model
     from lmforge.generate.sampling import SamplingParams
 
-    loaded = load_model(model, adapter=adapter, device=device, **trust)
+    loaded = load_model(model, adapter=adapter, device=device, **trust, quant=quant)
     params = params or SamplingParams(temperature=0, max_new_tokens=128)
     rows, pending = [], []
     for index, record in enumerate(records):
@@ -207,13 +210,13 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
 
 
 def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
-                device: str | None, trust: dict[str, bool], **_: Any) -> _Scored:
+                device: str | None, trust: dict[str, bool], quant: str | None = None, **_: Any) -> _Scored:
     """Text: every token. Chat: the assistant's tokens only, the ones a fine-tune trains on."""
     from lmforge.data.templates import ChatTemplate
     from lmforge.data.tokenize import encode_chat
     from lmforge.generate.load import load_model
 
-    loaded = load_model(model, adapter=adapter, device=device, **trust)
+    loaded = load_model(model, adapter=adapter, device=device, **trust, quant=quant)
     template = ChatTemplate(loaded.chat_template_source, loaded.chat_template, loaded.chat_template_source)
     examples, instructions, truncated = [], [], 0
     for record in records:

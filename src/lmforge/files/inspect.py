@@ -640,6 +640,10 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
         report.quantization = _gguf_quantization(report.metadata, tensors)
     else:
         report.quantization = _apply_quantization_params(tensors, config)
+        if fmt != "gguf" and path.is_dir() and (path / "lmforge_lowrank.json").is_file():
+            ranks = _read_json(path / "lmforge_lowrank.json").get("ranks") or {}
+            low_rank = f"low-rank SVD, {len(ranks)} layers (lmforge compress factorize)"
+            report.quantization = f"{report.quantization}; {low_rank}" if report.quantization else low_rank
 
     _mark_buffers(tensors, quantized=report.quantization is not None)
     parameters = [t for t in tensors if t.role == "parameter"]

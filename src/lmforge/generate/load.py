@@ -6,7 +6,11 @@ is resolved by lmforge.hub.locate_model, the resolver every command uses:
 - a model folder (config.json + weights), or a hub id org/name[@revision] (downloaded into the HF cache);
 - a run folder RUN/ (its RUN/final/, else its newest complete RUN/checkpoints/checkpoint-N);
 - an adapter folder (adapter_config.json) alone: its base is read from base_model_name_or_path;
-- a base plus `adapter=DIR` (DIR may itself be a run folder holding an adapter).
+- a base plus `adapter=DIR` (DIR may itself be a run folder holding an adapter);
+- a .gguf file (transformers' GGUF loader dequantizes it); a folder saved by `lmforge compress`
+  (bitsandbytes / low-rank) loads as transformers or lmforge.compress wrote it.
+
+`quant` quantizes a float model while loading it (bitsandbytes int8 or nf4).
 
 Pickle weights (.bin/.pt/.pth) are scanned by lmforge.files.scan before anything unpickles them;
 safetensors are preferred whenever they exist. A repo's own Python code runs only with trust_remote_code.
@@ -27,6 +31,7 @@ from lmforge.runtime import no_hub_kernels
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 _FALLBACK_CONTEXT_TOKENS = 2048
 _DTYPES = ("float32", "bfloat16", "float16")
+QUANT_ON_LOAD = ("int8", "nf4")
 
 
 @dataclass
@@ -101,14 +106,39 @@ def context_length_of(config: Any, tokenizer: Any) -> int:
     return _FALLBACK_CONTEXT_TOKENS
 
 
-def _load_causal_lm(folder: Path, dtype: Any, trust_pickle: bool, trust_remote_code: bool) -> Any:
+def quantization_config(quant: str | None, dtype: Any) -> Any:
+    """bitsandbytes' config for --quant (its CPU backend runs both); None for no quantization."""
+    if quant is None:
+        return None
+    if quant not in QUANT_ON_LOAD:
+        raise UserInputError(f"--quant {quant!r} is not one of {', '.join(QUANT_ON_LOAD)} (int4: quantize ahead with "
+                             "`lmforge compress quantize --method gguf-q4_k_m`)")
+    from transformers import BitsAndBytesConfig
+
+    if quant == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def _load_causal_lm(folder: Path, dtype: Any, trust_pickle: bool, trust_remote_code: bool, *,
+                    quant: str | None = None, device: str = "cpu") -> Any:
     from transformers import AutoModelForCausalLM
 
     no_hub_kernels()
-    use_safetensors = check_model_folder(folder, trust_pickle=trust_pickle)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    source = folder
+    if folder.is_file() and folder.suffix == ".gguf":
+        source, kwargs["gguf_file"] = folder.parent, folder.name
+    else:
+        kwargs["use_safetensors"] = check_model_folder(folder, trust_pickle=trust_pickle)
+        if (folder / "lmforge_lowrank.json").is_file():
+            from lmforge.compress.factorize import load_factorized
+
+            return load_factorized(folder, dtype)
+    if quant is not None:  # bitsandbytes places its weights while loading, on the device asked for
+        kwargs.update(quantization_config=quantization_config(quant, dtype), device_map={"": device})
     try:
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=use_safetensors,
-                                                    trust_remote_code=trust_remote_code)
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except ValueError as error:  # a config whose architecture has no causal-LM head
         raise UserInputError(f"{folder} is not a causal language model: {str(error).splitlines()[0]}") from None
     except OSError as error:
@@ -116,37 +146,50 @@ def _load_causal_lm(folder: Path, dtype: Any, trust_pickle: bool, trust_remote_c
 
 
 def load_model(model: str, *, adapter: str | None = None, device: str | None = None, dtype: str | None = None,
-               trust_pickle: bool = False, trust_remote_code: bool = False) -> LoadedModel:
+               trust_pickle: bool = False, trust_remote_code: bool = False, quant: str | None = None) -> LoadedModel:
     """Load `model` (folder, run folder, adapter folder or hub id) and optionally a LoRA `adapter` on top.
 
     The tokenizer comes from the adapter folder when it ships one (a fine-tune may add tokens or a
     chat template), else from the base. `trust_pickle` loads pickles the scanner cannot prove safe;
-    `trust_remote_code` runs a repo's own modeling code. Raises NotFoundError / UnsafeFileError / UserInputError.
+    `trust_remote_code` runs a repo's own modeling code; `quant` (int8, nf4) quantizes while loading.
+    Raises NotFoundError / UnsafeFileError / UserInputError.
     """
     from lmforge.data.templates import resolve_template
 
     target, dtype_value = _device_and_dtype(device, dtype)
+    if quant is not None and adapter is not None:
+        raise UserInputError("--quant with --adapter would merge the adapter into quantized weights and lose its "
+                             "update; merge first (lmforge convert BASE OUT --adapter DIR), then load OUT with --quant")
     trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
-    ref = locate_model(model, **trust)
+    gguf = Path(model).expanduser()
+    if gguf.is_file() and gguf.suffix == ".gguf":  # GGUF holds no pickle: transformers dequantizes it
+        ref: ModelRef | None = None
+        weights, name = gguf, gguf.name
+    else:
+        ref = locate_model(model, **trust)
+        weights, name = ref.path, ref.name
     adapter_ref = _adapter_ref(adapter, trust_pickle) if adapter else None
-    if ref.is_adapter:
+    if ref is not None and ref.is_adapter:
         if adapter_ref is not None:
             raise UserInputError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
         adapter_ref, ref = ref, locate_base(ref, **trust)
+        weights, name = ref.path, ref.name
 
-    base = _load_causal_lm(ref.path, dtype_value, trust_pickle, trust_remote_code)
+    base = _load_causal_lm(weights, dtype_value, trust_pickle, trust_remote_code, quant=quant, device=target)
     adapter_dir = adapter_ref.path if adapter_ref else None
-    tokenizer = _load_tokenizer(adapter_dir, ref.path, trust_remote_code)
+    tokenizer = _load_tokenizer(adapter_dir, weights, trust_remote_code)
     if adapter_dir is not None:
         from peft import PeftModel
 
         if len(tokenizer) > base.get_input_embeddings().num_embeddings:
             base.resize_token_embeddings(len(tokenizer))  # the fine-tune added tokens; its adapter expects them
         base = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    base.to(target).eval()
+    if getattr(base, "hf_quantizer", None) is None:  # bitsandbytes placed its own weights (model.to refuses)
+        base.to(target)
+    base.eval()
 
     template = resolve_template(tokenizer)
-    name = ref.name if adapter_ref is None else f"{ref.name}+{adapter_ref.name}"
+    name = name if adapter_ref is None else f"{name}+{adapter_ref.name}"
     return LoadedModel(
         model=base, tokenizer=tokenizer, name=name, context_length=context_length_of(base.config, tokenizer),
         chat_template_source=template.source, chat_template=template.jinja, device=target,
@@ -222,10 +265,13 @@ def _load_tokenizer(adapter_dir: Path | None, model_dir: Path, trust_remote_code
     from transformers import AutoTokenizer
 
     source = model_dir
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
         source = adapter_dir
+    elif model_dir.is_file() and model_dir.suffix == ".gguf":  # the tokenizer a GGUF file carries
+        source, kwargs["gguf_file"] = model_dir.parent, model_dir.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as error:
         raise NotFoundError(f"no tokenizer in {source}: {str(error).splitlines()[0]}") from None
     if tokenizer.pad_token is None:

@@ -1,7 +1,7 @@
 """`lmforge convert`: one function per conversion, picked by --to or the destination's suffix.
 
     pickle checkpoint / HF folder → safetensors   (to_safetensors)
-    safetensors / HF Llama-family folder → GGUF    (to_gguf, f32 f16 bf16 q8_0 q4_0)
+    safetensors / HF Llama-family folder → GGUF    (to_gguf, f32 f16 bf16 q8_0 q4_0 q4_k_m q5_k_m q6_k)
     HF model folder → ONNX                         (to_onnx)
     LoRA adapter + base → merged safetensors model (merge_lora)
 
@@ -45,11 +45,13 @@ def convert(
     adapter: str | os.PathLike[str] | None = None,
     trust_pickle: bool = False,
     progress: bool = True,
+    pre_tokenizer: str | None = None,
 ) -> ConvertReport:
     """Convert `src` into `dst`; see the module docstring for the conversions.
 
-    `quant` applies to GGUF only (default f16); `shard_size` to safetensors output; `adapter`
-    names the LoRA adapter folder to merge into the base model `src`.
+    `quant` applies to GGUF only (default f16), and so does `pre_tokenizer` (a llama.cpp name that
+    overrides detection); `shard_size` to safetensors output; `adapter` names the LoRA adapter folder
+    to merge into the base model `src`.
     """
     from lmforge.hub.reference import locate_model
 
@@ -61,6 +63,8 @@ def convert(
     target = pick_target(source, destination, to, adapter_path)
     if quant is not None and target != "gguf":
         raise UserInputError(f"--quant applies to GGUF output only, not {target}")
+    if pre_tokenizer is not None and target != "gguf":
+        raise UserInputError(f"--pre-tokenizer applies to GGUF output only, not {target}")
     if adapter_path is not None and target != "merged":
         raise UserInputError(f"--adapter is for merging a LoRA adapter (--to merged), not {target}")
     if target in ("gguf", "onnx") and (source / "adapter_config.json").is_file() \
@@ -75,7 +79,8 @@ def convert(
     if target == "gguf":
         from lmforge.files.convert.to_gguf import to_gguf
 
-        return to_gguf(source, destination, quant=quant or "f16", trust_pickle=trust_pickle, progress=progress)
+        return to_gguf(source, destination, quant=quant or "f16", pre_tokenizer=pre_tokenizer,
+                       trust_pickle=trust_pickle, progress=progress)
     if target == "onnx":
         from lmforge.files.convert.to_onnx import to_onnx
 
