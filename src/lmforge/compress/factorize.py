@@ -80,7 +80,7 @@ def factorize(model: str | os.PathLike[str], out: str | os.PathLike[str], *, ene
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmforge.generate.load import resolve_model_path
+    from lmforge.hub.reference import locate_model
     from lmforge.runtime import no_hub_kernels
 
     if (energy is None) == (rank is None):
@@ -90,7 +90,7 @@ def factorize(model: str | os.PathLike[str], out: str | os.PathLike[str], *, ene
     if rank is not None and rank < 1:
         raise UserInputError(f"--rank must be at least 1, got {rank}")
     started = time.perf_counter()
-    source = resolve_model_path(model)
+    source = locate_model(str(model)).path
     no_hub_kernels()
     network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)

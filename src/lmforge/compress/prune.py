@@ -158,7 +158,7 @@ def prune(model: str | os.PathLike[str], out: str | os.PathLike[str], *, sparsit
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmforge.generate.load import resolve_model_path
+    from lmforge.hub.reference import locate_model
     from lmforge.runtime import no_hub_kernels
 
     if method not in METHODS:
@@ -172,7 +172,7 @@ def prune(model: str | os.PathLike[str], out: str | os.PathLike[str], *, sparsit
     if pattern == "2:4" and structure != "none":
         raise UserInputError("--pattern 2:4 zeroes weights inside layers; it does not combine with --structure")
     started = time.perf_counter()
-    source = resolve_model_path(model)
+    source = locate_model(str(model)).path
     no_hub_kernels()
     network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)

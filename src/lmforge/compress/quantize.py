@@ -55,13 +55,13 @@ def quantize(model: str | os.PathLike[str], out: str | os.PathLike[str], *, meth
              progress: bool = False) -> QuantizeResult:
     """Quantize the HF model folder `model` into `out` (a .gguf file for gguf-*, a folder otherwise)."""
     from lmforge.compress.report import size_on_disk
-    from lmforge.generate.load import resolve_model_path
+    from lmforge.hub.reference import locate_model
 
     if method in _UNAVAILABLE:
         raise DependencyError(f"--method {method} is not available: {_UNAVAILABLE[method]}")
     if method not in METHODS:
         raise UserInputError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
-    source = resolve_model_path(model)
+    source = locate_model(str(model)).path
     target = Path(out)
     started = time.perf_counter()
     if method in GGUF_METHODS:
