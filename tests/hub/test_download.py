@@ -142,6 +142,20 @@ def test_an_interrupted_transfer_resumes_and_cached_files_are_not_fetched_again(
     assert hashlib.sha256((snapshot.folder / "model.safetensors").read_bytes()).digest() == hashlib.sha256(original).digest()
 
 
+@pytest.fixture
+def hub_bars_on():  # type: ignore[no-untyped-def]
+    """Another test in this process (a quickstart, which hides library bars) may have switched huggingface_hub's
+    progress bars off globally; they are on for the test and put back as they were."""
+    from huggingface_hub import utils as hub_utils
+
+    was_disabled = hub_utils.are_progress_bars_disabled()
+    hub_utils.enable_progress_bars()
+    yield
+    if was_disabled:
+        hub_utils.disable_progress_bars()
+
+
+@pytest.mark.usefixtures("hub_bars_on")
 def test_the_download_bars_are_rich_rows_with_the_true_totals(online, tmp_path, monkeypatch) -> None:
     from contextlib import contextmanager
 
