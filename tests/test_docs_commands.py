@@ -18,8 +18,9 @@ import pickle
 import re
 import shlex
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -130,6 +131,26 @@ SETUP: dict[str, Callable[[Path], None]] = {
     "lmforge train sft.yaml --json": lambda folder: shutil.rmtree(folder / "runs" / "sft"),
 }
 STDIN = {"lmforge chat runs/quickstart/sft": "Sort 3 1 2.\n/save chat.jsonl\n"}
+# Commands whose config (written by SETUP) names a hub model.
+HUB_CONFIGS = {"lmforge train sft.yaml"}
+# Absolute folders the docs name, rooted in the user's folder instead (a test writes nothing outside it).
+ROOTED = {"/data/hf": "data/hf"}
+
+
+def _hub_sft(folder: Path) -> None:
+    """sft.yaml as docs/hub.md trains it: from a hub id, into a fresh out folder."""
+    import yaml
+
+    config = yaml.safe_load((folder / "sft.yaml").read_text())
+    config["model"] = {"path": "Qwen/Qwen3-0.6B"}
+    (folder / "sft.yaml").write_text(yaml.safe_dump(config))
+    shutil.rmtree(folder / "runs" / "sft")
+
+
+SETUP.update({
+    "lmforge train sft.yaml": _hub_sft,
+    "lmforge plan --from-config run.yaml": lambda folder: shutil.copy(folder / "sft.yaml", folder / "run.yaml"),
+})
 
 
 def _chat(user: str, assistant: str) -> dict:
@@ -191,10 +212,6 @@ def user_folder(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) 
         file.rename(folder / file.name)
     shutil.rmtree(folder / "sharded")
     _onnx(folder / "model.onnx")
-    snapshot = folder / "hf-cache" / "models--acme--some-model" / "snapshots" / "0123abc"
-    shutil.copytree(base, snapshot)
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text("0123abc")
 
     _write_lines(folder / "train.jsonl", [_chat("What is 2 plus 2?", "4"), "{not json", _chat("Sort 3 1 2.", "1 2 3")])
     (folder / "data.csv").write_text("question,answer\n" + "".join(f"What is {i} plus 1?,{i + 1}\n" for i in range(20)))
@@ -221,16 +238,49 @@ def _onnx(path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
+# ----------------------------------------------------------------------------------- the hub the docs name
+
+def _hub_ids(command: str) -> list[str]:
+    """The org/name hub ids a command names (a local path is never spelled org/name in the docs' commands)."""
+    return re.findall(r"(?<![\w./-])([A-Za-z][\w.-]*/[A-Za-z][\w.-]*)(?:@[\w.-]+)?(?![\w/])", command)
+
+
+@pytest.fixture(scope="module")
+def docs_hub(tmp_path_factory: pytest.TempPathFactory, user_folder: Path) -> Iterator[Any]:
+    """A local hub (tests/hub/conftest.py) holding every repo the docs download or load, as the docs spell
+    them: the quickstart-sized model under each name, at the revisions named, gated where the docs pass a
+    token ("hf_..."), and GGUF files where the docs fetch one."""
+    from tests.hub.conftest import LocalHub, create_app
+    from tests.serve.conftest import run_server
+
+    hub = LocalHub(cache=tmp_path_factory.mktemp("docs-hub"))
+    base = user_folder / "runs" / "quickstart" / "pretrain" / "final"
+    tiny = {path.name: path.read_bytes() for path in base.iterdir() if path.is_file()}
+    gguf = (user_folder / "Llama-3.1-8B-Instruct-Q4_K_M.gguf").read_bytes()
+    for repo_id in ("Qwen/Qwen3-0.6B", "org/model", "org/name", "acme/some-model"):
+        hub.add(repo_id, tiny)
+    for repo_id, tag in (("org/model", "v2.0"), ("org/name", "v1.0"), ("acme/some-model", "v1.0")):
+        hub.add(repo_id, tiny, branch=tag)
+    hub.add("meta-llama/Llama-3.1-8B-Instruct", tiny, token="hf_...")
+    hub.add("TheBloke/x-GGUF", {"README.md": b"# x\n", "x-Q4_K_M.gguf": gguf, "x-Q8_0.gguf": gguf})
+    with run_server(create_app(hub)) as (url, _):
+        hub.url = url
+        yield hub
+
+
 @pytest.mark.parametrize("command", RUN, ids=[re.sub(r"[^\w./=,-]+", "_", command[8:])[:80] for command in RUN])
 def test_documented_command_runs_as_written(command: str, user_folder: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+                                            monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     folder = tmp_path / "work"
     shutil.copytree(user_folder, folder, symlinks=True)
     monkeypatch.chdir(folder)
     monkeypatch.setenv("HF_HUB_CACHE", str(folder / "hf-cache"))
+    hub_ids = [repo_id for repo_id in _hub_ids(command) if not (folder / repo_id).exists()]
+    if command in HUB_CONFIGS or any(repo_id in request.getfixturevalue("docs_hub").repos for repo_id in hub_ids):
+        _online(request.getfixturevalue("docs_hub").url, monkeypatch)
     if command in SETUP:
         SETUP[command](folder)
-    args = shlex.split(command)[1:]
+    args = [str(folder / ROOTED[arg]) if arg in ROOTED else arg for arg in shlex.split(command)[1:]]
     redirect = args.index(">") if ">" in args else None
     target = args[redirect + 1] if redirect is not None else None
     args = args[:redirect] if redirect is not None else args
@@ -240,3 +290,14 @@ def test_documented_command_runs_as_written(command: str, user_folder: Path, tmp
         f"{command}\n{result.output[-3000:]}"
     if target is not None:
         (folder / target).write_text(result.stdout)
+
+
+def _online(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads allowed from the local hub at `url` (as tests/hub/conftest.py's `online` sets it up)."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", "/nonexistent/no-stored-login")
