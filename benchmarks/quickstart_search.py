@@ -7,7 +7,10 @@ printed with its table). Stages before the one searched are run once per seed an
 candidate starts from the same model. The test split is scored once, afterwards, by
 `benchmarks/quickstart_wall.py --seeds 0 1 2` on the recipe this chooses.
 
-    .venv/bin/python benchmarks/quickstart_search.py [--seeds 0 1 2] [--json OUT.json]
+    .venv/bin/python benchmarks/quickstart_search.py [--seeds 0 1 2] [--json OUT.json] [--fixed sft_lr=1e-3 ...]
+
+`--fixed` takes a stage's setting as already chosen (by an earlier search, whose table it does not repeat):
+that stage then runs once per seed with it, so a later stage's search can be rerun alone.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--fixed", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a setting chosen by an earlier search (e.g. sft_lr=1e-3): its stage is not searched")
     parser.add_argument("--fast", action="store_true", help="the test recipe: checks the search runs, in a minute")
     args = parser.parse_args()
 
@@ -78,10 +83,17 @@ def main() -> None:
     from lmforge.quickstart import pipeline
 
     _quiet_libraries()
+    fixed = {key: float(value) if "." in value or "e" in value else int(value)
+             for key, value in (item.split("=", 1) for item in args.fixed)}
+
+    def candidates(stage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        chosen = {key: value for key, value in fixed.items() if key in stage[0]}
+        return [chosen] if chosen else stage
+
     started = time.perf_counter()
     recipe = pipeline.FAST if args.fast else pipeline.FULL
     base = {seed: dataclasses.replace(recipe, seed=seed, score_split="validation") for seed in args.seeds}
-    report: dict[str, Any] = {"seeds": args.seeds, "split": "validation"}
+    report: dict[str, Any] = {"seeds": args.seeds, "split": "validation", "fixed": fixed}
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         from lmforge.quickstart import run_quickstart
@@ -91,21 +103,21 @@ def main() -> None:
             pretrained[seed] = root / f"pretrain-seed{seed}"
             run_quickstart(pretrained[seed], progress=False, recipe=recipe, until="plan")
         print("sft: validation exact match after SFT; rule: the highest mean", flush=True)
-        sft = _search("sft", SFT, base, pretrained, ("tokenizer", "pretrain", "plan"), root,
+        sft = _search("sft", candidates(SFT), base, pretrained, ("tokenizer", "pretrain", "plan"), root,
                       lambda r: r.stages["sft"].exact_match)
         best = max(sft, key=lambda row: row["mean"])
         base = {seed: dataclasses.replace(recipe, **best["change"]) for seed, recipe in base.items()}
 
         print("rm: reward-model pairwise accuracy on validation pairs; rule: the highest mean", flush=True)
         keep = ("tokenizer", "pretrain", "plan", "sft")
-        rm = _search("rm", RM, base, best["folders"], keep, root, lambda r: r.stages["rm"].reward_accuracy)
+        rm = _search("rm", candidates(RM), base, best["folders"], keep, root, lambda r: r.stages["rm"].reward_accuracy)
         best_rm = max(rm, key=lambda row: row["mean"])
         base = {seed: dataclasses.replace(recipe, **best_rm["change"]) for seed, recipe in base.items()}
 
         print("dpo: preference for the correct answer over SFT's validation mistakes after DPO; rule: the highest "
               "mean among settings whose mean validation exact match is not below SFT's", flush=True)
         keep = ("tokenizer", "pretrain", "plan", "sft", "pairs", "rm")
-        dpo = _search("dpo", DPO, base, best_rm["folders"], keep, root,
+        dpo = _search("dpo", candidates(DPO), base, best_rm["folders"], keep, root,
                       lambda r: r.stages["dpo"].mistake_preference_accuracy or 0.0)
         for row in dpo:
             states = [json.loads((folder / pipeline.STATE_FILE).read_text())["stages"]
