@@ -41,7 +41,7 @@ def _configurations(seq_len: int, quick: bool, techniques_only: bool = False) ->
         ("qwen2.5-0.5b", TrainingSetup(method="full", attention="eager", seq_len=seq_len)),
         ("llama-3.2-1b", TrainingSetup(method="full", micro_batch_size=4, seq_len=seq_len // 2)),
         ("llama-3.2-1b", TrainingSetup(method="lora", optimizer="sgd", micro_batch_size=2, seq_len=seq_len)),
-        ("mistral-7b", TrainingSetup(method="lora", lora_targets=("q_proj", "v_proj"), seq_len=seq_len)),
+        ("mistral-7b", TrainingSetup(method="lora", target_modules=("q_proj", "v_proj"), seq_len=seq_len)),
         ("llama-3.1-70b", TrainingSetup(method="lora", recompute="full", seq_len=4096)),
         ("qwen3-0.6b", TrainingSetup(method="full", seq_len=seq_len)),
         ("qwen3-0.6b", TrainingSetup(method="lora", seq_len=seq_len)),
@@ -97,7 +97,7 @@ def main() -> None:
         measured = simulate_training(spec, setup)
         error = (predicted - measured.peak_bytes) / measured.peak_bytes
         rows.append(error)
-        method = setup.method if setup.lora_targets is None else f"lora({','.join(setup.lora_targets)})"
+        method = setup.method if setup.target_modules is None else f"lora({','.join(setup.target_modules)})"
         if setup.optimizer != "adamw":
             method += f" +{setup.optimizer}"
         for name_, on in (("chunked loss", setup.loss == "chunked"), ("offload", setup.offload_activations),

@@ -68,7 +68,7 @@ def test_plan_inference_reports_decode_speed():
         (["plan", "llama-3.1-8b", "--mfu", "2"], "mfu"),
         (["plan", "llama-3.1-8b", "--price", "-1"], "price"),
         (["plan", "llama-3.1-8b", "--headroom", "1"], "headroom"),
-        (["plan", "llama-3.1-8b", "--lora-rank", "0", "--method", "lora"], "lora_rank"),
+        (["plan", "llama-3.1-8b", "--lora-rank", "0", "--method", "lora"], "lora_r"),
         (["plan", "llama-3.1-8b", "--tp", "0"], "--tp must be a positive integer"),
         (["plan", "llama-3.1-8b", "--pp", "2", "--zero", "3"], "pipeline"),
         (["plan", "llama-3.1-8b", "--task", "infer", "--zero", "2"], "training-only options given with --task infer: --zero"),
@@ -201,16 +201,16 @@ def test_cli_offload_choices_match_the_layout_search():
 
 def test_every_training_knob_reaches_the_plan():
     result = _run(
-        "plan", "mistral-7b", "--method", "lora", "--lora-targets", "q_proj,v_proj", "--lora-alpha", "64",
-        "--attention", "eager", "--loss", "chunked", "--grad-ckpt", "none", "--json",
+        "plan", "mistral-7b", "--method", "lora", "--lora-targets", "q_proj,v_proj", "--lora-rank", "16",
+        "--lora-alpha", "64", "--attention", "eager", "--loss", "chunked", "--grad-ckpt", "none", "--json",
     )
     assert result.exit_code == 0, result.output
     setup = json.loads(result.stdout)["setup"]
-    assert setup["lora_targets"] == ["q_proj", "v_proj"] and setup["lora_alpha"] == 64
+    assert setup["target_modules"] == ["q_proj", "v_proj"] and (setup["lora_r"], setup["lora_alpha"]) == (16, 64)
     assert (setup["attention"], setup["loss"], setup["recompute"]) == ("eager", "chunked", "none")
     assert json.loads(result.stdout)["model"]["params_trainable"] == 32 * 16 * (2 * 4096 + 4096 + 1024)
     frozen = json.loads(_run("plan", "llama-3.2-1b", "--method", "freeze", "--freeze-layers", "4", "--json").stdout)
-    assert frozen["setup"]["freeze_last_n"] == 4
+    assert frozen["setup"]["trainable_layers"] == 4
     prompt = json.loads(_run("plan", "llama-3.2-1b", "--method", "prompt", "--virtual-tokens", "50", "--json").stdout)
     assert prompt["model"]["params_trainable"] == 50 * 2048
     torchtune = json.loads(_run("plan", "llama-3.2-1b", "--offload-activations", "--optimizer-in-backward", "--json").stdout)
@@ -239,9 +239,20 @@ def test_from_config_plans_exactly_what_the_training_config_runs(tmp_path: Path,
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     setup = data["setup"]
-    assert (setup["method"], setup["lora_rank"], setup["lora_alpha"], setup["lora_targets"]) == ("lora", 4, 8, ["q_proj", "v_proj"])
-    assert (setup["micro_batch_size"], setup["grad_accum_steps"], setup["seq_len"]) == (3, 2, 96)
+    assert (setup["method"], setup["lora_r"], setup["lora_alpha"], setup["target_modules"]) == ("lora", 4, 8, ["q_proj", "v_proj"])
+    assert (setup["micro_batch_size"], setup["grad_accum"], setup["seq_len"]) == (3, 2, 96)
     assert (setup["recompute"], setup["loss"], setup["precision"]) == ("full", "chunked", "bf16-mixed")
     assert data["gpu"]["name"] == "a100-80g" and data["levers"] == [] and data["layout"]["tp"] == 1
     both = _run("plan", "llama-2-7b", "--from-config", str(path))
     assert both.exit_code != 0 and "not both" in both.stderr
+
+
+def test_method_knobs_default_to_the_training_configs():
+    """`lmforge plan --method X` with nothing else set plans what `lmforge train` runs with nothing set."""
+    from lmforge.train.config import MethodSection
+
+    defaults = MethodSection()
+    for method, keys in (("lora", ("lora_r", "lora_alpha", "quant_bits")), ("freeze", ("trainable_layers",)),
+                         ("prompt", ("num_virtual_tokens",))):
+        setup = json.loads(_run("plan", "llama-3.2-1b", "--method", method, "--json").stdout)["setup"]
+        assert {key: setup[key] for key in keys} == {key: getattr(defaults, key) for key in keys}

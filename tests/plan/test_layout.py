@@ -180,7 +180,7 @@ def test_uneven_pipeline_stages_are_priced_by_the_fullest_stage():
     priced for 7 layers, between the 8 of PP 4 and the 4 of PP 8."""
     from lmforge.plan.setup import Layout
 
-    search = _search("llama-3.1-8b", TrainingSetup(grad_accum_steps=8))  # 1F1B: the first stage holds the most
+    search = _search("llama-3.1-8b", TrainingSetup(grad_accum=8))  # 1F1B: the first stage holds the most
     weights = {pp: search.memory(Layout(pp=pp))["weights"] for pp in (4, 5, 8)}
     assert weights[8] < weights[5] < weights[4]
     layer_bytes = (weights[4] - weights[8]) / 4  # the first stage adds the embedding on top of its layers
@@ -259,7 +259,7 @@ def test_at_equal_count_the_layout_lmforge_train_runs_comes_first():
 def test_a_pipeline_fed_one_micro_batch_says_what_its_bubble_costs():
     choice = _search("llama-3.1-70b").best(A100, LayoutRequest(pp=4, tp=8))
     assert choice.fits and "idles 75% of the time" in choice.reason and "--grad-accum 16" in choice.reason
-    fed = _search("llama-3.1-70b", TrainingSetup(grad_accum_steps=16)).best(A100, LayoutRequest(pp=4, tp=8))
+    fed = _search("llama-3.1-70b", TrainingSetup(grad_accum=16)).best(A100, LayoutRequest(pp=4, tp=8))
     assert "idles" not in fed.reason
 
 

@@ -110,7 +110,7 @@ def test_sdpa_has_no_quadratic_term_but_eager_does(llama7b):
 
 
 def test_pipeline_first_stage_keeps_micro_batches_in_flight(llama7b):
-    setup = TrainingSetup(method="full", seq_len=2048, grad_accum_steps=8)
+    setup = TrainingSetup(method="full", seq_len=2048, grad_accum=8)
     single = training_memory(llama7b, setup, Layout(pp=1))
     staged = training_memory(llama7b, setup, Layout(pp=4))
     assert staged["weights"] < single["weights"] / 3
@@ -161,7 +161,7 @@ def test_small_models_peak_on_the_vocabulary_tensors():
 
 def test_unknown_lora_target_is_a_user_error(llama7b):
     with pytest.raises(UserInputError, match="q_projection"):
-        training_memory(llama7b, TrainingSetup(method="lora", lora_targets=("q_projection",)))
+        training_memory(llama7b, TrainingSetup(method="lora", target_modules=("q_projection",)))
 
 
 def test_every_catalog_model_gets_a_finite_plan():
@@ -179,7 +179,7 @@ def test_freeze_and_prompt_methods_sit_between_nothing_and_full(llama7b):
     def total(**kwargs) -> int:
         return training_memory(llama7b, TrainingSetup(seq_len=1024, **kwargs)).total_bytes
 
-    assert total(method="freeze", freeze_last_n=1) < total(method="freeze", freeze_last_n=8) < total(method="full")
+    assert total(method="freeze", trainable_layers=1) < total(method="freeze", trainable_layers=8) < total(method="full")
     assert total(method="prompt") < total(method="lora")  # no adapter inputs kept, a 20-token embedding trained
     weights_only = inference_memory(llama7b, InferenceSetup(context_len=1)).total_bytes
     assert weights_only < total(method="prompt")
@@ -219,7 +219,7 @@ def test_deepseek_qlora_stages_never_hold_negative_weights():
     """DeepSeek's 3 dense first layers are far lighter than its MoE layers: a share of the quantized matrices by
     layer count once gave the first stage -2,455,150,658 bytes of weights, and called the layout a fit."""
     spec = resolve_model("deepseek-v3")
-    setup = TrainingSetup(method="qlora", seq_len=1, grad_accum_steps=4)
+    setup = TrainingSetup(method="qlora", seq_len=1, grad_accum=4)
     for pp in (2, 8, 61):
         memory = training_memory(spec, setup, Layout(pp=pp, tp=8))
         assert all(value >= 0 for value in memory.bytes_by_category.values()), pp
@@ -286,12 +286,12 @@ def test_optimizer_in_backward_never_holds_the_full_gradient_set(llama7b):
     ) > 0.9 * 2 * count_params(llama7b).total_params  # the bf16 gradients, nearly all gone
     assert stepped["gradients"] <= 2 * 32000 * 4096  # the largest single gradient: the head's
     with pytest.raises(UserInputError, match="cannot accumulate"):
-        TrainingSetup(optimizer_in_backward=True, grad_accum_steps=4)
+        TrainingSetup(optimizer_in_backward=True, grad_accum=4)
 
 
 def test_accumulated_gradients_stay_alive_through_the_next_micro_batch(llama7b):
     one = training_memory(llama7b, TrainingSetup(method="full", seq_len=4096))
-    accumulating = training_memory(llama7b, TrainingSetup(method="full", seq_len=4096, grad_accum_steps=4))
+    accumulating = training_memory(llama7b, TrainingSetup(method="full", seq_len=4096, grad_accum=4))
     assert one.peak_phase == accumulating.peak_phase == "forward-backward"
     assert accumulating["gradients"] - one["gradients"] >= 4 * count_params(llama7b).total_params * 0.99
 

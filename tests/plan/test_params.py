@@ -144,9 +144,9 @@ def test_lora_count_equals_peft(name: str, targets: list[str] | None, parameters
     spec = small_spec(resolve_model(name).config)
     modules = targets if targets is not None else default_lora_targets(spec)
     expected = _peft_trainable(spec, LoraConfig(r=4, target_modules=modules, target_parameters=parameters))
-    ours = count_trainable_params(spec, "lora", lora_rank=4, lora_targets=targets, lora_target_parameters=parameters)
+    ours = count_trainable_params(spec, "lora", lora_r=4, target_modules=targets, lora_target_parameters=parameters)
     assert ours == expected
-    assert count_trainable_params(spec, "qlora", lora_rank=4, lora_targets=targets, lora_target_parameters=parameters) == ours
+    assert count_trainable_params(spec, "qlora", lora_r=4, target_modules=targets, lora_target_parameters=parameters) == ours
 
 
 @pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-0.5b", "gemma-2-2b", "deepseek-v3", "gpt2", "bert-base-uncased", "t5-base"])
@@ -173,7 +173,7 @@ def test_freeze_trains_the_last_layers_and_final_norm_and_an_untied_head(name: s
     trainable = [*model.model.layers[-2:], model.model.norm]
     if not spec.tie_word_embeddings:
         trainable.append(model.lm_head)  # a tied head is the embedding matrix: it stays frozen
-    assert count_trainable_params(spec, "freeze", freeze_last_n=2) == sum(numel(m) for m in trainable)
+    assert count_trainable_params(spec, "freeze", trainable_layers=2) == sum(numel(m) for m in trainable)
 
 
 def test_full_trains_everything() -> None:
@@ -185,10 +185,10 @@ def test_full_trains_everything() -> None:
     "kwargs,message",
     [
         ({"method": "dora"}, "unknown training method 'dora'"),
-        ({"method": "lora", "lora_rank": 0}, "lora_rank must be positive"),
-        ({"method": "lora", "lora_targets": ["q_proj", "query_key"]}, "query_key match no layer"),
-        ({"method": "lora", "lora_targets": ["gate_proj"]}, "need up_proj too"),
-        ({"method": "freeze", "freeze_last_n": 0}, "between 1 and the model's 48 layers"),
+        ({"method": "lora", "lora_r": 0}, "lora_r must be positive"),
+        ({"method": "lora", "target_modules": ["q_proj", "query_key"]}, "query_key match no layer"),
+        ({"method": "lora", "target_modules": ["gate_proj"]}, "need up_proj too"),
+        ({"method": "freeze", "trainable_layers": 0}, "between 1 and the model's 48 layers"),
         ({"method": "prefix", "num_virtual_tokens": 0}, "num_virtual_tokens must be positive"),
     ],
 )
@@ -253,7 +253,7 @@ def test_lora_on_a_vision_language_model_equals_peft() -> None:
     spec = spec_from_config(small, name="tiny-vlm")
     assert count_params(spec).total_params == numel(build_model(small))
     expected = _peft_trainable(spec, LoraConfig(r=4, target_modules=default_lora_targets(spec)))
-    assert count_trainable_params(spec, "lora", lora_rank=4) == expected
+    assert count_trainable_params(spec, "lora", lora_r=4) == expected
 
 
 @pytest.mark.parametrize("name,published", [("gemma-3-4b", 3_880_099_328), ("gemma-3-12b", 11_765_788_416), ("gemma-3-27b", 27_009_002_240)])
@@ -281,7 +281,7 @@ def test_sequence_classifiers_and_reward_models_count_exactly(name: str, labels:
     assert spec.architecture.endswith("ForSequenceClassification")
     counts = count_params(spec)
     assert counts.total_params == numel(build_model(spec.config))
-    assert count_trainable_params(spec, "freeze", freeze_last_n=1) == counts.layer_params[-1] + counts.output_params
+    assert count_trainable_params(spec, "freeze", trainable_layers=1) == counts.layer_params[-1] + counts.output_params
 
 
 FUZZ_FAMILIES = ["llama-3.1-8b", "qwen2.5-0.5b", "qwen3-0.6b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v3", "gemma-2-2b",
@@ -334,7 +334,7 @@ def test_random_lora_target_subsets_equal_peft(family: str, data) -> None:
     if spec.model_type in ("qwen3_moe", "deepseek_v3", "deepseek_v2", "mixtral"):  # peft fuses these pairs
         chosen = list(dict.fromkeys(chosen + [pairs[t] for t in chosen if t in pairs]))
     expected = _peft_trainable(spec, LoraConfig(r=rank, target_modules=chosen))
-    assert count_trainable_params(spec, "lora", lora_rank=rank, lora_targets=chosen) == expected
+    assert count_trainable_params(spec, "lora", lora_r=rank, target_modules=chosen) == expected
 
 
 @pytest.mark.parametrize("name", ["qwen3-30b-a3b", "mixtral-8x7b", "llama-3.1-8b", "bert-base-uncased"])
@@ -344,5 +344,5 @@ def test_all_linear_keyword_equals_peft_and_all_means_the_defaults(name: str) ->
 
     spec = small_spec(resolve_model(name).config)
     expected = _peft_trainable(spec, LoraConfig(r=4, target_modules="all-linear"))
-    assert count_trainable_params(spec, "lora", lora_rank=4, lora_targets="all-linear") == expected
-    assert count_trainable_params(spec, "lora", lora_rank=4, lora_targets=["all"]) == count_trainable_params(spec, "lora", lora_rank=4)
+    assert count_trainable_params(spec, "lora", lora_r=4, target_modules="all-linear") == expected
+    assert count_trainable_params(spec, "lora", lora_r=4, target_modules=["all"]) == count_trainable_params(spec, "lora", lora_r=4)

@@ -42,7 +42,7 @@ def test_json_has_the_stable_keys_and_round_trips(lora_70b):
 
 def test_trainable_params_are_the_lora_count(lora_70b):
     spec = resolve_model("llama-3.1-70b")
-    assert lora_70b.model.params_trainable == count_trainable_params(spec, "lora", lora_rank=16)
+    assert lora_70b.model.params_trainable == count_trainable_params(spec, "lora", lora_r=8)  # method.lora_r's default
     assert lora_70b.model.params_total == 70_553_706_496
 
 
@@ -149,7 +149,7 @@ def test_levers_left_open_are_pulled_before_gpus_are_added_and_each_is_named_wit
     settings = " ".join(lever.setting for lever in pulled.levers)
     assert (pulled.setup.recompute == "full") == ("--grad-ckpt full" in settings)
     assert (pulled.setup.loss == "chunked") == ("--loss chunked" in settings)
-    assert pulled.setup.micro_batch_size * pulled.setup.grad_accum_steps == 8  # the step keeps its 8 sequences
+    assert pulled.setup.micro_batch_size * pulled.setup.grad_accum == 8  # the step keeps its 8 sequences
 
 
 def test_the_common_question_qlora_8b_on_a_4090_is_one_card_with_checkpointing():

@@ -16,7 +16,7 @@ from lmforge.plan.setup import CATEGORIES, InferenceSetup, Layout, MemoryBreakdo
         ("optimizer", "adam", "adamw-8bit"),
         ("recompute", "partial", "selective"),
         ("attention", "flash3", "sdpa"),
-        ("qlora_bits", 3, "4"),
+        ("quant_bits", 3, "4"),
     ],
 )
 def test_unknown_choice_names_value_and_allowed(field, value, named):
@@ -25,7 +25,7 @@ def test_unknown_choice_names_value_and_allowed(field, value, named):
     assert repr(value) in str(error.value) and named in str(error.value)
 
 
-@pytest.mark.parametrize("field", ["micro_batch_size", "seq_len", "grad_accum_steps", "lora_rank", "freeze_last_n"])
+@pytest.mark.parametrize("field", ["micro_batch_size", "seq_len", "grad_accum", "lora_r", "trainable_layers"])
 @pytest.mark.parametrize("value", [0, -4])
 def test_sizes_must_be_positive(field, value):
     with pytest.raises(UserInputError, match=field):

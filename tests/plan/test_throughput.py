@@ -21,7 +21,7 @@ def _train(spec, **overrides):
         compute_params=matmul_params(spec, LLAMA2_7B_PARAMS, LLAMA2_7B_EMBEDDING),
         trainable_params=LLAMA2_7B_PARAMS,
         method="full",
-        freeze_last_n=1,
+        trainable_layers=1,
         seq_len=4096,
         recompute="none",
         tokens=2_000_000_000_000,

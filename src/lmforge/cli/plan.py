@@ -14,12 +14,13 @@ from typing import Any
 
 import typer
 
-from lmforge.plan.setup import ATTENTION, KV_DTYPES, LOSSES, METHODS, OPTIMIZERS, PRECISIONS, RECOMPUTE, WEIGHT_FORMATS
+from lmforge.plan.setup import (
+    ATTENTION, KV_DTYPES, LOSSES, METHODS, OPTIMIZERS, PRECISIONS, RECOMPUTE, WEIGHT_FORMATS, TrainingSetup,
+)
 
 GIB = 1024**3
 _OFFLOAD = ["none", "optimizer", "params", "both"]  # lmforge.plan.layout.OFFLOAD_CHOICES, without importing the search
-_INFERENCE_FORMAT = {"fp32": "fp32", "fp16-mixed": "fp16", "bf16-mixed": "bf16", "bf16": "bf16"}
-_QLORA_QUANT = {"nf4": 4, "int4": 4, "int8": 8}  # the bitsandbytes storage QLoRA's --quant can name
+_DEFAULT = TrainingSetup()  # the method knobs' defaults, the same as lmforge train's
 
 
 def _choices(name: str, values: list[str]) -> type[Enum]:
@@ -75,6 +76,10 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"${value:,.0f}" if value >= 100 else f"${value:,.2f}"
 
 
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
@@ -117,13 +122,18 @@ def plan_command(
     optimizer_in_backward: bool = typer.Option(
         False, "--optimizer-in-backward", help="Step each parameter as its gradient arrives (torchtune optimizer_in_bwd)."
     ),
-    lora_rank: int = typer.Option(16, "--lora-rank", help="LoRA rank r."),
-    lora_alpha: int = typer.Option(32, "--lora-alpha", help="LoRA alpha."),
+    lora_rank: int = typer.Option(_DEFAULT.lora_r, "--lora-rank", help="LoRA rank r (method.lora_r)."),
+    lora_alpha: int = typer.Option(_DEFAULT.lora_alpha, "--lora-alpha", help="LoRA alpha (method.lora_alpha)."),
     lora_targets: str | None = typer.Option(
         None, "--lora-targets", help="Comma-separated modules LoRA wraps, e.g. q_proj,v_proj (default: all linear layers)."
     ),
-    freeze_layers: int = typer.Option(1, "--freeze-layers", help="--method freeze: how many of the last layers train."),
-    virtual_tokens: int = typer.Option(20, "--virtual-tokens", help="--method prompt/prefix: virtual tokens."),
+    freeze_layers: int = typer.Option(
+        _DEFAULT.trainable_layers, "--freeze-layers",
+        help="--method freeze: how many of the last layers train (method.trainable_layers).",
+    ),
+    virtual_tokens: int = typer.Option(
+        _DEFAULT.num_virtual_tokens, "--virtual-tokens", help="--method prompt/prefix: virtual tokens."
+    ),
     levers: bool = typer.Option(
         True, "--levers/--no-levers", help="Let the planner turn on cheap memory techniques you left open to need fewer GPUs."
     ),
@@ -150,117 +160,35 @@ def plan_command(
 ) -> None:
     """Will it fit, on how many GPUs, laid out how, and how long will it take."""
     from lmforge.errors import UserInputError
-    from lmforge.plan.planner import plan_inference, plan_training
+    from lmforge.plan.planner import plan_task
 
-    task, method, precision, optimizer, attention, offload = (
-        choice.value for choice in (task, method, precision, optimizer, attention, offload)
-    )
-    grad_ckpt = None if grad_ckpt is None else grad_ckpt.value
-    loss = None if loss is None else loss.value
-    quant = None if quant is None else quant.value
-    kv_dtype = None if kv_dtype is None else kv_dtype.value
     targets = [name.strip() for name in lora_targets.split(",") if name.strip()] if lora_targets is not None else None
     if lora_targets is not None and not targets:
         raise UserInputError("--lora-targets needs module names, e.g. q_proj,v_proj")
-
     if tokens is not None and (not math.isfinite(tokens) or tokens < 1 or tokens != int(tokens)):
         raise UserInputError(f"--tokens must be a positive whole number, got {tokens:g}")
+    whole_tokens = None if tokens is None else int(tokens)
     if from_config is not None:
         if model is not None:
             raise UserInputError("give a MODEL or --from-config RUN.yaml, not both: the config names its model")
-        if task != "train":
+        if task.value != "train":
             raise UserInputError("--from-config plans the training run the config describes; it has no --task infer")
         from lmforge.train.planning import plan_config
 
-        plan = plan_config(from_config, gpu=gpu, gpus=gpus, gpu_mem_gib=gpu_mem, zero=zero, offload=offload,
-                           tokens=None if tokens is None else int(tokens), mfu=mfu, price_per_gpu_hour=price,
-                           headroom=headroom, simulate=simulate)
+        plan = plan_config(from_config, gpu=gpu, gpus=gpus, gpu_mem_gib=gpu_mem, zero=zero, offload=offload.value,
+                           tokens=whole_tokens, mfu=mfu, price_per_gpu_hour=price, headroom=headroom, simulate=simulate)
     elif model is None:
         raise UserInputError("lmforge plan needs a MODEL (catalog name, hub id, folder or config.json) or --from-config RUN.yaml")
-    elif task == "train":
-        if kv_dtype is not None or prompt_len is not None or target_rps is not None:
-            raise UserInputError("--kv-dtype, --prompt-len and --target-rps apply to --task infer only")
-        if quant is not None and method != "qlora":
-            raise UserInputError("--quant applies to --task infer, or to --method qlora (nf4/int4 or int8)")
-        if method == "qlora" and quant is not None and quant not in _QLORA_QUANT:
-            raise UserInputError(
-                f"--method qlora stores its base as nf4/int4 (4-bit) or int8 (bitsandbytes); --quant {quant} is not one of them"
-            )
-        plan = plan_training(
-            model,
-            method=method,
-            precision=precision,
-            optimizer=optimizer,
-            micro_batch_size=batch_size,
-            seq_len=2048 if seq_len is None else seq_len,
-            grad_accum=grad_accum,
-            recompute=grad_ckpt,
-            attention=attention,
-            loss=loss,
-            offload_activations=offload_activations,
-            optimizer_in_backward=optimizer_in_backward,
-            lora_rank=lora_rank,
-            lora_alpha=lora_alpha,
-            lora_targets=targets,
-            freeze_last_n=freeze_layers,
-            qlora_bits=_QLORA_QUANT.get(quant or "nf4", 4),
-            num_virtual_tokens=virtual_tokens,
-            zero=zero,
-            offload=offload,
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            gpu=gpu,
-            gpus=gpus,
-            gpu_mem_gib=gpu_mem,
-            tokens=None if tokens is None else int(tokens),
-            mfu=mfu,
-            price_per_gpu_hour=price,
-            headroom=headroom,
-            levers=levers,
-            simulate=simulate,
-        )
     else:
-        training_only = {
-            "--method": method != "full",
-            "--optimizer": optimizer != "adamw",
-            "--grad-accum": grad_accum != 1,
-            "--grad-ckpt": grad_ckpt is not None,
-            "--attention": attention != "sdpa",
-            "--loss": loss is not None,
-            "--offload-activations": offload_activations,
-            "--optimizer-in-backward": optimizer_in_backward,
-            "--lora-rank": lora_rank != 16,
-            "--lora-alpha": lora_alpha != 32,
-            "--lora-targets": lora_targets is not None,
-            "--freeze-layers": freeze_layers != 1,
-            "--virtual-tokens": virtual_tokens != 20,
-            "--zero": zero is not None,
-            "--offload": offload != "none",
-            "--ep": ep is not None,
-            "--tokens": tokens is not None,
-            "--price": price is not None,
-            "--simulate": simulate,
-        }
-        given = [name for name, used in training_only.items() if used]
-        if given:
-            raise UserInputError(f"training-only options given with --task infer: {', '.join(given)}")
-        weight_format = quant or _INFERENCE_FORMAT[precision]
-        plan = plan_inference(
-            model,
-            weight_format=weight_format,
-            kv_dtype=kv_dtype or ("fp16" if weight_format == "fp16" else "bf16"),
-            batch_size=batch_size,
-            context_len=seq_len,
-            prompt_len=prompt_len,
-            tp=tp,
-            pp=pp,
-            gpu=gpu,
-            gpus=gpus,
-            gpu_mem_gib=gpu_mem,
-            mfu=mfu,
-            headroom=headroom,
-            target_requests_per_second=target_rps,
+        plan = plan_task(
+            model, task.value, precision=precision.value, quant=_value(quant), batch_size=batch_size, seq_len=seq_len,
+            method=method.value, optimizer=optimizer.value, grad_accum=grad_accum, recompute=_value(grad_ckpt),
+            attention=attention.value, loss=_value(loss), offload_activations=offload_activations,
+            optimizer_in_backward=optimizer_in_backward, lora_r=lora_rank, lora_alpha=lora_alpha, target_modules=targets,
+            trainable_layers=freeze_layers, num_virtual_tokens=virtual_tokens, levers=levers, zero=zero,
+            offload=offload.value, tp=tp, pp=pp, ep=ep, gpu=gpu, gpus=gpus, gpu_mem_gib=gpu_mem, tokens=whole_tokens,
+            mfu=mfu, price_per_gpu_hour=price, headroom=headroom, simulate=simulate, kv_dtype=_value(kv_dtype),
+            prompt_len=prompt_len, target_requests_per_second=target_rps,
         )
     if plot:
         from lmforge.plan.plot import plot_breakdown
@@ -348,7 +276,7 @@ def _setup_line(task: str, setup: dict) -> str:
             f"{setup['batch_size']} × {setup['context_len']} tokens of context"
         )
     parts = [setup["method"], setup["precision"], setup["optimizer"]]
-    parts.append(f"micro-batch {setup['micro_batch_size']} × {setup['seq_len']} tokens, grad-accum {setup['grad_accum_steps']}")
+    parts.append(f"micro-batch {setup['micro_batch_size']} × {setup['seq_len']} tokens, grad-accum {setup['grad_accum']}")
     parts.append(f"recompute {setup['recompute']}")
     parts.append(f"{setup['attention']} attention, {setup['loss']} loss")
     if setup["offload_activations"]:
@@ -357,12 +285,12 @@ def _setup_line(task: str, setup: dict) -> str:
         parts.append("optimizer in backward")
     method = setup["method"]
     if method in ("lora", "qlora"):
-        targets = ",".join(setup["lora_targets"]) if setup["lora_targets"] else "all linear"
-        parts.append(f"rank {setup['lora_rank']}, alpha {setup['lora_alpha']}, on {targets}")
+        targets = ",".join(setup["target_modules"]) if setup["target_modules"] else "all linear"
+        parts.append(f"rank {setup['lora_r']}, alpha {setup['lora_alpha']}, on {targets}")
     if method == "qlora":
-        parts.append(f"{setup['qlora_bits']}-bit base")
+        parts.append(f"{setup['quant_bits']}-bit base")
     if method == "freeze":
-        parts.append(f"last {setup['freeze_last_n']} layers train")
+        parts.append(f"last {setup['trainable_layers']} layers train")
     if method in ("prompt", "prefix"):
         parts.append(f"{setup['num_virtual_tokens']} virtual tokens")
     return "train: " + ", ".join(parts)

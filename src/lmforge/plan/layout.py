@@ -458,7 +458,7 @@ def _reason(strategy: str, layout: Layout, search: LayoutSearch, accelerator: Ac
         if engine:
             text += f"; needs {engine}"
         if layout.pp > 1:
-            micro_batches = search.setup.grad_accum_steps
+            micro_batches = search.setup.grad_accum
             bubble = pipeline_bubble(layout.pp, micro_batches)
             if bubble > 0.2:
                 text += (

@@ -104,7 +104,7 @@ def _stages(spec: ModelSpec, layout: Layout, setup: TrainingSetup) -> list[_Stag
     kept: dict[tuple, _Stage] = {}
     for k, indices in enumerate(pipeline_split(layers, layout.pp)):
         # 1F1B (Narayanan et al. 2021, PipeDream-Flush): stage k holds min(pp - k, m) micro-batches in flight.
-        stage = _Stage(indices, k == 0, k == layout.pp - 1, min(layout.pp - k, setup.grad_accum_steps))
+        stage = _Stage(indices, k == 0, k == layout.pp - 1, min(layout.pp - k, setup.grad_accum))
         key = (
             stage.first,
             stage.last,
@@ -117,8 +117,8 @@ def _stages(spec: ModelSpec, layout: Layout, setup: TrainingSetup) -> list[_Stag
 
 
 def _first_trained_layer(setup: TrainingSetup, layers: int) -> int:
-    """Freeze tuning trains the last freeze_last_n blocks; every other method reaches every block."""
-    return layers - min(setup.freeze_last_n, layers) if setup.method == "freeze" else 0
+    """Freeze tuning trains the last trainable_layers blocks; every other method reaches every block."""
+    return layers - min(setup.trainable_layers, layers) if setup.method == "freeze" else 0
 
 
 def _linear_layer_params(counts: ParamCount) -> int:
@@ -194,13 +194,13 @@ def _lora_on_experts(spec: ModelSpec, setup: TrainingSetup) -> bool:
     """Whether LoRA reaches the routed experts (the default targets do; see params.default_lora_targets)."""
     if not spec.is_moe or setup.method not in ("lora", "qlora"):
         return False
-    return setup.lora_targets is None or bool(_EXPERT_TARGETS & set(setup.lora_targets))
+    return setup.target_modules is None or bool(_EXPERT_TARGETS & set(setup.target_modules))
 
 
 def _adapted(setup: TrainingSetup, name: str) -> bool:
     if setup.method not in ("lora", "qlora"):
         return False
-    return setup.lora_targets is None or name in setup.lora_targets
+    return setup.target_modules is None or name in setup.target_modules
 
 
 def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layout: Layout = Layout()) -> float:
@@ -236,7 +236,7 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
     # and an fp32 cast when peft keeps fp32 adapters beside a bf16 base.
     adapter_dtype = _adapter_dtypes(setup, layout)[0]
     adapter_input = _FP32 if setup.precision == "fp32" else (_HALF if amp else _FP32)
-    adapter_hidden = (_HALF if amp else adapter_dtype) * setup.lora_rank
+    adapter_hidden = (_HALF if amp else adapter_dtype) * setup.lora_r
     trains_base = setup.method in ("full", "freeze")  # freeze: only its trained blocks save (training_memory)
     block = _block(spec)
 
@@ -439,7 +439,7 @@ def _training_stage(
     adapters = 0.0
     if method not in ("full", "freeze"):
         before, per_layer, after = _adapters_by_block(
-            spec, method, setup.lora_rank, setup.lora_targets, setup.num_virtual_tokens
+            spec, method, setup.lora_r, setup.target_modules, setup.num_virtual_tokens
         )
         adapters = sum(per_layer[i] for i in here) + (before if stage.first else 0) + (after if stage.last else 0)
 
@@ -463,7 +463,7 @@ def _training_stage(
     # --- weights, master copy, gradients, optimizer states
     if method == "qlora":
         # QLoRA (Dettmers et al. 2023): block matrices in NF4 / int8, embeddings, norms and head in bf16.
-        bits = nf4_bits_per_weight(setup.double_quant) if setup.qlora_bits == 4 else 8.0
+        bits = nf4_bits_per_weight(setup.double_quant) if setup.quant_bits == 4 else 8.0
         matrices = sum(counts.layer_matrix_params[i] for i in here)
         dense_frozen_bytes = (matrices - stage_experts) * bits / 8 + (frozen - matrices) * _HALF
         expert_frozen_bytes = stage_experts * bits / 8
@@ -593,7 +593,7 @@ def _training_stage(
         gradients = max(largest, default=0) * grad_bytes / tp + adapter_grads
     in_backward = adapter_grads
     # With gradient accumulation the earlier micro-batches' gradients stay alive through the next forward and backward.
-    accumulated = gradients if setup.grad_accum_steps > 1 and not setup.optimizer_in_backward else in_backward
+    accumulated = gradients if setup.grad_accum > 1 and not setup.optimizer_in_backward else in_backward
     forward_backward = persistent + activations + buffers_fb + head_grad + accumulated
     backward_end = persistent + gradients + accumulation  # then the optimizer step, with nothing but these
     out = dict.fromkeys(CATEGORIES, 0.0)
@@ -617,7 +617,7 @@ def _adafactor_ratio(counts: ParamCount, setup: TrainingSetup) -> float:
     """Adafactor state elements per parameter: rows + columns of each matrix over its size."""
     matrices = [w for w in counts.weights if w.in_features and w.out_features]
     if setup.method in ("lora", "qlora"):
-        r = setup.lora_rank  # A is in x r, B is r x out
+        r = setup.lora_r  # A is in x r, B is r x out
         factors = sum(w.in_features + w.out_features + 2 * r for w in matrices)
         return factors / max(sum(r * (w.in_features + w.out_features) for w in matrices), 1)
     factors = sum((w.in_features + w.out_features) * max(w.experts, 1) for w in matrices)

@@ -16,12 +16,12 @@ from typing import Literal
 
 from lmforge.errors import UserInputError
 from lmforge.plan.models import moe_layer_indices
+from lmforge.plan.setup import METHODS, Method, TrainingSetup
 from lmforge.plan.spec import ModelSpec
 
 Component = Literal["embeddings", "attention", "mlp", "norms", "head"]
 COMPONENTS: tuple[Component, ...] = ("embeddings", "attention", "mlp", "norms", "head")
-Method = Literal["full", "freeze", "lora", "qlora", "prompt", "prefix"]
-METHODS: tuple[str, ...] = ("full", "freeze", "lora", "qlora", "prompt", "prefix")
+_DEFAULT = TrainingSetup()  # the method knobs' defaults, the same for the planner and lmforge train
 
 _GPT2_LIKE = {"gpt2"}
 _BERT_LIKE = {"bert", "roberta"}
@@ -164,17 +164,17 @@ def count_trainable_params(
     spec: ModelSpec,
     method: Method | str,
     *,
-    lora_rank: int = 8,
-    lora_targets: list[str] | str | None = None,
+    lora_r: int = _DEFAULT.lora_r,
+    target_modules: list[str] | str | None = None,
     lora_target_parameters: list[str] | None = None,
-    freeze_last_n: int = 2,
-    num_virtual_tokens: int = 20,
+    trainable_layers: int = _DEFAULT.trainable_layers,
+    num_virtual_tokens: int = _DEFAULT.num_virtual_tokens,
 ) -> int:
     """Trainable parameters for a fine-tuning method, equal to what peft / the trainer would report.
 
-    full: everything. freeze: the last `freeze_last_n` blocks, the final norm and an untied head; a tied head
+    full: everything. freeze: the last `trainable_layers` blocks, the final norm and an untied head; a tied head
     is the input embedding matrix, so it stays frozen (training it would unfreeze the embeddings).
-    lora / qlora: peft LoRA with `lora_targets` as target_modules (default or "all": default_lora_targets;
+    lora / qlora: peft LoRA with `target_modules` (default or "all": default_lora_targets;
     "all-linear": peft's keyword) and `lora_target_parameters` as target_parameters.
     prompt: peft prompt tuning's virtual-token embedding. prefix: peft prefix tuning's per-layer key/value prefixes.
     """
@@ -184,9 +184,9 @@ def count_trainable_params(
     if method == "full":
         return counts.total_params
     if method == "freeze":
-        return _freeze_trainable(counts, freeze_last_n)
+        return _freeze_trainable(counts, trainable_layers)
     if method in ("lora", "qlora"):
-        adapters = _lora_trainable(spec, counts, lora_rank, lora_targets, lora_target_parameters)
+        adapters = _lora_trainable(spec, counts, lora_r, target_modules, lora_target_parameters)
         # peft's SEQ_CLS task trains a classifier's new score head whole beside the adapters (modules_to_save).
         score = spec.hidden_size * num_labels(spec) if spec.architecture.endswith("ForSequenceClassification") else 0
         return adapters + score
@@ -211,7 +211,7 @@ def count_trainable_params(
 def _freeze_trainable(counts: ParamCount, last_n: int) -> int:
     if last_n <= 0 or last_n > len(counts.layer_params):
         raise UserInputError(
-            f"freeze_last_n must be between 1 and the model's {len(counts.layer_params)} layers, got {last_n}"
+            f"trainable_layers must be between 1 and the model's {len(counts.layer_params)} layers, got {last_n}"
         )
     return sum(counts.layer_params[-last_n:]) + counts.output_params
 
@@ -294,7 +294,7 @@ def lora_params_by_block(
     than its MoE blocks, so a share by layer count would misprice them.
     """
     if rank <= 0:
-        raise UserInputError(f"lora_rank must be positive, got {rank}")
+        raise UserInputError(f"lora_r must be positive, got {rank}")
     counts = count_params(spec)
     wanted = _expand_target_keywords(spec, [targets] if isinstance(targets, str) else targets)
     modules, param_ranks = _peft_targets(spec, rank, wanted, list(parameters or []))

@@ -194,23 +194,8 @@ class Lever:
 def plan_training(
     model: str | ModelSpec,
     *,
-    method: str = "full",
-    precision: str = "bf16-mixed",
-    optimizer: str = "adamw",
-    micro_batch_size: int = 1,
-    seq_len: int = 2048,
-    grad_accum: int = 1,
     recompute: str | None = None,
-    attention: str = "sdpa",
     loss: str | None = None,
-    offload_activations: bool = False,
-    optimizer_in_backward: bool = False,
-    lora_rank: int = 16,
-    lora_alpha: int = 32,
-    lora_targets: list[str] | None = None,
-    freeze_last_n: int = 1,
-    qlora_bits: int = 4,
-    num_virtual_tokens: int = 20,
     zero: int | None = None,
     offload: str = "none",
     tp: int | None = None,
@@ -226,11 +211,14 @@ def plan_training(
     levers: bool = True,
     verdicts: bool = True,
     simulate: bool = False,
+    **setup_fields: Any,
 ) -> Plan:
     """Plan a training (or fine-tuning) run: per-GPU memory, GPU count and layout, time and cost.
 
-    None for zero / tp / pp / ep / gpus lets the layout search choose; a given value is honoured and
-    validated. `tokens` defaults to one billion (time and cost are then per billion tokens).
+    `setup_fields` are TrainingSetup's fields with its defaults (method, precision, optimizer, micro_batch_size,
+    seq_len, grad_accum, lora_r, target_modules, trainable_layers, quant_bits, num_virtual_tokens ...), named as
+    the training config names them. None for zero / tp / pp / ep / gpus lets the layout search choose; a given
+    value is honoured and validated. `tokens` defaults to one billion (time and cost are then per billion tokens).
 
     `recompute` None follows the recipes (LLaMA-Factory, unsloth, axolotl, torchtune all turn gradient
     checkpointing on for LoRA and QLoRA; full and freeze tuning start without it) and `loss` None starts from
@@ -238,74 +226,23 @@ def plan_training(
     chunked loss, a smaller micro-batch with more accumulation, full recomputation - whenever they need
     fewer GPUs (or make a fixed --gpus fit), and the plan lists each one and its cost in time.
     """
-    tokens_given = tokens is not None
-    tokens = DEFAULT_TRAINING_TOKENS if tokens is None else tokens
-    if tokens <= 0:
-        raise UserInputError(f"--tokens must be positive, got {tokens}")
-    if price_per_gpu_hour is not None and price_per_gpu_hour < 0:
-        raise UserInputError(f"--price must be a non-negative $ per GPU-hour, got {price_per_gpu_hour}")
+    _check_cost_inputs(tokens, price_per_gpu_hour)
     spec = _resolve(model)
-    context_note = _check_context(spec, seq_len, "train")
-    if method in ("lora", "qlora") and not lora_targets:
-        # Resolved once here: the plan records which modules LoRA wraps, and the memory model
-        # prices hundreds of layouts without re-deriving the default targets each time.
-        lora_targets = default_lora_targets(spec)
+    setup = _training_setup(spec, recompute, loss, setup_fields)
+    context_note = _check_context(spec, setup.seq_len, "train")
     open_levers = {
         "recompute": recompute is None,
         "loss": loss is None,
-        "micro_batch": levers and not optimizer_in_backward and micro_batch_size > 1,
+        "micro_batch": levers and not setup.optimizer_in_backward and setup.micro_batch_size > 1,
     }
-    setup = TrainingSetup(
-        method=method,
-        precision=precision,
-        optimizer=optimizer,
-        micro_batch_size=micro_batch_size,
-        seq_len=seq_len,
-        grad_accum_steps=grad_accum,
-        recompute=recompute or ("full" if method in ("lora", "qlora") else "none"),
-        attention=attention,
-        loss=loss or "standard",
-        offload_activations=offload_activations,
-        optimizer_in_backward=optimizer_in_backward,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_targets=tuple(lora_targets) if lora_targets else None,
-        freeze_last_n=freeze_last_n,
-        qlora_bits=qlora_bits,
-        num_virtual_tokens=num_virtual_tokens,
-    )
     accelerator = _accelerator(gpu, gpu_mem_gib)
     trainable = count_trainable_params(
-        spec,
-        method,
-        lora_rank=lora_rank,
-        lora_targets=list(lora_targets) if lora_targets else None,
-        freeze_last_n=freeze_last_n,
-        num_virtual_tokens=num_virtual_tokens,
+        spec, setup.method, lora_r=setup.lora_r, target_modules=list(setup.target_modules or []) or None,
+        trainable_layers=setup.trainable_layers, num_virtual_tokens=setup.num_virtual_tokens,
     )
     summary, counts = _summary(spec, trainable)
     request = LayoutRequest(gpus=gpus, tp=tp, pp=pp, zero_stage=zero, offload=offload, ep=ep)
-    compute = matmul_params(spec, counts.active_params, counts.by_component["embeddings"])
-
-    def time_for(run: TrainingSetup, card: Accelerator, layout: Layout, price: float | None) -> TrainingTime:
-        return training_time(
-            spec,
-            compute_params=compute,
-            trainable_params=trainable,
-            method=method,
-            freeze_last_n=freeze_last_n,
-            seq_len=seq_len,
-            recompute=run.recompute,
-            tokens=tokens,
-            tokens_per_step=run.micro_batch_size * seq_len * run.grad_accum_steps * layout.dp,
-            gpus=layout.gpus,
-            peak_flops_per_gpu=card.peak_flops_per_second(precision),
-            mfu=mfu,
-            price_usd_per_gpu_hour=price,
-            pp=layout.pp,
-            micro_batches=run.grad_accum_steps,
-            loss=run.loss,
-        )
+    time_for = _timer(spec, setup, counts, trainable, DEFAULT_TRAINING_TOKENS if tokens is None else tokens, mfu)
 
     base_setup = setup
     search = LayoutSearch(spec, setup, counts.total_params)
@@ -325,49 +262,207 @@ def plan_training(
         throughput = replace(throughput, wall_seconds=None, gpu_hours=None, cost_usd=None, tokens_per_second=None,
                              step_seconds=None)
     fewest = choice if gpus is None else search.best(accelerator, replace(request, gpus=None), headroom=headroom)
-    one_gpu = search.memory(Layout())
-    half_bytes = 4.0 if precision == "fp32" else 2.0
-    rules = training_rules(
-        params_total=counts.total_params,
-        params_trainable=trainable,
-        method=method,
-        precision=precision,
-        optimizer=optimizer,
-        half_bytes=half_bytes,
-        vram_gb=accelerator.memory_gib,
-        precise_gpus=fewest.gpus if fewest.fits else None,
-        states_bytes_unsharded=model_states_bytes(spec, setup, Layout()),
-        activation_bytes=activation_bytes(spec, setup, Layout()),
-        training_bytes_one_gpu=one_gpu.total_bytes,
-        setup_text=f"micro-batch {setup.micro_batch_size} × {seq_len} tokens",
-        shape=(spec.num_layers, spec.num_attention_heads, setup.micro_batch_size, seq_len, spec.hidden_size),
-    )
+    rules = _training_rules(spec, setup, counts, trainable, accelerator, fewest, search.memory(Layout()))
     table = _verdicts(search, request, headroom, time_on=time_on) if verdicts else []
     plan = Plan("train", summary, setup, accelerator, choice, throughput, rules, table, levers=pulled)
-    if context_note:
-        plan.notes.append(context_note)
-    if not tokens_given:
-        plan.notes.append("time and cost are for 1e9 training tokens; pass --tokens for your dataset")
-    if not choice.fits:
-        plan.notes.append("no time or cost: the run does not fit as asked")
-    for lever in pulled:
-        plan.notes.append(f"lever pulled: {lever.name} ({lever.setting}): {lever.cost}")
-    if setup.recompute != "full" and not open_levers["recompute"] and (choice.gpus > 1 or not choice.fits):
-        hint = _recompute_hint(spec, setup, counts.total_params, accelerator, request, headroom, choice)
-        if hint:
-            plan.notes.append(hint)
-    if method in ("lora", "qlora") and setup.recompute == "full" and open_levers["recompute"] and not pulled:
-        plan.notes.append(
-            "gradient checkpointing is on, as every LoRA/QLoRA recipe of LLaMA-Factory, unsloth, axolotl and "
-            "torchtune turns it on (+1 forward of compute); --grad-ckpt none turns it off"
-        )
-    if setup.loss == "fused":
-        plan.notes.append("--loss fused runs Liger's kernel: CUDA and liger-kernel only")
+    plan.notes += [note for note in (context_note,) if note]
+    plan.notes += _training_notes(spec, setup, counts, accelerator, request, headroom, choice, open_levers, pulled,
+                                  tokens_given=tokens is not None)
     if simulate:
         from lmforge.plan.simulate import simulate_training
 
         plan.simulation = simulate_training(spec, setup).to_dict()
     return plan
+
+
+# Inference plans read none of these; with task "infer" each must keep its default (key: the CLI flag that sets it).
+_TRAINING_ONLY: dict[str, tuple[str, Any]] = {
+    "method": ("--method", TrainingSetup.method),
+    "optimizer": ("--optimizer", TrainingSetup.optimizer),
+    "grad_accum": ("--grad-accum", TrainingSetup.grad_accum),
+    "recompute": ("--grad-ckpt", None),
+    "attention": ("--attention", TrainingSetup.attention),
+    "loss": ("--loss", None),
+    "offload_activations": ("--offload-activations", TrainingSetup.offload_activations),
+    "optimizer_in_backward": ("--optimizer-in-backward", TrainingSetup.optimizer_in_backward),
+    "lora_r": ("--lora-rank", TrainingSetup.lora_r),
+    "lora_alpha": ("--lora-alpha", TrainingSetup.lora_alpha),
+    "target_modules": ("--lora-targets", None),
+    "trainable_layers": ("--freeze-layers", TrainingSetup.trainable_layers),
+    "num_virtual_tokens": ("--virtual-tokens", TrainingSetup.num_virtual_tokens),
+    "zero": ("--zero", None),
+    "offload": ("--offload", "none"),
+    "ep": ("--ep", None),
+    "tokens": ("--tokens", None),
+    "price_per_gpu_hour": ("--price", None),
+    "simulate": ("--simulate", False),
+    "levers": ("--no-levers", True),
+}
+_INFERENCE_ONLY = ("kv_dtype", "prompt_len", "target_requests_per_second")  # --kv-dtype, --prompt-len, --target-rps
+# What --quant may name for --method qlora: the bitsandbytes storage of the frozen base, in bits.
+QLORA_QUANT = {"nf4": 4, "int4": 4, "int8": 8}
+# An inference plan without --quant serves the weights in the half type of the training precision.
+_INFERENCE_FORMAT = {"fp32": "fp32", "fp16-mixed": "fp16", "bf16-mixed": "bf16", "bf16": "bf16"}
+
+
+def plan_task(
+    model: str | ModelSpec,
+    task: str = "train",
+    *,
+    precision: str = TrainingSetup.precision,
+    quant: str | None = None,
+    batch_size: int = 1,
+    seq_len: int | None = None,
+    **options: Any,
+) -> Plan:
+    """`lmforge plan MODEL`: plan_training or plan_inference from one set of options, as the command takes them.
+
+    `quant` is the inference weight format (default: the half type of `precision`), or for method qlora the
+    base's storage (nf4/int4 or int8); `batch_size` is the micro-batch (training) or the concurrent sequences
+    (inference); `seq_len` None is 2048 for training, 4096 or the model's context for inference. Options of the
+    other task given away from their defaults are one error naming each, by its CLI flag."""
+    if task == "train":
+        return _plan_training_task(model, precision, quant, batch_size, seq_len, options)
+    if task != "infer":
+        raise UserInputError(f"task {task!r} is not supported; choose one of: train, infer")
+    given = [flag for name, (flag, default) in _TRAINING_ONLY.items() if options.pop(name, default) != default]
+    if given:
+        raise UserInputError(f"training-only options given with --task infer: {', '.join(given)}")
+    weight_format = quant or _INFERENCE_FORMAT[precision]
+    kv_dtype = options.pop("kv_dtype", None) or ("fp16" if weight_format == "fp16" else "bf16")
+    return plan_inference(model, weight_format=weight_format, kv_dtype=kv_dtype, batch_size=batch_size,
+                          context_len=seq_len, **options)
+
+
+def _plan_training_task(
+    model: str | ModelSpec, precision: str, quant: str | None, batch_size: int, seq_len: int | None,
+    options: dict[str, Any],
+) -> Plan:
+    if [name for name in _INFERENCE_ONLY if options.pop(name, None) is not None]:
+        raise UserInputError("--kv-dtype, --prompt-len and --target-rps apply to --task infer only")
+    method = options.get("method", TrainingSetup.method)
+    if quant is not None and method != "qlora":
+        raise UserInputError("--quant applies to --task infer, or to --method qlora (nf4/int4 or int8)")
+    if quant is not None and quant not in QLORA_QUANT:
+        raise UserInputError(
+            f"--method qlora stores its base as nf4/int4 (4-bit) or int8 (bitsandbytes); --quant {quant} is not one of them"
+        )
+    if quant is not None:
+        options["quant_bits"] = QLORA_QUANT[quant]
+    return plan_training(model, precision=precision, micro_batch_size=batch_size,
+                         seq_len=TrainingSetup.seq_len if seq_len is None else seq_len, **options)
+
+
+def _check_cost_inputs(tokens: int | None, price_per_gpu_hour: float | None) -> None:
+    if tokens is not None and tokens <= 0:
+        raise UserInputError(f"--tokens must be positive, got {tokens}")
+    if price_per_gpu_hour is not None and price_per_gpu_hour < 0:
+        raise UserInputError(f"--price must be a non-negative $ per GPU-hour, got {price_per_gpu_hour}")
+
+
+def _training_setup(spec: ModelSpec, recompute: str | None, loss: str | None, fields: dict[str, Any]) -> TrainingSetup:
+    """The TrainingSetup asked for, with recompute and loss at their starting points and LoRA's targets resolved.
+
+    The targets are resolved once here: the plan records which modules LoRA wraps, and the memory model prices
+    hundreds of layouts without re-deriving the default targets each time."""
+    method = fields.get("method", TrainingSetup.method)
+    adapters = method in ("lora", "qlora")
+    if adapters and not fields.get("target_modules"):
+        fields = {**fields, "target_modules": default_lora_targets(spec)}
+    elif not fields.get("target_modules"):
+        fields = {**fields, "target_modules": None}
+    return TrainingSetup(**fields, recompute=recompute or ("full" if adapters else "none"), loss=loss or "standard")
+
+
+def _timer(
+    spec: ModelSpec, setup: TrainingSetup, counts: ParamCount, trainable: int, tokens: int, mfu: float
+) -> Callable[[TrainingSetup, Accelerator, Layout, float | None], TrainingTime]:
+    """Time and cost of `run` (the setup, or a lever's variant of it) on a card and layout."""
+    compute = matmul_params(spec, counts.active_params, counts.by_component["embeddings"])
+
+    def time_for(run: TrainingSetup, card: Accelerator, layout: Layout, price: float | None) -> TrainingTime:
+        return training_time(
+            spec,
+            compute_params=compute,
+            trainable_params=trainable,
+            method=setup.method,
+            trainable_layers=setup.trainable_layers,
+            seq_len=setup.seq_len,
+            recompute=run.recompute,
+            tokens=tokens,
+            tokens_per_step=run.micro_batch_size * setup.seq_len * run.grad_accum * layout.dp,
+            gpus=layout.gpus,
+            peak_flops_per_gpu=card.peak_flops_per_second(setup.precision),
+            mfu=mfu,
+            price_usd_per_gpu_hour=price,
+            pp=layout.pp,
+            micro_batches=run.grad_accum,
+            loss=run.loss,
+        )
+
+    return time_for
+
+
+def _training_rules(
+    spec: ModelSpec,
+    setup: TrainingSetup,
+    counts: ParamCount,
+    trainable: int,
+    accelerator: Accelerator,
+    fewest: LayoutChoice,
+    one_gpu: MemoryBreakdown,
+) -> list[RuleOfThumb]:
+    """The seeds' rules of thumb for this run, each beside the planner's precise figure."""
+    return training_rules(
+        params_total=counts.total_params,
+        params_trainable=trainable,
+        method=setup.method,
+        precision=setup.precision,
+        optimizer=setup.optimizer,
+        half_bytes=4.0 if setup.precision == "fp32" else 2.0,
+        vram_gb=accelerator.memory_gib,
+        precise_gpus=fewest.gpus if fewest.fits else None,
+        states_bytes_unsharded=model_states_bytes(spec, setup, Layout()),
+        activation_bytes=activation_bytes(spec, setup, Layout()),
+        training_bytes_one_gpu=one_gpu.total_bytes,
+        setup_text=f"micro-batch {setup.micro_batch_size} × {setup.seq_len} tokens",
+        shape=(spec.num_layers, spec.num_attention_heads, setup.micro_batch_size, setup.seq_len, spec.hidden_size),
+    )
+
+
+def _training_notes(
+    spec: ModelSpec,
+    setup: TrainingSetup,
+    counts: ParamCount,
+    accelerator: Accelerator,
+    request: LayoutRequest,
+    headroom: float,
+    choice: LayoutChoice,
+    open_levers: dict[str, bool],
+    pulled: list[Lever],
+    *,
+    tokens_given: bool,
+) -> list[str]:
+    """What the user should know beside the figures: assumed tokens, levers pulled, a recompute hint."""
+    notes = []
+    if not tokens_given:
+        notes.append("time and cost are for 1e9 training tokens; pass --tokens for your dataset")
+    if not choice.fits:
+        notes.append("no time or cost: the run does not fit as asked")
+    for lever in pulled:
+        notes.append(f"lever pulled: {lever.name} ({lever.setting}): {lever.cost}")
+    if setup.recompute != "full" and not open_levers["recompute"] and (choice.gpus > 1 or not choice.fits):
+        hint = _recompute_hint(spec, setup, counts.total_params, accelerator, request, headroom, choice)
+        if hint:
+            notes.append(hint)
+    if setup.method in ("lora", "qlora") and setup.recompute == "full" and open_levers["recompute"] and not pulled:
+        notes.append(
+            "gradient checkpointing is on, as every LoRA/QLoRA recipe of LLaMA-Factory, unsloth, axolotl and "
+            "torchtune turns it on (+1 forward of compute); --grad-ckpt none turns it off"
+        )
+    if setup.loss == "fused":
+        notes.append("--loss fused runs Liger's kernel: CUDA and liger-kernel only")
+    return notes
 
 
 def _pull_levers(
@@ -402,8 +497,8 @@ def _pull_levers(
     for recompute, loss, size in itertools.product(recomputes, losses, micro_batches):
         if (recompute, loss, size) == (setup.recompute, setup.loss, setup.micro_batch_size):
             continue
-        accumulation = setup.grad_accum_steps * setup.micro_batch_size // size
-        run = replace(setup, recompute=recompute, loss=loss, micro_batch_size=size, grad_accum_steps=accumulation)
+        accumulation = setup.grad_accum * setup.micro_batch_size // size
+        run = replace(setup, recompute=recompute, loss=loss, micro_batch_size=size, grad_accum=accumulation)
         trial = LayoutSearch(spec, run, params_total)
         found = trial.best(accelerator, request, headroom=headroom)
         candidate = (rank(run, found), run, trial, found)
@@ -428,8 +523,8 @@ def _levers_pulled(
                             f"logits never whole (trl's chunked head); recomputing them in backward adds {extra:.1%} compute"))
     if setup.micro_batch_size != base.micro_batch_size:
         pulled.append(Lever(
-            "smaller micro-batch", f"--batch-size {setup.micro_batch_size} --grad-accum {setup.grad_accum_steps}",
-            f"same {base.micro_batch_size * base.grad_accum_steps}-sequence step and FLOPs, in smaller matmuls "
+            "smaller micro-batch", f"--batch-size {setup.micro_batch_size} --grad-accum {setup.grad_accum}",
+            f"same {base.micro_batch_size * base.grad_accum}-sequence step and FLOPs, in smaller matmuls "
             "(lower utilisation on small batches, not modelled)",
         ))
     if setup.recompute != base.recompute:

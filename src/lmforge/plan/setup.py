@@ -8,11 +8,15 @@ batch or an unknown optimizer.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 from lmforge.errors import UserInputError
 
-METHODS = ("full", "freeze", "lora", "qlora", "prompt", "prefix")
+# The fine-tuning methods, named once: the training config (lmforge.train.config.MethodSection) and the CLI read these.
+Method = Literal["full", "freeze", "lora", "qlora", "prompt", "prefix"]
+METHODS: tuple[str, ...] = typing.get_args(Method)
 PRECISIONS = ("fp32", "fp16-mixed", "bf16-mixed", "bf16")  # "-mixed": fp32 master weights, half-precision compute
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 RECOMPUTE = ("none", "full", "selective")
@@ -22,7 +26,7 @@ ATTENTION = ("sdpa", "flash", "eager")
 # standard: full fp32 logits and cross-entropy (transformers); chunked: trl's chunked log-prob head (tiles of 4096
 # tokens x 32768 vocabulary, recomputed in backward); fused: Liger's fused linear cross-entropy (CUDA only).
 LOSSES = ("standard", "chunked", "fused")
-QLORA_BITS = (4, 8)
+QUANT_BITS = (4, 8)
 WEIGHT_FORMATS = (
     "fp32", "fp16", "bf16", "fp8", "int8", "int4", "nf4",
     "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K",
@@ -58,23 +62,28 @@ def _check_positive(name: str, value: int) -> None:
 
 @dataclass(frozen=True)
 class TrainingSetup:
-    """One training step as the user configures it; everything the memory model needs besides the model."""
+    """One training step as the user configures it; everything the memory model needs besides the model.
+
+    The method knobs carry the training config's names and defaults (method.lora_r, method.trainable_layers,
+    train.grad_accum ...): lmforge.train.config.MethodSection takes its defaults from this class, so a plan
+    and a run with nothing set mean the same thing.
+    """
 
     method: str = "full"
     precision: str = "bf16-mixed"
     optimizer: str = "adamw"
     micro_batch_size: int = 1
     seq_len: int = 2048
-    grad_accum_steps: int = 1
+    grad_accum: int = 1
     recompute: str = "none"
     attention: str = "sdpa"
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_targets: tuple[str, ...] | None = None  # None = the model's default targets (all linear layers)
-    freeze_last_n: int = 1  # method "freeze": how many of the last layers train
-    qlora_bits: int = 4
+    lora_r: int = 8
+    lora_alpha: int = 16
+    target_modules: tuple[str, ...] | None = None  # None = the model's default targets (all linear layers)
+    trainable_layers: int = 2  # method "freeze": how many of the last layers train (plus the head)
+    quant_bits: int = 4  # qlora: 4 (NF4) or 8 bits
     double_quant: bool = True
-    num_virtual_tokens: int = 20  # prompt / prefix tuning
+    num_virtual_tokens: int = 16  # prompt / prefix tuning
     loss: str = "standard"  # see LOSSES
     offload_activations: bool = False  # saved activations to CPU RAM (torchtune's OffloadActivations)
     optimizer_in_backward: bool = False  # each parameter steps as its gradient arrives (torchtune optimizer_in_bwd)
@@ -86,22 +95,22 @@ class TrainingSetup:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("recompute", self.recompute, RECOMPUTE)
         _check_choice("attention", self.attention, ATTENTION)
-        _check_choice("qlora_bits", self.qlora_bits, QLORA_BITS)
-        for name in ("micro_batch_size", "seq_len", "grad_accum_steps", "lora_rank", "num_virtual_tokens"):
+        _check_choice("quant_bits", self.quant_bits, QUANT_BITS)
+        for name in ("micro_batch_size", "seq_len", "grad_accum", "lora_r", "num_virtual_tokens"):
             _check_positive(name, getattr(self, name))
-        _check_positive("freeze_last_n", self.freeze_last_n)
+        _check_positive("trainable_layers", self.trainable_layers)
         if self.lora_alpha <= 0:
             raise UserInputError(f"lora_alpha must be positive, got {self.lora_alpha!r}")
-        if self.optimizer_in_backward and self.grad_accum_steps > 1:
+        if self.optimizer_in_backward and self.grad_accum > 1:
             # torchtune refuses the same: a parameter steps as soon as its gradient exists, so nothing can accumulate.
             raise UserInputError(
                 f"optimizer_in_backward steps each parameter during backward, so gradients cannot accumulate over "
-                f"{self.grad_accum_steps} micro-batches; use grad_accum_steps 1"
+                f"{self.grad_accum} micro-batches; use grad_accum 1"
             )
-        if self.lora_targets is not None:
-            if isinstance(self.lora_targets, str) or not self.lora_targets:
-                raise UserInputError("lora_targets must be a non-empty list of module names, or None for the default")
-            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if self.target_modules is not None:
+            if isinstance(self.target_modules, str) or not self.target_modules:
+                raise UserInputError("target_modules must be a non-empty list of module names, or None for the default")
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
 
     @property
     def tokens_per_micro_batch(self) -> int:

@@ -306,8 +306,8 @@ def _to_fake(torch, model, fake_mode) -> None:
 def _add_lora(model, setup: TrainingSetup):
     from peft import LoraConfig, get_peft_model
 
-    targets = list(setup.lora_targets) if setup.lora_targets else "all-linear"
-    config = LoraConfig(r=setup.lora_rank, lora_alpha=setup.lora_alpha, target_modules=targets, lora_dropout=0.0)
+    targets = list(setup.target_modules) if setup.target_modules else "all-linear"
+    config = LoraConfig(r=setup.lora_r, lora_alpha=setup.lora_alpha, target_modules=targets, lora_dropout=0.0)
     return get_peft_model(model, config)
 
 

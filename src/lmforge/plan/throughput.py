@@ -71,7 +71,7 @@ def training_time(
     compute_params: int,
     trainable_params: int,
     method: str,
-    freeze_last_n: int,
+    trainable_layers: int,
     seq_len: int,
     recompute: str,
     tokens: int,
@@ -106,7 +106,7 @@ def training_time(
     elif method in _BACKPROP_EVERYWHERE:
         backward = 2.0 * compute_params + 2.0 * trainable_params + 2.0 * attention_forward
     else:  # freeze: gradients stop below the last trainable layers (+ head)
-        share = min(freeze_last_n / spec.num_layers, 1.0)
+        share = min(trainable_layers / spec.num_layers, 1.0)
         backward = 2.0 * compute_params * share + 2.0 * trainable_params + 2.0 * attention_forward * share
     recompute_per_token = {"none": 0.0, "full": forward, "selective": attention_forward}[recompute]
     if loss == "chunked":

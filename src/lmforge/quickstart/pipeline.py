@@ -333,7 +333,7 @@ def _plan(ctx: _Context) -> StageRecord:
 
     recipe = ctx.recipe
     tiny = AutoConfig.from_pretrained(str(ctx.path("pretrain", "final"))).to_dict()
-    options = {"method": "lora", "lora_rank": recipe.lora_r, "lora_alpha": recipe.lora_r * 2,
+    options = {"method": "lora", "lora_r": recipe.lora_r, "lora_alpha": recipe.lora_r * 2,
                "micro_batch_size": recipe.micro_batch_size, "seq_len": recipe.max_len,
                "recompute": "none", "levers": False,  # this recipe as it runs: no checkpointing, nothing added
                "tokens": recipe.sft_steps * recipe.micro_batch_size * recipe.max_len}

@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lmforge.data.builtin import TASKS, get_builtin
 from lmforge.errors import ConfigError, LmforgeError, join_problems
+from lmforge.plan.setup import METHODS, Method, TrainingSetup
 
 Stage = Literal["pretrain", "sft", "rm", "dpo", "kto", "orpo", "rlhf", "distill", "classify", "mlm"]
 STAGES: tuple[str, ...] = typing.get_args(Stage)
-Method = Literal["full", "freeze", "lora", "qlora", "prompt", "prefix"]
+_PLANNED = TrainingSetup()  # the method knobs' defaults, shared with the planner (lmforge plan)
 
 
 class _Section(BaseModel):
@@ -67,14 +68,15 @@ class DataSection(_Section):
 
 
 class MethodSection(_Section):
-    name: Method = Field("full", description="full | freeze | lora | qlora | prompt | prefix")
-    trainable_layers: int = Field(2, ge=1, description="freeze: how many last layers (plus the head) train")
-    lora_r: int = Field(8, ge=1, description="lora/qlora rank")
-    lora_alpha: int = Field(16, ge=1, description="lora/qlora scaling alpha")
+    name: Method = Field(_PLANNED.method, description=" | ".join(METHODS))
+    trainable_layers: int = Field(_PLANNED.trainable_layers, ge=1,
+                                  description="freeze: how many last layers (plus the head) train")
+    lora_r: int = Field(_PLANNED.lora_r, ge=1, description="lora/qlora rank")
+    lora_alpha: int = Field(_PLANNED.lora_alpha, ge=1, description="lora/qlora scaling alpha")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="lora/qlora dropout")
     target_modules: list[str] | None = Field(None, description="lora targets; per-architecture default when empty")
-    quant_bits: Literal[4, 8] = Field(4, description="qlora: 4 (NF4, double quantization) or 8 bits")
-    num_virtual_tokens: int = Field(16, ge=1, description="prompt/prefix tuning: virtual tokens")
+    quant_bits: Literal[4, 8] = Field(_PLANNED.quant_bits, description="qlora: 4 (NF4, double quantization) or 8 bits")
+    num_virtual_tokens: int = Field(_PLANNED.num_virtual_tokens, ge=1, description="prompt/prefix tuning: virtual tokens")
 
 
 class EarlyStopping(_Section):

@@ -14,23 +14,6 @@ from lmforge.train.config import MethodSection
 
 Task = Literal["causal", "classify", "mlm"]
 
-# Default LoRA targets per architecture (model_type): every projection of attention and MLP, the
-# QLoRA paper's finding (Dettmers et al. 2023 §4: adapters on all linear layers match full tuning).
-LORA_TARGETS: dict[str, list[str]] = {
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gemma2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    "bert": ["query", "key", "value", "dense"],
-    "roberta": ["query", "key", "value", "dense"],
-}
-
-
 @dataclass(frozen=True)
 class ParamCount:
     trainable_params: int
@@ -44,11 +27,19 @@ class ParamCount:
         return f"trainable {self.trainable_params:,} / total {self.total_params:,} params ({self.percent:.3f}%)"
 
 
-def lora_targets(model_type: str, method: MethodSection) -> list[str] | str:
-    """The modules LoRA wraps: the user's list, the per-architecture default, else peft's all-linear."""
+def lora_targets(model_config: dict[str, Any], method: MethodSection) -> list[str] | str:
+    """The modules LoRA wraps: the user's list, else the planner's default for the architecture (every linear
+    projection of attention and MLP, experts included, never the router or the head: the QLoRA paper's finding,
+    Dettmers et al. 2023 §4), so `lmforge plan` counts exactly what trains. An architecture the planner does not
+    model gets peft's all-linear."""
     if method.target_modules:
         return method.target_modules
-    return LORA_TARGETS.get(model_type, "all-linear")
+    from lmforge.plan.models import spec_from_config
+    from lmforge.plan.params import EXACT_MODEL_TYPES, default_lora_targets
+
+    if model_config.get("model_type") not in EXACT_MODEL_TYPES:
+        return "all-linear"
+    return default_lora_targets(spec_from_config(model_config, name=str(model_config.get("_name_or_path") or "model")))
 
 
 def check_method_hardware(method: MethodSection) -> None:
@@ -153,14 +144,24 @@ def apply_method(model: Any, method: MethodSection, task: Task, *, gradient_chec
             r=method.lora_r,
             lora_alpha=method.lora_alpha,
             lora_dropout=method.lora_dropout,
-            target_modules=lora_targets(model.config.model_type, method),
+            target_modules=lora_targets(model.config.to_dict(), method),
             bias="none",
         )
     elif method.name == "prompt":
         peft_config = PromptTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens)
     else:
         peft_config = PrefixTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens)
-    return get_peft_model(model, peft_config)
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as error:
+        # peft adapts fused MoE expert tensors (transformers 5) through lora.ParamWrapper, which has no dropout.
+        if "ParamWrapper does not work with lora_dropout" not in str(error):
+            raise
+        raise ConfigError(
+            f"method.lora_dropout: LoRA on this model's MoE experts (3-D parameters) works only without dropout "
+            f"in peft; set method.lora_dropout=0, or method.target_modules without the experts (got "
+            f"{method.lora_dropout})"
+        ) from None
 
 
 def count_params(model: Any) -> ParamCount:

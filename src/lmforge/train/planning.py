@@ -44,9 +44,9 @@ def hf_config(config: TrainConfig, tokenizer: Any) -> Any:
     return AutoConfig.from_pretrained(folder, trust_remote_code=config.model.trust_remote_code)
 
 
-def _planner_kwargs(config: TrainConfig, model_type: str) -> dict[str, Any]:
+def _planner_kwargs(config: TrainConfig, model_config: Any) -> dict[str, Any]:
     method = config.method
-    targets = lora_targets(model_type, method)
+    targets = lora_targets(model_config.to_dict(), method)
     precision = config.train.precision
     if precision == "auto":
         # Planned for the machine it runs on; a CPU planning for train.target_gpu plans that GPU's bf16.
@@ -61,11 +61,11 @@ def _planner_kwargs(config: TrainConfig, model_type: str) -> dict[str, Any]:
         "method": method.name,
         "precision": planned_precision,
         "seq_len": config.data.max_len,
-        "lora_rank": method.lora_r,
+        "lora_r": method.lora_r,
         "lora_alpha": method.lora_alpha,
-        "lora_targets": targets if isinstance(targets, list) else None,
-        "freeze_last_n": method.trainable_layers,
-        "qlora_bits": method.quant_bits,
+        "target_modules": targets if isinstance(targets, list) else None,
+        "trainable_layers": method.trainable_layers,
+        "quant_bits": method.quant_bits,
         "num_virtual_tokens": method.num_virtual_tokens,
         "loss": config.train.loss,
         "gpu": config.train.target_gpu,
@@ -99,7 +99,7 @@ def plan_config(path: str | Path, *, gpu: str | None = None, gpus: int | None = 
         config = config.model_copy(update={"train": config.train.model_copy(update={"target_gpu": gpu})})
     model_config = hf_config(config, _PlannedVocabulary(config))
     spec = _spec(config, model_config, None)
-    kwargs = {**_planner_kwargs(config, model_config.model_type), "verdicts": True}
+    kwargs = {**_planner_kwargs(config, model_config), "verdicts": True}
     return plan_training(
         spec, micro_batch_size=config.train.micro_batch_size, grad_accum=config.train.grad_accum,
         recompute="full" if config.train.gradient_checkpointing else "none", gpus=gpus, tp=1, pp=1, ep=1, **kwargs, **options,
@@ -132,7 +132,7 @@ def plan_run(config: TrainConfig, model_config: Any, world_size: int = 1, *,
         plan = plan_training(
             spec, micro_batch_size=config.train.micro_batch_size, grad_accum=config.train.grad_accum,
             recompute="full" if config.train.gradient_checkpointing else "none", gpus=world_size, tp=1, pp=1, ep=1,
-            **_planner_kwargs(config, model_config.model_type),
+            **_planner_kwargs(config, model_config),
         )
     except LmforgeError as error:
         return {"error": str(error)}
@@ -152,7 +152,7 @@ def auto_fit(config: TrainConfig, model_config: Any, world_size: int = 1, *,
     per_process = wanted // world_size
     sizes = [2**i for i in range(per_process.bit_length(), -1, -1) if per_process % 2**i == 0]
     spec = _spec(config, model_config, num_labels)
-    kwargs = _planner_kwargs(config, model_config.model_type)
+    kwargs = _planner_kwargs(config, model_config)
     for recompute in ("none", "full"):
         for size in sizes:
             plan = plan_training(spec, micro_batch_size=size, grad_accum=per_process // size, recompute=recompute,
