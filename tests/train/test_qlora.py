@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmforge.train import run
+from lmforge.train import preflight, run
 from lmforge.train.loading import load_model, load_tokenizer
 from lmforge.train.methods import apply_method, count_params
 
@@ -41,7 +41,7 @@ def test_qlora_trains_and_its_adapter_loads_on_the_full_precision_base(make_conf
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    monkeypatch.setattr(run, "check_method_hardware", lambda method: None)
+    monkeypatch.setattr(preflight, "check_method_hardware", lambda method: None)
     result = run.run_training(make_config("sft", "qlora"), progress=False)
     assert math.isfinite(result.final_metrics["train_loss"])
     assert result.trainable_params == result.planned_trainable_params > 0

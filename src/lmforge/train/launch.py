@@ -10,7 +10,6 @@ The same files work for a multi-node cluster (docs/train.md shows the commands).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Literal
 
 from lmforge.errors import DependencyError, UserInputError
 from lmforge.fileio import atomic_write_json, atomic_write_text
+from lmforge.train import preflight
 from lmforge.train.config import TrainConfig, load_config
 
 DeepSpeedMode = Literal["zero2", "zero2-offload", "zero3", "zero3-offload"]
@@ -56,24 +56,6 @@ def deepspeed_config(mode: str) -> dict[str, Any]:
         "fp16": {"enabled": "auto"},
         "zero_optimization": zero,
     }
-
-
-def check_sharding_hardware(*, fsdp: bool, deepspeed: bool) -> None:
-    """FSDP and DeepSpeed shard over CUDA GPUs. On a CPU, transformers' Trainer quietly runs plain DDP
-    instead (measured: an FSDP accelerate config on this CPU gives DistributedType.MULTI_CPU and whole,
-    unsharded parameters), so the user would believe a layout is tested that never ran."""
-    import torch
-
-    if (fsdp or deepspeed) and not torch.cuda.is_available():
-        engine = "--fsdp" if fsdp else "--deepspeed"
-        raise UserInputError(f"{engine} needs CUDA GPUs: on a CPU the Trainer would quietly run plain DDP instead; "
-                             "use --nproc N alone for multi-process training on CPUs")
-
-
-def check_launched_sharding() -> None:
-    """The same check inside a process started by `accelerate launch` with an FSDP or DeepSpeed config."""
-    check_sharding_hardware(fsdp=os.environ.get("ACCELERATE_USE_FSDP") == "true",
-                            deepspeed=os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true")
 
 
 def deepspeed_mode_from_plan(layout: dict[str, Any]) -> str | None:
@@ -176,15 +158,14 @@ def launch(config_path: str | Path, overrides: list[str], *, resume: bool = Fals
     from rich.console import Console
 
     from lmforge.train.prepare import prepare_run
-    from lmforge.train.run import check_run_folder
 
     config = load_config(config_path, overrides)
-    check_sharding_hardware(fsdp=fsdp, deepspeed=bool(deepspeed))
+    preflight.check_sharding_hardware(fsdp=fsdp, deepspeed=bool(deepspeed))
     if deepspeed == "plan":
         deepspeed = planned_deepspeed_mode(config, nproc)
     if deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise DependencyError("--deepspeed needs the deepspeed package: pip install 'lmforge[gpu]'")
-    check_run_folder(config, resume)
+    preflight.check_run_folder(config, resume)
     accelerate_file = write_launch_files(config, nproc, deepspeed=deepspeed, fsdp=fsdp)
     data = prepare_run(config)
     Console(stderr=True, quiet=not progress).print(

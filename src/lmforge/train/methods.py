@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lmforge.errors import ConfigError, DependencyError
+from lmforge.errors import ConfigError
 from lmforge.train.config import MethodSection
 
 Task = Literal["causal", "classify", "mlm"]
@@ -40,22 +40,6 @@ def lora_targets(model_config: dict[str, Any], method: MethodSection) -> list[st
     if model_config.get("model_type") not in EXACT_MODEL_TYPES:
         return "all-linear"
     return default_lora_targets(spec_from_config(model_config, name=str(model_config.get("_name_or_path") or "model")))
-
-
-def check_method_hardware(method: MethodSection) -> None:
-    """QLoRA needs a CUDA GPU and bitsandbytes; say so before anything is loaded."""
-    if method.name != "qlora":
-        return
-    import importlib.util
-
-    import torch
-
-    if not torch.cuda.is_available():
-        raise DependencyError(
-            "method qlora needs a CUDA GPU (bitsandbytes 4/8-bit kernels); on this CPU use method.name=lora"
-        )
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise DependencyError("method qlora needs bitsandbytes: pip install 'lmforge[gpu]'")
 
 
 def quantization_config(method: MethodSection) -> Any | None:

@@ -7,6 +7,7 @@ run measured, so every real run checks the planner (USERS.md training #1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError, UserInputError
