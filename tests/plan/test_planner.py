@@ -278,3 +278,14 @@ def test_every_plan_is_consistent_monotone_and_on_the_fewest_gpus(
         plain = training_memory(spec, setup, Layout())
         block_inputs = spec.num_layers * 4 * spec.hidden_size * seq_len * micro_batch
         assert full.total_bytes - full["overhead"] <= plain.total_bytes - plain["overhead"] + block_inputs
+
+
+def test_plan_task_is_the_commands_twin_with_its_defaults_and_checks():
+    from lmforge.plan.planner import plan_task
+
+    with pytest.raises(UserInputError, match="training-only options given with --task infer: --zero, --simulate"):
+        plan_task("llama-3.2-1b", "infer", zero=2, simulate=True)
+    served = plan_task("llama-3.2-1b", "infer", precision="fp16-mixed", verdicts=False)
+    assert (served.setup.weight_format, served.setup.kv_dtype) == ("fp16", "fp16")  # the precision's half type
+    qlora = plan_task("llama-3.2-1b", method="qlora", quant="int8", verdicts=False, levers=False)
+    assert qlora.setup.quant_bits == 8 and qlora.setup.seq_len == 2048

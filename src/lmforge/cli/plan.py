@@ -385,29 +385,9 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
 
 def models_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """The built-in model catalog: names to pass to `lmforge plan`."""
-    from lmforge.plan.models import catalog_licenses, list_catalog
-    from lmforge.plan.params import count_params
+    from lmforge.plan.models import catalog_rows
 
-    licenses = catalog_licenses()
-    rows = []
-    for spec in list_catalog():
-        counts = count_params(spec)
-        rows.append(
-            {
-                "name": spec.name,
-                "hf_id": spec.hf_id,
-                "architecture": spec.architecture,
-                "kind": spec.kind,
-                "params_total": counts.total_params,
-                "params_active": counts.active_params,
-                "layers": spec.num_layers,
-                "hidden_size": spec.hidden_size,
-                "heads": spec.num_attention_heads,
-                "kv_heads": spec.num_kv_heads,
-                "context_tokens": spec.max_position_embeddings or None,  # None: ALiBi, no position table
-                "license": licenses.get(spec.name, ""),
-            }
-        )
+    rows = catalog_rows()
     if as_json:
         _print_json({"models": rows})
         return

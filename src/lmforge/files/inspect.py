@@ -20,6 +20,7 @@ from typing import Any
 from lmforge.errors import FormatError, NotFoundError
 from lmforge.files.detect import SAFETENSORS_INDEX, Format, detect_format
 from lmforge.files.names import ModelName, parse_model_name
+from lmforge.plan.families import CONFIG_ALIASES
 
 PICKLE_FORMATS = {"torch-zip", "torch-legacy", "pickle", "npy", "npz", "torchscript", "zip"}
 _TORCH_FORMATS = {"torch-zip", "torch-legacy"}
@@ -307,21 +308,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+# The config facts an inspection reports, each read under the aliases the planner reads it by.
+_CONFIG_FACTS = ("vocab_size", "hidden_size", "num_layers", "num_attention_heads", "num_kv_heads",
+                 "intermediate_size", "max_position_embeddings", "dtype", "tie_word_embeddings")
+
+
 def _config_facts(config: dict[str, Any]) -> dict[str, Any]:
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    keys = {
-        "vocab_size": ("vocab_size",),
-        "hidden_size": ("hidden_size", "n_embd", "d_model"),
-        "num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
-        "num_attention_heads": ("num_attention_heads", "n_head", "num_heads"),
-        "num_kv_heads": ("num_key_value_heads",),
-        "intermediate_size": ("intermediate_size", "n_inner", "d_ff"),
-        "max_position_embeddings": ("max_position_embeddings", "n_positions"),
-        "dtype": ("dtype", "torch_dtype"),
-        "tie_word_embeddings": ("tie_word_embeddings",),
-    }
     facts = {}
-    for fact, names in keys.items():
+    for fact in _CONFIG_FACTS:
+        names = CONFIG_ALIASES[fact]
         for name in names:
             if text.get(name) is not None:
                 facts[fact] = text[name]
@@ -331,8 +327,8 @@ def _config_facts(config: dict[str, Any]) -> dict[str, Any]:
 
 def _experts_from_config(config: dict[str, Any]) -> tuple[int | None, int | None]:
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    experts = next((text[k] for k in ("num_local_experts", "n_routed_experts", "num_experts") if text.get(k)), None)
-    used = next((text[k] for k in ("num_experts_per_tok", "num_experts_per_token", "moe_topk") if text.get(k)), None)
+    experts = next((text[k] for k in CONFIG_ALIASES["num_experts"] if text.get(k)), None)
+    used = next((text[k] for k in CONFIG_ALIASES["experts_per_token"] if text.get(k)), None)
     return experts, used
 
 

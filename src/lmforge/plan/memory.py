@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from lmforge.plan.families import QK_NORM
 from lmforge.plan.models import moe_layer_indices
 from lmforge.plan.params import ParamCount, count_params, count_trainable_params, lora_params_by_block, num_labels
 from lmforge.plan.quant import nf4_bits_per_weight, weight_format
@@ -46,7 +47,6 @@ _HALF = 2
 _FP32 = 4
 _KV_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
 _LAYER_NORM = {"gpt2", "falcon", "bloom", "stablelm"}  # LayerNorm without the RMSNorm fp32 upcast
-_QK_NORM = {"qwen3", "qwen3_moe", "gemma3_text"}
 _NON_GATED_MLP = {"gpt2", "bert", "roberta", "t5", "mt5", "umt5", "falcon", "bloom"}
 
 
@@ -266,7 +266,7 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
 
     saved = norm(block.after_attention_norm) + norm(block.after_mlp_norm)
     saved += compute * (q_dim + k_dim + v_dim + out_dim)  # SDPA keeps q, k, v and its output
-    if spec.model_type in _QK_NORM:
+    if spec.model_type in QK_NORM:
         # Per-head RMSNorm of q and k (Qwen3, Gemma 3): their fp32 upcasts, and the normalised tensors if trained.
         saved += (_FP32 + (compute if trains_base else 0)) * (q_dim + spec.num_kv_heads * spec.head_dim)
     saved += consumers((block.attention_output,), out_dim, compute)[1]  # the tensor itself: SDPA's output, kept above

@@ -22,6 +22,7 @@ from typing import Any
 from lmforge.errors import ConfigError, NotFoundError
 from lmforge.hub.download import cached_snapshot
 from lmforge.hub.reference import is_hub_id, locate_model, parse_hub_id
+from lmforge.plan.families import CONFIG_ALIASES
 from lmforge.plan.spec import ModelKind, ModelSpec
 
 CATALOG_PATH = Path(__file__).parent / "catalog" / "models.json"
@@ -86,6 +87,32 @@ def catalog_licenses() -> dict[str, str]:
     return {entry["name"]: entry.get("license", "") for entry in _catalog_entries()}
 
 
+def catalog_rows() -> list[dict[str, Any]]:
+    """`lmforge models`: one row per catalog model, its size, shape, context and licence (None context: no
+    position table, ALiBi)."""
+    from lmforge.plan.params import count_params
+
+    licenses = catalog_licenses()
+    rows = []
+    for spec in list_catalog():
+        counts = count_params(spec)
+        rows.append({
+            "name": spec.name,
+            "hf_id": spec.hf_id,
+            "architecture": spec.architecture,
+            "kind": spec.kind,
+            "params_total": counts.total_params,
+            "params_active": counts.active_params,
+            "layers": spec.num_layers,
+            "hidden_size": spec.hidden_size,
+            "heads": spec.num_attention_heads,
+            "kv_heads": spec.num_kv_heads,
+            "context_tokens": spec.max_position_embeddings or None,
+            "license": licenses.get(spec.name, ""),
+        })
+    return rows
+
+
 def as_sequence_classifier(spec: ModelSpec, num_labels: int = 1) -> ModelSpec:
     """The same model with a sequence-classification head instead of its LM head: a reward model (num_labels=1)
     or a classifier, as AutoModelForSequenceClassification builds it from this config."""
@@ -120,18 +147,16 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
     fields = _Fields(config, where)
     kind = _kind(model_type, config)
 
-    hidden = fields.int("hidden_size", "n_embd", "d_model")
-    heads = fields.int("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads")
+    hidden = fields.int(*CONFIG_ALIASES["hidden_size"])
+    heads = fields.int(*CONFIG_ALIASES["num_attention_heads"])
     if model_type in _ENCODER_DECODER:
         encoder_layers = fields.int("num_layers", "encoder_layers")
         num_layers = fields.int("num_decoder_layers", "decoder_layers", default=encoder_layers)
     else:
         encoder_layers = 0
-        num_layers = fields.int("num_hidden_layers", "n_layer", "num_layers")
-    vocab = fields.int("vocab_size")
-    kv_heads = fields.int(
-        "num_key_value_heads", "multi_query_group_num", "num_kv_heads", default=_KV_HEADS_DEFAULTS.get(model_type, heads)
-    )
+        num_layers = fields.int(*CONFIG_ALIASES["num_layers"])
+    vocab = fields.int(*CONFIG_ALIASES["vocab_size"])
+    kv_heads = fields.int(*CONFIG_ALIASES["num_kv_heads"], default=_KV_HEADS_DEFAULTS.get(model_type, heads))
     if not fields.problems and (heads == 0 or kv_heads == 0):
         fields.problems.append("'num_attention_heads' and 'num_key_value_heads' must be positive")
     fields.raise_problems()  # the fields below are derived from these
@@ -141,14 +166,14 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
         raise ConfigError(
             f"config.json at {where}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}"
         )
-    head_dim = fields.int("head_dim", "d_kv", default=_HEAD_DIM_DEFAULTS.get(model_type, hidden // heads))
-    intermediate = fields.int("intermediate_size", "n_inner", "d_ff", "ffn_dim", default=4 * hidden)
-    max_positions = fields.int("max_position_embeddings", "n_positions", "max_seq_len", default=0)
+    head_dim = fields.int(*CONFIG_ALIASES["head_dim"], default=_HEAD_DIM_DEFAULTS.get(model_type, hidden // heads))
+    intermediate = fields.int(*CONFIG_ALIASES["intermediate_size"], default=4 * hidden)
+    max_positions = fields.int(*CONFIG_ALIASES["max_position_embeddings"], default=0)
 
     tie_default = model_type not in _UNTIED_BY_DEFAULT
     tie = True if model_type in {"t5", "mt5", "umt5"} else bool(config.get("tie_word_embeddings", tie_default))
 
-    num_experts = fields.int("num_local_experts", "n_routed_experts", "num_experts", default=0)
+    num_experts = fields.int(*CONFIG_ALIASES["num_experts"], default=0)
     moe: dict[str, int] = {}
     if num_experts > 0:
         expert_width = fields.int("moe_intermediate_size", default=intermediate)
@@ -159,7 +184,7 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
             shared = 1 if shared_width else 0
         moe = {
             "num_experts": num_experts,
-            "experts_per_token": fields.int("num_experts_per_tok", "moe_topk"),
+            "experts_per_token": fields.int(*CONFIG_ALIASES["experts_per_token"]),
             "num_shared_experts": shared,
             "shared_expert_intermediate_size": shared_width,
             "moe_intermediate_size": expert_width,

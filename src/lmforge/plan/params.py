@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Literal
 
 from lmforge.errors import UserInputError
+from lmforge.plan.families import QK_NORM
 from lmforge.plan.models import moe_layer_indices
 from lmforge.plan.setup import METHODS, Method, TrainingSetup
 from lmforge.plan.spec import ModelSpec
@@ -581,7 +582,7 @@ def _attention(spec: ModelSpec) -> list[Weight]:
         ]
     out_name = "self_attn.dense" if spec.model_type == "phi" else "self_attn.o_proj"
     weights.append(_linear(out_name, "attention", q_out, h, o_bias))
-    if spec.model_type in {"qwen3", "qwen3_moe", "gemma3_text"}:  # per-head RMSNorm on queries and keys
+    if spec.model_type in QK_NORM:  # per-head RMSNorm on queries and keys
         weights += [_norm("self_attn.q_norm", d), _norm("self_attn.k_norm", d)]
     elif spec.model_type == "stablelm" and _bool(spec, "qk_layernorm"):  # one bias-free LayerNorm per head
         weights += [_norm("self_attn.q_layernorm", q_out), _norm("self_attn.k_layernorm", kv_out)]
