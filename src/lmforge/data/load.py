@@ -20,6 +20,7 @@ import csv
 import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -133,6 +134,17 @@ def load_data(
         report.records_out = len(dataset)
     report.check_counts()
     return LoadResult(dataset, FORMAT_KIND[fmt], report, fmt, sources, label_names)
+
+
+def default_rejects_path(source: str | os.PathLike[str], beside: str | os.PathLike[str] | None = None) -> Path:
+    """Where `on_error="skip"` puts bad records when the user named no file: beside the output a command writes
+    (OUT.rejects.jsonl), else SOURCE-STEM.rejects.jsonl in the working directory, never inside the source's
+    folder (it may be read-only, a hub cache, or a builtin: name that is no folder at all)."""
+    if beside is not None:
+        beside = Path(beside)
+        return beside.with_name(beside.name + ".rejects.jsonl")
+    stem = re.sub(r"[^\w.-]+", "_", Path(str(source).rstrip("/")).stem or "data")
+    return Path.cwd() / f"{stem}.rejects.jsonl"
 
 
 def _build(
