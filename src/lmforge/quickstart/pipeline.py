@@ -559,30 +559,7 @@ def _exact_match(ctx: _Context, model_dir: Path) -> tuple[float, list[dict[str, 
 
 
 def _preference_accuracy(model_dir: Path, pairs_file: str, limit: int | None = None) -> float | None:
-    """Share of the held-out pairs in `pairs_file` where the model gives the correct (chosen) answer a higher
-    total log-likelihood than the wrong one: the policy's own preference, comparable across stages.
-    None when there are no pairs (SFT made no mistake to measure on)."""
-    import torch
+    """lmforge.evaluate's preference_accuracy on the first `limit` pairs of a JSONL file."""
+    from lmforge.evaluate.pairs import preference_accuracy
 
-    from lmforge.generate.load import load_model
-
-    pairs = _read_jsonl(pairs_file)[:limit]
-    if not pairs:
-        return None
-    loaded = load_model(str(model_dir))
-    tokenizer, model = loaded.tokenizer, loaded.model
-    wins = 0
-    with torch.inference_mode():
-        for pair in pairs:
-            prompt_ids = tokenizer(loaded.render_chat(pair["prompt"]), add_special_tokens=False)["input_ids"]
-            scores = []
-            for answer in (pair["chosen"], pair["rejected"]):
-                text = loaded.render_chat(pair["prompt"] + answer, add_generation_prompt=False)
-                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-                logits = model(torch.tensor([ids], device=loaded.device)).logits[0, :-1].float()
-                logprobs = torch.log_softmax(logits, dim=-1)
-                targets = torch.tensor(ids[1:], device=loaded.device)
-                token_logprobs = logprobs.gather(1, targets[:, None])[:, 0]
-                scores.append(float(token_logprobs[len(prompt_ids) - 1:].sum()))
-            wins += scores[0] > scores[1]
-    return wins / len(pairs)
+    return preference_accuracy(str(model_dir), _read_jsonl(pairs_file)[:limit])
