@@ -112,7 +112,7 @@ def eval_command(
     paths = write_report(report, out_dir)
     mined = _write_mistakes(report, data, split, limit, reading, mistakes_out) if mistakes_out else None
     if json_output:
-        extra = {"mistakes": {**mined.to_json(), "file": str(mistakes_out)}} if mined else {}
+        extra = {"mistakes": {**mined.to_dict(), "file": str(mistakes_out)}} if mined else {}
         typer.echo(json.dumps({**report.to_dict(), "files": {k: str(v) for k, v in paths.items()}, **extra},
                               default=str))
         return

@@ -41,7 +41,7 @@ from lmforge.data.kinds import (
     OptionNames,
     RecordProblem,
     apply_columns,
-    detect_format,
+    detect_layout,
     features_for,
     normalise_record,
     parse_columns,
@@ -237,7 +237,7 @@ def _detect(items: Iterator[_Item], forced: str | None, mapping: dict[str, str],
             if forced == ANY_CHAT:
                 return chain(seen, items), _chat_layout(columns)
             try:
-                return chain(seen, items), detect_format(columns, names)
+                return chain(seen, items), detect_layout(columns, names)
             except UserInputError:
                 _check_mapping(mapping, set(item[1]), 1, source, names, where=f"the first record of {source} lacks it")
                 raise
@@ -250,7 +250,7 @@ def _detect(items: Iterator[_Item], forced: str | None, mapping: dict[str, str],
 def _chat_layout(columns: dict[str, Any]) -> str:
     """The chat layout these columns are in; OpenAI messages when they are in none."""
     try:
-        layout = detect_format(columns)
+        layout = detect_layout(columns)
     except UserInputError:
         return "messages"
     return layout if FORMAT_KIND[layout] is Kind.CHAT else "messages"

@@ -30,7 +30,7 @@ class MinedPairs:
     mistakes: int  # answers whose exact match failed
     empty: int  # mistakes with an empty answer: nothing to reject, so no pair
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"pairs": len(self.pairs), "answers": self.answers, "mistakes": self.mistakes, "empty": self.empty}
 
 

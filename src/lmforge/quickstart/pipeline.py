@@ -121,7 +121,7 @@ class QuickstartResult:
     stages: dict[str, StageRecord]
     report_path: Path
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "recipe": self.recipe, "seconds": self.seconds,
                 "report": str(self.report_path), "stages": {k: asdict(v) for k, v in self.stages.items()}}
 
@@ -404,7 +404,7 @@ def _pairs(ctx: _Context) -> StageRecord:
         _write_jsonl(_mistakes_file(ctx, split), rows)
         if split == "train":  # the reward model learns both kinds of wrong answer
             _write_jsonl(_reward_train_file(ctx), builtin + mined.pairs)
-        counts[split] = {**mined.to_json(), "topped_up": len(rows) - len(mined.pairs),
+        counts[split] = {**mined.to_dict(), "topped_up": len(rows) - len(mined.pairs),
                          "exact_match": report.summary["exact_match"]}
         ctx.console.print(f"{split}: SFT answered {mined.answers} prompts, {mined.mistakes} wrong -> "
                           f"{len(mined.pairs)} pairs" + (f" + {counts[split]['topped_up']} built-in"
@@ -480,7 +480,7 @@ def _last_metric(run_dir: Path, key: str) -> float | None:
 
 def _export(ctx: _Context) -> StageRecord:
     """The final policy merged into one safetensors model folder, then GGUF; both read back."""
-    from lmforge.files.convert import convert
+    from lmforge.files.convert import convert_model
 
     final = ctx.path("rlhf", "final")
     merged_dir, gguf_file = ctx.path("export", "model"), ctx.path("export", "model-f16.gguf")
@@ -489,8 +489,8 @@ def _export(ctx: _Context) -> StageRecord:
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    merged = convert(final, merged_dir, to="merged", progress=ctx.progress)
-    gguf = convert(merged_dir, gguf_file, to="gguf", quant="f16", progress=ctx.progress)
+    merged = convert_model(final, merged_dir, to="merged", progress=ctx.progress)
+    gguf = convert_model(merged_dir, gguf_file, to="gguf", quant="f16", progress=ctx.progress)
     gguf_summary = _read_gguf(gguf_file)
     return StageRecord("export", 0.0, details={
         "safetensors_dir": str(merged_dir), "safetensors_bytes": merged.size_bytes, "gguf_file": str(gguf_file),
@@ -531,9 +531,9 @@ def _chat(ctx: _Context) -> StageRecord:
 
 
 def _report(ctx: _Context) -> StageRecord:
-    from lmforge.quickstart.report import write_report
+    from lmforge.quickstart.report import write_quickstart_report
 
-    paths = write_report(ctx.out, ctx.recipe, ctx.records)
+    paths = write_quickstart_report(ctx.out, ctx.recipe, ctx.records)
     return StageRecord("report", 0.0, details={"report": str(paths["report"]),
                                                "plots": [str(p) for p in paths["plots"]]})
 
