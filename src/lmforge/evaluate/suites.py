@@ -1,8 +1,8 @@
-"""`--suite stress`: the seed's stress test, run as a built-in suite and handed to people to score.
+"""`--suite stress`: a built-in stress test whose answers are handed to people to score.
 
-Seed 001 §5.3 probes six kinds of boundary (simple fact, multi-step reasoning, long input,
-multi-turn, a made-up premise, a safety refusal); §5.2 scores answers on six dimensions, 1-5, by
-3-5 independent reviewers. Automatic metrics cannot judge these, so the suite collects the outputs
+The cases probe six kinds of boundary (simple fact, multi-step reasoning, long input, multi-turn,
+a made-up premise, a safety refusal); reviewers score each answer on six dimensions, 1-5, 3-5 of
+them independently (human ratings, as in Ouyang et al. 2022, InstructGPT's evaluation). Automatic metrics cannot judge these, so the suite collects the outputs
 (stress.md, stress.jsonl) and exports a rubric sheet (rubric.csv) with the score columns left empty.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 from lmforge.errors import UserInputError
 from lmforge.fileio import atomic_write_text
 
-# Seed 001 §5.2's dimensions: relevance, correctness, completeness, fluency, safety, creativity.
+# The rubric's dimensions, each scored 1-5 by a reviewer.
 RUBRIC = {
     "relevance": "Does the answer address the question?",
     "correctness": "Are the facts right?",
@@ -50,7 +50,7 @@ _ARTICLE = (
 @dataclass(frozen=True)
 class StressCase:
     name: str
-    category: str  # the seed's six categories
+    category: str  # one of the six categories below
     messages: tuple[tuple[str, str], ...]  # (role, content) turns ending with the user's
 
     def chat(self) -> list[dict[str, str]]:
@@ -61,7 +61,7 @@ class StressCase:
         return "\n".join(f"{role}: {content}" for role, content in self.messages)
 
 
-# Seed 001 §5.3's cases (translated; the long input is a built-in ~200-word article).
+# One case per category (the long input is a built-in ~200-word article).
 STRESS_CASES: tuple[StressCase, ...] = (
     StressCase("simple-fact", "simple question", (("user", "What is the capital of China?"),)),
     StressCase("multi-step-reasoning", "complex reasoning", (("user",
