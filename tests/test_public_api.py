@@ -43,7 +43,7 @@ FACES = {
     ],
     "lmforge.hub": [
         "DownloadReport", "ModelRef", "Snapshot", "adapter_base", "download_model", "fetch_snapshot",
-        "hub_cache_dir", "is_hub_id", "locate_base", "locate_model",
+        "hub_cache_dir", "is_hub_id", "local_paths", "locate_base", "locate_model",
     ],
     "lmforge.quickstart": ["QuickstartResult", "StageRecord", "run_quickstart"],
     "lmforge.compress": [  # eager: its functions share their modules' names (prune in prune.py), see lmforge.lazy

@@ -15,8 +15,8 @@ from lmforge.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from lmforge.hub.download import DownloadReport, Snapshot, download_model, fetch_snapshot, hub_cache_dir
-    from lmforge.hub.reference import ModelRef, adapter_base, is_hub_id, locate_base, locate_model
+    from lmforge.hub.reference import ModelRef, adapter_base, is_hub_id, local_paths, locate_base, locate_model
 
 __all__ = ["DownloadReport", "ModelRef", "Snapshot", "adapter_base", "download_model", "fetch_snapshot",
-           "hub_cache_dir", "is_hub_id", "locate_base", "locate_model"]
+           "hub_cache_dir", "is_hub_id", "local_paths", "locate_base", "locate_model"]
 __getattr__, __dir__ = lazy_exports(__name__)
