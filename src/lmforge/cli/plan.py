@@ -332,6 +332,7 @@ def _render(plan, plot: str | None) -> None:
             line += (f"; {replicas['target_requests_per_second']:g} requests/s need {replicas['replicas_needed']} replicas "
                      f"on {_gpus(replicas['gpus_needed'])}")
         console.print(line)
+    _render_assumptions(console, data["assumptions"])
     for note in data["notes"]:
         if note.startswith("lever pulled:"):
             continue  # shown above
@@ -396,6 +397,17 @@ def _render_throughput(console, plan, figures: dict) -> None:
         table.add_row("bytes read per decode step", _gib(figures["bytes_read_per_step"]))
         table.add_row("prefill (compute bound)", _duration(figures["prefill_seconds"]))
         table.add_row("time to first token", _duration(figures["time_to_first_token_seconds"]))
+    console.print(table)
+
+
+def _render_assumptions(console, assumptions: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Assumptions (not measured for this run: they move the figures above)", title_justify="left")
+    for column in ("assumption", "value", "rests on", "change with"):
+        table.add_column(column)
+    for item in assumptions:
+        table.add_row(item["name"], item["value"], item["basis"], item["change"])
     console.print(table)
 
 
