@@ -10,7 +10,7 @@ and prints how many prompts llama.cpp tokenized into transformers' ids and how m
 import json, torch
 torch.set_num_threads(1)
 from lmforge.generate.load import load_model
-from lmforge.files.convert import convert_model
+from lmforge.files.convert import convert
 from lmforge.files.llama_cpp import run_llama_cpp
 src = "runs/quickstart/export/model"
 rows = [json.loads(l) for l in open("runs/quickstart/data/arith-sft-test.jsonl")][:30]
@@ -27,7 +27,7 @@ for p in prompts:
     hf.append(out)
 for q in ("f16", "q8_0", "q4_0", "q4_k_m"):
     path = f"/tmp/qs-{q}.gguf"
-    rep = convert_model(src, path, quant=q, progress=False)
+    rep = convert(src, path, quant=q, progress=False)
     res, _ = run_llama_cpp(path, prompts=prompts, max_tokens=16, stop=loaded.stop_token_ids, threads=1)
     same_tokens = sum(r.tokens == tok(p, add_special_tokens=False)["input_ids"] for r, p in zip(res, prompts))
     same = sum(r.generated == h for r, h in zip(res, hf))

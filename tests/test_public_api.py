@@ -25,7 +25,7 @@ FACES = {
     ],
     "lmforge.files": [
         "ConvertReport", "FileReport", "Format", "GGUFHeader", "InspectReport", "ModelName", "SafetensorsHeader",
-        "ScanReport", "check_model_folder", "convert_model", "detect_format", "filter_tensors", "inspect_path",
+        "ScanReport", "check_model_folder", "detect_format", "filter_tensors", "inspect_path",
         "llama_cpp_available", "parse_model_name", "read_gguf_header", "read_safetensors_header", "require_safe",
         "run_llama_cpp", "safe_torch_load", "scan_file", "scan_path", "scan_paths",
     ],

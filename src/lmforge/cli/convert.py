@@ -27,9 +27,9 @@ def convert(
     pickle (.bin/.pt/.pth or an HF folder) → safetensors; HF Llama/Mistral/Qwen2/Qwen3 → GGUF;
     HF model → ONNX; LoRA adapter + base → merged safetensors model.
     """
-    from lmforge.files.convert import convert_model
+    from lmforge.files.convert import convert as run_convert
 
-    report = convert_model(src, dst, to=to, quant=quant, shard_size=max_shard_size, adapter=adapter,
+    report = run_convert(src, dst, to=to, quant=quant, shard_size=max_shard_size, adapter=adapter,
                          trust_pickle=trust_pickle, progress=not as_json, pre_tokenizer=pre_tokenizer)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))

@@ -65,11 +65,11 @@ def quantize(model: str | os.PathLike[str], out: str | os.PathLike[str], *, meth
     target = Path(out)
     started = time.perf_counter()
     if method in GGUF_METHODS:
-        from lmforge.files.convert import convert_model
+        from lmforge.files.convert import convert
 
         if target.suffix != ".gguf":
             raise UserInputError(f"{method} writes one file: give OUT a .gguf name, not {target}")
-        report = convert_model(source, target, to="gguf", quant=method.removeprefix("gguf-"), progress=progress)
+        report = convert(source, target, to="gguf", quant=method.removeprefix("gguf-"), progress=progress)
         return QuantizeResult(str(source), str(target), method, report.size_bytes, time.perf_counter() - started,
                               checks=report.checks, notes=report.notes)
     checks = _bitsandbytes(source, target, method)

@@ -209,11 +209,11 @@ def compare(original: str | os.PathLike[str], compressed: list[tuple[str, str]],
         base_gguf = None
         if any(Path(path).suffix == ".gguf" for path, _ in compressed) and llama_cpp_available() \
                 and Path(original).suffix != ".gguf":
-            from lmforge.files.convert import convert_model
+            from lmforge.files.convert import convert
             from lmforge.hub.reference import locate_model
 
             f32 = Path(scratch) / f"{Path(original).name}-f32.gguf"
-            convert_model(locate_model(str(original), need="any").path, f32, to="gguf", quant="f32", progress=False)
+            convert(locate_model(str(original), need="any").path, f32, to="gguf", quant="f32", progress=False)
             base_gguf = _quality(f32, "original (gguf-f32)", text_data, task_data, limit)
         _time_all([*rows, *([base_gguf] if base_gguf else [])], decode_tokens, runs)
     return QualityReport(original=rows[0], compressed=rows[1:], original_llama_cpp=base_gguf, text_data=text_data,

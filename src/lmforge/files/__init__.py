@@ -1,10 +1,12 @@
 """Model files: format detection, header readers, the pickle scanner, inspect and convert (docs/inspect.md,
 docs/scan.md, docs/convert.md).
 
-    from lmforge.files import inspect_path, scan_paths, convert_model
+    from lmforge.files import inspect_path, scan_paths
     inspect_path("model.safetensors").total_params
     scan_paths(["pytorch_model.bin"]).exit_code            # 0 safe, 1 unsafe, 2 cannot prove safe
-    convert_model("pytorch_model.bin", "model.safetensors").checks
+
+Conversion is `lmforge.files.convert.convert` (it returns a ConvertReport): a lazy face cannot also hold a
+function named like its subpackage (lmforge.lazy).
 
 Names load on first use (lmforge.lazy), so `import lmforge.files` imports no reader and no torch.
 """
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 from lmforge.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from lmforge.files.convert import ConvertReport, convert_model
+    from lmforge.files.convert import ConvertReport
     from lmforge.files.detect import Format, detect_format
     from lmforge.files.gguf_reader import GGUFHeader, read_gguf_header
     from lmforge.files.inspect import InspectReport, filter_tensors, inspect_path
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConvertReport", "FileReport", "Format", "GGUFHeader", "InspectReport", "ModelName", "SafetensorsHeader",
-    "ScanReport", "check_model_folder", "convert_model", "detect_format", "filter_tensors", "inspect_path",
+    "ScanReport", "check_model_folder", "detect_format", "filter_tensors", "inspect_path",
     "llama_cpp_available", "parse_model_name", "read_gguf_header", "read_safetensors_header", "require_safe",
     "run_llama_cpp", "safe_torch_load", "scan_file", "scan_path", "scan_paths",
 ]
