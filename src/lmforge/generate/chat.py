@@ -142,7 +142,7 @@ def _describe(params: SamplingParams) -> str:
 
 def _reply(loaded: LoadedModel, session: ChatSession, text: str, write) -> None:
     session.history.append({"role": "user", "content": text})
-    dropped = _fit_context(loaded, session)
+    dropped = fit_context(loaded, session)
     if dropped:
         write(f"(dropped the {dropped} oldest turns to fit the {loaded.context_length}-token context)\n")
     result = generate(loaded, session.messages(), session.params, on_text=write)
@@ -150,7 +150,7 @@ def _reply(loaded: LoadedModel, session: ChatSession, text: str, write) -> None:
     session.history.append({"role": "assistant", "content": result.text})
 
 
-def _fit_context(loaded: LoadedModel, session: ChatSession) -> int:
+def fit_context(loaded: LoadedModel, session: ChatSession) -> int:
     """Drop the oldest turns until the prompt plus max_new_tokens fits; the newest user turn always stays."""
     dropped = 0
     budget = loaded.context_length - session.params.max_new_tokens
