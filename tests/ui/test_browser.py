@@ -255,6 +255,23 @@ def test_train_watch_stop_resume_survive_the_browser_then_chat(server, ui_root):
                  and _step(page.text("train-status")) > step_without_browser, 240, "the run to train on unwatched")
         page.click("train-stop")
         wait_for(lambda: "stopped by the user" in page.text("train-status"), 60, "the second stop")
+        # Runs: listed with its state; its details.
+        page.tab("runs")
+        page.click("runs-refresh")
+        wait_for(lambda: re.search(r"sft-ui\s+sft\s+lora\s+stopped", page.text("runs-table")), 60, "the run listed")
+        page.choose("runs-run", str(run_dir))
+        wait_for(lambda: "sft-ui: stopped by the user" in page.text("runs-summary"), 60, "the run's details")
+        page.shot("runs")
+        # Evaluate the run's model with its base model beside it.
+        page.tab("evaluate")
+        page.choose("eval-model", str(run_dir))
+        page.type("eval-limit", 2)
+        page.type("eval-max-new-tokens", 4)
+        page.click("eval-run")
+        summary = wait_for(lambda: "examples" in (text := page.text("eval-summary")) and text, 240, "the evaluation")
+        assert re.match(r"generation on\s+builtin:arith-sft\s*: 2 examples", summary)
+        assert "tiny+sft-ui/checkpoint-" in summary and "per example (rougeL)" in summary and "against tiny" in summary
+        page.shot("evaluate")
         # Chat with the result (its newest checkpoint: an adapter on the tiny Llama), streamed, with --explain.
         page.tab("chat")
         page.choose("chat-model", str(run_dir))

@@ -29,6 +29,7 @@ def test_details_show_figures_plot_and_model_card(workspace):
     assert "sft: finished" in details.summary and "| train_loss | 1 |" in details.summary
     assert "fit: **good fit**" in details.summary
     assert details.plot == str(run / "plots" / "loss.png") and "Trained with" in details.card
+    assert list(details.curves["loss"]) == [2.0, 1.0]
     assert "stage: sft" in details.config
     assert "outside" in runs_tab.run_details(workspace, "/etc").summary
 

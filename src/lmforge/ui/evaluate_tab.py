@@ -135,15 +135,17 @@ def build(app: Any, workspace: Workspace) -> None:
         with gr.Column(scale=1):
             model = gr.Dropdown([], label="model (a run or model folder)", allow_custom_value=True,
                                 elem_id="eval-model")
-            compare = gr.Dropdown([NO_COMPARE, BASE], value=BASE, label="beside it", allow_custom_value=True)
+            compare = gr.Dropdown([NO_COMPARE, BASE], value=BASE, label="beside it", allow_custom_value=True,
+                                  elem_id="eval-compare")
             suite = gr.Radio(["metrics", "stress"], value="metrics", label="suite",
                              info="metrics on a data set, or the six stress probes for human review")
             data = gr.Dropdown(list(BUILTIN_DATASETS), value="builtin:arith-sft", allow_custom_value=True,
                                label="data (built-in: its test split)")
             task = gr.Dropdown(TASKS, value="auto", label="task")
             with gr.Row():
-                limit = gr.Number(20, label="examples", precision=0, minimum=1)
-                max_new_tokens = gr.Number(32, label="max new tokens", precision=0, minimum=1)
+                limit = gr.Number(20, label="examples", precision=0, minimum=1, elem_id="eval-limit")
+                max_new_tokens = gr.Number(32, label="max new tokens", precision=0, minimum=1,
+                                           elem_id="eval-max-new-tokens")
             extract = gr.Dropdown(EXTRACTS, value="answer", label="exact-match extraction")
             run = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
         with gr.Column(scale=2):

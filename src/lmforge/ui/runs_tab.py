@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lmforge.errors import LmforgeError
 from lmforge.ui import jobs
+from lmforge.ui.train_tab import curve_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,6 +61,7 @@ def runs_table(workspace: Workspace) -> pd.DataFrame:
 
 class RunDetails(NamedTuple):
     summary: str  # markdown: state, error, figures
+    curves: pd.DataFrame | None  # the loss curves logged so far (a stopped run has no plots/loss.png yet)
     plot: str | None  # plots/loss.png
     card: str  # final/README.md (the model card)
     config: str  # config.yaml
@@ -69,11 +71,11 @@ def run_details(workspace: Workspace, run: str) -> RunDetails:
     import json
 
     if not run:
-        return RunDetails("choose a run", None, "", "")
+        return RunDetails("choose a run", None, None, "", "")
     try:
         run_dir = workspace.check(run)
     except LmforgeError as error:
-        return RunDetails(f"**Error:** {error}", None, "", "")
+        return RunDetails(f"**Error:** {error}", None, None, "", "")
     state = jobs.run_state(run_dir)
     lines = [f"### {_name(workspace, run_dir)}: {state.detail}"]
     if state.error:
@@ -91,7 +93,8 @@ def run_details(workspace: Workspace, run: str) -> RunDetails:
     card = run_dir / "final" / "README.md"
     config = run_dir / "config.yaml"
     card_text = card.read_text(encoding="utf-8") if card.is_file() else "*no model card yet (the run has not finished)*"
-    return RunDetails("\n".join(lines), str(plot) if plot.is_file() else None, card_text,
+    return RunDetails("\n".join(lines), curve_frame(jobs.progress(run_dir)), str(plot) if plot.is_file() else None,
+                      card_text,
                       config.read_text(encoding="utf-8") if config.is_file() else "")
 
 
@@ -105,7 +108,7 @@ def compare_runs(workspace: Workspace, first: str, second: str) -> Comparison:
     import pandas as pd
 
     columns: dict[str, dict[str, Any]] = {}
-    points = []
+    frames = []
     for run in (first, second):
         if not run:
             continue
@@ -121,8 +124,9 @@ def compare_runs(workspace: Workspace, first: str, second: str) -> Comparison:
         column["last validation loss"] = figures.eval_loss[-1][1] if figures.eval_loss else None
         column["fit"] = figures.diagnosis
         columns[name] = column
-        points += [(step, loss, f"{name} train") for step, loss in figures.train_loss]
-        points += [(step, loss, f"{name} validation") for step, loss in figures.eval_loss]
+        frame = curve_frame(figures, prefix=f"{name} ")
+        if frame is not None:
+            frames.append(frame)
     keys = sorted({key for column in columns.values() for key in column})
     rows = []
     for key in keys:
@@ -130,7 +134,7 @@ def compare_runs(workspace: Workspace, first: str, second: str) -> Comparison:
         if len(columns) < 2 or values[0] != values[1] or not key.startswith(("model.", "data.", "method.", "train.")):
             cells = {name: "" if value is None else str(value) for name, value in zip(columns, values, strict=True)}
             rows.append({"": key, **cells})
-    return Comparison(pd.DataFrame(rows), pd.DataFrame(points, columns=["step", "loss", "series"]) if points else None)
+    return Comparison(pd.DataFrame(rows), pd.concat(frames, ignore_index=True) if frames else None)
 
 
 def build(app: Any, workspace: Workspace) -> None:
@@ -143,7 +147,10 @@ def build(app: Any, workspace: Workspace) -> None:
         with gr.Column():
             run = gr.Dropdown([], label="run", allow_custom_value=True, elem_id="runs-run")
             summary = gr.Markdown(elem_id="runs-summary")
-            plot = gr.Image(label="plots/loss.png", type="filepath", height=300)
+            run_curves = gr.LinePlot(x="step", y="loss", color="series", title="loss", height=280,
+                                     elem_id="runs-curves")
+            with gr.Accordion("plots/loss.png (written when the run finishes)", open=False):
+                plot = gr.Image(show_label=False, type="filepath", height=300)
         with gr.Column():
             with gr.Accordion("model card (final/README.md)", open=True):
                 card = gr.Markdown()
@@ -162,7 +169,7 @@ def build(app: Any, workspace: Workspace) -> None:
 
     app.load(reload, None, [table, run, first, second])
     refresh.click(reload, None, [table, run, first, second])
-    run.change(lambda value: run_details(workspace, value), run, [summary, plot, card, config])
+    run.change(lambda value: run_details(workspace, value), run, [summary, run_curves, plot, card, config])
 
     def compare(a: str, b: str) -> Comparison:
         try:

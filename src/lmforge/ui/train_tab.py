@@ -199,8 +199,6 @@ class LiveView(NamedTuple):
 
 def live_view(workspace: Workspace, run: str) -> LiveView:
     """The selected run as it is now (called every few seconds by the page's timer)."""
-    import pandas as pd
-
     if not run:
         return LiveView("choose a run to watch", None, "")
     try:
@@ -209,11 +207,17 @@ def live_view(workspace: Workspace, run: str) -> LiveView:
         return LiveView(f"**Error:** {error}", None, "")
     state = jobs.run_state(run_dir)
     figures = jobs.progress(run_dir, state)
-    curve = [(step, loss, "train") for step, loss in figures.train_loss]
-    curve += [(step, loss, "validation") for step, loss in figures.eval_loss]
-    # No empty frame: gradio's line plot fixes its colour scale on the first data it gets.
-    frame = pd.DataFrame(curve, columns=["step", "loss", "series"]) if curve else None
-    return LiveView(status_markdown(run_dir, state, figures), frame, jobs.log_tail(run_dir))
+    return LiveView(status_markdown(run_dir, state, figures), curve_frame(figures), jobs.log_tail(run_dir))
+
+
+def curve_frame(figures: jobs.Progress, prefix: str = "") -> pd.DataFrame | None:
+    """The loss curves as (step, loss, series) rows; None without a point, never an empty frame (gradio's line
+    plot fixes its colour scale on the first data it gets, so an empty first frame would leave it blank)."""
+    import pandas as pd
+
+    curve = [(step, loss, f"{prefix}train") for step, loss in figures.train_loss]
+    curve += [(step, loss, f"{prefix}validation") for step, loss in figures.eval_loss]
+    return pd.DataFrame(curve, columns=["step", "loss", "series"]) if curve else None
 
 
 def status_markdown(run_dir: Path, state: jobs.RunState, figures: jobs.Progress) -> str:
