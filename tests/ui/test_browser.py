@@ -23,7 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # Flags known to work in containers and CI: no sandbox (root), no GPU, nothing fetched in the background.
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900")
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,1000")
 pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
                                 reason="needs Debian's chromium and chromium-driver (make test installs them)")
 
@@ -185,13 +185,17 @@ def test_preview_built_in_data_with_the_masked_part_dimmed(server, browser, ui_r
     page.tab("data")
     page.choose("data-source", "builtin:arith-sft")
     page.choose("data-tokenizer", str(ui_root / "models" / "tiny"))
+    page.type("data-max-len", 32)
     page.click("data-load")
     preview = wait_for(lambda: "record 1 ·" in (text := page.text("data-preview")) and text, 120, "the preview")
-    assert "record 1 ·" in preview and "<|im_start|>assistant" in preview
-    assert "builtin:arith-sft: messages → chat" in page.text("data-summary")
+    assert "<|im_start|>assistant" in preview
+    summary = page.text("data-summary")
+    assert "builtin:arith-sft: messages → chat" in summary and "2000 records, none rejected" in summary
+    assert re.search(r"over max_len 32: [1-9]\d* records \(\d+\.\d%\) would be truncated", summary)
     masked = browser.execute_script("return document.querySelectorAll('#data-preview .lmf-masked').length")
     assert masked >= 3  # at least each record's prompt is dimmed
     page.shot("data")
+    page.shot("data-preview", "data-preview")
 
 
 def test_inspect_and_scan_a_safe_and_an_unsafe_file(server, browser, ui_root):

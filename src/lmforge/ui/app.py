@@ -59,7 +59,7 @@ def build_app(workspace: Workspace) -> Any:
                 "evaluate": evaluate_tab.build, "chat": chat_tab.build, "files": files_tab.build}
     with gr.Blocks(title="lmforge", analytics_enabled=False) as app:
         roots = ", ".join(f"`{root}`" for root in workspace.roots)
-        gr.Markdown(f"## lmforge · runs in `{workspace.runs}` · allowed folders: {roots}")
+        gr.Markdown(f"**lmforge** · runs in `{workspace.runs}` · pickers see: {roots}")
         with gr.Tabs():
             for name in TABS:
                 with gr.Tab(name.capitalize(), id=name, elem_id=f"tab-{name}"):

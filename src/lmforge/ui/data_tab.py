@@ -136,7 +136,7 @@ def build(app: Any, workspace: Workspace) -> None:
             tokenizer = gr.Dropdown([], label="tokenizer (a model or run folder)", allow_custom_value=True,
                                     elem_id="data-tokenizer")
             with gr.Row():
-                max_len = gr.Number(512, label="max_len (tokens)", precision=0, minimum=1)
+                max_len = gr.Number(512, label="max_len (tokens)", precision=0, minimum=1, elem_id="data-max-len")
                 n = gr.Number(3, label="records to preview", precision=0, minimum=1)
             template = gr.Dropdown(TEMPLATES, value=TEMPLATES[0], label="chat template")
             load = gr.Button("Load and check", variant="primary", elem_id="data-load")
