@@ -7,24 +7,10 @@ Every tab is a module (plan_tab, data_tab, train_tab, runs_tab, evaluate_tab, ch
 callbacks are plain functions over lmforge's library (tested without a browser) and whose `build` lays
 out the gradio components; `app` assembles them and serves them with safe defaults; `jobs` starts and
 watches background training runs; `workspace` keeps every path inside the allowed folders.
-Names are resolved lazily so importing the package costs nothing until gradio is needed.
+Importing the package is cheap: gradio, torch and transformers are imported inside the functions that use them.
 """
 
-from __future__ import annotations
+from lmforge.ui.app import build_app, serve
+from lmforge.ui.workspace import Workspace
 
-from typing import Any
-
-_EXPORTS = {
-    "serve": "lmforge.ui.app",
-    "build_app": "lmforge.ui.app",
-    "Workspace": "lmforge.ui.workspace",
-}
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lmforge.ui' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__all__ = ["Workspace", "build_app", "serve"]
