@@ -48,6 +48,21 @@ def test_the_yaml_is_what_lmforge_train_reads(workspace, ui_root):
     assert loaded.train.save_every == 50 and loaded.train.learning_rate == 2e-4  # form default, library default
 
 
+def test_a_yaml_loads_back_into_the_form(workspace, ui_root):
+    from lmforge.train.config import load_config
+
+    values = _values(ui_root, **{"method.name": "qlora", "data.tasks": "sort,count", "train.eval_every": 10,
+                                 "model.dtype": "bfloat16"})
+    written = train_tab.preview_config(workspace, "nested/sft-b", values).download
+    name, loaded = train_tab.form_values(workspace, written)
+    assert name == "nested/sft-b"
+    assert loaded["method.name"] == "qlora" and loaded["data.tasks"] == "sort,count"
+    assert loaded["model.dtype"] == "bfloat16"
+    assert loaded["train.eval_every"] == 10 and loaded["train.max_steps"] == 5 and loaded["data.eval"] is None
+    again = train_tab.preview_config(workspace, name, loaded).download  # the form's values make the same config
+    assert load_config(again) == load_config(written)
+
+
 def test_every_problem_is_reported_at_once(workspace, ui_root):
     values = _values(ui_root, **{"data.train": "/etc/passwd", "train.learning_rate": 0, "stage": "rlhf"})
     with pytest.raises(ConfigError) as error:

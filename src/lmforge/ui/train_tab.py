@@ -191,6 +191,29 @@ def launch_from_form(workspace: Workspace, name: str, values: dict[str, Any]) ->
     return FormResult(text, f"launched **{Path(config.out).name}**: {state.detail}", None)
 
 
+def form_values(workspace: Workspace, config_path: str) -> tuple[str, dict[str, Any]]:
+    """(run name, values by key) of a YAML config, to fill the form: `load_config` reads and validates it, so a
+    config the form loads is one `lmforge train` accepts. Its `out` becomes the run name under the runs folder."""
+    from lmforge.train.config import load_config
+
+    config = load_config(config_path).model_dump(mode="json")
+    values: dict[str, Any] = {}
+    for field in all_fields():
+        value: Any = config
+        for part in field.key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if field.kind == "json" and value is not None:
+            value = json.dumps(value)
+        elif field.kind == "list" and value is not None:
+            value = ",".join(value)
+        elif value is None and field.kind in ("integer", "number"):
+            value = 0  # the form's "off"
+        values[field.key] = value
+    out = Path(config["out"]).expanduser().resolve()
+    name = str(out.relative_to(workspace.runs)) if out.is_relative_to(workspace.runs) else out.name
+    return name, values
+
+
 class LiveView(NamedTuple):
     status: str  # markdown: state, step, tokens/s, ETA, memory, fit diagnosis, error
     curves: pd.DataFrame | None  # step, loss, series (train / validation); None before the first point
@@ -276,8 +299,8 @@ def resume_run(workspace: Workspace, run: str) -> str:
 def _component(gr: Any, field: FormField) -> Any:
     """The widget for one config key (labelled with the key, its help text from the schema as info)."""
     common = {"label": field.key, "info": field.help or None, "elem_id": "train-" + field.key.replace(".", "-")}
-    if field.kind == "choice":
-        return gr.Dropdown(list(field.choices or ()), value=field.default, **common)
+    if field.kind == "choice":  # an optional one can be set back to empty (the library's default)
+        return gr.Dropdown(([""] if field.optional else []) + list(field.choices or ()), value=field.default, **common)
     if field.kind == "check":
         return gr.Checkbox(value=bool(field.default), **common)
     if field.kind in ("integer", "number"):
@@ -317,7 +340,9 @@ def build(app: Any, workspace: Workspace) -> None:
                 launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
             message = gr.Markdown(elem_id="train-message")
             yaml_view = gr.Code(language="yaml", label="config (what `lmforge train` reads)", lines=12)
-            download = gr.DownloadButton("Download YAML", visible=True)
+            with gr.Row():
+                download = gr.DownloadButton("Download YAML")
+                upload = gr.UploadButton("Load a YAML into the form", file_types=[".yaml", ".yml"], type="filepath")
         with gr.Column(scale=1):
             with gr.Row():
                 run = gr.Dropdown([], label="watch run", allow_custom_value=True, elem_id="train-run", scale=3)
@@ -357,7 +382,15 @@ def build(app: Any, workspace: Workspace) -> None:
         selected = str(workspace.run_path(values[0])) if not result.message.startswith("**Error") else None
         return (*result, runs(selected))
 
+    def on_upload(path: str) -> list[Any]:
+        try:
+            name_value, values = form_values(workspace, path)
+        except LmforgeError as error:
+            raise gr.Error(str(error)) from None
+        return [name_value, *(values[key] for key in keys)]
+
     app.load(lambda: [runs(), *pickers()], None, [run, *(components[key] for key in PATHS)])
+    upload.upload(on_upload, upload, inputs)
     refresh.click(lambda value: runs(value), run, run)
     show.click(on_show, inputs, [yaml_view, message, download])
     launch.click(on_launch, inputs, [yaml_view, message, download, run])
