@@ -57,6 +57,7 @@ def test_a_run_lives_in_its_own_session_and_stop_ends_its_whole_process_group(tm
 def test_resume_needs_a_run_that_started(tmp_path):
     with pytest.raises(UserInputError, match="nothing was started there to resume"):
         jobs.launch("", tmp_path / "never", resume=True)
+    assert not (tmp_path / "never").exists()  # nothing written for a refused resume
 
 
 def test_a_process_that_vanished_without_an_exit_code_is_interrupted(tmp_path):

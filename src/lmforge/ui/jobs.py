@@ -66,11 +66,11 @@ def launch(config_yaml: str, run_dir: Path, *, resume: bool = False) -> RunState
     if state.alive:
         raise UserInputError(f"{run_dir.name} is already training (pid {state.pid}); stop it first")
     folder = ui_folder(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     if resume:
         config_path = run_dir / "config.yaml"
         if not config_path.is_file():
             raise UserInputError(f"{run_dir} has no config.yaml: nothing was started there to resume")
+        folder.mkdir(exist_ok=True)
     else:
         config_path = atomic_write_text(folder / "train.yaml", config_yaml)
     for stale in ("exit_code", "stopped"):
