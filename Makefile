@@ -14,7 +14,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed
+# The real llama.cpp for the GGUF parity tests: node-llama-cpp ships prebuilt CPU builds (npm registry only,
+# nothing compiled) into the git-ignored .node/. Skipped where npm is missing (those tests then skip).
+NODE_LLAMA_CPP := node-llama-cpp@3.21.1
+.node/.installed:
+	npm i -E --prefix .node --no-audit --no-fund $(NODE_LLAMA_CPP)
+	touch $@
+
+install: $(VENV)/.installed $(if $(shell command -v npm 2>/dev/null),.node/.installed,)
 
 # A second `make quickstart` continues (or just re-reports) the run in runs/quickstart.
 quickstart: install

@@ -177,7 +177,8 @@ def train_config(case: Case, work: Path, out: Path, *, steps: int = STEPS, stage
     return {
         "stage": stage, "out": str(out),
         "model": {"path": str(model_dir(work, case.model))},
-        "data": {"train": str(work / "corpus.jsonl"), "max_len": case.seq_len, "eval_fraction": 0},
+        # packing off: the GPT recipe's blocks of exactly seq_len tokens (packed rows would be a little shorter)
+        "data": {"train": str(work / "corpus.jsonl"), "max_len": case.seq_len, "eval_fraction": 0, "packing": "off"},
         "method": {"name": case.method},
         "train": {"max_steps": steps, "micro_batch_size": case.micro_batch, "learning_rate": 1e-5,
                   "lr_scheduler": "constant", "gradient_checkpointing": case.checkpointing,

@@ -5,6 +5,7 @@ Library errors (LmforgeError) become one line on stderr and a non-zero exit here
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 
@@ -21,6 +22,8 @@ COMMAND_MODULES = [
     "lmforge.cli.files",
     "lmforge.cli.scan",
     "lmforge.cli.convert",
+    "lmforge.cli.download",
+    "lmforge.cli.compress",
     "lmforge.cli.data",
     "lmforge.cli.train",
     "lmforge.cli.generate",
@@ -29,6 +32,12 @@ COMMAND_MODULES = [
     "lmforge.cli.quickstart",
     "lmforge.cli.ui",
 ]
+
+
+# OSErrors that say something about the user's paths or machine (a read-only or full disk, no permission, a
+# file where a folder should be), not about lmforge: reported like an LmforgeError rather than as a traceback.
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST,
+                       errno.EISDIR}
 
 
 class LmforgeGroup(TyperGroup):
@@ -41,6 +50,12 @@ class LmforgeGroup(TyperGroup):
             # typer >= 0.20 vendors its own click, so a click.ClickException would escape as a traceback.
             typer.echo(f"Error: {error}", err=True)
             raise typer.Exit(error.exit_code) from error
+        except OSError as error:
+            if error.errno not in _ENVIRONMENT_ERRNOS:
+                raise
+            typer.echo(f"Error: {error.filename or 'a file'}: {error.strerror}; check the path and its permissions, "
+                       "or choose a folder you can write to", err=True)
+            raise typer.Exit(2) from error
 
 
 app = typer.Typer(

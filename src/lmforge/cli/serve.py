@@ -7,11 +7,14 @@ from typing import Annotated
 
 import typer
 
+from lmforge.cli.generate import TrustPickleOpt, TrustRemoteCodeOpt
+
 ENGINES = ("transformers", "vllm")
 
 
 def serve_command(
-    model: Annotated[str, typer.Argument(help="A model folder, a training run folder, or a LoRA adapter folder.")],
+    model: Annotated[str, typer.Argument(help="A model folder, a training run folder, a LoRA adapter folder, or a hub "
+                                              "id org/name[@revision] (downloaded into the HF cache).")],
     adapter: Annotated[list[str] | None, typer.Option(help="NAME=DIR: a LoRA adapter served as model NAME "
                                                            "(repeatable).")] = None,
     merge_adapters: Annotated[bool, typer.Option("--merge-adapters", help="Give each adapter its own merged copy "
@@ -26,7 +29,7 @@ def serve_command(
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allowed browser origin "
                                                           "(repeatable; '*' for any).")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="The name clients use for MODEL "
-                                                               "(default: its folder name).")] = None,
+                                                               "(default: its folder name or hub id).")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most sequences decoded together.")] = 16,
     max_queue: Annotated[int, typer.Option(help="Most requests waiting; beyond it the server answers 429.")] = 256,
     timeout: Annotated[float, typer.Option(help="Seconds a request may take (queue + generation).")] = 600.0,
@@ -36,6 +39,8 @@ def serve_command(
     dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (default: float32 on CPU).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice, one per core).")]
     = None,
+    trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
     """Serve MODEL over the OpenAI API: /v1/chat/completions, /v1/completions, /v1/models, /tokenize, /metrics."""
     from lmforge.errors import UserInputError
@@ -49,7 +54,8 @@ def serve_command(
 
         raise typer.Exit(serve_with_vllm(model, adapters=adapters, host=host, port=port, api_keys=api_key or [],
                                          cors_origins=cors_origin or [], served_model_name=served_model_name,
-                                         max_batch_size=max_batch_size))
+                                         max_batch_size=max_batch_size, trust_pickle=trust_pickle,
+                                         trust_remote_code=trust_remote_code))
     from lmforge.cli.generate import quiet_transformers
     from lmforge.serve.app import serve
 
@@ -62,7 +68,7 @@ def serve_command(
     serve(model, adapters=adapters, host=host, port=port, api_keys=api_key or [], cors_origins=cors_origin or [],
           served_model_name=served_model_name, max_batch_size=max_batch_size, max_queue=max_queue,
           request_timeout_s=timeout, device=device, dtype=dtype, threads=threads, merge_adapters=merge_adapters,
-          on_ready=ready)
+          trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, on_ready=ready)
 
 
 def bench_serve_command(

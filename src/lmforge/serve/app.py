@@ -537,7 +537,8 @@ def parse_adapters(specs: Sequence[str]) -> list[tuple[str, str]]:
 
 def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_model_name: str | None = None,
                 max_batch_size: int = 16, max_queue: int = 256, device: str | None = None,
-                dtype: str | None = None, merge_adapters: bool = False) -> Engine:
+                dtype: str | None = None, merge_adapters: bool = False, trust_pickle: bool = False,
+                trust_remote_code: bool = False) -> Engine:
     """An engine holding MODEL (under its served name) and each LoRA adapter beside it on the same weights
     (lmforge.generate.load.attach_adapter); an adapter that adds tokens gets its own merged copy.
 
@@ -545,13 +546,14 @@ def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_
     for speed (benchmarks/serve_adapters.py: an unmerged adapter decoded at 0.61x a merged copy on a CPU)."""
     from lmforge.generate.load import attach_adapter, load_model
 
-    base = load_model(model, device=device, dtype=dtype)
+    trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
+    base = load_model(model, device=device, dtype=dtype, **trust)
     models = {served_model_name or base.name: base}
     for name, path in adapters:
         if name in models:
             raise UserInputError(f"--adapter name {name!r} is already the base model's name; choose another")
-        shared = None if merge_adapters else attach_adapter(base, name, path)
-        models[name] = shared or load_model(model, adapter=path, device=device, dtype=dtype)
+        shared = None if merge_adapters else attach_adapter(base, name, path, trust_pickle=trust_pickle)
+        models[name] = shared or load_model(model, adapter=path, device=device, dtype=dtype, **trust)
     return Engine(models, max_batch_size=max_batch_size, max_queue=max_queue)
 
 
@@ -559,7 +561,8 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
           api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (), served_model_name: str | None = None,
           max_batch_size: int = 16, max_queue: int = 256, request_timeout_s: float | None = 600.0,
           device: str | None = None, dtype: str | None = None, threads: int | None = None,
-          merge_adapters: bool = False, on_ready: Any = None) -> None:
+          merge_adapters: bool = False, trust_pickle: bool = False, trust_remote_code: bool = False,
+          on_ready: Any = None) -> None:
     """Load the model(s) and serve them with uvicorn until interrupted (Ctrl-C / SIGTERM finish in-flight requests).
 
     `threads` sets torch's CPU threads: on a machine shared with other work, fewer threads than cores avoids
@@ -578,7 +581,7 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
         torch.set_num_threads(threads)
     engine = load_engine(model, adapters=adapters, served_model_name=served_model_name,
                          max_batch_size=max_batch_size, max_queue=max_queue, device=device, dtype=dtype,
-                         merge_adapters=merge_adapters)
+                         merge_adapters=merge_adapters, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
     app = create_app(engine, api_keys=api_keys, cors_origins=cors_origins, request_timeout_s=request_timeout_s)
     if on_ready is not None:
         on_ready(list(engine.models))

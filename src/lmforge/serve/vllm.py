@@ -46,7 +46,17 @@ def check_vllm() -> None:
         raise DependencyError("--engine vllm needs a CUDA GPU and none is visible; use --engine transformers")
 
 
-def serve_with_vllm(model: str, **flags: object) -> int:
-    """Run vLLM's server in the foreground until it exits; returns its exit code."""
+def serve_with_vllm(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_model_name: str | None = None,
+                    trust_pickle: bool = False, trust_remote_code: bool = False, **flags: object) -> int:
+    """Run vLLM's server in the foreground until it exits; returns its exit code.
+
+    MODEL and the adapters are resolved by lmforge first (lmforge.hub.locate_model: downloaded, pickles
+    scanned), so vLLM reads only local files lmforge has checked, under the name lmforge would serve."""
     check_vllm()
-    return subprocess.call(vllm_command(model, **flags))  # type: ignore[arg-type]
+    from lmforge.hub.reference import locate_model
+
+    ref = locate_model(model, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
+    local_adapters = [(name, str(locate_model(path, trust_pickle=trust_pickle).path)) for name, path in adapters]
+    command = vllm_command(str(ref.path), adapters=local_adapters, served_model_name=served_model_name or ref.name,
+                           **flags)  # type: ignore[arg-type]
+    return subprocess.call(command + (["--trust-remote-code"] if trust_remote_code else []))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lmforge.errors import UserInputError
 from lmforge.train.config import TrainConfig
@@ -89,15 +89,17 @@ class LoadedData:
 
 
 def _load_source(source: str, kind: str | None, columns: dict[str, str] | None, n: int | None,
-                 seed: int, split: str, tasks: list[str] | None = None) -> tuple[Any, str, int]:
-    """(dataset, kind, records rejected by validation)."""
+                 seed: int, split: str, tasks: list[str] | None = None,
+                 on_error: Literal["fail", "skip"] = "fail") -> tuple[Any, str, int]:
+    """(dataset, kind, records rejected by validation); errors name the config keys (data.kind, ...)."""
     if source.startswith("builtin:"):
         from lmforge.data.builtin import get_builtin, load_builtin
 
         return load_builtin(source, n=n, seed=seed, split=split, tasks=tasks), get_builtin(source).kind, 0
+    from lmforge.data.kinds import CONFIG_OPTIONS
     from lmforge.data.load import load_data
 
-    result = load_data(source, kind=kind, columns=columns)
+    result = load_data(source, kind=kind, columns=columns, on_error=on_error, names=CONFIG_OPTIONS)
     dataset = result.dataset
     if n is not None and len(dataset) > n:
         dataset = dataset.select(range(n))
@@ -108,7 +110,7 @@ def load_texts(config: TrainConfig) -> list[str]:
     """The `text` column of the training data (to train a tokenizer on)."""
     data = config.data
     dataset, kind, _ = _load_source(data.train, data.kind, data.columns, data.max_examples, config.train.seed, "train",
-                                    data.tasks)
+                                    data.tasks, data.on_error)
     if kind != "text":
         raise UserInputError(f"model.tokenizer bpe:N trains on text data, but {data.train} is {kind}")
     return list(dataset["text"])
@@ -132,7 +134,7 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
     """
     data, seed = config.data, config.train.seed
     train, kind, train_rejected = _load_source(data.train, data.kind, data.columns, data.max_examples, seed, "train",
-                                               data.tasks)
+                                               data.tasks, data.on_error)
     allowed = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
     if kind not in allowed:
         raise UserInputError(
@@ -141,7 +143,7 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
     evaluation, eval_rejected = None, 0
     if data.eval:
         evaluation, _, eval_rejected = _load_source(data.eval, data.kind or kind, data.columns, None, seed, "train",
-                                                    data.tasks)
+                                                    data.tasks, data.on_error)
     elif data.eval_fraction > 0 and data.train.startswith("builtin:"):
         size = max(8, round(len(train) * data.eval_fraction))
         evaluation, _, _ = _load_source(data.train, kind, None, size, seed, "validation", data.tasks)
@@ -222,6 +224,8 @@ def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool) -> di
         "use_cpu": not torch.cuda.is_available(),
         **precision_flags(train.precision),
     }
+    if train.length_grouped:  # otherwise each trainer keeps its own default (TRL's KTO needs "sequential")
+        args["train_sampling_strategy"] = "group_by_length"
     if args["load_best_model_at_end"] and train.save_every % train.eval_every:
         raise UserInputError(
             f"train.save_every ({train.save_every}) must be a multiple of train.eval_every ({train.eval_every}) "
