@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, UserInputError
 from lmforge.ui import train_tab
 from tests.ui.conftest import finished_run
 
@@ -35,6 +35,46 @@ def test_the_form_is_the_config_schema():
     assert set(stages) == {"pretrain", "sft", "rm", "dpo", "kto", "orpo", "rlhf", "distill", "classify", "mlm"}
     keys = [field.key for field in train_tab.all_fields()]
     assert len(keys) == len(set(keys)) and "rlhf.reward_model" in keys and "method.quant_bits" in keys
+    # Every key of the schema is on the form (a key the config gains appears by itself), but the run name's `out`
+    # and the two switches that would run code from a model's files.
+    assert set(keys) == set(train_tab.schema_keys()) - {"out", "model.trust_pickle", "model.trust_remote_code"}
+    assert train_tab.form_field("data.packing").choices == ("auto", "on", "off")
+    report_to = train_tab.form_field("train.report_to")
+    assert report_to.kind == "choices" and report_to.choices == ("tensorboard", "wandb") and report_to.default == []
+
+
+def test_newer_config_keys_reach_the_yaml(workspace, ui_root):
+    from lmforge.train.config import load_config
+
+    values = _values(ui_root, **{"data.packing": "off", "train.loss": "chunked", "train.length_grouped": True,
+                                 "data.on_error": "skip", "train.report_to": ["tensorboard"]})
+    loaded = load_config(train_tab.preview_config(workspace, "sft-new", values).download)
+    assert loaded.data.packing == "off" and loaded.train.loss == "chunked" and loaded.train.length_grouped
+    assert loaded.data.on_error == "skip" and loaded.train.report_to == ["tensorboard"]
+    name, back = train_tab.form_values(workspace, train_tab.preview_config(workspace, "sft-new", values).download)
+    assert back["data.packing"] == "off" and back["train.report_to"] == ["tensorboard"]
+
+
+def test_model_pickers_take_hub_ids_and_local_paths_stay_inside(workspace, ui_root):
+    from lmforge.train.config import load_config
+
+    values = _values(ui_root, **{"model.path": "org/tiny-model@v1", "distill.teacher": "org/teacher"})
+    loaded = load_config(train_tab.preview_config(workspace, "from-hub", values).download)
+    assert loaded.model.path == "org/tiny-model@v1" and loaded.distill.teacher == "org/teacher"
+    refused = train_tab.preview_config(workspace, "x", _values(ui_root, **{"data.train": "org/data"}))
+    assert "data.train: org/data is outside the folders this UI may use" in refused.message
+
+
+def test_a_config_that_trusts_code_is_not_loaded_into_the_form(workspace, ui_root, tmp_path):
+    import yaml
+
+    written = train_tab.preview_config(workspace, "trusting", _values(ui_root)).download
+    config = yaml.safe_load(open(written))
+    config["model"]["trust_remote_code"] = True
+    path = tmp_path / "trusting.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(UserInputError, match="sets model.trust_remote_code: the UI never runs code"):
+        train_tab.form_values(workspace, str(path))
 
 
 def test_the_yaml_is_what_lmforge_train_reads(workspace, ui_root):

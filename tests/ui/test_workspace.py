@@ -24,6 +24,20 @@ def test_a_symlink_out_of_an_allowed_folder_is_refused(workspace, tmp_path):
         workspace.check(link / "passwd")
 
 
+def test_a_model_is_an_allowed_path_or_a_hub_id(workspace, ui_root, monkeypatch):
+    tiny = ui_root / "models" / "tiny"
+    assert workspace.model(str(tiny)) == str(tiny.resolve())
+    assert workspace.model(" org/name@v1.0 ") == "org/name@v1.0"  # resolved (and scanned) by locate_model later
+    for outside in ("/etc", "../../elsewhere/model"):
+        with pytest.raises(UserInputError, match="outside"):
+            workspace.model(outside)
+    # A local folder spelled like a hub id is a path, as for every command: inside the allowed folders only.
+    monkeypatch.chdir(ui_root.parent)
+    (ui_root.parent / "org" / "name").mkdir(parents=True)
+    with pytest.raises(UserInputError, match="outside"):
+        workspace.model("org/name")
+
+
 def test_run_names_cannot_climb_out_of_the_runs_folder(workspace):
     assert workspace.run_path("sft-1") == workspace.runs / "sft-1"
     assert workspace.run_path("exports/model") == workspace.runs / "exports" / "model"

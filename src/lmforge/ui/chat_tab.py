@@ -40,8 +40,8 @@ class ModelHolder:
         from lmforge.generate.load import load_model
 
         if not model:
-            raise UserInputError("choose a model (a run or model folder)")
-        path = str(workspace.check(model))
+            raise UserInputError("choose a model (a run or model folder, or a hub id org/name)")
+        path = workspace.model(model)
         with self.lock:
             if self.path != path or self.loaded is None:
                 self.loaded, self.path = None, None
@@ -186,8 +186,8 @@ def build(app: Any, workspace: Workspace) -> None:
     holder = ModelHolder()
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown([], label="model (a run or model folder)", allow_custom_value=True,
-                                elem_id="chat-model")
+            model = gr.Dropdown([], label="model (a run or model folder, or a hub id org/name[@revision])",
+                                allow_custom_value=True, elem_id="chat-model")
             load = gr.Button("Load", elem_id="chat-load")
             system = gr.Textbox(label="system prompt", lines=2)
             preset = gr.Radio(list(PRESETS), value="balanced", label="sampling preset")

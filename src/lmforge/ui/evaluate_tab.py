@@ -41,8 +41,8 @@ def _compare(workspace: Workspace, model: str, compare: str) -> str | None:
     if compare == BASE:
         from lmforge.generate.load import base_of
 
-        return str(workspace.check(base_of(model)))
-    return str(workspace.check(compare))
+        return workspace.model(base_of(model))
+    return workspace.model(compare)
 
 
 def evaluate_view(workspace: Workspace, model: str, compare: str, suite: str, data: str, task: str, limit: float,
@@ -54,8 +54,8 @@ def evaluate_view(workspace: Workspace, model: str, compare: str, suite: str, da
 
     try:
         if not model:
-            raise UserInputError("choose a model (a run or model folder)")
-        model_path = str(workspace.check(model))
+            raise UserInputError("choose a model (a run or model folder, or a hub id org/name)")
+        model_path = workspace.model(model)
         other = _compare(workspace, model_path, compare)
         params = sampling_params(temperature=0, max_new_tokens=int(max_new_tokens))
         out = workspace.runs / "eval" / f"{_slug(Path(model_path).name)}-{_slug(suite if suite == 'stress' else data)}"
@@ -133,8 +133,8 @@ def build(app: Any, workspace: Workspace) -> None:
 
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown([], label="model (a run or model folder)", allow_custom_value=True,
-                                elem_id="eval-model")
+            model = gr.Dropdown([], label="model (a run or model folder, or a hub id org/name[@revision])",
+                                allow_custom_value=True, elem_id="eval-model")
             compare = gr.Dropdown([NO_COMPARE, BASE], value=BASE, label="beside it", allow_custom_value=True,
                                   elem_id="eval-compare")
             suite = gr.Radio(["metrics", "stress"], value="metrics", label="suite",

@@ -21,7 +21,14 @@ if TYPE_CHECKING:
 
 GIB = 1024**3
 VERDICT = {"safe": "<span class='lmf-good'>safe</span>", "unsafe": "<span class='lmf-bad'>unsafe</span>",
+           "unproven": "<span class='lmf-bad'>cannot prove safe</span>",
            "error": "<span class='lmf-bad'>unreadable</span>", "not-needed": "<span class='lmf-good'>no code</span>"}
+# The headline for each of `lmforge scan`'s exit codes (lmforge.files.scan.ScanReport.exit_code).
+SCAN_HEADLINE = {
+    0: f"{VERDICT['safe']}: every file is proven safe to load",
+    1: f"{VERDICT['unsafe']}: loading it would run code; do not load it",
+    2: f"{VERDICT['unproven']}: something could not be proven safe or read (nothing unsafe found); do not load it",
+}
 TARGETS = ["auto (from the name)", "safetensors", "gguf", "onnx", "merged"]
 QUANTS = ["f16", "f32", "bf16", "q8_0", "q4_0"]
 
@@ -33,16 +40,21 @@ class FilesView(NamedTuple):
 
 
 def target_path(workspace: Workspace, path: str, upload: str | None) -> Path:
-    """An uploaded file (in gradio's upload folder), else a path inside the allowed folders."""
+    """An uploaded file (in gradio's upload folder), else a path inside the allowed folders, else a hub id's files
+    as loading would fetch them (into the Hugging Face cache, as `lmforge scan org/name` does; nothing is loaded)."""
+    from lmforge.hub.reference import locate_model
+
     if upload:
         return Path(upload)
     if not (path or "").strip():
         raise UserInputError("choose a file or folder, or upload a file")
-    return workspace.check(path)
+    reference = workspace.model(path)
+    return Path(reference) if Path(reference).is_absolute() else locate_model(reference, need="any").path
 
 
 def scan_view(workspace: Workspace, path: str, upload: str | None) -> FilesView:
-    """`lmforge scan`: every file's verdict (safe only when the allowlist proves it) and every finding."""
+    """`lmforge scan`: every file's verdict (safe only when the allowlist proves it) and every finding; the headline
+    follows the CLI's exit code (0 safe, 1 code would run, 2 cannot prove safe)."""
     import pandas as pd
 
     from lmforge.files.scan import scan_path
@@ -52,9 +64,7 @@ def scan_view(workspace: Workspace, path: str, upload: str | None) -> FilesView:
         report = scan_path(target)
     except LmforgeError as error:
         return FilesView(f"**Error:** {error}", "", pd.DataFrame())
-    headline = {0: f"{VERDICT['safe']}: every file is proven safe to load",
-                1: f"{VERDICT['unsafe']}: something is unsafe or could not be proven safe; do not load it",
-                2: f"{VERDICT['error']}: a file could not be read (nothing unsafe found)"}[report.exit_code]
+    headline = SCAN_HEADLINE[report.exit_code]
     lines = ["| file | format | verdict | globals |", "|---|---|---|---|"]
     for file in report.files:
         shown = ", ".join(file.globals[:6]) + (" …" if len(file.globals) > 6 else "")
@@ -139,8 +149,8 @@ def build(app: Any, workspace: Workspace) -> None:
 
     with gr.Row():
         with gr.Column(scale=1):
-            path = gr.Dropdown([], label="model folder or file (inside the allowed folders)", allow_custom_value=True,
-                               elem_id="files-path")
+            path = gr.Dropdown([], label="model folder or file (inside the allowed folders), or a hub id",
+                               allow_custom_value=True, elem_id="files-path")
             upload = gr.File(label="or upload a file: it is scanned before anything else reads it", type="filepath",
                              elem_id="files-upload")
             with gr.Row():

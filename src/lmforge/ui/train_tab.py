@@ -27,24 +27,19 @@ if TYPE_CHECKING:
     from lmforge.ui.workspace import Workspace
 
 GIB = 1024**3
-# Keys shown on the form itself; the rest are folded under "advanced" or the stage's own settings.
+# Keys shown on the form itself; every other key of the schema is folded under "advanced", or under the stage's
+# own settings (its section is named after the stage), so a key the config gains shows up without a change here.
 MAIN = ("stage", "model.path", "data.train", "data.eval", "method.name", "data.max_len", "train.max_steps",
         "train.epochs", "train.micro_batch_size", "train.grad_accum", "train.learning_rate", "train.eval_every",
         "train.save_every", "train.precision")
-ADVANCED = ("init_from", "model.tokenizer", "model.config", "model.dtype", "data.kind", "data.eval_fraction",
-            "data.max_examples", "data.tasks", "data.template", "data.train_on_prompt", "method.lora_r",
-            "method.lora_alpha", "method.lora_dropout", "method.target_modules", "method.trainable_layers",
-            "method.quant_bits", "method.num_virtual_tokens", "train.lr_scheduler", "train.warmup_steps",
-            "train.weight_decay", "train.max_grad_norm", "train.gradient_checkpointing", "train.seed",
-            "train.keep_last", "train.log_every", "train.early_stopping.patience", "train.early_stopping.metric",
-            "train.early_stopping.mode", "train.auto_fit", "train.target_gpu", "train.global_batch_size",
-            "train.nan_guard")
-STAGE_SETTINGS = ("dpo.beta", "dpo.sft_weight", "rlhf.reward_model", "rlhf.algorithm", "rlhf.num_generations",
-                  "rlhf.max_new_tokens", "rlhf.beta", "distill.teacher", "distill.temperature", "distill.alpha",
-                  "mlm.mlm_probability")
-# Keys that name a folder or file: resolved, and refused outside the allowed folders.
-PATHS = ("init_from", "model.path", "model.tokenizer", "data.train", "data.eval", "rlhf.reward_model",
-         "distill.teacher")
+STAGE_SECTIONS = ("dpo", "rlhf", "distill", "mlm")
+# Keys the form does not offer: `out` is the run name; the UI never runs code from a model's files (no trusted
+# pickle, no repo code), so a config that needs either is for `lmforge train` after reading that code.
+NOT_ON_FORM = ("out", "model.trust_pickle", "model.trust_remote_code")
+# Keys that name a folder or file: resolved, and refused outside the allowed folders; MODELS may be hub ids too
+# (train resolves them through lmforge.hub.locate_model), model.tokenizer is a local folder or bpe:N.
+MODELS = ("init_from", "model.path", "rlhf.reward_model", "distill.teacher")
+PATHS = (*MODELS, "model.tokenizer", "data.train", "data.eval")
 # The form's own defaults where the library's would make the page less useful: a checkpoint every 50 steps so
 # that Stop then Resume loses little, and a LoRA fine-tune of a folder as the common case.
 FORM_DEFAULTS = {"method.name": "lora", "train.save_every": 50}
@@ -57,7 +52,7 @@ class FormField:
     key: str
     default: Any
     choices: tuple[Any, ...] | None  # a Literal's values
-    kind: str  # number | integer | text | check | choice | json | list | path
+    kind: str  # number | integer | text | check | choice | choices | json | list | path
     help: str
     optional: bool  # empty means None (the key's default is None)
 
@@ -72,6 +67,24 @@ def _annotation(key: str) -> Any:
     return model.model_fields[leaf]
 
 
+def schema_keys() -> list[str]:
+    """Every leaf key of TrainConfig, dotted, in the schema's order (sections such as train.early_stopping walked)."""
+    from pydantic import BaseModel
+
+    from lmforge.train.config import TrainConfig
+
+    def walk(model: Any, prefix: str) -> list[str]:
+        keys = []
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                keys += walk(field.annotation, f"{prefix}{name}.")
+            else:
+                keys.append(prefix + name)
+        return keys
+
+    return walk(TrainConfig, "")
+
+
 def form_field(key: str) -> FormField:
     """The FormField for a dotted config key, read from TrainConfig's pydantic fields."""
     field = _annotation(key)
@@ -79,10 +92,13 @@ def form_field(key: str) -> FormField:
     arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
     optional = type(None) in typing.get_args(annotation)
     inner = arguments[0] if optional and len(arguments) == 1 else annotation
-    default = FORM_DEFAULTS.get(key, None if field.default_factory is not None else field.default)
+    default = FORM_DEFAULTS.get(key, field.get_default(call_default_factory=True))
+    item = typing.get_args(inner)[0] if typing.get_origin(inner) is list else None
     choices = None
     if typing.get_origin(inner) is typing.Literal:
         kind, choices = "choice", typing.get_args(inner)
+    elif typing.get_origin(item) is typing.Literal:
+        kind, choices = "choices", typing.get_args(item)
     elif key in PATHS:
         kind = "path"
     elif inner is bool:
@@ -101,7 +117,13 @@ def form_field(key: str) -> FormField:
 
 
 def all_fields() -> list[FormField]:
-    return [form_field(key) for key in MAIN + ADVANCED + STAGE_SETTINGS]
+    """The form's fields: the main ones first, then the rest of the schema (advanced, then stage settings)."""
+    rest = [key for key in schema_keys() if key not in MAIN and key not in NOT_ON_FORM]
+    return [form_field(key) for key in (*MAIN, *rest)]
+
+
+def is_stage_setting(key: str) -> bool:
+    return key.split(".")[0] in STAGE_SECTIONS
 
 
 def _value(workspace: Workspace, field: FormField, value: Any) -> Any:
@@ -121,6 +143,8 @@ def _value(workspace: Workspace, field: FormField, value: Any) -> Any:
     if field.kind == "path":
         text = str(value).strip()
         keep = text.startswith("builtin:") or (field.key == "model.tokenizer" and text.startswith("bpe:"))
+        if field.key in MODELS:
+            return workspace.model(text)
         return text if keep else str(workspace.check(text))
     return value
 
@@ -197,6 +221,10 @@ def form_values(workspace: Workspace, config_path: str) -> tuple[str, dict[str, 
     from lmforge.train.config import load_config
 
     config = load_config(config_path).model_dump(mode="json")
+    trusted = [key for key in NOT_ON_FORM[1:] if config["model"][key.split(".")[1]]]
+    if trusted:
+        raise UserInputError(f"{config_path} sets {' and '.join(trusted)}: the UI never runs code from a model's "
+                             "files; read that code, then run this config with lmforge train")
     values: dict[str, Any] = {}
     for field in all_fields():
         value: Any = config
@@ -206,6 +234,8 @@ def form_values(workspace: Workspace, config_path: str) -> tuple[str, dict[str, 
             value = json.dumps(value)
         elif field.kind == "list" and value is not None:
             value = ",".join(value)
+        elif field.kind == "choices":
+            value = value or []
         elif value is None and field.kind in ("integer", "number"):
             value = 0  # the form's "off"
         values[field.key] = value
@@ -301,6 +331,8 @@ def _component(gr: Any, field: FormField) -> Any:
     common = {"label": field.key, "info": field.help or None, "elem_id": "train-" + field.key.replace(".", "-")}
     if field.kind == "choice":  # an optional one can be set back to empty (the library's default)
         return gr.Dropdown(([""] if field.optional else []) + list(field.choices or ()), value=field.default, **common)
+    if field.kind == "choices":
+        return gr.Dropdown(list(field.choices or ()), value=list(field.default or []), multiselect=True, **common)
     if field.kind == "check":
         return gr.Checkbox(value=bool(field.default), **common)
     if field.kind in ("integer", "number"):
@@ -329,11 +361,11 @@ def build(app: Any, workspace: Workspace) -> None:
                     components[field.key] = _component(gr, field)
             with gr.Accordion("advanced", open=False):
                 for field in fields:
-                    if field.key in ADVANCED:
+                    if field.key not in MAIN and not is_stage_setting(field.key):
                         components[field.key] = _component(gr, field)
             with gr.Accordion("stage settings (dpo/kto/orpo, rlhf, distill, mlm)", open=False):
                 for field in fields:
-                    if field.key in STAGE_SETTINGS:
+                    if is_stage_setting(field.key):
                         components[field.key] = _component(gr, field)
             with gr.Row():
                 show = gr.Button("Show YAML", elem_id="train-show")

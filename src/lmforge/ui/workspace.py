@@ -73,6 +73,17 @@ class Workspace:
             raise NotFoundError(f"{text} does not exist")
         return resolved
 
+    def model(self, reference: str | os.PathLike[str]) -> str:
+        """A model reference from the page: a path inside the allowed folders, or a hub id (org/name[@revision])
+        that names no local path, passed on as typed. lmforge.hub.locate_model then resolves it as every command
+        does (a local path first; a hub id fetched into the Hugging Face cache and its pickles scanned)."""
+        from lmforge.hub.reference import is_hub_id
+
+        text = str(reference).strip()
+        if text and not Path(text).expanduser().exists() and is_hub_id(text):
+            return text
+        return str(self.check(text))
+
     def run_path(self, name: str) -> Path:
         """The folder for a new run, evaluation or export named `name`, inside the runs folder."""
         clean = name.strip().strip("/")
