@@ -35,14 +35,15 @@ test: install browser
 	$(PY) -m pytest -n 2 -q tests
 
 # tests/ui/test_browser.py drives Debian's Chromium through its driver (no browser download): installed once, as
-# root or through sudo; a machine without apt-get skips those tests (they say why).
+# root or through sudo; a machine without apt-get, or a user who is neither root nor has sudo, skips those tests
+# (they say why).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
-	elif command -v apt-get >/dev/null; then \
+	elif command -v apt-get >/dev/null && { [ -z "$(SUDO)" ] || command -v sudo >/dev/null; }; then \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	else echo "no apt-get: the browser tests of lmforge ui will be skipped"; fi
+	else echo "cannot apt-get install chromium chromium-driver here: the browser tests of lmforge ui will be skipped"; fi
 
 # The GPU proof (benchmarks/gpu_check.py): on a machine with nvidia-smi, every check on real sizes, with the
 # wheels of `make gpu-wheels` (if present) installed first; elsewhere the same orchestration as a --dry-run on
