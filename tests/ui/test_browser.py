@@ -159,6 +159,16 @@ class Page:
         raw.unlink()
 
 
+# Records every text the chat's status line shows (a streamed reply says "generating…" while it grows), so a test
+# sees the intermediate states however briefly they were on screen.
+STATUS_RECORDER = """
+window.lmfStatuses = [];
+const status = document.getElementById('chat-status');
+new MutationObserver(() => window.lmfStatuses.push(status.innerText))
+    .observe(status, {childList: true, subtree: true, characterData: true});
+"""
+
+
 def _step(status: str) -> int:
     found = re.search(r"step (\d+)", status)
     return int(found.group(1)) if found else -1
@@ -281,11 +291,14 @@ def test_train_watch_stop_resume_survive_the_browser_then_chat(server, ui_root):
         page.choose("chat-model", str(run_dir))
         page.click("chat-explain", "input")
         page.type("chat-message", "What is 2 plus 3?")
+        driver.execute_script(STATUS_RECORDER)
         page.click("chat-send")
         status = wait_for(lambda: "tokens in" in (text := page.text("chat-status")) and text, 120, "the reply")
         assert "tiny+sft-ui/checkpoint-" in status
         bot = driver.find_elements(page.by.CSS_SELECTOR, "#chat-history [data-testid='bot']")
         assert bot and bot[-1].text.strip()
+        # Streamed: the page showed the reply while it was still being generated, before the final figures.
+        assert any("generating" in text for text in driver.execute_script("return window.lmfStatuses"))
         tokens = driver.execute_script("return document.querySelectorAll('#chat-tokens .lmf-token').length")
         assert tokens == int(re.search(r"(\d+) tokens in", status).group(1))
         page.shot("chat")
