@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from lmforge.cli.plan import _count, _duration, _money
+from lmforge.plan.display import count_text, duration_text, money_text
 from lmforge.errors import LmforgeError, UserInputError
 from lmforge.plan.setup import METHODS, PRECISIONS, RECOMPUTE
 
@@ -91,8 +91,8 @@ def _verdict(plan: Any, data: dict[str, Any]) -> str:
     shape += " + sequence parallel" if layout["sequence_parallel"] else ""
     return (
         f"### {verdict}: {layout['gpus']} × {card.display_name} ({card.memory_gib:g} GiB), {shape}\n"
-        f"**{model['name']}** ({model['architecture']}): {_count(model['params_total'])} parameters, "
-        f"{_count(model['params_trainable'])} trainable · **{memory['per_gpu_bytes'] / GIB:,.1f} GiB per GPU** of "
+        f"**{model['name']}** ({model['architecture']}): {count_text(model['params_total'])} parameters, "
+        f"{count_text(model['params_trainable'])} trainable · **{memory['per_gpu_bytes'] / GIB:,.1f} GiB per GPU** of "
         f"{memory['usable_bytes'] / GIB:,.1f} GiB usable\n\n"
         f"*Why this layout:* {layout['reason']}"
     )
@@ -128,8 +128,8 @@ def _verdicts_frame(plan: Any, verdicts: list[dict[str, Any]]) -> pd.DataFrame:
             "GPUs needed": verdict["min_gpus"] if fits else "does not fit",
             "layout": verdict["layout"],
             "per GPU": f"{verdict['per_gpu_bytes'] / GIB:,.1f} GiB" if fits else "-",
-            "time": _duration(None if hours is None else hours * 3600),
-            "cost": _money(verdict["cost_usd"]),
+            "time": duration_text(None if hours is None else hours * 3600),
+            "cost": money_text(verdict["cost_usd"]),
         })
     return pd.DataFrame(rows)
 
@@ -138,13 +138,13 @@ def _cost(figures: dict[str, Any]) -> str:
     price, rate, gpu_hours = figures["price_usd_per_gpu_hour"], figures["tokens_per_second"], figures["gpu_hours"]
     lines = [
         f"- **{figures['tokens']:,.0f} tokens** at {figures['mfu']:.0%} MFU on {figures['gpus']} GPU(s)",
-        f"- wall time **{_duration(figures['wall_seconds'])}**, "
+        f"- wall time **{duration_text(figures['wall_seconds'])}**, "
         + ("-" if gpu_hours is None else f"{gpu_hours:,.1f}") + " GPU-hours",
-        f"- cost **{_money(figures['cost_usd'])}**" + ("" if price is None else f" at ${price:g} per GPU-hour"),
+        f"- cost **{money_text(figures['cost_usd'])}**" + ("" if price is None else f" at ${price:g} per GPU-hour"),
     ]
     if rate is not None:
         lines.append(f"- {rate:,.0f} tokens/s; one optimizer step of {figures['tokens_per_step']:,} tokens: "
-                     f"{_duration(figures['step_seconds'])}")
+                     f"{duration_text(figures['step_seconds'])}")
     return "\n".join(lines)
 
 

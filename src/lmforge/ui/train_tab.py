@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from lmforge.cli.plan import _duration
+from lmforge.plan.display import duration_text
 from lmforge.errors import LmforgeError, UserInputError
 from lmforge.ui import jobs
 
@@ -285,7 +285,7 @@ def status_markdown(run_dir: Path, state: jobs.RunState, figures: jobs.Progress)
         lines.append(f"loss {figures.train_loss[-1][1]:.4f}"
                      + (f" · validation {figures.eval_loss[-1][1]:.4f}" if figures.eval_loss else ""))
     if state.alive and figures.tokens_per_second is not None:
-        eta = f" · ETA {_duration(figures.eta_seconds)}" if figures.eta_seconds is not None else ""
+        eta = f" · ETA {duration_text(figures.eta_seconds)}" if figures.eta_seconds is not None else ""
         lines.append(f"{figures.tokens_per_second:,.0f} tokens/s{eta}")
     memory = []
     if figures.planned_bytes:
