@@ -113,14 +113,13 @@ def _rows(report: Any) -> pd.DataFrame:
 def _stress(model: str, compare: str | None, params: Any, out: Path) -> EvalView:
     import pandas as pd
 
-    from lmforge.evaluate.suites import run_stress, write_stress
-    from lmforge.generate.load import load_model
+    from lmforge.evaluate.suites import run_suite, write_stress
 
-    models = [load_model(model)] + ([load_model(compare)] if compare else [])
-    outputs = run_stress(models, params)
+    outputs = run_suite(model, compare=compare, params=params)
     paths = write_stress(outputs, out)
-    summary = (f"**stress suite**: {len(outputs)} responses from {', '.join(m.name for m in models)} for human "
-               f"review (seed 001 §5.3); rubric sheet: `{paths['rubric']}`, responses: `{paths['review']}`")
+    names = ", ".join(dict.fromkeys(output.model for output in outputs))
+    summary = (f"**stress suite**: {len(outputs)} responses from {names} for human review; rubric sheet: "
+               f"`{paths['rubric']}`, responses: `{paths['review']}`")
     frame = pd.DataFrame([asdict(output) for output in outputs])
     return EvalView(summary, frame, str(paths["review"]))
 
