@@ -1,4 +1,5 @@
-"""`--engine vllm`: hand the same flags to vLLM's own OpenAI-compatible server (seed 004 ends with it on port 8000).
+"""`--engine vllm`: hand the same flags to vLLM's own OpenAI-compatible server (`vllm serve`, port 8000 by default:
+https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html).
 
 vLLM needs a CUDA GPU and the vllm package; without either this says so in one line instead of a traceback.
 """
