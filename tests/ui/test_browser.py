@@ -185,7 +185,7 @@ def test_plan_llama_8b_lora_on_an_rtx_4090(server, browser):
     plan = plan_training("llama-3.1-8b", method="lora", recompute="full", gpu="rtx-4090")
     expected = "FITS" if plan.fits else "DOES NOT FIT"
     assert verdict.startswith(f"{expected}: {plan.layout.gpus} × NVIDIA GeForce RTX 4090 (24 GiB)")
-    assert "llama-3.1-8b (LlamaForCausalLM): 8.03B parameters, 41.9M trainable" in verdict
+    assert "llama-3.1-8b (LlamaForCausalLM): 8.03B parameters, 21M trainable" in verdict  # LoRA rank 8 (method.lora_r)
     assert "rtx-4090" in page.text("plan-verdicts") and "GPU-hours" in page.text("plan-cost")
     page.shot("plan")
 
