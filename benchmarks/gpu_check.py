@@ -416,7 +416,7 @@ def check_planner(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str,
             row = _planner_row(case, plan, int(allocated) if allocated else None, reserved, nvml_bytes, nvml_start,
                                time.perf_counter() - started)
             row.update(allocated_before_case_bytes=left_allocated, reserved_before_case_bytes=left_reserved)
-        except Exception as error:  # a failed configuration is a finding; the others still run  # noqa: BLE001
+        except Exception as error:  # a failed configuration is a finding; the others still run
             traceback.print_exc()
             row = {**asdict(case), "case": case.name, "failed": f"{type(error).__name__}: {error}"[:400]}
         append_jsonl(done_file, row)
@@ -461,7 +461,7 @@ def check_qlora(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, A
     if code != 0 or not adapter.is_file():
         return {**result, "ok": False}
     with safe_open(str(adapter), "pt") as file:
-        b_norms = [float(file.get_tensor(k).float().norm()) for k in file.keys() if "lora_B" in k]
+        b_norms = [float(file.get_tensor(k).float().norm()) for k in file if "lora_B" in k]
     plan = json.loads((out / "plan.json").read_text())
     result.update(lora_b_tensors=len(b_norms), lora_b_nonzero=sum(1 for n in b_norms if n > 0),
                   peak_allocated_bytes=plan.get("actual", {}).get("peak_memory_bytes"),
@@ -518,7 +518,7 @@ def check_launch(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, 
                 actual = json.loads((out / "plan.json").read_text()).get("actual", {})
                 row["peak_allocated_bytes"] = actual.get("peak_memory_bytes")
                 row["steps"] = json.loads((out / "result.json").read_text()).get("steps")
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 row["reload_error"] = f"{type(error).__name__}: {error}"[:300]
         row["ok"] = bool(code == 0 and row.get("same_names_and_shapes") and row.get("finite")
                          and row.get("tensors_changed"))
@@ -606,7 +606,7 @@ def check_serve(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, A
                                                 time_limit_s=60, ignore_eos=False)) for level in levels}
                   for _ in range(repeats)]
         result["transformers_serve"] = per_level(sweeps)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         result["transformers_serve"] = {"failed": f"{type(error).__name__}: {error}"[:300]}
     finally:
         os.killpg(process.pid, 9)
@@ -709,7 +709,7 @@ def child(check: str, work: Path, dry: bool, log: Path, limit_s: float) -> None:
     started = time.perf_counter()
     try:
         result = CHECK_FUNCTIONS[check](work, dry, log, limit_s)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         traceback.print_exc()
         result = {"failed": f"{type(error).__name__}: {error}"[:500]}
     result["seconds"] = round(time.perf_counter() - started, 1)

@@ -129,7 +129,7 @@ def _reference_safetensors(folder: Path) -> None:
 
     for shard in sorted(folder.glob("*.safetensors")):
         with safe_open(str(shard), framework="numpy") as handle:
-            for key in handle.keys():
+            for key in handle:
                 handle.get_slice(key).get_shape()
 
 

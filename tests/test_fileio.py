@@ -21,20 +21,18 @@ def test_atomic_write_json_round_trips(tmp_path):
 def test_atomic_path_keeps_old_file_when_writer_fails(tmp_path):
     target = tmp_path / "model.bin"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as temporary:
-            temporary.write_text("half")
-            raise RuntimeError("writer died")
+    with pytest.raises(RuntimeError), atomic_path(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("writer died")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]
 
 
 def test_atomic_directory_appears_only_when_complete(tmp_path):
     target = tmp_path / "checkpoint-10"
-    with pytest.raises(RuntimeError):
-        with atomic_directory(target) as folder:
-            (folder / "weights").write_text("partial")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_directory(target) as folder:
+        (folder / "weights").write_text("partial")
+        raise RuntimeError("killed")
     assert not target.exists()
     with atomic_directory(target) as folder:
         (folder / "weights").write_text("complete")

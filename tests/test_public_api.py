@@ -46,6 +46,14 @@ FACES = {
         "hub_cache_dir", "is_hub_id", "local_paths", "locate_base", "locate_model",
     ],
     "lmforge.quickstart": ["QuickstartResult", "StageRecord", "run_quickstart"],
+    "lmforge.plan": [
+        "Accelerator", "InferenceSetup", "Layout", "LayoutRequest", "LayoutSearch", "MemoryBreakdown", "ModelSpec",
+        "Plan", "TrainingSetup", "Verdict", "count_params", "count_trainable_params", "custom_accelerator",
+        "default_lora_targets", "get_accelerator", "inference_memory", "inference_speed", "list_accelerators",
+        "list_catalog", "plan_inference", "plan_training", "plot_breakdown", "resolve_model", "simulate_training",
+        "spec_from_config", "training_memory", "training_time",
+    ],
+    "lmforge.train": ["RunResult", "TrainConfig", "load_config", "print_config", "run_training", "validate_config"],
     "lmforge.compress": [  # eager: its functions share their modules' names (prune in prune.py), see lmforge.lazy
         "QUANTIZE_METHODS", "FactorizeResult", "ModelQuality", "PruneResult", "QualityReport", "QuantizeResult",
         "compare", "distill", "factorize", "load_factorized", "measure", "prune", "quantize", "sweep",

@@ -5,7 +5,6 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from lmforge.cli.main import app
-from tests.files.conftest import small_gguf  # noqa: F401 - a fixture shared with tests/files
 
 
 def _run(*args: str):

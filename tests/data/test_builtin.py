@@ -7,9 +7,9 @@ import re
 import pytest
 
 from lmforge.data.builtin import (
+    BUILTIN_DATASETS,
     NEGATIVE,
     POSITIVE,
-    BUILTIN_DATASETS,
     TASKS,
     check_answer,
     extract_answer,

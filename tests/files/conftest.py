@@ -117,8 +117,8 @@ def sharded_moe_dir(tmp_path: Path) -> Path:
             second[f"model.layers.0.block_sparse_moe.experts.{expert}.{name}.weight"] = torch.zeros(*shape)
     save_file(first, str(tmp_path / "model-00001-of-00002.safetensors"))
     save_file(second, str(tmp_path / "model-00002-of-00002.safetensors"))
-    weight_map = {name: "model-00001-of-00002.safetensors" for name in first}
-    weight_map |= {name: "model-00002-of-00002.safetensors" for name in second}
+    weight_map = dict.fromkeys(first, "model-00001-of-00002.safetensors")
+    weight_map |= dict.fromkeys(second, "model-00002-of-00002.safetensors")
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     config = {
         "architectures": ["MixtralForCausalLM"],

@@ -27,7 +27,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-
 MALICIOUS, UNPROVABLE, BENIGN = "malicious", "unprovable", "benign"
 
 

@@ -7,7 +7,6 @@ import io
 import struct
 import tarfile
 
-import numpy
 import pytest
 
 from lmforge.files.containers import (

@@ -138,7 +138,7 @@ def test_mutated_real_pickles_never_crash_and_broken_ones_are_never_safe(base, e
                 raise pickle.UnpicklingError("stop")
 
         Spy(io.BytesIO(data)).load()
-    except Exception:  # noqa: BLE001 - any failure of the real unpickler is fine here
+    except Exception:
         pass
     import _compat_pickle
 
@@ -192,7 +192,7 @@ def test_int_lines_are_read_with_cpythons_base_0_rules(line, value):
 
 @pytest.mark.parametrize("data", [b"I08\n.", b"I1e3\n.", b"F 1.5\n.", b"F1_0\n.", b"F1e999\n.", b"Vab\\u12\n."])
 def test_number_and_text_lines_cpython_rejects_end_the_stream(data):
-    with pytest.raises(Exception):
+    with pytest.raises((ValueError, OverflowError)):  # UnicodeDecodeError is a ValueError
         pickle.loads(data)
     assert not scan_pickle_stream(data, strict=False).complete
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,7 +23,7 @@ def test_zero3_offload_config(make_config):
     settings = yaml.safe_load(accelerate_file.read_text())
     assert settings["distributed_type"] == "DEEPSPEED" and settings["num_processes"] == 8
     assert settings["num_machines"] == 2 and settings["mixed_precision"] == "bf16"
-    ds = json.loads(open(settings["deepspeed_config"]["deepspeed_config_file"]).read())
+    ds = json.loads(Path(settings["deepspeed_config"]["deepspeed_config_file"]).read_text())
     zero = ds["zero_optimization"]
     assert zero["stage"] == 3 and zero["offload_optimizer"]["device"] == "cpu"
     assert zero["offload_param"]["device"] == "cpu" and zero["stage3_gather_16bit_weights_on_model_save"]

@@ -184,7 +184,7 @@ def test_a_reward_model_learns_a_separable_preference(make_config, tmp_path):
 
     rng = random.Random(0)
     lines = []
-    for i in range(160):
+    for _i in range(160):
         prompt = [{"role": "user", "content": f"Is {rng.randint(1, 99)} plus {rng.randint(1, 99)} right?"}]
         lines.append(json.dumps({"prompt": prompt, "chosen": [{"role": "assistant", "content": "correct"}],
                                  "rejected": [{"role": "assistant", "content": "wrong"}]}))

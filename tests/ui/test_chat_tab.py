@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -25,7 +26,7 @@ def _turn(holder, workspace, ui_root, message="What is 2 plus 3?", history=(), *
 def test_the_reply_streams_piece_by_piece_and_ends_with_the_figures(holder, workspace, ui_root):
     updates = _turn(holder, workspace, ui_root)
     replies = [history[-1]["content"] for history, *_ in updates]
-    assert len(replies) >= 3 and all(b.startswith(a) for a, b in zip(replies, replies[1:]))
+    assert len(replies) >= 3 and all(b.startswith(a) for a, b in itertools.pairwise(replies))
     assert len(set(replies)) >= 3  # the text grew over several updates
     history, status, tokens, table = updates[-1]
     assert [m["role"] for m in history] == ["user", "assistant"] and history[0]["content"] == "What is 2 plus 3?"
@@ -35,7 +36,7 @@ def test_the_reply_streams_piece_by_piece_and_ends_with_the_figures(holder, work
 
 
 def test_explain_shows_every_token_and_the_stages(holder, workspace, ui_root):
-    history, status, tokens, table = _turn(holder, workspace, ui_root, explain=True, max_new_tokens=4)[-1]
+    _history, _status, tokens, table = _turn(holder, workspace, ui_root, explain=True, max_new_tokens=4)[-1]
     assert len(table) == 4 and list(table["step"]) == [0, 1, 2, 3]
     assert re.fullmatch(r"vocabulary \d+ → top_k 36 → top_p \d+", table["kept"].iloc[0])
     assert tokens.count("class='lmf-token'") == 4 and "title='step 0: p " in tokens

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.ui.conftest import finished_run
 from lmforge.ui import runs_tab
+from tests.ui.conftest import finished_run
 
 
 def test_every_run_under_the_runs_folder_is_listed_with_its_state(workspace):

@@ -4,6 +4,7 @@ and the live view of a run."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_newer_config_keys_reach_the_yaml(workspace, ui_root):
     loaded = load_config(train_tab.preview_config(workspace, "sft-new", values).download)
     assert loaded.data.packing == "off" and loaded.train.loss == "chunked" and loaded.train.length_grouped
     assert loaded.data.on_error == "skip" and loaded.train.report_to == ["tensorboard"]
-    name, back = train_tab.form_values(workspace, train_tab.preview_config(workspace, "sft-new", values).download)
+    _name, back = train_tab.form_values(workspace, train_tab.preview_config(workspace, "sft-new", values).download)
     assert back["data.packing"] == "off" and back["train.report_to"] == ["tensorboard"]
 
 
@@ -69,7 +70,7 @@ def test_a_config_that_trusts_code_is_not_loaded_into_the_form(workspace, ui_roo
     import yaml
 
     written = train_tab.preview_config(workspace, "trusting", _values(ui_root)).download
-    config = yaml.safe_load(open(written))
+    config = yaml.safe_load(Path(written).read_text())
     config["model"]["trust_remote_code"] = True
     path = tmp_path / "trusting.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -16,7 +16,15 @@ import typer
 
 from lmforge.plan.display import count_text, duration_text, money_text
 from lmforge.plan.setup import (
-    ATTENTION, KV_DTYPES, LOSSES, METHODS, OPTIMIZERS, PRECISIONS, RECOMPUTE, WEIGHT_FORMATS, TrainingSetup,
+    ATTENTION,
+    KV_DTYPES,
+    LOSSES,
+    METHODS,
+    OPTIMIZERS,
+    PRECISIONS,
+    RECOMPUTE,
+    WEIGHT_FORMATS,
+    TrainingSetup,
 )
 
 GIB = 1024**3

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from lmforge.errors import UserInputError
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """The canonical kinds; a training stage asks for one of these."""
 
     TEXT = "text"
@@ -207,7 +207,7 @@ def normalise_record(record: Any, fmt: str, mapping: Mapping[str, str] | None = 
     """
     if not isinstance(record, dict):
         raise RecordProblem(NOT_OBJECT, f"{NOT_OBJECT} (got {type(record).__name__})")
-    names = {canonical: source for canonical, source in (mapping or {}).items()}
+    names = dict((mapping or {}).items())
     fields = _Fields(record, names)
     if fmt == "text":
         return {"text": fields.string("text")}

@@ -335,7 +335,7 @@ def _source_items(source: str, split: str | None, progress: bool) -> tuple[Itera
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True) if Path(p).is_file())
         if not files:
             raise NotFoundError(f"no files match {source}")
-    elif path.suffix.lower() in FILE_SUFFIXES or os.sep in source and not is_hub_id(source):
+    elif path.suffix.lower() in FILE_SUFFIXES or (os.sep in source and not is_hub_id(source)):
         raise NotFoundError(f"no such file or folder: {source}")
     else:
         return _hub_items(source, split)

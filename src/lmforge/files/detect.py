@@ -124,7 +124,7 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
         return "gguf"
     if _sniff_safetensors(head, file_size):
         return "safetensors"
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return _classify_zip(path)
     if head.startswith(b"\x93NUMPY"):
         return "npy"

@@ -10,7 +10,6 @@ hanging or allocating. Layout reference: https://github.com/ggml-org/ggml/blob/m
 from __future__ import annotations
 
 import math
-
 import mmap
 import os
 import struct

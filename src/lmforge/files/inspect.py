@@ -231,7 +231,7 @@ def _onnx_tensors(path: Path) -> tuple[list[TensorEntry], dict[str, Any], dict[s
         raise DependencyError("inspecting ONNX needs the onnx package: pip install onnx") from error
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # onnx raises DecodeError and friends from protobuf  # noqa: BLE001
+    except Exception as error:  # onnx raises DecodeError and friends from protobuf
         raise FormatError(f"{path.name}: not a readable ONNX model ({type(error).__name__}: {error})") from None
 
     def describe(value: Any) -> dict[str, Any]:
@@ -450,9 +450,9 @@ def _transformers_gguf_architectures() -> set[str]:
     except (OSError, SyntaxError):
         return set()
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "GGUF_CONFIG_MAPPING" for t in node.targets):
-            if isinstance(node.value, ast.Dict):
-                return {k.value for k in node.value.keys if isinstance(k, ast.Constant)} - {"general", "tokenizer"}
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                and any(getattr(t, "id", "") == "GGUF_CONFIG_MAPPING" for t in node.targets)):
+            return {k.value for k in node.value.keys if isinstance(k, ast.Constant)} - {"general", "tokenizer"}
     return set()
 
 

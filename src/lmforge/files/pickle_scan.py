@@ -92,10 +92,7 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 # Only labels a finding as "dangerous" (known code-execution gadget) rather than "unknown"; the
 # verdict never depends on it.
 _DANGEROUS_MODULE_ROOTS = frozenset(
-    "os posix nt subprocess sys runpy webbrowser socket shutil importlib pty ctypes pickle _pickle"
-    " marshal code codeop commands asyncio multiprocessing urllib requests http ftplib smtplib"
-    " telnetlib operator functools types platform pdb timeit builtins __builtin__ _io io"
-    " torch.hub torch.jit torch._dynamo numpy.testing".split()
+    ["os", "posix", "nt", "subprocess", "sys", "runpy", "webbrowser", "socket", "shutil", "importlib", "pty", "ctypes", "pickle", "_pickle", "marshal", "code", "codeop", "commands", "asyncio", "multiprocessing", "urllib", "requests", "http", "ftplib", "smtplib", "telnetlib", "operator", "functools", "types", "platform", "pdb", "timeit", "builtins", "__builtin__", "_io", "io", "torch.hub", "torch.jit", "torch._dynamo", "numpy.testing"]
 )
 
 MAX_FINDINGS_PER_STREAM = 100
@@ -169,7 +166,7 @@ class _Int(_Value):
 
 
 class _Global(_Value):
-    __slots__ = ("name", "allowed")
+    __slots__ = ("allowed", "name")
 
     def __init__(self, name: str, allowed: bool) -> None:
         self.name = name

@@ -8,9 +8,8 @@ problem, so hostile or truncated files never crash, hang or allocate more than t
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field

@@ -10,9 +10,8 @@ called, so this is safe on a malicious file (the scanner decides whether it may 
 
 from __future__ import annotations
 
-import math
-
 import io
+import math
 import os
 import pickletools
 import zipfile

@@ -10,44 +10,26 @@ first use (PEP 562), so `import lmforge.plan` costs nothing until a function is 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "plan_training": "planner",
-    "plan_inference": "planner",
-    "Plan": "planner",
-    "Verdict": "planner",
-    "resolve_model": "models",
-    "list_catalog": "models",
-    "spec_from_config": "models",
-    "ModelSpec": "spec",
-    "count_params": "params",
-    "count_trainable_params": "params",
-    "default_lora_targets": "params",
-    "Accelerator": "hardware",
-    "get_accelerator": "hardware",
-    "list_accelerators": "hardware",
-    "custom_accelerator": "hardware",
-    "TrainingSetup": "setup",
-    "InferenceSetup": "setup",
-    "Layout": "setup",
-    "MemoryBreakdown": "setup",
-    "training_memory": "memory",
-    "inference_memory": "memory",
-    "LayoutSearch": "layout",
-    "LayoutRequest": "layout",
-    "training_time": "throughput",
-    "inference_speed": "throughput",
-    "simulate_training": "simulate",
-    "plot_breakdown": "plot",
-}
+from lmforge.lazy import lazy_exports
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:
+    from lmforge.plan.hardware import Accelerator, custom_accelerator, get_accelerator, list_accelerators
+    from lmforge.plan.layout import LayoutRequest, LayoutSearch
+    from lmforge.plan.memory import inference_memory, training_memory
+    from lmforge.plan.models import list_catalog, resolve_model, spec_from_config
+    from lmforge.plan.params import count_params, count_trainable_params, default_lora_targets
+    from lmforge.plan.planner import Plan, Verdict, plan_inference, plan_training
+    from lmforge.plan.plot import plot_breakdown
+    from lmforge.plan.setup import InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
+    from lmforge.plan.simulate import simulate_training
+    from lmforge.plan.spec import ModelSpec
+    from lmforge.plan.throughput import inference_speed, training_time
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lmforge.plan' has no attribute {name!r}")
-    return getattr(import_module(f"lmforge.plan.{module}"), name)
+__all__ = ["Accelerator", "InferenceSetup", "Layout", "LayoutRequest", "LayoutSearch", "MemoryBreakdown",
+           "ModelSpec", "Plan", "TrainingSetup", "Verdict", "count_params", "count_trainable_params",
+           "custom_accelerator", "default_lora_targets", "get_accelerator", "inference_memory", "inference_speed",
+           "list_accelerators", "list_catalog", "plan_inference", "plan_training", "plot_breakdown",
+           "resolve_model", "simulate_training", "spec_from_config", "training_memory", "training_time"]
+__getattr__, __dir__ = lazy_exports(__name__)

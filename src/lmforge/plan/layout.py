@@ -197,7 +197,7 @@ class LayoutSearch:
                     for zero in zeros:
                         if pp > 1 and zero >= 2:
                             continue  # DeepSpeed's PipelineEngine asserts ZeRO < 2
-                        if offload_params and zero < 3 or offload_optimizer and zero == 0:
+                        if (offload_params and zero < 3) or (offload_optimizer and zero == 0):
                             continue
                         if in_backward and (zero not in (0, 3) or tp * pp * ep > 1):
                             continue  # torchtune steps in backward on one device or under FSDP's per-parameter shards

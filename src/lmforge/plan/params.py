@@ -114,7 +114,7 @@ def _count_params_cached(spec: ModelSpec, config_key: str) -> ParamCount:
     output = _output_weights(spec)
     every = [*embedding, *(w for layer in layers for w in layer), *output]
 
-    by_component = {name: 0 for name in COMPONENTS}
+    by_component = dict.fromkeys(COMPONENTS, 0)
     for weight in every:
         by_component[weight.component] += weight.params
     layer_params = tuple(sum(w.params for w in layer) for layer in layers)
@@ -244,7 +244,7 @@ def _peft_moe_style(spec: ModelSpec) -> str:
 def _peft_targets(spec: ModelSpec, rank: int, modules: list[str], parameters: list[str]) -> tuple[list[str], dict[str, int]]:
     """target_modules and {target_parameter: rank} after peft's MoE name conversion."""
     renames = _PEFT_MOE_RENAMES.get(_peft_moe_style(spec))
-    ranks = {name: rank for name in parameters}
+    ranks = dict.fromkeys(parameters, rank)
     if not renames:
         return modules, ranks
     kept: list[str] = []

@@ -423,7 +423,7 @@ def _backward_end(tracker, model) -> dict:
     (its documented per-module snapshots); the embedding has none when it is frozen."""
     found: list[dict] = []
     for name, module in model.named_modules():
-        if not (name.endswith("layers.0") or name.endswith("embed_tokens")) or module not in tracker.memory_tracking:
+        if not (name.endswith(("layers.0", "embed_tokens"))) or module not in tracker.memory_tracking:
             continue
         snapshots = tracker.memory_tracking[module].snapshots
         for state, per_call in snapshots.items():

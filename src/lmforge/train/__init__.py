@@ -8,22 +8,13 @@ Names are resolved lazily so importing the package (or `lmforge --help`) loads n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "TrainConfig": "lmforge.train.config",
-    "load_config": "lmforge.train.config",
-    "validate_config": "lmforge.train.config",
-    "print_config": "lmforge.train.config",
-    "run_training": "lmforge.train.run",
-    "RunResult": "lmforge.train.run",
-}
-__all__ = list(_EXPORTS)
+from lmforge.lazy import lazy_exports
 
+if TYPE_CHECKING:
+    from lmforge.train.config import TrainConfig, load_config, print_config, validate_config
+    from lmforge.train.run import RunResult, run_training
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lmforge.train' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__all__ = ["RunResult", "TrainConfig", "load_config", "print_config", "run_training", "validate_config"]
+__getattr__, __dir__ = lazy_exports(__name__)

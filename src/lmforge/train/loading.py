@@ -15,11 +15,11 @@ from typing import Any
 from lmforge.errors import ConfigError, NotFoundError
 from lmforge.files.safe_load import check_model_folder
 from lmforge.hub.reference import ModelRef, adapter_base, locate_base, locate_model
+from lmforge.runtime import no_hub_kernels
 from lmforge.train.config import TrainConfig
 from lmforge.train.context import resolved_precision
 from lmforge.train.loss import apply_loss
 from lmforge.train.methods import Task, quantization_config
-from lmforge.runtime import no_hub_kernels
 
 HEADS: dict[Task, str] = {
     "causal": "AutoModelForCausalLM",

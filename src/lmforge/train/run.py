@@ -22,8 +22,14 @@ from typing import Any
 
 from lmforge.fileio import atomic_directory, atomic_write_json, atomic_write_text
 from lmforge.train import checkpoints, preflight
-from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, ReplanScheduleCallback, RichProgressCallback
-from lmforge.train.callbacks import read_metrics, truncate_metrics
+from lmforge.train.callbacks import (
+    MetricsFileCallback,
+    NanGuardCallback,
+    ReplanScheduleCallback,
+    RichProgressCallback,
+    read_metrics,
+    truncate_metrics,
+)
 from lmforge.train.config import TrainConfig, config_to_yaml
 from lmforge.train.context import StageContext, stage_module, training_arguments
 from lmforge.train.loading import FROZEN_BASE_METHODS, HEADS, resolve_model_folder, trusted

@@ -17,6 +17,7 @@ writes (result.json when finished, metrics.jsonl while it trains).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -96,10 +97,8 @@ def stop(run_dir: Path) -> RunState:
         raise UserInputError(f"{run_dir.name} is not training from this UI ({state.detail}); "
                              "a run started from the command line is stopped where it runs")
     atomic_write_text(ui_folder(run_dir) / "stopped", time.strftime("%Y-%m-%d %H:%M:%S\n"))
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
         os.killpg(state.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass  # it ended on its own meanwhile
     _reap(state.pid)
     return RunState("stopped", "stopped by the user: Resume continues from its last complete checkpoint",
                     pid=state.pid, from_ui=True)
@@ -193,10 +192,8 @@ def _alive(pid: int, started: float | None) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect the exit status of a child of this process, so an ended run leaves no zombie behind."""
-    try:
+    with contextlib.suppress(ChildProcessError):  # not our child (the UI was restarted since), or collected
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child (the UI was restarted since), or already collected
 
 
 @dataclass

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from lmforge.plan.display import count_text, duration_text, money_text
 from lmforge.errors import LmforgeError, UserInputError
+from lmforge.plan.display import count_text, duration_text, money_text
 from lmforge.plan.setup import METHODS, PRECISIONS, RECOMPUTE, TrainingSetup
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from lmforge.plan.display import duration_text
 from lmforge.errors import LmforgeError, UserInputError
+from lmforge.plan.display import duration_text
 from lmforge.ui import jobs
 
 if TYPE_CHECKING:
