@@ -16,6 +16,8 @@ reproduces whatever else shares the batch.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import sys
 import threading
@@ -35,11 +37,19 @@ class QueueFullError(LmforgeError):
     """The engine's waiting queue is full: the client should retry later (HTTP 429)."""
 
 
+class EngineDeadError(LmforgeError):
+    """The engine thread ended on an unexpected error: nothing more can be generated (HTTP 503; `lmforge serve`
+    exits non-zero so a supervisor restarts it)."""
+
+    exit_code = 1
+
+
 @dataclass
 class TokenLogprob:
     token: str
     logprob: float
-    top: list[tuple[str, float]] = field(default_factory=list)
+    top: list[tuple[str, float, list[int]]] = field(default_factory=list)  # (token, logprob, its bytes)
+    bytes: list[int] = field(default_factory=list)  # the token's own bytes (a partial UTF-8 character stays partial)
 
 
 @dataclass
@@ -100,7 +110,10 @@ class _Sequence:
         self.processors = request.params.logits_processors(prompt_length=len(request.prompt_ids))
         self.generator = torch.Generator()
         seed = request.params.seed
-        self.generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "big"))
+        try:
+            self.generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "big"))
+        except (RuntimeError, ValueError, OverflowError) as error:  # torch takes [-2**63, 2**64)
+            raise ValueError(f"seed {seed} is outside the range torch accepts: {error}") from None
         self.deadline = request.deadline
         self.done = False
 
@@ -113,9 +126,15 @@ class _Sequence:
             ids = torch.tensor([self.request.prompt_ids + self.generated])
             scores = self.processors(ids, logits[None].clone())[0]
         if self.request.params.is_greedy:
+            if bool(torch.isnan(scores).any()):
+                raise ValueError("the sampling parameters give no valid distribution (NaN scores)")
             token = int(torch.argmax(scores))
         else:
             probs = torch.softmax(scores.float(), dim=-1)
+            # Checked here, not left to multinomial: on CUDA an invalid row is a device assert that ends the process.
+            if not bool(torch.isfinite(probs).all()) or not float(probs.sum()) > 0:
+                raise ValueError("the sampling parameters give no valid distribution (inf or NaN after the "
+                                 "penalties and temperature)")
             token = int(torch.multinomial(probs, 1, generator=self.generator))
         logprob = self._logprob(logits, token) if self.request.logprobs is not None else None
         self.generated.append(token)
@@ -127,18 +146,20 @@ class _Sequence:
 
         # OpenAI's logprobs are the model's own distribution, before sampling filters (vLLM does the same).
         logp = torch.log_softmax(logits.float(), dim=-1)
-        decode = self.loaded.tokenizer.decode
-        top: list[tuple[str, float]] = []
+        tokenizer = self.loaded.tokenizer
+        top: list[tuple[str, float, list[int]]] = []
         if self.request.logprobs:
             values, indices = torch.topk(logp, self.request.logprobs)
-            top = [(decode([int(i)]), float(v)) for v, i in zip(values, indices)]
-        return TokenLogprob(decode([token]), float(logp[token]), top)
+            top = [(tokenizer.decode([int(i)]), float(v), token_bytes(tokenizer, int(i)))
+                   for v, i in zip(values, indices)]
+        return TokenLogprob(tokenizer.decode([token]), float(logp[token]), top, token_bytes(tokenizer, token))
 
     def _report(self, token: int, logprob: TokenLogprob | None) -> None:
         params = self.request.params
         if token in self.stop_ids:  # what was held back (a possible stop-string start) is final now
             text = self.loaded.tokenizer.decode(self.generated[:-1], skip_special_tokens=True)
-            self._finish("stop", logprob, text.rstrip("\ufffd"), token=token)
+            # The end-of-turn token is not in the text, so it has no logprob entry either (as OpenAI's replies).
+            self._finish("stop", None, text.rstrip("\ufffd"), token=token)
             return
         text = self.loaded.tokenizer.decode(self.generated, skip_special_tokens=True)
         cut = find_stop(text, params.stop)
@@ -158,6 +179,10 @@ class _Sequence:
         self.emitted_chars = max(self.emitted_chars, upto)
         return piece
 
+    def fail(self, error: BaseException, prefix: str = "generation failed") -> None:
+        """End this sequence alone with `error` (a failure in its own sampling, or in a step it shared)."""
+        self._finish("error", error=f"{prefix}: {_describe(error)}")
+
     def _finish(self, reason: str, logprob: TokenLogprob | None = None, text: str | None = None,
                 error: str | None = None, token: int | None = None) -> None:
         if self.done:
@@ -167,6 +192,40 @@ class _Sequence:
         self.request.on_event(Event(text=piece, token_id=token, logprob=logprob, finish_reason=reason, error=error,
                                     prompt_tokens=len(self.request.prompt_ids),
                                     completion_tokens=len(self.generated)))
+
+
+def token_bytes(tokenizer: Any, token_id: int) -> list[int]:
+    """The bytes a token stands for, as OpenAI's logprob `bytes` (a token holding half a UTF-8 character gives
+    that half, not the replacement character's bytes): a byte-level BPE token (GPT-2, Llama 3, Qwen) maps its
+    characters back through the byte-to-unicode table, a byte-fallback token (<0xE2>, Llama 2, Mistral) is its byte,
+    a SentencePiece piece turns its '▁' into a space; any other token is its decoded text."""
+    kind, table = _token_encoding(tokenizer)
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    if isinstance(piece, str) and token_id not in tokenizer.all_special_ids:
+        if kind == "byte_level" and all(char in table for char in piece):
+            return [table[char] for char in piece]
+        if kind == "sentencepiece":
+            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+                return [int(piece[3:5], 16)]
+            return list(piece.replace("\u2581", " ").encode("utf-8"))
+    return list(tokenizer.decode([token_id]).encode("utf-8", "backslashreplace"))
+
+
+@functools.lru_cache(maxsize=16)
+def _token_encoding(tokenizer: Any) -> tuple[str, dict[str, int]]:
+    """How `tokenizer`'s token strings encode bytes, read from its decoder (tokenizers' JSON), once per tokenizer."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    decoder = json.loads(backend.to_str()).get("decoder") if backend is not None else None
+    kinds: set[str] = set()
+    for part in (decoder or {}).get("decoders", [decoder] if decoder else []):
+        kinds.add(part.get("type", ""))
+    if "ByteLevel" in kinds:
+        return "byte_level", {char: byte for byte, char in bytes_to_unicode().items()}
+    if "ByteFallback" in kinds or "Metaspace" in kinds or "Replace" in kinds:
+        return "sentencepiece", {}
+    return "text", {}
 
 
 @contextlib.contextmanager
@@ -191,6 +250,7 @@ class _Batch:
 
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
+        self.stop_ids = set(loaded.stop_token_ids)
         self.sequences: list[_Sequence] = []
         self.cache: Any = None
         self.mask: Any = None  # [B, cached columns]: 1 = real token
@@ -219,8 +279,7 @@ class _Batch:
                                        logits_to_keep=1)
         stats.prefilled_tokens += int(mask.sum())
         logits = output.logits[:, -1, :].float().cpu()
-        tokens = [seq.choose(logits[row]) for row, seq in enumerate(new)]
-        self._merge(output.cache, mask, new, tokens)
+        self._merge(output.cache, mask, new, _choose_each(new, logits))
 
     def _merge(self, cache: Any, mask: Any, new: list[_Sequence], tokens: list[int]) -> None:
         import torch
@@ -262,8 +321,7 @@ class _Batch:
         stats.decode_steps += 1
         stats.decoded_tokens += len(self.sequences)
         stats.max_batch_sequences = max(stats.max_batch_sequences, len(self.sequences))
-        logits = output.logits[:, -1, :].float().cpu()
-        self.next_tokens = [seq.choose(logits[row]) if not seq.done else 0 for row, seq in enumerate(self.sequences)]
+        self.next_tokens = _choose_each(self.sequences, output.logits[:, -1, :].float().cpu())
 
     def drop_finished(self, now: float) -> int:
         """Remove done, cancelled and timed-out rows; returns how many left."""
@@ -312,6 +370,14 @@ class Engine:
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.failure: str | None = None  # why the engine thread died, once it has
+        # Called from the dying engine thread with the error; `lmforge serve` uses it to exit non-zero.
+        self.on_death: Callable[[BaseException], None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        """False once the engine thread has died on an unexpected error (a graceful stop is not a death)."""
+        return self.failure is None
 
     @property
     def queue_depth(self) -> int:
@@ -325,6 +391,9 @@ class Engine:
         if request.model not in self.models:
             raise NotFoundError(f"model {request.model!r} is not served here; choose one of {', '.join(self.models)}")
         with self._wake:
+            if self.failure is not None:
+                raise EngineDeadError(f"the engine has stopped after an internal error ({self.failure}); "
+                                      "the server must be restarted")
             if self._stopping:
                 raise QueueFullError("the server is shutting down")
             if len(self._waiting) >= self.max_queue:
@@ -348,6 +417,25 @@ class Engine:
             self._thread = None
 
     def _loop(self) -> None:
+        """Run the schedule; an error that escapes the per-sequence handling (a bug) must not leave requests
+        hanging behind a thread that looks alive: everything waiting or running is answered with the error,
+        `failure` records it, later submissions are refused, and `on_death` tells the owner."""
+        try:
+            self._schedule()
+        except BaseException as error:  # noqa: BLE001  (reported below, never swallowed)
+            with self._wake:
+                self.failure = _describe(error)
+                waiting, self._waiting = list(self._waiting), deque()
+            for request in waiting:
+                _answer_error(request, error, "the engine stopped")
+            for batch in self._batches.values():
+                for seq in batch.sequences:
+                    seq.fail(error, "the engine stopped")
+                batch.sequences, batch.cache, batch.mask, batch.next_tokens = [], None, None, []
+            if self.on_death is not None:
+                self.on_death(error)
+
+    def _schedule(self) -> None:
         import torch
 
         with torch.inference_mode():
@@ -385,9 +473,13 @@ class Engine:
     def _step(self, batch: _Batch, requests: list[Request]) -> None:
         """Admit `requests`, then decode one token for every running row. A failure (say, out of memory) ends only
         the sequences it touched: a failed prefill fails its new requests while the running rows go on."""
-        if requests:
-            stop_ids = set(batch.loaded.stop_token_ids)
-            new = [_Sequence(r, batch.loaded, set() if r.ignore_eos else stop_ids) for r in requests]
+        new = []
+        for request in requests:  # a request whose sequence cannot be built (say, a bad seed) fails alone
+            try:
+                new.append(_Sequence(request, batch.loaded, set() if request.ignore_eos else batch.stop_ids))
+            except Exception as error:  # noqa: BLE001
+                _answer_error(request, error)
+        if new:
             try:
                 batch.admit(new, self.stats)
             except Exception as error:  # noqa: BLE001
@@ -401,7 +493,31 @@ class Engine:
             self.stats.finished += batch.drop_finished(time.monotonic())
 
 
-def _fail(sequences: list[_Sequence], error: Exception) -> None:
+def _choose_each(sequences: list[_Sequence], logits: Any) -> list[int]:
+    """Each running row's next token; a row whose sampling fails (no valid distribution) ends alone, and its
+    placeholder token 0 is never fed: the row leaves the batch before the next step."""
+    tokens = []
+    for row, seq in enumerate(sequences):
+        token = 0
+        if not seq.done:
+            try:
+                token = seq.choose(logits[row])
+            except Exception as error:  # noqa: BLE001  (whatever this row's sampling raised ends this row only)
+                seq.fail(error)
+        tokens.append(token)
+    return tokens
+
+
+def _describe(error: BaseException) -> str:
     first_line = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first_line}"
+
+
+def _answer_error(request: Request, error: BaseException, prefix: str = "generation failed") -> None:
+    request.on_event(Event(finish_reason="error", error=f"{prefix}: {_describe(error)}",
+                           prompt_tokens=len(request.prompt_ids)))
+
+
+def _fail(sequences: list[_Sequence], error: Exception) -> None:
     for seq in sequences:
-        seq._finish("error", error=f"generation failed: {type(error).__name__}: {first_line}")
+        seq.fail(error)
