@@ -69,11 +69,24 @@ def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypat
     (["--engine", "tgi"], "choose transformers or vllm"),
     (["--timeout", "0"], "--timeout must be > 0"),
     (["--max-queue", "0"], "must be >= 1"),
+    (["--max-body-bytes", "0"], "--max-body-bytes and --max-prompt-chars must be >= 1"),
+    (["--api-key", ""], "an API key is empty"),
+    (["--api-key", "k", "--api-key", " "], "an API key is empty"),
 ])
 def test_serve_errors_are_one_line(tiny_llama_dir, args, words):
     result = runner.invoke(app, ["serve", str(tiny_llama_dir), *args])
     assert result.exit_code == 2
     assert words in result.stderr and "Traceback" not in result.output
+
+
+def test_an_empty_api_key_variable_is_refused_not_ignored(tiny_llama_dir, monkeypatch):
+    """click ignores an empty LMFORGE_API_KEY, which once started a server without keys, silently."""
+    import lmforge.serve.app
+
+    monkeypatch.setattr(lmforge.serve.app, "run_uvicorn", lambda *args, **kwargs: pytest.fail("server started"))
+    monkeypatch.setenv("LMFORGE_API_KEY", "")
+    result = runner.invoke(app, ["serve", str(tiny_llama_dir)])
+    assert result.exit_code == 2 and "an API key is empty" in result.stderr
 
 
 def test_bench_serve_against_a_running_server(tiny_llama_dir):

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 ENGINES = ("transformers", "vllm")
+API_KEY_ENV = "LMFORGE_API_KEY"
 
 
 def serve_command(
@@ -20,7 +21,7 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 exposes it to the network).")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    api_key: Annotated[list[str] | None, typer.Option("--api-key", envvar="LMFORGE_API_KEY",
+    api_key: Annotated[list[str] | None, typer.Option("--api-key", envvar=API_KEY_ENV,
                                                       help="Require 'Authorization: Bearer KEY' on every route but "
                                                            "/health (repeatable: several keys).")] = None,
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allowed browser origin "
@@ -36,12 +37,21 @@ def serve_command(
     dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (default: float32 on CPU).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice, one per core).")]
     = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body in bytes; beyond it HTTP 413 "
+                                                            "(default: 8 MiB).")] = None,
+    max_prompt_chars: Annotated[int | None, typer.Option(help="Most prompt characters per request, checked before "
+                                                              "tokenizing; beyond it HTTP 400 (default: 32 per token "
+                                                              "of the model's context length).")] = None,
 ) -> None:
     """Serve MODEL over the OpenAI API: /v1/chat/completions, /v1/completions, /v1/models, /tokenize, /metrics."""
+    import os
+
     from lmforge.errors import UserInputError
-    from lmforge.serve.app import parse_adapters
+    from lmforge.serve.app import check_api_keys, parse_adapters
 
     adapters = parse_adapters(adapter or [])
+    # click ignores an empty environment variable, which would silently serve without keys.
+    check_api_keys(api_key if api_key is not None else ([""] if os.environ.get(API_KEY_ENV) == "" else []))
     if engine not in ENGINES:
         raise UserInputError(f"--engine {engine!r}: choose transformers or vllm")
     if engine == "vllm":
@@ -62,7 +72,7 @@ def serve_command(
     serve(model, adapters=adapters, host=host, port=port, api_keys=api_key or [], cors_origins=cors_origin or [],
           served_model_name=served_model_name, max_batch_size=max_batch_size, max_queue=max_queue,
           request_timeout_s=timeout, device=device, dtype=dtype, threads=threads, merge_adapters=merge_adapters,
-          on_ready=ready)
+          max_body_bytes=max_body_bytes, max_prompt_chars=max_prompt_chars, on_ready=ready)
 
 
 def bench_serve_command(

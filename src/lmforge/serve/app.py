@@ -3,14 +3,18 @@
 Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (plain or SSE streaming),
 POST /tokenize, GET /metrics (Prometheus), GET /health. With api_keys, every route but /health needs
 `Authorization: Bearer KEY` (a load balancer probes /health without secrets; it reveals nothing).
-Errors use OpenAI's shape {"error": {"message", "type", "param", "code"}}.
+Every error, including an unexpected one (500), uses OpenAI's shape {"error": {"message", "type", "param",
+"code"}} and is counted in /metrics. Prompts are rendered and tokenized in a worker thread, so one large prompt
+cannot stall the event loop (health checks, other streams); bodies and prompt characters are capped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -18,11 +22,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 
 from lmforge.errors import UserInputError
 from lmforge.generate.load import LoadedModel
-from lmforge.serve.engine import Engine, Event, QueueFullError, Request
+from lmforge.serve.engine import Engine, EngineDeadError, Event, QueueFullError, Request
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.protocol import (
     DEFAULT_MAX_TOKENS,
@@ -31,9 +36,11 @@ from lmforge.serve.protocol import (
     CompletionRequest,
     TokenizeRequest,
     chat_logprobs,
+    chat_messages,
     completion_logprobs,
     new_id,
     now_s,
+    reject_lone_surrogates,
     usage,
 )
 from lmforge.serve.tools import ToolPlan, parse_tool_calls, plan_tools, render_with_tools
@@ -41,6 +48,13 @@ from lmforge.serve.tools import ToolPlan, parse_tool_calls, plan_tools, render_w
 RETRY_AFTER_S = 1
 ROUTES = frozenset({"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize"})
 DISCONNECT_POLL_S = 0.5
+# Request bodies beyond this are refused with 413 before they are read whole (a 10 MB chat once held the event
+# loop for 9 s and left 1.8 GB behind). 8 MiB holds a 128k-token context as text or token ids several times over.
+DEFAULT_MAX_BODY_BYTES = 8 * 2**20
+# Default prompt-character cap per model: this many characters per token of its context. English runs ~4
+# characters per token, so only prompts that could never fit are refused before tokenization.
+DEFAULT_PROMPT_CHARS_PER_CONTEXT_TOKEN = 32
+log = logging.getLogger("lmforge.serve")
 
 
 @dataclass
@@ -89,36 +103,89 @@ class _Bridge:
             await self._ready.wait()
 
 
-class _AuthAndCount:
-    """Bearer-key check and per-route request counts as plain ASGI middleware (FastAPI's @app.middleware wraps
-    every streamed chunk in an extra task hop, a measurable cost per token)."""
+class _BodyTooLarge(HTTPException):
+    """Raised from the body reader once the bytes received pass the cap (a body sent without Content-Length, or
+    longer than it said). An HTTPException, so FastAPI's body parsing re-raises it instead of turning it into
+    "error parsing the body". (FastAPI >= 0.165 has max_body_size, but answers an oversized Content-Length in plain
+    text, and lmforge supports older FastAPI.)"""
 
-    def __init__(self, app: Any, *, api_keys: list[str], metrics: Metrics):
-        self.app, self.api_keys, self.metrics = app, api_keys, metrics
+    def __init__(self, max_body_bytes: int):
+        super().__init__(413, f"the request body exceeds the server's limit of {max_body_bytes} bytes "
+                              "(--max-body-bytes)")
+
+
+class _Gate:
+    """Plain ASGI middleware around every route (FastAPI's @app.middleware wraps every streamed chunk in an extra
+    task hop, a measurable cost per token): the bearer-key check, the body-size cap, per-route request counts, and
+    the last resort for an unexpected exception, which becomes an OpenAI-shaped 500 instead of a plain-text one
+    and a dropped keep-alive connection."""
+
+    def __init__(self, app: Any, *, api_keys: list[str], metrics: Metrics, max_body_bytes: int):
+        self.app, self.api_keys, self.metrics, self.max_body_bytes = app, api_keys, metrics, max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label values for Prometheus
-        if self.api_keys and path != "/health" and scope["method"] != "OPTIONS":
-            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            given = header[7:] if header.lower().startswith("bearer ") else ""
-            if not any(hmac.compare_digest(given.encode(), key.encode()) for key in self.api_keys):
-                from fastapi.responses import JSONResponse
-
-                self.metrics.record_request(path, 401)
-                error = ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                                 type="authentication_error", code="invalid_api_key")
-                await JSONResponse(error.body(), status_code=401)(scope, receive, send)
-                return
+        if path == "other" and scope["path"].startswith("/v1/models/"):
+            path = "/v1/models/{model}"
+        started = False
 
         async def counted_send(message: dict[str, Any]) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 self.metrics.record_request(path, message["status"])
             await send(message)
 
-        await self.app(scope, receive, counted_send)
+        async def answer(error: ApiError) -> None:
+            from starlette.responses import JSONResponse
+
+            await JSONResponse(error.body(), status_code=error.status, headers=error.headers)(scope, receive,
+                                                                                            counted_send)
+
+        headers = dict(scope["headers"])
+        if self.api_keys and path != "/health" and scope["method"] != "OPTIONS":
+            header = headers.get(b"authorization", b"").decode("latin-1")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            if not any(hmac.compare_digest(given.encode(), key.encode()) for key in self.api_keys):
+                await answer(ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                      type="authentication_error", code="invalid_api_key"))
+                return
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            await answer(_api_error(_BodyTooLarge(self.max_body_bytes)))
+            return
+        received = 0
+
+        async def capped_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge(self.max_body_bytes)
+            return message
+
+        try:
+            await self.app(scope, capped_receive, counted_send)
+        except Exception as error:  # noqa: BLE001  (the last resort: logged, and answered if the reply has not begun)
+            if started:
+                raise
+            if isinstance(error, HTTPException):
+                await answer(_api_error(error))
+                return
+            log.exception("unexpected error on %s", scope["path"])
+            await answer(ApiError(500, f"internal error: {type(error).__name__}: {error}", type="server_error",
+                                  code="internal_error"))
+
+
+def _api_error(error: HTTPException) -> ApiError:
+    """Starlette's HTTP errors (404 route, 405 method, 413 body) in OpenAI's shape."""
+    kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+    code = "request_too_large" if error.status_code == 413 else None
+    return ApiError(error.status_code, str(error.detail), type=kind, code=code, headers=dict(error.headers or {}))
 
 
 class _Pending:
@@ -141,18 +208,25 @@ class _Pending:
 
 def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (),
                served_model_name: str | None = None, max_queue: int | None = None,
-               request_timeout_s: float | None = 600.0) -> Any:
-    """The FastAPI app serving `engine`'s models. `served_model_name` renames the first (base) model."""
+               request_timeout_s: float | None = 600.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               max_prompt_chars: int | None = None) -> Any:
+    """The FastAPI app serving `engine`'s models. `served_model_name` renames the first (base) model.
+
+    `max_body_bytes` caps a request body (413 beyond it); `max_prompt_chars` caps the characters of a request's
+    prompts or message contents (400 beyond it; default: 32 per token of the model's context length), both
+    checked before any tokenization."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-    from starlette.exceptions import HTTPException
 
+    keys = check_api_keys(api_keys)
+    if max_body_bytes < 1 or (max_prompt_chars is not None and max_prompt_chars < 1):
+        raise UserInputError("--max-body-bytes and --max-prompt-chars must be >= 1")
     if max_queue is not None:
         engine.max_queue = max_queue
-    keys = list(engine.models)
-    public = {(served_model_name if served_model_name and index == 0 else key): key for index, key in enumerate(keys)}
+    names = list(engine.models)
+    public = {(served_model_name if served_model_name and index == 0 else key): key for index, key in enumerate(names)}
     metrics = Metrics()
 
     @asynccontextmanager
@@ -166,7 +240,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
     app.state.engine = engine
     app.state.metrics = metrics
 
-    app.add_middleware(_AuthAndCount, api_keys=list(api_keys), metrics=metrics)
+    app.add_middleware(_Gate, api_keys=keys, metrics=metrics, max_body_bytes=max_body_bytes)
     if cors_origins:  # added last, so outermost: preflights and 401s carry the CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
@@ -184,15 +258,14 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
             message, param = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}", None
         else:
             message = "; ".join(f"{'.'.join(str(p) for p in item['loc'] if p != 'body') or 'the request body'}: "
-                                f"{item['msg']}" for item in problems)
+                                f"{item['msg'].removeprefix('Value error, ')}" for item in problems)
             param = ".".join(loc) or None
         return JSONResponse(ApiError(400, message, param=param).body(), status_code=400)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: HttpRequest, error: HTTPException) -> Any:
-        kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
-        return JSONResponse(ApiError(error.status_code, str(error.detail), type=kind).body(),
-                            status_code=error.status_code)
+        api = _api_error(error)
+        return JSONResponse(api.body(), status_code=api.status, headers=api.headers)
 
     def resolve(model: str | None) -> tuple[str, LoadedModel]:
         if model is None:
@@ -204,8 +277,32 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                            type="not_found_error", param="model", code="model_not_found")
         return name, engine.models[public[name]]
 
+    def check_chars(count: int, loaded: LoadedModel, param: str) -> None:
+        limit = max_prompt_chars or DEFAULT_PROMPT_CHARS_PER_CONTEXT_TOKEN * loaded.context_length
+        if count > limit:
+            raise ApiError(400, f"the prompt has {count} characters; this server takes at most {limit} characters "
+                                "per request (--max-prompt-chars)", param=param, code="prompt_too_long")
+
+    def check_fanout(prompts: int, n: int) -> None:
+        """A request needing more sequences than the queue holds can never be queued: 400, since a retry (what a
+        429 asks for) cannot help."""
+        if prompts * n > engine.max_queue:
+            raise ApiError(400, f"this request needs {prompts * n} sequences ({prompts} prompt(s) x n={n}), more "
+                                f"than the {engine.max_queue} the server queues (--max-queue); send fewer prompts "
+                                "or a smaller n", param="n")
+
+    def model_card(name: str) -> dict[str, Any]:
+        loaded = engine.models[public[name]]
+        # chat_template "default": the model has none and chats are rendered as ChatML (docs/serve.md)
+        return {"id": name, "object": "model", "created": now_s(), "owned_by": "lmforge",
+                "max_model_len": loaded.context_length, "chat_template": loaded.chat_template_source}
+
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health() -> Any:
+        if not engine.alive:
+            error = ApiError(503, f"the engine has stopped after an internal error ({engine.failure}); the server "
+                                  "must be restarted", type="server_error", code="engine_dead")
+            return JSONResponse(error.body(), status_code=503)
         return {"status": "ok", "running": engine.running, "waiting": engine.queue_depth}
 
     @app.get("/metrics")
@@ -214,11 +311,11 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": now_s(), "owned_by": "lmforge",
-             "max_model_len": engine.models[key].context_length,
-             # "default" = the model has no chat template and chats are rendered as ChatML (docs/serve.md)
-             "chat_template": engine.models[key].chat_template_source} for name, key in public.items()]}
+        return {"object": "list", "data": [model_card(name) for name in public]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        return model_card(resolve(model_id)[0])
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
@@ -226,25 +323,33 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         if (body.prompt is None) == (body.messages is None):
             raise ApiError(400, "give exactly one of prompt or messages", param="prompt")
         if body.messages is not None:
-            ids = loaded.tokenizer(render_chat(loaded, body.messages, None), add_special_tokens=False)["input_ids"]
+            reject_lone_surrogates(body.messages, "messages")
+            messages = chat_messages(body.messages)
+            check_chars(sum(len(m["content"]) for m in messages), loaded, "messages")
+            ids = await asyncio.to_thread(chat_prompt_ids, loaded, messages, ToolPlan(None, "", False))
         else:
-            ids = loaded.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"]
+            reject_lone_surrogates(body.prompt, "prompt")
+            check_chars(len(body.prompt or ""), loaded, "prompt")
+            ids = await asyncio.to_thread(encode, loaded, body.prompt or "", body.add_special_tokens)
         return {"tokens": ids, "count": len(ids), "max_model_len": loaded.context_length}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, http: HttpRequest) -> Any:
         name, loaded = resolve(body.model)
-        if not body.messages:
-            raise ApiError(400, "messages must not be empty", param="messages")
+        for param in ("messages", "tools", "tool_choice", "stop"):
+            reject_lone_surrogates(getattr(body, param), param)
+        check_response_format(body)
+        messages = chat_messages(body.messages)
+        check_chars(sum(len(m["content"]) for m in messages), loaded, "messages")
+        check_fanout(1, body.n)
         tools = plan_tools(body.tools, body.tool_choice)
-        prompt_ids = loaded.tokenizer(render_chat(loaded, body.messages, tools.tools) + tools.prefill,
-                                      add_special_tokens=False)["input_ids"]
+        prompt_ids = await asyncio.to_thread(chat_prompt_ids, loaded, messages, tools)
         top = (body.top_logprobs or 0) if body.logprobs else None
         requests = build_requests(body, public[name], loaded, [prompt_ids], top, "messages",
                                   body.max_completion_tokens or body.max_tokens)
         started = time.perf_counter()
         if body.stream:
-            return StreamingResponse(stream_chat(body, name, requests, submit(requests), tools, started),
+            return StreamingResponse(guarded(stream_chat(body, name, requests, submit(requests), tools, started)),
                                      media_type="text/event-stream")
         choices = await collect(requests, submit(requests), started, http)
         return {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now_s(), "model": name,
@@ -254,15 +359,25 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, http: HttpRequest) -> Any:
         name, loaded = resolve(body.model)
-        prompts = completion_prompts(body.prompt, loaded)
-        requests = build_requests(body, public[name], loaded, prompts, body.logprobs, "prompt", body.max_tokens)
+        for param in ("prompt", "stop", "suffix"):
+            reject_lone_surrogates(getattr(body, param), param)
+        check_response_format(body)
+        check_completion_options(body)
+        prompts = completion_prompts(body.prompt)
+        check_fanout(len(prompts), body.n)
+        check_chars(sum(len(p) for p in prompts if isinstance(p, str)), loaded, "prompt")
+        prompt_ids = await asyncio.to_thread(completion_prompt_ids, loaded, prompts)
+        requests = build_requests(body, public[name], loaded, prompt_ids, body.logprobs, "prompt", body.max_tokens)
+        echoes = ([p if isinstance(p, str) else loaded.tokenizer.decode(p) for p in prompts for _ in range(body.n)]
+                  if body.echo else None)
         started = time.perf_counter()
         if body.stream:
-            return StreamingResponse(stream_completion(body, name, requests, submit(requests), started),
-                                     media_type="text/event-stream")
+            return StreamingResponse(guarded(stream_completion(body, name, requests, submit(requests), started,
+                                                               echoes)), media_type="text/event-stream")
         choices = await collect(requests, submit(requests), started, http)
         return {"id": new_id("cmpl"), "object": "text_completion", "created": now_s(), "model": name,
-                "choices": [{"index": index, "text": choice.text, "finish_reason": choice.finish_reason,
+                "choices": [{"index": index, "text": (echoes[index] if echoes else "") + choice.text,
+                             "finish_reason": choice.finish_reason,
                              "logprobs": completion_logprobs(choice.logprobs) if body.logprobs is not None else None}
                             for index, choice in enumerate(choices)],
                 "usage": usage(sum(len(r.prompt_ids) for r in requests[::body.n]),
@@ -275,9 +390,11 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
             request.on_event = lambda event, i=index: bridge.push(i, event)
             try:
                 engine.submit(request)
-            except QueueFullError as error:
+            except (QueueFullError, EngineDeadError) as error:
                 for earlier in requests[:index]:
                     earlier.cancel()
+                if isinstance(error, EngineDeadError):
+                    raise ApiError(503, str(error), type="server_error", code="engine_dead") from None
                 raise ApiError(429, str(error), type="rate_limit_error", code="queue_full",
                                headers={"Retry-After": str(RETRY_AFTER_S)}) from None
         return bridge
@@ -288,10 +405,20 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         for prompt_ids in prompts:
             params = sampling_for(body, loaded, len(prompt_ids), prompt_param, max_tokens)
             for i in range(body.n):
+                # choice i samples with seed + i (an int64 seed + i < 2**64 stays in torch's range)
                 seed = params.seed + i if params.seed is not None else None
                 out.append(Request(key, prompt_ids, params.model_copy(update={"seed": seed}), lambda _: None,
                                    logprobs=logprobs, timeout_s=request_timeout_s, ignore_eos=body.ignore_eos))
         return out
+
+    def finish_error(choice: _Choice) -> ApiError | None:
+        """The error a choice ended with, in OpenAI's shape (a plain reply's status, a stream's error event)."""
+        if choice.finish_reason == "timeout":
+            return ApiError(504, f"{choice.error}; the limit is {request_timeout_s} s (--timeout)",
+                            type="timeout_error", code="timeout")
+        if choice.finish_reason == "error":
+            return ApiError(500, choice.error or "generation failed", type="server_error", code="internal_error")
+        return None
 
     async def collect(requests: list[Request], bridge: _Bridge, started: float, http: HttpRequest) -> list[_Choice]:
         """Wait for every choice to finish; a client that hangs up meanwhile cancels them (checked twice a second)."""
@@ -316,11 +443,9 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                 request.cancel()
         record(choices, started, first)
         for choice in choices:
-            if choice.finish_reason == "timeout":
-                raise ApiError(504, f"{choice.error}; the limit is {request_timeout_s} s (--timeout)",
-                               type="timeout_error", code="timeout")
-            if choice.finish_reason == "error":
-                raise ApiError(500, choice.error or "generation failed", type="server_error")
+            error = finish_error(choice)
+            if error is not None:
+                raise error
         return choices
 
     def record(choices: list[_Choice], started: float, first: float | None) -> None:
@@ -350,11 +475,9 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                     first = first or time.perf_counter()
                     choice = choices[index]
                     absorb(choice, event)
-                    if choice.finish_reason in ("timeout", "error"):
-                        out += [*pending.flush_all(), sse(ApiError(
-                            504 if choice.finish_reason == "timeout" else 500, choice.error or "",
-                            type=f"{choice.finish_reason}_error").body()), "data: [DONE]\n\n"]
-                        yield "".join(out)
+                    error = finish_error(choice)
+                    if error is not None:
+                        yield "".join([*out, *pending.flush_all(), sse(error.body()), "data: [DONE]\n\n"])
                         return
                     logprobs = chat_logprobs([event.logprob]) if body.logprobs and event.logprob else None
                     text = event.text
@@ -390,7 +513,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                 request.cancel()
 
     async def stream_completion(body: CompletionRequest, name: str, requests: list[Request], bridge: _Bridge,
-                                started: float) -> AsyncIterator[str]:
+                                started: float, echoes: list[str] | None) -> AsyncIterator[str]:
         ident, created = new_id("cmpl"), now_s()
 
         def chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> str:
@@ -400,17 +523,18 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         choices = [_Choice() for _ in requests]
         first: float | None = None
         try:
+            if echoes:
+                yield "".join(chunk(index, text) for index, text in enumerate(echoes))
             while any(c.finish_reason is None for c in choices):
                 out, pending = [], _Pending(lambda i, text: chunk(i, text))
                 for index, event in await bridge.get_all():
                     first = first or time.perf_counter()
                     absorb(choices[index], event)
-                    reason = choices[index].finish_reason
-                    if reason in ("timeout", "error"):
-                        out += [*pending.flush_all(), sse(ApiError(504 if reason == "timeout" else 500, choices[index].error or "",
-                                             type=f"{reason}_error").body()), "data: [DONE]\n\n"]
-                        yield "".join(out)
+                    error = finish_error(choices[index])
+                    if error is not None:
+                        yield "".join([*out, *pending.flush_all(), sse(error.body()), "data: [DONE]\n\n"])
                         return
+                    reason = choices[index].finish_reason
                     logprobs = (completion_logprobs([event.logprob])
                                 if event.logprob and body.logprobs is not None else None)
                     if logprobs:
@@ -433,32 +557,88 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
     return app
 
 
-def render_chat(loaded: LoadedModel, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
-    """The prompt text for a chat request; a bad message list is a 400, not a 500."""
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant", "tool"):
-            raise ApiError(400, f"messages[{index}] needs a role of system, user, assistant or tool",
-                           param=f"messages[{index}].role")
+async def guarded(stream: AsyncIterator[str]) -> AsyncIterator[str]:
+    """`stream`, ending with an OpenAI-shaped error event and [DONE] if it fails unexpectedly (its status line has
+    long been sent, so a 500 is no longer possible); closing this closes `stream`, which cancels its requests."""
+    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        try:
+            async for piece in stream:
+                yield piece
+        except Exception as error:  # noqa: BLE001  (logged, and told to the client)
+            log.exception("unexpected error while streaming")
+            yield sse(ApiError(500, f"internal error: {type(error).__name__}: {error}", type="server_error",
+                               code="internal_error").body())
+            yield "data: [DONE]\n\n"
+
+
+def check_api_keys(api_keys: Sequence[str]) -> list[str]:
+    """The keys, refusing an empty one: `--api-key ''` (or an empty LMFORGE_API_KEY) once started an open server
+    that also took `Authorization: Bearer ` with nothing after it."""
+    if any(not key.strip() for key in api_keys):
+        raise UserInputError("an API key is empty (--api-key '' or an empty LMFORGE_API_KEY); give a real key, or "
+                             "leave the option and the variable unset for a server without keys")
+    return list(api_keys)
+
+
+def check_response_format(body: Any) -> None:
+    """Only plain text: there is no constrained decoding here, so JSON mode would be a promise nothing keeps."""
+    if body.response_format is not None and body.response_format.type != "text":
+        raise ApiError(400, f"response_format {body.response_format.type!r} is not supported: lmforge's engine has no "
+                            "constrained decoding (only 'text'); ask for JSON in the prompt, or serve with --engine "
+                            "vllm", param="response_format.type")
+
+
+def check_completion_options(body: CompletionRequest) -> None:
+    """Completions options this server does not implement are refused, not ignored (as vLLM refuses suffix)."""
+    if body.suffix:
+        raise ApiError(400, "suffix is not supported (fill-in-the-middle needs a model-specific prompt)",
+                       param="suffix")
+    if body.best_of is not None and body.best_of != body.n:
+        raise ApiError(400, "best_of other than n is not supported (no server-side ranking of choices)",
+                       param="best_of")
+    if body.echo and body.logprobs is not None:
+        raise ApiError(400, "echo with logprobs needs the prompt's logprobs, which this server does not compute",
+                       param="echo")
+
+
+def chat_prompt_ids(loaded: LoadedModel, messages: list[dict[str, Any]], tools: ToolPlan) -> list[int]:
+    """The token ids of a chat (run in a worker thread: a long one must not stall the event loop)."""
     try:
-        return render_with_tools(loaded, messages, tools)
+        text = render_with_tools(loaded, messages, tools.tools)
     except Exception as error:  # jinja raises its own errors (a template that rejects a role order)  # noqa: BLE001
         raise ApiError(400, f"the chat template cannot render these messages: {error}", param="messages") from None
+    return encode(loaded, text + tools.prefill, False)
 
 
-def completion_prompts(prompt: str | list[str] | list[int], loaded: LoadedModel) -> list[list[int]]:
-    """Token ids per prompt: a string, a list of strings, or one list of token ids."""
-    if isinstance(prompt, str):
-        prompt = [prompt]
-    if not prompt:
+def encode(loaded: LoadedModel, text: str, add_special_tokens: bool) -> list[int]:
+    return loaded.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+
+
+def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """The prompts of a completions request, each a string or a list of token ids (OpenAI's four forms)."""
+    prompts: list[Any] = [prompt] if isinstance(prompt, str) else list(prompt)
+    if prompts and all(isinstance(p, int) for p in prompts):
+        prompts = [prompts]
+    if not prompts or any(not p for p in prompts):
         raise ApiError(400, "prompt must not be empty", param="prompt")
-    if all(isinstance(p, int) for p in prompt):
-        if any(not 0 <= p < len(loaded.tokenizer) for p in prompt):  # type: ignore[operator]
-            raise ApiError(400, f"prompt token ids must be in [0, {len(loaded.tokenizer)})", param="prompt")
-        return [list(prompt)]  # type: ignore[arg-type]
-    ids = [loaded.tokenizer(text, add_special_tokens=True)["input_ids"] for text in prompt]
-    if any(not i for i in ids):
-        raise ApiError(400, "prompt must not be empty", param="prompt")
-    return ids
+    return prompts
+
+
+def completion_prompt_ids(loaded: LoadedModel, prompts: list[str | list[int]]) -> list[list[int]]:
+    """Token ids per prompt (run in a worker thread); given ids must exist in the vocabulary."""
+    out = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            ids = encode(loaded, prompt, True)
+            if not ids:
+                raise ApiError(400, "prompt must not be empty", param="prompt")
+        else:
+            vocabulary = len(loaded.tokenizer)
+            if any(not 0 <= token < vocabulary for token in prompt):
+                raise ApiError(400, f"prompt token ids must be in [0, {vocabulary})", param="prompt")
+            ids = list(prompt)
+        out.append(ids)
+    return out
 
 
 def sampling_for(body: Any, loaded: LoadedModel, prompt_tokens: int, prompt_param: str,
@@ -559,16 +739,22 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
           api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (), served_model_name: str | None = None,
           max_batch_size: int = 16, max_queue: int = 256, request_timeout_s: float | None = 600.0,
           device: str | None = None, dtype: str | None = None, threads: int | None = None,
-          merge_adapters: bool = False, on_ready: Any = None) -> None:
+          merge_adapters: bool = False, max_body_bytes: int | None = None,
+          max_prompt_chars: int | None = None, on_ready: Any = None) -> None:
     """Load the model(s) and serve them with uvicorn until interrupted (Ctrl-C / SIGTERM finish in-flight requests).
 
     `threads` sets torch's CPU threads: on a machine shared with other work, fewer threads than cores avoids
     OpenMP threads spinning against each other (measured 10-20x slower tiny matmuls on a loaded 2-core host).
+    Raises EngineDeadError (a non-zero exit) if the engine thread dies, so a supervisor restarts the server.
     """
     if max_batch_size < 1 or max_queue < 1:
         raise UserInputError("--max-batch-size and --max-queue must be >= 1")
     if request_timeout_s is not None and request_timeout_s <= 0:
         raise UserInputError(f"--timeout must be > 0 seconds (got {request_timeout_s})")
+    check_api_keys(api_keys)
+    body_limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
+    if body_limit < 1 or (max_prompt_chars is not None and max_prompt_chars < 1):
+        raise UserInputError("--max-body-bytes and --max-prompt-chars must be >= 1")
     check_port(host, port)  # before the slow model load, not after it
     if threads is not None:
         import torch
@@ -579,19 +765,22 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
     engine = load_engine(model, adapters=adapters, served_model_name=served_model_name,
                          max_batch_size=max_batch_size, max_queue=max_queue, device=device, dtype=dtype,
                          merge_adapters=merge_adapters)
-    app = create_app(engine, api_keys=api_keys, cors_origins=cors_origins, request_timeout_s=request_timeout_s)
+    app = create_app(engine, api_keys=api_keys, cors_origins=cors_origins, request_timeout_s=request_timeout_s,
+                     max_body_bytes=body_limit, max_prompt_chars=max_prompt_chars)
     if on_ready is not None:
         on_ready(list(engine.models))
-    run_uvicorn(app, host=host, port=port, graceful_timeout_s=request_timeout_s)
+    run_uvicorn(app, host=host, port=port, graceful_timeout_s=request_timeout_s, engine=engine)
 
 
-def run_uvicorn(app: Any, *, host: str, port: int, graceful_timeout_s: float | None) -> None:
+def run_uvicorn(app: Any, *, host: str, port: int, graceful_timeout_s: float | None,
+                engine: Engine | None = None) -> None:
     """uvicorn until SIGINT/SIGTERM, which stop new connections and let in-flight requests finish (a second
     Ctrl-C forces the exit). Unlike `uvicorn.run`, the signal is not re-raised afterwards, so a graceful stop ends
-    with exit code 0 instead of a KeyboardInterrupt traceback."""
-    import contextlib
+    with exit code 0 instead of a KeyboardInterrupt traceback.
+
+    If `engine`'s thread dies, the server stops too and this raises EngineDeadError: a server that can no longer
+    generate must not keep answering health checks; its supervisor (systemd, Kubernetes) restarts it."""
     import signal
-    import threading
 
     import uvicorn
 
@@ -610,7 +799,16 @@ def run_uvicorn(app: Any, *, host: str, port: int, graceful_timeout_s: float | N
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=int(graceful_timeout_s) if graceful_timeout_s else None)
-    Server(config).run()
+    server = Server(config)
+    if engine is not None:
+        def stop_serving(_: BaseException) -> None:  # engine thread; uvicorn polls the flag
+            server.should_exit = True
+
+        engine.on_death = stop_serving
+    server.run()
+    if engine is not None and engine.failure is not None:
+        raise EngineDeadError(f"the engine stopped after an internal error ({engine.failure}); the server exited so "
+                              "that its supervisor can restart it")
 
 
 def check_port(host: str, port: int) -> None:
