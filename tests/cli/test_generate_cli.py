@@ -58,3 +58,10 @@ def test_system_prompt_counts_in_the_prompt_and_needs_the_template(tiny_llama_di
     assert with_system["prompt_tokens"] > plain["prompt_tokens"]
     raw = runner.invoke(app, [*base, "--system", "x", "--raw"])
     assert raw.exit_code == 2 and "--system needs the chat template" in raw.stderr
+
+
+def test_generate_with_device_map_gives_the_same_tokens(tiny_llama_dir):
+    args = ["generate", str(tiny_llama_dir), "Hi", "--greedy", "--max-new-tokens", "5", "--json"]
+    plain, placed = runner.invoke(app, args), runner.invoke(app, [*args, "--device-map", "auto"])
+    assert placed.exit_code == 0, placed.output
+    assert json.loads(placed.stdout)["token_ids"] == json.loads(plain.stdout)["token_ids"]

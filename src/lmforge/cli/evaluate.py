@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from lmforge.cli.generate import DeviceMapOpt
+
 if TYPE_CHECKING:
     from lmforge.evaluate.pairs import MinedPairs
     from lmforge.evaluate.report import EvalReport
@@ -56,6 +58,7 @@ def eval_command(
     temperature: Annotated[float | None, typer.Option(help="Sample at this temperature (0 = greedy).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed when sampling.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda when available).")] = None,
+    device_map: DeviceMapOpt = None,
     mistakes_out: Annotated[Path | None, typer.Option("--mistakes-out", help="Write a preference JSONL: each wrong "
                                                       "answer rejected, the reference chosen (for dpo/rm).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
@@ -76,7 +79,7 @@ def eval_command(
     out_dir = out or Path(f"eval-{Path(model.rstrip('/')).name}")
     progress = sys.stderr.isatty() and not json_output
     if suite is not None:
-        _run_suite(model, suite, adapter, compare, params, out_dir, device, json_output, progress, blind)
+        _run_suite(model, suite, adapter, compare, params, out_dir, device, json_output, progress, blind, device_map)
         return
 
     from lmforge.evaluate.report import write_report
@@ -84,7 +87,7 @@ def eval_command(
 
     report = evaluate_model(model, data, task=task, compare=compare, adapter=adapter, limit=limit, split=split,
                             extract=extract, params=params, device=device, batch_size=batch_size,
-                            progress=progress)
+                            progress=progress, device_map=device_map)
     paths = write_report(report, out_dir)
     mined = _write_mistakes(report, data, split, limit, mistakes_out) if mistakes_out else None
     if json_output:
@@ -121,16 +124,18 @@ def _write_mistakes(report: EvalReport, data: str, split: str | None, limit: int
 
 
 def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None, params: Any, out_dir: Path,
-               device: str | None, json_output: bool, progress: bool, blind: bool) -> None:
+               device: str | None, json_output: bool, progress: bool, blind: bool,
+               device_map: str | None = None) -> None:
     from lmforge.evaluate.suites import run_stress, suite_cases, write_stress
     from lmforge.generate.load import load_model
 
     cases = suite_cases(suite)
-    models = [load_model(model, adapter=adapter, device=device)]
+    models = [load_model(model, adapter=adapter, device=device, device_map=device_map)]
     if compare:
         from lmforge.generate.load import base_of
 
-        models.append(load_model(base_of(model, adapter=adapter) if compare == "base" else compare, device=device))
+        models.append(load_model(base_of(model, adapter=adapter) if compare == "base" else compare, device=device,
+                                 device_map=device_map))
     if progress:
         from rich.progress import Progress
 

@@ -27,6 +27,9 @@ SeedOpt = Annotated[int | None, typer.Option(help="Seed: the same seed and param
 GreedyOpt = Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when available).")]
 DtypeOpt = Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (default: float32 on CPU).")]
+DeviceMapOpt = Annotated[str | None, typer.Option(
+    "--device-map", help="auto: spread a model larger than one GPU over every GPU, then CPU memory (accelerate's "
+                         "big-model placement; also balanced, balanced_low_0, sequential). Replaces --device.")]
 
 
 def _params(preset: str | None, temperature: float | None, top_k: int | None, top_p: float | None,
@@ -97,6 +100,7 @@ def generate_command(
     explain_top: Annotated[int, typer.Option("--explain-top", help="Candidates shown per step with --explain.")] = 8,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    device_map: DeviceMapOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Generate a reply to PROMPT, streamed as it is produced."""
@@ -112,7 +116,7 @@ def generate_command(
     if system is not None:
         request = [{"role": "system", "content": system}, {"role": "user", "content": text}]
     quiet_transformers()
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map)
 
     def stream(piece: str) -> None:
         sys.stdout.write(piece)
@@ -158,6 +162,7 @@ def chat_command(
     greedy: GreedyOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    device_map: DeviceMapOpt = None,
 ) -> None:
     """Talk to a model, turn by turn, through its chat template (/help inside lists the commands)."""
     from lmforge.generate.chat import chat_loop
@@ -165,7 +170,7 @@ def chat_command(
 
     params = _params(preset, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, stop, seed, greedy)
     quiet_transformers()
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map)
     chat_loop(loaded, params, input_stream=sys.stdin, output_stream=sys.stdout, system=system)
 
 

@@ -44,9 +44,10 @@ class _Scored:
 def evaluate_model(model: str, data: str, *, task: str | None = None, compare: str | None = None,
                    adapter: str | None = None, limit: int | None = None, split: str | None = None,
                    extract: str = "answer", params: Any = None, device: str | None = None,
-                   batch_size: int = 8, progress: bool = False) -> EvalReport:
+                   batch_size: int = 8, progress: bool = False, device_map: str | None = None) -> EvalReport:
     """Evaluate `model` on `data` (any lmforge data source); `compare` is the baseline it is measured against
-    ("base": the model it was fine-tuned from, read from its adapter or run folder)."""
+    ("base": the model it was fine-tuned from, read from its adapter or run folder). `device_map` ("auto")
+    spreads a model larger than one GPU over the GPUs (accelerate)."""
     if limit is not None and limit < 1:
         raise UserInputError(f"--limit must be at least 1, got {limit}")
     if batch_size < 1:
@@ -64,7 +65,7 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
         "generation": _generation, "classification": _classification, "reward": _reward, "perplexity": _perplexity,
     }[task]
     options = {"extract": extract, "params": params, "device": device, "label_names": label_names,
-               "batch_size": batch_size}
+               "batch_size": batch_size, "device_map": device_map}
     with _progress(progress, len(records) * (2 if compare else 1)) as advance:
         main = runner(model, records, adapter=adapter, advance=advance, **options)
         baseline = runner(compare, records, adapter=None, advance=advance, **options) if compare else None
@@ -128,7 +129,8 @@ def _last(messages: list[dict[str, str]], role: str) -> str:
 
 
 def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
-                extract: str, params: Any, device: str | None, batch_size: int, **_: Any) -> _Scored:
+                extract: str, params: Any, device: str | None, batch_size: int, device_map: str | None = None,
+                **_: Any) -> _Scored:
     """Generate an answer per example, `batch_size` prompts at a time (similar lengths together).
 
     An example too long for the context is reported in its row, counted as `skipped` and left out of
@@ -139,7 +141,7 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
     from lmforge.generate.load import load_model
     from lmforge.generate.sampling import SamplingParams
 
-    loaded = load_model(model, adapter=adapter, device=device)
+    loaded = load_model(model, adapter=adapter, device=device, device_map=device_map)
     params = params or SamplingParams(temperature=0, max_new_tokens=128)
     rows, pending = [], []
     for index, record in enumerate(records):
@@ -180,13 +182,13 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
 
 
 def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
-                device: str | None, **_: Any) -> _Scored:
+                device: str | None, device_map: str | None = None, **_: Any) -> _Scored:
     """Text: every token. Chat: the assistant's tokens only, the ones a fine-tune trains on."""
     from lmforge.data.templates import ChatTemplate
     from lmforge.data.tokenize import encode_chat
     from lmforge.generate.load import load_model
 
-    loaded = load_model(model, adapter=adapter, device=device)
+    loaded = load_model(model, adapter=adapter, device=device, device_map=device_map)
     template = ChatTemplate(loaded.chat_template_source, loaded.chat_template, loaded.chat_template_source)
     examples, instructions, truncated = [], [], 0
     for record in records:
@@ -211,25 +213,31 @@ def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | Non
     return _Scored(loaded.name, rows, summary, {})
 
 
-def load_classifier(model: str, device: str | None = None) -> tuple[Any, Any, str]:
-    """A sequence-classification model (classifier or reward model) and its tokenizer, pickles scanned."""
+def load_classifier(model: str, device: str | None = None, device_map: str | None = None) -> tuple[Any, Any, str]:
+    """A sequence-classification model (classifier or reward model) and its tokenizer, pickles scanned;
+    `device_map` ("auto") lets accelerate place it over the GPUs."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from lmforge.files.safe_load import check_model_folder
-    from lmforge.generate.load import resolve_model_path
+    from lmforge.generate.load import check_device_map, resolve_model_path
 
+    check_device_map(device_map, device)
     folder = resolve_model_path(model)
     if not (folder / "config.json").is_file():
         raise UserInputError(f"{folder} is an adapter; classifier and reward evaluation need a merged model folder")
     target = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    network = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=check_model_folder(folder))
+    placement = {"device_map": device_map} if device_map else {}
+    network = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=check_model_folder(folder),
+                                                                 **placement)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     network.config.pad_token_id = tokenizer.pad_token_id
     name = folder.parent.name if folder.name == "final" else folder.name
-    return network.to(target).eval(), tokenizer, name
+    if device_map is None:  # else accelerate has placed it (inputs go to network.device, its first layer's)
+        network.to(target)
+    return network.eval(), tokenizer, name
 
 
 def _scores(network: Any, tokenizer: Any, texts: list[str], pairs: list[str | None] | None,
@@ -264,8 +272,9 @@ def _label_map(model_labels: dict[int, str], data_labels: list[str]) -> dict[int
 
 
 def _classification(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
-                    label_names: list[str] | None, batch_size: int, **_: Any) -> _Scored:
-    network, tokenizer, name = load_classifier(model, device)
+                    label_names: list[str] | None, batch_size: int, device_map: str | None = None,
+                    **_: Any) -> _Scored:
+    network, tokenizer, name = load_classifier(model, device, device_map)
     labels = label_names or sorted({str(r["label"]) for r in records})
     mapping = _label_map(dict(network.config.id2label), labels)
     logits = _scores(network, tokenizer, [r["text"] for r in records], [r.get("text_pair") for r in records], advance,
@@ -282,10 +291,10 @@ def _classification(model: str, records: list[dict[str, Any]], *, advance: Calla
 
 
 def _reward(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
-            batch_size: int, **_: Any) -> _Scored:
+            batch_size: int, device_map: str | None = None, **_: Any) -> _Scored:
     from lmforge.data.templates import resolve_template
 
-    network, tokenizer, name = load_classifier(model, device)
+    network, tokenizer, name = load_classifier(model, device, device_map)
     if network.config.num_labels != 1:
         raise UserInputError(f"{model} has {network.config.num_labels} outputs; a reward model has one score")
     template = resolve_template(tokenizer)

@@ -30,6 +30,9 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 _FALLBACK_CONTEXT_TOKENS = 2048
 _DTYPES = ("float32", "bfloat16", "float16")
+# accelerate's big-model placements (from_pretrained(device_map=...)): layers spread over every visible GPU, then
+# CPU memory, then disk, for a model larger than one GPU.
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 @dataclass
@@ -122,7 +125,9 @@ def adapter_base(adapter_dir: Path) -> str:
     return str(base)
 
 
-def _device_and_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
+def device_and_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
+    """The device (default: cuda when available) and torch dtype (default: float32 on CPU, bf16 on GPUs that have
+    it, else fp16) a model is loaded with."""
     import torch
 
     if device is None:
@@ -151,10 +156,31 @@ def context_length_of(config: Any, tokenizer: Any) -> int:
     return _FALLBACK_CONTEXT_TOKENS
 
 
-def _load_causal_lm(folder: Path | str, dtype: Any) -> Any:
+def check_device_map(device_map: str | None, device: str | None) -> None:
+    if device_map is None:
+        return
+    if device_map not in DEVICE_MAPS:
+        raise UserInputError(f"--device-map {device_map!r}: choose one of {', '.join(DEVICE_MAPS)}")
+    if device is not None:
+        raise UserInputError("--device-map places the model itself; leave out --device")
+
+
+def input_device(model: Any, fallback: str) -> str:
+    """Where a model's inputs go: its embedding layer's device once accelerate has spread it (device_map), where
+    offloaded (CPU or disk) layers are moved in by accelerate's hooks; `fallback` for a model on one device."""
+    placement = getattr(model, "hf_device_map", None)
+    if not placement:
+        return fallback
+    device = model.get_input_embeddings().weight.device
+    return "cpu" if device.type == "meta" else str(device)
+
+
+def _load_causal_lm(folder: Path | str, dtype: Any, device_map: str | None = None) -> Any:
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": dtype}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     if isinstance(folder, Path):
         kwargs["use_safetensors"] = check_model_folder(folder)
     try:
@@ -178,15 +204,18 @@ def _resolve_base(base: str, adapter_dir: Path) -> Path | str:
 
 
 def load_model(model: str, *, adapter: str | None = None, device: str | None = None,
-               dtype: str | None = None) -> LoadedModel:
+               dtype: str | None = None, device_map: str | None = None) -> LoadedModel:
     """Load `model` (folder, run folder, or adapter folder) and optionally a LoRA `adapter` on top.
 
     The tokenizer comes from the adapter folder when it ships one (a fine-tune may add tokens or a
-    chat template), else from the base. Raises NotFoundError / UnsafeFileError / UserInputError.
+    chat template), else from the base. `device_map` ("auto", ...) lets accelerate place a model larger than
+    one GPU over every GPU, then CPU memory, then disk (instead of `device`).
+    Raises NotFoundError / UnsafeFileError / UserInputError.
     """
     from lmforge.data.templates import resolve_template
 
-    target, dtype_value = _device_and_dtype(device, dtype)
+    check_device_map(device_map, device)
+    target, dtype_value = device_and_dtype(device, dtype)
     path = Path(model).expanduser()
     model_ref: Path | str = resolve_model_path(path) if path.exists() or not _looks_like_hub_id(model) else model
     adapter_dir: Path | None = _adapter_folder(adapter) if adapter else None
@@ -195,7 +224,7 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
             raise UserInputError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
         adapter_dir, model_ref = model_ref, _resolve_base(adapter_base(model_ref), model_ref)
 
-    base = _load_causal_lm(model_ref, dtype_value)
+    base = _load_causal_lm(model_ref, dtype_value, device_map)
     tokenizer = _load_tokenizer(adapter_dir, model_ref)
     if adapter_dir is not None:
         from peft import PeftModel
@@ -204,7 +233,10 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
         if len(tokenizer) > base.get_input_embeddings().num_embeddings:
             base.resize_token_embeddings(len(tokenizer))  # the fine-tune added tokens; its adapter expects them
         base = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    base.to(target).eval()
+    if device_map is None:
+        base.to(target)
+    base.eval()
+    target = input_device(base, target)
 
     template = resolve_template(tokenizer)
     name = _display_name(model_ref, adapter_dir)
@@ -247,7 +279,9 @@ def attach_adapter(base: LoadedModel, name: str, adapter: str) -> LoadedModel | 
         base.model.load_adapter(str(adapter_dir), adapter_name=name)
     else:
         base.model = PeftModel.from_pretrained(base.model, str(adapter_dir), adapter_name=name)
-    base.model.to(base.device).eval()
+    if not getattr(base.model, "hf_device_map", None):  # accelerate placed a device_map model's adapters itself
+        base.model.to(base.device)
+    base.model.eval()
     template = resolve_template(tokenizer)
     return dataclasses.replace(
         base, tokenizer=tokenizer, name=name, context_length=context_length_of(base.model.config, tokenizer),
