@@ -79,6 +79,23 @@ def test_serve_errors_are_one_line(tiny_llama_dir, args, words):
     assert words in result.stderr and "Traceback" not in result.output
 
 
+def test_serving_an_encoder_folder_offers_embeddings(minilm_dir, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import lmforge.serve.app
+
+    started = {}
+    monkeypatch.setattr(lmforge.serve.app, "run_uvicorn", lambda app, **kwargs: started.update(app=app))
+    result = runner.invoke(app, ["serve", str(minilm_dir), "--served-model-name", "minilm", "--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert "Serving minilm" in result.stderr
+    with TestClient(started["app"]) as http:
+        reply = http.post("/v1/embeddings", json={"input": ["one", "two"]}).json()
+    assert [len(item["embedding"]) for item in reply["data"]] == [384, 384] and reply["model"] == "minilm"
+    adapter = runner.invoke(app, ["serve", str(minilm_dir), "--adapter", "x=/nowhere", "--port", "0"])
+    assert adapter.exit_code == 2 and "embedding model" in adapter.stderr
+
+
 def test_an_empty_api_key_variable_is_refused_not_ignored(tiny_llama_dir, monkeypatch):
     """click ignores an empty LMFORGE_API_KEY, which once started a server without keys, silently."""
     import lmforge.serve.app

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lmforge.cli.generate import DeviceMapOpt
+
 ENGINES = ("transformers", "vllm")
 API_KEY_ENV = "LMFORGE_API_KEY"
 
@@ -37,6 +39,7 @@ def serve_command(
     dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (default: float32 on CPU).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice, one per core).")]
     = None,
+    device_map: DeviceMapOpt = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body in bytes; beyond it HTTP 413 "
                                                             "(default: 8 MiB).")] = None,
     max_prompt_chars: Annotated[int | None, typer.Option(help="Most prompt characters per request, checked before "
@@ -72,7 +75,7 @@ def serve_command(
     serve(model, adapters=adapters, host=host, port=port, api_keys=api_key or [], cors_origins=cors_origin or [],
           served_model_name=served_model_name, max_batch_size=max_batch_size, max_queue=max_queue,
           request_timeout_s=timeout, device=device, dtype=dtype, threads=threads, merge_adapters=merge_adapters,
-          max_body_bytes=max_body_bytes, max_prompt_chars=max_prompt_chars, on_ready=ready)
+          max_body_bytes=max_body_bytes, max_prompt_chars=max_prompt_chars, device_map=device_map, on_ready=ready)
 
 
 def bench_serve_command(

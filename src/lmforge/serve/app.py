@@ -17,23 +17,27 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 
 from lmforge.errors import UserInputError
-from lmforge.generate.load import LoadedModel
+from lmforge.generate.load import LoadedModel, check_device_map, resolve_model_path
+from lmforge.serve.embed import Embedder, is_embedding_model
 from lmforge.serve.engine import Engine, EngineDeadError, Event, QueueFullError, Request
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.protocol import (
     DEFAULT_MAX_TOKENS,
+    MAX_EMBEDDING_INPUTS,
     ApiError,
     ChatCompletionRequest,
     CompletionRequest,
+    EmbeddingRequest,
     TokenizeRequest,
     chat_logprobs,
     chat_messages,
@@ -46,7 +50,8 @@ from lmforge.serve.protocol import (
 from lmforge.serve.tools import ToolPlan, parse_tool_calls, plan_tools, render_with_tools
 
 RETRY_AFTER_S = 1
-ROUTES = frozenset({"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize"})
+ROUTES = frozenset({"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings",
+                    "/tokenize"})
 DISCONNECT_POLL_S = 0.5
 # Request bodies beyond this are refused with 413 before they are read whole (a 10 MB chat once held the event
 # loop for 9 s and left 1.8 GB behind). 8 MiB holds a 128k-token context as text or token ids several times over.
@@ -209,8 +214,9 @@ class _Pending:
 def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (),
                served_model_name: str | None = None, max_queue: int | None = None,
                request_timeout_s: float | None = 600.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               max_prompt_chars: int | None = None) -> Any:
-    """The FastAPI app serving `engine`'s models. `served_model_name` renames the first (base) model.
+               max_prompt_chars: int | None = None, embedders: Mapping[str, Embedder] | None = None) -> Any:
+    """The FastAPI app serving `engine`'s models, and `embedders` (encoders, by name) on /v1/embeddings.
+    `served_model_name` renames the first (base) model.
 
     `max_body_bytes` caps a request body (413 beyond it); `max_prompt_chars` caps the characters of a request's
     prompts or message contents (400 beyond it; default: 32 per token of the model's context length), both
@@ -227,6 +233,9 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         engine.max_queue = max_queue
     names = list(engine.models)
     public = {(served_model_name if served_model_name and index == 0 else key): key for index, key in enumerate(names)}
+    encoders = dict(embedders or {})
+    if not public and not encoders:
+        raise UserInputError("nothing to serve: the engine holds no model and no embedding model was given")
     metrics = Metrics()
 
     @asynccontextmanager
@@ -267,15 +276,28 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         api = _api_error(error)
         return JSONResponse(api.body(), status_code=api.status, headers=api.headers)
 
-    def resolve(model: str | None) -> tuple[str, LoadedModel]:
+    def known(model: str | None) -> str:
+        """The served name `model` asks for (None: the first), or a 404 naming what exists."""
         if model is None:
-            name = next(iter(public))
-        elif model in public:
-            name = model
-        else:
-            raise ApiError(404, f"the model {model!r} does not exist here; available: {', '.join(public)}",
-                           type="not_found_error", param="model", code="model_not_found")
+            return next(iter(public), None) or next(iter(encoders))
+        if model in public or model in encoders:
+            return model
+        raise ApiError(404, f"the model {model!r} does not exist here; available: {', '.join([*public, *encoders])}",
+                       type="not_found_error", param="model", code="model_not_found")
+
+    def resolve(model: str | None) -> tuple[str, LoadedModel]:
+        """A generative model by served name (an embedding model here is a 400, as vLLM answers)."""
+        name = known(model)
+        if name not in public:
+            raise ApiError(400, f"the model {name!r} is an embedding model: use /v1/embeddings", param="model")
         return name, engine.models[public[name]]
+
+    def resolve_encoder(model: str | None) -> tuple[str, Embedder]:
+        name = known(model) if model is not None else next(iter(encoders), None) or known(None)
+        if name not in encoders:
+            raise ApiError(400, f"the model {name!r} generates text and cannot embed: serve an encoder "
+                                "(a sentence-transformers folder) for /v1/embeddings", param="model")
+        return name, encoders[name]
 
     def check_chars(count: int, loaded: LoadedModel, param: str) -> None:
         limit = max_prompt_chars or DEFAULT_PROMPT_CHARS_PER_CONTEXT_TOKEN * loaded.context_length
@@ -292,10 +314,12 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
                                 "or a smaller n", param="n")
 
     def model_card(name: str) -> dict[str, Any]:
+        card = {"id": name, "object": "model", "created": now_s(), "owned_by": "lmforge"}
+        if name in encoders:
+            return {**card, "max_model_len": encoders[name].max_tokens, "dimensions": encoders[name].dimensions}
         loaded = engine.models[public[name]]
         # chat_template "default": the model has none and chats are rendered as ChatML (docs/serve.md)
-        return {"id": name, "object": "model", "created": now_s(), "owned_by": "lmforge",
-                "max_model_len": loaded.context_length, "chat_template": loaded.chat_template_source}
+        return {**card, "max_model_len": loaded.context_length, "chat_template": loaded.chat_template_source}
 
     @app.get("/health")
     async def health() -> Any:
@@ -311,11 +335,33 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card(name) for name in public]}
+        return {"object": "list", "data": [model_card(name) for name in [*public, *encoders]]}
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str) -> dict[str, Any]:
-        return model_card(resolve(model_id)[0])
+        return model_card(known(model_id))
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
+        name, encoder = resolve_encoder(body.model)
+        reject_lone_surrogates(body.input, "input")
+        inputs = completion_prompts(body.input, param="input")
+        if len(inputs) > MAX_EMBEDDING_INPUTS:
+            raise ApiError(400, f"at most {MAX_EMBEDDING_INPUTS} inputs per request (got {len(inputs)})",
+                           param="input")
+        if body.dimensions is not None and body.dimensions != encoder.dimensions:
+            raise ApiError(400, f"dimensions {body.dimensions}: this model gives {encoder.dimensions}-dimensional "
+                                "vectors and was not trained to be shortened (Matryoshka)", param="dimensions")
+        chars = sum(len(text) for text in inputs if isinstance(text, str))
+        limit = max_prompt_chars or DEFAULT_PROMPT_CHARS_PER_CONTEXT_TOKEN * encoder.max_tokens
+        if chars > limit:
+            raise ApiError(400, f"the input has {chars} characters; this server takes at most {limit} characters "
+                                "per request (--max-prompt-chars)", param="input", code="prompt_too_long")
+        vectors, tokens = await asyncio.to_thread(embed_inputs, encoder, inputs)
+        return {"object": "list", "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "data": [{"object": "embedding", "index": index,
+                          "embedding": vector_base64(vector) if body.encoding_format == "base64" else vector}
+                         for index, vector in enumerate(vectors)]}
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
@@ -614,14 +660,41 @@ def encode(loaded: LoadedModel, text: str, add_special_tokens: bool) -> list[int
     return loaded.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
 
 
-def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
-    """The prompts of a completions request, each a string or a list of token ids (OpenAI's four forms)."""
+def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]],
+                       param: str = "prompt") -> list[str | list[int]]:
+    """The prompts of a completions (or embeddings) request, each a string or a list of token ids (OpenAI's four
+    forms)."""
     prompts: list[Any] = [prompt] if isinstance(prompt, str) else list(prompt)
     if prompts and all(isinstance(p, int) for p in prompts):
         prompts = [prompts]
     if not prompts or any(not p for p in prompts):
-        raise ApiError(400, "prompt must not be empty", param="prompt")
+        raise ApiError(400, f"{param} must not be empty", param=param)
     return prompts
+
+
+def embed_inputs(encoder: Embedder, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
+    """Vectors for `inputs` and the tokens they took (run in a worker thread). Texts get the model's special
+    tokens, given token ids are taken as they are; either beyond the model's length is a 400, not truncated."""
+    texts = [text for text in inputs if isinstance(text, str)]
+    encoded = iter(encoder.token_ids(texts) if texts else [])
+    ids = [next(encoded) if isinstance(item, str) else list(item) for item in inputs]
+    vocabulary = len(encoder.tokenizer)
+    for index, tokens in enumerate(ids):
+        if len(tokens) > encoder.max_tokens:
+            raise ApiError(400, f"input[{index}] has {len(tokens)} tokens; this model reads at most "
+                                f"{encoder.max_tokens}", param="input", code="context_length_exceeded")
+        if not isinstance(inputs[index], str) and any(not 0 <= token < vocabulary for token in tokens):
+            raise ApiError(400, f"input token ids must be in [0, {vocabulary})", param="input")
+    return encoder.embed(ids), sum(len(tokens) for tokens in ids)
+
+
+def vector_base64(vector: list[float]) -> str:
+    """OpenAI's encoding_format "base64": the little-endian float32 bytes (what the openai client asks for by
+    default and decodes with numpy.frombuffer(..., dtype="float32"))."""
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
 def completion_prompt_ids(loaded: LoadedModel, prompts: list[str | list[int]]) -> list[list[int]]:
@@ -659,8 +732,8 @@ def sampling_for(body: Any, loaded: LoadedModel, prompt_tokens: int, prompt_para
                                 "tokens; shorten it", param=prompt_param, code="context_length_exceeded")
         max_tokens = min(DEFAULT_MAX_TOKENS, context - prompt_tokens)
     try:
-        return SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
-                              repetition_penalty=body.repetition_penalty, presence_penalty=body.presence_penalty,
+        return SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=max(body.top_k, 0),  # -1: off
+                              min_p=body.min_p, repetition_penalty=body.repetition_penalty, presence_penalty=body.presence_penalty,
                               frequency_penalty=body.frequency_penalty, max_new_tokens=max_tokens, stop=body.stops,
                               seed=body.seed)
     except ValidationError as error:
@@ -717,7 +790,7 @@ def parse_adapters(specs: Sequence[str]) -> list[tuple[str, str]]:
 
 def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_model_name: str | None = None,
                 max_batch_size: int = 16, max_queue: int = 256, device: str | None = None,
-                dtype: str | None = None, merge_adapters: bool = False) -> Engine:
+                dtype: str | None = None, merge_adapters: bool = False, device_map: str | None = None) -> Engine:
     """An engine holding MODEL (under its served name) and each LoRA adapter beside it on the same weights
     (lmforge.generate.load.attach_adapter); an adapter that adds tokens gets its own merged copy.
 
@@ -725,13 +798,13 @@ def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_
     for speed (benchmarks/serve_adapters.py: an unmerged adapter decoded at 0.61x a merged copy on a CPU)."""
     from lmforge.generate.load import attach_adapter, load_model
 
-    base = load_model(model, device=device, dtype=dtype)
+    base = load_model(model, device=device, dtype=dtype, device_map=device_map)
     models = {served_model_name or base.name: base}
     for name, path in adapters:
         if name in models:
             raise UserInputError(f"--adapter name {name!r} is already the base model's name; choose another")
         shared = None if merge_adapters else attach_adapter(base, name, path)
-        models[name] = shared or load_model(model, adapter=path, device=device, dtype=dtype)
+        models[name] = shared or load_model(model, adapter=path, device=device, dtype=dtype, device_map=device_map)
     return Engine(models, max_batch_size=max_batch_size, max_queue=max_queue)
 
 
@@ -740,11 +813,13 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
           max_batch_size: int = 16, max_queue: int = 256, request_timeout_s: float | None = 600.0,
           device: str | None = None, dtype: str | None = None, threads: int | None = None,
           merge_adapters: bool = False, max_body_bytes: int | None = None,
-          max_prompt_chars: int | None = None, on_ready: Any = None) -> None:
+          max_prompt_chars: int | None = None, device_map: str | None = None, on_ready: Any = None) -> None:
     """Load the model(s) and serve them with uvicorn until interrupted (Ctrl-C / SIGTERM finish in-flight requests).
 
     `threads` sets torch's CPU threads: on a machine shared with other work, fewer threads than cores avoids
     OpenMP threads spinning against each other (measured 10-20x slower tiny matmuls on a loaded 2-core host).
+    `device_map` ("auto") spreads a model larger than one GPU over the GPUs (accelerate). An encoder MODEL
+    (a sentence-transformers folder) is served on /v1/embeddings instead of the generation routes.
     Raises EngineDeadError (a non-zero exit) if the engine thread dies, so a supervisor restarts the server.
     """
     if max_batch_size < 1 or max_queue < 1:
@@ -762,13 +837,22 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
         if threads < 1:
             raise UserInputError("--threads must be >= 1")
         torch.set_num_threads(threads)
-    engine = load_engine(model, adapters=adapters, served_model_name=served_model_name,
-                         max_batch_size=max_batch_size, max_queue=max_queue, device=device, dtype=dtype,
-                         merge_adapters=merge_adapters)
+    embedders: dict[str, Embedder] = {}
+    if Path(model).expanduser().exists() and is_embedding_model(resolve_model_path(model)):
+        if adapters:
+            raise UserInputError(f"{model} is an embedding model (an encoder); --adapter needs a causal LM")
+        check_device_map(device_map, device)
+        encoder = Embedder(model, name=served_model_name, device=device, dtype=dtype, device_map=device_map)
+        embedders[encoder.name] = encoder
+        engine = Engine({}, max_batch_size=max_batch_size, max_queue=max_queue)
+    else:
+        engine = load_engine(model, adapters=adapters, served_model_name=served_model_name,
+                             max_batch_size=max_batch_size, max_queue=max_queue, device=device, dtype=dtype,
+                             merge_adapters=merge_adapters, device_map=device_map)
     app = create_app(engine, api_keys=api_keys, cors_origins=cors_origins, request_timeout_s=request_timeout_s,
-                     max_body_bytes=body_limit, max_prompt_chars=max_prompt_chars)
+                     max_body_bytes=body_limit, max_prompt_chars=max_prompt_chars, embedders=embedders)
     if on_ready is not None:
-        on_ready(list(engine.models))
+        on_ready([*engine.models, *embedders])
     run_uvicorn(app, host=host, port=port, graceful_timeout_s=request_timeout_s, engine=engine)
 
 

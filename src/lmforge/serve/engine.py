@@ -359,9 +359,7 @@ class Engine:
     """
 
     def __init__(self, models: dict[str, LoadedModel], *, max_batch_size: int = 16, max_queue: int = 256):
-        if not models:
-            raise NotFoundError("the engine needs at least one model")
-        self.models = models
+        self.models = models  # may be empty: a server that only embeds (lmforge.serve.embed) generates nothing
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.stats = EngineStats()

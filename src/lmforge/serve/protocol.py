@@ -44,6 +44,7 @@ REPETITION_PENALTY_RANGE = (1e-2, 1e2)
 MAX_STOP_STRINGS = 16  # OpenAI allows 4; each is checked against the text at every step, so the count is capped
 MAX_STOP_CHARS = 256
 MAX_N = 16
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit per request
 
 
 class _Body(BaseModel):
@@ -126,6 +127,15 @@ class CompletionRequest(_Sampling):
     echo: StrictBool = False
     suffix: str | None = None
     best_of: StrictInt | None = None
+
+
+class EmbeddingRequest(_Body):
+    model: str | None = None
+    # A string, strings, token ids, or lists of token ids (OpenAI's four forms; at most 2048 inputs, as OpenAI).
+    input: str | list[str] | list[StrictInt] | list[list[StrictInt]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: StrictInt | None = Field(None, ge=1)
+    user: str | None = None
 
 
 class TokenizeRequest(_Body):
