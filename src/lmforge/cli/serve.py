@@ -30,9 +30,16 @@ def serve_command(
                                                           "(repeatable; '*' for any).")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="The name clients use for MODEL "
                                                                "(default: its folder name).")] = None,
-    max_batch_size: Annotated[int, typer.Option(help="Most sequences decoded together.")] = 16,
-    max_queue: Annotated[int, typer.Option(help="Most requests waiting; beyond it the server answers 429.")] = 256,
-    timeout: Annotated[float, typer.Option(help="Seconds a request may take (queue + generation).")] = 600.0,
+    max_batch_size: Annotated[int | None, typer.Option(help="Most sequences decoded together (default 16).")]
+    = None,
+    max_queue: Annotated[int | None, typer.Option(help="Most requests waiting; beyond it the server answers 429 "
+                                                       "(default 256).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds a request may take, queue included (default "
+                                                       "600).")] = None,
+    tp: Annotated[int | None, typer.Option("--tp", help="Tensor parallelism over this many GPUs (--engine vllm: "
+                                                        "its --tensor-parallel-size).")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="Serve a shorter context than the model's (prompt + "
+                                                           "reply tokens).")] = None,
     engine: Annotated[str, typer.Option(help="transformers (CPU or GPU) or vllm (needs vllm and a CUDA GPU).")]
     = "transformers",
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when available).")] = None,
@@ -57,12 +64,17 @@ def serve_command(
     check_api_keys(api_key if api_key is not None else ([""] if os.environ.get(API_KEY_ENV) == "" else []))
     if engine not in ENGINES:
         raise UserInputError(f"--engine {engine!r}: choose transformers or vllm")
+    # Only what the user gave: the vLLM bridge refuses what it cannot forward, and each engine keeps its defaults.
+    given = {key: value for key, value in {
+        "served_model_name": served_model_name, "max_batch_size": max_batch_size, "max_queue": max_queue,
+        "request_timeout_s": timeout, "device": device, "dtype": dtype, "threads": threads,
+        "device_map": device_map, "merge_adapters": merge_adapters or None, "max_body_bytes": max_body_bytes,
+        "max_prompt_chars": max_prompt_chars, "tp": tp, "max_model_len": max_model_len}.items() if value is not None}
     if engine == "vllm":
         from lmforge.serve.vllm import serve_with_vllm
 
         raise typer.Exit(serve_with_vllm(model, adapters=adapters, host=host, port=port, api_keys=api_key or [],
-                                         cors_origins=cors_origin or [], served_model_name=served_model_name,
-                                         max_batch_size=max_batch_size))
+                                         cors_origins=cors_origin or [], **given))
     from lmforge.cli.generate import quiet_transformers
     from lmforge.serve.app import serve
 
@@ -73,9 +85,7 @@ def serve_command(
                    err=True)
 
     serve(model, adapters=adapters, host=host, port=port, api_keys=api_key or [], cors_origins=cors_origin or [],
-          served_model_name=served_model_name, max_batch_size=max_batch_size, max_queue=max_queue,
-          request_timeout_s=timeout, device=device, dtype=dtype, threads=threads, merge_adapters=merge_adapters,
-          max_body_bytes=max_body_bytes, max_prompt_chars=max_prompt_chars, device_map=device_map, on_ready=ready)
+          on_ready=ready, **given)
 
 
 def bench_serve_command(

@@ -29,7 +29,7 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Config attributes that hold a model's context length, in the order transformers' families use them.
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 _FALLBACK_CONTEXT_TOKENS = 2048
-_DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16")
 # accelerate's big-model placements (from_pretrained(device_map=...)): layers spread over every visible GPU, then
 # CPU memory, then disk, for a model larger than one GPU.
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -109,7 +109,7 @@ def _checkpoints(root: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def _is_adapter(path: Path) -> bool:
+def is_adapter(path: Path) -> bool:
     return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
 
 
@@ -138,8 +138,8 @@ def device_and_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         else:
             dtype = "float32"
-    if dtype not in _DTYPES:
-        raise UserInputError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise UserInputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     return device, getattr(torch, dtype)
 
 
@@ -191,13 +191,13 @@ def _load_causal_lm(folder: Path | str, dtype: Any, device_map: str | None = Non
         raise NotFoundError(f"cannot load model {folder}: {str(error).splitlines()[0]}") from None
 
 
-def _resolve_base(base: str, adapter_dir: Path) -> Path | str:
+def resolve_base(base: str, adapter_dir: Path) -> Path | str:
     """The base an adapter names: a local folder (as given, or relative to the adapter or its run, since
     training records the path it was given), otherwise a hub id served from the local cache."""
     for candidate in (Path(base).expanduser(), adapter_dir / base, adapter_dir.parent / base):
         if candidate.exists():
             return resolve_model_path(candidate)
-    if Path(base).is_absolute() or not _looks_like_hub_id(base):
+    if Path(base).is_absolute() or not looks_like_hub_id(base):
         raise NotFoundError(f"adapter {adapter_dir}: its base model {base} does not exist; pass the base as MODEL "
                             "with --adapter")
     return base
@@ -217,12 +217,12 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     check_device_map(device_map, device)
     target, dtype_value = device_and_dtype(device, dtype)
     path = Path(model).expanduser()
-    model_ref: Path | str = resolve_model_path(path) if path.exists() or not _looks_like_hub_id(model) else model
-    adapter_dir: Path | None = _adapter_folder(adapter) if adapter else None
-    if isinstance(model_ref, Path) and _is_adapter(model_ref):
+    model_ref: Path | str = resolve_model_path(path) if path.exists() or not looks_like_hub_id(model) else model
+    adapter_dir: Path | None = adapter_folder(adapter) if adapter else None
+    if isinstance(model_ref, Path) and is_adapter(model_ref):
         if adapter_dir is not None:
             raise UserInputError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
-        adapter_dir, model_ref = model_ref, _resolve_base(adapter_base(model_ref), model_ref)
+        adapter_dir, model_ref = model_ref, resolve_base(adapter_base(model_ref), model_ref)
 
     base = _load_causal_lm(model_ref, dtype_value, device_map)
     tokenizer = _load_tokenizer(adapter_dir, model_ref)
@@ -239,7 +239,7 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     target = input_device(base, target)
 
     template = resolve_template(tokenizer)
-    name = _display_name(model_ref, adapter_dir)
+    name = display_name(model_ref, adapter_dir)
     return LoadedModel(
         model=base, tokenizer=tokenizer, name=name, context_length=context_length_of(base.config, tokenizer),
         chat_template_source=template.source, chat_template=template.jinja, device=target,
@@ -247,10 +247,10 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     )
 
 
-def _adapter_folder(adapter: str) -> Path:
+def adapter_folder(adapter: str) -> Path:
     """The folder holding the LoRA adapter `adapter` names (itself, a run's final/ or newest checkpoint)."""
     adapter_dir = resolve_model_path(adapter)
-    if not _is_adapter(adapter_dir):
+    if not is_adapter(adapter_dir):
         raise UserInputError(f"--adapter {adapter}: {adapter_dir} holds no adapter_config.json (not a LoRA adapter)")
     return adapter_dir
 
@@ -269,7 +269,7 @@ def attach_adapter(base: LoadedModel, name: str, adapter: str) -> LoadedModel | 
 
     from lmforge.data.templates import resolve_template
 
-    adapter_dir = _adapter_folder(adapter)
+    adapter_dir = adapter_folder(adapter)
     check_model_folder(adapter_dir)
     own_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
     tokenizer = _load_tokenizer(adapter_dir, adapter_dir) if own_tokenizer else base.tokenizer
@@ -297,8 +297,8 @@ def base_of(model: str, *, adapter: str | None = None) -> str:
     if adapter is not None:
         return model
     folder = resolve_model_path(model)
-    if _is_adapter(folder):
-        return str(_resolve_base(adapter_base(folder), folder))
+    if is_adapter(folder):
+        return str(resolve_base(adapter_base(folder), folder))
     run = {"final": folder.parent, "checkpoints": folder.parent.parent}.get(
         folder.name if folder.name == "final" else folder.parent.name)
     if run is not None and (run / "config.yaml").is_file():
@@ -311,7 +311,7 @@ def base_of(model: str, *, adapter: str | None = None) -> str:
     raise NotFoundError(f"cannot tell which base model {model} was trained from; pass it: --compare BASE_MODEL")
 
 
-def _looks_like_hub_id(text: str) -> bool:
+def looks_like_hub_id(text: str) -> bool:
     return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", text))
 
 
@@ -331,7 +331,7 @@ def _load_tokenizer(adapter_dir: Path | None, model_ref: Path | str) -> Any:
     return tokenizer
 
 
-def _display_name(model_ref: Path | str, adapter_dir: Path | None) -> str:
+def display_name(model_ref: Path | str, adapter_dir: Path | None) -> str:
     base = _folder_name(model_ref) if isinstance(model_ref, Path) else model_ref
     return base if adapter_dir is None else f"{base}+{_folder_name(adapter_dir)}"
 

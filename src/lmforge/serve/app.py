@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -790,7 +791,8 @@ def parse_adapters(specs: Sequence[str]) -> list[tuple[str, str]]:
 
 def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_model_name: str | None = None,
                 max_batch_size: int = 16, max_queue: int = 256, device: str | None = None,
-                dtype: str | None = None, merge_adapters: bool = False, device_map: str | None = None) -> Engine:
+                dtype: str | None = None, merge_adapters: bool = False, device_map: str | None = None,
+                max_model_len: int | None = None) -> Engine:
     """An engine holding MODEL (under its served name) and each LoRA adapter beside it on the same weights
     (lmforge.generate.load.attach_adapter); an adapter that adds tokens gets its own merged copy.
 
@@ -805,6 +807,12 @@ def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_
             raise UserInputError(f"--adapter name {name!r} is already the base model's name; choose another")
         shared = None if merge_adapters else attach_adapter(base, name, path)
         models[name] = shared or load_model(model, adapter=path, device=device, dtype=dtype, device_map=device_map)
+    if max_model_len is not None:  # a shorter context than the model's (as vLLM's --max-model-len), never a longer one
+        for name, loaded in models.items():
+            if max_model_len > loaded.context_length:
+                raise UserInputError(f"--max-model-len {max_model_len} exceeds {name}'s context length of "
+                                     f"{loaded.context_length} tokens")
+            models[name] = dataclasses.replace(loaded, context_length=max_model_len)
     return Engine(models, max_batch_size=max_batch_size, max_queue=max_queue)
 
 
@@ -813,7 +821,8 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
           max_batch_size: int = 16, max_queue: int = 256, request_timeout_s: float | None = 600.0,
           device: str | None = None, dtype: str | None = None, threads: int | None = None,
           merge_adapters: bool = False, max_body_bytes: int | None = None,
-          max_prompt_chars: int | None = None, device_map: str | None = None, on_ready: Any = None) -> None:
+          max_prompt_chars: int | None = None, device_map: str | None = None, tp: int | None = None,
+          max_model_len: int | None = None, on_ready: Any = None) -> None:
     """Load the model(s) and serve them with uvicorn until interrupted (Ctrl-C / SIGTERM finish in-flight requests).
 
     `threads` sets torch's CPU threads: on a machine shared with other work, fewer threads than cores avoids
@@ -827,6 +836,11 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
     if request_timeout_s is not None and request_timeout_s <= 0:
         raise UserInputError(f"--timeout must be > 0 seconds (got {request_timeout_s})")
     check_api_keys(api_keys)
+    if tp is not None and tp != 1:
+        raise UserInputError("--tp (tensor parallelism) needs --engine vllm; the transformers engine spreads a model "
+                             "over GPUs with --device-map auto")
+    if max_model_len is not None and max_model_len < 1:
+        raise UserInputError(f"--max-model-len must be >= 1 (got {max_model_len})")
     body_limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
     if body_limit < 1 or (max_prompt_chars is not None and max_prompt_chars < 1):
         raise UserInputError("--max-body-bytes and --max-prompt-chars must be >= 1")
@@ -848,7 +862,7 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
     else:
         engine = load_engine(model, adapters=adapters, served_model_name=served_model_name,
                              max_batch_size=max_batch_size, max_queue=max_queue, device=device, dtype=dtype,
-                             merge_adapters=merge_adapters, device_map=device_map)
+                             merge_adapters=merge_adapters, device_map=device_map, max_model_len=max_model_len)
     app = create_app(engine, api_keys=api_keys, cors_origins=cors_origins, request_timeout_s=request_timeout_s,
                      max_body_bytes=body_limit, max_prompt_chars=max_prompt_chars, embedders=embedders)
     if on_ready is not None:
