@@ -345,3 +345,20 @@ def build_bench_model(folder: Path, *, hidden_size: int = 256, layers: int = 4) 
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+BENCH_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def build_bench_adapter(base_dir: Path, folder: Path, *, seed: int, rank: int = 8) -> Path:
+    """A random (non-zero) LoRA adapter of `rank` on every projection of the bench model, saved by peft."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(BENCH_LORA_TARGETS),
+                                      init_lora_weights=False))
+    model.save_pretrained(folder)
+    return folder

@@ -15,7 +15,6 @@ reproduces whatever else shares the batch.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -23,7 +22,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,29 +227,22 @@ def _token_encoding(tokenizer: Any) -> tuple[str, dict[str, int]]:
     return "text", {}
 
 
-@contextlib.contextmanager
-def _adapter_of(loaded: LoadedModel) -> Iterator[None]:
-    """Switch a shared multi-adapter model (generate.load.attach_adapter) to this name's adapter, or switch
-    adapters off for the base; a plain model needs nothing. One scheduler thread runs every forward, so
-    the switch cannot race another name's step."""
-    model = loaded.model
+def _adapter_rows(model: Any, sequences: list[_Sequence]) -> dict[str, Any]:
+    """Forward arguments selecting each row's adapter on a shared multi-adapter model (generate.load.attach_adapter):
+    peft's mixed-batch inference (`adapter_names`, "__base__" for adapters off) applies each row's LoRA to that
+    row alone, so requests for several adapters share one forward. A plain model needs nothing."""
     peft = sys.modules.get("peft")  # not imported: the model cannot be a PeftModel
     if peft is None or not isinstance(model, peft.PeftModel):
-        yield
-    elif loaded.lora_name is None:
-        with model.disable_adapter():
-            yield
-    else:
-        model.set_adapter(loaded.lora_name)
-        yield
+        return {}
+    return {"adapter_names": [seq.loaded.lora_name or "__base__" for seq in sequences]}
 
 
 class _Batch:
-    """The running sequences of one model with their shared, left-padded KV cache."""
+    """The running sequences of one model with their shared, left-padded KV cache. With mixed adapters, the rows of
+    every name served by one multi-adapter model share the batch, each with its own adapter (`_adapter_rows`)."""
 
     def __init__(self, loaded: LoadedModel):
-        self.loaded = loaded
-        self.stop_ids = set(loaded.stop_token_ids)
+        self.loaded = loaded  # the first name's; every row also carries its own (tokenizer, stop ids, adapter)
         self.sequences: list[_Sequence] = []
         self.cache: Any = None
         self.mask: Any = None  # [B, cached columns]: 1 = real token
@@ -272,11 +264,9 @@ class _Batch:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         # Plain full-attention layers (no config): left-padded merges and trims need every layer's whole length.
         cache = DynamicCache()
-        with _adapter_of(self.loaded):
-            output = self.loaded.model(input_ids=ids.to(self.loaded.device),
-                                       attention_mask=mask.to(self.loaded.device),
-                                       position_ids=positions.to(self.loaded.device), cache=cache, use_cache=True,
-                                       logits_to_keep=1)
+        output = self.loaded.model(input_ids=ids.to(self.loaded.device), attention_mask=mask.to(self.loaded.device),
+                                   position_ids=positions.to(self.loaded.device), cache=cache, use_cache=True,
+                                   logits_to_keep=1, **_adapter_rows(self.loaded.model, new))
         stats.prefilled_tokens += int(mask.sum())
         logits = output.logits[:, -1, :].float().cpu()
         self._merge(output.cache, mask, new, _choose_each(new, logits))
@@ -314,9 +304,9 @@ class _Batch:
         ids = torch.tensor(self.next_tokens, dtype=torch.long)[:, None]
         positions = self.mask.sum(-1, keepdim=True)  # this token's position = real tokens before it
         self.mask = torch.cat([self.mask, torch.ones((len(self.sequences), 1), dtype=torch.long)], dim=1)
-        with _adapter_of(self.loaded):
-            output = self.loaded.model(input_ids=ids.to(device), attention_mask=self.mask.to(device),
-                                       position_ids=positions.to(device), cache=self.cache, use_cache=True)
+        output = self.loaded.model(input_ids=ids.to(device), attention_mask=self.mask.to(device),
+                                   position_ids=positions.to(device), cache=self.cache, use_cache=True,
+                                   **_adapter_rows(self.loaded.model, self.sequences))
         self.cache = output.cache
         stats.decode_steps += 1
         stats.decoded_tokens += len(self.sequences)
@@ -356,15 +346,24 @@ class Engine:
     """Serves one or more loaded models (a base and its LoRA variants, by name) from one scheduler thread.
 
     `submit` is thread-safe and never blocks: it raises QueueFullError when `max_queue` requests wait.
+    `mixed_adapters` (default): names served by one multi-adapter model share one batch and one forward per step;
+    off, each name has its own batch and the names take turns every step (benchmarks/serve_mixed_adapters.py
+    measures the two).
     """
 
-    def __init__(self, models: dict[str, LoadedModel], *, max_batch_size: int = 16, max_queue: int = 256):
+    def __init__(self, models: dict[str, LoadedModel], *, max_batch_size: int = 16, max_queue: int = 256,
+                 mixed_adapters: bool = True):
         self.models = models  # may be empty: a server that only embeds (lmforge.serve.embed) generates nothing
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.stats = EngineStats()
         self._waiting: deque[Request] = deque()
-        self._batches = {name: _Batch(loaded) for name, loaded in models.items()}
+        # batch key per name: the shared model object (mixed adapters) or the name itself (taking turns)
+        self._batch_key = {name: id(loaded.model) if mixed_adapters else name for name, loaded in models.items()}
+        self._batches: dict[Any, _Batch] = {}
+        for name, loaded in models.items():
+            self._batches.setdefault(self._batch_key[name], _Batch(loaded))
+        self._stop_ids = {name: set(loaded.stop_token_ids) for name, loaded in models.items()}
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -444,12 +443,13 @@ class Engine:
                     if self._stopping and not self._waiting and not self.running:
                         return
                     admitted = self._take_waiting()
-                for name, batch in self._batches.items():
-                    self._step(batch, admitted.get(name, []))
+                for key, batch in self._batches.items():
+                    self._step(batch, admitted.get(key, []))
 
-    def _take_waiting(self) -> dict[str, list[Request]]:
-        room = {name: self.max_batch_size - len(batch.sequences) for name, batch in self._batches.items()}
-        taken: dict[str, list[Request]] = {}
+    def _take_waiting(self) -> dict[Any, list[Request]]:
+        """The waiting requests that fit their batch now, by batch key (the rest keep waiting, in order)."""
+        room = {key: self.max_batch_size - len(batch.sequences) for key, batch in self._batches.items()}
+        taken: dict[Any, list[Request]] = {}
         kept: deque[Request] = deque()
         now = time.monotonic()
         while self._waiting:
@@ -460,9 +460,10 @@ class Engine:
                 request.on_event(Event(finish_reason="timeout", error="the request timed out waiting in the queue",
                                        prompt_tokens=len(request.prompt_ids)))
                 continue
-            if room[request.model] > 0:
-                room[request.model] -= 1
-                taken.setdefault(request.model, []).append(request)
+            key = self._batch_key[request.model]
+            if room[key] > 0:
+                room[key] -= 1
+                taken.setdefault(key, []).append(request)
             else:
                 kept.append(request)
         self._waiting = kept
@@ -474,7 +475,8 @@ class Engine:
         new = []
         for request in requests:  # a request whose sequence cannot be built (say, a bad seed) fails alone
             try:
-                new.append(_Sequence(request, batch.loaded, set() if request.ignore_eos else batch.stop_ids))
+                loaded = self.models[request.model]
+                new.append(_Sequence(request, loaded, set() if request.ignore_eos else self._stop_ids[request.model]))
             except Exception as error:  # noqa: BLE001
                 _answer_error(request, error)
         if new:
