@@ -231,3 +231,31 @@ def test_the_engine_threads_death_cannot_hide(tiny_loaded, monkeypatch):
     with pytest.raises(EngineDeadError, match="scheduler bug"):
         _collect(engine, "m", [1, 2], SamplingParams(max_new_tokens=2))
     engine.stop()
+
+
+def test_rows_with_broken_logits_fail_alone_in_every_sampling_path(tiny_loaded):
+    """The batched paths (argmax, one softmax and draw for plain sampling rows) keep the per-row guarantee: a row
+    whose logits hold NaN or +inf fails, the others in the same step get their tokens; a seeded row draws the
+    same token whatever shares the batch."""
+    import torch
+
+    from lmforge.serve.engine import _choose_each, _Sequence
+
+    events: list[list] = [[] for _ in range(5)]
+
+    def sequence(index: int, **params) -> _Sequence:
+        request = Request("m", [1, 2], SamplingParams(max_new_tokens=4, top_k=0, top_p=1.0, **params),
+                          events[index].append)
+        return _Sequence(request, tiny_loaded, set())
+
+    vocabulary = len(tiny_loaded.tokenizer)
+    logits = torch.randn(5, vocabulary)
+    logits[0, 3] = float("nan")
+    logits[1, 5] = float("inf")
+    rows = [sequence(0, temperature=1.0), sequence(1, temperature=1.0), sequence(2, temperature=0),
+            sequence(3, temperature=1.0), sequence(4, temperature=1.0, seed=7)]
+    tokens = _choose_each(rows, logits)
+    assert [e[-1].finish_reason for e in events[:2]] == ["error", "error"] and rows[0].done and rows[1].done
+    assert tokens[2] == int(logits[2].argmax()) and not any(e.finish_reason for e in events[2] + events[3])
+    alone = sequence(4, temperature=1.0, seed=7)
+    assert _choose_each([alone], logits[4:5]) == [tokens[4]]

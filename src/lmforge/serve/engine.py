@@ -105,19 +105,24 @@ class _Sequence:
         self.loaded = loaded
         self.stop_ids = stop_ids
         self.generated: list[int] = []
+        self.text = ""  # the generated text so far, without a trailing incomplete UTF-8 character
         self.emitted_chars = 0
         self.processors = request.params.logits_processors(prompt_length=len(request.prompt_ids))
+        # Without processors (OpenAI's defaults: temperature 1, top_p 1), a row's token comes from ops run once
+        # over the batch (_choose_each): its argmax when greedy, else its row of one batched softmax.
+        self.plain = not len(self.processors)
         self.generator = torch.Generator()
         seed = request.params.seed
         try:
             self.generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "big"))
         except (RuntimeError, ValueError, OverflowError) as error:  # torch takes [-2**63, 2**64)
             raise ValueError(f"seed {seed} is outside the range torch accepts: {error}") from None
+        self._stream = _decode_stream(loaded.tokenizer)
         self.deadline = request.deadline
         self.done = False
 
-    def choose(self, logits: Any) -> int:
-        """Pick the next token from this row's raw logits and report it."""
+    def sample(self, logits: Any) -> int:
+        """The next token from this row's raw logits, through its own processors and generator."""
         import torch
 
         scores = logits
@@ -127,18 +132,19 @@ class _Sequence:
         if self.request.params.is_greedy:
             if bool(torch.isnan(scores).any()):
                 raise ValueError("the sampling parameters give no valid distribution (NaN scores)")
-            token = int(torch.argmax(scores))
-        else:
-            probs = torch.softmax(scores.float(), dim=-1)
-            # Checked here, not left to multinomial: on CUDA an invalid row is a device assert that ends the process.
-            if not bool(torch.isfinite(probs).all()) or not float(probs.sum()) > 0:
-                raise ValueError("the sampling parameters give no valid distribution (inf or NaN after the "
-                                 "penalties and temperature)")
-            token = int(torch.multinomial(probs, 1, generator=self.generator))
+            return int(torch.argmax(scores))
+        probs = torch.softmax(scores.float(), dim=-1)
+        # Checked here, not left to multinomial: on CUDA an invalid row is a device assert that ends the process.
+        if not bool(torch.isfinite(probs).all()) or not float(probs.sum()) > 0:
+            raise ValueError("the sampling parameters give no valid distribution (inf or NaN after the "
+                             "penalties and temperature)")
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def accept(self, token: int, logits: Any) -> None:
+        """Record the chosen token and report what it adds (text, logprob, or the end)."""
         logprob = self._logprob(logits, token) if self.request.logprobs is not None else None
         self.generated.append(token)
         self._report(token, logprob)
-        return token
 
     def _logprob(self, logits: Any, token: int) -> TokenLogprob:
         import torch
@@ -153,24 +159,33 @@ class _Sequence:
                    for v, i in zip(values, indices)]
         return TokenLogprob(tokenizer.decode([token]), float(logp[token]), top, token_bytes(tokenizer, token))
 
+    def _extend_text(self, token: int) -> None:
+        """Add `token`'s text: incrementally where the tokenizer allows it (tokenizers' DecodeStream, one step per
+        token instead of decoding every token so far again), else by decoding the whole reply."""
+        if self._stream is not None:
+            stream, backend = self._stream
+            piece = stream.step(backend, token)
+            if piece:
+                self.text += piece
+            return
+        self.text = self.loaded.tokenizer.decode(self.generated, skip_special_tokens=True).rstrip("\ufffd")
+
     def _report(self, token: int, logprob: TokenLogprob | None) -> None:
         params = self.request.params
         if token in self.stop_ids:  # what was held back (a possible stop-string start) is final now
-            text = self.loaded.tokenizer.decode(self.generated[:-1], skip_special_tokens=True)
             # The end-of-turn token is not in the text, so it has no logprob entry either (as OpenAI's replies).
-            self._finish("stop", None, text.rstrip("\ufffd"), token=token)
+            self._finish("stop", None, self.text, token=token)
             return
-        text = self.loaded.tokenizer.decode(self.generated, skip_special_tokens=True)
+        self._extend_text(token)
+        text = self.text
         cut = find_stop(text, params.stop)
         if cut is not None:
             self._finish("stop", logprob, text[:cut], token=token)
             return
         if len(self.generated) >= params.max_new_tokens:
-            self._finish("length", logprob, text.rstrip("\ufffd"), token=token)
+            self._finish("length", logprob, text, token=token)
             return
-        safe = len(text) - held_back_chars(text, params.stop)
-        if text.endswith("\ufffd"):  # half a UTF-8 character: wait for the rest
-            safe = min(safe, len(text) - 1)
+        safe = len(text) - held_back_chars(text, params.stop) if params.stop else len(text)
         self.request.on_event(Event(text=self._take(text, safe), token_id=token, logprob=logprob))
 
     def _take(self, text: str, upto: int) -> str:
@@ -495,17 +510,60 @@ class Engine:
 
 def _choose_each(sequences: list[_Sequence], logits: Any) -> list[int]:
     """Each running row's next token; a row whose sampling fails (no valid distribution) ends alone, and its
-    placeholder token 0 is never fed: the row leaves the batch before the next step."""
+    placeholder token 0 is never fed: the row leaves the batch before the next step.
+
+    Per-row torch calls were the tiny model's largest cost after the forward itself, so what can be is done once
+    over the batch: the argmax, the NaN check, and for plain sampling rows the softmax and, for rows without a
+    seed, one multinomial draw (a seeded row draws from its own generator, so its seed reproduces its text
+    whatever shares the batch)."""
+    import torch
+
+    best = logits.argmax(-1).tolist()
+    broken = torch.isnan(logits).any(-1).tolist()
+    drawn: dict[int, Any] = {}  # row -> token (int) or its probabilities (seeded rows)
+    plain = [row for row, seq in enumerate(sequences)
+             if not seq.done and seq.plain and not seq.request.params.is_greedy and not broken[row]]
+    if plain:
+        probs = torch.softmax(logits[plain].float(), dim=-1)
+        valid = torch.isfinite(probs).all(-1).tolist()  # +inf logits: no distribution (and a device assert on CUDA)
+        unseeded = [k for k, row in enumerate(plain) if sequences[row].request.params.seed is None and valid[k]]
+        picks = torch.multinomial(probs[unseeded], 1)[:, 0].tolist() if unseeded else []
+        drawn = {plain[k]: token for k, token in zip(unseeded, picks)}
+        drawn.update({row: probs[k] if valid[k] else None for k, row in enumerate(plain) if row not in drawn})
     tokens = []
     for row, seq in enumerate(sequences):
         token = 0
         if not seq.done:
             try:
-                token = seq.choose(logits[row])
+                if broken[row]:
+                    raise ValueError("the model's logits hold NaN")
+                if not seq.plain:
+                    token = seq.sample(logits[row])
+                elif seq.request.params.is_greedy:
+                    token = best[row]
+                elif drawn[row] is None:
+                    raise ValueError("the model's logits give no valid distribution (infinite values)")
+                else:
+                    token = drawn[row] if isinstance(drawn[row], int) else int(
+                        torch.multinomial(drawn[row], 1, generator=seq.generator))
+                seq.accept(token, logits[row])
             except Exception as error:  # noqa: BLE001  (whatever this row's sampling raised ends this row only)
                 seq.fail(error)
         tokens.append(token)
     return tokens
+
+
+def _decode_stream(tokenizer: Any) -> tuple[Any, Any] | None:
+    """(tokenizers' DecodeStream, the Rust tokenizer) for incremental detokenizing, when it gives exactly what
+    `tokenizer.decode(..., skip_special_tokens=True)` gives: a fast tokenizer without transformers' space clean-up."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return None
+    try:
+        from tokenizers.decoders import DecodeStream
+    except ImportError:  # tokenizers < 0.21
+        return None
+    return DecodeStream(skip_special_tokens=True), backend
 
 
 def _describe(error: BaseException) -> str:
