@@ -75,12 +75,36 @@ class _Choice:
     error: str | None = None
 
 
+class _Waker:
+    """Wakes the event loop for the bridges that received events, with one cross-thread call for all of them: the
+    engine reports every running row each step, and a self-pipe write and a loop callback per request and step was a
+    measurable share of the tiny model's serving time (the engine thread waits on the GIL meanwhile)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[_Bridge] = []
+
+    def wake(self, bridge: _Bridge) -> None:  # engine thread
+        with self._lock:
+            self._pending.append(bridge)
+            if len(self._pending) > 1:  # a wake-up is already scheduled and will see this bridge too
+                return
+        self._loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:  # event loop
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for bridge in pending:
+            bridge.woken()
+
+
 class _Bridge:
     """Events from the engine thread to one HTTP request's coroutine. The loop is woken at most once per batch of
     events (not once per token), and the coroutine takes everything that arrived since it last looked."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self._loop = loop
+    def __init__(self, waker: _Waker):
+        self._waker = waker
         self._items: list[tuple[int, Event]] = []
         self._ready = asyncio.Event()
         self._lock = threading.Lock()
@@ -92,9 +116,9 @@ class _Bridge:
             if self._wake_pending:
                 return
             self._wake_pending = True
-        self._loop.call_soon_threadsafe(self._wake)
+        self._waker.wake(self)
 
-    def _wake(self) -> None:  # event loop
+    def woken(self) -> None:  # event loop
         with self._lock:
             self._wake_pending = False
         self._ready.set()
@@ -235,6 +259,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
     names = list(engine.models)
     public = {(served_model_name if served_model_name and index == 0 else key): key for index, key in enumerate(names)}
     encoders = dict(embedders or {})
+    wakers: dict[asyncio.AbstractEventLoop, _Waker] = {}  # one per event loop serving this app (normally one)
     if not public and not encoders:
         raise UserInputError("nothing to serve: the engine holds no model and no embedding model was given")
     metrics = Metrics()
@@ -432,7 +457,10 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
 
     def submit(requests: list[Request]) -> _Bridge:
         """Hand every request to the engine; their events arrive on one bridge as (index, Event)."""
-        bridge = _Bridge(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if loop not in wakers:
+            wakers[loop] = _Waker(loop)
+        bridge = _Bridge(wakers[loop])
         for index, request in enumerate(requests):
             request.on_event = lambda event, i=index: bridge.push(i, event)
             try:
