@@ -111,6 +111,8 @@ def _http_level(url: str, model: str, concurrency: int, requests: int, max_token
 
     level = asyncio.run(run_level(url, model, concurrency, requests, max_tokens=max_tokens, chat=True, extra=extra,
                                   time_limit_s=600))
+    if level.errors:
+        print(f"    errors from {url}: {level.error_messages}", flush=True)
     if level.output_tokens != (level.requests - level.errors) * max_tokens:
         raise RuntimeError(f"{url}: {level.output_tokens} tokens for {level.requests - level.errors} requests")
     return {"tokens_per_second": level.throughput_tokens_per_second, "ttft_p50": level.ttft_p50_seconds or 0.0,
@@ -124,8 +126,12 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace) -> dict[tuple
     lmforge_command = [sys.executable, "-m", "lmforge", "serve", str(folder), "--port", "{port}",
                        "--max-batch-size", str(max(args.concurrency)), "--max-queue", "1024", "--threads", threads,
                        "--device", args.device]
+    # The paged KV cache sized for the largest level (prompt + reply tokens per request, twice over): left to
+    # itself on a CPU, transformers sizes it from free memory and grew to 14.6 GB here until the OOM killer ended it.
+    blocks = 2 * max(args.concurrency) * (64 + args.max_tokens) // 32
     peer_command = [str(Path(sys.executable).with_name("transformers")), "serve", str(folder), "--continuous-batching",
-                    "--host", "127.0.0.1", "--port", "{port}", "--device", args.device, "--log-level", "warning"]
+                    "--host", "127.0.0.1", "--port", "{port}", "--device", args.device, "--log-level", "warning",
+                    "--cb-block-size", "32", "--cb-num-blocks", str(blocks)]
     thread_env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     with contextlib.ExitStack() as stack:
