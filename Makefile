@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # machines with nvidia-smi get the normal build that `torch>=2.4` in pyproject resolves to.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.4,torch==2.13.0)
 
-.PHONY: install quickstart test bench
+.PHONY: install quickstart test bench gpu-wheels gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,7 +14,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed
+# The real llama.cpp for the GGUF parity tests: node-llama-cpp ships prebuilt CPU builds (npm registry only,
+# nothing compiled) into the git-ignored .node/. Skipped where npm is missing (those tests then skip).
+NODE_LLAMA_CPP := node-llama-cpp@3.21.1
+.node/.installed:
+	npm i -E --prefix .node --no-audit --no-fund $(NODE_LLAMA_CPP)
+	touch $@
+
+install: $(VENV)/.installed $(if $(shell command -v npm 2>/dev/null),.node/.installed,)
 
 # A second `make quickstart` continues (or just re-reports) the run in runs/quickstart.
 quickstart: install
@@ -22,3 +29,19 @@ quickstart: install
 
 test: install
 	$(PY) -m pytest -n 2 -q tests
+
+# The GPU proof (benchmarks/gpu_check.py): on a machine with nvidia-smi, every check on real sizes, with the
+# wheels of `make gpu-wheels` (if present) installed first; elsewhere the same orchestration as a --dry-run on
+# tiny models. Results: $(GPU_OUT)/gpu_check.json, .md and .log.
+GPU_OUT ?= runs/gpu-check
+ifneq ($(shell command -v nvidia-smi 2>/dev/null),)
+gpu-check:
+	python3 benchmarks/gpu_check.py $(GPU_OUT) $(if $(wildcard .whl/*.whl),--wheels .whl,)
+else
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py $(GPU_OUT) --dry-run
+endif
+
+# Wheels for a GPU machine without network (Python 3.12, manylinux x86_64), into the git-ignored .whl/.
+gpu-wheels: install
+	$(PY) benchmarks/gpu_wheels.py .whl

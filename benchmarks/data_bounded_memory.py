@@ -1,5 +1,9 @@
-"""Peak memory of loading + validating a ~1 GB JSONL file: lmforge's streaming loader vs the naive
-way (a Python list of every parsed record, as `[json.loads(line) for line in f]` does).
+"""Peak memory of loading + validating a ~1 GB JSONL file: lmforge's streaming loader beside what a user
+would otherwise use, `datasets.load_dataset("json", ...)`, and the naive way (a Python list of every parsed
+record, as `[json.loads(line) for line in f]` does).
+
+`datasets.load_dataset` stops at the first broken line, so it runs twice: on the same file (its error is
+reported) and on a copy with the broken lines left out (its memory and speed are measured there).
 
 A synthetic alpaca JSONL (unique records of ~0.5 KB, one broken line per 100,000) is written to a
 temporary folder that is deleted afterwards. Each method runs in its own child process, which
@@ -31,7 +35,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def write_jsonl(path: Path, size_bytes: int) -> int:
+def write_jsonl(path: Path, size_bytes: int, broken: bool = True) -> int:
     """Unique alpaca records until the file reaches size_bytes; returns the number of lines."""
     words = "the a model learns to add sort count reverse convert numbers letters words quickly carefully".split()
     bodies = [" ".join(words[(i * 7 + j) % len(words)] for j in range(60)) for i in range(997)]
@@ -40,7 +44,7 @@ def write_jsonl(path: Path, size_bytes: int) -> int:
     with open(path, "w", encoding="utf-8") as handle:
         chunk = []
         while written < size_bytes:
-            if lines % 100_000 == 99_999:
+            if broken and lines % 100_000 == 99_999:
                 line = '{"instruction": "broken record\n'
             else:
                 record = {"instruction": f"Task {lines}: {bodies[lines % 997][:120]}", "input": "",
@@ -68,6 +72,22 @@ def run_lmforge(path: Path, work: Path) -> dict:
     report = result.report
     return {"records_in": report.records_in, "records_out": report.records_out, "rejected": report.rejected,
             "seconds": seconds, "peak_rss_bytes": peak_rss_bytes(), "rss_after_imports_bytes": before}  # fmt: skip
+
+
+def run_datasets(path: Path, work: Path) -> dict:
+    """datasets.load_dataset("json") as a user calls it: Arrow cache on disk, every record parsed."""
+    import datasets
+
+    before = peak_rss_bytes()
+    start = time.perf_counter()
+    try:
+        loaded = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(work / "hf"))
+    except Exception as error:  # the baseline's own failure is a figure here  # noqa: BLE001
+        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                "seconds": time.perf_counter() - start, "peak_rss_bytes": peak_rss_bytes(),
+                "rss_after_imports_bytes": before}
+    return {"records_in": len(loaded), "seconds": time.perf_counter() - start, "peak_rss_bytes": peak_rss_bytes(),
+            "rss_after_imports_bytes": before}
 
 
 def run_naive(path: Path, limit_bytes: int) -> dict:
@@ -102,12 +122,15 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--naive-mb", type=int, default=128)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--child", choices=["lmforge", "naive"])
+    parser.add_argument("--child", choices=["lmforge", "naive", "datasets"])
     parser.add_argument("--file", type=Path)
     parser.add_argument("--work", type=Path)
     args = parser.parse_args()
     if args.child == "lmforge":
         print(json.dumps(run_lmforge(args.file, args.work)))
+        return 0
+    if args.child == "datasets":
+        print(json.dumps(run_datasets(args.file, args.work)))
         return 0
     if args.child == "naive":
         print(json.dumps(run_naive(args.file, args.naive_mb * MIB)))
@@ -121,6 +144,10 @@ def main() -> int:
         size = path.stat().st_size
         generate_seconds = time.perf_counter() - start
         lm = child("lmforge", path, work, args.naive_mb * MIB)
+        hf_same = child("datasets", path, work, 0)
+        clean = work / "clean.jsonl"
+        write_jsonl(clean, args.size_mb * MIB, broken=False)
+        hf = child("datasets", clean, work, 0)
         naive = child("naive", path, work, args.naive_mb * MIB)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -130,6 +157,9 @@ def main() -> int:
         "lines": lines,
         "generate_seconds": round(generate_seconds, 1),
         "lmforge": lm | {"records_per_second": round(lm["records_in"] / lm["seconds"])},
+        "datasets_same_file": hf_same,
+        "datasets_clean_copy": hf | ({"records_per_second": round(hf["records_in"] / hf["seconds"])}
+                                     if "records_in" in hf else {}),
         "naive": naive | {"records_per_second": round(naive["records_in"] / naive["seconds"]),
                           "extra_rss_per_gib_read_bytes": round(naive_per_gib)},  # fmt: skip
     }
@@ -142,6 +172,11 @@ def main() -> int:
               f"{lm['seconds']:.1f} s, {lm['records_in'] / lm['seconds']:,.0f} records/s")  # fmt: skip
         print(f"  peak RSS {lm['peak_rss_bytes'] / MIB:,.0f} MiB (after imports {lm['rss_after_imports_bytes'] / MIB:,.0f} MiB)"
               f" = {lm['peak_rss_bytes'] / size:.1%} of the file")  # fmt: skip
+        print(f"datasets.load_dataset('json') on the same file: {hf_same.get('error', 'loaded')}")
+        if "records_in" in hf:
+            print(f"datasets.load_dataset('json') on a copy without the broken lines: {hf['records_in']} records, "
+                  f"{hf['seconds']:.1f} s, {hf['records_in'] / hf['seconds']:,.0f} records/s, peak RSS "
+                  f"{hf['peak_rss_bytes'] / MIB:,.0f} MiB (after imports {hf['rss_after_imports_bytes'] / MIB:,.0f} MiB)")
         print(f"naive list of dicts, first {naive['bytes_read'] / MIB:.0f} MiB only:")
         print(f"  {naive['records_in']} records, {naive['records_in'] / naive['seconds']:,.0f} records/s, "
               f"peak RSS {naive['peak_rss_bytes'] / MIB:,.0f} MiB → +{naive_per_gib / MIB:,.0f} MiB per GiB of JSONL")  # fmt: skip

@@ -6,7 +6,7 @@ context and allocator slack that a fake-tensor run cannot see) beside the peak o
 measured by plan.simulate.simulate_training (one real transformers forward + backward + AdamW step
 on fake tensors, 2- and 3-layer runs extrapolated to the model's depth), and the relative error.
 
-    .venv/bin/python benchmarks/plan_accuracy.py [--seq-len 1024] [--quick]
+    .venv/bin/python benchmarks/plan_accuracy.py [--seq-len 1024] [--quick | --techniques]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TOLERANCE = 0.10
 GIB = 2**30
 
 
-def _configurations(seq_len: int, quick: bool) -> list[tuple[str, TrainingSetup]]:
+def _configurations(seq_len: int, quick: bool, techniques_only: bool = False) -> list[tuple[str, TrainingSetup]]:
     models = MODELS[:2] if quick else MODELS
     grid = [
         (model, TrainingSetup(method=method, precision=precision, recompute=recompute, seq_len=seq_len))
@@ -54,13 +54,30 @@ def _configurations(seq_len: int, quick: bool) -> list[tuple[str, TrainingSetup]
         ("gemma-3-270m", TrainingSetup(method="full", seq_len=seq_len)),
         ("tinyllama-1.1b", TrainingSetup(method="lora", recompute="full", micro_batch_size=8, seq_len=seq_len)),
     ]
-    return grid + ([] if quick else extra)
+    # The memory techniques recipes use (torchtune, Liger, trl), each on a 128k- or 152k-vocabulary model.
+    techniques = [
+        ("llama-3.2-1b", TrainingSetup(method="full", loss="chunked", seq_len=seq_len)),
+        ("llama-3.2-1b", TrainingSetup(method="lora", loss="chunked", recompute="full", seq_len=4 * seq_len)),
+        ("qwen2.5-0.5b", TrainingSetup(method="full", precision="bf16", loss="chunked", micro_batch_size=4, seq_len=seq_len)),
+        ("llama-3.1-8b", TrainingSetup(method="lora", loss="chunked", recompute="full", seq_len=4 * seq_len)),
+        ("llama-3.2-1b", TrainingSetup(method="full", offload_activations=True, seq_len=seq_len)),
+        ("llama-2-7b", TrainingSetup(method="lora", offload_activations=True, recompute="full", seq_len=seq_len)),
+        ("qwen2.5-0.5b", TrainingSetup(method="full", precision="bf16", optimizer_in_backward=True, seq_len=seq_len)),
+        ("llama-3.2-1b", TrainingSetup(method="full", precision="fp32", optimizer_in_backward=True, recompute="full", seq_len=seq_len)),
+        ("llama-3.2-1b", TrainingSetup(method="full", attention="flash", seq_len=seq_len)),
+        ("llama-3.2-1b", TrainingSetup(method="full", precision="bf16", loss="chunked", optimizer_in_backward=True,
+                                       offload_activations=True, recompute="full", seq_len=4 * seq_len)),
+    ]
+    if techniques_only:
+        return techniques
+    return grid + ([] if quick else extra + techniques)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--quick", action="store_true", help="two small models only")
+    parser.add_argument("--techniques", action="store_true", help="only the memory-technique rows")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import torch
@@ -73,7 +90,7 @@ def main() -> None:
     rows = []
     print("| model | params | method | precision | recompute | attn | mbs x seq | analytic GiB | simulated GiB | error | peak (sim) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, setup in _configurations(args.seq_len, args.quick):
+    for name, setup in _configurations(args.seq_len, args.quick, args.techniques):
         spec = resolve_model(name)
         analytic = training_memory(spec, setup, Layout())
         predicted = analytic.total_bytes - analytic["overhead"]
@@ -83,6 +100,9 @@ def main() -> None:
         method = setup.method if setup.lora_targets is None else f"lora({','.join(setup.lora_targets)})"
         if setup.optimizer != "adamw":
             method += f" +{setup.optimizer}"
+        for name_, on in (("chunked loss", setup.loss == "chunked"), ("offload", setup.offload_activations),
+                          ("opt-in-bwd", setup.optimizer_in_backward)):
+            method += f" +{name_}" if on else ""
         print(
             f"| {name} | {count_params(spec).total_params / 1e9:.2f}B | {method} | {setup.precision} | {setup.recompute} "
             f"| {setup.attention} | {setup.micro_batch_size} x {setup.seq_len} | {predicted / GIB:.2f} "

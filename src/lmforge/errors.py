@@ -34,6 +34,10 @@ class UnsafeFileError(LmforgeError):
     exit_code = 1
 
 
+class HubError(LmforgeError):
+    """The model hub refused a request (a gated or private repo) or could not be reached."""
+
+
 class DependencyError(LmforgeError):
     """An optional dependency or hardware (GPU, vllm, bitsandbytes) that this action needs is missing."""
 

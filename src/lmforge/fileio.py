@@ -1,7 +1,11 @@
 """Atomic writes: a reader sees the old file or the complete new one, never half of either.
 
 Every file and folder lmforge writes goes through these helpers (temporary name in the same
-folder, fsync, then os.replace), so an interrupted run never leaves a truncated artefact.
+folder, fsync, then os.replace), so an interrupted run never leaves a truncated artefact. The
+temporary file and folder are made private by tempfile (0600/0700); before they take the target's
+name they get the mode a plain open()/mkdir() would have given (the existing target's, else
+0666/0777 less the umask), so a run folder on a shared machine is as readable as anything else its
+owner writes.
 """
 
 from __future__ import annotations
@@ -10,10 +14,47 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+def _umask() -> int:
+    """The process umask (os.umask can only be read by setting it, so it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def normal_mode(target: Path, directory: bool = False) -> int:
+    """The permission bits a plain write of `target` would leave: an existing target keeps its own,
+    a new one gets 0666 (0777 for a folder) less the umask, as open() and mkdir() do."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        return (0o777 if directory else 0o666) & ~_umask()
+
+
+def writable_folder(path: str | os.PathLike[str], *, setting: str) -> Path:
+    """Create `path` (with its parents) and prove a file can be made in it, before any long work starts.
+
+    A read-only, full or misplaced folder (a file where a folder should be) becomes one line naming the
+    folder and the setting that chose it, instead of an OSError traceback minutes into a run.
+    """
+    from lmforge.errors import UserInputError
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserInputError(f"{setting}: cannot write to the folder {folder} ({reason}); set {setting} to a folder "
+                             "you can write to") from None
+    return folder
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -22,6 +63,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), normal_mode(target))
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -67,6 +109,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
+        os.chmod(temporary, normal_mode(target, directory=True))
         yield temporary
         if target.exists():
             old = target.with_name(f".{target.name}.old.{os.getpid()}")

@@ -67,3 +67,32 @@ def test_mistakes_out_needs_a_generation_evaluation(tiny_llama_dir, tmp_path):
                                  str(tmp_path / "p.jsonl")])
     assert result.exit_code != 0 and "--mistakes-out needs a generation evaluation" in result.stderr
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_eval_reads_data_with_the_options_its_errors_name(tiny_llama_dir, tmp_path):
+    """The undetectable-columns error says --kind/--columns, so eval has them (and --on-error)."""
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "Say 5.", "answer": "5"}) + "\n" + "{broken\n")
+    base = ["eval", str(tiny_llama_dir), "--data", str(data), "--max-new-tokens", "2", "--out", str(tmp_path / "r")]
+    undetected = runner.invoke(app, base)
+    assert undetected.exit_code == 2 and "name it with --kind" in undetected.stderr
+    mapped = runner.invoke(app, [*base, "--columns", "instruction=question,output=answer"])
+    assert mapped.exit_code == 2 and "pass --on-error skip" in mapped.stderr
+    skipped = runner.invoke(app, [*base, "--columns", "instruction=question,output=answer", "--on-error", "skip"])
+    assert skipped.exit_code == 0, skipped.output
+    assert len((tmp_path / "r" / "rejects.jsonl").read_text().splitlines()) == 1
+    assert "note: BLEU means nothing here" in skipped.stdout  # a 1-token reference
+    assert "BLEU means nothing here" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_quant_on_load_measures_what_nf4_costs_against_the_float_model(tiny_llama_dir, tmp_path):
+    data = tmp_path / "corpus.txt"
+    data.write_text("The quick brown fox jumps over the lazy dog.\nWhat is 12 plus 30? The answer is 42.\n")
+    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--quant", "nf4", "--compare",
+                                 str(tiny_llama_dir), "--out", str(tmp_path / "q"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    quantized, original = payload["summary"]["perplexity"], payload["compare_summary"]["perplexity"]
+    assert quantized != original and abs(quantized - original) < 0.2 * original  # nf4 moves it, a little
+    suite = runner.invoke(app, ["eval", str(tiny_llama_dir), "--suite", "stress", "--quant", "nf4"])
+    assert suite.exit_code == 2 and "--quant applies to --data" in suite.output

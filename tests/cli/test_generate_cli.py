@@ -65,3 +65,28 @@ def test_generate_with_device_map_gives_the_same_tokens(tiny_llama_dir):
     plain, placed = runner.invoke(app, args), runner.invoke(app, [*args, "--device-map", "auto"])
     assert placed.exit_code == 0, placed.output
     assert json.loads(placed.stdout)["token_ids"] == json.loads(plain.stdout)["token_ids"]
+
+
+def test_readme_generate_command_runs_on_a_small_context_model(tiny_llama_64_dir):
+    """`lmforge generate MODEL "Sort 3 1 2." --preset precise` without --max-new-tokens: capped, with a note."""
+    result = runner.invoke(app, ["generate", str(tiny_llama_64_dir), "Sort 3 1 2.", "--preset", "precise",
+                                 "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    assert "note: max_new_tokens capped at" in result.stderr and "finish:" in result.stderr
+
+
+def test_generate_from_a_gguf_file_and_with_quant_on_load(tmp_path, tiny_llama_dir):
+    from lmforge.files.convert import convert
+
+    convert(tiny_llama_dir, tmp_path / "m.gguf", quant="f32", progress=False)
+    args = ["What is 2 plus 2?", "--max-new-tokens", "4", "--greedy", "--json"]
+    from_folder = runner.invoke(app, ["generate", str(tiny_llama_dir), *args])
+    from_gguf = runner.invoke(app, ["generate", str(tmp_path / "m.gguf"), *args])
+    assert from_gguf.exit_code == 0, from_gguf.output
+    # f32 GGUF: the same weights and tokenizer, read back by transformers' GGUF loader
+    assert json.loads(from_gguf.stdout)["token_ids"] == json.loads(from_folder.stdout)["token_ids"]
+    quantized = runner.invoke(app, ["generate", str(tiny_llama_dir), *args, "--quant", "nf4"])
+    assert quantized.exit_code == 0, quantized.output
+    assert json.loads(quantized.stdout)["completion_tokens"] == 4
+    bad = runner.invoke(app, ["generate", str(tiny_llama_dir), *args, "--quant", "int2"])
+    assert bad.exit_code == 2 and "not one of int8, nf4" in bad.output

@@ -24,7 +24,7 @@ def test_json_is_one_object_with_the_figures(minilm_dir: Path):
     result = _run(str(minilm_dir), "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["total_params"] == 22_713_728 and data["architecture"] == "BertModel"
+    assert data["total_params"] == 22_713_216 and data["architecture"] == "BertModel"
     assert data["params_by_dtype"]["F32"] == 22_713_216
     assert "tensors" not in data  # only with --tensors / --filter
 

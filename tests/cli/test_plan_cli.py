@@ -73,6 +73,16 @@ def test_plan_inference_reports_decode_speed():
         (["plan", "llama-3.1-8b", "--pp", "2", "--zero", "3"], "pipeline"),
         (["plan", "llama-3.1-8b", "--task", "infer", "--zero", "2"], "training-only options given with --task infer: --zero"),
         (["plan", "llama-3.1-8b", "--task", "infer", "--method", "lora", "--tokens", "5"], "--task infer: --method, --tokens"),
+        (["plan", "llama-3.1-8b", "--task", "infer", "--loss", "chunked"], "--task infer: --loss"),
+        # Defect 8: QLoRA stores its base in bitsandbytes' nf4/int4/int8 only (was silently NF4).
+        (["plan", "llama-3.1-8b", "--method", "qlora", "--quant", "fp8"], "--quant fp8 is not one of them"),
+        (["plan", "llama-3.1-8b", "--method", "qlora", "--quant", "q4_k_m"], "--quant Q4_K_M is not one of them"),
+        (["plan", "llama-3.1-8b", "--gpu-mem", "inf"], "finite"),  # was an OverflowError traceback
+        (["plan", "gpt2", "--seq-len", "100000"], "1,024 learned positions"),
+        (["plan", "llama-3.1-8b", "--lora-targets", "q_projection", "--method", "lora"], "q_projection match no layer"),
+        (["plan", "llama-3.1-8b", "--optimizer-in-backward", "--grad-accum", "4"], "cannot accumulate"),
+        (["plan", "llama-3.1-8b", "--task", "infer", "--target-rps", "5"], "--target-rps needs --prompt-len"),
+        (["plan"], "needs a MODEL"),
     ],
 )
 def test_bad_input_is_one_error_line_and_a_nonzero_exit(args, message):
@@ -121,8 +131,17 @@ def test_plot_writes_a_png(tmp_path: Path):
 
 def test_models_and_gpus_tables():
     models = _run("models", "--json")
-    names = {row["name"] for row in json.loads(models.stdout)["models"]}
+    rows = {row["name"]: row for row in json.loads(models.stdout)["models"]}
+    names = set(rows)
     assert {"llama-3.1-8b", "mixtral-8x7b", "qwen3-30b-a3b"} <= names and len(names) >= 25
+    # The seeds' 2025 table, with licence and context columns.
+    assert {"gpt-oss-20b", "gpt-oss-120b", "falcon-180b", "stablelm-2-1.6b", "bloom-176b", "vicuna-13b"} <= names
+    assert rows["gpt-oss-20b"]["license"] == "apache-2.0" and rows["gpt-oss-20b"]["context_tokens"] == 131072
+    assert rows["bloom-176b"]["context_tokens"] is None  # ALiBi: no position table
+    assert all(row["license"] for row in rows.values())
+    assert rows["qwen2.5-vl-3b"]["params_total"] == 3_754_622_976  # the vision tower counted
+    human = _run("models")
+    assert "licence" in human.stdout and "bigscience-bloom-rail-1.0" in human.stdout
     gpus = _run("gpus")
     assert gpus.exit_code == 0 and "a100-80g" in gpus.stdout and "GB/s" in gpus.stdout
     assert len(json.loads(_run("gpus", "--json").stdout)["gpus"]) >= 15
@@ -178,3 +197,51 @@ def test_cli_offload_choices_match_the_layout_search():
     from lmforge.plan.layout import OFFLOAD_CHOICES
 
     assert [choice.value for choice in plan_cli.Offload] == list(OFFLOAD_CHOICES)
+
+
+def test_every_training_knob_reaches_the_plan():
+    result = _run(
+        "plan", "mistral-7b", "--method", "lora", "--lora-targets", "q_proj,v_proj", "--lora-alpha", "64",
+        "--attention", "eager", "--loss", "chunked", "--grad-ckpt", "none", "--json",
+    )
+    assert result.exit_code == 0, result.output
+    setup = json.loads(result.stdout)["setup"]
+    assert setup["lora_targets"] == ["q_proj", "v_proj"] and setup["lora_alpha"] == 64
+    assert (setup["attention"], setup["loss"], setup["recompute"]) == ("eager", "chunked", "none")
+    assert json.loads(result.stdout)["model"]["params_trainable"] == 32 * 16 * (2 * 4096 + 4096 + 1024)
+    frozen = json.loads(_run("plan", "llama-3.2-1b", "--method", "freeze", "--freeze-layers", "4", "--json").stdout)
+    assert frozen["setup"]["freeze_last_n"] == 4
+    prompt = json.loads(_run("plan", "llama-3.2-1b", "--method", "prompt", "--virtual-tokens", "50", "--json").stdout)
+    assert prompt["model"]["params_trainable"] == 50 * 2048
+    torchtune = json.loads(_run("plan", "llama-3.2-1b", "--offload-activations", "--optimizer-in-backward", "--json").stdout)
+    assert torchtune["setup"]["offload_activations"] and torchtune["setup"]["optimizer_in_backward"]
+    assert "torchtune" in torchtune["layout"]["engine"]
+
+
+def test_inference_context_defaults_to_the_python_apis_4096_tokens():
+    data = json.loads(_run("plan", "llama-2-7b", "--task", "infer", "--json").stdout)
+    assert data["setup"]["context_len"] == 4096  # was 2,048 on the CLI
+
+
+def test_from_config_plans_exactly_what_the_training_config_runs(tmp_path: Path, tiny_llama_dir: Path):
+    import yaml
+
+    config = {
+        "stage": "sft", "out": str(tmp_path / "run"), "model": {"path": str(tiny_llama_dir)},
+        "method": {"name": "lora", "lora_r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "data": {"max_len": 96},
+        "train": {"micro_batch_size": 3, "grad_accum": 2, "gradient_checkpointing": True, "loss": "chunked",
+                  "precision": "bf16", "target_gpu": "a100-80g"},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _run("plan", "--from-config", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    setup = data["setup"]
+    assert (setup["method"], setup["lora_rank"], setup["lora_alpha"], setup["lora_targets"]) == ("lora", 4, 8, ["q_proj", "v_proj"])
+    assert (setup["micro_batch_size"], setup["grad_accum_steps"], setup["seq_len"]) == (3, 2, 96)
+    assert (setup["recompute"], setup["loss"], setup["precision"]) == ("full", "chunked", "bf16-mixed")
+    assert data["gpu"]["name"] == "a100-80g" and data["levers"] == [] and data["layout"]["tp"] == 1
+    both = _run("plan", "llama-2-7b", "--from-config", str(path))
+    assert both.exit_code != 0 and "not both" in both.stderr

@@ -208,3 +208,33 @@ def test_save_jsonl_round_trips_every_kind(tmp_path, write_jsonl):
     assert [json.loads(line)["label"] for line in out.read_text().splitlines()] == ["pos", "neg"]
     again = load_data(out)
     assert again.dataset[:] == loaded.dataset[:]
+
+
+@pytest.mark.parametrize("name", ["bom.jsonl", "bom.json", "lines.json", "bom.txt", "bom.csv"])
+def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path, name):
+    """Windows editors start UTF-8 files with a BOM; every reader drops it, so all 3 records load."""
+    texts = ["first record", "second", "third"]
+    body = {
+        "bom.jsonl": "".join(json.dumps({"text": t}) + "\n" for t in texts),
+        "bom.json": json.dumps([{"text": t} for t in texts], indent=1),
+        "lines.json": "".join(json.dumps({"text": t}) + "\n" for t in texts),
+        "bom.txt": "".join(t + "\n" for t in texts),
+        "bom.csv": "text\n" + "".join(t + "\n" for t in texts),
+    }[name]
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    result = load_data(path, on_error="skip")
+    assert (result.report.records_out, result.report.rejected) == (3, 0)
+    assert result.dataset["text"] == texts
+
+
+def test_a_mapping_onto_a_column_no_record_has_is_named(write_jsonl):
+    """It used to be ignored when the data loaded anyway, or hidden behind "cannot detect the data kind"."""
+    path = write_jsonl([{"text": "a document", "source": "web"}, {"text": "another"}])
+    with pytest.raises(UserInputError, match=r"--columns: column 'body' \(mapped to 'text'\) not found: none of "
+                                             r"the 2 records read from .* has it; its columns are \[source, text\]"):
+        load_data(path, columns="text=body")
+    assert load_data(path, columns="text=text").report.records_out == 2
+    qa = write_jsonl([{"question": "q", "answer": "a"}], name="qa.jsonl")
+    with pytest.raises(UserInputError, match=r"column 'reply' \(mapped to 'output'\) not found: the first record"):
+        load_data(qa, columns="instruction=question,output=reply")

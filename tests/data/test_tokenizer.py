@@ -29,3 +29,22 @@ def test_training_on_task_text_gives_shorter_sequences_than_bytes():
     tokenizer = train_bpe_tokenizer(corpus, vocab_size=512)
     sample = " ".join(corpus[:20])
     assert len(tokenizer(sample)["input_ids"]) < len(sample.encode()) / 2
+
+
+def test_gpt2_split_after_training_gives_the_same_ids_as_the_digit_split_it_was_trained_with():
+    """The quickstart tokenizer ships GPT-2's split (one llama.cpp knows, so GGUF exports tokenize alike)
+    but was trained with digits split apart; no merge joins two digits, so every text gets the same ids."""
+    from tokenizers import Regex, pre_tokenizers
+
+    from lmforge.files.convert.pretokenizer import match_pre_tokenizer
+
+    corpus = load_builtin("corpus", n=300)["text"]
+    tokenizer = train_bpe_tokenizer(corpus, vocab_size=512)
+    trained_split = train_bpe_tokenizer(corpus, vocab_size=512)
+    trained_split.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    chats = [tokenizer.apply_chat_template(m, tokenize=False) for m in load_builtin("arith-sft", n=200)["messages"]]
+    tricky = ["3.14 and 2,000,000 or 1234567", "x2 y33 $5 2km 10%", "  42\n\n7\t8", "a1b2c3 ½ ٣ 12th"]
+    for text in [*corpus, *chats, *tricky]:
+        assert tokenizer(text)["input_ids"] == trained_split(text)["input_ids"], text
+    assert match_pre_tokenizer(tokenizer).name == "gpt-2"

@@ -91,3 +91,12 @@ def test_perplexity_of_a_uniform_model_is_its_vocabulary_size():
     assert result.per_example_nll == pytest.approx([math.log(50)] * 2)
     with pytest.raises(UserInputError, match="no tokens"):
         perplexity(_Uniform(5), [([1, 2], [-100, -100])])
+
+
+def test_bleu_on_references_shorter_than_its_4_grams_is_flagged():
+    """The built-in arithmetic answers are 1-3 tokens: corpus BLEU on them measures nothing."""
+    from lmforge.evaluate.metrics import bleu_note
+
+    note = bleu_note(["42", "1 2 3", "2000 m"])
+    assert note is not None and "2 token(s) long (median)" in note and "exact match" in note
+    assert bleu_note(["the quick brown fox jumps", "over the lazy dog today"]) is None

@@ -1,9 +1,15 @@
 """The scanner's test corpus, built by script at test time (no dangerous binary is ever committed).
 
-Every malicious file's payload creates `canary` when unpickled; nothing in the test suite loads
-them, except one test that proves in a subprocess that the payloads are live. Benign files are
-real checkpoints: torch.save of a real model's state (the MiniLM BERT) and a torch model (zip and legacy formats), optimizer and scheduler
-state, numpy arrays, the real MiniLM. Also used by benchmarks/scan_compare.py.
+Three groups, each with its right answer:
+- "malicious": a payload that a plain loader runs (it creates `canary`); `live` says which loader,
+  and a test proves it in a subprocess (attacks.run_live). Right answer: unsafe, exit 1.
+- "unprovable": inert or corrupt files no loader can run (an unregistered copyreg extension code,
+  random bytes behind a 7z magic, a zip without its end record). Right answer: exit 2, "cannot
+  prove safe"; neither "safe" nor a claim that code would run.
+- "benign": real checkpoints: torch.save of a real model's state (the MiniLM BERT) and a torch
+  model (zip and legacy formats), optimizer and scheduler state, numpy arrays, the real MiniLM.
+  Right answer: safe, exit 0.
+Also used by benchmarks/scan_compare.py, which reports each group separately.
 """
 
 from __future__ import annotations
@@ -17,16 +23,25 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+
+MALICIOUS, UNPROVABLE, BENIGN = "malicious", "unprovable", "benign"
 
 
 @dataclass(frozen=True)
 class CorpusFile:
     path: Path
-    malicious: bool
+    group: str  # malicious | unprovable | benign
     description: str
-    live: str = ""  # how the payload is proven to run: "pickle" (each stream) or "zip" (the archive's data.pkl)
+    live: str = ""  # malicious only: the loader that runs the payload (attacks.run_live)
+    printed: str | None = None  # for a payload that cannot write files: what it prints
+
+    @property
+    def malicious(self) -> bool:
+        return self.group == MALICIOUS
 
 
 def _text(value: str) -> bytes:
@@ -87,7 +102,9 @@ def runpy_run_code(canary: Path) -> bytes:
 
 
 def webbrowser_open(canary: Path) -> bytes:
-    return b"\x80\x04\x8c\nwebbrowser\x8c\x04open\x93\x8c\x10file:///dev/null\x85R."
+    """webbrowser.open(canary): it starts $BROWSER (run_live sets it to `touch`) on the "URL"."""
+    url = str(canary).encode()
+    return b"\x80\x04\x8c\nwebbrowser\x8c\x04open\x93\x8c" + bytes([len(url)]) + url + b"\x85R."
 
 
 def stack_global_memo(canary: Path) -> bytes:
@@ -115,8 +132,9 @@ def extension_registry(canary: Path) -> bytes:
 
 
 def build_on_allowed_class(canary: Path) -> bytes:
-    """BUILD with slot state on the torch.Size class itself: monkey-patches an allowlisted class."""
-    return b"\x80\x02ctorch\nSize\nN}X\x07\x00\x00\x00__len__K\x01s\x86b."
+    """BUILD with slot state on the collections.Counter class itself: sets Counter.most_common = 1
+    in the loading process (monkey-patching an allowlisted class)."""
+    return b"\x80\x02ccollections\nCounter\nN}X\x0b\x00\x00\x00most_commonK\x01s\x86b."
 
 
 def truncated_payload(canary: Path) -> bytes:
@@ -186,13 +204,17 @@ def _tar_of(members: dict[str, bytes]) -> bytes:
 
 
 def zip_with_bad_crc_and_renamed_local_header(payload: bytes) -> bytes:
-    """A zip torch's reader still opens: wrong CRC and a local header name that differs."""
-    data = bytearray(_zip_of({"model/data.pkl": payload}))
-    local_crc_at, name_at = 14, 30
-    data[local_crc_at : local_crc_at + 4] = b"\xde\xad\xbe\xef"
-    data[name_at : name_at + 5] = b"xxxxx"
+    """A torch checkpoint whose data.pkl has a wrong CRC and a local header name that differs from
+    the central directory's: zipfile refuses it, torch's reader loads it."""
+    import torch
+
+    data = bytearray(_torch_zip_bytes({"w": torch.ones(2)}, replace_pickle=payload))
+    header = next(info for info in zipfile.ZipFile(io.BytesIO(bytes(data))).infolist()
+                  if info.filename.endswith("/data.pkl")).header_offset
+    data[header + 14 : header + 18] = b"\xde\xad\xbe\xef"  # local CRC
+    data[header + 30 : header + 35] = b"xxxxx"  # local name
     central = data.find(b"PK\x01\x02")
-    data[central + 16 : central + 20] = b"\xde\xad\xbe\xef"
+    data[central + 16 : central + 20] = b"\xde\xad\xbe\xef"  # central CRC of the first entry, data.pkl
     return bytes(data)
 
 
@@ -218,63 +240,78 @@ def _tiny_model():
 
 
 def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) -> list[CorpusFile]:
-    """Writes the corpus into `directory` and returns every file with its expected verdict."""
+    """Writes the corpus into `directory` and returns every file with its group."""
     import numpy
     import torch
+
+    from tests.files.attacks import pre_1_0_torch_tar
 
     directory.mkdir(parents=True, exist_ok=True)
     files: list[CorpusFile] = []
 
-    def add(name: str, data: bytes, malicious: bool, description: str, live: str = "") -> None:
+    def add(name: str, data: bytes, group: str, description: str, live: str = "", printed: str | None = None) -> None:
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        files.append(CorpusFile(path, malicious, description, live))
+        files.append(CorpusFile(path, group, description, live, printed))
 
     for protocol in range(6):
-        add(f"malicious/os_system_p{protocol}.pkl", os_system(canary, protocol), True, f"os.system, protocol {protocol}", live="pickle")
-    add("malicious/posix_system.pkl", posix_system_global(canary), True, "posix.system GLOBAL, no PROTO", live="pickle")
-    add("malicious/eval.pkl", builtins_eval(canary), True, "builtins.eval", live="pickle")
-    add("malicious/exec.pkl", builtins_exec(canary), True, "builtins.exec", live="pickle")
-    add("malicious/popen.pkl", subprocess_popen(canary), True, "subprocess.Popen")
-    add("malicious/getattr_chain.pkl", getattr_chain(canary), True, "getattr(__import__('os'), 'system')", live="pickle")
-    add("malicious/runpy.pkl", runpy_run_code(canary), True, "runpy._run_code", live="pickle")
-    add("malicious/webbrowser.pkl", webbrowser_open(canary), True, "webbrowser.open")
-    add("malicious/stack_global_memo.pkl", stack_global_memo(canary), True, "STACK_GLOBAL from memo", live="pickle")
-    add("malicious/inst.pkl", inst_opcode(canary), True, "INST opcode", live="pickle")
-    add("malicious/obj.pkl", obj_opcode(canary), True, "OBJ opcode", live="pickle")
-    add("malicious/ext2.pkl", extension_registry(canary), True, "copyreg extension code (EXT2)")
-    add("malicious/build_class.pkl", build_on_allowed_class(canary), True, "BUILD on an allowlisted class")
-    add("malicious/truncated.pkl", truncated_payload(canary), True, "truncated stream that still runs", live="pickle")
-    add("malicious/second_stream.pkl", pickle.dumps({"ok": 1}, 4) + os_system(canary, 4), True,
-        "payload in the second of two concatenated pickles", live="pickle")
+        add(f"malicious/os_system_p{protocol}.pkl", os_system(canary, protocol), MALICIOUS,
+            f"os.system, protocol {protocol}", "pickle")
+    add("malicious/posix_system.pkl", posix_system_global(canary), MALICIOUS, "posix.system GLOBAL, no PROTO", "pickle")
+    add("malicious/eval.pkl", builtins_eval(canary), MALICIOUS, "builtins.eval", "pickle")
+    add("malicious/exec.pkl", builtins_exec(canary), MALICIOUS, "builtins.exec", "pickle")
+    add("malicious/popen.pkl", subprocess_popen(canary), MALICIOUS, "subprocess.Popen", "pickle")
+    add("malicious/getattr_chain.pkl", getattr_chain(canary), MALICIOUS, "getattr(__import__('os'), 'system')", "pickle")
+    add("malicious/runpy.pkl", runpy_run_code(canary), MALICIOUS, "runpy._run_code", "pickle")
+    add("malicious/webbrowser.pkl", webbrowser_open(canary), MALICIOUS, "webbrowser.open (starts $BROWSER)", "pickle")
+    add("malicious/stack_global_memo.pkl", stack_global_memo(canary), MALICIOUS, "STACK_GLOBAL from memo", "pickle")
+    add("malicious/inst.pkl", inst_opcode(canary), MALICIOUS, "INST opcode", "pickle")
+    add("malicious/obj.pkl", obj_opcode(canary), MALICIOUS, "OBJ opcode", "pickle")
+    add("malicious/build_class.pkl", build_on_allowed_class(canary), MALICIOUS,
+        "BUILD on an allowlisted class (monkey-patches collections.Counter)", "class-mutation")
+    add("malicious/truncated.pkl", truncated_payload(canary), MALICIOUS, "truncated stream that still runs", "pickle")
+    add("malicious/second_stream.pkl", pickle.dumps({"ok": 1}, 4) + os_system(canary, 4), MALICIOUS,
+        "payload in the second of two concatenated pickles", "pickle")
 
     state = {"weight": torch.ones(4, 4), "bias": torch.zeros(4)}
     payload = os_system(canary, 2)
     add("malicious/weird_folder.pt", _torch_zip_bytes(state, folder="totally_normal", replace_pickle=payload),
-        True, "torch zip, payload data.pkl under an unusual folder", live="zip")
-    add("malicious/payload_in_storage_member.pt", _zip_of({"archive/data.pkl": pickle.dumps(1, 2), "archive/data/0": payload}),
-        True, "payload in a member that is not named .pkl")
-    add("malicious/crc_and_local_name.pt", zip_with_bad_crc_and_renamed_local_header(payload), True,
-        "bad CRC, local header name differs from the central directory")
+        MALICIOUS, "torch zip, payload data.pkl under an unusual folder", "torch")
+    add("malicious/payload_in_storage_member.pt",
+        _zip_of({"archive/data.pkl": pickle.dumps(1, 2), "archive/data/0": payload}), MALICIOUS,
+        "payload pickle in a member that is not named .pkl (runs once extracted and unpickled)", "member:archive/data/0")
+    add("malicious/crc_and_local_name.pt", zip_with_bad_crc_and_renamed_local_header(payload), MALICIOUS,
+        "bad CRC, local header name differs from the central directory", "torch")
     inner = _torch_zip_bytes(state, replace_pickle=payload)
-    add("malicious/nested.zip", _zip_of({"outer/checkpoint.zip": _zip_of({"inner/model.pt": inner})}), True, "zip in zip in zip")
+    add("malicious/nested.zip", _zip_of({"outer/checkpoint.zip": _zip_of({"inner/model.pt": inner})}), MALICIOUS,
+        "zip in zip in zip", "nested-torch")
     for position in (1, 2):
-        add(f"malicious/legacy_payload_pickle{position + 1}.pt", legacy_with_payload(state, payload, position), True,
-            f"legacy torch file, payload in pickle {position + 1}", live="pickle")
-    add("malicious/object_array.npy", npy_object_array(_Reduce(os.system, _touch(canary))), True, "npy object array")
-    add("malicious/object_array.npz", _zip_of({"a.npy": npy_object_array(_Reduce(os.system, _touch(canary)))}), True,
-        "npz with an object array")
-    add("malicious/payload.pkl.gz", gzip.compress(payload), True, "gzip-wrapped payload")
-    add("malicious/second_member.pkl.gz", gzip.compress(pickle.dumps([1], 2)) + gzip.compress(payload), True,
-        "payload in the second member of a multi-member gzip")
-    add("malicious/old_torch.tar", _tar_of({"sys_info": pickle.dumps({}, 2), "pickle": payload}), True,
-        "tar (torch's oldest format) with a payload member")
-    add("malicious/payload.pkl.xz", lzma.compress(payload), True, "xz-wrapped payload")
-    add("malicious/payload.pkl.bz2", bz2.compress(payload), True, "bz2-wrapped payload")
-    add("malicious/archive.7z", b"7z\xbc\xaf\x27\x1c\x00\x04" + os.urandom(64), True, "7z container (cannot be scanned)")
-    add("malicious/corrupt_member.pt", _zip_of({"archive/data.pkl": payload})[:-40] + b"\x00" * 40, True,
-        "zip with a corrupt central directory")
+        add(f"malicious/legacy_payload_pickle{position + 1}.pt", legacy_with_payload(state, payload, position),
+            MALICIOUS, f"legacy torch file, payload in pickle {position + 1}", "torch")
+    add("malicious/object_array.npy", npy_object_array(_Reduce(os.system, _touch(canary))), MALICIOUS,
+        "npy object array", "numpy")
+    add("malicious/object_array.npz", _zip_of({"a.npy": npy_object_array(_Reduce(os.system, _touch(canary)))}),
+        MALICIOUS, "npz with an object array", "numpy")
+    add("malicious/payload.pkl.gz", gzip.compress(payload), MALICIOUS, "gzip-wrapped payload", "gzip")
+    add("malicious/second_member.pkl.gz", gzip.compress(pickle.dumps([1], 2)) + gzip.compress(payload), MALICIOUS,
+        "payload in the second member of a multi-member gzip", "gzip")
+    add("malicious/old_torch.tar", pre_1_0_torch_tar(pickled=payload), MALICIOUS,
+        "torch's pre-1.0 tar format, payload in its pickle member", "torch")
+    add("malicious/payload.pkl.xz", lzma.compress(payload), MALICIOUS, "xz-wrapped payload", "xz")
+    add("malicious/payload.pkl.bz2", bz2.compress(payload), MALICIOUS, "bz2-wrapped payload", "bz2")
+    add("malicious/payload.pkl.z", zlib.compress(payload), MALICIOUS, "zlib-wrapped payload (joblib's .z)", "zlib")
+    add("malicious/payload.pkl.lzma", lzma.compress(payload, format=lzma.FORMAT_ALONE), MALICIOUS,
+        "lzma-alone-wrapped payload (joblib's .lzma)", "lzma")
+
+    add("unprovable/ext2.pkl", extension_registry(canary), UNPROVABLE,
+        "copyreg extension code (EXT2): unregistered on a stock interpreter, so nothing runs")
+    add("unprovable/archive.7z", b"7z\xbc\xaf\x27\x1c\x00\x04" + os.urandom(64), UNPROVABLE,
+        "7z magic and random bytes (cannot be opened)")
+    add("unprovable/payload.pkl.lz4", b"\x04\x22\x4d\x18" + os.urandom(64), UNPROVABLE,
+        "lz4 frame magic and random bytes (no lz4 decoder in the standard library)")
+    add("unprovable/corrupt_member.pt", _zip_of({"archive/data.pkl": payload})[:-40] + b"\x00" * 40, UNPROVABLE,
+        "zip whose end record is overwritten (no reader opens it)")
 
     # ---- benign ----
     model = _tiny_model()
@@ -299,23 +336,22 @@ def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) 
 
         checkpoints["minilm_state_dict"] = load_file(Path(minilm_dir) / "model.safetensors")  # the real BERT
     for name, obj in checkpoints.items():
-        add(f"benign/{name}.bin", _torch_zip_bytes(obj), False, f"torch.save {name} (zip)")
-        add(f"benign/{name}_legacy.pt", _legacy_torch_bytes(obj), False, f"torch.save {name} (legacy)")
+        add(f"benign/{name}.bin", _torch_zip_bytes(obj), BENIGN, f"torch.save {name} (zip)")
+        add(f"benign/{name}_legacy.pt", _legacy_torch_bytes(obj), BENIGN, f"torch.save {name} (legacy)")
     for protocol in range(6):
         plain = {"a": [1, 2.5, "x", b"y", None], "s": {1}, "f": frozenset({2}), "array": numpy.arange(5.0)}
-        add(f"benign/plain_p{protocol}.pkl", pickle.dumps(plain, protocol=protocol), False,
+        add(f"benign/plain_p{protocol}.pkl", pickle.dumps(plain, protocol=protocol), BENIGN,
             f"plain data pickle, protocol {protocol}")
     buffer = io.BytesIO()
     numpy.save(buffer, numpy.random.rand(16, 16).astype(numpy.float32))
-    add("benign/array.npy", buffer.getvalue(), False, "npy float array")
-    add("benign/object_array.npy", npy_object_array({"k": [1, 2]}), False, "npy object array of plain values")
+    add("benign/array.npy", buffer.getvalue(), BENIGN, "npy float array")
+    add("benign/object_array.npy", npy_object_array({"k": [1, 2]}), BENIGN, "npy object array of plain values")
     buffer = io.BytesIO()
     numpy.savez_compressed(buffer, a=numpy.arange(100), b=numpy.ones((3, 3)))
-    add("benign/arrays.npz", buffer.getvalue(), False, "npz (deflate-compressed)")
-    add("benign/old_torch.tar", _tar_of({"sys_info": pickle.dumps({"little_endian": True}, 2),
-                                         "pickle": pickle.dumps({"step": 1}, 2)}), False, "tar of plain pickles")
-    add("benign/state.pkl.gz", gzip.compress(pickle.dumps({"x": [1, 2, 3]}, 4)), False, "gzip-wrapped plain pickle")
-    add("benign/config.json", b'{"model_type": "llama", "hidden_size": 32}\n', False, "json")
+    add("benign/arrays.npz", buffer.getvalue(), BENIGN, "npz (deflate-compressed)")
+    add("benign/old_torch.tar", pre_1_0_torch_tar(), BENIGN, "torch's pre-1.0 tar format (a tensor in a dict)")
+    add("benign/state.pkl.gz", gzip.compress(pickle.dumps({"x": [1, 2, 3]}, 4)), BENIGN, "gzip-wrapped plain pickle")
+    add("benign/config.json", b'{"model_type": "llama", "hidden_size": 32}\n', BENIGN, "json")
     if minilm_dir is not None:
-        files.append(CorpusFile(Path(minilm_dir) / "model.safetensors", False, "real MiniLM safetensors"))
+        files.append(CorpusFile(Path(minilm_dir) / "model.safetensors", BENIGN, "real MiniLM safetensors"))
     return files

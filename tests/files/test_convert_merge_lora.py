@@ -86,3 +86,70 @@ def test_a_pickle_adapter_passes_the_scanner_before_peft_loads_it(tmp_path, tiny
 
     assert not canary.exists()
     assert not (tmp_path / "merged").exists()
+
+
+def test_what_was_saved_is_read_back_before_the_folder_appears(tmp_path, adapter_dir, monkeypatch):
+    """The check compares the files on disk, not only the model in memory: a save that loses the merge is refused."""
+    from transformers import PreTrainedModel
+
+    from lmforge.errors import FormatError
+
+    real_save = PreTrainedModel.save_pretrained
+
+    def save_without_the_adapter(self, folder, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(self, folder, *args, **kwargs)
+        state = {name: tensor * 0 if "down_proj" in name else tensor for name, tensor in self.state_dict().items()}
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),
+                  metadata={"format": "pt"})
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_without_the_adapter)
+    with pytest.raises(FormatError, match="saved merged model's outputs differ"):
+        convert(adapter_dir, tmp_path / "merged", progress=False)
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.fixture
+def lora_run(tmp_path, tiny_llama_dir, adapter_dir) -> Path:
+    """An lmforge SFT LoRA run folder (final/ = the adapter) on a base that carries a pretrain run's card."""
+    import yaml
+
+    base = tmp_path / "pretrain-final"
+    shutil.copytree(tiny_llama_dir, base)
+    (base / "README.md").write_text("# pretrain\n\nTrained with `lmforge train` (stage **pretrain**, "
+                                    "method **full**).\n")
+    run = tmp_path / "sft-run"
+    shutil.copytree(adapter_dir, run / "final")
+    adapter_config = json.loads((run / "final" / "adapter_config.json").read_text())
+    (run / "final" / "adapter_config.json").write_text(json.dumps({**adapter_config,
+                                                                    "base_model_name_or_path": str(base)}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"stage": "sft", "method": {"name": "lora"},
+                                                     "data": {"train": "builtin:arith-sft"},
+                                                     "train": {"learning_rate": 0.001}}))
+    (run / "result.json").write_text(json.dumps({"steps": 30, "final_metrics": {"train_loss": 1.25},
+                                                 "diagnosis": {"verdict": "good fit", "reason": "loss fell"}}))
+    return run
+
+
+def test_a_merged_run_carries_its_own_card_not_the_bases(tmp_path, lora_run):
+    """`convert RUN/final merged/` used to copy the base's README ("stage pretrain, method full")."""
+    convert(lora_run / "final", tmp_path / "merged", progress=False)
+    card = (tmp_path / "merged" / "README.md").read_text()
+    assert "stage **pretrain**" not in card and "(merged)" in card
+    assert f"Base model: {(tmp_path / 'pretrain-final').resolve()}" in card
+    assert f"Adapter: {(lora_run / 'final').resolve()} (LORA, r 4, alpha 8" in card
+    assert "stage sft, method lora, data builtin:arith-sft, 30 steps at learning rate 0.001" in card
+    assert "| train_loss | 1.25 |" in card and "Diagnosis: good fit: loss fell" in card
+
+
+def test_convert_takes_a_run_folder_and_merges_an_adapter_before_gguf(tmp_path, lora_run):
+    from lmforge.files.gguf_reader import read_gguf_header
+
+    report = convert(lora_run, tmp_path / "merged", progress=False)  # the run folder stands for RUN/final
+    assert report.to == "merged" and (tmp_path / "merged" / "model.safetensors").is_file()
+    gguf = convert(lora_run, tmp_path / "model.gguf", quant="f16", progress=False)
+    assert gguf.to == "gguf" and "is a LoRA adapter: merged into its base" in gguf.notes[0]
+    assert gguf.checks["max_abs_logit_difference"] < 1e-4
+    assert read_gguf_header(tmp_path / "model.gguf").tensors
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".lmforge-merge-")] == []

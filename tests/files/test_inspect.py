@@ -2,6 +2,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lmforge.errors import NotFoundError, UserInputError
@@ -12,10 +13,11 @@ def test_real_minilm_checkpoint(minilm_dir: Path):
     report = inspect_path(minilm_dir)
     assert (report.format, report.architecture, report.model_type) == ("hf-model-dir", "BertModel", "bert")
     assert report.tensor_count == 104
-    assert report.total_params == 22_713_728  # as the hub reports: F32 weights + the I64 position_ids buffer
-    assert report.params_by_dtype == {"F32": 22_713_216, "I64": 512}
+    # transformers' own count (sum of model.parameters()); the I64 position_ids buffer is reported apart.
+    assert report.total_params == 22_713_216 and report.buffers == {"embeddings.position_ids": 512}
+    assert report.params_by_dtype == {"F32": 22_713_216}
     assert report.params_by_component == {
-        "embeddings": 11_918_336, "norms": 9_984, "attention": 3_548_160, "mlp": 7_089_408, "head": 147_840,
+        "embeddings": 11_917_824, "norms": 9_984, "attention": 3_548_160, "mlp": 7_089_408, "head": 147_840,
     }  # fmt: skip
     assert [f.name for f in report.files] == ["model.safetensors"] and report.total_size_bytes == 90_868_376
     assert report.config["hidden_size"] == 384 and report.config["num_layers"] == 6
@@ -132,14 +134,16 @@ def test_gptq_packed_weights_count_as_logical_params(tmp_path: Path):
     assert report.bits_per_weight == pytest.approx((8 * 32 * 4 + 32 * 2 + 16) * 8 / (64 * 32), abs=1e-3)
 
 
-def test_hub_id_resolves_in_the_local_cache_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, minilm_dir: Path):
+def test_hub_id_resolves_in_the_cache_when_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, minilm_dir: Path):
     snapshot = tmp_path / "hub" / "models--acme--MiniLM-L6-v2" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc123")
     for name in ("config.json", "model.safetensors"):
         (snapshot / name).symlink_to(minilm_dir / name)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    assert inspect_path("acme/MiniLM-L6-v2").total_params == 22_713_728
-    with pytest.raises(NotFoundError, match="never downloads"):
+    assert inspect_path("acme/MiniLM-L6-v2").total_params == 22_713_216
+    with pytest.raises(NotFoundError, match="not in the hub cache .*HF_HUB_OFFLINE=1"):
         inspect_path("acme/not-cached")
 
 
@@ -248,3 +252,67 @@ def test_gguf_moe_active_params_from_expert_metadata(tmp_path: Path):
     assert (report.num_experts, report.experts_per_token) == (4, 1)
     assert report.params_by_component == {"attention": 64, "mlp": 32, "experts": 512}
     assert report.active_params == 64 + 32 + 512 // 4
+
+
+@pytest.mark.parametrize(("architecture", "llama_cpp", "vllm"), [("llama", True, True), ("rwkv7", True, False),
+                                                                 ("notanarch", False, False)])
+def test_gguf_runtime_verdicts_follow_each_runtimes_architectures(tmp_path: Path, architecture: str,
+                                                                  llama_cpp: bool, vllm: bool):
+    """llama.cpp runs the architectures of its own list; vLLM reads GGUF through transformers, so only those."""
+    import gguf
+
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.ones((8, 4), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    runtimes = {r.runtime: r for r in inspect_path(path).runtimes}
+    assert runtimes["llama.cpp"].can_load is llama_cpp and runtimes["vLLM"].can_load is vllm
+    if not llama_cpp:
+        assert "llama.cpp has no architecture" in runtimes["llama.cpp"].reason
+
+
+def test_an_onnx_export_counts_a_tied_lm_head_once_and_is_named_onnx(tmp_path: Path):
+    """Exporters write a tied lm_head as its own initializer holding the embedding's transpose (measured on
+    `lmforge convert` of a tied tiny Llama: 119,616 counted for 96,960 parameters); a folder with config.json
+    beside the graph is an ONNX export, not an HF model folder."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    embedding = np.arange(15, dtype=np.float32).reshape(5, 3)
+    norm = np.ones(3, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["embed.weight", "input_ids"], ["hidden"]),
+         helper.make_node("Mul", ["hidden", "norm_a.weight"], ["normed_a"]),
+         helper.make_node("Mul", ["normed_a", "norm_b.weight"], ["normed"]),
+         helper.make_node("MatMul", ["normed", "onnx::MatMul_9"], ["logits"])],
+        "tied",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", 5])],
+        [numpy_helper.from_array(embedding, "embed.weight"), numpy_helper.from_array(norm, "norm_a.weight"),
+         numpy_helper.from_array(norm.copy(), "norm_b.weight"),
+         numpy_helper.from_array(embedding.T.copy(), "onnx::MatMul_9")],
+    )
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "model.onnx"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                                                    "tie_word_embeddings": True}))
+    report = inspect_path(folder)
+    assert report.format == "onnx-model-dir"
+    assert report.total_params == 15 + 3 + 3  # the two equal norms are two weights; the transpose is the tie
+    assert report.shared == {"onnx::MatMul_9": "embed.weight"}
+    assert [r.runtime for r in report.runtimes if r.can_load] == ["onnxruntime"]
+
+
+def test_a_factorized_folder_is_recognised_as_low_rank(tmp_path, tiny_llama_dir):
+    from lmforge.compress import factorize
+
+    result = factorize(tiny_llama_dir, tmp_path / "svd", energy=0.7)
+    report = inspect_path(tmp_path / "svd")
+    assert report.quantization == f"low-rank SVD, {len(result.ranks)} layers (lmforge compress factorize)"
+    assert report.total_params == result.params_after

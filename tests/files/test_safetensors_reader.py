@@ -104,3 +104,18 @@ def test_reads_only_the_header_of_a_huge_sparse_file(tmp_path: Path):
         assert header.tensors[0].num_params == elements
     finally:
         path.unlink()
+
+
+def test_a_cut_short_file_is_called_truncated_not_unrecognised(small_safetensors: Path, tmp_path: Path):
+    """The first 200 bytes of a safetensors file (an interrupted download) name the problem and both sizes."""
+    from lmforge.files.detect import detect_format
+    from lmforge.files.inspect import inspect_path
+
+    (header_size,) = struct.unpack("<Q", small_safetensors.read_bytes()[:8])
+    assert header_size > 192
+    cut = tmp_path / "model.safetensors"
+    cut.write_bytes(small_safetensors.read_bytes()[:200])
+    expected = f"model.safetensors: truncated safetensors header (192 of {header_size} bytes)"
+    for read in (detect_format, inspect_path):
+        with pytest.raises(FormatError, match=re.escape(expected)):
+            read(cut)

@@ -2,71 +2,31 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 from lmforge.files.scan import scan_file, scan_path
+from tests.files import corpus
+from tests.files.attacks import run_live
 
 
-def test_corpus_has_no_miss_and_no_false_alarm_and_runs_nothing(scan_corpus):
+def test_every_group_of_the_corpus_gets_its_right_answer_and_nothing_runs(scan_corpus):
+    """malicious: unsafe (exit 1); unprovable: not proven safe (exit 2); benign: safe (exit 0)."""
     files, canary = scan_corpus
-    wrong = []
-    for item in files:
-        report = scan_file(item.path)
-        if (report.verdict == "unsafe") != item.malicious or report.verdict == "error":
-            wrong.append((item.description, report.verdict, [f.message for f in report.findings][:2]))
+    expected = {corpus.MALICIOUS: "unsafe", corpus.UNPROVABLE: "unproven", corpus.BENIGN: "safe"}
+    wrong = [(item.description, report.verdict, [finding.message for finding in report.findings][:2])
+             for item in files if (report := scan_file(item.path)).verdict != expected[item.group]]
     assert wrong == []
-    assert sum(item.malicious for item in files) >= 30 and sum(not item.malicious for item in files) >= 25
+    counts = {group: sum(item.group == group for item in files) for group in expected}
+    assert counts[corpus.MALICIOUS] >= 30 and counts[corpus.UNPROVABLE] >= 3 and counts[corpus.BENIGN] >= 25
     assert not canary.exists()
 
 
-def test_the_payloads_are_live_when_loaded_for_real(scan_corpus, tmp_path):
-    """Guards against an inert corpus: a real unpickle of each live file creates the canary."""
-    files, _ = scan_corpus
-    live = [(str(item.path), item.live) for item in files if item.live]
-    assert len(live) >= 15
-    script = textwrap.dedent(
-        """
-        import json, os, pickle, sys, pathlib
-        results = {}
-        for path, how in json.loads(sys.argv[1]):
-            original = pathlib.Path(sys.argv[2])  # every payload creates this canary; cleared per file
-            if how == "zip":  # what torch.load(weights_only=False) does with the archive's data.pkl
-                import zipfile
-                archive = zipfile.ZipFile(path)
-                for name in archive.namelist():
-                    if name.endswith("/data.pkl"):
-                        unpickler = pickle.Unpickler(archive.open(name))
-                        unpickler.persistent_load = lambda pid: None
-                        try:
-                            unpickler.load()
-                        except Exception:
-                            pass
-            else:
-                with open(path, "rb") as handle:
-                    for _ in range(5):  # every concatenated pickle, as torch's legacy loader does
-                        unpickler = pickle.Unpickler(handle)
-                        unpickler.persistent_load = lambda pid: None
-                        try:
-                            unpickler.load()
-                        except Exception:
-                            break
-                        if original.exists():  # stop before a later stream imports torch
-                            break
-            results[path] = original.exists()
-            if original.exists():
-                original.unlink()
-        print(json.dumps(results))
-        """
-    )
-    canary = files[0].path.parents[2] / "CANARY"
-    assert not canary.exists()
-    output = subprocess.run([sys.executable, "-c", script, json.dumps(live), str(canary)],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    results = json.loads(output.stdout.strip().splitlines()[-1])
+def test_every_malicious_payload_runs_under_a_plain_loader(scan_corpus, tmp_path):
+    """Guards against an inert corpus: each malicious file's payload runs, in a subprocess, under the
+    loader named in its `live` (pickle.load, torch.load(weights_only=False), numpy.load(allow_pickle=True)...)."""
+    files, canary = scan_corpus
+    malicious = [(item.path, item.live, item.printed) for item in files if item.malicious]
+    results = run_live(malicious, canary, tmp_path)
     assert [path for path, ran in results.items() if not ran] == []
 
 
@@ -76,7 +36,7 @@ def test_findings_name_the_member_and_offset(scan_corpus):
     finding = scan_file(nested.path).findings[0]
     assert finding.global_name == "posix.system"
     assert finding.member == "outer/checkpoint.zip!inner/model.pt!archive/data.pkl"
-    assert finding.offset == 2 and finding.opcode == "GLOBAL"
+    assert finding.offset == 2 and finding.opcode == "GLOBAL" and finding.severity == "unsafe"
 
 
 def test_legacy_torch_file_scans_all_five_pickles(torch_checkpoints):
@@ -134,15 +94,15 @@ def _sparse_zip_with_huge_stored_member(path: Path, member_bytes: int) -> None:
         handle.write(struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 2, 2, directory_size, directory_start, 0))
 
 
-def test_a_3_gib_checkpoint_is_scanned_in_place_without_reading_its_tensors(tmp_path):
-    import time
+def test_a_3_gib_checkpoint_is_scanned_in_place_without_copying_its_tensors(tmp_path):
+    import resource
 
     path = tmp_path / "huge.bin"
     _sparse_zip_with_huge_stored_member(path, 3 << 30)
-    started = time.perf_counter()
+    peak_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     report = scan_file(path)
     assert (report.format, report.verdict) == ("pytorch-zip", "safe")
-    assert time.perf_counter() - started < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before_kib < 1 << 20  # well under 1 GiB more
 
 
 def test_a_file_that_cannot_be_read_is_an_error_not_safe(tmp_path):
@@ -157,14 +117,14 @@ def _container_seeds() -> list[bytes]:
     import numpy
     import torch
 
-    from tests.files import corpus
+    from tests.files.attacks import pre_1_0_torch_tar
 
     zipped, legacy, npz = io.BytesIO(), io.BytesIO(), io.BytesIO()
     torch.save({"a": torch.ones(3), "b": torch.zeros(2)}, zipped)
     torch.save({"a": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
     numpy.savez_compressed(npz, a=numpy.arange(10))
     return [zipped.getvalue(), legacy.getvalue(), npz.getvalue(), gzip.compress(zipped.getvalue()),
-            corpus.npy_object_array(1), corpus._tar_of({"pickle": b"\x80\x02K\x01."})]
+            corpus.npy_object_array(1), pre_1_0_torch_tar()]
 
 
 def test_mutated_containers_always_get_a_verdict():
@@ -188,15 +148,12 @@ def test_mutated_containers_always_get_a_verdict():
     check()
 
 
-def test_millions_of_tiny_concatenated_pickles_are_refused_quickly():
-    import time
-
+def test_millions_of_tiny_concatenated_pickles_end_in_a_limit_not_a_verdict_of_safe():
     from lmforge.files.scan import MAX_STREAMS_PER_BLOB, scan_bytes
 
-    started = time.perf_counter()
     _, sink = scan_bytes(b"\x80\x02N." * (MAX_STREAMS_PER_BLOB * 3))
-    assert [finding.kind for finding in sink.findings] == ["container"]
-    assert sink.streams == MAX_STREAMS_PER_BLOB and time.perf_counter() - started < 5
+    assert [(finding.kind, finding.severity) for finding in sink.findings] == [("limit", "unproven")]
+    assert sink.streams == MAX_STREAMS_PER_BLOB and sink.verdict() == "unproven"
 
 
 def test_nested_decompression_bombs_share_one_budget(tmp_path):
@@ -215,6 +172,6 @@ def test_nested_decompression_bombs_share_one_budget(tmp_path):
     inner = deflated_zip({f"zeros{i}": b"\x00" * 200_000 for i in range(4)})
     outer = deflated_zip({f"inner{i}.zip": inner for i in range(8)})
     _, sink = scan_bytes(outer, max_decompressed_bytes=1_000_000)
-    assert any("more than" in finding.message for finding in sink.findings)
+    assert any("more than" in finding.message for finding in sink.findings) and sink.verdict() == "unproven"
     _, roomy = scan_bytes(outer, max_decompressed_bytes=50_000_000)
     assert roomy.findings == []

@@ -74,3 +74,41 @@ def test_save_appends_the_conversation_as_a_chat_record_lmforge_data_reads(loade
     assert [m["role"] for m in records[0]["messages"]] == ["system", "user", "assistant"]
     assert records[1]["messages"][1]["content"] == "again"
     assert load_data(str(target)).kind.value == "chat"
+
+
+def test_default_reply_length_fits_a_small_context_with_one_note(tiny_llama_64_dir):
+    """The default max_new_tokens (256) is beyond a 64-token context: every turn used to be refused."""
+    from lmforge.generate.load import load_model
+
+    loaded = load_model(str(tiny_llama_64_dir))
+    output = io.StringIO()
+    session = chat_loop(loaded, sampling_params("precise", seed=0), input_stream=io.StringIO("hi\nand you?\n"),
+                        output_stream=output)
+    text = output.getvalue()
+    assert "Error" not in text, text
+    assert [m["role"] for m in session.transcript] == ["user", "assistant", "user", "assistant"]
+    assert text.count("the default reply length is capped") == 1
+    chosen = chat_loop(loaded, sampling_params(max_new_tokens=64), input_stream=io.StringIO("hi\n"),
+                       output_stream=io.StringIO())
+    assert chosen.history == []  # a length the user asked for that cannot fit is still refused
+
+
+def test_save_writes_the_whole_conversation_as_it_happened(loaded, tmp_path):
+    """Turns dropped from the context and a /system set mid-way are saved as they happened."""
+    from lmforge.data.load import load_data
+
+    turn = "the quick brown fox " * 20  # ~100 tokens: each new turn drops the older ones from the context
+    target = tmp_path / "chats.jsonl"
+    session, output = _run(loaded, f"first {turn}\n/system Be brief.\nsecond {turn}\nthird {turn}\n/save {target}\n",
+                           system="Be kind.")
+    assert "dropped the" in output
+    saved = json.loads(target.read_text())["messages"]
+    assert [m["role"] for m in saved] == ["system", "user", "assistant", "system", "user", "assistant", "user",
+                                          "assistant"]
+    assert [m["content"] for m in saved if m["role"] == "system"] == ["Be kind.", "Be brief."]
+    assert [m["content"][:5] for m in saved if m["role"] == "user"] == ["first", "secon", "third"]
+    assert len(session.history) < 6 and f"saved {len(saved)} messages" in output
+    # Set before any turn, a new system prompt replaces the unused one, so the record stays trainable data.
+    other = tmp_path / "other.jsonl"
+    _run(loaded, f"/system Be brief.\nhello\n/save {other}\n", system="Be kind.")
+    assert load_data(str(other)).dataset[0]["messages"][0] == {"role": "system", "content": "Be brief."}

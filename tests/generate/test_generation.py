@@ -167,3 +167,23 @@ def test_greedy_with_penalties_equals_a_hand_written_decode(loaded):
     plain = generate(loaded, "Count", params.model_copy(update={"presence_penalty": 0.0, "frequency_penalty": 0.0}))
     assert plain.token_ids != generated  # the penalties changed what was said
     assert generate_batch(loaded, ["Count", "What is 12 plus 30?"], params)[0].token_ids == generated
+
+
+def test_a_default_length_is_capped_to_the_context_left_and_a_chosen_one_is_not(loaded):
+    """max_new_tokens' default (256) is beyond a 64-token context: it shrinks to fit, with a note."""
+    import dataclasses
+
+    from lmforge.generate.sampling import sampling_params
+
+    loaded = dataclasses.replace(loaded, context_length=64)
+    result = generate(loaded, "Sort 3 1 2.", sampling_params("precise", seed=0))
+    room = loaded.context_length - result.prompt_tokens
+    assert result.notes == [f"max_new_tokens capped at {room}: the prompt takes {result.prompt_tokens} of the "
+                            f"model's 64-token context, which leaves no room for the default 256 (pass "
+                            "--max-new-tokens to choose)"]
+    assert result.completion_tokens <= room
+    assert generate(loaded, "Hi", sampling_params(max_new_tokens=3)).notes == []
+    with pytest.raises(UserInputError, match=r"plus max_new_tokens \(64\) exceeds"):
+        generate(loaded, "Sort 3 1 2.", sampling_params("precise", max_new_tokens=64))
+    with pytest.raises(UserInputError, match=r"leaves no room for a reply"):
+        generate(loaded, "word " * 80, sampling_params())

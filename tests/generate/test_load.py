@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from lmforge.errors import NotFoundError, UnsafeFileError, UserInputError
-from lmforge.generate.load import load_model, resolve_model_path
+from lmforge.generate.load import load_model
+from lmforge.hub.reference import locate_model
 
 
 def _logits(loaded, text="Hello there"):
@@ -24,9 +25,9 @@ def test_a_model_folder_loads_with_its_facts(loaded, tiny_llama_dir):
 
 
 def test_a_run_folder_resolves_to_final_then_to_its_newest_checkpoint(run_dir, tiny_llama_dir):
-    assert resolve_model_path(run_dir) == run_dir / "checkpoints" / "checkpoint-10"
+    assert locate_model(run_dir).path == run_dir / "checkpoints" / "checkpoint-10"
     shutil.copytree(tiny_llama_dir, run_dir / "final")
-    assert resolve_model_path(run_dir) == run_dir / "final"
+    assert locate_model(run_dir).path == run_dir / "final"
     loaded = load_model(str(run_dir))
     assert loaded.context_length == 256 and loaded.name == "run"
 

@@ -180,7 +180,7 @@ def test_uneven_pipeline_stages_are_priced_by_the_fullest_stage():
     priced for 7 layers, between the 8 of PP 4 and the 4 of PP 8."""
     from lmforge.plan.setup import Layout
 
-    search = _search("llama-3.1-8b")
+    search = _search("llama-3.1-8b", TrainingSetup(grad_accum_steps=8))  # 1F1B: the first stage holds the most
     weights = {pp: search.memory(Layout(pp=pp))["weights"] for pp in (4, 5, 8)}
     assert weights[8] < weights[5] < weights[4]
     layer_bytes = (weights[4] - weights[8]) / 4  # the first stage adds the embedding on top of its layers
@@ -196,3 +196,96 @@ def test_a_prime_layer_count_still_gets_a_pipeline():
     assert pipeline_degrees(80) == [1, 2, 4, 5, 8, 10, 16, 20, 32, 40, 64, 80]
     choice = _search("deepseek-v3").best(get_accelerator("h100-sxm"), LayoutRequest(pp=8, tp=8))
     assert choice.fits and choice.layout.pp == 8
+
+
+# ---- defect 1: one search over every layout, so the fewest GPUs really are the fewest
+
+
+def _fewest_priced(search: LayoutSearch, card) -> int:
+    """Brute force over the search's own candidates: the smallest count at which any shape fits."""
+    counts = search.fitting_counts(card)
+    return min(counts.values())
+
+
+@pytest.mark.parametrize(
+    ("model", "setup", "card"),
+    [
+        ("llama-3.1-405b", TrainingSetup(recompute="full"), "h100-sxm"),  # answered 112 where ZeRO-3 needed 96
+        ("deepseek-v3", TrainingSetup(recompute="full"), "a100-80g"),  # 244 vs 152
+        ("mixtral-8x22b", TrainingSetup(method="lora", recompute="full"), "h100-sxm"),  # 8 vs 6
+        ("qwen3-235b-a22b", TrainingSetup(recompute="full"), "h100-sxm"),  # 64 vs 52
+        ("smollm2-360m", TrainingSetup(seq_len=65536), "h200"),  # TP 5 on 5 vs ZeRO-2 on 2
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_the_chosen_layout_has_the_fewest_gpus_of_every_layout_priced(model, setup, card):
+    search = _search(model, setup)
+    accelerator = get_accelerator(card)
+    choice = search.best(accelerator)
+    assert choice.fits and choice.gpus == _fewest_priced(search, accelerator)
+    for zero in (0, 1, 2, 3):  # what a user fixing the ZeRO stage finds is never fewer
+        fixed = search.best(accelerator, LayoutRequest(zero_stage=zero))
+        assert not fixed.fits or fixed.gpus >= choice.gpus, zero
+
+
+def test_sequence_parallelism_is_not_switched_on_at_32k_tokens():
+    """143 of 351 sweeps jumped at 32,768 -> 32,769 tokens (16 GPUs, then 8): SP now comes with every TP layout."""
+    card = get_accelerator("a100-80g")
+    counts = [_search("llama-3.1-8b", TrainingSetup(seq_len=n)).best(card).gpus for n in (32_768, 32_769)]
+    assert counts[0] <= counts[1]
+    tp_layout = _search("llama-3.1-8b", TrainingSetup(seq_len=4096)).best(card, LayoutRequest(tp=2))
+    assert tp_layout.layout.sequence_parallel
+
+
+def test_layouts_lmforge_train_cannot_run_name_the_engine_they_need():
+    from lmforge.plan.layout import engine_needed
+    from lmforge.plan.setup import Layout
+
+    assert engine_needed(Layout(dp=8, zero_stage=3)) is None
+    assert "Megatron-LM" in engine_needed(Layout(tp=8, pp=4, dp=2, sequence_parallel=True))
+    assert "expert" in engine_needed(Layout(dp=4, ep=4))
+    qlora = TrainingSetup(method="qlora")
+    assert "refuses" in engine_needed(Layout(dp=4, zero_stage=3), qlora)  # lmforge train refuses FSDP/ZeRO-3 QLoRA
+    choice = _search("llama-3.1-405b").best(A100)
+    assert "Megatron-LM" in choice.reason  # a 3D answer says lmforge train cannot drive it
+
+
+def test_at_equal_count_the_layout_lmforge_train_runs_comes_first():
+    search = _search("llama-2-7b", TrainingSetup(method="qlora", recompute="full"))
+    choice = search.best(A100, LayoutRequest(gpus=4))
+    assert choice.fits and choice.layout.zero_stage != 3 and choice.layout.tp == choice.layout.pp == 1
+
+
+def test_a_pipeline_fed_one_micro_batch_says_what_its_bubble_costs():
+    choice = _search("llama-3.1-70b").best(A100, LayoutRequest(pp=4, tp=8))
+    assert choice.fits and "idles 75% of the time" in choice.reason and "--grad-accum 16" in choice.reason
+    fed = _search("llama-3.1-70b", TrainingSetup(grad_accum_steps=16)).best(A100, LayoutRequest(pp=4, tp=8))
+    assert "idles" not in fed.reason
+
+
+def test_expert_parallelism_splits_the_experts_over_ep_ranks():
+    from lmforge.plan.setup import Layout
+
+    search = _search("mixtral-8x7b", TrainingSetup(method="full", recompute="full"))
+    plain, split = search.memory(Layout(dp=8, zero_stage=1)), search.memory(Layout(dp=8, ep=8, zero_stage=1))
+    expert_weights = count_params(search.spec).expert_params
+    assert plain["weights"] - split["weights"] == pytest.approx(2 * expert_weights * (1 - 1 / 8), rel=1e-3)  # bf16 (ZeRO mixed)
+    with pytest.raises(UserInputError, match="dense"):
+        _search("llama-3.1-8b").best(A100, LayoutRequest(ep=2))
+    with pytest.raises(UserInputError, match="EP 3 does not divide the 8 experts"):
+        search.best(A100, LayoutRequest(ep=3))
+
+
+# ---- defect 9 and 8: inference weighs speed, and never lays a model out over data-parallel ranks
+
+
+def test_405b_fp8_serving_is_one_node_with_tp_8_not_tp_2_pp_3():
+    search = _search("llama-3.1-405b", InferenceSetup(weight_format="fp8"))
+    choice = search.best(get_accelerator("h100-sxm"))
+    assert (choice.layout.tp, choice.layout.pp, choice.layout.gpus) == (8, 1, 8)
+    assert "fastest decode per GPU" in choice.reason
+
+
+def test_an_inference_layout_that_does_not_fit_has_no_data_parallel_ranks():
+    choice = _search("llama-3.1-405b", InferenceSetup()).best(get_accelerator("t4"), max_gpus=16)
+    assert not choice.fits and choice.layout.dp == 1

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from lmforge.errors import ConfigError, NotFoundError
-from lmforge.plan import models
 from lmforge.plan.models import list_catalog, resolve_model, spec_from_config
 from lmforge.plan.params import count_params
 
@@ -98,28 +97,12 @@ def test_hf_home_locates_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert resolve_model("acme/tiny").model_type == "gpt2"
 
 
-def test_hub_is_asked_only_for_config_json_and_never_when_offline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_config
-) -> None:
-    import huggingface_hub
-
+def test_an_uncached_hub_id_offline_says_so_and_suggests_catalog_names(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    calls: list[tuple] = []
-    downloaded = write_config(resolve_model("phi-4").config, "downloaded") / "config.json"
-
-    def fake_download(repo_id: str, filename: str, **kwargs) -> str:
-        calls.append((repo_id, filename, kwargs.get("etag_timeout")))
-        return str(downloaded)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(NotFoundError):
-        resolve_model("someone/new-model")
-    assert calls == []
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    spec = resolve_model("someone/new-model")
-    assert spec.model_type == "phi3" and spec.hf_id == "someone/new-model"
-    assert calls == [("someone/new-model", "config.json", models._HUB_TIMEOUT_SECONDS)]
+    with pytest.raises(NotFoundError, match="not in the hub cache .*HF_HUB_OFFLINE=1.*did you mean .*llama-3.1-8b"):
+        resolve_model("meta-llama/llama-3.1-8")
 
 
 @pytest.mark.parametrize(
@@ -219,16 +202,15 @@ def test_multimodal_wrapper_reads_its_text_config() -> None:
 
 
 def test_planner_modules_import_neither_torch_nor_transformers() -> None:
-    """Cold start matters: `lmforge plan` must answer in under 0.5 s, and hub ids are resolved without huggingface_hub."""
+    """Cold start matters (benchmarks/plan_cold_start.py times it): the planner and hub-id resolution import
+    neither torch, transformers, huggingface_hub nor peft."""
     code = (
-        "import sys, time; t = time.perf_counter(); import lmforge.plan.models, lmforge.plan.params; "
+        "import sys; import lmforge.plan.models, lmforge.plan.params; "
         "lmforge.plan.models.resolve_model('llama-3.1-70b'); lmforge.plan.models.resolve_model('Qwen/Qwen3-8B'); "
-        "print(time.perf_counter() - t); "
         "print(sorted(m for m in ('torch', 'transformers', 'huggingface_hub', 'peft') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[1] == "[]"
-    assert float(out[0]) < 0.5
+    assert out[0] == "[]"
 
 
 @pytest.mark.parametrize("spec", [s for s in list_catalog() if s.sliding_window], ids=lambda s: s.name)

@@ -18,7 +18,7 @@ CATALOG = list_catalog()
 
 def _blocks(model, spec: ModelSpec) -> list:
     """The transformer blocks of a built model, in execution order (encoder first)."""
-    if spec.model_type == "gpt2":
+    if spec.model_type in ("gpt2", "falcon", "bloom"):
         return list(model.transformer.h)
     if spec.model_type in ("bert", "roberta"):
         return list(model.base_model.encoder.layer)

@@ -78,3 +78,115 @@ def test_lora_shows_the_lora_rule_and_says_qlora_stores_4_bit():
     assert names == ["GPUs to train", "LoRA"]
     qlora = {rule.name: rule for rule in _rules("qlora")}["LoRA"]
     assert "4 bits" in qlora.why_they_differ
+
+
+# ---- every seed table, side by side with the planner's precise figure (docs/plan.md, "The seeds' tables")
+
+GB = 1e9
+
+
+def test_seed_001_7b_fine_tune_breakdown_and_its_lora_35_gb():
+    """Seed 001 §3.3: 7B in FP16: weights 14 + gradients 14 + Adam 28 + activations (batch 32) 20 + buffers 5 =
+    81 GB; LoRA ≈ 35 GB. The planner (Llama-2-7B, pure bf16 AdamW, 32 x 128 tokens) keeps the weights, Adam and
+    activations within a few GB of the seed, but gradients and activations never peak together: activations die
+    as gradients appear, so 70.7 GB, not 81."""
+    from lmforge.plan.memory import training_memory
+    from lmforge.plan.models import resolve_model
+    from lmforge.plan.setup import TrainingSetup
+
+    seed = {"weights": 14, "gradients": 14, "optimizer_states": 28, "activations": 20, "buffers": 5}
+    assert sum(seed.values()) == 81
+    spec = resolve_model("llama-2-7b")
+    full = training_memory(spec, TrainingSetup(method="full", precision="bf16", micro_batch_size=32, seq_len=128))
+    figures = {key: full[key] / GB for key in seed}
+    assert figures["weights"] == pytest.approx(13.5, abs=0.05) and figures["optimizer_states"] == pytest.approx(27.0, abs=0.05)
+    assert figures["activations"] == pytest.approx(24.6, abs=0.1)
+    assert figures["gradients"] == 0  # none yet at the forward-backward peak (the head's comes once the logits are freed)
+    assert full.total_bytes / GB == pytest.approx(70.7, abs=0.1)
+    # LoRA (the seed's r = 8 on q_proj, v_proj), same batch: the frozen base, and activations that do change.
+    lora = training_memory(spec, TrainingSetup(method="lora", precision="bf16", micro_batch_size=32, seq_len=128,
+                                               lora_rank=8, lora_targets=("q_proj", "v_proj")))
+    assert lora.total_bytes / GB == pytest.approx(39.4, abs=0.1)  # seed: about 35
+
+
+def test_seed_004_fine_tuning_table_for_a_7b_model():
+    """Seed 004: full > 100 GB, LoRA 20-25 GB, QLoRA 14-18 GB, prompt tuning < 5 GB. The planner, Llama-2-7B at
+    micro-batch 4 x 512 with each method's recipe default (checkpointing for LoRA/QLoRA): full 114.0, LoRA 19.7,
+    QLoRA 8.2, prompt tuning 24.9 GB. Prompt tuning keeps the whole 13.5 GB bf16 base and back-propagates through
+    every layer, so "< 5 GB" holds only for small models (Qwen2.5-0.5B: 3.3 GB at 1 x 512)."""
+    from lmforge.plan import plan_training
+
+    def total(model: str, method: str, **shape) -> float:
+        shape = {"micro_batch_size": 4, "seq_len": 512, **shape}
+        return plan_training(model, method=method, gpus=1, levers=False, verdicts=False, **shape).memory.total_bytes / GB
+
+    assert total("llama-2-7b", "full") == pytest.approx(114.0, abs=0.1) and total("llama-2-7b", "full") > 100
+    assert total("llama-2-7b", "lora") == pytest.approx(19.7, abs=0.1)  # seed: 20-25
+    assert total("llama-2-7b", "qlora") == pytest.approx(8.2, abs=0.1)  # seed: 14-18 (20.6 without checkpointing)
+    assert total("llama-2-7b", "prompt") == pytest.approx(24.9, abs=0.1)  # seed: < 5
+    assert total("qwen2.5-0.5b", "prompt", micro_batch_size=1) < 5
+
+
+def test_seed_002_ratios_inference_fine_tuning_and_gpu_counts():
+    """Seed 002 §2.2/§3.2: inference ≈ 1/4 of training memory, fine-tuning ≈ 1/2, and inference needs 1/8-1/9 of
+    the training GPUs (7 RTX 4090 to train 7B, 1 to serve it). Planner, Llama-2-7B on one GPU, 2048 tokens: serving
+    (512-token context) 0.13 of full training, LoRA 0.17; on RTX 4090s training takes 6 (ZeRO-3 with
+    checkpointing), serving 1."""
+    from lmforge.plan import plan_inference, plan_training
+
+    train = plan_training("llama-2-7b", gpus=1, recompute="none", levers=False, verdicts=False).memory.total_bytes
+    serve = plan_inference("llama-2-7b", context_len=512, verdicts=False).memory.total_bytes
+    lora = plan_training("llama-2-7b", method="lora", gpus=1, levers=False, verdicts=False).memory.total_bytes
+    assert serve / train == pytest.approx(0.134, abs=0.005)  # seed: 1/4
+    assert lora / train == pytest.approx(0.173, abs=0.005)  # seed: 1/2
+    trained_on = plan_training("llama-2-7b", gpu="rtx-4090", verdicts=False).layout.gpus
+    served_on = plan_inference("llama-2-7b", gpu="rtx-4090", verdicts=False).layout.gpus
+    assert (trained_on, served_on) == (6, 1)  # seed: 7 and 1 (1/8-1/9)
+    assert gpus_needed_rule(7e9, 24) == 7
+
+
+def test_seed_002_activation_formula_beside_the_itemised_model():
+    """Seed 002 §2.3: L·b·s·h·p·[16 + 2/p + (a·s/h)(2 + 1/p)]; Llama-2-7B, b = 1, s = 2048, p = 2: the formula
+    (Korthikanti et al.'s sbh(34 + 5as/h) per layer, a GPT block with a 4h GELU MLP) says 30.6 GB; the planner's
+    itemised block with eager attention, as the formula assumes, 38.1 GB (SwiGLU's three 11008-wide tensors and
+    RMSNorm's fp32 upcasts outweigh the 4h MLP), and with SDPA, which keeps no s x s scores, 12.3 GB."""
+    from lmforge.plan.memory import activation_bytes
+    from lmforge.plan.models import resolve_model
+    from lmforge.plan.rules import activation_formula_bytes
+    from lmforge.plan.setup import TrainingSetup
+
+    formula = activation_formula_bytes(layers=32, heads=32, batch=1, seq=2048, hidden=4096, p=2)
+    assert formula == 32 * 2048 * 4096 * (34 + 5 * 32 * 2048 / 4096)  # Korthikanti et al. 2022, eq. 1 at p = 2
+    assert formula / GB == pytest.approx(30.6, abs=0.05)
+    spec = resolve_model("llama-2-7b")
+    assert activation_bytes(spec, TrainingSetup(precision="bf16", attention="eager")) / GB == pytest.approx(38.1, abs=0.05)
+    assert activation_bytes(spec, TrainingSetup(precision="bf16")) / GB == pytest.approx(12.3, abs=0.05)
+
+
+def test_seed_003_64_gpu_layout_dp2_pp4_tp8():
+    """Seed 003 §2: 64 GPUs in 8 nodes: TP 8 inside a node, PP 4 across nodes, DP 2 = 64. The planner finds it for
+    Mixtral-8x22B (141B, > 100B) on 64 A100-80G: fits at 43.8 GiB per GPU with ZeRO-1, naming Megatron-LM (lmforge
+    train does not drive TP/PP) and the 75 % bubble of one micro-batch per step; left free on 64 GPUs it keeps
+    ZeRO-3 data parallelism, which lmforge train runs."""
+    from lmforge.plan import plan_training
+
+    seeded = plan_training("mixtral-8x22b", gpu="a100-80g", gpus=64, tp=8, pp=4, verdicts=False)
+    layout = seeded.layout
+    assert seeded.fits and (layout.dp, layout.pp, layout.tp) == (2, 4, 8) and layout.zero_stage <= 1
+    assert seeded.memory.total_bytes / GIB == pytest.approx(43.8, abs=0.1)
+    assert "Megatron-LM" in seeded.choice.reason and "idles 75%" in seeded.choice.reason
+    free = plan_training("mixtral-8x22b", gpu="a100-80g", gpus=64, verdicts=False)
+    assert free.fits and free.layout.zero_stage == 3 and free.layout.tp == free.layout.pp == 1
+
+
+def test_seed_003_70b_decodes_at_about_10_tokens_per_second():
+    """Seed 003 §3.3: token speed ≈ bandwidth / model size, "70B: about 10 tokens/s". The rule on one A100-40G
+    (1555 GB/s, 141 GB of bf16 weights) says 11.0; the planner needs 4 of them (TP 4 streams with four cards'
+    bandwidth): 43.7 tokens/s."""
+    from lmforge.plan import plan_inference
+
+    plan = plan_inference("llama-3.1-70b", gpu="a100-40g", verdicts=False)
+    rule = {r.name: r for r in plan.rules_of_thumb}["Decode speed"]
+    assert rule.value == pytest.approx(11.0, abs=0.05)
+    assert plan.layout.tp == 4 and plan.throughput.decode_tokens_per_second == pytest.approx(43.7, abs=0.1)
+    assert rule.precise == plan.throughput.decode_tokens_per_second

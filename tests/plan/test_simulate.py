@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import functools
 
 import pytest
 
@@ -83,10 +83,9 @@ def test_simulation_sees_lora_and_recomputation_save_memory():
     assert lora.memory["optimizer_states"] == pytest.approx(2 * lora.memory["adapter"], rel=1e-3)
 
 
-def test_a_70b_model_simulates_within_a_minute():
-    started = time.perf_counter()
+def test_a_70b_model_simulates_by_extrapolating_from_a_few_layers():
+    """How long it takes is a benchmark's figure (docs/plan-memory.md); here: it extrapolates, and agrees."""
     result = simulate_training(resolve_model("llama-3.1-70b"), TrainingSetup(method="lora", seq_len=4096))
-    assert time.perf_counter() - started < 60
     assert result.extrapolated and result.num_layers == 80
     analytic = training_memory(resolve_model("llama-3.1-70b"), TrainingSetup(method="lora", seq_len=4096))
     assert analytic.total_bytes - analytic["overhead"] == pytest.approx(result.peak_bytes, rel=0.10)
@@ -108,3 +107,42 @@ def test_unsupported_setups_are_user_errors(setup, message):
 def test_encoder_models_are_refused():
     with pytest.raises(UserInputError, match="decoder"):
         simulate_training(resolve_model("bert-base-uncased"), TrainingSetup())
+
+
+@functools.lru_cache(maxsize=16)
+def _simulated_peak(setup: TrainingSetup) -> int:
+    return simulate_training(small_llama(layers=2), setup).peak_bytes
+
+
+@pytest.mark.parametrize(
+    ("technique", "setup"),
+    [
+        ("chunked loss", TrainingSetup(method="full", precision="bf16", seq_len=256, loss="chunked")),
+        ("activation offloading", TrainingSetup(method="full", precision="bf16", seq_len=256, offload_activations=True)),
+        ("activation offloading", TrainingSetup(method="lora", seq_len=128, offload_activations=True, recompute="full")),
+        ("optimizer in backward", TrainingSetup(method="full", precision="bf16", seq_len=256, optimizer_in_backward=True)),
+        ("flash attention", TrainingSetup(method="full", precision="bf16", seq_len=256, attention="flash")),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_each_technique_is_priced_as_the_simulated_step_measures_it(technique, setup):
+    """The analytic total (without the CUDA overhead) within the documented 10 % of the fake-tensor step, and the
+    technique's own term - the change from turning it off - within 10 % of the step too."""
+    from dataclasses import replace
+
+    spec = small_llama(layers=2)
+
+    def analytic(run: TrainingSetup) -> int:
+        memory = training_memory(spec, run, Layout())
+        return memory.total_bytes - memory["overhead"]  # a fake run has no CUDA context
+
+    plain = replace(setup, loss="standard", offload_activations=False, optimizer_in_backward=False, attention="sdpa")
+    measured, measured_plain = _simulated_peak(setup), _simulated_peak(plain)
+    assert analytic(setup) == pytest.approx(measured, rel=0.10)
+    term, measured_term = analytic(setup) - analytic(plain), measured - measured_plain
+    assert abs(term - measured_term) <= 0.10 * measured_plain, (term, measured_term)
+
+
+def test_liger_fused_loss_is_refused_by_the_simulation():
+    with pytest.raises(UserInputError, match="Liger"):
+        simulate_training(small_llama(), TrainingSetup(loss="fused"))

@@ -131,3 +131,29 @@ def test_prefill_is_compute_bound_and_ttft_never_beats_one_weight_read(llama2_7b
     assert speed.prefill_seconds == pytest.approx(flops / (312e12 * 0.40))
     tiny_prompt = _decode(llama2_7b, prompt_tokens=1)
     assert tiny_prompt.time_to_first_token_seconds == pytest.approx(2 * LLAMA2_7B_PARAMS / 2039e9)
+
+
+def test_decode_is_the_slower_of_the_bandwidth_and_the_compute_bounds(llama2_7b):
+    """Defect 4: llama-3.1-8b at batch 1024 x 128 tokens on an H100 claimed 103,200 tokens/s, 1.55 PFLOP/s of work
+    on a 989 TFLOP/s card. A batch that large is compute-bound."""
+    small = _decode(llama2_7b, batch_size=1)
+    assert small.decode_bound == "bandwidth"
+    large = _decode(llama2_7b, batch_size=1024, prompt_tokens=128, peak_flops_per_gpu=989e12, bandwidth_bytes_per_second=3350e9)
+    assert large.decode_bound == "compute"
+    achieved = large.decode_tokens_per_second_total * large.decode_flops_per_step / 1024
+    assert achieved == pytest.approx(989e12 * 0.40, rel=1e-9)  # never above the compute the card has
+
+
+def test_a_pipeline_fed_fewer_micro_batches_than_stages_idles(llama2_7b):
+    """Defect 3: PP 4 at grad-accum 1 took as long as at 4 micro-batches; 1F1B idles (p-1)/(m+p-1) of a step."""
+    busy = _train(llama2_7b, pp=4, micro_batches=64)
+    starved = _train(llama2_7b, pp=4, micro_batches=1)
+    assert starved.pipeline_bubble == pytest.approx(0.75)
+    assert busy.pipeline_bubble == pytest.approx(3 / 67)
+    assert starved.wall_seconds / busy.wall_seconds == pytest.approx((1 - 3 / 67) / 0.25)
+    assert _train(llama2_7b).pipeline_bubble == 0
+
+
+def test_the_chunked_loss_costs_one_more_head_matmul_per_token(llama2_7b):
+    standard, chunked = _train(llama2_7b), _train(llama2_7b, loss="chunked")
+    assert chunked.flops_per_token - standard.flops_per_token == pytest.approx(2 * 32_000 * 4_096)

@@ -73,11 +73,25 @@ def test_adapters_beside_the_base_share_batches(tiny_llama_dir, tmp_path):
                        "--max-loras", "2", "--lora-modules", _lora("sql", small), _lora("chat", patterned)]
 
 
-def test_a_hub_id_passes_through(tmp_path):
-    adapter = _adapter(tmp_path / "a", "Qwen/Qwen2.5-0.5B-Instruct", rank=16)
-    assert vllm_command("Qwen/Qwen2.5-0.5B-Instruct", adapters=[("x", str(adapter))]) == [
-        *SERVER, "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--host", "127.0.0.1", "--port", "8000", *NO_CORS,
-        "--enable-lora", "--max-lora-rank", "16", "--max-loras", "1", "--lora-modules", _lora("x", adapter)]
+def test_a_hub_id_is_fetched_and_scanned_by_lmforge_then_served_from_the_cache(tiny_llama_dir, tmp_path,
+                                                                               monkeypatch):
+    """vLLM reads the snapshot lmforge downloaded and checked (lmforge.hub), served under the hub id."""
+    import lmforge.hub.reference
+    from lmforge.hub.download import Snapshot
+
+    fetched = []
+
+    def fetch_snapshot(repo_id, revision=None, **_):
+        fetched.append((repo_id, revision))
+        return Snapshot(repo_id, revision or "main", "0" * 40, tiny_llama_dir, [], [], False)
+
+    monkeypatch.setattr(lmforge.hub.reference, "fetch_snapshot", fetch_snapshot)
+    adapter = _adapter(tmp_path / "a", "org/tiny", rank=16)
+    assert vllm_command("org/tiny@v1", adapters=[("x", str(adapter))], trust_remote_code=True) == [
+        *SERVER, "--model", str(tiny_llama_dir), "--host", "127.0.0.1", "--port", "8000",
+        "--served-model-name", "org/tiny@v1", *NO_CORS, "--enable-lora", "--max-lora-rank", "16", "--max-loras", "1",
+        "--lora-modules", _lora("x", adapter), "--trust-remote-code"]
+    assert fetched == [("org/tiny", "v1")]
 
 
 @pytest.mark.parametrize(("option", "words"), [

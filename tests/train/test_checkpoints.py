@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lmforge.errors import UserInputError
@@ -124,5 +127,68 @@ def test_checkpoints_and_final_model_pass_the_pickle_scanner(make_config):
     result = run_training(config, progress=False)
 
     report = scan_paths([result.run_dir])
-    assert not report.unsafe and not report.errors, [f.path for f in report.unsafe + report.errors]
+    assert report.exit_code == 0, [(f.path, f.verdict) for f in report.files if f.verdict != "safe"]
     assert list(result.run_dir.rglob("optimizer.pt")), "the scan must cover real checkpoint pickles"
+
+
+def test_resume_refuses_what_the_restored_optimizer_and_schedule_decide(make_config):
+    """transformers restores the learning rate and schedule from the checkpoint whatever the config says."""
+    config = make_config("sft", "lora", train={"save_every": 1})
+    run = run_training(config, progress=False)
+    (run.run_dir / "final").rename(run.run_dir / "final-old")  # as if killed before the end
+    changed = make_config("sft", "lora", train={"save_every": 1, "learning_rate": 0.5, "micro_batch_size": 2})
+    with pytest.raises(UserInputError, match=r"train\.learning_rate \(0\.001 -> 0\.5\), train\.micro_batch_size "
+                                             r"\(4 -> 2\) differ from .*init_from"):
+        run_training(changed, resume=True, progress=False)
+
+
+def test_resume_replans_a_longer_schedule_and_a_finished_run_is_left_alone(make_config, tmp_path):
+    """max_steps 4 -> 6 re-plans the cosine schedule from step 5 (transformers ran step 5 at the old schedule's
+    rate, 0); resuming a finished run does nothing; a checkpoint at max_steps is finished without a step 7."""
+    from safetensors.torch import load_file
+    from transformers import get_scheduler
+    from typer.testing import CliRunner
+
+    from lmforge.cli.main import app
+
+    previous_umask = os.umask(0o022)
+    try:
+        settings = {"max_steps": 4, "save_every": 1, "warmup_steps": 1, "lr_scheduler": "cosine"}
+        run_training(make_config("sft", "lora", train=settings), progress=False)
+        longer = make_config("sft", "lora", train={**settings, "max_steps": 6})
+        resumed = run_training(longer, resume=True, progress=False)
+        run_dir = resumed.run_dir
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        planned = get_scheduler("cosine", optimizer, num_warmup_steps=1, num_training_steps=6)
+        expected = [planned.lr_lambdas[0](step) * 1e-3 for step in range(6)]
+        logged = {r["step"]: r["learning_rate"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
+        assert [logged[step] for step in (5, 6)] == pytest.approx(expected[4:6])
+        assert resumed.steps == 6 and "the cosine schedule is re-planned over 6 steps" in resumed.notes[0]
+
+        stamps = {name: (run_dir / name).stat().st_mtime_ns for name in ("final", "result.json", "metrics.jsonl")}
+        for max_steps in (6, 5):  # the same length, or less than it ran: nothing to do
+            again = run_training(make_config("sft", "lora", train={**settings, "max_steps": max_steps}), resume=True,
+                                 progress=False)
+            assert again.steps == 6
+        config_file = tmp_path / "sft.yaml"
+        config_file.write_text(yaml.safe_dump(longer.model_dump(mode="json")))
+        cli = CliRunner().invoke(app, ["train", str(config_file), "--resume"])
+        assert cli.exit_code == 0 and cli.stdout.count("\n") == 1
+        assert "finished at step 6" in cli.stdout and "nothing to do" in cli.stdout
+        assert {name: (run_dir / name).stat().st_mtime_ns for name in stamps} == stamps
+
+        shutil.rmtree(run_dir / "final")  # killed after its last checkpoint, before final/ landed
+        (run_dir / "result.json").unlink()
+        with pytest.raises(UserInputError, match=r"train\.max_steps 5 is below the step of .*checkpoint-6"):
+            run_training(make_config("sft", "lora", train={**settings, "max_steps": 5}), resume=True, progress=False)
+        finished = run_training(longer, resume=True, progress=False)
+        assert finished.steps == 6 and max(logged) == max(r["step"] for r in read_metrics(run_dir / "metrics.jsonl"))
+        final = load_file(run_dir / "final" / "adapter_model.safetensors")
+        saved = load_file(run_dir / "checkpoints" / "checkpoint-6" / "adapter_model.safetensors")
+        assert all(torch.equal(final[name], saved[name]) for name in saved)
+        # Colleagues can read the run (item 13): the files have the mode a plain write gives under umask 022.
+        assert {oct(stat.S_IMODE((run_dir / name).stat().st_mode)) for name in ("config.yaml", "metrics.jsonl",
+                                                                                "result.json", "final")} \
+            <= {oct(0o644), oct(0o755)}
+    finally:
+        os.umask(previous_umask)

@@ -225,3 +225,30 @@ def test_launch_prepares_the_data_before_any_process_starts(make_config, tmp_pat
     assert launch.launch(config_file, [], nproc=2, progress=False) == 0
     assert seen == [True]
 
+
+
+def test_bad_records_name_the_config_key_and_data_on_error_skip_drops_them(make_config, chats):
+    """`lmforge train` has no --on-error option: the error names the config key that exists."""
+    with chats.open("a") as handle:
+        handle.write("{not json\n")
+    config = make_config("sft", data={"train": str(chats), "max_examples": None, "max_len": 32})
+    with pytest.raises(UserInputError, match=r"1 bad record \(set data\.on_error: skip to drop them") as error:
+        prepare_run(config)
+    assert "--on-error" not in str(error.value)
+    skipping = make_config("sft", data={"train": str(chats), "max_examples": None, "max_len": 32, "on_error": "skip"})
+    split = prepare_run(skipping).summary.splits["train"]
+    assert (split.examples_in, split.rejected) == (12, 1)
+
+
+def test_undetectable_and_wrongly_mapped_columns_name_the_config_keys(make_config, tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": f"{i} plus 1?", "answer": str(i + 1)}) + "\n" for i in range(12)))
+    with pytest.raises(UserInputError, match=r"name it with data\.kind .* e\.g\. data\.columns: \{instruction"):
+        prepare_run(make_config("sft", data={"train": str(qa), "max_examples": None}))
+    wrong = make_config("sft", data={"train": str(qa), "max_examples": None,
+                                     "columns": {"instruction": "question", "output": "reply"}})
+    with pytest.raises(UserInputError, match=r"data\.columns: column 'reply' \(mapped to 'output'\) not found"):
+        prepare_run(wrong)
+    mapped = make_config("sft", data={"train": str(qa), "max_examples": None,
+                                      "columns": {"instruction": "question", "output": "answer"}})
+    assert prepare_run(mapped).summary.splits["train"].examples_in == 12

@@ -42,3 +42,8 @@ def test_interrupted_stage_resumes_to_the_same_losses(stage, make_config, tiny_l
     assert sorted(got) == [1, 2, 3, 4]
     for step in (3, 4):
         assert got[step] == pytest.approx(expected[step], abs=1e-6), f"{stage} step {step}"
+    # Each stage is diagnosed by what measures it (a GRPO or DPO loss is no fit curve).
+    diagnosis = json.loads((resumed.run_dir / "result.json").read_text())["diagnosis"]
+    measure = {"rm": "pairwise accuracy", "dpo": "implicit reward", "kto": "implicit reward",
+               "orpo": "implicit reward", "rlhf": "mean reward"}.get(stage, "loss")
+    assert measure in diagnosis["reason"] and diagnosis["verdict"] != "too short to tell", diagnosis

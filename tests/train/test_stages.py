@@ -175,3 +175,31 @@ def test_every_head_starts_from_a_lora_sft_run_without_a_merge_step(make_config)
         0: "negative", 1: "positive"}
     distill = run_training(make_config("distill", "lora", distill={"teacher": str(sft.run_dir)}), progress=False)
     assert distill.steps == 2 and distill.final_metrics["train_loss"] > 0
+
+
+def test_a_reward_model_learns_a_separable_preference(make_config, tmp_path):
+    """Not only a figure between 0 and 1: on pairs a linear probe could separate (the chosen answer always says
+    "correct", the rejected one "wrong"), held-out pairwise accuracy goes well above chance in a few steps."""
+    import random
+
+    rng = random.Random(0)
+    lines = []
+    for i in range(160):
+        prompt = [{"role": "user", "content": f"Is {rng.randint(1, 99)} plus {rng.randint(1, 99)} right?"}]
+        lines.append(json.dumps({"prompt": prompt, "chosen": [{"role": "assistant", "content": "correct"}],
+                                 "rejected": [{"role": "assistant", "content": "wrong"}]}))
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    config = make_config("rm", "full", data={"train": str(data), "max_examples": None, "eval_fraction": 0.25},
+                         train={"max_steps": 30, "learning_rate": 3e-3, "eval_every": 30})
+    result = run_training(config, progress=False)
+    assert result.final_metrics["eval_accuracy"] >= 0.9
+
+
+def test_a_classifier_learns_builtin_sentiment(make_config, minilm_dir):
+    """The real MiniLM fine-tuned for 30 steps on built-in reviews: held-out accuracy far above chance."""
+    config = make_config("classify", "full", model={"path": str(minilm_dir)},
+                         data={"max_examples": 400, "eval_fraction": 0.25, "max_len": 24},
+                         train={"max_steps": 30, "micro_batch_size": 16, "learning_rate": 1e-4, "eval_every": 30})
+    result = run_training(config, progress=False)
+    assert result.final_metrics["eval_accuracy"] >= 0.8  # two balanced labels: chance is 0.5

@@ -9,10 +9,14 @@ import typer
 
 
 def convert(
-    src: Path = typer.Argument(..., help="Checkpoint file, HF model folder, or LoRA adapter folder."),
+    src: Path = typer.Argument(..., help="Checkpoint file, HF model folder, run, LoRA adapter folder, or hub id."),
     dst: Path = typer.Argument(..., help="Output: .safetensors / .gguf / .onnx file, or a folder."),
     to: str = typer.Option(None, "--to", help="safetensors | gguf | onnx | merged (default: from DST's suffix)."),
-    quant: str = typer.Option(None, "--quant", help="GGUF type: f32 | f16 | bf16 | q8_0 | q4_0 (default f16)."),
+    quant: str = typer.Option(None, "--quant",
+                              help="GGUF type: f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (default f16)."),
+    pre_tokenizer: str = typer.Option(None, "--pre-tokenizer",
+                                      help="GGUF: force llama.cpp's pre-tokenizer name (default: the one whose "
+                                           "split matches the tokenizer's; refused if none does)."),
     max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Largest safetensors shard (5GB, 500MiB)."),
     adapter: Path = typer.Option(None, "--adapter", help="LoRA adapter folder to merge into SRC (implies --to merged)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Load pickles without the safety scan (runs code!)."),
@@ -26,7 +30,7 @@ def convert(
     from lmforge.files.convert import convert as run_convert
 
     report = run_convert(src, dst, to=to, quant=quant, shard_size=max_shard_size, adapter=adapter,
-                         trust_pickle=trust_pickle, progress=not as_json)
+                         trust_pickle=trust_pickle, progress=not as_json, pre_tokenizer=pre_tokenizer)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lmforge.cli.generate import DeviceMapOpt
+from lmforge.cli.data import ColumnsOpt, KindOpt, OnErrorOpt
+from lmforge.cli.generate import DeviceMapOpt, TrustPickleOpt, TrustRemoteCodeOpt
 
 if TYPE_CHECKING:
     from lmforge.evaluate.pairs import MinedPairs
     from lmforge.evaluate.report import EvalReport
+    from lmforge.evaluate.run import DataReading
 
 
 def _summary_table(report: EvalReport) -> Any:
@@ -37,7 +39,8 @@ def _summary_table(report: EvalReport) -> Any:
 
 
 def eval_command(
-    model: Annotated[str, typer.Argument(help="A model folder, a training run folder, or a LoRA adapter folder.")],
+    model: Annotated[str, typer.Argument(help="A model folder, a training run folder, a LoRA adapter folder, or a hub "
+                                              "id org/name[@revision] (downloaded into the HF cache).")],
     data: Annotated[str | None, typer.Option(help="Evaluation data: a file, folder or builtin:NAME (test split).")] = None,
     task: Annotated[str | None, typer.Option(help="generation | classification | reward | perplexity "
                                                   "(default: from the data's kind).")] = None,
@@ -50,6 +53,13 @@ def eval_command(
     out: Annotated[Path | None, typer.Option(help="Report folder (default: ./eval-<model name>).")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
     split: Annotated[str | None, typer.Option(help="Which split of the data to read.")] = None,
+    kind: KindOpt = None,
+    columns: ColumnsOpt = None,
+    on_error: OnErrorOpt = "fail",
+    rejects: Annotated[Path | None, typer.Option(help="Where --on-error skip puts bad records (default: "
+                                                      "rejects.jsonl in the report folder).")] = None,
+    tasks: Annotated[str | None, typer.Option(help="builtin: arith sets: evaluate only these tasks, e.g. "
+                                                   "word_problem,sort,convert (the quickstart's three).")] = None,
     extract: Annotated[str, typer.Option(help="Exact-match answer extraction: answer, exact, first-line, "
                                               "last-number, regex:PATTERN.")] = "answer",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Most tokens per generated answer.")] = 128,
@@ -59,8 +69,12 @@ def eval_command(
     seed: Annotated[int | None, typer.Option(help="Seed when sampling.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda when available).")] = None,
     device_map: DeviceMapOpt = None,
+    quant: Annotated[str | None, typer.Option("--quant", help="Quantize MODEL (not --compare) while loading: "
+                                              "int8 | nf4.")] = None,
     mistakes_out: Annotated[Path | None, typer.Option("--mistakes-out", help="Write a preference JSONL: each wrong "
                                                       "answer rejected, the reference chosen (for dpo/rm).")] = None,
+    trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Measure a model: metrics, a per-example report, base-vs-tuned comparison, or the stress suite."""
@@ -71,6 +85,8 @@ def eval_command(
     quiet_transformers()
     if (data is None) == (suite is None):
         raise UserInputError("give exactly one of --data DATA or --suite stress")
+    if quant is not None and suite is not None:
+        raise UserInputError("--quant applies to --data evaluations; the stress suite loads models as they are")
     if mistakes_out is not None and (suite is not None or task not in (None, "generation")):
         raise UserInputError("--mistakes-out needs a generation evaluation of chat data (--data, task generation)")
     sampled = preset is not None or (temperature is not None and temperature > 0)
@@ -79,17 +95,23 @@ def eval_command(
     out_dir = out or Path(f"eval-{Path(model.rstrip('/')).name}")
     progress = sys.stderr.isatty() and not json_output
     if suite is not None:
-        _run_suite(model, suite, adapter, compare, params, out_dir, device, json_output, progress, blind, device_map)
+        _run_suite(model, suite, adapter, compare, params, out_dir, device, json_output, progress, blind,
+                   {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}, device_map)
         return
 
     from lmforge.evaluate.report import write_report
-    from lmforge.evaluate.run import evaluate_model
+    from lmforge.evaluate.run import DataReading, evaluate_model
 
+    if on_error == "skip" and rejects is None:
+        rejects = out_dir / "rejects.jsonl"
+    reading = DataReading(kind=kind, columns=columns, on_error=on_error, rejects_path=str(rejects) if rejects else None,
+                          tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else None)
     report = evaluate_model(model, data, task=task, compare=compare, adapter=adapter, limit=limit, split=split,
                             extract=extract, params=params, device=device, batch_size=batch_size,
-                            progress=progress, device_map=device_map)
+                            progress=progress, reading=reading, trust_pickle=trust_pickle,
+                            trust_remote_code=trust_remote_code, quant=quant, device_map=device_map)
     paths = write_report(report, out_dir)
-    mined = _write_mistakes(report, data, split, limit, mistakes_out) if mistakes_out else None
+    mined = _write_mistakes(report, data, split, limit, reading, mistakes_out) if mistakes_out else None
     if json_output:
         extra = {"mistakes": {**mined.to_json(), "file": str(mistakes_out)}} if mined else {}
         typer.echo(json.dumps({**report.to_dict(), "files": {k: str(v) for k, v in paths.items()}, **extra},
@@ -99,6 +121,8 @@ def eval_command(
 
     console = Console(highlight=False, soft_wrap=True)
     console.print(_summary_table(report))
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
     if report.extra.get("confusion_matrix"):
         labels = report.extra["labels"]
         console.print("confusion matrix (rows true, columns predicted): " + ", ".join(labels))
@@ -114,28 +138,29 @@ def eval_command(
                       f"pairs in {mistakes_out}" + (f" ({mined.empty} empty answers skipped)" if mined.empty else ""))
 
 
-def _write_mistakes(report: EvalReport, data: str, split: str | None, limit: int | None, path: Path) -> MinedPairs:
+def _write_mistakes(report: EvalReport, data: str, split: str | None, limit: int | None, reading: DataReading,
+                    path: Path) -> MinedPairs:
     from lmforge.evaluate.pairs import pairs_from_mistakes, write_pairs
     from lmforge.evaluate.run import load_records
 
-    mined = pairs_from_mistakes(report, load_records(data, split, limit)[0])
+    mined = pairs_from_mistakes(report, load_records(data, split, limit, reading)[0])
     write_pairs(mined, path)
     return mined
 
 
 def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None, params: Any, out_dir: Path,
-               device: str | None, json_output: bool, progress: bool, blind: bool,
+               device: str | None, json_output: bool, progress: bool, blind: bool, trust: dict[str, bool],
                device_map: str | None = None) -> None:
     from lmforge.evaluate.suites import run_stress, suite_cases, write_stress
     from lmforge.generate.load import load_model
 
     cases = suite_cases(suite)
-    models = [load_model(model, adapter=adapter, device=device, device_map=device_map)]
+    models = [load_model(model, adapter=adapter, device=device, device_map=device_map, **trust)]
     if compare:
         from lmforge.generate.load import base_of
 
         models.append(load_model(base_of(model, adapter=adapter) if compare == "base" else compare, device=device,
-                                 device_map=device_map))
+                                 device_map=device_map, **trust))
     if progress:
         from rich.progress import Progress
 

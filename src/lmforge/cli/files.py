@@ -64,6 +64,11 @@ def _render(report: Any, show_tensors: bool) -> None:
         ["tensors", f"{report.tensor_count:,}"],
         ["parameters", _params(report.total_params)],
     ]
+    if report.buffers:
+        elements = sum(report.buffers.values())
+        summary.append(["buffers", f"{len(report.buffers)} ({elements:,} elements, not parameters)"])
+    if report.shared:
+        summary.append(["shared copies", f"{len(report.shared)} (counted once)"])
     if report.num_experts:
         summary.append(["experts", f"{report.experts_per_token} of {report.num_experts} per token"])
         summary.append(["active parameters", _params(report.active_params)])
@@ -81,7 +86,7 @@ def _render(report: Any, show_tensors: bool) -> None:
         said += [x for x in (name.variant, name.version, name.release and f"release {name.release}", name.quantization) if x]
         summary.append(["name says", ", ".join(said)])
     if report.scan is not None:
-        colour = {"safe": "green", "not-needed": "green", "unsafe": "red", "error": "red"}.get(report.scan.verdict, "yellow")
+        colour = {"safe": "green", "not-needed": "green", "unsafe": "red", "unproven": "red", "error": "red"}.get(report.scan.verdict, "yellow")
         summary.append(["safety scan", f"[{colour}]{report.scan.verdict}[/]: {report.scan.detail}"])
     console.print(_table("Model file", ["", ""], summary))
     if report.params_by_dtype:
@@ -120,7 +125,8 @@ def _render(report: Any, show_tensors: bool) -> None:
 
 
 def inspect_command(
-    path: str = typer.Argument(..., help="A model file, model or adapter folder, shard index, or cached hub id."),
+    path: str = typer.Argument(..., help="A model file, model, run or adapter folder, shard index, or hub id "
+                                         "org/name[@revision] (downloaded into the HF cache)."),
     tensors: bool = typer.Option(False, "--tensors", help="List every tensor: name, dtype, shape, params, bytes."),
     pattern: str | None = typer.Option(
         None, "--filter", help="Only tensors whose name matches this glob ('*.q_proj.*') or regex ('layers\\.0\\.')."

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from lmforge.generate.explain import StepExplanation
     from lmforge.generate.sampling import SamplingParams
 
-ModelArg = Annotated[str, typer.Argument(help="A model folder, a training run folder, or a LoRA adapter folder.")]
+ModelArg = Annotated[str, typer.Argument(help="A model folder, a training run folder, a LoRA adapter folder, or a hub "
+                                              "id org/name[@revision] (downloaded into the HF cache).")]
 AdapterOpt = Annotated[str | None, typer.Option(help="A LoRA adapter (folder or run folder) applied on top of MODEL.")]
 PresetOpt = Annotated[str | None, typer.Option(help="Sampling preset: precise, balanced (default), creative.")]
 TemperatureOpt = Annotated[float | None, typer.Option(help="Temperature >= 0; 0 means greedy.")]
@@ -21,7 +22,8 @@ TopKOpt = Annotated[int | None, typer.Option("--top-k", help="Keep the k most li
 TopPOpt = Annotated[float | None, typer.Option("--top-p", help="Nucleus: keep the smallest set reaching p (1 = off).")]
 MinPOpt = Annotated[float | None, typer.Option("--min-p", help="Drop tokens below min-p x the top probability.")]
 RepetitionOpt = Annotated[float | None, typer.Option("--repetition-penalty", help="> 1 discourages repeats.")]
-MaxNewOpt = Annotated[int | None, typer.Option("--max-new-tokens", help="Most tokens to generate (default 256).")]
+MaxNewOpt = Annotated[int | None, typer.Option(
+    "--max-new-tokens", help="Most tokens to generate (default 256, capped to the context the prompt leaves).")]
 StopOpt = Annotated[list[str] | None, typer.Option("--stop", help="Stop before this string (repeatable).")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed: the same seed and params reproduce the same text.")]
 GreedyOpt = Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")]
@@ -30,6 +32,11 @@ DtypeOpt = Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (
 DeviceMapOpt = Annotated[str | None, typer.Option(
     "--device-map", help="auto: spread a model larger than one GPU over every GPU, then CPU memory (accelerate's "
                          "big-model placement; also balanced, balanced_low_0, sequential). Replaces --device.")]
+TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickle weights the scanner cannot prove "
+                                              "safe (runs code!).")]
+TrustRemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run the Python code a hub model "
+                                                  "ships (read it first).")]
+QuantOpt = Annotated[str | None, typer.Option("--quant", help="Quantize while loading: int8 | nf4 (bitsandbytes).")]
 
 
 def _params(preset: str | None, temperature: float | None, top_k: int | None, top_p: float | None,
@@ -101,9 +108,14 @@ def generate_command(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     device_map: DeviceMapOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    quant: QuantOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Generate a reply to PROMPT, streamed as it is produced."""
+    from rich.markup import escape
+
     from lmforge.errors import UserInputError
     from lmforge.generate.generation import generate
     from lmforge.generate.load import load_model
@@ -116,7 +128,8 @@ def generate_command(
     if system is not None:
         request = [{"role": "system", "content": system}, {"role": "user", "content": text}]
     quiet_transformers()
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map)
+    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map,
+                        trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, quant=quant)
 
     def stream(piece: str) -> None:
         sys.stdout.write(piece)
@@ -141,9 +154,11 @@ def generate_command(
         console.print(f"[bold]text:[/bold] {result.text}")
     else:
         sys.stdout.write("\n")
-    _console(stderr=True).print(
-        f"[dim]{result.completion_tokens} tokens in {result.seconds:.2f} s, finish: {result.finish_reason}[/dim]"
-    )
+    footer = _console(stderr=True)
+    for note in result.notes:
+        footer.print(f"[dim]note: {escape(note)}[/dim]")
+    footer.print(f"[dim]{result.completion_tokens} tokens in {result.seconds:.2f} s, "
+                 f"finish: {result.finish_reason}[/dim]")
 
 
 def chat_command(
@@ -163,6 +178,9 @@ def chat_command(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     device_map: DeviceMapOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    quant: QuantOpt = None,
 ) -> None:
     """Talk to a model, turn by turn, through its chat template (/help inside lists the commands)."""
     from lmforge.generate.chat import chat_loop
@@ -170,7 +188,8 @@ def chat_command(
 
     params = _params(preset, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, stop, seed, greedy)
     quiet_transformers()
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map)
+    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map,
+                        trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, quant=quant)
     chat_loop(loaded, params, input_stream=sys.stdin, output_stream=sys.stdout, system=system)
 
 

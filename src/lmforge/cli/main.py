@@ -5,6 +5,7 @@ Library errors (LmforgeError) become one line on stderr and a non-zero exit here
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 
@@ -13,6 +14,7 @@ from typer.core import TyperGroup
 
 from lmforge import __version__
 from lmforge.errors import LmforgeError
+from lmforge.runtime import no_hub_kernels
 
 # Each module defines `register(app)`; imports inside commands stay lazy so `--help` is instant.
 COMMAND_MODULES = [
@@ -20,6 +22,8 @@ COMMAND_MODULES = [
     "lmforge.cli.files",
     "lmforge.cli.scan",
     "lmforge.cli.convert",
+    "lmforge.cli.download",
+    "lmforge.cli.compress",
     "lmforge.cli.data",
     "lmforge.cli.train",
     "lmforge.cli.generate",
@@ -27,6 +31,12 @@ COMMAND_MODULES = [
     "lmforge.cli.serve",
     "lmforge.cli.quickstart",
 ]
+
+
+# OSErrors that say something about the user's paths or machine (a read-only or full disk, no permission, a
+# file where a folder should be), not about lmforge: reported like an LmforgeError rather than as a traceback.
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST,
+                       errno.EISDIR}
 
 
 class LmforgeGroup(TyperGroup):
@@ -39,6 +49,12 @@ class LmforgeGroup(TyperGroup):
             # typer >= 0.20 vendors its own click, so a click.ClickException would escape as a traceback.
             typer.echo(f"Error: {error}", err=True)
             raise typer.Exit(error.exit_code) from error
+        except OSError as error:
+            if error.errno not in _ENVIRONMENT_ERRNOS:
+                raise
+            typer.echo(f"Error: {error.filename or 'a file'}: {error.strerror}; check the path and its permissions, "
+                       "or choose a folder you can write to", err=True)
+            raise typer.Exit(2) from error
 
 
 app = typer.Typer(
@@ -72,4 +88,5 @@ def main() -> None:
     # bitsandbytes (which peft imports when it is installed) warns at import, on CPUs with AVX512-BF16, that an
     # optional kernel could not be fetched from the hub; lmforge never fetches kernels, so the advice misleads.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    no_hub_kernels()  # inherited by every process a command starts (accelerate ranks, servers)
     app()

@@ -14,11 +14,12 @@ from typing import Any
 
 import typer
 
-from lmforge.plan.setup import KV_DTYPES, METHODS, OPTIMIZERS, PRECISIONS, RECOMPUTE, WEIGHT_FORMATS
+from lmforge.plan.setup import ATTENTION, KV_DTYPES, LOSSES, METHODS, OPTIMIZERS, PRECISIONS, RECOMPUTE, WEIGHT_FORMATS
 
 GIB = 1024**3
 _OFFLOAD = ["none", "optimizer", "params", "both"]  # lmforge.plan.layout.OFFLOAD_CHOICES, without importing the search
 _INFERENCE_FORMAT = {"fp32": "fp32", "fp16-mixed": "fp16", "bf16-mixed": "bf16", "bf16": "bf16"}
+_QLORA_QUANT = {"nf4": 4, "int4": 4, "int8": 8}  # the bitsandbytes storage QLoRA's --quant can name
 
 
 def _choices(name: str, values: list[str]) -> type[Enum]:
@@ -34,6 +35,8 @@ Optimizer = _choices("Optimizer", list(OPTIMIZERS))
 Recompute = _choices("Recompute", list(RECOMPUTE))
 Offload = _choices("Offload", _OFFLOAD)
 KvDtype = _choices("KvDtype", list(KV_DTYPES))
+Attention = _choices("Attention", list(ATTENTION))
+Loss = _choices("Loss", list(LOSSES))
 
 
 def _gib(value: float | None) -> str:
@@ -77,7 +80,12 @@ def _print_json(data: Any) -> None:
 
 
 def plan_command(
-    model: str = typer.Argument(..., help="Catalog name (see `lmforge models`), hub id, model folder or config.json."),
+    model: str | None = typer.Argument(
+        None, help="Catalog name (see `lmforge models`), hub id, model folder or config.json (or use --from-config)."
+    ),
+    from_config: str | None = typer.Option(
+        None, "--from-config", help="Plan exactly what this `lmforge train` config will run (model, method, batch, ...)."
+    ),
     task: Task = typer.Option("train", "--task", case_sensitive=False, help="Plan training or inference."),
     method: Method = typer.Option("full", "--method", case_sensitive=False, help="Training method."),
     precision: Precision = typer.Option(
@@ -91,22 +99,47 @@ def plan_command(
     ),
     optimizer: Optimizer = typer.Option("adamw", "--optimizer", case_sensitive=False),
     batch_size: int = typer.Option(1, "--batch-size", help="Micro-batch per GPU (training) or concurrent sequences (inference)."),
-    seq_len: int = typer.Option(2048, "--seq-len", help="Training sequence length, or inference context (prompt + generated)."),
+    seq_len: int | None = typer.Option(
+        None, "--seq-len",
+        help="Training sequence length (default 2048), or inference context, prompt + generated (default 4096, or the model's own if shorter).",
+    ),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Gradient accumulation steps."),
-    grad_ckpt: Recompute = typer.Option(
-        "none", "--grad-ckpt", case_sensitive=False, help="Activation recomputation."
+    grad_ckpt: Recompute | None = typer.Option(
+        None, "--grad-ckpt", case_sensitive=False,
+        help="Activation recomputation (default: full for lora/qlora as their recipes do, else pulled only when it saves GPUs).",
+    ),
+    attention: Attention = typer.Option("sdpa", "--attention", case_sensitive=False, help="Attention kernel."),
+    loss: Loss | None = typer.Option(
+        None, "--loss", case_sensitive=False,
+        help="standard (full fp32 logits), chunked (trl's chunked head), fused (Liger, CUDA); default: chunked only when it saves GPUs.",
+    ),
+    offload_activations: bool = typer.Option(False, "--offload-activations", help="Saved activations to CPU RAM (torchtune)."),
+    optimizer_in_backward: bool = typer.Option(
+        False, "--optimizer-in-backward", help="Step each parameter as its gradient arrives (torchtune optimizer_in_bwd)."
     ),
     lora_rank: int = typer.Option(16, "--lora-rank", help="LoRA rank r."),
+    lora_alpha: int = typer.Option(32, "--lora-alpha", help="LoRA alpha."),
+    lora_targets: str | None = typer.Option(
+        None, "--lora-targets", help="Comma-separated modules LoRA wraps, e.g. q_proj,v_proj (default: all linear layers)."
+    ),
+    freeze_layers: int = typer.Option(1, "--freeze-layers", help="--method freeze: how many of the last layers train."),
+    virtual_tokens: int = typer.Option(20, "--virtual-tokens", help="--method prompt/prefix: virtual tokens."),
+    levers: bool = typer.Option(
+        True, "--levers/--no-levers", help="Let the planner turn on cheap memory techniques you left open to need fewer GPUs."
+    ),
     zero: int | None = typer.Option(None, "--zero", min=0, max=3, help="ZeRO stage (default: searched)."),
     offload: Offload = typer.Option(
         "none", "--offload", case_sensitive=False, help="CPU offload (ZeRO-Offload/Infinity)."
     ),
     tp: int | None = typer.Option(None, "--tp", help="Tensor-parallel degree (default: searched)."),
     pp: int | None = typer.Option(None, "--pp", help="Pipeline-parallel degree (default: searched)."),
+    ep: int | None = typer.Option(None, "--ep", help="Expert-parallel degree for MoE models (default: searched)."),
     gpu: str | None = typer.Option(None, "--gpu", help="Accelerator (see `lmforge gpus`); default a100-80g."),
     gpus: int | None = typer.Option(None, "--gpus", help="Use exactly this many GPUs (default: the fewest that fit)."),
     gpu_mem: float | None = typer.Option(None, "--gpu-mem", help="Custom GPU memory in GiB (keeps --gpu's speed figures)."),
     kv_dtype: KvDtype | None = typer.Option(None, "--kv-dtype", case_sensitive=False),
+    prompt_len: int | None = typer.Option(None, "--prompt-len", help="Inference: tokens prefilled per request (default: all of --seq-len)."),
+    target_rps: float | None = typer.Option(None, "--target-rps", help="Inference: requests per second the fleet must serve."),
     tokens: float | None = typer.Option(None, "--tokens", help="Training tokens for time and cost (default 1e9)."),
     mfu: float = typer.Option(0.40, "--mfu", help="Model FLOPs utilisation assumed for time estimates."),
     headroom: float = typer.Option(0.10, "--headroom", help="Share of each GPU's memory kept free."),
@@ -119,35 +152,64 @@ def plan_command(
     from lmforge.errors import UserInputError
     from lmforge.plan.planner import plan_inference, plan_training
 
-    task, method, precision, optimizer, grad_ckpt, offload = (
-        choice.value for choice in (task, method, precision, optimizer, grad_ckpt, offload)
+    task, method, precision, optimizer, attention, offload = (
+        choice.value for choice in (task, method, precision, optimizer, attention, offload)
     )
+    grad_ckpt = None if grad_ckpt is None else grad_ckpt.value
+    loss = None if loss is None else loss.value
     quant = None if quant is None else quant.value
     kv_dtype = None if kv_dtype is None else kv_dtype.value
+    targets = [name.strip() for name in lora_targets.split(",") if name.strip()] if lora_targets is not None else None
+    if lora_targets is not None and not targets:
+        raise UserInputError("--lora-targets needs module names, e.g. q_proj,v_proj")
 
     if tokens is not None and (not math.isfinite(tokens) or tokens < 1 or tokens != int(tokens)):
         raise UserInputError(f"--tokens must be a positive whole number, got {tokens:g}")
-    if task == "train":
-        if kv_dtype is not None:
-            raise UserInputError("--kv-dtype applies to --task infer only")
-        qlora_bits = 8 if quant == "int8" else 4
+    if from_config is not None:
+        if model is not None:
+            raise UserInputError("give a MODEL or --from-config RUN.yaml, not both: the config names its model")
+        if task != "train":
+            raise UserInputError("--from-config plans the training run the config describes; it has no --task infer")
+        from lmforge.train.planning import plan_config
+
+        plan = plan_config(from_config, gpu=gpu, gpus=gpus, gpu_mem_gib=gpu_mem, zero=zero, offload=offload,
+                           tokens=None if tokens is None else int(tokens), mfu=mfu, price_per_gpu_hour=price,
+                           headroom=headroom, simulate=simulate)
+    elif model is None:
+        raise UserInputError("lmforge plan needs a MODEL (catalog name, hub id, folder or config.json) or --from-config RUN.yaml")
+    elif task == "train":
+        if kv_dtype is not None or prompt_len is not None or target_rps is not None:
+            raise UserInputError("--kv-dtype, --prompt-len and --target-rps apply to --task infer only")
         if quant is not None and method != "qlora":
             raise UserInputError("--quant applies to --task infer, or to --method qlora (nf4/int4 or int8)")
+        if method == "qlora" and quant is not None and quant not in _QLORA_QUANT:
+            raise UserInputError(
+                f"--method qlora stores its base as nf4/int4 (4-bit) or int8 (bitsandbytes); --quant {quant} is not one of them"
+            )
         plan = plan_training(
             model,
             method=method,
             precision=precision,
             optimizer=optimizer,
             micro_batch_size=batch_size,
-            seq_len=seq_len,
+            seq_len=2048 if seq_len is None else seq_len,
             grad_accum=grad_accum,
             recompute=grad_ckpt,
+            attention=attention,
+            loss=loss,
+            offload_activations=offload_activations,
+            optimizer_in_backward=optimizer_in_backward,
             lora_rank=lora_rank,
-            qlora_bits=qlora_bits,
+            lora_alpha=lora_alpha,
+            lora_targets=targets,
+            freeze_last_n=freeze_layers,
+            qlora_bits=_QLORA_QUANT.get(quant or "nf4", 4),
+            num_virtual_tokens=virtual_tokens,
             zero=zero,
             offload=offload,
             tp=tp,
             pp=pp,
+            ep=ep,
             gpu=gpu,
             gpus=gpus,
             gpu_mem_gib=gpu_mem,
@@ -155,6 +217,7 @@ def plan_command(
             mfu=mfu,
             price_per_gpu_hour=price,
             headroom=headroom,
+            levers=levers,
             simulate=simulate,
         )
     else:
@@ -162,10 +225,19 @@ def plan_command(
             "--method": method != "full",
             "--optimizer": optimizer != "adamw",
             "--grad-accum": grad_accum != 1,
-            "--grad-ckpt": grad_ckpt != "none",
+            "--grad-ckpt": grad_ckpt is not None,
+            "--attention": attention != "sdpa",
+            "--loss": loss is not None,
+            "--offload-activations": offload_activations,
+            "--optimizer-in-backward": optimizer_in_backward,
             "--lora-rank": lora_rank != 16,
+            "--lora-alpha": lora_alpha != 32,
+            "--lora-targets": lora_targets is not None,
+            "--freeze-layers": freeze_layers != 1,
+            "--virtual-tokens": virtual_tokens != 20,
             "--zero": zero is not None,
             "--offload": offload != "none",
+            "--ep": ep is not None,
             "--tokens": tokens is not None,
             "--price": price is not None,
             "--simulate": simulate,
@@ -180,6 +252,7 @@ def plan_command(
             kv_dtype=kv_dtype or ("fp16" if weight_format == "fp16" else "bf16"),
             batch_size=batch_size,
             context_len=seq_len,
+            prompt_len=prompt_len,
             tp=tp,
             pp=pp,
             gpu=gpu,
@@ -187,6 +260,7 @@ def plan_command(
             gpu_mem_gib=gpu_mem,
             mfu=mfu,
             headroom=headroom,
+            target_requests_per_second=target_rps,
         )
     if plot:
         from lmforge.plan.plot import plot_breakdown
@@ -214,11 +288,16 @@ def _render(plan, plot: str | None) -> None:
     console.print(
         f"\n{verdict}: {layout['gpus']} × {plan.accelerator.name} ({plan.accelerator.memory_gib:g} GiB), "
         f"DP {layout['dp']} × TP {layout['tp']} × PP {layout['pp']}"
+        + (f" (EP {layout['ep']})" if layout["ep"] > 1 else "")
         + (f", ZeRO-{layout['zero_stage']}" if layout["zero_stage"] else "")
         + (" + offload" if layout["offload_optimizer"] or layout["offload_params"] else "")
         + (" + sequence parallel" if layout["sequence_parallel"] else "")
     )
     console.print(f"[dim]why: {layout['reason']}[/dim]")
+    if layout.get("engine"):
+        console.print(f"[yellow]lmforge train cannot run this layout[/yellow]: it needs {layout['engine']}")
+    for lever in data["levers"]:
+        console.print(f"lever pulled: [bold]{lever['name']}[/bold] ({lever['setting']}): {lever['cost']}")
 
     table = Table(title="Memory per GPU (GiB = 2^30 bytes)", title_justify="left")
     table.add_column("category")
@@ -244,7 +323,18 @@ def _render(plan, plot: str | None) -> None:
             f"vs planned {(memory['per_gpu_bytes'] - memory['breakdown']['overhead']) / GIB:,.2f} GiB without overhead"
             + (" [dim](1 GPU, no parallelism)[/dim]" if layout["gpus"] > 1 else "")
         )
+    replicas = data.get("replicas")
+    if replicas and (replicas["per_gpu"] > 1 or replicas["target_requests_per_second"]):
+        line = f"replicas: {replicas['per_gpu']} per GPU, {replicas['per_node']} per node"
+        if replicas["requests_per_second_per_replica"]:
+            line += f"; {replicas['requests_per_second_per_replica']:,.2f} requests/s each"
+        if replicas["replicas_needed"]:
+            line += (f"; {replicas['target_requests_per_second']:g} requests/s need {replicas['replicas_needed']} replicas "
+                     f"on {_gpus(replicas['gpus_needed'])}")
+        console.print(line)
     for note in data["notes"]:
+        if note.startswith("lever pulled:"):
+            continue  # shown above
         console.print(f"[dim]note: {note}[/dim]")
     if plot:
         console.print(f"plot written to {plot}")
@@ -260,9 +350,15 @@ def _setup_line(task: str, setup: dict) -> str:
     parts = [setup["method"], setup["precision"], setup["optimizer"]]
     parts.append(f"micro-batch {setup['micro_batch_size']} × {setup['seq_len']} tokens, grad-accum {setup['grad_accum_steps']}")
     parts.append(f"recompute {setup['recompute']}")
+    parts.append(f"{setup['attention']} attention, {setup['loss']} loss")
+    if setup["offload_activations"]:
+        parts.append("activations offloaded")
+    if setup["optimizer_in_backward"]:
+        parts.append("optimizer in backward")
     method = setup["method"]
     if method in ("lora", "qlora"):
-        parts.append(f"rank {setup['lora_rank']}")
+        targets = ",".join(setup["lora_targets"]) if setup["lora_targets"] else "all linear"
+        parts.append(f"rank {setup['lora_rank']}, alpha {setup['lora_alpha']}, on {targets}")
     if method == "qlora":
         parts.append(f"{setup['qlora_bits']}-bit base")
     if method == "freeze":
@@ -282,6 +378,8 @@ def _render_throughput(console, plan, figures: dict) -> None:
         table.add_row("tokens", f"{figures['tokens']:,.0f}")
         table.add_row("FLOPs (model + recompute)", f"{figures['model_flops']:.3e} + {figures['recompute_flops']:.3e}")
         table.add_row("MFU assumed", f"{figures['mfu']:.0%}")
+        if figures["pipeline_bubble"]:
+            table.add_row("pipeline bubble (1F1B idle share)", f"{figures['pipeline_bubble']:.0%}")
         if figures["tokens_per_second"] is not None:
             table.add_row("tokens/s (all GPUs)", f"{figures['tokens_per_second']:,.0f}")
             table.add_row(f"step ({figures['tokens_per_step']:,} tokens)", _duration(figures["step_seconds"]))
@@ -291,7 +389,8 @@ def _render_throughput(console, plan, figures: dict) -> None:
         table.add_row(f"cost{'' if price is None else f' at ${price:g}/GPU-hour'}", _money(figures["cost_usd"]))
     else:
         rate = figures["decode_tokens_per_second"]
-        table.add_row("decode tokens/s per sequence (bandwidth bound)", "-" if rate is None else f"{rate:,.1f}")
+        bound = figures["decode_bound"]
+        table.add_row(f"decode tokens/s per sequence ({bound or 'no decode'} bound)", "-" if rate is None else f"{rate:,.1f}")
         total = figures["decode_tokens_per_second_total"]
         table.add_row("decode tokens/s, whole batch", "-" if total is None else f"{total:,.1f}")
         table.add_row("bytes read per decode step", _gib(figures["bytes_read_per_step"]))
@@ -309,6 +408,9 @@ def _render_rules(console, rules: list[dict]) -> None:
     for rule in rules:
         if rule["unit"] == "gpus":
             said, precise = _gpus(rule["value"]), "-" if rule["precise"] is None else _gpus(rule["precise"])
+        elif rule["unit"] == "tokens/s":
+            said = f"{rule['value']:,.1f} tokens/s"
+            precise = "-" if rule["precise"] is None else f"{rule['precise']:,.1f} tokens/s"
         else:
             said, precise = _gb_and_gib(rule["value"]), _gb_and_gib(rule["precise"])
         table.add_row(f"{rule['name']} [dim]({rule['source']})[/dim]", rule["formula"], said, precise)
@@ -355,9 +457,10 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
 
 def models_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """The built-in model catalog: names to pass to `lmforge plan`."""
-    from lmforge.plan.models import list_catalog
+    from lmforge.plan.models import catalog_licenses, list_catalog
     from lmforge.plan.params import count_params
 
+    licenses = catalog_licenses()
     rows = []
     for spec in list_catalog():
         counts = count_params(spec)
@@ -373,6 +476,8 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print one
                 "hidden_size": spec.hidden_size,
                 "heads": spec.num_attention_heads,
                 "kv_heads": spec.num_kv_heads,
+                "context_tokens": spec.max_position_embeddings or None,  # None: ALiBi, no position table
+                "license": licenses.get(spec.name, ""),
             }
         )
     if as_json:
@@ -382,9 +487,9 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print one
     from rich.table import Table
 
     table = Table(title="Model catalog (lmforge plan NAME)")
-    for column in ("name", "hub id", "params", "active", "arch", "layers", "heads / kv"):
+    for column in ("name", "hub id", "params", "active", "arch", "layers", "heads / kv", "context", "licence"):
         table.add_column(
-            column, justify="right" if column in ("params", "active", "layers") else "left", no_wrap=column == "name"
+            column, justify="right" if column in ("params", "active", "layers", "context") else "left", no_wrap=column == "name"
         )
     for row in rows:
         table.add_row(
@@ -395,6 +500,8 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print one
             row["architecture"],
             str(row["layers"]),
             f"{row['heads']} / {row['kv_heads']}",
+            "-" if row["context_tokens"] is None else f"{row['context_tokens']:,}",
+            row["license"],
         )
     Console().print(table)
 

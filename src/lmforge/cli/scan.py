@@ -9,27 +9,34 @@ import typer
 
 
 def scan(
-    paths: list[Path] = typer.Argument(..., metavar="PATH", help="Files or directories (scanned recursively)."),
+    paths: list[Path] = typer.Argument(..., metavar="PATH", help="Files or directories (scanned recursively), or hub "
+                                       "ids org/name[@revision]: the files loading would fetch."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every global each file imports."),
 ) -> None:
     """Decide whether model files are safe to load, without running any of them.
 
-    Exit code 0: all safe; 1: something is unsafe (or not provably safe); 2: something could not be read.
+    Exit code 0: every file is safe; 1: something would run code when loaded; 2: something could
+    not be proven safe (ambiguous archive, unparseable pickle, a limit reached, a symlink leaving
+    the folder) or read, and nothing is unsafe.
     """
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from lmforge.files.scan import iter_files, scan_paths
+    from lmforge.files.scan import collect_targets, scan_targets
+    from lmforge.hub.reference import is_hub_id, locate_model
 
-    files = list(iter_files(paths))
-    if as_json or len(files) < 2:
-        report = scan_paths(files)
+    # A hub id that is not a local path: its files, fetched as loading would, scanned in the cache (never loaded).
+    paths = [locate_model(str(path), need="any").path if not path.exists() and is_hub_id(str(path)) else path
+             for path in paths]
+    targets = collect_targets(paths)
+    if as_json or len(targets) < 2:
+        report = scan_targets(targets)
     else:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True,
                       console=Console(stderr=True)) as progress:
-            task = progress.add_task("scanning", total=len(files))
-            report = scan_paths(files, on_file=lambda path: progress.update(task, advance=1, description=str(path)))
+            task = progress.add_task("scanning", total=len(targets))
+            report = scan_targets(targets, on_file=lambda path: progress.update(task, advance=1, description=str(path)))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -51,7 +58,7 @@ def _render(report, verbose: bool) -> None:
     from rich.table import Table
 
     console = Console()
-    styles = {"safe": "green", "unsafe": "bold red", "error": "yellow"}
+    styles = {"safe": "green", "unsafe": "bold red", "unproven": "yellow", "error": "yellow"}
     table = Table(show_edge=False, header_style="bold")
     table.add_column("file", overflow="fold")
     for column in ("format", "verdict", "findings", "pickles"):
@@ -69,13 +76,16 @@ def _render(report, verbose: bool) -> None:
                 f"byte {finding.offset}" if finding.offset is not None else "",
                 finding.opcode or "",
             ) if part)
-            console.print(f"[red]{escape(_shown(item.path))}[/] {escape(f'[{finding.kind}]')} {escape(finding.message)}"
+            colour = "red" if finding.severity == "unsafe" else "yellow"
+            console.print(f"[{colour}]{escape(_shown(item.path))}[/] {escape(f'[{finding.kind}]')} {escape(finding.message)}"
                           + (f" ({escape(where)})" if where else ""))
         if verbose and item.globals:
             console.print(f"{escape(_shown(item.path))} imports: {escape(', '.join(item.globals))}")
-    unsafe, errors = len(report.unsafe), len(report.errors)
-    summary = f"{len(report.files)} file(s): {len(report.files) - unsafe - errors} safe, {unsafe} unsafe, {errors} unreadable"
-    console.print(f"[{'bold red' if unsafe else 'green'}]{summary}[/]")
+    unsafe, unproven, errors = len(report.unsafe), len(report.unproven), len(report.errors)
+    safe = len(report.files) - unsafe - unproven - errors
+    summary = (f"{len(report.files)} file(s): {safe} safe, {unsafe} unsafe, {unproven} not proven safe, "
+               f"{errors} unreadable")
+    console.print(f"[{'bold red' if unsafe else 'yellow' if unproven or errors else 'green'}]{summary}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
-from lmforge.cli.generate import DeviceMapOpt
+from lmforge.cli.generate import DeviceMapOpt, TrustPickleOpt, TrustRemoteCodeOpt
 
 ENGINES = ("transformers", "vllm")
 API_KEY_ENV = "LMFORGE_API_KEY"
 
 
 def serve_command(
-    model: Annotated[str, typer.Argument(help="A model folder, a training run folder, or a LoRA adapter folder.")],
+    model: Annotated[str, typer.Argument(help="A model folder, a training run folder, a LoRA adapter folder, or a hub "
+                                              "id org/name[@revision] (downloaded into the HF cache).")],
     adapter: Annotated[list[str] | None, typer.Option(help="NAME=DIR: a LoRA adapter served as model NAME "
                                                            "(repeatable).")] = None,
     merge_adapters: Annotated[bool, typer.Option("--merge-adapters", help="Give each adapter its own merged copy "
@@ -29,7 +30,7 @@ def serve_command(
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allowed browser origin "
                                                           "(repeatable; '*' for any).")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="The name clients use for MODEL "
-                                                               "(default: its folder name).")] = None,
+                                                               "(default: its folder name or hub id).")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Most sequences decoded together (default 16).")]
     = None,
     max_queue: Annotated[int | None, typer.Option(help="Most requests waiting; beyond it the server answers 429 "
@@ -52,6 +53,8 @@ def serve_command(
     max_prompt_chars: Annotated[int | None, typer.Option(help="Most prompt characters per request, checked before "
                                                               "tokenizing; beyond it HTTP 400 (default: 32 per token "
                                                               "of the model's context length).")] = None,
+    trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
     """Serve MODEL over the OpenAI API: /v1/chat/completions, /v1/completions, /v1/models, /tokenize, /metrics."""
     import os
@@ -70,11 +73,12 @@ def serve_command(
         "request_timeout_s": timeout, "device": device, "dtype": dtype, "threads": threads,
         "device_map": device_map, "merge_adapters": merge_adapters or None, "max_body_bytes": max_body_bytes,
         "max_prompt_chars": max_prompt_chars, "tp": tp, "max_model_len": max_model_len}.items() if value is not None}
+    trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
     if engine == "vllm":
         from lmforge.serve.vllm import serve_with_vllm
 
         raise typer.Exit(serve_with_vllm(model, adapters=adapters, host=host, port=port, api_keys=api_key or [],
-                                         cors_origins=cors_origin or [], **given))
+                                         cors_origins=cors_origin or [], **trust, **given))
     from lmforge.cli.generate import quiet_transformers
     from lmforge.serve.app import serve
 
@@ -85,7 +89,7 @@ def serve_command(
                    err=True)
 
     serve(model, adapters=adapters, host=host, port=port, api_keys=api_key or [], cors_origins=cors_origin or [],
-          on_ready=ready, **given)
+          on_ready=ready, **trust, **given)
 
 
 def bench_serve_command(

@@ -41,6 +41,13 @@ def train(
         prepared = prepare_run(resolved)
         _print_data_summary(prepared.summary, prepared.reused, Path(resolved.out) / "data", as_json)
         return
+    if resume:
+        from lmforge.train.run import finished_run, nothing_to_resume
+
+        done = finished_run(resolved)
+        if done is not None:
+            typer.echo(json.dumps(done.to_json(), indent=2) if as_json else nothing_to_resume(done, resolved))
+            return
     if nproc > 1 or deepspeed or fsdp:
         from lmforge.train.launch import launch
 

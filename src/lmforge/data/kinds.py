@@ -17,6 +17,7 @@ turns that into "file:line: reason". Nothing here touches files or imports `data
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -81,6 +82,23 @@ ROLE_NAMES = {
 }
 
 
+@dataclass(frozen=True)
+class OptionNames:
+    """How the command reading the data lets the user set its options, so an error names one that exists:
+    `lmforge data` and `lmforge eval` take --kind/--columns/--on-error, a train config has data.* keys."""
+
+    kind: str = "--kind"
+    columns: str = "--columns"
+    columns_example: str = "--columns instruction=question,output=answer"
+    skip: str = "pass --on-error skip to drop them into a rejects file"
+
+
+CLI_OPTIONS = OptionNames()
+CONFIG_OPTIONS = OptionNames(
+    kind="data.kind", columns="data.columns", columns_example="data.columns: {instruction: question, output: answer}",
+    skip="set data.on_error: skip to drop them (counted as rejected in RUN/data/summary.json)")
+
+
 class RecordProblem(Exception):
     """One record that cannot be used: `reason` is the category, str(self) the full detail."""
 
@@ -101,7 +119,7 @@ def resolve_format(kind: str | Kind | None) -> str | None:
     return name
 
 
-def detect_format(columns: Iterable[str]) -> str:
+def detect_format(columns: Iterable[str], options: OptionNames = CLI_OPTIONS) -> str:
     """The input layout implied by a record's (already mapped) column names."""
     names = set(columns)
     if "messages" in names:
@@ -120,9 +138,9 @@ def detect_format(columns: Iterable[str]) -> str:
         return "text"
     shown = ", ".join(sorted(names)) or "none"
     raise UserInputError(
-        f"cannot detect the data kind from columns [{shown}]; pass --kind "
+        f"cannot detect the data kind from columns [{shown}]; name it with {options.kind} "
         "(text, alpaca, sharegpt, messages, preference, unpaired_preference, classification) "
-        "or map columns, e.g. --columns instruction=question,output=answer"
+        f"or map your columns, e.g. {options.columns_example}"
     )
 
 

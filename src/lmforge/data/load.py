@@ -14,6 +14,7 @@ skip the counting this module must do on every load.
 from __future__ import annotations
 
 import atexit
+import codecs
 import contextlib
 import csv
 import glob
@@ -30,11 +31,13 @@ from typing import TYPE_CHECKING, Any
 from lmforge.data.dedup import drop_duplicates
 from lmforge.data.kinds import (
     ANY_CHAT,
+    CLI_OPTIONS,
     FORMAT_KIND,
     INVALID_JSON,
     LABEL_NOT_IN_SET,
     NON_UTF8,
     Kind,
+    OptionNames,
     RecordProblem,
     apply_columns,
     detect_format,
@@ -47,6 +50,7 @@ from lmforge.data.kinds import (
 from lmforge.data.validate import OnError, ProblemCollector, ValidationReport, _StopLoading
 from lmforge.errors import FormatError, NotFoundError, UserInputError
 from lmforge.fileio import atomic_path
+from lmforge.hub.reference import is_hub_id
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -86,6 +90,7 @@ def load_data(
     dedup: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    names: OptionNames = CLI_OPTIONS,
 ) -> LoadResult:
     """Read `source`, detect (or force) its kind, normalise every record to the canonical schema.
 
@@ -94,6 +99,8 @@ def load_data(
     one (location, reason, raw record) to a JSONL rejects file atomically. `dedup=True` removes exact
     and near-exact duplicates (counted in report.duplicates_removed). `labels` fixes the
     classification label set (others are rejected). `split` picks a split of a DatasetDict or hub set.
+    `names` says how the caller's user sets kind, columns and on_error, for the errors (CONFIG_OPTIONS in
+    training). A column mapping naming a column no record has is an error, never silently ignored.
     """
     mapping = parse_columns(columns)
     forced = resolve_format(kind)
@@ -114,11 +121,11 @@ def load_data(
     with contextlib.closing(items):  # type: ignore[type-var]
         if on_error == "skip" and rejects_path is not None:
             with atomic_path(rejects_path) as temporary, open(temporary, "w", encoding="utf-8") as rejects:
-                collector = ProblemCollector(on_error, report, rejects)
+                collector = ProblemCollector(on_error, report, rejects, names)
                 fmt, dataset, label_names = _build(items, forced, mapping, collector, label_names, work_dir, name)
             report.rejects_path = str(rejects_path)
         else:
-            collector = ProblemCollector(on_error, report)
+            collector = ProblemCollector(on_error, report, names=names)
             fmt, dataset, label_names = _build(items, forced, mapping, collector, label_names, work_dir, name)
     if dedup:
         dataset, duplicates = drop_duplicates(dataset, FORMAT_KIND[fmt])
@@ -142,7 +149,7 @@ def _build(
     from datasets import Dataset
     from datasets.arrow_writer import ArrowWriter
 
-    items, fmt = _detect(items, forced, mapping, source)
+    items, fmt = _detect(items, forced, mapping, source, collector.names)
     kind = FORMAT_KIND[fmt]
     labeller = _Labeller(label_names) if kind is Kind.CLASSIFICATION else None
     features = features_for(kind, labeller.names if labeller and labeller.fixed else None)
@@ -151,6 +158,7 @@ def _build(
     stopped = False
     pending: list[dict[str, Any]] = []
     schema = features.arrow_schema
+    columns_seen: set[str] = set()  # every column of every record read, to check the column mapping
 
     def flush() -> None:
         # Canonical records are plain str/list/bool/int, so pyarrow converts a batch in C++.
@@ -161,6 +169,8 @@ def _build(
         try:
             for location, record, problem, raw in items:
                 report.records_in += 1
+                if isinstance(record, dict):
+                    columns_seen.update(record)
                 try:
                     if problem is not None:
                         raise problem
@@ -179,6 +189,7 @@ def _build(
         if pending or not report.records_out:
             flush()
         writer.finalize()
+    _check_mapping(mapping, columns_seen, report.records_in, source, collector.names)
     collector.finish(source, stopped_early=stopped)
     dataset = Dataset.from_file(str(arrow_file))
     if labeller is not None and not labeller.fixed:
@@ -187,7 +198,19 @@ def _build(
     return fmt, dataset, labeller.names if labeller else None
 
 
-def _detect(items: Iterator[_Item], forced: str | None, mapping: dict[str, str], source: str) -> tuple[Iterator[_Item], str]:
+def _check_mapping(mapping: dict[str, str], columns: set[str], records: int, source: str, names: OptionNames,
+                   where: str = "none of the {records} records read from {source} has it") -> None:
+    """A mapping onto a column the data lacks is named, rather than ignored or hidden behind a vaguer error."""
+    missing = [f"'{column}' (mapped to '{canonical}')" for canonical, column in mapping.items()
+               if column not in columns]
+    if missing:
+        shown = ", ".join(sorted(columns)) or "none"
+        raise UserInputError(f"{names.columns}: column {', '.join(missing)} not found: "
+                             f"{where.format(records=records, source=source)}; its columns are [{shown}]")
+
+
+def _detect(items: Iterator[_Item], forced: str | None, mapping: dict[str, str], source: str,
+            names: OptionNames) -> tuple[Iterator[_Item], str]:
     """The layout from the first readable record (keeping what was read for the real pass).
 
     A forced "chat" detects among the chat layouts and otherwise checks records as OpenAI messages.
@@ -201,7 +224,11 @@ def _detect(items: Iterator[_Item], forced: str | None, mapping: dict[str, str],
             columns = apply_columns(item[1], mapping)
             if forced == ANY_CHAT:
                 return chain(seen, items), _chat_layout(columns)
-            return chain(seen, items), detect_format(columns)
+            try:
+                return chain(seen, items), detect_format(columns, names)
+            except UserInputError:
+                _check_mapping(mapping, set(item[1]), 1, source, names, where=f"the first record of {source} lacks it")
+                raise
     if not seen:
         raise UserInputError(f"{source} holds no records")
     # Every record is unreadable: report them all under a harmless layout.
@@ -296,7 +323,7 @@ def _source_items(source: str, split: str | None, progress: bool) -> tuple[Itera
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True) if Path(p).is_file())
         if not files:
             raise NotFoundError(f"no files match {source}")
-    elif path.suffix.lower() in FILE_SUFFIXES or os.sep in source and not _looks_like_hub_name(source):
+    elif path.suffix.lower() in FILE_SUFFIXES or os.sep in source and not is_hub_id(source):
         raise NotFoundError(f"no such file or folder: {source}")
     else:
         return _hub_items(source, split)
@@ -309,10 +336,6 @@ def _source_items(source: str, split: str | None, progress: bool) -> tuple[Itera
 
 def _hidden(file: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in file.relative_to(root).parts)
-
-
-def _looks_like_hub_name(source: str) -> bool:
-    return source.count("/") == 1 and not source.startswith((".", "/", "~"))
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -348,10 +371,13 @@ def _with_progress(files: list[Path], progress: bool) -> Iterator[_Item]:
 
 def _lines(file: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, str, RecordProblem | None]]:
     """Each non-blank line with its location, decoded as UTF-8; a line that is not UTF-8 comes
-    with its NON_UTF8 problem, decoded with replacement characters for the report."""
+    with its NON_UTF8 problem, decoded with replacement characters for the report. A byte-order mark
+    (Windows editors write one) is dropped from line 1, so the first record is read like the others."""
     with open(file, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             advance(len(raw))
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             if not raw.strip():
                 continue
             try:
@@ -378,7 +404,7 @@ def _json_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
     data = file.read_bytes()
     advance(len(data))
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # as the CSV and line readers: a byte-order mark is not content
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise FormatError(f"{file}:{line}: {NON_UTF8}; re-save the file as UTF-8") from error

@@ -79,19 +79,29 @@ def length_stats(lengths: np.ndarray) -> LengthStats:
     )
 
 
-def load_tokenizer(path: str | os.PathLike[str]) -> Any:
-    """A tokenizer from a local model, tokenizer or training-run folder (never downloaded)."""
+def load_tokenizer(path: str | os.PathLike[str], setting: str = "--tokenizer", *,
+                   trust_remote_code: bool = False) -> Any:
+    """A tokenizer from a local model, tokenizer or training-run folder (never downloaded).
+
+    `setting` is how the user named the folder (--tokenizer, model.tokenizer), for the one-line error: a
+    folder without tokenizer files makes transformers suggest installing sentencepiece, which never helps.
+    """
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise NotFoundError(f"no tokenizer folder at {path}; pass a local model directory with --tokenizer")
+        raise NotFoundError(f"no tokenizer folder at {path}; pass a local model directory with {setting}")
     if (folder / "final").is_dir():  # an lmforge run: its tokenizer (with the trained template) is in RUN/final
         folder = folder / "final"
+    if not any(folder.glob("tokenizer*")) and not any(folder.glob("vocab*")):
+        raise NotFoundError(f"{folder} holds no tokenizer files (tokenizer.json, tokenizer_config.json, "
+                            f"tokenizer.model, vocab.*); set {setting} to the folder of the tokenizer this model "
+                            "was trained with")
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        raise NotFoundError(f"{path} holds no loadable tokenizer ({str(error).splitlines()[0]})") from error
+        raise NotFoundError(f"{path} holds no loadable tokenizer ({str(error).splitlines()[0]}); set {setting} to "
+                            "a folder with a working one") from error
 
 
 def _rows(batch: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -24,6 +24,10 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512, chat_templa
     tokenizer = Tokenizer(models.BPE())
     # One token per digit (with its leading space, as " 4"), as Qwen's tokenizer splits digits: numbers
     # then share a small set of tokens, which is what lets a tiny model learn builtin:arith-sft's arithmetic.
+    # Training splits digits apart so that no merge ever joins two digits; afterwards GPT-2's plain byte-level
+    # split gives exactly the same tokens (" 42" → " 4" "2": the merges stop there) and is a split llama.cpp
+    # knows ("gpt-2"), so a GGUF export tokenizes chat text into the same ids in llama.cpp as here
+    # (lmforge.files.convert.pretokenizer checks the split; tests/data/test_tokenizer.py the equivalence).
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"),
@@ -38,6 +42,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512, chat_templa
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token=None,

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Literal
 
-from lmforge.data.kinds import RecordProblem
+from lmforge.data.kinds import CLI_OPTIONS, OptionNames, RecordProblem
 from lmforge.errors import UserInputError
 
 OnError = Literal["fail", "skip"]
@@ -48,12 +48,14 @@ class _StopLoading(Exception):
 class ProblemCollector:
     """Applies the on_error policy to each bad record as the loader meets it."""
 
-    def __init__(self, on_error: OnError, report: ValidationReport, rejects: IO[str] | None = None) -> None:
+    def __init__(self, on_error: OnError, report: ValidationReport, rejects: IO[str] | None = None,
+                 names: OptionNames = CLI_OPTIONS) -> None:
         if on_error not in ("fail", "skip"):
             raise UserInputError(f"--on-error must be 'fail' or 'skip', not '{on_error}'")
         self.on_error = on_error
         self.report = report
         self.rejects = rejects
+        self.names = names
         self.reasons: Counter[str] = Counter()
 
     def reject(self, location: str, problem: RecordProblem, raw: Any) -> None:
@@ -77,9 +79,7 @@ class ProblemCollector:
                 else f"{self.report.rejected} bad record{'s' if self.report.rejected != 1 else ''}"
             )
             listed = "; ".join(self.report.problems)
-            raise UserInputError(
-                f"{source}: {count} (pass --on-error skip to drop them into a rejects file): {listed}"
-            )
+            raise UserInputError(f"{source}: {count} ({self.names.skip}): {listed}")
 
 
 def problem_summary(report: ValidationReport) -> str:

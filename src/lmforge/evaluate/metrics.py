@@ -63,6 +63,27 @@ def bleu_score(predictions: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_bleu(list(predictions), [list(references)], tokenize=tokenize).score)
 
 
+BLEU_MAX_ORDER = 4  # sacrebleu's default: the geometric mean of 1- to 4-gram precisions (Papineni et al. 2002)
+
+
+def bleu_note(references: Sequence[str]) -> str | None:
+    """A warning when the references are too short for BLEU to mean anything: with fewer tokens than its
+    4-grams (the built-in arithmetic answers are 1-3 tokens), corpus BLEU rests on a handful of longer
+    references or is 0 whatever the model says. None when the median reference has 4 tokens or more."""
+    import statistics
+
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    if not references:
+        return None
+    tokenize = Tokenizer13a()
+    median = statistics.median(len(tokenize(reference).split()) for reference in references)
+    if median >= BLEU_MAX_ORDER:
+        return None
+    return (f"BLEU means nothing here: the references are {median:g} token(s) long (median), shorter than BLEU's "
+            f"{BLEU_MAX_ORDER}-grams; read exact match and ROUGE instead")
+
+
 def sentence_bleu(prediction: str, reference: str) -> float:
     import sacrebleu
 

@@ -45,6 +45,7 @@ class EvalReport:
     compare_summary: dict[str, Any] | None = None
     outcomes: dict[str, int] | None = None  # wins / losses / ties of `model` against `compare_model`
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. confusion matrix
+    notes: list[str] = field(default_factory=list)  # how to read the figures (e.g. BLEU on short references)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +93,7 @@ def render_markdown(report: EvalReport) -> str:
     else:
         lines += ["## Summary", "", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {_number(report.summary[key])} |" for key in metrics]
+    lines += [f"\n**Note:** {note}" for note in report.notes]
     matrix = report.extra.get("confusion_matrix")
     if matrix:
         labels = report.extra["labels"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from lmforge.errors import UserInputError
 from lmforge.evaluate.metrics import (
+    bleu_note,
     bleu_score,
     classification_metrics,
     exact_matches,
@@ -25,6 +26,7 @@ from lmforge.evaluate.metrics import (
     sentence_bleu,
 )
 from lmforge.evaluate.report import EvalReport, ExampleRow, decide_outcomes
+from lmforge.runtime import no_hub_kernels
 
 TASKS = ("generation", "classification", "reward", "perplexity")
 _TASK_OF_KIND = {"chat": "generation", "classification": "classification", "preference": "reward",
@@ -44,10 +46,14 @@ class _Scored:
 def evaluate_model(model: str, data: str, *, task: str | None = None, compare: str | None = None,
                    adapter: str | None = None, limit: int | None = None, split: str | None = None,
                    extract: str = "answer", params: Any = None, device: str | None = None,
-                   batch_size: int = 8, progress: bool = False, device_map: str | None = None) -> EvalReport:
-    """Evaluate `model` on `data` (any lmforge data source); `compare` is the baseline it is measured against
-    ("base": the model it was fine-tuned from, read from its adapter or run folder). `device_map` ("auto")
-    spreads a model larger than one GPU over the GPUs (accelerate)."""
+                   batch_size: int = 8, progress: bool = False, reading: DataReading | None = None,
+                   trust_pickle: bool = False, trust_remote_code: bool = False, quant: str | None = None,
+                   device_map: str | None = None) -> EvalReport:
+    """Evaluate `model` on `data` (any lmforge data source, read as `reading` says); `compare` is the baseline
+    it is measured against ("base": the model it was fine-tuned from, read from its adapter or run folder).
+    The trust_ flags override the loading gates (lmforge.generate.load_model). `quant` (int8, nf4) quantizes
+    `model` while loading it, not the baseline: `--quant nf4 --compare MODEL` measures what quantizing costs.
+    `device_map` ("auto") spreads a model larger than one GPU over the GPUs (accelerate)."""
     if limit is not None and limit < 1:
         raise UserInputError(f"--limit must be at least 1, got {limit}")
     if batch_size < 1:
@@ -56,23 +62,28 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
         from lmforge.generate.load import base_of
 
         compare = base_of(model, adapter=adapter)
-    records, kind, label_names = load_records(data, split, limit)
+    records, kind, label_names = load_records(data, split, limit, reading)
     task = task or _TASK_OF_KIND.get(kind)
     if task not in TASKS:
         raise UserInputError(f"no evaluation task for {kind} data; pass --task {' | '.join(TASKS)}")
     _check_kind(task, kind)
+    if quant is not None and task not in ("generation", "perplexity"):
+        raise UserInputError(f"--quant applies to causal LMs (generation, perplexity), not {task}")
     runner: Callable[..., _Scored] = {
         "generation": _generation, "classification": _classification, "reward": _reward, "perplexity": _perplexity,
     }[task]
     options = {"extract": extract, "params": params, "device": device, "label_names": label_names,
-               "batch_size": batch_size, "device_map": device_map}
+               "batch_size": batch_size, "device_map": device_map,
+               "trust": {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}}
     with _progress(progress, len(records) * (2 if compare else 1)) as advance:
-        main = runner(model, records, adapter=adapter, advance=advance, **options)
+        main = runner(model, records, adapter=adapter, advance=advance, quant=quant, **options)
         baseline = runner(compare, records, adapter=None, advance=advance, **options) if compare else None
     score_name, higher = {"generation": ("rougeL", True), "classification": ("correct", True),
                           "reward": ("correct", True), "perplexity": ("nll_per_token", False)}[task]
     report = EvalReport(model=main.name, task=task, data=data, score_name=score_name, higher_is_better=higher,
                         summary=main.summary, rows=main.rows, extra=main.extra)
+    if task == "generation" and (note := bleu_note([row.reference for row in main.rows])) is not None:
+        report.notes.append(note)
     if baseline is not None:
         report.compare_model = baseline.name if baseline.name != main.name else f"{baseline.name} (compare)"
         report.compare_summary = baseline.summary
@@ -82,20 +93,39 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
     return report
 
 
-def load_records(data: str, split: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str, list[str] | None]:
+@dataclass(frozen=True)
+class DataReading:
+    """How to read the evaluation data: the options `lmforge data` takes (--kind, --columns, --on-error,
+    --rejects), and for a built-in set the tasks to draw from (--tasks, as a train config's data.tasks)."""
+
+    kind: str | None = None
+    columns: str | None = None
+    on_error: str = "fail"
+    rejects_path: str | None = None
+    tasks: tuple[str, ...] | None = None
+
+
+def load_records(data: str, split: str | None, limit: int | None,
+                 reading: DataReading | None = None) -> tuple[list[dict[str, Any]], str, list[str] | None]:
     """Canonical records, their kind and label names. A built-in set is generated at the size asked
     for, from its test split by default (problems disjoint from the ones it trains on)."""
+    reading = reading or DataReading()
     if data.startswith("builtin:"):
         from lmforge.data.builtin import get_builtin, load_builtin
 
+        if reading.kind or reading.columns:
+            raise UserInputError(f"--kind and --columns describe your own files; {data} is already canonical")
         spec = get_builtin(data)
-        dataset = load_builtin(data, n=limit, split=split or "test")
+        dataset = load_builtin(data, n=limit, split=split or "test", tasks=reading.tasks)
         label = dataset.features.get("label")
         names = list(label.names) if hasattr(label, "names") else None
         return [dict(row) for row in dataset], spec.kind, names
+    if reading.tasks:
+        raise UserInputError(f"--tasks narrows a builtin: set; {data} is not one")
     from lmforge.data.load import load_data
 
-    loaded = load_data(data, split=split)
+    loaded = load_data(data, split=split, kind=reading.kind, columns=reading.columns,
+                       on_error=reading.on_error, rejects_path=reading.rejects_path)  # type: ignore[arg-type]
     dataset = loaded.dataset
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
@@ -129,8 +159,8 @@ def _last(messages: list[dict[str, str]], role: str) -> str:
 
 
 def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
-                extract: str, params: Any, device: str | None, batch_size: int, device_map: str | None = None,
-                **_: Any) -> _Scored:
+                extract: str, params: Any, device: str | None, batch_size: int, trust: dict[str, bool],
+                quant: str | None = None, device_map: str | None = None, **_: Any) -> _Scored:
     """Generate an answer per example, `batch_size` prompts at a time (similar lengths together).
 
     An example too long for the context is reported in its row, counted as `skipped` and left out of
@@ -141,7 +171,7 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
     from lmforge.generate.load import load_model
     from lmforge.generate.sampling import SamplingParams
 
-    loaded = load_model(model, adapter=adapter, device=device, device_map=device_map)
+    loaded = load_model(model, adapter=adapter, device=device, **trust, quant=quant, device_map=device_map)
     params = params or SamplingParams(temperature=0, max_new_tokens=128)
     rows, pending = [], []
     for index, record in enumerate(records):
@@ -182,13 +212,14 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
 
 
 def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
-                device: str | None, device_map: str | None = None, **_: Any) -> _Scored:
+                device: str | None, trust: dict[str, bool], quant: str | None = None, device_map: str | None = None,
+                **_: Any) -> _Scored:
     """Text: every token. Chat: the assistant's tokens only, the ones a fine-tune trains on."""
     from lmforge.data.templates import ChatTemplate
     from lmforge.data.tokenize import encode_chat
     from lmforge.generate.load import load_model
 
-    loaded = load_model(model, adapter=adapter, device=device, device_map=device_map)
+    loaded = load_model(model, adapter=adapter, device=device, **trust, quant=quant, device_map=device_map)
     template = ChatTemplate(loaded.chat_template_source, loaded.chat_template, loaded.chat_template_source)
     examples, instructions, truncated = [], [], 0
     for record in records:
@@ -213,31 +244,35 @@ def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | Non
     return _Scored(loaded.name, rows, summary, {})
 
 
-def load_classifier(model: str, device: str | None = None, device_map: str | None = None) -> tuple[Any, Any, str]:
+def load_classifier(model: str, device: str | None = None, *, trust_pickle: bool = False,
+                    trust_remote_code: bool = False, device_map: str | None = None) -> tuple[Any, Any, str]:
     """A sequence-classification model (classifier or reward model) and its tokenizer, pickles scanned;
     `device_map` ("auto") lets accelerate place it over the GPUs."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from lmforge.files.safe_load import check_model_folder
-    from lmforge.generate.load import check_device_map, resolve_model_path
+    from lmforge.generate.load import check_device_map
+    from lmforge.hub.reference import locate_model
 
     check_device_map(device_map, device)
-    folder = resolve_model_path(model)
-    if not (folder / "config.json").is_file():
+    ref = locate_model(model, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
+    folder = ref.path
+    if ref.is_adapter:
         raise UserInputError(f"{folder} is an adapter; classifier and reward evaluation need a merged model folder")
     target = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    no_hub_kernels()
+    use_safetensors = check_model_folder(folder, trust_pickle=trust_pickle)
     placement = {"device_map": device_map} if device_map else {}
-    network = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=check_model_folder(folder),
-                                                                 **placement)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    network = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=use_safetensors,
+                                                                 trust_remote_code=trust_remote_code, **placement)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     network.config.pad_token_id = tokenizer.pad_token_id
-    name = folder.parent.name if folder.name == "final" else folder.name
     if device_map is None:  # else accelerate has placed it (inputs go to network.device, its first layer's)
         network.to(target)
-    return network.eval(), tokenizer, name
+    return network.eval(), tokenizer, ref.name
 
 
 def _scores(network: Any, tokenizer: Any, texts: list[str], pairs: list[str | None] | None,
@@ -272,9 +307,9 @@ def _label_map(model_labels: dict[int, str], data_labels: list[str]) -> dict[int
 
 
 def _classification(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
-                    label_names: list[str] | None, batch_size: int, device_map: str | None = None,
-                    **_: Any) -> _Scored:
-    network, tokenizer, name = load_classifier(model, device, device_map)
+                    label_names: list[str] | None, batch_size: int, trust: dict[str, bool],
+                    device_map: str | None = None, **_: Any) -> _Scored:
+    network, tokenizer, name = load_classifier(model, device, device_map=device_map, **trust)
     labels = label_names or sorted({str(r["label"]) for r in records})
     mapping = _label_map(dict(network.config.id2label), labels)
     logits = _scores(network, tokenizer, [r["text"] for r in records], [r.get("text_pair") for r in records], advance,
@@ -291,10 +326,10 @@ def _classification(model: str, records: list[dict[str, Any]], *, advance: Calla
 
 
 def _reward(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
-            batch_size: int, device_map: str | None = None, **_: Any) -> _Scored:
+            batch_size: int, trust: dict[str, bool], device_map: str | None = None, **_: Any) -> _Scored:
     from lmforge.data.templates import resolve_template
 
-    network, tokenizer, name = load_classifier(model, device, device_map)
+    network, tokenizer, name = load_classifier(model, device, device_map=device_map, **trust)
     if network.config.num_labels != 1:
         raise UserInputError(f"{model} has {network.config.num_labels} outputs; a reward model has one score")
     template = resolve_template(tokenizer)

@@ -1,15 +1,11 @@
-"""Containers that can hold pickle streams: zip (torch checkpoints, .npz), tar (oldest torch
-format), gzip/bz2/xz wrappers, NumPy .npy headers; and magic-byte sniffing of everything else.
-
-The zip reader parses the central directory itself so that it is at least as permissive as
-torch's own reader (miniz in caffe2/serialize/inline_container.cc): it ignores CRCs and flag
-bits, trusts the central directory over a local header whose name differs, tolerates junk
-before the archive, and understands ZIP64. A member it cannot read is reported, never skipped.
+"""Containers that can hold pickle streams, each read with the reader its loader uses: tar (torch's
+pre-1.0 format, read by tarfile as torch.load does), NumPy .npy headers (numpy's own header
+reader), gzip/bz2/xz wrappers (joblib loads compressed pickles), and magic-byte detection.
+Zip archives have their own module (zip_archive.py).
 """
 
 from __future__ import annotations
 
-import ast
 import io
 import struct
 import zlib
@@ -17,16 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 DEFAULT_MAX_DECOMPRESSED_BYTES = 1 << 30  # 1 GiB: decompression past this is refused, not OOM
+COPY_LIMIT_BYTES = 16 << 20  # members larger than this are viewed in place, not copied
 
-_ZIP_LOCAL = b"PK\x03\x04"
-_ZIP_CENTRAL = b"PK\x01\x02"
-_ZIP_END = b"PK\x05\x06"
-_ZIP64_END = b"PK\x06\x06"
-_ZIP64_LOCATOR = b"PK\x06\x07"
 _NPY_MAGIC = b"\x93NUMPY"
-
-
-_COPY_LIMIT_BYTES = 16 << 20  # stored members larger than this are viewed in place, not copied
 
 
 class Window:
@@ -66,18 +55,6 @@ class Window:
         return found - self.start if found >= 0 else -1
 
 
-@dataclass(frozen=True)
-class ZipMember:
-    """A zip entry as the central directory describes it; `problem` says why it cannot be read."""
-
-    name: str
-    data_offset: int  # where the (possibly compressed) bytes start in the archive
-    compressed_size_bytes: int
-    size_bytes: int
-    method: int  # 0 stored, 8 deflate, 12 bzip2, 14 lzma
-    problem: str | None = None
-
-
 class ContainerError(Exception):
     """Raised by the readers here; scan.py turns it into a finding on the file or member."""
 
@@ -85,9 +62,12 @@ class ContainerError(Exception):
 def detect_kind(head: bytes, size_bytes: int) -> str:
     """The container or format a file's first bytes announce (never its name).
 
-    Returns one of: zip, gzip, bz2, xz, 7z, zstd, npy, safetensors, gguf, tar, pickle, unknown.
+    Returns one of: zip, gzip, bz2, xz, zlib, lzma, lz4, 7z, zstd, npy, safetensors, gguf, pickle,
+    unknown. (A tar is whatever tarfile opens: is_tar. A zip may also start with other bytes:
+    zip_archive.looks_like_zip.) zlib, lzma and lz4 are joblib's other compressors, which it
+    recognises by these same prefixes (joblib/compressor.py) before unpickling what they hold.
     """
-    if head.startswith(_ZIP_LOCAL) or head.startswith(_ZIP_END):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
@@ -99,6 +79,12 @@ def detect_kind(head: bytes, size_bytes: int) -> str:
         return "7z"
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         return "zstd"
+    if head.startswith(b"\x04\x22\x4d\x18"):
+        return "lz4"
+    if len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:  # RFC 1950 header check
+        return "zlib"
+    if head.startswith(b"\x5d\x00\x00"):  # .lzma ("alone") properties byte and dictionary size
+        return "lzma"
     if head.startswith(_NPY_MAGIC):
         return "npy"
     if head.startswith(b"GGUF"):
@@ -108,8 +94,6 @@ def detect_kind(head: bytes, size_bytes: int) -> str:
         (header_bytes,) = struct.unpack("<Q", head[:8])
         if 2 <= header_bytes <= size_bytes - 8:
             return "safetensors"
-    if len(head) >= 262 and head[257:262] == b"ustar":
-        return "tar"
     if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
         return "pickle"
     return "unknown"
@@ -120,182 +104,16 @@ def looks_like_onnx(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x08 and 1 <= head[1] <= 30
 
 
-# ---- zip -----------------------------------------------------------------------------------------
-def _end_record_candidates(data, size: int) -> list[int]:
-    """Every end-of-central-directory signature in the last 64 KiB, last first.
-
-    Readers differ on which one they trust when the archive comment holds a fake one, so the
-    scanner reads them all and scans the union of their members.
-    """
-    search_from = max(0, size - (22 + 0xFFFF))
-    candidates, end = [], size
-    while True:
-        position = data.rfind(_ZIP_END, search_from, end)
-        if position < 0:
-            return candidates
-        if position + 22 <= size:
-            candidates.append(position)
-        end = position + 3
-
-
-def _zip64_end(data, end_position: int) -> tuple[int, int]:
-    """(entries, central directory offset) from the ZIP64 end record (APPNOTE.TXT 4.3.14-4.3.15)."""
-    locator = end_position - 20
-    if locator < 0 or data[locator : locator + 4] != _ZIP64_LOCATOR:
-        raise ContainerError("zip64 sizes without a zip64 end-of-central-directory locator")
-    (record_offset,) = struct.unpack("<Q", data[locator + 8 : locator + 16])
-    if data[record_offset : record_offset + 4] != _ZIP64_END:
-        raise ContainerError("zip64 end-of-central-directory record missing")
-    entries, _size, offset = struct.unpack("<QQQ", data[record_offset + 32 : record_offset + 56])
-    return entries, offset
-
-
-def _zip64_extra(extra: bytes, sizes: list[int]) -> list[int]:
-    """Replaces the 0xFFFFFFFF placeholders in [size, compressed, offset] from the zip64 extra field."""
-    position = 0
-    while position + 4 <= len(extra):
-        header_id, length = struct.unpack("<HH", extra[position : position + 4])
-        body = extra[position + 4 : position + 4 + length]
-        if header_id == 0x0001:
-            values = list(sizes)
-            cursor = 0
-            for index, value in enumerate(values):
-                if value == 0xFFFFFFFF and cursor + 8 <= len(body):
-                    (values[index],) = struct.unpack("<Q", body[cursor : cursor + 8])
-                    cursor += 8
-            return values
-        position += 4 + length
-    return sizes
-
-
-def read_zip_members(data, size: int | None = None) -> list[ZipMember]:
-    """Every entry of the zip in `data` (bytes, mmap or Window), from its central directory(ies).
-
-    Falls back to walking local headers when there is no central directory (a truncated archive).
-    """
-    size = len(data) if size is None else size
-    members: dict[tuple[str, int], ZipMember] = {}
-    errors = []
-    for end in _end_record_candidates(data, size):
-        try:
-            for member in _read_central_directory(data, size, end):
-                members.setdefault((member.name, member.data_offset), member)
-        except (ContainerError, struct.error) as error:
-            errors.append(str(error))
-    if members:
-        return list(members.values())
-    if data[0:4] == _ZIP_LOCAL:
-        return _walk_local_headers(data, size)
-    raise ContainerError(errors[0] if errors else "zip end-of-central-directory record not found")
-
-
-def _read_central_directory(data, size: int, end: int) -> list[ZipMember]:
-    entries, directory_size, directory_offset = struct.unpack("<HII", data[end + 10 : end + 20])
-    entries_total = entries
-    if entries == 0xFFFF or directory_offset == 0xFFFFFFFF or directory_size == 0xFFFFFFFF:
-        entries_total, directory_offset = _zip64_end(data, end)
-        zip64_record = data.rfind(_ZIP64_END, 0, end)
-        directory_end = zip64_record if zip64_record >= 0 else end
-    else:
-        directory_end = end
-    # Junk prepended to the archive shifts every offset (zipfile's `concat`, Lib/zipfile.py _RealGetContents).
-    shift = max(0, directory_end - directory_size - directory_offset) if directory_size else 0
-    if data[directory_offset + shift : directory_offset + shift + 4] != _ZIP_CENTRAL and entries_total:
-        shift = 0
-        if data[directory_offset : directory_offset + 4] != _ZIP_CENTRAL:
-            raise ContainerError(f"zip central directory not found at byte {directory_offset}")
-
-    members: list[ZipMember] = []
-    position = directory_offset + shift
-    for _ in range(min(entries_total, size // 46 + 1)):
-        if position + 46 > size or data[position : position + 4] != _ZIP_CENTRAL:
-            problem = f"central directory entry {len(members)} is corrupt at byte {position}"
-            members.append(ZipMember("<central directory>", 0, 0, 0, 0, problem))
-            break
-        fields = struct.unpack("<4s6H3I5H2I", data[position : position + 46])
-        flags, method = fields[3], fields[4]
-        compressed, uncompressed = fields[8], fields[9]
-        name_length, extra_length, comment_length = fields[10], fields[11], fields[12]
-        local_offset = fields[16]
-        raw_name = bytes(data[position + 46 : position + 46 + name_length])
-        extra = bytes(data[position + 46 + name_length : position + 46 + name_length + extra_length])
-        name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
-        uncompressed, compressed, local_offset = _zip64_extra(extra, [uncompressed, compressed, local_offset])
-        members.append(_locate_member(data, size, name, local_offset + shift, compressed, uncompressed, method, flags))
-        position += 46 + name_length + extra_length + comment_length
-    return members
-
-
-def _locate_member(data, size: int, name: str, local_offset: int, compressed: int, uncompressed: int,
-                   method: int, flags: int) -> ZipMember:
-    problem = None
-    data_offset = local_offset
-    if local_offset + 30 > size or data[local_offset : local_offset + 4] != _ZIP_LOCAL:
-        problem = f"local header missing at byte {local_offset}"
-    else:
-        local_name_length, local_extra_length = struct.unpack("<HH", data[local_offset + 26 : local_offset + 30])
-        data_offset = local_offset + 30 + local_name_length + local_extra_length
-        if flags & 0x1:
-            problem = "member is encrypted"
-        elif data_offset + compressed > size:
-            problem = f"member data runs past the end of the archive ({data_offset + compressed} > {size} bytes)"
-        elif method not in (0, 8, 12, 14):
-            problem = f"unsupported zip compression method {method}"
-    return ZipMember(name, data_offset, compressed, uncompressed, method, problem)
-
-
-def _walk_local_headers(data, size: int) -> list[ZipMember]:
-    if data[0:4] != _ZIP_LOCAL:
-        raise ContainerError("not a zip archive")
-    members: list[ZipMember] = []
-    position = 0
-    while data[position : position + 4] == _ZIP_LOCAL and position + 30 <= size:
-        fields = struct.unpack("<4s5H3I2H", data[position : position + 30])
-        flags, method, compressed, uncompressed = fields[2], fields[3], fields[7], fields[8]
-        name_length = fields[9]
-        name = bytes(data[position + 30 : position + 30 + name_length]).decode("utf-8", "replace")
-        member = _locate_member(data, size, name, position, compressed, uncompressed, method, flags)
-        if flags & 0x8 and compressed == 0:
-            members.append(ZipMember(name, member.data_offset, 0, 0, method,
-                                     "no central directory and sizes deferred to a data descriptor"))
-            break
-        members.append(member)
-        position = member.data_offset + compressed
-    members.append(ZipMember("<central directory>", 0, 0, 0, 0, "zip has no central directory (truncated archive?)"))
-    return members
-
-
-def read_zip_member(data, member: ZipMember, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
-    """The member's uncompressed bytes (a zero-copy Window over `data` when stored and large)."""
-    if member.problem:
-        raise ContainerError(member.problem)
-    if member.method == 0 and member.compressed_size_bytes > _COPY_LIMIT_BYTES:
-        return Window(data, member.data_offset, member.data_offset + member.compressed_size_bytes)
-    raw = data[member.data_offset : member.data_offset + member.compressed_size_bytes]
-    if member.method == 0:
-        return raw
-    if member.method == 8:
-        return _inflate(lambda: zlib.decompressobj(-15), raw, max_bytes)
-    if member.method == 12:
-        import bz2
-
-        return _inflate(bz2.BZ2Decompressor, raw, max_bytes)
-    import lzma
-
-    # zip's LZMA members carry a 4-byte version/size prefix before the properties (APPNOTE.TXT 5.8.8).
-    properties_length = struct.unpack("<H", raw[2:4])[0] if len(raw) >= 4 else 0
-    filters = [lzma._decode_filter_properties(lzma.FILTER_LZMA1, raw[4 : 4 + properties_length])]
-    return _inflate(lambda: lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters), raw[4 + properties_length :], max_bytes)
-
-
 _CHUNK_BYTES = 1 << 20
 
 
-def _inflate(make_decompressor, raw, max_bytes: int, multi_member: bool = False) -> bytes:
-    """Decompresses `raw` chunk by chunk, never holding more than `max_bytes` (+1) of output.
+def inflate(make_decompressor, raw, max_bytes: int, multi_member: bool = False) -> tuple[bytes, str | None]:
+    """Decompresses `raw` chunk by chunk, never holding more than `max_bytes` of output.
 
-    `multi_member`: gzip/bz2/xz files may be several streams back to back (zero padding between
-    allowed), and gzip.open reads them all as one, so a payload in a second member is found too.
+    Returns what decompressed and why it stopped early (None when it did not): a streaming loader
+    (gzip.open, zipfile) hands the bytes before a corrupt or truncated point to the unpickler, so
+    they are scanned too. `multi_member`: gzip/bz2/xz files may be several streams back to back
+    (zero padding between allowed), and gzip.open reads them all as one.
     """
     out = bytearray()
     decompressor = make_decompressor()
@@ -319,20 +137,19 @@ def _inflate(make_decompressor, raw, max_bytes: int, multi_member: bool = False)
                     break
                 out += decompressor.decompress(b"", max_bytes + 1 - len(out))  # bz2/lzma drain their buffer
             if len(out) > max_bytes:
-                raise ContainerError(f"decompresses to more than {max_bytes} bytes; refusing to inflate further")
+                return bytes(out[:max_bytes]), f"decompresses to more than {max_bytes} bytes; refusing to inflate further"
             if decompressor.eof:
                 if not multi_member:
-                    return bytes(out)
+                    return bytes(out), None
                 pending, between_members = decompressor.unused_data + pending, True
     except (zlib.error, OSError, EOFError, ValueError) as error:
-        raise ContainerError(f"cannot decompress: {error}") from error
-    if not between_members:
-        raise ContainerError("compressed data is truncated")
-    return bytes(out)
+        return bytes(out), f"cannot decompress: {error}"
+    return bytes(out), (None if between_members else "compressed data is truncated")
 
 
-def decompress_stream(kind: str, data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> bytes:
-    """gzip / bz2 / xz payload, capped at `max_bytes` (a decompression bomb is an error, not an OOM)."""
+def decompress_stream(kind: str, data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> tuple[bytes, str | None]:
+    """gzip / bz2 / xz / zlib / lzma payload, capped at `max_bytes` (a decompression bomb is a
+    problem, not an OOM), with the reason it stopped early, if it did."""
     import bz2
     import lzma
 
@@ -340,12 +157,14 @@ def decompress_stream(kind: str, data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED
         "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
         "bz2": bz2.BZ2Decompressor,
         "xz": lzma.LZMADecompressor,
+        "zlib": zlib.decompressobj,
+        "lzma": lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE),
     }
-    return _inflate(makers[kind], data, max_bytes, multi_member=True)
+    return inflate(makers[kind], data, max_bytes, multi_member=True)
 
 
 # ---- tar ---------------------------------------------------------------------------------------
-class _Reader(io.RawIOBase):
+class BytesReader(io.RawIOBase):
     """A read-only file over bytes, mmap or Window, so tarfile never needs a copy of the archive."""
 
     def __init__(self, data) -> None:
@@ -372,74 +191,87 @@ class _Reader(io.RawIOBase):
         return len(chunk)
 
 
-def read_tar_members(data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> Iterator[tuple[str, bytes | None, str | None]]:
-    """(name, bytes or None, problem) for each regular file of a tar, one at a time.
+@dataclass(frozen=True)
+class TarMember:
+    """One tar member as tarfile lists it; `body` None with a `problem` when it cannot be read."""
 
-    torch's pre-1.0 format was a tar of pickles; the archive itself is never copied.
+    name: str
+    body: object  # bytes or a Window over the archive
+    problem: str | None = None
+
+
+def is_tar(data) -> bool:
+    """Whether tarfile opens `data` (torch.load tries exactly this on every file before unpickling it)."""
+    import tarfile
+
+    if len(data) < 512:
+        return False
+    try:
+        with tarfile.open(fileobj=BytesReader(data), mode="r:"):
+            return True
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        return False
+
+
+def read_tar_members(data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> Iterator[TarMember]:
+    """Every member of a tar as tarfile reads it, one at a time (the archive itself is never copied).
+
+    A link, device or FIFO member is a problem: torch's legacy loader extracts members to a
+    temporary folder and opens them by name, so a symlink named `storages` would make it read a
+    file outside the archive, which no scan of the archive can see.
     """
     import tarfile
 
     try:
-        with tarfile.open(fileobj=_Reader(data), mode="r:") as archive:
+        with tarfile.open(fileobj=BytesReader(data), mode="r:") as archive:
             for info in archive:
-                if not info.isfile():
+                if info.isdir():
                     continue
-                if info.size > max_bytes:
-                    yield info.name, None, f"member larger than {max_bytes} bytes"
-                    continue
-                handle = archive.extractfile(info)
-                yield info.name, (handle.read() if handle else None), (None if handle else "unreadable")
-    except (tarfile.TarError, OSError, EOFError) as error:
-        yield "<tar>", None, f"corrupt tar: {error}"
+                if not info.isreg():
+                    kind = "link" if info.issym() or info.islnk() else "special file"
+                    yield TarMember(info.name, None, f"a {kind} member: what a loader reads through it is outside the archive")
+                elif info.size > max_bytes:
+                    yield TarMember(info.name, None, f"member larger than {max_bytes} bytes")
+                elif info.size > COPY_LIMIT_BYTES and not info.sparse:
+                    yield TarMember(info.name, Window(data, info.offset_data, info.offset_data + info.size))
+                else:
+                    handle = archive.extractfile(info)
+                    yield TarMember(info.name, handle.read() if handle else None, None if handle else "unreadable")
+    except (tarfile.TarError, OSError, EOFError, ValueError) as error:
+        yield TarMember("<tar>", None, f"corrupt tar: {error}")
 
 
 # ---- npy ---------------------------------------------------------------------------------------
+MAX_NPY_HEADER_BYTES = 16 << 20  # numpy.load(allow_pickle=True) has no header limit; we parse this much
+
+
 @dataclass(frozen=True)
 class NpyHeader:
-    descr: object
+    dtype: object  # numpy.dtype
     data_offset: int
-    has_objects: bool  # object dtype: the payload after the header is a pickle stream
+    has_objects: bool  # object dtype (anywhere in it): numpy.load unpickles the bytes after the header
 
 
 def read_npy_header(data) -> NpyHeader:
-    """Parses the .npy header (NEP 1 format: magic, version, little-endian length, a Python dict literal)."""
-    if len(data) < 10 or data[:6] != _NPY_MAGIC:
-        raise ContainerError("not a .npy file")
-    major = data[6]
-    if major == 1:
-        (length,) = struct.unpack("<H", data[8:10])
-        start = 10
-    elif major in (2, 3):
-        (length,) = struct.unpack("<I", data[8:12])
-        start = 12
-    else:
-        raise ContainerError(f"unknown .npy format version {major}")
-    if start + length > len(data):
-        raise ContainerError(".npy header runs past the end of the file")
-    text = bytes(data[start : start + length]).decode("utf-8" if major == 3 else "latin-1", "replace")
-    try:
-        header = _literal(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as error:
-        raise ContainerError(f".npy header is not a dict literal: {error}") from error
-    if not isinstance(header, dict) or "descr" not in header:
-        raise ContainerError(".npy header has no 'descr'")
-    return NpyHeader(header["descr"], start + length, _has_objects(header["descr"]))
-
-
-def _literal(text: str) -> object:
-    """numpy parses the header with ast.literal_eval, after dropping Python 2's `L` long suffixes
-    (numpy/lib/format.py `_filter_header`), so files written by Python 2 numpy still load."""
-    import re
+    """The .npy header exactly as numpy.load reads it (numpy.lib.format.read_array: read_magic,
+    _check_version, _read_array_header), so `'descr': 'object'`, structured and sub-array dtypes
+    are judged by numpy's own dtype, not by a look at the descr string."""
+    import tokenize
+    import warnings
 
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return ast.literal_eval(re.sub(r"(?<=\d)L\b", "", text))
+        from numpy.lib import _format_impl as numpy_format  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.lib import format as numpy_format
 
-
-def _has_objects(descr: object) -> bool:
-    if isinstance(descr, str):
-        return descr.lstrip("<>|=").startswith("O")
-    if isinstance(descr, list):  # structured dtype: [(name, dtype[, shape]), ...]
-        return any(not isinstance(field, tuple) or len(field) < 2 or _has_objects(field[1]) for field in descr)
-    return True  # an unexpected descr shape: assume numpy may fall back to pickle
+    handle = io.BytesIO(bytes(data[: min(len(data), 12 + MAX_NPY_HEADER_BYTES)]))
+    try:
+        version = numpy_format.read_magic(handle)
+        numpy_format._check_version(version)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about headers written by Python 2
+            _, _, dtype = numpy_format._read_array_header(handle, version, max_header_size=MAX_NPY_HEADER_BYTES)
+    except (ValueError, TypeError, KeyError, OverflowError, SyntaxError, MemoryError, RecursionError, struct.error,
+            tokenize.TokenError) as error:  # what numpy's header parser (ast, tokenize) raises on bad input
+        raise ContainerError(f".npy header numpy cannot read: {str(error).splitlines()[0][:200]}") from error
+    return NpyHeader(dtype, handle.tell(), bool(dtype.hasobject))

@@ -150,4 +150,8 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
     # Protocol 0/1 pickles have no PROTO opcode: a known first opcode and a STOP ('.') at the end.
     if head[:1] and head[0] in _PICKLE_V0_STARTS and tail == b".":
         return "pickle"
+    from lmforge.files.safetensors_reader import truncated_header
+
+    if (truncated := truncated_header(head, file_size)) is not None:
+        raise FormatError(f"{path.name}: {truncated}")
     raise FormatError(f"{path.name}: unrecognised model file format: {describe_bytes(head)}")

@@ -38,6 +38,13 @@ _COMPONENT_RULES: list[tuple[str, re.Pattern[str]]] = [
     ("mlp", re.compile(r"mlp|ffn|feed_forward|intermediate|densereludense|\.output\.dense|(gate|up|down)_proj|\.w[123]\.|shared_expert")),
     ("embeddings", re.compile(r"embed|(^|\.)(wte|wpe|shared)\.|token_embd|position")),
 ]  # fmt: skip
+# Tensors that are a module's state rather than its weights (transformers registers them as buffers): they are
+# not in model.parameters(), so counting them would disagree with transformers (MiniLM's position_ids: 512).
+_BUFFER_NAMES = {"position_ids", "token_type_ids", "inv_freq", "masked_bias", "_float_tensor"}
+# Integer and boolean dtypes (safetensors/torch, ONNX, GGUF spellings): never trainable, so buffers unless the
+# model is quantised (packed GPTQ/bitsandbytes weights are integers).
+_INTEGER_DTYPES = {"BOOL", "I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64", "INT8", "INT16", "INT32", "INT64",
+                   "UINT8", "UINT16", "UINT32", "UINT64"}
 # Quantisation side tensors (zeros, scales, group indices, absmax, FP8 scales): bytes that hold no weights themselves.
 _QUANT_AUX = re.compile(r"\.(qzeros|scales|g_idx|absmax|quant_map|quant_state\..*|nested_absmax|nested_quant_map|weight_scale(_inv)?|input_scale)$")
 
@@ -51,6 +58,9 @@ class TensorEntry:
     size_bytes: int
     component: str
     file: str
+    # parameter | buffer (position ids, rotary inv_freq, integer tables: state, not weights) | shared (a copy of
+    # another tensor's values, as an ONNX exporter writes a tied lm_head): only parameters are counted as such.
+    role: str = "parameter"
 
 
 @dataclass
@@ -62,7 +72,7 @@ class FileEntry:
 
 @dataclass
 class ScanSummary:
-    verdict: str  # safe | unsafe | error | not-needed
+    verdict: str  # safe | unsafe | unproven | error | not-needed
     detail: str
 
 
@@ -80,7 +90,9 @@ class InspectReport:
     files: list[FileEntry] = field(default_factory=list)
     total_size_bytes: int = 0
     tensor_count: int = 0
-    total_params: int = 0
+    total_params: int = 0  # parameters only: buffers and shared copies are reported apart
+    buffers: dict[str, int] = field(default_factory=dict)  # buffer name -> elements
+    shared: dict[str, str] = field(default_factory=dict)  # tensor that repeats another's values -> that tensor
     params_by_dtype: dict[str, int] = field(default_factory=dict)
     params_by_component: dict[str, int] = field(default_factory=dict)
     quantization: str | None = None
@@ -126,33 +138,6 @@ def component_of(name: str) -> str:
         if pattern.search(lowered):
             return component
     return "other"
-
-
-# ---------------------------------------------------------------------------------------- resolving
-
-
-def resolve_model_path(path_or_model: str | os.PathLike[str]) -> Path:
-    """A local path, or a hub id already in the local Hugging Face cache (never downloaded)."""
-    path = Path(path_or_model).expanduser()
-    if path.exists():
-        return path
-    text = str(path_or_model)
-    parts = text.split("/")
-    if len(parts) == 2 and all(parts):
-        from lmforge.plan.models import hf_cache_dir
-
-        repo = hf_cache_dir() / f"models--{parts[0]}--{parts[1]}"
-        ref = repo / "refs" / "main"
-        if ref.is_file() and (repo / "snapshots" / ref.read_text().strip()).is_dir():
-            return repo / "snapshots" / ref.read_text().strip()
-        snapshots = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime) if repo.is_dir() else []
-        if snapshots:
-            return snapshots[-1]
-        raise NotFoundError(
-            f"{text} is neither a local path nor in the Hugging Face cache; lmforge never downloads weights "
-            f"(fetch it with `hf download {text}` first)"
-        )
-    raise NotFoundError(f"{text} does not exist")
 
 
 # ----------------------------------------------------------------------------------- tensor tables
@@ -235,7 +220,7 @@ def _numpy_tensors(path: Path, fmt: str) -> list[TensorEntry]:
         raise FormatError(f"{path.name}: cannot read the .npz archive: {error}") from None
 
 
-def _onnx_tensors(path: Path) -> tuple[list[TensorEntry], dict[str, Any]]:
+def _onnx_tensors(path: Path) -> tuple[list[TensorEntry], dict[str, Any], dict[str, str]]:
     try:
         import onnx
         from onnx import helper
@@ -255,15 +240,18 @@ def _onnx_tensors(path: Path) -> tuple[list[TensorEntry], dict[str, Any]]:
         return {"name": value.name, "dtype": dtype, "shape": dims}
 
     tensors = []
+    copies = _onnx_copies(model)
     for initializer in model.graph.initializer:
         params = 1
         for dim in initializer.dims:
             params *= dim
         itemsize = helper.tensor_dtype_to_np_dtype(initializer.data_type).itemsize
         dtype = helper.tensor_dtype_to_string(initializer.data_type).removeprefix("TensorProto.")
+        original = copies.get(initializer.name)
         tensors.append(
             TensorEntry(initializer.name, dtype, list(initializer.dims), params, params * itemsize,
-                        component_of(initializer.name), path.name)
+                        component_of(original or initializer.name), path.name,
+                        role="shared" if original else "parameter")
         )  # fmt: skip
     initializer_names = {i.name for i in model.graph.initializer}
     info = {
@@ -274,7 +262,38 @@ def _onnx_tensors(path: Path) -> tuple[list[TensorEntry], dict[str, Any]]:
         "outputs": [describe(v) for v in model.graph.output],
         "nodes": len(model.graph.node),
     }
-    return tensors, info
+    return tensors, info, copies
+
+
+def _onnx_copies(model: Any) -> dict[str, str]:
+    """2-D initializers whose values repeat an earlier one's, as is or transposed: copy name -> original name.
+
+    Exporters write a tied lm_head as its own initializer holding the embedding's transpose (the TorchScript
+    exporter folds the transpose into a constant), so counting every initializer counts the tie twice. Only
+    matrices are compared: equal 1-D tensors (all-ones norms) are separate weights that start out alike.
+    """
+    import hashlib
+
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    seen: dict[tuple[str, tuple[int, ...], str], str] = {}
+    copies: dict[str, str] = {}
+    for initializer in model.graph.initializer:
+        if len(initializer.dims) != 2 or initializer.data_location == TensorProto.EXTERNAL:
+            continue
+        array = numpy_helper.to_array(initializer)
+
+        def key(values: Any) -> tuple[str, tuple[int, ...], str]:
+            return values.dtype.str, values.shape, hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+        own = key(array)
+        original = seen.get(own) or seen.get(key(array.T))
+        if original is not None:
+            copies[initializer.name] = original
+        else:
+            seen[own] = initializer.name
+    return copies
 
 
 # -------------------------------------------------------------------------------------- summaries
@@ -401,7 +420,7 @@ def _scan(paths: list[Path], fmt: str) -> ScanSummary:
     for path in paths:
         for file_report in scan_path(path).files:
             verdicts.append((Path(file_report.path).name, file_report.verdict, len(file_report.findings)))
-    for wanted in ("unsafe", "error"):
+    for wanted in ("unsafe", "unproven", "error"):
         bad = [v for v in verdicts if v[1] == wanted]
         if bad:
             names = ", ".join(f"{name} ({count} findings)" for name, _, count in bad)
@@ -441,9 +460,16 @@ def _transformers_gguf_architectures() -> set[str]:
     return set()
 
 
+def _llama_cpp_architectures() -> set[str]:
+    """The GGUF architectures llama.cpp runs (runtimes.json, read from llama.cpp's own list)."""
+    import json
+
+    return set(json.loads((Path(__file__).with_name("runtimes.json")).read_text(encoding="utf-8"))["llama.cpp"])
+
+
 def _runtimes(report: InspectReport, has_config: bool) -> list[RuntimeSupport]:
     fmt, arch = report.format, report.model_type
-    unsafe = report.scan is not None and report.scan.verdict in ("unsafe", "error")
+    unsafe = report.scan is not None and report.scan.verdict in ("unsafe", "unproven", "error")
     weights = {f.format for f in report.files}
     hf_weights = bool(weights & ({"safetensors"} | _TORCH_FORMATS))
     result = []
@@ -458,11 +484,17 @@ def _runtimes(report: InspectReport, has_config: bool) -> list[RuntimeSupport]:
         reason = (f"from_pretrained(gguf_file=...) dequantises {arch} to full precision" if supported
                   else f"transformers cannot read GGUF architecture {arch!r}")  # fmt: skip
         result.append(RuntimeSupport("transformers", supported, reason))
-        result.append(RuntimeSupport("llama.cpp", True, f"native format (architecture {arch})"))
-        result.append(RuntimeSupport("vLLM", True, "experimental single-file GGUF support; the HF model is faster"))
+        in_llama_cpp = arch in _llama_cpp_architectures()
+        result.append(RuntimeSupport("llama.cpp", in_llama_cpp, f"native format; llama.cpp runs architecture {arch}"
+                                     if in_llama_cpp else f"llama.cpp has no architecture {arch!r} (llama-arch.cpp)"))
+        # vLLM reads a GGUF's config and tokenizer through transformers' GGUF support, so it needs the same
+        # architectures, and since 2026 the vllm-gguf-plugin (GGUF left vLLM's core), on a GPU.
+        result.append(RuntimeSupport("vLLM", supported, "experimental: needs vllm-gguf-plugin and a GPU; the HF model "
+                                     "is faster" if supported else f"vLLM reads GGUF through transformers, which "
+                                     f"cannot read architecture {arch!r}"))
         result.append(RuntimeSupport("onnxruntime", False, "GGUF is llama.cpp's format; export ONNX from the HF model"))
         return result
-    if fmt == "onnx":
+    if fmt in ("onnx", "onnx-model-dir"):
         result.append(RuntimeSupport("onnxruntime", True, f"native format (opsets {report.onnx.get('opsets', {})})"))
         for runtime in ("transformers", "llama.cpp", "vLLM"):
             result.append(RuntimeSupport(runtime, False, "ONNX graphs run in onnxruntime; use the original HF model"))
@@ -537,7 +569,8 @@ def _read_file(path: Path, fmt: str, report: InspectReport) -> list[TensorEntry]
     if fmt in ("npy", "npz"):
         return _numpy_tensors(path, fmt)
     if fmt == "onnx":
-        tensors, report.onnx = _onnx_tensors(path)
+        tensors, report.onnx, copies = _onnx_tensors(path)
+        report.shared.update(copies)
         return tensors
     if fmt in ("pickle", "torchscript", "zip"):
         report.notes.append(f"{path.name}: {fmt} has no tensor table to read without running it; see `lmforge scan`")
@@ -546,8 +579,11 @@ def _read_file(path: Path, fmt: str, report: InspectReport) -> list[TensorEntry]
 
 
 def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
-    """Inspect a model file, a model or adapter folder, a shard index, or a cached hub id."""
-    path = resolve_model_path(path_or_model)
+    """Inspect a model file, a model or adapter folder, a run, a shard index, or a hub id (lmforge.hub.locate_model:
+    downloaded if it is not in the cache)."""
+    from lmforge.hub.reference import locate_model
+
+    path = locate_model(path_or_model, need="any").path
     fmt: Format = detect_format(path)
     report = InspectReport(path=str(path), format=fmt)
     folder = path if path.is_dir() else path.parent
@@ -583,6 +619,8 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
     report.total_size_bytes = sum(f.size_bytes for f in report.files)
     report.tensors = tensors
     report.tensor_count = len(tensors)
+    if fmt == "hf-model-dir" and files and all(formats[file] == "onnx" for file in files):
+        report.format = "onnx-model-dir"  # config.json beside an ONNX graph (an export), not transformers weights
 
     if config:
         architectures = config.get("architectures") or []
@@ -602,13 +640,29 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
         report.quantization = _gguf_quantization(report.metadata, tensors)
     else:
         report.quantization = _apply_quantization_params(tensors, config)
+        if fmt != "gguf" and path.is_dir() and (path / "lmforge_lowrank.json").is_file():
+            ranks = _read_json(path / "lmforge_lowrank.json").get("ranks") or {}
+            low_rank = f"low-rank SVD, {len(ranks)} layers (lmforge compress factorize)"
+            report.quantization = f"{report.quantization}; {low_rank}" if report.quantization else low_rank
 
-    for tensor in tensors:
+    _mark_buffers(tensors, quantized=report.quantization is not None)
+    parameters = [t for t in tensors if t.role == "parameter"]
+    report.buffers = {t.name: t.params for t in tensors if t.role == "buffer"}
+    for tensor in parameters:
         report.params_by_dtype[tensor.dtype] = report.params_by_dtype.get(tensor.dtype, 0) + tensor.params
         report.params_by_component[tensor.component] = report.params_by_component.get(tensor.component, 0) + tensor.params
-    report.total_params = sum(t.params for t in tensors)
+    report.total_params = sum(t.params for t in parameters)
     if report.total_params:
-        report.bits_per_weight = round(sum(t.size_bytes for t in tensors) * 8 / report.total_params, 3)
+        report.bits_per_weight = round(sum(t.size_bytes for t in parameters) * 8 / report.total_params, 3)
+    if report.buffers:
+        elements = sum(report.buffers.values())
+        report.notes.append(f"{len(report.buffers)} buffer(s) not counted as parameters ({elements:,} elements: "
+                            f"{', '.join(list(report.buffers)[:3])}), as transformers counts them")
+    if report.shared:
+        shown = ", ".join(f"{copy} = {original}" for copy, original in list(report.shared.items())[:3])
+        report.notes.append(f"{len(report.shared)} initializer(s) repeat another's values, counted once ({shown}: a "
+                            "tied weight the exporter wrote twice); exporters also merge equal constants, so an ONNX "
+                            "count can sit below the original model's")
     _fill_experts(report, config)
     if not tensors and config:
         _fill_from_config(report, config, path)
@@ -618,6 +672,18 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
     report.scan = _scan(pickles, fmt)
     report.runtimes = _runtimes(report, has_config=bool(config))
     return report
+
+
+def _mark_buffers(tensors: list[TensorEntry], quantized: bool) -> None:
+    """Tensors that transformers keeps as buffers: known buffer names, and integer tables in an unquantised file."""
+    for tensor in tensors:
+        if tensor.role != "parameter":
+            continue
+        leaf = tensor.name.rsplit(".", 1)[-1]
+        numpy_integer = len(tensor.dtype) > 1 and tensor.dtype[0] in "<>|=" and tensor.dtype[1] in "iub"  # .npy: '<i8'
+        integer = tensor.dtype.upper() in _INTEGER_DTYPES or numpy_integer
+        if leaf in _BUFFER_NAMES or (integer and not quantized):
+            tensor.role = "buffer"
 
 
 def _name_of(path: Path, metadata: dict[str, Any], config: dict[str, Any]) -> ModelName | None:

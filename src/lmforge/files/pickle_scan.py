@@ -11,16 +11,19 @@ a truncated or malformed stream, an unknown opcode: "cannot prove safe", never s
 An allowlist, not a denylist: public denylist scanners have had dozens of bypasses, each a new
 standard-library gadget. The denylist below only labels findings ("dangerous" vs "unknown").
 
-Two modes. `strict` is for bytes a loader will unpickle (a .pkl member, a raw pickle file):
-every problem is a finding. Sniff mode (`strict=False`) is for bytes that may or may not be a
-pickle (a tensor storage member, trailing bytes): a parse error only means "not a pickle", but
-any importable-looking global that is not allowlisted is still reported, even in a stream that
-later breaks, because the unpickler would already have run it by then.
+Two modes. `strict` is for bytes a loader will unpickle (a .pkl member): every problem is a
+finding. Sniff mode (`strict=False`) is for bytes that may or may not be a pickle (any file, a
+tensor storage member, trailing bytes): the walk stops where CPython's unpickler would raise, and
+the report says what happened before that point (`acted`: a call or a class mutation off the
+allowlist; `findings`: every import off the allowlist). scan.py decides what a broken stream
+means for the file; the walker never drops a finding, and it never stops earlier than CPython
+(no length limits: a long line is read to its end, as the unpickler reads it).
 """
 
 from __future__ import annotations
 
 import codecs
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -74,6 +77,11 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
             "per_tensor_affine", "per_tensor_symmetric", "per_channel_affine",
             "per_channel_symmetric", "per_channel_affine_float_qparams")],
         *[("torch._utils", name) for name in _REBUILD_FUNCTIONS],
+        # Jagged nested tensors: torch's weights_only loader accepts these once torch.nested and
+        # torch._dynamo are imported (they register them with add_safe_globals).
+        ("torch.nested._internal.nested_tensor", "NestedTensor"),
+        ("torch.nested._internal.nested_tensor", "_rebuild_njt"),
+        ("torch._dynamo.decorators", "_DimRange"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         *[(f"{package}.{path.rsplit('.', 1)[0]}", path.rsplit(".", 1)[1])
@@ -92,7 +100,7 @@ _DANGEROUS_MODULE_ROOTS = frozenset(
 
 MAX_FINDINGS_PER_STREAM = 100
 _MAX_TRACKED_STRING_BYTES = 4096  # longer strings cannot be module/attribute names worth resolving
-_MAX_SNIFF_LINE_BYTES = 1 << 20
+_MAX_LINE_COPY_BYTES = 1 << 20  # longer text lines are read past, never copied (a 3 GiB line must not cost 3 GiB)
 _HIGHEST_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL in Python 3.8-3.13
 
 
@@ -100,12 +108,13 @@ _HIGHEST_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL in Python 3.8-3.13
 class Finding:
     """One reason a file is not proven safe. Offsets are bytes from the start of `member` (or the file)."""
 
-    kind: str  # dangerous-global | unknown-global | unresolved-call | malformed | unreadable | container
+    kind: str  # dangerous-global | unknown-global | unresolved-call | code | malformed | unreadable | ambiguous-archive | limit | link
     message: str
     offset: int | None = None
     opcode: str | None = None
     global_name: str | None = None
     member: str | None = None
+    severity: str = "unsafe"  # unsafe: code would run (exit 1); unproven: cannot prove safe (exit 2)
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,8 @@ class StreamReport:
     findings: list[Finding] = field(default_factory=list)
     parse_error: str | None = None
     result_int: int | None = None  # the stream's value when it is an int (legacy torch magic number)
+    result_from_call: bool = False  # the value came from a call: it could compare equal to anything
+    acted: bool = False  # a call or class mutation off the allowlist happened before the stream ended
     opcode_count: int = 0
 
     @property
@@ -252,17 +263,19 @@ def _fix_py2_name(module: str, name: str) -> tuple[str, str]:
 
 
 class _Walker:
-    def __init__(self, data, start: int, end: int, strict: bool) -> None:
+    def __init__(self, data, start: int, end: int, strict: bool, persistent_ids: bool) -> None:
         self.data = data
         self.pos = start
         self.end = end
         self.strict = strict
+        self.persistent_ids = persistent_ids
         self.stack: list[_Value] = []
         self.marks: list[int] = []
         self.memo: dict[int, _Value] = {}
         self.report = StreamReport(start_offset=start, end_offset=None, protocol=0)
         self.op_offset = start
         self.op_name = ""
+        self.line_span = (start, start)
         self.acted = False  # a call or a class mutation on a global off the allowlist (or unresolved) happened
 
     # -- reading -------------------------------------------------------------------------------
@@ -273,22 +286,25 @@ class _Walker:
         self.pos += size
         return bytes(chunk)
 
-    def _readline(self) -> bytes:
-        # Sniffed bytes (maybe not a pickle at all) get a bounded search so a multi-GB tensor without a
-        # newline is not read end to end; a real pickle is scanned strictly, with no bound.
-        limit = self.end if self.strict else min(self.end, self.pos + _MAX_SNIFF_LINE_BYTES)
-        newline = self.data.find(b"\n", self.pos, limit)
-        if newline < 0 and limit < self.end:
-            raise _StreamError(f"{self.op_name} line longer than {_MAX_SNIFF_LINE_BYTES} bytes: not a pickle")
+    def _readline(self) -> bytes | None:
+        """The next line without its newline; None when it is longer than _MAX_LINE_COPY_BYTES.
+
+        No length bound on reading: the unpickler reads a line of any length, so a bound would let
+        a payload hide behind one long line. A very long line is read past, not copied: each
+        opcode then decides without its text (see _loop), never by stopping early.
+        """
+        newline = self.data.find(b"\n", self.pos, self.end)
         if newline < 0:
             # At end of input CPython's unpickler takes the rest as the line and drops its last byte
             # as if it were the newline (_pickle.c _Unpickler_Readline + `len - 1`): mirror that.
             if self.pos >= self.end:
                 raise _StreamError(f"truncated {self.op_name} at byte {self.op_offset}: line has no end")
             newline = self.end - 1
-        line = bytes(self.data[self.pos : newline])
-        self.pos = newline + 1
-        return line
+        start, self.pos = self.pos, newline + 1
+        self.line_span = (start, newline)
+        if newline - start > _MAX_LINE_COPY_BYTES:
+            return None
+        return bytes(self.data[start:newline])
 
     def _skip_counted(self, arg_kind: int) -> tuple[int, int]:
         """Returns (offset, length) of a length-prefixed argument without copying it."""
@@ -329,12 +345,13 @@ class _Walker:
         return items
 
     # -- findings ------------------------------------------------------------------------------
-    def _finding(self, kind: str, message: str, global_name: str | None = None) -> None:
+    def _finding(self, kind: str, message: str, global_name: str | None = None, severity: str = "unsafe") -> None:
         findings = self.report.findings
         if len(findings) < MAX_FINDINGS_PER_STREAM:
-            findings.append(Finding(kind, message, self.op_offset, self.op_name, global_name))
+            findings.append(Finding(kind, message, self.op_offset, self.op_name, global_name, severity=severity))
         elif len(findings) == MAX_FINDINGS_PER_STREAM:
-            findings.append(Finding("truncated-report", f"more than {MAX_FINDINGS_PER_STREAM} findings; rest omitted"))
+            findings.append(Finding("truncated-report", f"more than {MAX_FINDINGS_PER_STREAM} findings; rest omitted",
+                                    severity=severity))
 
     def _import(self, module: str, name: str) -> _Global:
         if self.report.protocol < 3:
@@ -388,11 +405,8 @@ class _Walker:
         except _StreamError as error:
             self.report.parse_error = str(error)
             if self.strict:
-                self._finding("malformed", f"{error}; cannot prove safe")
-            elif not self.acted:
-                # Sniffed bytes that broke before calling anything: text such as "click\ntorch\n" reads
-                # as a GLOBAL, but nothing here would run beyond a failed import. Not a pickle.
-                self.report.findings.clear()
+                self._finding("malformed", f"{error}; cannot prove safe", severity="unproven")
+        self.report.acted = self.acted
         return self.report
 
     def _loop(self) -> None:
@@ -412,6 +426,9 @@ class _Walker:
             self.op_name = name
             self.report.opcode_count += 1
 
+            if name in ("PERSID", "BINPERSID") and not self.persistent_ids:
+                # pickle.load without a persistent_load raises UnpicklingError before reading the id
+                raise _StreamError(f"{name} at byte {self.op_offset}, and this loader has no persistent_load")
             argument: bytes | None = None
             counted: tuple[int, int] | None = None
             if arg_kind in _FIXED_SIZES:
@@ -436,6 +453,7 @@ class _Walker:
                 value = self._pop()
                 if isinstance(value, _Int):
                     self.report.result_int = value.number
+                self.report.result_from_call = isinstance(value, _Made)
                 self.report.end_offset = self.pos
                 return
             elif name == "PROTO":
@@ -466,25 +484,34 @@ class _Walker:
                              if length <= 64 else _OPAQUE)
             elif name in ("INT", "LONG"):
                 try:
-                    stack.append(_Int(int(argument.rstrip(b"L") or b"x", 10)))
-                except ValueError:
-                    stack.append(_OPAQUE)
+                    number = None if argument is None else (_c_int(argument) if name == "INT" else _c_long(argument))
+                    stack.append(_OPAQUE if number is None else _Int(number))
+                except ValueError as error:  # CPython raises "could not convert string to int" here
+                    raise _StreamError(f"{name} at byte {self.op_offset} is not a number") from error
             elif name in _UNICODE_OPCODES:
                 stack.append(self._string(*counted, "utf-8"))
             elif name in _LEGACY_STRING_OPCODES:
                 stack.append(self._string(*counted, "latin-1"))
             elif name == "UNICODE":
-                stack.append(_Str(argument.decode("raw-unicode-escape", "replace")))
+                try:  # _pickle.c load_unicode: PyUnicode_DecodeRawUnicodeEscape, strict
+                    stack.append(_Str(None if argument is None else argument.decode("raw-unicode-escape")))
+                except UnicodeDecodeError as error:
+                    raise _StreamError(f"UNICODE at byte {self.op_offset} is not raw-unicode-escape") from error
             elif name == "STRING":
-                stack.append(self._quoted_string(argument))
-            elif name in ("FLOAT", "BINFLOAT", "NONE", "NEWTRUE", "NEWFALSE", "BINBYTES", "SHORT_BINBYTES",
+                stack.append(_Str(None) if argument is None else self._quoted_string(argument))
+            elif name == "FLOAT":
+                if argument is not None and not _c_float_ok(argument):
+                    raise _StreamError(f"FLOAT at byte {self.op_offset} is not a number")
+                stack.append(_OPAQUE)
+            elif name in ("BINFLOAT", "NONE", "NEWTRUE", "NEWFALSE", "BINBYTES", "SHORT_BINBYTES",
                           "BINBYTES8", "BYTEARRAY8", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_SET",
                           "NEXT_BUFFER"):
                 stack.append(_OPAQUE)
-            elif name == "PERSID":
-                stack.append(_OPAQUE)
-            elif name == "BINPERSID":
-                self._pop()
+            elif name in ("PERSID", "BINPERSID"):
+                if name == "BINPERSID":
+                    self._pop()
+                elif not self._line_is_ascii(argument):  # _pickle.c load_persid: persistent IDs must be ASCII
+                    raise _StreamError(f"PERSID at byte {self.op_offset} is not ASCII")
                 stack.append(_OPAQUE)
             elif name == "READONLY_BUFFER":
                 self._top()
@@ -549,7 +576,16 @@ class _Walker:
             else:  # pragma: no cover - every table entry is handled above
                 raise _StreamError(f"unhandled opcode {name}")
 
-    def _memo_index(self, argument: bytes) -> int:
+    def _line_is_ascii(self, line: bytes | None) -> bool:
+        if line is not None:
+            return line.isascii()
+        start, end = self.line_span
+        return all(bytes(self.data[position : min(end, position + _MAX_LINE_COPY_BYTES)]).isascii()
+                   for position in range(start, end, _MAX_LINE_COPY_BYTES))
+
+    def _memo_index(self, argument: bytes | None) -> int:
+        if argument is None:  # a memo index of over a million digits: CPython cannot store or find it
+            raise _StreamError(f"{self.op_name} index too long at byte {self.op_offset}")
         if self.op_name in ("GET", "PUT"):
             try:
                 return int(argument, 10)
@@ -557,7 +593,9 @@ class _Walker:
                 raise _StreamError(f"{self.op_name} with a bad index at byte {self.op_offset}") from error
         return int.from_bytes(argument, "little")
 
-    def _utf8_line(self, line: bytes, ascii_only: bool = False) -> str:
+    def _utf8_line(self, line: bytes | None, ascii_only: bool = False) -> str:
+        if line is None:
+            return f"<a name of {self.line_span[1] - self.line_span[0]} bytes>"  # never importable, never allowed
         try:
             return line.decode("ascii" if ascii_only else "utf-8")
         except UnicodeDecodeError as error:
@@ -573,7 +611,67 @@ class _Walker:
         raise _StreamError(f"STRING at byte {self.op_offset} is not quoted")
 
 
-def scan_pickle_stream(data, start: int = 0, end: int | None = None, *, strict: bool = True) -> StreamReport:
-    """Walks one pickle stream in `data[start:end]` (bytes or mmap) without executing it."""
+_STRTOL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(0[xX](?=[0-9a-fA-F])[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_C_LONG_MIN, _C_LONG_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _c_int(line: bytes) -> int | None:
+    """The value of an INT line as CPython reads it (_pickle.c load_int).
+
+    C strtol(s, &end, 0) first (so "010" is octal 8, " 0x1f" is 31), accepted when it stops at
+    the newline or a NUL and fits a C long; otherwise PyLong_FromString(s, NULL, 0), which is
+    Python's int(text, 0) on the text up to the first NUL (underscores, "0x", whitespace).
+    A legacy torch magic number written as "0x1950A86A20F9469CFC6C" is therefore recognised.
+    """
+    text = line.split(b"\0", 1)[0]
+    match = _STRTOL.match(text)
+    if match and match.end() == len(text) and len(text) <= 32:  # longer text overflows a C long anyway
+        sign, digits = match.groups()
+        base = 16 if digits[:2] in (b"0x", b"0X") else (8 if digits.startswith(b"0") else 10)
+        value = int(digits, base) * (-1 if sign == b"-" else 1)
+        if _C_LONG_MIN <= value <= _C_LONG_MAX:
+            return value
+    return _py_long(text)
+
+
+def _c_long(line: bytes) -> int | None:
+    """The value of a LONG line (_pickle.c load_long): a trailing "L" dropped, then PyLong_FromString(s, NULL, 0)."""
+    text = line[:-1] if line.endswith(b"L") else line
+    return _py_long(text.split(b"\0", 1)[0])
+
+
+_STRTOD = re.compile(rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))")
+
+
+def _c_float_ok(line: bytes) -> bool:
+    """Whether CPython reads a FLOAT line (_pickle.c load_float: PyOS_string_to_double must stop at
+    the newline or a NUL, no whitespace, and a finite literal that overflows is an error)."""
+    text = line.split(b"\0", 1)[0]
+    if not _STRTOD.fullmatch(text):
+        return False
+    return text.lower().lstrip(b"+-")[:3] in (b"inf", b"nan") or float(text) not in (float("inf"), float("-inf"))
+
+
+_LONG_DECIMAL = re.compile(rb"\s*[+-]?[1-9](_?[0-9])*\s*")
+
+
+def _py_long(text: bytes) -> int | None:
+    """int(text, 0); None for a decimal longer than this interpreter converts (sys.get_int_max_str_digits),
+    which an unpickling process with a higher limit would still read: a number, never a parse error."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        if _LONG_DECIMAL.fullmatch(text):
+            return None
+        raise
+
+
+def scan_pickle_stream(data, start: int = 0, end: int | None = None, *, strict: bool = True,
+                       persistent_ids: bool = True) -> StreamReport:
+    """Walks one pickle stream in `data[start:end]` (bytes or mmap) without executing it.
+
+    `persistent_ids`: whether the loader sets a persistent_load (torch does for data.pkl and the
+    legacy object pickle; plain pickle.load and numpy.load do not, so PERSID stops them).
+    """
     stop = len(data) if end is None else min(end, len(data))
-    return _Walker(data, start, stop, strict).run()
+    return _Walker(data, start, stop, strict, persistent_ids).run()

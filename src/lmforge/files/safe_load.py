@@ -18,6 +18,7 @@ from lmforge.errors import DependencyError, FormatError, NotFoundError, UnsafeFi
 from lmforge.files.scan import scan_file, scan_paths
 
 MIN_SAFE_TORCH = (2, 6)  # first release with the CVE-2025-32434 weights_only fix
+_NESTED_JAGGED_MODULES = ("torch.nested.", "torch._dynamo.")
 _FINDINGS_IN_MESSAGE = 3
 
 
@@ -68,7 +69,7 @@ def require_safe(path: str | os.PathLike[str], *, trust_pickle: bool = False) ->
     if not target.exists():
         raise NotFoundError(f"{target} does not exist")
     report = scan_paths([target])
-    bad = report.unsafe + report.errors
+    bad = report.unsafe + report.unproven + report.errors
     if bad:
         names = ", ".join(f"{Path(item.path).name} ({_reasons(item)})" for item in bad[:_FINDINGS_IN_MESSAGE])
         more = len(bad) - min(len(bad), _FINDINGS_IN_MESSAGE)
@@ -122,7 +123,7 @@ def safe_torch_load(path: str | os.PathLike[str], *, trust_pickle: bool = False,
     report = scan_file(target)
     if report.verdict == "error":
         raise FormatError(f"{target}: {report.error}")
-    if report.verdict == "unsafe":
+    if report.verdict != "safe":
         raise UnsafeFileError(
             f"{target} is not proven safe to load: {_reasons(report)}"
             " (see `lmforge scan`); pass --trust-pickle only if you trust its source"
@@ -132,6 +133,13 @@ def safe_torch_load(path: str | os.PathLike[str], *, trust_pickle: bool = False,
             f"torch {torch.__version__} has a weights_only bypass (CVE-2025-32434); "
             "install torch>=2.6 or pass --trust-pickle only if you trust this file"
         )
+    if any(name.startswith(_NESTED_JAGGED_MODULES) for name in report.globals):
+        # torch's weights_only loader accepts jagged nested tensors once these modules registered
+        # their classes as safe globals (torch/nested/__init__.py, torch/_dynamo/__init__.py).
+        import importlib
+
+        for module in ("torch.nested", "torch._dynamo"):
+            importlib.import_module(module)
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(target, map_location=map_location, weights_only=True)

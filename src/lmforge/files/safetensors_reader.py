@@ -162,6 +162,19 @@ def parse_header_bytes(header: bytes) -> tuple[list[TensorInfo], dict[str, str]]
     return tensors, dict(metadata_raw)
 
 
+def truncated_header(head: bytes, file_size: int) -> str | None:
+    """Why a file that begins like safetensors (a length within the limit, then '{') cannot be one: it ends
+    inside its own header, as the first bytes of a cut-short download or copy do. None for any other file;
+    format detection asks before it gives up, so the user hears "truncated", not "unrecognised"."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return None
+    (header_size,) = struct.unpack("<Q", head[:8])
+    if not file_size - 8 < header_size <= MAX_HEADER_BYTES:
+        return None
+    return (f"truncated safetensors header ({file_size - 8} of {header_size} bytes): the file was cut short; "
+            "download or copy it again")
+
+
 def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     """Read and validate a safetensors file's header; the tensor data is never read."""
     path = Path(path)

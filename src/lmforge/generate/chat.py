@@ -23,23 +23,52 @@ HELP = """commands:
   /system TEXT      set the system prompt (empty TEXT removes it)
   /preset NAME      switch sampling to a preset: """ + ", ".join(PRESETS) + """
   /params [k=v ...] show the sampling parameters, or change some (e.g. /params temperature=0.2 top_k=0)
-  /save FILE        append the conversation to FILE as one JSONL record ({"messages": [...]}, lmforge data format)
+  /save FILE        append the whole conversation, as it happened, to FILE as one JSONL record
+                    ({"messages": [...]}, lmforge data format; a /system set mid-way is saved where it was set)
   /help             this text
   /quit             leave (so does end of input)"""
 PROMPT = ">>> "
 
 
+# The room a reply keeps in the context when max_new_tokens is the default: older turns are dropped until the
+# prompt leaves this share of the context (or the whole default length, if smaller) for the answer.
+DEFAULT_REPLY_SHARE = 0.5
+
+
 @dataclass
 class ChatSession:
-    """The state a chat carries between turns."""
+    """The state a chat carries between turns.
+
+    `history` is what the model sees (older turns are dropped to fit its context); `transcript` is the
+    conversation as it happened, every turn and each system prompt where it was set, which /save writes.
+    """
 
     params: SamplingParams
     system: str | None = None
-    history: list[dict[str, str]] = field(default_factory=list)  # user/assistant turns, oldest first
+    history: list[dict[str, str]] = field(default_factory=list)  # user/assistant turns in context, oldest first
+    transcript: list[dict[str, str]] = field(default_factory=list)
+    capped_noted: bool = False  # the note about a capped default reply length was shown
+
+    def __post_init__(self) -> None:
+        if self.system and not self.transcript:
+            self.transcript.append({"role": "system", "content": self.system})
 
     def messages(self) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system}] if self.system else []
         return system + self.history
+
+    def set_system(self, text: str | None) -> None:
+        """A new system prompt: recorded where it was set, replacing one that no turn has used yet."""
+        self.system = text
+        if self.transcript and self.transcript[-1]["role"] == "system":
+            self.transcript.pop()
+        if text is not None or any(m["role"] == "system" for m in self.transcript):
+            self.transcript.append({"role": "system", "content": text or ""})
+
+    def reset(self) -> None:
+        """Forget the conversation; the system prompt stays and starts the new one."""
+        self.history.clear()
+        self.transcript = [{"role": "system", "content": self.system}] if self.system else []
 
 
 def chat_loop(loaded: LoadedModel, params: SamplingParams, *, input_stream: TextIO, output_stream: TextIO,
@@ -88,10 +117,10 @@ def _command(session: ChatSession, text: str, write) -> bool:
     if name == "/help":
         write(HELP + "\n")
     elif name == "/reset":
-        session.history.clear()
+        session.reset()
         write("conversation cleared\n")
     elif name == "/system":
-        session.system = argument or None
+        session.set_system(argument or None)
         write(f"system prompt {'set' if argument else 'removed'}\n")
     elif name == "/preset":
         if argument not in PRESETS:
@@ -102,7 +131,7 @@ def _command(session: ChatSession, text: str, write) -> bool:
         if not argument:
             raise UserInputError("/save needs a file name, e.g. /save chats.jsonl")
         _save(session, Path(argument).expanduser())
-        write(f"saved {len(session.messages())} messages to {argument}\n")
+        write(f"saved {len(session.transcript)} messages to {argument}\n")
     elif name == "/params":
         if argument:
             session.params = with_updates(session.params, **_parse_assignments(argument))
@@ -113,13 +142,14 @@ def _command(session: ChatSession, text: str, write) -> bool:
 
 
 def _save(session: ChatSession, path: Path) -> None:
-    """Append the conversation (system prompt included) as one record; the file is rewritten atomically."""
-    if not session.history:
+    """Append the whole conversation as one record (turns dropped from the context included); the file is
+    rewritten atomically."""
+    if not any(m["role"] == "user" for m in session.transcript):
         raise UserInputError("nothing to save yet: the conversation is empty")
     existing = path.read_text(encoding="utf-8") if path.is_file() else ""
     if existing and not existing.endswith("\n"):
         existing += "\n"
-    atomic_write_text(path, existing + json.dumps({"messages": session.messages()}, ensure_ascii=False) + "\n")
+    atomic_write_text(path, existing + json.dumps({"messages": session.transcript}, ensure_ascii=False) + "\n")
 
 
 def _parse_assignments(argument: str) -> dict[str, object]:
@@ -147,13 +177,26 @@ def _reply(loaded: LoadedModel, session: ChatSession, text: str, write) -> None:
         write(f"(dropped the {dropped} oldest turns to fit the {loaded.context_length}-token context)\n")
     result = generate(loaded, session.messages(), session.params, on_text=write)
     write("\n")
+    if result.notes and not session.capped_noted:
+        session.capped_noted = True
+        write(f"(the default reply length is capped to the room the prompt leaves in the "
+              f"{loaded.context_length}-token context; /params max_new_tokens=N sets a fixed length)\n")
     session.history.append({"role": "assistant", "content": result.text})
+    session.transcript += session.history[-2:]
 
 
 def _fit_context(loaded: LoadedModel, session: ChatSession) -> int:
-    """Drop the oldest turns until the prompt plus max_new_tokens fits; the newest user turn always stays."""
+    """Drop the oldest turns until the prompt leaves room for a reply; the newest user turn always stays.
+
+    The room is max_new_tokens when the user set it; the default is only a ceiling (generation caps it),
+    so then the room is DEFAULT_REPLY_SHARE of the context, or the default length when that is smaller.
+    """
+    params = session.params
+    reserve = params.max_new_tokens
+    if "max_new_tokens" not in params.model_fields_set:
+        reserve = min(reserve, int(loaded.context_length * DEFAULT_REPLY_SHARE))
     dropped = 0
-    budget = loaded.context_length - session.params.max_new_tokens
+    budget = loaded.context_length - reserve
     while len(session.history) > 1 and len(encode_prompt(loaded, session.messages())) > budget:
         session.history.pop(0)
         dropped += 1

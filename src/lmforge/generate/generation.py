@@ -26,6 +26,7 @@ class GenerationResult:
     token_ids: list[int] = field(default_factory=list)
     seconds: float = 0.0
     steps: list[Any] = field(default_factory=list)  # explain.StepExplanation per token when explain=True
+    notes: list[str] = field(default_factory=list)  # what was decided for the user (a capped default length)
 
 
 def held_back_chars(text: str, stops: list[str]) -> int:
@@ -138,12 +139,31 @@ def encode_prompt(loaded: LoadedModel, prompt: str | list[dict[str, str]], *, ch
     return loaded.tokenizer(text, add_special_tokens=add_special)["input_ids"]
 
 
-def _check_fits(loaded: LoadedModel, prompt_tokens: int, params: SamplingParams) -> None:
-    if prompt_tokens + params.max_new_tokens > loaded.context_length:
+def fit_to_context(loaded: LoadedModel, prompt_tokens: int,
+                   params: SamplingParams) -> tuple[SamplingParams, str | None]:
+    """The params to generate with, and a note when the default length had to be shortened.
+
+    A max_new_tokens the user chose (set in `params`) must fit beside the prompt or it is an error. The
+    default (256) is only a ceiling, so it is capped to the context the prompt leaves: a small model's
+    256-token context must not refuse every prompt because of a number nobody asked for.
+    """
+    context, asked = loaded.context_length, params.max_new_tokens
+    room = context - prompt_tokens
+    if asked <= room:
+        return params, None
+    if "max_new_tokens" in params.model_fields_set:
         raise UserInputError(
-            f"prompt ({prompt_tokens} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the model's "
-            f"context length of {loaded.context_length} tokens; shorten the prompt or lower max_new_tokens"
+            f"prompt ({prompt_tokens} tokens) plus max_new_tokens ({asked}) exceeds the model's "
+            f"context length of {context} tokens; shorten the prompt or lower max_new_tokens"
         )
+    if room < 1:
+        raise UserInputError(
+            f"prompt ({prompt_tokens} tokens) leaves no room for a reply in the model's context length of "
+            f"{context} tokens; shorten the prompt"
+        )
+    note = (f"max_new_tokens capped at {room}: the prompt takes {prompt_tokens} of the model's {context}-token "
+            f"context, which leaves no room for the default {asked} (pass --max-new-tokens to choose)")
+    return params.model_copy(update={"max_new_tokens": room}), note
 
 
 def _custom_processors(params: SamplingParams, prompt_length: int) -> dict[str, Any]:
@@ -167,7 +187,7 @@ def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: Sa
     from transformers import StoppingCriteriaList, set_seed
 
     prompt_ids = encode_prompt(loaded, prompt, chat_template=chat_template)
-    _check_fits(loaded, len(prompt_ids), params)
+    params, note = fit_to_context(loaded, len(prompt_ids), params)
     if params.seed is not None:
         set_seed(params.seed)
     stops = loaded.stop_token_ids
@@ -195,7 +215,8 @@ def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: Sa
 
         steps = explain_steps(output.logits, sequences, len(prompt_ids), params, loaded.tokenizer, top=explain_top)
     return GenerationResult(text=streamer.text, finish_reason=finish, prompt_tokens=len(prompt_ids),
-                            completion_tokens=len(new_ids), token_ids=new_ids, seconds=seconds, steps=steps)
+                            completion_tokens=len(new_ids), token_ids=new_ids, seconds=seconds, steps=steps,
+                            notes=[note] if note else [])
 
 
 def generate_batch(loaded: LoadedModel, prompts: list[str | list[dict[str, str]]], params: SamplingParams, *,
@@ -203,7 +224,8 @@ def generate_batch(loaded: LoadedModel, prompts: list[str | list[dict[str, str]]
     """Generate for several prompts in one left-padded batch (evaluation; no streaming).
 
     Greedy results equal one-at-a-time `generate` (tested); sampled ones differ from it because the batch
-    draws from one random stream, but the same seed and batch reproduce. Each prompt must fit the context.
+    draws from one random stream, but the same seed and batch reproduce. Each prompt must fit the context
+    (a default max_new_tokens is capped to what the longest prompt leaves).
     """
     import time
 
@@ -212,7 +234,7 @@ def generate_batch(loaded: LoadedModel, prompts: list[str | list[dict[str, str]]
 
     encoded = [encode_prompt(loaded, prompt, chat_template=chat_template) for prompt in prompts]
     longest = max(len(ids) for ids in encoded)
-    _check_fits(loaded, longest, params)
+    params, _ = fit_to_context(loaded, longest, params)
     if params.seed is not None:
         set_seed(params.seed)
     stops = loaded.stop_token_ids

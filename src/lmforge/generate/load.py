@@ -1,31 +1,32 @@
-"""Load a model to talk to: a local HF folder, an lmforge training run, or a base model plus a LoRA adapter.
+"""Load a model to talk to: a local HF folder, an lmforge training run, a hub id, or a base model plus a LoRA adapter.
 
-One entry point (`load_model`) is shared by generate, chat, eval and serve, so every command resolves
-a model the same way:
+One entry point (`load_model`) is shared by generate, chat, eval and serve; what MODEL and `adapter=` name
+is resolved by lmforge.hub.locate_model, the resolver every command uses:
 
-- a model folder (config.json + weights);
+- a model folder (config.json + weights), or a hub id org/name[@revision] (downloaded into the HF cache);
 - a run folder RUN/ (its RUN/final/, else its newest complete RUN/checkpoints/checkpoint-N);
 - an adapter folder (adapter_config.json) alone: its base is read from base_model_name_or_path;
-- a base plus `adapter=DIR` (DIR may itself be a run folder holding an adapter).
+- a base plus `adapter=DIR` (DIR may itself be a run folder holding an adapter);
+- a .gguf file (transformers' GGUF loader dequantizes it); a folder saved by `lmforge compress`
+  (bitsandbytes / low-rank) loads as transformers or lmforge.compress wrote it.
+
+`quant` quantizes a float model while loading it (bitsandbytes int8 or nf4).
 
 Pickle weights (.bin/.pt/.pth) are scanned by lmforge.files.scan before anything unpickles them;
-safetensors are preferred whenever they exist.
+safetensors are preferred whenever they exist. A repo's own Python code runs only with trust_remote_code.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import ConfigError, NotFoundError, UserInputError
+from lmforge.errors import NotFoundError, UserInputError
 from lmforge.files.safe_load import check_model_folder
+from lmforge.hub.reference import ModelRef, locate_base, locate_model
+from lmforge.runtime import no_hub_kernels
 
-# The pickle files from_pretrained / PeftModel.from_pretrained unpickle when no safetensors exist. Trainer state
-# beside them (training_args.bin, optimizer.pt, rng_state.pth) is never loaded here, so it is not judged here.
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Config attributes that hold a model's context length, in the order transformers' families use them.
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 _FALLBACK_CONTEXT_TOKENS = 2048
@@ -33,6 +34,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 # accelerate's big-model placements (from_pretrained(device_map=...)): layers spread over every visible GPU, then
 # CPU memory, then disk, for a model larger than one GPU.
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+QUANT_ON_LOAD = ("int8", "nf4")
 
 
 @dataclass
@@ -76,53 +78,6 @@ class LoadedModel:
         elif isinstance(generation_eos, list):
             ids.update(generation_eos)
         return sorted(ids)
-
-
-def resolve_model_path(source: str | Path) -> Path:
-    """The folder holding a model or adapter for `source`: itself, RUN/final, or RUN's newest checkpoint."""
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise NotFoundError(f"model {source} does not exist (give a model folder, a training run folder or an adapter)")
-    if not path.is_dir():
-        raise UserInputError(f"model {source} is a file; give the folder that holds config.json and the weights")
-    if _is_model_folder(path):
-        return path
-    if _is_model_folder(path / "final"):
-        return path / "final"
-    checkpoints = _checkpoints(path / "checkpoints")
-    if checkpoints:
-        return checkpoints[-1]
-    raise NotFoundError(
-        f"{path} holds no config.json or adapter_config.json, no final/ and no checkpoints/checkpoint-N: not a model"
-    )
-
-
-def _is_model_folder(path: Path) -> bool:
-    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
-
-
-def _checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints (lmforge renames them into place only once written), oldest first."""
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT.match(p.name)) and _is_model_folder(p)]
-    return [path for _, path in sorted(found)]
-
-
-def is_adapter(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
-
-
-def adapter_base(adapter_dir: Path) -> str:
-    """The base model an adapter was trained on, from its adapter_config.json."""
-    try:
-        config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{adapter_dir}/adapter_config.json is unreadable: {error}") from None
-    base = config.get("base_model_name_or_path")
-    if not base:
-        raise ConfigError(f"{adapter_dir}/adapter_config.json names no base_model_name_or_path; pass the base as MODEL")
-    return str(base)
 
 
 def device_and_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
@@ -175,71 +130,99 @@ def input_device(model: Any, fallback: str) -> str:
     return "cpu" if device.type == "meta" else str(device)
 
 
-def _load_causal_lm(folder: Path | str, dtype: Any, device_map: str | None = None) -> Any:
+def quantization_config(quant: str | None, dtype: Any) -> Any:
+    """bitsandbytes' config for --quant (its CPU backend runs both); None for no quantization."""
+    if quant is None:
+        return None
+    if quant not in QUANT_ON_LOAD:
+        raise UserInputError(f"--quant {quant!r} is not one of {', '.join(QUANT_ON_LOAD)} (int4: quantize ahead with "
+                             "`lmforge compress quantize --method gguf-q4_k_m`)")
+    from transformers import BitsAndBytesConfig
+
+    if quant == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def _load_causal_lm(folder: Path, dtype: Any, trust_pickle: bool, trust_remote_code: bool, *,
+                    quant: str | None = None, device: str = "cpu", device_map: str | None = None) -> Any:
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if device_map is not None:
+    no_hub_kernels()
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    source = folder
+    if folder.is_file() and folder.suffix == ".gguf":
+        source, kwargs["gguf_file"] = folder.parent, folder.name
+    else:
+        kwargs["use_safetensors"] = check_model_folder(folder, trust_pickle=trust_pickle)
+        if (folder / "lmforge_lowrank.json").is_file():
+            from lmforge.compress.factorize import load_factorized
+
+            return load_factorized(folder, dtype)
+    if quant is not None:  # bitsandbytes places its weights while loading, on the device asked for
+        kwargs.update(quantization_config=quantization_config(quant, dtype), device_map=device_map or {"": device})
+    elif device_map is not None:
         kwargs["device_map"] = device_map
-    if isinstance(folder, Path):
-        kwargs["use_safetensors"] = check_model_folder(folder)
     try:
-        return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except ValueError as error:  # a config whose architecture has no causal-LM head
         raise UserInputError(f"{folder} is not a causal language model: {str(error).splitlines()[0]}") from None
     except OSError as error:
         raise NotFoundError(f"cannot load model {folder}: {str(error).splitlines()[0]}") from None
 
 
-def resolve_base(base: str, adapter_dir: Path) -> Path | str:
-    """The base an adapter names: a local folder (as given, or relative to the adapter or its run, since
-    training records the path it was given), otherwise a hub id served from the local cache."""
-    for candidate in (Path(base).expanduser(), adapter_dir / base, adapter_dir.parent / base):
-        if candidate.exists():
-            return resolve_model_path(candidate)
-    if Path(base).is_absolute() or not looks_like_hub_id(base):
-        raise NotFoundError(f"adapter {adapter_dir}: its base model {base} does not exist; pass the base as MODEL "
-                            "with --adapter")
-    return base
-
-
-def load_model(model: str, *, adapter: str | None = None, device: str | None = None,
-               dtype: str | None = None, device_map: str | None = None) -> LoadedModel:
-    """Load `model` (folder, run folder, or adapter folder) and optionally a LoRA `adapter` on top.
+def load_model(model: str, *, adapter: str | None = None, device: str | None = None, dtype: str | None = None,
+               trust_pickle: bool = False, trust_remote_code: bool = False, quant: str | None = None,
+               device_map: str | None = None) -> LoadedModel:
+    """Load `model` (folder, run folder, adapter folder or hub id) and optionally a LoRA `adapter` on top.
 
     The tokenizer comes from the adapter folder when it ships one (a fine-tune may add tokens or a
-    chat template), else from the base. `device_map` ("auto", ...) lets accelerate place a model larger than
-    one GPU over every GPU, then CPU memory, then disk (instead of `device`).
+    chat template), else from the base. `trust_pickle` loads pickles the scanner cannot prove safe;
+    `trust_remote_code` runs a repo's own modeling code; `quant` (int8, nf4) quantizes while loading.
+    `device_map` ("auto", ...) lets accelerate place a model larger than one GPU over every GPU, then CPU
+    memory, then disk (instead of `device`).
     Raises NotFoundError / UnsafeFileError / UserInputError.
     """
     from lmforge.data.templates import resolve_template
 
     check_device_map(device_map, device)
     target, dtype_value = device_and_dtype(device, dtype)
-    path = Path(model).expanduser()
-    model_ref: Path | str = resolve_model_path(path) if path.exists() or not looks_like_hub_id(model) else model
-    adapter_dir: Path | None = adapter_folder(adapter) if adapter else None
-    if isinstance(model_ref, Path) and is_adapter(model_ref):
-        if adapter_dir is not None:
+    if quant is not None and adapter is not None:
+        raise UserInputError("--quant with --adapter would merge the adapter into quantized weights and lose its "
+                             "update; merge first (lmforge convert BASE OUT --adapter DIR), then load OUT with --quant")
+    trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
+    gguf = Path(model).expanduser()
+    if gguf.is_file() and gguf.suffix == ".gguf":  # GGUF holds no pickle: transformers dequantizes it
+        ref: ModelRef | None = None
+        weights, name = gguf, gguf.name
+    else:
+        ref = locate_model(model, **trust)
+        weights, name = ref.path, ref.name
+    adapter_ref = locate_adapter(adapter, trust_pickle) if adapter else None
+    if ref is not None and ref.is_adapter:
+        if adapter_ref is not None:
             raise UserInputError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
-        adapter_dir, model_ref = model_ref, resolve_base(adapter_base(model_ref), model_ref)
+        adapter_ref, ref = ref, locate_base(ref, **trust)
+        weights, name = ref.path, ref.name
 
-    base = _load_causal_lm(model_ref, dtype_value, device_map)
-    tokenizer = _load_tokenizer(adapter_dir, model_ref)
+    base = _load_causal_lm(weights, dtype_value, trust_pickle, trust_remote_code, quant=quant, device=target,
+                           device_map=device_map)
+    adapter_dir = adapter_ref.path if adapter_ref else None
+    tokenizer = _load_tokenizer(adapter_dir, weights, trust_remote_code)
     if adapter_dir is not None:
         from peft import PeftModel
 
-        check_model_folder(adapter_dir)
         if len(tokenizer) > base.get_input_embeddings().num_embeddings:
             base.resize_token_embeddings(len(tokenizer))  # the fine-tune added tokens; its adapter expects them
         base = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    if device_map is None:
+    # bitsandbytes placed its own weights (model.to refuses), and accelerate a device_map model's
+    if getattr(base, "hf_quantizer", None) is None and device_map is None:
         base.to(target)
     base.eval()
     target = input_device(base, target)
 
     template = resolve_template(tokenizer)
-    name = display_name(model_ref, adapter_dir)
+    name = name if adapter_ref is None else f"{name}+{adapter_ref.name}"
     return LoadedModel(
         model=base, tokenizer=tokenizer, name=name, context_length=context_length_of(base.config, tokenizer),
         chat_template_source=template.source, chat_template=template.jinja, device=target,
@@ -247,15 +230,16 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     )
 
 
-def adapter_folder(adapter: str) -> Path:
-    """The folder holding the LoRA adapter `adapter` names (itself, a run's final/ or newest checkpoint)."""
-    adapter_dir = resolve_model_path(adapter)
-    if not is_adapter(adapter_dir):
-        raise UserInputError(f"--adapter {adapter}: {adapter_dir} holds no adapter_config.json (not a LoRA adapter)")
-    return adapter_dir
+def locate_adapter(adapter: str, trust_pickle: bool = False) -> ModelRef:
+    """The LoRA adapter `adapter` names (a folder, a run's final/ or newest checkpoint, or a hub id), scanned."""
+    adapter_ref = locate_model(adapter, trust_pickle=trust_pickle)
+    if not adapter_ref.is_adapter:
+        raise UserInputError(f"--adapter {adapter}: {adapter_ref.path} holds no adapter_config.json "
+                             "(not a LoRA adapter)")
+    return adapter_ref
 
 
-def attach_adapter(base: LoadedModel, name: str, adapter: str) -> LoadedModel | None:
+def attach_adapter(base: LoadedModel, name: str, adapter: str, *, trust_pickle: bool = False) -> LoadedModel | None:
     """LoRA `adapter` loaded beside any others on `base`'s one copy of the weights, as `name` (peft's
     multi-adapter model): serving N adapters then costs the base once plus N small adapters instead of
     N + 1 merged copies. `base` is switched to that shared model (its own name runs with adapters off).
@@ -269,10 +253,9 @@ def attach_adapter(base: LoadedModel, name: str, adapter: str) -> LoadedModel | 
 
     from lmforge.data.templates import resolve_template
 
-    adapter_dir = adapter_folder(adapter)
-    check_model_folder(adapter_dir)
+    adapter_dir = locate_adapter(adapter, trust_pickle).path
     own_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
-    tokenizer = _load_tokenizer(adapter_dir, adapter_dir) if own_tokenizer else base.tokenizer
+    tokenizer = _load_tokenizer(adapter_dir, adapter_dir, False) if own_tokenizer else base.tokenizer
     if len(tokenizer) > base.model.get_input_embeddings().num_embeddings:
         return None
     if isinstance(base.model, PeftModel):
@@ -296,9 +279,11 @@ def base_of(model: str, *, adapter: str | None = None) -> str:
     """
     if adapter is not None:
         return model
-    folder = resolve_model_path(model)
-    if is_adapter(folder):
-        return str(resolve_base(adapter_base(folder), folder))
+    ref = locate_model(model, need="any")
+    if ref.is_adapter:
+        based = locate_base(ref, need="any")
+        return based.name if based.repo_id else based.source
+    folder = ref.path
     run = {"final": folder.parent, "checkpoints": folder.parent.parent}.get(
         folder.name if folder.name == "final" else folder.parent.name)
     if run is not None and (run / "config.yaml").is_file():
@@ -311,35 +296,20 @@ def base_of(model: str, *, adapter: str | None = None) -> str:
     raise NotFoundError(f"cannot tell which base model {model} was trained from; pass it: --compare BASE_MODEL")
 
 
-def looks_like_hub_id(text: str) -> bool:
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", text))
-
-
-def _load_tokenizer(adapter_dir: Path | None, model_ref: Path | str) -> Any:
+def _load_tokenizer(adapter_dir: Path | None, model_dir: Path, trust_remote_code: bool) -> Any:
     from transformers import AutoTokenizer
 
-    source: Path | str = model_ref
+    source = model_dir
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
         source = adapter_dir
+    elif model_dir.is_file() and model_dir.suffix == ".gguf":  # the tokenizer a GGUF file carries
+        source, kwargs["gguf_file"] = model_dir.parent, model_dir.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as error:
         raise NotFoundError(f"no tokenizer in {source}: {str(error).splitlines()[0]}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # batches need padding; eos is the usual stand-in
     tokenizer.padding_side = "left"  # decoder-only batches are left-padded so every row ends at its prompt
     return tokenizer
-
-
-def display_name(model_ref: Path | str, adapter_dir: Path | None) -> str:
-    base = _folder_name(model_ref) if isinstance(model_ref, Path) else model_ref
-    return base if adapter_dir is None else f"{base}+{_folder_name(adapter_dir)}"
-
-
-def _folder_name(path: Path) -> str:
-    """A run's final/ is named after its run, a checkpoint as run/checkpoint-N."""
-    if path.name == "final":
-        return path.parent.name
-    if path.parent.name == "checkpoints":
-        return f"{path.parent.parent.name}/{path.name}"
-    return path.name

@@ -167,8 +167,9 @@ def describe_errors(error: ValidationError) -> list[str]:
 
 
 def with_updates(params: SamplingParams, **updates: Any) -> SamplingParams:
-    """A copy of `params` with `updates` validated (model_copy skips validation, so re-validate)."""
+    """A copy of `params` with `updates` validated (model_copy skips validation, so re-validate). Only the
+    fields that were set are carried, so a default max_new_tokens stays a default (generation caps it)."""
     try:
-        return SamplingParams(**{**params.model_dump(), **updates})
+        return SamplingParams(**{**params.model_dump(exclude_unset=True), **updates})
     except ValidationError as error:
         raise UserInputError(join_problems(describe_errors(error))) from None

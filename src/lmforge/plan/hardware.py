@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -95,8 +96,8 @@ def get_accelerator(name: str) -> Accelerator:
 
 def custom_accelerator(memory_gib: float, base: Accelerator | None = None) -> Accelerator:
     """A card with a user-given memory size; speed figures come from `base` when one is named."""
-    if not memory_gib > 0:
-        raise UserInputError(f"--gpu-mem must be a positive number of GiB, got {memory_gib}.")
+    if not memory_gib > 0 or not math.isfinite(memory_gib):
+        raise UserInputError(f"--gpu-mem must be a positive, finite number of GiB, got {memory_gib}.")
     if base is not None:
         return Accelerator(**{**asdict(base), "name": f"{base.name}-{memory_gib:g}g", "memory_gib": memory_gib})
     return Accelerator(

@@ -27,24 +27,27 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from lmforge.plan.models import moe_layer_indices
-from lmforge.plan.params import ParamCount, count_params, count_trainable_params
+from lmforge.plan.params import ParamCount, count_params, count_trainable_params, lora_params_by_block, num_labels
 from lmforge.plan.quant import nf4_bits_per_weight, weight_format
 from lmforge.plan.setup import CATEGORIES, InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
 from lmforge.plan.spec import ModelSpec
 
-# The CUDA context (kernels, cuBLAS/cuDNN workspaces) a process holds before its first tensor: 300-600 MiB
-# with CUDA 12 lazy module loading (NVIDIA CUDA C++ Programming Guide, "Lazy Loading"); we take 512 MiB.
-CUDA_CONTEXT_BYTES = 512 * 2**20
-# PyTorch's caching allocator rounds blocks and fragments: reserved memory runs a few percent above
-# allocated memory in steady-state training (torch.cuda.memory_stats reserved vs allocated); we take 5%.
+# What a training process holds outside PyTorch's caching allocator (CUDA context, kernels, cuBLAS/cuDNN
+# workspaces): measured as NVML's process total minus torch.cuda.max_memory_reserved, 0.74-0.75 GiB in all five
+# runs of docs/gpu.md (H200, driver 580, CUDA 13.0, torch 2.11); an assumption on other stacks.
+CUDA_CONTEXT_BYTES = 768 * 2**20
+# PyTorch's caching allocator rounds blocks and fragments: reserved memory runs above allocated memory. In
+# docs/gpu.md max_memory_reserved was 3-15 % above max_memory_allocated without recomputation (median 5 %) and
+# 21-24 % with full recomputation, whose re-run blocks fragment the cache; an assumption beyond those runs.
 ALLOCATOR_SLACK = 0.05
+ALLOCATOR_SLACK_RECOMPUTE = 0.22
 
 _HALF = 2
 _FP32 = 4
 _KV_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
-_LAYER_NORM = {"gpt2"}  # LayerNorm without the RMSNorm fp32 upcast
+_LAYER_NORM = {"gpt2", "falcon", "bloom", "stablelm"}  # LayerNorm without the RMSNorm fp32 upcast
 _QK_NORM = {"qwen3", "qwen3_moe", "gemma3_text"}
-_NON_GATED_MLP = {"gpt2", "bert", "roberta", "t5", "mt5", "umt5"}
+_NON_GATED_MLP = {"gpt2", "bert", "roberta", "t5", "mt5", "umt5", "falcon", "bloom"}
 
 
 @lru_cache(maxsize=64)
@@ -54,17 +57,17 @@ def _counts(spec: ModelSpec) -> ParamCount:
 
 
 @lru_cache(maxsize=64)
-def _adapter_params(
-    spec: ModelSpec, method: str, rank: int, targets: tuple[str, ...] | None, freeze_last_n: int, virtual_tokens: int
-) -> int:
-    return count_trainable_params(
-        spec,
-        "lora" if method == "qlora" else method,
-        lora_rank=rank,
-        lora_targets=list(targets) if targets else None,
-        freeze_last_n=freeze_last_n,
-        num_virtual_tokens=virtual_tokens,
-    )
+def _adapters_by_block(
+    spec: ModelSpec, method: str, rank: int, targets: tuple[str, ...] | None, virtual_tokens: int
+) -> tuple[float, tuple[float, ...], float]:
+    """Adapter parameters (LoRA, prefix or prompt embeddings) before the blocks, in each block, after them."""
+    layers = len(_counts(spec).layer_params)
+    if method in ("lora", "qlora"):
+        return lora_params_by_block(spec, rank, list(targets) if targets else None)
+    total = count_trainable_params(spec, method, num_virtual_tokens=virtual_tokens)
+    if method == "prefix":  # peft PrefixEncoder: a key and a value prefix for every layer
+        return 0.0, (total / max(layers, 1),) * layers, 0.0
+    return float(total), (0.0,) * layers, 0.0  # prompt tuning: the virtual-token embedding sits with the embeddings
 
 
 @dataclass(frozen=True)
@@ -74,29 +77,52 @@ class _Stage:
     layer_indices: tuple[int, ...]
     first: bool
     last: bool
-    in_flight_micro_batches: int  # 1F1B: stage k keeps pp - k micro-batches of activations alive
+    in_flight_micro_batches: int  # 1F1B: stage k keeps min(pp - k, micro-batches) of activations alive
 
 
-def _stages(spec: ModelSpec, layout: Layout, grad_accum_steps: int) -> list[_Stage]:
-    """The first and the last pipeline stage: one of them is always the most loaded."""
-    layers = len(_counts(spec).layer_params)
-    per_stage = math.ceil(layers / layout.pp)
+def pipeline_split(num_layers: int, pp: int) -> list[tuple[int, ...]]:
+    """The layers of each stage: sizes differ by at most one, the first stages take the extra layers
+    (DeepSpeed's uniform partition: 61 layers on 8 stages are 8 x 5 and 7 x 3)."""
+    base, extra = divmod(num_layers, pp)
+    stages, start = [], 0
+    for k in range(pp):
+        size = base + (1 if k < extra else 0)
+        stages.append(tuple(range(start, start + size)))
+        start += size
+    return stages
+
+
+def _stages(spec: ModelSpec, layout: Layout, setup: TrainingSetup) -> list[_Stage]:
+    """Every pipeline stage that can be the most loaded one: each is priced from its own layers (DeepSeek's
+    dense first layers are far lighter than its MoE layers); of identical middle stages only the earliest,
+    which holds the most micro-batches in flight, is kept."""
+    counts = _counts(spec)
+    layers = len(counts.layer_params)
     if layout.pp == 1:
         return [_Stage(tuple(range(layers)), True, True, 1)]
-    # 1F1B (Narayanan et al. 2021, PipeDream-Flush): stage 0 holds up to pp micro-batches in flight.
-    # An uneven split (61 layers on 8 stages) has stages of ceil and floor layers; either end may be a full one.
-    first = _Stage(tuple(range(min(per_stage, layers))), True, False, min(layout.pp, grad_accum_steps))
-    last = _Stage(tuple(range(max(layers - per_stage, 1), layers)), False, True, 1)
-    return [first, last]
+    first_trained = _first_trained_layer(setup, layers)
+    kept: dict[tuple, _Stage] = {}
+    for k, indices in enumerate(pipeline_split(layers, layout.pp)):
+        # 1F1B (Narayanan et al. 2021, PipeDream-Flush): stage k holds min(pp - k, m) micro-batches in flight.
+        stage = _Stage(indices, k == 0, k == layout.pp - 1, min(layout.pp - k, setup.grad_accum_steps))
+        key = (
+            stage.first,
+            stage.last,
+            tuple(counts.layer_params[i] for i in indices),
+            tuple(counts.layer_matrix_params[i] for i in indices),
+            sum(1 for i in indices if i >= first_trained),
+        )
+        kept.setdefault(key, stage)
+    return list(kept.values())
 
 
-def _stage_params(counts: ParamCount, stage: _Stage) -> int:
-    layers = sum(counts.layer_params[i] for i in stage.layer_indices)
-    return layers + (counts.embedding_params if stage.first else 0) + (counts.output_params if stage.last else 0)
+def _first_trained_layer(setup: TrainingSetup, layers: int) -> int:
+    """Freeze tuning trains the last freeze_last_n blocks; every other method reaches every block."""
+    return layers - min(setup.freeze_last_n, layers) if setup.method == "freeze" else 0
 
 
 def _linear_layer_params(counts: ParamCount) -> int:
-    """Weights of the matrices inside the blocks (what quantization and AMP casts touch), all layers."""
+    """Weights of every matrix (what inference quantization and AMP casts touch), vision tower included."""
     return sum(w.params for w in counts.weights if w.component in ("attention", "mlp") and w.in_features)
 
 
@@ -126,6 +152,8 @@ def _block(spec: ModelSpec) -> _Block:
         return _Block(("qkv_proj",), "o_proj", ("gate_up_proj",), "down_proj")
     if spec.model_type == "gpt2":
         return _Block(("c_attn",), "c_proj", ("c_fc",), "c_proj")
+    if spec.model_type in ("falcon", "bloom"):
+        return _Block(("query_key_value",), "dense", ("dense_h_to_4h",), "dense_4h_to_h")
     if spec.is_mla:
         first = "q_a_proj" if spec.q_lora_rank else "q_proj"
         return _Block((first, "kv_a_proj_with_mqa"), "o_proj", ("gate_proj", "up_proj"), "down_proj")
@@ -137,6 +165,15 @@ def _autocast(setup: TrainingSetup, layout: Layout) -> bool:
     """torch AMP: fp32 weights cast to half per op. Only without ZeRO: DeepSpeed and FSDP mixed precision
     compute with half-precision parameters, which saves activations exactly like a pure-bf16 model."""
     return setup.precision.endswith("-mixed") and layout.zero_stage == 0
+
+
+def _adapter_dtypes(setup: TrainingSetup, layout: Layout) -> tuple[int, int]:
+    """(bytes of an adapter weight and of its gradient, bytes of its fp32 master copy): peft keeps adapters in
+    fp32 (autocast_adapter_dtype), but DeepSpeed and FSDP mixed precision cast every trainable parameter to
+    bf16 beside an fp32 master copy (ZeRO paper's 2 + 2 + 12 bytes), adapters included."""
+    if setup.precision.endswith("-mixed") and layout.zero_stage >= 1:
+        return _HALF, _FP32
+    return _FP32, 0
 
 
 def _residual_bytes(setup: TrainingSetup, layout: Layout) -> int:
@@ -194,9 +231,12 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
         k_dim = v_dim = spec.num_kv_heads * spec.head_dim
     if setup.attention == "eager" and not spec.is_mla:
         k_dim = v_dim = q_dim  # eager repeats k and v to every query head before the matmul
-    # A LoRA adapter's saved input: the tensor itself in fp32 runs, a bf16 cast under AMP, an fp32 cast otherwise.
+    # A LoRA adapter's saved input: the tensor itself when the adapter has the input's dtype (fp32 runs, and
+    # DeepSpeed/FSDP mixed precision, which casts the adapters to bf16 with the rest), a bf16 cast under AMP,
+    # and an fp32 cast when peft keeps fp32 adapters beside a bf16 base.
+    adapter_dtype = _adapter_dtypes(setup, layout)[0]
     adapter_input = _FP32 if setup.precision == "fp32" else (_HALF if amp else _FP32)
-    adapter_hidden = (_HALF if amp else _FP32) * setup.lora_rank
+    adapter_hidden = (_HALF if amp else adapter_dtype) * setup.lora_rank
     trains_base = setup.method in ("full", "freeze")  # freeze: only its trained blocks save (training_memory)
     block = _block(spec)
 
@@ -211,7 +251,7 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
                     shared = produced * width
             if _adapted(setup, name):
                 copies += adapter_hidden
-                if setup.precision == "fp32":
+                if setup.precision == "fp32" or (not amp and adapter_dtype == produced):
                     shared = produced * width
                 else:
                     copies += adapter_input * width
@@ -270,11 +310,56 @@ def _mlp_saved_width(spec: ModelSpec) -> int:
     return 3 * spec.intermediate_size
 
 
-def _logits_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout) -> int:
-    """The loss's vocabulary tensors at the start of backward: HF upcasts logits to fp32 and cross-entropy
-    keeps its log-softmax (4 B), then backward holds the incoming and outgoing fp32 gradients (4 + 4 B)."""
+# trl's ChunkedLogProbFunction (trl/kernels/chunked_logprob.py): tiles of this many tokens x vocabulary entries.
+TRL_TOKEN_CHUNK = 4096
+TRL_VOCAB_CHUNK = 32768
+
+
+def _is_classifier(spec: ModelSpec) -> bool:
+    """A reward model or classifier (lmforge.plan.models.as_sequence_classifier): a score head, no LM head."""
+    return spec.architecture.endswith("ForSequenceClassification")
+
+
+def _head_outputs(spec: ModelSpec) -> int:
+    """Outputs of the last linear layer: the vocabulary, or a classifier's labels (its head scores every position
+    too; transformers pools the last one afterwards)."""
+    return num_labels(spec) if _is_classifier(spec) else spec.vocab_size
+
+
+def liger_chunk_tokens(tokens: int, vocab: int, hidden: int) -> int:
+    """Liger's fused linear cross-entropy chunk: next_power_of_2(ceil(tokens / ceil(vocab / hidden))) tokens, so a
+    chunk of logits costs about what the hidden states do (liger_kernel/ops/fused_linear_cross_entropy.py)."""
+    chunk = math.ceil(tokens / math.ceil(vocab / hidden))
+    return 1 << max(chunk - 1, 0).bit_length()
+
+
+def loss_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout, head_trains: bool) -> float:
+    """The loss's own tensors at their largest, at the start of backward (on top of every saved activation).
+
+    standard (transformers' ForCausalLMLoss): logits upcast to fp32, cross-entropy keeps its fp32 log-softmax,
+        then backward holds the incoming and outgoing fp32 gradients: 3 x 4 bytes x tokens x vocabulary.
+    chunked (trl's ChunkedLogProbFunction, what `train.loss: chunked` runs): the head is applied in tiles of
+        4096 tokens x 32768 vocabulary entries in the compute dtype (one tile buffer, always 32768 wide),
+        folded into per-token statistics and recomputed in backward, which accumulates fp32 gradients of
+        the hidden states (and of a bf16 head's weight when it trains) and then casts them.
+    fused (Liger's fused linear cross-entropy): the input's and the weight's gradients are computed chunk by
+        chunk during the forward and kept for backward; a chunk of logits is as large as the hidden states.
+    Vocabulary-parallel heads split all of it over TP ranks.
+    """
     tokens = setup.micro_batch_size * setup.seq_len
-    return 3 * _FP32 * tokens * spec.vocab_size // layout.tp  # vocab-parallel cross-entropy splits the vocabulary
+    vocab, h = _head_outputs(spec), spec.hidden_size
+    compute = _FP32 if setup.precision == "fp32" else _HALF
+    if setup.loss == "standard":
+        return 3 * _FP32 * tokens * vocab / layout.tp
+    if setup.loss == "fused":
+        chunk = min(liger_chunk_tokens(tokens, vocab, h), tokens)
+        return (compute * tokens * h + compute * chunk * vocab) / layout.tp
+    tile = min(tokens, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * compute  # the full tile width, whatever the vocabulary
+    # The fp32 weight gradient is cast to the weight's dtype at the end; for fp32 weights it is the gradient itself.
+    head_weight_fp32 = setup.precision == "fp32" or (_autocast(setup, layout) and head_trains)
+    grads = _FP32 * tokens * h + (_FP32 * vocab * h if head_trains and not head_weight_fp32 else 0)
+    hidden_copy = compute * tokens * h if setup.micro_batch_size > 1 else 0  # [:, :-1] of a batch is not a view
+    return (tile + grads + compute * tokens * h + hidden_copy) / layout.tp
 
 
 # ---------------------------------------------------------------- training
@@ -295,61 +380,70 @@ def _optimizer_bytes_per_param(setup: TrainingSetup, state_bytes: int, adafactor
 
 def training_memory(spec: ModelSpec, setup: TrainingSetup, layout: Layout = Layout()) -> MemoryBreakdown:
     """Peak bytes per GPU of one training step (the most loaded rank), by category."""
-    stages = [_training_stage(spec, setup, layout, stage) for stage in _stages(spec, layout, setup.grad_accum_steps)]
-    return max((memory for memory, _ in stages), key=lambda m: m.total_bytes)
+    stages = [_training_stage(spec, setup, layout, stage) for stage in _stages(spec, layout, setup)]
+    return max((memory for memory, _, _ in stages), key=lambda m: m.total_bytes)
 
 
 def model_states_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout = Layout()) -> int:
     """Weights + fp32 master + all gradients + optimizer states on the most loaded GPU: the ZeRO paper's
     "model states" (Rajbhandari et al. 2020 §3.1: (2 + 2 + K) bytes per parameter, K = 12 for mixed-precision Adam)."""
-    stages = [_training_stage(spec, setup, layout, stage) for stage in _stages(spec, layout, setup.grad_accum_steps)]
-    return max(states for _, states in stages)
+    stages = [_training_stage(spec, setup, layout, stage) for stage in _stages(spec, layout, setup)]
+    return max(states for _, states, _ in stages)
+
+
+def activation_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout = Layout()) -> int:
+    """The activations alive at the start of backward on the most loaded GPU, whichever moment is the peak (the
+    breakdown shows them only when the forward-backward moment is)."""
+    stages = [_training_stage(spec, setup, layout, stage) for stage in _stages(spec, layout, setup)]
+    return max(saved for _, _, saved in stages)
+
+
+# ZeRO-Offload keeps two gradient buckets on the GPU while it moves reduced partitions to the CPU: DeepSpeed's
+# overlap_comm double-buffers reduce_bucket_size elements, which the HF integration's "auto" sets to hidden².
+_OFFLOAD_BUCKETS = 2
 
 
 def _training_stage(
     spec: ModelSpec, setup: TrainingSetup, layout: Layout, stage: _Stage
-) -> tuple[MemoryBreakdown, int]:
+) -> tuple[MemoryBreakdown, int, int]:
     counts = _counts(spec)
     all_layers = len(counts.layer_params)
-    stage_params = _stage_params(counts, stage)
-    layer_share = len(stage.layer_indices) / max(all_layers, 1)
-    tp, dp = layout.tp, layout.dp
-    zero = layout.zero_stage
+    tp, dp, zero = layout.tp, layout.dp, layout.zero_stage
+    here = stage.layer_indices
+    h, vocab = spec.hidden_size, _head_outputs(spec)  # the head's outputs: a classifier has no vocabulary head
     amp = _autocast(setup, layout)
-    sharded_states = dp if zero >= 1 else 1  # ZeRO-1: optimizer states (and fp32 master) split over DP
-    sharded_grads = dp if zero >= 2 else 1  # ZeRO-2: gradients too
-    sharded_params = dp if zero >= 3 else 1  # ZeRO-3 / FSDP full shard: parameters too (Rajbhandari et al. 2020 §5)
+    method = setup.method
+    trains_base = method in ("full", "freeze")
 
-    # Which parameters train on this stage, and which stay frozen.
-    adapter_params = 0
-    if setup.method == "full":
-        trainable, first_trained = stage_params, 0
-    elif setup.method == "freeze":
-        first_trained = all_layers - min(setup.freeze_last_n, all_layers)
-        trainable = sum(counts.layer_params[i] for i in stage.layer_indices if i >= first_trained)
-        trainable += counts.output_params if stage.last and not spec.tie_word_embeddings else 0
+    def shard(dense: float, experts: float, sharded: bool) -> float:
+        """Bytes per GPU of a dense part and a routed-expert part: TP splits both; ZeRO splits its stage's
+        category over all DP ranks; expert parallelism splits the experts over EP ranks (DeepSpeed-MoE)."""
+        return dense / tp / (dp if sharded else 1) + experts / tp / (dp if sharded else layout.ep)
+
+    # What this stage holds, from its own blocks.
+    first_trained = _first_trained_layer(setup, all_layers)
+    trained_layers = [i for i in here if i >= first_trained] if trains_base else []
+    stage_params = sum(counts.layer_params[i] for i in here)
+    stage_params += (counts.embedding_params if stage.first else 0) + (counts.output_params if stage.last else 0)
+    stage_experts = sum(counts.layer_expert_params[i] for i in here)
+    head_trains = method == "full" or (method == "freeze" and not spec.tie_word_embeddings)
+    if method == "full":
+        trainable, trainable_experts = stage_params, stage_experts
+    elif method == "freeze":
+        # The last blocks, the final norm and an untied head; a tied head is the frozen input embedding.
+        trainable = sum(counts.layer_params[i] for i in trained_layers) + (counts.output_params if stage.last else 0)
+        trainable_experts = sum(counts.layer_expert_params[i] for i in trained_layers)
     else:
-        first_trained = 0
-        trainable = 0
-        total_adapter = _adapter_params(
-            spec, setup.method, setup.lora_rank, setup.lora_targets, setup.freeze_last_n, setup.num_virtual_tokens
+        trainable = trainable_experts = 0
+    frozen, frozen_experts = stage_params - trainable, stage_experts - trainable_experts
+    adapters = 0.0
+    if method not in ("full", "freeze"):
+        before, per_layer, after = _adapters_by_block(
+            spec, method, setup.lora_rank, setup.lora_targets, setup.num_virtual_tokens
         )
-        if setup.method in ("lora", "qlora", "prefix"):
-            adapter_params = round(total_adapter * layer_share)
-        else:  # prompt tuning: the virtual-token embedding sits with the input embeddings
-            adapter_params = total_adapter if stage.first else 0
-    frozen = stage_params - trainable
+        adapters = sum(per_layer[i] for i in here) + (before if stage.first else 0) + (after if stage.last else 0)
 
-    out = dict.fromkeys(CATEGORIES, 0)
-    cpu = 0
-    # --- weights: the trained model's working copy and the frozen base
-    if setup.method == "qlora":
-        # QLoRA: block matrices in NF4 / int8, embeddings, norms and head in bf16 (Dettmers et al. 2023).
-        matrices = round(_linear_layer_params(counts) * layer_share)
-        bits = nf4_bits_per_weight(setup.double_quant) if setup.qlora_bits == 4 else 8.0
-        frozen_bytes = matrices * bits / 8 + (frozen - matrices) * _HALF
-    else:
-        frozen_bytes = frozen * (_FP32 if setup.precision == "fp32" else _HALF)
+    # --- dtypes
     if setup.precision == "fp32":
         trained_weight, grad_bytes, master, state_bytes = _FP32, _FP32, 0, _FP32
     elif setup.precision == "bf16":
@@ -361,114 +455,162 @@ def _training_stage(
         # DeepSpeed / FSDP mixed precision: half-precision parameters and gradients, fp32 master copy
         # (Micikevicius et al. 2018; the ZeRO paper's 2 + 2 + K bytes with K = 12 for Adam).
         trained_weight, grad_bytes, master, state_bytes = _HALF, _HALF, _FP32, _FP32
-    weights = (trainable * trained_weight + frozen_bytes) / tp / sharded_params
-    master_weights = trainable * master / tp / sharded_states
+    adapter_weight, adapter_master = _adapter_dtypes(setup, layout)
+    # Frozen weights: fp32 for fp32 runs and for freeze tuning under AMP (lmforge loads full/freeze in fp32);
+    # the 16-bit base of LoRA and prompt tuning, or of any ZeRO/FSDP mixed-precision run, otherwise.
+    frozen_dtype = _FP32 if setup.precision == "fp32" or (amp and trains_base) else _HALF
+
+    # --- weights, master copy, gradients, optimizer states
+    if method == "qlora":
+        # QLoRA (Dettmers et al. 2023): block matrices in NF4 / int8, embeddings, norms and head in bf16.
+        bits = nf4_bits_per_weight(setup.double_quant) if setup.qlora_bits == 4 else 8.0
+        matrices = sum(counts.layer_matrix_params[i] for i in here)
+        dense_frozen_bytes = (matrices - stage_experts) * bits / 8 + (frozen - matrices) * _HALF
+        expert_frozen_bytes = stage_experts * bits / 8
+    else:
+        dense_frozen_bytes = (frozen - frozen_experts) * frozen_dtype
+        expert_frozen_bytes = frozen_experts * frozen_dtype
+    trainable_dense = trainable - trainable_experts
+    weights = shard(trainable_dense * trained_weight + dense_frozen_bytes,
+                    trainable_experts * trained_weight + expert_frozen_bytes, zero >= 3)
+    weights_cpu = 0.0
+    master_weights = shard(trainable_dense * master, trainable_experts * master, zero >= 1)
+    master_weights += adapters * adapter_master / tp / (dp if zero >= 1 else 1)
     adafactor_ratio = _adafactor_ratio(counts, setup) if setup.optimizer == "adafactor" else 0.0
-    optimizer = trainable * _optimizer_bytes_per_param(setup, state_bytes, adafactor_ratio)
-    optimizer += adapter_params * _optimizer_bytes_per_param(setup, _FP32, adafactor_ratio)  # fp32 adapters
-    optimizer = optimizer / tp / sharded_states
-    # peft keeps adapters (and prompt/prefix embeddings) in fp32 and trains them with fp32 gradients.
-    adapter = adapter_params * _FP32 / tp
-    gradients = (trainable * grad_bytes / tp) / sharded_grads + adapter_params * _FP32 / tp
+    per_param = _optimizer_bytes_per_param(setup, state_bytes, adafactor_ratio)
+    optimizer = shard(trainable_dense * per_param, trainable_experts * per_param, zero >= 1)
+    optimizer += adapters * _optimizer_bytes_per_param(setup, _FP32, adafactor_ratio) / tp / (dp if zero >= 1 else 1)
+    adapter = adapters * adapter_weight / tp / (dp if zero >= 3 else 1)
+    adapter_grads = adapters * adapter_weight / tp / (dp if zero >= 2 else 1)
+    gradients = shard(trainable_dense * grad_bytes, trainable_experts * grad_bytes, zero >= 2) + adapter_grads
+    cpu = 0.0
     if layout.offload_optimizer:
-        # ZeRO-Offload (Ren et al. 2021): optimizer states and the fp32 master live and update in CPU RAM.
-        cpu += int(optimizer + master_weights)
-        optimizer = master_weights = 0
+        # ZeRO-Offload (Ren et al. 2021 §4): optimizer states and the fp32 master update in CPU RAM, and the reduced
+        # gradient partitions go there too (as fp32); the GPU keeps only the buckets it reduces through.
+        grad_elements = shard(trainable_dense, trainable_experts, zero >= 2) + adapter_grads / adapter_weight
+        cpu += optimizer + master_weights + _FP32 * grad_elements
+        gradients = min(gradients, _OFFLOAD_BUCKETS * h * h * grad_bytes)
+        optimizer = master_weights = 0.0
     if layout.offload_params:
-        cpu += int(weights)
-        weights = 0
+        weights_cpu, weights = weights, 0.0
 
     # --- activations of the forward-backward peak
     tokens = setup.micro_batch_size * setup.seq_len
     per_layer = activation_bytes_per_token_layer(spec, setup, layout) * tokens
-    if setup.method == "freeze":
-        # Blocks before the first trained one get no gradient at all, so autograd saves nothing for them.
-        saving_layers = sum(1 for i in stage.layer_indices if i >= first_trained)
-    else:
-        saving_layers = len(stage.layer_indices)
+    saving_layers = len(trained_layers) if method == "freeze" else len(here)  # frozen blocks save nothing
     residual = _residual_bytes(setup, layout)
-    h = spec.hidden_size
+    in_flight = stage.in_flight_micro_batches
     recompute_layer = 0.0
     if setup.recompute == "full":
         # Full recomputation keeps each block's input; backward re-runs one block at a time, after the
         # loss's vocabulary tensors are freed, so that block competes with them rather than adding to them.
         split = tp if layout.sequence_parallel else 1
-        activations = saving_layers * residual * h * tokens / split * stage.in_flight_micro_batches
+        saved = saving_layers * residual * h * tokens / split * in_flight
         recompute_layer = per_layer if saving_layers else 0.0
     else:
-        activations = per_layer * saving_layers * stage.in_flight_micro_batches
+        saved = per_layer * saving_layers * in_flight
     if _lora_on_experts(spec, setup):
         # peft (ParamWrapper) adapts a fused 3-D expert tensor by building W + B·A for the whole tensor in
         # the forward; that merged weight is saved for backward: one expert-sized copy per MoE layer.
         moe_layers = set(moe_layer_indices(spec.model_type, spec.text_config, spec.num_layers))
         per_layer_experts = counts.expert_params / max(len(moe_layers), 1)
-        merged = per_layer_experts * (_FP32 if setup.precision == "fp32" else _HALF) / tp
-        moe_here = sum(1 for i in stage.layer_indices if i in moe_layers)
-        held = 1 if setup.recompute == "full" else moe_here * stage.in_flight_micro_batches
-        activations += merged * held
+        merged = per_layer_experts * (_FP32 if setup.precision == "fp32" else _HALF) / tp / layout.ep
+        moe_here = sum(1 for i in here if i in moe_layers)
+        saved += merged * (1 if setup.recompute == "full" else moe_here * in_flight)
+    head_activations = 0.0
     if stage.last:
         # The final norm: fp32 upcast, plus the normalised tensor and lm_head's input when the head trains.
-        head_trains = setup.method in ("full", "freeze")
         cast = _HALF if amp and residual == _FP32 else residual
-        activations += (_FP32 + (residual + cast if head_trains else 0)) * h * tokens
+        head_activations = (_FP32 + (residual + cast if head_trains else 0)) * h * tokens
 
+    casts = 0.0
     buffers_fb = 0.0
-    if amp and setup.method in ("full", "freeze"):
-        # AMP casts each fp32 weight matrix to bf16 and keeps the cast for backward; under full
-        # recomputation only the head's cast survives the forward (a block's casts live while it re-runs).
-        matrices_cast = trainable * _linear_share(spec, counts)
+    if amp and trains_base:
+        # AMP casts each trained fp32 weight matrix to bf16 and keeps the cast for backward (the head's too:
+        # a tied embedding is cast for the head matmul); under full recomputation only the head's cast survives
+        # the forward, a block's casts live while it re-runs.
+        block_casts = sum(counts.layer_matrix_params[i] for i in trained_layers)
+        head_cast = vocab * h if stage.last and head_trains else 0
         if setup.recompute == "full":
-            head_cast = spec.vocab_size * h if stage.last else 0
-            recompute_layer += _HALF * (matrices_cast - head_cast) / max(saving_layers, 1) / tp
-            matrices_cast = head_cast
-        buffers_fb += _HALF * matrices_cast / tp
+            recompute_layer += _HALF * block_casts / max(saving_layers, 1) / tp
+            block_casts = 0
+        casts = _HALF * block_casts / tp
+        buffers_fb += _HALF * head_cast / tp
+    if setup.offload_activations:
+        # torchtune's OffloadActivations (trl's port): every saved tensor but parameters moves to CPU RAM in the
+        # forward and comes back tensor by tensor in backward, the next one prefetched on a side stream: about two
+        # of the largest saved tensors (an MLP intermediate) are on the GPU at once; the head's stay (NoOpManager).
+        cpu += saved + casts
+        largest_saved = max(_mlp_inner_width(spec) * (_FP32 if setup.precision == "fp32" else _HALF), _FP32 * h)
+        saved = 2 * largest_saved * tokens / tp if saving_layers and setup.recompute != "full" else 0.0
+        casts = 0.0
+    activations = saved + head_activations
     if zero >= 3 or layout.offload_params:
-        # ZeRO-3 / FSDP gathers a layer's full parameters before using it, prefetching the next (2 layers live).
-        buffers_fb += 2 * counts.params_per_layer * (trained_weight if trainable else _HALF) / tp
-    if setup.method == "qlora":
+        # ZeRO-3 / FSDP gathers a layer's full parameters before using it, prefetching the next (2 layers live);
+        # QLoRA gathers its 4-bit matrices as they are stored.
+        if method == "qlora":
+            matrices_of = counts.layer_matrix_params
+            largest = max(
+                (matrices_of[i] * bits / 8 + (counts.layer_params[i] - matrices_of[i]) * _HALF for i in range(all_layers)),
+                default=0,
+            )
+        else:
+            largest = counts.params_per_layer * (trained_weight if trainable else _HALF)
+        buffers_fb += 2 * largest / tp
+    if method == "qlora":
         # bitsandbytes dequantizes one weight matrix to bf16 for each matmul (forward and backward).
         buffers_fb += 2 * _largest_matrix_params(counts) * _HALF / tp
-    logits = _logits_bytes(spec, setup, layout) if stage.last else 0
-    if logits >= recompute_layer:
-        buffers_fb += logits
+    buffers_fb += casts
+    loss = loss_bytes(spec, setup, layout, head_trains) if stage.last else 0.0
+    # The head's gradient (or the tied embedding's) is the first gradient backward makes.
+    head_grad = vocab * h * grad_bytes / tp / (dp if zero >= 2 else 1) if stage.last and head_trains else 0.0
+    # Two moments at the start of backward: the loss's own tensors, then - once they are freed - the head's
+    # gradient beside the first block backward re-runs under recomputation (the gradient stays alive). trl's
+    # and Liger's heads make that gradient inside the loss, so there it is in both moments.
+    inside_loss = head_grad if setup.loss != "standard" else 0.0
+    if loss + inside_loss >= head_grad + recompute_layer:
+        buffers_fb += loss
+        head_grad = inside_loss
     else:
         activations += recompute_layer
-    # The head's gradient (or the tied embedding's) is created first, while the loss tensors are alive.
-    head_grad = 0
-    if stage.last and trainable:
-        head_grad = spec.vocab_size * spec.hidden_size * grad_bytes / tp / sharded_grads
 
     # A tied embedding's gradient arrives twice: the head's part first, then the embedding's own dense
     # gradient, which autograd adds out of place - two more vocab x hidden tensors at the end of backward.
-    accumulation = 0.0
-    if stage.first and trainable and spec.tie_word_embeddings:
-        accumulation = 2 * spec.vocab_size * h * grad_bytes / tp
+    tied_head = spec.tie_word_embeddings and not _is_classifier(spec)
+    accumulation = 2 * vocab * h * grad_bytes / tp if stage.first and method == "full" and tied_head else 0.0
 
     # Plain DDP (ZeRO 0, dp > 1) all-reduces through flat bucket buffers as large as all gradients, allocated
     # once beside them (torch DistributedDataParallel, gradient_as_bucket_view=False, its default).
     ddp_buckets = gradients if zero == 0 and dp > 1 else 0.0
 
     persistent = weights + master_weights + optimizer + adapter + ddp_buckets
-    forward_backward = persistent + activations + buffers_fb + head_grad + adapter_params * _FP32 / tp
+    if setup.optimizer_in_backward:
+        # torchtune optimizer_in_bwd: each parameter steps in its post-accumulate-grad hook and its gradient is freed
+        # at once, so no full gradient set ever exists: only the largest single gradient, briefly.
+        largest = [w.params for i in trained_layers for w in counts.layer_weights[i]]
+        largest += [vocab * h] if head_trains and stage.last else []
+        largest += [spec.vocab_size * h] if method == "full" and stage.first else []
+        gradients = max(largest, default=0) * grad_bytes / tp + adapter_grads
+    in_backward = adapter_grads
+    # With gradient accumulation the earlier micro-batches' gradients stay alive through the next forward and backward.
+    accumulated = gradients if setup.grad_accum_steps > 1 and not setup.optimizer_in_backward else in_backward
+    forward_backward = persistent + activations + buffers_fb + head_grad + accumulated
     backward_end = persistent + gradients + accumulation  # then the optimizer step, with nothing but these
+    out = dict.fromkeys(CATEGORIES, 0.0)
     if forward_backward >= backward_end:
         phase = "forward-backward"
-        out.update(activations=activations, buffers=buffers_fb + ddp_buckets)
-        out.update(gradients=head_grad + adapter_params * _FP32 / tp)
+        out.update(activations=activations, buffers=buffers_fb + ddp_buckets, gradients=head_grad + accumulated)
     else:
-        phase = "backward-end" if accumulation else "optimizer-step"
+        phase = "backward-end" if accumulation or setup.optimizer_in_backward else "optimizer-step"
         out.update(gradients=gradients, buffers=accumulation + ddp_buckets)
     out.update(weights=weights, master_weights=master_weights, optimizer_states=optimizer, adapter=adapter)
     tensors = sum(out.values())
-    out["overhead"] = CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * tensors
+    slack = ALLOCATOR_SLACK_RECOMPUTE if setup.recompute == "full" else ALLOCATOR_SLACK
+    out["overhead"] = CUDA_CONTEXT_BYTES + slack * tensors
     states = round(weights + master_weights + gradients + optimizer + adapter)
-    return MemoryBreakdown({k: round(v) for k, v in out.items()}, cpu_offload_bytes=cpu, peak_phase=phase), states
-
-
-def _linear_share(spec: ModelSpec, counts: ParamCount) -> float:
-    """Fraction of all parameters that are matrices AMP casts (everything but embeddings and norms)."""
-    head = 0 if spec.tie_word_embeddings else spec.vocab_size * spec.hidden_size
-    return (_linear_layer_params(counts) + head) / max(counts.total_params, 1)
+    breakdown = MemoryBreakdown({k: round(v) for k, v in out.items()}, cpu_offload_bytes=round(cpu + weights_cpu),
+                                peak_phase=phase)
+    return breakdown, states, round(activations)
 
 
 def _adafactor_ratio(counts: ParamCount, setup: TrainingSetup) -> float:
@@ -517,7 +659,8 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
         weights = layers / pp + max(ends.values()) * rest_bits / 8
     weights /= tp
 
-    per_token = kv_cache_bytes_per_token(spec, setup.kv_dtype, layout)
+    # An encoder (BERT) reads the whole input in one pass: no cache of keys and values is kept for decoding.
+    per_token = 0 if spec.kind == "encoder" else kv_cache_bytes_per_token(spec, setup.kv_dtype, layout)
     sliding = spec.num_sliding_layers
     tokens = setup.batch_size * setup.context_len
     kv = per_token * tokens

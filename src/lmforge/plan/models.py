@@ -2,8 +2,8 @@
 
 `resolve_model` accepts, in this order: a local model directory or config.json, a snapshot in the
 local Hugging Face cache (offline), a catalog name or the hub id a catalog entry mirrors, and finally
-a hub id fetched from the network (config.json only). `spec_from_config` turns any supported
-config.json dict into a ModelSpec.
+a hub id org/name[@revision] fetched through lmforge.hub (config.json only, into the same cache every
+command uses). `spec_from_config` turns any supported config.json dict into a ModelSpec.
 
 Only json and the standard library at import time: the planner must start in well under 0.5 s, so
 torch and transformers are never imported here, and huggingface_hub only to reach the hub.
@@ -15,12 +15,13 @@ import copy
 import dataclasses
 import difflib
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from lmforge.errors import ConfigError, NotFoundError
+from lmforge.hub.download import cached_snapshot
+from lmforge.hub.reference import is_hub_id, locate_model, parse_hub_id
 from lmforge.plan.spec import ModelKind, ModelSpec
 
 CATALOG_PATH = Path(__file__).parent / "catalog" / "models.json"
@@ -40,7 +41,6 @@ _UNTIED_BY_DEFAULT = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3", "phi3",
     "phi", "gpt_neox", "olmo2",
 }
-_HUB_TIMEOUT_SECONDS = 5.0
 
 
 def resolve_model(name_or_path: str) -> ModelSpec:
@@ -52,21 +52,38 @@ def resolve_model(name_or_path: str) -> ModelSpec:
     if path.exists():
         config_path = _config_file(path)
         return spec_from_config(_read_config(config_path), name=text, source=str(config_path))
-    cached = _cached_config(text)
-    if cached is not None:
-        return spec_from_config(_read_config(cached), name=text, hf_id=text, source=str(cached))
+    hub = is_hub_id(text)
+    if hub:  # a snapshot already cached wins, with no network call and no huggingface_hub import
+        repo_id, revision = parse_hub_id(text)
+        cached = cached_snapshot(repo_id, revision or "main")
+        if cached is not None and (cached[1] / "config.json").is_file():
+            return _spec_from_file(cached[1] / "config.json", text)
     entry = _catalog_index().get(text.lower())
     if entry is not None:
         return _spec_from_entry(entry)
-    fetched = _hub_config(text)
-    if fetched is not None:
-        return spec_from_config(_read_config(fetched), name=text, hf_id=text, source=str(fetched))
-    raise NotFoundError(_unknown_model_message(text))
+    if not hub:
+        raise NotFoundError(_unknown_model_message(text))
+    try:
+        folder = locate_model(text, need="config").path
+    except NotFoundError as error:
+        close = _close_catalog_names(text)
+        hint = f"; or a catalog name: did you mean {', '.join(close)}?" if close else ""
+        raise NotFoundError(f"{error}{hint}") from None
+    return _spec_from_file(folder / "config.json", text)
+
+
+def _spec_from_file(config_path: Path, hub_id: str) -> ModelSpec:
+    return spec_from_config(_read_config(config_path), name=hub_id, hf_id=hub_id.split("@")[0], source=str(config_path))
 
 
 def list_catalog() -> list[ModelSpec]:
     """Every catalog model, in catalog order."""
     return [_spec_from_entry(entry) for entry in _catalog_entries()]
+
+
+def catalog_licenses() -> dict[str, str]:
+    """The licence of every catalog model by name: the hub's license tag of the repository it mirrors."""
+    return {entry["name"]: entry.get("license", "") for entry in _catalog_entries()}
 
 
 def as_sequence_classifier(spec: ModelSpec, num_labels: int = 1) -> ModelSpec:
@@ -112,7 +129,9 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
         encoder_layers = 0
         num_layers = fields.int("num_hidden_layers", "n_layer", "num_layers")
     vocab = fields.int("vocab_size")
-    kv_heads = fields.int("num_key_value_heads", "multi_query_group_num", default=_KV_HEADS_DEFAULTS.get(model_type, heads))
+    kv_heads = fields.int(
+        "num_key_value_heads", "multi_query_group_num", "num_kv_heads", default=_KV_HEADS_DEFAULTS.get(model_type, heads)
+    )
     if not fields.problems and (heads == 0 or kv_heads == 0):
         fields.problems.append("'num_attention_heads' and 'num_key_value_heads' must be positive")
     fields.raise_problems()  # the fields below are derived from these
@@ -296,60 +315,11 @@ def _spec_from_entry(entry: dict[str, Any]) -> ModelSpec:
     return spec_from_config(config, name=entry["name"], hf_id=entry["hf_id"], source=f"catalog:{entry['name']}")
 
 
-def _looks_like_hub_id(text: str) -> bool:
-    parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "~"))
-
-
-def _cached_config(repo_id: str) -> Path | None:
-    """config.json of a snapshot already in the local HF cache (HF_HUB_CACHE / HF_HOME), never the network.
-
-    Reads huggingface_hub's documented cache layout directly, as its try_to_load_from_cache does
-    (models--org--name/refs/main holds the commit; snapshots/<commit>/config.json the file), so that
-    resolving a hub id costs no huggingface_hub import (0.5 s).
-    """
-    if not _looks_like_hub_id(repo_id):
-        return None
-    repo = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
-    try:
-        commit = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    candidate = repo / "snapshots" / commit / "config.json"
-    return candidate if commit and candidate.is_file() else None
-
-
-def hf_cache_dir() -> Path:
-    """The hub cache folder, read from the environment now (huggingface_hub freezes it at its import)."""
-    # huggingface_hub.constants: HF_HUB_CACHE, else the legacy HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub.
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    home = os.environ.get("HF_HOME") or str(Path(xdg_cache) / "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-def _hub_config(repo_id: str) -> Path | None:
-    """Download only config.json from the hub, unless HF_HUB_OFFLINE is set or the hub is unreachable."""
-    if not _looks_like_hub_id(repo_id) or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
-        return None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError
-
-    try:
-        return Path(hf_hub_download(repo_id, "config.json", cache_dir=hf_cache_dir(), etag_timeout=_HUB_TIMEOUT_SECONDS))
-    except GatedRepoError as exc:
-        raise NotFoundError(
-            f"{repo_id} is gated on the hub; accept its licence and log in (`hf auth login`), "
-            "or pass a local folder holding its config.json"
-        ) from exc
-    except (EntryNotFoundError, OSError, ValueError):  # unreachable, unknown repo, no config.json, bad id
-        return None
+def _close_catalog_names(text: str) -> list[str]:
+    return difflib.get_close_matches(text.lower(), [entry["name"] for entry in _catalog_entries()], n=3, cutoff=0.5)
 
 
 def _unknown_model_message(text: str) -> str:
-    names = [entry["name"] for entry in _catalog_entries()]
-    close = difflib.get_close_matches(text.lower(), names, n=3, cutoff=0.5)
+    close = _close_catalog_names(text)
     hint = f"did you mean {', '.join(close)}?" if close else "see `lmforge models` for the catalog"
     return f"unknown model '{text}': not a local path, a cached hub snapshot or a catalog name; {hint}"

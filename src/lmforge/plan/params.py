@@ -27,7 +27,9 @@ _GPT2_LIKE = {"gpt2"}
 _BERT_LIKE = {"bert", "roberta"}
 _T5_LIKE = {"t5", "mt5", "umt5"}
 # Decoder families whose norms are LayerNorm with a bias (the rest use weight-only RMSNorm).
-_LAYERNORM_DECODERS = {"phi", "gpt_neox", "starcoder2"}
+_LAYERNORM_DECODERS = {"phi", "gpt_neox", "starcoder2", "stablelm"}
+# Decoders built as GPT-style `transformer.h` blocks with a fused query_key_value and a 4h MLP.
+_FALCON_LIKE = {"falcon", "bloom"}
 # Per-layer norms where they differ from Llama's input_layernorm + post_attention_layernorm.
 _LAYER_NORMS = {
     "gemma2": ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
@@ -43,6 +45,7 @@ _TWO_LAYER_MLPS = {"phi": ("fc1", "fc2"), "gpt_neox": ("dense_h_to_4h", "dense_4
 EXACT_MODEL_TYPES = frozenset({
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
     "gemma", "gemma2", "gemma3_text", "phi", "phi3", "gpt_neox", "olmo2", "starcoder2", "gpt2", "bert", "roberta", "t5",
+    "gpt_oss", "falcon", "bloom", "stablelm", "qwen2_5_vl_text",
 })
 
 
@@ -81,8 +84,13 @@ class ParamCount:
     embedding_params: int  # what the first pipeline stage holds besides its layers (embeddings, their norm)
     output_params: int  # what the last stage holds besides its layers (final norms, untied head, MLM head)
     expert_params: int = 0  # all routed expert weights (a subset of by_component["mlp"])
+    # Per block: the weights of its matrices (what quantization stores in 4 bits and AMP casts), and of its
+    # routed experts; pipeline stages are priced from their own blocks (DeepSeek's dense first layers are small).
+    layer_matrix_params: tuple[int, ...] = ()
+    layer_expert_params: tuple[int, ...] = ()
     exact: bool = True  # False: an architecture lmforge does not know, counted as Llama-like (or only its language model)
     weights: tuple[Weight, ...] = field(default=(), repr=False, compare=False)  # the inventory behind the figures
+    layer_weights: tuple[tuple[Weight, ...], ...] = field(default=(), repr=False, compare=False)  # weights by block
 
     @property
     def params_per_layer(self) -> int:
@@ -121,9 +129,17 @@ def _count_params_cached(spec: ModelSpec, config_key: str) -> ParamCount:
         embedding_params=embedding_params,
         output_params=output_params,
         expert_params=sum(w.params for w in every if w.routed),
+        layer_matrix_params=tuple(sum(w.params for w in layer if _is_block_matrix(w)) for layer in layers),
+        layer_expert_params=tuple(sum(w.params for w in layer if w.routed) for layer in layers),
         exact=spec.model_type in EXACT_MODEL_TYPES and (spec.vision_config is None or _vision_known(spec)),
         weights=tuple(every),
+        layer_weights=tuple(tuple(layer) for layer in layers),
     )
+
+
+def _is_block_matrix(weight: Weight) -> bool:
+    """A matrix inside a block (attention or MLP projection, experts included): not a norm, bias-only or router."""
+    return weight.component in ("attention", "mlp") and bool(weight.in_features)
 
 
 def default_lora_targets(spec: ModelSpec) -> list[str]:
@@ -170,7 +186,10 @@ def count_trainable_params(
     if method == "freeze":
         return _freeze_trainable(counts, freeze_last_n)
     if method in ("lora", "qlora"):
-        return _lora_trainable(spec, counts, lora_rank, lora_targets, lora_target_parameters)
+        adapters = _lora_trainable(spec, counts, lora_rank, lora_targets, lora_target_parameters)
+        # peft's SEQ_CLS task trains a classifier's new score head whole beside the adapters (modules_to_save).
+        score = spec.hidden_size * num_labels(spec) if spec.architecture.endswith("ForSequenceClassification") else 0
+        return adapters + score
     if num_virtual_tokens <= 0:
         raise UserInputError(f"num_virtual_tokens must be positive, got {num_virtual_tokens}")
     if method == "prompt":
@@ -262,33 +281,55 @@ def _expand_target_keywords(spec: ModelSpec, targets: list[str] | None) -> list[
 def _lora_trainable(
     spec: ModelSpec, counts: ParamCount, rank: int, targets: list[str] | str | None, parameters: list[str] | None
 ) -> int:
+    first, layers, last = lora_params_by_block(spec, rank, targets, parameters)
+    return first + sum(layers) + last
+
+
+def lora_params_by_block(
+    spec: ModelSpec, rank: int, targets: list[str] | str | None = None, parameters: list[str] | None = None
+) -> tuple[int, tuple[int, ...], int]:
+    """peft LoRA parameters before the blocks (a vision tower's), in each block, and after them (a targeted head).
+
+    A pipeline stage holds the adapters of its own blocks; DeepSeek's dense first blocks carry far fewer
+    than its MoE blocks, so a share by layer count would misprice them.
+    """
     if rank <= 0:
         raise UserInputError(f"lora_rank must be positive, got {rank}")
+    counts = count_params(spec)
     wanted = _expand_target_keywords(spec, [targets] if isinstance(targets, str) else targets)
     modules, param_ranks = _peft_targets(spec, rank, wanted, list(parameters or []))
     matched: set[str] = set()
-    total = 0
-    for weight in counts.weights:
-        if weight.lora == "module":
-            hit = next((t for t in modules if ("." + weight.name).endswith("." + t)), None)
-        elif weight.lora == "param":
-            hit = next((t for t in param_ranks if ("." + weight.name).endswith("." + t)), None)
-        else:
-            continue
-        if hit is None:
-            continue
-        matched.add(hit)
-        weight_rank = param_ranks[hit] if weight.lora == "param" else rank
-        # peft LoRA: A is in×r, B is r×out; a 3-D expert tensor gets r·E (peft ParamWrapper).
-        total += weight_rank * max(weight.experts, 1) * (weight.in_features + weight.out_features)
+
+    def adapted(weights: tuple[Weight, ...] | list[Weight]) -> int:
+        total = 0
+        for weight in weights:
+            if weight.lora == "module":
+                hit = next((t for t in modules if ("." + weight.name).endswith("." + t)), None)
+            elif weight.lora == "param":
+                hit = next((t for t in param_ranks if ("." + weight.name).endswith("." + t)), None)
+            else:
+                continue
+            if hit is None:
+                continue
+            matched.add(hit)
+            weight_rank = param_ranks[hit] if weight.lora == "param" else rank
+            # peft LoRA: A is in×r, B is r×out; a 3-D expert tensor gets r·E (peft ParamWrapper).
+            total += weight_rank * max(weight.experts, 1) * (weight.in_features + weight.out_features)
+        return total
+
+    n_first = len(_embedding_weights(spec))  # counts.weights is embedding, then every block, then the output
+    n_blocks = sum(len(layer) for layer in counts.layer_weights)
+    first = adapted(counts.weights[:n_first])
+    per_layer = tuple(adapted(layer) for layer in counts.layer_weights)
+    last = adapted(counts.weights[n_first + n_blocks :])
     unknown = [t for t in [*modules, *param_ranks] if t not in matched]
-    if unknown or total == 0:
+    if unknown or first + sum(per_layer) + last == 0:
         available = sorted({w.name.rpartition(".")[2] for w in counts.weights if w.lora == "module"})
         raise UserInputError(
             f"LoRA target(s) {', '.join(unknown) or '(none)'} match no layer of {spec.name}; "
             f"available: {', '.join(available)}"
         )
-    return total
+    return first, per_layer, last
 
 
 def _has_kv_heads_field(spec: ModelSpec) -> bool:
@@ -322,6 +363,8 @@ def _embedding_weights(spec: ModelSpec) -> list[Weight]:
             Weight("token_type_embeddings", "embeddings", type_vocab * h),
             _norm("embeddings.LayerNorm", h, bias=True),
         ]
+    if spec.model_type == "bloom":  # BloomModel: word_embeddings and their LayerNorm (ALiBi: no position table)
+        return [Weight("word_embeddings", "embeddings", v * h), _norm("word_embeddings_layernorm", h, bias=True)]
     embed = [Weight("embed_in" if spec.model_type == "gpt_neox" else "embed_tokens", "embeddings", v * h)]
     return embed + _vision_weights(spec) if spec.vision_config is not None else embed
 
@@ -342,6 +385,8 @@ def _output_weights(spec: ModelSpec) -> list[Weight]:
     else:
         final_norm = {"phi": "final_layernorm", "gpt_neox": "final_layer_norm"}.get(spec.model_type, "norm")
         out = [_norm(final_norm, h, bias=spec.model_type in _LAYERNORM_DECODERS)]
+        if spec.model_type in _FALCON_LIKE:
+            out = [_norm("ln_f", h, bias=True)]
     head_bias = spec.model_type == "phi"  # PhiForCausalLM: lm_head has a bias, which tying leaves in place
     if not spec.tie_word_embeddings:
         out.append(_linear("lm_head", "head", h, v, bias=head_bias))
@@ -388,6 +433,8 @@ def _all_layer_weights(spec: ModelSpec) -> list[list[Weight]]:
         return [_bert_layer(spec) for _ in blocks]
     if spec.model_type in _T5_LIKE:
         return [_t5_layer(spec, index) for index in blocks]
+    if spec.model_type in _FALCON_LIKE:
+        return [_falcon_layer(spec) for _ in blocks]
     moe_layers = set(moe_layer_indices(spec.model_type, spec.text_config, spec.num_layers)) if spec.is_moe else set()
     return [_decoder_layer(spec, index in moe_layers) for index in blocks]
 
@@ -402,6 +449,41 @@ def _gpt2_layer(spec: ModelSpec) -> list[Weight]:
         _norm("ln_2", h, bias=True),
         _linear("mlp.c_fc", "mlp", h, i, bias=True),
         _linear("mlp.c_proj", "mlp", i, h, bias=True),
+    ]
+
+
+def _falcon_layer(spec: ModelSpec) -> list[Weight]:
+    """FalconDecoderLayer / BloomBlock: LayerNorms with bias, one fused query_key_value, a 4h GELU MLP.
+
+    Falcon's new decoder architecture (40B, 180B) has grouped KV heads and two LayerNorms feeding its parallel
+    attention and MLP; the original one (7B) one LayerNorm and multi-query attention. BLOOM is sequential with
+    biases everywhere."""
+    h, d = spec.hidden_size, spec.head_dim
+    if spec.model_type == "bloom":
+        return [
+            _norm("input_layernorm", h, bias=True),
+            _linear("self_attention.query_key_value", "attention", h, 3 * h, bias=True),
+            _linear("self_attention.dense", "attention", h, h, bias=True),
+            _norm("post_attention_layernorm", h, bias=True),
+            _linear("mlp.dense_h_to_4h", "mlp", h, spec.intermediate_size, bias=True),
+            _linear("mlp.dense_4h_to_h", "mlp", spec.intermediate_size, h, bias=True),
+        ]
+    bias = _bool(spec, "bias")
+    new_architecture = _bool(spec, "new_decoder_architecture")
+    if new_architecture and int(spec.text_config.get("num_ln_in_parallel_attn") or 2) == 2:
+        norms = [_norm("ln_attn", h, bias=True), _norm("ln_mlp", h, bias=True)]
+    else:
+        norms = [_norm("input_layernorm", h, bias=True)]
+        if not new_architecture and not _bool(spec, "parallel_attn", default=True):
+            norms.append(_norm("post_attention_layernorm", h, bias=True))
+    qkv = (spec.num_attention_heads + 2 * spec.num_kv_heads) * d
+    ffn = int(spec.text_config.get("ffn_hidden_size") or 4 * h)
+    return [
+        *norms,
+        _linear("self_attention.query_key_value", "attention", h, qkv, bias),
+        _linear("self_attention.dense", "attention", spec.num_attention_heads * d, h, bias),
+        _linear("mlp.dense_h_to_4h", "mlp", h, ffn, bias),
+        _linear("mlp.dense_4h_to_h", "mlp", ffn, h, bias),
     ]
 
 
@@ -457,6 +539,8 @@ def _decoder_layer(spec: ModelSpec, is_moe_layer: bool) -> list[Weight]:
     """Llama-family block: attention, a dense or MoE MLP, and its norms (RMSNorm, or LayerNorm with bias)."""
     h = spec.hidden_size
     norms = _LAYER_NORMS.get(spec.model_type, ("input_layernorm", "post_attention_layernorm"))
+    if spec.model_type == "stablelm" and _bool(spec, "use_parallel_residual"):
+        norms = ("input_layernorm",)  # StableLmDecoderLayer: attention and MLP read the same normed input
     weights = [_norm(name, h, bias=spec.model_type in _LAYERNORM_DECODERS) for name in norms]
     weights += _mla_attention(spec) if spec.is_mla else _attention(spec)
     if is_moe_layer:
@@ -471,8 +555,10 @@ def _attention(spec: ModelSpec) -> list[Weight]:
     q_out, kv_out = spec.num_attention_heads * d, spec.num_kv_heads * d
     attention_bias = _bool(spec, "attention_bias") and spec.model_type not in _NO_ATTENTION_BIAS
     qkv_bias, o_bias = attention_bias, attention_bias
-    if spec.model_type == "qwen2":  # Qwen2Attention: q/k/v bias=True, o bias=False
+    if spec.model_type in ("qwen2", "qwen2_5_vl_text"):  # Qwen2Attention: q/k/v bias=True, o bias=False
         qkv_bias, o_bias = True, False
+    elif spec.model_type == "stablelm":  # StableLmAttention: q/k/v bias=config.use_qkv_bias, o bias=False
+        qkv_bias, o_bias = _bool(spec, "use_qkv_bias"), False
     elif spec.model_type == "qwen2_moe":  # Qwen2MoeAttention: q/k/v bias=config.qkv_bias
         qkv_bias, o_bias = _bool(spec, "qkv_bias", default=True), False
     elif spec.model_type == "phi":  # PhiAttention: every projection has a bias
@@ -497,6 +583,10 @@ def _attention(spec: ModelSpec) -> list[Weight]:
     weights.append(_linear(out_name, "attention", q_out, h, o_bias))
     if spec.model_type in {"qwen3", "qwen3_moe", "gemma3_text"}:  # per-head RMSNorm on queries and keys
         weights += [_norm("self_attn.q_norm", d), _norm("self_attn.k_norm", d)]
+    elif spec.model_type == "stablelm" and _bool(spec, "qk_layernorm"):  # one bias-free LayerNorm per head
+        weights += [_norm("self_attn.q_layernorm", q_out), _norm("self_attn.k_layernorm", kv_out)]
+    elif spec.model_type == "gpt_oss":  # GptOssAttention: one learned attention-sink logit per head
+        weights.append(Weight("self_attn.sinks", "attention", spec.num_attention_heads))
     elif spec.model_type == "olmo2":  # Olmo2Attention: RMSNorm over all query / key heads together
         weights += [_norm("self_attn.q_norm", q_out), _norm("self_attn.k_norm", kv_out)]
     elif spec.model_type == "phi" and _bool(spec, "qk_layernorm"):
@@ -547,6 +637,15 @@ def _dense_mlp(spec: ModelSpec, intermediate: int, prefix: str = "mlp.") -> list
 def _moe_mlp(spec: ModelSpec) -> list[Weight]:
     """A router (experts × hidden, not an nn.Linear), fused 3-D expert tensors, and any always-on shared experts."""
     h, experts, inter = spec.hidden_size, spec.num_experts, spec.moe_intermediate_size
+    if spec.model_type == "gpt_oss":  # GptOssMLP: a router with a bias, experts with biases (GptOssExperts)
+        return [
+            Weight("mlp.router.weight", "mlp", experts * h, h, experts, lora="param"),
+            Weight("mlp.router.bias", "mlp", experts),
+            Weight("mlp.experts.gate_up_proj", "mlp", experts * 2 * inter * h, h, 2 * inter, "param", experts, routed=True),
+            Weight("mlp.experts.gate_up_proj_bias", "mlp", experts * 2 * inter, routed=True),
+            Weight("mlp.experts.down_proj", "mlp", experts * inter * h, inter, h, "param", experts, routed=True),
+            Weight("mlp.experts.down_proj_bias", "mlp", experts * h, routed=True),
+        ]
     weights = [
         Weight("mlp.gate.weight", "mlp", experts * h, h, experts, lora="param"),
         Weight("mlp.experts.gate_up_proj", "mlp", experts * 2 * inter * h, h, 2 * inter, "param", experts, routed=True),
@@ -563,17 +662,21 @@ def _moe_mlp(spec: ModelSpec) -> list[Weight]:
 
 def _vision_known(spec: ModelSpec) -> bool:
     vision = spec.vision_config or {}
-    return vision.get("model_type") == "siglip_vision_model" and spec.config.get("model_type") == "gemma3"
+    gemma = vision.get("model_type") == "siglip_vision_model" and spec.config.get("model_type") == "gemma3"
+    return gemma or spec.config.get("model_type") == "qwen2_5_vl"
 
 
 def _vision_weights(spec: ModelSpec) -> list[Weight]:
-    """A SigLIP vision tower and Gemma 3's projector (SiglipVisionModel, Gemma3MultiModalProjector).
+    """A vision tower and its projector: SigLIP + Gemma3MultiModalProjector, or Qwen2.5-VL's window-attention ViT
+    and patch merger.
 
     The first pipeline stage holds them, so they join the embedding group. Other vision towers are not
     modelled: they count as nothing and ParamCount.exact is False.
     """
     if not _vision_known(spec):
         return []
+    if spec.config.get("model_type") == "qwen2_5_vl":
+        return _qwen2_5_vl_vision(spec)
     vision = spec.vision_config or {}
     # SiglipVisionConfig defaults where the config leaves a field out.
     h, inner = int(vision.get("hidden_size", 768)), int(vision.get("intermediate_size", 3072))
@@ -606,3 +709,32 @@ def _vision_weights(spec: ModelSpec) -> list[Weight]:
         _norm("multi_modal_projector.mm_soft_emb_norm", h),
     ]
     return weights
+
+
+def _qwen2_5_vl_vision(spec: ModelSpec) -> list[Weight]:
+    """Qwen2_5_VisionTransformerPretrainedModel: a bias-free Conv3d patch embedding, RMSNorm blocks with a fused
+    qkv and a SwiGLU MLP (biases), and the merger: RMSNorm, then an MLP over 2 x 2 merged patches."""
+    vision = spec.vision_config or {}
+    # Qwen2_5_VLVisionConfig defaults where the config leaves a field out.
+    h, inner = int(vision.get("hidden_size", 1280)), int(vision.get("intermediate_size", 3420))
+    depth, channels = int(vision.get("depth", 32)), int(vision.get("in_channels", vision.get("in_chans", 3)))
+    patch, temporal = int(vision.get("patch_size", 14)), int(vision.get("temporal_patch_size", 2))
+    merged = h * int(vision.get("spatial_merge_size", 2)) ** 2
+    out = int(vision.get("out_hidden_size", spec.hidden_size))
+    tower = "visual."
+    block = [
+        _norm(tower + "norm1", h),
+        _norm(tower + "norm2", h),
+        _linear(tower + "attn.qkv", "attention", h, 3 * h, bias=True),
+        _linear(tower + "attn.proj", "attention", h, h, bias=True),
+        _linear(tower + "mlp.gate_proj", "mlp", h, inner, bias=True),
+        _linear(tower + "mlp.up_proj", "mlp", h, inner, bias=True),
+        _linear(tower + "mlp.down_proj", "mlp", inner, h, bias=True),
+    ]
+    return [
+        Weight(tower + "patch_embed.proj", "embeddings", channels * temporal * patch * patch * h),
+        *block * depth,
+        _norm(tower + "merger.ln_q", h),
+        _linear(tower + "merger.mlp.0", "mlp", merged, merged, bias=True),
+        _linear(tower + "merger.mlp.2", "mlp", merged, out, bias=True),
+    ]

@@ -8,14 +8,16 @@ stable JSON the CLI prints with --json.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from lmforge.errors import UserInputError
 from lmforge.plan.hardware import GIB, Accelerator, custom_accelerator, get_accelerator, list_accelerators
-from lmforge.plan.layout import DEFAULT_HEADROOM, LayoutChoice, LayoutRequest, LayoutSearch
-from lmforge.plan.memory import model_states_bytes
+from lmforge.plan.layout import DEFAULT_HEADROOM, LayoutChoice, LayoutRequest, LayoutSearch, engine_needed
+from lmforge.plan.memory import activation_bytes, model_states_bytes
 from lmforge.plan.models import resolve_model
 from lmforge.plan.params import ParamCount, count_params, count_trainable_params, default_lora_targets
 from lmforge.plan.rules import NOMINAL_BYTES_PER_WEIGHT, RuleOfThumb, inference_rules, training_rules
@@ -24,6 +26,7 @@ from lmforge.plan.spec import ModelSpec
 from lmforge.plan.throughput import InferenceSpeed, TrainingTime, inference_speed, matmul_params, training_time
 
 DEFAULT_GPU = "a100-80g"
+DEFAULT_CONTEXT_TOKENS = 4096  # serving: prompt + generated tokens per sequence unless --seq-len says otherwise
 DEFAULT_TRAINING_TOKENS = 1_000_000_000  # the time/cost figure is "per billion tokens" unless --tokens says otherwise
 
 
@@ -65,6 +68,8 @@ class Plan:
     verdicts: list[Verdict]
     simulation: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    levers: list[Lever] = field(default_factory=list)  # techniques the planner turned on to need fewer GPUs
+    replicas: Replicas | None = None  # serving: copies per GPU and node, fleet for a request rate
 
     @property
     def layout(self) -> Layout:
@@ -96,12 +101,14 @@ class Plan:
                 "dp": layout.dp,
                 "tp": layout.tp,
                 "pp": layout.pp,
+                "ep": layout.ep,
                 "zero_stage": layout.zero_stage,
                 "offload_optimizer": layout.offload_optimizer,
                 "offload_params": layout.offload_params,
                 "sequence_parallel": layout.sequence_parallel,
                 "fits": self.choice.fits,
                 "reason": self.choice.reason,
+                "engine": engine_needed(layout, self.setup) if self.task == "train" else None,
             },
             "memory": {
                 "per_gpu_bytes": self.memory.total_bytes,
@@ -116,6 +123,8 @@ class Plan:
             "verdicts": [asdict(verdict) for verdict in self.verdicts],
             "cheapest_gpu": None if self.cheapest is None else self.cheapest.gpu,
             "simulation": self.simulation,
+            "levers": [lever.to_dict() for lever in self.levers],
+            "replicas": None if self.replicas is None else self.replicas.to_dict(),
             "notes": list(self.notes),
         }
 
@@ -145,6 +154,43 @@ def _summary(spec: ModelSpec, trainable: int) -> tuple[ModelSummary, ParamCount]
     return summary, counts
 
 
+# Models whose positions are a learned table (GPT-2, BERT, RoBERTa): a longer sequence has no position to index.
+_LEARNED_POSITIONS = {"gpt2", "bert", "roberta"}
+
+
+def _check_context(spec: ModelSpec, tokens: int, task: str) -> str | None:
+    """Refuse what the model cannot run by its own limits; warn (a note) where training can stretch them."""
+    limit = spec.max_position_embeddings
+    if not limit or tokens <= limit:
+        return None
+    if spec.model_type in _LEARNED_POSITIONS:
+        raise UserInputError(
+            f"{spec.name} has {limit:,} learned positions: a {tokens:,}-token sequence has no position embedding "
+            f"beyond {limit:,}; use --seq-len {limit} or less"
+        )
+    if task == "infer":
+        raise UserInputError(
+            f"--seq-len {tokens:,} is beyond {spec.name}'s {limit:,}-token context (max_position_embeddings); "
+            f"serve at most {limit:,} tokens, or a long-context variant of the model"
+        )
+    return (
+        f"{tokens:,} tokens exceed {spec.name}'s {limit:,}-token context: training that long needs RoPE scaling "
+        "(rope_scaling / YaRN) and long-context data, or the model will not generalise to it"
+    )
+
+
+@dataclass(frozen=True)
+class Lever:
+    """A memory technique the planner turned on by itself because it needs fewer GPUs, and what it costs."""
+
+    name: str
+    setting: str  # the option as the user would give it
+    cost: str  # one line: what it costs in time
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
 def plan_training(
     model: str | ModelSpec,
     *,
@@ -154,8 +200,11 @@ def plan_training(
     micro_batch_size: int = 1,
     seq_len: int = 2048,
     grad_accum: int = 1,
-    recompute: str = "none",
+    recompute: str | None = None,
     attention: str = "sdpa",
+    loss: str | None = None,
+    offload_activations: bool = False,
+    optimizer_in_backward: bool = False,
     lora_rank: int = 16,
     lora_alpha: int = 32,
     lora_targets: list[str] | None = None,
@@ -166,6 +215,7 @@ def plan_training(
     offload: str = "none",
     tp: int | None = None,
     pp: int | None = None,
+    ep: int | None = None,
     gpu: str | None = None,
     gpus: int | None = None,
     gpu_mem_gib: float | None = None,
@@ -173,13 +223,20 @@ def plan_training(
     mfu: float = 0.40,
     price_per_gpu_hour: float | None = None,
     headroom: float = DEFAULT_HEADROOM,
+    levers: bool = True,
     verdicts: bool = True,
     simulate: bool = False,
 ) -> Plan:
     """Plan a training (or fine-tuning) run: per-GPU memory, GPU count and layout, time and cost.
 
-    None for zero / tp / pp / gpus lets the layout search choose; a given value is honoured and
+    None for zero / tp / pp / ep / gpus lets the layout search choose; a given value is honoured and
     validated. `tokens` defaults to one billion (time and cost are then per billion tokens).
+
+    `recompute` None follows the recipes (LLaMA-Factory, unsloth, axolotl, torchtune all turn gradient
+    checkpointing on for LoRA and QLoRA; full and freeze tuning start without it) and `loss` None starts from
+    the standard loss; with `levers`, the planner then pulls the cheap levers the user left open - trl's
+    chunked loss, a smaller micro-batch with more accumulation, full recomputation - whenever they need
+    fewer GPUs (or make a fixed --gpus fit), and the plan lists each one and its cost in time.
     """
     tokens_given = tokens is not None
     tokens = DEFAULT_TRAINING_TOKENS if tokens is None else tokens
@@ -188,10 +245,16 @@ def plan_training(
     if price_per_gpu_hour is not None and price_per_gpu_hour < 0:
         raise UserInputError(f"--price must be a non-negative $ per GPU-hour, got {price_per_gpu_hour}")
     spec = _resolve(model)
+    context_note = _check_context(spec, seq_len, "train")
     if method in ("lora", "qlora") and not lora_targets:
         # Resolved once here: the plan records which modules LoRA wraps, and the memory model
         # prices hundreds of layouts without re-deriving the default targets each time.
         lora_targets = default_lora_targets(spec)
+    open_levers = {
+        "recompute": recompute is None,
+        "loss": loss is None,
+        "micro_batch": levers and not optimizer_in_backward and micro_batch_size > 1,
+    }
     setup = TrainingSetup(
         method=method,
         precision=precision,
@@ -199,8 +262,11 @@ def plan_training(
         micro_batch_size=micro_batch_size,
         seq_len=seq_len,
         grad_accum_steps=grad_accum,
-        recompute=recompute,
+        recompute=recompute or ("full" if method in ("lora", "qlora") else "none"),
         attention=attention,
+        loss=loss or "standard",
+        offload_activations=offload_activations,
+        optimizer_in_backward=optimizer_in_backward,
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_targets=tuple(lora_targets) if lora_targets else None,
@@ -218,14 +284,10 @@ def plan_training(
         num_virtual_tokens=num_virtual_tokens,
     )
     summary, counts = _summary(spec, trainable)
-    request = LayoutRequest(gpus=gpus, tp=tp, pp=pp, zero_stage=zero, offload=offload)
-    search = LayoutSearch(spec, setup, counts.total_params)
-    choice = search.best(accelerator, request, headroom=headroom)
+    request = LayoutRequest(gpus=gpus, tp=tp, pp=pp, zero_stage=zero, offload=offload, ep=ep)
     compute = matmul_params(spec, counts.active_params, counts.by_component["embeddings"])
 
-    def time_on(card: Accelerator, n_gpus: int, dp: int) -> TrainingTime:
-        # --price is what the user pays for their card; other cards in the verdict table keep catalog prices.
-        price = price_per_gpu_hour if price_per_gpu_hour is not None and card is accelerator else card.price_usd_per_hour
+    def time_for(run: TrainingSetup, card: Accelerator, layout: Layout, price: float | None) -> TrainingTime:
         return training_time(
             spec,
             compute_params=compute,
@@ -233,16 +295,35 @@ def plan_training(
             method=method,
             freeze_last_n=freeze_last_n,
             seq_len=seq_len,
-            recompute=recompute,
+            recompute=run.recompute,
             tokens=tokens,
-            tokens_per_step=micro_batch_size * seq_len * grad_accum * dp,
-            gpus=n_gpus,
+            tokens_per_step=run.micro_batch_size * seq_len * run.grad_accum_steps * layout.dp,
+            gpus=layout.gpus,
             peak_flops_per_gpu=card.peak_flops_per_second(precision),
             mfu=mfu,
             price_usd_per_gpu_hour=price,
+            pp=layout.pp,
+            micro_batches=run.grad_accum_steps,
+            loss=run.loss,
         )
 
-    throughput = time_on(accelerator, choice.gpus, choice.layout.dp)
+    base_setup = setup
+    search = LayoutSearch(spec, setup, counts.total_params)
+    choice = search.best(accelerator, request, headroom=headroom)
+    if levers and any(open_levers.values()):
+        setup, search, choice = _pull_levers(spec, setup, open_levers, counts.total_params, accelerator, request,
+                                             headroom, choice, search, time_for)
+    pulled = _levers_pulled(base_setup, setup, time_for, accelerator, choice.layout)
+
+    def time_on(card: Accelerator, n_gpus: int, layout: Layout) -> TrainingTime:
+        # --price is what the user pays for their card; other cards in the verdict table keep catalog prices.
+        price = price_per_gpu_hour if price_per_gpu_hour is not None and card is accelerator else card.price_usd_per_hour
+        return time_for(setup, card, layout, price)
+
+    throughput = time_on(accelerator, choice.gpus, choice.layout)
+    if not choice.fits:
+        throughput = replace(throughput, wall_seconds=None, gpu_hours=None, cost_usd=None, tokens_per_second=None,
+                             step_seconds=None)
     fewest = choice if gpus is None else search.best(accelerator, replace(request, gpus=None), headroom=headroom)
     one_gpu = search.memory(Layout())
     half_bytes = 4.0 if precision == "fp32" else 2.0
@@ -256,23 +337,106 @@ def plan_training(
         vram_gb=accelerator.memory_gib,
         precise_gpus=fewest.gpus if fewest.fits else None,
         states_bytes_unsharded=model_states_bytes(spec, setup, Layout()),
-        activation_bytes=one_gpu["activations"],
+        activation_bytes=activation_bytes(spec, setup, Layout()),
         training_bytes_one_gpu=one_gpu.total_bytes,
-        setup_text=f"micro-batch {micro_batch_size} × {seq_len} tokens",
+        setup_text=f"micro-batch {setup.micro_batch_size} × {seq_len} tokens",
+        shape=(spec.num_layers, spec.num_attention_heads, setup.micro_batch_size, seq_len, spec.hidden_size),
     )
     table = _verdicts(search, request, headroom, time_on=time_on) if verdicts else []
-    plan = Plan("train", summary, setup, accelerator, choice, throughput, rules, table)
+    plan = Plan("train", summary, setup, accelerator, choice, throughput, rules, table, levers=pulled)
+    if context_note:
+        plan.notes.append(context_note)
     if not tokens_given:
         plan.notes.append("time and cost are for 1e9 training tokens; pass --tokens for your dataset")
-    if recompute != "full" and (choice.gpus > 1 or not choice.fits):
+    if not choice.fits:
+        plan.notes.append("no time or cost: the run does not fit as asked")
+    for lever in pulled:
+        plan.notes.append(f"lever pulled: {lever.name} ({lever.setting}): {lever.cost}")
+    if setup.recompute != "full" and not open_levers["recompute"] and (choice.gpus > 1 or not choice.fits):
         hint = _recompute_hint(spec, setup, counts.total_params, accelerator, request, headroom, choice)
         if hint:
             plan.notes.append(hint)
+    if method in ("lora", "qlora") and setup.recompute == "full" and open_levers["recompute"] and not pulled:
+        plan.notes.append(
+            "gradient checkpointing is on, as every LoRA/QLoRA recipe of LLaMA-Factory, unsloth, axolotl and "
+            "torchtune turns it on (+1 forward of compute); --grad-ckpt none turns it off"
+        )
+    if setup.loss == "fused":
+        plan.notes.append("--loss fused runs Liger's kernel: CUDA and liger-kernel only")
     if simulate:
         from lmforge.plan.simulate import simulate_training
 
         plan.simulation = simulate_training(spec, setup).to_dict()
     return plan
+
+
+def _pull_levers(
+    spec: ModelSpec,
+    setup: TrainingSetup,
+    open_levers: dict[str, bool],
+    params_total: int,
+    accelerator: Accelerator,
+    request: LayoutRequest,
+    headroom: float,
+    choice: LayoutChoice,
+    search: LayoutSearch,
+    time_for: Callable[[TrainingSetup, Accelerator, Layout, float | None], TrainingTime],
+) -> tuple[TrainingSetup, LayoutSearch, LayoutChoice]:
+    """Every combination of the open levers, and the one with the fewest GPUs (a fixed --gpus: that fits), then
+    a layout lmforge train runs, then the least compute, then the largest micro-batch."""
+    recomputes = [setup.recompute] + (["full"] if open_levers["recompute"] and setup.recompute != "full" else [])
+    losses = [setup.loss] + (["chunked"] if open_levers["loss"] and setup.loss == "standard" else [])
+    micro_batches = [setup.micro_batch_size]
+    if open_levers["micro_batch"]:
+        size = setup.micro_batch_size
+        while size % 2 == 0:
+            size //= 2
+            micro_batches.append(size)
+
+    def rank(run: TrainingSetup, found: LayoutChoice) -> tuple:
+        flops = time_for(run, accelerator, found.layout, None).total_flops
+        return (not found.fits, found.gpus if found.fits else 0, engine_needed(found.layout, run) is not None, flops,
+                -run.micro_batch_size)
+
+    best = (rank(setup, choice), setup, search, choice)
+    for recompute, loss, size in itertools.product(recomputes, losses, micro_batches):
+        if (recompute, loss, size) == (setup.recompute, setup.loss, setup.micro_batch_size):
+            continue
+        accumulation = setup.grad_accum_steps * setup.micro_batch_size // size
+        run = replace(setup, recompute=recompute, loss=loss, micro_batch_size=size, grad_accum_steps=accumulation)
+        trial = LayoutSearch(spec, run, params_total)
+        found = trial.best(accelerator, request, headroom=headroom)
+        candidate = (rank(run, found), run, trial, found)
+        if candidate[0] < best[0]:
+            best = candidate
+    return best[1], best[2], best[3]
+
+
+def _levers_pulled(
+    base: TrainingSetup,
+    setup: TrainingSetup,
+    time_for: Callable[[TrainingSetup, Accelerator, Layout, float | None], TrainingTime],
+    accelerator: Accelerator,
+    layout: Layout,
+) -> list[Lever]:
+    """What the lever search changed, each with its cost in compute against the setup it started from."""
+    before = time_for(base, accelerator, layout, None).total_flops
+    pulled = []
+    if setup.loss != base.loss:
+        extra = time_for(replace(base, loss=setup.loss), accelerator, layout, None).total_flops / before - 1
+        pulled.append(Lever("chunked cross-entropy", f"--loss {setup.loss}",
+                            f"logits never whole (trl's chunked head); recomputing them in backward adds {extra:.1%} compute"))
+    if setup.micro_batch_size != base.micro_batch_size:
+        pulled.append(Lever(
+            "smaller micro-batch", f"--batch-size {setup.micro_batch_size} --grad-accum {setup.grad_accum_steps}",
+            f"same {base.micro_batch_size * base.grad_accum_steps}-sequence step and FLOPs, in smaller matmuls "
+            "(lower utilisation on small batches, not modelled)",
+        ))
+    if setup.recompute != base.recompute:
+        extra = time_for(replace(base, recompute=setup.recompute), accelerator, layout, None).total_flops / before - 1
+        pulled.append(Lever("gradient checkpointing", f"--grad-ckpt {setup.recompute}",
+                            f"activations re-computed in backward: {extra:+.0%} compute"))
+    return pulled
 
 
 def _recompute_hint(
@@ -295,13 +459,28 @@ def _recompute_hint(
     return None
 
 
+@dataclass(frozen=True)
+class Replicas:
+    """Serving a model small enough to share a GPU: how many copies fit, and the fleet for a request rate."""
+
+    per_gpu: int  # copies of the whole model (each its own process, CUDA context included) on one GPU
+    per_node: int
+    requests_per_second_per_replica: float | None  # at the planned batch, prompt and output lengths
+    target_requests_per_second: float | None
+    replicas_needed: int | None
+    gpus_needed: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def plan_inference(
     model: str | ModelSpec,
     *,
     weight_format: str = "bf16",
     kv_dtype: str = "bf16",
     batch_size: int = 1,
-    context_len: int = 4096,
+    context_len: int | None = None,
     prompt_len: int | None = None,
     tp: int | None = None,
     pp: int | None = None,
@@ -310,10 +489,26 @@ def plan_inference(
     gpu_mem_gib: float | None = None,
     mfu: float = 0.40,
     headroom: float = DEFAULT_HEADROOM,
+    target_requests_per_second: float | None = None,
     verdicts: bool = True,
 ) -> Plan:
-    """Plan serving: per-GPU memory (weights, KV cache, activations), GPUs and TP/PP, decode and prefill speed."""
+    """Plan serving: per-GPU memory (weights, KV cache, activations), GPUs and TP/PP, decode and prefill speed,
+    and for a model that fits a fraction of a GPU, the replicas per GPU and node and the fleet for a target
+    request rate (each request prefills `prompt_len` tokens and generates the rest of `context_len`).
+    `context_len` None is 4096 tokens, or the model's whole context when that is shorter."""
     spec = _resolve(model)
+    limit = spec.max_position_embeddings
+    context_note = None
+    if context_len is None:
+        context_len = min(DEFAULT_CONTEXT_TOKENS, limit) if limit else DEFAULT_CONTEXT_TOKENS
+        if context_len < DEFAULT_CONTEXT_TOKENS:
+            context_note = f"context {context_len:,} tokens: {spec.name}'s whole context (the default is {DEFAULT_CONTEXT_TOKENS:,})"
+    _check_context(spec, context_len, "infer")
+    if target_requests_per_second is not None:
+        if not target_requests_per_second > 0 or not math.isfinite(target_requests_per_second):
+            raise UserInputError(f"--target-rps must be a positive number of requests per second, got {target_requests_per_second}")
+        if prompt_len is None:
+            raise UserInputError("--target-rps needs --prompt-len: the tokens each request prefills (the rest of --seq-len is generated)")
     setup = InferenceSetup(
         weight_format=weight_format, kv_dtype=kv_dtype, batch_size=batch_size, context_len=context_len, prompt_len=prompt_len
     )
@@ -323,11 +518,11 @@ def plan_inference(
     search = LayoutSearch(spec, setup, counts.total_params)
     choice = search.best(accelerator, request, headroom=headroom)
     one_gpu = search.memory(Layout())
-    # Decode streams only the weights a token uses: MoE reads its active experts (batch-1 bound).
-    weights_read = int(one_gpu["weights"] * counts.active_params / counts.total_params)
+    encoder = spec.kind == "encoder"
+    weights_read = _decode_weight_bytes(spec, counts, one_gpu["weights"], batch_size)
 
     def speed_on(card: Accelerator, tp: int) -> InferenceSpeed:
-        return inference_speed(
+        speed = inference_speed(
             spec,
             weight_bytes_read=weights_read,
             kv_cache_bytes=one_gpu["kv_cache"],
@@ -339,8 +534,14 @@ def plan_inference(
             peak_flops_per_gpu=card.peak_flops_per_second(setup.weight_format),
             mfu=mfu,
         )
+        if encoder:  # one forward pass per request: nothing is decoded token by token
+            speed = replace(speed, decode_tokens_per_second=None, decode_tokens_per_second_total=None, decode_bound=None)
+        return speed
 
     throughput = speed_on(accelerator, choice.layout.tp)
+    if not choice.fits:
+        throughput = replace(throughput, decode_tokens_per_second=None, decode_tokens_per_second_total=None,
+                             prefill_seconds=None, time_to_first_token_seconds=None, decode_bound=None)
     rules = inference_rules(
         params_total=counts.total_params,
         bytes_per_weight=NOMINAL_BYTES_PER_WEIGHT[setup.weight_format],
@@ -348,9 +549,53 @@ def plan_inference(
         precise_weight_bytes=one_gpu["weights"],
         precise_total_bytes=one_gpu.total_bytes,
         kv_cache_bytes=one_gpu["kv_cache"],
+        bandwidth_gb_s=accelerator.bandwidth_gb_s,
+        precise_decode_tokens_per_second=throughput.decode_tokens_per_second,
+        tp=choice.layout.tp,
     )
     table = _verdicts(search, request, headroom, speed_on=speed_on) if verdicts else []
-    return Plan("infer", summary, setup, accelerator, choice, throughput, rules, table)
+    plan = Plan("infer", summary, setup, accelerator, choice, throughput, rules, table)
+    if context_note:
+        plan.notes.append(context_note)
+    if encoder:
+        plan.notes.append(f"{spec.name} is an encoder: one forward pass per request, no KV cache and no token-by-token decode")
+    if not choice.fits:
+        plan.notes.append("no speed figures: the model does not fit as asked")
+    elif choice.gpus == 1 and not encoder:
+        plan.replicas = _replicas(choice, accelerator, throughput, setup, target_requests_per_second)
+        if plan.replicas.per_gpu > 1:
+            plan.notes.append(f"{plan.replicas.per_gpu} replicas fit one {accelerator.name} "
+                              f"({plan.replicas.per_node} per {accelerator.gpus_per_node}-GPU node)")
+    return plan
+
+
+def _decode_weight_bytes(spec: ModelSpec, counts: ParamCount, weight_bytes: int, batch_size: int) -> int:
+    """Weight bytes one decode step reads: every dense weight, and of the routed experts those the batch's tokens
+    pick: each token takes k of E, so a batch of B touches a share 1 - (1 - k/E)^B of them (batch 1: k/E)."""
+    if not spec.is_moe or not counts.expert_params:
+        return weight_bytes
+    expert_share = counts.expert_params / counts.total_params
+    touched = 1 - (1 - spec.experts_per_token / spec.num_experts) ** batch_size
+    return int(weight_bytes * (1 - expert_share) + weight_bytes * expert_share * touched)
+
+
+def _replicas(
+    choice: LayoutChoice, accelerator: Accelerator, speed: InferenceSpeed, setup: InferenceSetup, target: float | None
+) -> Replicas:
+    """Whole copies per GPU (each a process with its own CUDA context, as vLLM or llama.cpp servers run), per node,
+    and how many a target request rate needs (seed 002 §3.2: int8 7B, three per RTX 4090)."""
+    per_gpu = max(choice.usable_bytes // max(choice.memory.total_bytes, 1), 1)
+    per_node = per_gpu * accelerator.gpus_per_node
+    rate = replicas = gpus = None
+    generated = setup.context_len - setup.prefill_tokens
+    if speed.decode_tokens_per_second and speed.time_to_first_token_seconds is not None:
+        # A request holds one of the batch's slots for its prefill and its generated tokens.
+        seconds = speed.time_to_first_token_seconds / setup.batch_size + generated / speed.decode_tokens_per_second
+        rate = setup.batch_size / seconds
+    if target is not None and rate:
+        replicas = math.ceil(target / rate)
+        gpus = math.ceil(replicas / per_gpu)
+    return Replicas(int(per_gpu), int(per_node), rate, target, replicas, gpus)
 
 
 def _verdicts(
@@ -358,11 +603,11 @@ def _verdicts(
     request: LayoutRequest,
     headroom: float,
     *,
-    time_on: Callable[[Accelerator, int, int], TrainingTime] | None = None,
+    time_on: Callable[[Accelerator, int, Layout], TrainingTime] | None = None,
     speed_on: Callable[[Accelerator, int], InferenceSpeed] | None = None,
 ) -> list[Verdict]:
     """The same job on every catalog GPU: the fewest that fit, with the user's fixed TP/PP/ZeRO kept."""
-    open_request = LayoutRequest(tp=request.tp, pp=request.pp, zero_stage=request.zero_stage, offload=request.offload)
+    open_request = replace(request, gpus=None)
     cards = list_accelerators()
     choices = search.best_for_each(cards, open_request, headroom=headroom)
     table = []
@@ -376,7 +621,7 @@ def _verdicts(
             fits_requested = choice.fits and choice.gpus <= request.gpus
         hours = cost = decode = None
         if choice.fits and time_on is not None:
-            timing = time_on(card, choice.gpus, choice.layout.dp)
+            timing = time_on(card, choice.gpus, choice.layout)
             hours = None if timing.wall_seconds is None else timing.wall_seconds / 3600
             cost = timing.cost_usd
         if choice.fits and speed_on is not None:
@@ -399,6 +644,8 @@ def _verdicts(
 
 def _short(layout: Layout) -> str:
     text = f"DP{layout.dp}×TP{layout.tp}×PP{layout.pp}"
+    if layout.ep > 1:
+        text += f" EP{layout.ep}"
     if layout.zero_stage:
         text += f" ZeRO-{layout.zero_stage}"
     if layout.offload_optimizer or layout.offload_params:

@@ -50,6 +50,19 @@ def inference_rule_bytes(params: float, bytes_per_weight: float) -> float:
     return params * bytes_per_weight
 
 
+def activation_formula_bytes(layers: int, heads: int, batch: int, seq: int, hidden: int, p: float) -> float:
+    """L·b·s·h·p·[16 + 2/p + (a·s/h)(2 + 1/p)] (seed 002 §2.3's closed form; for p = 2 it is Korthikanti et al.
+    2022's sbh(34 + 5as/h) per layer: a GPT block with eager attention, whose a·s² terms are the score matrices).
+    The seed's expanded sum, 9bshp + bsh + 2abssp + abss + 2bshp, adds up to 11 + 1/p, not 16 + 2/p, per bshp:
+    the closed form is the one that matches Korthikanti, so it is the one computed here."""
+    return layers * batch * seq * hidden * p * (16 + 2 / p + (heads * seq / hidden) * (2 + 1 / p))
+
+
+def decode_speed_rule(bandwidth_gb_s: float, model_bytes: float) -> float:
+    """Tokens/s ≈ memory bandwidth / model size (seed 003 §3.3: "70B ... about 10 tokens/s")."""
+    return bandwidth_gb_s * GB / model_bytes
+
+
 def lora_rule_bytes(params: float, lora_params: float) -> float:
     """2P + 12 × LoRA params (seed 004, LoRA: frozen 16-bit base plus fp32 adapter, grads and Adam)."""
     return 2 * params + 12 * lora_params
@@ -78,11 +91,13 @@ def training_rules(
     activation_bytes: float,
     training_bytes_one_gpu: float,
     setup_text: str,
+    shape: tuple[int, int, int, int, int] | None = None,
 ) -> list[RuleOfThumb]:
     """The training rules that apply to `method`, each beside the planner's own figure.
 
     `states_bytes_unsharded` is weights + master weights + gradients + optimizer states (+ adapter) on a
-    single unsharded GPU; `training_bytes_one_gpu` the whole single-GPU peak, both from the memory model.
+    single unsharded GPU; `training_bytes_one_gpu` the whole single-GPU peak, both from the memory model;
+    `shape` is (layers, heads, micro-batch, sequence, hidden) for seed 002 §2.3's activation formula.
     """
     rules = [
         RuleOfThumb(
@@ -130,6 +145,25 @@ def training_rules(
                 ),
             )
         )
+    if shape is not None:
+        layers, heads, batch, seq, hidden = shape
+        rule = activation_formula_bytes(layers, heads, batch, seq, hidden, half_bytes)
+        rules.append(
+            RuleOfThumb(
+                name="Activations",
+                formula="L·b·s·h·p·[16 + 2/p + (a·s/h)(2 + 1/p)]",
+                value=rule,
+                precise=activation_bytes,
+                unit="bytes",
+                source="seed 002 §2.3",
+                why_they_differ=(
+                    f"{_ratio_text(rule, activation_bytes)}: the formula is Korthikanti et al.'s GPT block (4h GELU MLP, "
+                    "eager attention keeping the s × s scores, no recomputation); the planner itemises this model's "
+                    f"block (GQA, SwiGLU, norm upcasts, SDPA/flash without scores, recomputation, what {method} saves) "
+                    f"for {setup_text}"
+                ),
+            )
+        )
     if method in ("lora", "qlora"):
         rule = lora_rule_bytes(params_total, params_trainable)
         rules.append(
@@ -158,10 +192,13 @@ def inference_rules(
     precise_weight_bytes: float,
     precise_total_bytes: float,
     kv_cache_bytes: float,
+    bandwidth_gb_s: float | None = None,
+    precise_decode_tokens_per_second: float | None = None,
+    tp: int = 1,
 ) -> list[RuleOfThumb]:
-    """The inference rule beside the planner's weights and its whole per-replica peak."""
+    """The inference rules beside the planner's weights, its whole per-replica peak and its decode bound."""
     rule = inference_rule_bytes(params_total, bytes_per_weight)
-    return [
+    rules = [
         RuleOfThumb(
             name="Inference weights",
             formula=f"P × {bytes_per_weight:g} bytes ({weight_format})",
@@ -176,6 +213,24 @@ def inference_rules(
             ),
         )
     ]
+    if bandwidth_gb_s:
+        speed = decode_speed_rule(bandwidth_gb_s, rule)
+        rules.append(
+            RuleOfThumb(
+                name="Decode speed",
+                formula="bandwidth / model size",
+                value=speed,
+                precise=precise_decode_tokens_per_second,
+                unit="tokens/s",
+                source="seed 003 §3.3",
+                why_they_differ=(
+                    f"the rule reads the nominal {rule / GB:.1f} GB once per token on one card's {bandwidth_gb_s:g} GB/s; "
+                    f"the planner reads the real weight bytes (MoE: the experts the batch touches) plus the KV cache, "
+                    f"on TP {tp} cards at once, and is never faster than the compute bound"
+                ),
+            )
+        )
+    return rules
 
 
 # The seeds' bytes per weight: the nominal width only, no quantisation scales (seed 001 §1.3, 002 §1.2).

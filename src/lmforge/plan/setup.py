@@ -16,7 +16,12 @@ METHODS = ("full", "freeze", "lora", "qlora", "prompt", "prefix")
 PRECISIONS = ("fp32", "fp16-mixed", "bf16-mixed", "bf16")  # "-mixed": fp32 master weights, half-precision compute
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 RECOMPUTE = ("none", "full", "selective")
-ATTENTION = ("sdpa", "eager")  # sdpa = fused/flash kernels that never keep the s x s score matrix
+# sdpa: torch's fused kernels; flash: flash-attn 2 (both keep q, k, v, the output and a log-sum-exp per head, never
+# the s x s scores); eager: the plain matmul-softmax-matmul, which keeps the fp32 probabilities.
+ATTENTION = ("sdpa", "flash", "eager")
+# standard: full fp32 logits and cross-entropy (transformers); chunked: trl's chunked log-prob head (tiles of 4096
+# tokens x 32768 vocabulary, recomputed in backward); fused: Liger's fused linear cross-entropy (CUDA only).
+LOSSES = ("standard", "chunked", "fused")
 QLORA_BITS = (4, 8)
 WEIGHT_FORMATS = (
     "fp32", "fp16", "bf16", "fp8", "int8", "int4", "nf4",
@@ -70,9 +75,13 @@ class TrainingSetup:
     qlora_bits: int = 4
     double_quant: bool = True
     num_virtual_tokens: int = 20  # prompt / prefix tuning
+    loss: str = "standard"  # see LOSSES
+    offload_activations: bool = False  # saved activations to CPU RAM (torchtune's OffloadActivations)
+    optimizer_in_backward: bool = False  # each parameter steps as its gradient arrives (torchtune optimizer_in_bwd)
 
     def __post_init__(self) -> None:
         _check_choice("method", self.method, METHODS)
+        _check_choice("loss", self.loss, LOSSES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("recompute", self.recompute, RECOMPUTE)
@@ -83,6 +92,12 @@ class TrainingSetup:
         _check_positive("freeze_last_n", self.freeze_last_n)
         if self.lora_alpha <= 0:
             raise UserInputError(f"lora_alpha must be positive, got {self.lora_alpha!r}")
+        if self.optimizer_in_backward and self.grad_accum_steps > 1:
+            # torchtune refuses the same: a parameter steps as soon as its gradient exists, so nothing can accumulate.
+            raise UserInputError(
+                f"optimizer_in_backward steps each parameter during backward, so gradients cannot accumulate over "
+                f"{self.grad_accum_steps} micro-batches; use grad_accum_steps 1"
+            )
         if self.lora_targets is not None:
             if isinstance(self.lora_targets, str) or not self.lora_targets:
                 raise UserInputError("lora_targets must be a non-empty list of module names, or None for the default")
@@ -132,6 +147,7 @@ class Layout:
     dp: int = 1
     tp: int = 1
     pp: int = 1
+    ep: int = 1  # expert parallel: the routed experts are split over ep of the dp ranks (MoE only)
     zero_stage: int = 0
     sharding: str = "zero"  # "fsdp": FULL_SHARD behaves as ZeRO-3, SHARD_GRAD_OP as ZeRO-2
     offload_optimizer: bool = False
@@ -139,8 +155,10 @@ class Layout:
     sequence_parallel: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("dp", "tp", "pp"):
+        for name in ("dp", "tp", "pp", "ep"):
             _check_positive(name, getattr(self, name))
+        if self.dp % self.ep:
+            raise UserInputError(f"expert parallel degree {self.ep} must divide the {self.dp} data-parallel ranks")
         _check_choice("zero_stage", self.zero_stage, ZERO_STAGES)
         _check_choice("sharding", self.sharding, SHARDING)
         if self.offload_params and self.zero_stage < 3:

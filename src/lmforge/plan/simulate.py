@@ -25,6 +25,8 @@ Raises UserInputError for what it cannot run: non-decoder models, methods other 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +119,11 @@ def _check_supported(spec: ModelSpec, setup: TrainingSetup) -> None:
         )
     if setup.recompute == "selective":
         raise UserInputError("simulation supports recompute 'none' and 'full'; transformers has no selective mode")
+    if setup.loss == "fused":
+        raise UserInputError(
+            "simulation supports loss 'standard' and 'chunked'; Liger's fused cross-entropy runs Triton kernels on "
+            "CUDA only (its memory is priced analytically from Liger's allocations)"
+        )
     if not spec.config:
         raise UserInputError(f"{spec.name} carries no Hugging Face config to build the model from")
 
@@ -151,7 +158,8 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
     except ImportError as error:  # pragma: no cover - torch and transformers are declared dependencies
         raise DependencyError(f"simulation needs torch and transformers: {error}") from error
 
-    config = _hf_config(spec, num_layers, setup.attention)
+    # flash-attn 2 and SDPA's flash kernel keep the same tensors (q, k, v, output, log-sum-exp); the CPU run uses SDPA.
+    config = _hf_config(spec, num_layers, "eager" if setup.attention == "eager" else "sdpa")
     autocast_dtype = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(setup.precision)
     if setup.precision == "bf16":
         param_dtype = torch.bfloat16
@@ -163,6 +171,8 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, dtype=param_dtype)
+            if setup.loss == "chunked":
+                _add_chunked_head(model)
             if setup.method == "lora":
                 model = _add_lora(model, setup)
     except ValueError as error:  # e.g. an architecture without SDPA support
@@ -173,22 +183,28 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
             model.enable_input_require_grads()  # what peft / Trainer do so checkpointed LoRA layers get grads
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
     _to_fake(torch, model, fake_mode)
-    with fake_mode:
+    with fake_mode, _gpu_loss_kernels(setup.loss):
         model.train()
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = _optimizer(torch, setup, trainable)
+        optimizers = _optimizers(torch, setup, trainable)
         for param in trainable:  # initialise optimizer states: measure the steady-state step
             param.grad = torch.zeros_like(param)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if setup.optimizer_in_backward:
+            _step_in_backward(trainable, optimizers)
         ids = torch.randint(0, config.vocab_size, (setup.micro_batch_size, setup.seq_len))
+        inputs = {"input_ids": ids, "labels": ids, **({"fused_lm_head": True} if setup.loss == "chunked" else {})}
 
         forward_backward = _tracker(MemTracker, model)
-        forward_backward.track_external(model, optimizer, ids)
+        forward_backward.track_external(model, *optimizers, ids)
         with forward_backward:
-            with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None), _offloaded(
+                torch, model, setup.offload_activations
+            ):
                 try:
-                    loss = model(input_ids=ids, labels=ids).loss  # the output and its logits die here, as in Trainer
+                    loss = model(**inputs).loss  # the output and its logits die here, as in Trainer
                 except RuntimeError as error:  # e.g. MoE grouped_mm kernels that only take bf16 weights
                     raise UserInputError(
                         f"{spec.name} does not run on fake tensors with precision {setup.precision}: "
@@ -197,10 +213,12 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
             loss.backward()
         del loss
         step = _tracker(MemTracker, model)
-        step.track_external(model, optimizer)
+        step.track_external(model, *optimizers)
         with step:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if not setup.optimizer_in_backward:  # otherwise every parameter has already stepped
+                for optimizer in optimizers:
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
     adapter_bytes = sum(p.numel() * p.element_size() for p in trainable) if setup.method == "lora" else 0
     return {
         "forward-backward": _categorise(_peak(forward_backward), adapter_bytes, setup),
@@ -293,13 +311,107 @@ def _add_lora(model, setup: TrainingSetup):
     return get_peft_model(model, config)
 
 
-def _optimizer(torch, setup: TrainingSetup, params: list):
-    # The optimizers a Trainer builds by default: fused AdamW (transformers >= 4.5x on torch >= 2.8).
-    if setup.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=1e-5, fused=True)
-    if setup.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
-    return torch.optim.Adafactor(params, lr=1e-3)
+def _optimizers(torch, setup: TrainingSetup, params: list) -> list:
+    """The optimizers a Trainer builds by default (fused AdamW in transformers >= 4.5x on torch >= 2.8; SGD with
+    momentum; torch's Adafactor); with optimizer_in_backward one per parameter, as torchtune's recipes build them."""
+
+    def build(group: list):
+        if setup.optimizer == "adamw":
+            return torch.optim.AdamW(group, lr=1e-5, fused=True)
+        if setup.optimizer == "sgd":
+            return torch.optim.SGD(group, lr=1e-3, momentum=0.9)
+        return torch.optim.Adafactor(group, lr=1e-3)
+
+    if setup.optimizer_in_backward:
+        return [build([param]) for param in params]
+    return [build(params)]
+
+
+def _step_in_backward(params: list, optimizers: list) -> None:
+    """torchtune's optimizer_in_bwd: step each parameter in its post-accumulate-grad hook and free its gradient."""
+    for param, optimizer in zip(params, optimizers, strict=True):
+
+        def step(_: Any, optimizer: Any = optimizer) -> None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        param.register_post_accumulate_grad_hook(step)
+
+
+def _add_chunked_head(model) -> None:
+    """trl's chunked log-prob LM head (what `train.loss: chunked` runs): called with fused_lm_head=True."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    add_fused_lm_head(model)
+
+
+@contextmanager
+def _gpu_loss_kernels(loss: str) -> Iterator[None]:
+    """trl's chunked head as it runs on a GPU: there its tile folds are Triton kernels and its fp32 gradient
+    accumulation one `addmm(out_dtype=float32, out=acc)`, none of which allocates; the CPU fallbacks would add
+    fp32 copies of every 4096 x 32768 tile that no GPU run makes. They update buffers in place, so a no-op
+    allocates exactly what the kernels do (fake tensors have no values to get wrong)."""
+    if loss != "chunked":
+        yield
+        return
+    from trl.kernels import chunked_logprob
+
+    def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    saved = {name: getattr(chunked_logprob, name) for name in ("_forward_tile", "_backward_tile", "_addmm_fp32")}
+    try:
+        for name in saved:
+            setattr(chunked_logprob, name, nothing)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(chunked_logprob, name, function)
+
+
+# trl's OffloadActivations (torchtune's) leaves tensors under this many bytes on the GPU.
+_MIN_OFFLOAD_BYTES = 1024
+
+
+@contextmanager
+def _offloaded(torch, model, enabled: bool) -> Iterator[None]:
+    """Activation offloading as trl's / torchtune's OffloadActivations does it, seen from the GPU: every tensor
+    the decoder saves for backward moves to CPU RAM in the forward (the tracker no longer sees it) and comes
+    back, freshly allocated, when backward needs it. Parameters (and views of their storage) and tensors under
+    1 KiB stay; the output head and the loss run outside it (torchtune computes the loss outside the context
+    and wraps the head in a NoOpManager)."""
+    if not enabled:
+        yield
+        return
+    storages = {p.untyped_storage()._cdata for p in model.parameters()}
+
+    def pack(tensor):
+        if (
+            isinstance(tensor, torch.nn.Parameter)
+            or tensor.untyped_storage()._cdata in storages
+            or tensor.numel() * tensor.element_size() < _MIN_OFFLOAD_BYTES
+        ):
+            return tensor
+        return (tensor.shape, tensor.dtype, tensor.device)
+
+    def unpack(packed):
+        if isinstance(packed, torch.Tensor):
+            return packed
+        shape, dtype, device = packed
+        return torch.empty(shape, dtype=dtype, device=device)
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    offloading = torch.autograd.graph.saved_tensors_hooks(pack, unpack)
+    backbone = base.get_decoder()
+    hooks = [
+        backbone.register_forward_pre_hook(lambda module, args: offloading.__enter__()),
+        backbone.register_forward_hook(lambda module, args, output: offloading.__exit__(None, None, None)),
+    ]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _peak(tracker) -> dict:

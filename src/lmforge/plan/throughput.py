@@ -59,6 +59,7 @@ class TrainingTime:
     cost_usd: float | None
     tokens_per_second: float | None
     step_seconds: float | None  # one optimizer step of `tokens_per_step` tokens
+    pipeline_bubble: float = 0.0  # share of each step a 1F1B pipeline stands idle, (p - 1) / (m + p - 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,13 +80,19 @@ def training_time(
     peak_flops_per_gpu: float | None,
     mfu: float = 0.40,
     price_usd_per_gpu_hour: float | None = None,
+    pp: int = 1,
+    micro_batches: int = 1,
+    loss: str = "standard",
 ) -> TrainingTime:
     """FLOPs and wall time to train on `tokens` tokens.
 
     Per token: forward 2·N plus attention; backward is 2·N for the activation gradients through every
     layer gradients pass, plus 2·N_trainable for weight gradients (6·N·D for full training, Kaplan et al.
     2020 §2.1), and twice the forward attention. Full recomputation repeats the forward (8·N·D in
-    total); selective repeats only the attention core (Korthikanti et al. 2022 §5).
+    total); selective repeats only the attention core (Korthikanti et al. 2022 §5). trl's chunked loss
+    recomputes the head's logits in backward (2·V·h more per token). A pipeline of `pp` stages fed
+    `micro_batches` per step idles (p - 1) / (m + p - 1) of it (1F1B, Narayanan et al. 2021 §2.2), so the
+    wall time is the busy time / (1 - bubble).
     """
     if tokens <= 0:
         raise UserInputError(f"tokens must be positive, got {tokens}")
@@ -102,12 +109,15 @@ def training_time(
         share = min(freeze_last_n / spec.num_layers, 1.0)
         backward = 2.0 * compute_params * share + 2.0 * trainable_params + 2.0 * attention_forward * share
     recompute_per_token = {"none": 0.0, "full": forward, "selective": attention_forward}[recompute]
+    if loss == "chunked":
+        recompute_per_token += 2.0 * spec.vocab_size * spec.hidden_size
     model_flops = (forward + backward) * tokens
     recompute_flops = recompute_per_token * tokens
     total = model_flops + recompute_flops
+    bubble = (pp - 1) / (micro_batches + pp - 1)
     wall = gpu_hours = cost = rate = step = None
     if peak_flops_per_gpu:
-        wall = total / (gpus * peak_flops_per_gpu * mfu)
+        wall = total / (gpus * peak_flops_per_gpu * mfu) / (1 - bubble)
         step = wall * tokens_per_step / tokens
         gpu_hours = wall * gpus / 3600.0
         rate = tokens / wall
@@ -129,6 +139,7 @@ def training_time(
         cost_usd=cost,
         tokens_per_second=rate,
         step_seconds=step,
+        pipeline_bubble=bubble,
     )
 
 
@@ -137,6 +148,8 @@ class InferenceSpeed:
     bytes_read_per_step: int  # weights read once per decode step + every sequence's KV cache
     decode_tokens_per_second: float | None  # per sequence, upper bound
     decode_tokens_per_second_total: float | None  # all sequences of the batch together
+    decode_bound: str | None  # "bandwidth" or "compute": which limit sets the decode speed
+    decode_flops_per_step: float
     prefill_flops: float
     prefill_seconds: float | None
     time_to_first_token_seconds: float | None
@@ -161,18 +174,26 @@ def inference_speed(
 ) -> InferenceSpeed:
     """Upper bounds for serving.
 
-    Decode is memory-bound: each step streams the weights it uses (active parameters for MoE) once
-    and every sequence's KV cache, so tokens/s per sequence <= bandwidth / bytes read per step
-    (seed 003 §3.3: token speed ≈ bandwidth / model size). Tensor-parallel ranks stream their
-    shards at the same time (tp x bandwidth); pipeline stages take turns, so PP adds none.
-    Prefill is compute-bound: 2·N per prompt token plus attention, at the MFU assumption; the
-    first token cannot come before the weights have been read once either.
+    Decode reads every weight it uses (active parameters for MoE) once per step and every sequence's KV
+    cache, so a step takes at least bytes / (TP x bandwidth) (seed 003 §3.3: token speed ≈ bandwidth / model
+    size); it also computes 2·N plus attention over the context for every sequence of the batch, so it takes
+    at least FLOPs / (TP x peak x MFU): the step time is the larger (a roofline; large batches turn decode
+    compute-bound). Tensor-parallel ranks stream and compute their shards at the same time; pipeline stages
+    take turns, so PP adds neither. Prefill is compute-bound: 2·N per prompt token plus attention, at the MFU
+    assumption; the first token cannot come before the weights have been read once either.
     """
     _check_fraction("mfu", mfu)
     step_bytes = weight_bytes_read + kv_cache_bytes
-    per_sequence = total_rate = None
+    context = max(prompt_tokens, 1)
+    step_flops = batch_size * (2.0 * compute_params + attention_flops_per_token(spec, context))
+    per_sequence = total_rate = bound = None
     if bandwidth_bytes_per_second:
         step_seconds = step_bytes / (tp * bandwidth_bytes_per_second)
+        bound = "bandwidth"
+        if peak_flops_per_gpu:
+            compute_seconds = step_flops / (tp * peak_flops_per_gpu * mfu)
+            if compute_seconds > step_seconds:
+                step_seconds, bound = compute_seconds, "compute"
         per_sequence = 1.0 / step_seconds
         total_rate = batch_size / step_seconds
     # Forward only: 2·N per token plus attention over the prompt (Chowdhery et al. 2022, App. B).
@@ -187,6 +208,8 @@ def inference_speed(
         bytes_read_per_step=step_bytes,
         decode_tokens_per_second=per_sequence,
         decode_tokens_per_second_total=total_rate,
+        decode_bound=bound,
+        decode_flops_per_step=step_flops,
         prefill_flops=prefill_flops,
         prefill_seconds=prefill,
         time_to_first_token_seconds=ttft,

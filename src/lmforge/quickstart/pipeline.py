@@ -62,6 +62,9 @@ class Recipe:
     max_len: int
     save_every: int
     seed: int = 0  # weights init, data order, and which built-in problems are drawn
+    # Which held-out split the figures are scored on: "test" for the figures quoted, "validation" (its first
+    # eval_examples problems) while choosing a recipe, so no choice is made on the problems that are reported.
+    score_split: str = "test"
 
 
 # Chosen by measurement on the shared 2-core box (docs/quickstart.md, seeds 0 and 1): a 2-layer x 64 model
@@ -130,22 +133,30 @@ class _Context:
     console: Any
     progress: bool
     records: dict[str, StageRecord]
+    until: str | None = None
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
 
 
 def run_quickstart(out: str | Path = "runs/quickstart", *, resume: bool = False, fast: bool = False,
-                   progress: bool = True) -> QuickstartResult:
-    """Run (or with `resume`, continue) the quickstart into `out`; returns every stage's metrics."""
+                   progress: bool = True, recipe: Recipe | None = None, until: str | None = None) -> QuickstartResult:
+    """Run (or with `resume`, continue) the quickstart into `out`; returns every stage's metrics.
+
+    `recipe` replaces the built-in one (FAST with `fast`, else FULL), e.g. to try other learning rates;
+    `until` stops after that stage (a later call with resume=True continues from there)."""
     import torch
     from rich.console import Console
 
-    recipe = FAST if fast else FULL
+    recipe = recipe or (FAST if fast else FULL)
+    if recipe.score_split not in ("validation", "test"):
+        raise UserInputError(f"recipe score_split {recipe.score_split!r}: choose validation or test")
+    if until is not None and until not in STAGES:
+        raise UserInputError(f"until {until!r}: choose one of {', '.join(STAGES)}")
     out_dir = Path(out)
     records = _load_state(out_dir, recipe, resume)
     console = Console(quiet=not progress)
-    ctx = _Context(out_dir, recipe, console, progress, records)
+    ctx = _Context(out_dir, recipe, console, progress, records, until)
     threads = torch.get_num_threads()
     # Matrices this small gain nothing from a second thread; on a busy 2-core box two threads per process
     # oversubscribe the cores and training ran 10x slower (measured: 430 vs 23,000 tokens/s).
@@ -175,6 +186,8 @@ def _run_stages(ctx: _Context) -> QuickstartResult:
         records[name] = record
         _save_state(ctx)
         console.print(_summary_line(record))
+        if name == ctx.until:
+            break
     total = round(sum(r.seconds for r in records.values()), 2)
     console.print(f"[bold green]quickstart finished[/] in {time.perf_counter() - started:.0f} s "
                   f"(all stages {total:.0f} s); report: {ctx.path('report.md')}")
@@ -263,17 +276,15 @@ def _train(ctx: _Context, name: str, raw: dict[str, Any]) -> Any:
     """run_training for one stage; an interrupted stage continues from its last complete checkpoint."""
     from lmforge.train import run_training, validate_config
     from lmforge.train.checkpoints import list_checkpoints
-    from lmforge.train.run import RunResult
+    from lmforge.train.run import finished_run
 
     run_dir = ctx.path(name)
     train = {"micro_batch_size": ctx.recipe.micro_batch_size, "save_every": ctx.recipe.save_every,
              "keep_last": 2, "log_every": 1, "seed": ctx.recipe.seed, **raw.pop("train")}
     config = validate_config({"stage": name, "out": str(run_dir), "train": train, **raw})
-    if (run_dir / "result.json").is_file() and (run_dir / "final").is_dir():
-        data = json.loads((run_dir / "result.json").read_text())
-        return RunResult(run_dir, run_dir / "final", data["stage"], data["method"], data["steps"],
-                         data["final_metrics"], data["trainable_params"], data["total_params"],
-                         data["planned_trainable_params"])
+    done = finished_run(config)
+    if done is not None:
+        return done
     resume = bool(list_checkpoints(run_dir / "checkpoints"))
     if resume:
         ctx.console.print(f"resuming {name} from its last checkpoint")
@@ -289,11 +300,12 @@ def _last_losses(run_dir: Path) -> tuple[float | None, float | None]:
 def _policy_record(ctx: _Context, name: str, result: Any) -> StageRecord:
     train_loss, eval_loss = _last_losses(result.run_dir)
     exact, samples = _exact_match(ctx, result.final_dir)
-    mistakes = _mistakes_file(ctx, "test")  # exists once "pairs" ran, i.e. for the stages after SFT
+    split, limit = ctx.recipe.score_split, ctx.recipe.eval_examples
+    mistakes = _mistakes_file(ctx, split)  # exists once "pairs" ran, i.e. for the stages after SFT
     record = StageRecord(name, 0.0, steps=result.steps, train_loss=train_loss, eval_loss=eval_loss, exact_match=exact,
                          preference_accuracy=_preference_accuracy(result.final_dir,
-                                                                  _data_files(ctx)["arith-pref-test"]),
-                         mistake_preference_accuracy=_preference_accuracy(result.final_dir, str(mistakes))
+                                                                  _data_files(ctx)[f"arith-pref-{split}"], limit),
+                         mistake_preference_accuracy=_preference_accuracy(result.final_dir, str(mistakes), limit)
                          if mistakes.is_file() else None)
     record.details = {"trainable_params": result.trainable_params, "total_params": result.total_params,
                       "final_metrics": result.final_metrics, "eval_samples": samples}
@@ -323,6 +335,7 @@ def _plan(ctx: _Context) -> StageRecord:
     tiny = AutoConfig.from_pretrained(str(ctx.path("pretrain", "final"))).to_dict()
     options = {"method": "lora", "lora_rank": recipe.lora_r, "lora_alpha": recipe.lora_r * 2,
                "micro_batch_size": recipe.micro_batch_size, "seq_len": recipe.max_len,
+               "recompute": "none", "levers": False,  # this recipe as it runs: no checkpointing, nothing added
                "tokens": recipe.sft_steps * recipe.micro_batch_size * recipe.max_len}
     plans = {"tiny (this quickstart, fp32)": plan_training(spec_from_config(tiny, name="quickstart-tiny"),
                                                            precision="fp32", gpu="a100-80g", verdicts=False, **options),
@@ -397,7 +410,8 @@ def _pairs(ctx: _Context) -> StageRecord:
                           f"{len(mined.pairs)} pairs" + (f" + {counts[split]['topped_up']} built-in"
                                                          if counts[split]["topped_up"] else ""))
     # SFT's own figure on these pairs only exists now; it is near 0 by construction (its greedy answers).
-    ctx.records["sft"].mistake_preference_accuracy = _preference_accuracy(sft_final, str(_mistakes_file(ctx, "test")))
+    ctx.records["sft"].mistake_preference_accuracy = _preference_accuracy(
+        sft_final, str(_mistakes_file(ctx, ctx.recipe.score_split)), ctx.recipe.eval_examples)
     return StageRecord("pairs", 0.0, details=counts)
 
 
@@ -412,10 +426,12 @@ def _rm(ctx: _Context) -> StageRecord:
         "method": {"name": "full"},
         "train": {"max_steps": recipe.rm_steps, "learning_rate": recipe.rm_lr, "eval_every": recipe.save_every},
     })
-    report = evaluate_model(str(result.final_dir), files["arith-pref-test"], task="reward")
+    split, limit = recipe.score_split, recipe.eval_examples
+    report = evaluate_model(str(result.final_dir), files[f"arith-pref-{split}"], task="reward", limit=limit)
     details = {"mean_margin": report.summary["mean_margin"], "final_metrics": result.final_metrics}
-    if _mistakes_file(ctx, "test").stat().st_size:  # SFT made held-out mistakes to judge
-        on_mistakes = evaluate_model(str(result.final_dir), str(_mistakes_file(ctx, "test")), task="reward")
+    if _mistakes_file(ctx, split).stat().st_size:  # SFT made held-out mistakes to judge
+        on_mistakes = evaluate_model(str(result.final_dir), str(_mistakes_file(ctx, split)), task="reward",
+                                     limit=limit)
         details["reward_accuracy_on_mistakes"] = on_mistakes.summary["pairwise_accuracy"]
     train_loss, eval_loss = _last_losses(result.run_dir)
     return StageRecord("rm", 0.0, steps=result.steps, train_loss=train_loss, eval_loss=eval_loss,
@@ -530,18 +546,19 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
 
 
 def _exact_match(ctx: _Context, model_dir: Path) -> tuple[float, list[dict[str, str]]]:
-    """Greedy exact match on the held-out test problems, through lmforge.evaluate."""
+    """Greedy exact match on the recipe's held-out problems (score_split), through lmforge.evaluate."""
     from lmforge.evaluate.run import evaluate_model
     from lmforge.generate.sampling import SamplingParams
 
-    report = evaluate_model(str(model_dir), _data_files(ctx)["arith-sft-test"], task="generation",
+    report = evaluate_model(str(model_dir), _data_files(ctx)[f"arith-sft-{ctx.recipe.score_split}"],
+                            task="generation", limit=ctx.recipe.eval_examples,
                             params=SamplingParams(temperature=0, max_new_tokens=16), progress=ctx.progress)
     samples = [{"prompt": row.instruction, "reference": row.reference, "prediction": row.prediction}
                for row in report.rows[:3]]
     return float(report.summary["exact_match"]), samples
 
 
-def _preference_accuracy(model_dir: Path, pairs_file: str) -> float | None:
+def _preference_accuracy(model_dir: Path, pairs_file: str, limit: int | None = None) -> float | None:
     """Share of the held-out pairs in `pairs_file` where the model gives the correct (chosen) answer a higher
     total log-likelihood than the wrong one: the policy's own preference, comparable across stages.
     None when there are no pairs (SFT made no mistake to measure on)."""
@@ -549,7 +566,7 @@ def _preference_accuracy(model_dir: Path, pairs_file: str) -> float | None:
 
     from lmforge.generate.load import load_model
 
-    pairs = _read_jsonl(pairs_file)
+    pairs = _read_jsonl(pairs_file)[:limit]
     if not pairs:
         return None
     loaded = load_model(str(model_dir))

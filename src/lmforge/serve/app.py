@@ -28,7 +28,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 
 from lmforge.errors import UserInputError
-from lmforge.generate.load import LoadedModel, check_device_map, resolve_model_path
+from lmforge.generate.load import LoadedModel, check_device_map
+from lmforge.hub.reference import locate_model
 from lmforge.serve.embed import Embedder, is_embedding_model
 from lmforge.serve.engine import Engine, EngineDeadError, Event, QueueFullError, Request
 from lmforge.serve.metrics import Metrics
@@ -820,7 +821,8 @@ def parse_adapters(specs: Sequence[str]) -> list[tuple[str, str]]:
 def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_model_name: str | None = None,
                 max_batch_size: int = 16, max_queue: int = 256, device: str | None = None,
                 dtype: str | None = None, merge_adapters: bool = False, device_map: str | None = None,
-                max_model_len: int | None = None) -> Engine:
+                max_model_len: int | None = None, trust_pickle: bool = False,
+                trust_remote_code: bool = False) -> Engine:
     """An engine holding MODEL (under its served name) and each LoRA adapter beside it on the same weights
     (lmforge.generate.load.attach_adapter); an adapter that adds tokens gets its own merged copy.
 
@@ -828,13 +830,15 @@ def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_
     for speed (benchmarks/serve_adapters.py: an unmerged adapter decoded at 0.61x a merged copy on a CPU)."""
     from lmforge.generate.load import attach_adapter, load_model
 
-    base = load_model(model, device=device, dtype=dtype, device_map=device_map)
+    trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
+    base = load_model(model, device=device, dtype=dtype, device_map=device_map, **trust)
     models = {served_model_name or base.name: base}
     for name, path in adapters:
         if name in models:
             raise UserInputError(f"--adapter name {name!r} is already the base model's name; choose another")
-        shared = None if merge_adapters else attach_adapter(base, name, path)
-        models[name] = shared or load_model(model, adapter=path, device=device, dtype=dtype, device_map=device_map)
+        shared = None if merge_adapters else attach_adapter(base, name, path, trust_pickle=trust_pickle)
+        models[name] = shared or load_model(model, adapter=path, device=device, dtype=dtype, device_map=device_map,
+                                            **trust)
     if max_model_len is not None:  # a shorter context than the model's (as vLLM's --max-model-len), never a longer one
         for name, loaded in models.items():
             if max_model_len > loaded.context_length:
@@ -850,7 +854,8 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
           device: str | None = None, dtype: str | None = None, threads: int | None = None,
           merge_adapters: bool = False, max_body_bytes: int | None = None,
           max_prompt_chars: int | None = None, device_map: str | None = None, tp: int | None = None,
-          max_model_len: int | None = None, on_ready: Any = None) -> None:
+          max_model_len: int | None = None, trust_pickle: bool = False, trust_remote_code: bool = False,
+          on_ready: Any = None) -> None:
     """Load the model(s) and serve them with uvicorn until interrupted (Ctrl-C / SIGTERM finish in-flight requests).
 
     `threads` sets torch's CPU threads: on a machine shared with other work, fewer threads than cores avoids
@@ -880,17 +885,19 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
             raise UserInputError("--threads must be >= 1")
         torch.set_num_threads(threads)
     embedders: dict[str, Embedder] = {}
-    if Path(model).expanduser().exists() and is_embedding_model(resolve_model_path(model)):
+    if Path(model).expanduser().exists() and is_embedding_model(locate_model(model, need="any").path):
         if adapters:
             raise UserInputError(f"{model} is an embedding model (an encoder); --adapter needs a causal LM")
         check_device_map(device_map, device)
-        encoder = Embedder(model, name=served_model_name, device=device, dtype=dtype, device_map=device_map)
+        encoder = Embedder(model, name=served_model_name, device=device, dtype=dtype, device_map=device_map,
+                           trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
         embedders[encoder.name] = encoder
         engine = Engine({}, max_batch_size=max_batch_size, max_queue=max_queue)
     else:
         engine = load_engine(model, adapters=adapters, served_model_name=served_model_name,
                              max_batch_size=max_batch_size, max_queue=max_queue, device=device, dtype=dtype,
-                             merge_adapters=merge_adapters, device_map=device_map, max_model_len=max_model_len)
+                             merge_adapters=merge_adapters, device_map=device_map, max_model_len=max_model_len,
+                             trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
     app = create_app(engine, api_keys=api_keys, cors_origins=cors_origins, request_timeout_s=request_timeout_s,
                      max_body_bytes=body_limit, max_prompt_chars=max_prompt_chars, embedders=embedders)
     if on_ready is not None:

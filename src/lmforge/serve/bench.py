@@ -96,21 +96,22 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def _one_request(client: Any, url: str, model: str, max_tokens: int, prompt: str, *, chat: bool = False,
-                       extra: dict[str, Any] | None = None) -> tuple[float, float, int]:
+                       ignore_eos: bool = True) -> tuple[float, float, int]:
     """(ttft, time per output token, output tokens) of one streamed completion (or chat completion).
 
     TTFT is taken at the first chunk that carries text (a chat stream's opening role chunk is not a token), and
-    the token count from the usage chunk, so any OpenAI-compatible server is measured alike. `extra` adds body
-    fields (lmforge's and vLLM's `ignore_eos`)."""
+    the token count from the usage chunk, so any OpenAI-compatible server is measured alike."""
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                            "stream_options": {"include_usage": True}, **(extra or {})}
+                            "stream_options": {"include_usage": True}}
+    if ignore_eos:  # vLLM's extension, which lmforge serves too; OpenAI's API and transformers serve refuse it
+        body["ignore_eos"] = True
     if chat:
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
         body["prompt"] = prompt
     started = time.perf_counter()
     first = last = None
-    tokens = 0
+    tokens = chunks = 0
     async with client.stream("POST", f"{url}/v1/{'chat/completions' if chat else 'completions'}", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread()).decode()[:200]}")
@@ -127,14 +128,17 @@ async def _one_request(client: Any, url: str, model: str, max_tokens: int, promp
                     now = time.perf_counter()
                     first = first or now
                     last = now
+                    chunks += 1
     if first is None or last is None:
         raise RuntimeError("the stream carried no tokens")
+    if not tokens:
+        raise RuntimeError(f"the stream carried {chunks} chunks but no usage record (stream_options.include_usage)")
     return first - started, (last - first) / max(1, tokens - 1), tokens
 
 
 async def run_level(url: str, model: str, concurrency: int, requests: int, *, max_tokens: int,
                     prompt: str = BENCH_PROMPT, api_key: str | None = None, time_limit_s: float = 120.0,
-                    chat: bool = False, extra: dict[str, Any] | None = None) -> LevelResult:
+                    chat: bool = False, ignore_eos: bool = True) -> LevelResult:
     """Keep `concurrency` requests in flight until `requests` finished or `time_limit_s` passed."""
     import httpx
 
@@ -154,7 +158,7 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, *, ma
                 issued += 1
                 try:
                     ttft, tpot, tokens = await _one_request(client, url, model, max_tokens, prompt, chat=chat,
-                                                            extra=extra)
+                                                            ignore_eos=ignore_eos)
                 except Exception as error:  # a benchmark counts failures, it does not stop on them  # noqa: BLE001
                     errors.append(f"{type(error).__name__}: {error}"[:200])
                     continue
@@ -204,16 +208,23 @@ class Baseline:
                               throughput_tokens_per_second=total / seconds)
 
 
-def measure_bandwidth_bytes_per_second(size_bytes: int = 256 * 2**20) -> float:
-    """Host memory bandwidth from the best of three copies of a tensor larger than any CPU cache."""
+def measure_bandwidth_bytes_per_second(size_bytes: int = 256 * 2**20, device: str = "cpu") -> float:
+    """Memory bandwidth of `device` (host memory, or a GPU's HBM) from the best of three copies of a tensor
+    larger than any cache."""
     import torch
 
-    source = torch.ones(size_bytes // 4, dtype=torch.float32)
+    if device.startswith("cuda"):
+        size_bytes = max(size_bytes, 2 * 2**30)  # 256 MiB would sit in a large GPU's L2-friendly regime
+    source = torch.ones(size_bytes // 4, dtype=torch.float32, device=device)
     target = torch.empty_like(source)
     best = float("inf")
     for _ in range(3):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
         started = time.perf_counter()
         target.copy_(source)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - started)
     return 2 * size_bytes / best  # each byte is read once and written once
 
@@ -230,7 +241,7 @@ def decode_bound(model: str | LoadedModel) -> DecodeBound:
     spec = spec_from_config(loaded.model.config.to_dict(), loaded.name)
     weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     params = sum(p.numel() for p in loaded.model.parameters())
-    bandwidth = measure_bandwidth_bytes_per_second()
+    bandwidth = measure_bandwidth_bytes_per_second(device=str(loaded.device))  # where the weights are read from
     speed = inference_speed(spec, weight_bytes_read=weight_bytes, kv_cache_bytes=0,
                             compute_params=params, batch_size=1, prompt_tokens=1, tp=1,
                             bandwidth_bytes_per_second=bandwidth, peak_flops_per_gpu=None)
@@ -311,7 +322,7 @@ def bench_serve(model: str | None = None, *, url: str | None = None, served_name
         for level in concurrency:
             count = requests or max(8, 2 * level)
             result = asyncio.run(run_level(target, name, level, count, max_tokens=max_tokens, api_key=api_key,
-                                           time_limit_s=time_limit_s, extra={"ignore_eos": True}))
+                                           time_limit_s=time_limit_s))
             if reference is not None:  # the server idles meanwhile
                 runs.append(reference.run(baseline_requests))
                 result.baseline_tokens_per_second = (runs[-2].throughput_tokens_per_second

@@ -87,20 +87,25 @@ class Embedder:
     pass at a time (callers run it in worker threads, off the event loop)."""
 
     def __init__(self, folder: str, *, name: str | None = None, device: str | None = None,
-                 dtype: str | None = None, device_map: str | None = None):
+                 dtype: str | None = None, device_map: str | None = None, trust_pickle: bool = False,
+                 trust_remote_code: bool = False):
         from transformers import AutoModel, AutoTokenizer
 
         from lmforge.files.safe_load import check_model_folder
-        from lmforge.generate.load import context_length_of, device_and_dtype, resolve_model_path
+        from lmforge.generate.load import context_length_of, device_and_dtype
+        from lmforge.hub.reference import locate_model
+        from lmforge.runtime import no_hub_kernels
 
-        path = resolve_model_path(folder)
+        no_hub_kernels()
+        path = locate_model(folder, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code).path
         target, torch_dtype = device_and_dtype(device, dtype)
-        kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": check_model_folder(path)}
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
+                                  "use_safetensors": check_model_folder(path, trust_pickle=trust_pickle)}
         if device_map is not None:
             kwargs["device_map"] = device_map
         try:
             self.model = AutoModel.from_pretrained(path, **kwargs).eval()
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as error:
             raise NotFoundError(f"cannot load the encoder {folder}: {str(error).splitlines()[0]}") from None
         if device_map is None:

@@ -1,12 +1,14 @@
 """`--engine vllm`: the same model and flags handed to vLLM's own OpenAI-compatible server, the engine users scale to
 (tensor parallelism over several GPUs, paged attention).
 
-MODEL is resolved as the transformers engine resolves it (lmforge.generate.load): a run folder becomes its final/
-or newest checkpoint; an adapter folder (or a run holding one) is served as its base with the adapter as a vLLM LoRA
+MODEL is resolved as the transformers engine resolves it (lmforge.hub.locate_model): a hub id is downloaded into
+the Hugging Face cache and its pickles scanned, so vLLM reads only local files lmforge has checked; a run folder
+becomes its final/ or newest checkpoint; an adapter folder (or a run holding one) is served as its base with the adapter as a vLLM LoRA
 module under the served name (`--enable-lora --lora-modules`), as is every `--adapter`, with `--max-lora-rank` the
 smallest rank vLLM accepts that holds the largest adapter and `--max-loras` their count, so they share batches.
 What vLLM understands is forwarded (`--tp` as `--tensor-parallel-size`, `--max-model-len`, `--dtype`, `--api-key`,
-`--served-model-name`, `--max-batch-size` as `--max-num-seqs`, `--cors-origin` as `--allowed-origins`); what it
+`--served-model-name`, `--max-batch-size` as `--max-num-seqs`, `--cors-origin` as `--allowed-origins`,
+`--trust-remote-code`); what it
 cannot take is refused with one line each, never dropped.
 
 vLLM needs a CUDA GPU and the vllm package; without either this says so in one line instead of a traceback.
@@ -40,17 +42,15 @@ _NOT_FORWARDED = {
 }
 
 
-def vllm_command(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "127.0.0.1", port: int = 8000,
-                 api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (), served_model_name: str | None = None,
-                 max_batch_size: int | None = None, tp: int | None = None, max_model_len: int | None = None,
-                 dtype: str | None = None, **not_forwarded: Any) -> list[str]:
-    """The `python -m vllm.entrypoints.openai.api_server` command line equivalent to lmforge serve's options.
-
-    `not_forwarded` takes the options vLLM has no equivalent for (max_queue, request_timeout_s, device, threads,
-    device_map, merge_adapters, max_body_bytes, max_prompt_chars): any given (not None, not False) is an error,
-    all of them reported together."""
+def check_options(*, tp: int | None = None, max_model_len: int | None = None, dtype: str | None = None,
+                  api_keys: Sequence[str] = (), **options: Any) -> None:
+    """Raise one UserInputError naming every option vLLM cannot take or that is out of range (`options` may hold
+    every keyword vllm_command takes; those it forwards pass)."""
     from lmforge.generate.load import DTYPES
 
+    forwarded = {"adapters", "host", "port", "cors_origins", "served_model_name", "max_batch_size", "trust_pickle",
+                 "trust_remote_code"}
+    not_forwarded = {name: value for name, value in options.items() if name not in forwarded}
     problems = [_NOT_FORWARDED[name] for name, value in not_forwarded.items()
                 if name in _NOT_FORWARDED and value not in (None, False)]
     problems += [f"{name}: not an option of lmforge serve" for name in not_forwarded if name not in _NOT_FORWARDED]
@@ -65,11 +65,25 @@ def vllm_command(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: 
     if problems:
         raise UserInputError(f"--engine vllm: {join_problems(problems)}")
 
-    base, modules = resolve_for_vllm(model, adapters, served_model_name)
+
+def vllm_command(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "127.0.0.1", port: int = 8000,
+                 api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (), served_model_name: str | None = None,
+                 max_batch_size: int | None = None, tp: int | None = None, max_model_len: int | None = None,
+                 dtype: str | None = None, trust_pickle: bool = False, trust_remote_code: bool = False,
+                 **not_forwarded: Any) -> list[str]:
+    """The `python -m vllm.entrypoints.openai.api_server` command line equivalent to lmforge serve's options.
+
+    `not_forwarded` takes the options vLLM has no equivalent for (max_queue, request_timeout_s, device, threads,
+    device_map, merge_adapters, max_body_bytes, max_prompt_chars): any given (not None, not False) is an error,
+    all of them reported together (check_options). MODEL and the adapters are resolved by lmforge
+    (lmforge.hub.locate_model: hub ids downloaded, pickles scanned), so vLLM reads only local files lmforge has
+    checked; `trust_remote_code` is forwarded."""
+    check_options(tp=tp, max_model_len=max_model_len, dtype=dtype, api_keys=api_keys, **not_forwarded)
+
+    base, modules = resolve_for_vllm(model, adapters, served_model_name, trust_pickle=trust_pickle,
+                                     trust_remote_code=trust_remote_code)
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base.path,
-               "--host", host, "--port", str(port)]
-    if base.name:
-        command += ["--served-model-name", base.name]
+               "--host", host, "--port", str(port), "--served-model-name", base.name]
     if tp is not None:
         command += ["--tensor-parallel-size", str(tp)]
     if max_model_len is not None:
@@ -90,43 +104,35 @@ def vllm_command(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: 
                                  f"{VLLM_LORA_RANKS[-1]}: merge it (lmforge convert ADAPTER DIR --to merged)")
         command += ["--enable-lora", "--max-lora-rank", str(fitting[0]), "--max-loras", str(len(modules)),
                     "--lora-modules", *[json.dumps({"name": m.name, "path": m.path}) for m in modules]]
+    if trust_remote_code:
+        command.append("--trust-remote-code")
     return command
 
 
 class _Served:
-    """One name vLLM serves: the base model (`name` None: vLLM's default, the path) or a LoRA module."""
+    """One name vLLM serves: the base model or a LoRA module."""
 
-    def __init__(self, path: str, name: str | None, rank: int = 0):
+    def __init__(self, path: str, name: str, rank: int = 0):
         self.path, self.name, self.rank = path, name, rank
 
 
-def resolve_for_vllm(model: str, adapters: Sequence[tuple[str, str]],
-                     served_model_name: str | None) -> tuple[_Served, list[_Served]]:
-    """(the base vLLM loads, the LoRA modules beside it), resolved as lmforge.generate.load resolves models: an
-    adapter given as MODEL is served under `served_model_name` (or the transformers engine's name for it), its
-    base under the base's own name."""
-    from lmforge.generate.load import (
-        adapter_base,
-        adapter_folder,
-        display_name,
-        is_adapter,
-        looks_like_hub_id,
-        resolve_base,
-        resolve_model_path,
-    )
+def resolve_for_vllm(model: str, adapters: Sequence[tuple[str, str]], served_model_name: str | None, *,
+                     trust_pickle: bool = False, trust_remote_code: bool = False) -> tuple[_Served, list[_Served]]:
+    """(the base vLLM loads, the LoRA modules beside it), resolved as lmforge.generate.load resolves models (the
+    hub resolver): an adapter given as MODEL is served under `served_model_name` (or the transformers engine's
+    name for it, base+adapter), its base under the base's own name."""
+    from lmforge.generate.load import locate_adapter
+    from lmforge.hub.reference import locate_base, locate_model
 
-    path = Path(model).expanduser()
-    if not path.exists() and looks_like_hub_id(model):  # a hub id: vLLM resolves it from its cache
-        return _Served(model, served_model_name), [_lora(name, adapter_folder(p), model) for name, p in adapters]
-    folder = resolve_model_path(path)
+    ref = locate_model(model, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
     modules = []
-    if is_adapter(folder):
-        base_ref = resolve_base(adapter_base(folder), folder)
-        base = _Served(str(base_ref), display_name(base_ref, None) if isinstance(base_ref, Path) else None)
-        modules.append(_lora(served_model_name or display_name(base_ref, folder), folder, base_ref))
+    if ref.is_adapter:
+        base_ref = locate_base(ref, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
+        base = _Served(str(base_ref.path), base_ref.name)
+        modules.append(_lora(served_model_name or f"{base_ref.name}+{ref.name}", ref.path, base_ref.path))
     else:
-        base = _Served(str(folder), served_model_name or display_name(folder, None))
-    modules += [_lora(name, adapter_folder(adapter), base.path) for name, adapter in adapters]
+        base = _Served(str(ref.path), served_model_name or ref.name)
+    modules += [_lora(name, locate_adapter(adapter, trust_pickle).path, base.path) for name, adapter in adapters]
     names = [m.name for m in modules] + [base.name]
     if len(set(names)) != len(names):
         raise UserInputError(f"--engine vllm: served names must differ (got {', '.join(str(n) for n in names)})")
@@ -164,8 +170,8 @@ def check_vllm() -> None:
 
 
 def serve_with_vllm(model: str, **options: Any) -> int:
-    """Run vLLM's server in the foreground until it exits; returns its exit code. The command line is built (and
-    every option it cannot take refused) before vLLM is looked for."""
-    command = vllm_command(model, **options)
+    """Run vLLM's server in the foreground until it exits; returns its exit code. Every option vLLM cannot take is
+    refused, then vLLM is looked for, and only then is MODEL resolved (a hub id downloaded)."""
+    check_options(**options)
     check_vllm()
-    return subprocess.call(command)
+    return subprocess.call(vllm_command(model, **options))

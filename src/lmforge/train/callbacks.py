@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,41 @@ class NanGuardCallback(TrainerCallback):
                 f"loss became {loss} at step {state.global_step}: lower train.learning_rate, keep "
                 "train.max_grad_norm > 0, or use precision bf16/fp32 instead of fp16"
             )
+
+
+class ReplanScheduleCallback(TrainerCallback):
+    """--resume with another length (train.max_steps, or epochs) than the checkpoint's schedule was planned over.
+
+    transformers builds the schedule's function for the new length but restores the optimizer's learning rate
+    from the checkpoint, so the first resumed step would run at the old schedule's rate and the later ones at
+    the new one's. Before that first step, this sets the rate the re-planned schedule gives at the checkpoint's
+    step, and says so (the warmup and peak stay the saved ones: run.py refuses to resume with others).
+    """
+
+    def __init__(self, saved_max_steps: int, schedule: str, say: Callable[[str], None]) -> None:
+        self.saved_max_steps = saved_max_steps
+        self.schedule = schedule
+        self.say = say
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, lr_scheduler: Any = None,
+                       **kwargs: Any) -> None:
+        if state.max_steps == self.saved_max_steps or optimizer is None:
+            return
+        scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate wraps it
+        lambdas = getattr(scheduler, "lr_lambdas", None)
+        if lambdas is None:  # a DeepSpeed-owned scheduler: its state is DeepSpeed's to restore
+            self.say(f"train.max_steps {self.saved_max_steps} -> {state.max_steps}: this scheduler cannot be "
+                     "re-planned; the learning rate follows the checkpoint's schedule")
+            return
+        step = scheduler.last_epoch
+        before = optimizer.param_groups[0]["lr"]
+        rates = [base * function(step) for base, function in zip(scheduler.base_lrs, lambdas, strict=True)]
+        for group, rate in zip(optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        scheduler._last_lr = rates  # what get_last_lr() and the logged learning_rate report
+        self.say(f"train.max_steps {self.saved_max_steps} -> {state.max_steps}: the {self.schedule} schedule is "
+                 f"re-planned over {state.max_steps} steps; step {step + 1} runs at learning rate {rates[0]:.3g} "
+                 f"(the checkpoint's schedule had {before:.3g})")
 
 
 class RichProgressCallback(TrainerCallback):

@@ -8,13 +8,13 @@ finished folder is renamed into place (os.replace is atomic), so every `checkpoi
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from lmforge.hub.reference import CHECKPOINT_NAME
+
 STAGING = ".staging"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def list_checkpoints(root: str | os.PathLike[str]) -> list[Path]:
@@ -22,7 +22,7 @@ def list_checkpoints(root: str | os.PathLike[str]) -> list[Path]:
     folder = Path(root)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_NAME.match(p.name))]
     return [path for _, path in sorted(found)]
 
 

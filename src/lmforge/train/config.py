@@ -27,14 +27,20 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    path: str | None = Field(None, description="pretrained model folder (or a finished run folder: its final/ is used)")
+    path: str | None = Field(None, description="pretrained model folder, hub id org/name[@revision], or a finished "
+                             "run folder (its final/ is used)")
     config: dict[str, Any] | None = Field(
         None, description="from scratch: HF config keys with model_type, e.g. {model_type: llama, hidden_size: 64}"
     )
     tokenizer: str | None = Field(
         None, description="tokenizer folder (defaults to the model folder), or bpe:N to train an N-token BPE on data.train"
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="weights dtype on load")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(
+        None, description="weights dtype on load; empty: float32 for full/freeze (mixed precision keeps fp32 "
+        "weights), the bf16/fp16 of train.precision for the frozen base of lora/qlora/prompt/prefix")
+    trust_pickle: bool = Field(False, description="load pickle weights the scanner cannot prove safe (runs code!); "
+                               "applies to every model the run loads (reward model, teacher too)")
+    trust_remote_code: bool = Field(False, description="run the Python code a hub model ships (read it first)")
 
 
 class DataSection(_Section):
@@ -45,6 +51,9 @@ class DataSection(_Section):
         None, description="dataset kind; detected from the columns when empty"
     )
     columns: dict[str, str] | None = Field(None, description="column mapping {canonical: yours}, e.g. {text: body}")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="bad records: fail lists them and stops; skip drops them (counted as rejected in "
+        "RUN/data/summary.json)")
     tasks: list[str] | None = Field(
         None, description=f"builtin: arith sets and corpus only: train on these tasks ({', '.join(TASKS)}); all when empty"
     )
@@ -52,6 +61,9 @@ class DataSection(_Section):
     max_len: int = Field(512, ge=8, description="tokens per example (pretrain: block size)")
     template: str | None = Field(None, description="chat template name; the tokenizer's own when empty")
     train_on_prompt: bool = Field(False, description="also train on prompt tokens (sft)")
+    packing: Literal["auto", "on", "off"] = Field(
+        "auto", description="pretrain/sft: several examples per row of max_len tokens, each attending only to "
+        "itself; auto packs where the architecture keeps packed examples apart, off pads dynamically")
 
 
 class MethodSection(_Section):
@@ -87,6 +99,11 @@ class TrainSection(_Section):
         "auto", description="auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
+    length_grouped: bool = Field(False, description="batch examples of similar length (transformers' "
+                                 "LengthGroupedSampler): less padding without packing")
+    loss: Literal["standard", "chunked", "fused"] = Field(
+        "standard", description="sft/pretrain: standard (whole fp32 logits) | chunked (trl's chunked head, never the "
+        "whole logits) | fused (Liger, CUDA + liger-kernel)")
     seed: int = Field(42, description="seeds weights init, data order, dropout")
     eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; off if empty")
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps; off if empty")
@@ -162,6 +179,9 @@ class TrainConfig(_Section):
             problems.append("train.target_gpu: auto_fit needs a target GPU name")
         if self.train.early_stopping.patience and not self.train.eval_every:
             problems.append("train.eval_every: early_stopping needs evaluation every N steps")
+        if self.train.loss != "standard" and self.stage not in ("sft", "pretrain"):
+            problems.append(f"train.loss: {self.train.loss} replaces the causal-LM loss of stages sft and pretrain; "
+                            f"stage {self.stage} computes its own loss")
         if self.method.name in ("prompt", "prefix") and self.stage not in ("sft", "pretrain", "classify"):
             problems.append(f"method.name: {self.method.name} tuning works with stages sft, pretrain, classify")
         if self.data.tasks is not None:

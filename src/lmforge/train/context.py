@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lmforge.errors import UserInputError
 from lmforge.train.config import TrainConfig
@@ -89,15 +89,17 @@ class LoadedData:
 
 
 def _load_source(source: str, kind: str | None, columns: dict[str, str] | None, n: int | None,
-                 seed: int, split: str, tasks: list[str] | None = None) -> tuple[Any, str, int]:
-    """(dataset, kind, records rejected by validation)."""
+                 seed: int, split: str, tasks: list[str] | None = None,
+                 on_error: Literal["fail", "skip"] = "fail") -> tuple[Any, str, int]:
+    """(dataset, kind, records rejected by validation); errors name the config keys (data.kind, ...)."""
     if source.startswith("builtin:"):
         from lmforge.data.builtin import get_builtin, load_builtin
 
         return load_builtin(source, n=n, seed=seed, split=split, tasks=tasks), get_builtin(source).kind, 0
+    from lmforge.data.kinds import CONFIG_OPTIONS
     from lmforge.data.load import load_data
 
-    result = load_data(source, kind=kind, columns=columns)
+    result = load_data(source, kind=kind, columns=columns, on_error=on_error, names=CONFIG_OPTIONS)
     dataset = result.dataset
     if n is not None and len(dataset) > n:
         dataset = dataset.select(range(n))
@@ -108,7 +110,7 @@ def load_texts(config: TrainConfig) -> list[str]:
     """The `text` column of the training data (to train a tokenizer on)."""
     data = config.data
     dataset, kind, _ = _load_source(data.train, data.kind, data.columns, data.max_examples, config.train.seed, "train",
-                                    data.tasks)
+                                    data.tasks, data.on_error)
     if kind != "text":
         raise UserInputError(f"model.tokenizer bpe:N trains on text data, but {data.train} is {kind}")
     return list(dataset["text"])
@@ -132,7 +134,7 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
     """
     data, seed = config.data, config.train.seed
     train, kind, train_rejected = _load_source(data.train, data.kind, data.columns, data.max_examples, seed, "train",
-                                               data.tasks)
+                                               data.tasks, data.on_error)
     allowed = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
     if kind not in allowed:
         raise UserInputError(
@@ -141,7 +143,7 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
     evaluation, eval_rejected = None, 0
     if data.eval:
         evaluation, _, eval_rejected = _load_source(data.eval, data.kind or kind, data.columns, None, seed, "train",
-                                                    data.tasks)
+                                                    data.tasks, data.on_error)
     elif data.eval_fraction > 0 and data.train.startswith("builtin:"):
         size = max(8, round(len(train) * data.eval_fraction))
         evaluation, _, _ = _load_source(data.train, kind, None, size, seed, "validation", data.tasks)
@@ -156,8 +158,9 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
                       train_rejected, eval_rejected)
 
 
-def precision_flags(precision: str) -> dict[str, bool]:
-    """bf16/fp16 mixed precision only where the hardware has it (USERS.md training #8)."""
+def resolved_precision(precision: str) -> str:
+    """fp32, bf16 or fp16: what `auto` means on this machine, and an error where the hardware lacks the
+    asked-for mixed precision (USERS.md training #8). Training, the weights dtype and the plan all read it."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -167,7 +170,13 @@ def precision_flags(precision: str) -> dict[str, bool]:
         raise UserInputError("train.precision: fp16 mixed precision needs a CUDA GPU; use bf16 or fp32 on CPU")
     if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise UserInputError("train.precision: this GPU has no bf16 (pre-Ampere); use fp16 or auto")
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+    return precision
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    """TrainingArguments' bf16/fp16 switches for train.precision."""
+    resolved = resolved_precision(precision)
+    return {"bf16": resolved == "bf16", "fp16": resolved == "fp16"}
 
 
 # How long a process waits for the others at a collective (torch.distributed's process-group timeout,
@@ -215,6 +224,8 @@ def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool) -> di
         "use_cpu": not torch.cuda.is_available(),
         **precision_flags(train.precision),
     }
+    if train.length_grouped:  # otherwise each trainer keeps its own default (TRL's KTO needs "sequential")
+        args["train_sampling_strategy"] = "group_by_length"
     if args["load_best_model_at_end"] and train.save_every % train.eval_every:
         raise UserInputError(
             f"train.save_every ({train.save_every}) must be a multiple of train.eval_every ({train.eval_every}) "

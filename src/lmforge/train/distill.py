@@ -12,7 +12,7 @@ from typing import Any
 from lmforge.errors import UserInputError
 from lmforge.train import sft
 from lmforge.train.context import StageContext
-from lmforge.train.loading import load_pretrained
+from lmforge.train.loading import load_pretrained, trusted
 
 TASK = "causal"
 DATA_KIND = "chat"
@@ -53,7 +53,7 @@ def build_trainer(ctx: StageContext) -> Any:
     from transformers import Trainer, TrainingArguments
 
     options = ctx.config.distill
-    teacher = load_pretrained(options.teacher, "causal").eval()
+    teacher = load_pretrained(options.teacher, "causal", **trusted(ctx.config)).eval()
     if teacher.config.vocab_size != ctx.model.config.vocab_size:
         raise UserInputError(
             f"distill.teacher: vocabulary {teacher.config.vocab_size} differs from the student's "
@@ -64,7 +64,7 @@ def build_trainer(ctx: StageContext) -> Any:
         args=TrainingArguments(**ctx.args, remove_unused_columns=False),
         train_dataset=ctx.train_dataset,
         eval_dataset=ctx.eval_dataset,
-        data_collator=sft.collator(ctx.tokenizer),
+        data_collator=sft.collator(ctx.tokenizer, ctx.train_dataset),
         processing_class=ctx.tokenizer,
         callbacks=ctx.callbacks,
     )

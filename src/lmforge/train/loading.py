@@ -1,8 +1,9 @@
 """Where a run's starting weights and tokenizer come from.
 
-A model is a pretrained folder, a finished lmforge run (its final/, an adapter merged into its
-base), a checkpoint folder, or a config for training from scratch. `init_from` starts a new run
-from a finished one; `--resume` (run.py) continues an interrupted one instead.
+A model is a pretrained folder, a hub id (org/name[@revision], downloaded into the HF cache), a finished
+lmforge run (its final/, an adapter merged into its base), a checkpoint folder, or a config for training
+from scratch; lmforge.hub.locate_model resolves all but the last, as for every other command.
+`init_from` starts a new run from a finished one; `--resume` (run.py) continues an interrupted one instead.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import Any
 
 from lmforge.errors import ConfigError, NotFoundError
 from lmforge.files.safe_load import check_model_folder
-from lmforge.generate.load import adapter_base
+from lmforge.hub.reference import ModelRef, adapter_base, locate_base, locate_model
 from lmforge.train.config import TrainConfig
+from lmforge.train.context import resolved_precision
+from lmforge.train.loss import apply_loss
 from lmforge.train.methods import Task, quantization_config
+from lmforge.runtime import no_hub_kernels
 
 HEADS: dict[Task, str] = {
     "causal": "AutoModelForCausalLM",
@@ -24,22 +28,17 @@ HEADS: dict[Task, str] = {
 }
 
 
-def resolve_model_folder(source: str) -> Path:
-    """A model folder from a model folder, a run folder (its final/) or a checkpoint folder.
+def resolve_model_folder(source: str, *, trust_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+    """The local folder of a model folder, run folder (its final/), checkpoint folder, adapter or hub id
+    (lmforge.hub.locate_model: downloaded if needed, pickles scanned).
 
     An adapter folder must be one load_pretrained can merge: run.py checks every source through here
     before it touches the run folder.
     """
-    path = Path(source).expanduser()
-    if (path / "final").is_dir():
-        path = path / "final"
-    if not path.is_dir():
-        raise NotFoundError(f"model folder {source} does not exist (give a model folder, a run folder or checkpoint)")
-    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        raise NotFoundError(f"{path} holds no config.json or adapter_config.json: not a model folder")
-    if not (path / "config.json").is_file():
-        _check_mergeable(source, path)
-    return path
+    ref = locate_model(source, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
+    if ref.is_adapter:
+        _check_mergeable(source, ref.path)
+    return ref.path
 
 
 def _check_mergeable(source: str, folder: Path) -> None:
@@ -79,7 +78,7 @@ def _train_tokenizer(config: TrainConfig, run_dir: Path, main: bool) -> Any:
 
 def load_tokenizer(config: TrainConfig, run_dir: Path | None = None, main: bool = True) -> Any:
     """The run's tokenizer: model.tokenizer, else the model folder's; `bpe:N` trains one (needs run_dir)."""
-    from transformers import AutoTokenizer
+    from lmforge.data.stats import load_tokenizer as load_tokenizer_folder
 
     if config.model.tokenizer and config.model.tokenizer.startswith(BPE_PREFIX):
         if run_dir is None:
@@ -87,10 +86,10 @@ def load_tokenizer(config: TrainConfig, run_dir: Path | None = None, main: bool 
         return _train_tokenizer(config, run_dir, main)
     source = config.model.tokenizer or config.init_from or config.model.path
     assert source is not None  # the config validator guarantees a model source
-    folder = resolve_model_folder(source) if config.model.tokenizer is None else Path(source)
+    folder = resolve_model_folder(source, **trusted(config)) if config.model.tokenizer is None else Path(source)
     if not folder.is_dir():
         raise NotFoundError(f"model.tokenizer: folder {folder} does not exist")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer_folder(folder, setting="model.tokenizer", trust_remote_code=config.model.trust_remote_code)
     if tokenizer.pad_token is None:
         # Batches need padding; eos is the conventional stand-in and is masked out of the loss.
         tokenizer.pad_token = tokenizer.eos_token
@@ -112,14 +111,21 @@ def _quantized_device() -> int | str:
     return int(os.environ.get("LOCAL_RANK", "0")) if torch.cuda.is_available() else "cpu"
 
 
+def trusted(config: TrainConfig) -> dict[str, bool]:
+    """The config's explicit overrides of the loading gates (model.trust_pickle, model.trust_remote_code)."""
+    return {"trust_pickle": config.model.trust_pickle, "trust_remote_code": config.model.trust_remote_code}
+
+
 def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labels: int | None = None,
-                    label_names: list[str] | None = None, quantization: Any = None) -> Any:
+                    label_names: list[str] | None = None, quantization: Any = None, trust_pickle: bool = False,
+                    trust_remote_code: bool = False) -> Any:
     """The model in `source` with `task`'s head; an lmforge adapter folder is merged into its base."""
+    no_hub_kernels()
     import transformers
 
-    folder = resolve_model_folder(source)
+    folder = resolve_model_folder(source, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
     auto = getattr(transformers, HEADS[task])
-    kwargs: dict[str, Any] = {"dtype": _dtype(dtype)}
+    kwargs: dict[str, Any] = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
         if label_names:
@@ -131,12 +137,10 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         from peft import PeftConfig, PeftModel
 
-        check_model_folder(folder)
-        base_ref = adapter_base(folder)
-        base_kwargs = dict(kwargs)
-        if Path(base_ref).is_dir():
-            base_kwargs["use_safetensors"] = check_model_folder(base_ref)
-        base = auto.from_pretrained(base_ref, **base_kwargs)
+        base_folder = locate_base(ModelRef(source, "adapter", folder), trust_pickle=trust_pickle,
+                                  trust_remote_code=trust_remote_code).path
+        use_safetensors = check_model_folder(base_folder, trust_pickle=trust_pickle)
+        base = auto.from_pretrained(base_folder, use_safetensors=use_safetensors, **kwargs)
         # The adapter may come from another head's run (an SFT causal-LM LoRA under a reward model):
         # its LoRA weights live in the shared body, so load it task-free and merge.
         adapter_config = PeftConfig.from_pretrained(folder)
@@ -145,19 +149,43 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
         for parameter in merged.parameters():  # peft loads for inference (frozen); methods.py decides
             parameter.requires_grad_(True)
         return merged
-    return auto.from_pretrained(folder, use_safetensors=check_model_folder(folder), **kwargs)
+    return auto.from_pretrained(folder, use_safetensors=check_model_folder(folder, trust_pickle=trust_pickle), **kwargs)
+
+
+# Methods whose base weights stay frozen: they load in the half precision that training computes in.
+FROZEN_BASE_METHODS = ("lora", "qlora", "prompt", "prefix")
+
+
+def weights_dtype(config: TrainConfig) -> str:
+    """model.dtype, or when empty what the recipes of peft, LLaMA-Factory and axolotl load: a frozen base
+    (adapter methods) in the bf16/fp16 that mixed precision computes in, and fp32 weights for full and
+    freeze tuning, which torch AMP trains directly (fp32 master weights, half-precision compute)."""
+    if config.model.dtype is not None:
+        return config.model.dtype
+    precision = resolved_precision(config.train.precision)
+    if config.method.name in FROZEN_BASE_METHODS and precision in ("bf16", "fp16"):
+        return {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    return "float32"
 
 
 def load_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: int | None = None,
                label_names: list[str] | None = None) -> Any:
-    """The starting model of a run: init_from, model.path, or model.config from scratch (seeded)."""
+    """The starting model of a run: init_from, model.path, or model.config from scratch (seeded), computing
+    train.loss (train/loss.py) when it is a causal LM."""
+    model = _starting_model(config, task, tokenizer, num_labels=num_labels, label_names=label_names)
+    return apply_loss(model, config.train.loss) if task == "causal" else model
+
+
+def _starting_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: int | None,
+                    label_names: list[str] | None) -> Any:
     import torch
     import transformers
 
+    dtype = weights_dtype(config)
     source = config.init_from or config.model.path
     if source is not None:
-        return load_pretrained(source, task, dtype=config.model.dtype, num_labels=num_labels,
-                               label_names=label_names, quantization=quantization_config(config.method))
+        return load_pretrained(source, task, dtype=dtype, num_labels=num_labels, label_names=label_names,
+                               quantization=quantization_config(config.method), **trusted(config))
     raw = dict(config.model.config or {})
     model_type = raw.pop("model_type")
     try:
@@ -173,4 +201,4 @@ def load_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: i
         hf_config.num_labels = num_labels
     torch.manual_seed(config.train.seed)
     model = getattr(transformers, HEADS[task]).from_config(hf_config)
-    return model.to(_dtype(config.model.dtype)) if config.model.dtype != "auto" else model
+    return model.to(_dtype(dtype)) if dtype != "auto" else model

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import UserInputError
-from lmforge.fileio import atomic_directory, atomic_write_json
+from lmforge.fileio import atomic_directory, atomic_write_json, writable_folder
 from lmforge.train.config import TrainConfig
 from lmforge.train.context import DDP_TIMEOUT_SECONDS, load_stage_data, stage_module
 
 # Part of the fingerprint: raise it when what prepare writes changes, so older RUN/data is rebuilt.
-PREPARED_FORMAT = 1
+PREPARED_FORMAT = 2
 CHAT_STAGES = ("sft", "rm", "dpo", "kto", "orpo", "rlhf", "distill")
 
 
@@ -67,6 +67,7 @@ class DataSummary:
     kind: str
     fingerprint: str
     tokenized: bool  # False: TRL tokenizes at train time
+    packed: bool  # examples packed into rows of max_len tokens (lmforge.train.packing)
     max_len: int
     template: str | None
     label_names: list[str] | None
@@ -92,7 +93,7 @@ class DataSummary:
             line += f", {s.dropped_examples:,} dropped (no response token left)"
         if s.tokens is None:
             return line + " (TRL tokenizes them at train time, cached beside RUN/data)"
-        line += f"; {s.sequences:,} sequences, {s.tokens:,} tokens"
+        line += f"; {s.sequences:,} {'packed rows' if self.packed else 'sequences'}, {s.tokens:,} tokens"
         return line + (f" ({s.trained_tokens:,} trained)" if s.trained_tokens is not None else "")
 
 
@@ -143,14 +144,15 @@ def _tokenizer_stamp(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps([vocabulary, tokenizer.chat_template, special]).encode()).hexdigest()
 
 
-def data_fingerprint(config: TrainConfig, tokenizer: Any) -> str:
+def data_fingerprint(config: TrainConfig, tokenizer: Any, packed: bool) -> str:
     """What RUN/data depends on: the stage, the data section, the seed (builtin sets and the held-out
-    split are seeded), the source files, the tokenizer with its chat template, and lmforge's version."""
+    split are seeded), the source files, the tokenizer with its chat template, whether it is packed (which
+    data.packing: auto decides by the architecture), and lmforge's version."""
     from lmforge import __version__
 
     data = config.data
     parts = [PREPARED_FORMAT, __version__, config.stage, data.model_dump(mode="json"), config.train.seed,
-             _source_stamp(data.train), _source_stamp(data.eval), _tokenizer_stamp(tokenizer)]
+             _source_stamp(data.train), _source_stamp(data.eval), _tokenizer_stamp(tokenizer), packed]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -169,12 +171,12 @@ def _count_tokens(dataset: Any) -> tuple[int, int | None]:
 
 
 def _split(config: TrainConfig, tokenizer: Any, stage: Any, dataset: Any, source: str,
-           rejected: int) -> tuple[Any, SplitSummary]:
+           rejected: int, packed: bool) -> tuple[Any, SplitSummary]:
     tokenize = getattr(stage, "tokenize", None)
     if tokenize is None:
         n = len(dataset)
         return dataset, SplitSummary(source, n + rejected, rejected, 0, n, None, None, n, None, None)
-    result = tokenize(config, tokenizer, dataset)
+    result = tokenize(config, tokenizer, dataset, packed=True) if packed else tokenize(config, tokenizer, dataset)
     tokens, trained = _count_tokens(result.dataset)
     return result.dataset, SplitSummary(
         source=source, examples_in=result.examples_in + rejected, rejected=rejected,
@@ -183,20 +185,22 @@ def _split(config: TrainConfig, tokenizer: Any, stage: Any, dataset: Any, source
         sequences=len(result.dataset), tokens=tokens, trained_tokens=trained)
 
 
-def build_data(config: TrainConfig, tokenizer: Any, fingerprint: str, template: str | None) -> PreparedData:
+def build_data(config: TrainConfig, tokenizer: Any, fingerprint: str, template: str | None,
+               packed: bool = False) -> PreparedData:
     """Load, validate and tokenize the config's data exactly as its stage trains on it (not saved)."""
     stage = stage_module(config.stage)
     loaded = load_stage_data(config, stage.DATA_KIND)
     data = config.data
-    train, train_summary = _split(config, tokenizer, stage, loaded.train, data.train, loaded.train_rejected)
+    train, train_summary = _split(config, tokenizer, stage, loaded.train, data.train, loaded.train_rejected, packed)
     splits = {"train": train_summary}
     evaluation = None
     if loaded.eval is not None:
         source = data.eval or f"{data.train} (held out)"
-        evaluation, splits["eval"] = _split(config, tokenizer, stage, loaded.eval, source, loaded.eval_rejected)
+        evaluation, splits["eval"] = _split(config, tokenizer, stage, loaded.eval, source, loaded.eval_rejected,
+                                            packed)
     summary = DataSummary(stage=config.stage, kind=loaded.kind, fingerprint=fingerprint,
-                          tokenized=hasattr(stage, "tokenize"), max_len=data.max_len, template=template,
-                          label_names=loaded.label_names, splits=splits)
+                          tokenized=hasattr(stage, "tokenize"), packed=packed, max_len=data.max_len,
+                          template=template, label_names=loaded.label_names, splits=splits)
     return PreparedData(train, evaluation, summary, reused=False)
 
 
@@ -228,6 +232,16 @@ def load_data_folder(folder: Path, fingerprint: str) -> PreparedData | None:
     return PreparedData(train, evaluation, summary, reused=True)
 
 
+def run_packing(config: TrainConfig, tokenizer: Any) -> bool:
+    """Whether this run's data is packed: data.packing for its stage and its model's architecture."""
+    from lmforge.train.packing import PACKING_STAGES, resolve_packing
+    from lmforge.train.planning import hf_config
+
+    if config.stage not in PACKING_STAGES and config.data.packing != "on":
+        return False
+    return resolve_packing(config, hf_config(config, tokenizer).model_type)
+
+
 def prepare_data(config: TrainConfig, tokenizer: Any, template: str | None, run_dir: Path, *,
                  main: bool = True) -> PreparedData:
     """The run's prepared data: RUN/data when its fingerprint matches, else built now. `tokenizer` and
@@ -238,12 +252,13 @@ def prepare_data(config: TrainConfig, tokenizer: Any, template: str | None, run_
     the process group exists, so no collective can time out meanwhile.
     """
     folder = run_dir / "data"
-    fingerprint = data_fingerprint(config, tokenizer)
+    packed = run_packing(config, tokenizer)
+    fingerprint = data_fingerprint(config, tokenizer, packed)
     prepared = load_data_folder(folder, fingerprint)
     if prepared is not None:
         return prepared
     if main:
-        prepared = build_data(config, tokenizer, fingerprint, template)
+        prepared = build_data(config, tokenizer, fingerprint, template, packed)
         save_data(prepared, folder)
         # Read back memory-mapped: training runs on the saved files exactly as a resumed run would.
         saved = load_data_folder(folder, fingerprint)
@@ -264,6 +279,6 @@ def prepare_data(config: TrainConfig, tokenizer: Any, template: str | None, run_
 def prepare_run(config: TrainConfig) -> PreparedData:
     """`lmforge train CONFIG --prepare-only` and `launch()`: the run's tokenizer (a bpe:N one is trained
     and saved in RUN/tokenizer) and RUN/data, before any training process starts."""
-    run_dir = Path(config.out)
+    run_dir = writable_folder(config.out, setting="out")
     tokenizer, template = run_tokenizer(config, run_dir)
     return prepare_data(config, tokenizer, template, run_dir)

@@ -16,11 +16,19 @@ TASK = "causal"
 DATA_KIND = "text"
 
 
-def tokenize(config: TrainConfig, tokenizer: Any, dataset: Any) -> Tokenized:
-    """Blocks of data.max_len tokens; no document is dropped or truncated (its tail starts the next block)."""
-    from lmforge.data.tokenize import tokenize_text
+def tokenize(config: TrainConfig, tokenizer: Any, dataset: Any, packed: bool = False) -> Tokenized:
+    """Blocks of data.max_len tokens; no document is dropped or truncated (its tail starts the next block).
 
-    return Tokenized(tokenize_text(dataset, tokenizer, block_size=config.data.max_len), len(dataset))
+    Unpacked, the blocks cut through documents and attend across their boundaries (the GPT recipe); packed,
+    each document (split into max_len pieces when longer) attends only to itself."""
+    from lmforge.data.pack import pack_examples
+    from lmforge.data.tokenize import tokenize_documents, tokenize_text
+
+    max_len = config.data.max_len
+    if not packed:
+        return Tokenized(tokenize_text(dataset, tokenizer, block_size=max_len), len(dataset))
+    pieces = tokenize_documents(dataset, tokenizer, max_len=max_len).dataset
+    return Tokenized(pack_examples(pieces, block_size=max_len, seed=config.train.seed), len(dataset))
 
 
 def build_trainer(ctx: StageContext) -> Any:
@@ -31,7 +39,7 @@ def build_trainer(ctx: StageContext) -> Any:
         args=TrainingArguments(**ctx.args),
         train_dataset=ctx.train_dataset,
         eval_dataset=ctx.eval_dataset,
-        data_collator=sft.collator(ctx.tokenizer),
+        data_collator=sft.collator(ctx.tokenizer, ctx.train_dataset),
         processing_class=ctx.tokenizer,
         callbacks=ctx.callbacks,
     )

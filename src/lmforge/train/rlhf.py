@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.train.context import StageContext
-from lmforge.train.loading import load_pretrained, resolve_model_folder
+from lmforge.train.loading import load_pretrained, resolve_model_folder, trusted
 
 TASK = "causal"
 DATA_KIND = ("preference", "chat", "unpaired_preference")
@@ -24,11 +24,11 @@ def prompts_only(dataset: Any) -> Any:
     return dataset.map(lambda row: {"prompt": row["messages"][:-1]}, remove_columns=dataset.column_names)
 
 
-def _reward_tokenizer(source: str, policy_tokenizer: Any) -> Any:
+def _reward_tokenizer(source: str, policy_tokenizer: Any, trust: dict[str, bool]) -> Any:
     """The reward model reads text with its own tokenizer (TRL decodes and re-encodes completions)."""
     from transformers import AutoTokenizer
 
-    folder = resolve_model_folder(source)
+    folder = resolve_model_folder(source, **trust)
     if not (folder / "tokenizer_config.json").is_file():
         return policy_tokenizer
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -41,8 +41,8 @@ def build_trainer(ctx: StageContext) -> Any:
     import trl
 
     options = ctx.config.rlhf
-    reward_model = load_pretrained(options.reward_model, "classify", num_labels=1)
-    reward_tokenizer = _reward_tokenizer(options.reward_model, ctx.tokenizer)
+    reward_model = load_pretrained(options.reward_model, "classify", num_labels=1, **trusted(ctx.config))
+    reward_tokenizer = _reward_tokenizer(options.reward_model, ctx.tokenizer, trusted(ctx.config))
     reward_model.config.pad_token_id = reward_tokenizer.pad_token_id
     config_class, trainer_class = (
         (trl.GRPOConfig, trl.GRPOTrainer) if options.algorithm == "grpo" else (trl.RLOOConfig, trl.RLOOTrainer)

@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import DependencyError, UserInputError
-from lmforge.fileio import atomic_directory, atomic_write_json, atomic_write_text
+from lmforge.fileio import atomic_directory, atomic_write_json, atomic_write_text, writable_folder
 from lmforge.train import checkpoints
-from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, RichProgressCallback, read_metrics
-from lmforge.train.callbacks import truncate_metrics
+from lmforge.train.callbacks import MetricsFileCallback, NanGuardCallback, ReplanScheduleCallback, RichProgressCallback
+from lmforge.train.callbacks import read_metrics, truncate_metrics
 from lmforge.train.config import TrainConfig, config_to_yaml
 from lmforge.train.context import StageContext, stage_module, training_arguments
 from lmforge.train.launch import check_launched_sharding
-from lmforge.train.loading import BPE_PREFIX, HEADS, resolve_model_folder
+from lmforge.train.loading import BPE_PREFIX, FROZEN_BASE_METHODS, HEADS, resolve_model_folder, trusted
 from lmforge.train.methods import ParamCount, apply_method, check_method_hardware, count_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
-from lmforge.train.plots import FitDiagnosis, curves, diagnose, plot_losses
+from lmforge.train.plots import FitDiagnosis, diagnose_run, plot_losses
 from lmforge.train.prepare import DataSummary, prepare_data, run_tokenizer
 
 
@@ -50,6 +50,7 @@ class RunResult:
     best_checkpoint: Path | None = None
     diagnosis: FitDiagnosis | None = None
     chat_template: str | None = None  # the template trained with, saved in final/'s tokenizer
+    notes: list[str] = field(default_factory=list)  # what the run decided that the user should know
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -57,6 +58,17 @@ class RunResult:
             data[key] = str(data[key]) if data[key] is not None else None
         data["checkpoints"] = [str(p) for p in self.checkpoints]
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
+        """A RunResult read back from RUN/result.json (older files lack the newer fields)."""
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        diagnosis = known.get("diagnosis")
+        best = known.get("best_checkpoint")
+        return cls(**{**known, "run_dir": Path(data["run_dir"]), "final_dir": Path(data["final_dir"]),
+                      "checkpoints": [Path(p) for p in known.get("checkpoints", [])],
+                      "best_checkpoint": Path(best) if best else None,
+                      "diagnosis": FitDiagnosis(**diagnosis) if diagnosis else None})
 
 
 def _is_main_process() -> bool:
@@ -72,6 +84,13 @@ def _console(progress: bool) -> Any:
 # What a resumed run may not change: the checkpoint's weights and data position only mean something
 # for the same model, data and method (more steps, a new eval cadence or patience are fine).
 FIXED_ON_RESUME = ("stage", "init_from", "model", "data", "method", "dpo", "rlhf", "distill", "mlm")
+# ... nor what the restored optimizer, scheduler and data position decide: transformers restores the learning
+# rate, schedule and weight decay from the checkpoint whatever the config says, and the batch size, accumulation
+# and seed fix which examples the resumed steps skip and see. auto_fit chooses the batch for its target GPU.
+RESTORED_ON_RESUME = ("train.learning_rate", "train.lr_scheduler", "train.warmup_steps", "train.weight_decay",
+                      "train.micro_batch_size", "train.grad_accum", "train.seed", "train.auto_fit",
+                      "train.target_gpu", "train.global_batch_size")
+_AUTO_FIT_CHOICES = ("train.micro_batch_size", "train.grad_accum", "train.gradient_checkpointing")
 
 
 def _changed_keys(old: Any, new: Any, prefix: str) -> list[str]:
@@ -81,7 +100,14 @@ def _changed_keys(old: Any, new: Any, prefix: str) -> list[str]:
     return [] if old == new else [prefix]
 
 
+def _value(config: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None  # type: ignore[assignment]
+    return config
+
+
 def _check_same_run(config: TrainConfig, run_dir: Path) -> None:
+    """--resume continues the saved run: a change it could not honour is refused, every key named."""
     import yaml
 
     saved_file = run_dir / "config.yaml"
@@ -90,11 +116,68 @@ def _check_same_run(config: TrainConfig, run_dir: Path) -> None:
     saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
     current = config.model_dump(mode="json")
     changed = [k for section in FIXED_ON_RESUME for k in _changed_keys(saved.get(section), current.get(section), section)]
+    auto_fitted = _value(saved, "train.auto_fit") and current["train"]["auto_fit"]  # the planner chose these again
+    changed += [key for key in RESTORED_ON_RESUME if _value(saved, key) != _value(current, key)
+                and not (auto_fitted and key in _AUTO_FIT_CHOICES)]
     if changed:
+        shown = ", ".join(f"{key} ({_value(saved, key)!r} -> {_value(current, key)!r})" if key.startswith("train.")
+                          else key for key in changed)
         raise UserInputError(
-            f"--resume: {', '.join(changed)} differ from {saved_file}; resume with the same settings, "
-            f"or start a new run with init_from: {run_dir}"
+            f"--resume: {shown} differ from {saved_file}: the checkpoint's weights, data position, optimizer and "
+            f"schedule were made under the saved values; resume with them, or start a new run from this one's "
+            f"weights with init_from: {run_dir}"
         )
+
+
+def finished_run(config: TrainConfig) -> RunResult | None:
+    """The saved result when `config.out` holds a finished run that `config` asks no more steps of: --resume
+    then has nothing to do and must leave final/ and result.json alone. None when there is training left.
+    A change --resume cannot honour is refused first (_check_same_run), finished or not."""
+    import json
+
+    import yaml
+
+    run_dir = Path(config.out)
+    result_file = run_dir / "result.json"
+    if not result_file.is_file() or not (run_dir / "final").is_dir():
+        return None
+    _check_same_run(config, run_dir)
+    result = RunResult.from_json(json.loads(result_file.read_text(encoding="utf-8")))
+    if config.train.max_steps is not None:
+        return result if config.train.max_steps <= result.steps else None
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    same_length = _value(saved, "train.max_steps") is None and _value(saved, "train.epochs") == config.train.epochs
+    return result if same_length else None
+
+
+def nothing_to_resume(result: RunResult, config: TrainConfig) -> str:
+    """The one line --resume prints for a finished run."""
+    train = config.train
+    asked = f"train.max_steps {train.max_steps}" if train.max_steps else f"train.epochs {train.epochs}"
+    return (f"{result.run_dir}: the run finished at step {result.steps} and {asked} asks for no more; --resume has "
+            "nothing to do (final/ and result.json are unchanged). Raise train.max_steps to train on, or start a new "
+            f"run from its weights with init_from: {result.run_dir}")
+
+
+def _check_steps_left(config: TrainConfig, checkpoint: Path) -> None:
+    """A checkpoint already past max_steps cannot be resumed to it (transformers would train one step more)."""
+    step = int(checkpoint.name.split("-")[1])
+    if config.train.max_steps is not None and config.train.max_steps < step:
+        raise UserInputError(
+            f"--resume: train.max_steps {config.train.max_steps} is below the step of {checkpoint} ({step}); a run "
+            f"cannot be resumed backwards: raise train.max_steps, or start a new run from that checkpoint's weights "
+            f"with init_from: {checkpoint}"
+        )
+
+
+def _saved_max_steps(checkpoint: Path) -> int | None:
+    """The total steps the checkpoint's schedule was planned over (transformers' trainer_state.json)."""
+    import json
+
+    try:
+        return int(json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _check_sources(config: TrainConfig) -> None:
@@ -109,7 +192,7 @@ def _check_sources(config: TrainConfig) -> None:
         if source is None:
             continue
         try:
-            resolve_model_folder(source)
+            resolve_model_folder(source, **trusted(config))
         except NotFoundError as error:
             problems.append(f"{key}: {error}")
     tokenizer = config.model.tokenizer
@@ -121,7 +204,8 @@ def _check_sources(config: TrainConfig) -> None:
 
 def check_run_folder(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
     """(run folder, checkpoint to resume from): stops before anything runs when the sources are missing,
-    --resume has nothing to continue, or a new run would overwrite a finished one. Writes nothing."""
+    --resume has nothing to continue, a new run would overwrite a finished one, or the folder cannot be
+    written. Writes nothing but the (empty) run folder itself."""
     _check_sources(config)
     run_dir = Path(config.out)
     checkpoint_root = run_dir / "checkpoints"
@@ -133,13 +217,14 @@ def check_run_folder(config: TrainConfig, resume: bool) -> tuple[Path, Path | No
                 "run without --resume to start over"
             )
         _check_same_run(config, run_dir)
-        return run_dir, last
+        _check_steps_left(config, last)
+        return writable_folder(run_dir, setting="out"), last
     if checkpoints.list_checkpoints(checkpoint_root) or (run_dir / "final").exists():
         raise UserInputError(
             f"out: {run_dir} already holds a run; pass --resume to continue it, choose a new out folder, "
             f"or set init_from: {run_dir} to start a new run from its weights"
         )
-    return run_dir, None
+    return writable_folder(run_dir, setting="out"), None
 
 
 def _data_line(config: TrainConfig, data: DataSummary) -> str:
@@ -154,7 +239,7 @@ def _data_line(config: TrainConfig, data: DataSummary) -> str:
 def _model_card(config: TrainConfig, result: RunResult, task: str, data: DataSummary) -> str:
     metrics = "\n".join(f"| {k} | {v:.6g} |" for k, v in result.final_metrics.items()) or "| - | - |"
     base = config.init_from or config.model.path or f"from scratch ({config.model.config.get('model_type')})"
-    adapter = config.method.name in ADAPTER_METHODS and not _merges_adapter(config, task)
+    adapter = config.method.name in FROZEN_BASE_METHODS and not _merges_adapter(config, task)
     head = HEADS[task].removeprefix("Auto")  # type: ignore[index]
     load = (
         f"from peft import AutoPeft{head}\nmodel = AutoPeft{head}.from_pretrained('{result.final_dir}')"
@@ -176,7 +261,7 @@ Trained with `lmforge train` (stage **{config.stage}**, method **{config.method.
 learning rate {config.train.learning_rate}, {config.train.lr_scheduler} schedule, seed {config.train.seed})
 - Trainable parameters: {result.trainable_params:,} of {result.total_params:,}
 - Chat template: {result.chat_template or "none (plain text)"} (saved with the tokenizer; serve with the same)
-- Fit diagnosis: {diagnosis}
+- Diagnosis: {diagnosis}
 
 ## Final metrics
 
@@ -192,9 +277,6 @@ learning rate {config.train.learning_rate}, {config.train.lr_scheduler} schedule
 """
 
 
-ADAPTER_METHODS = ("lora", "qlora", "prompt", "prefix")
-
-
 def _record_base(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path, main: bool) -> None:
     """Make the adapter in final/ name the exact base it was trained on, as an absolute path.
 
@@ -203,9 +285,9 @@ def _record_base(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path,
     loader would silently get a model without the earlier run's training.
     """
     source = config.init_from or config.model.path
-    if source is None or config.method.name not in ADAPTER_METHODS:
+    if source is None or config.method.name not in FROZEN_BASE_METHODS:
         return
-    folder = resolve_model_folder(source)
+    folder = resolve_model_folder(source, **trusted(config))
     if (folder / "config.json").is_file():
         model.name_or_path = str(folder.resolve())
         return
@@ -250,6 +332,16 @@ def _check_trackers(report_to: list[str]) -> None:
                                                         if "wandb" in missing else ""))
 
 
+def _finish_from(trainer: Any, checkpoint: Path) -> dict[str, float]:
+    """Load a checkpoint that is already at max_steps, without training: resumed there, transformers would
+    skip the epoch's trained batches and then train one step past max_steps before it checks the count."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))  # the weights, as trainer.train(resume_from_checkpoint) loads them
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return {}
+
+
 def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> RunResult:
     """Train as `config` says, into the run folder `config.out`; `resume` continues its last checkpoint.
 
@@ -263,6 +355,9 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     from lmforge.train.loading import load_model
 
     console = _console(progress)
+    if resume and (done := finished_run(config)) is not None:
+        console.print(nothing_to_resume(done, config))
+        return done
     run_dir, resume_from = check_run_folder(config, resume)
     checkpoint_root = run_dir / "checkpoints"
     main = _is_main_process()
@@ -280,8 +375,12 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     tokenizer, template_name = run_tokenizer(config, run_dir, main)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     model_config = hf_config(config, tokenizer)
+    data = prepare_data(config, tokenizer, template_name, run_dir, main=main)
+    console.print(f"data: {'reused' if data.reused else 'prepared'} {run_dir / 'data'}: {data.summary.describe()}")
+    label_names = data.summary.label_names
+    num_labels = getattr(stage, "NUM_LABELS", len(label_names) if label_names else None)
     if config.train.auto_fit:
-        fit = auto_fit(config, model_config, world_size)
+        fit = auto_fit(config, model_config, world_size, num_labels=num_labels)
         config = config.model_copy(update={"train": config.train.model_copy(update={
             "micro_batch_size": fit.micro_batch_size, "grad_accum": fit.grad_accum,
             "gradient_checkpointing": fit.gradient_checkpointing})})
@@ -289,18 +388,21 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
                       f"accumulation {fit.grad_accum}, recompute {'full' if fit.gradient_checkpointing else 'none'}")
         if main:
             atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
-    planned = plan_run(config, model_config, world_size)
-    data = prepare_data(config, tokenizer, template_name, run_dir, main=main)
-    console.print(f"data: {'reused' if data.reused else 'prepared'} {run_dir / 'data'}: {data.summary.describe()}")
-    label_names = data.summary.label_names
-    num_labels = getattr(stage, "NUM_LABELS", len(label_names) if label_names else None)
+    planned = plan_run(config, model_config, world_size, num_labels=num_labels)
     model = load_model(config, stage.TASK, tokenizer, num_labels=num_labels, label_names=label_names)
+    if data.summary.packed:
+        from lmforge.train.packing import verify_packing
+
+        # Before any step: packed examples must not see each other in this model (else the run stops here).
+        console.print(f"packing: {data.summary.splits['train'].examples_out:,} examples in "
+                      f"{data.summary.splits['train'].sequences:,} rows of up to {config.data.max_len} tokens "
+                      f"(checked: packed logits within {verify_packing(model):.1e} of unpacked)")
     _record_base(config, model, tokenizer, run_dir, main)
     model = apply_method(model, config.method, stage.TASK, gradient_checkpointing=config.train.gradient_checkpointing)
 
     counted: ParamCount = count_params(model)
-    # The planner models each architecture with its own head; a classification/reward head is not predicted.
-    predicted_trainable = planned.get("model", {}).get("params_trainable") if stage.TASK == "causal" else None
+    # The planner prices causal LMs, reward models and classifiers with their own heads (not MLM heads).
+    predicted_trainable = planned.get("model", {}).get("params_trainable") if stage.TASK != "mlm" else None
     plan = {"stage": config.stage, "method": config.method.name, "planner": planned,
             "actual": {"trainable_params": counted.trainable_params, "total_params": counted.total_params}}
     planned_text = f" (planner: {predicted_trainable:,} trainable)" if predicted_trainable is not None else ""
@@ -318,6 +420,13 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     evaluating = data.eval is not None and config.train.eval_every is not None
     if config.train.early_stopping.patience and evaluating:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping.patience))
+    notes: list[str] = []
+    if resume_from is not None and (saved_steps := _saved_max_steps(resume_from)) is not None:
+        def note(text: str) -> None:
+            notes.append(text)
+            console.print(f"note: {text}")
+
+        callbacks.append(ReplanScheduleCallback(saved_steps, config.train.lr_scheduler, note))
 
     if "tensorboard" in config.train.report_to:
         # transformers 5 reads the TensorBoard folder from this variable only; lmforge keeps it in the run.
@@ -340,8 +449,12 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
 
         # The Trainer unpickles optimizer, scheduler and RNG state (weights_only); scan them first.
         require_safe(resume_from)
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    final_metrics = _numbers(output.metrics)
+    if resume_from is not None and int(resume_from.name.split("-")[1]) == config.train.max_steps:
+        final_metrics = _finish_from(trainer, resume_from)
+        console.print(f"{resume_from} is at train.max_steps {config.train.max_steps}: final/ is written from it")
+    else:
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        final_metrics = _numbers(output.metrics)
     if data.eval is not None:
         final_metrics.update(_numbers(trainer.evaluate()))
     if torch.cuda.is_available():
@@ -359,16 +472,16 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
         planned_trainable_params=predicted_trainable,
         checkpoints=checkpoints.list_checkpoints(checkpoint_root),
         best_checkpoint=Path(trainer.state.best_model_checkpoint) if trainer.state.best_model_checkpoint else None,
-        chat_template=template_name,
+        chat_template=template_name, notes=notes,
     )
     if main:
         records = read_metrics(run_dir / "metrics.jsonl")
-        result.diagnosis = diagnose(*curves(records))
+        result.diagnosis = diagnose_run(records, config.stage, nll_in_loss=config.dpo.sft_weight > 0)
         plot_losses(records, run_dir / "plots" / "loss.png", f"{config.stage} / {config.method.name}")
         _save_final(trainer, tokenizer, final_dir, _model_card(config, result, stage.TASK, data.summary),
                     merge=_merges_adapter(config, stage.TASK))
         atomic_write_json(run_dir / "plan.json", plan)
         atomic_write_json(run_dir / "result.json", result.to_json())
-        console.print(f"fit: {result.diagnosis.verdict} ({result.diagnosis.reason})")
+        console.print(f"diagnosis: {result.diagnosis.verdict} ({result.diagnosis.reason})")
         console.print(f"final model: {final_dir}")
     return result

@@ -1,7 +1,7 @@
 """`lmforge convert`: one function per conversion, picked by --to or the destination's suffix.
 
     pickle checkpoint / HF folder → safetensors   (to_safetensors)
-    safetensors / HF Llama-family folder → GGUF    (to_gguf, f32 f16 bf16 q8_0 q4_0)
+    safetensors / HF Llama-family folder → GGUF    (to_gguf, f32 f16 bf16 q8_0 q4_0 q4_k_m q5_k_m q6_k)
     HF model folder → ONNX                         (to_onnx)
     LoRA adapter + base → merged safetensors model (merge_lora)
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lmforge.errors import NotFoundError, UserInputError
+from lmforge.errors import UserInputError
 from lmforge.files.convert.common import ConvertReport, parse_size_bytes
 
 TARGETS = ("safetensors", "gguf", "onnx", "merged")
@@ -45,23 +45,31 @@ def convert(
     adapter: str | os.PathLike[str] | None = None,
     trust_pickle: bool = False,
     progress: bool = True,
+    pre_tokenizer: str | None = None,
 ) -> ConvertReport:
     """Convert `src` into `dst`; see the module docstring for the conversions.
 
-    `quant` applies to GGUF only (default f16); `shard_size` to safetensors output; `adapter`
-    names the LoRA adapter folder to merge into the base model `src`.
+    `quant` applies to GGUF only (default f16), and so does `pre_tokenizer` (a llama.cpp name that
+    overrides detection); `shard_size` to safetensors output; `adapter` names the LoRA adapter folder
+    to merge into the base model `src`.
     """
-    source, destination = Path(src), Path(dst)
-    adapter_path = Path(adapter) if adapter is not None else None
-    if not source.exists():
-        raise NotFoundError(f"{source} does not exist")
+    from lmforge.hub.reference import locate_model
+
+    # A hub id or a run folder (its final/) becomes its local folder; each conversion reads it through the safe gates.
+    source, destination = locate_model(str(src), need="any").path, Path(dst)
+    adapter_path = locate_model(str(adapter), need="any").path if adapter is not None else None
     if source.resolve() == destination.resolve():
         raise UserInputError("source and destination are the same path; choose a new DST")
     target = pick_target(source, destination, to, adapter_path)
     if quant is not None and target != "gguf":
         raise UserInputError(f"--quant applies to GGUF output only, not {target}")
+    if pre_tokenizer is not None and target != "gguf":
+        raise UserInputError(f"--pre-tokenizer applies to GGUF output only, not {target}")
     if adapter_path is not None and target != "merged":
         raise UserInputError(f"--adapter is for merging a LoRA adapter (--to merged), not {target}")
+    if target in ("gguf", "onnx") and (source / "adapter_config.json").is_file() \
+            and not (source / "config.json").is_file():
+        return _merged_then(source, destination, target, quant, trust_pickle, progress)
 
     if target == "safetensors":
         from lmforge.files.convert.to_safetensors import to_safetensors
@@ -71,7 +79,8 @@ def convert(
     if target == "gguf":
         from lmforge.files.convert.to_gguf import to_gguf
 
-        return to_gguf(source, destination, quant=quant or "f16", trust_pickle=trust_pickle, progress=progress)
+        return to_gguf(source, destination, quant=quant or "f16", pre_tokenizer=pre_tokenizer,
+                       trust_pickle=trust_pickle, progress=progress)
     if target == "onnx":
         from lmforge.files.convert.to_onnx import to_onnx
 
@@ -79,3 +88,23 @@ def convert(
     from lmforge.files.convert.merge_lora import merge_lora
 
     return merge_lora(source, destination, adapter=adapter_path, trust_pickle=trust_pickle, progress=progress)
+
+
+def _merged_then(adapter: Path, destination: Path, target: str, quant: str | None, trust_pickle: bool,
+                 progress: bool) -> ConvertReport:
+    """GGUF and ONNX hold whole models: a LoRA adapter is merged into its base first (in a temporary folder
+    beside DST, removed afterwards), then that model is converted."""
+    import tempfile
+
+    from lmforge.files.convert.merge_lora import merge_lora
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".lmforge-merge-", dir=destination.parent) as scratch:
+        merged = merge_lora(adapter, Path(scratch) / "merged", trust_pickle=trust_pickle, progress=progress)
+        report = convert(Path(scratch) / "merged", destination, to=target, quant=quant, trust_pickle=trust_pickle,
+                         progress=progress)
+    report.source = str(adapter)
+    report.checks = {**merged.checks, **report.checks}
+    report.notes.insert(0, f"{adapter} is a LoRA adapter: merged into its base {merged.checks['base']} first "
+                           f"(logits within {merged.checks['max_abs_logit_difference']:.1e}), then converted")
+    return report

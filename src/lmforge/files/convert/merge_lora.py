@@ -9,6 +9,7 @@ The merge is checked: the merged model's outputs on a probe input match the unme
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from lmforge.files.convert.common import (
     read_json,
 )
 from lmforge.files.safe_load import check_model_folder
+from lmforge.runtime import no_hub_kernels
 
 TOLERANCE = 1e-4  # max |merged - unmerged| logits in float32
 _TASK_CLASSES = {"CAUSAL_LM": "AutoModelForCausalLM", "SEQ_CLS": "AutoModelForSequenceClassification",
@@ -69,9 +71,83 @@ def _probe_logits(model: Any) -> Any:
     return (output.logits if hasattr(output, "logits") else output[0]).float()
 
 
+def _run_record(adapter: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(config.yaml, result.json) of the lmforge run an adapter folder belongs to (RUN/final or
+    RUN/checkpoints/checkpoint-N), or None for an adapter from elsewhere."""
+    import yaml
+
+    folder = adapter.resolve()
+    run = folder.parent if folder.name == "final" else folder.parent.parent
+    if folder.name != "final" and folder.parent.name != "checkpoints":
+        return None
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+        result_file = run / "result.json"
+        result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else {}
+    except (OSError, yaml.YAMLError, json.JSONDecodeError):
+        return None
+    return (config, result) if isinstance(config, dict) and isinstance(result, dict) else None
+
+
+def merged_card(base: Path, adapter: Path, adapter_config: dict[str, Any], difference: float, destination: Path,
+                class_name: str) -> str:
+    """The merged model's README.md: what was merged into what, and the adapter's training as its run recorded it."""
+    name = adapter.resolve().parent.name if adapter.name == "final" else adapter.name
+    targets = adapter_config.get("target_modules")
+    targets = ", ".join(sorted(targets)) if isinstance(targets, list) else targets
+    lines = [f"- Base model: {base.resolve()}",
+             f"- Adapter: {adapter.resolve()} ({adapter_config.get('peft_type', 'LORA')}, r {adapter_config.get('r')}, "
+             f"alpha {adapter_config.get('lora_alpha')}, targets {targets})",
+             f"- Check: logits of the merged model equal base + adapter within {difference:.1e} (tolerance "
+             f"{TOLERANCE})"]
+    record = _run_record(adapter)
+    stage = method = None
+    if record is None:
+        lines.append("- Training: not recorded (the adapter is not in an lmforge run folder); "
+                     f"see {adapter / 'README.md'}")
+    else:
+        config, result = record
+        stage, method = config.get("stage"), (config.get("method") or {}).get("name")
+        data, train = config.get("data") or {}, config.get("train") or {}
+        lines.append(f"- Adapter's training: stage {stage}, method {method}, data {data.get('train')}, "
+                     f"{result.get('steps', '?')} steps at learning rate {train.get('learning_rate')}")
+        diagnosis = result.get("diagnosis") or {}
+        if diagnosis:
+            lines.append(f"- Diagnosis: {diagnosis.get('verdict')}: {diagnosis.get('reason')}")
+    metrics = (record[1].get("final_metrics") or {}) if record else {}
+    table = "\n".join(f"| {key} | {value:.6g} |" for key, value in metrics.items() if isinstance(value, int | float))
+    tags = ", ".join(str(tag) for tag in ("lmforge", "merged-lora", stage, method) if tag)
+    return f"""---
+library_name: transformers
+base_model: {base.resolve()}
+tags: [{tags}]
+---
+# {name} (merged)
+
+The LoRA adapter merged into its base with `lmforge convert` (peft merge_and_unload): one model folder that
+loads without peft.
+
+{chr(10).join(lines)}
+""" + (f"""
+## The adapter's final metrics
+
+| metric | value |
+|---|---|
+{table}
+""" if table else "") + f"""
+## Load
+
+```python
+from transformers import {class_name}
+model = {class_name}.from_pretrained('{destination.resolve()}')
+```
+"""
+
+
 def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, trust_pickle: bool = False,
                progress: bool = True) -> ConvertReport:
     """Merge the LoRA adapter into its base and save base+adapter as one safetensors model folder."""
+    no_hub_kernels()
     import transformers
     from peft import PeftModel
 
@@ -109,6 +185,15 @@ def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, 
                     (folder / name).write_bytes((adapter / name).read_bytes())
                     copied.append(f"{name} (adapter)")
             merged.save_pretrained(folder)
+            # Read back what was written, as a user will load it: the saved files must give base+adapter's outputs.
+            reloaded = model_class.from_pretrained(folder, dtype="auto", local_files_only=True).eval()
+            difference = max(difference, float((_probe_logits(reloaded) - unmerged).abs().max()))
+            if difference > TOLERANCE * max(1.0, float(unmerged.abs().max())):
+                raise FormatError(f"the saved merged model's outputs differ from base+adapter by {difference:.2e}; "
+                                  f"nothing was written to {destination}")
+            # The base's card (copied above) describes the base; the merged model gets its own.
+            card = merged_card(base, adapter, adapter_config, difference, destination, model_class.__name__)
+            (folder / "README.md").write_text(card, encoding="utf-8")
         advance()
 
     written = sorted(str(path) for path in destination.glob("*.safetensors"))

@@ -1,10 +1,11 @@
-"""HF Llama-family model folder → GGUF (f32, f16, bf16, q8_0, q4_0), in pure Python through `gguf`.
+"""HF Llama-family model folder → GGUF (f32, f16, bf16, q8_0, q4_0, Q4_K_M, Q5_K_M, Q6_K), in pure Python.
 
 Mirrors llama.cpp's convert_hf_to_gguf.py for llama/mistral (LlamaModel: Q/K rows permuted for
 ggml's rotary layout), qwen2 and qwen3: the same hyperparameter keys, tensor names from
 gguf.TensorNameMap, vocabulary (tokenizer.ggml.* as get_vocab_base / LlamaHfVocab build it), the
 same type rules (1-D tensors and norms stay f32; a row not divisible by the quant block falls
-back to f16), then reads the file back with gguf.GGUFReader and checks every tensor's shape and
+back to f16; K-quant mixes as llama-quant.cpp picks them, written by lmforge.files.convert.kquants),
+the llama.cpp pre-tokenizer whose split equals the tokenizer's (refused when none does), then reads the file back with gguf.GGUFReader and checks every tensor's shape and
 dequantized values against the source within the quant's error bound. Tensors are read, converted
 and spooled to disk one at a time (GGUFWriter's temp file), so memory stays near the largest tensor.
 """
@@ -31,7 +32,7 @@ from lmforge.files.convert.common import (
 from lmforge.files.detect import detect_format
 from lmforge.files.safe_load import safe_torch_load
 
-QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
+QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,13 @@ _SKIP_TENSORS = re.compile(r"rotary_emb\.inv_freq$")
 
 
 def _gguf_types() -> dict[str, tuple[Any, Any]]:
-    """quant name → (GGMLQuantizationType, LlamaFileType)."""
+    """quant name → (GGMLQuantizationType of most matrices, LlamaFileType)."""
     import gguf
 
     q, f = gguf.GGMLQuantizationType, gguf.LlamaFileType
     return {"f32": (q.F32, f.ALL_F32), "f16": (q.F16, f.MOSTLY_F16), "bf16": (q.BF16, f.MOSTLY_BF16),
-            "q8_0": (q.Q8_0, f.MOSTLY_Q8_0), "q4_0": (q.Q4_0, f.MOSTLY_Q4_0)}
+            "q8_0": (q.Q8_0, f.MOSTLY_Q8_0), "q4_0": (q.Q4_0, f.MOSTLY_Q4_0),
+            "q4_k_m": (q.Q4_K, f.MOSTLY_Q4_K_M), "q5_k_m": (q.Q5_K, f.MOSTLY_Q5_K_M), "q6_k": (q.Q6_K, f.MOSTLY_Q6_K)}
 
 
 def permute_qk(weights: Any, n_head: int, n_head_kv: int | None) -> Any:
@@ -137,15 +139,26 @@ def _write_hparams(writer: Any, config: dict[str, Any], model_type: str, name: s
     return {"n_head": n_head, "n_head_kv": n_head_kv, "head_dim": head_dim, "rope": rope}
 
 
-def _pre_tokenizer(folder: Path) -> str:
-    """llama.cpp's tokenizer.ggml.pre from the split regex in tokenizer.json (convert_hf_to_gguf hashes
-    a tokenization instead; the regex names the same two families it needs here)."""
-    text = (folder / "tokenizer.json").read_text(encoding="utf-8") if (folder / "tokenizer.json").is_file() else ""
-    if r"\\p{N}{1,3}" in text:
-        return "llama-bpe"  # Llama 3 digits in groups of three
-    if r"[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|" in text:
-        return "qwen2"
-    return "default"
+def _pre_tokenizer(folder: Path, forced: str | None) -> tuple[str, str]:
+    """tokenizer.ggml.pre for a byte-level BPE tokenizer and how it was chosen: `forced` when given, else
+    the llama.cpp name whose split equals the tokenizer's (lmforge.files.convert.pretokenizer); refused
+    when none does, since llama.cpp would then feed the model different token ids than transformers."""
+    from transformers import AutoTokenizer
+
+    from lmforge.files.convert.pretokenizer import known_names, match_pre_tokenizer
+
+    if forced is not None:
+        if forced not in known_names():
+            raise UserInputError(f"unknown --pre-tokenizer {forced!r}; llama.cpp names lmforge knows: "
+                                 f"{', '.join(known_names())}")
+        return forced, "given"
+    match = match_pre_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
+    if match.name is None:
+        raise UserInputError(
+            f"no llama.cpp pre-tokenizer splits text as {folder.name}'s tokenizer does ({match.detail}); llama.cpp "
+            "would tokenize prompts into other ids than transformers and the model would answer differently. "
+            "Use a tokenizer whose split llama.cpp knows, or force one with --pre-tokenizer NAME")
+    return match.name, match.how
 
 
 def _bpe_vocab(folder: Path, vocab_size: int) -> tuple[list[str], list[int]]:
@@ -175,9 +188,10 @@ def _bpe_vocab(folder: Path, vocab_size: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def _write_vocab(writer: Any, folder: Path, vocab_size: int) -> str:
+def _write_vocab(writer: Any, folder: Path, vocab_size: int, pre_tokenizer: str | None) -> tuple[str, str, str]:
     """tokenizer.ggml.*: 'gpt2' for byte-level BPE, 'llama' for SentencePiece (tokenizer.json with
-    byte fallback, or tokenizer.model), plus merges, special ids, add_bos/eos and the chat template."""
+    byte fallback, or tokenizer.model), plus merges, special ids, add_bos/eos and the chat template.
+    Returns the tokenizer model, the pre-tokenizer name and how it was chosen."""
     import gguf
     from gguf.vocab import BpeVocab, LlamaHfVocab, SentencePieceVocab, SpecialVocab
 
@@ -209,23 +223,30 @@ def _write_vocab(writer: Any, folder: Path, vocab_size: int) -> str:
             types.append(gguf.TokenType.UNUSED)
     if len(tokens) != vocab_size:
         raise FormatError(f"the tokenizer has {len(tokens)} tokens but the model's embeddings have {vocab_size} rows")
+    # SentencePiece vocabularies are not pre-split by regex in llama.cpp: "default", as its converter writes.
+    pre, how = _pre_tokenizer(folder, pre_tokenizer) if model == "gpt2" else ("default", "sentencepiece")
     writer.add_tokenizer_model(model)
-    writer.add_tokenizer_pre(_pre_tokenizer(folder) if model == "gpt2" else "default")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     if scores is not None:
         writer.add_token_scores(scores)
     writer.add_token_types(types)
     SpecialVocab(folder, load_merges=model == "gpt2", n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
-    return model
+    return model, pre, how
 
 
-def tensor_type(name: str, shape: tuple[int, ...], requested: Any) -> Any:
+def tensor_type(name: str, shape: tuple[int, ...], quant: str, layers: int = 1, has_output: bool = True) -> Any:
     """convert_hf_to_gguf.py's rule: 1-D tensors and norms stay f32; a row that is not a whole number
-    of quant blocks falls back to f16."""
+    of quant blocks falls back to f16. K-quant mixes follow llama-quant.cpp (kquants.k_mix_type)."""
     import gguf
+
+    from lmforge.files.convert.kquants import MIXES, k_mix_type
 
     if len(shape) <= 1 or name.endswith("_norm.weight"):
         return gguf.GGMLQuantizationType.F32
+    if quant in MIXES:
+        return k_mix_type(name, shape, quant, layers, has_output)
+    requested = _gguf_types()[quant][0]
     if requested in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0):
         block, _ = gguf.GGML_QUANT_SIZES[requested]
         if shape[-1] % block:
@@ -238,16 +259,24 @@ def encode_tensor(data: Any, qtype: Any) -> Any:
     import gguf
     import numpy as np
 
+    from lmforge.files.convert.kquants import quantize_k
+
     if qtype == gguf.GGMLQuantizationType.F32:
         return data.astype(np.float32)
     if qtype == gguf.GGMLQuantizationType.F16:
         return data.astype(np.float16)
+    if qtype.name.endswith("_K"):
+        return quantize_k(data, qtype)
     return gguf.quants.quantize(data, qtype)
 
 
 def error_bound(original: Any, qtype: Any) -> Any:
     """Largest allowed |dequantized - original| per element: f16/bf16 rounding, or one quant step of
-    the element's block (q8_0: absmax/127, q4_0: absmax/8; ggml-quants.c quantize_row_q*_0_ref)."""
+    the element's block (q8_0: absmax/127, q4_0: absmax/8, q5_0: absmax/16, q5_1: range/31;
+    ggml-quants.c quantize_row_q*_ref). K-quants: 1.25 steps of the sub-block, or, where ggml's 6-bit
+    (Q6_K: 8-bit) sub-block scale rounds a small sub-block's scale to zero, two steps of that scale
+    over the 256-value super-block (measured worst case 0.82 of this bound on normal, Student-t and
+    sparse data)."""
     import gguf
     import numpy as np
 
@@ -259,11 +288,34 @@ def error_bound(original: Any, qtype: Any) -> Any:
         return magnitude * 2.0**-11 + 2.0**-24
     if qtype == q.BF16:
         return magnitude * 2.0**-8 + 1e-38
-    levels = {q.Q8_0: 127.0, q.Q4_0: 8.0}[qtype]
+    if qtype in (q.Q4_K, q.Q5_K, q.Q6_K):
+        return _k_bound(original, qtype)
     block, _ = gguf.GGML_QUANT_SIZES[qtype]
-    blocks = magnitude.reshape(-1, block)
-    step = blocks.max(axis=1, keepdims=True) / levels * 1.01 + 1e-7  # 1% for the f16-stored scale
+    blocks = original.reshape(-1, block)
+    if qtype == q.Q5_1:
+        step = (blocks.max(axis=1, keepdims=True) - blocks.min(axis=1, keepdims=True)) / 31.0
+    else:
+        levels = {q.Q8_0: 127.0, q.Q4_0: 8.0, q.Q5_0: 16.0}[qtype]
+        step = magnitude.reshape(-1, block).max(axis=1, keepdims=True) / levels
+    step = step * 1.01 + 1e-7  # 1% for the f16-stored scale
     return np.broadcast_to(step, blocks.shape).reshape(original.shape)
+
+
+def _k_bound(original: Any, qtype: Any) -> Any:
+    import gguf
+    import numpy as np
+
+    sub, nmax, scale_levels = {gguf.GGMLQuantizationType.Q4_K: (32, 15, 63), gguf.GGMLQuantizationType.Q5_K: (32, 31, 63),
+                               gguf.GGMLQuantizationType.Q6_K: (16, 32, 128)}[qtype]
+    blocks, supers = original.reshape(-1, sub), original.reshape(-1, 256)
+    if qtype == gguf.GGMLQuantizationType.Q6_K:
+        step = np.abs(blocks).max(axis=1, keepdims=True) / nmax
+        spread = np.abs(supers).max(axis=1, keepdims=True)
+    else:
+        step = (np.maximum(blocks.max(axis=1, keepdims=True), 0) - np.minimum(blocks.min(axis=1, keepdims=True), 0)) / nmax
+        spread = np.maximum(supers.max(axis=1, keepdims=True), 0) - np.minimum(supers.min(axis=1, keepdims=True), 0)
+    per_sub = np.broadcast_to(1.25 * step, blocks.shape).reshape(supers.shape)
+    return (np.maximum(per_sub, 2 * spread / scale_levels) * 1.01 + 1e-7).reshape(original.shape)
 
 
 def _tensor_loaders(folder: Path, trust_pickle: bool) -> dict[str, Callable[[], Any]]:
@@ -360,9 +412,11 @@ def _verify(path: Path, prepared: dict[str, Callable[[], Any]], types: dict[str,
     return worst
 
 
-def to_gguf(source: Path, destination: Path, *, quant: str = "f16", trust_pickle: bool = False,
-            progress: bool = True) -> ConvertReport:
-    """Write the HF model folder `source` as one GGUF file `destination` in `quant`."""
+def to_gguf(source: Path, destination: Path, *, quant: str = "f16", pre_tokenizer: str | None = None,
+            trust_pickle: bool = False, progress: bool = True) -> ConvertReport:
+    """Write the HF model folder `source` as one GGUF file `destination` in `quant`.
+
+    `pre_tokenizer` forces tokenizer.ggml.pre (a llama.cpp name) instead of detecting it."""
     import gguf
 
     started = time.perf_counter()
@@ -375,7 +429,7 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", trust_pickle
     model_type = config.get("model_type")
     if model_type not in ARCHITECTURES:
         raise UserInputError(f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {model_type!r}")
-    requested, file_type = _gguf_types()[quant]
+    file_type = _gguf_types()[quant][1]
     arch_name = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, ARCHITECTURES[model_type].gguf_arch)]
 
     with atomic_path(destination) as temporary:
@@ -384,14 +438,17 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", trust_pickle
         prepared = _prepared_tensors(source, config, model_type, hparams, trust_pickle)
         vocab_rows = prepared["token_embd.weight"]().shape[0]
         writer.add_vocab_size(vocab_rows)
-        tokenizer_model = _write_vocab(writer, source, vocab_rows)
+        tokenizer_model, pre, pre_how = _write_vocab(writer, source, vocab_rows, pre_tokenizer)
         types: dict[str, Any] = {}
+        prepared_shapes: dict[str, tuple[int, ...]] = {}
         params = 0
         with progress_bar(f"quantizing to {quant}", len(prepared), progress) as advance:
             for name, load in prepared.items():
                 data = load()
                 params += int(data.size)
-                types[name] = tensor_type(name, data.shape, requested)
+                prepared_shapes[name] = data.shape
+                types[name] = tensor_type(name, data.shape, quant, config["num_hidden_layers"],
+                                          has_output="output.weight" in prepared)
                 writer.add_tensor(name, encode_tensor(data, types[name]), raw_dtype=types[name])
                 advance()
         writer.write_header_to_file()
@@ -404,9 +461,13 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", trust_pickle
     fallback = [name for name, qtype in types.items() if qtype == gguf.GGMLQuantizationType.F16 and quant in ("q8_0", "q4_0")]
     if fallback:
         notes.append(f"{len(fallback)} tensor(s) kept in f16: their rows are not whole {quant} blocks (e.g. {fallback[0]})")
-    if tokenizer_model == "gpt2" and _pre_tokenizer(source) == "default":
-        notes.append("tokenizer.ggml.pre is 'default' (GPT-2 splitting): llama.cpp may split text differently "
-                     "from this tokenizer's own pre-tokenizer")
+    k_fallback = [name for name, qtype in types.items() if quant in ("q4_k_m", "q5_k_m", "q6_k")
+                  and len(prepared_shapes[name]) > 1 and not qtype.name.endswith("_K") and qtype.name != "F32"]
+    if k_fallback:
+        notes.append(f"{len(k_fallback)} tensor(s) not in K-quants: rows not whole 256-value super-blocks, so "
+                     f"llama.cpp's fallback type was used (e.g. {k_fallback[0]} as {types[k_fallback[0]].name})")
+    if pre_how == "given":
+        notes.append(f"tokenizer.ggml.pre {pre!r} was forced, not checked against the tokenizer's own split")
     counts: dict[str, int] = {}
     for qtype in types.values():
         counts[qtype.name.lower()] = counts.get(qtype.name.lower(), 0) + 1
@@ -414,7 +475,8 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", trust_pickle
         source=str(source), destination=str(destination), to="gguf", quant=quant, files=[str(destination)],
         tensor_count=len(prepared), params=params,
         size_bytes=destination.stat().st_size, seconds=time.perf_counter() - started, verified=True,
-        checks={"architecture": arch_name, "tokenizer": tokenizer_model, "tensor_types": counts,
+        checks={"architecture": arch_name, "tokenizer": tokenizer_model, "pre_tokenizer": pre,
+                "pre_tokenizer_found_by": pre_how, "tensor_types": counts,
                 "max_abs_error": worst},
         notes=notes,
     )

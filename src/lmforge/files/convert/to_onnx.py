@@ -26,6 +26,7 @@ from lmforge.files.convert.common import (
     read_json,
 )
 from lmforge.files.safe_load import check_model_folder
+from lmforge.runtime import no_hub_kernels
 
 OPSET = 17  # for the legacy exporter; the dynamo exporter picks its own (18+): asked for 17 it mis-converts BERT
 MAX_ONNX_BYTES = 2 * 1024**3  # protobuf's 2 GiB message limit for a single-file ONNX model
@@ -34,6 +35,7 @@ TOLERANCE = 1e-3  # max |onnxruntime - PyTorch| on float32 outputs
 
 def _load_model(source: Path, use_safetensors: bool) -> tuple[Any, str]:
     """The model in float32 eager attention, and the name of the output to export."""
+    no_hub_kernels()
     import torch
     import transformers
 

@@ -1,0 +1,62 @@
+"""Every `lmforge compress` method on one model, measured beside the original in one run (docs/compress.md).
+
+    .venv/bin/python benchmarks/compress_quality.py runs/quickstart/export/model runs/compress-bench \\
+        --task-data runs/quickstart/data/arith-sft-test.jsonl
+
+Writes each compressed model into OUT, then OUT/report.md, report.json and report.png (quality against
+size) and prints the table. Torch runs on one thread (two threads on a shared 2-core box thrash).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# (label, what to run): quantize methods, prune settings, factorize energies.
+QUANTIZE = ("gguf-f16", "gguf-q8_0", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0", "bnb-int8", "bnb-nf4")
+PRUNE = (("wanda", "unstructured", "none", 0.5), ("magnitude", "unstructured", "none", 0.5),
+         ("wanda", "2:4", "none", 0.5), ("wanda", "unstructured", "mlp", 0.25), ("wanda", "unstructured", "mlp", 0.5))
+ENERGIES = (0.99, 0.95, 0.9)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--text-data", default="builtin:corpus")
+    parser.add_argument("--task-data", default="builtin:arith-sft")
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--decode-tokens", type=int, default=32)
+    args = parser.parse_args()
+
+    import torch
+
+    from lmforge.cli.quickstart import _quiet_libraries
+    from lmforge.compress import compare, factorize, prune, quantize, write_quality_report
+    from lmforge.compress.report import render_markdown
+
+    _quiet_libraries()
+    torch.set_num_threads(1)
+    results: list[tuple[str, str]] = []
+    for method in QUANTIZE:
+        target = args.out / (f"{method}.gguf" if method.startswith("gguf-") else method)
+        quantize(args.model, target, method=method)
+        results.append((str(target), method))
+    for method, pattern, structure, sparsity in PRUNE:
+        label = f"prune-{method}-{structure if structure != 'none' else pattern}-{sparsity}"
+        prune(args.model, args.out / label, sparsity=sparsity, method=method, pattern=pattern, structure=structure)
+        results.append((str(args.out / label), label))
+    for energy in ENERGIES:
+        label = f"svd-energy-{energy}"
+        factorize(args.model, args.out / label, energy=energy)
+        results.append((str(args.out / label), label))
+    report = compare(args.model, results, text_data=args.text_data, task_data=args.task_data, limit=args.limit,
+                     runs=args.runs, decode_tokens=args.decode_tokens)
+    paths = write_quality_report(report, args.out)
+    print(render_markdown(report))
+    print(f"report: {paths['markdown']} {paths['plot']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""`lmforge compress factorize`: replace linear layers by two thin ones from a truncated SVD.
+
+W (out × in) ≈ B·A with B = U_r·diag(σ_r) (out × r) and A = V_rᵀ (r × in) — the best rank-r
+approximation in Frobenius norm (Eckart–Young). With `energy` E the rank of each layer is the smallest
+r whose singular values keep a share E of Σσ² (the squared Frobenius norm); with `rank` R every chosen
+layer gets R. A layer is only replaced when r·(in + out) < in·out, i.e. when it really shrinks.
+
+transformers has no class for such a model, so the folder holds the original config.json, the
+factorized weights (model.safetensors: `<layer>.0.weight` = A, `<layer>.1.weight` = B, bias on the
+second) and lmforge_lowrank.json {layer: rank}; `load_factorized` (used by every lmforge command
+through lmforge.generate.load) rebuilds the model from config and swaps those layers for the pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import FormatError, UserInputError
+from lmforge.fileio import atomic_directory
+
+LOWRANK_FILE = "lmforge_lowrank.json"
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class FactorizeResult:
+    source: str
+    output: str
+    energy: float | None
+    rank: int | None
+    ranks: dict[str, int]  # layer → rank, for the layers that were replaced
+    kept_dense: list[str]  # chosen layers where the rank needed would not have saved anything
+    params_before: int
+    params_after: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rank_for_energy(singular_values: Any, energy: float) -> int:
+    """The smallest r with Σ_{i<r} σ_i² ≥ energy · Σ σ_i²."""
+    import torch
+
+    squares = singular_values.double() ** 2
+    cumulative = torch.cumsum(squares, 0) / squares.sum()
+    return int(torch.searchsorted(cumulative, torch.tensor(energy, dtype=cumulative.dtype)).item()) + 1
+
+
+def _low_rank_pair(linear: Any, rank: int) -> Any:
+    import torch
+
+    weight = linear.weight.detach().float()
+    u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+    first = torch.nn.Linear(linear.in_features, rank, bias=False)
+    second = torch.nn.Linear(rank, linear.out_features, bias=linear.bias is not None)
+    with torch.no_grad():
+        first.weight.copy_(vh[:rank])
+        second.weight.copy_(u[:, :rank] * s[:rank])
+        if linear.bias is not None:
+            second.bias.copy_(linear.bias)
+    return torch.nn.Sequential(first, second).to(linear.weight.dtype)
+
+
+def _swap(model: Any, name: str, module: Any) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, module)
+
+
+def factorize(model: str | os.PathLike[str], out: str | os.PathLike[str], *, energy: float | None = None,
+              rank: int | None = None, targets: tuple[str, ...] = DEFAULT_TARGETS) -> FactorizeResult:
+    """Factorize the chosen linear layers of the causal LM `model` and save it (with its tokenizer) to `out`."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.hub.reference import locate_model
+    from lmforge.runtime import no_hub_kernels
+
+    if (energy is None) == (rank is None):
+        raise UserInputError("give exactly one of --energy (share of Σσ² kept, e.g. 0.9) or --rank")
+    if energy is not None and not 0 < energy <= 1:
+        raise UserInputError(f"--energy must be in (0, 1], got {energy}")
+    if rank is not None and rank < 1:
+        raise UserInputError(f"--rank must be at least 1, got {rank}")
+    started = time.perf_counter()
+    source = locate_model(str(model)).path
+    no_hub_kernels()
+    network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    params_before = network.num_parameters()
+    chosen = {name: module for name, module in network.named_modules()
+              if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets and ".layers." in f".{name}"}
+    if not chosen:
+        raise UserInputError(f"no linear layer named {', '.join(targets)} inside the decoder blocks")
+    ranks, dense = {}, []
+    for name, linear in chosen.items():
+        if energy is not None:
+            r = rank_for_energy(torch.linalg.svdvals(linear.weight.detach().float()), energy)
+        else:
+            r = min(rank, *linear.weight.shape)
+        if r * (linear.in_features + linear.out_features) >= linear.in_features * linear.out_features:
+            dense.append(name)
+            continue
+        _swap(network, name, _low_rank_pair(linear, r))
+        ranks[name] = r
+    with atomic_directory(out) as folder:
+        network.config.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        if network.generation_config is not None:
+            network.generation_config.save_pretrained(folder)
+        state = {key: value.contiguous() for key, value in network.state_dict().items()}
+        if network.config.tie_word_embeddings and "lm_head.weight" in state:
+            del state["lm_head.weight"]  # re-tied on load, as transformers does
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        (folder / LOWRANK_FILE).write_text(json.dumps({"ranks": ranks}, indent=2) + "\n")
+        reloaded = load_factorized(folder, torch.float32)
+        probe = torch.arange(min(16, network.config.vocab_size))[None]
+        with torch.inference_mode():
+            difference = float((reloaded(probe).logits - network(probe).logits).abs().max())
+        if difference > 1e-4:
+            raise FormatError(f"the factorized model reloads differently (max logit difference {difference:.2e})")
+    return FactorizeResult(str(source), str(Path(out)), energy, rank, ranks, dense, params_before,
+                           network.num_parameters(), time.perf_counter() - started)
+
+
+def load_factorized(folder: str | os.PathLike[str], dtype: Any) -> Any:
+    """The model `factorize` saved in `folder`: built from its config, low-rank pairs swapped in, weights loaded."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(folder)
+    try:
+        ranks = json.loads((path / LOWRANK_FILE).read_text())["ranks"]
+    except (OSError, ValueError, KeyError) as error:
+        raise FormatError(f"{path / LOWRANK_FILE} is unreadable: {error}") from None
+    config = AutoConfig.from_pretrained(path)
+    network = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    for name, rank in ranks.items():
+        linear = network.get_submodule(name)
+        _swap(network, name, torch.nn.Sequential(
+            torch.nn.Linear(linear.in_features, rank, bias=False),
+            torch.nn.Linear(rank, linear.out_features, bias=linear.bias is not None)))
+    state = load_file(str(path / "model.safetensors"))
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not (key == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise FormatError(f"{path}: weights do not fit the factorized model (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]})")
+    if config.tie_word_embeddings:
+        network.tie_weights()
+    return network.to(dtype).eval()

@@ -1,0 +1,297 @@
+"""The one quality report every compression method gets: what it saved, what it cost, beside the original.
+
+For each model (the original first, measured in the same run):
+- size on disk: the weight files (a folder's safetensors, or the .gguf file);
+- parameters: as the model holds them (a pruned-to-zero weight still counts; a removed channel does not);
+- load memory: bytes of parameters and buffers once loaded (transformers' get_memory_footprint), or for
+  a GGUF in llama.cpp the file itself (llama.cpp maps it);
+- held-out perplexity on text (default builtin:corpus, test split) and greedy exact match on chat
+  problems (default builtin:arith-sft, test split), through lmforge.evaluate (a GGUF is read by
+  transformers' GGUF loader, which dequantizes it: quality of the quantized weights);
+- CPU decode tokens/s: median (and range) of >= 3 greedy runs of a fixed number of new tokens, in the
+  runtime the format is for (llama.cpp for GGUF, transformers otherwise), one thread each, interleaved
+  across the models (round after round) so a shared machine's changing load falls on all of them alike;
+  every model stays loaded for the timing pass, so the machine must hold them all at once.
+report.md, report.json and report.png (quality against size) are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import UserInputError
+from lmforge.fileio import atomic_save_figure, atomic_write_json, atomic_write_text
+
+DEFAULT_TEXT_DATA = "builtin:corpus"
+DEFAULT_TASK_DATA = "builtin:arith-sft"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+_DECODE_PROMPT = "Sort the numbers 3 1 2."
+
+
+@dataclass
+class ModelQuality:
+    """One model's figures; None where a figure could not be measured (reason in `notes`)."""
+
+    name: str
+    path: str
+    method: str  # "original", "gguf-q4_k_m", "prune-wanda-2:4-0.5", ...
+    runtime: str  # where speed and load memory were measured: "transformers" or "llama.cpp"
+    size_bytes: int
+    params: int | None
+    load_bytes: int | None
+    perplexity: float | None
+    exact_match: float | None
+    decode_tokens_per_second: float | None  # median over the runs
+    decode_runs: list[float] = field(default_factory=list)  # tokens/s of every run
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class QualityReport:
+    original: ModelQuality
+    compressed: list[ModelQuality]
+    # The original as an f32 GGUF in llama.cpp, when GGUF results are compared: their speed and memory
+    # are set beside it (same runtime), their quality beside `original`.
+    original_llama_cpp: ModelQuality | None
+    text_data: str
+    task_data: str
+    limit: int
+    decode_tokens: int
+    seconds: float
+    machine: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def size_on_disk(path: Path) -> int:
+    """Bytes of the weight files: the file itself, or a folder's weights (config and tokenizer excluded)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+
+
+def _model_format(path: Path) -> str:
+    return "gguf" if path.suffix == ".gguf" else "hf"
+
+
+class _TransformersDecoder:
+    """One model kept loaded in transformers; `once()` times one greedy decode of exactly n new tokens."""
+
+    def __init__(self, path: str, decode_tokens: int):
+        from lmforge.generate.load import load_model
+
+        loaded = load_model(path, device="cpu")
+        self.model, self.tokenizer, self.decode_tokens = loaded.model, loaded.tokenizer, decode_tokens
+        prompt = loaded.render_chat([{"role": "user", "content": _DECODE_PROMPT}])
+        self.ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+        self.params, self.load_bytes = int(self.model.num_parameters()), int(self.model.get_memory_footprint())
+
+    def once(self) -> float:
+        import torch
+
+        with torch.inference_mode():
+            started = time.perf_counter()
+            self.model.generate(self.ids, max_new_tokens=self.decode_tokens, min_new_tokens=self.decode_tokens,
+                                do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+            return self.decode_tokens / (time.perf_counter() - started)
+
+
+class _LlamaCppDecoder:
+    """A GGUF timed in llama.cpp: each `once()` is a fresh process; its second decode is timed (the first warms up)."""
+
+    def __init__(self, path: Path, decode_tokens: int):
+        from lmforge.generate.load import load_model
+
+        self.path, self.decode_tokens = path, decode_tokens
+        self.prompt = load_model(str(path), device="cpu").render_chat([{"role": "user", "content": _DECODE_PROMPT}])
+
+    def once(self) -> float:
+        from lmforge.files.llama_cpp import run_llama_cpp
+
+        results, _ = run_llama_cpp(self.path, prompts=[self.prompt, self.prompt], max_tokens=self.decode_tokens,
+                                   threads=1)
+        timed = results[-1]
+        return timed.decode_tokens / timed.decode_seconds if timed.decode_seconds > 0 else 0.0
+
+
+def _gguf_params(path: Path) -> int:
+    import gguf
+
+    return int(sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors))
+
+
+def _quality(path: Path, method: str, text_data: str, task_data: str, limit: int) -> ModelQuality:
+    """Size, perplexity and exact match (speed, params and load memory are filled in by the timing pass)."""
+    from lmforge.evaluate.run import evaluate_model
+    from lmforge.generate.sampling import SamplingParams
+
+    if not path.exists():
+        raise UserInputError(f"{path} does not exist")
+    perplexity = evaluate_model(str(path), text_data, task="perplexity", limit=limit).summary["perplexity"]
+    exact = evaluate_model(str(path), task_data, task="generation", limit=limit,
+                           params=SamplingParams(temperature=0, max_new_tokens=24)).summary["exact_match"]
+    return ModelQuality(name=path.name, path=str(path), method=method, runtime="transformers",
+                        size_bytes=size_on_disk(path), params=None, load_bytes=None, perplexity=float(perplexity),
+                        exact_match=float(exact), decode_tokens_per_second=None)
+
+
+def _time_all(rows: list[ModelQuality], decode_tokens: int, runs: int) -> None:
+    """Decode speed of every model, interleaved: each round times every model once (starting at a different
+    model each round), after one warm-up round, so a shared machine's load drifts over all of them alike."""
+    import torch
+
+    from lmforge.files.llama_cpp import llama_cpp_available
+
+    decoders: list[Any] = []
+    for row in rows:
+        path = Path(row.path)
+        if _model_format(path) == "gguf" and llama_cpp_available():
+            row.runtime, row.params, row.load_bytes = "llama.cpp", _gguf_params(path), path.stat().st_size
+            decoders.append(_LlamaCppDecoder(path, decode_tokens))
+        else:
+            decoder = _TransformersDecoder(row.path, decode_tokens)
+            row.params, row.load_bytes = decoder.params, decoder.load_bytes
+            if _model_format(path) == "gguf":
+                row.params, row.load_bytes = _gguf_params(path), path.stat().st_size
+                row.notes.append("llama.cpp is not installed: speed measured in transformers on dequantized weights")
+            decoders.append(decoder)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # comparable across runtimes, and two threads on a shared 2-core box thrash
+    try:
+        for round_index in range(runs + 1):
+            for offset in range(len(decoders)):
+                index = (round_index + offset) % len(decoders)
+                speed = decoders[index].once()
+                if round_index > 0:
+                    rows[index].decode_runs.append(speed)
+    finally:
+        torch.set_num_threads(threads)
+    for row in rows:
+        row.decode_tokens_per_second = statistics.median(row.decode_runs) if row.decode_runs else None
+
+
+def measure(path: str | os.PathLike[str], *, method: str = "original", text_data: str = DEFAULT_TEXT_DATA,
+            task_data: str = DEFAULT_TASK_DATA, limit: int = 50, decode_tokens: int = 32,
+            runs: int = 3) -> ModelQuality:
+    """Every figure of the report for one model (a model folder, run folder or .gguf file)."""
+    if runs < 3:
+        raise UserInputError(f"--runs must be at least 3 (a median needs them), got {runs}")
+    row = _quality(Path(path), method, text_data, task_data, limit)
+    _time_all([row], decode_tokens, runs)
+    return row
+
+
+def compare(original: str | os.PathLike[str], compressed: list[tuple[str, str]], *,
+            text_data: str = DEFAULT_TEXT_DATA, task_data: str = DEFAULT_TASK_DATA, limit: int = 50,
+            decode_tokens: int = 32, runs: int = 3) -> QualityReport:
+    """The original and every (path, method) in `compressed`, measured now in one process: quality one
+    model after another, decode speed interleaved across all of them (every model stays loaded). When a
+    result is a GGUF and llama.cpp is installed, the original is also converted to an f32 GGUF and timed
+    in llama.cpp, so GGUF speeds are compared within one runtime."""
+    import platform
+    import tempfile
+
+    from lmforge.files.llama_cpp import llama_cpp_available
+
+    if runs < 3:
+        raise UserInputError(f"--runs must be at least 3 (a median needs them), got {runs}")
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    rows = [_quality(Path(original), "original", text_data, task_data, limit)]
+    rows += [_quality(Path(path), method, text_data, task_data, limit) for path, method in compressed]
+    with tempfile.TemporaryDirectory() as scratch:
+        base_gguf = None
+        if any(Path(path).suffix == ".gguf" for path, _ in compressed) and llama_cpp_available() \
+                and Path(original).suffix != ".gguf":
+            from lmforge.files.convert import convert
+            from lmforge.hub.reference import locate_model
+
+            f32 = Path(scratch) / f"{Path(original).name}-f32.gguf"
+            convert(locate_model(str(original), need="any").path, f32, to="gguf", quant="f32", progress=False)
+            base_gguf = _quality(f32, "original (gguf-f32)", text_data, task_data, limit)
+        _time_all([*rows, *([base_gguf] if base_gguf else [])], decode_tokens, runs)
+    return QualityReport(original=rows[0], compressed=rows[1:], original_llama_cpp=base_gguf, text_data=text_data,
+                         task_data=task_data, limit=limit, decode_tokens=decode_tokens,
+                         seconds=time.perf_counter() - started,
+                         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+                                 f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "-"
+    return f"{value / base:.2f}×"
+
+
+def _source(data: str) -> str:
+    return f"{data} (test split)" if data.startswith("builtin:") else data
+
+
+def render_markdown(report: QualityReport) -> str:
+    """The side-by-side table: every figure beside the original's, with the ratio to it."""
+    base = report.original
+    same_runtime = {"llama.cpp": report.original_llama_cpp or base, "transformers": base}
+    rows = [base, *([report.original_llama_cpp] if report.original_llama_cpp else []), *report.compressed]
+    lines = [
+        "# Compression quality report", "",
+        f"Held-out perplexity: {_source(report.text_data)}, {report.limit} texts; exact match: "
+        f"{_source(report.task_data)}, {report.limit} problems, greedy; decode: median (range) tokens/s of "
+        f"{len(base.decode_runs)} runs of {report.decode_tokens} new tokens per model, interleaved across models, "
+        f"one thread. Machine: {report.machine}. Measured in one run, {report.seconds:.0f} s.", "",
+        "| model | method | runtime | size on disk | params | load memory | perplexity | exact match | "
+        "decode tok/s (median, range) | size vs original | speed vs original (same runtime) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        speed = "-" if row.decode_tokens_per_second is None else (
+            f"{row.decode_tokens_per_second:.1f} ({min(row.decode_runs):.1f}-{max(row.decode_runs):.1f})")
+        lines.append(
+            f"| {row.name} | {row.method} | {row.runtime} | {row.size_bytes:,} B | "
+            f"{'-' if row.params is None else f'{row.params:,}'} | "
+            f"{'-' if row.load_bytes is None else f'{row.load_bytes:,} B'} | "
+            f"{'-' if row.perplexity is None else f'{row.perplexity:.3f}'} | "
+            f"{'-' if row.exact_match is None else f'{row.exact_match:.1%}'} | {speed} | "
+            f"{_ratio(row.size_bytes, base.size_bytes)} | "
+            f"{_ratio(row.decode_tokens_per_second, same_runtime[row.runtime].decode_tokens_per_second)} |")
+    notes = [f"- {row.name}: {note}" for row in rows for note in row.notes]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: QualityReport, path: Path) -> Path:
+    """Perplexity and exact match against size on disk, the original marked: the size/quality curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [report.original, *report.compressed]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, key, label in ((left, "perplexity", "held-out perplexity (lower is better)"),
+                             (right, "exact_match", "exact match (higher is better)")):
+        points = [(row.size_bytes / 1e6, getattr(row, key), row.method) for row in rows if getattr(row, key) is not None]
+        for x, y, method in points:
+            axis.scatter([x], [y], marker="*" if method == "original" else "o", s=80 if method == "original" else 30)
+            axis.annotate(method, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axis.set_xlabel("size on disk (MB)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"compression of {report.original.name}: quality against size")
+    figure.tight_layout()
+    return atomic_save_figure(figure, path, dpi=110)
+
+
+def write_quality_report(report: QualityReport, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """report.md, report.json and report.png in `out_dir`."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"markdown": atomic_write_text(folder / "report.md", render_markdown(report)),
+            "json": atomic_write_json(folder / "report.json", report.to_dict()),
+            "plot": plot(report, folder / "report.png")}
