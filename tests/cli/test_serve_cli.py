@@ -33,10 +33,10 @@ def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypat
     import torch
     from fastapi.testclient import TestClient
 
-    import lmforge.serve.app
+    import lmforge.serve.launch
 
     started = {}
-    monkeypatch.setattr(lmforge.serve.app, "run_uvicorn", lambda app, **kwargs: started.update(app=app, **kwargs))
+    monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", lambda app, **kwargs: started.update(app=app, **kwargs))
     from lmforge.serve.bench import free_port
 
     port = str(free_port())
@@ -84,10 +84,10 @@ def test_serve_errors_are_one_line(tiny_llama_dir, args, words):
 def test_max_model_len_serves_a_shorter_context(tiny_llama_dir, monkeypatch):
     from fastapi.testclient import TestClient
 
-    import lmforge.serve.app
+    import lmforge.serve.launch
 
     started = {}
-    monkeypatch.setattr(lmforge.serve.app, "run_uvicorn", lambda app, **kwargs: started.update(app=app))
+    monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", lambda app, **kwargs: started.update(app=app))
     result = runner.invoke(app, ["serve", str(tiny_llama_dir), "--max-model-len", "64", "--port", "0"])
     assert result.exit_code == 0, result.output
     with TestClient(started["app"]) as http:
@@ -99,10 +99,10 @@ def test_max_model_len_serves_a_shorter_context(tiny_llama_dir, monkeypatch):
 def test_serving_an_encoder_folder_offers_embeddings(minilm_dir, monkeypatch):
     from fastapi.testclient import TestClient
 
-    import lmforge.serve.app
+    import lmforge.serve.launch
 
     started = {}
-    monkeypatch.setattr(lmforge.serve.app, "run_uvicorn", lambda app, **kwargs: started.update(app=app))
+    monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", lambda app, **kwargs: started.update(app=app))
     result = runner.invoke(app, ["serve", str(minilm_dir), "--served-model-name", "minilm", "--port", "0"])
     assert result.exit_code == 0, result.output
     assert "Serving minilm" in result.stderr
@@ -115,9 +115,9 @@ def test_serving_an_encoder_folder_offers_embeddings(minilm_dir, monkeypatch):
 
 def test_an_empty_api_key_variable_is_refused_not_ignored(tiny_llama_dir, monkeypatch):
     """click ignores an empty LMFORGE_API_KEY, which once started a server without keys, silently."""
-    import lmforge.serve.app
+    import lmforge.serve.launch
 
-    monkeypatch.setattr(lmforge.serve.app, "run_uvicorn", lambda *args, **kwargs: pytest.fail("server started"))
+    monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", lambda *args, **kwargs: pytest.fail("server started"))
     monkeypatch.setenv("LMFORGE_API_KEY", "")
     result = runner.invoke(app, ["serve", str(tiny_llama_dir)])
     assert result.exit_code == 2 and "an API key is empty" in result.stderr

@@ -491,7 +491,8 @@ def test_a_dead_engine_shows_in_health_and_refuses_requests(tiny_loaded, monkeyp
 def test_serving_exits_with_an_error_when_the_engine_dies(tiny_loaded, monkeypatch):
     """So a supervisor (systemd, Kubernetes) restarts the process instead of keeping a server that answers nothing."""
     from lmforge.errors import LmforgeError
-    from lmforge.serve.app import create_app, run_uvicorn
+    from lmforge.serve.app import create_app
+    from lmforge.serve.launch import run_uvicorn
     from lmforge.serve.bench import free_port
     from lmforge.serve.engine import Engine
 

@@ -60,7 +60,8 @@ def serve_command(
     import os
 
     from lmforge.errors import UserInputError
-    from lmforge.serve.app import check_api_keys, parse_adapters
+    from lmforge.serve.app import check_api_keys
+    from lmforge.serve.launch import parse_adapters
 
     adapters = parse_adapters(adapter or [])
     # click ignores an empty environment variable, which would silently serve without keys.
@@ -80,7 +81,7 @@ def serve_command(
         raise typer.Exit(serve_with_vllm(model, adapters=adapters, host=host, port=port, api_keys=api_key or [],
                                          cors_origins=cors_origin or [], **trust, **given))
     from lmforge.cli.generate import quiet_transformers
-    from lmforge.serve.app import serve
+    from lmforge.serve.launch import serve
 
     quiet_transformers()
 
