@@ -103,23 +103,72 @@ def test_chat_logprobs_and_adapter_name(client):
     assert all(len(entry.top_logprobs) == 3 for entry in reply.choices[0].logprobs.content)
 
 
-def test_concurrent_requests_share_decode_steps(client, served):
-    stats = served.engine.stats
-    steps_before, tokens_before = stats.decode_steps, stats.decoded_tokens
+class _Gated:
+    """The tiny model, whose forward number `hold_at` waits until the test sets `release`: what happens meanwhile
+    (requests queueing up, a client hanging up) is decided by the test, not by how fast the machine is."""
+
+    def __init__(self, inner, hold_at: int = 1):
+        self.inner, self.generation_config = inner, inner.generation_config
+        self.hold_at, self.calls, self.held_rows = hold_at, 0, 0
+        self.holding, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, **kwargs):
+        self.calls += 1
+        if self.calls == self.hold_at:
+            self.held_rows = kwargs["input_ids"].shape[0]
+            self.holding.set()
+            if not self.release.wait(60):
+                raise TimeoutError("the test never released the model")
+        return self.inner(**kwargs)
+
+
+def _wait_for(condition, what: str, limit_s: float = 60) -> None:
+    """Poll until `condition()` holds (a generous limit: this waits for an event, it does not time anything)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+def _recording_submits(engine) -> list:
+    """The engine's requests, as the app submits them (to watch a request's `cancelled` flag)."""
+    submitted, submit = [], engine.submit
+    engine.submit = lambda request: (submitted.append(request), submit(request))[1]
+    return submitted
+
+
+def test_requests_waiting_together_share_every_decode_step(tiny_loaded):
+    """Six requests that wait together run as one batch: one forward decodes a token for all six, instead of each
+    taking its turn. The first request's prefill is held until the other five are queued, so the batch does not
+    depend on scheduling speed."""
+    import dataclasses
+
+    from lmforge.serve.app import create_app
+    from lmforge.serve.engine import Engine
+    from tests.serve.conftest import run_server
+
+    gated = _Gated(tiny_loaded.model)
+    engine = Engine({"tiny": dataclasses.replace(tiny_loaded, model=gated)}, max_batch_size=8)
     results = []
+    with run_server(create_app(engine)) as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
-    def ask(i: int) -> None:
-        results.append(client.completions.create(model="tiny", prompt=f"Sort {i}", max_tokens=24, temperature=0,
-                                                 extra_body={"ignore_eos": True}))
+        def ask(i: int) -> None:
+            results.append(client.completions.create(model="tiny", prompt=f"Sort {i}", max_tokens=24,
+                                                     temperature=0, extra_body={"ignore_eos": True}))
 
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        _wait_for(lambda: gated.holding.is_set() and gated.held_rows + engine.queue_depth == 6,
+                  "six requests in the engine")
+        gated.release.set()
+        for thread in threads:
+            thread.join(60)
     assert len(results) == 6 and all(r.usage.completion_tokens == 24 for r in results)
-    sequences_per_step = (stats.decoded_tokens - tokens_before) / (stats.decode_steps - steps_before)
-    assert sequences_per_step > 1.5  # one at a time would be exactly 1
+    assert engine.stats.max_batch_sequences == 6  # taking turns would never decode more than one row per forward
+    assert engine.stats.decode_steps < 2 * 24  # not 6 x 24: the five that waited shared every step
 
 
 @pytest.mark.parametrize(("body", "param", "words"), [
@@ -181,19 +230,30 @@ def test_tool_choice_none_gives_plain_content(client):
     assert reply.choices[0].message.tool_calls is None
 
 
-def test_stream_disconnect_cancels_generation(served):
-    before = served.engine.stats.decoded_tokens
-    with httpx.stream("POST", f"{served.url}/v1/completions", headers=AUTH, timeout=30,
-                      json={"model": "tiny", "prompt": "x", "max_tokens": 250, "stream": True,
-                            "ignore_eos": True}) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
-                break
-    deadline = time.monotonic() + 10
-    while served.engine.running and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert served.engine.running == 0
-    assert served.engine.stats.decoded_tokens - before < 100  # of 250 asked
+def test_stream_disconnect_cancels_generation(tiny_loaded):
+    """The model is held at its third forward until the server has cancelled the request of the client that went
+    away; then no further forward runs for it (of the 250 tokens asked)."""
+    import dataclasses
+
+    from lmforge.serve.app import create_app
+    from lmforge.serve.engine import Engine
+    from tests.serve.conftest import run_server
+
+    gated = _Gated(tiny_loaded.model, hold_at=3)
+    engine = Engine({"tiny": dataclasses.replace(tiny_loaded, model=gated)})
+    submitted = _recording_submits(engine)
+    with run_server(create_app(engine)) as (url, _):
+        with httpx.stream("POST", f"{url}/v1/completions", timeout=30,
+                          json={"model": "tiny", "prompt": "x", "max_tokens": 250, "stream": True,
+                                "temperature": 0, "ignore_eos": True}) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
+                    break
+        _wait_for(lambda: submitted and submitted[0].cancelled, "the server to cancel the request")
+        gated.release.set()
+        _wait_for(lambda: engine.running == 0, "the engine to drop the request")
+    # no forward after the held one (the engine may drop it sooner): at most 2 decode steps of the 250 asked
+    assert gated.calls <= 3 and engine.stats.decoded_tokens <= 2 and engine.stats.finished == 1
 
 
 def test_full_queue_answers_429_with_retry_after(tiny_loaded):
@@ -253,34 +313,26 @@ def test_shutdown_finishes_in_flight_requests(tiny_loaded):
     assert replies[0].json()["usage"]["completion_tokens"] == 80
 
 
-class _Slow:
-    """The tiny model at 10 ms a step, so a request outlives its client."""
-
-    def __init__(self, inner):
-        self.inner, self.generation_config = inner, inner.generation_config
-
-    def __call__(self, **kwargs):
-        time.sleep(0.01)
-        return self.inner(**kwargs)
-
-
 def test_plain_request_whose_client_hangs_up_is_cancelled(tiny_loaded):
+    """A non-streamed request notices its client hung up (it polls twice a second) while the model is held, and
+    no further token is decoded for it."""
     import dataclasses
 
     from lmforge.serve.app import create_app
     from lmforge.serve.engine import Engine
     from tests.serve.conftest import run_server
 
-    engine = Engine({"tiny": dataclasses.replace(tiny_loaded, model=_Slow(tiny_loaded.model))})
+    gated = _Gated(tiny_loaded.model, hold_at=3)
+    engine = Engine({"tiny": dataclasses.replace(tiny_loaded, model=gated)})
+    submitted = _recording_submits(engine)
     with run_server(create_app(engine)) as (url, _):
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{url}/v1/completions", timeout=0.3,
+            httpx.post(f"{url}/v1/completions", timeout=httpx.Timeout(30, read=0.3),
                        json={"model": "tiny", "prompt": "x", "max_tokens": 250, "ignore_eos": True})
-        deadline = time.monotonic() + 5
-        while engine.running and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert engine.running == 0
-        assert engine.stats.decoded_tokens < 200  # of 250 asked: about 1 s of 2.5 s ran
+        _wait_for(lambda: submitted and submitted[0].cancelled, "the server to cancel the request")
+        gated.release.set()
+        _wait_for(lambda: engine.running == 0, "the engine to drop the request")
+    assert gated.calls <= 3 and engine.stats.decoded_tokens <= 2 and engine.stats.finished == 1  # of 250 asked
 
 
 def test_streamed_n_and_logprobs(client):
