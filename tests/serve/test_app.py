@@ -540,41 +540,6 @@ def test_a_dead_engine_shows_in_health_and_refuses_requests(tiny_loaded, monkeyp
         assert _error(later, 503)["code"] == "engine_dead"
 
 
-def test_serving_exits_with_an_error_when_the_engine_dies(tiny_loaded, monkeypatch):
-    """So a supervisor (systemd, Kubernetes) restarts the process instead of keeping a server that answers nothing."""
-    from lmforge.errors import LmforgeError
-    from lmforge.serve.app import create_app
-    from lmforge.serve.launch import run_uvicorn
-    from lmforge.serve.bench import free_port
-    from lmforge.serve.engine import Engine
-
-    engine = Engine({"tiny": tiny_loaded})
-    port = free_port()
-    outcome = {}
-
-    def run() -> None:
-        try:
-            run_uvicorn(create_app(engine), host="127.0.0.1", port=port, graceful_timeout_s=5, engine=engine)
-            outcome["returned"] = True
-        except LmforgeError as error:
-            outcome["error"] = str(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    monkeypatch.setattr(engine, "_take_waiting", lambda *_: (_ for _ in ()).throw(RuntimeError("scheduler bug")))
-    httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2},
-               timeout=10)
-    thread.join(30)
-    assert not thread.is_alive() and "scheduler bug" in outcome.get("error", "")
-
-
 class _Scripted:
     """The tiny model forced to write `script` (token ids), one per step, then its last id forever."""
 
