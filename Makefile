@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # machines with nvidia-smi get the normal build that `torch>=2.4` in pyproject resolves to.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.4,torch==2.13.0)
 
-.PHONY: install quickstart test bench gpu-wheels gpu-check
+.PHONY: install quickstart test bench gpu-wheels gpu-check browser ui
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,8 +27,23 @@ install: $(VENV)/.installed $(if $(shell command -v npm 2>/dev/null),.node/.inst
 quickstart: install
 	$(VENV)/bin/lmforge quickstart $(if $(wildcard runs/quickstart/quickstart.json),--resume,)
 
-test: install
+# The web UI on http://127.0.0.1:7860, listing runs/ (the quickstart's runs among them).
+ui: install
+	$(VENV)/bin/lmforge ui --runs runs
+
+test: install browser
 	$(PY) -m pytest -n 2 -q tests
+
+# tests/ui/test_browser.py drives Debian's Chromium through its driver (no browser download): installed once, as
+# root or through sudo; a machine without apt-get, or a user who is neither root nor has sudo, skips those tests
+# (they say why).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null && { [ -z "$(SUDO)" ] || command -v sudo >/dev/null; }; then \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "cannot apt-get install chromium chromium-driver here: the browser tests of lmforge ui will be skipped"; fi
 
 # The GPU proof (benchmarks/gpu_check.py): on a machine with nvidia-smi, every check on real sizes, with the
 # wheels of `make gpu-wheels` (if present) installed first; elsewhere the same orchestration as a --dry-run on

@@ -115,7 +115,8 @@ def main() -> None:
         base = {seed: dataclasses.replace(recipe, **best_rm["change"]) for seed, recipe in base.items()}
 
         print("dpo: preference for the correct answer over SFT's validation mistakes after DPO; rule: the highest "
-              "mean among settings whose mean validation exact match is not below SFT's", flush=True)
+              "mean among settings whose mean validation exact match is not below SFT's; if none, the one that keeps "
+              "the most exact match", flush=True)
         keep = ("tokenizer", "pretrain", "plan", "sft", "pairs", "rm")
         dpo = _search("dpo", candidates(DPO), base, best_rm["folders"], keep, root,
                       lambda r: r.stages["dpo"].mistake_preference_accuracy or 0.0)
@@ -124,8 +125,10 @@ def main() -> None:
                       for folder in row["folders"].values()]
             row["exact_match_mean"] = statistics.mean(s["dpo"]["exact_match"] for s in states)
             row["sft_exact_match_mean"] = statistics.mean(s["sft"]["exact_match"] for s in states)
-        allowed = [row for row in dpo if row["exact_match_mean"] >= row["sft_exact_match_mean"]] or dpo
-        best_dpo = max(allowed, key=lambda row: row["mean"])
+        allowed = [row for row in dpo if row["exact_match_mean"] >= row["sft_exact_match_mean"]]
+        # When every setting costs exact match, the one that costs least: DPO must not buy preference with answers.
+        best_dpo = max(allowed, key=lambda row: row["mean"]) if allowed else \
+            max(dpo, key=lambda row: row["exact_match_mean"])
     chosen = {**best["change"], **best_rm["change"], **best_dpo["change"]}
     report.update(sft=sft, rm=rm, dpo=dpo, chosen=chosen, seconds=round(time.perf_counter() - started))
     for rows in (sft, rm, dpo):

@@ -32,6 +32,8 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 _SYNOPSIS = "a synopsis with placeholders ([--option VALUE]), not a command"
 _SERVER = "starts a server that runs until it is stopped; tests/serve/ drive the same app and `serve` CLI"
+_UI = ("starts the web UI's server, which runs until it is stopped; tests/ui/test_browser.py serves the same app "
+       "and drives every tab in Chromium, tests/cli/test_ui_cli.py the command's options and refusals")
 _STAGES = ("10 steps of each example config in turn (2-3 min on CPU, each needing the previous run); "
            "tests/train/test_stages.py trains every stage and example config")
 SKIPPED: dict[str, str] = {
@@ -59,6 +61,9 @@ SKIPPED: dict[str, str] = {
     "lmforge serve runs/quickstart/pretrain --adapter sft=runs/quickstart/sft": _SERVER,
     "lmforge serve runs/sft-tiny --port 8000 --api-key sk-local --adapter sql=runs/lora-sql "
     "--adapter support=runs/lora-support": _SERVER,
+    "lmforge ui": _UI,
+    "lmforge ui --runs /data/runs --allow /data/datasets --allow /models --port 8080": _UI,
+    "lmforge ui --host 0.0.0.0 --auth admin:s3cret": _UI,
     "lmforge bench serve runs/quickstart/sft": "starts a server and sweeps concurrency 1-64 (minutes on CPU); "
         "tests/serve/test_bench_bound.py and benchmarks/serve_bench.py",
     "lmforge bench serve MODEL [--concurrency 1,4,16,64] [--max-tokens 32] [--threads 1] [--json]": _SYNOPSIS,

@@ -29,6 +29,27 @@ def test_plan_json_prints_exactly_one_object_with_the_stable_keys():
     assert {"throughput", "rules_of_thumb", "verdicts"} <= set(data)
 
 
+def test_assumptions_are_printed_as_assumptions_with_the_values_used():
+    """MFU, CUDA context, allocator slack, headroom and price move every figure: each is labelled an
+    assumption, with the value this plan used and the flag that replaces it (issue 13 item 9)."""
+    result = _run("plan", "llama-3.1-8b", "--method", "lora", "--gpu", "h100-sxm", "--mfu", "0.3", "--price", "2.5",
+                  "--grad-ckpt", "full", "--headroom", "0.2", "--json")
+    assumptions = {item["name"]: item for item in json.loads(result.stdout)["assumptions"]}
+    assert assumptions["model FLOPs utilisation"]["value"] == "30%"
+    assert assumptions["model FLOPs utilisation"]["change"] == "--mfu"
+    assert assumptions["allocator slack"]["value"] == "+22% of tensor memory"  # full recomputation
+    assert assumptions["CUDA context and libraries"]["value"] == "768 MiB per GPU"
+    assert assumptions["headroom"]["value"] == "20% of each GPU kept free"
+    assert assumptions["price"] == {"name": "price", "value": "$2.5 per GPU-hour", "basis": "given with --price",
+                                    "change": "--price"}
+    serving = json.loads(_run("plan", "llama-3.1-8b", "--task", "infer", "--gpu", "h100-sxm", "--json").stdout)
+    names = [item["name"] for item in serving["assumptions"]]
+    assert names[:2] == ["decode bandwidth", "prefill FLOPs utilisation"] and "price" not in names
+    assert "+5% of tensor memory" in {item["value"] for item in serving["assumptions"]}
+    text = _run("plan", "llama-3.1-8b", "--gpu", "h100-sxm").stdout
+    assert "Assumptions (not measured for this run" in text and "model FLOPs utilisation" in text
+
+
 def test_plan_human_output_shows_breakdown_rules_and_verdicts():
     result = _run("plan", "llama-2-7b", "--gpu", "a100-80g", "--gpus", "8")
     assert result.exit_code == 0, result.output

@@ -4,7 +4,7 @@ from lmforge.data.kinds import (
     Kind,
     RecordProblem,
     apply_columns,
-    detect_format,
+    detect_layout,
     normalise_record,
     parse_columns,
     resolve_format,
@@ -28,12 +28,12 @@ from lmforge.errors import UserInputError
     ],
 )
 def test_detects_every_layout_from_columns(columns, expected):
-    assert detect_format(columns) == expected
+    assert detect_layout(columns) == expected
 
 
 def test_undetectable_columns_say_how_to_fix():
     with pytest.raises(UserInputError, match=r"\[answer, question\].*--columns"):
-        detect_format(["question", "answer"])
+        detect_layout(["question", "answer"])
 
 
 def test_forced_kind_accepts_layouts_and_kind_names():
@@ -140,7 +140,7 @@ def test_column_mapping_renames_and_names_the_users_column_in_errors():
     mapping = parse_columns("instruction=question, output=answer")
     assert mapping == {"instruction": "question", "output": "answer"}
     record = apply_columns({"question": "q", "answer": "a"}, mapping)
-    assert detect_format(record) == "alpaca"
+    assert detect_layout(record) == "alpaca"
     with pytest.raises(RecordProblem, match=r"missing field 'answer' \(mapped to 'output'\)"):
         normalise_record(apply_columns({"question": "q"}, mapping), "alpaca", mapping)
 

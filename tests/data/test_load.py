@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lmforge.data.kinds import Kind
-from lmforge.data.load import load_data, save_jsonl
+from lmforge.data.load import default_rejects_path, load_data, save_jsonl
 from lmforge.errors import FormatError, NotFoundError, UserInputError
 
 from .conftest import chat
@@ -238,3 +238,12 @@ def test_a_mapping_onto_a_column_no_record_has_is_named(write_jsonl):
     qa = write_jsonl([{"question": "q", "answer": "a"}], name="qa.jsonl")
     with pytest.raises(UserInputError, match=r"column 'reply' \(mapped to 'output'\) not found: the first record"):
         load_data(qa, columns="instruction=question,output=reply")
+
+
+def test_default_rejects_path_lies_beside_the_output_else_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert default_rejects_path("data/train.jsonl", beside=tmp_path / "out" / "clean.jsonl") == \
+        tmp_path / "out" / "clean.jsonl.rejects.jsonl"
+    assert default_rejects_path("/read/only/data.jsonl") == tmp_path / "data.rejects.jsonl"
+    assert default_rejects_path("builtin:arith-sft") == tmp_path / "builtin_arith-sft.rejects.jsonl"
+    assert default_rejects_path("some/folder/") == tmp_path / "folder.rejects.jsonl"

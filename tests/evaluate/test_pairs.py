@@ -58,3 +58,21 @@ def test_rejected_answers_are_what_the_model_generated(tiny_llama_dir, chat_file
     assert mined.pairs  # at least one non-empty wrong answer, so the check below has something to check
     for pair in mined.pairs:
         assert pair["rejected"][0]["content"] == predictions[pair["prompt"][-1]["content"]]
+
+
+def test_preference_accuracy_counts_the_pairs_whose_chosen_answer_the_model_finds_likelier(tiny_llama_dir):
+    from lmforge.evaluate.pairs import preference_accuracy
+
+    def pair(prompt: str, chosen: str, rejected: str) -> dict:
+        return {"prompt": [{"role": "user", "content": prompt}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}]}
+
+    pairs = [pair("What is 2 plus 2?", "4", "5 apples"), pair("Sort 3 1 2.", "1 2 3", "3"), pair("Say hi.", "hi", "no")]
+    swapped = [pair(p["prompt"][0]["content"], p["rejected"][0]["content"], p["chosen"][0]["content"]) for p in pairs]
+    model = str(tiny_llama_dir)
+    forward, backward = preference_accuracy(model, pairs), preference_accuracy(model, swapped)
+    assert forward is not None and backward is not None
+    assert forward + backward == pytest.approx(1.0)  # each pair is won one way round, never both
+    assert preference_accuracy(model, [pair("q", "same", "same")]) == 0.0  # a tie is no win
+    assert preference_accuracy(model, []) is None

@@ -1,7 +1,10 @@
 import csv
 import io
 
-from lmforge.evaluate.suites import RUBRIC, STRESS_CASES, run_stress, write_stress
+import pytest
+
+from lmforge.errors import UserInputError
+from lmforge.evaluate.suites import RUBRIC, STRESS_CASES, run_stress, run_suite, write_stress
 from lmforge.generate.sampling import SamplingParams
 
 
@@ -46,3 +49,14 @@ def test_blind_review_hides_the_models_and_keeps_a_key(tmp_path):
     assert all(models[int(row["response"].split("/")[1])] == key[(row["case"], row["model"])] for row in rubric)
     # and the order is shuffled per case, so "response A" is not always the same model
     assert len({key[(case.name, "response A")] for case in STRESS_CASES}) == 2
+
+
+def test_run_suite_loads_the_model_and_its_comparison_and_runs_every_case_through_each(tiny_llama_dir):
+    outputs = run_suite(str(tiny_llama_dir), "stress", compare=str(tiny_llama_dir),
+                        params=SamplingParams(temperature=0, max_new_tokens=2))
+    assert [o.case for o in outputs] == [c.name for c in STRESS_CASES] * 2  # the model's cases, then the baseline's
+
+
+def test_run_suite_refuses_an_unknown_suite_before_loading_anything(tmp_path):
+    with pytest.raises(UserInputError, match="no suite 'nope'; available: stress"):
+        run_suite(str(tmp_path / "no-model"), "nope")

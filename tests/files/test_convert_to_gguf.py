@@ -198,7 +198,7 @@ def test_transformers_gguf_loader_gets_the_same_model_and_tokenizer_back(tmp_pat
     ids = torch.tensor([tokenizer(text).input_ids])
     with torch.no_grad():
         expected = original(ids).logits
-    for quant, tolerance in (("f32", 0.0), ("f16", 1e-3), ("q8_0", 2e-2)):
+    for quant, tolerance in (("f32", 0.0), ("f16", 1e-3), ("bf16", 1e-2), ("q8_0", 2e-2)):
         convert(tiny_llama_dir, tmp_path / f"{quant}.gguf", quant=quant, progress=False)
         loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=f"{quant}.gguf", dtype=torch.float32).eval()
         with torch.no_grad():

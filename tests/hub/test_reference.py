@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.errors import NotFoundError, UnsafeFileError, UserInputError
-from lmforge.hub.reference import is_hub_id, locate_base, locate_model
+from lmforge.hub.reference import is_hub_id, local_paths, locate_base, locate_model
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,16 @@ def test_hub_ids_with_and_without_a_revision(online, tmp_path) -> None:
     assert main.path == online.cache / "models--org--tiny" / "snapshots" / main.commit
     config = locate_model("org/tiny-both", need="config", cache_dir=tmp_path)  # the planner's fetch: config.json alone
     assert [path.name for path in config.path.iterdir()] == ["config.json"]
+
+
+def test_scan_paths_are_local_paths_as_given_and_hub_ids_as_their_fetched_snapshot(online, tmp_path,
+                                                                                    monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    asked = len(online.requests)
+    assert local_paths(["weights.bin", "missing.pt"]) == [Path("weights.bin"), Path("missing.pt")]
+    assert len(online.requests) == asked  # local paths ask the hub nothing
+    assert local_paths(["org/tiny"]) == [locate_model("org/tiny", need="any").path]
 
 
 def test_a_local_folder_wins_over_a_hub_id_of_the_same_name(online, tmp_path, tiny_llama_dir, monkeypatch) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -42,21 +41,14 @@ def _console():
     return Console(highlight=False, soft_wrap=True)
 
 
-def _default_rejects(source: str, beside: Path | None) -> Path:
-    if beside is not None:
-        return beside.with_name(beside.name + ".rejects.jsonl")
-    stem = re.sub(r"[^\w.-]+", "_", Path(source.rstrip("/")).stem or "data")
-    return Path.cwd() / f"{stem}.rejects.jsonl"
-
-
 def _load(
     data: str, kind: str | None, columns: str | None, labels: str | None, split: str | None,
     on_error: str, rejects: Path | None, dedup: bool, beside: Path | None = None, show_progress: bool = True,
 ) -> LoadResult:  # fmt: skip
-    from lmforge.data.load import load_data
+    from lmforge.data.load import default_rejects_path, load_data
 
     if on_error == "skip" and rejects is None:
-        rejects = _default_rejects(data, beside)
+        rejects = default_rejects_path(data, beside)
     return load_data(
         data,
         kind=kind,

@@ -113,7 +113,7 @@ def eval_command(
     paths = write_report(report, out_dir)
     mined = _write_mistakes(report, data, split, limit, reading, mistakes_out) if mistakes_out else None
     if json_output:
-        extra = {"mistakes": {**mined.to_json(), "file": str(mistakes_out)}} if mined else {}
+        extra = {"mistakes": {**mined.to_dict(), "file": str(mistakes_out)}} if mined else {}
         typer.echo(json.dumps({**report.to_dict(), "files": {k: str(v) for k, v in paths.items()}, **extra},
                               default=str))
         return
@@ -151,24 +151,20 @@ def _write_mistakes(report: EvalReport, data: str, split: str | None, limit: int
 def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None, params: Any, out_dir: Path,
                device: str | None, json_output: bool, progress: bool, blind: bool, trust: dict[str, bool],
                device_map: str | None = None) -> None:
-    from lmforge.evaluate.suites import run_stress, suite_cases, write_stress
-    from lmforge.generate.load import load_model
+    from lmforge.evaluate.suites import run_suite, suite_cases, write_stress
 
-    cases = suite_cases(suite)
-    models = [load_model(model, adapter=adapter, device=device, device_map=device_map, **trust)]
-    if compare:
-        from lmforge.generate.load import base_of
+    def run(on_case: Any = None) -> list[Any]:
+        return run_suite(model, suite, adapter=adapter, compare=compare, params=params, device=device,
+                         device_map=device_map, on_case=on_case, **trust)
 
-        models.append(load_model(base_of(model, adapter=adapter) if compare == "base" else compare, device=device,
-                                 device_map=device_map, **trust))
     if progress:
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
-            task = bar.add_task(f"{suite} suite", total=len(cases) * len(models))
-            outputs = run_stress(models, params, cases=cases, on_case=lambda: bar.advance(task))
+            task = bar.add_task(f"{suite} suite", total=len(suite_cases(suite)) * (2 if compare else 1))
+            outputs = run(on_case=lambda: bar.advance(task))
     else:
-        outputs = run_stress(models, params, cases=cases)
+        outputs = run()
     paths = write_stress(outputs, out_dir, blind_review=blind)
     if json_output:
         typer.echo(json.dumps({"outputs": [] if blind else [asdict(o) for o in outputs],

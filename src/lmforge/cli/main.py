@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "lmforge.cli.evaluate",
     "lmforge.cli.serve",
     "lmforge.cli.quickstart",
+    "lmforge.cli.ui",
 ]
 
 

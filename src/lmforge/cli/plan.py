@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from lmforge.plan.display import count_text, duration_text, money_text
 from lmforge.plan.setup import ATTENTION, KV_DTYPES, LOSSES, METHODS, OPTIMIZERS, PRECISIONS, RECOMPUTE, WEIGHT_FORMATS
 
 GIB = 1024**3
@@ -47,32 +48,8 @@ def _gb_and_gib(value: float) -> str:
     return f"{value / 1e9:,.1f} GB ({value / GIB:,.1f} GiB)"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.1f} ms"
-    if seconds < 3600:
-        return f"{seconds:.1f} s"
-    if seconds < 3 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
-def _count(params: int) -> str:
-    """8.03B, 41.9M, 20.5K: parameter counts the way model cards write them."""
-    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if params >= scale:
-            return f"{params / scale:,.3g}{suffix}" if params < 100 * scale else f"{params / scale:,.0f}{suffix}"
-    return str(params)
-
-
 def _gpus(count: float) -> str:
     return f"{count:g} GPU" + ("" if count == 1 else "s")
-
-
-def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:,.0f}" if value >= 100 else f"${value:,.2f}"
 
 
 def _print_json(data: Any) -> None:
@@ -279,9 +256,9 @@ def _render(plan, plot: str | None) -> None:
     console = Console()
     data = plan.to_dict()
     model, layout, memory = data["model"], data["layout"], data["memory"]
-    active = f", {_count(model['params_active'])} active" if model["params_active"] != model["params_total"] else ""
-    trainable = f", {_count(model['params_trainable'])} trainable" if plan.task == "train" else ""
-    console.print(f"[bold]{model['name']}[/bold] ({model['architecture']}): {_count(model['params_total'])} params{active}{trainable}")
+    active = f", {count_text(model['params_active'])} active" if model["params_active"] != model["params_total"] else ""
+    trainable = f", {count_text(model['params_trainable'])} trainable" if plan.task == "train" else ""
+    console.print(f"[bold]{model['name']}[/bold] ({model['architecture']}): {count_text(model['params_total'])} params{active}{trainable}")
     console.print(f"[dim]{_setup_line(plan.task, data['setup'])}[/dim]")
 
     verdict = "[green]fits[/green]" if layout["fits"] else "[red]does NOT fit[/red]"
@@ -332,6 +309,7 @@ def _render(plan, plot: str | None) -> None:
             line += (f"; {replicas['target_requests_per_second']:g} requests/s need {replicas['replicas_needed']} replicas "
                      f"on {_gpus(replicas['gpus_needed'])}")
         console.print(line)
+    _render_assumptions(console, data["assumptions"])
     for note in data["notes"]:
         if note.startswith("lever pulled:"):
             continue  # shown above
@@ -382,11 +360,11 @@ def _render_throughput(console, plan, figures: dict) -> None:
             table.add_row("pipeline bubble (1F1B idle share)", f"{figures['pipeline_bubble']:.0%}")
         if figures["tokens_per_second"] is not None:
             table.add_row("tokens/s (all GPUs)", f"{figures['tokens_per_second']:,.0f}")
-            table.add_row(f"step ({figures['tokens_per_step']:,} tokens)", _duration(figures["step_seconds"]))
-        table.add_row("wall time", _duration(figures["wall_seconds"]))
+            table.add_row(f"step ({figures['tokens_per_step']:,} tokens)", duration_text(figures["step_seconds"]))
+        table.add_row("wall time", duration_text(figures["wall_seconds"]))
         table.add_row("GPU-hours", "-" if figures["gpu_hours"] is None else f"{figures['gpu_hours']:,.1f}")
         price = figures["price_usd_per_gpu_hour"]
-        table.add_row(f"cost{'' if price is None else f' at ${price:g}/GPU-hour'}", _money(figures["cost_usd"]))
+        table.add_row(f"cost{'' if price is None else f' at ${price:g}/GPU-hour'}", money_text(figures["cost_usd"]))
     else:
         rate = figures["decode_tokens_per_second"]
         bound = figures["decode_bound"]
@@ -394,8 +372,19 @@ def _render_throughput(console, plan, figures: dict) -> None:
         total = figures["decode_tokens_per_second_total"]
         table.add_row("decode tokens/s, whole batch", "-" if total is None else f"{total:,.1f}")
         table.add_row("bytes read per decode step", _gib(figures["bytes_read_per_step"]))
-        table.add_row("prefill (compute bound)", _duration(figures["prefill_seconds"]))
-        table.add_row("time to first token", _duration(figures["time_to_first_token_seconds"]))
+        table.add_row("prefill (compute bound)", duration_text(figures["prefill_seconds"]))
+        table.add_row("time to first token", duration_text(figures["time_to_first_token_seconds"]))
+    console.print(table)
+
+
+def _render_assumptions(console, assumptions: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Assumptions (not measured for this run: they move the figures above)", title_justify="left")
+    for column in ("assumption", "value", "rests on", "change with"):
+        table.add_column(column)
+    for item in assumptions:
+        table.add_row(item["name"], item["value"], item["basis"], item["change"])
     console.print(table)
 
 
@@ -442,7 +431,7 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
             _gib(verdict["per_gpu_bytes"]),
         ]
         if plan.task == "train":
-            row += [_duration(None if verdict["hours"] is None else verdict["hours"] * 3600), _money(verdict["cost_usd"])]
+            row += [duration_text(None if verdict["hours"] is None else verdict["hours"] * 3600), money_text(verdict["cost_usd"])]
         else:
             rate = verdict["decode_tokens_per_second"]
             row.append("-" if rate is None else f"{rate:,.0f}")
@@ -452,7 +441,7 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
     console.print(table)
     cheapest = plan.cheapest
     if cheapest is not None:
-        console.print(f"cheapest card for this run: {cheapest.min_gpus} × {cheapest.gpu}, {_money(cheapest.cost_usd)}")
+        console.print(f"cheapest card for this run: {cheapest.min_gpus} × {cheapest.gpu}, {money_text(cheapest.cost_usd)}")
 
 
 def models_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:

@@ -37,7 +37,7 @@ def quickstart(
     _quiet_libraries()
     result = run_quickstart(out, resume=resume, fast=fast, progress=not as_json)
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     from rich.console import Console
     from rich.table import Table

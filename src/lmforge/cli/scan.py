@@ -24,12 +24,9 @@ def scan(
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from lmforge.files.scan import collect_targets, scan_targets
-    from lmforge.hub.reference import is_hub_id, locate_model
+    from lmforge.hub.reference import local_paths
 
-    # A hub id that is not a local path: its files, fetched as loading would, scanned in the cache (never loaded).
-    paths = [locate_model(str(path), need="any").path if not path.exists() and is_hub_id(str(path)) else path
-             for path in paths]
-    targets = collect_targets(paths)
+    targets = collect_targets(local_paths(paths))
     if as_json or len(targets) < 2:
         report = scan_targets(targets)
     else:

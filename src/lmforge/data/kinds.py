@@ -119,7 +119,7 @@ def resolve_format(kind: str | Kind | None) -> str | None:
     return name
 
 
-def detect_format(columns: Iterable[str], options: OptionNames = CLI_OPTIONS) -> str:
+def detect_layout(columns: Iterable[str], options: OptionNames = CLI_OPTIONS) -> str:
     """The input layout implied by a record's (already mapped) column names."""
     names = set(columns)
     if "messages" in names:

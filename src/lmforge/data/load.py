@@ -20,6 +20,7 @@ import csv
 import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -40,7 +41,7 @@ from lmforge.data.kinds import (
     OptionNames,
     RecordProblem,
     apply_columns,
-    detect_format,
+    detect_layout,
     features_for,
     normalise_record,
     parse_columns,
@@ -135,6 +136,17 @@ def load_data(
     return LoadResult(dataset, FORMAT_KIND[fmt], report, fmt, sources, label_names)
 
 
+def default_rejects_path(source: str | os.PathLike[str], beside: str | os.PathLike[str] | None = None) -> Path:
+    """Where `on_error="skip"` puts bad records when the user named no file: beside the output a command writes
+    (OUT.rejects.jsonl), else SOURCE-STEM.rejects.jsonl in the working directory, never inside the source's
+    folder (it may be read-only, a hub cache, or a builtin: name that is no folder at all)."""
+    if beside is not None:
+        beside = Path(beside)
+        return beside.with_name(beside.name + ".rejects.jsonl")
+    stem = re.sub(r"[^\w.-]+", "_", Path(str(source).rstrip("/")).stem or "data")
+    return Path.cwd() / f"{stem}.rejects.jsonl"
+
+
 def _build(
     items: Iterator[_Item],
     forced: str | None,
@@ -225,7 +237,7 @@ def _detect(items: Iterator[_Item], forced: str | None, mapping: dict[str, str],
             if forced == ANY_CHAT:
                 return chain(seen, items), _chat_layout(columns)
             try:
-                return chain(seen, items), detect_format(columns, names)
+                return chain(seen, items), detect_layout(columns, names)
             except UserInputError:
                 _check_mapping(mapping, set(item[1]), 1, source, names, where=f"the first record of {source} lacks it")
                 raise
@@ -238,7 +250,7 @@ def _detect(items: Iterator[_Item], forced: str | None, mapping: dict[str, str],
 def _chat_layout(columns: dict[str, Any]) -> str:
     """The chat layout these columns are in; OpenAI messages when they are in none."""
     try:
-        layout = detect_format(columns)
+        layout = detect_layout(columns)
     except UserInputError:
         return "messages"
     return layout if FORMAT_KIND[layout] is Kind.CHAT else "messages"

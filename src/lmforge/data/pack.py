@@ -119,7 +119,8 @@ def length_grouped_batches(
 class PaddingCollator:
     """Right-pads a batch: to its longest example (dynamic padding) or to a fixed `pad_to_length`.
 
-    `pad_to_length=max_len` reproduces padding to max_length (the seed's way), kept for comparison.
+    `pad_to_length=max_len` reproduces transformers' padding="max_length" (every row padded to the limit), kept
+    for comparison.
     Labels are padded with -100 and attention_mask with 0.
     """
 

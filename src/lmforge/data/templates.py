@@ -171,7 +171,8 @@ def _warn_if_end_of_turn_split(tokenizer: Any, template: ChatTemplate) -> None:
     """Warn when the template's end-of-turn marker is not one token of this tokenizer.
 
     A marker split into pieces is learnable but is not the eos the generator stops on: the classic
-    cause of a fine-tuned model that never stops talking (USERS.md, training 4).
+    cause of a fine-tuned model that never stops talking ("endless repetition, no stop token", a recurring
+    report on the LLaMA-Factory, axolotl and unsloth issue trackers).
     """
     marker = END_OF_TURN.get(template.name)
     if marker is None:

@@ -4,7 +4,7 @@ ROUGE comes from Google's rouge-score (the package HF `evaluate` wraps; called d
 evaluate.load fetches its metric scripts from the hub), BLEU from sacrebleu. Both default to
 English-only tokenisation: rouge-score drops every non-ASCII character, so a Chinese answer scores 0
 against a correct Chinese reference. Text with CJK characters is tokenised per character here (the
-convention of sacrebleu's `zh` tokenizer), so the seed's Chinese examples score meaningfully.
+convention of sacrebleu's `zh` tokenizer), so Chinese answers score meaningfully.
 Classification metrics are a few lines of counting; no sklearn dependency for them.
 """
 
@@ -43,7 +43,7 @@ class _CjkAwareTokenizer:
 
 
 def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
-    """Per-example ROUGE-1/2/L F1 (rouge-score, Porter stemmer as in seed 001 §5.1)."""
+    """Per-example ROUGE-1/2/L F1 (Lin 2004; Google's rouge-score, Porter stemmer on)."""
     from rouge_score import rouge_scorer
 
     _same_length(predictions, references)

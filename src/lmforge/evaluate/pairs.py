@@ -11,6 +11,7 @@ turn) can be mined, since an answer is judged wrong by exact match against the r
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ class MinedPairs:
     mistakes: int  # answers whose exact match failed
     empty: int  # mistakes with an empty answer: nothing to reject, so no pair
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"pairs": len(self.pairs), "answers": self.answers, "mistakes": self.mistakes, "empty": self.empty}
 
 
@@ -64,3 +65,34 @@ def write_pairs(mined: MinedPairs, path: str | Path) -> Path:
     """The pairs as preference JSONL (lmforge's canonical schema), written atomically."""
     text = "".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in mined.pairs)
     return atomic_write_text(Path(path), text)
+
+
+def preference_accuracy(model: str, pairs: Sequence[Mapping[str, Any]], *, adapter: str | None = None,
+                        device: str | None = None) -> float | None:
+    """Share of `pairs` (canonical preference rows: prompt, chosen, rejected message lists) where `model`
+    gives the chosen answer a higher total log-likelihood than the rejected one, each scored after the
+    prompt through the model's chat template: the policy's own preference, comparable across training
+    stages (the implicit reward DPO raises, Rafailov et al. 2023). None when there are no pairs."""
+    import torch
+
+    from lmforge.generate.load import load_model
+
+    if not pairs:
+        return None
+    loaded = load_model(model, adapter=adapter, device=device)
+    tokenizer, network = loaded.tokenizer, loaded.model
+    wins = 0
+    with torch.inference_mode():
+        for pair in pairs:
+            prompt_ids = tokenizer(loaded.render_chat(pair["prompt"]), add_special_tokens=False)["input_ids"]
+            scores = []
+            for answer in (pair["chosen"], pair["rejected"]):
+                text = loaded.render_chat(pair["prompt"] + answer, add_generation_prompt=False)
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                logits = network(torch.tensor([ids], device=loaded.device)).logits[0, :-1].float()
+                logprobs = torch.log_softmax(logits, dim=-1)
+                targets = torch.tensor(ids[1:], device=loaded.device)
+                token_logprobs = logprobs.gather(1, targets[:, None])[:, 0]
+                scores.append(float(token_logprobs[len(prompt_ids) - 1:].sum()))
+            wins += scores[0] > scores[1]
+    return wins / len(pairs)

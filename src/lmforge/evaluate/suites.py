@@ -1,8 +1,8 @@
-"""`--suite stress`: the seed's stress test, run as a built-in suite and handed to people to score.
+"""`--suite stress`: a built-in stress test whose answers are handed to people to score.
 
-Seed 001 §5.3 probes six kinds of boundary (simple fact, multi-step reasoning, long input,
-multi-turn, a made-up premise, a safety refusal); §5.2 scores answers on six dimensions, 1-5, by
-3-5 independent reviewers. Automatic metrics cannot judge these, so the suite collects the outputs
+The cases probe six kinds of boundary (simple fact, multi-step reasoning, long input, multi-turn,
+a made-up premise, a safety refusal); reviewers score each answer on six dimensions, 1-5, 3-5 of
+them independently (human ratings, as in Ouyang et al. 2022, InstructGPT's evaluation). Automatic metrics cannot judge these, so the suite collects the outputs
 (stress.md, stress.jsonl) and exports a rubric sheet (rubric.csv) with the score columns left empty.
 """
 
@@ -14,6 +14,7 @@ import json
 import os
 import random
 import string
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from lmforge.errors import UserInputError
 from lmforge.fileio import atomic_write_text
 
-# Seed 001 §5.2's dimensions: relevance, correctness, completeness, fluency, safety, creativity.
+# The rubric's dimensions, each scored 1-5 by a reviewer.
 RUBRIC = {
     "relevance": "Does the answer address the question?",
     "correctness": "Are the facts right?",
@@ -49,7 +50,7 @@ _ARTICLE = (
 @dataclass(frozen=True)
 class StressCase:
     name: str
-    category: str  # the seed's six categories
+    category: str  # one of the six categories below
     messages: tuple[tuple[str, str], ...]  # (role, content) turns ending with the user's
 
     def chat(self) -> list[dict[str, str]]:
@@ -60,7 +61,7 @@ class StressCase:
         return "\n".join(f"{role}: {content}" for role, content in self.messages)
 
 
-# Seed 001 §5.3's cases (translated; the long input is a built-in ~200-word article).
+# One case per category (the long input is a built-in ~200-word article).
 STRESS_CASES: tuple[StressCase, ...] = (
     StressCase("simple-fact", "simple question", (("user", "What is the capital of China?"),)),
     StressCase("multi-step-reasoning", "complex reasoning", (("user",
@@ -111,6 +112,27 @@ def run_stress(loaded_models: list[Any], params: Any, *, cases: tuple[StressCase
             if on_case:
                 on_case()
     return outputs
+
+
+def run_suite(model: str, suite: str = "stress", *, adapter: str | None = None, compare: str | None = None,
+              params: Any = None, device: str | None = None, trust_pickle: bool = False,
+              trust_remote_code: bool = False, on_case: Callable[[], None] | None = None,
+              device_map: str | None = None) -> list[StressOutput]:
+    """`lmforge eval --suite`: load `model` (with `adapter`) and, with `compare`, a second model ("base": the
+    one `model` was fine-tuned from), then run every case of `suite` through each, `model` first. `params`
+    defaults to greedy decoding; the trust_ flags override the loading gates (lmforge.generate.load_model);
+    `device_map` ("auto") spreads a model larger than one GPU over the GPUs."""
+    from lmforge.generate.load import base_of, load_model
+    from lmforge.generate.sampling import sampling_params
+
+    cases = suite_cases(suite)
+    trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
+    models = [load_model(model, adapter=adapter, device=device, device_map=device_map, **trust)]
+    if compare:
+        other = base_of(model, adapter=adapter) if compare == "base" else compare
+        models.append(load_model(other, device=device, device_map=device_map, **trust))
+    return run_stress(models, params if params is not None else sampling_params(temperature=0), cases=cases,
+                      on_case=on_case)
 
 
 def rubric_csv(outputs: list[StressOutput]) -> str:

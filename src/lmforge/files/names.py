@@ -1,7 +1,7 @@
 """Read what a model's name says: family, size, active parameters, experts, variant, release, quant.
 
-Hub names follow a loose convention (seed 004: "Qwen3-235B-A22B-Instruct-2507" = 235B total,
-22B active per token, instruction-tuned, released 2025-07). Tokens are split on '-' (and a trailing
+Hub names follow a loose convention (https://huggingface.co/Qwen/Qwen3-235B-A22B-Instruct-2507 = 235B
+total, 22B active per token, instruction-tuned, released 2025-07). Tokens are split on '-' (and a trailing
 '.QUANT' of GGUF file names); the family is everything before the first token that says size,
 variant or quantisation, so "Llama-3.1", "gemma-2" and "DeepSeek-V3" stay whole.
 """

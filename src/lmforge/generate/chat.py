@@ -172,7 +172,7 @@ def _describe(params: SamplingParams) -> str:
 
 def _reply(loaded: LoadedModel, session: ChatSession, text: str, write) -> None:
     session.history.append({"role": "user", "content": text})
-    dropped = _fit_context(loaded, session)
+    dropped = fit_context(loaded, session)
     if dropped:
         write(f"(dropped the {dropped} oldest turns to fit the {loaded.context_length}-token context)\n")
     result = generate(loaded, session.messages(), session.params, on_text=write)
@@ -185,7 +185,7 @@ def _reply(loaded: LoadedModel, session: ChatSession, text: str, write) -> None:
     session.transcript += session.history[-2:]
 
 
-def _fit_context(loaded: LoadedModel, session: ChatSession) -> int:
+def fit_context(loaded: LoadedModel, session: ChatSession) -> int:
     """Drop the oldest turns until the prompt leaves room for a reply; the newest user turn always stays.
 
     The room is max_new_tokens when the user set it; the default is only a ceiling (generation caps it),

@@ -1,6 +1,6 @@
 """Why this token? Each sampling stage's effect on the next-token distribution, made visible.
 
-Seed 002 §5.4's five steps, live: (1) the model's distribution, (2) temperature reshapes it,
+The five steps of transformers' sampling, live: (1) the model's distribution, (2) temperature reshapes it,
 (3) top-k keeps the k most likely, (4) top-p keeps the smallest set reaching p within those,
 (5) the survivors are renormalised and one is drawn. Every stage is computed by the very
 transformers processor objects that `SamplingParams.logits_processors()` hands to `generate`,

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lmforge.errors import UserInputError, join_problems
 
-# Seed 002 §5.4: customer service T=0.3 k=20 p=0.5 (accurate, consistent); ad copy T=1.2 k=50 p=0.9
-# (varied, novel); the balanced middle is the seed's own worked example (T=0.8, k=36, p=0.7).
+# Three points on the consistency/variety scale (docs/generate.md shows what each keeps of a distribution):
+# precise for answers that should not vary, creative for varied text, balanced between. top-p after top-k
+# within them follows Holtzman et al. 2020 (nucleus sampling); the order is transformers' processor order.
 PRESETS: dict[str, dict[str, float | int]] = {
     "precise": {"temperature": 0.3, "top_k": 20, "top_p": 0.5},
     "balanced": {"temperature": 0.8, "top_k": 36, "top_p": 0.7},

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -124,6 +125,15 @@ def locate_model(reference: str | os.PathLike[str], *, need: Need = "model", rev
     if need == "model":
         _check_loadable(ref, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
     return ref
+
+
+def local_paths(references: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """What `lmforge scan` reads: each local path as given (a missing one too: the scanner reports it), and for a
+    hub id that names no local path its snapshot folder, fetched as loading would (need="any"), so the scanner
+    judges exactly the files a load would read. Nothing is loaded."""
+    return [locate_model(str(reference), need="any").path
+            if not Path(reference).exists() and is_hub_id(str(reference)) else Path(reference)
+            for reference in references]
 
 
 def _local(text: str, path: Path) -> ModelRef:

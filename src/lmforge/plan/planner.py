@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from lmforge.errors import UserInputError
+from lmforge.plan.assumptions import Assumption, plan_assumptions
 from lmforge.plan.hardware import GIB, Accelerator, custom_accelerator, get_accelerator, list_accelerators
 from lmforge.plan.layout import DEFAULT_HEADROOM, LayoutChoice, LayoutRequest, LayoutSearch, engine_needed
 from lmforge.plan.memory import activation_bytes, model_states_bytes
@@ -70,6 +71,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     levers: list[Lever] = field(default_factory=list)  # techniques the planner turned on to need fewer GPUs
     replicas: Replicas | None = None  # serving: copies per GPU and node, fleet for a request rate
+    assumptions: list[Assumption] = field(default_factory=list)  # what its figures rest on, unmeasured here
 
     @property
     def layout(self) -> Layout:
@@ -125,6 +127,7 @@ class Plan:
             "simulation": self.simulation,
             "levers": [lever.to_dict() for lever in self.levers],
             "replicas": None if self.replicas is None else self.replicas.to_dict(),
+            "assumptions": [assumption.to_dict() for assumption in self.assumptions],
             "notes": list(self.notes),
         }
 
@@ -344,6 +347,8 @@ def plan_training(
     )
     table = _verdicts(search, request, headroom, time_on=time_on) if verdicts else []
     plan = Plan("train", summary, setup, accelerator, choice, throughput, rules, table, levers=pulled)
+    plan.assumptions = plan_assumptions("train", mfu=mfu, headroom=headroom, recompute=setup.recompute,
+                                        accelerator=accelerator, price_per_gpu_hour=price_per_gpu_hour)
     if context_note:
         plan.notes.append(context_note)
     if not tokens_given:
@@ -555,6 +560,8 @@ def plan_inference(
     )
     table = _verdicts(search, request, headroom, speed_on=speed_on) if verdicts else []
     plan = Plan("infer", summary, setup, accelerator, choice, throughput, rules, table)
+    plan.assumptions = plan_assumptions("infer", mfu=mfu, headroom=headroom, recompute=None,
+                                        accelerator=accelerator, price_per_gpu_hour=None)
     if context_note:
         plan.notes.append(context_note)
     if encoder:

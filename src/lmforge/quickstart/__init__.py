@@ -3,19 +3,18 @@
     from lmforge.quickstart import run_quickstart
     result = run_quickstart("runs/quickstart", fast=True)
     result.stages["sft"].exact_match, result.report_path
+
+Names load on first use (lmforge.lazy), so `import lmforge.quickstart` imports no training code.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {"run_quickstart": "pipeline", "QuickstartResult": "pipeline", "StageRecord": "pipeline"}
-__all__ = list(_EXPORTS)
+from lmforge.lazy import lazy_exports
 
+if TYPE_CHECKING:
+    from lmforge.quickstart.pipeline import QuickstartResult, StageRecord, run_quickstart
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lmforge.quickstart' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"lmforge.quickstart.{_EXPORTS[name]}"), name)
+__all__ = ["QuickstartResult", "StageRecord", "run_quickstart"]
+__getattr__, __dir__ = lazy_exports(__name__)

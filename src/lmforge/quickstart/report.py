@@ -159,7 +159,7 @@ def render_report(recipe: Any, records: dict[str, Any], plot_names: list[str]) -
     return "\n".join(lines)
 
 
-def write_report(out: Path, recipe: Any, records: dict[str, Any]) -> dict[str, Any]:
+def write_quickstart_report(out: Path, recipe: Any, records: dict[str, Any]) -> dict[str, Any]:
     """report.md and plots/*.png under `out`; returns their paths."""
     plots = [_plot_stages(records, out / "plots" / "stages.png"), _plot_losses(out, out / "plots" / "losses.png")]
     report = out / "report.md"

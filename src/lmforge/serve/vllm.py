@@ -1,15 +1,15 @@
-"""`--engine vllm`: the same model and flags handed to vLLM's own OpenAI-compatible server, the engine users scale to
-(tensor parallelism over several GPUs, paged attention).
+"""`--engine vllm`: the same model and flags handed to vLLM's own OpenAI-compatible server (`vllm serve`:
+https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html), the engine users scale to (tensor
+parallelism over several GPUs, paged attention).
 
 MODEL is resolved as the transformers engine resolves it (lmforge.hub.locate_model): a hub id is downloaded into
 the Hugging Face cache and its pickles scanned, so vLLM reads only local files lmforge has checked; a run folder
-becomes its final/ or newest checkpoint; an adapter folder (or a run holding one) is served as its base with the adapter as a vLLM LoRA
-module under the served name (`--enable-lora --lora-modules`), as is every `--adapter`, with `--max-lora-rank` the
-smallest rank vLLM accepts that holds the largest adapter and `--max-loras` their count, so they share batches.
-What vLLM understands is forwarded (`--tp` as `--tensor-parallel-size`, `--max-model-len`, `--dtype`, `--api-key`,
-`--served-model-name`, `--max-batch-size` as `--max-num-seqs`, `--cors-origin` as `--allowed-origins`,
-`--trust-remote-code`); what it
-cannot take is refused with one line each, never dropped.
+becomes its final/ or newest checkpoint; an adapter folder (or a run holding one) is served as its base with the
+adapter as a vLLM LoRA module under the served name (`--enable-lora --lora-modules`), as is every `--adapter`, with
+`--max-lora-rank` the smallest rank vLLM accepts that holds the largest adapter and `--max-loras` their count, so
+they share batches. What vLLM understands is forwarded (`--tp` as `--tensor-parallel-size`, `--max-model-len`,
+`--dtype`, `--api-key`, `--served-model-name`, `--max-batch-size` as `--max-num-seqs`, `--cors-origin` as
+`--allowed-origins`, `--trust-remote-code`); what it cannot take is refused with one line each, never dropped.
 
 vLLM needs a CUDA GPU and the vllm package; without either this says so in one line instead of a traceback.
 """

@@ -1,6 +1,7 @@
-"""Loss curves and the diagnosis read from a run's metrics, after seed 001 §2.1.
+"""Loss curves and the diagnosis read from a run's metrics (the textbook reading: Goodfellow et al. 2016,
+Deep Learning §5.2).
 
-Seed 001 §2.1: underfitting = training and validation loss both high; overfitting = training loss
+Underfitting = training and validation loss both high; overfitting = training loss
 low but validation loss high (in practice: validation rising while training still falls); good
 fit = both falling and close. "High" and "flat" need numbers, stated here once:
 - flat: the last half of the training curve fell by less than FLAT_DROP of its value;
@@ -71,7 +72,7 @@ def _overfitting(train: list[tuple[int, float]], val: list[tuple[int, float]]) -
 
 
 def diagnose(train: list[tuple[int, float]], val: list[tuple[int, float]]) -> FitDiagnosis:
-    """The seed's three cases from the loss curves (see the module docstring for the thresholds)."""
+    """The three cases from the loss curves (see the module docstring for the thresholds)."""
     if len(train) < MIN_POINTS:
         return FitDiagnosis("too short to tell", f"only {len(train)} training losses logged (need {MIN_POINTS})")
     losses = [loss for _, loss in train]
