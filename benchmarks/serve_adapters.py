@@ -15,20 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def _save_lora(base_dir: Path, folder: Path, seed: int) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
-                           LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS, init_lora_weights=False))
-    model.save_pretrained(folder)
-    return folder
-
 
 def _parameter_bytes(models) -> int:
     """Bytes of distinct parameter storage across `models` (a shared tensor counts once)."""
@@ -71,14 +57,14 @@ def main() -> None:
     from lmforge.generate.generation import encode_prompt
     from lmforge.generate.load import load_model
     from lmforge.serve.app import load_engine
-    from lmforge.serve.bench import BENCH_PROMPT, build_bench_model
+    from lmforge.serve.bench import BENCH_PROMPT, build_bench_adapter, build_bench_model
     from lmforge.serve.engine import Engine
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         base_dir = build_bench_model(root / "base", hidden_size=args.hidden_size, layers=args.layers)
-        adapters = [(f"a{i}", str(_save_lora(base_dir, root / f"a{i}", i))) for i in range(args.adapters)]
+        adapters = [(f"a{i}", str(build_bench_adapter(base_dir, root / f"a{i}", seed=i))) for i in range(args.adapters)]
         shared = load_engine(str(base_dir), adapters=adapters)
         merged = {"base": load_model(str(base_dir))} | {name: load_model(str(base_dir), adapter=path)
                                                          for name, path in adapters}

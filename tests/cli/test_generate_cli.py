@@ -60,6 +60,13 @@ def test_system_prompt_counts_in_the_prompt_and_needs_the_template(tiny_llama_di
     assert raw.exit_code == 2 and "--system needs the chat template" in raw.stderr
 
 
+def test_generate_with_device_map_gives_the_same_tokens(tiny_llama_dir):
+    args = ["generate", str(tiny_llama_dir), "Hi", "--greedy", "--max-new-tokens", "5", "--json"]
+    plain, placed = runner.invoke(app, args), runner.invoke(app, [*args, "--device-map", "auto"])
+    assert placed.exit_code == 0, placed.output
+    assert json.loads(placed.stdout)["token_ids"] == json.loads(plain.stdout)["token_ids"]
+
+
 def test_readme_generate_command_runs_on_a_small_context_model(tiny_llama_64_dir):
     """`lmforge generate MODEL "Sort 3 1 2." --preset precise` without --max-new-tokens: capped, with a note."""
     result = runner.invoke(app, ["generate", str(tiny_llama_64_dir), "Sort 3 1 2.", "--preset", "precise",

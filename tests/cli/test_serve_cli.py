@@ -33,10 +33,10 @@ def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypat
     import torch
     from fastapi.testclient import TestClient
 
-    import lmforge.serve.app
+    import lmforge.serve.launch
 
     started = {}
-    monkeypatch.setattr(lmforge.serve.app, "run_uvicorn", lambda app, **kwargs: started.update(app=app, **kwargs))
+    monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", lambda app, **kwargs: started.update(app=app, **kwargs))
     from lmforge.serve.bench import free_port
 
     port = str(free_port())
@@ -69,11 +69,58 @@ def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypat
     (["--engine", "tgi"], "choose transformers or vllm"),
     (["--timeout", "0"], "--timeout must be > 0"),
     (["--max-queue", "0"], "must be >= 1"),
+    (["--max-body-bytes", "0"], "--max-body-bytes and --max-prompt-chars must be >= 1"),
+    (["--api-key", ""], "an API key is empty"),
+    (["--tp", "2"], "--tp (tensor parallelism) needs --engine vllm"),
+    (["--max-model-len", "9999"], "--max-model-len 9999 exceeds"),
+    (["--api-key", "k", "--api-key", " "], "an API key is empty"),
 ])
 def test_serve_errors_are_one_line(tiny_llama_dir, args, words):
     result = runner.invoke(app, ["serve", str(tiny_llama_dir), *args])
     assert result.exit_code == 2
     assert words in result.stderr and "Traceback" not in result.output
+
+
+def test_max_model_len_serves_a_shorter_context(tiny_llama_dir, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import lmforge.serve.launch
+
+    started = {}
+    monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", lambda app, **kwargs: started.update(app=app))
+    result = runner.invoke(app, ["serve", str(tiny_llama_dir), "--max-model-len", "64", "--port", "0"])
+    assert result.exit_code == 0, result.output
+    with TestClient(started["app"]) as http:
+        assert http.get("/v1/models").json()["data"][0]["max_model_len"] == 64
+        reply = http.post("/v1/completions", json={"prompt": "hi", "max_tokens": 100})
+    assert reply.status_code == 400 and "context length of 64" in reply.json()["error"]["message"]
+
+
+def test_serving_an_encoder_folder_offers_embeddings(minilm_dir, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import lmforge.serve.launch
+
+    started = {}
+    monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", lambda app, **kwargs: started.update(app=app))
+    result = runner.invoke(app, ["serve", str(minilm_dir), "--served-model-name", "minilm", "--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert "Serving minilm" in result.stderr
+    with TestClient(started["app"]) as http:
+        reply = http.post("/v1/embeddings", json={"input": ["one", "two"]}).json()
+    assert [len(item["embedding"]) for item in reply["data"]] == [384, 384] and reply["model"] == "minilm"
+    adapter = runner.invoke(app, ["serve", str(minilm_dir), "--adapter", "x=/nowhere", "--port", "0"])
+    assert adapter.exit_code == 2 and "embedding model" in adapter.stderr
+
+
+def test_an_empty_api_key_variable_is_refused_not_ignored(tiny_llama_dir, monkeypatch):
+    """click ignores an empty LMFORGE_API_KEY, which once started a server without keys, silently."""
+    import lmforge.serve.launch
+
+    monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", lambda *args, **kwargs: pytest.fail("server started"))
+    monkeypatch.setenv("LMFORGE_API_KEY", "")
+    result = runner.invoke(app, ["serve", str(tiny_llama_dir)])
+    assert result.exit_code == 2 and "an API key is empty" in result.stderr
 
 
 def test_bench_serve_against_a_running_server(tiny_llama_dir):

@@ -113,3 +113,23 @@ def test_the_base_of_a_run_an_adapter_or_an_adapter_option(run_dir, tiny_llama_d
     assert base_of("anything", adapter=str(tiny_adapter_dir)) == "anything"
     with pytest.raises(NotFoundError, match="--compare BASE_MODEL"):
         base_of(str(tiny_llama_dir))
+
+
+def test_device_map_auto_places_the_model_through_accelerate(loaded, tiny_llama_dir, tiny_adapter_dir, monkeypatch):
+    """accelerate's big-model placement (here, with no GPU, everything on the CPU): the same logits, with or
+    without an adapter merged on top; --device beside it is refused."""
+    from transformers import AutoModelForCausalLM
+
+    asked = []
+    original = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        lambda *args, **kwargs: asked.append(kwargs.get("device_map")) or original(*args, **kwargs))
+    placed = load_model(str(tiny_llama_dir), device_map="auto")
+    assert asked == ["auto"] and placed.device == "cpu"
+    assert torch.allclose(_logits(placed), _logits(loaded))
+    tuned = load_model(str(tiny_llama_dir), adapter=str(tiny_adapter_dir), device_map="auto")
+    assert torch.allclose(_logits(tuned), _logits(load_model(str(tiny_llama_dir), adapter=str(tiny_adapter_dir))))
+    with pytest.raises(UserInputError, match="leave out --device"):
+        load_model(str(tiny_llama_dir), device="cpu", device_map="auto")
+    with pytest.raises(UserInputError, match="choose one of auto"):
+        load_model(str(tiny_llama_dir), device_map="everywhere")

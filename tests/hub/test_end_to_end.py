@@ -127,7 +127,7 @@ def test_generate_and_eval_from_a_hub_id(online, go_offline, tmp_path) -> None:
 def test_serve_a_hub_id_to_the_openai_client(online, go_offline, monkeypatch) -> None:
     from openai import OpenAI
 
-    import lmforge.serve.app
+    import lmforge.serve.launch
     from lmforge.serve.bench import free_port
     from tests.serve.conftest import run_server
 
@@ -139,7 +139,7 @@ def test_serve_a_hub_id_to_the_openai_client(online, go_offline, monkeypatch) ->
             replies.append(client.chat.completions.create(
                 model="org/tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0))
 
-    monkeypatch.setattr(lmforge.serve.app, "run_uvicorn", run_uvicorn)
+    monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", run_uvicorn)
 
     def check() -> None:
         ok(cli("serve", "org/tiny", "--port", free_port()))

@@ -10,8 +10,8 @@ import pytest
 from lmforge.generate.generation import encode_prompt, generate
 from lmforge.generate.load import load_model
 from lmforge.generate.sampling import SamplingParams
-from lmforge.serve.app import load_engine
-from lmforge.serve.engine import Request
+from lmforge.serve.launch import load_engine
+from lmforge.serve.engine import Engine, Request
 
 PROMPTS = ["hi", "What is 12 plus 30? The answer is", "Sort the numbers 3 1 2:"]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
@@ -77,6 +77,20 @@ def test_adapters_share_the_base_weights_and_answer_like_their_merged_models(tin
     requests = [(name, prompt) for prompt in PROMPTS for name in ("base", "sql", "chat")]
     for request, tokens in zip(requests, _run(engine, requests), strict=True):
         assert tokens == expected[request], request
+    # the three names shared decode steps (peft's mixed-adapter batch), not one step per name in turn
+    assert engine.stats.max_batch_sequences == len(requests)
+    assert engine.stats.decode_steps < 2 * GREEDY.max_new_tokens
+
+
+def test_names_can_take_turns_instead(tiny_llama_dir, adapters):
+    """mixed_adapters=False: a batch per name (the engine before mixed batches, kept for the benchmark)."""
+    engine = load_engine(str(tiny_llama_dir), adapters=list(adapters.items()), served_model_name="base")
+    turns = Engine(engine.models, mixed_adapters=False)
+    requests = [(name, PROMPTS[1]) for name in ("base", "sql", "chat")]
+    merged = {"base": load_model(str(tiny_llama_dir)),
+              **{name: load_model(str(tiny_llama_dir), adapter=str(path)) for name, path in adapters.items()}}
+    assert _run(turns, requests) == [generate(merged[name], prompt, GREEDY).token_ids for name, prompt in requests]
+    assert turns.stats.max_batch_sequences == 1
 
 
 def test_an_adapter_that_adds_tokens_gets_its_own_copy(tiny_llama_dir, adapters, tmp_path):

@@ -173,3 +173,89 @@ def test_a_failed_prefill_leaves_the_running_rows_alone(tiny_loaded):
         engine.stop()
     assert failed[-1].finish_reason == "error"
     assert running[-1].finish_reason == "length" and running[-1].completion_tokens == 40
+
+
+def test_a_request_whose_sequence_cannot_be_built_fails_alone(tiny_loaded):
+    """A seed torch cannot take (2**64) used to raise in the engine thread and kill it for every request."""
+    params = SamplingParams(max_new_tokens=3)
+    engine = Engine({"m": tiny_loaded})
+    engine.start()
+    try:
+        bad, bad_done, _ = _collect(engine, "m", [1, 2, 3], params.model_copy(update={"seed": 2**64}))
+        assert bad_done.wait(30)
+        ok, ok_done, _ = _collect(engine, "m", [1, 2, 3], params, ignore_eos=True)
+        assert ok_done.wait(30)
+    finally:
+        engine.stop()
+    assert bad[-1].finish_reason == "error" and "seed" in bad[-1].error.lower()
+    assert ok[-1].finish_reason == "length" and ok[-1].completion_tokens == 3
+
+
+def test_a_row_without_a_valid_distribution_fails_only_itself(tiny_loaded):
+    """repetition_penalty 1e-300 divides positive logits into inf: that row's sampling fails, while the greedy
+    rows beside it in the same decode step go on to exactly generate's tokens."""
+    greedy = SamplingParams(temperature=0, max_new_tokens=24)
+    expected = [generate(tiny_loaded, prompt, greedy).token_ids for prompt in PROMPTS[:3]]
+    broken = SamplingParams.model_construct(**{**SamplingParams(temperature=1.0, max_new_tokens=24).model_dump(),
+                                               "repetition_penalty": 1e-300})
+    engine = Engine({"m": tiny_loaded}, max_batch_size=8)
+    runs = [_collect(engine, "m", encode_prompt(tiny_loaded, prompt), greedy) for prompt in PROMPTS[:3]]
+    bad, bad_done, _ = _collect(engine, "m", encode_prompt(tiny_loaded, PROMPTS[3]), broken)
+    engine.start()  # all four are admitted together, so they share every decode step
+    try:
+        assert bad_done.wait(30) and all(done.wait(30) for _, done, _ in runs)
+    finally:
+        engine.stop()
+    assert bad[-1].finish_reason == "error" and "distribution" in bad[-1].error
+    assert [[e.token_id for e in events] for events, _, _ in runs] == expected
+
+
+def test_the_engine_threads_death_cannot_hide(tiny_loaded, monkeypatch):
+    """A bug that escapes the per-sequence handling ends the thread: every request it holds is answered with an
+    error, later submissions are refused, `failure` says why, and the owner's on_death hook runs."""
+    from lmforge.serve.engine import EngineDeadError
+
+    engine = Engine({"m": tiny_loaded})
+    died = threading.Event()
+    engine.on_death = lambda error: died.set()
+
+    def broken(*_):
+        raise RuntimeError("scheduler bug")
+
+    monkeypatch.setattr(engine, "_take_waiting", broken)
+    waiting, waiting_done, _ = _collect(engine, "m", [1, 2, 3], SamplingParams(max_new_tokens=3))
+    engine.start()
+    assert waiting_done.wait(30) and died.wait(30)
+    assert waiting[-1].finish_reason == "error" and "scheduler bug" in waiting[-1].error
+    assert not engine.alive and "RuntimeError: scheduler bug" in engine.failure
+    with pytest.raises(EngineDeadError, match="scheduler bug"):
+        _collect(engine, "m", [1, 2], SamplingParams(max_new_tokens=2))
+    engine.stop()
+
+
+def test_rows_with_broken_logits_fail_alone_in_every_sampling_path(tiny_loaded):
+    """The batched paths (argmax, one softmax and draw for plain sampling rows) keep the per-row guarantee: a row
+    whose logits hold NaN or +inf fails, the others in the same step get their tokens; a seeded row draws the
+    same token whatever shares the batch."""
+    import torch
+
+    from lmforge.serve.engine import _choose_each, _Sequence
+
+    events: list[list] = [[] for _ in range(5)]
+
+    def sequence(index: int, **params) -> _Sequence:
+        request = Request("m", [1, 2], SamplingParams(max_new_tokens=4, top_k=0, top_p=1.0, **params),
+                          events[index].append)
+        return _Sequence(request, tiny_loaded, set())
+
+    vocabulary = len(tiny_loaded.tokenizer)
+    logits = torch.randn(5, vocabulary)
+    logits[0, 3] = float("nan")
+    logits[1, 5] = float("inf")
+    rows = [sequence(0, temperature=1.0), sequence(1, temperature=1.0), sequence(2, temperature=0),
+            sequence(3, temperature=1.0), sequence(4, temperature=1.0, seed=7)]
+    tokens = _choose_each(rows, logits)
+    assert [e[-1].finish_reason for e in events[:2]] == ["error", "error"] and rows[0].done and rows[1].done
+    assert tokens[2] == int(logits[2].argmax()) and not any(e.finish_reason for e in events[2] + events[3])
+    alone = sequence(4, temperature=1.0, seed=7)
+    assert _choose_each([alone], logits[4:5]) == [tokens[4]]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from lmforge.cli.data import ColumnsOpt, KindOpt, OnErrorOpt
-from lmforge.cli.generate import TrustPickleOpt, TrustRemoteCodeOpt
+from lmforge.cli.generate import DeviceMapOpt, TrustPickleOpt, TrustRemoteCodeOpt
 
 if TYPE_CHECKING:
     from lmforge.evaluate.pairs import MinedPairs
@@ -68,6 +68,7 @@ def eval_command(
     temperature: Annotated[float | None, typer.Option(help="Sample at this temperature (0 = greedy).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed when sampling.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda when available).")] = None,
+    device_map: DeviceMapOpt = None,
     quant: Annotated[str | None, typer.Option("--quant", help="Quantize MODEL (not --compare) while loading: "
                                               "int8 | nf4.")] = None,
     mistakes_out: Annotated[Path | None, typer.Option("--mistakes-out", help="Write a preference JSONL: each wrong "
@@ -95,7 +96,7 @@ def eval_command(
     progress = sys.stderr.isatty() and not json_output
     if suite is not None:
         _run_suite(model, suite, adapter, compare, params, out_dir, device, json_output, progress, blind,
-                   {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code})
+                   {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}, device_map)
         return
 
     from lmforge.evaluate.report import write_report
@@ -108,7 +109,7 @@ def eval_command(
     report = evaluate_model(model, data, task=task, compare=compare, adapter=adapter, limit=limit, split=split,
                             extract=extract, params=params, device=device, batch_size=batch_size,
                             progress=progress, reading=reading, trust_pickle=trust_pickle,
-                            trust_remote_code=trust_remote_code, quant=quant)
+                            trust_remote_code=trust_remote_code, quant=quant, device_map=device_map)
     paths = write_report(report, out_dir)
     mined = _write_mistakes(report, data, split, limit, reading, mistakes_out) if mistakes_out else None
     if json_output:
@@ -148,12 +149,13 @@ def _write_mistakes(report: EvalReport, data: str, split: str | None, limit: int
 
 
 def _run_suite(model: str, suite: str, adapter: str | None, compare: str | None, params: Any, out_dir: Path,
-               device: str | None, json_output: bool, progress: bool, blind: bool, trust: dict[str, bool]) -> None:
+               device: str | None, json_output: bool, progress: bool, blind: bool, trust: dict[str, bool],
+               device_map: str | None = None) -> None:
     from lmforge.evaluate.suites import run_suite, suite_cases, write_stress
 
     def run(on_case: Any = None) -> list[Any]:
         return run_suite(model, suite, adapter=adapter, compare=compare, params=params, device=device,
-                         on_case=on_case, **trust)
+                         device_map=device_map, on_case=on_case, **trust)
 
     if progress:
         from rich.progress import Progress

@@ -29,6 +29,9 @@ SeedOpt = Annotated[int | None, typer.Option(help="Seed: the same seed and param
 GreedyOpt = Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when available).")]
 DtypeOpt = Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (default: float32 on CPU).")]
+DeviceMapOpt = Annotated[str | None, typer.Option(
+    "--device-map", help="auto: spread a model larger than one GPU over every GPU, then CPU memory (accelerate's "
+                         "big-model placement; also balanced, balanced_low_0, sequential). Replaces --device.")]
 TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickle weights the scanner cannot prove "
                                               "safe (runs code!).")]
 TrustRemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run the Python code a hub model "
@@ -104,6 +107,7 @@ def generate_command(
     explain_top: Annotated[int, typer.Option("--explain-top", help="Candidates shown per step with --explain.")] = 8,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    device_map: DeviceMapOpt = None,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
     quant: QuantOpt = None,
@@ -124,8 +128,8 @@ def generate_command(
     if system is not None:
         request = [{"role": "system", "content": system}, {"role": "user", "content": text}]
     quiet_transformers()
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, trust_pickle=trust_pickle,
-                        trust_remote_code=trust_remote_code, quant=quant)
+    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map,
+                        trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, quant=quant)
 
     def stream(piece: str) -> None:
         sys.stdout.write(piece)
@@ -173,6 +177,7 @@ def chat_command(
     greedy: GreedyOpt = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    device_map: DeviceMapOpt = None,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
     quant: QuantOpt = None,
@@ -183,8 +188,8 @@ def chat_command(
 
     params = _params(preset, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, stop, seed, greedy)
     quiet_transformers()
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, trust_pickle=trust_pickle,
-                        trust_remote_code=trust_remote_code, quant=quant)
+    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map,
+                        trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, quant=quant)
     chat_loop(loaded, params, input_stream=sys.stdin, output_stream=sys.stdout, system=system)
 
 

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from lmforge.cli.generate import TrustPickleOpt, TrustRemoteCodeOpt
+from lmforge.cli.generate import DeviceMapOpt, TrustPickleOpt, TrustRemoteCodeOpt
 
 ENGINES = ("transformers", "vllm")
+API_KEY_ENV = "LMFORGE_API_KEY"
 
 
 def serve_command(
@@ -23,41 +24,64 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 exposes it to the network).")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    api_key: Annotated[list[str] | None, typer.Option("--api-key", envvar="LMFORGE_API_KEY",
+    api_key: Annotated[list[str] | None, typer.Option("--api-key", envvar=API_KEY_ENV,
                                                       help="Require 'Authorization: Bearer KEY' on every route but "
                                                            "/health (repeatable: several keys).")] = None,
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allowed browser origin "
                                                           "(repeatable; '*' for any).")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="The name clients use for MODEL "
                                                                "(default: its folder name or hub id).")] = None,
-    max_batch_size: Annotated[int, typer.Option(help="Most sequences decoded together.")] = 16,
-    max_queue: Annotated[int, typer.Option(help="Most requests waiting; beyond it the server answers 429.")] = 256,
-    timeout: Annotated[float, typer.Option(help="Seconds a request may take (queue + generation).")] = 600.0,
+    max_batch_size: Annotated[int | None, typer.Option(help="Most sequences decoded together (default 16).")]
+    = None,
+    max_queue: Annotated[int | None, typer.Option(help="Most requests waiting; beyond it the server answers 429 "
+                                                       "(default 256).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds a request may take, queue included (default "
+                                                       "600).")] = None,
+    tp: Annotated[int | None, typer.Option("--tp", help="Tensor parallelism over this many GPUs (--engine vllm: "
+                                                        "its --tensor-parallel-size).")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="Serve a shorter context than the model's (prompt + "
+                                                           "reply tokens).")] = None,
     engine: Annotated[str, typer.Option(help="transformers (CPU or GPU) or vllm (needs vllm and a CUDA GPU).")]
     = "transformers",
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when available).")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (default: float32 on CPU).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice, one per core).")]
     = None,
+    device_map: DeviceMapOpt = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body in bytes; beyond it HTTP 413 "
+                                                            "(default: 8 MiB).")] = None,
+    max_prompt_chars: Annotated[int | None, typer.Option(help="Most prompt characters per request, checked before "
+                                                              "tokenizing; beyond it HTTP 400 (default: 32 per token "
+                                                              "of the model's context length).")] = None,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
     """Serve MODEL over the OpenAI API: /v1/chat/completions, /v1/completions, /v1/models, /tokenize, /metrics."""
+    import os
+
     from lmforge.errors import UserInputError
-    from lmforge.serve.app import parse_adapters
+    from lmforge.serve.app import check_api_keys
+    from lmforge.serve.launch import parse_adapters
 
     adapters = parse_adapters(adapter or [])
+    # click ignores an empty environment variable, which would silently serve without keys.
+    check_api_keys(api_key if api_key is not None else ([""] if os.environ.get(API_KEY_ENV) == "" else []))
     if engine not in ENGINES:
         raise UserInputError(f"--engine {engine!r}: choose transformers or vllm")
+    # Only what the user gave: the vLLM bridge refuses what it cannot forward, and each engine keeps its defaults.
+    given = {key: value for key, value in {
+        "served_model_name": served_model_name, "max_batch_size": max_batch_size, "max_queue": max_queue,
+        "request_timeout_s": timeout, "device": device, "dtype": dtype, "threads": threads,
+        "device_map": device_map, "merge_adapters": merge_adapters or None, "max_body_bytes": max_body_bytes,
+        "max_prompt_chars": max_prompt_chars, "tp": tp, "max_model_len": max_model_len}.items() if value is not None}
+    trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
     if engine == "vllm":
         from lmforge.serve.vllm import serve_with_vllm
 
         raise typer.Exit(serve_with_vllm(model, adapters=adapters, host=host, port=port, api_keys=api_key or [],
-                                         cors_origins=cors_origin or [], served_model_name=served_model_name,
-                                         max_batch_size=max_batch_size, trust_pickle=trust_pickle,
-                                         trust_remote_code=trust_remote_code))
+                                         cors_origins=cors_origin or [], **trust, **given))
     from lmforge.cli.generate import quiet_transformers
-    from lmforge.serve.app import serve
+    from lmforge.serve.launch import serve
 
     quiet_transformers()
 
@@ -66,9 +90,7 @@ def serve_command(
                    err=True)
 
     serve(model, adapters=adapters, host=host, port=port, api_keys=api_key or [], cors_origins=cors_origin or [],
-          served_model_name=served_model_name, max_batch_size=max_batch_size, max_queue=max_queue,
-          request_timeout_s=timeout, device=device, dtype=dtype, threads=threads, merge_adapters=merge_adapters,
-          trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, on_ready=ready)
+          on_ready=ready, **trust, **given)
 
 
 def bench_serve_command(

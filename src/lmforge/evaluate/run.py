@@ -47,11 +47,13 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
                    adapter: str | None = None, limit: int | None = None, split: str | None = None,
                    extract: str = "answer", params: Any = None, device: str | None = None,
                    batch_size: int = 8, progress: bool = False, reading: DataReading | None = None,
-                   trust_pickle: bool = False, trust_remote_code: bool = False, quant: str | None = None) -> EvalReport:
+                   trust_pickle: bool = False, trust_remote_code: bool = False, quant: str | None = None,
+                   device_map: str | None = None) -> EvalReport:
     """Evaluate `model` on `data` (any lmforge data source, read as `reading` says); `compare` is the baseline
     it is measured against ("base": the model it was fine-tuned from, read from its adapter or run folder).
     The trust_ flags override the loading gates (lmforge.generate.load_model). `quant` (int8, nf4) quantizes
-    `model` while loading it, not the baseline: `--quant nf4 --compare MODEL` measures what quantizing costs."""
+    `model` while loading it, not the baseline: `--quant nf4 --compare MODEL` measures what quantizing costs.
+    `device_map` ("auto") spreads a model larger than one GPU over the GPUs (accelerate)."""
     if limit is not None and limit < 1:
         raise UserInputError(f"--limit must be at least 1, got {limit}")
     if batch_size < 1:
@@ -71,7 +73,7 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
         "generation": _generation, "classification": _classification, "reward": _reward, "perplexity": _perplexity,
     }[task]
     options = {"extract": extract, "params": params, "device": device, "label_names": label_names,
-               "batch_size": batch_size,
+               "batch_size": batch_size, "device_map": device_map,
                "trust": {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}}
     with _progress(progress, len(records) * (2 if compare else 1)) as advance:
         main = runner(model, records, adapter=adapter, advance=advance, quant=quant, **options)
@@ -158,7 +160,7 @@ def _last(messages: list[dict[str, str]], role: str) -> str:
 
 def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
                 extract: str, params: Any, device: str | None, batch_size: int, trust: dict[str, bool],
-                quant: str | None = None, **_: Any) -> _Scored:
+                quant: str | None = None, device_map: str | None = None, **_: Any) -> _Scored:
     """Generate an answer per example, `batch_size` prompts at a time (similar lengths together).
 
     An example too long for the context is reported in its row, counted as `skipped` and left out of
@@ -169,7 +171,7 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
     from lmforge.generate.load import load_model
     from lmforge.generate.sampling import SamplingParams
 
-    loaded = load_model(model, adapter=adapter, device=device, **trust, quant=quant)
+    loaded = load_model(model, adapter=adapter, device=device, **trust, quant=quant, device_map=device_map)
     params = params or SamplingParams(temperature=0, max_new_tokens=128)
     rows, pending = [], []
     for index, record in enumerate(records):
@@ -210,13 +212,14 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
 
 
 def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
-                device: str | None, trust: dict[str, bool], quant: str | None = None, **_: Any) -> _Scored:
+                device: str | None, trust: dict[str, bool], quant: str | None = None, device_map: str | None = None,
+                **_: Any) -> _Scored:
     """Text: every token. Chat: the assistant's tokens only, the ones a fine-tune trains on."""
     from lmforge.data.templates import ChatTemplate
     from lmforge.data.tokenize import encode_chat
     from lmforge.generate.load import load_model
 
-    loaded = load_model(model, adapter=adapter, device=device, **trust, quant=quant)
+    loaded = load_model(model, adapter=adapter, device=device, **trust, quant=quant, device_map=device_map)
     template = ChatTemplate(loaded.chat_template_source, loaded.chat_template, loaded.chat_template_source)
     examples, instructions, truncated = [], [], 0
     for record in records:
@@ -242,14 +245,17 @@ def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | Non
 
 
 def load_classifier(model: str, device: str | None = None, *, trust_pickle: bool = False,
-                    trust_remote_code: bool = False) -> tuple[Any, Any, str]:
-    """A sequence-classification model (classifier or reward model) and its tokenizer, pickles scanned."""
+                    trust_remote_code: bool = False, device_map: str | None = None) -> tuple[Any, Any, str]:
+    """A sequence-classification model (classifier or reward model) and its tokenizer, pickles scanned;
+    `device_map` ("auto") lets accelerate place it over the GPUs."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from lmforge.files.safe_load import check_model_folder
+    from lmforge.generate.load import check_device_map
     from lmforge.hub.reference import locate_model
 
+    check_device_map(device_map, device)
     ref = locate_model(model, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
     folder = ref.path
     if ref.is_adapter:
@@ -257,13 +263,16 @@ def load_classifier(model: str, device: str | None = None, *, trust_pickle: bool
     target = device or ("cuda" if torch.cuda.is_available() else "cpu")
     no_hub_kernels()
     use_safetensors = check_model_folder(folder, trust_pickle=trust_pickle)
+    placement = {"device_map": device_map} if device_map else {}
     network = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=use_safetensors,
-                                                                 trust_remote_code=trust_remote_code)
+                                                                 trust_remote_code=trust_remote_code, **placement)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     network.config.pad_token_id = tokenizer.pad_token_id
-    return network.to(target).eval(), tokenizer, ref.name
+    if device_map is None:  # else accelerate has placed it (inputs go to network.device, its first layer's)
+        network.to(target)
+    return network.eval(), tokenizer, ref.name
 
 
 def _scores(network: Any, tokenizer: Any, texts: list[str], pairs: list[str | None] | None,
@@ -298,8 +307,9 @@ def _label_map(model_labels: dict[int, str], data_labels: list[str]) -> dict[int
 
 
 def _classification(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
-                    label_names: list[str] | None, batch_size: int, trust: dict[str, bool], **_: Any) -> _Scored:
-    network, tokenizer, name = load_classifier(model, device, **trust)
+                    label_names: list[str] | None, batch_size: int, trust: dict[str, bool],
+                    device_map: str | None = None, **_: Any) -> _Scored:
+    network, tokenizer, name = load_classifier(model, device, device_map=device_map, **trust)
     labels = label_names or sorted({str(r["label"]) for r in records})
     mapping = _label_map(dict(network.config.id2label), labels)
     logits = _scores(network, tokenizer, [r["text"] for r in records], [r.get("text_pair") for r in records], advance,
@@ -316,10 +326,10 @@ def _classification(model: str, records: list[dict[str, Any]], *, advance: Calla
 
 
 def _reward(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
-            batch_size: int, trust: dict[str, bool], **_: Any) -> _Scored:
+            batch_size: int, trust: dict[str, bool], device_map: str | None = None, **_: Any) -> _Scored:
     from lmforge.data.templates import resolve_template
 
-    network, tokenizer, name = load_classifier(model, device, **trust)
+    network, tokenizer, name = load_classifier(model, device, device_map=device_map, **trust)
     if network.config.num_labels != 1:
         raise UserInputError(f"{model} has {network.config.num_labels} outputs; a reward model has one score")
     template = resolve_template(tokenizer)

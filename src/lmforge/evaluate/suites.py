@@ -116,19 +116,21 @@ def run_stress(loaded_models: list[Any], params: Any, *, cases: tuple[StressCase
 
 def run_suite(model: str, suite: str = "stress", *, adapter: str | None = None, compare: str | None = None,
               params: Any = None, device: str | None = None, trust_pickle: bool = False,
-              trust_remote_code: bool = False, on_case: Callable[[], None] | None = None) -> list[StressOutput]:
+              trust_remote_code: bool = False, on_case: Callable[[], None] | None = None,
+              device_map: str | None = None) -> list[StressOutput]:
     """`lmforge eval --suite`: load `model` (with `adapter`) and, with `compare`, a second model ("base": the
     one `model` was fine-tuned from), then run every case of `suite` through each, `model` first. `params`
-    defaults to greedy decoding; the trust_ flags override the loading gates (lmforge.generate.load_model)."""
+    defaults to greedy decoding; the trust_ flags override the loading gates (lmforge.generate.load_model);
+    `device_map` ("auto") spreads a model larger than one GPU over the GPUs."""
     from lmforge.generate.load import base_of, load_model
     from lmforge.generate.sampling import sampling_params
 
     cases = suite_cases(suite)
     trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
-    models = [load_model(model, adapter=adapter, device=device, **trust)]
+    models = [load_model(model, adapter=adapter, device=device, device_map=device_map, **trust)]
     if compare:
         other = base_of(model, adapter=adapter) if compare == "base" else compare
-        models.append(load_model(other, device=device, **trust))
+        models.append(load_model(other, device=device, device_map=device_map, **trust))
     return run_stress(models, params if params is not None else sampling_params(temperature=0), cases=cases,
                       on_case=on_case)
 

@@ -30,7 +30,10 @@ from lmforge.runtime import no_hub_kernels
 # Config attributes that hold a model's context length, in the order transformers' families use them.
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 _FALLBACK_CONTEXT_TOKENS = 2048
-_DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16")
+# accelerate's big-model placements (from_pretrained(device_map=...)): layers spread over every visible GPU, then
+# CPU memory, then disk, for a model larger than one GPU.
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 QUANT_ON_LOAD = ("int8", "nf4")
 
 
@@ -77,7 +80,9 @@ class LoadedModel:
         return sorted(ids)
 
 
-def _device_and_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
+def device_and_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
+    """The device (default: cuda when available) and torch dtype (default: float32 on CPU, bf16 on GPUs that have
+    it, else fp16) a model is loaded with."""
     import torch
 
     if device is None:
@@ -88,8 +93,8 @@ def _device_and_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         else:
             dtype = "float32"
-    if dtype not in _DTYPES:
-        raise UserInputError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise UserInputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     return device, getattr(torch, dtype)
 
 
@@ -104,6 +109,25 @@ def context_length_of(config: Any, tokenizer: Any) -> int:
     if isinstance(limit, int) and 0 < limit < 10**7:
         return limit
     return _FALLBACK_CONTEXT_TOKENS
+
+
+def check_device_map(device_map: str | None, device: str | None) -> None:
+    if device_map is None:
+        return
+    if device_map not in DEVICE_MAPS:
+        raise UserInputError(f"--device-map {device_map!r}: choose one of {', '.join(DEVICE_MAPS)}")
+    if device is not None:
+        raise UserInputError("--device-map places the model itself; leave out --device")
+
+
+def input_device(model: Any, fallback: str) -> str:
+    """Where a model's inputs go: its embedding layer's device once accelerate has spread it (device_map), where
+    offloaded (CPU or disk) layers are moved in by accelerate's hooks; `fallback` for a model on one device."""
+    placement = getattr(model, "hf_device_map", None)
+    if not placement:
+        return fallback
+    device = model.get_input_embeddings().weight.device
+    return "cpu" if device.type == "meta" else str(device)
 
 
 def quantization_config(quant: str | None, dtype: Any) -> Any:
@@ -121,7 +145,7 @@ def quantization_config(quant: str | None, dtype: Any) -> Any:
 
 
 def _load_causal_lm(folder: Path, dtype: Any, trust_pickle: bool, trust_remote_code: bool, *,
-                    quant: str | None = None, device: str = "cpu") -> Any:
+                    quant: str | None = None, device: str = "cpu", device_map: str | None = None) -> Any:
     from transformers import AutoModelForCausalLM
 
     no_hub_kernels()
@@ -136,7 +160,9 @@ def _load_causal_lm(folder: Path, dtype: Any, trust_pickle: bool, trust_remote_c
 
             return load_factorized(folder, dtype)
     if quant is not None:  # bitsandbytes places its weights while loading, on the device asked for
-        kwargs.update(quantization_config=quantization_config(quant, dtype), device_map={"": device})
+        kwargs.update(quantization_config=quantization_config(quant, dtype), device_map=device_map or {"": device})
+    elif device_map is not None:
+        kwargs["device_map"] = device_map
     try:
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except ValueError as error:  # a config whose architecture has no causal-LM head
@@ -146,17 +172,21 @@ def _load_causal_lm(folder: Path, dtype: Any, trust_pickle: bool, trust_remote_c
 
 
 def load_model(model: str, *, adapter: str | None = None, device: str | None = None, dtype: str | None = None,
-               trust_pickle: bool = False, trust_remote_code: bool = False, quant: str | None = None) -> LoadedModel:
+               trust_pickle: bool = False, trust_remote_code: bool = False, quant: str | None = None,
+               device_map: str | None = None) -> LoadedModel:
     """Load `model` (folder, run folder, adapter folder or hub id) and optionally a LoRA `adapter` on top.
 
     The tokenizer comes from the adapter folder when it ships one (a fine-tune may add tokens or a
     chat template), else from the base. `trust_pickle` loads pickles the scanner cannot prove safe;
     `trust_remote_code` runs a repo's own modeling code; `quant` (int8, nf4) quantizes while loading.
+    `device_map` ("auto", ...) lets accelerate place a model larger than one GPU over every GPU, then CPU
+    memory, then disk (instead of `device`).
     Raises NotFoundError / UnsafeFileError / UserInputError.
     """
     from lmforge.data.templates import resolve_template
 
-    target, dtype_value = _device_and_dtype(device, dtype)
+    check_device_map(device_map, device)
+    target, dtype_value = device_and_dtype(device, dtype)
     if quant is not None and adapter is not None:
         raise UserInputError("--quant with --adapter would merge the adapter into quantized weights and lose its "
                              "update; merge first (lmforge convert BASE OUT --adapter DIR), then load OUT with --quant")
@@ -168,14 +198,15 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     else:
         ref = locate_model(model, **trust)
         weights, name = ref.path, ref.name
-    adapter_ref = _adapter_ref(adapter, trust_pickle) if adapter else None
+    adapter_ref = locate_adapter(adapter, trust_pickle) if adapter else None
     if ref is not None and ref.is_adapter:
         if adapter_ref is not None:
             raise UserInputError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
         adapter_ref, ref = ref, locate_base(ref, **trust)
         weights, name = ref.path, ref.name
 
-    base = _load_causal_lm(weights, dtype_value, trust_pickle, trust_remote_code, quant=quant, device=target)
+    base = _load_causal_lm(weights, dtype_value, trust_pickle, trust_remote_code, quant=quant, device=target,
+                           device_map=device_map)
     adapter_dir = adapter_ref.path if adapter_ref else None
     tokenizer = _load_tokenizer(adapter_dir, weights, trust_remote_code)
     if adapter_dir is not None:
@@ -184,9 +215,11 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
         if len(tokenizer) > base.get_input_embeddings().num_embeddings:
             base.resize_token_embeddings(len(tokenizer))  # the fine-tune added tokens; its adapter expects them
         base = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    if getattr(base, "hf_quantizer", None) is None:  # bitsandbytes placed its own weights (model.to refuses)
+    # bitsandbytes placed its own weights (model.to refuses), and accelerate a device_map model's
+    if getattr(base, "hf_quantizer", None) is None and device_map is None:
         base.to(target)
     base.eval()
+    target = input_device(base, target)
 
     template = resolve_template(tokenizer)
     name = name if adapter_ref is None else f"{name}+{adapter_ref.name}"
@@ -197,7 +230,7 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     )
 
 
-def _adapter_ref(adapter: str, trust_pickle: bool = False) -> ModelRef:
+def locate_adapter(adapter: str, trust_pickle: bool = False) -> ModelRef:
     """The LoRA adapter `adapter` names (a folder, a run's final/ or newest checkpoint, or a hub id), scanned."""
     adapter_ref = locate_model(adapter, trust_pickle=trust_pickle)
     if not adapter_ref.is_adapter:
@@ -220,7 +253,7 @@ def attach_adapter(base: LoadedModel, name: str, adapter: str, *, trust_pickle: 
 
     from lmforge.data.templates import resolve_template
 
-    adapter_dir = _adapter_ref(adapter, trust_pickle).path
+    adapter_dir = locate_adapter(adapter, trust_pickle).path
     own_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
     tokenizer = _load_tokenizer(adapter_dir, adapter_dir, False) if own_tokenizer else base.tokenizer
     if len(tokenizer) > base.model.get_input_embeddings().num_embeddings:
@@ -229,7 +262,9 @@ def attach_adapter(base: LoadedModel, name: str, adapter: str, *, trust_pickle: 
         base.model.load_adapter(str(adapter_dir), adapter_name=name)
     else:
         base.model = PeftModel.from_pretrained(base.model, str(adapter_dir), adapter_name=name)
-    base.model.to(base.device).eval()
+    if not getattr(base.model, "hf_device_map", None):  # accelerate placed a device_map model's adapters itself
+        base.model.to(base.device)
+    base.model.eval()
     template = resolve_template(tokenizer)
     return dataclasses.replace(
         base, tokenizer=tokenizer, name=name, context_length=context_length_of(base.model.config, tokenizer),

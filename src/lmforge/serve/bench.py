@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -94,36 +95,40 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-async def _one_request(client: Any, url: str, model: str, max_tokens: int, prompt: str,
+async def _one_request(client: Any, url: str, model: str, max_tokens: int, prompt: str, *, chat: bool = False,
                        ignore_eos: bool = True) -> tuple[float, float, int]:
-    """(ttft, time per output token, output tokens) of one streamed completion."""
-    body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-                            "stream": True, "stream_options": {"include_usage": True}}
+    """(ttft, time per output token, output tokens) of one streamed completion (or chat completion).
+
+    TTFT is taken at the first chunk that carries text (a chat stream's opening role chunk is not a token), and
+    the token count from the usage chunk, so any OpenAI-compatible server is measured alike."""
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                            "stream_options": {"include_usage": True}}
     if ignore_eos:  # vLLM's extension, which lmforge serves too; OpenAI's API and transformers serve refuse it
         body["ignore_eos"] = True
+    if chat:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
     started = time.perf_counter()
     first = last = None
     tokens = chunks = 0
-    async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+    async with client.stream("POST", f"{url}/v1/{'chat/completions' if chat else 'completions'}", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread()).decode()[:200]}")
         async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+            if not line.startswith("data: {"):
                 continue
-            # Only the rare chunks are parsed: the client must not be the bottleneck it measures.
-            if line.startswith('data: {"error"'):
-                raise RuntimeError(json.loads(line[6:])["error"].get("message", "stream error"))
-            if '"usage"' in line:  # servers differ in JSON spacing and in sending "usage": null on every chunk
-                chunk = json.loads(line[6:])
-                if chunk.get("usage"):
-                    tokens = chunk["usage"]["completion_tokens"]
-                if not chunk.get("choices"):
-                    continue
-            if '"choices": []' not in line and '"choices":[]' not in line:
-                now = time.perf_counter()
-                first = first or now
-                last = now
-                chunks += 1
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(chunk["error"].get("message", "stream error"))
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            for choice in chunk.get("choices") or []:
+                if choice.get("text") or (choice.get("delta") or {}).get("content"):
+                    now = time.perf_counter()
+                    first = first or now
+                    last = now
+                    chunks += 1
     if first is None or last is None:
         raise RuntimeError("the stream carried no tokens")
     if not tokens:
@@ -133,7 +138,7 @@ async def _one_request(client: Any, url: str, model: str, max_tokens: int, promp
 
 async def run_level(url: str, model: str, concurrency: int, requests: int, *, max_tokens: int,
                     prompt: str = BENCH_PROMPT, api_key: str | None = None, time_limit_s: float = 120.0,
-                    ignore_eos: bool = True) -> LevelResult:
+                    chat: bool = False, ignore_eos: bool = True) -> LevelResult:
     """Keep `concurrency` requests in flight until `requests` finished or `time_limit_s` passed."""
     import httpx
 
@@ -152,7 +157,8 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, *, ma
             while issued < requests and time.perf_counter() - started < time_limit_s:
                 issued += 1
                 try:
-                    ttft, tpot, tokens = await _one_request(client, url, model, max_tokens, prompt, ignore_eos)
+                    ttft, tpot, tokens = await _one_request(client, url, model, max_tokens, prompt, chat=chat,
+                                                            ignore_eos=ignore_eos)
                 except Exception as error:  # a benchmark counts failures, it does not stop on them  # noqa: BLE001
                     errors.append(f"{type(error).__name__}: {error}"[:200])
                     continue
@@ -251,22 +257,29 @@ def free_port() -> int:
 
 @contextmanager
 def local_server(model_dir: str, *, max_batch_size: int = 64, threads: int | None = None,
-                 start_timeout_s: float = 120.0) -> Iterator[str]:
-    """`lmforge serve MODEL` in a child process on a free loopback port; stopped (gracefully) afterwards."""
+                 start_timeout_s: float = 120.0, command: Sequence[str] | None = None,
+                 env: dict[str, str] | None = None) -> Iterator[str]:
+    """`lmforge serve MODEL` in a child process on a free loopback port; stopped (gracefully) afterwards.
+    `command` runs another server instead (a list with "{port}" where its port goes), with `env` added."""
     import httpx
 
     port = free_port()
-    command = [sys.executable, "-m", "lmforge", "serve", model_dir, "--port", str(port),
-               "--max-batch-size", str(max_batch_size), "--max-queue", "1024"]
-    if threads is not None:
-        command += ["--threads", str(threads)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    if command is not None:
+        command = [part.replace("{port}", str(port)) for part in command]
+    else:
+        command = [sys.executable, "-m", "lmforge", "serve", model_dir, "--port", str(port),
+                   "--max-batch-size", str(max_batch_size), "--max-queue", "1024"]
+        if threads is not None:
+            command += ["--threads", str(threads)]
+    log = tempfile.TemporaryFile()  # not a pipe: a server logging per request would block once a pipe fills
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + start_timeout_s
         while True:
             if process.poll() is not None:
-                raise UserInputError(f"the server exited: {process.stderr.read().decode()[-500:] if process.stderr else ''}")
+                log.seek(0)
+                raise UserInputError(f"the server exited: {log.read().decode(errors='replace')[-500:]}")
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -282,6 +295,7 @@ def local_server(model_dir: str, *, max_batch_size: int = 64, threads: int | Non
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
 
 
 def bench_serve(model: str | None = None, *, url: str | None = None, served_name: str | None = None,
@@ -362,4 +376,21 @@ def build_bench_model(folder: Path, *, hidden_size: int = 256, layers: int = 4) 
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+BENCH_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def build_bench_adapter(base_dir: Path, folder: Path, *, seed: int, rank: int = 8) -> Path:
+    """A random (non-zero) LoRA adapter of `rank` on every projection of the bench model, saved by peft."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(BENCH_LORA_TARGETS),
+                                      init_lora_weights=False))
+    model.save_pretrained(folder)
     return folder

@@ -49,7 +49,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, 
     names = []
     for index, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
-        if tool.get("type", "function") != "function" or not isinstance(function, dict) or not function.get("name"):
+        if (not isinstance(function, dict) or tool.get("type", "function") != "function"
+                or not isinstance(function.get("name"), str) or not function["name"]):
             raise ApiError(400, f"tools[{index}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
                            param=f"tools[{index}]")
         names.append(function["name"])
@@ -89,11 +90,9 @@ def render_with_tools(loaded: Any, messages: list[dict[str, Any]], tools: list[d
 
 
 def _plain_message(message: dict[str, Any]) -> dict[str, Any]:
-    """Text content parts joined; an assistant's tool_calls written as Hermes text for templates without them."""
-    content = message.get("content")
-    if isinstance(content, list):
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    out = {**message, "content": content or ""}
+    """An assistant's tool_calls written as Hermes text for templates without them (`message` has passed
+    protocol.chat_messages: its content is one string)."""
+    out = dict(message)
     if message.get("tool_calls") and not out["content"]:
         calls = [c.get("function", {}) for c in message["tool_calls"]]
         out["content"] = "\n".join(
