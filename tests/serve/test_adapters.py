@@ -10,8 +10,8 @@ import pytest
 from lmforge.generate.generation import encode_prompt, generate
 from lmforge.generate.load import load_model
 from lmforge.generate.sampling import SamplingParams
-from lmforge.serve.launch import load_engine
 from lmforge.serve.engine import Engine, Request
+from lmforge.serve.launch import load_engine
 
 PROMPTS = ["hi", "What is 12 plus 30? The answer is", "Sort the numbers 3 1 2:"]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)

@@ -398,7 +398,7 @@ def test_a_seed_outside_int64_is_refused_at_the_door(served, path, body):
     ("repetition_penalty", "1e9"), ("top_p", "NaN"), ("presence_penalty", "-Infinity"),
 ])
 def test_values_that_cannot_give_a_distribution_are_refused(served, field, raw):
-    body = '{"model": "tiny", "prompt": "hi", "max_tokens": 2, "%s": %s}' % (field, raw)
+    body = f'{{"model": "tiny", "prompt": "hi", "max_tokens": 2, "{field}": {raw}}}'
     response = httpx.post(f"{served.url}/v1/completions", content=body, timeout=10,
                           headers={**AUTH, "Content-Type": "application/json"})
     assert _error(response, 400)["param"] == field

@@ -202,7 +202,7 @@ class _Gate:
 
         try:
             await self.app(scope, capped_receive, counted_send)
-        except Exception as error:  # noqa: BLE001  (the last resort: logged, and answered if the reply has not begun)
+        except Exception as error:
             if started:
                 raise
             if isinstance(error, HTTPException):
@@ -703,7 +703,7 @@ async def guarded(stream: AsyncIterator[str]) -> AsyncIterator[str]:
         try:
             async for piece in stream:
                 yield piece
-        except Exception as error:  # noqa: BLE001  (logged, and told to the client)
+        except Exception as error:
             log.exception("unexpected error while streaming")
             yield sse(ApiError(500, f"internal error: {type(error).__name__}: {error}", type="server_error",
                                code="internal_error").body())
@@ -744,7 +744,7 @@ def chat_prompt_ids(loaded: LoadedModel, messages: list[dict[str, Any]], tools: 
     """The token ids of a chat (run in a worker thread: a long one must not stall the event loop)."""
     try:
         text = render_with_tools(loaded, messages, tools.tools)
-    except Exception as error:  # jinja raises its own errors (a template that rejects a role order)  # noqa: BLE001
+    except Exception as error:  # jinja raises its own errors (a template that rejects a role order)
         raise ApiError(400, f"the chat template cannot render these messages: {error}", param="messages") from None
     return encode(loaded, text + tools.prefill, False)
 

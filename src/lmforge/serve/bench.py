@@ -159,7 +159,7 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, *, ma
                 try:
                     ttft, tpot, tokens = await _one_request(client, url, model, max_tokens, prompt, chat=chat,
                                                             ignore_eos=ignore_eos)
-                except Exception as error:  # a benchmark counts failures, it does not stop on them  # noqa: BLE001
+                except Exception as error:  # a benchmark counts failures, it does not stop on them
                     errors.append(f"{type(error).__name__}: {error}"[:200])
                     continue
                 ttfts.append(ttft)
@@ -271,7 +271,8 @@ def local_server(model_dir: str, *, max_batch_size: int = 64, threads: int | Non
                    "--max-batch-size", str(max_batch_size), "--max-queue", "1024"]
         if threads is not None:
             command += ["--threads", str(threads)]
-    log = tempfile.TemporaryFile()  # not a pipe: a server logging per request would block once a pipe fills
+    # Not a pipe: a server logging per request would block once a pipe fills. Closed in the finally below.
+    log = tempfile.TemporaryFile()  # noqa: SIM115
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:

@@ -434,7 +434,7 @@ class Engine:
         `failure` records it, later submissions are refused, and `on_death` tells the owner."""
         try:
             self._schedule()
-        except BaseException as error:  # noqa: BLE001  (reported below, never swallowed)
+        except BaseException as error:
             with self._wake:
                 self.failure = _describe(error)
                 waiting, self._waiting = list(self._waiting), deque()
@@ -492,18 +492,18 @@ class Engine:
             try:
                 loaded = self.models[request.model]
                 new.append(_Sequence(request, loaded, set() if request.ignore_eos else self._stop_ids[request.model]))
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 _answer_error(request, error)
         if new:
             try:
                 batch.admit(new, self.stats)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 _fail(new, error)
             self.stats.finished += batch.drop_finished(time.monotonic())
         if batch.sequences:
             try:
                 batch.decode(self.stats)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 _fail(batch.sequences, error)
             self.stats.finished += batch.drop_finished(time.monotonic())
 
@@ -547,7 +547,7 @@ def _choose_each(sequences: list[_Sequence], logits: Any) -> list[int]:
                     token = drawn[row] if isinstance(drawn[row], int) else int(
                         torch.multinomial(drawn[row], 1, generator=seq.generator))
                 seq.accept(token, logits[row])
-            except Exception as error:  # noqa: BLE001  (whatever this row's sampling raised ends this row only)
+            except Exception as error:
                 seq.fail(error)
         tokens.append(token)
     return tokens
