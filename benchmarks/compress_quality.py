@@ -14,8 +14,13 @@ from pathlib import Path
 
 # (label, what to run): quantize methods, prune settings, factorize energies.
 QUANTIZE = ("gguf-f16", "gguf-q8_0", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0", "bnb-int8", "bnb-nf4")
-PRUNE = (("wanda", "unstructured", "none", 0.5), ("magnitude", "unstructured", "none", 0.5),
-         ("wanda", "2:4", "none", 0.5), ("wanda", "unstructured", "mlp", 0.25), ("wanda", "unstructured", "mlp", 0.5))
+PRUNE = (
+    ("wanda", "unstructured", "none", 0.5),
+    ("magnitude", "unstructured", "none", 0.5),
+    ("wanda", "2:4", "none", 0.5),
+    ("wanda", "unstructured", "mlp", 0.25),
+    ("wanda", "unstructured", "mlp", 0.5),
+)
 ENERGIES = (0.99, 0.95, 0.9)
 
 
@@ -51,8 +56,15 @@ def main() -> None:
         label = f"svd-energy-{energy}"
         factorize(args.model, args.out / label, energy=energy)
         results.append((str(args.out / label), label))
-    report = compare(args.model, results, text_data=args.text_data, task_data=args.task_data, limit=args.limit,
-                     runs=args.runs, decode_tokens=args.decode_tokens)
+    report = compare(
+        args.model,
+        results,
+        text_data=args.text_data,
+        task_data=args.task_data,
+        limit=args.limit,
+        runs=args.runs,
+        decode_tokens=args.decode_tokens,
+    )
     paths = write_quality_report(report, args.out)
     print(render_markdown(report))
     print(f"report: {paths['markdown']} {paths['plot']}")

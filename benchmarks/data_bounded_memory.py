@@ -38,7 +38,23 @@ def peak_rss_bytes() -> int:
 
 def write_jsonl(path: Path, size_bytes: int, broken: bool = True) -> int:
     """Unique alpaca records until the file reaches size_bytes; returns the number of lines."""
-    words = ["the", "a", "model", "learns", "to", "add", "sort", "count", "reverse", "convert", "numbers", "letters", "words", "quickly", "carefully"]
+    words = [
+        "the",
+        "a",
+        "model",
+        "learns",
+        "to",
+        "add",
+        "sort",
+        "count",
+        "reverse",
+        "convert",
+        "numbers",
+        "letters",
+        "words",
+        "quickly",
+        "carefully",
+    ]
     bodies = [" ".join(words[(i * 7 + j) % len(words)] for j in range(60)) for i in range(997)]
     lines = 0
     written = 0
@@ -84,11 +100,18 @@ def run_datasets(path: Path, work: Path) -> dict:
     try:
         loaded = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(work / "hf"))
     except Exception as error:  # the baseline's own failure is a figure here
-        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
-                "seconds": time.perf_counter() - start, "peak_rss_bytes": peak_rss_bytes(),
-                "rss_after_imports_bytes": before}
-    return {"records_in": len(loaded), "seconds": time.perf_counter() - start, "peak_rss_bytes": peak_rss_bytes(),
-            "rss_after_imports_bytes": before}
+        return {
+            "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
+            "seconds": time.perf_counter() - start,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "rss_after_imports_bytes": before,
+        }
+    return {
+        "records_in": len(loaded),
+        "seconds": time.perf_counter() - start,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "rss_after_imports_bytes": before,
+    }
 
 
 def run_naive(path: Path, limit_bytes: int) -> dict:
@@ -157,10 +180,13 @@ def main() -> int:
         "generate_seconds": round(generate_seconds, 1),
         "lmforge": lm | {"records_per_second": round(lm["records_in"] / lm["seconds"])},
         "datasets_same_file": hf_same,
-        "datasets_clean_copy": hf | ({"records_per_second": round(hf["records_in"] / hf["seconds"])}
-                                     if "records_in" in hf else {}),
-        "naive": naive | {"records_per_second": round(naive["records_in"] / naive["seconds"]),
-                          "extra_rss_per_gib_read_bytes": round(naive_per_gib)},
+        "datasets_clean_copy": hf
+        | ({"records_per_second": round(hf["records_in"] / hf["seconds"])} if "records_in" in hf else {}),
+        "naive": naive
+        | {
+            "records_per_second": round(naive["records_in"] / naive["seconds"]),
+            "extra_rss_per_gib_read_bytes": round(naive_per_gib),
+        },
     }
     if args.json:
         print(json.dumps(figures))
@@ -173,9 +199,11 @@ def main() -> int:
               f" = {lm['peak_rss_bytes'] / size:.1%} of the file")  # fmt: skip
         print(f"datasets.load_dataset('json') on the same file: {hf_same.get('error', 'loaded')}")
         if "records_in" in hf:
-            print(f"datasets.load_dataset('json') on a copy without the broken lines: {hf['records_in']} records, "
-                  f"{hf['seconds']:.1f} s, {hf['records_in'] / hf['seconds']:,.0f} records/s, peak RSS "
-                  f"{hf['peak_rss_bytes'] / MIB:,.0f} MiB (after imports {hf['rss_after_imports_bytes'] / MIB:,.0f} MiB)")
+            print(
+                f"datasets.load_dataset('json') on a copy without the broken lines: {hf['records_in']} records, "
+                f"{hf['seconds']:.1f} s, {hf['records_in'] / hf['seconds']:,.0f} records/s, peak RSS "
+                f"{hf['peak_rss_bytes'] / MIB:,.0f} MiB (after imports {hf['rss_after_imports_bytes'] / MIB:,.0f} MiB)"
+            )
         print(f"naive list of dicts, first {naive['bytes_read'] / MIB:.0f} MiB only:")
         print(f"  {naive['records_in']} records, {naive['records_in'] / naive['seconds']:,.0f} records/s, "
               f"peak RSS {naive['peak_rss_bytes'] / MIB:,.0f} MiB → +{naive_per_gib / MIB:,.0f} MiB per GiB of JSONL")  # fmt: skip

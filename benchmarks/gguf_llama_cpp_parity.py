@@ -19,8 +19,13 @@ QUANTS = ("f16", "q8_0", "q4_0", "q4_k_m")
 def _greedy(loaded, prompt: str) -> list[int]:
     """transformers' greedy answer to `prompt`, cut at the first stop token."""
     ids = loaded.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
-    out = loaded.model.generate(ids, max_new_tokens=16, do_sample=False, eos_token_id=loaded.stop_token_ids,
-                                pad_token_id=loaded.tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+    out = loaded.model.generate(
+        ids,
+        max_new_tokens=16,
+        do_sample=False,
+        eos_token_id=loaded.stop_token_ids,
+        pad_token_id=loaded.tokenizer.pad_token_id,
+    )[0, ids.shape[1] :].tolist()
     stops = [i for i, token in enumerate(out) if token in loaded.stop_token_ids]
     return out[: stops[0]] if stops else out
 
@@ -46,12 +51,23 @@ def main() -> None:
             results, _ = run_llama_cpp(path, prompts=prompts, max_tokens=16, stop=loaded.stop_token_ids, threads=1)
             same_ids = sum(r.tokens == tok(p, add_special_tokens=False)["input_ids"] for r, p in zip(results, prompts))
             same = sum(r.generated == e for r, e in zip(results, expected))
-            print(quant, report.checks["pre_tokenizer"],
-                  f"prompt ids equal {same_ids}/{len(prompts)}, answers equal {same}/{len(prompts)}")
+            print(
+                quant,
+                report.checks["pre_tokenizer"],
+                f"prompt ids equal {same_ids}/{len(prompts)}, answers equal {same}/{len(prompts)}",
+            )
             if quant == "f16":
                 for result, answer, row in list(zip(results, expected, rows))[:3]:
-                    print("   ", row["messages"][-2]["content"], "| transformers:", tok.decode(answer),
-                          "| llama.cpp:", result.text, "| reference:", row["messages"][-1]["content"])
+                    print(
+                        "   ",
+                        row["messages"][-2]["content"],
+                        "| transformers:",
+                        tok.decode(answer),
+                        "| llama.cpp:",
+                        result.text,
+                        "| reference:",
+                        row["messages"][-1]["content"],
+                    )
 
 
 if __name__ == "__main__":

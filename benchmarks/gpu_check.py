@@ -72,8 +72,7 @@ class Case:
 
     @property
     def name(self) -> str:
-        return (f"{self.model}-{self.method}-s{self.seq_len}-b{self.micro_batch}"
-                f"{'-ckpt' if self.checkpointing else ''}")
+        return f"{self.model}-{self.method}-s{self.seq_len}-b{self.micro_batch}{'-ckpt' if self.checkpointing else ''}"
 
 
 CASES = (
@@ -106,14 +105,25 @@ def dry_config(config: dict[str, Any]) -> dict[str, Any]:
     """A catalog config shrunk to run on a CPU in seconds: same family and shape rules, tiny sizes."""
     heads = 4
     kv = 2 if config.get("num_key_value_heads", heads) != config.get("num_attention_heads") else heads
-    return {**config, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": 16, "vocab_size": 1024}
+    return {
+        **config,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "head_dim": 16,
+        "vocab_size": 1024,
+    }
 
 
 def scaled(case: Case, dry: bool) -> Case:
     """The dry run keeps each configuration's method and checkpointing at CPU-sized lengths."""
-    return Case(case.model, case.method, min(case.seq_len, 64), min(case.micro_batch, 2), case.checkpointing) \
-        if dry else case
+    return (
+        Case(case.model, case.method, min(case.seq_len, 64), min(case.micro_batch, 2), case.checkpointing)
+        if dry
+        else case
+    )
 
 
 def synthetic_tokenizer(texts: list[str], vocab_size: int) -> Any:
@@ -147,9 +157,14 @@ def synthetic_tokenizer(texts: list[str], vocab_size: int) -> Any:
         grown.add_special_tokens([token["content"]])
     from transformers import PreTrainedTokenizerFast
 
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=grown, bos_token=None, eos_token="<|im_end|>",
-                                      pad_token="<|pad|>", unk_token=None,
-                                      additional_special_tokens=["<|endoftext|>", "<|im_start|>"])
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=grown,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        unk_token=None,
+        additional_special_tokens=["<|endoftext|>", "<|im_start|>"],
+    )
     wrapped.chat_template = trained.chat_template
     return wrapped
 
@@ -178,14 +193,22 @@ def train_config(case: Case, work: Path, out: Path, *, steps: int = STEPS, stage
     is full length (SFT's dynamic padding would make the memory depend on the longest chat)."""
     on_gpu = cuda()
     return {
-        "stage": stage, "out": str(out),
+        "stage": stage,
+        "out": str(out),
         "model": {"path": str(model_dir(work, case.model))},
         # packing off: the GPT recipe's blocks of exactly seq_len tokens (packed rows would be a little shorter)
         "data": {"train": str(work / "corpus.jsonl"), "max_len": case.seq_len, "eval_fraction": 0, "packing": "off"},
         "method": {"name": case.method},
-        "train": {"max_steps": steps, "micro_batch_size": case.micro_batch, "learning_rate": 1e-5,
-                  "lr_scheduler": "constant", "gradient_checkpointing": case.checkpointing,
-                  "precision": "bf16" if on_gpu else "fp32", "target_gpu": TARGET_GPU, "seed": 0},
+        "train": {
+            "max_steps": steps,
+            "micro_batch_size": case.micro_batch,
+            "learning_rate": 1e-5,
+            "lr_scheduler": "constant",
+            "gradient_checkpointing": case.checkpointing,
+            "precision": "bf16" if on_gpu else "fp32",
+            "target_gpu": TARGET_GPU,
+            "seed": 0,
+        },
     }
 
 
@@ -252,8 +275,9 @@ def run_logged(command: list[str], log: Path, timeout_s: float, env: dict[str, s
     with log.open("a", encoding="utf-8") as file:
         file.write(f"\n$ {' '.join(command)}\n")
         file.flush()
-        process = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT, env=env or os.environ.copy(),
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=file, stderr=subprocess.STDOUT, env=env or os.environ.copy(), start_new_session=True
+        )
         try:
             return process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -272,23 +296,54 @@ def check_env(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, Any
 
     import torch
 
-    names = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "deepspeed",
-             "safetensors", "tokenizers", "huggingface_hub", "fastapi", "uvicorn", "pydantic", "nvidia-ml-py",
-             "numpy", "pyarrow", "pandas", "regex", "openai")
+    names = (
+        "torch",
+        "transformers",
+        "peft",
+        "trl",
+        "accelerate",
+        "datasets",
+        "bitsandbytes",
+        "deepspeed",
+        "safetensors",
+        "tokenizers",
+        "huggingface_hub",
+        "fastapi",
+        "uvicorn",
+        "pydantic",
+        "nvidia-ml-py",
+        "numpy",
+        "pyarrow",
+        "pandas",
+        "regex",
+        "openai",
+    )
     versions = {}
     for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    result: dict[str, Any] = {"python": platform.python_version(), "versions": versions, "cuda": torch.cuda.is_available(),
-                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    result: dict[str, Any] = {
+        "python": platform.python_version(),
+        "versions": versions,
+        "cuda": torch.cuda.is_available(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     if torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(0)
-        result.update(gpu=properties.name, gpu_memory_bytes=properties.total_memory, cuda_version=torch.version.cuda,
-                      bf16=torch.cuda.is_bf16_supported())
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, check=False)
+        result.update(
+            gpu=properties.name,
+            gpu_memory_bytes=properties.total_memory,
+            cuda_version=torch.version.cuda,
+            bf16=torch.cuda.is_bf16_supported(),
+        )
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         result["nvidia_smi"] = smi.stdout.strip()
     result["work_free_bytes"] = shutil.disk_usage(work).free
     return result
@@ -320,8 +375,11 @@ def check_models(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, 
         tokenizer = tokenizers[vocab]
         model_type = raw.pop("model_type")
         config = transformers.AutoConfig.for_model(model_type, **raw)
-        config.eos_token_id, config.pad_token_id, config.bos_token_id = (tokenizer.eos_token_id,
-                                                                         tokenizer.pad_token_id, None)
+        config.eos_token_id, config.pad_token_id, config.bos_token_id = (
+            tokenizer.eos_token_id,
+            tokenizer.pad_token_id,
+            None,
+        )
         device = "cuda" if cuda() else "cpu"
         torch.manual_seed(0)
         with torch.device(device):
@@ -335,29 +393,47 @@ def check_models(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, 
         del model
         if cuda():
             torch.cuda.empty_cache()
-        built[name] = {"params": params, "vocab_size": vocab, "tokenizer_size": len(tokenizer),
-                       "seconds": round(time.perf_counter() - started, 1)}
+        built[name] = {
+            "params": params,
+            "vocab_size": vocab,
+            "tokenizer_size": len(tokenizer),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         print(f"built {name}: {params:,} params in {built[name]['seconds']} s", flush=True)
     return {"models": built}
 
 
-def _planner_row(case: Case, plan: dict[str, Any], allocated: int | None, reserved: int | None,
-                 nvml: int | None, nvml_start: int | None, seconds: float) -> dict[str, Any]:
+def _planner_row(
+    case: Case,
+    plan: dict[str, Any],
+    allocated: int | None,
+    reserved: int | None,
+    nvml: int | None,
+    nvml_start: int | None,
+    seconds: float,
+) -> dict[str, Any]:
     planner = plan.get("planner", {})
     memory = planner.get("memory", {})
     breakdown = memory.get("breakdown", {})
     total = memory.get("per_gpu_bytes")
     overhead = breakdown.get("overhead", 0)
     tensors = total - overhead if total is not None else None  # what max_memory_allocated measures
-    row: dict[str, Any] = {**asdict(case), "case": case.name, "planned_total_bytes": total,
-                           "planned_tensor_bytes": tensors, "planned_breakdown": breakdown,
-                           "planned_recompute": planner.get("setup", {}).get("recompute"),
-                           "planned_precision": planner.get("setup", {}).get("precision"),
-                           "planned_trainable": planner.get("model", {}).get("params_trainable"),
-                           "actual_trainable": plan.get("actual", {}).get("trainable_params"),
-                           "max_allocated_bytes": allocated, "max_reserved_bytes": reserved,
-                           "nvml_process_bytes": nvml, "nvml_before_case_bytes": nvml_start,
-                           "seconds": round(seconds, 1)}
+    row: dict[str, Any] = {
+        **asdict(case),
+        "case": case.name,
+        "planned_total_bytes": total,
+        "planned_tensor_bytes": tensors,
+        "planned_breakdown": breakdown,
+        "planned_recompute": planner.get("setup", {}).get("recompute"),
+        "planned_precision": planner.get("setup", {}).get("precision"),
+        "planned_trainable": planner.get("model", {}).get("params_trainable"),
+        "actual_trainable": plan.get("actual", {}).get("trainable_params"),
+        "max_allocated_bytes": allocated,
+        "max_reserved_bytes": reserved,
+        "nvml_process_bytes": nvml,
+        "nvml_before_case_bytes": nvml_start,
+        "seconds": round(seconds, 1),
+    }
     if allocated and tensors:
         row["error_vs_allocated"] = round(tensors / allocated - 1, 4)
     if nvml and total:
@@ -413,8 +489,15 @@ def check_planner(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str,
             allocated = plan.get("actual", {}).get("peak_memory_bytes")
             if allocated and left_allocated:
                 allocated = int(allocated) - left_allocated
-            row = _planner_row(case, plan, int(allocated) if allocated else None, reserved, nvml_bytes, nvml_start,
-                               time.perf_counter() - started)
+            row = _planner_row(
+                case,
+                plan,
+                int(allocated) if allocated else None,
+                reserved,
+                nvml_bytes,
+                nvml_start,
+                time.perf_counter() - started,
+            )
             row.update(allocated_before_case_bytes=left_allocated, reserved_before_case_bytes=left_reserved)
         except Exception as error:  # a failed configuration is a finding; the others still run
             traceback.print_exc()
@@ -433,8 +516,10 @@ def _final_rows(done_file: Path) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for record in read_jsonl(done_file):
         rows[record["case"]] = record
-    return [row if not row.get("started") else {**row, "failed": "the process died in this configuration"}
-            for row in rows.values()]
+    return [
+        row if not row.get("started") else {**row, "failed": "the process died in this configuration"}
+        for row in rows.values()
+    ]
 
 
 def _write_yaml(path: Path, config: dict[str, Any]) -> Path:
@@ -463,12 +548,19 @@ def check_qlora(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, A
     with safe_open(str(adapter), "pt") as file:
         b_norms = [float(file.get_tensor(k).float().norm()) for k in file if "lora_B" in k]
     plan = json.loads((out / "plan.json").read_text())
-    result.update(lora_b_tensors=len(b_norms), lora_b_nonzero=sum(1 for n in b_norms if n > 0),
-                  peak_allocated_bytes=plan.get("actual", {}).get("peak_memory_bytes"),
-                  planned_bytes=plan.get("planner", {}).get("memory", {}).get("per_gpu_bytes"))
-    generated = subprocess.run(lmforge_command("generate", str(out), "The cat finds", "--greedy",
-                                               "--max-new-tokens", "8", "--raw"),
-                               capture_output=True, text=True, timeout=limit_s / 2, check=False)
+    result.update(
+        lora_b_tensors=len(b_norms),
+        lora_b_nonzero=sum(1 for n in b_norms if n > 0),
+        peak_allocated_bytes=plan.get("actual", {}).get("peak_memory_bytes"),
+        planned_bytes=plan.get("planner", {}).get("memory", {}).get("per_gpu_bytes"),
+    )
+    generated = subprocess.run(
+        lmforge_command("generate", str(out), "The cat finds", "--greedy", "--max-new-tokens", "8", "--raw"),
+        capture_output=True,
+        text=True,
+        timeout=limit_s / 2,
+        check=False,
+    )
     with log.open("a") as file:
         file.write(generated.stdout + generated.stderr)
     result.update(generate_exit=generated.returncode, generated=generated.stdout.strip()[-200:])
@@ -487,19 +579,29 @@ def _compare_weights(start: Path, final: Path) -> dict[str, Any]:
     same_shapes = before.keys() == after.keys() and all(before[k].shape == after[k].shape for k in before)
     finite = all(bool(torch.isfinite(t).all()) for t in after.values())
     changed = sum(1 for k in before if k in after and not torch.equal(before[k], after[k]))
-    return {"reloaded": True, "same_names_and_shapes": same_shapes, "finite": finite,
-            "tensors": len(after), "tensors_changed": changed}
+    return {
+        "reloaded": True,
+        "same_names_and_shapes": same_shapes,
+        "finite": finite,
+        "tensors": len(after),
+        "tensors_changed": changed,
+    }
 
 
 def check_launch(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, Any]:
     """`lmforge train --nproc 1` with each sharding engine; each final model reloaded and compared."""
     if not cuda():
-        return {"skipped": "DeepSpeed and FSDP shard over CUDA GPUs; lmforge refuses them on a CPU (on a CPU the "
-                           "Trainer would quietly run plain DDP)"}
+        return {
+            "skipped": "DeepSpeed and FSDP shard over CUDA GPUs; lmforge refuses them on a CPU (on a CPU the "
+            "Trainer would quietly run plain DDP)"
+        }
     results = {}
     case = Case(LAUNCH_MODEL, "full", 512, 4, False)
-    launches = (("deepspeed-zero3", ["--deepspeed", "zero3"]), ("fsdp2", ["--fsdp"]),
-                ("deepspeed-zero2", ["--deepspeed", "zero2"]))
+    launches = (
+        ("deepspeed-zero3", ["--deepspeed", "zero3"]),
+        ("fsdp2", ["--fsdp"]),
+        ("deepspeed-zero2", ["--deepspeed", "zero2"]),
+    )
     check_started = time.perf_counter()
     for index, (label, flags) in enumerate(launches):
         out = work / "runs" / label
@@ -520,8 +622,9 @@ def check_launch(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, 
                 row["steps"] = json.loads((out / "result.json").read_text()).get("steps")
             except Exception as error:
                 row["reload_error"] = f"{type(error).__name__}: {error}"[:300]
-        row["ok"] = bool(code == 0 and row.get("same_names_and_shapes") and row.get("finite")
-                         and row.get("tensors_changed"))
+        row["ok"] = bool(
+            code == 0 and row.get("same_names_and_shapes") and row.get("finite") and row.get("tensors_changed")
+        )
         results[label] = row
         print(label, json.dumps(row), flush=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -534,8 +637,20 @@ def _transformers_server(model: Path, log: Path, start_timeout_s: float) -> tupl
     from lmforge.serve.bench import free_port
 
     port = free_port()
-    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model), "--continuous-batching",
-               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "transformers.cli.transformers",
+        "serve",
+        str(model),
+        "--continuous-batching",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     file = log.open("a")
     file.write(f"\n$ {' '.join(command)}\n")
     file.flush()
@@ -582,15 +697,27 @@ def check_serve(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, A
                 "ttft_p50_s": _summary([r.ttft_p50_seconds for r in runs if r.ttft_p50_seconds is not None]),
                 "tpot_p50_s": _summary([r.tpot_p50_seconds for r in runs if r.tpot_p50_seconds is not None]),
                 "errors": sum(r.errors for r in runs),
-                "error_messages": sorted({m for r in runs for m in r.error_messages})[:3]}
+                "error_messages": sorted({m for r in runs for m in r.error_messages})[:3],
+            }
         return figures
 
     with local_server(str(model), max_batch_size=max(levels)) as url:
-        benches = [bench_serve(str(model), url=url, concurrency=levels, requests=None, max_tokens=max_tokens,
-                               baseline_requests=1, time_limit_s=60) for _ in range(repeats)]
+        benches = [
+            bench_serve(
+                str(model),
+                url=url,
+                concurrency=levels,
+                requests=None,
+                max_tokens=max_tokens,
+                baseline_requests=1,
+                time_limit_s=60,
+            )
+            for _ in range(repeats)
+        ]
     result["lmforge"] = per_level([{lv.concurrency: lv for lv in bench.levels} for bench in benches])
-    result["one_at_a_time_generate"] = _summary([b.baseline.throughput_tokens_per_second for b in benches
-                                                 if b.baseline is not None])
+    result["one_at_a_time_generate"] = _summary(
+        [b.baseline.throughput_tokens_per_second for b in benches if b.baseline is not None]
+    )
     bound = benches[-1].bound
     result["decode_bound"] = asdict(bound) if bound is not None else None
     print("lmforge", json.dumps(result["lmforge"]), flush=True)
@@ -602,9 +729,23 @@ def check_serve(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, A
     try:
         # transformers serve refuses vLLM's ignore_eos; a random model ends a reply at eos about once in
         # 150,000 tokens, and throughput counts the tokens each usage record reports.
-        sweeps = [{level: asyncio.run(run_level(url, str(model), level, max(8, 2 * level), max_tokens=max_tokens,
-                                                time_limit_s=60, ignore_eos=False)) for level in levels}
-                  for _ in range(repeats)]
+        sweeps = [
+            {
+                level: asyncio.run(
+                    run_level(
+                        url,
+                        str(model),
+                        level,
+                        max(8, 2 * level),
+                        max_tokens=max_tokens,
+                        time_limit_s=60,
+                        ignore_eos=False,
+                    )
+                )
+                for level in levels
+            }
+            for _ in range(repeats)
+        ]
         result["transformers_serve"] = per_level(sweeps)
     except Exception as error:
         result["transformers_serve"] = {"failed": f"{type(error).__name__}: {error}"[:300]}
@@ -626,7 +767,7 @@ def _plain_loop(model: Path, blocks: list[list[int]], micro_batch: int, steps: i
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5, weight_decay=0.0, fused=True)
     timings = []
     for step in range(steps):
-        batch = torch.tensor(blocks[(step * micro_batch) % (len(blocks) - micro_batch):][:micro_batch], device=device)
+        batch = torch.tensor(blocks[(step * micro_batch) % (len(blocks) - micro_batch) :][:micro_batch], device=device)
         if device == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
@@ -664,7 +805,9 @@ def check_speed(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, A
     from datasets import Dataset
 
     texts = Dataset.from_list(read_jsonl(work / "corpus.jsonl"))
-    blocks = [b for b in tokenize_text(texts, tokenizer, block_size=case.seq_len)["input_ids"] if len(b) == case.seq_len]
+    blocks = [
+        b for b in tokenize_text(texts, tokenizer, block_size=case.seq_len)["input_ids"] if len(b) == case.seq_len
+    ]
     params = json.loads((work / "models.json").read_text())[case.model]["params"]
     tokens_per_step = case.micro_batch * case.seq_len
     plain_runs, ours_runs = [], []
@@ -683,23 +826,40 @@ def check_speed(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, A
         if cuda():
             torch.cuda.empty_cache()
     peak = get_accelerator(TARGET_GPU).bf16_tflops * 1e12
-    result: dict[str, Any] = {"model": case.model, "params": params, "micro_batch": case.micro_batch,
-                              "seq_len": case.seq_len, "steps": steps, "plain_optimizer": plain["optimizer"],
-                              "mfu_assumption": f"6 x params x tokens/s over {TARGET_GPU}'s dense bf16 peak "
-                                                f"({peak / 1e12:.0f} TFLOP/s); attention FLOPs not counted"}
+    result: dict[str, Any] = {
+        "model": case.model,
+        "params": params,
+        "micro_batch": case.micro_batch,
+        "seq_len": case.seq_len,
+        "steps": steps,
+        "plain_optimizer": plain["optimizer"],
+        "mfu_assumption": f"6 x params x tokens/s over {TARGET_GPU}'s dense bf16 peak "
+        f"({peak / 1e12:.0f} TFLOP/s); attention FLOPs not counted",
+    }
     for label, runs in (("plain", plain_runs), ("lmforge", ours_runs)):
         median = statistics.median(runs)
         tokens_per_second = tokens_per_step / median
-        result[label] = {"seconds_per_step_median": median, "seconds_per_step_range": [min(runs), max(runs)],
-                         "tokens_per_second": tokens_per_second,
-                         "mfu": 6 * params * tokens_per_second / peak if cuda() else None}
-    result["overhead_percent"] = 100 * (result["lmforge"]["seconds_per_step_median"]
-                                        / result["plain"]["seconds_per_step_median"] - 1)
+        result[label] = {
+            "seconds_per_step_median": median,
+            "seconds_per_step_range": [min(runs), max(runs)],
+            "tokens_per_second": tokens_per_second,
+            "mfu": 6 * params * tokens_per_second / peak if cuda() else None,
+        }
+    result["overhead_percent"] = 100 * (
+        result["lmforge"]["seconds_per_step_median"] / result["plain"]["seconds_per_step_median"] - 1
+    )
     return result
 
 
-CHECK_FUNCTIONS = {"env": check_env, "models": check_models, "planner": check_planner, "qlora": check_qlora,
-                   "launch": check_launch, "serve": check_serve, "speed": check_speed}
+CHECK_FUNCTIONS = {
+    "env": check_env,
+    "models": check_models,
+    "planner": check_planner,
+    "qlora": check_qlora,
+    "launch": check_launch,
+    "serve": check_serve,
+    "speed": check_speed,
+}
 
 
 def child(check: str, work: Path, dry: bool, log: Path, limit_s: float) -> None:
@@ -741,8 +901,21 @@ def install_wheels(wheels: Path, site: Path, log: Path) -> dict[str, Any]:
             continue
         chosen.append(wheel)
     if chosen:
-        command = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                   "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, chosen)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--upgrade",
+            "--target",
+            str(site),
+            *map(str, chosen),
+        ]
         code = run_logged(command, log, 300)
         if code:
             raise RuntimeError(f"pip could not install the carried wheels (exit {code}); see the log")
@@ -750,8 +923,18 @@ def install_wheels(wheels: Path, site: Path, log: Path) -> dict[str, Any]:
 
 
 def run_check(check: str, work: Path, dry: bool, log: Path, limit_s: float, env: dict[str, str]) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", check, "--work", str(work),
-               "--log", str(log), "--limit-s", str(limit_s)] + (["--dry-run"] if dry else [])
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        check,
+        "--work",
+        str(work),
+        "--log",
+        str(log),
+        "--limit-s",
+        str(limit_s),
+    ] + (["--dry-run"] if dry else [])
     attempts = 3 if check == "planner" else 1  # a configuration that kills the process must not end the table
     code = 0
     started = time.perf_counter()
@@ -766,8 +949,9 @@ def run_check(check: str, work: Path, dry: bool, log: Path, limit_s: float, env:
     if check == "planner" and (code != 0 or not result_file.is_file()):
         rows = _final_rows(work / "planner.jsonl")
         if code == 124:  # the configuration left at its start marker was stopped by the time limit, not a crash
-            rows = [{**row, "failed": "stopped at the check's time limit"} if row.get("started") else row
-                    for row in rows]
+            rows = [
+                {**row, "failed": "stopped at the check's time limit"} if row.get("started") else row for row in rows
+            ]
         return {"rows": rows, "exit": code, **({"timed_out": True} if code == 124 else {})}
     if result_file.is_file():
         result = json.loads(result_file.read_text())
@@ -786,25 +970,36 @@ def _percent(value: Any) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The tables docs/gpu.md quotes."""
     env = report["checks"].get("env", {})
-    lines = [f"# lmforge GPU check ({'dry run, CPU' if report['dry_run'] else env.get('gpu', '?')})", "",
-             f"- date: {env.get('date')}; command: `{report['command']}`",
-             f"- versions: {json.dumps(env.get('versions', {}))}",
-             f"- driver/memory: {env.get('nvidia_smi', '-')}; CUDA {env.get('cuda_version', '-')}", ""]
+    lines = [
+        f"# lmforge GPU check ({'dry run, CPU' if report['dry_run'] else env.get('gpu', '?')})",
+        "",
+        f"- date: {env.get('date')}; command: `{report['command']}`",
+        f"- versions: {json.dumps(env.get('versions', {}))}",
+        f"- driver/memory: {env.get('nvidia_smi', '-')}; CUDA {env.get('cuda_version', '-')}",
+        "",
+    ]
     planner = report["checks"].get("planner", {})
-    lines += ["## Planner vs measured peak (GiB per GPU)", "",
-              "planned tensors = the planner's per-GPU figure without its CUDA-context and allocator-slack term; "
-              "error = planned tensors / max_memory_allocated - 1; total error = planned total / NVML - 1.", "",
-              "| configuration | planned total | planned tensors | max allocated | max reserved | NVML (process) "
-              "| error | total error | trainable (plan = actual) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Planner vs measured peak (GiB per GPU)",
+        "",
+        "planned tensors = the planner's per-GPU figure without its CUDA-context and allocator-slack term; "
+        "error = planned tensors / max_memory_allocated - 1; total error = planned total / NVML - 1.",
+        "",
+        "| configuration | planned total | planned tensors | max allocated | max reserved | NVML (process) "
+        "| error | total error | trainable (plan = actual) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in planner.get("rows", []):
         if "failed" in row or "skipped" in row:
             lines.append(f"| {row['case']} | {row.get('failed') or row.get('skipped')} |||||||")
             continue
         same = row.get("planned_trainable") == row.get("actual_trainable")
-        lines.append(f"| {row['case']} | {_gib(row['planned_total_bytes'])} | {_gib(row['planned_tensor_bytes'])} | "
-                     f"{_gib(row['max_allocated_bytes'])} | {_gib(row['max_reserved_bytes'])} | "
-                     f"{_gib(row['nvml_process_bytes'])} | {_percent(row.get('error_vs_allocated'))} | "
-                     f"{_percent(row.get('error_total_vs_nvml'))} | {'yes' if same else 'NO'} |")
+        lines.append(
+            f"| {row['case']} | {_gib(row['planned_total_bytes'])} | {_gib(row['planned_tensor_bytes'])} | "
+            f"{_gib(row['max_allocated_bytes'])} | {_gib(row['max_reserved_bytes'])} | "
+            f"{_gib(row['nvml_process_bytes'])} | {_percent(row.get('error_vs_allocated'))} | "
+            f"{_percent(row.get('error_total_vs_nvml'))} | {'yes' if same else 'NO'} |"
+        )
     for name in ("qlora", "launch", "serve", "speed"):
         lines += ["", f"## {name}", "", "```json", json.dumps(report["checks"].get(name, {}), indent=1)[:6000], "```"]
     return "\n".join(lines) + "\n"

@@ -34,18 +34,88 @@ from packaging.utils import canonicalize_name
 # installed here, so its metadata cannot be walked; the first H200 run stopped at "No module named 'hjson'").
 ROOTS = ["lmforge[gpu]", "openai", "nvidia-ml-py", "hjson"]
 # On the GPU image already, and large: carrying them would not fit (KINDS.md lists the image's packages).
-ON_IMAGE = {"torch", "triton", "numpy", "pandas", "pyarrow", "scipy", "matplotlib", "contourpy", "fonttools",
-            "kiwisolver", "pillow", "sympy", "networkx", "mpmath", "lxml", "hf-xet", "aiohttp", "frozenlist",
-            "multidict", "yarl", "propcache", "aiohappyeyeballs", "aiosignal", "attrs", "pyparsing", "cycler",
-            "python-dateutil", "six", "tzdata", "setuptools", "pip", "wheel", "markupsafe", "jinja2", "pyyaml",
-            "psutil", "requests", "urllib3", "certifi", "charset-normalizer", "idna", "ninja", "py-cpuinfo",
-            "msgpack", "einops", "packaging", "filelock", "nvidia-ml-py3", "zipp", "colorama", "onnx", "onnxruntime", "onnxscript", "nltk", "absl-py", "joblib",
-            "sacrebleu", "portalocker", "tabulate", "evaluate", "rouge-score"}
+ON_IMAGE = {
+    "torch",
+    "triton",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "matplotlib",
+    "contourpy",
+    "fonttools",
+    "kiwisolver",
+    "pillow",
+    "sympy",
+    "networkx",
+    "mpmath",
+    "lxml",
+    "hf-xet",
+    "aiohttp",
+    "frozenlist",
+    "multidict",
+    "yarl",
+    "propcache",
+    "aiohappyeyeballs",
+    "aiosignal",
+    "attrs",
+    "pyparsing",
+    "cycler",
+    "python-dateutil",
+    "six",
+    "tzdata",
+    "setuptools",
+    "pip",
+    "wheel",
+    "markupsafe",
+    "jinja2",
+    "pyyaml",
+    "psutil",
+    "requests",
+    "urllib3",
+    "certifi",
+    "charset-normalizer",
+    "idna",
+    "ninja",
+    "py-cpuinfo",
+    "msgpack",
+    "einops",
+    "packaging",
+    "filelock",
+    "nvidia-ml-py3",
+    "zipp",
+    "colorama",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "nltk",
+    "absl-py",
+    "joblib",
+    "sacrebleu",
+    "portalocker",
+    "tabulate",
+    "evaluate",
+    "rouge-score",
+}
 SDIST_ONLY = {"deepspeed"}
-PLATFORMS = ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_27_x86_64",
-             "manylinux_2_28_x86_64", "manylinux_2_31_x86_64", "manylinux_2_34_x86_64", "manylinux1_x86_64"]
-TARGET = {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.3",
-          "platform_machine": "x86_64", "sys_platform": "linux", "platform_system": "Linux"}
+PLATFORMS = [
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_31_x86_64",
+    "manylinux_2_34_x86_64",
+    "manylinux1_x86_64",
+]
+TARGET = {
+    **default_environment(),
+    "python_version": "3.12",
+    "python_full_version": "3.12.3",
+    "platform_machine": "x86_64",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+}
 BNB_KEEP = re.compile(r"libbitsandbytes_(cpu|cuda130)\.so$")
 LIMIT_BYTES = 56 * 2**20  # the working tree and the wheels travel together, 64 MiB in all
 
@@ -75,18 +145,41 @@ def closure() -> dict[str, str | None]:
 
 
 def download(folder: Path, packages: dict[str, str | None]) -> None:
-    specs = [name if version is None else f"{name}=={version}" for name, version in packages.items()
-             if name not in SDIST_ONLY]
+    specs = [
+        name if version is None else f"{name}=={version}"
+        for name, version in packages.items()
+        if name not in SDIST_ONLY
+    ]
     platform_args = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    "--python-version", "3.12", "--implementation", "cp", *platform_args, "-d", str(folder), *specs],
-                   check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *platform_args,
+            "-d",
+            str(folder),
+            *specs,
+        ],
+        check=True,
+    )
     for name in SDIST_ONLY & packages.keys():
         version = packages[name]
         spec = name if version is None else f"{name}=={version}"
         # DS_BUILD_OPS=0: DeepSpeed compiles its CUDA ops on first use (JIT) on the GPU machine, not here.
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                        str(folder), spec], check=True, env={**__import__("os").environ, "DS_BUILD_OPS": "0"})
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(folder), spec],
+            check=True,
+            env={**__import__("os").environ, "DS_BUILD_OPS": "0"},
+        )
 
 
 def trim_bitsandbytes(folder: Path) -> None:

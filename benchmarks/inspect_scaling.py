@@ -161,7 +161,11 @@ def main() -> None:
             ref_st = _best_seconds(lambda: _reference_safetensors(folder), args.repeats)
             ours_gguf = _best_seconds(lambda: inspect_path(gguf_path), args.repeats)
             ref_gguf = _best_seconds(lambda: gguf.GGUFReader(gguf_path), args.repeats)
-            label = f"{report.total_size_bytes / 1e9:,.3f} GB" if size >= 10**9 else f"{report.total_size_bytes / 1e6:,.0f} MB"
+            label = (
+                f"{report.total_size_bytes / 1e9:,.3f} GB"
+                if size >= 10**9
+                else f"{report.total_size_bytes / 1e6:,.0f} MB"
+            )
             print(f"{label:>8} | {shards:>6} {report.tensor_count:>7} {report.total_params:>16,} {disk / 1e6:>8.1f}MB | "
                   f"{ours_st * 1e3:>9.1f}ms {ref_st * 1e3:>8.1f}ms | {ours_gguf * 1e3:>10.1f}ms {ref_gguf * 1e3:>8.1f}ms",
                   flush=True)  # fmt: skip

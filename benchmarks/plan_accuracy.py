@@ -58,15 +58,33 @@ def _configurations(seq_len: int, quick: bool, techniques_only: bool = False) ->
     techniques = [
         ("llama-3.2-1b", TrainingSetup(method="full", loss="chunked", seq_len=seq_len)),
         ("llama-3.2-1b", TrainingSetup(method="lora", loss="chunked", recompute="full", seq_len=4 * seq_len)),
-        ("qwen2.5-0.5b", TrainingSetup(method="full", precision="bf16", loss="chunked", micro_batch_size=4, seq_len=seq_len)),
+        (
+            "qwen2.5-0.5b",
+            TrainingSetup(method="full", precision="bf16", loss="chunked", micro_batch_size=4, seq_len=seq_len),
+        ),
         ("llama-3.1-8b", TrainingSetup(method="lora", loss="chunked", recompute="full", seq_len=4 * seq_len)),
         ("llama-3.2-1b", TrainingSetup(method="full", offload_activations=True, seq_len=seq_len)),
         ("llama-2-7b", TrainingSetup(method="lora", offload_activations=True, recompute="full", seq_len=seq_len)),
         ("qwen2.5-0.5b", TrainingSetup(method="full", precision="bf16", optimizer_in_backward=True, seq_len=seq_len)),
-        ("llama-3.2-1b", TrainingSetup(method="full", precision="fp32", optimizer_in_backward=True, recompute="full", seq_len=seq_len)),
+        (
+            "llama-3.2-1b",
+            TrainingSetup(
+                method="full", precision="fp32", optimizer_in_backward=True, recompute="full", seq_len=seq_len
+            ),
+        ),
         ("llama-3.2-1b", TrainingSetup(method="full", attention="flash", seq_len=seq_len)),
-        ("llama-3.2-1b", TrainingSetup(method="full", precision="bf16", loss="chunked", optimizer_in_backward=True,
-                                       offload_activations=True, recompute="full", seq_len=4 * seq_len)),
+        (
+            "llama-3.2-1b",
+            TrainingSetup(
+                method="full",
+                precision="bf16",
+                loss="chunked",
+                optimizer_in_backward=True,
+                offload_activations=True,
+                recompute="full",
+                seq_len=4 * seq_len,
+            ),
+        ),
     ]
     if techniques_only:
         return techniques
@@ -88,7 +106,9 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = []
-    print("| model | params | method | precision | recompute | attn | mbs x seq | analytic GiB | simulated GiB | error | peak (sim) |")
+    print(
+        "| model | params | method | precision | recompute | attn | mbs x seq | analytic GiB | simulated GiB | error | peak (sim) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, setup in _configurations(args.seq_len, args.quick, args.techniques):
         spec = resolve_model(name)
@@ -100,8 +120,11 @@ def main() -> None:
         method = setup.method if setup.target_modules is None else f"lora({','.join(setup.target_modules)})"
         if setup.optimizer != "adamw":
             method += f" +{setup.optimizer}"
-        for name_, on in (("chunked loss", setup.loss == "chunked"), ("offload", setup.offload_activations),
-                          ("opt-in-bwd", setup.optimizer_in_backward)):
+        for name_, on in (
+            ("chunked loss", setup.loss == "chunked"),
+            ("offload", setup.offload_activations),
+            ("opt-in-bwd", setup.optimizer_in_backward),
+        ):
             method += f" +{name_}" if on else ""
         print(
             f"| {name} | {count_params(spec).total_params / 1e9:.2f}B | {method} | {setup.precision} | {setup.recompute} "

@@ -30,8 +30,12 @@ from typing import Any
 # The settings tried, per stage; each entry updates the recipe (lmforge.quickstart.pipeline.Recipe).
 SFT = [{"sft_lr": 5e-4}, {"sft_lr": 1e-3}, {"sft_lr": 2e-3}]
 RM = [{"rm_lr": 3e-4}, {"rm_lr": 1e-3}, {"rm_lr": 2e-3}]
-DPO = [{"dpo_lr": 5e-5, "dpo_steps": 200}, {"dpo_lr": 1e-4, "dpo_steps": 200}, {"dpo_lr": 2e-4, "dpo_steps": 200},
-       {"dpo_lr": 1e-4, "dpo_steps": 100}]
+DPO = [
+    {"dpo_lr": 5e-5, "dpo_steps": 200},
+    {"dpo_lr": 1e-4, "dpo_steps": 200},
+    {"dpo_lr": 2e-4, "dpo_steps": 200},
+    {"dpo_lr": 1e-4, "dpo_steps": 100},
+]
 
 
 def _copy_until(source: Path, target: Path, keep: tuple[str, ...]) -> None:
@@ -47,8 +51,15 @@ def _copy_until(source: Path, target: Path, keep: tuple[str, ...]) -> None:
     (target / STATE_FILE).write_text(json.dumps(state))
 
 
-def _search(stage: str, candidates: list[dict[str, Any]], base: dict[int, Any], starts: dict[int, Path],
-            keep: tuple[str, ...], root: Path, score: Callable[[Any], float]) -> list[dict[str, Any]]:
+def _search(
+    stage: str,
+    candidates: list[dict[str, Any]],
+    base: dict[int, Any],
+    starts: dict[int, Path],
+    keep: tuple[str, ...],
+    root: Path,
+    score: Callable[[Any], float],
+) -> list[dict[str, Any]]:
     """Run every candidate from each seed's start folder up to `stage`; the figures of each, per seed."""
     from lmforge.quickstart import run_quickstart
 
@@ -59,14 +70,29 @@ def _search(stage: str, candidates: list[dict[str, Any]], base: dict[int, Any], 
             out = root / f"{stage}-{index}-seed{seed}"
             if starts.get(seed) is not None:
                 _copy_until(starts[seed], out, keep)
-            result = run_quickstart(out, resume=starts.get(seed) is not None, progress=False,
-                                    recipe=dataclasses.replace(recipe, **change), until=stage)
+            result = run_quickstart(
+                out,
+                resume=starts.get(seed) is not None,
+                progress=False,
+                recipe=dataclasses.replace(recipe, **change),
+                until=stage,
+            )
             figures.append(score(result))
             folders[seed] = out
-        rows.append({"change": change, "figures": figures, "mean": statistics.mean(figures),
-                     "range": [min(figures), max(figures)], "folders": folders})
-        print(f"  {stage} {change}: mean {rows[-1]['mean']:.3f}, range {min(figures):.3f}-{max(figures):.3f} "
-              f"({', '.join(f'{f:.3f}' for f in figures)})", flush=True)
+        rows.append(
+            {
+                "change": change,
+                "figures": figures,
+                "mean": statistics.mean(figures),
+                "range": [min(figures), max(figures)],
+                "folders": folders,
+            }
+        )
+        print(
+            f"  {stage} {change}: mean {rows[-1]['mean']:.3f}, range {min(figures):.3f}-{max(figures):.3f} "
+            f"({', '.join(f'{f:.3f}' for f in figures)})",
+            flush=True,
+        )
     return rows
 
 
@@ -74,8 +100,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", type=Path, help="write every figure here")
-    parser.add_argument("--fixed", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="a setting chosen by an earlier search (e.g. sft_lr=1e-3): its stage is not searched")
+    parser.add_argument(
+        "--fixed",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting chosen by an earlier search (e.g. sft_lr=1e-3): its stage is not searched",
+    )
     parser.add_argument("--fast", action="store_true", help="the test recipe: checks the search runs, in a minute")
     args = parser.parse_args()
 
@@ -83,8 +114,10 @@ def main() -> None:
     from lmforge.quickstart import pipeline
 
     _quiet_libraries()
-    fixed = {key: float(value) if "." in value or "e" in value else int(value)
-             for key, value in (item.split("=", 1) for item in args.fixed)}
+    fixed = {
+        key: float(value) if "." in value or "e" in value else int(value)
+        for key, value in (item.split("=", 1) for item in args.fixed)
+    }
 
     def candidates(stage: list[dict[str, Any]]) -> list[dict[str, Any]]:
         chosen = {key: value for key, value in fixed.items() if key in stage[0]}
@@ -103,8 +136,15 @@ def main() -> None:
             pretrained[seed] = root / f"pretrain-seed{seed}"
             run_quickstart(pretrained[seed], progress=False, recipe=recipe, until="plan")
         print("sft: validation exact match after SFT; rule: the highest mean", flush=True)
-        sft = _search("sft", candidates(SFT), base, pretrained, ("tokenizer", "pretrain", "plan"), root,
-                      lambda r: r.stages["sft"].exact_match)
+        sft = _search(
+            "sft",
+            candidates(SFT),
+            base,
+            pretrained,
+            ("tokenizer", "pretrain", "plan"),
+            root,
+            lambda r: r.stages["sft"].exact_match,
+        )
         best = max(sft, key=lambda row: row["mean"])
         base = {seed: dataclasses.replace(recipe, **best["change"]) for seed, recipe in base.items()}
 
@@ -114,21 +154,33 @@ def main() -> None:
         best_rm = max(rm, key=lambda row: row["mean"])
         base = {seed: dataclasses.replace(recipe, **best_rm["change"]) for seed, recipe in base.items()}
 
-        print("dpo: preference for the correct answer over SFT's validation mistakes after DPO; rule: the highest "
-              "mean among settings whose mean validation exact match is not below SFT's; if none, the one that keeps "
-              "the most exact match", flush=True)
+        print(
+            "dpo: preference for the correct answer over SFT's validation mistakes after DPO; rule: the highest "
+            "mean among settings whose mean validation exact match is not below SFT's; if none, the one that keeps "
+            "the most exact match",
+            flush=True,
+        )
         keep = ("tokenizer", "pretrain", "plan", "sft", "pairs", "rm")
-        dpo = _search("dpo", candidates(DPO), base, best_rm["folders"], keep, root,
-                      lambda r: r.stages["dpo"].mistake_preference_accuracy or 0.0)
+        dpo = _search(
+            "dpo",
+            candidates(DPO),
+            base,
+            best_rm["folders"],
+            keep,
+            root,
+            lambda r: r.stages["dpo"].mistake_preference_accuracy or 0.0,
+        )
         for row in dpo:
-            states = [json.loads((folder / pipeline.STATE_FILE).read_text())["stages"]
-                      for folder in row["folders"].values()]
+            states = [
+                json.loads((folder / pipeline.STATE_FILE).read_text())["stages"] for folder in row["folders"].values()
+            ]
             row["exact_match_mean"] = statistics.mean(s["dpo"]["exact_match"] for s in states)
             row["sft_exact_match_mean"] = statistics.mean(s["sft"]["exact_match"] for s in states)
         allowed = [row for row in dpo if row["exact_match_mean"] >= row["sft_exact_match_mean"]]
         # When every setting costs exact match, the one that costs least: DPO must not buy preference with answers.
-        best_dpo = max(allowed, key=lambda row: row["mean"]) if allowed else \
-            max(dpo, key=lambda row: row["exact_match_mean"])
+        best_dpo = (
+            max(allowed, key=lambda row: row["mean"]) if allowed else max(dpo, key=lambda row: row["exact_match_mean"])
+        )
     chosen = {**best["change"], **best_rm["change"], **best_dpo["change"]}
     report.update(sft=sft, rm=rm, dpo=dpo, chosen=chosen, seconds=round(time.perf_counter() - started))
     for rows in (sft, rm, dpo):

@@ -91,8 +91,15 @@ def build(root: Path):
     for attack in all_attacks(canary):
         path = root / "attacks" / attack.name
         path.write_bytes(attack.data)
-        files.append(CorpusFile(path, MALICIOUS, f"issue 10 class {attack.issue_class}: {attack.description}",
-                                attack.live, attack.printed))
+        files.append(
+            CorpusFile(
+                path,
+                MALICIOUS,
+                f"issue 10 class {attack.issue_class}: {attack.description}",
+                attack.live,
+                attack.printed,
+            )
+        )
     return files, canary
 
 
@@ -110,8 +117,11 @@ def main() -> int:
     tools = commands(args.tools_bin)
     for name, command in tools.items():
         if command is None:
-            print(f"{name} not found: python3 -m venv /tmp/scanners && /tmp/scanners/bin/pip install {name}; "
-                  "then pass --tools-bin /tmp/scanners/bin", file=sys.stderr)
+            print(
+                f"{name} not found: python3 -m venv /tmp/scanners && /tmp/scanners/bin/pip install {name}; "
+                "then pass --tools-bin /tmp/scanners/bin",
+                file=sys.stderr,
+            )
     with tempfile.TemporaryDirectory(prefix="scan-compare-") as folder:
         root = Path(folder)
         files, canary = build(root)
@@ -124,8 +134,15 @@ def main() -> int:
             scan_file(item.path)
             in_process_seconds.append(time.perf_counter() - started)
 
-        results = {name: {"groups": {group: {"flagged": 0, "clean": 0, "doubt": 0, "error": 0} for group in GROUPS},
-                          "wrong": [], "ms_per_file_rounds": []} for name, command in tools.items() if command}
+        results = {
+            name: {
+                "groups": {group: {"flagged": 0, "clean": 0, "doubt": 0, "error": 0} for group in GROUPS},
+                "wrong": [],
+                "ms_per_file_rounds": [],
+            }
+            for name, command in tools.items()
+            if command
+        }
         for round_index in range(args.rounds):
             seconds = dict.fromkeys(results, 0.0)
             for item in files:
@@ -142,24 +159,38 @@ def main() -> int:
         canary_created = canary.exists()
 
     counts = {group: sum(item.group == group for item in files) for group in GROUPS}
-    summary = {"files": len(files), "groups": counts, "malicious_proven_live": counts["malicious"] - len(unproven_live),
-               "not_proven_live": unproven_live, "canary_created_by_scanning": canary_created,
-               "lmforge_in_process_ms_per_file": 1000 * sum(in_process_seconds) / len(files), "tools": results}
+    summary = {
+        "files": len(files),
+        "groups": counts,
+        "malicious_proven_live": counts["malicious"] - len(unproven_live),
+        "not_proven_live": unproven_live,
+        "canary_created_by_scanning": canary_created,
+        "lmforge_in_process_ms_per_file": 1000 * sum(in_process_seconds) / len(files),
+        "tools": results,
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"corpus: {counts['malicious']} malicious ({summary['malicious_proven_live']} proven live in this run), "
-              f"{counts['unprovable']} unprovable, {counts['benign']} benign; canary created by scanning: {canary_created}")
-        print(f"{'tool':<11} {'group':<11} {'files':>5} {'flagged':>8} {'clean':>6} {'doubt':>6} {'error':>6} {'right':>6}")
+        print(
+            f"corpus: {counts['malicious']} malicious ({summary['malicious_proven_live']} proven live in this run), "
+            f"{counts['unprovable']} unprovable, {counts['benign']} benign; canary created by scanning: {canary_created}"
+        )
+        print(
+            f"{'tool':<11} {'group':<11} {'files':>5} {'flagged':>8} {'clean':>6} {'doubt':>6} {'error':>6} {'right':>6}"
+        )
         for name, result in results.items():
             for group in GROUPS:
                 said = result["groups"][group]
                 right = sum(said[key] for key in RIGHT[group])
-                print(f"{name:<11} {group:<11} {counts[group]:>5} {said['flagged']:>8} {said['clean']:>6} "
-                      f"{said['doubt']:>6} {said['error']:>6} {right:>6}")
+                print(
+                    f"{name:<11} {group:<11} {counts[group]:>5} {said['flagged']:>8} {said['clean']:>6} "
+                    f"{said['doubt']:>6} {said['error']:>6} {right:>6}"
+                )
             rounds = sorted(result["ms_per_file_rounds"])
-            print(f"{name:<11} ms/file: median {statistics.median(rounds):.0f}, range {rounds[0]:.0f}-{rounds[-1]:.0f} "
-                  f"over {len(rounds)} passes")
+            print(
+                f"{name:<11} ms/file: median {statistics.median(rounds):.0f}, range {rounds[0]:.0f}-{rounds[-1]:.0f} "
+                f"over {len(rounds)} passes"
+            )
         print(f"lmforge in-process scan: {summary['lmforge_in_process_ms_per_file']:.1f} ms/file")
         if args.show_misses:
             for name, result in results.items():

@@ -36,8 +36,15 @@ def _decode_seconds(engine, name: str, prompt_ids: list[int], tokens: int, reque
     params = SamplingParams(temperature=0, max_new_tokens=tokens)
     started = time.perf_counter()
     for event in done:
-        engine.submit(Request(name, prompt_ids, params,
-                              lambda e, event=event: event.set() if e.finish_reason else None, ignore_eos=True))
+        engine.submit(
+            Request(
+                name,
+                prompt_ids,
+                params,
+                lambda e, event=event: event.set() if e.finish_reason else None,
+                ignore_eos=True,
+            )
+        )
     for event in done:
         event.wait(600)
     return time.perf_counter() - started
@@ -66,13 +73,16 @@ def main() -> None:
         base_dir = build_bench_model(root / "base", hidden_size=args.hidden_size, layers=args.layers)
         adapters = [(f"a{i}", str(build_bench_adapter(base_dir, root / f"a{i}", seed=i))) for i in range(args.adapters)]
         shared = load_engine(str(base_dir), adapters=adapters)
-        merged = {"base": load_model(str(base_dir))} | {name: load_model(str(base_dir), adapter=path)
-                                                         for name, path in adapters}
+        merged = {"base": load_model(str(base_dir))} | {
+            name: load_model(str(base_dir), adapter=path) for name, path in adapters
+        }
         base_bytes = _parameter_bytes([merged["base"]])
         shared_bytes = _parameter_bytes(shared.models.values())
         merged_bytes = _parameter_bytes(merged.values())
-        print(f"base {args.layers} layers x {args.hidden_size}: {base_bytes:,} parameter bytes; {args.adapters} "
-              f"LoRA adapters (r=8, all projections)")
+        print(
+            f"base {args.layers} layers x {args.hidden_size}: {base_bytes:,} parameter bytes; {args.adapters} "
+            f"LoRA adapters (r=8, all projections)"
+        )
         print(f"  adapters sharing the base: {shared_bytes:,} bytes ({shared_bytes / base_bytes:.2f}x the base)")
         print(f"  one merged copy each:      {merged_bytes:,} bytes ({merged_bytes / base_bytes:.2f}x the base)")
 
@@ -87,7 +97,9 @@ def main() -> None:
         tokens = args.tokens * args.requests
         for label, seconds in timings.items():
             print(f"  {label:<20} {tokens / seconds:8.1f} tokens/s ({args.requests} requests x {args.tokens} tokens)")
-        print(f"  unmerged adapter speed: {timings['merged copy'] / timings['shared, adapter on']:.2f}x the merged copy")
+        print(
+            f"  unmerged adapter speed: {timings['merged copy'] / timings['shared, adapter on']:.2f}x the merged copy"
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,12 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for server and baseline alike (1: fair on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for server and baseline alike (1: fair on a shared machine)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     levels = [int(part) for part in args.concurrency.split(",")]

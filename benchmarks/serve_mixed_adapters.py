@@ -28,8 +28,11 @@ def _run(engine, requests: list[tuple[str, list[int]]], tokens: int) -> float:
     params = SamplingParams(temperature=0, max_new_tokens=tokens)
     started = time.perf_counter()
     for (name, prompt), event in zip(requests, done):
-        engine.submit(Request(name, prompt, params, lambda e, event=event: event.set() if e.finish_reason else None,
-                              ignore_eos=True))
+        engine.submit(
+            Request(
+                name, prompt, params, lambda e, event=event: event.set() if e.finish_reason else None, ignore_eos=True
+            )
+        )
     for event in done:
         event.wait(600)
     return time.perf_counter() - started
@@ -63,12 +66,14 @@ def main() -> None:
         prompt = encode_prompt(models["base"], BENCH_PROMPT)
         requests = [(name, prompt) for _ in range(args.per_name) for name in names]
         batch = len(requests)
-        engines = {"mixed batch": Engine(models, max_batch_size=batch, mixed_adapters=True),
-                   "taking turns": Engine(models, max_batch_size=batch, mixed_adapters=False)}
+        engines = {
+            "mixed batch": Engine(models, max_batch_size=batch, mixed_adapters=True),
+            "taking turns": Engine(models, max_batch_size=batch, mixed_adapters=False),
+        }
         seconds: dict[str, list[float]] = {label: [] for label in engines}
         for engine in engines.values():
             engine.start()
-            _run(engine, requests[:len(names)], 4)  # warm-up
+            _run(engine, requests[: len(names)], 4)  # warm-up
         for _ in range(args.runs):
             for label, engine in engines.items():
                 seconds[label].append(_run(engine, requests, args.tokens))
@@ -76,15 +81,19 @@ def main() -> None:
             engine.stop()
 
     tokens = batch * args.tokens
-    print(f"bench Llama {args.layers} layers x {args.hidden_size}, {args.adapters} LoRA adapters (r=8, all "
-          f"projections) + the base; {args.per_name} requests per name ({batch} at once) x {args.tokens} tokens; "
-          f"torch threads {args.threads}; {args.runs} runs, alternating")
+    print(
+        f"bench Llama {args.layers} layers x {args.hidden_size}, {args.adapters} LoRA adapters (r=8, all "
+        f"projections) + the base; {args.per_name} requests per name ({batch} at once) x {args.tokens} tokens; "
+        f"torch threads {args.threads}; {args.runs} runs, alternating"
+    )
     print(f"{'engine':<14} {'tok/s median':>13} {'range':>17} {'rows per step':>14} {'decode steps':>13}")
     for label, engine in engines.items():
         rates = [tokens / s for s in seconds[label]]
         stats = engine.stats
-        print(f"{label:<14} {statistics.median(rates):13.1f} {min(rates):8.1f}-{max(rates):<8.1f} "
-              f"{stats.mean_batch_sequences:14.1f} {stats.decode_steps:13d}")
+        print(
+            f"{label:<14} {statistics.median(rates):13.1f} {min(rates):8.1f}-{max(rates):<8.1f} "
+            f"{stats.mean_batch_sequences:14.1f} {stats.decode_steps:13d}"
+        )
     ratio = statistics.median(seconds["taking turns"]) / statistics.median(seconds["mixed batch"])
     print(f"mixed batch: {ratio:.2f}x the throughput of taking turns (ratio of median times)")
 

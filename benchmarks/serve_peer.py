@@ -31,10 +31,22 @@ from pathlib import Path
 from typing import Any
 
 MODELS = {
-    "tiny": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "tie_word_embeddings": True},
-    "76m": {"hidden_size": 640, "intermediate_size": 2560, "num_hidden_layers": 12, "num_attention_heads": 10,
-            "num_key_value_heads": 10, "tie_word_embeddings": False},
+    "tiny": {
+        "hidden_size": 64,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "tie_word_embeddings": True,
+    },
+    "76m": {
+        "hidden_size": 640,
+        "intermediate_size": 2560,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 10,
+        "num_key_value_heads": 10,
+        "tie_word_embeddings": False,
+    },
 }
 ENGINES = ("lmforge", "transformers serve", "static batching")
 
@@ -50,8 +62,14 @@ def build_model(folder: Path, shape: dict[str, Any]) -> Path:
     corpus = [BENCH_PROMPT, "The quick brown fox jumps over the lazy dog.", "One two three four five six."] * 20
     tokenizer = train_bpe_tokenizer(corpus, vocab_size=512)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=None, bos_token_id=None, **shape)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=None,
+        bos_token_id=None,
+        **shape,
+    )
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(folder)
@@ -70,8 +88,11 @@ class StaticBatching:
 
         self.loaded = load_model(str(folder), device=device)
         self.max_tokens = max_tokens
-        self.ids = self.loaded.tokenizer(self.loaded.render_chat([{"role": "user", "content": BENCH_PROMPT}]),
-                                         add_special_tokens=False, return_tensors="pt")["input_ids"]
+        self.ids = self.loaded.tokenizer(
+            self.loaded.render_chat([{"role": "user", "content": BENCH_PROMPT}]),
+            add_special_tokens=False,
+            return_tensors="pt",
+        )["input_ids"]
         self.torch = torch
 
     def run(self, concurrency: int, requests: int) -> dict[str, float]:
@@ -95,49 +116,91 @@ class StaticBatching:
             ids = self.ids.repeat(size, 1).to(self.loaded.device)
             streamer, batch_started = FirstToken(), time.perf_counter()
             with self.torch.inference_mode():
-                out = self.loaded.model.generate(input_ids=ids, attention_mask=self.torch.ones_like(ids),
-                                                 do_sample=False, max_new_tokens=self.max_tokens,
-                                                 min_new_tokens=self.max_tokens, streamer=streamer,
-                                                 pad_token_id=self.loaded.tokenizer.pad_token_id)
+                out = self.loaded.model.generate(
+                    input_ids=ids,
+                    attention_mask=self.torch.ones_like(ids),
+                    do_sample=False,
+                    max_new_tokens=self.max_tokens,
+                    min_new_tokens=self.max_tokens,
+                    streamer=streamer,
+                    pad_token_id=self.loaded.tokenizer.pad_token_id,
+                )
             tokens += (out.shape[1] - ids.shape[1]) * size
             ttfts += [(streamer.at or time.perf_counter()) - batch_started] * size
         wall = time.perf_counter() - started
         return {"tokens_per_second": tokens / wall, "ttft_p50": statistics.median(ttfts), "errors": 0}
 
 
-def _http_level(url: str, model: str, concurrency: int, requests: int, max_tokens: int,
-                ignore_eos: bool) -> dict[str, float]:
+def _http_level(
+    url: str, model: str, concurrency: int, requests: int, max_tokens: int, ignore_eos: bool
+) -> dict[str, float]:
     from lmforge.serve.bench import run_level
 
-    level = asyncio.run(run_level(url, model, concurrency, requests, max_tokens=max_tokens, chat=True,
-                                  ignore_eos=ignore_eos, time_limit_s=600))
+    level = asyncio.run(
+        run_level(
+            url, model, concurrency, requests, max_tokens=max_tokens, chat=True, ignore_eos=ignore_eos, time_limit_s=600
+        )
+    )
     if level.errors:
         print(f"    errors from {url}: {level.error_messages}", flush=True)
     if level.output_tokens != (level.requests - level.errors) * max_tokens:
         raise RuntimeError(f"{url}: {level.output_tokens} tokens for {level.requests - level.errors} requests")
-    return {"tokens_per_second": level.throughput_tokens_per_second, "ttft_p50": level.ttft_p50_seconds or 0.0,
-            "errors": level.errors}
+    return {
+        "tokens_per_second": level.throughput_tokens_per_second,
+        "ttft_p50": level.ttft_p50_seconds or 0.0,
+        "errors": level.errors,
+    }
 
 
 def bench_model(name: str, folder: Path, args: argparse.Namespace) -> dict[tuple[str, int], list[dict[str, float]]]:
     from lmforge.serve.bench import local_server
 
     threads = str(args.threads)
-    lmforge_command = [sys.executable, "-m", "lmforge", "serve", str(folder), "--port", "{port}",
-                       "--max-batch-size", str(max(args.concurrency)), "--max-queue", "1024", "--threads", threads,
-                       "--device", args.device]
+    lmforge_command = [
+        sys.executable,
+        "-m",
+        "lmforge",
+        "serve",
+        str(folder),
+        "--port",
+        "{port}",
+        "--max-batch-size",
+        str(max(args.concurrency)),
+        "--max-queue",
+        "1024",
+        "--threads",
+        threads,
+        "--device",
+        args.device,
+    ]
     # The paged KV cache sized for the largest level (prompt + reply tokens per request, twice over): left to
     # itself on a CPU, transformers sizes it from free memory and grew to 14.6 GB here until the OOM killer ended it.
     blocks = 2 * max(args.concurrency) * (64 + args.max_tokens) // 32
-    peer_command = [str(Path(sys.executable).with_name("transformers")), "serve", str(folder), "--continuous-batching",
-                    "--host", "127.0.0.1", "--port", "{port}", "--device", args.device, "--log-level", "warning",
-                    "--cb-block-size", "32", "--cb-num-blocks", str(blocks)]
+    peer_command = [
+        str(Path(sys.executable).with_name("transformers")),
+        "serve",
+        str(folder),
+        "--continuous-batching",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--device",
+        args.device,
+        "--log-level",
+        "warning",
+        "--cb-block-size",
+        "32",
+        "--cb-num-blocks",
+        str(blocks),
+    ]
     thread_env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     with contextlib.ExitStack() as stack:
         lmforge_url = stack.enter_context(local_server(str(folder), command=lmforge_command, start_timeout_s=600))
-        peer_url = stack.enter_context(local_server(str(folder), command=peer_command, env=thread_env,
-                                                    start_timeout_s=900))
+        peer_url = stack.enter_context(
+            local_server(str(folder), command=peer_command, env=thread_env, start_timeout_s=900)
+        )
         import torch
 
         torch.set_num_threads(args.threads)
@@ -151,29 +214,36 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace) -> dict[tuple
         for runner in runners.values():  # warm-up: first requests compile kernels and fill caches
             runner(2, 2)
         for run in range(args.runs):
-            order = ENGINES[run % 3:] + ENGINES[:run % 3]
+            order = ENGINES[run % 3 :] + ENGINES[: run % 3]
             for concurrency in args.concurrency:
                 requests = max(8, 2 * concurrency)
                 for engine in order:
                     result = runners[engine](concurrency, requests)
                     results.setdefault((engine, concurrency), []).append(result)
-                    print(f"  {name} run {run + 1} c={concurrency} {engine}: {result['tokens_per_second']:.1f} tok/s, "
-                          f"TTFT p50 {result['ttft_p50'] * 1000:.1f} ms, errors {result['errors']}", flush=True)
+                    print(
+                        f"  {name} run {run + 1} c={concurrency} {engine}: {result['tokens_per_second']:.1f} tok/s, "
+                        f"TTFT p50 {result['ttft_p50'] * 1000:.1f} ms, errors {result['errors']}",
+                        flush=True,
+                    )
     return results
 
 
 def table(name: str, results: dict[tuple[str, int], list[dict[str, float]]], concurrency: list[int]) -> str:
-    lines = [f"| {name} | concurrency | tok/s median (range) | x transformers serve | TTFT p50 median ms | errors |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"| {name} | concurrency | tok/s median (range) | x transformers serve | TTFT p50 median ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
     for level in concurrency:
         peer = statistics.median(r["tokens_per_second"] for r in results[("transformers serve", level)])
         for engine in ENGINES:
             runs = results[(engine, level)]
             rates = [r["tokens_per_second"] for r in runs]
             median = statistics.median(rates)
-            lines.append(f"| {engine} | {level} | {median:.1f} ({min(rates):.1f}-{max(rates):.1f}) | "
-                         f"{median / peer:.2f} | {statistics.median(r['ttft_p50'] for r in runs) * 1000:.1f} | "
-                         f"{sum(r['errors'] for r in runs)} |")
+            lines.append(
+                f"| {engine} | {level} | {median:.1f} ({min(rates):.1f}-{max(rates):.1f}) | "
+                f"{median / peer:.2f} | {statistics.median(r['ttft_p50'] for r in runs) * 1000:.1f} | "
+                f"{sum(r['errors'] for r in runs)} |"
+            )
     return "\n".join(lines)
 
 
@@ -192,8 +262,10 @@ def main() -> None:
     from lmforge.cli.generate import quiet_transformers
 
     quiet_transformers()
-    print(f"transformers {transformers.__version__}; {args.runs} runs; {args.max_tokens} tokens per request; "
-          f"device {args.device}; torch threads {args.threads}")
+    print(
+        f"transformers {transformers.__version__}; {args.runs} runs; {args.max_tokens} tokens per request; "
+        f"device {args.device}; torch threads {args.threads}"
+    )
     tables = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models.split(","):

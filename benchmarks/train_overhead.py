@@ -21,8 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-MODEL = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
-         "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 512}
+MODEL = {
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 688,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 512,
+}
 BATCH, BLOCK = 8, 128
 
 
@@ -48,16 +55,21 @@ def plain_loop(tokenizer_path: Path, steps: int, seed: int) -> float:
     blocks = tokenize_text(load_builtin("builtin:corpus", n=2000, seed=seed), tokenizer, block_size=BLOCK)
     blocks = [b for b in blocks["input_ids"] if len(b) == BLOCK]
     raw = dict(MODEL)
-    config = transformers.AutoConfig.for_model(raw.pop("model_type"), **raw, vocab_size=len(tokenizer),
-                                               pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-                                               eos_token_id=tokenizer.eos_token_id)
+    config = transformers.AutoConfig.for_model(
+        raw.pop("model_type"),
+        **raw,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     timings = []
     for step in range(steps):
-        batch = torch.tensor(blocks[(step * BATCH) % (len(blocks) - BATCH):][:BATCH])
+        batch = torch.tensor(blocks[(step * BATCH) % (len(blocks) - BATCH) :][:BATCH])
         start = time.perf_counter()
         loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
         loss.backward()
@@ -74,15 +86,29 @@ def lmforge_run(tokenizer_path: Path, root: Path, steps: int, seed: int) -> floa
     from lmforge.train.config import validate_config
     from lmforge.train.run import run_training
 
-    config = validate_config({
-        "stage": "pretrain", "out": str(root / f"run-{time.time_ns()}"),
-        "model": {"config": MODEL, "tokenizer": str(tokenizer_path)},
-        # packing off: the same GPT-recipe blocks the plain loop trains on
-        "data": {"train": "builtin:corpus", "max_examples": 2000, "max_len": BLOCK, "eval_fraction": 0,
-                 "packing": "off"},
-        "train": {"max_steps": steps, "micro_batch_size": BATCH, "learning_rate": 1e-3, "lr_scheduler": "constant",
-                  "precision": "fp32", "seed": seed},
-    })
+    config = validate_config(
+        {
+            "stage": "pretrain",
+            "out": str(root / f"run-{time.time_ns()}"),
+            "model": {"config": MODEL, "tokenizer": str(tokenizer_path)},
+            # packing off: the same GPT-recipe blocks the plain loop trains on
+            "data": {
+                "train": "builtin:corpus",
+                "max_examples": 2000,
+                "max_len": BLOCK,
+                "eval_fraction": 0,
+                "packing": "off",
+            },
+            "train": {
+                "max_steps": steps,
+                "micro_batch_size": BATCH,
+                "learning_rate": 1e-3,
+                "lr_scheduler": "constant",
+                "precision": "fp32",
+                "seed": seed,
+            },
+        }
+    )
     result = run_training(config, progress=False)
     times = [r["time"] for r in read_metrics(result.run_dir / "metrics.jsonl") if "loss" in r]
     return statistics.median(b - a for a, b in itertools.pairwise(times))
@@ -107,15 +133,22 @@ def main() -> None:
             lmforge_runs.append(lmforge_run(tokenizer_path, root, args.steps, args.seed))
     plain, ours = statistics.median(plain_runs), statistics.median(lmforge_runs)
     figures = {
-        "threads": args.threads, "steps": args.steps, "rounds": args.rounds, "micro_batch": BATCH,
-        "block_tokens": BLOCK, "plain_seconds_per_step": round(plain, 4),
+        "threads": args.threads,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "micro_batch": BATCH,
+        "block_tokens": BLOCK,
+        "plain_seconds_per_step": round(plain, 4),
         "plain_range_seconds": [round(min(plain_runs), 4), round(max(plain_runs), 4)],
         "lmforge_seconds_per_step": round(ours, 4),
         "lmforge_range_seconds": [round(min(lmforge_runs), 4), round(max(lmforge_runs), 4)],
         "overhead_percent": round(100 * (ours / plain - 1), 1),
         # Each round's own overhead (its lmforge median over its plain median): the spread of the claim itself.
-        "overhead_percent_by_round": [round(100 * (o / p - 1), 1) for p, o in zip(plain_runs, lmforge_runs, strict=True)],
-        "plain_tokens_per_second": round(BATCH * BLOCK / plain), "lmforge_tokens_per_second": round(BATCH * BLOCK / ours),
+        "overhead_percent_by_round": [
+            round(100 * (o / p - 1), 1) for p, o in zip(plain_runs, lmforge_runs, strict=True)
+        ],
+        "plain_tokens_per_second": round(BATCH * BLOCK / plain),
+        "lmforge_tokens_per_second": round(BATCH * BLOCK / ours),
     }
     json.dump(figures, sys.stdout, indent=2)
     print()

@@ -24,11 +24,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODEL = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024}
-STRATEGIES = {"packing": {"data": {"packing": "on"}},
-              "dynamic padding": {"data": {"packing": "off"}},
-              "length-grouped": {"data": {"packing": "off"}, "train": {"length_grouped": True}}}
+MODEL = {
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+}
+STRATEGIES = {
+    "packing": {"data": {"packing": "on"}},
+    "dynamic padding": {"data": {"packing": "off"}},
+    "length-grouped": {"data": {"packing": "off"}, "train": {"length_grouped": True}},
+}
 
 
 def write_chats(path: Path, count: int, seed: int) -> Path:
@@ -62,11 +71,19 @@ def one_run(name: str, root: Path, chats: Path, tokenizer: Path, args: argparse.
 
     extra = STRATEGIES[name]
     raw: dict[str, Any] = {
-        "stage": "sft", "out": str(root / f"{name.replace(' ', '-')}-{index}"),
+        "stage": "sft",
+        "out": str(root / f"{name.replace(' ', '-')}-{index}"),
         "model": {"config": MODEL, "tokenizer": str(tokenizer)},
         "data": {"train": str(chats), "max_len": args.max_len, "eval_fraction": 0, **extra.get("data", {})},
-        "train": {"max_steps": args.steps, "micro_batch_size": args.batch_size, "learning_rate": 1e-3,
-                  "lr_scheduler": "constant", "precision": "fp32", "seed": 0, **extra.get("train", {})},
+        "train": {
+            "max_steps": args.steps,
+            "micro_batch_size": args.batch_size,
+            "learning_rate": 1e-3,
+            "lr_scheduler": "constant",
+            "precision": "fp32",
+            "seed": 0,
+            **extra.get("train", {}),
+        },
     }
     run_training(validate_config(raw), progress=False)
     records = [r for r in read_metrics(root / raw["out"] / "metrics.jsonl") if "loss" in r]
@@ -96,15 +113,18 @@ def main() -> None:
         for index in range(args.rounds):
             for name in STRATEGIES:  # alternating, so drifting machine load hits every strategy alike
                 rates[name].append(one_run(name, root, chats, tokenizer, args, index))
-    figures = {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
-               for name, v in rates.items()}
+    figures = {
+        name: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v} for name, v in rates.items()
+    }
     headline = figures["packing"]["median"] / figures["dynamic padding"]["median"]
     if args.json:
         print(json.dumps({"args": vars(args), "figures": figures, "packing_vs_dynamic": headline}, indent=2))
         return
-    print(f"{args.examples} chats, sft, tiny Llama ({MODEL['num_hidden_layers']} layers, hidden {MODEL['hidden_size']}), "
-          f"batch {args.batch_size}, max_len {args.max_len}, {args.steps} steps per run, {args.rounds} alternating "
-          f"rounds, {args.threads} thread(s), {time.perf_counter() - started:.0f} s in all")
+    print(
+        f"{args.examples} chats, sft, tiny Llama ({MODEL['num_hidden_layers']} layers, hidden {MODEL['hidden_size']}), "
+        f"batch {args.batch_size}, max_len {args.max_len}, {args.steps} steps per run, {args.rounds} alternating "
+        f"rounds, {args.threads} thread(s), {time.perf_counter() - started:.0f} s in all"
+    )
     print("| strategy | useful tokens/s, median | range |")
     print("|---|---:|---:|")
     for name, figure in figures.items():

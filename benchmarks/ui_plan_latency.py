@@ -19,8 +19,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CASES = [("llama-3.1-8b", "lora", "rtx-4090"), ("llama-3.1-70b", "full", "a100-80g"),
-         ("llama-3.1-405b", "full", "h100-sxm")]
+CASES = [
+    ("llama-3.1-8b", "lora", "rtx-4090"),
+    ("llama-3.1-70b", "full", "a100-80g"),
+    ("llama-3.1-405b", "full", "h100-sxm"),
+]
 TARGET_SECONDS = 1.0
 
 
@@ -35,8 +38,10 @@ def _timed(call, runs: int) -> list[float]:
 
 
 def _row(name: str, times: list[float]) -> str:
-    return (f"{name:<52} median {statistics.median(times) * 1000:8.1f} ms   range "
-            f"{min(times) * 1000:.1f}-{max(times) * 1000:.1f} ms   ({len(times)} runs)")
+    return (
+        f"{name:<52} median {statistics.median(times) * 1000:8.1f} ms   range "
+        f"{min(times) * 1000:.1f}-{max(times) * 1000:.1f} ms   ({len(times)} runs)"
+    )
 
 
 def main() -> int:
@@ -52,8 +57,10 @@ def main() -> int:
     worst = 0.0
     for model, method, gpu in CASES:
         library = _timed(lambda: plan_training(model, method=method, recompute="full", gpu=gpu), args.runs)
-        tab = _timed(lambda: plan_view(workspace, model, "", method, "bf16-mixed", 1, 2048, 1, "full", 16, gpu, 0, 1e9),
-                     args.runs)
+        tab = _timed(
+            lambda: plan_view(workspace, model, "", method, "bf16-mixed", 1, 2048, 1, "full", 16, gpu, 0, 1e9),
+            args.runs,
+        )
         print(_row(f"{model} {method} {gpu}: plan_training", library))
         print(_row(f"{model} {method} {gpu}: Plan tab callback", tab))
         worst = max(worst, statistics.median(tab))
@@ -79,8 +86,13 @@ def main() -> int:
                 field.click()
                 field.send_keys(Keys.CONTROL, "a")
                 field.send_keys(card)
-                option = wait_for(lambda: driver.find_elements(
-                    page.by.CSS_SELECTOR, f"[data-testid='dropdown-option'][aria-label='{card}']"), 10, card)[0]
+                option = wait_for(
+                    lambda: driver.find_elements(
+                        page.by.CSS_SELECTOR, f"[data-testid='dropdown-option'][aria-label='{card}']"
+                    ),
+                    10,
+                    card,
+                )[0]
                 start = time.perf_counter()  # from the click on the option to the new verdict on screen
                 option.click()
                 wait_for(lambda: shown in page.text("plan-verdict"), 30, f"the {card} verdict")

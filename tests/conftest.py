@@ -102,6 +102,19 @@ def llama_cpp() -> None:
     with open(folder / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not llama_cpp_available():
-            subprocess.run(["npm", "i", "-E", "--prefix", str(folder), "--no-audit", "--no-fund",
-                            f"node-llama-cpp@{NODE_LLAMA_CPP_VERSION}"], check=True, capture_output=True, timeout=600)
+            subprocess.run(
+                [
+                    "npm",
+                    "i",
+                    "-E",
+                    "--prefix",
+                    str(folder),
+                    "--no-audit",
+                    "--no-fund",
+                    f"node-llama-cpp@{NODE_LLAMA_CPP_VERSION}",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
     assert llama_cpp_available(), f"node-llama-cpp did not install into {folder}"

@@ -47,6 +47,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The groups of units that import each other, directly or around a loop (strongly connected, > 1 unit)."""
+
     def reaches(start: str) -> set[str]:
         seen, todo = set(), [start]
         while todo:
@@ -61,15 +62,18 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def render(graph: dict[str, set[str]]) -> str:
-    lines = [f"{unit:<11} -> {', '.join(sorted(graph[unit])) or '(nothing)'}" for unit in sorted(graph)
-             if not unit.startswith("__")]
+    lines = [
+        f"{unit:<11} -> {', '.join(sorted(graph[unit])) or '(nothing)'}"
+        for unit in sorted(graph)
+        if not unit.startswith("__")
+    ]
     loops = ["; ".join(" <-> ".join(group) for group in cycles(graph)) or "none"]
     return "\n".join([BEGIN, "```", *lines, "```", f"Import cycles: {loops[0]}.", END])
 
 
 def _documented() -> str:
     text = DOC.read_text(encoding="utf-8")
-    return text[text.index(BEGIN):text.index(END) + len(END)]
+    return text[text.index(BEGIN) : text.index(END) + len(END)]
 
 
 def test_the_documented_import_graph_is_the_real_one():

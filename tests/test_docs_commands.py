@@ -32,21 +32,25 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 _SYNOPSIS = "a synopsis with placeholders ([--option VALUE]), not a command"
 _SERVER = "starts a server that runs until it is stopped; tests/serve/ drive the same app and `serve` CLI"
-_UI = ("starts the web UI's server, which runs until it is stopped; tests/ui/test_browser.py serves the same app "
-       "and drives every tab in Chromium, tests/cli/test_ui_cli.py the command's options and refusals")
-_STAGES = ("10 steps of each example config in turn (2-3 min on CPU, each needing the previous run); "
-           "tests/train/test_stages.py trains every stage and example config")
+_UI = (
+    "starts the web UI's server, which runs until it is stopped; tests/ui/test_browser.py serves the same app "
+    "and drives every tab in Chromium, tests/cli/test_ui_cli.py the command's options and refusals"
+)
+_STAGES = (
+    "10 steps of each example config in turn (2-3 min on CPU, each needing the previous run); "
+    "tests/train/test_stages.py trains every stage and example config"
+)
 SKIPPED: dict[str, str] = {
     "lmforge plan qwen2.5-7b --method lora --simulate": "one training step of a 7B model on fake tensors "
-        "(~10 s of CPU); tests/plan/test_simulate.py runs the simulation",
+    "(~10 s of CPU); tests/plan/test_simulate.py runs the simulation",
     "lmforge plan qwen2.5-0.5b --simulate --plot breakdown.png": "one fake-tensor training step (~9 s of CPU); "
-        "tests/plan/test_simulate.py and tests/cli/test_plan_cli.py cover --simulate and --plot",
+    "tests/plan/test_simulate.py and tests/cli/test_plan_cli.py cover --simulate and --plot",
     "lmforge train examples/pretrain.yaml --set train.max_steps=200": "200 training steps (minutes on CPU); "
-        "tests/train/test_stages.py parses and trains every example config",
+    "tests/train/test_stages.py parses and trains every example config",
     "lmforge train examples/sft-lora.yaml --set train.max_steps=50": "50 LoRA steps on runs/pretrain (minutes on "
-        "CPU); tests/train/test_stages.py parses and trains every example config",
+    "CPU); tests/train/test_stages.py parses and trains every example config",
     "lmforge train sft.yaml --nproc 2": "two training processes through accelerate; "
-        "tests/train/test_launch.py runs a 2-process CPU DDP launch",
+    "tests/train/test_launch.py runs a 2-process CPU DDP launch",
     "lmforge train sft.yaml --set train.max_steps=200 --set method.name=lora": "200 training steps (minutes on CPU)",
     "lmforge train sft.yaml --nproc 4": "four training processes; tests/train/test_launch.py runs a 2-process launch",
     "lmforge train cfg.yaml --nproc 16 --deepspeed zero3": "16 GPUs with DeepSpeed ZeRO-3; needs GPUs and deepspeed",
@@ -65,22 +69,19 @@ SKIPPED: dict[str, str] = {
     "lmforge ui --runs /data/runs --allow /data/datasets --allow /models --port 8080": _UI,
     "lmforge ui --host 0.0.0.0 --auth admin:s3cret": _UI,
     "lmforge bench serve runs/quickstart/sft": "starts a server and sweeps concurrency 1-64 (minutes on CPU); "
-        "tests/serve/test_bench_bound.py and benchmarks/serve_bench.py",
+    "tests/serve/test_bench_bound.py and benchmarks/serve_bench.py",
     "lmforge bench serve MODEL [--concurrency 1,4,16,64] [--max-tokens 32] [--threads 1] [--json]": _SYNOPSIS,
     "lmforge bench serve --url http://127.0.0.1:8000 [--api-key K]": _SYNOPSIS,
     "lmforge data check DATA [--kind K] [--columns a=b,...] [--labels x,y] [--on-error fail|skip] [--rejects FILE] "
     "[--dedup] [--tokenizer DIR --max-len N] [--json]": _SYNOPSIS,
-    "lmforge data stats DATA [--tokenizer DIR] [--max-len N] [--template NAME] [--histogram lengths.png] [--json]":
-        _SYNOPSIS,
-    "lmforge data split DATA --out DIR [--ratios 8,1,1] [--seed N] [--to LAYOUT] [--save-to-disk] [--dedup] [--json]":
-        _SYNOPSIS,
+    "lmforge data stats DATA [--tokenizer DIR] [--max-len N] [--template NAME] [--histogram lengths.png] [--json]": _SYNOPSIS,
+    "lmforge data split DATA --out DIR [--ratios 8,1,1] [--seed N] [--to LAYOUT] [--save-to-disk] [--dedup] [--json]": _SYNOPSIS,
     "lmforge data convert DATA --out FILE.jsonl [--to canonical|messages|sharegpt|alpaca] [--json]": _SYNOPSIS,
-    "lmforge data preview DATA --tokenizer DIR [-n 3] [--max-len N] [--template NAME] [--train-on-prompt] [--json]":
-        _SYNOPSIS,
+    "lmforge data preview DATA --tokenizer DIR [-n 3] [--max-len N] [--template NAME] [--train-on-prompt] [--json]": _SYNOPSIS,
     "lmforge quickstart --out runs/qs": "the full quickstart (3-6 min on 2 cores); tests/quickstart/"
-        "test_pipeline.py runs the same pipeline with --fast, then --resume",
+    "test_pipeline.py runs the same pipeline with --fast, then --resume",
     "lmforge quickstart --out runs/qs --resume": "continues the full quickstart; tests/quickstart/test_pipeline.py "
-        "interrupts and resumes a --fast one",
+    "interrupts and resumes a --fast one",
     "lmforge quickstart --fast": "10-20 s of training; tests/quickstart/test_pipeline.py runs exactly this",
     "lmforge quickstart --json": "the full quickstart (3-6 min on 2 cores)",
 }
@@ -123,8 +124,9 @@ def test_every_documented_command_is_run_or_skipped_with_a_reason():
 
 
 def test_the_extraction_reads_blocks_continuations_comments_and_separators():
-    text = ("```bash\nlmforge a --x 1   # note\nmake test\nlmforge b \\\n    --y 2; lmforge c\n```\n"
-            "```\nlmforge d\n```\n")
+    text = (
+        "```bash\nlmforge a --x 1   # note\nmake test\nlmforge b \\\n    --y 2; lmforge c\n```\n```\nlmforge d\n```\n"
+    )
     assert _commands_of(text) == ["lmforge a --x 1", "lmforge b --y 2", "lmforge c"]
 
 
@@ -152,10 +154,12 @@ def _hub_sft(folder: Path) -> None:
     shutil.rmtree(folder / "runs" / "sft")
 
 
-SETUP.update({
-    "lmforge train sft.yaml": _hub_sft,
-    "lmforge plan --from-config run.yaml": lambda folder: shutil.copy(folder / "sft.yaml", folder / "run.yaml"),
-})
+SETUP.update(
+    {
+        "lmforge train sft.yaml": _hub_sft,
+        "lmforge plan --from-config run.yaml": lambda folder: shutil.copy(folder / "sft.yaml", folder / "run.yaml"),
+    }
+)
 
 
 def _chat(user: str, assistant: str) -> dict:
@@ -186,17 +190,26 @@ def user_folder(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) 
     (base / "generation_config.json").write_text(json.dumps({"eos_token_id": list(range(vocab_size))}))
     for name in ("MODEL_DIR", "model", "hf-model", "my-model", "Qwen2.5-0.5B-Instruct", "downloaded-model"):
         shutil.copytree(base, folder / name)
-    sft = {"stage": "sft", "out": "runs/sft", "model": {"path": "runs/quickstart/pretrain"},
-           "data": {"train": "builtin:arith-sft", "max_examples": 16, "max_len": 48, "eval_fraction": 0},
-           "method": {"name": "lora", "lora_r": 4}, "train": {"max_steps": 2, "micro_batch_size": 4, "save_every": 1}}
+    sft = {
+        "stage": "sft",
+        "out": "runs/sft",
+        "model": {"path": "runs/quickstart/pretrain"},
+        "data": {"train": "builtin:arith-sft", "max_examples": 16, "max_len": 48, "eval_fraction": 0},
+        "method": {"name": "lora", "lora_r": 4},
+        "train": {"max_steps": 2, "micro_batch_size": 4, "save_every": 1},
+    }
     (folder / "sft.yaml").write_text(yaml.safe_dump(sft))
     (folder / "cfg.yaml").write_text(yaml.safe_dump({**sft, "out": "runs/cfg"}))
     previous = Path.cwd()
     os.chdir(folder)
     try:  # the run, trained as the docs train it: relative paths from the user's folder
         assert CliRunner().invoke(app, ["train", "sft.yaml", "--json"]).exit_code == 0
-        assert CliRunner().invoke(app, ["convert", "model", "Llama-3.1-8B-Instruct-Q4_K_M.gguf", "--quant", "q4_0",
-                                        "--json"]).exit_code == 0
+        assert (
+            CliRunner()
+            .invoke(app, ["convert", "model", "Llama-3.1-8B-Instruct-Q4_K_M.gguf", "--quant", "q4_0", "--json"])
+            .exit_code
+            == 0
+        )
     finally:
         os.chdir(previous)
     shutil.copytree(folder / "runs" / "sft", folder / "runs" / "quickstart" / "sft")
@@ -223,9 +236,14 @@ def user_folder(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) 
     chats = [_chat(f"What is {i} plus {i}?", str(2 * i)) for i in range(4)]
     _write_lines(folder / "prompts.jsonl", chats)
     _write_lines(folder / "prompts-with-answers.jsonl", chats)
-    pairs = [{"prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
-              "chosen": [{"role": "assistant", "content": str(2 * i)}],
-              "rejected": [{"role": "assistant", "content": str(2 * i + 1)}]} for i in range(8)]
+    pairs = [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
+            "chosen": [{"role": "assistant", "content": str(2 * i)}],
+            "rejected": [{"role": "assistant", "content": str(2 * i + 1)}],
+        }
+        for i in range(8)
+    ]
     _write_lines(folder / "runs" / "sft-mistakes.jsonl", pairs)
     return folder
 
@@ -236,14 +254,17 @@ def _onnx(path: Path) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input_ids", "linear.weight"], ["logits"])], "tiny",
+        [helper.make_node("MatMul", ["input_ids", "linear.weight"], ["logits"])],
+        "tiny",
         [helper.make_tensor_value_info("input_ids", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
-        [numpy_helper.from_array(np.ones((4, 3), np.float32), name="linear.weight")])
+        [numpy_helper.from_array(np.ones((4, 3), np.float32), name="linear.weight")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
 # ----------------------------------------------------------------------------------- the hub the docs name
+
 
 def _hub_ids(command: str) -> list[str]:
     """The org/name hub ids a command names (a local path is never spelled org/name in the docs' commands)."""
@@ -274,8 +295,9 @@ def docs_hub(tmp_path_factory: pytest.TempPathFactory, user_folder: Path) -> Ite
 
 
 @pytest.mark.parametrize("command", RUN, ids=[re.sub(r"[^\w./=,-]+", "_", command[8:])[:80] for command in RUN])
-def test_documented_command_runs_as_written(command: str, user_folder: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+def test_documented_command_runs_as_written(
+    command: str, user_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     folder = tmp_path / "work"
     shutil.copytree(user_folder, folder, symlinks=True)
     monkeypatch.chdir(folder)
@@ -291,8 +313,9 @@ def test_documented_command_runs_as_written(command: str, user_folder: Path, tmp
     args = args[:redirect] if redirect is not None else args
     result = CliRunner().invoke(app, args, input=STDIN.get(command))
     # chat reports a failed turn as an "Error:" line and goes on, so the line itself is checked for.
-    assert result.exit_code == 0 and "Traceback" not in result.output and "Error:" not in result.output, \
+    assert result.exit_code == 0 and "Traceback" not in result.output and "Error:" not in result.output, (
         f"{command}\n{result.output[-3000:]}"
+    )
     if target is not None:
         (folder / target).write_text(result.stdout)
 

@@ -39,7 +39,9 @@ def test_transformers_loads_without_kernelizing(tmp_path, monkeypatch: pytest.Mo
 
 def test_every_cli_process_inherits_it() -> None:
     env = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"}
-    code = ("import os, sys; from lmforge.cli import main as m; sys.argv=['lmforge', '--version']\n"
-            "try:\n    m.main()\nexcept SystemExit:\n    pass\nprint(os.environ.get('USE_HUB_KERNELS'))")
+    code = (
+        "import os, sys; from lmforge.cli import main as m; sys.argv=['lmforge', '--version']\n"
+        "try:\n    m.main()\nexcept SystemExit:\n    pass\nprint(os.environ.get('USE_HUB_KERNELS'))"
+    )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert output.stdout.strip().splitlines()[-1] == "0"

@@ -16,7 +16,9 @@ def test_tiny_llama_loads_back(tiny_llama_dir: Path):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert model.config.num_hidden_layers == 2
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text

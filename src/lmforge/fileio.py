@@ -52,8 +52,9 @@ def writable_folder(path: str | os.PathLike[str], *, setting: str) -> Path:
             pass
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise UserInputError(f"{setting}: cannot write to the folder {folder} ({reason}); set {setting} to a folder "
-                             "you can write to") from None
+        raise UserInputError(
+            f"{setting}: cannot write to the folder {folder} ({reason}); set {setting} to a folder you can write to"
+        ) from None
     return folder
 
 

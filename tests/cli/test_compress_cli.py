@@ -12,11 +12,28 @@ runner = CliRunner()
 
 
 def test_prune_json_with_report(tmp_path, tiny_llama_dir):
-    result = runner.invoke(app, ["compress", "prune", str(tiny_llama_dir), str(tmp_path / "out"), "--structure", "mlp",
-                                 "--method", "magnitude", "--report", str(tmp_path / "report"), "--limit", "2",
-                                 "--decode-tokens", "4", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "compress",
+            "prune",
+            str(tiny_llama_dir),
+            str(tmp_path / "out"),
+            "--structure",
+            "mlp",
+            "--method",
+            "magnitude",
+            "--report",
+            str(tmp_path / "report"),
+            "--limit",
+            "2",
+            "--decode-tokens",
+            "4",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output[result.output.index("{"):])
+    payload = json.loads(result.output[result.output.index("{") :])
     assert payload["result"]["structure"] == "mlp"
     assert payload["report"]["compressed"][0]["params"] < payload["report"]["original"]["params"]
     assert (tmp_path / "report" / "report.md").is_file()

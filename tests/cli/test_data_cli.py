@@ -63,7 +63,10 @@ def test_unknown_kind_is_a_one_line_error(alpaca_file):
 
 def test_stats_with_tokenizer_and_histogram(tokenizer_dir, tmp_path):
     data = tmp_path / "chat.jsonl"
-    rows = [{"messages": [{"role": "user", "content": "count " * i}, {"role": "assistant", "content": "ok"}]} for i in range(1, 41)]
+    rows = [
+        {"messages": [{"role": "user", "content": "count " * i}, {"role": "assistant", "content": "ok"}]}
+        for i in range(1, 41)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     png = tmp_path / "h.png"
     result = invoke("stats", data, "--tokenizer", tokenizer_dir, "--max-len", 32, "--histogram", png, "--json")

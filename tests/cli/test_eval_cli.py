@@ -12,8 +12,21 @@ def test_eval_compare_writes_the_report(tiny_llama_dir, tmp_path):
     data = tmp_path / "qa.jsonl"
     data.write_text(json.dumps({"instruction": "Say 5.", "output": "5"}) + "\n")
     out = tmp_path / "report"
-    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--compare", str(tiny_llama_dir),
-                                 "--max-new-tokens", "2", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(tiny_llama_dir),
+            "--data",
+            str(data),
+            "--compare",
+            str(tiny_llama_dir),
+            "--max-new-tokens",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "rougeL" in result.stdout and "0 wins, 0 losses, 1 ties" in result.stdout
     assert (out / "report.md").is_file() and len((out / "results.jsonl").read_text().splitlines()) == 1
@@ -22,8 +35,10 @@ def test_eval_compare_writes_the_report(tiny_llama_dir, tmp_path):
 def test_eval_json_for_perplexity_on_plain_text(tiny_llama_dir, tmp_path):
     data = tmp_path / "corpus.txt"
     data.write_text("The quick brown fox jumps over the lazy dog.\n" + "word " * 300 + "\nA third line.\n")
-    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--limit", "2",
-                                 "--out", str(tmp_path / "ppl"), "--json"])
+    result = runner.invoke(
+        app,
+        ["eval", str(tiny_llama_dir), "--data", str(data), "--limit", "2", "--out", str(tmp_path / "ppl"), "--json"],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["task"] == "perplexity" and payload["summary"]["examples"] == 2
@@ -32,8 +47,10 @@ def test_eval_json_for_perplexity_on_plain_text(tiny_llama_dir, tmp_path):
 
 
 def test_stress_suite_exports_a_rubric_sheet(tiny_llama_dir, tmp_path):
-    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--suite", "stress", "--max-new-tokens", "1",
-                                 "--out", str(tmp_path / "stress")])
+    result = runner.invoke(
+        app,
+        ["eval", str(tiny_llama_dir), "--suite", "stress", "--max-new-tokens", "1", "--out", str(tmp_path / "stress")],
+    )
     assert result.exit_code == 0, result.output
     with open(tmp_path / "stress" / "rubric.csv", newline="") as handle:
         header = next(csv.reader(handle))
@@ -52,8 +69,22 @@ def test_mistakes_out_writes_preference_pairs(tiny_llama_dir, tmp_path):
     qa = [("What is 12 plus 30?", "42"), ("Reverse the string abc.", "cba")]  # the untrained model answers one
     data.write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in qa))
     pairs = tmp_path / "pairs.jsonl"
-    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--max-new-tokens", "4",
-                                 "--out", str(tmp_path / "report"), "--mistakes-out", str(pairs), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(tiny_llama_dir),
+            "--data",
+            str(data),
+            "--max-new-tokens",
+            "4",
+            "--out",
+            str(tmp_path / "report"),
+            "--mistakes-out",
+            str(pairs),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     mistakes = json.loads(result.stdout)["mistakes"]
     assert mistakes["mistakes"] == 2 and mistakes["pairs"] + mistakes["empty"] == 2 and mistakes["pairs"] >= 1
@@ -63,8 +94,9 @@ def test_mistakes_out_writes_preference_pairs(tiny_llama_dir, tmp_path):
 
 
 def test_mistakes_out_needs_a_generation_evaluation(tiny_llama_dir, tmp_path):
-    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--suite", "stress", "--mistakes-out",
-                                 str(tmp_path / "p.jsonl")])
+    result = runner.invoke(
+        app, ["eval", str(tiny_llama_dir), "--suite", "stress", "--mistakes-out", str(tmp_path / "p.jsonl")]
+    )
     assert result.exit_code != 0 and "--mistakes-out needs a generation evaluation" in result.stderr
     assert not (tmp_path / "p.jsonl").exists()
 
@@ -88,8 +120,22 @@ def test_eval_reads_data_with_the_options_its_errors_name(tiny_llama_dir, tmp_pa
 def test_quant_on_load_measures_what_nf4_costs_against_the_float_model(tiny_llama_dir, tmp_path):
     data = tmp_path / "corpus.txt"
     data.write_text("The quick brown fox jumps over the lazy dog.\nWhat is 12 plus 30? The answer is 42.\n")
-    result = runner.invoke(app, ["eval", str(tiny_llama_dir), "--data", str(data), "--quant", "nf4", "--compare",
-                                 str(tiny_llama_dir), "--out", str(tmp_path / "q"), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(tiny_llama_dir),
+            "--data",
+            str(data),
+            "--quant",
+            "nf4",
+            "--compare",
+            str(tiny_llama_dir),
+            "--out",
+            str(tmp_path / "q"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     quantized, original = payload["summary"]["perplexity"], payload["compare_summary"]["perplexity"]

@@ -24,8 +24,23 @@ def test_generate_streams_text_then_a_footer(tiny_llama_dir):
 
 
 def test_explain_shows_each_stage_per_token(tiny_llama_dir):
-    result = runner.invoke(app, ["generate", str(tiny_llama_dir), "Hi", "--max-new-tokens", "2", "--seed", "0",
-                                 "--preset", "precise", "--explain", "--explain-top", "3"])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            str(tiny_llama_dir),
+            "Hi",
+            "--max-new-tokens",
+            "2",
+            "--seed",
+            "0",
+            "--preset",
+            "precise",
+            "--explain",
+            "--explain-top",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     for heading in ("step 0", "step 1", "p after T", "kept top-k", "kept top-p", "final p", "<-"):
         assert heading in result.stdout
@@ -45,8 +60,11 @@ def test_missing_model_is_one_error_line(tmp_path):
 
 
 def test_chat_reads_turns_and_commands_from_stdin(tiny_llama_dir):
-    result = runner.invoke(app, ["chat", str(tiny_llama_dir), "--max-new-tokens", "2", "--system", "Be brief."],
-                           input="hello\n/params\n/quit\n")
+    result = runner.invoke(
+        app,
+        ["chat", str(tiny_llama_dir), "--max-new-tokens", "2", "--system", "Be brief."],
+        input="hello\n/params\n/quit\n",
+    )
     assert result.exit_code == 0, result.output
     assert "chatting with" in result.stdout and '"max_new_tokens": 2' in result.stdout
 
@@ -69,8 +87,9 @@ def test_generate_with_device_map_gives_the_same_tokens(tiny_llama_dir):
 
 def test_readme_generate_command_runs_on_a_small_context_model(tiny_llama_64_dir):
     """`lmforge generate MODEL "Sort 3 1 2." --preset precise` without --max-new-tokens: capped, with a note."""
-    result = runner.invoke(app, ["generate", str(tiny_llama_64_dir), "Sort 3 1 2.", "--preset", "precise",
-                                 "--seed", "0"])
+    result = runner.invoke(
+        app, ["generate", str(tiny_llama_64_dir), "Sort 3 1 2.", "--preset", "precise", "--seed", "0"]
+    )
     assert result.exit_code == 0, result.output
     assert "note: max_new_tokens capped at" in result.stderr and "finish:" in result.stderr
 

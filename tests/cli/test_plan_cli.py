@@ -32,16 +32,35 @@ def test_plan_json_prints_exactly_one_object_with_the_stable_keys():
 def test_assumptions_are_printed_as_assumptions_with_the_values_used():
     """MFU, CUDA context, allocator slack, headroom and price move every figure: each is labelled an
     assumption, with the value this plan used and the flag that replaces it (issue 13 item 9)."""
-    result = _run("plan", "llama-3.1-8b", "--method", "lora", "--gpu", "h100-sxm", "--mfu", "0.3", "--price", "2.5",
-                  "--grad-ckpt", "full", "--headroom", "0.2", "--json")
+    result = _run(
+        "plan",
+        "llama-3.1-8b",
+        "--method",
+        "lora",
+        "--gpu",
+        "h100-sxm",
+        "--mfu",
+        "0.3",
+        "--price",
+        "2.5",
+        "--grad-ckpt",
+        "full",
+        "--headroom",
+        "0.2",
+        "--json",
+    )
     assumptions = {item["name"]: item for item in json.loads(result.stdout)["assumptions"]}
     assert assumptions["model FLOPs utilisation"]["value"] == "30%"
     assert assumptions["model FLOPs utilisation"]["change"] == "--mfu"
     assert assumptions["allocator slack"]["value"] == "+22% of tensor memory"  # full recomputation
     assert assumptions["CUDA context and libraries"]["value"] == "768 MiB per GPU"
     assert assumptions["headroom"]["value"] == "20% of each GPU kept free"
-    assert assumptions["price"] == {"name": "price", "value": "$2.5 per GPU-hour", "basis": "given with --price",
-                                    "change": "--price"}
+    assert assumptions["price"] == {
+        "name": "price",
+        "value": "$2.5 per GPU-hour",
+        "basis": "given with --price",
+        "change": "--price",
+    }
     serving = json.loads(_run("plan", "llama-3.1-8b", "--task", "infer", "--gpu", "h100-sxm", "--json").stdout)
     names = [item["name"] for item in serving["assumptions"]]
     assert names[:2] == ["decode bandwidth", "prefill FLOPs utilisation"] and "price" not in names
@@ -53,14 +72,31 @@ def test_assumptions_are_printed_as_assumptions_with_the_values_used():
 def test_plan_human_output_shows_breakdown_rules_and_verdicts():
     result = _run("plan", "llama-2-7b", "--gpu", "a100-80g", "--gpus", "8")
     assert result.exit_code == 0, result.output
-    for text in ("fits", "DP 8", "weights", "optimizer_states", "GiB", "Rules of thumb", "P(B) × 18 × 1.25", "h100-sxm"):
+    for text in (
+        "fits",
+        "DP 8",
+        "weights",
+        "optimizer_states",
+        "GiB",
+        "Rules of thumb",
+        "P(B) × 18 × 1.25",
+        "h100-sxm",
+    ):
         assert text in result.stdout, text
 
 
 def test_plan_inference_human_output_and_headroom():
     result = _run("plan", "llama-3.1-70b", "--task", "infer", "--gpu", "a100-80g")
     assert result.exit_code == 0, result.output
-    for text in ("fits", "TP 2", "kv_cache", "decode tokens/s", "time to first token", "Inference weights", "decode tok/s"):
+    for text in (
+        "fits",
+        "TP 2",
+        "kv_cache",
+        "decode tokens/s",
+        "time to first token",
+        "Inference weights",
+        "decode tok/s",
+    ):
         assert text in result.stdout, text
     roomy = json.loads(_run("plan", "llama-2-7b", "--gpu", "rtx-4090", "--headroom", "0", "--json").stdout)
     tight = json.loads(_run("plan", "llama-2-7b", "--gpu", "rtx-4090", "--headroom", "0.5", "--json").stdout)
@@ -92,8 +128,14 @@ def test_plan_inference_reports_decode_speed():
         (["plan", "llama-3.1-8b", "--lora-rank", "0", "--method", "lora"], "lora_r"),
         (["plan", "llama-3.1-8b", "--tp", "0"], "--tp must be a positive integer"),
         (["plan", "llama-3.1-8b", "--pp", "2", "--zero", "3"], "pipeline"),
-        (["plan", "llama-3.1-8b", "--task", "infer", "--zero", "2"], "training-only options given with --task infer: --zero"),
-        (["plan", "llama-3.1-8b", "--task", "infer", "--method", "lora", "--tokens", "5"], "--task infer: --method, --tokens"),
+        (
+            ["plan", "llama-3.1-8b", "--task", "infer", "--zero", "2"],
+            "training-only options given with --task infer: --zero",
+        ),
+        (
+            ["plan", "llama-3.1-8b", "--task", "infer", "--method", "lora", "--tokens", "5"],
+            "--task infer: --method, --tokens",
+        ),
         (["plan", "llama-3.1-8b", "--task", "infer", "--loss", "chunked"], "--task infer: --loss"),
         # Defect 8: QLoRA stores its base in bitsandbytes' nf4/int4/int8 only (was silently NF4).
         (["plan", "llama-3.1-8b", "--method", "qlora", "--quant", "fp8"], "--quant fp8 is not one of them"),
@@ -129,7 +171,9 @@ def test_plan_reads_a_local_config_json(tmp_path: Path):
     data = json.loads(result.stdout)
     # embed 100×64 + 2 layers × (attention 64·(64+32+32+64) + MLP 3·64·128 + 2 norms·64) + final norm 64 + head 64×100
     assert data["model"]["params_total"] == 6400 + 2 * (12288 + 24576 + 128) + 64 + 6400
-    assert data["model"]["params_trainable"] == 2 * 4 * ((64 + 64) + (64 + 32) * 2 + (64 + 64) + 2 * (64 + 128) + (128 + 64))
+    assert data["model"]["params_trainable"] == 2 * 4 * (
+        (64 + 64) + (64 + 32) * 2 + (64 + 64) + 2 * (64 + 128) + (128 + 64)
+    )
     assert data["layout"]["gpus"] == 1
 
 
@@ -197,12 +241,18 @@ def test_simulate_flag_attaches_the_measured_step_and_plots_it(monkeypatch, tmp_
         calls.append((spec.name, setup.method, setup.seq_len))
         memory = MemoryBreakdown({"weights": 1 << 30, "activations": 2 << 30})
         return simulate.SimulationResult(
-            memory=memory, simulated_layers=(1, 2), num_layers=spec.num_layers, peak_phase="forward-backward", wall_seconds=0.1
+            memory=memory,
+            simulated_layers=(1, 2),
+            num_layers=spec.num_layers,
+            peak_phase="forward-backward",
+            wall_seconds=0.1,
         )
 
     monkeypatch.setattr(simulate, "simulate_training", fake_simulation)
     target = tmp_path / "sim.png"
-    result = _run("plan", "qwen2.5-0.5b", "--method", "lora", "--seq-len", "512", "--simulate", "--json", "--plot", str(target))
+    result = _run(
+        "plan", "qwen2.5-0.5b", "--method", "lora", "--seq-len", "512", "--simulate", "--json", "--plot", str(target)
+    )
     assert result.exit_code == 0, result.output
     assert calls == [("qwen2.5-0.5b", "lora", 512)]
     assert json.loads(result.stdout)["simulation"]["total_bytes"] == 3 << 30
@@ -222,8 +272,23 @@ def test_cli_offload_choices_match_the_layout_search():
 
 def test_every_training_knob_reaches_the_plan():
     result = _run(
-        "plan", "mistral-7b", "--method", "lora", "--lora-targets", "q_proj,v_proj", "--lora-rank", "16",
-        "--lora-alpha", "64", "--attention", "eager", "--loss", "chunked", "--grad-ckpt", "none", "--json",
+        "plan",
+        "mistral-7b",
+        "--method",
+        "lora",
+        "--lora-targets",
+        "q_proj,v_proj",
+        "--lora-rank",
+        "16",
+        "--lora-alpha",
+        "64",
+        "--attention",
+        "eager",
+        "--loss",
+        "chunked",
+        "--grad-ckpt",
+        "none",
+        "--json",
     )
     assert result.exit_code == 0, result.output
     setup = json.loads(result.stdout)["setup"]
@@ -234,7 +299,9 @@ def test_every_training_knob_reaches_the_plan():
     assert frozen["setup"]["trainable_layers"] == 4
     prompt = json.loads(_run("plan", "llama-3.2-1b", "--method", "prompt", "--virtual-tokens", "50", "--json").stdout)
     assert prompt["model"]["params_trainable"] == 50 * 2048
-    torchtune = json.loads(_run("plan", "llama-3.2-1b", "--offload-activations", "--optimizer-in-backward", "--json").stdout)
+    torchtune = json.loads(
+        _run("plan", "llama-3.2-1b", "--offload-activations", "--optimizer-in-backward", "--json").stdout
+    )
     assert torchtune["setup"]["offload_activations"] and torchtune["setup"]["optimizer_in_backward"]
     assert "torchtune" in torchtune["layout"]["engine"]
 
@@ -248,11 +315,19 @@ def test_from_config_plans_exactly_what_the_training_config_runs(tmp_path: Path,
     import yaml
 
     config = {
-        "stage": "sft", "out": str(tmp_path / "run"), "model": {"path": str(tiny_llama_dir)},
+        "stage": "sft",
+        "out": str(tmp_path / "run"),
+        "model": {"path": str(tiny_llama_dir)},
         "method": {"name": "lora", "lora_r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         "data": {"max_len": 96},
-        "train": {"micro_batch_size": 3, "grad_accum": 2, "gradient_checkpointing": True, "loss": "chunked",
-                  "precision": "bf16", "target_gpu": "a100-80g"},
+        "train": {
+            "micro_batch_size": 3,
+            "grad_accum": 2,
+            "gradient_checkpointing": True,
+            "loss": "chunked",
+            "precision": "bf16",
+            "target_gpu": "a100-80g",
+        },
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -260,7 +335,12 @@ def test_from_config_plans_exactly_what_the_training_config_runs(tmp_path: Path,
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     setup = data["setup"]
-    assert (setup["method"], setup["lora_r"], setup["lora_alpha"], setup["target_modules"]) == ("lora", 4, 8, ["q_proj", "v_proj"])
+    assert (setup["method"], setup["lora_r"], setup["lora_alpha"], setup["target_modules"]) == (
+        "lora",
+        4,
+        8,
+        ["q_proj", "v_proj"],
+    )
     assert (setup["micro_batch_size"], setup["grad_accum"], setup["seq_len"]) == (3, 2, 96)
     assert (setup["recompute"], setup["loss"], setup["precision"]) == ("full", "chunked", "bf16-mixed")
     assert data["gpu"]["name"] == "a100-80g" and data["levers"] == [] and data["layout"]["tp"] == 1
@@ -273,7 +353,10 @@ def test_method_knobs_default_to_the_training_configs():
     from lmforge.train.config import MethodSection
 
     defaults = MethodSection()
-    for method, keys in (("lora", ("lora_r", "lora_alpha", "quant_bits")), ("freeze", ("trainable_layers",)),
-                         ("prompt", ("num_virtual_tokens",))):
+    for method, keys in (
+        ("lora", ("lora_r", "lora_alpha", "quant_bits")),
+        ("freeze", ("trainable_layers",)),
+        ("prompt", ("num_virtual_tokens",)),
+    ):
         setup = json.loads(_run("plan", "llama-3.2-1b", "--method", method, "--json").stdout)["setup"]
         assert {key: setup[key] for key in keys} == {key: getattr(defaults, key) for key in keys}

@@ -22,8 +22,9 @@ def lora_dir(tiny_llama_dir, tmp_path_factory) -> Path:
 
     torch.manual_seed(1)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"],
-                                            init_lora_weights=False))
+    model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    )
     path = tmp_path_factory.mktemp("lora")
     model.save_pretrained(path)
     return path
@@ -42,9 +43,25 @@ def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypat
     port = str(free_port())
     threads = torch.get_num_threads()
     try:
-        result = runner.invoke(app, ["serve", str(tiny_llama_dir), "--adapter", f"mine={lora_dir}", "--port", port,
-                                     "--served-model-name", "base", "--api-key", "k1", "--api-key", "k2",
-                                     "--threads", "1"])
+        result = runner.invoke(
+            app,
+            [
+                "serve",
+                str(tiny_llama_dir),
+                "--adapter",
+                f"mine={lora_dir}",
+                "--port",
+                port,
+                "--served-model-name",
+                "base",
+                "--api-key",
+                "k1",
+                "--api-key",
+                "k2",
+                "--threads",
+                "1",
+            ],
+        )
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
@@ -56,25 +73,31 @@ def test_serve_wires_adapters_names_and_keys(tiny_llama_dir, lora_dir, monkeypat
         assert [m["id"] for m in http.get("/v1/models", headers=headers).json()["data"]] == ["base", "mine"]
 
         def first_logprob(model: str) -> float:
-            reply = http.post("/v1/completions", headers=headers, json={
-                "model": model, "prompt": "hello", "max_tokens": 1, "temperature": 0, "logprobs": 0}).json()
+            reply = http.post(
+                "/v1/completions",
+                headers=headers,
+                json={"model": model, "prompt": "hello", "max_tokens": 1, "temperature": 0, "logprobs": 0},
+            ).json()
             return reply["choices"][0]["logprobs"]["token_logprobs"][0]
 
         assert first_logprob("base") != pytest.approx(first_logprob("mine"))
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["--engine", "vllm"], "--engine vllm needs"),
-    (["--adapter", "no-equals-sign"], "write NAME=DIR"),
-    (["--engine", "tgi"], "choose transformers or vllm"),
-    (["--timeout", "0"], "--timeout must be > 0"),
-    (["--max-queue", "0"], "must be >= 1"),
-    (["--max-body-bytes", "0"], "--max-body-bytes and --max-prompt-chars must be >= 1"),
-    (["--api-key", ""], "an API key is empty"),
-    (["--tp", "2"], "--tp (tensor parallelism) needs --engine vllm"),
-    (["--max-model-len", "9999"], "--max-model-len 9999 exceeds"),
-    (["--api-key", "k", "--api-key", " "], "an API key is empty"),
-])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--engine", "vllm"], "--engine vllm needs"),
+        (["--adapter", "no-equals-sign"], "write NAME=DIR"),
+        (["--engine", "tgi"], "choose transformers or vllm"),
+        (["--timeout", "0"], "--timeout must be > 0"),
+        (["--max-queue", "0"], "must be >= 1"),
+        (["--max-body-bytes", "0"], "--max-body-bytes and --max-prompt-chars must be >= 1"),
+        (["--api-key", ""], "an API key is empty"),
+        (["--tp", "2"], "--tp (tensor parallelism) needs --engine vllm"),
+        (["--max-model-len", "9999"], "--max-model-len 9999 exceeds"),
+        (["--api-key", "k", "--api-key", " "], "an API key is empty"),
+    ],
+)
 def test_serve_errors_are_one_line(tiny_llama_dir, args, words):
     result = runner.invoke(app, ["serve", str(tiny_llama_dir), *args])
     assert result.exit_code == 2
@@ -131,8 +154,24 @@ def test_bench_serve_against_a_running_server(tiny_llama_dir):
 
     engine = Engine({"tiny": load_model(str(tiny_llama_dir))})
     with run_server(create_app(engine, api_keys=["k"])) as (url, _):
-        result = runner.invoke(app, ["bench", "serve", "--url", url, "--api-key", "k", "--concurrency", "1,3",
-                                     "--requests", "3", "--max-tokens", "5", "--json"])
+        result = runner.invoke(
+            app,
+            [
+                "bench",
+                "serve",
+                "--url",
+                url,
+                "--api-key",
+                "k",
+                "--concurrency",
+                "1,3",
+                "--requests",
+                "3",
+                "--max-tokens",
+                "5",
+                "--json",
+            ],
+        )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [level["concurrency"] for level in data["levels"]] == [1, 3]

@@ -34,14 +34,22 @@ def test_bad_config_lists_every_problem(tmp_path):
 
 def test_train_json_with_overrides(tmp_path, tiny_llama_dir):
     file = tmp_path / "sft.yaml"
-    file.write_text(yaml.safe_dump({
-        "stage": "sft", "out": str(tmp_path / "run"), "model": {"path": str(tiny_llama_dir)},
-        "data": {"train": "builtin:arith-sft", "max_examples": 8, "max_len": 48, "eval_fraction": 0},
-        "train": {"max_steps": 5, "micro_batch_size": 4},
-    }))
-    result = runner.invoke(app, ["train", str(file), "--set", "train.max_steps=2", "--set", "method.name=lora", "--json"])
+    file.write_text(
+        yaml.safe_dump(
+            {
+                "stage": "sft",
+                "out": str(tmp_path / "run"),
+                "model": {"path": str(tiny_llama_dir)},
+                "data": {"train": "builtin:arith-sft", "max_examples": 8, "max_len": 48, "eval_fraction": 0},
+                "train": {"max_steps": 5, "micro_batch_size": 4},
+            }
+        )
+    )
+    result = runner.invoke(
+        app, ["train", str(file), "--set", "train.max_steps=2", "--set", "method.name=lora", "--json"]
+    )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output[result.output.index("{"):])
+    payload = json.loads(result.output[result.output.index("{") :])
     assert payload["steps"] == 2 and payload["method"] == "lora"
     assert payload["trainable_params"] == payload["planned_trainable_params"]
     assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()
@@ -50,11 +58,17 @@ def test_train_json_with_overrides(tmp_path, tiny_llama_dir):
 
 def _sft_config(tmp_path, model, out) -> str:
     file = tmp_path / "sft.yaml"
-    file.write_text(yaml.safe_dump({
-        "stage": "sft", "out": str(out), "model": {"path": str(model)},
-        "data": {"train": "builtin:arith-sft", "max_examples": 8, "max_len": 48, "eval_fraction": 0},
-        "train": {"max_steps": 1, "micro_batch_size": 4},
-    }))
+    file.write_text(
+        yaml.safe_dump(
+            {
+                "stage": "sft",
+                "out": str(out),
+                "model": {"path": str(model)},
+                "data": {"train": "builtin:arith-sft", "max_examples": 8, "max_len": 48, "eval_fraction": 0},
+                "train": {"max_steps": 1, "micro_batch_size": 4},
+            }
+        )
+    )
     return str(file)
 
 
@@ -70,8 +84,16 @@ def test_a_model_folder_without_a_tokenizer_is_one_line_naming_model_tokenizer(t
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{bare} holds no tokenizer files" in lines[0] and "set model.tokenizer" in lines[0]
-    fixed = runner.invoke(app, ["train", _sft_config(tmp_path, bare, tmp_path / "run"),
-                                "--set", f"model.tokenizer={tiny_llama_dir}", "--json"])
+    fixed = runner.invoke(
+        app,
+        [
+            "train",
+            _sft_config(tmp_path, bare, tmp_path / "run"),
+            "--set",
+            f"model.tokenizer={tiny_llama_dir}",
+            "--json",
+        ],
+    )
     assert fixed.exit_code == 0, fixed.output
 
 
@@ -80,8 +102,10 @@ def test_an_unwritable_out_folder_is_one_line_naming_out(tmp_path, tiny_llama_di
     blocker.write_text("a file where the runs folder should be")
     result = runner.invoke(app, ["train", _sft_config(tmp_path, tiny_llama_dir, blocker / "sft")])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert result.stderr.strip() == (f"Error: out: cannot write to the folder {blocker / 'sft'} (Not a directory); "
-                                     "set out to a folder you can write to")
+    assert result.stderr.strip() == (
+        f"Error: out: cannot write to the folder {blocker / 'sft'} (Not a directory); "
+        "set out to a folder you can write to"
+    )
 
 
 def test_an_os_error_about_the_users_paths_is_one_line_in_any_command(tmp_path):

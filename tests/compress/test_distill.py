@@ -10,12 +10,23 @@ from lmforge.errors import ConfigError
 
 
 def _config(tmp_path, teacher, stage="distill"):
-    raw = {"stage": stage, "out": str(tmp_path / "run"),
-           "model": {"tokenizer": str(teacher), "config": {"model_type": "llama", "hidden_size": 32,
-                                                           "intermediate_size": 64, "num_hidden_layers": 1,
-                                                           "num_attention_heads": 2, "num_key_value_heads": 1}},
-           "data": {"train": "builtin:arith-sft", "max_examples": 16, "max_len": 48, "eval_fraction": 0.0},
-           "train": {"max_steps": 2, "micro_batch_size": 4, "learning_rate": 1e-3, "seed": 0}}
+    raw = {
+        "stage": stage,
+        "out": str(tmp_path / "run"),
+        "model": {
+            "tokenizer": str(teacher),
+            "config": {
+                "model_type": "llama",
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+            },
+        },
+        "data": {"train": "builtin:arith-sft", "max_examples": 16, "max_len": 48, "eval_fraction": 0.0},
+        "train": {"max_steps": 2, "micro_batch_size": 4, "learning_rate": 1e-3, "seed": 0},
+    }
     if stage == "distill":
         raw["distill"] = {"teacher": str(teacher)}
     path = tmp_path / "distill.yaml"

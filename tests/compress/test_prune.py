@@ -59,10 +59,15 @@ def test_mlp_channel_pruning_shrinks_the_saved_model_and_it_reloads(tmp_path, ti
     assert loaded.model.config.intermediate_size == 64 and loaded.model.num_parameters() == result.params_after
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"sparsity": 1.0}, "between 0 and 1"), ({"method": "random"}, "unknown --method"),
-    ({"pattern": "4:8"}, "unknown --pattern"), ({"pattern": "2:4", "structure": "mlp"}, "does not combine"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sparsity": 1.0}, "between 0 and 1"),
+        ({"method": "random"}, "unknown --method"),
+        ({"pattern": "4:8"}, "unknown --pattern"),
+        ({"pattern": "2:4", "structure": "mlp"}, "does not combine"),
+    ],
+)
 def test_bad_options_are_user_errors(tmp_path, tiny_llama_dir, kwargs, message):
     with pytest.raises(UserInputError, match=message):
         prune(tiny_llama_dir, tmp_path / "out", **kwargs)

@@ -9,9 +9,14 @@ from lmforge.errors import UserInputError
 
 
 def test_a_prune_sweep_measures_every_setting_beside_the_original(tmp_path, tiny_llama_dir):
-    report = sweep(tiny_llama_dir, tmp_path / "sweep", kind="prune", values=["0.25", "0.5"],
-                   options={"method": "magnitude", "structure": "mlp"},
-                   report_options={"limit": 2, "decode_tokens": 4})
+    report = sweep(
+        tiny_llama_dir,
+        tmp_path / "sweep",
+        kind="prune",
+        values=["0.25", "0.5"],
+        options={"method": "magnitude", "structure": "mlp"},
+        report_options={"limit": 2, "decode_tokens": 4},
+    )
     methods = [row.method for row in report.compressed]
     assert methods == ["prune-magnitude-mlp-0.25", "prune-magnitude-mlp-0.5"]
     sizes = [report.original.size_bytes, *(row.size_bytes for row in report.compressed)]

@@ -36,7 +36,10 @@ def test_every_builtin_has_its_canonical_columns_and_size(name):
 
 
 def test_same_seed_same_data_other_seed_other_data():
-    assert load_builtin("arith-sft", n=50, seed=1)["messages"] == load_builtin("builtin:arith-sft", n=50, seed=1)["messages"]
+    assert (
+        load_builtin("arith-sft", n=50, seed=1)["messages"]
+        == load_builtin("builtin:arith-sft", n=50, seed=1)["messages"]
+    )
     assert load_builtin("arith-sft", n=50, seed=1)["messages"] != load_builtin("arith-sft", n=50, seed=2)["messages"]
 
 
@@ -94,7 +97,9 @@ def test_reference_answers_are_correct():
 
 
 def test_check_answer_scores_exact_match_after_normalisation():
-    example = {"messages": [{"role": "user", "content": "Sort the numbers 3 1 2."}, {"role": "assistant", "content": "1 2 3"}]}
+    example = {
+        "messages": [{"role": "user", "content": "Sort the numbers 3 1 2."}, {"role": "assistant", "content": "1 2 3"}]
+    }
     assert check_answer(example, "1 2 3")
     assert check_answer(example, "The answer is 1, 2, 3.\nAnything after the first line is ignored.")
     assert not check_answer(example, "1 3 2")

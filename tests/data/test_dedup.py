@@ -26,7 +26,11 @@ def test_drop_keeps_the_first_of_each_group():
 
 
 def test_chat_duplicates_compare_whole_conversations():
-    rows = [chat("user", "q", "assistant", "a"), chat("user", "Q", "assistant", "A."), chat("user", "q", "assistant", "b")]
+    rows = [
+        chat("user", "q", "assistant", "a"),
+        chat("user", "Q", "assistant", "A."),
+        chat("user", "q", "assistant", "b"),
+    ]
     dataset = Dataset.from_list(rows)
     assert find_duplicates(dataset, Kind.CHAT).near_duplicates == 1
 

@@ -83,7 +83,10 @@ def test_plain_preference_is_wrapped_into_conversations():
 def test_implicit_prompt_preference_splits_at_the_last_user_turn():
     user = {"role": "user", "content": "q"}
     out = normalise_record(
-        {"chosen": [user, {"role": "assistant", "content": "good"}], "rejected": [user, {"role": "assistant", "content": "bad"}]},
+        {
+            "chosen": [user, {"role": "assistant", "content": "good"}],
+            "rejected": [user, {"role": "assistant", "content": "bad"}],
+        },
         "preference",
     )
     assert out["prompt"] == [user]

@@ -231,8 +231,11 @@ def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path, name):
 def test_a_mapping_onto_a_column_no_record_has_is_named(write_jsonl):
     """It used to be ignored when the data loaded anyway, or hidden behind "cannot detect the data kind"."""
     path = write_jsonl([{"text": "a document", "source": "web"}, {"text": "another"}])
-    with pytest.raises(UserInputError, match=r"--columns: column 'body' \(mapped to 'text'\) not found: none of "
-                                             r"the 2 records read from .* has it; its columns are \[source, text\]"):
+    with pytest.raises(
+        UserInputError,
+        match=r"--columns: column 'body' \(mapped to 'text'\) not found: none of "
+        r"the 2 records read from .* has it; its columns are \[source, text\]",
+    ):
         load_data(path, columns="text=body")
     assert load_data(path, columns="text=text").report.records_out == 2
     qa = write_jsonl([{"question": "q", "answer": "a"}], name="qa.jsonl")
@@ -242,8 +245,10 @@ def test_a_mapping_onto_a_column_no_record_has_is_named(write_jsonl):
 
 def test_default_rejects_path_lies_beside_the_output_else_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert default_rejects_path("data/train.jsonl", beside=tmp_path / "out" / "clean.jsonl") == \
-        tmp_path / "out" / "clean.jsonl.rejects.jsonl"
+    assert (
+        default_rejects_path("data/train.jsonl", beside=tmp_path / "out" / "clean.jsonl")
+        == tmp_path / "out" / "clean.jsonl.rejects.jsonl"
+    )
     assert default_rejects_path("/read/only/data.jsonl") == tmp_path / "data.rejects.jsonl"
     assert default_rejects_path("builtin:arith-sft") == tmp_path / "builtin_arith-sft.rejects.jsonl"
     assert default_rejects_path("some/folder/") == tmp_path / "folder.rejects.jsonl"

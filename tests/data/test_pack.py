@@ -42,7 +42,9 @@ def test_an_example_longer_than_the_block_is_refused():
 def test_packed_rows_keep_tokens_reset_positions_and_mask_each_first_label(sft_tokens):
     packed = pack_examples(sft_tokens, block_size=128)
     assert len(packed) < len(sft_tokens)
-    assert sorted(t for row in packed["input_ids"] for t in row) == sorted(t for row in sft_tokens["input_ids"] for t in row)
+    assert sorted(t for row in packed["input_ids"] for t in row) == sorted(
+        t for row in sft_tokens["input_ids"] for t in row
+    )
     for ids, labels, positions in zip(packed["input_ids"], packed["labels"], packed["position_ids"]):
         assert len(ids) == len(labels) == len(positions) <= 128
         starts = [i for i, p in enumerate(positions) if p == 0]

@@ -52,7 +52,9 @@ def test_same_prompt_never_crosses_splits():
 def test_classification_is_stratified():
     labels = [0] * 90 + [1] * 10
     features = Features({"text": Value("string"), "text_pair": Value("string"), "label": ClassLabel(names=["a", "b"])})
-    data = Dataset.from_dict({"text": [f"t{i}" for i in range(100)], "text_pair": [None] * 100, "label": labels}, features=features)
+    data = Dataset.from_dict(
+        {"text": [f"t{i}" for i in range(100)], "text_pair": [None] * 100, "label": labels}, features=features
+    )
     result = split_dataset(data, Kind.CLASSIFICATION, seed=0, label_names=["a", "b"])
     assert result.report.label_counts == {
         "train": {"a": 72, "b": 8},

@@ -19,7 +19,10 @@ def test_chat_token_lengths_match_what_training_tokenizes(tiny_tokenizer):
     from lmforge.data.templates import resolve_template
     from lmforge.data.tokenize import encode_chat
 
-    rows = [chat("user", "What is 12 plus 30?", "assistant", "42"), chat("user", "Reverse abc", "assistant", "cba " * 20)]
+    rows = [
+        chat("user", "What is 12 plus 30?", "assistant", "42"),
+        chat("user", "Reverse abc", "assistant", "cba " * 20),
+    ]
     data = Dataset.from_list(rows)
     stats = compute_stats(data, Kind.CHAT, tokenizer=tiny_tokenizer, max_len=40)
     template = resolve_template(tiny_tokenizer)

@@ -134,7 +134,9 @@ def test_documents_longer_than_max_len_are_split_not_dropped(tiny_tokenizer):
     result = tokenize_documents(docs, tiny_tokenizer, max_len=16)
     lengths = [len(ids) for ids in result.dataset["input_ids"]]
     assert max(lengths) <= 16 and result.examples_out > 2
-    assert sum(lengths) == result.total_tokens == sum(
-        len(tiny_tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in docs["text"]
+    assert (
+        sum(lengths)
+        == result.total_tokens
+        == sum(len(tiny_tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in docs["text"])
     )
     assert result.notes and "split" in result.notes[0]

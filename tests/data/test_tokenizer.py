@@ -42,7 +42,8 @@ def test_gpt2_split_after_training_gives_the_same_ids_as_the_digit_split_it_was_
     tokenizer = train_bpe_tokenizer(corpus, vocab_size=512)
     trained_split = train_bpe_tokenizer(corpus, vocab_size=512)
     trained_split.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        [pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     chats = [tokenizer.apply_chat_template(m, tokenize=False) for m in load_builtin("arith-sft", n=200)["messages"]]
     tricky = ["3.14 and 2,000,000 or 1234567", "x2 y33 $5 2km 10%", "  42\n\n7\t8", "a1b2c3 ½ ٣ 12th"]
     for text in [*corpus, *chats, *tricky]:

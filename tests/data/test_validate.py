@@ -18,9 +18,15 @@ GOOD = chat("user", "u", "assistant", "a")
         ('["a", "b"]', "not a JSON object"),
         (json.dumps({"other": 1}), "missing field 'messages'"),
         (json.dumps({"messages": []}), "empty field 'messages'"),
-        (json.dumps({"messages": [{"role": "user", "content": 3}]}), "wrong type: content of 'messages' message 1 must be a string"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": 3}]}),
+            "wrong type: content of 'messages' message 1 must be a string",
+        ),
         (json.dumps(chat("user", "u", "user", "again", "assistant", "a")), "roles out of order"),
-        (json.dumps(chat("user", "u", "assistant", "a", "user", "more")), "conversation does not end with the assistant"),
+        (
+            json.dumps(chat("user", "u", "assistant", "a", "user", "more")),
+            "conversation does not end with the assistant",
+        ),
     ],
 )
 def test_fail_names_file_line_and_reason(write_jsonl, bad_line, expected):
@@ -46,7 +52,9 @@ def test_non_utf8_in_csv_rows(tmp_path):
 
 def test_label_outside_the_label_set(write_jsonl):
     path = write_jsonl([{"text": "a", "label": "pos"}, {"text": "b", "label": "meh"}])
-    with pytest.raises(UserInputError, match=rf"{path}:2: label not in the label set: 'meh' is not one of \[neg, pos\]"):
+    with pytest.raises(
+        UserInputError, match=rf"{path}:2: label not in the label set: 'meh' is not one of \[neg, pos\]"
+    ):
         load_data(path, labels=["neg", "pos"])
 
 

@@ -15,27 +15,36 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture
 def chat_file(tmp_path: Path) -> Path:
-    return _write_jsonl(tmp_path / "chat.jsonl", [
-        {"instruction": "What is 12 plus 30?", "output": "42"},
-        {"instruction": "Reverse the string abc.", "output": "cba"},
-    ])
+    return _write_jsonl(
+        tmp_path / "chat.jsonl",
+        [
+            {"instruction": "What is 12 plus 30?", "output": "42"},
+            {"instruction": "Reverse the string abc.", "output": "cba"},
+        ],
+    )
 
 
 @pytest.fixture
 def sentiment_file(tmp_path: Path) -> Path:
-    return _write_jsonl(tmp_path / "sentiment.jsonl", [
-        {"text": "great film, loved it", "label": "positive"},
-        {"text": "dull and far too long", "label": "negative"},
-        {"text": "a joy from start to end", "label": "positive"},
-    ])
+    return _write_jsonl(
+        tmp_path / "sentiment.jsonl",
+        [
+            {"text": "great film, loved it", "label": "positive"},
+            {"text": "dull and far too long", "label": "negative"},
+            {"text": "a joy from start to end", "label": "positive"},
+        ],
+    )
 
 
 @pytest.fixture
 def preference_file(tmp_path: Path) -> Path:
-    return _write_jsonl(tmp_path / "pref.jsonl", [
-        {"prompt": "What is 2 plus 2?", "chosen": "4", "rejected": "5"},
-        {"prompt": "Sort 3 1 2.", "chosen": "1 2 3", "rejected": "3 2 1"},
-    ])
+    return _write_jsonl(
+        tmp_path / "pref.jsonl",
+        [
+            {"prompt": "What is 2 plus 2?", "chosen": "4", "rejected": "5"},
+            {"prompt": "Sort 3 1 2.", "chosen": "1 2 3", "rejected": "3 2 1"},
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +54,19 @@ def tiny_reward_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) ->
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128, num_labels=1,
-                         pad_token_id=tiny_tokenizer.pad_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
-                         bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        num_labels=1,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
     path = tmp_path_factory.mktemp("reward")
     LlamaForSequenceClassification(config).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)

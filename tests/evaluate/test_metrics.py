@@ -36,16 +36,19 @@ def test_bleu_is_100_for_identical_and_0_for_disjoint_text():
     assert bleu_score(["completely different words here"], ["the cat sat on the mat"]) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize(("extract", "prediction", "reference", "match"), [
-    ("answer", "The answer is 42.", "42", True),
-    ("answer", "1, 2, 3.", "1 2 3", True),
-    ("last-number", "first 3 then 1,250", "1250", True),
-    ("last-number", "no digits", "7", False),
-    ("first-line", "Paris\nbecause it is", "paris", True),
-    ("exact", "  Paris  ", "paris", True),
-    ("exact", "Paris, France", "paris", False),
-    ("regex:ANSWER: (\\w+)", "blah ANSWER: yes", "ANSWER: yes", True),
-])
+@pytest.mark.parametrize(
+    ("extract", "prediction", "reference", "match"),
+    [
+        ("answer", "The answer is 42.", "42", True),
+        ("answer", "1, 2, 3.", "1 2 3", True),
+        ("last-number", "first 3 then 1,250", "1250", True),
+        ("last-number", "no digits", "7", False),
+        ("first-line", "Paris\nbecause it is", "paris", True),
+        ("exact", "  Paris  ", "paris", True),
+        ("exact", "Paris, France", "paris", False),
+        ("regex:ANSWER: (\\w+)", "blah ANSWER: yes", "ANSWER: yes", True),
+    ],
+)
 def test_exact_match_with_configurable_extraction(extract, prediction, reference, match):
     assert exact_matches([prediction], [reference], extract) == [match]
 

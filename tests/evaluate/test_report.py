@@ -4,11 +4,22 @@ from lmforge.evaluate.report import EvalReport, ExampleRow, decide_outcomes, ren
 
 
 def _report(higher=True):
-    rows = [ExampleRow(0, "q0", "r0", "p0", 0.9, compare_prediction="b0", compare_score=0.1),
-            ExampleRow(1, "q1|pipe", "r1", "p1\nline", 0.2, compare_prediction="b1", compare_score=0.5),
-            ExampleRow(2, "q2", "r2", "p2", 0.3, compare_prediction="b2", compare_score=0.3)]
-    return EvalReport("tuned", "generation", "data.jsonl", "rougeL", higher, {"rougeL": 0.47, "examples": 3}, rows,
-                      compare_model="base", compare_summary={"rougeL": 0.3, "examples": 3})
+    rows = [
+        ExampleRow(0, "q0", "r0", "p0", 0.9, compare_prediction="b0", compare_score=0.1),
+        ExampleRow(1, "q1|pipe", "r1", "p1\nline", 0.2, compare_prediction="b1", compare_score=0.5),
+        ExampleRow(2, "q2", "r2", "p2", 0.3, compare_prediction="b2", compare_score=0.3),
+    ]
+    return EvalReport(
+        "tuned",
+        "generation",
+        "data.jsonl",
+        "rougeL",
+        higher,
+        {"rougeL": 0.47, "examples": 3},
+        rows,
+        compare_model="base",
+        compare_summary={"rougeL": 0.3, "examples": 3},
+    )
 
 
 def test_wins_losses_and_ties_follow_the_score_direction():
@@ -36,8 +47,16 @@ def test_report_files_hold_side_by_side_rows_and_summary(tmp_path):
 
 
 def test_confusion_matrix_is_rendered():
-    report = EvalReport("m", "classification", "d", "correct", True, {"accuracy": 0.5}, [],
-                        extra={"confusion_matrix": [[1, 0], [1, 0]], "labels": ["neg", "pos"]})
+    report = EvalReport(
+        "m",
+        "classification",
+        "d",
+        "correct",
+        True,
+        {"accuracy": 0.5},
+        [],
+        extra={"confusion_matrix": [[1, 0], [1, 0]], "labels": ["neg", "pos"]},
+    )
     assert "| neg | 1 | 0 |" in render_markdown(report)
 
 

@@ -10,8 +10,13 @@ from lmforge.generate.sampling import SamplingParams
 
 def test_the_seed_six_stress_categories_are_built_in():
     assert [c.category for c in STRESS_CASES] == [
-        "simple question", "complex reasoning", "long text understanding", "multi-turn dialogue", "boundary test",
-        "safety test"]
+        "simple question",
+        "complex reasoning",
+        "long text understanding",
+        "multi-turn dialogue",
+        "boundary test",
+        "safety test",
+    ]
     multi_turn = next(c for c in STRESS_CASES if c.name == "multi-turn").chat()
     assert [m["role"] for m in multi_turn] == ["user", "assistant", "user"]
     assert list(RUBRIC) == ["relevance", "correctness", "completeness", "fluency", "safety", "creativity"]
@@ -36,8 +41,11 @@ def test_blind_review_hides_the_models_and_keeps_a_key(tmp_path):
     from lmforge.evaluate.suites import StressOutput
 
     models = ["base-model", "tuned-model"]
-    outputs = [StressOutput(case.name, case.category, model, case.prompt_text, f"{case.name}/{i}", "stop", 3)
-               for i, model in enumerate(models) for case in STRESS_CASES]
+    outputs = [
+        StressOutput(case.name, case.category, model, case.prompt_text, f"{case.name}/{i}", "stop", 3)
+        for i, model in enumerate(models)
+        for case in STRESS_CASES
+    ]
     paths = write_stress(outputs, tmp_path, blind_review=True)
     for name in ("rubric", "review", "results"):
         assert not any(model in paths[name].read_text() for model in models)
@@ -52,8 +60,12 @@ def test_blind_review_hides_the_models_and_keeps_a_key(tmp_path):
 
 
 def test_run_suite_loads_the_model_and_its_comparison_and_runs_every_case_through_each(tiny_llama_dir):
-    outputs = run_suite(str(tiny_llama_dir), "stress", compare=str(tiny_llama_dir),
-                        params=SamplingParams(temperature=0, max_new_tokens=2))
+    outputs = run_suite(
+        str(tiny_llama_dir),
+        "stress",
+        compare=str(tiny_llama_dir),
+        params=SamplingParams(temperature=0, max_new_tokens=2),
+    )
     assert [o.case for o in outputs] == [c.name for c in STRESS_CASES] * 2  # the model's cases, then the baseline's
 
 

@@ -57,16 +57,53 @@ def zip_members(members: list[tuple[str, bytes, int]], start: int = 0) -> tuple[
     for name, body, method in members:
         data = _deflate(body) if method == 8 else body
         entry = _Entry(name.encode(), zlib.crc32(body), len(data), len(body), method, start + len(out))
-        out += struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, method, 0, 0, entry.crc, entry.compressed, entry.size,
-                           len(entry.name), 0) + entry.name + data
+        out += (
+            struct.pack(
+                "<4s5H3I2H",
+                b"PK\x03\x04",
+                20,
+                0,
+                method,
+                0,
+                0,
+                entry.crc,
+                entry.compressed,
+                entry.size,
+                len(entry.name),
+                0,
+            )
+            + entry.name
+            + data
+        )
         entries.append(entry)
     return bytes(out), entries
 
 
 def zip_directory(entries: list[_Entry]) -> bytes:
-    return b"".join(struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, entry.method, 0, 0, entry.crc,
-                                entry.compressed, entry.size, len(entry.name), 0, 0, 0, 0, 0, entry.offset) + entry.name
-                    for entry in entries)
+    return b"".join(
+        struct.pack(
+            "<4s6H3I5H2I",
+            b"PK\x01\x02",
+            20,
+            20,
+            0,
+            entry.method,
+            0,
+            0,
+            entry.crc,
+            entry.compressed,
+            entry.size,
+            len(entry.name),
+            0,
+            0,
+            0,
+            0,
+            0,
+            entry.offset,
+        )
+        + entry.name
+        for entry in entries
+    )
 
 
 def zip_end(entries: int, size: int, offset: int) -> bytes:
@@ -94,8 +131,13 @@ def zip64_record_with_a_second_directory(canary: Path, hidden: bytes | None = No
     first, second = zip_directory(harmless), zip_directory(evil)
     second_at = len(body) + len(first)
     record_at = second_at + len(second)
-    return (body + first + second + zip64_end(len(evil), len(second), second_at, record_at)
-            + zip_end(len(harmless), len(first), len(body)))
+    return (
+        body
+        + first
+        + second
+        + zip64_end(len(evil), len(second), second_at, record_at)
+        + zip_end(len(harmless), len(first), len(body))
+    )
 
 
 def npz_whose_end_record_undercounts(canary: Path) -> bytes:
@@ -125,11 +167,19 @@ def duplicate_data_pkl(canary: Path) -> bytes:
     deflated = compressor.compress(evil) + compressor.flush()
     assert deflated[0] == ord("K") and deflated[2] == ord(".")
     name = b"archive/data.pkl"
-    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, zlib.crc32(evil), len(deflated), len(evil),
-                        len(name), 0) + name + deflated
+    local = (
+        struct.pack(
+            "<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, zlib.crc32(evil), len(deflated), len(evil), len(name), 0
+        )
+        + name
+        + deflated
+    )
     version, [version_entry] = zip_members([("archive/version", b"3\n", 0)], start=len(local))
-    entries = [_Entry(name, zlib.crc32(deflated[:3]), 3, 3, 0), version_entry,
-               _Entry(name, zlib.crc32(evil), len(deflated), len(evil), 8)]
+    entries = [
+        _Entry(name, zlib.crc32(deflated[:3]), 3, 3, 0),
+        version_entry,
+        _Entry(name, zlib.crc32(evil), len(deflated), len(evil), 8),
+    ]
     directory = zip_directory(entries)
     body = local + version
     return body + directory + zip_end(len(entries), len(directory), len(body))
@@ -206,7 +256,7 @@ def legacy_torch_with_a_hex_magic_number(canary: Path) -> bytes:
     """A legacy torch file whose magic number is the INT text "0x1950A86A20F9469CFC6C": CPython's
     unpickler reads INT in base 0, so torch.load accepts it and unpickles the next pickles; the
     third (sys info) runs the payload behind a line over 1 MiB."""
-    return (b"I0x1950A86A20F9469CFC6C\n." + pickle.dumps(1001, 2) + _LONG_LINE + payload(canary))
+    return b"I0x1950A86A20F9469CFC6C\n." + pickle.dumps(1001, 2) + _LONG_LINE + payload(canary)
 
 
 def legacy_torch_importing_a_module_that_runs_on_import(canary: Path) -> bytes:
@@ -223,10 +273,22 @@ def pre_1_0_torch_tar(storages_tail: bytes | None = None, pickled: bytes | None 
 
     from tests.files.corpus import _tar_of
 
-    storages = (pickle.dumps(1, 2) + pickle.dumps((0, "cpu", torch.FloatStorage), 2) + struct.pack("<q", 2)
-                + struct.pack("<2f", 1.0, 2.0) + (pickle.dumps([], 2) if storages_tail is None else storages_tail))
-    tensors = (pickle.dumps(1, 2) + pickle.dumps((1, 0, torch.FloatTensor), 2)
-               + struct.pack("<i", 1) + b"\0" * 4 + struct.pack("<q", 2) + struct.pack("<q", 1) + struct.pack("<q", 0))
+    storages = (
+        pickle.dumps(1, 2)
+        + pickle.dumps((0, "cpu", torch.FloatStorage), 2)
+        + struct.pack("<q", 2)
+        + struct.pack("<2f", 1.0, 2.0)
+        + (pickle.dumps([], 2) if storages_tail is None else storages_tail)
+    )
+    tensors = (
+        pickle.dumps(1, 2)
+        + pickle.dumps((1, 0, torch.FloatTensor), 2)
+        + struct.pack("<i", 1)
+        + b"\0" * 4
+        + struct.pack("<q", 2)
+        + struct.pack("<q", 1)
+        + struct.pack("<q", 0)
+    )
     if pickled is None:
         marker, buffer = object(), io.BytesIO()
         pickler = pickle.Pickler(buffer, 2)
@@ -301,33 +363,93 @@ def all_attacks(canary: Path) -> list[Attack]:
     """Every attack file of issue 10, classes 1-4 (class 5, folders, and 6, false alarms, are
     tested where they are built: test_scan_attacks.py)."""
     return [
-        Attack("zip64_second_directory.pt", zip64_record_with_a_second_directory(canary), "torch", 1,
-               "ZIP64 end record pointing at a second central directory"),
-        Attack("undercounted.npz", npz_whose_end_record_undercounts(canary), "numpy", 1,
-               "end record counting fewer entries than the directory holds"),
-        Attack("duplicate_data_pkl.pt", duplicate_data_pkl(canary), "torch", 1,
-               "two entries for data.pkl, stored harmless first, deflated payload last"),
-        Attack("junk_offset.pt", junk_offset_onto_a_harmless_directory(canary), "torch", 1,
-               "data-before-the-archive correction landing on a harmless directory"),
-        Attack("long_line.pkl", long_line_without_proto(canary), "pickle", 2,
-               "no PROTO, a line over 1 MiB before the payload"),
-        Attack("long_line.safetensors", long_line_behind_a_safetensors_header(canary), "pickle", 2,
-               "a safetensors-looking header, then the long line and the payload"),
-        Attack("long_line.gguf", long_line_behind_gguf_magic(canary), "pickle", 2,
-               "GGUF magic, then the long line and the payload"),
-        Attack("tar_data_pkl.pt", data_pkl_that_is_also_a_tar(canary), "torch", 2,
-               "data.pkl that is also a valid tar"),
-        Attack("object_spelled_out.npy", npy_with_object_spelled_out(canary), "numpy", 3,
-               "npy header with 'descr': 'object'"),
-        Attack("hex_magic.pt", legacy_torch_with_a_hex_magic_number(canary), "torch", 3,
-               "legacy torch magic number written in hex"),
-        Attack("import_runs.pt", legacy_torch_importing_a_module_that_runs_on_import(canary), "torch", 3,
-               "legacy torch (hex magic): a pickle that imports a module with side effects, then breaks",
-               printed="Beautiful is better than ugly."),
-        Attack("pre_1_0.tar", torch_tar_with_a_pickle_after_raw_bytes(canary), "torch", 3,
-               "pre-1.0 torch tar: payload pickle after the raw storage bytes"),
-        Attack("allowlisted_torchscript.pt", torchscript_with_only_allowlisted_names(canary), "jit", 4,
-               "TorchScript archive naming only collections.Counter, defined in its own code/", printed=str(canary)),
+        Attack(
+            "zip64_second_directory.pt",
+            zip64_record_with_a_second_directory(canary),
+            "torch",
+            1,
+            "ZIP64 end record pointing at a second central directory",
+        ),
+        Attack(
+            "undercounted.npz",
+            npz_whose_end_record_undercounts(canary),
+            "numpy",
+            1,
+            "end record counting fewer entries than the directory holds",
+        ),
+        Attack(
+            "duplicate_data_pkl.pt",
+            duplicate_data_pkl(canary),
+            "torch",
+            1,
+            "two entries for data.pkl, stored harmless first, deflated payload last",
+        ),
+        Attack(
+            "junk_offset.pt",
+            junk_offset_onto_a_harmless_directory(canary),
+            "torch",
+            1,
+            "data-before-the-archive correction landing on a harmless directory",
+        ),
+        Attack(
+            "long_line.pkl",
+            long_line_without_proto(canary),
+            "pickle",
+            2,
+            "no PROTO, a line over 1 MiB before the payload",
+        ),
+        Attack(
+            "long_line.safetensors",
+            long_line_behind_a_safetensors_header(canary),
+            "pickle",
+            2,
+            "a safetensors-looking header, then the long line and the payload",
+        ),
+        Attack(
+            "long_line.gguf",
+            long_line_behind_gguf_magic(canary),
+            "pickle",
+            2,
+            "GGUF magic, then the long line and the payload",
+        ),
+        Attack("tar_data_pkl.pt", data_pkl_that_is_also_a_tar(canary), "torch", 2, "data.pkl that is also a valid tar"),
+        Attack(
+            "object_spelled_out.npy",
+            npy_with_object_spelled_out(canary),
+            "numpy",
+            3,
+            "npy header with 'descr': 'object'",
+        ),
+        Attack(
+            "hex_magic.pt",
+            legacy_torch_with_a_hex_magic_number(canary),
+            "torch",
+            3,
+            "legacy torch magic number written in hex",
+        ),
+        Attack(
+            "import_runs.pt",
+            legacy_torch_importing_a_module_that_runs_on_import(canary),
+            "torch",
+            3,
+            "legacy torch (hex magic): a pickle that imports a module with side effects, then breaks",
+            printed="Beautiful is better than ugly.",
+        ),
+        Attack(
+            "pre_1_0.tar",
+            torch_tar_with_a_pickle_after_raw_bytes(canary),
+            "torch",
+            3,
+            "pre-1.0 torch tar: payload pickle after the raw storage bytes",
+        ),
+        Attack(
+            "allowlisted_torchscript.pt",
+            torchscript_with_only_allowlisted_names(canary),
+            "jit",
+            4,
+            "TorchScript archive naming only collections.Counter, defined in its own code/",
+            printed=str(canary),
+        ),
     ]
 
 
@@ -413,8 +535,14 @@ def run_live(files: list[tuple[Path, str, str | None]], canary: Path, cwd: Path)
 
     assert not canary.exists()
     env = {**os.environ, "BROWSER": "touch", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-c", _LIVE_SCRIPT, json.dumps([[str(p), how] for p, how, _ in files]),
-                           str(canary)], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", _LIVE_SCRIPT, json.dumps([[str(p), how] for p, how, _ in files]), str(canary)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=env,
+    )
     lines = done.stdout.splitlines()
     results = json.loads(next(line for line in reversed(lines) if line.startswith("RESULTS "))[8:])
     for path, _, printed in files:

@@ -54,7 +54,9 @@ def small_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     writer.add_tensor("token_embd.weight", np.ones((300, 64), np.float32))
     writer.add_tensor("blk.0.attn_norm.weight", np.ones(64, np.float32))
     writer.add_tensor("blk.0.attn_q.weight", np.ones((64, 64), np.float16))
-    q8 = quants.quantize(np.linspace(-1, 1, 128 * 64, dtype=np.float32).reshape(128, 64), gguf.GGMLQuantizationType.Q8_0)
+    q8 = quants.quantize(
+        np.linspace(-1, 1, 128 * 64, dtype=np.float32).reshape(128, 64), gguf.GGMLQuantizationType.Q8_0
+    )
     writer.add_tensor("blk.0.ffn_up.weight", q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     writer.add_tensor("output.weight", np.ones((300, 64), np.float16))
     writer.write_header_to_file()

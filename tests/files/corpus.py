@@ -75,7 +75,12 @@ def posix_system_global(canary: Path) -> bytes:
 
 
 def builtins_eval(canary: Path) -> bytes:
-    return b"\x80\x02cbuiltins\neval\nX" + struct.pack("<I", len(_python_write(canary))) + _text(_python_write(canary)) + b"\x85R."
+    return (
+        b"\x80\x02cbuiltins\neval\nX"
+        + struct.pack("<I", len(_python_write(canary)))
+        + _text(_python_write(canary))
+        + b"\x85R."
+    )
 
 
 def builtins_exec(canary: Path) -> bytes:
@@ -90,8 +95,7 @@ def subprocess_popen(canary: Path) -> bytes:
 
 def getattr_chain(canary: Path) -> bytes:
     # getattr(__import__('os'), 'system')('touch canary'), protocol 0.
-    return (b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR(S'"
-            + _text(_touch(canary)) + b"'\ntR.")
+    return b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR(S'" + _text(_touch(canary)) + b"'\ntR."
 
 
 def runpy_run_code(canary: Path) -> bytes:
@@ -109,8 +113,14 @@ def webbrowser_open(canary: Path) -> bytes:
 def stack_global_memo(canary: Path) -> bytes:
     """STACK_GLOBAL whose module and name come back from the memo (MEMOIZE then BINGET)."""
     command = _text(_touch(canary))
-    return (b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94" + b"0" * 2  # push, memoize, then POP both
-            + b"h\x00h\x01\x93\x8c" + bytes([len(command)]) + command + b"\x85R.")
+    return (
+        b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94"
+        + b"0" * 2  # push, memoize, then POP both
+        + b"h\x00h\x01\x93\x8c"
+        + bytes([len(command)])
+        + command
+        + b"\x85R."
+    )
 
 
 def inst_opcode(canary: Path) -> bytes:
@@ -208,8 +218,9 @@ def zip_with_bad_crc_and_renamed_local_header(payload: bytes) -> bytes:
     import torch
 
     data = bytearray(_torch_zip_bytes({"w": torch.ones(2)}, replace_pickle=payload))
-    header = next(info for info in zipfile.ZipFile(io.BytesIO(bytes(data))).infolist()
-                  if info.filename.endswith("/data.pkl")).header_offset
+    header = next(
+        info for info in zipfile.ZipFile(io.BytesIO(bytes(data))).infolist() if info.filename.endswith("/data.pkl")
+    ).header_offset
     data[header + 14 : header + 18] = b"\xde\xad\xbe\xef"  # local CRC
     data[header + 30 : header + 35] = b"xxxxx"  # local name
     central = data.find(b"PK\x01\x02")
@@ -234,8 +245,12 @@ def _tiny_model():
 
     torch.manual_seed(0)
     layer = torch.nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
-    return torch.nn.Sequential(torch.nn.Embedding(128, 32), torch.nn.TransformerEncoder(layer, num_layers=2),
-                               torch.nn.LayerNorm(32), torch.nn.Linear(32, 128))
+    return torch.nn.Sequential(
+        torch.nn.Embedding(128, 32),
+        torch.nn.TransformerEncoder(layer, num_layers=2),
+        torch.nn.LayerNorm(32),
+        torch.nn.Linear(32, 128),
+    )
 
 
 def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) -> list[CorpusFile]:
@@ -255,62 +270,144 @@ def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) 
         files.append(CorpusFile(path, group, description, live, printed))
 
     for protocol in range(6):
-        add(f"malicious/os_system_p{protocol}.pkl", os_system(canary, protocol), MALICIOUS,
-            f"os.system, protocol {protocol}", "pickle")
+        add(
+            f"malicious/os_system_p{protocol}.pkl",
+            os_system(canary, protocol),
+            MALICIOUS,
+            f"os.system, protocol {protocol}",
+            "pickle",
+        )
     add("malicious/posix_system.pkl", posix_system_global(canary), MALICIOUS, "posix.system GLOBAL, no PROTO", "pickle")
     add("malicious/eval.pkl", builtins_eval(canary), MALICIOUS, "builtins.eval", "pickle")
     add("malicious/exec.pkl", builtins_exec(canary), MALICIOUS, "builtins.exec", "pickle")
     add("malicious/popen.pkl", subprocess_popen(canary), MALICIOUS, "subprocess.Popen", "pickle")
-    add("malicious/getattr_chain.pkl", getattr_chain(canary), MALICIOUS, "getattr(__import__('os'), 'system')", "pickle")
+    add(
+        "malicious/getattr_chain.pkl", getattr_chain(canary), MALICIOUS, "getattr(__import__('os'), 'system')", "pickle"
+    )
     add("malicious/runpy.pkl", runpy_run_code(canary), MALICIOUS, "runpy._run_code", "pickle")
     add("malicious/webbrowser.pkl", webbrowser_open(canary), MALICIOUS, "webbrowser.open (starts $BROWSER)", "pickle")
     add("malicious/stack_global_memo.pkl", stack_global_memo(canary), MALICIOUS, "STACK_GLOBAL from memo", "pickle")
     add("malicious/inst.pkl", inst_opcode(canary), MALICIOUS, "INST opcode", "pickle")
     add("malicious/obj.pkl", obj_opcode(canary), MALICIOUS, "OBJ opcode", "pickle")
-    add("malicious/build_class.pkl", build_on_allowed_class(canary), MALICIOUS,
-        "BUILD on an allowlisted class (monkey-patches collections.Counter)", "class-mutation")
+    add(
+        "malicious/build_class.pkl",
+        build_on_allowed_class(canary),
+        MALICIOUS,
+        "BUILD on an allowlisted class (monkey-patches collections.Counter)",
+        "class-mutation",
+    )
     add("malicious/truncated.pkl", truncated_payload(canary), MALICIOUS, "truncated stream that still runs", "pickle")
-    add("malicious/second_stream.pkl", pickle.dumps({"ok": 1}, 4) + os_system(canary, 4), MALICIOUS,
-        "payload in the second of two concatenated pickles", "pickle")
+    add(
+        "malicious/second_stream.pkl",
+        pickle.dumps({"ok": 1}, 4) + os_system(canary, 4),
+        MALICIOUS,
+        "payload in the second of two concatenated pickles",
+        "pickle",
+    )
 
     state = {"weight": torch.ones(4, 4), "bias": torch.zeros(4)}
     payload = os_system(canary, 2)
-    add("malicious/weird_folder.pt", _torch_zip_bytes(state, folder="totally_normal", replace_pickle=payload),
-        MALICIOUS, "torch zip, payload data.pkl under an unusual folder", "torch")
-    add("malicious/payload_in_storage_member.pt",
-        _zip_of({"archive/data.pkl": pickle.dumps(1, 2), "archive/data/0": payload}), MALICIOUS,
-        "payload pickle in a member that is not named .pkl (runs once extracted and unpickled)", "member:archive/data/0")
-    add("malicious/crc_and_local_name.pt", zip_with_bad_crc_and_renamed_local_header(payload), MALICIOUS,
-        "bad CRC, local header name differs from the central directory", "torch")
+    add(
+        "malicious/weird_folder.pt",
+        _torch_zip_bytes(state, folder="totally_normal", replace_pickle=payload),
+        MALICIOUS,
+        "torch zip, payload data.pkl under an unusual folder",
+        "torch",
+    )
+    add(
+        "malicious/payload_in_storage_member.pt",
+        _zip_of({"archive/data.pkl": pickle.dumps(1, 2), "archive/data/0": payload}),
+        MALICIOUS,
+        "payload pickle in a member that is not named .pkl (runs once extracted and unpickled)",
+        "member:archive/data/0",
+    )
+    add(
+        "malicious/crc_and_local_name.pt",
+        zip_with_bad_crc_and_renamed_local_header(payload),
+        MALICIOUS,
+        "bad CRC, local header name differs from the central directory",
+        "torch",
+    )
     inner = _torch_zip_bytes(state, replace_pickle=payload)
-    add("malicious/nested.zip", _zip_of({"outer/checkpoint.zip": _zip_of({"inner/model.pt": inner})}), MALICIOUS,
-        "zip in zip in zip", "nested-torch")
+    add(
+        "malicious/nested.zip",
+        _zip_of({"outer/checkpoint.zip": _zip_of({"inner/model.pt": inner})}),
+        MALICIOUS,
+        "zip in zip in zip",
+        "nested-torch",
+    )
     for position in (1, 2):
-        add(f"malicious/legacy_payload_pickle{position + 1}.pt", legacy_with_payload(state, payload, position),
-            MALICIOUS, f"legacy torch file, payload in pickle {position + 1}", "torch")
-    add("malicious/object_array.npy", npy_object_array(_Reduce(os.system, _touch(canary))), MALICIOUS,
-        "npy object array", "numpy")
-    add("malicious/object_array.npz", _zip_of({"a.npy": npy_object_array(_Reduce(os.system, _touch(canary)))}),
-        MALICIOUS, "npz with an object array", "numpy")
+        add(
+            f"malicious/legacy_payload_pickle{position + 1}.pt",
+            legacy_with_payload(state, payload, position),
+            MALICIOUS,
+            f"legacy torch file, payload in pickle {position + 1}",
+            "torch",
+        )
+    add(
+        "malicious/object_array.npy",
+        npy_object_array(_Reduce(os.system, _touch(canary))),
+        MALICIOUS,
+        "npy object array",
+        "numpy",
+    )
+    add(
+        "malicious/object_array.npz",
+        _zip_of({"a.npy": npy_object_array(_Reduce(os.system, _touch(canary)))}),
+        MALICIOUS,
+        "npz with an object array",
+        "numpy",
+    )
     add("malicious/payload.pkl.gz", gzip.compress(payload), MALICIOUS, "gzip-wrapped payload", "gzip")
-    add("malicious/second_member.pkl.gz", gzip.compress(pickle.dumps([1], 2)) + gzip.compress(payload), MALICIOUS,
-        "payload in the second member of a multi-member gzip", "gzip")
-    add("malicious/old_torch.tar", pre_1_0_torch_tar(pickled=payload), MALICIOUS,
-        "torch's pre-1.0 tar format, payload in its pickle member", "torch")
+    add(
+        "malicious/second_member.pkl.gz",
+        gzip.compress(pickle.dumps([1], 2)) + gzip.compress(payload),
+        MALICIOUS,
+        "payload in the second member of a multi-member gzip",
+        "gzip",
+    )
+    add(
+        "malicious/old_torch.tar",
+        pre_1_0_torch_tar(pickled=payload),
+        MALICIOUS,
+        "torch's pre-1.0 tar format, payload in its pickle member",
+        "torch",
+    )
     add("malicious/payload.pkl.xz", lzma.compress(payload), MALICIOUS, "xz-wrapped payload", "xz")
     add("malicious/payload.pkl.bz2", bz2.compress(payload), MALICIOUS, "bz2-wrapped payload", "bz2")
     add("malicious/payload.pkl.z", zlib.compress(payload), MALICIOUS, "zlib-wrapped payload (joblib's .z)", "zlib")
-    add("malicious/payload.pkl.lzma", lzma.compress(payload, format=lzma.FORMAT_ALONE), MALICIOUS,
-        "lzma-alone-wrapped payload (joblib's .lzma)", "lzma")
+    add(
+        "malicious/payload.pkl.lzma",
+        lzma.compress(payload, format=lzma.FORMAT_ALONE),
+        MALICIOUS,
+        "lzma-alone-wrapped payload (joblib's .lzma)",
+        "lzma",
+    )
 
-    add("unprovable/ext2.pkl", extension_registry(canary), UNPROVABLE,
-        "copyreg extension code (EXT2): unregistered on a stock interpreter, so nothing runs")
-    add("unprovable/archive.7z", b"7z\xbc\xaf\x27\x1c\x00\x04" + os.urandom(64), UNPROVABLE,
-        "7z magic and random bytes (cannot be opened)")
-    add("unprovable/payload.pkl.lz4", b"\x04\x22\x4d\x18" + os.urandom(64), UNPROVABLE,
-        "lz4 frame magic and random bytes (no lz4 decoder in the standard library)")
-    add("unprovable/corrupt_member.pt", _zip_of({"archive/data.pkl": payload})[:-40] + b"\x00" * 40, UNPROVABLE,
-        "zip whose end record is overwritten (no reader opens it)")
+    add(
+        "unprovable/ext2.pkl",
+        extension_registry(canary),
+        UNPROVABLE,
+        "copyreg extension code (EXT2): unregistered on a stock interpreter, so nothing runs",
+    )
+    add(
+        "unprovable/archive.7z",
+        b"7z\xbc\xaf\x27\x1c\x00\x04" + os.urandom(64),
+        UNPROVABLE,
+        "7z magic and random bytes (cannot be opened)",
+    )
+    add(
+        "unprovable/payload.pkl.lz4",
+        b"\x04\x22\x4d\x18" + os.urandom(64),
+        UNPROVABLE,
+        "lz4 frame magic and random bytes (no lz4 decoder in the standard library)",
+    )
+    add(
+        "unprovable/corrupt_member.pt",
+        _zip_of({"archive/data.pkl": payload})[:-40] + b"\x00" * 40,
+        UNPROVABLE,
+        "zip whose end record is overwritten (no reader opens it)",
+    )
 
     # ---- benign ----
     model = _tiny_model()
@@ -320,15 +417,30 @@ def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) 
     optimizer.step()
     scheduler.step()
     random_bytes = {f"layer{i}": torch.randint(0, 256, (2048,), dtype=torch.uint8) for i in range(64)}
-    mixed = {"bf16": torch.randn(64, dtype=torch.bfloat16), "fp16": torch.randn(64, dtype=torch.float16),
-             "int": torch.arange(64), "param": torch.nn.Parameter(torch.ones(3)), "size": torch.Size([2, 3]),
-             "device": torch.device("cpu"), "set": {1, 2}, "bytes": b"xyz", "step": 7, "nested": [(1.5, None, True)]}
-    rng_state = {"python": __import__("random").getstate(), "numpy": numpy.random.get_state(),
-                 "cpu": torch.random.get_rng_state()}
+    mixed = {
+        "bf16": torch.randn(64, dtype=torch.bfloat16),
+        "fp16": torch.randn(64, dtype=torch.float16),
+        "int": torch.arange(64),
+        "param": torch.nn.Parameter(torch.ones(3)),
+        "size": torch.Size([2, 3]),
+        "device": torch.device("cpu"),
+        "set": {1, 2},
+        "bytes": b"xyz",
+        "step": 7,
+        "nested": [(1.5, None, True)],
+    }
+    rng_state = {
+        "python": __import__("random").getstate(),
+        "numpy": numpy.random.get_state(),
+        "cpu": torch.random.get_rng_state(),
+    }
     checkpoints = {
         "model_state_dict": model.state_dict(),
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "random_uint8_tensors": random_bytes, "mixed": mixed, "rng_state": rng_state,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "random_uint8_tensors": random_bytes,
+        "mixed": mixed,
+        "rng_state": rng_state,
     }
     if minilm_dir is not None:
         from safetensors.torch import load_file
@@ -339,8 +451,12 @@ def build_corpus(directory: Path, canary: Path, minilm_dir: Path | None = None) 
         add(f"benign/{name}_legacy.pt", _legacy_torch_bytes(obj), BENIGN, f"torch.save {name} (legacy)")
     for protocol in range(6):
         plain = {"a": [1, 2.5, "x", b"y", None], "s": {1}, "f": frozenset({2}), "array": numpy.arange(5.0)}
-        add(f"benign/plain_p{protocol}.pkl", pickle.dumps(plain, protocol=protocol), BENIGN,
-            f"plain data pickle, protocol {protocol}")
+        add(
+            f"benign/plain_p{protocol}.pkl",
+            pickle.dumps(plain, protocol=protocol),
+            BENIGN,
+            f"plain data pickle, protocol {protocol}",
+        )
     buffer = io.BytesIO()
     numpy.save(buffer, numpy.random.rand(16, 16).astype(numpy.float32))
     add("benign/array.npy", buffer.getvalue(), BENIGN, "npy float array")

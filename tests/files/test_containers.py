@@ -41,8 +41,15 @@ def test_a_truncated_gzip_still_hands_over_what_it_decompressed():
 
 @pytest.mark.parametrize(
     ("descr", "objects"),
-    [("'<f4'", False), ("'|O'", True), ("'object'", True), ("'O8'", True), ("[('a', '<i8'), ('b', '|O')]", True),
-     ("[('a', '<i8', (2,))]", False), ("('|O', (2,))", True)],
+    [
+        ("'<f4'", False),
+        ("'|O'", True),
+        ("'object'", True),
+        ("'O8'", True),
+        ("[('a', '<i8'), ('b', '|O')]", True),
+        ("[('a', '<i8', (2,))]", False),
+        ("('|O', (2,))", True),
+    ],
 )
 def test_npy_header_is_judged_by_numpys_own_dtype(descr, objects):
     assert read_npy_header(attacks.npy_header(descr) + b"\x00" * 64).has_objects is objects
@@ -63,9 +70,19 @@ def test_npy_header_written_by_python2_with_long_suffixes_is_read():
 
 @pytest.mark.parametrize(
     ("head", "kind"),
-    [(b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\x1f\x8b\x08", "gzip"), (b"BZh9", "bz2"),
-     (b"\xfd7zXZ\x00", "xz"), (b"7z\xbc\xaf\x27\x1c", "7z"), (b"\x93NUMPY", "npy"), (b"GGUF\x03\x00", "gguf"),
-     (struct.pack("<Q", 2) + b"{}", "safetensors"), (b"\x80\x04\x95", "pickle"), (b"cos\nsystem\n", "unknown")],
+    [
+        (b"PK\x03\x04", "zip"),
+        (b"PK\x05\x06", "zip"),
+        (b"\x1f\x8b\x08", "gzip"),
+        (b"BZh9", "bz2"),
+        (b"\xfd7zXZ\x00", "xz"),
+        (b"7z\xbc\xaf\x27\x1c", "7z"),
+        (b"\x93NUMPY", "npy"),
+        (b"GGUF\x03\x00", "gguf"),
+        (struct.pack("<Q", 2) + b"{}", "safetensors"),
+        (b"\x80\x04\x95", "pickle"),
+        (b"cos\nsystem\n", "unknown"),
+    ],
 )
 def test_detect_kind_goes_by_bytes(head, kind):
     assert detect_kind(head, 1000) == kind

@@ -22,8 +22,13 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) 
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                        init_lora_weights=False, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
     path = tmp_path_factory.mktemp("adapter")
     get_peft_model(base, config).save_pretrained(path)
     return path
@@ -101,8 +106,9 @@ def test_what_was_saved_is_read_back_before_the_folder_appears(tmp_path, adapter
         state = {name: tensor * 0 if "down_proj" in name else tensor for name, tensor in self.state_dict().items()}
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),
-                  metadata={"format": "pt"})
+        save_file(
+            {k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"}
+        )
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_without_the_adapter)
     with pytest.raises(FormatError, match="saved merged model's outputs differ"):
@@ -117,18 +123,34 @@ def lora_run(tmp_path, tiny_llama_dir, adapter_dir) -> Path:
 
     base = tmp_path / "pretrain-final"
     shutil.copytree(tiny_llama_dir, base)
-    (base / "README.md").write_text("# pretrain\n\nTrained with `lmforge train` (stage **pretrain**, "
-                                    "method **full**).\n")
+    (base / "README.md").write_text(
+        "# pretrain\n\nTrained with `lmforge train` (stage **pretrain**, method **full**).\n"
+    )
     run = tmp_path / "sft-run"
     shutil.copytree(adapter_dir, run / "final")
     adapter_config = json.loads((run / "final" / "adapter_config.json").read_text())
-    (run / "final" / "adapter_config.json").write_text(json.dumps({**adapter_config,
-                                                                    "base_model_name_or_path": str(base)}))
-    (run / "config.yaml").write_text(yaml.safe_dump({"stage": "sft", "method": {"name": "lora"},
-                                                     "data": {"train": "builtin:arith-sft"},
-                                                     "train": {"learning_rate": 0.001}}))
-    (run / "result.json").write_text(json.dumps({"steps": 30, "final_metrics": {"train_loss": 1.25},
-                                                 "diagnosis": {"verdict": "good fit", "reason": "loss fell"}}))
+    (run / "final" / "adapter_config.json").write_text(
+        json.dumps({**adapter_config, "base_model_name_or_path": str(base)})
+    )
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stage": "sft",
+                "method": {"name": "lora"},
+                "data": {"train": "builtin:arith-sft"},
+                "train": {"learning_rate": 0.001},
+            }
+        )
+    )
+    (run / "result.json").write_text(
+        json.dumps(
+            {
+                "steps": 30,
+                "final_metrics": {"train_loss": 1.25},
+                "diagnosis": {"verdict": "good fit", "reason": "loss fell"},
+            }
+        )
+    )
     return run
 
 

@@ -34,8 +34,9 @@ def source(tiny_llama_dir: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("quant", ["f32", "f16", "bf16", "q8_0", "q4_0"])
-def test_llama_gguf_has_metadata_vocab_and_values_within_the_quant_bound(tmp_path, tiny_llama_dir, tiny_tokenizer,
-                                                                         source, quant):
+def test_llama_gguf_has_metadata_vocab_and_values_within_the_quant_bound(
+    tmp_path, tiny_llama_dir, tiny_tokenizer, source, quant
+):
     report = convert(tiny_llama_dir, tmp_path / "model.gguf", quant=quant, progress=False)
 
     reader = gguf.GGUFReader(tmp_path / "model.gguf")
@@ -66,8 +67,10 @@ def test_llama_gguf_has_metadata_vocab_and_values_within_the_quant_bound(tmp_pat
 
 
 def test_q4_0_is_smaller_than_q8_0_smaller_than_f16(tmp_path, tiny_llama_dir):
-    sizes = {quant: convert(tiny_llama_dir, tmp_path / f"{quant}.gguf", quant=quant, progress=False).size_bytes
-             for quant in ("f16", "q8_0", "q4_0")}
+    sizes = {
+        quant: convert(tiny_llama_dir, tmp_path / f"{quant}.gguf", quant=quant, progress=False).size_bytes
+        for quant in ("f16", "q8_0", "q4_0")
+    }
     assert sizes["q4_0"] < sizes["q8_0"] < sizes["f16"]
 
 
@@ -77,10 +80,10 @@ def test_q_and_k_rows_are_permuted_to_ggml_rotary_pairs(tmp_path, tiny_llama_dir
     tensors = {tensor.name: _values(tensor) for tensor in gguf.GGUFReader(tmp_path / "f32.gguf").tensors}
     config = json.loads((tiny_llama_dir / "config.json").read_text())
     head_dim = config["hidden_size"] // config["num_attention_heads"]
-    for gguf_name, hf_name, heads in (("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight",
-                                       config["num_attention_heads"]),
-                                      ("blk.0.attn_k.weight", "model.layers.0.self_attn.k_proj.weight",
-                                       config["num_key_value_heads"])):
+    for gguf_name, hf_name, heads in (
+        ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", config["num_attention_heads"]),
+        ("blk.0.attn_k.weight", "model.layers.0.self_attn.k_proj.weight", config["num_key_value_heads"]),
+    ):
         hf, converted = source[hf_name], tensors[gguf_name]
         for head in range(heads):
             for i in range(head_dim // 2):
@@ -94,9 +97,17 @@ def tiny_qwen2_dir(tmp_path: Path, tiny_tokenizer) -> Path:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         eos_token_id=tiny_tokenizer.eos_token_id, tie_word_embeddings=True)
+    config = Qwen2Config(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
     path = tmp_path / "tiny-qwen2"
     Qwen2ForCausalLM(config).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
@@ -158,15 +169,25 @@ def sentencepiece_llama_dir(tmp_path: Path) -> Path:
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                           decoders.Strip(" ", 1, 0)])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     specials = ["<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))]
-    tokenizer.train_from_iterator(TINY_CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                                                    show_progress=False))
+    tokenizer.train_from_iterator(
+        TINY_CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False)
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast) + 16, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=len(fast) + 16,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     path = tmp_path / "spm-llama"
     LlamaForCausalLM(config).save_pretrained(path)
     fast.save_pretrained(path)
@@ -210,8 +231,14 @@ def test_transformers_gguf_loader_gets_the_same_model_and_tokenizer_back(tmp_pat
 def test_rows_that_are_not_whole_blocks_fall_back_to_f16_with_a_note(tmp_path, tiny_tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=48, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=4)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    )
     LlamaForCausalLM(config).save_pretrained(tmp_path / "odd")
     tiny_tokenizer.save_pretrained(tmp_path / "odd")
 

@@ -59,8 +59,11 @@ def test_real_minilm_bert_to_a_folder_with_its_tokenizer(tmp_path, minilm_first_
     assert (tmp_path / "minilm" / "model.onnx").is_file() and "tokenizer.json" in report.copied
     assert report.checks["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "minilm")
-    feeds = dict(tokenizer(["lmforge converts models", "a second, longer sentence to pad the first"],
-                           padding=True, return_tensors="pt"))
+    feeds = dict(
+        tokenizer(
+            ["lmforge converts models", "a second, longer sentence to pad the first"], padding=True, return_tensors="pt"
+        )
+    )
     with torch.no_grad():
         expected = AutoModel.from_pretrained(minilm_dir).eval()(**feeds).last_hidden_state.numpy()
     kept = feeds["attention_mask"].numpy().astype(bool)

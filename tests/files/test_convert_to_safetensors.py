@@ -22,8 +22,15 @@ def tied_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -101,8 +108,11 @@ def test_one_file_destination_refuses_to_shard(tmp_path, pickle_folder):
 
 def test_legacy_format_and_nested_checkpoint(tmp_path):
     weights = {"layer.weight": torch.randn(4, 3), "layer.bias": torch.randn(4)}
-    torch.save({"model": weights, "epoch": 7, "optimizer": {"lr": 0.1}}, tmp_path / "legacy.pth",
-               _use_new_zipfile_serialization=False)
+    torch.save(
+        {"model": weights, "epoch": 7, "optimizer": {"lr": 0.1}},
+        tmp_path / "legacy.pth",
+        _use_new_zipfile_serialization=False,
+    )
 
     report = convert(tmp_path / "legacy.pth", tmp_path / "legacy.safetensors", progress=False)
 
@@ -160,8 +170,9 @@ def test_a_failure_while_writing_leaves_no_destination_and_keeps_an_old_one(tmp_
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
 
 
-@pytest.mark.parametrize(("text", "size"), [("5GB", 5 * 10**9), ("500MiB", 500 * 2**20), ("1.5KB", 1500),
-                                            ("123", 123), (4096, 4096)])
+@pytest.mark.parametrize(
+    ("text", "size"), [("5GB", 5 * 10**9), ("500MiB", 500 * 2**20), ("1.5KB", 1500), ("123", 123), (4096, 4096)]
+)
 def test_shard_sizes_read_like_transformers(text, size):
     assert parse_size_bytes(text) == size
 

@@ -57,7 +57,8 @@ def test_folders_and_shard_index(sharded_moe_dir: Path, peft_adapter_dir: Path, 
 
 
 @pytest.mark.parametrize(
-    ("head", "expected"), [(b"\x1f\x8b\x08\0", "gzip"), (b"7z\xbc\xaf\x27\x1c\0\x04", "7z"), (b"\x89HDF\r\n\x1a\n", "hdf5")]
+    ("head", "expected"),
+    [(b"\x1f\x8b\x08\0", "gzip"), (b"7z\xbc\xaf\x27\x1c\0\x04", "7z"), (b"\x89HDF\r\n\x1a\n", "hdf5")],
 )
 def test_archives_are_named_not_guessed(tmp_path: Path, head: bytes, expected: str):
     path = tmp_path / "model.bin"

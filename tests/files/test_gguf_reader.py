@@ -18,7 +18,12 @@ def _kv_u32(key: str, value: int) -> bytes:
 
 
 def _tensor(name: str | bytes, dims: list[int], ggml_type: int = 0, offset: int = 0) -> bytes:
-    return _string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", ggml_type, offset)
+    return (
+        _string(name)
+        + struct.pack("<I", len(dims))
+        + b"".join(struct.pack("<Q", d) for d in dims)
+        + struct.pack("<IQ", ggml_type, offset)
+    )
 
 
 def build_gguf(kvs: list[bytes] = (), tensors: list[bytes] = (), data_bytes: int = 0, version: int = 3,

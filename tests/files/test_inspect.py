@@ -126,7 +126,11 @@ def test_gptq_packed_weights_count_as_logical_params(tmp_path: Path):
         },
         str(tmp_path / "model.safetensors"),
     )
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "quantization_config": {"quant_method": "gptq", "bits": 4}}
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "quantization_config": {"quant_method": "gptq", "bits": 4},
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     report = inspect_path(tmp_path)
     assert report.quantization == "GPTQ 4-bit"
@@ -205,7 +209,9 @@ def test_config_only_folder_counts_from_the_architecture(tmp_path: Path):
 
 
 def test_generation_config_and_chat_template_are_reported(sharded_moe_dir: Path):
-    (sharded_moe_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7], "transformers_version": "5"}))
+    (sharded_moe_dir / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": [2, 7], "transformers_version": "5"})
+    )
     (sharded_moe_dir / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
     report = inspect_path(sharded_moe_dir)
     assert report.generation == {"eos_token_id": [2, 7]}
@@ -254,10 +260,12 @@ def test_gguf_moe_active_params_from_expert_metadata(tmp_path: Path):
     assert report.active_params == 64 + 32 + 512 // 4
 
 
-@pytest.mark.parametrize(("architecture", "llama_cpp", "vllm"), [("llama", True, True), ("rwkv7", True, False),
-                                                                 ("notanarch", False, False)])
-def test_gguf_runtime_verdicts_follow_each_runtimes_architectures(tmp_path: Path, architecture: str,
-                                                                  llama_cpp: bool, vllm: bool):
+@pytest.mark.parametrize(
+    ("architecture", "llama_cpp", "vllm"), [("llama", True, True), ("rwkv7", True, False), ("notanarch", False, False)]
+)
+def test_gguf_runtime_verdicts_follow_each_runtimes_architectures(
+    tmp_path: Path, architecture: str, llama_cpp: bool, vllm: bool
+):
     """llama.cpp runs the architectures of its own list; vLLM reads GGUF through transformers, so only those."""
     import gguf
 
@@ -286,22 +294,28 @@ def test_an_onnx_export_counts_a_tied_lm_head_once_and_is_named_onnx(tmp_path: P
     embedding = np.arange(15, dtype=np.float32).reshape(5, 3)
     norm = np.ones(3, np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["embed.weight", "input_ids"], ["hidden"]),
-         helper.make_node("Mul", ["hidden", "norm_a.weight"], ["normed_a"]),
-         helper.make_node("Mul", ["normed_a", "norm_b.weight"], ["normed"]),
-         helper.make_node("MatMul", ["normed", "onnx::MatMul_9"], ["logits"])],
+        [
+            helper.make_node("Gather", ["embed.weight", "input_ids"], ["hidden"]),
+            helper.make_node("Mul", ["hidden", "norm_a.weight"], ["normed_a"]),
+            helper.make_node("Mul", ["normed_a", "norm_b.weight"], ["normed"]),
+            helper.make_node("MatMul", ["normed", "onnx::MatMul_9"], ["logits"]),
+        ],
         "tied",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", 5])],
-        [numpy_helper.from_array(embedding, "embed.weight"), numpy_helper.from_array(norm, "norm_a.weight"),
-         numpy_helper.from_array(norm.copy(), "norm_b.weight"),
-         numpy_helper.from_array(embedding.T.copy(), "onnx::MatMul_9")],
+        [
+            numpy_helper.from_array(embedding, "embed.weight"),
+            numpy_helper.from_array(norm, "norm_a.weight"),
+            numpy_helper.from_array(norm.copy(), "norm_b.weight"),
+            numpy_helper.from_array(embedding.T.copy(), "onnx::MatMul_9"),
+        ],
     )
     folder = tmp_path / "exported"
     folder.mkdir()
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "model.onnx"))
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
-                                                    "tie_word_embeddings": True}))
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "tie_word_embeddings": True})
+    )
     report = inspect_path(folder)
     assert report.format == "onnx-model-dir"
     assert report.total_params == 15 + 3 + 3  # the two equal norms are two weights; the transpose is the tie

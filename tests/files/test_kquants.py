@@ -14,8 +14,10 @@ Q = gguf.GGMLQuantizationType
 
 def _round_trip(values: np.ndarray, qtype) -> np.ndarray:
     encoded = quantize_k(values, qtype)
-    assert encoded.dtype == np.uint8 and encoded.shape == (*values.shape[:-1], values.shape[-1] // 256
-                                                            * gguf.GGML_QUANT_SIZES[qtype][1])
+    assert encoded.dtype == np.uint8 and encoded.shape == (
+        *values.shape[:-1],
+        values.shape[-1] // 256 * gguf.GGML_QUANT_SIZES[qtype][1],
+    )
     return gguf.quants.dequantize(encoded, qtype).reshape(values.shape)
 
 
@@ -23,11 +25,14 @@ def _round_trip(values: np.ndarray, qtype) -> np.ndarray:
 @pytest.mark.parametrize("distribution", ["normal", "heavy-tailed", "sparse"])
 def test_k_quants_round_trip_within_ggml_bound_and_more_bits_mean_less_error(qtype, distribution):
     rng = np.random.default_rng(0)
-    values = {"normal": rng.standard_normal((32, 512)), "heavy-tailed": rng.standard_t(2, (32, 512)),
-              "sparse": rng.standard_normal((32, 512)) * (rng.random((32, 512)) < 0.05)}[distribution].astype(np.float32)
+    values = {
+        "normal": rng.standard_normal((32, 512)),
+        "heavy-tailed": rng.standard_t(2, (32, 512)),
+        "sparse": rng.standard_normal((32, 512)) * (rng.random((32, 512)) < 0.05),
+    }[distribution].astype(np.float32)
     error = np.abs(_round_trip(values, qtype) - values)
     assert (error <= error_bound(values, qtype)).all()
-    relative = np.sqrt((error ** 2).mean() / (values ** 2).mean())
+    relative = np.sqrt((error**2).mean() / (values**2).mean())
     assert relative < {Q.Q4_K: 0.15, Q.Q5_K: 0.08, Q.Q6_K: 0.04}[qtype]  # measured: up to 0.12, 0.06, 0.03
 
 
@@ -53,8 +58,11 @@ def test_rows_that_are_not_whole_super_blocks_fall_back_as_llama_cpp_does():
 
 def test_q4_k_m_raises_attn_v_and_ffn_down_in_the_layers_llama_cpp_picks():
     # use_more_bits for 16 layers: i < 2, i >= 14, or (i - 2) % 3 == 2 → 0 1 4 7 10 13 14 15
-    picked = [layer for layer in range(16)
-              if k_mix_type(f"blk.{layer}.attn_v.weight", (256, 256), "q4_k_m", 16, True) == Q.Q6_K]
+    picked = [
+        layer
+        for layer in range(16)
+        if k_mix_type(f"blk.{layer}.attn_v.weight", (256, 256), "q4_k_m", 16, True) == Q.Q6_K
+    ]
     assert picked == [0, 1, 4, 7, 10, 13, 14, 15]
     assert k_mix_type("blk.4.ffn_down.weight", (256, 512), "q5_k_m", 16, True) == Q.Q6_K
     assert k_mix_type("blk.5.ffn_down.weight", (256, 512), "q5_k_m", 16, True) == Q.Q5_K

@@ -44,12 +44,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> dict:
     held_out = load_builtin("arith-sft", n=16, split="test")["messages"]
     with _one_thread():
         torch.manual_seed(0)
-        model = LlamaForCausalLM(LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=None,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False))
-        batch = tokenizer([tokenizer.apply_chat_template(m, tokenize=False) for m in train], padding=True,
-                          return_tensors="pt", add_special_tokens=False)
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=256,
+                intermediate_size=512,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=128,
+                bos_token_id=None,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                tie_word_embeddings=False,
+            )
+        )
+        batch = tokenizer(
+            [tokenizer.apply_chat_template(m, tokenize=False) for m in train],
+            padding=True,
+            return_tensors="pt",
+            add_special_tokens=False,
+        )
         labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
         for _ in range(40):
@@ -57,27 +72,45 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> dict:
             optimizer.step()
             optimizer.zero_grad()
         model.eval()
-        prompts = [tokenizer.apply_chat_template(prompt_messages({"messages": m}), tokenize=False,
-                                                 add_generation_prompt=True) for m in train]
+        prompts = [
+            tokenizer.apply_chat_template(prompt_messages({"messages": m}), tokenize=False, add_generation_prompt=True)
+            for m in train
+        ]
         answers = []
         for prompt in prompts:
             ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             with torch.no_grad():
-                out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False,
-                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-            generated = out[0, len(ids):].tolist()
-            answers.append(generated[:generated.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in generated
-                           else generated)
-        sequences = [tokenizer(tokenizer.apply_chat_template(m, tokenize=False), add_special_tokens=False)["input_ids"]
-                     for m in held_out]
+                out = model.generate(
+                    torch.tensor([ids]),
+                    max_new_tokens=8,
+                    do_sample=False,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            generated = out[0, len(ids) :].tolist()
+            answers.append(
+                generated[: generated.index(tokenizer.eos_token_id)]
+                if tokenizer.eos_token_id in generated
+                else generated
+            )
+        sequences = [
+            tokenizer(tokenizer.apply_chat_template(m, tokenize=False), add_special_tokens=False)["input_ids"]
+            for m in held_out
+        ]
         with torch.no_grad():
             top1 = [model(torch.tensor([ids])).logits[0].argmax(-1).tolist() for ids in sequences]
     path = tmp_path_factory.mktemp("trained-llama")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    return {"path": path, "prompts": prompts, "answers": answers, "sequences": sequences, "top1": top1,
-            "prompt_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
-            "eos": tokenizer.eos_token_id}
+    return {
+        "path": path,
+        "prompts": prompts,
+        "answers": answers,
+        "sequences": sequences,
+        "top1": top1,
+        "prompt_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
+        "eos": tokenizer.eos_token_id,
+    }
 
 
 def _gguf(trained: dict, tmp_path: Path, quant: str) -> Path:
@@ -89,8 +122,9 @@ def _gguf(trained: dict, tmp_path: Path, quant: str) -> Path:
 
 @pytest.mark.parametrize("quant", ["f16", "q8_0"])
 def test_llama_cpp_tokenizes_chat_text_and_answers_as_transformers(tmp_path, llama_cpp, trained, quant):
-    results, _ = run_llama_cpp(_gguf(trained, tmp_path, quant), prompts=trained["prompts"], max_tokens=8,
-                               stop=[trained["eos"]], threads=1)
+    results, _ = run_llama_cpp(
+        _gguf(trained, tmp_path, quant), prompts=trained["prompts"], max_tokens=8, stop=[trained["eos"]], threads=1
+    )
     assert [r.tokens for r in results] == trained["prompt_ids"]  # same ids from the same text
     assert [r.generated for r in results] == trained["answers"]  # same greedy answer
     assert all(answer for answer in trained["answers"])
@@ -98,10 +132,18 @@ def test_llama_cpp_tokenizes_chat_text_and_answers_as_transformers(tmp_path, lla
 
 @pytest.mark.parametrize("quant", sorted(TOP1_TOLERANCE))
 def test_lower_bit_gguf_agrees_with_transformers_top1_within_tolerance(tmp_path, llama_cpp, trained, quant):
-    results, top1 = run_llama_cpp(_gguf(trained, tmp_path, quant), prompts=trained["prompts"][:1], max_tokens=8,
-                                  stop=[trained["eos"]], sequences=trained["sequences"], threads=1)
+    results, top1 = run_llama_cpp(
+        _gguf(trained, tmp_path, quant),
+        prompts=trained["prompts"][:1],
+        max_tokens=8,
+        stop=[trained["eos"]],
+        sequences=trained["sequences"],
+        threads=1,
+    )
     assert results[0].tokens == trained["prompt_ids"][0]
-    pairs = [(a, b) for ours, theirs in zip(top1, trained["top1"], strict=True) for a, b in zip(ours, theirs, strict=True)]
+    pairs = [
+        (a, b) for ours, theirs in zip(top1, trained["top1"], strict=True) for a, b in zip(ours, theirs, strict=True)
+    ]
     agreement = sum(a == b for a, b in pairs) / len(pairs)
     assert agreement >= TOP1_TOLERANCE[quant], f"{quant}: top-1 agreement {agreement:.3f}"
 
@@ -124,7 +166,8 @@ def test_a_tokenizer_llama_cpp_cannot_split_alike_is_refused_unless_forced(tmp_p
 
     tokenizer = AutoTokenizer.from_pretrained(trained["path"])
     tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        [pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     folder = tmp_path / "odd-split"
     folder.mkdir()
     for name in ("config.json", "model.safetensors"):

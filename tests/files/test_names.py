@@ -60,7 +60,12 @@ def test_common_hub_names(text, family, params, variant, quant, version):
 
 def test_context_length_tokens_are_not_parameters():
     name = parse_model_name("Phi-3-mini-128k-instruct")
-    assert (name.family, name.context_tokens, name.total_params, name.variant) == ("Phi-3-mini", 131072, None, "instruct")
+    assert (name.family, name.context_tokens, name.total_params, name.variant) == (
+        "Phi-3-mini",
+        131072,
+        None,
+        "instruct",
+    )
 
 
 def test_active_only_moe_name_and_lowercase():

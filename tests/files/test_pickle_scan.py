@@ -31,8 +31,9 @@ def test_os_system_is_found_in_every_protocol_with_its_offset(tmp_path, protocol
 def test_plain_data_and_numpy_arrays_are_safe_in_every_protocol(protocol):
     import numpy
 
-    data = pickle.dumps({"a": [1, 2.5, "x", b"y", None], "s": {1}, "f": frozenset({2}), "n": numpy.arange(3.0)},
-                        protocol=protocol)
+    data = pickle.dumps(
+        {"a": [1, 2.5, "x", b"y", None], "s": {1}, "f": frozenset({2}), "n": numpy.arange(3.0)}, protocol=protocol
+    )
     report = scan_pickle_stream(data)
     assert report.findings == [] and report.complete
 
@@ -119,8 +120,11 @@ def _mutations():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(_mutations()), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6),
-       st.integers(0, 400))
+@given(
+    st.sampled_from(_mutations()),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6),
+    st.integers(0, 400),
+)
 def test_mutated_real_pickles_never_crash_and_broken_ones_are_never_safe(base, edits, cut):
     data = bytearray(base)
     for position, value in edits:
@@ -181,8 +185,16 @@ def test_a_stream_that_imports_and_then_breaks_reports_the_import_but_not_a_call
 
 @pytest.mark.parametrize(
     ("line", "value"),
-    [(b"0x1950A86A20F9469CFC6C", 0x1950A86A20F9469CFC6C), (b" 0x10", 16), (b"010", 8), (b"1_000", 1000),
-     (b"12\x00junk", 12), (b"-0x10", -16), (b"0b101", 5), (b"99999999999999999999 ", 99999999999999999999)],
+    [
+        (b"0x1950A86A20F9469CFC6C", 0x1950A86A20F9469CFC6C),
+        (b" 0x10", 16),
+        (b"010", 8),
+        (b"1_000", 1000),
+        (b"12\x00junk", 12),
+        (b"-0x10", -16),
+        (b"0b101", 5),
+        (b"99999999999999999999 ", 99999999999999999999),
+    ],
 )
 def test_int_lines_are_read_with_cpythons_base_0_rules(line, value):
     data = b"I" + line + b"\n."
@@ -213,22 +225,104 @@ def test_persistent_ids_stop_a_loader_that_has_no_persistent_load():
 
 # ---- differential: the walker against pickletools.genops and CPython's own unpickler --------------
 _SNIPPETS = [
-    b"N", b"K\x05", b"J\x01\x00\x00\x00", b"I0x1f\n", b"I 12\n", b"I08\n", b"L5L\n", b"F1.5\n", b"F 1.5\n", b"Finf\n",
-    b"S'abc'\n", b"S'a\\x\n", b"Vabc\n", b"V\\u12\n", b"X\x03\x00\x00\x00abc", b"U\x02os", b"C\x01z", b"\x8a\x01\x05",
-    b"cos\nsystem\n", b"cbuiltins\nset\n", b"ccollections\nOrderedDict\n", b"ca b\nc\n", b"\x8c\x02os\x8c\x06system\x93",
-    b"\x8c\x08builtins\x8c\x03set\x93", b"(", b"t", b")", b"R", b"b", b"0", b"1", b"2", b"a", b"e", b"l", b"]", b"}",
-    b"s", b"u", b"d", b"q\x00", b"q\x01", b"h\x00", b"h\x01", b"p0\n", b"g0\n", b"\x94", b"\x80\x02", b"\x80\x04",
-    b"Pid\n", b"Q", b"\x81", b"\x85", b"\x86", b"\x87", b"\x88", b"\x8f", b"\x90", b"\x91", b"\x92", b"o",
-    b"i__main__\nX\n", b"\x82\x01", b".",
+    b"N",
+    b"K\x05",
+    b"J\x01\x00\x00\x00",
+    b"I0x1f\n",
+    b"I 12\n",
+    b"I08\n",
+    b"L5L\n",
+    b"F1.5\n",
+    b"F 1.5\n",
+    b"Finf\n",
+    b"S'abc'\n",
+    b"S'a\\x\n",
+    b"Vabc\n",
+    b"V\\u12\n",
+    b"X\x03\x00\x00\x00abc",
+    b"U\x02os",
+    b"C\x01z",
+    b"\x8a\x01\x05",
+    b"cos\nsystem\n",
+    b"cbuiltins\nset\n",
+    b"ccollections\nOrderedDict\n",
+    b"ca b\nc\n",
+    b"\x8c\x02os\x8c\x06system\x93",
+    b"\x8c\x08builtins\x8c\x03set\x93",
+    b"(",
+    b"t",
+    b")",
+    b"R",
+    b"b",
+    b"0",
+    b"1",
+    b"2",
+    b"a",
+    b"e",
+    b"l",
+    b"]",
+    b"}",
+    b"s",
+    b"u",
+    b"d",
+    b"q\x00",
+    b"q\x01",
+    b"h\x00",
+    b"h\x01",
+    b"p0\n",
+    b"g0\n",
+    b"\x94",
+    b"\x80\x02",
+    b"\x80\x04",
+    b"Pid\n",
+    b"Q",
+    b"\x81",
+    b"\x85",
+    b"\x86",
+    b"\x87",
+    b"\x88",
+    b"\x8f",
+    b"\x90",
+    b"\x91",
+    b"\x92",
+    b"o",
+    b"i__main__\nX\n",
+    b"\x82\x01",
+    b".",
 ]
 
 
-_ATOMS = [b"N", b"K\x05", b"J\x01\x00\x00\x00", b"I0x1f\n", b"I 12\n", b"I01\n", b"L5L\n", b"F1.5\n", b"Finf\n",
-          b"S'abc'\n", b"Vabc\n", b"X\x03\x00\x00\x00abc", b"U\x02os", b"C\x01z", b"\x8a\x01\x05", b"\x88", b")",
-          b"]", b"}", b"\x8f"]
-_CALLABLES = [b"cos\nsystem\n", b"cbuiltins\nset\n", b"ccollections\nOrderedDict\n", b"c__builtin__\nset\n",
-              b"\x8c\x02os\x8c\x06system\x93", b"\x8c\x08builtins\x8c\x03set\x93",
-              b"\x8c\x02os\x94\x8c\x06system\x94h\x00h\x01\x93"]
+_ATOMS = [
+    b"N",
+    b"K\x05",
+    b"J\x01\x00\x00\x00",
+    b"I0x1f\n",
+    b"I 12\n",
+    b"I01\n",
+    b"L5L\n",
+    b"F1.5\n",
+    b"Finf\n",
+    b"S'abc'\n",
+    b"Vabc\n",
+    b"X\x03\x00\x00\x00abc",
+    b"U\x02os",
+    b"C\x01z",
+    b"\x8a\x01\x05",
+    b"\x88",
+    b")",
+    b"]",
+    b"}",
+    b"\x8f",
+]
+_CALLABLES = [
+    b"cos\nsystem\n",
+    b"cbuiltins\nset\n",
+    b"ccollections\nOrderedDict\n",
+    b"c__builtin__\nset\n",
+    b"\x8c\x02os\x8c\x06system\x93",
+    b"\x8c\x08builtins\x8c\x03set\x93",
+    b"\x8c\x02os\x94\x8c\x06system\x94h\x00h\x01\x93",
+]
 
 
 def _values():
@@ -238,7 +332,9 @@ def _values():
         lambda inner: st.one_of(
             st.lists(inner, max_size=3).map(lambda items: b"(" + b"".join(items) + b"t"),
             st.lists(inner, max_size=3).map(lambda items: b"](" + b"".join(items) + b"e"),
-            st.lists(st.tuples(inner, inner), max_size=2).map(lambda pairs: b"}(" + b"".join(a + b for a, b in pairs) + b"u"),
+            st.lists(st.tuples(inner, inner), max_size=2).map(
+                lambda pairs: b"}(" + b"".join(a + b for a, b in pairs) + b"u"
+            ),
             st.tuples(st.sampled_from(_CALLABLES), inner).map(lambda call: call[0] + b"(" + call[1] + b"tR"),
             st.tuples(st.sampled_from(_CALLABLES), inner).map(lambda call: call[0] + call[1] + b"\x85\x81"),
             st.tuples(inner, inner).map(lambda pair: pair[0] + pair[1] + b"b"),
@@ -251,9 +347,12 @@ def _values():
 
 def _snippet_pickles():
     """Streams that mostly parse (a value and STOP, maybe a PROTO first), then a few snippets spliced in."""
-    whole = st.tuples(st.sampled_from([b"", b"\x80\x02", b"\x80\x04"]), _values()).map(lambda parts: parts[0] + parts[1] + b".")
+    whole = st.tuples(st.sampled_from([b"", b"\x80\x02", b"\x80\x04"]), _values()).map(
+        lambda parts: parts[0] + parts[1] + b"."
+    )
     return st.tuples(whole, st.lists(st.tuples(st.integers(0, 200), st.sampled_from(_SNIPPETS)), max_size=2)).map(
-        lambda parts: _splice(*parts))
+        lambda parts: _splice(*parts)
+    )
 
 
 def _splice(data: bytes, edits: list[tuple[int, bytes]]) -> bytes:

@@ -28,7 +28,9 @@ def test_numpy_arrays_in_a_checkpoint_load_too(tmp_path):
 def test_unsafe_file_is_refused_naming_the_global_and_nothing_runs(tmp_path):
     canary = tmp_path / "canary"
     path = tmp_path / "model.bin"
-    path.write_bytes(corpus._torch_zip_bytes({"w": torch.ones(1)}, folder="odd", replace_pickle=corpus.os_system(canary, 2)))
+    path.write_bytes(
+        corpus._torch_zip_bytes({"w": torch.ones(1)}, folder="odd", replace_pickle=corpus.os_system(canary, 2))
+    )
     with pytest.raises(UnsafeFileError, match=r"posix\.system.*--trust-pickle"):
         safe_torch_load(path)
     assert not canary.exists()

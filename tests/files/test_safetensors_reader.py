@@ -82,8 +82,12 @@ def test_hostile_headers_raise_a_format_error_naming_the_problem(tmp_path: Path,
 
 
 @pytest.mark.parametrize(("dtype", "shape", "size_bytes"), [("F4", [4], 2), ("F6_E2M3", [4], 3), ("F8_E8M0", [3], 3)])
-def test_sub_byte_and_new_dtypes_are_sized_like_the_reference(tmp_path: Path, dtype: str, shape: list[int], size_bytes: int):
-    path = write_safetensors_raw(tmp_path / "x.safetensors", {"t": _entry(dtype, shape, 0, size_bytes)}, b"\0" * size_bytes)
+def test_sub_byte_and_new_dtypes_are_sized_like_the_reference(
+    tmp_path: Path, dtype: str, shape: list[int], size_bytes: int
+):
+    path = write_safetensors_raw(
+        tmp_path / "x.safetensors", {"t": _entry(dtype, shape, 0, size_bytes)}, b"\0" * size_bytes
+    )
     (tensor,) = read_safetensors_header(path).tensors
     assert tensor.size_bytes == size_bytes and tensor.dtype == dtype
     assert not _reference_rejects(path)

@@ -13,8 +13,11 @@ def test_every_group_of_the_corpus_gets_its_right_answer_and_nothing_runs(scan_c
     """malicious: unsafe (exit 1); unprovable: not proven safe (exit 2); benign: safe (exit 0)."""
     files, canary = scan_corpus
     expected = {corpus.MALICIOUS: "unsafe", corpus.UNPROVABLE: "unproven", corpus.BENIGN: "safe"}
-    wrong = [(item.description, report.verdict, [finding.message for finding in report.findings][:2])
-             for item in files if (report := scan_file(item.path)).verdict != expected[item.group]]
+    wrong = [
+        (item.description, report.verdict, [finding.message for finding in report.findings][:2])
+        for item in files
+        if (report := scan_file(item.path)).verdict != expected[item.group]
+    ]
     assert wrong == []
     counts = {group: sum(item.group == group for item in files) for group in expected}
     assert counts[corpus.MALICIOUS] >= 30 and counts[corpus.UNPROVABLE] >= 3 and counts[corpus.BENIGN] >= 25
@@ -46,8 +49,10 @@ def test_legacy_torch_file_scans_all_five_pickles(torch_checkpoints):
 
 
 def test_non_pickle_formats_are_safe_by_construction(small_gguf, tiny_onnx, minilm_dir):
-    formats = {scan_file(path).format: scan_file(path).verdict
-               for path in (small_gguf, tiny_onnx, Path(minilm_dir) / "model.safetensors")}
+    formats = {
+        scan_file(path).format: scan_file(path).verdict
+        for path in (small_gguf, tiny_onnx, Path(minilm_dir) / "model.safetensors")
+    }
     assert formats == {"gguf": "safe", "onnx": "safe", "safetensors": "safe"}
 
 
@@ -88,8 +93,12 @@ def _sparse_zip_with_huge_stored_member(path: Path, member_bytes: int) -> None:
             offset = handle.tell()
         directory_start = offset
         for name, size, crc, local in entries:
-            handle.write(struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, size, size,
-                                     len(name), 0, 0, 0, 0, 0, local) + name)
+            handle.write(
+                struct.pack(
+                    "<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, size, size, len(name), 0, 0, 0, 0, 0, local
+                )
+                + name
+            )
         directory_size = handle.tell() - directory_start
         handle.write(struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 2, 2, directory_size, directory_start, 0))
 
@@ -123,8 +132,14 @@ def _container_seeds() -> list[bytes]:
     torch.save({"a": torch.ones(3), "b": torch.zeros(2)}, zipped)
     torch.save({"a": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
     numpy.savez_compressed(npz, a=numpy.arange(10))
-    return [zipped.getvalue(), legacy.getvalue(), npz.getvalue(), gzip.compress(zipped.getvalue()),
-            corpus.npy_object_array(1), pre_1_0_torch_tar()]
+    return [
+        zipped.getvalue(),
+        legacy.getvalue(),
+        npz.getvalue(),
+        gzip.compress(zipped.getvalue()),
+        corpus.npy_object_array(1),
+        pre_1_0_torch_tar(),
+    ]
 
 
 def test_mutated_containers_always_get_a_verdict():
@@ -134,8 +149,11 @@ def test_mutated_containers_always_get_a_verdict():
     from lmforge.files.scan import scan_bytes
 
     @settings(max_examples=200, deadline=None)
-    @given(st.sampled_from(_container_seeds()), st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)),
-                                                          min_size=1, max_size=8), st.floats(0.05, 1.0))
+    @given(
+        st.sampled_from(_container_seeds()),
+        st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), min_size=1, max_size=8),
+        st.floats(0.05, 1.0),
+    )
     def check(base, edits, keep):
         data = bytearray(base)
         for position, value in edits:

@@ -54,8 +54,10 @@ def test_structural_doubt_alone_is_exit_2_and_names_the_archive_ambiguous(tmp_pa
     """The same tricks hiding a harmless pickle: nothing would run, but the scanner cannot tell
     which member a loader reads, so it says "cannot prove safe", never "safe"."""
     harmless = pickle.dumps({"w": 2, "note": "harmless " * 8}, 2)
-    for name, data in (("zip64.pt", attacks.zip64_record_with_a_second_directory(tmp_path, hidden=harmless)),
-                       ("junk.pt", attacks.junk_offset_onto_a_harmless_directory(tmp_path, hidden=harmless))):
+    for name, data in (
+        ("zip64.pt", attacks.zip64_record_with_a_second_directory(tmp_path, hidden=harmless)),
+        ("junk.pt", attacks.junk_offset_onto_a_harmless_directory(tmp_path, hidden=harmless)),
+    ):
         path = tmp_path / name
         path.write_bytes(data)
         assert torch.load(path, weights_only=True)["w"] == 2  # torch reads the hidden directory
@@ -74,7 +76,8 @@ def test_a_symlinked_sub_folder_is_followed_and_one_leaving_the_folder_is_report
     (model / "link").symlink_to(model / "real", target_is_directory=True)
     (model / "loop").symlink_to(model, target_is_directory=True)
     assert attacks.run_live([(model / "link" / "model.pkl", "pickle", None)], canary, tmp_path) == {
-        str(model / "link" / "model.pkl"): True}
+        str(model / "link" / "model.pkl"): True
+    }
 
     report = scan_paths([model])  # the linked folder is inside: its files are scanned (under their real path)
     assert [os.path.relpath(item.path, model) for item in report.unsafe] == ["real/model.pkl"]
@@ -113,28 +116,60 @@ def test_torch_save_output_of_every_stem_length_is_safe_and_loads(tmp_path):
 
 def _every_tensor_kind() -> dict[str, object]:
     """One of every tensor torch.save writes on a CPU build (DTensor needs a process group)."""
-    dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex32, torch.complex64,
-              torch.complex128, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16,
-              torch.uint32, torch.uint64, torch.bool, torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz,
-              torch.float8_e5m2fnuz, torch.float8_e8m0fnu, torch.float4_e2m1fn_x2, torch.bits8, torch.bits16,
-              torch.bits1x8, torch.bits2x4, torch.bits4x2)
+    dtypes = (
+        torch.float32,
+        torch.float64,
+        torch.float16,
+        torch.bfloat16,
+        torch.complex32,
+        torch.complex64,
+        torch.complex128,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.uint8,
+        torch.uint16,
+        torch.uint32,
+        torch.uint64,
+        torch.bool,
+        torch.float8_e4m3fn,
+        torch.float8_e5m2,
+        torch.float8_e4m3fnuz,
+        torch.float8_e5m2fnuz,
+        torch.float8_e8m0fnu,
+        torch.float4_e2m1fn_x2,
+        torch.bits8,
+        torch.bits16,
+        torch.bits1x8,
+        torch.bits2x4,
+        torch.bits4x2,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # complex32, sparse CSR and nested tensors are "experimental" or "beta"
         kinds: dict[str, object] = {str(dtype): torch.empty(2, dtype=dtype) for dtype in dtypes}
         kinds |= {
-            "parameter": torch.nn.Parameter(torch.ones(2)), "no grad parameter": torch.nn.Parameter(torch.ones(2), False),
-            "requires grad": torch.ones(2, requires_grad=True), "view": torch.arange(10.0)[2:5],
-            "transposed": torch.ones(3, 4).t(), "channels last": torch.ones(1, 3, 2, 2).to(memory_format=torch.channels_last),
-            "meta": torch.empty(3, device="meta"), "scalar": torch.tensor(3.0), "empty": torch.empty(0, 5),
+            "parameter": torch.nn.Parameter(torch.ones(2)),
+            "no grad parameter": torch.nn.Parameter(torch.ones(2), False),
+            "requires grad": torch.ones(2, requires_grad=True),
+            "view": torch.arange(10.0)[2:5],
+            "transposed": torch.ones(3, 4).t(),
+            "channels last": torch.ones(1, 3, 2, 2).to(memory_format=torch.channels_last),
+            "meta": torch.empty(3, device="meta"),
+            "scalar": torch.tensor(3.0),
+            "empty": torch.empty(0, 5),
             "conjugate": torch.ones(2, dtype=torch.complex64).conj(),
             "qint8": torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint8),
             "quint8": torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.quint8),
             "qint32": torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint32),
             "quint4x2": torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.quint4x2),
-            "per channel": torch.quantize_per_channel(torch.ones(2, 3), torch.tensor([0.1, 0.2]), torch.tensor([0, 1]), 0,
-                                                      torch.qint8),
-            "sparse coo": torch.eye(3).to_sparse(), "sparse csr": torch.eye(3).to_sparse_csr(),
-            "sparse csc": torch.eye(3).to_sparse_csc(), "sparse bsr": torch.eye(4).to_sparse_bsr((2, 2)),
+            "per channel": torch.quantize_per_channel(
+                torch.ones(2, 3), torch.tensor([0.1, 0.2]), torch.tensor([0, 1]), 0, torch.qint8
+            ),
+            "sparse coo": torch.eye(3).to_sparse(),
+            "sparse csr": torch.eye(3).to_sparse_csr(),
+            "sparse csc": torch.eye(3).to_sparse_csc(),
+            "sparse bsr": torch.eye(4).to_sparse_bsr((2, 2)),
             "sparse bsc": torch.eye(4).to_sparse_bsc((2, 2)),
             "nested strided": torch.nested.nested_tensor([torch.ones(2), torch.ones(3)]),
             "nested jagged": torch.nested.nested_tensor([torch.ones(2, 4), torch.ones(3, 4)], layout=torch.jagged),

@@ -41,8 +41,10 @@ class _Unseekable(io.RawIOBase):
 
 
 def _real_archives() -> dict[str, bytes]:
-    archives = {f"zipfile method {method}": _zip({"a/data.pkl": b"hello" * 100, "b/": b"", "c": b"x"}, method)
-                for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)}
+    archives = {
+        f"zipfile method {method}": _zip({"a/data.pkl": b"hello" * 100, "b/": b"", "c": b"x"}, method)
+        for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+    }
     forced = io.BytesIO()
     with zipfile.ZipFile(forced, "w") as archive, archive.open("big/data.pkl", "w", force_zip64=True) as handle:
         handle.write(b"z" * 10)
@@ -80,7 +82,9 @@ def test_each_structural_ambiguity_is_named(tmp_path):
     canary = tmp_path / "CANARY"
     plain = _zip({"archive/data.pkl": b"N.", "archive/version": b"3\n"})
     assert "ZIP64 record" in _problems(attacks.zip64_record_with_a_second_directory(canary))
-    assert "counts 1 entries, the central directory holds 2" in _problems(attacks.npz_whose_end_record_undercounts(canary))
+    assert "counts 1 entries, the central directory holds 2" in _problems(
+        attacks.npz_whose_end_record_undercounts(canary)
+    )
     assert "two entries named" in _problems(attacks.duplicate_data_pkl(canary))
     assert "from where the end record puts it" in _problems(attacks.junk_offset_onto_a_harmless_directory(canary))
     assert "two entries named" in _problems(_zip({"archive/data.pkl": b"N.", "archive/DATA.PKL": b"N."}))
@@ -112,8 +116,14 @@ def _perturbed_archives(draw) -> bytes:
     two central directories, end records that may disagree, ZIP64 records, junk and comments."""
     names = ["archive/data.pkl", "archive/DATA.PKL", "archive/version", "archive/data/0", "x.npy"]
     count = draw(st.integers(1, 4))
-    members = [(draw(st.sampled_from(names)), draw(st.sampled_from([_PAYLOAD, _BENIGN, b"3\n"])),
-                draw(st.sampled_from([0, 8]))) for _ in range(count)]
+    members = [
+        (
+            draw(st.sampled_from(names)),
+            draw(st.sampled_from([_PAYLOAD, _BENIGN, b"3\n"])),
+            draw(st.sampled_from([0, 8])),
+        )
+        for _ in range(count)
+    ]
     gap = draw(st.sampled_from([b"", b"\0" * 3, _PAYLOAD]))
     body, entries = b"", []
     for member in members:
@@ -129,9 +139,12 @@ def _perturbed_archives(draw) -> bytes:
     classic_count = len(first) + draw(st.sampled_from([0, 0, -1, 1]))
     if draw(st.booleans()):  # a ZIP64 record, pointing at either directory
         zip64_second = draw(st.booleans())
-        archive += attacks.zip64_end(len(second) if zip64_second else len(first),
-                                      len(second_bytes if zip64_second else first_bytes),
-                                      second_at if zip64_second else first_at, len(archive))
+        archive += attacks.zip64_end(
+            len(second) if zip64_second else len(first),
+            len(second_bytes if zip64_second else first_bytes),
+            second_at if zip64_second else first_at,
+            len(archive),
+        )
     archive += attacks.zip_end(max(0, classic_count), len(first_bytes), first_at)
     if draw(st.booleans()):
         archive = archive[:-2] + struct.pack("<H", 22) + attacks.zip_end(0, 0, 0)  # a fake end record as comment

@@ -7,8 +7,13 @@ from lmforge.generate.sampling import sampling_params
 
 def _run(loaded, script: str, **kwargs):
     output = io.StringIO()
-    session = chat_loop(loaded, sampling_params(max_new_tokens=4, seed=0), input_stream=io.StringIO(script),
-                        output_stream=output, **kwargs)
+    session = chat_loop(
+        loaded,
+        sampling_params(max_new_tokens=4, seed=0),
+        input_stream=io.StringIO(script),
+        output_stream=output,
+        **kwargs,
+    )
     return session, output.getvalue()
 
 
@@ -66,8 +71,9 @@ def test_save_appends_the_conversation_as_a_chat_record_lmforge_data_reads(loade
     from lmforge.data.load import load_data
 
     target = tmp_path / "chats.jsonl"
-    _, output = _run(loaded, f"/save {target}\nhello\n/save {target}\n/reset\nagain\n/save {target}\n",
-                     system="Be brief.")
+    _, output = _run(
+        loaded, f"/save {target}\nhello\n/save {target}\n/reset\nagain\n/save {target}\n", system="Be brief."
+    )
     assert "Error: nothing to save yet" in output
     records = [json.loads(line) for line in target.read_text().splitlines()]
     assert len(records) == 2
@@ -82,14 +88,16 @@ def test_default_reply_length_fits_a_small_context_with_one_note(tiny_llama_64_d
 
     loaded = load_model(str(tiny_llama_64_dir))
     output = io.StringIO()
-    session = chat_loop(loaded, sampling_params("precise", seed=0), input_stream=io.StringIO("hi\nand you?\n"),
-                        output_stream=output)
+    session = chat_loop(
+        loaded, sampling_params("precise", seed=0), input_stream=io.StringIO("hi\nand you?\n"), output_stream=output
+    )
     text = output.getvalue()
     assert "Error" not in text, text
     assert [m["role"] for m in session.transcript] == ["user", "assistant", "user", "assistant"]
     assert text.count("the default reply length is capped") == 1
-    chosen = chat_loop(loaded, sampling_params(max_new_tokens=64), input_stream=io.StringIO("hi\n"),
-                       output_stream=io.StringIO())
+    chosen = chat_loop(
+        loaded, sampling_params(max_new_tokens=64), input_stream=io.StringIO("hi\n"), output_stream=io.StringIO()
+    )
     assert chosen.history == []  # a length the user asked for that cannot fit is still refused
 
 
@@ -99,12 +107,21 @@ def test_save_writes_the_whole_conversation_as_it_happened(loaded, tmp_path):
 
     turn = "the quick brown fox " * 20  # ~100 tokens: each new turn drops the older ones from the context
     target = tmp_path / "chats.jsonl"
-    session, output = _run(loaded, f"first {turn}\n/system Be brief.\nsecond {turn}\nthird {turn}\n/save {target}\n",
-                           system="Be kind.")
+    session, output = _run(
+        loaded, f"first {turn}\n/system Be brief.\nsecond {turn}\nthird {turn}\n/save {target}\n", system="Be kind."
+    )
     assert "dropped the" in output
     saved = json.loads(target.read_text())["messages"]
-    assert [m["role"] for m in saved] == ["system", "user", "assistant", "system", "user", "assistant", "user",
-                                          "assistant"]
+    assert [m["role"] for m in saved] == [
+        "system",
+        "user",
+        "assistant",
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     assert [m["content"] for m in saved if m["role"] == "system"] == ["Be kind.", "Be brief."]
     assert [m["content"][:5] for m in saved if m["role"] == "user"] == ["first", "secon", "third"]
     assert len(session.history) < 6 and f"saved {len(saved)} messages" in output

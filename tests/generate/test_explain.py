@@ -31,8 +31,14 @@ def _chain(logits, temperature, top_k, top_p, min_p):
 
 @pytest.mark.parametrize(
     ("temperature", "top_k", "top_p", "min_p"),
-    [(0.8, 36, 0.7, 0.0), (1.2, 50, 0.9, 0.0), (0.3, 20, 0.5, 0.0), (1.0, 0, 0.95, 0.1), (0.5, 5, 1.0, 0.0),
-     (1.5, 0, 1.0, 0.2)],
+    [
+        (0.8, 36, 0.7, 0.0),
+        (1.2, 50, 0.9, 0.0),
+        (0.3, 20, 0.5, 0.0),
+        (1.0, 0, 0.95, 0.1),
+        (0.5, 5, 1.0, 0.0),
+        (1.5, 0, 1.0, 0.2),
+    ],
 )
 def test_kept_set_and_renormalised_probs_equal_transformers_warpers(temperature, top_k, top_p, min_p):
     generator = torch.Generator().manual_seed(hash((temperature, top_k, top_p, min_p)) % 2**31)

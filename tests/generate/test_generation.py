@@ -30,13 +30,13 @@ def test_streamed_pieces_add_up_to_the_text(loaded):
 def test_stop_string_ends_generation_and_is_never_shown(loaded):
     params = SamplingParams(temperature=0, max_new_tokens=32)
     full = generate(loaded, "The quick", params).text
-    printable = [i for i in range(2, len(full) - 3) if full[i:i + 2].isprintable() and full[i:i + 2].strip()]
+    printable = [i for i in range(2, len(full) - 3) if full[i : i + 2].isprintable() and full[i : i + 2].strip()]
     assert printable, f"greedy text has no printable pair: {full!r}"
     start = printable[0]
-    stop = full[start:start + 2]
+    stop = full[start : start + 2]
     pieces: list[str] = []
     stopped = generate(loaded, "The quick", params.model_copy(update={"stop": [stop]}), on_text=pieces.append)
-    assert stopped.text == full[:full.find(stop)]
+    assert stopped.text == full[: full.find(stop)]
     assert "".join(pieces) == stopped.text and stop not in "".join(pieces)
     assert stopped.finish_reason == "stop"
     assert stopped.completion_tokens < 32
@@ -58,10 +58,17 @@ def test_raw_prompt_skips_the_chat_template(loaded):
     assert raw.prompt_tokens < templated.prompt_tokens
 
 
-@pytest.mark.parametrize(("text", "stops", "held"), [
-    ("abcEN", ["END"], 2), ("abcE", ["END"], 1), ("abc", ["END"], 0), ("ab\n", ["\n\nUser:"], 1),
-    ("xyz", [], 0), ("aaEN", ["ENDX", "NN"], 2),
-])
+@pytest.mark.parametrize(
+    ("text", "stops", "held"),
+    [
+        ("abcEN", ["END"], 2),
+        ("abcE", ["END"], 1),
+        ("abc", ["END"], 0),
+        ("ab\n", ["\n\nUser:"], 1),
+        ("xyz", [], 0),
+        ("aaEN", ["ENDX", "NN"], 2),
+    ],
+)
 def test_text_that_may_begin_a_stop_string_is_held_back(text, stops, held):
     assert held_back_chars(text, stops) == held
 
@@ -74,8 +81,11 @@ def test_earliest_stop_string_wins():
 def test_a_greedy_batch_equals_one_prompt_at_a_time(loaded):
     from lmforge.generate.generation import generate_batch
 
-    prompts = ["What is 12 plus 30?", "Hi", [{"role": "system", "content": "Be brief."},
-                                            {"role": "user", "content": "Count the letters in hello."}]]
+    prompts = [
+        "What is 12 plus 30?",
+        "Hi",
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Count the letters in hello."}],
+    ]
     params = SamplingParams(temperature=0, max_new_tokens=8)
     batch = generate_batch(loaded, prompts, params)
     single = [generate(loaded, prompt, params) for prompt in prompts]
@@ -89,9 +99,11 @@ def test_a_batch_honours_stop_strings_per_row(loaded):
 
     params = SamplingParams(temperature=0, max_new_tokens=30)
     full = generate(loaded, "The quick", params).text
-    stop = next(full[i:i + 2] for i in range(2, len(full) - 3) if full[i:i + 2].isprintable() and full[i:i + 2].strip())
+    stop = next(
+        full[i : i + 2] for i in range(2, len(full) - 3) if full[i : i + 2].isprintable() and full[i : i + 2].strip()
+    )
     stopped, other = generate_batch(loaded, ["The quick", "Hi"], params.model_copy(update={"stop": [stop]}))
-    assert stopped.text == full[:full.find(stop)] and stopped.finish_reason == "stop"
+    assert stopped.text == full[: full.find(stop)] and stopped.finish_reason == "stop"
     assert stop not in other.text
 
 
@@ -123,7 +135,7 @@ def _first_completed_stop_cut(text: str, stops: list[str]) -> str:
     for end in range(1, len(text) + 1):
         starts = [end - len(stop) for stop in stops if text[:end].endswith(stop)]
         if starts:
-            return text[:min(starts)]
+            return text[: min(starts)]
     return text
 
 
@@ -178,9 +190,11 @@ def test_a_default_length_is_capped_to_the_context_left_and_a_chosen_one_is_not(
     loaded = dataclasses.replace(loaded, context_length=64)
     result = generate(loaded, "Sort 3 1 2.", sampling_params("precise", seed=0))
     room = loaded.context_length - result.prompt_tokens
-    assert result.notes == [f"max_new_tokens capped at {room}: the prompt takes {result.prompt_tokens} of the "
-                            f"model's 64-token context, which leaves no room for the default 256 (pass "
-                            "--max-new-tokens to choose)"]
+    assert result.notes == [
+        f"max_new_tokens capped at {room}: the prompt takes {result.prompt_tokens} of the "
+        f"model's 64-token context, which leaves no room for the default 256 (pass "
+        "--max-new-tokens to choose)"
+    ]
     assert result.completion_tokens <= room
     assert generate(loaded, "Hi", sampling_params(max_new_tokens=3)).notes == []
     with pytest.raises(UserInputError, match=r"plus max_new_tokens \(64\) exceeds"):

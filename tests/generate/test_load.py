@@ -122,8 +122,11 @@ def test_device_map_auto_places_the_model_through_accelerate(loaded, tiny_llama_
 
     asked = []
     original = AutoModelForCausalLM.from_pretrained
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
-                        lambda *args, **kwargs: asked.append(kwargs.get("device_map")) or original(*args, **kwargs))
+    monkeypatch.setattr(
+        AutoModelForCausalLM,
+        "from_pretrained",
+        lambda *args, **kwargs: asked.append(kwargs.get("device_map")) or original(*args, **kwargs),
+    )
     placed = load_model(str(tiny_llama_dir), device_map="auto")
     assert asked == ["auto"] and placed.device == "cpu"
     assert torch.allclose(_logits(placed), _logits(loaded))

@@ -48,8 +48,11 @@ class LocalHub:
     def fetched(self, repo_id: str) -> set[str]:
         """The files of `repo_id` whose bytes were sent (GET /resolve/)."""
         marker = f"/{repo_id}/resolve/"
-        return {path.split(marker, 1)[1].split("/", 1)[1] for method, path, _ in self.requests
-                if method == "GET" and marker in path}
+        return {
+            path.split(marker, 1)[1].split("/", 1)[1]
+            for method, path, _ in self.requests
+            if method == "GET" and marker in path
+        }
 
 
 class HubReply(Exception):
@@ -82,8 +85,12 @@ def create_app(hub: LocalHub) -> Any:
         if repo is None:  # as the hub does: 401 for a repo that does not exist or that this caller may not see
             raise HubReply(401, "RepoNotFound", "Repository not found")
         if repo.token and request.headers.get("authorization") != f"Bearer {repo.token}":
-            raise HubReply(401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have access to it "
-                                             "and be authenticated to access it. Please log in.")
+            raise HubReply(
+                401,
+                "GatedRepo",
+                f"Access to model {repo_id} is restricted. You must have access to it "
+                "and be authenticated to access it. Please log in.",
+            )
         commit = repo.branches.get(revision) or (revision if revision in repo.commits else None)
         if commit is None:
             raise HubReply(404, "RevisionNotFound", f"Invalid rev id: {revision}")
@@ -92,11 +99,21 @@ def create_app(hub: LocalHub) -> Any:
     def info(request: Request, org: str, name: str, revision: str) -> dict[str, Any]:
         repo_id = f"{org}/{name}"
         commit, files = revision_of(request, repo_id, revision)
-        return {"_id": commit[:24], "id": repo_id, "modelId": repo_id, "sha": commit, "private": False,
-                "gated": "manual" if hub.repos[repo_id].token else False, "disabled": False, "tags": [],
-                "lastModified": "2025-01-01T00:00:00.000Z",
-                "siblings": [{"rfilename": path, "size": len(data), "blobId": hashlib.sha1(data).hexdigest()}
-                             for path, data in sorted(files.items())]}
+        return {
+            "_id": commit[:24],
+            "id": repo_id,
+            "modelId": repo_id,
+            "sha": commit,
+            "private": False,
+            "gated": "manual" if hub.repos[repo_id].token else False,
+            "disabled": False,
+            "tags": [],
+            "lastModified": "2025-01-01T00:00:00.000Z",
+            "siblings": [
+                {"rfilename": path, "size": len(data), "blobId": hashlib.sha1(data).hexdigest()}
+                for path, data in sorted(files.items())
+            ],
+        }
 
     @app.get("/api/models/{org}/{name}")
     def model_info(request: Request, org: str, name: str) -> Any:
@@ -109,8 +126,10 @@ def create_app(hub: LocalHub) -> Any:
     @app.get("/api/models/{org}/{name}/tree/{revision}")
     def tree(request: Request, org: str, name: str, revision: str) -> Any:
         _, files = revision_of(request, f"{org}/{name}", revision)
-        return [{"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-                for path, data in sorted(files.items())]
+        return [
+            {"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+            for path, data in sorted(files.items())
+        ]
 
     @app.api_route("/{org}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
     def resolve(request: Request, org: str, name: str, revision: str, path: str) -> Any:
@@ -141,7 +160,9 @@ def create_app(hub: LocalHub) -> Any:
 
 
 def _folder_files(folder: Path) -> dict[str, bytes]:
-    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+    }
 
 
 class Payload:
@@ -176,23 +197,37 @@ def build_repos(hub: LocalHub, tiny_llama_dir: Path, scratch: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     torch.save(model.state_dict(), scratch / "pytorch_model.bin")
     tokenizer_files = {name: data for name, data in tiny.items() if "safetensors" not in name}
-    hub.add("org/tiny-both", {**tiny, "pytorch_model.bin": (scratch / "pytorch_model.bin").read_bytes(),
-                              "original/consolidated.00.pth": (scratch / "pytorch_model.bin").read_bytes(),
-                              "training_args.bin": pickle.dumps(Payload(hub.canary))})
+    hub.add(
+        "org/tiny-both",
+        {
+            **tiny,
+            "pytorch_model.bin": (scratch / "pytorch_model.bin").read_bytes(),
+            "original/consolidated.00.pth": (scratch / "pytorch_model.bin").read_bytes(),
+            "training_args.bin": pickle.dumps(Payload(hub.canary)),
+        },
+    )
     torch.save({"model.embed_tokens.weight": Payload(hub.canary)}, scratch / "evil.bin")
     hub.add("org/evil", {**tokenizer_files, "pytorch_model.bin": (scratch / "evil.bin").read_bytes()})
     hub.add("org/gated", tiny, token=TOKEN)
 
     remote = json.loads(tiny["config.json"])
-    remote.update(model_type="evilarch", auto_map={"AutoConfig": "configuration_evil.EvilConfig",
-                                                   "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"})
+    remote.update(
+        model_type="evilarch",
+        auto_map={
+            "AutoConfig": "configuration_evil.EvilConfig",
+            "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM",
+        },
+    )
     code = f"import os\nos.makedirs({str(hub.canary)!r})\n".encode()
-    hub.add("org/remote-code", {**tiny, "config.json": json.dumps(remote).encode(),
-                                "configuration_evil.py": code, "modeling_evil.py": code})
+    hub.add(
+        "org/remote-code",
+        {**tiny, "config.json": json.dumps(remote).encode(), "configuration_evil.py": code, "modeling_evil.py": code},
+    )
 
     torch.manual_seed(1)
-    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
+    lora = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     lora.save_pretrained(scratch / "lora")
     adapter_config = json.loads((scratch / "lora" / "adapter_config.json").read_text())
     adapter_config["base_model_name_or_path"] = "org/tiny"

@@ -36,8 +36,15 @@ def online_then_offline(hub: Any, go_offline: Any, check: Any) -> None:
 
 
 def _chat_file(folder: Path) -> Path:
-    rows = [{"messages": [{"role": "user", "content": f"What is {n} plus 1?"}, {"role": "assistant", "content": str(n + 1)}]}
-            for n in range(2)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {n} plus 1?"},
+                {"role": "assistant", "content": str(n + 1)},
+            ]
+        }
+        for n in range(2)
+    ]
     path = folder / "chat.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
@@ -46,8 +53,10 @@ def _chat_file(folder: Path) -> Path:
 def test_download_prints_where_what_and_the_verdict(online, go_offline) -> None:
     shown = ok(cli("download", "org/tiny-both")).stdout
     assert "model.safetensors" in shown and "safetensors" in shown and "scan: safe" in shown
-    assert "left on the hub (not needed to load it): original/consolidated.00.pth, pytorch_model.bin, " \
-           "training_args.bin" in shown
+    assert (
+        "left on the hub (not needed to load it): original/consolidated.00.pth, pytorch_model.bin, "
+        "training_args.bin" in shown
+    )
 
     def check() -> None:
         report = json.loads(ok(cli("download", "org/tiny", "--json")).stdout)
@@ -67,7 +76,9 @@ def test_plan_fetches_config_json_alone(online, go_offline, monkeypatch, tmp_pat
     def check() -> None:
         plan = json.loads(ok(cli("plan", "org/tiny-both", "--json")).stdout)
         assert (plan["model"]["hf_id"], plan["model"]["params_total"]) == (
-            "org/tiny-both", inspect_path(tiny_llama_dir).total_params)
+            "org/tiny-both",
+            inspect_path(tiny_llama_dir).total_params,
+        )
 
     online_then_offline(online, go_offline, check)
     fetched = [path for method, path, _ in online.requests[start:] if method == "GET" and "/resolve/" in path]
@@ -84,7 +95,10 @@ def test_inspect_reads_each_revision_from_the_cache(online, go_offline, tiny_lla
         main = json.loads(ok(cli("inspect", "org/tiny", "--json")).stdout)
         v1 = json.loads(ok(cli("inspect", "org/tiny@v1", "--json")).stdout)
         assert (main["total_params"], main["architecture"], main["scan"]["verdict"]) == (
-            local.total_params, "LlamaForCausalLM", local.scan.verdict)
+            local.total_params,
+            "LlamaForCausalLM",
+            local.scan.verdict,
+        )
         assert (main["config"]["num_layers"], v1["config"]["num_layers"]) == (2, 1)
         assert v1["total_params"] < main["total_params"] and main["path"].startswith(str(online.cache))
 
@@ -95,16 +109,25 @@ def test_train_a_lora_from_a_hub_id_then_generate_from_the_run(online, go_offlin
     def check() -> None:
         out = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
         config = tmp_path / f"{out.name}.yaml"
-        config.write_text(yaml.safe_dump({
-            "stage": "sft", "out": str(out), "model": {"path": "org/tiny"}, "method": {"name": "lora", "lora_r": 4},
-            "data": {"train": "builtin:arith-sft", "max_examples": 4, "max_len": 48, "eval_fraction": 0},
-            "train": {"max_steps": 2, "micro_batch_size": 4}}))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "stage": "sft",
+                    "out": str(out),
+                    "model": {"path": "org/tiny"},
+                    "method": {"name": "lora", "lora_r": 4},
+                    "data": {"train": "builtin:arith-sft", "max_examples": 4, "max_len": 48, "eval_fraction": 0},
+                    "train": {"max_steps": 2, "micro_batch_size": 4},
+                }
+            )
+        )
         result = ok(cli("train", config, "--json"))
-        assert json.loads(result.stdout[result.stdout.index("{"):])["steps"] == 2
+        assert json.loads(result.stdout[result.stdout.index("{") :])["steps"] == 2
         base = json.loads((out / "final" / "adapter_config.json").read_text())["base_model_name_or_path"]
         assert Path(base).parent == online.cache / "models--org--tiny" / "snapshots"  # the exact commit
-        reply = json.loads(ok(cli("generate", out, "What is 2 plus 2?", "--max-new-tokens", "3", "--greedy",
-                                      "--json")).stdout)
+        reply = json.loads(
+            ok(cli("generate", out, "What is 2 plus 2?", "--max-new-tokens", "3", "--greedy", "--json")).stdout
+        )
         assert reply["model"] == f"org/tiny+{out.name}" and reply["completion_tokens"] <= 3
 
     online_then_offline(online, go_offline, check)
@@ -114,11 +137,15 @@ def test_generate_and_eval_from_a_hub_id(online, go_offline, tmp_path) -> None:
     data = _chat_file(tmp_path)
 
     def check() -> None:
-        reply = json.loads(ok(cli("generate", "org/tiny", "What is 2 plus 2?", "--max-new-tokens", "3", "--greedy",
-                                      "--json")).stdout)
+        reply = json.loads(
+            ok(cli("generate", "org/tiny", "What is 2 plus 2?", "--max-new-tokens", "3", "--greedy", "--json")).stdout
+        )
         assert reply["model"] == "org/tiny" and reply["completion_tokens"] == 3
-        report = json.loads(ok(cli("eval", "org/tiny", "--data", data, "--max-new-tokens", "3",
-                                       "--out", tmp_path / "eval", "--json")).stdout)
+        report = json.loads(
+            ok(
+                cli("eval", "org/tiny", "--data", data, "--max-new-tokens", "3", "--out", tmp_path / "eval", "--json")
+            ).stdout
+        )
         assert report["model"] == "org/tiny" and report["summary"]["examples"] == 2
 
     online_then_offline(online, go_offline, check)
@@ -136,8 +163,11 @@ def test_serve_a_hub_id_to_the_openai_client(online, go_offline, monkeypatch) ->
     def run_uvicorn(app: Any, **_: Any) -> None:  # the real server, in a thread, for one chat request
         with run_server(app) as (url, _server):
             client = OpenAI(base_url=f"{url}/v1", api_key="unused")
-            replies.append(client.chat.completions.create(
-                model="org/tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0))
+            replies.append(
+                client.chat.completions.create(
+                    model="org/tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0
+                )
+            )
 
     monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", run_uvicorn)
 
@@ -152,8 +182,17 @@ def test_serve_a_hub_id_to_the_openai_client(online, go_offline, monkeypatch) ->
 
 def test_every_command_refuses_the_pickle_payload_before_loading_it(online, tmp_path) -> None:
     config = tmp_path / "sft.yaml"
-    config.write_text(yaml.safe_dump({"stage": "sft", "out": str(tmp_path / "run"), "model": {"path": "org/evil"},
-                                      "method": {"name": "lora"}, "train": {"max_steps": 1}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "stage": "sft",
+                "out": str(tmp_path / "run"),
+                "model": {"path": "org/evil"},
+                "method": {"name": "lora"},
+                "train": {"max_steps": 1},
+            }
+        )
+    )
     data = _chat_file(tmp_path)
     refused = {
         "download": cli("download", "org/evil"),
@@ -188,7 +227,8 @@ def test_the_hubs_refusals_are_one_line_each(online, monkeypatch) -> None:
     assert "has no model of that name" in error_line(cli("generate", "org/nope", "hi"), 2)
     assert "org/tiny has no revision 'v9'" in error_line(cli("inspect", "org/tiny@v9"), 2)
     assert "needs its own Python code to load (configuration_evil.py, modeling_evil.py)" in error_line(
-        cli("generate", "org/remote-code", "hi"), 2)
+        cli("generate", "org/remote-code", "hi"), 2
+    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{probe.getsockname()[1]}")

@@ -17,14 +17,20 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) 
     from transformers import AutoModelForCausalLM
 
     path = tmp_path_factory.mktemp("adapter")
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), LoraConfig(r=2, target_modules=["q_proj"])
-                   ).save_pretrained(path)
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir), LoraConfig(r=2, target_modules=["q_proj"])
+    ).save_pretrained(path)
     return path
 
 
 def test_model_adapter_run_and_checkpoint_folders(tmp_path: Path, tiny_llama_dir: Path, adapter_dir: Path) -> None:
     model = locate_model(tiny_llama_dir)
-    assert (model.kind, model.path, model.name, model.is_adapter) == ("model", tiny_llama_dir, tiny_llama_dir.name, False)
+    assert (model.kind, model.path, model.name, model.is_adapter) == (
+        "model",
+        tiny_llama_dir,
+        tiny_llama_dir.name,
+        False,
+    )
     adapter = locate_model(adapter_dir)
     assert (adapter.kind, adapter.is_adapter) == ("adapter", True)
     assert locate_base(adapter).path == tiny_llama_dir
@@ -33,8 +39,11 @@ def test_model_adapter_run_and_checkpoint_folders(tmp_path: Path, tiny_llama_dir
     for step in (2, 10):
         shutil.copytree(tiny_llama_dir, run / "checkpoints" / f"checkpoint-{step}")
     newest = locate_model(run)  # no final/ yet: its newest complete checkpoint
-    assert (newest.kind, newest.path, newest.name) == ("checkpoint", run / "checkpoints" / "checkpoint-10",
-                                                       "sft-run/checkpoint-10")
+    assert (newest.kind, newest.path, newest.name) == (
+        "checkpoint",
+        run / "checkpoints" / "checkpoint-10",
+        "sft-run/checkpoint-10",
+    )
     assert locate_model(run / "checkpoints" / "checkpoint-2").kind == "checkpoint"
     shutil.copytree(adapter_dir, run / "final")
     finished = locate_model(run)
@@ -43,8 +52,9 @@ def test_model_adapter_run_and_checkpoint_folders(tmp_path: Path, tiny_llama_dir
     assert locate_model(tmp_path / "full-run").kind == "run" and not locate_model(tmp_path / "full-run").is_adapter
 
 
-def test_an_adapter_base_is_found_as_written_or_relative_to_its_run(tmp_path: Path, tiny_llama_dir: Path,
-                                                                     adapter_dir: Path) -> None:
+def test_an_adapter_base_is_found_as_written_or_relative_to_its_run(
+    tmp_path: Path, tiny_llama_dir: Path, adapter_dir: Path
+) -> None:
     shutil.copytree(tiny_llama_dir, tmp_path / "run" / "base")
     moved = shutil.copytree(adapter_dir, tmp_path / "run" / "final")
     config = json.loads((moved / "adapter_config.json").read_text())
@@ -70,19 +80,34 @@ def test_single_files_are_read_but_not_loaded(tmp_path: Path, tiny_llama_dir: Pa
 
 def test_paths_that_are_not_models_say_what_would_be(tmp_path: Path) -> None:
     assert locate_model(tmp_path, need="any").kind == "folder"
-    with pytest.raises(NotFoundError, match="holds no config.json or adapter_config.json, no final/ and no "
-                                            "checkpoints/checkpoint-N: not a model"):
+    with pytest.raises(
+        NotFoundError,
+        match="holds no config.json or adapter_config.json, no final/ and no checkpoints/checkpoint-N: not a model",
+    ):
         locate_model(tmp_path)
-    with pytest.raises(NotFoundError, match=r"^model \./nope does not exist: give a model folder, a training run .* "
-                                            r"or a hub id \(org/name\[@revision\]\)"):
+    with pytest.raises(
+        NotFoundError,
+        match=r"^model \./nope does not exist: give a model folder, a training run .* "
+        r"or a hub id \(org/name\[@revision\]\)",
+    ):
         locate_model("./nope")
     with pytest.raises(UserInputError, match="a revision applies to hub ids only"):
         locate_model(tmp_path, revision="v1")
 
 
-@pytest.mark.parametrize(("text", "hub"), [("org/name", True), ("org/name@v1.0", True), ("Org-1/na.me_2@0a1b", True),
-                                           ("./org/name", False), ("/abs/path", False), ("name", False),
-                                           ("org/name/file.bin", False), ("~/models/x", False)])
+@pytest.mark.parametrize(
+    ("text", "hub"),
+    [
+        ("org/name", True),
+        ("org/name@v1.0", True),
+        ("Org-1/na.me_2@0a1b", True),
+        ("./org/name", False),
+        ("/abs/path", False),
+        ("name", False),
+        ("org/name/file.bin", False),
+        ("~/models/x", False),
+    ],
+)
 def test_what_counts_as_a_hub_id(text: str, hub: bool) -> None:
     assert is_hub_id(text) is hub
 
@@ -96,8 +121,9 @@ def test_hub_ids_with_and_without_a_revision(online, tmp_path) -> None:
     assert [path.name for path in config.path.iterdir()] == ["config.json"]
 
 
-def test_scan_paths_are_local_paths_as_given_and_hub_ids_as_their_fetched_snapshot(online, tmp_path,
-                                                                                    monkeypatch) -> None:
+def test_scan_paths_are_local_paths_as_given_and_hub_ids_as_their_fetched_snapshot(
+    online, tmp_path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weights.bin").write_bytes(b"x")
     asked = len(online.requests)
@@ -137,8 +163,11 @@ def test_a_pickle_payload_is_refused_before_anything_loads_it(online) -> None:
 
 
 def test_a_repo_needing_its_own_code_is_refused_naming_the_files(online, tmp_path) -> None:
-    with pytest.raises(UserInputError, match=r"org/remote-code needs its own Python code to load \(configuration_evil\.py, "
-                                             r"modeling_evil\.py\), which would run .* only with --trust-remote-code"):
+    with pytest.raises(
+        UserInputError,
+        match=r"org/remote-code needs its own Python code to load \(configuration_evil\.py, "
+        r"modeling_evil\.py\), which would run .* only with --trust-remote-code",
+    ):
         locate_model("org/remote-code", cache_dir=tmp_path)
     assert not list(tmp_path.glob("models--org--remote-code/snapshots/*/*.py"))  # not even downloaded
     trusted = locate_model("org/remote-code", trust_remote_code=True, cache_dir=tmp_path)

@@ -269,7 +269,9 @@ def test_expert_parallelism_splits_the_experts_over_ep_ranks():
     search = _search("mixtral-8x7b", TrainingSetup(method="full", recompute="full"))
     plain, split = search.memory(Layout(dp=8, zero_stage=1)), search.memory(Layout(dp=8, ep=8, zero_stage=1))
     expert_weights = count_params(search.spec).expert_params
-    assert plain["weights"] - split["weights"] == pytest.approx(2 * expert_weights * (1 - 1 / 8), rel=1e-3)  # bf16 (ZeRO mixed)
+    assert plain["weights"] - split["weights"] == pytest.approx(
+        2 * expert_weights * (1 - 1 / 8), rel=1e-3
+    )  # bf16 (ZeRO mixed)
     with pytest.raises(UserInputError, match="dense"):
         _search("llama-3.1-8b").best(A100, LayoutRequest(ep=2))
     with pytest.raises(UserInputError, match="EP 3 does not divide the 8 experts"):

@@ -62,9 +62,12 @@ def test_gqa_and_mla_shrink_the_kv_cache():
     deepseek = resolve_model("deepseek-v3")
     mla = kv_cache_bytes_per_token(deepseek, "bf16")
     assert mla == deepseek.num_layers * (512 + 64) * 2  # latent + shared rotary key, not per head
-    mha_equivalent = deepseek.num_layers * deepseek.num_attention_heads * (
-        deepseek.qk_nope_head_dim + deepseek.qk_rope_head_dim + deepseek.v_head_dim
-    ) * 2
+    mha_equivalent = (
+        deepseek.num_layers
+        * deepseek.num_attention_heads
+        * (deepseek.qk_nope_head_dim + deepseek.qk_rope_head_dim + deepseek.v_head_dim)
+        * 2
+    )
     assert mla * 50 < mha_equivalent
 
 
@@ -179,7 +182,9 @@ def test_freeze_and_prompt_methods_sit_between_nothing_and_full(llama7b):
     def total(**kwargs) -> int:
         return training_memory(llama7b, TrainingSetup(seq_len=1024, **kwargs)).total_bytes
 
-    assert total(method="freeze", trainable_layers=1) < total(method="freeze", trainable_layers=8) < total(method="full")
+    assert (
+        total(method="freeze", trainable_layers=1) < total(method="freeze", trainable_layers=8) < total(method="full")
+    )
     assert total(method="prompt") < total(method="lora")  # no adapter inputs kept, a 20-token embedding trained
     weights_only = inference_memory(llama7b, InferenceSetup(context_len=1)).total_bytes
     assert weights_only < total(method="prompt")
@@ -233,7 +238,9 @@ def test_deepseek_qlora_stages_never_hold_negative_weights():
 
 def test_freeze_tuning_a_tied_model_has_no_head_gradient_and_recomputation_never_adds_tensors():
     spec = resolve_model("gemma-3-1b")  # tied: its head is the frozen input embedding
-    plans = {r: training_memory(spec, TrainingSetup(method="freeze", recompute=r, seq_len=2048)) for r in ("none", "full")}
+    plans = {
+        r: training_memory(spec, TrainingSetup(method="freeze", recompute=r, seq_len=2048)) for r in ("none", "full")
+    }
     assert plans["none"]["gradients"] < spec.vocab_size * spec.hidden_size  # no vocab x hidden gradient
     tensors = {r: m.total_bytes - m["overhead"] for r, m in plans.items()}
     assert tensors["full"] <= tensors["none"]
@@ -262,6 +269,7 @@ def test_qlora_under_zero3_gathers_4bit_layers_and_shards_its_adapters(llama7b):
 
 def test_chunked_and_fused_losses_never_hold_the_whole_logits():
     spec = resolve_model("llama-3.1-8b")  # 128,256-token vocabulary
+
     def buffers(loss: str) -> int:
         return training_memory(spec, TrainingSetup(method="lora", seq_len=8192, loss=loss, recompute="full"))["buffers"]
 
@@ -280,10 +288,16 @@ def test_activation_offloading_moves_saved_activations_to_cpu(llama7b):
 
 def test_optimizer_in_backward_never_holds_the_full_gradient_set(llama7b):
     setup = TrainingSetup(method="full", precision="bf16", recompute="full")
-    stepped = training_memory(llama7b, TrainingSetup(method="full", precision="bf16", recompute="full", optimizer_in_backward=True))
-    assert model_states_bytes(llama7b, setup) - model_states_bytes(
+    stepped = training_memory(
         llama7b, TrainingSetup(method="full", precision="bf16", recompute="full", optimizer_in_backward=True)
-    ) > 0.9 * 2 * count_params(llama7b).total_params  # the bf16 gradients, nearly all gone
+    )
+    assert (
+        model_states_bytes(llama7b, setup)
+        - model_states_bytes(
+            llama7b, TrainingSetup(method="full", precision="bf16", recompute="full", optimizer_in_backward=True)
+        )
+        > 0.9 * 2 * count_params(llama7b).total_params
+    )  # the bf16 gradients, nearly all gone
     assert stepped["gradients"] <= 2 * 32000 * 4096  # the largest single gradient: the head's
     with pytest.raises(UserInputError, match="cannot accumulate"):
         TrainingSetup(optimizer_in_backward=True, grad_accum=4)

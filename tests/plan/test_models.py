@@ -17,11 +17,41 @@ from lmforge.plan.params import count_params
 pytestmark = pytest.mark.usefixtures("empty_hf_cache")
 
 REQUIRED = [
-    "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b",
-    "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b",
-    "qwen3-0.6b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b", "qwen3-235b-a22b", "mistral-7b", "mixtral-8x7b",
-    "mixtral-8x22b", "deepseek-v3", "gemma-2-2b", "gemma-2-9b", "gemma-2-27b", "gemma-3-1b", "phi-3-mini", "phi-4",
-    "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "bert-base-uncased", "roberta-base", "t5-base",
+    "llama-2-7b",
+    "llama-2-13b",
+    "llama-2-70b",
+    "llama-3.1-8b",
+    "llama-3.1-70b",
+    "llama-3.1-405b",
+    "qwen2.5-0.5b",
+    "qwen2.5-1.5b",
+    "qwen2.5-3b",
+    "qwen2.5-7b",
+    "qwen2.5-14b",
+    "qwen2.5-32b",
+    "qwen2.5-72b",
+    "qwen3-0.6b",
+    "qwen3-8b",
+    "qwen3-32b",
+    "qwen3-30b-a3b",
+    "qwen3-235b-a22b",
+    "mistral-7b",
+    "mixtral-8x7b",
+    "mixtral-8x22b",
+    "deepseek-v3",
+    "gemma-2-2b",
+    "gemma-2-9b",
+    "gemma-2-27b",
+    "gemma-3-1b",
+    "phi-3-mini",
+    "phi-4",
+    "gpt2",
+    "gpt2-medium",
+    "gpt2-large",
+    "gpt2-xl",
+    "bert-base-uncased",
+    "roberta-base",
+    "t5-base",
 ]
 
 
@@ -36,7 +66,9 @@ def test_catalog_holds_the_popular_models_under_typeable_names() -> None:
         assert spec.config["architectures"][0] == spec.architecture
 
 
-@pytest.mark.parametrize("text", ["llama-3.1-8b", "LLaMA-3.1-8B", "  llama-3.1-8b ", "meta-llama/Llama-3.1-8B", "META-LLAMA/llama-3.1-8b"])
+@pytest.mark.parametrize(
+    "text", ["llama-3.1-8b", "LLaMA-3.1-8B", "  llama-3.1-8b ", "meta-llama/Llama-3.1-8B", "META-LLAMA/llama-3.1-8b"]
+)
 def test_catalog_names_and_hub_ids_resolve_ignoring_case(text: str) -> None:
     spec = resolve_model(text)
     assert spec.name == "llama-3.1-8b" and spec.hf_id == "meta-llama/Llama-3.1-8B"
@@ -86,7 +118,12 @@ def test_snapshot_in_the_hf_cache_resolves_offline(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = resolve_model("acme/mistral-custom")
-    assert (spec.name, spec.hf_id, spec.num_layers, spec.sliding_window) == ("acme/mistral-custom", "acme/mistral-custom", 4, 4096)
+    assert (spec.name, spec.hf_id, spec.num_layers, spec.sliding_window) == (
+        "acme/mistral-custom",
+        "acme/mistral-custom",
+        4,
+        4096,
+    )
 
 
 def test_hf_home_locates_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,8 +134,9 @@ def test_hf_home_locates_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert resolve_model("acme/tiny").model_type == "gpt2"
 
 
-def test_an_uncached_hub_id_offline_says_so_and_suggests_catalog_names(monkeypatch: pytest.MonkeyPatch,
-                                                                        tmp_path: Path) -> None:
+def test_an_uncached_hub_id_offline_says_so_and_suggests_catalog_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(NotFoundError, match="not in the hub cache .*HF_HUB_OFFLINE=1.*did you mean .*llama-3.1-8b"):
@@ -142,7 +180,10 @@ def test_malformed_config_json_is_a_config_error(write_config, text: str, messag
 
 
 def test_a_weights_file_is_not_mistaken_for_a_config(tmp_path: Path) -> None:
-    for name, data in [("model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "), ("model.gguf", b"GGUF\x03\xff\xfe")]:
+    for name, data in [
+        ("model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "),
+        ("model.gguf", b"GGUF\x03\xff\xfe"),
+    ]:
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ConfigError, match="is not a config.json; pass a Hugging Face model folder"):
             resolve_model(str(tmp_path / name))
@@ -160,18 +201,39 @@ def test_heads_must_divide_into_kv_groups() -> None:
 
 def test_config_conventions_of_each_family() -> None:
     gpt2 = resolve_model("gpt2-xl")
-    assert (gpt2.hidden_size, gpt2.num_layers, gpt2.intermediate_size, gpt2.max_position_embeddings) == (1600, 48, 6400, 1024)
+    assert (gpt2.hidden_size, gpt2.num_layers, gpt2.intermediate_size, gpt2.max_position_embeddings) == (
+        1600,
+        48,
+        6400,
+        1024,
+    )
     assert gpt2.tie_word_embeddings and gpt2.kind == "decoder" and gpt2.num_kv_heads == 25
     t5 = resolve_model("t5-base")
-    assert (t5.kind, t5.num_encoder_layers, t5.num_layers, t5.head_dim, t5.intermediate_size) == ("encoder-decoder", 12, 12, 64, 3072)
+    assert (t5.kind, t5.num_encoder_layers, t5.num_layers, t5.head_dim, t5.intermediate_size) == (
+        "encoder-decoder",
+        12,
+        12,
+        64,
+        3072,
+    )
     assert resolve_model("bert-base-uncased").kind == "encoder"
     deepseek = resolve_model("deepseek-v3")
     assert deepseek.is_mla and deepseek.is_moe
-    assert (deepseek.kv_lora_rank, deepseek.q_lora_rank, deepseek.head_dim, deepseek.v_head_dim) == (512, 1536, 192, 128)
+    assert (deepseek.kv_lora_rank, deepseek.q_lora_rank, deepseek.head_dim, deepseek.v_head_dim) == (
+        512,
+        1536,
+        192,
+        128,
+    )
     assert (deepseek.num_experts, deepseek.experts_per_token, deepseek.num_shared_experts) == (256, 8, 1)
     assert (deepseek.moe_intermediate_size, deepseek.num_moe_layers) == (2048, 58)  # first_k_dense_replace = 3
     qwen_moe = resolve_model("qwen3-30b-a3b")
-    assert (qwen_moe.num_experts, qwen_moe.experts_per_token, qwen_moe.num_moe_layers, qwen_moe.head_dim) == (128, 8, 48, 128)
+    assert (qwen_moe.num_experts, qwen_moe.experts_per_token, qwen_moe.num_moe_layers, qwen_moe.head_dim) == (
+        128,
+        8,
+        48,
+        128,
+    )
     mixtral = resolve_model("mixtral-8x7b")
     assert (mixtral.num_experts, mixtral.moe_intermediate_size, mixtral.num_shared_experts) == (8, 14336, 0)
     assert resolve_model("qwen2.5-0.5b").sliding_window is None  # use_sliding_window: false
@@ -182,7 +244,11 @@ def test_defaults_follow_transformers_config_classes() -> None:
     base = resolve_model("qwen3-30b-a3b").config
     sparse = {**base, "decoder_sparse_step": 2, "mlp_only_layers": [1, 4]}
     assert spec_from_config(sparse, name="x").num_moe_layers == 23  # layers 1, 3, ..., 47 hold experts, but not 1
-    llama = {k: v for k, v in resolve_model("llama-2-7b").config.items() if k not in ("tie_word_embeddings", "num_key_value_heads")}
+    llama = {
+        k: v
+        for k, v in resolve_model("llama-2-7b").config.items()
+        if k not in ("tie_word_embeddings", "num_key_value_heads")
+    }
     spec = spec_from_config(llama, name="x")
     assert spec.tie_word_embeddings is False and spec.num_kv_heads == 32  # LlamaConfig defaults
     gemma = {k: v for k, v in resolve_model("gemma-2-9b").config.items() if k != "head_dim"}
@@ -194,7 +260,12 @@ def test_defaults_follow_transformers_config_classes() -> None:
 def test_multimodal_wrapper_reads_its_text_config() -> None:
     text = resolve_model("gemma-3-1b").config
     vision = {"model_type": "some_vision_model", "hidden_size": 64}
-    wrapper = {"architectures": ["SomeForConditionalGeneration"], "model_type": "some_vlm", "text_config": text, "vision_config": vision}
+    wrapper = {
+        "architectures": ["SomeForConditionalGeneration"],
+        "model_type": "some_vlm",
+        "text_config": text,
+        "vision_config": vision,
+    }
     spec = spec_from_config(wrapper, name="vlm")
     assert (spec.model_type, spec.num_layers, spec.hidden_size) == ("gemma3_text", 26, 1152)
     assert spec.vision_config == vision and spec.text_config == text and spec.config == wrapper

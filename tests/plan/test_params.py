@@ -39,7 +39,9 @@ def test_total_and_per_layer_counts_equal_the_meta_model(spec: ModelSpec) -> Non
     assert sum(counts.by_component[c] for c in COMPONENTS) == counts.total_params
 
 
-@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen3-30b-a3b", "qwen1.5-moe-a2.7b", "deepseek-v3", "gemma-3-1b", "phi-4"])
+@pytest.mark.parametrize(
+    "name", ["llama-3.1-8b", "qwen3-30b-a3b", "qwen1.5-moe-a2.7b", "deepseek-v3", "gemma-3-1b", "phi-4"]
+)
 def test_components_match_the_modules_they_name(name: str) -> None:
     """attention = params under self_attn (minus its norms), norms = every *norm*, head = lm_head."""
     spec = resolve_model(name)
@@ -50,7 +52,12 @@ def test_components_match_the_modules_they_name(name: str) -> None:
     attention = sum(p.numel() for n, p in named if ".self_attn." in n and "norm" not in n)
     mlp = sum(p.numel() for n, p in named if ".mlp." in n)
     embeddings = model.model.embed_tokens.weight.numel()
-    assert (counts["norms"], counts["attention"], counts["mlp"], counts["embeddings"]) == (norms, attention, mlp, embeddings)
+    assert (counts["norms"], counts["attention"], counts["mlp"], counts["embeddings"]) == (
+        norms,
+        attention,
+        mlp,
+        embeddings,
+    )
     assert counts["head"] == (0 if spec.tie_word_embeddings else model.lm_head.weight.numel())
 
 
@@ -146,16 +153,25 @@ def test_lora_count_equals_peft(name: str, targets: list[str] | None, parameters
     expected = _peft_trainable(spec, LoraConfig(r=4, target_modules=modules, target_parameters=parameters))
     ours = count_trainable_params(spec, "lora", lora_r=4, target_modules=targets, lora_target_parameters=parameters)
     assert ours == expected
-    assert count_trainable_params(spec, "qlora", lora_r=4, target_modules=targets, lora_target_parameters=parameters) == ours
+    assert (
+        count_trainable_params(spec, "qlora", lora_r=4, target_modules=targets, lora_target_parameters=parameters)
+        == ours
+    )
 
 
-@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-0.5b", "gemma-2-2b", "deepseek-v3", "gpt2", "bert-base-uncased", "t5-base"])
+@pytest.mark.parametrize(
+    "name", ["llama-3.1-8b", "qwen2.5-0.5b", "gemma-2-2b", "deepseek-v3", "gpt2", "bert-base-uncased", "t5-base"]
+)
 @pytest.mark.parametrize("method", ["prompt", "prefix"])
 def test_prompt_and_prefix_counts_equal_peft(name: str, method: str) -> None:
     from peft import PrefixTuningConfig, PromptTuningConfig, TaskType
 
     spec = small_spec(resolve_model(name).config)
-    task = {"decoder": TaskType.CAUSAL_LM, "encoder": TaskType.FEATURE_EXTRACTION, "encoder-decoder": TaskType.SEQ_2_SEQ_LM}
+    task = {
+        "decoder": TaskType.CAUSAL_LM,
+        "encoder": TaskType.FEATURE_EXTRACTION,
+        "encoder-decoder": TaskType.SEQ_2_SEQ_LM,
+    }
     config_class = PromptTuningConfig if method == "prompt" else PrefixTuningConfig
     expected = _peft_trainable(spec, config_class(task_type=task[spec.kind], num_virtual_tokens=7))
     assert count_trainable_params(spec, method, num_virtual_tokens=7) == expected
@@ -199,7 +215,13 @@ def test_bad_training_arguments_are_one_line_errors(kwargs: dict, message: str) 
 
 def test_default_lora_targets_name_transformers_modules() -> None:
     assert default_lora_targets(resolve_model("llama-3.1-8b")) == [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
     ]
     assert default_lora_targets(resolve_model("gpt2")) == ["c_attn", "c_proj", "c_fc"]
     assert default_lora_targets(resolve_model("phi-4")) == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
@@ -227,7 +249,13 @@ FAMILY_CONFIGS = {
 
 @pytest.mark.parametrize("family", FAMILY_CONFIGS)
 def test_other_known_families_count_exactly(family: str) -> None:
-    sizes = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4}
+    sizes = {
+        "vocab_size": 256,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    }
     config = {**sizes, **FAMILY_CONFIGS[family]}
     spec = spec_from_config(config, name=family)
     counts = count_params(spec)
@@ -248,15 +276,28 @@ def test_lora_on_a_vision_language_model_equals_peft() -> None:
     from peft import LoraConfig
 
     raw = resolve_model("gemma-3-4b").config
-    tower = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 56}
-    small = {**raw, "text_config": shrink(raw["text_config"]), "vision_config": {**raw["vision_config"], **tower}, "mm_tokens_per_image": 4}
+    tower = {
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 56,
+    }
+    small = {
+        **raw,
+        "text_config": shrink(raw["text_config"]),
+        "vision_config": {**raw["vision_config"], **tower},
+        "mm_tokens_per_image": 4,
+    }
     spec = spec_from_config(small, name="tiny-vlm")
     assert count_params(spec).total_params == numel(build_model(small))
     expected = _peft_trainable(spec, LoraConfig(r=4, target_modules=default_lora_targets(spec)))
     assert count_trainable_params(spec, "lora", lora_r=4) == expected
 
 
-@pytest.mark.parametrize("name,published", [("gemma-3-4b", 3_880_099_328), ("gemma-3-12b", 11_765_788_416), ("gemma-3-27b", 27_009_002_240)])
+@pytest.mark.parametrize(
+    "name,published", [("gemma-3-4b", 3_880_099_328), ("gemma-3-12b", 11_765_788_416), ("gemma-3-27b", 27_009_002_240)]
+)
 def test_gemma3_language_models_match_keras_hub_text_only_counts(name: str, published: int) -> None:
     """Keras-Hub publishes the text-only models with the 262,144-token vocabulary (no image tokens)."""
     text = {**resolve_model(name).text_config, "vocab_size": 262_144, "architectures": ["Gemma3ForCausalLM"]}
@@ -273,7 +314,15 @@ def test_unknown_architectures_are_flagged_as_estimates() -> None:
 
 @pytest.mark.parametrize(
     "name,labels",
-    [("llama-3.1-8b", 1), ("qwen2.5-0.5b", 1), ("qwen3-30b-a3b", 1), ("gpt2", 1), ("pythia-1.4b", 1), ("bert-base-uncased", 3), ("roberta-base", 2)],
+    [
+        ("llama-3.1-8b", 1),
+        ("qwen2.5-0.5b", 1),
+        ("qwen3-30b-a3b", 1),
+        ("gpt2", 1),
+        ("pythia-1.4b", 1),
+        ("bert-base-uncased", 3),
+        ("roberta-base", 2),
+    ],
 )
 def test_sequence_classifiers_and_reward_models_count_exactly(name: str, labels: int) -> None:
     """A reward model swaps the LM head for a hidden → num_labels score head (AutoModelForSequenceClassification)."""
@@ -284,8 +333,22 @@ def test_sequence_classifiers_and_reward_models_count_exactly(name: str, labels:
     assert count_trainable_params(spec, "freeze", trainable_layers=1) == counts.layer_params[-1] + counts.output_params
 
 
-FUZZ_FAMILIES = ["llama-3.1-8b", "qwen2.5-0.5b", "qwen3-0.6b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v3", "gemma-2-2b",
-                 "gemma-3-1b", "phi-3-mini", "phi-2", "pythia-1.4b", "gpt2", "bert-base-uncased", "t5-base"]
+FUZZ_FAMILIES = [
+    "llama-3.1-8b",
+    "qwen2.5-0.5b",
+    "qwen3-0.6b",
+    "qwen3-30b-a3b",
+    "mixtral-8x7b",
+    "deepseek-v3",
+    "gemma-2-2b",
+    "gemma-3-1b",
+    "phi-3-mini",
+    "phi-2",
+    "pythia-1.4b",
+    "gpt2",
+    "bert-base-uncased",
+    "t5-base",
+]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -306,10 +369,22 @@ def test_random_sizes_of_every_family_count_exactly(
     heads = heads_per_kv * kv_heads
     config = small_spec(resolve_model(family).config).config
     sizes = {
-        "hidden_size": heads * head_dim, "n_embd": heads * head_dim, "d_model": heads * head_dim,
-        "num_attention_heads": heads, "n_head": heads, "num_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
-        "d_kv": head_dim, "num_hidden_layers": layers, "n_layer": layers, "num_layers": layers, "num_decoder_layers": layers,
-        "intermediate_size": intermediate, "d_ff": intermediate, "first_k_dense_replace": min(layers - 1, 1),
+        "hidden_size": heads * head_dim,
+        "n_embd": heads * head_dim,
+        "d_model": heads * head_dim,
+        "num_attention_heads": heads,
+        "n_head": heads,
+        "num_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "d_kv": head_dim,
+        "num_hidden_layers": layers,
+        "n_layer": layers,
+        "num_layers": layers,
+        "num_decoder_layers": layers,
+        "intermediate_size": intermediate,
+        "d_ff": intermediate,
+        "first_k_dense_replace": min(layers - 1, 1),
     }
     config = {k: sizes.get(k, v) for k, v in config.items()}
     if family in ("gpt2", "bert-base-uncased", "pythia-1.4b", "phi-2"):
@@ -345,4 +420,6 @@ def test_all_linear_keyword_equals_peft_and_all_means_the_defaults(name: str) ->
     spec = small_spec(resolve_model(name).config)
     expected = _peft_trainable(spec, LoraConfig(r=4, target_modules="all-linear"))
     assert count_trainable_params(spec, "lora", lora_r=4, target_modules="all-linear") == expected
-    assert count_trainable_params(spec, "lora", lora_r=4, target_modules=["all"]) == count_trainable_params(spec, "lora", lora_r=4)
+    assert count_trainable_params(spec, "lora", lora_r=4, target_modules=["all"]) == count_trainable_params(
+        spec, "lora", lora_r=4
+    )

@@ -227,7 +227,15 @@ def test_a_small_quantized_model_gets_replicas_per_gpu_and_a_fleet_for_a_request
 
 # ---- the property sweep: models x methods x sizes
 
-SWEEP_MODELS = ("qwen2.5-0.5b", "gemma-3-1b", "llama-3.2-1b", "llama-2-7b", "qwen3-30b-a3b", "deepseek-v2-lite", "llama-3.1-70b")
+SWEEP_MODELS = (
+    "qwen2.5-0.5b",
+    "gemma-3-1b",
+    "llama-3.2-1b",
+    "llama-2-7b",
+    "qwen3-30b-a3b",
+    "deepseek-v2-lite",
+    "llama-3.1-70b",
+)
 
 
 @settings(max_examples=30, deadline=None)
@@ -245,8 +253,14 @@ def test_every_plan_is_consistent_monotone_and_on_the_fewest_gpus(
     model, method, precision, recompute, loss, seq_len, micro_batch, card
 ):
     spec = resolve_model(model)
-    setup = TrainingSetup(method=method, precision=precision, recompute=recompute, loss=loss, seq_len=seq_len,
-                          micro_batch_size=micro_batch)
+    setup = TrainingSetup(
+        method=method,
+        precision=precision,
+        recompute=recompute,
+        loss=loss,
+        seq_len=seq_len,
+        micro_batch_size=micro_batch,
+    )
     search = LayoutSearch(spec, setup, count_params(spec).total_params)
     accelerator = get_accelerator(card)
     choice = search.best(accelerator)

@@ -99,13 +99,26 @@ def test_seed_001_7b_fine_tune_breakdown_and_its_lora_35_gb():
     spec = resolve_model("llama-2-7b")
     full = training_memory(spec, TrainingSetup(method="full", precision="bf16", micro_batch_size=32, seq_len=128))
     figures = {key: full[key] / GB for key in seed}
-    assert figures["weights"] == pytest.approx(13.5, abs=0.05) and figures["optimizer_states"] == pytest.approx(27.0, abs=0.05)
+    assert figures["weights"] == pytest.approx(13.5, abs=0.05) and figures["optimizer_states"] == pytest.approx(
+        27.0, abs=0.05
+    )
     assert figures["activations"] == pytest.approx(24.6, abs=0.1)
-    assert figures["gradients"] == 0  # none yet at the forward-backward peak (the head's comes once the logits are freed)
+    assert (
+        figures["gradients"] == 0
+    )  # none yet at the forward-backward peak (the head's comes once the logits are freed)
     assert full.total_bytes / GB == pytest.approx(70.7, abs=0.1)
     # LoRA (the seed's r = 8 on q_proj, v_proj), same batch: the frozen base, and activations that do change.
-    lora = training_memory(spec, TrainingSetup(method="lora", precision="bf16", micro_batch_size=32, seq_len=128,
-                                               lora_r=8, target_modules=("q_proj", "v_proj")))
+    lora = training_memory(
+        spec,
+        TrainingSetup(
+            method="lora",
+            precision="bf16",
+            micro_batch_size=32,
+            seq_len=128,
+            lora_r=8,
+            target_modules=("q_proj", "v_proj"),
+        ),
+    )
     assert lora.total_bytes / GB == pytest.approx(39.4, abs=0.1)  # seed: about 35
 
 
@@ -118,7 +131,9 @@ def test_seed_004_fine_tuning_table_for_a_7b_model():
 
     def total(model: str, method: str, **shape) -> float:
         shape = {"micro_batch_size": 4, "seq_len": 512, **shape}
-        return plan_training(model, method=method, gpus=1, levers=False, verdicts=False, **shape).memory.total_bytes / GB
+        return (
+            plan_training(model, method=method, gpus=1, levers=False, verdicts=False, **shape).memory.total_bytes / GB
+        )
 
     assert total("llama-2-7b", "full") == pytest.approx(114.0, abs=0.1) and total("llama-2-7b", "full") > 100
     assert total("llama-2-7b", "lora") == pytest.approx(19.3, abs=0.1)  # seed: 20-25 (method.lora_r 8)
@@ -159,7 +174,9 @@ def test_seed_002_activation_formula_beside_the_itemised_model():
     assert formula == 32 * 2048 * 4096 * (34 + 5 * 32 * 2048 / 4096)  # Korthikanti et al. 2022, eq. 1 at p = 2
     assert formula / GB == pytest.approx(30.6, abs=0.05)
     spec = resolve_model("llama-2-7b")
-    assert activation_bytes(spec, TrainingSetup(precision="bf16", attention="eager")) / GB == pytest.approx(38.1, abs=0.05)
+    assert activation_bytes(spec, TrainingSetup(precision="bf16", attention="eager")) / GB == pytest.approx(
+        38.1, abs=0.05
+    )
     assert activation_bytes(spec, TrainingSetup(precision="bf16")) / GB == pytest.approx(12.3, abs=0.05)
 
 

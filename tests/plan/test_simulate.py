@@ -70,6 +70,7 @@ def test_analytic_peak_is_within_ten_percent_of_the_measured_one(setup):
 
 def test_simulation_sees_lora_and_recomputation_save_memory():
     spec = small_llama()
+
     def simulate(setup: TrainingSetup):
         return simulate_training(spec, setup, extrapolate_above_layers=4)
 
@@ -118,9 +119,18 @@ def _simulated_peak(setup: TrainingSetup) -> int:
     ("technique", "setup"),
     [
         ("chunked loss", TrainingSetup(method="full", precision="bf16", seq_len=256, loss="chunked")),
-        ("activation offloading", TrainingSetup(method="full", precision="bf16", seq_len=256, offload_activations=True)),
-        ("activation offloading", TrainingSetup(method="lora", seq_len=128, offload_activations=True, recompute="full")),
-        ("optimizer in backward", TrainingSetup(method="full", precision="bf16", seq_len=256, optimizer_in_backward=True)),
+        (
+            "activation offloading",
+            TrainingSetup(method="full", precision="bf16", seq_len=256, offload_activations=True),
+        ),
+        (
+            "activation offloading",
+            TrainingSetup(method="lora", seq_len=128, offload_activations=True, recompute="full"),
+        ),
+        (
+            "optimizer in backward",
+            TrainingSetup(method="full", precision="bf16", seq_len=256, optimizer_in_backward=True),
+        ),
         ("flash attention", TrainingSetup(method="full", precision="bf16", seq_len=256, attention="flash")),
     ],
     ids=lambda value: value if isinstance(value, str) else "",

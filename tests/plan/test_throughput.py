@@ -138,7 +138,9 @@ def test_decode_is_the_slower_of_the_bandwidth_and_the_compute_bounds(llama2_7b)
     on a 989 TFLOP/s card. A batch that large is compute-bound."""
     small = _decode(llama2_7b, batch_size=1)
     assert small.decode_bound == "bandwidth"
-    large = _decode(llama2_7b, batch_size=1024, prompt_tokens=128, peak_flops_per_gpu=989e12, bandwidth_bytes_per_second=3350e9)
+    large = _decode(
+        llama2_7b, batch_size=1024, prompt_tokens=128, peak_flops_per_gpu=989e12, bandwidth_bytes_per_second=3350e9
+    )
     assert large.decode_bound == "compute"
     achieved = large.decode_tokens_per_second_total * large.decode_flops_per_step / 1024
     assert achieved == pytest.approx(989e12 * 0.40, rel=1e-9)  # never above the compute the card has

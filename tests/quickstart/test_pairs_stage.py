@@ -34,7 +34,7 @@ def test_pairs_from_an_answering_model(tmp_path, tiny_llama_dir):
         assert counts["pairs"] + counts["empty"] == counts["mistakes"] and counts["pairs"] > 0
         assert len(mined) == counts["pairs"] + counts["topped_up"]
         references = {json.dumps(row["prompt"]): row["chosen"] for row in builtin}
-        for pair in mined[:counts["pairs"]]:
+        for pair in mined[: counts["pairs"]]:
             assert pair["chosen"] == references[json.dumps(pair["prompt"])]  # the reference is chosen
             assert pair["rejected"] != pair["chosen"]
     assert record.details["test"]["topped_up"] == 0  # the held-out set measures, it is never padded

@@ -21,13 +21,24 @@ POLICY_STAGES = ("pretrain", "sft", "dpo", "rlhf")
 def _run(*args: str) -> dict:
     result = CliRunner().invoke(app, ["quickstart", "--fast", "--json", *args])
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout[result.stdout.index("{"):])
+    return json.loads(result.stdout[result.stdout.index("{") :])
 
 
 def _check_outputs(out: Path, summary: dict) -> None:
     stages = summary["stages"]
-    assert list(stages) == ["tokenizer", "pretrain", "plan", "sft", "pairs", "rm", "dpo", "rlhf", "export", "chat",
-                            "report"]
+    assert list(stages) == [
+        "tokenizer",
+        "pretrain",
+        "plan",
+        "sft",
+        "pairs",
+        "rm",
+        "dpo",
+        "rlhf",
+        "export",
+        "chat",
+        "report",
+    ]
     for name in POLICY_STAGES:
         assert 0.0 <= stages[name]["exact_match"] <= 1.0
         assert 0.0 <= stages[name]["preference_accuracy"] <= 1.0
@@ -111,8 +122,11 @@ def test_fast_quickstart_end_to_end_then_resume_after_interruption(tmp_path: Pat
     for name in ("tokenizer", "pretrain", "plan", "sft", "pairs", "rm"):
         assert resumed["stages"][name] == summary["stages"][name]
     assert list(resumed["stages"]) == list(summary["stages"])
-    steps = [json.loads(line)["step"] for line in (dpo / "metrics.jsonl").read_text().splitlines()
-             if "loss" in json.loads(line)]
+    steps = [
+        json.loads(line)["step"]
+        for line in (dpo / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert steps == list(range(1, summary["stages"]["dpo"]["steps"] + 1))  # continued from step 2, no repeats
     _check_outputs(out, resumed)
 

@@ -29,8 +29,9 @@ def _lora(base_dir: Path, folder: Path, seed: int, extra_token: str | None = Non
         tokenizer.add_tokens([extra_token])
         base.resize_token_embeddings(len(tokenizer))
         tokenizer.save_pretrained(folder)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"],
-                                            init_lora_weights=False))
+    model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    )
     model.save_pretrained(folder)
     return folder
 
@@ -52,6 +53,7 @@ def _run(engine, requests: list[tuple[str, str]]) -> list[list[int]]:
                 results[index].append(event.token_id)
             if event.finish_reason is not None:
                 done[index].set()
+
         return on_event
 
     for index, (model, prompt) in enumerate(requests):
@@ -71,8 +73,11 @@ def test_adapters_share_the_base_weights_and_answer_like_their_merged_models(tin
     assert models["sql"].model is models["chat"].model is models["base"].model  # one copy of the weights
     merged = {name: load_model(str(tiny_llama_dir), adapter=str(path)) for name, path in adapters.items()}
     merged["base"] = load_model(str(tiny_llama_dir))
-    expected = {(name, prompt): generate(loaded, prompt, GREEDY).token_ids
-                for name, loaded in merged.items() for prompt in PROMPTS}
+    expected = {
+        (name, prompt): generate(loaded, prompt, GREEDY).token_ids
+        for name, loaded in merged.items()
+        for prompt in PROMPTS
+    }
     assert expected[("sql", PROMPTS[1])] != expected[("base", PROMPTS[1])]  # the adapters change the answers
     requests = [(name, prompt) for prompt in PROMPTS for name in ("base", "sql", "chat")]
     for request, tokens in zip(requests, _run(engine, requests), strict=True):
@@ -87,8 +92,10 @@ def test_names_can_take_turns_instead(tiny_llama_dir, adapters):
     engine = load_engine(str(tiny_llama_dir), adapters=list(adapters.items()), served_model_name="base")
     turns = Engine(engine.models, mixed_adapters=False)
     requests = [(name, PROMPTS[1]) for name in ("base", "sql", "chat")]
-    merged = {"base": load_model(str(tiny_llama_dir)),
-              **{name: load_model(str(tiny_llama_dir), adapter=str(path)) for name, path in adapters.items()}}
+    merged = {
+        "base": load_model(str(tiny_llama_dir)),
+        **{name: load_model(str(tiny_llama_dir), adapter=str(path)) for name, path in adapters.items()},
+    }
     assert _run(turns, requests) == [generate(merged[name], prompt, GREEDY).token_ids for name, prompt in requests]
     assert turns.stats.max_batch_sequences == 1
 
@@ -103,8 +110,9 @@ def test_an_adapter_that_adds_tokens_gets_its_own_copy(tiny_llama_dir, adapters,
 
 
 def test_merge_adapters_gives_each_its_own_copy(tiny_llama_dir, adapters):
-    engine = load_engine(str(tiny_llama_dir), adapters=[("sql", str(adapters["sql"]))], served_model_name="base",
-                         merge_adapters=True)
+    engine = load_engine(
+        str(tiny_llama_dir), adapters=[("sql", str(adapters["sql"]))], served_model_name="base", merge_adapters=True
+    )
     assert engine.models["sql"].model is not engine.models["base"].model
     assert engine.models["sql"].lora_name is None  # a plain merged model: nothing to switch
     expected = generate(load_model(str(tiny_llama_dir), adapter=str(adapters["sql"])), PROMPTS[1], GREEDY).token_ids

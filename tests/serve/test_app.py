@@ -30,8 +30,9 @@ def test_presence_and_frequency_penalties_are_applied(client, tiny_loaded):
     from lmforge.generate.generation import generate
     from lmforge.generate.sampling import SamplingParams
 
-    reply = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=12, temperature=0,
-                                           presence_penalty=0.4, frequency_penalty=1.5)
+    reply = client.chat.completions.create(
+        model="tiny", messages=CHAT, max_tokens=12, temperature=0, presence_penalty=0.4, frequency_penalty=1.5
+    )
     params = SamplingParams(temperature=0, max_new_tokens=12, presence_penalty=0.4, frequency_penalty=1.5)
     assert reply.choices[0].message.content == generate(tiny_loaded, CHAT, params).text
     plain = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=12, temperature=0)
@@ -51,8 +52,9 @@ def test_chat_usage_counts_are_token_counts(client, served, tiny_loaded):
 
 def test_seed_reproduces_and_n_gives_n_choices(client):
     def ask():
-        return client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=12, temperature=1.0,
-                                              seed=123, n=2)
+        return client.chat.completions.create(
+            model="tiny", messages=CHAT, max_tokens=12, temperature=1.0, seed=123, n=2
+        )
 
     first, second = ask(), ask()
     assert len(first.choices) == 2
@@ -60,16 +62,28 @@ def test_seed_reproduces_and_n_gives_n_choices(client):
 
 
 def test_streaming_role_first_finish_last_usage_and_done(served, client):
-    chunks = list(client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=6, stream=True,
-                                                 stream_options={"include_usage": True}, temperature=0))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=CHAT,
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+            temperature=0,
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-2].choices[0].finish_reason in ("stop", "length")
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens <= 6
     plain = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=6, temperature=0)
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks[:-1])
     assert streamed == plain.choices[0].message.content
-    raw = httpx.post(f"{served.url}/v1/chat/completions", headers=AUTH, timeout=30,
-                     json={"model": "tiny", "messages": CHAT, "max_tokens": 3, "stream": True})
+    raw = httpx.post(
+        f"{served.url}/v1/chat/completions",
+        headers=AUTH,
+        timeout=30,
+        json={"model": "tiny", "messages": CHAT, "max_tokens": 3, "stream": True},
+    )
     assert raw.text.rstrip().endswith("data: [DONE]")
 
 
@@ -77,18 +91,22 @@ def test_stop_string_is_honoured_and_never_streamed(client, served):
     free = client.completions.create(model="tiny", prompt="The quick brown fox", max_tokens=30, temperature=0)
     text = free.choices[0].text
     stop = text[5:8] if len(text) >= 8 else text[-2:]
-    cut = client.completions.create(model="tiny", prompt="The quick brown fox", max_tokens=30, temperature=0,
-                                    stop=[stop])
+    cut = client.completions.create(
+        model="tiny", prompt="The quick brown fox", max_tokens=30, temperature=0, stop=[stop]
+    )
     assert cut.choices[0].finish_reason == "stop"
-    assert cut.choices[0].text == text[:text.index(stop)]
-    pieces = [c.choices[0].text for c in client.completions.create(
-        model="tiny", prompt="The quick brown fox", max_tokens=30, temperature=0, stop=[stop], stream=True)]
+    assert cut.choices[0].text == text[: text.index(stop)]
+    pieces = [
+        c.choices[0].text
+        for c in client.completions.create(
+            model="tiny", prompt="The quick brown fox", max_tokens=30, temperature=0, stop=[stop], stream=True
+        )
+    ]
     assert "".join(pieces) == cut.choices[0].text and stop not in "".join(pieces)
 
 
 def test_completion_logprobs_one_per_token(client):
-    reply = client.completions.create(model="tiny", prompt="Count the letters", max_tokens=4, logprobs=2,
-                                      temperature=0)
+    reply = client.completions.create(model="tiny", prompt="Count the letters", max_tokens=4, logprobs=2, temperature=0)
     logprobs = reply.choices[0].logprobs
     assert len(logprobs.token_logprobs) == reply.usage.completion_tokens
     assert all(len(top) <= 2 and lp <= 0 for top, lp in zip(logprobs.top_logprobs, logprobs.token_logprobs))
@@ -97,8 +115,9 @@ def test_completion_logprobs_one_per_token(client):
 
 
 def test_chat_logprobs_and_adapter_name(client):
-    reply = client.chat.completions.create(model="tiny-lora", messages=CHAT, max_tokens=3, logprobs=True,
-                                           top_logprobs=3)
+    reply = client.chat.completions.create(
+        model="tiny-lora", messages=CHAT, max_tokens=3, logprobs=True, top_logprobs=3
+    )
     assert reply.model == "tiny-lora"
     assert all(len(entry.top_logprobs) == 3 for entry in reply.choices[0].logprobs.content)
 
@@ -155,14 +174,18 @@ def test_requests_waiting_together_share_every_decode_step(tiny_loaded):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
         def ask(i: int) -> None:
-            results.append(client.completions.create(model="tiny", prompt=f"Sort {i}", max_tokens=24,
-                                                     temperature=0, extra_body={"ignore_eos": True}))
+            results.append(
+                client.completions.create(
+                    model="tiny", prompt=f"Sort {i}", max_tokens=24, temperature=0, extra_body={"ignore_eos": True}
+                )
+            )
 
         threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
         for thread in threads:
             thread.start()
-        _wait_for(lambda: gated.holding.is_set() and gated.held_rows + engine.queue_depth == 6,
-                  "six requests in the engine")
+        _wait_for(
+            lambda: gated.holding.is_set() and gated.held_rows + engine.queue_depth == 6, "six requests in the engine"
+        )
         gated.release.set()
         for thread in threads:
             thread.join(60)
@@ -171,15 +194,22 @@ def test_requests_waiting_together_share_every_decode_step(tiny_loaded):
     assert engine.stats.decode_steps < 2 * 24  # not 6 x 24: the five that waited shared every step
 
 
-@pytest.mark.parametrize(("body", "param", "words"), [
-    ({"model": "tiny", "messages": CHAT, "temperature": -0.5}, "temperature", "greater than or equal to 0"),
-    ({"model": "tiny", "messages": CHAT, "top_p": 1.5}, "top_p", "less than or equal to 1"),
-    ({"model": "tiny", "messages": []}, "messages", "must not be empty"),
-    ({"model": "tiny", "messages": CHAT, "max_tokens": 500}, "max_tokens", "(500) exceeds the model's context length of 256"),
-    ({"model": "tiny", "messages": CHAT, "tool_choice": "required"}, "tool_choice", "needs tools"),
-    ({"model": "tiny", "messages": CHAT, "presence_penalty": 2.5}, "presence_penalty", "less than or equal to 2"),
-    ({"model": "tiny", "messages": [{"content": "no role"}]}, "messages[0].role", "needs a role"),
-])
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"model": "tiny", "messages": CHAT, "temperature": -0.5}, "temperature", "greater than or equal to 0"),
+        ({"model": "tiny", "messages": CHAT, "top_p": 1.5}, "top_p", "less than or equal to 1"),
+        ({"model": "tiny", "messages": []}, "messages", "must not be empty"),
+        (
+            {"model": "tiny", "messages": CHAT, "max_tokens": 500},
+            "max_tokens",
+            "(500) exceeds the model's context length of 256",
+        ),
+        ({"model": "tiny", "messages": CHAT, "tool_choice": "required"}, "tool_choice", "needs tools"),
+        ({"model": "tiny", "messages": CHAT, "presence_penalty": 2.5}, "presence_penalty", "less than or equal to 2"),
+        ({"model": "tiny", "messages": [{"content": "no role"}]}, "messages[0].role", "needs a role"),
+    ],
+)
 def test_bad_requests_get_400_in_openai_shape(served, body, param, words):
     response = httpx.post(f"{served.url}/v1/chat/completions", json=body, headers=AUTH, timeout=30)
     assert response.status_code == 400
@@ -189,16 +219,24 @@ def test_bad_requests_get_400_in_openai_shape(served, body, param, words):
 
 
 def test_invalid_json_and_unknown_model(served):
-    bad = httpx.post(f"{served.url}/v1/chat/completions", content=b'{"model": ', timeout=30,
-                     headers={**AUTH, "Content-Type": "application/json"})
+    bad = httpx.post(
+        f"{served.url}/v1/chat/completions",
+        content=b'{"model": ',
+        timeout=30,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
     missing = httpx.post(f"{served.url}/v1/completions", json={"model": "nope", "prompt": "x"}, headers=AUTH)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
 
 
 def test_api_keys_guard_every_route_but_health(served):
-    for method, path in [("GET", "/v1/models"), ("POST", "/v1/completions"), ("GET", "/metrics"),
-                         ("POST", "/tokenize")]:
+    for method, path in [
+        ("GET", "/v1/models"),
+        ("POST", "/v1/completions"),
+        ("GET", "/metrics"),
+        ("POST", "/tokenize"),
+    ]:
         response = httpx.request(method, f"{served.url}{path}", json={})
         assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(f"{served.url}/v1/models", headers={"Authorization": "Bearer sk-second"}).status_code == 200
@@ -207,9 +245,14 @@ def test_api_keys_guard_every_route_but_health(served):
 
 
 def test_cors_preflight(served):
-    response = httpx.options(f"{served.url}/v1/chat/completions", headers={
-        "Origin": "http://example.com", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type"})
+    response = httpx.options(
+        f"{served.url}/v1/chat/completions",
+        headers={
+            "Origin": "http://example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "http://example.com"
 
@@ -225,8 +268,7 @@ def test_tokenize_and_metrics(served, tiny_loaded):
 
 def test_tool_choice_none_gives_plain_content(client):
     tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
-    reply = client.chat.completions.create(model="tiny", messages=CHAT, tools=tools, tool_choice="none",
-                                           max_tokens=4)
+    reply = client.chat.completions.create(model="tiny", messages=CHAT, tools=tools, tool_choice="none", max_tokens=4)
     assert reply.choices[0].message.tool_calls is None
 
 
@@ -243,9 +285,19 @@ def test_stream_disconnect_cancels_generation(tiny_loaded):
     engine = Engine({"tiny": dataclasses.replace(tiny_loaded, model=gated)})
     submitted = _recording_submits(engine)
     with run_server(create_app(engine)) as (url, _):
-        with httpx.stream("POST", f"{url}/v1/completions", timeout=30,
-                          json={"model": "tiny", "prompt": "x", "max_tokens": 250, "stream": True,
-                                "temperature": 0, "ignore_eos": True}) as response:
+        with httpx.stream(
+            "POST",
+            f"{url}/v1/completions",
+            timeout=30,
+            json={
+                "model": "tiny",
+                "prompt": "x",
+                "max_tokens": 250,
+                "stream": True,
+                "temperature": 0,
+                "ignore_eos": True,
+            },
+        ) as response:
             for line in response.iter_lines():
                 if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
                     break
@@ -267,7 +319,9 @@ def test_full_queue_answers_429_with_retry_after(tiny_loaded):
     engine.submit(Request("tiny", [1, 2], SamplingParams(max_new_tokens=2), lambda _: None))
 
     async def ask() -> httpx.Response:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(engine)), base_url="http://t") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(engine)), base_url="http://t"
+        ) as http:
             return await http.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2})
 
     response = asyncio.run(ask())
@@ -299,9 +353,15 @@ def test_shutdown_finishes_in_flight_requests(tiny_loaded):
     engine = Engine({"tiny": tiny_loaded})
     replies = []
     with run_server(create_app(engine)) as (url, server):
+
         def ask() -> None:
-            replies.append(httpx.post(f"{url}/v1/completions", timeout=60, json={
-                "model": "tiny", "prompt": "hi", "max_tokens": 80, "ignore_eos": True}))
+            replies.append(
+                httpx.post(
+                    f"{url}/v1/completions",
+                    timeout=60,
+                    json={"model": "tiny", "prompt": "hi", "max_tokens": 80, "ignore_eos": True},
+                )
+            )
 
         thread = threading.Thread(target=ask)
         thread.start()
@@ -327,8 +387,11 @@ def test_plain_request_whose_client_hangs_up_is_cancelled(tiny_loaded):
     submitted = _recording_submits(engine)
     with run_server(create_app(engine)) as (url, _):
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{url}/v1/completions", timeout=httpx.Timeout(30, read=0.3),
-                       json={"model": "tiny", "prompt": "x", "max_tokens": 250, "ignore_eos": True})
+            httpx.post(
+                f"{url}/v1/completions",
+                timeout=httpx.Timeout(30, read=0.3),
+                json={"model": "tiny", "prompt": "x", "max_tokens": 250, "ignore_eos": True},
+            )
         _wait_for(lambda: submitted and submitted[0].cancelled, "the server to cancel the request")
         gated.release.set()
         _wait_for(lambda: engine.running == 0, "the engine to drop the request")
@@ -336,13 +399,25 @@ def test_plain_request_whose_client_hangs_up_is_cancelled(tiny_loaded):
 
 
 def test_streamed_n_and_logprobs(client):
-    chunks = list(client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4, n=2, stream=True,
-                                                 temperature=0.9, seed=5))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=CHAT, max_tokens=4, n=2, stream=True, temperature=0.9, seed=5
+        )
+    )
     roles = [c.choices[0].index for c in chunks if c.choices and c.choices[0].delta.role == "assistant"]
     finished = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
     assert sorted(roles) == [0, 1] and sorted(finished) == [0, 1]
-    pieces = list(client.completions.create(model="tiny", prompt="hello", max_tokens=5, logprobs=1, stream=True,
-                                            temperature=0, extra_body={"ignore_eos": True}))
+    pieces = list(
+        client.completions.create(
+            model="tiny",
+            prompt="hello",
+            max_tokens=5,
+            logprobs=1,
+            stream=True,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
+    )
     tokens = [t for p in pieces if p.choices and p.choices[0].logprobs for t in p.choices[0].logprobs.tokens]
     assert len(tokens) == 5  # one logprob entry per generated token, streamed as they come
 
@@ -350,7 +425,8 @@ def test_streamed_n_and_logprobs(client):
 def test_tokenize_messages_counts_the_rendered_chat(served, tiny_loaded):
     counted = httpx.post(f"{served.url}/tokenize", json={"messages": CHAT}, headers=AUTH).json()
     reply = openai.OpenAI(base_url=f"{served.url}/v1", api_key=API_KEY).chat.completions.create(
-        model="tiny", messages=CHAT, max_tokens=1)
+        model="tiny", messages=CHAT, max_tokens=1
+    )
     assert counted["count"] == reply.usage.prompt_tokens
 
 
@@ -380,36 +456,58 @@ def _error(response: httpx.Response, status: int) -> dict:
     return error
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    ("/v1/chat/completions", {"messages": CHAT, "max_tokens": 4, "seed": 18446744073709551616}),
-    ("/v1/completions", {"prompt": "hi", "max_tokens": 4, "seed": -9223372036854775809}),
-])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": CHAT, "max_tokens": 4, "seed": 18446744073709551616}),
+        ("/v1/completions", {"prompt": "hi", "max_tokens": 4, "seed": -9223372036854775809}),
+    ],
+)
 def test_a_seed_outside_int64_is_refused_at_the_door(served, path, body):
     """Such a seed once killed the engine thread: this request never answered and every later one queued."""
     error = _error(httpx.post(f"{served.url}{path}", json={"model": "tiny", **body}, headers=AUTH, timeout=10), 400)
     assert error["param"] == "seed"
-    ok = httpx.post(f"{served.url}/v1/completions", headers=AUTH, timeout=30,
-                    json={"model": "tiny", "prompt": "hi", "max_tokens": 2, "seed": 2**63 - 1, "n": 2})
+    ok = httpx.post(
+        f"{served.url}/v1/completions",
+        headers=AUTH,
+        timeout=30,
+        json={"model": "tiny", "prompt": "hi", "max_tokens": 2, "seed": 2**63 - 1, "n": 2},
+    )
     assert ok.status_code == 200 and len(ok.json()["choices"]) == 2  # seed + 1 overflows int64, still served
 
 
-@pytest.mark.parametrize(("field", "raw"), [
-    ("temperature", "1e-39"), ("temperature", "1e9"), ("temperature", "1e400"), ("repetition_penalty", "1e-300"),
-    ("repetition_penalty", "1e9"), ("top_p", "NaN"), ("presence_penalty", "-Infinity"),
-])
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("temperature", "1e-39"),
+        ("temperature", "1e9"),
+        ("temperature", "1e400"),
+        ("repetition_penalty", "1e-300"),
+        ("repetition_penalty", "1e9"),
+        ("top_p", "NaN"),
+        ("presence_penalty", "-Infinity"),
+    ],
+)
 def test_values_that_cannot_give_a_distribution_are_refused(served, field, raw):
     body = f'{{"model": "tiny", "prompt": "hi", "max_tokens": 2, "{field}": {raw}}}'
-    response = httpx.post(f"{served.url}/v1/completions", content=body, timeout=10,
-                          headers={**AUTH, "Content-Type": "application/json"})
+    response = httpx.post(
+        f"{served.url}/v1/completions", content=body, timeout=10, headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert _error(response, 400)["param"] == field
 
 
-@pytest.mark.parametrize(("path", "body", "param"), [
-    ("/v1/completions", {"model": "tiny", "prompt": "a\ud800b", "max_tokens": 2}, "prompt"),
-    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "a\ud800b"}]},
-     "messages[0].content"),
-    ("/tokenize", {"prompt": "a\ud800b"}, "prompt"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/completions", {"model": "tiny", "prompt": "a\ud800b", "max_tokens": 2}, "prompt"),
+        (
+            "/v1/chat/completions",
+            {"model": "tiny", "messages": [{"role": "user", "content": "a\ud800b"}]},
+            "messages[0].content",
+        ),
+        ("/tokenize", {"prompt": "a\ud800b"}, "prompt"),
+    ],
+)
 def test_a_lone_surrogate_is_an_openai_shaped_400_and_counted(served, path, body, param):
     with httpx.Client(base_url=served.url, headers=AUTH, timeout=10) as http:
         # json.dumps writes the lone surrogate as the \ud800 escape, as a JavaScript client would
@@ -460,8 +558,12 @@ def test_body_and_prompt_limits_name_themselves(tiny_loaded):
                 yield b"y" * 500
             yield b'"}'
 
-        assert "2000 bytes" in _error(http.post("/v1/completions", content=chunks(),
-                                                headers={"Content-Type": "application/json"}), 413)["message"]
+        assert (
+            "2000 bytes"
+            in _error(
+                http.post("/v1/completions", content=chunks(), headers={"Content-Type": "application/json"}), 413
+            )["message"]
+        )
         long_chat = {"model": "tiny", "messages": [{"role": "user", "content": "word " * 70}]}
         error = _error(http.post("/v1/chat/completions", json=long_chat), 400)
         assert "300 characters" in error["message"] and error["param"] == "messages"
@@ -494,8 +596,13 @@ def test_tokenizing_happens_off_the_event_loop(tiny_loaded):
     engine = Engine({"tiny": dataclasses.replace(tiny_loaded, tokenizer=Blocking())})
     replies = []
     with run_server(create_app(engine)) as (url, _):
-        thread = threading.Thread(target=lambda: replies.append(httpx.post(
-            f"{url}/v1/completions", timeout=60, json={"model": "tiny", "prompt": "SLOW", "max_tokens": 2})))
+        thread = threading.Thread(
+            target=lambda: replies.append(
+                httpx.post(
+                    f"{url}/v1/completions", timeout=60, json={"model": "tiny", "prompt": "SLOW", "max_tokens": 2}
+                )
+            )
+        )
         thread.start()
         assert entered.wait(30)
         try:
@@ -518,8 +625,12 @@ def test_empty_api_keys_are_refused(tiny_loaded):
 
 def test_more_sequences_than_the_queue_holds_is_400_not_429(served):
     """n x prompts beyond --max-queue can never be queued, so retrying (what 429 asks) cannot help."""
-    response = httpx.post(f"{served.url}/v1/completions", headers=AUTH, timeout=10,
-                          json={"model": "tiny", "prompt": ["a", "b", "c", "d", "e"], "n": 16, "max_tokens": 2})
+    response = httpx.post(
+        f"{served.url}/v1/completions",
+        headers=AUTH,
+        timeout=10,
+        json={"model": "tiny", "prompt": ["a", "b", "c", "d", "e"], "n": 16, "max_tokens": 2},
+    )
     error = _error(response, 400)
     assert "80 sequences" in error["message"] and "64" in error["message"] and error["param"] == "n"
 
@@ -572,8 +683,10 @@ def test_logprobs_cover_the_text_and_carry_each_tokens_own_bytes(tiny_loaded):
     the end-of-turn token that ended the reply, not being in the text, has no entry."""
     client, script = _scripted_client(tiny_loaded, "é!")
     with client as http:
-        reply = http.post("/v1/chat/completions", json={"model": "tiny", "messages": CHAT, "logprobs": True,
-                                                         "top_logprobs": 1, "temperature": 0}).json()
+        reply = http.post(
+            "/v1/chat/completions",
+            json={"model": "tiny", "messages": CHAT, "logprobs": True, "top_logprobs": 1, "temperature": 0},
+        ).json()
     choice = reply["choices"][0]
     assert choice["message"]["content"] == "é!" and choice["finish_reason"] == "stop"
     entries = choice["logprobs"]["content"]
@@ -595,36 +708,63 @@ def test_models_by_id_and_token_id_list_prompts(served, client):
 
 def test_developer_role_is_a_system_message(client):
     as_developer = client.chat.completions.create(
-        model="tiny", max_tokens=5, temperature=0,
-        messages=[{"role": "developer", "content": "Be brief."}, *CHAT])
+        model="tiny", max_tokens=5, temperature=0, messages=[{"role": "developer", "content": "Be brief."}, *CHAT]
+    )
     as_system = client.chat.completions.create(
-        model="tiny", max_tokens=5, temperature=0, messages=[{"role": "system", "content": "Be brief."}, *CHAT])
+        model="tiny", max_tokens=5, temperature=0, messages=[{"role": "system", "content": "Be brief."}, *CHAT]
+    )
     assert as_developer.choices[0].message.content == as_system.choices[0].message.content
     assert as_developer.usage.prompt_tokens == as_system.usage.prompt_tokens
 
 
-@pytest.mark.parametrize(("body", "param", "words"), [
-    ({"response_format": {"type": "json_object"}}, "response_format.type", "not supported"),
-    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                                  {"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]},
-     "messages[0].content[1]", "image_url parts are not supported"),
-    ({"temperature": 1e9}, "temperature", "less than or equal to 2"),
-    ({"logprobs": "yes"}, "logprobs", "valid boolean"),
-    ({"stop": [f"s{i}" for i in range(20_000)]}, "stop", "at most 16 stop strings"),
-    ({"max_tokens": "5"}, "max_tokens", "valid integer"),
-])
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"response_format": {"type": "json_object"}}, "response_format.type", "not supported"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "What is this?"},
+                            {"type": "image_url", "image_url": {"url": "http://x/a.png"}},
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[1]",
+            "image_url parts are not supported",
+        ),
+        ({"temperature": 1e9}, "temperature", "less than or equal to 2"),
+        ({"logprobs": "yes"}, "logprobs", "valid boolean"),
+        ({"stop": [f"s{i}" for i in range(20_000)]}, "stop", "at most 16 stop strings"),
+        ({"max_tokens": "5"}, "max_tokens", "valid integer"),
+    ],
+)
 def test_what_is_not_supported_or_absurd_is_refused(served, body, param, words):
-    response = httpx.post(f"{served.url}/v1/chat/completions", headers=AUTH, timeout=10,
-                          json={"model": "tiny", "messages": CHAT, "max_tokens": 2, **body})
+    response = httpx.post(
+        f"{served.url}/v1/chat/completions",
+        headers=AUTH,
+        timeout=10,
+        json={"model": "tiny", "messages": CHAT, "max_tokens": 2, **body},
+    )
     error = _error(response, 400)
     assert error["param"] == param and words in error["message"]
 
 
 def test_text_parts_are_joined_like_vllm(client):
-    parts = client.chat.completions.create(model="tiny", max_tokens=4, temperature=0, messages=[
-        {"role": "user", "content": [{"type": "text", "text": "What is"}, {"type": "text", "text": "12 plus 30?"}]}])
-    joined = client.chat.completions.create(model="tiny", max_tokens=4, temperature=0, messages=[
-        {"role": "user", "content": "What is\n12 plus 30?"}])
+    parts = client.chat.completions.create(
+        model="tiny",
+        max_tokens=4,
+        temperature=0,
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "What is"}, {"type": "text", "text": "12 plus 30?"}]}
+        ],
+    )
+    joined = client.chat.completions.create(
+        model="tiny", max_tokens=4, temperature=0, messages=[{"role": "user", "content": "What is\n12 plus 30?"}]
+    )
     assert parts.choices[0].message.content == joined.choices[0].message.content
 
 
@@ -646,6 +786,7 @@ def test_echo_prepends_the_prompt(client):
     plain = client.completions.create(model="tiny", prompt="The quick", max_tokens=3, temperature=0)
     echoed = client.completions.create(model="tiny", prompt="The quick", max_tokens=3, temperature=0, echo=True)
     assert echoed.choices[0].text == "The quick" + plain.choices[0].text
-    streamed = client.completions.create(model="tiny", prompt="The quick", max_tokens=3, temperature=0, echo=True,
-                                         stream=True)
+    streamed = client.completions.create(
+        model="tiny", prompt="The quick", max_tokens=3, temperature=0, echo=True, stream=True
+    )
     assert "".join(c.choices[0].text for c in streamed) == echoed.choices[0].text

@@ -58,8 +58,13 @@ def test_no_generated_request_breaks_the_server(api_schema, mode):
             continue
 
         @given(case=operation.as_strategy(generation_mode=GenerationMode(mode)))
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def call(case) -> None:
             # The request schemathesis built, sent by requests itself: case.call() stops reading a stream after 20
             # events, and the whole stream is checked here.
@@ -74,12 +79,19 @@ def _hostile_values():
     from hypothesis import strategies as st
 
     letters = st.text(st.characters(codec="utf-8"), max_size=8)
-    lone_surrogate = st.builds(lambda a, s, b: a + s + b, letters,
-                               st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), letters)
+    lone_surrogate = st.builds(
+        lambda a, s, b: a + s + b, letters, st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), letters
+    )
     integers = st.integers() | st.sampled_from([2**63, 2**64, -(2**63) - 1, 10**40])
     scalars = st.one_of(st.none(), st.booleans(), integers, st.floats(), letters, lone_surrogate)
-    return scalars | st.lists(scalars, max_size=3) | st.dictionaries(letters, scalars, max_size=3) | st.lists(
-        st.dictionaries(st.sampled_from(["role", "content", "type", "text"]), scalars, max_size=3), max_size=2)
+    return (
+        scalars
+        | st.lists(scalars, max_size=3)
+        | st.dictionaries(letters, scalars, max_size=3)
+        | st.lists(
+            st.dictionaries(st.sampled_from(["role", "content", "type", "text"]), scalars, max_size=3), max_size=2
+        )
+    )
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/tokenize"])
@@ -92,16 +104,29 @@ def test_a_hostile_value_in_any_documented_field_is_a_4xx(api_schema, path):
     document = requests.get(f"{url}/openapi.json", headers=AUTH, timeout=10).json()
     body_ref = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     fields = sorted(document["components"]["schemas"][body_ref.rsplit("/", 1)[1]]["properties"])
-    base = {"/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
-            "/v1/completions": {"prompt": "hi", "max_tokens": 2}, "/tokenize": {"prompt": "hi"}}[path]
+    base = {
+        "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+        "/v1/completions": {"prompt": "hi", "max_tokens": 2},
+        "/tokenize": {"prompt": "hi"},
+    }[path]
 
     for field in fields:
+
         @given(value=_hostile_values())
-        @settings(max_examples=HOSTILE_VALUES_PER_FIELD, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=HOSTILE_VALUES_PER_FIELD,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def call(value) -> None:
             body = json.dumps({"model": "tiny", **base, field: value})  # NaN and Infinity as Python's json writes
-            _check(body, requests.post(f"{url}{path}", data=body, timeout=60,
-                                       headers={**AUTH, "Content-Type": "application/json"}))
+            _check(
+                body,
+                requests.post(
+                    f"{url}{path}", data=body, timeout=60, headers={**AUTH, "Content-Type": "application/json"}
+                ),
+            )
 
         call()

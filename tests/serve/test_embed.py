@@ -51,12 +51,15 @@ def test_token_ids_embed_like_their_text(encoder, embed_url):
     assert np.allclose(by_ids["data"][0]["embedding"], by_text["data"][0]["embedding"], atol=1e-6)
 
 
-@pytest.mark.parametrize(("body", "param", "words"), [
-    ({"input": "word " * 300}, "input", "reads at most 256"),
-    ({"input": "hi", "dimensions": 128}, "dimensions", "384-dimensional"),
-    ({"input": []}, "input", "must not be empty"),
-    ({"input": [[1, 10**6]]}, "input", "token ids must be in"),
-])
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"input": "word " * 300}, "input", "reads at most 256"),
+        ({"input": "hi", "dimensions": 128}, "dimensions", "384-dimensional"),
+        ({"input": []}, "input", "must not be empty"),
+        ({"input": [[1, 10**6]]}, "input", "token ids must be in"),
+    ],
+)
 def test_bad_embedding_requests_are_400(embed_url, body, param, words):
     response = httpx.post(f"{embed_url}/v1/embeddings", json=body)
     assert response.status_code == 400

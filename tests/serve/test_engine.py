@@ -79,8 +79,9 @@ def test_full_queue_refuses_and_unknown_model_is_named(tiny_loaded):
 def test_timeout_ends_a_request_and_stop_finishes_in_flight(tiny_loaded):
     engine = Engine({"m": tiny_loaded})
     ids = encode_prompt(tiny_loaded, "hi")
-    timed, timed_done, _ = _collect(engine, "m", ids, SamplingParams(max_new_tokens=200), timeout_s=1e-6,
-                                    ignore_eos=True)
+    timed, timed_done, _ = _collect(
+        engine, "m", ids, SamplingParams(max_new_tokens=200), timeout_s=1e-6, ignore_eos=True
+    )
     kept, kept_done, _ = _collect(engine, "m", ids, SamplingParams(max_new_tokens=20), ignore_eos=True)
     engine.start()
     engine.stop()  # graceful: returns once admitted and waiting requests are done
@@ -135,8 +136,9 @@ def test_text_held_for_a_stop_string_is_sent_when_eos_comes(tiny_loaded):
     engine = Engine({"m": dataclasses.replace(tiny_loaded, model=Scripted())})
     engine.start()
     try:
-        events, done, _ = _collect(engine, "m", [1, 2], SamplingParams(temperature=0, max_new_tokens=50,
-                                                                        stop=["world"]))
+        events, done, _ = _collect(
+            engine, "m", [1, 2], SamplingParams(temperature=0, max_new_tokens=50, stop=["world"])
+        )
         assert done.wait(30)
     finally:
         engine.stop()
@@ -162,8 +164,7 @@ def test_a_failed_prefill_leaves_the_running_rows_alone(tiny_loaded):
     engine = Engine({"m": dataclasses.replace(tiny_loaded, model=Flaky())})
     engine.start()
     try:
-        running, running_done, _ = _collect(engine, "m", [1, 2, 3], SamplingParams(max_new_tokens=40),
-                                            ignore_eos=True)
+        running, running_done, _ = _collect(engine, "m", [1, 2, 3], SamplingParams(max_new_tokens=40), ignore_eos=True)
         while not running:
             time.sleep(0.001)
         state["fail_next_prefill"] = True
@@ -196,8 +197,9 @@ def test_a_row_without_a_valid_distribution_fails_only_itself(tiny_loaded):
     rows beside it in the same decode step go on to exactly generate's tokens."""
     greedy = SamplingParams(temperature=0, max_new_tokens=24)
     expected = [generate(tiny_loaded, prompt, greedy).token_ids for prompt in PROMPTS[:3]]
-    broken = SamplingParams.model_construct(**{**SamplingParams(temperature=1.0, max_new_tokens=24).model_dump(),
-                                               "repetition_penalty": 1e-300})
+    broken = SamplingParams.model_construct(
+        **{**SamplingParams(temperature=1.0, max_new_tokens=24).model_dump(), "repetition_penalty": 1e-300}
+    )
     engine = Engine({"m": tiny_loaded}, max_batch_size=8)
     runs = [_collect(engine, "m", encode_prompt(tiny_loaded, prompt), greedy) for prompt in PROMPTS[:3]]
     bad, bad_done, _ = _collect(engine, "m", encode_prompt(tiny_loaded, PROMPTS[3]), broken)
@@ -244,16 +246,22 @@ def test_rows_with_broken_logits_fail_alone_in_every_sampling_path(tiny_loaded):
     events: list[list] = [[] for _ in range(5)]
 
     def sequence(index: int, **params) -> _Sequence:
-        request = Request("m", [1, 2], SamplingParams(max_new_tokens=4, top_k=0, top_p=1.0, **params),
-                          events[index].append)
+        request = Request(
+            "m", [1, 2], SamplingParams(max_new_tokens=4, top_k=0, top_p=1.0, **params), events[index].append
+        )
         return _Sequence(request, tiny_loaded, set())
 
     vocabulary = len(tiny_loaded.tokenizer)
     logits = torch.randn(5, vocabulary)
     logits[0, 3] = float("nan")
     logits[1, 5] = float("inf")
-    rows = [sequence(0, temperature=1.0), sequence(1, temperature=1.0), sequence(2, temperature=0),
-            sequence(3, temperature=1.0), sequence(4, temperature=1.0, seed=7)]
+    rows = [
+        sequence(0, temperature=1.0),
+        sequence(1, temperature=1.0),
+        sequence(2, temperature=0),
+        sequence(3, temperature=1.0),
+        sequence(4, temperature=1.0, seed=7),
+    ]
     tokens = _choose_each(rows, logits)
     assert [e[-1].finish_reason for e in events[:2]] == ["error", "error"] and rows[0].done and rows[1].done
     assert tokens[2] == int(logits[2].argmax()) and not any(e.finish_reason for e in events[2] + events[3])

@@ -38,7 +38,8 @@ def test_serving_exits_with_an_error_when_the_engine_dies(tiny_loaded, monkeypat
         except httpx.TransportError:
             time.sleep(0.05)
     monkeypatch.setattr(engine, "_take_waiting", lambda *_: (_ for _ in ()).throw(RuntimeError("scheduler bug")))
-    httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2},
-               timeout=10)
+    httpx.post(
+        f"http://127.0.0.1:{port}/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2}, timeout=10
+    )
     thread.join(30)
     assert not thread.is_alive() and "scheduler bug" in outcome.get("error", "")

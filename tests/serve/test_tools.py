@@ -9,8 +9,15 @@ import pytest
 from lmforge.serve.protocol import ApiError
 from lmforge.serve.tools import parse_tool_calls, plan_tools, render_with_tools
 
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 
 
 def test_hermes_calls_are_parsed_and_removed_from_content():
@@ -79,13 +86,21 @@ def test_tool_call_reply_comes_back_as_tool_calls(tiny_loaded, stream):
     scripted = dataclasses.replace(tiny_loaded, model=_Scripted(tiny_loaded.model, script), context_length=1024)
     with TestClient(create_app(Engine({"tiny": scripted}))) as http:
         client = openai.OpenAI(base_url="http://testserver/v1", api_key="-", http_client=http)
-        request = {"model": "tiny", "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS,
-                   "max_tokens": 200}
+        request = {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Weather in Paris?"}],
+            "tools": TOOLS,
+            "max_tokens": 200,
+        }
         if stream:
             chunks = list(client.chat.completions.create(**request, stream=True))
             assert not any(c.choices and c.choices[0].delta.content for c in chunks)  # the call is never shown as text
-            calls = [call for c in chunks if c.choices and c.choices[0].delta.tool_calls
-                     for call in c.choices[0].delta.tool_calls]
+            calls = [
+                call
+                for c in chunks
+                if c.choices and c.choices[0].delta.tool_calls
+                for call in c.choices[0].delta.tool_calls
+            ]
             finish = chunks[-1].choices[0].finish_reason
         else:
             choice = client.chat.completions.create(**request).choices[0]

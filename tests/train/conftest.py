@@ -56,10 +56,18 @@ def tiny_reward_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) ->
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(1)
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=1,
-                         pad_token_id=tiny_tokenizer.pad_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
-                         bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
     path = tmp_path_factory.mktemp("tiny-reward")
     LlamaForSequenceClassification(config).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
@@ -74,8 +82,14 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) ->
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
     torch.manual_seed(2)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=2, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=128,
+    )
     path = tmp_path_factory.mktemp("tiny-bert")
     BertForMaskedLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -26,17 +26,27 @@ def test_diverging_run_stops_cleanly(make_config):
 
 def test_torn_last_line_is_skipped_and_truncation_keeps_earlier_steps(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n" + json.dumps({"step": 2, "loss": 1.0}) + "\n{\"st")
+    path.write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n" + json.dumps({"step": 2, "loss": 1.0}) + '\n{"st')
     assert [r["step"] for r in read_metrics(path)] == [1, 2]
     truncate_metrics(path, 1)
     assert [r["step"] for r in read_metrics(path)] == [1]
 
 
 def test_metrics_progress_and_early_stopping(make_config):
-    config = make_config("sft", "full", data={"eval_fraction": 0.5},
-                         train={"max_steps": 30, "eval_every": 1, "save_every": 1, "keep_last": 1,
-                                "learning_rate": 0.05, "lr_scheduler": "constant",
-                                "early_stopping": {"patience": 1, "metric": "eval_loss", "mode": "max"}})
+    config = make_config(
+        "sft",
+        "full",
+        data={"eval_fraction": 0.5},
+        train={
+            "max_steps": 30,
+            "eval_every": 1,
+            "save_every": 1,
+            "keep_last": 1,
+            "learning_rate": 0.05,
+            "lr_scheduler": "constant",
+            "early_stopping": {"patience": 1, "metric": "eval_loss", "mode": "max"},
+        },
+    )
     result = run_training(config, progress=True)
     assert result.steps < 30, "a loss that falls never improves a 'max' metric: patience 1 stops early"
     records = read_metrics(result.run_dir / "metrics.jsonl")

@@ -27,10 +27,20 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_keeps_last_k_plus_best_and_only_complete_ones(make_config):
-    config = make_config("sft", "full", data={"eval_fraction": 0.5},
-                         train={"max_steps": 8, "save_every": 2, "eval_every": 2, "keep_last": 2,
-                                "learning_rate": 0.05, "lr_scheduler": "constant",
-                                "early_stopping": {"metric": "eval_loss", "mode": "max"}})
+    config = make_config(
+        "sft",
+        "full",
+        data={"eval_fraction": 0.5},
+        train={
+            "max_steps": 8,
+            "save_every": 2,
+            "eval_every": 2,
+            "keep_last": 2,
+            "learning_rate": 0.05,
+            "lr_scheduler": "constant",
+            "early_stopping": {"metric": "eval_loss", "mode": "max"},
+        },
+    )
     result = run_training(config, progress=False)
     names = [p.name for p in checkpoints.list_checkpoints(result.run_dir / "checkpoints")]
     assert names[-2:] == ["checkpoint-6", "checkpoint-8"]
@@ -66,8 +76,9 @@ def test_resume_without_checkpoint_says_so(make_config):
 def test_init_from_starts_a_new_run_from_finished_weights(make_config, tmp_path):
     first = run_training(make_config("sft", "full"), progress=False)
     config = make_config("sft", "lora", init_from=str(first.run_dir), out=str(tmp_path / "second"))
-    second = run_training(config.model_copy(update={"model": config.model.model_copy(update={"path": None})}),
-                          progress=False)
+    second = run_training(
+        config.model_copy(update={"model": config.model.model_copy(update={"path": None})}), progress=False
+    )
     assert second.steps == 2 and (second.final_dir / "adapter_model.safetensors").is_file()
 
 
@@ -76,10 +87,12 @@ def test_sigkill_then_resume_matches_uninterrupted_run(make_config, tmp_path):
     """A run killed with SIGKILL after a mid-run checkpoint, resumed, logs the same loss at every step
     as an uninterrupted run with the same seed."""
     steps = 12
-    settings = {"data": {"max_examples": 64}, "method": {"lora_dropout": 0.1},
-                "train": {"max_steps": steps, "save_every": 3, "keep_last": 1, "micro_batch_size": 2}}
-    reference = run_training(make_config("sft", "lora", out=str(tmp_path / "reference"), **settings),
-                             progress=False)
+    settings = {
+        "data": {"max_examples": 64},
+        "method": {"lora_dropout": 0.1},
+        "train": {"max_steps": steps, "save_every": 3, "keep_last": 1, "micro_batch_size": 2},
+    }
+    reference = run_training(make_config("sft", "lora", out=str(tmp_path / "reference"), **settings), progress=False)
     config = make_config("sft", "lora", out=str(tmp_path / "killed"), **settings)
     config_file = tmp_path / "killed.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
@@ -137,8 +150,11 @@ def test_resume_refuses_what_the_restored_optimizer_and_schedule_decide(make_con
     run = run_training(config, progress=False)
     (run.run_dir / "final").rename(run.run_dir / "final-old")  # as if killed before the end
     changed = make_config("sft", "lora", train={"save_every": 1, "learning_rate": 0.5, "micro_batch_size": 2})
-    with pytest.raises(UserInputError, match=r"train\.learning_rate \(0\.001 -> 0\.5\), train\.micro_batch_size "
-                                             r"\(4 -> 2\) differ from .*init_from"):
+    with pytest.raises(
+        UserInputError,
+        match=r"train\.learning_rate \(0\.001 -> 0\.5\), train\.micro_batch_size "
+        r"\(4 -> 2\) differ from .*init_from",
+    ):
         run_training(changed, resume=True, progress=False)
 
 
@@ -167,8 +183,9 @@ def test_resume_replans_a_longer_schedule_and_a_finished_run_is_left_alone(make_
 
         stamps = {name: (run_dir / name).stat().st_mtime_ns for name in ("final", "result.json", "metrics.jsonl")}
         for max_steps in (6, 5):  # the same length, or less than it ran: nothing to do
-            again = run_training(make_config("sft", "lora", train={**settings, "max_steps": max_steps}), resume=True,
-                                 progress=False)
+            again = run_training(
+                make_config("sft", "lora", train={**settings, "max_steps": max_steps}), resume=True, progress=False
+            )
             assert again.steps == 6
         config_file = tmp_path / "sft.yaml"
         config_file.write_text(yaml.safe_dump(longer.model_dump(mode="json")))
@@ -187,8 +204,9 @@ def test_resume_replans_a_longer_schedule_and_a_finished_run_is_left_alone(make_
         saved = load_file(run_dir / "checkpoints" / "checkpoint-6" / "adapter_model.safetensors")
         assert all(torch.equal(final[name], saved[name]) for name in saved)
         # Colleagues can read the run (item 13): the files have the mode a plain write gives under umask 022.
-        assert {oct(stat.S_IMODE((run_dir / name).stat().st_mode)) for name in ("config.yaml", "metrics.jsonl",
-                                                                                "result.json", "final")} \
-            <= {oct(0o644), oct(0o755)}
+        assert {
+            oct(stat.S_IMODE((run_dir / name).stat().st_mode))
+            for name in ("config.yaml", "metrics.jsonl", "result.json", "final")
+        } <= {oct(0o644), oct(0o755)}
     finally:
         os.umask(previous_umask)

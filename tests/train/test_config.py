@@ -33,8 +33,9 @@ def test_cross_field_problems_are_listed_together():
 def test_set_overrides_are_typed_and_nested(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("stage: sft\nmodel: {path: m}\n")
-    config = load_config(file, ["train.max_steps=7", "method.name=lora", "train.early_stopping.patience=2",
-                                "train.eval_every=1"])
+    config = load_config(
+        file, ["train.max_steps=7", "method.name=lora", "train.early_stopping.patience=2", "train.eval_every=1"]
+    )
     assert config.train.max_steps == 7 and config.method.name == "lora"
     assert config.train.early_stopping.patience == 2
     with pytest.raises(ConfigError, match="train.max_stepz: unknown key"):
@@ -79,8 +80,14 @@ def test_qlora_on_cpu_stops_before_loading_anything(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    config = validate_config({"stage": "sft", "out": str(tmp_path / "run"), "model": {"path": str(tmp_path / "absent")},
-                              "method": {"name": "qlora"}})
+    config = validate_config(
+        {
+            "stage": "sft",
+            "out": str(tmp_path / "run"),
+            "model": {"path": str(tmp_path / "absent")},
+            "method": {"name": "qlora"},
+        }
+    )
     with pytest.raises(DependencyError, match="qlora needs a CUDA GPU.*lora"):
         run_training(config, progress=False)
     assert not (tmp_path / "run").exists()
@@ -90,8 +97,10 @@ def test_config_import_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys, lmforge.train.config, lmforge.cli.main; "
-            "print(any(m in sys.modules for m in ('torch', 'transformers')))")
+    code = (
+        "import sys, lmforge.train.config, lmforge.cli.main; "
+        "print(any(m in sys.modules for m in ('torch', 'transformers')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -121,8 +130,14 @@ def test_missing_model_folders_are_named_before_the_run_folder_is_created(tmp_pa
     from lmforge.errors import NotFoundError
     from lmforge.train.run import run_training
 
-    config = validate_config({"stage": "rlhf", "out": str(tmp_path / "run"), "model": {"path": str(tmp_path / "a")},
-                              "rlhf": {"reward_model": str(tmp_path / "b")}})
+    config = validate_config(
+        {
+            "stage": "rlhf",
+            "out": str(tmp_path / "run"),
+            "model": {"path": str(tmp_path / "a")},
+            "rlhf": {"reward_model": str(tmp_path / "b")},
+        }
+    )
     with pytest.raises(NotFoundError, match="model.path: .*rlhf.reward_model: "):
         run_training(config, progress=False)
     assert not (tmp_path / "run").exists()
@@ -139,9 +154,19 @@ def test_bpe_tokenizer_needs_a_size_and_a_from_scratch_model():
 def test_data_tasks_narrow_the_builtin_train_and_held_out_sets():
     from lmforge.train.context import load_stage_data
 
-    config = validate_config({"stage": "sft", "model": {"path": "m"}, "train": {"seed": 3},
-                              "data": {"train": "builtin:arith-sft", "tasks": ["sort", "convert"],
-                                       "max_examples": 40, "eval_fraction": 0.25}})
+    config = validate_config(
+        {
+            "stage": "sft",
+            "model": {"path": "m"},
+            "train": {"seed": 3},
+            "data": {
+                "train": "builtin:arith-sft",
+                "tasks": ["sort", "convert"],
+                "max_examples": 40,
+                "eval_fraction": 0.25,
+            },
+        }
+    )
     data = load_stage_data(config, "chat")
     prompts = [row["messages"][0]["content"] for split in (data.train, data.eval) for row in split]
     assert len(prompts) == 40 + 10
@@ -158,8 +183,9 @@ def test_data_tasks_problems_name_the_allowed_tasks_before_anything_loads():
     with pytest.raises(ConfigError, match="data.tasks: applies only to a builtin: source, but data.train is my.jsonl"):
         validate_config({"model": {"path": "m"}, "data": {"train": "my.jsonl", "tasks": ["sort"]}})
     with pytest.raises(ConfigError, match="data.tasks: builtin:sentiment is not drawn from the built-in tasks"):
-        validate_config({"stage": "classify", "model": {"path": "m"},
-                         "data": {"train": "builtin:sentiment", "tasks": ["sort"]}})
+        validate_config(
+            {"stage": "classify", "model": {"path": "m"}, "data": {"train": "builtin:sentiment", "tasks": ["sort"]}}
+        )
     with pytest.raises(ConfigError, match=r"unknown task\(s\) \(none given\)"):
         validate_config({"model": {"path": "m"}, "data": {"tasks": []}})
 

@@ -91,15 +91,37 @@ def test_two_process_ddp_matches_one_process_same_global_batch(make_config, tmp_
     """Global batch 4: one process x micro-batch 4 vs two processes x micro-batch 2 (gloo on the CPU); the
     parent prepares RUN/data once and both processes read it (neither tokenizes)."""
     settings = {"data": {"max_examples": 32}, "train": {"max_steps": 3, "lr_scheduler": "constant"}}
-    single = run_training(make_config("sft", "full", out=str(tmp_path / "one"), data=settings["data"],
-                                      train={**settings["train"], "micro_batch_size": 4}), progress=False)
+    single = run_training(
+        make_config(
+            "sft",
+            "full",
+            out=str(tmp_path / "one"),
+            data=settings["data"],
+            train={**settings["train"], "micro_batch_size": 4},
+        ),
+        progress=False,
+    )
     config = make_config("sft", "full", out=str(tmp_path / "two"), **settings)
     config_file = tmp_path / "two.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "lmforge", "train", str(config_file), "--nproc", "2", "--set", "train.micro_batch_size=2"],
-        env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "lmforge",
+            "train",
+            str(config_file),
+            "--nproc",
+            "2",
+            "--set",
+            "train.micro_batch_size=2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     said = completed.stdout + completed.stderr
     assert "data: prepared" in said and "before launch" in said  # the parent, before spawning
@@ -116,12 +138,27 @@ def test_deepspeed_mode_follows_the_planners_layout(make_config, tmp_path):
 
     folder = tmp_path / "llama-8b-config"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
-        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256}))
-    config = make_config("sft", "full", model={"path": str(folder)},
-                         data={"max_len": 2048}, train={"target_gpu": "A100-80GB", "micro_batch_size": 1,
-                                                        "precision": "bf16"})
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": 4096,
+                "intermediate_size": 14336,
+                "num_hidden_layers": 32,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 8,
+                "vocab_size": 128256,
+            }
+        )
+    )
+    config = make_config(
+        "sft",
+        "full",
+        model={"path": str(folder)},
+        data={"max_len": 2048},
+        train={"target_gpu": "A100-80GB", "micro_batch_size": 1, "precision": "bf16"},
+    )
     assert planned_deepspeed_mode(config, 8) == "zero2"  # 8B full fine-tuning on 8 x 80 GB: ZeRO-2 fits
     with pytest.raises(UserInputError, match="does not fit"):
         planned_deepspeed_mode(config, 2)

@@ -50,8 +50,9 @@ def test_a_causal_lora_adapter_is_merged_into_a_reward_model_body(tmp_path, tiny
     import torch
     from peft import LoraConfig
 
-    adapter = _save_adapter(tiny_llama_dir, tmp_path / "sft", LoraConfig(task_type="CAUSAL_LM", r=2,
-                                                                         target_modules=["q_proj", "v_proj"]))
+    adapter = _save_adapter(
+        tiny_llama_dir, tmp_path / "sft", LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj", "v_proj"])
+    )
     expected = adapter.merge_and_unload().model.state_dict()
     reward = load_pretrained(str(tmp_path / "sft"), "classify", num_labels=1)
     assert type(reward).__name__ == "LlamaForSequenceClassification" and reward.config.num_labels == 1
@@ -71,8 +72,10 @@ def test_a_prompt_or_prefix_adapter_cannot_start_a_run_and_says_what_to_do(kind,
 
     adapter_type = PromptTuningConfig if kind == "prompt" else PrefixTuningConfig
     _save_adapter(tiny_llama_dir, tmp_path / "sft", adapter_type(task_type="CAUSAL_LM", num_virtual_tokens=2))
-    message = (f"holds a {kind}-tuning adapter, which cannot be merged.*"
-               f"start from its base {tiny_llama_dir}, or train that run with method lora")
+    message = (
+        f"holds a {kind}-tuning adapter, which cannot be merged.*"
+        f"start from its base {tiny_llama_dir}, or train that run with method lora"
+    )
     for task in ("causal", "classify"):
         with pytest.raises(ConfigError, match=message):
             load_pretrained(str(tmp_path / "sft"), task)

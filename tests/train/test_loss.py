@@ -14,9 +14,16 @@ VOCAB, HIDDEN, BATCH, SEQ = 262_144, 8, 2, 32
 
 def _tiny_config() -> dict:
     return {
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN,
-        "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-        "max_position_embeddings": 128, "tie_word_embeddings": False,
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": VOCAB,
+        "hidden_size": HIDDEN,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": False,
     }
 
 
@@ -70,8 +77,11 @@ def test_fused_loss_without_cuda_is_a_clear_error():
 
     from lmforge.train.loss import apply_loss
 
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2))
+    model = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+        )
+    )
     with pytest.raises(UserInputError, match="CUDA"):
         apply_loss(model, "fused")
 

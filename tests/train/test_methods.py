@@ -27,7 +27,8 @@ def test_trainable_count_equals_planner(method, tiny_llama_dir):
     counted = count_params(apply_method(_tiny(tiny_llama_dir), section, "causal"))
     spec = resolve_model(str(tiny_llama_dir))
     assert counted.trainable_params == count_trainable_params(
-        spec, method, lora_r=8, target_modules=LLAMA_LINEAR, trainable_layers=1, num_virtual_tokens=5)
+        spec, method, lora_r=8, target_modules=LLAMA_LINEAR, trainable_layers=1, num_virtual_tokens=5
+    )
     base_total = counted.total_params - (counted.trainable_params if method not in ("full", "freeze") else 0)
     assert base_total == planned_total(spec).total_params
 
@@ -61,8 +62,18 @@ def test_auto_fit_takes_micro_batch_and_accumulation_from_the_planner(make_confi
 
     from lmforge.train.run import run_training
 
-    config = make_config("sft", "lora", train={"auto_fit": True, "target_gpu": "A100-80GB", "global_batch_size": 8,
-                                               "micro_batch_size": 1, "grad_accum": 8, "max_steps": 1})
+    config = make_config(
+        "sft",
+        "lora",
+        train={
+            "auto_fit": True,
+            "target_gpu": "A100-80GB",
+            "global_batch_size": 8,
+            "micro_batch_size": 1,
+            "grad_accum": 8,
+            "max_steps": 1,
+        },
+    )
     result = run_training(config, progress=False)
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())["train"]
     assert (saved["micro_batch_size"], saved["grad_accum"], saved["gradient_checkpointing"]) == (8, 1, False)
@@ -72,9 +83,26 @@ def test_auto_fit_takes_micro_batch_and_accumulation_from_the_planner(make_confi
 
 
 # One catalog model per causal-LM family transformers builds tiny on a CPU.
-_FAMILIES = ["llama-3.2-1b", "qwen2.5-0.5b", "qwen3-0.6b", "mistral-7b", "gemma-2b", "gemma-2-2b", "gemma-3-1b",
-             "phi-3-mini", "phi-2", "pythia-1.4b", "gpt2", "stablelm-2-1.6b", "mixtral-8x7b", "qwen3-30b-a3b",
-             "qwen1.5-moe-a2.7b", "deepseek-v2-lite", "deepseek-v3", "bloom-176b"]
+_FAMILIES = [
+    "llama-3.2-1b",
+    "qwen2.5-0.5b",
+    "qwen3-0.6b",
+    "mistral-7b",
+    "gemma-2b",
+    "gemma-2-2b",
+    "gemma-3-1b",
+    "phi-3-mini",
+    "phi-2",
+    "pythia-1.4b",
+    "gpt2",
+    "stablelm-2-1.6b",
+    "mixtral-8x7b",
+    "qwen3-30b-a3b",
+    "qwen1.5-moe-a2.7b",
+    "deepseek-v2-lite",
+    "deepseek-v3",
+    "bloom-176b",
+]
 
 
 @pytest.mark.parametrize("method", ["lora", "freeze", "full"])

@@ -19,12 +19,13 @@ def _per_example_losses(logits, labels, positions=None):  # type: ignore[no-unty
         starts = [0] if positions is None else [i for i, p in enumerate(positions[row].tolist()) if p == 0]
         ends = starts[1:] + [labels.shape[1]]
         for start, end in zip(starts, ends, strict=True):
-            target = labels[row, start + 1:end]
+            target = labels[row, start + 1 : end]
             keep = target != -100
             if not keep.any():
                 continue  # a packed row's padding tail
-            token_losses = torch.nn.functional.cross_entropy(logits[row, start:end - 1][keep], target[keep],
-                                                             reduction="sum")
+            token_losses = torch.nn.functional.cross_entropy(
+                logits[row, start : end - 1][keep], target[keep], reduction="sum"
+            )
             losses.append(round(float(token_losses), 4))
     return sorted(losses)
 

@@ -39,14 +39,19 @@ def test_png_has_both_curves(tmp_path):
 
 def _records(**series):
     steps = max(len(values) for values in series.values())
-    return [{"step": step + 1, **{key: values[step] for key, values in series.items() if step < len(values)}}
-            for step in range(steps)]
+    return [
+        {"step": step + 1, **{key: values[step] for key, values in series.items() if step < len(values)}}
+        for step in range(steps)
+    ]
 
 
 def test_grpo_is_judged_by_its_reward_not_its_surrogate_loss():
     """GRPO's loss is a policy-gradient surrogate near 0: rising from -0.000 to 0.226 it read as a good fit."""
-    records = _records(loss=[-0.0, 0.05, 0.12, 0.18, 0.226], reward=[0.41, 0.40, 0.37, 0.35, 0.33],
-                       kl=[0.0, 0.002, 0.004, 0.006, 0.009])
+    records = _records(
+        loss=[-0.0, 0.05, 0.12, 0.18, 0.226],
+        reward=[0.41, 0.40, 0.37, 0.35, 0.33],
+        kl=[0.0, 0.002, 0.004, 0.006, 0.009],
+    )
     verdict = diagnose_run(records, "rlhf")
     assert verdict.verdict == "not learning" and "mean reward 0.405 -> 0.350" in verdict.reason
     assert "KL to the reference 0.009" in verdict.reason
@@ -56,13 +61,17 @@ def test_grpo_is_judged_by_its_reward_not_its_surrogate_loss():
 
 def test_dpo_is_judged_by_reward_accuracy_and_margin_against_ln2():
     """DPO starts at ln 2 = 0.693 (policy = reference): 'still 0.702 of a starting 0.693' was no diagnosis."""
-    stuck = _records(loss=[0.693, 0.699, 0.701, 0.702], **{"rewards/margins": [0.0, -0.01, -0.02, -0.01],
-                                                            "rewards/accuracies": [0.0, 0.4, 0.3, 0.4]})
+    stuck = _records(
+        loss=[0.693, 0.699, 0.701, 0.702],
+        **{"rewards/margins": [0.0, -0.01, -0.02, -0.01], "rewards/accuracies": [0.0, 0.4, 0.3, 0.4]},
+    )
     verdict = diagnose_run(stuck, "dpo")
     assert verdict.verdict == "not learning"
     assert "reward accuracy 35% (chance 50%)" in verdict.reason and "against ln 2 = 0.693" in verdict.reason
-    learned = _records(loss=[0.693, 0.62, 0.55, 0.5], **{"rewards/margins": [0.0, 0.1, 0.3, 0.4],
-                                                          "rewards/accuracies": [0.0, 0.6, 0.8, 0.9]})
+    learned = _records(
+        loss=[0.693, 0.62, 0.55, 0.5],
+        **{"rewards/margins": [0.0, 0.1, 0.3, 0.4], "rewards/accuracies": [0.0, 0.6, 0.8, 0.9]},
+    )
     learned.append({"step": 4, "eval_loss": 0.55, "eval_rewards/margins": 0.35, "eval_rewards/accuracies": 0.8})
     verdict = diagnose_run(learned, "dpo")
     assert verdict.verdict == "learning" and "on validation" in verdict.reason and "accuracy 80%" in verdict.reason

@@ -14,12 +14,28 @@ from lmforge.cli.main import app
 from lmforge.errors import UserInputError
 from lmforge.train.prepare import DataSummary, prepare_run
 
-SHORT = [{"messages": [{"role": "user", "content": f"Add {i} and 1."}, {"role": "assistant", "content": str(i + 1)}]}
-         for i in range(6)]
-LONG_PROMPT = [{"messages": [{"role": "user", "content": "Sort these numbers: " + " ".join(map(str, range(40 + i)))},
-                             {"role": "assistant", "content": "done"}]} for i in range(2)]
-LONG_ANSWER = [{"messages": [{"role": "user", "content": "Count up."},
-                             {"role": "assistant", "content": " ".join(map(str, range(30 + i)))}]} for i in range(3)]
+SHORT = [
+    {"messages": [{"role": "user", "content": f"Add {i} and 1."}, {"role": "assistant", "content": str(i + 1)}]}
+    for i in range(6)
+]
+LONG_PROMPT = [
+    {
+        "messages": [
+            {"role": "user", "content": "Sort these numbers: " + " ".join(map(str, range(40 + i)))},
+            {"role": "assistant", "content": "done"},
+        ]
+    }
+    for i in range(2)
+]
+LONG_ANSWER = [
+    {
+        "messages": [
+            {"role": "user", "content": "Count up."},
+            {"role": "assistant", "content": " ".join(map(str, range(30 + i)))},
+        ]
+    }
+    for i in range(3)
+]
 
 
 @pytest.fixture
@@ -54,8 +70,9 @@ def _summary(run_dir: Path) -> DataSummary:
 def test_sft_books_balance_reach_the_card_and_resume_does_not_tokenize(make_config, chats, monkeypatch):
     from lmforge.train.run import run_training
 
-    config = make_config("sft", data={"train": str(chats), "max_examples": None, "max_len": 32},
-                         train={"max_steps": 1, "save_every": 1})
+    config = make_config(
+        "sft", data={"train": str(chats), "max_examples": None, "max_len": 32}, train={"max_steps": 1, "save_every": 1}
+    )
     result = run_training(config, progress=False)
 
     split = _summary(result.run_dir).splits["train"]
@@ -73,13 +90,17 @@ def test_sft_books_balance_reach_the_card_and_resume_does_not_tokenize(make_conf
     monkeypatch.setattr(tokenize, "tokenize_chat", refuse)
     summary_file = result.run_dir / "data" / "summary.json"
     written = summary_file.stat().st_mtime_ns
-    resumed = run_training(config.model_copy(update={"train": config.train.model_copy(update={"max_steps": 2})}),
-                           resume=True, progress=False)
+    resumed = run_training(
+        config.model_copy(update={"train": config.train.model_copy(update={"max_steps": 2})}),
+        resume=True,
+        progress=False,
+    )
     assert resumed.steps == 2 and summary_file.stat().st_mtime_ns == written
 
 
-def test_changed_max_len_or_tokenizer_rebuilds_and_the_same_config_reuses(make_config, chats, tmp_path,
-                                                                         tiny_tokenizer, count_chat_tokenizing):
+def test_changed_max_len_or_tokenizer_rebuilds_and_the_same_config_reuses(
+    make_config, chats, tmp_path, tiny_tokenizer, count_chat_tokenizing
+):
     config = make_config("sft", data={"train": str(chats), "max_examples": None, "max_len": 32})
     first = prepare_run(config).summary
     assert prepare_run(config).summary.fingerprint == first.fingerprint
@@ -91,8 +112,9 @@ def test_changed_max_len_or_tokenizer_rebuilds_and_the_same_config_reuses(make_c
 
     tokenizer_file = other / "tokenizer.json"
     vocabulary = json.loads(tokenizer_file.read_text())
-    vocabulary["added_tokens"].append({**vocabulary["added_tokens"][-1], "id": len(tiny_tokenizer),
-                                       "content": "<|new|>"})
+    vocabulary["added_tokens"].append(
+        {**vocabulary["added_tokens"][-1], "id": len(tiny_tokenizer), "content": "<|new|>"}
+    )
     tokenizer_file.write_text(json.dumps(vocabulary))
     assert prepare_run(with_tokenizer).summary.fingerprint != first.fingerprint and count_chat_tokenizing == [32, 32]
 
@@ -160,8 +182,9 @@ def test_trl_stage_saves_validated_untokenized_pairs(make_config):
     assert evaluation.examples_out >= 8 and evaluation.source == "builtin:arith-pref (held out)"
     from datasets import load_from_disk
 
-    assert {"prompt", "chosen", "rejected"} <= set(load_from_disk(str(Path(make_config("dpo").out) / "data" / "train"))
-                                                   .column_names)
+    assert {"prompt", "chosen", "rejected"} <= set(
+        load_from_disk(str(Path(make_config("dpo").out) / "data" / "train")).column_names
+    )
 
 
 def test_trl_tokenizes_once_then_resume_reads_its_cache_beside_run_data(make_config):
@@ -176,8 +199,11 @@ def test_trl_tokenizes_once_then_resume_reads_its_cache_beside_run_data(make_con
     run_training(config, progress=False)
     written = caches()
     assert written  # TRL tokenized into the cache beside the prepared data
-    run_training(config.model_copy(update={"train": config.train.model_copy(update={"max_steps": 2})}),
-                 resume=True, progress=False)
+    run_training(
+        config.model_copy(update={"train": config.train.model_copy(update={"max_steps": 2})}),
+        resume=True,
+        progress=False,
+    )
     after = caches()
     assert all(after.get(name) == mtime for name, mtime in written.items())  # read back, not rewritten
     # TRL's "drop fully truncated" filter is re-run: datasets cannot fingerprint its function, so it never
@@ -209,7 +235,11 @@ def test_prepare_only_prints_the_summary_and_trains_nothing(make_config, chats, 
     assert "prepared" in shown.output
     as_json = runner.invoke(app, ["train", str(config_file), "--prepare-only", "--json"])
     data = json.loads(as_json.output)
-    assert data["reused"] and data["splits"]["train"]["examples_out"] == 9 and data["folder"] == str(Path(config.out) / "data")
+    assert (
+        data["reused"]
+        and data["splits"]["train"]["examples_out"] == 9
+        and data["folder"] == str(Path(config.out) / "data")
+    )
     assert sorted(p.name for p in Path(config.out).iterdir()) == ["data"]
 
 
@@ -220,11 +250,13 @@ def test_launch_prepares_the_data_before_any_process_starts(make_config, tmp_pat
     config_file = tmp_path / "sft.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     seen = []
-    monkeypatch.setattr(launch.subprocess, "call",
-                        lambda command: seen.append((Path(config.out) / "data" / "summary.json").is_file()) or 0)
+    monkeypatch.setattr(
+        launch.subprocess,
+        "call",
+        lambda command: seen.append((Path(config.out) / "data" / "summary.json").is_file()) or 0,
+    )
     assert launch.launch(config_file, [], nproc=2, progress=False) == 0
     assert seen == [True]
-
 
 
 def test_bad_records_name_the_config_key_and_data_on_error_skip_drops_them(make_config, chats):
@@ -245,10 +277,12 @@ def test_undetectable_and_wrongly_mapped_columns_name_the_config_keys(make_confi
     qa.write_text("".join(json.dumps({"question": f"{i} plus 1?", "answer": str(i + 1)}) + "\n" for i in range(12)))
     with pytest.raises(UserInputError, match=r"name it with data\.kind .* e\.g\. data\.columns: \{instruction"):
         prepare_run(make_config("sft", data={"train": str(qa), "max_examples": None}))
-    wrong = make_config("sft", data={"train": str(qa), "max_examples": None,
-                                     "columns": {"instruction": "question", "output": "reply"}})
+    wrong = make_config(
+        "sft", data={"train": str(qa), "max_examples": None, "columns": {"instruction": "question", "output": "reply"}}
+    )
     with pytest.raises(UserInputError, match=r"data\.columns: column 'reply' \(mapped to 'output'\) not found"):
         prepare_run(wrong)
-    mapped = make_config("sft", data={"train": str(qa), "max_examples": None,
-                                      "columns": {"instruction": "question", "output": "answer"}})
+    mapped = make_config(
+        "sft", data={"train": str(qa), "max_examples": None, "columns": {"instruction": "question", "output": "answer"}}
+    )
     assert prepare_run(mapped).summary.splits["train"].examples_in == 12

@@ -19,8 +19,9 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_interrupted_stage_resumes_to_the_same_losses(stage, make_config, tiny_llama_dir, tiny_reward_dir,
-                                                      tiny_bert_dir):
+def test_interrupted_stage_resumes_to_the_same_losses(
+    stage, make_config, tiny_llama_dir, tiny_reward_dir, tiny_bert_dir
+):
     extra: dict = {"train": {"max_steps": 4, "save_every": 2, "keep_last": 2}}
     if stage == "rlhf":
         extra["rlhf"] = {"reward_model": str(tiny_reward_dir), "num_generations": 2, "max_new_tokens": 4}
@@ -44,6 +45,11 @@ def test_interrupted_stage_resumes_to_the_same_losses(stage, make_config, tiny_l
         assert got[step] == pytest.approx(expected[step], abs=1e-6), f"{stage} step {step}"
     # Each stage is diagnosed by what measures it (a GRPO or DPO loss is no fit curve).
     diagnosis = json.loads((resumed.run_dir / "result.json").read_text())["diagnosis"]
-    measure = {"rm": "pairwise accuracy", "dpo": "implicit reward", "kto": "implicit reward",
-               "orpo": "implicit reward", "rlhf": "mean reward"}.get(stage, "loss")
+    measure = {
+        "rm": "pairwise accuracy",
+        "dpo": "implicit reward",
+        "kto": "implicit reward",
+        "orpo": "implicit reward",
+        "rlhf": "mean reward",
+    }.get(stage, "loss")
     assert measure in diagnosis["reason"] and diagnosis["verdict"] != "too short to tell", diagnosis

@@ -12,9 +12,19 @@ import torch
 from lmforge.train.run import run_training
 
 CAUSAL_CASES = [
-    ("pretrain", "full"), ("pretrain", "lora"),
-    ("sft", "full"), ("sft", "freeze"), ("sft", "lora"), ("sft", "prompt"), ("sft", "prefix"),
-    ("dpo", "full"), ("dpo", "lora"), ("kto", "lora"), ("orpo", "lora"), ("distill", "full"), ("distill", "lora"),
+    ("pretrain", "full"),
+    ("pretrain", "lora"),
+    ("sft", "full"),
+    ("sft", "freeze"),
+    ("sft", "lora"),
+    ("sft", "prompt"),
+    ("sft", "prefix"),
+    ("dpo", "full"),
+    ("dpo", "lora"),
+    ("kto", "lora"),
+    ("orpo", "lora"),
+    ("distill", "full"),
+    ("distill", "lora"),
 ]
 
 
@@ -58,9 +68,18 @@ def test_causal_stage_trains_and_loads_back(stage, method, make_config, tiny_lla
     if stage == "orpo":  # trl's ORPO loss is NaN for a pair whose completion is truncated away entirely
         extra["data"] = {"max_len": 256}
     if stage == "pretrain" and method == "full":  # from scratch: the weights come from model.config
-        extra["model"] = {"path": None, "tokenizer": "bpe:300", "config": {
-            "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "num_key_value_heads": 1}}
+        extra["model"] = {
+            "path": None,
+            "tokenizer": "bpe:300",
+            "config": {
+                "model_type": "llama",
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+            },
+        }
     result = run_training(make_config(stage, method, **extra), progress=False)
     if stage == "pretrain" and method == "full":  # with a BPE trained on the corpus, saved for --resume
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -85,8 +104,11 @@ def test_reward_model_reports_pairwise_accuracy(method, make_config, tiny_llama_
 
 @pytest.mark.parametrize(("algorithm", "method"), [("grpo", "lora"), ("rloo", "full")])
 def test_rlhf_against_reward_model(algorithm, method, make_config, tiny_reward_dir, tiny_llama_dir):
-    config = make_config("rlhf", method, rlhf={"reward_model": str(tiny_reward_dir), "algorithm": algorithm,
-                                               "num_generations": 2, "max_new_tokens": 4})
+    config = make_config(
+        "rlhf",
+        method,
+        rlhf={"reward_model": str(tiny_reward_dir), "algorithm": algorithm, "num_generations": 2, "max_new_tokens": 4},
+    )
     result = run_training(config, progress=False)
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("reward" in record for record in records), "the reward model's scores are logged"
@@ -94,8 +116,13 @@ def test_rlhf_against_reward_model(algorithm, method, make_config, tiny_reward_d
 
 
 def test_classify_real_minilm_on_sentiment(make_config, minilm_dir):
-    config = make_config("classify", "full", model={"path": str(minilm_dir)},
-                         data={"eval_fraction": 0.5, "max_len": 16}, train={"micro_batch_size": 2})
+    config = make_config(
+        "classify",
+        "full",
+        model={"path": str(minilm_dir)},
+        data={"eval_fraction": 0.5, "max_len": 16},
+        train={"micro_batch_size": 2},
+    )
     result = run_training(config, progress=False)
     assert 0.0 <= result.final_metrics["eval_accuracy"] <= 1.0
     model = _load_final(result.final_dir, "ModelForSequenceClassification")
@@ -166,13 +193,22 @@ def test_every_head_starts_from_a_lora_sft_run_without_a_merge_step(make_config)
     assert rm.steps == 2 and 0 < rm.trainable_params < rm.total_params
     reward = _load_final(rm.final_dir, "ModelForSequenceClassification")  # saved merged: a plain classifier
     assert reward.config.num_labels == 1
-    rlhf = run_training(make_config("rlhf", "lora", model={"path": str(sft.run_dir)}, rlhf={
-        "reward_model": str(rm.run_dir), "num_generations": 2, "max_new_tokens": 4}), progress=False)
+    rlhf = run_training(
+        make_config(
+            "rlhf",
+            "lora",
+            model={"path": str(sft.run_dir)},
+            rlhf={"reward_model": str(rm.run_dir), "num_generations": 2, "max_new_tokens": 4},
+        ),
+        progress=False,
+    )
     records = [json.loads(line) for line in (rlhf.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rlhf.steps == 2 and any("reward" in record for record in records)
     classify = run_training(make_config("classify", "lora", model={"path": str(sft.run_dir)}), progress=False)
     assert _load_final(classify.final_dir, "ModelForSequenceClassification").config.id2label == {
-        0: "negative", 1: "positive"}
+        0: "negative",
+        1: "positive",
+    }
     distill = run_training(make_config("distill", "lora", distill={"teacher": str(sft.run_dir)}), progress=False)
     assert distill.steps == 2 and distill.final_metrics["train_loss"] > 0
 
@@ -186,20 +222,35 @@ def test_a_reward_model_learns_a_separable_preference(make_config, tmp_path):
     lines = []
     for _i in range(160):
         prompt = [{"role": "user", "content": f"Is {rng.randint(1, 99)} plus {rng.randint(1, 99)} right?"}]
-        lines.append(json.dumps({"prompt": prompt, "chosen": [{"role": "assistant", "content": "correct"}],
-                                 "rejected": [{"role": "assistant", "content": "wrong"}]}))
+        lines.append(
+            json.dumps(
+                {
+                    "prompt": prompt,
+                    "chosen": [{"role": "assistant", "content": "correct"}],
+                    "rejected": [{"role": "assistant", "content": "wrong"}],
+                }
+            )
+        )
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(lines) + "\n")
-    config = make_config("rm", "full", data={"train": str(data), "max_examples": None, "eval_fraction": 0.25},
-                         train={"max_steps": 30, "learning_rate": 3e-3, "eval_every": 30})
+    config = make_config(
+        "rm",
+        "full",
+        data={"train": str(data), "max_examples": None, "eval_fraction": 0.25},
+        train={"max_steps": 30, "learning_rate": 3e-3, "eval_every": 30},
+    )
     result = run_training(config, progress=False)
     assert result.final_metrics["eval_accuracy"] >= 0.9
 
 
 def test_a_classifier_learns_builtin_sentiment(make_config, minilm_dir):
     """The real MiniLM fine-tuned for 30 steps on built-in reviews: held-out accuracy far above chance."""
-    config = make_config("classify", "full", model={"path": str(minilm_dir)},
-                         data={"max_examples": 400, "eval_fraction": 0.25, "max_len": 24},
-                         train={"max_steps": 30, "micro_batch_size": 16, "learning_rate": 1e-4, "eval_every": 30})
+    config = make_config(
+        "classify",
+        "full",
+        model={"path": str(minilm_dir)},
+        data={"max_examples": 400, "eval_fraction": 0.25, "max_len": 24},
+        train={"max_steps": 30, "micro_batch_size": 16, "learning_rate": 1e-4, "eval_every": 30},
+    )
     result = run_training(config, progress=False)
     assert result.final_metrics["eval_accuracy"] >= 0.8  # two balanced labels: chance is 0.5

@@ -19,8 +19,15 @@ def ui_root(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> P
 
     root = tmp_path_factory.mktemp("ui-root")
     shutil.copytree(tiny_llama_dir, root / "models" / "tiny")
-    chats = [{"messages": [{"role": "user", "content": f"What is {i} plus 1?"},
-                           {"role": "assistant", "content": str(i + 1)}]} for i in range(6)]
+    chats = [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {i} plus 1?"},
+                {"role": "assistant", "content": str(i + 1)},
+            ]
+        }
+        for i in range(6)
+    ]
     lines = [json.dumps(chat) for chat in chats]
     lines.insert(1, '{"messages": [{"role": "user", "content": "no answer"}')  # line 2: invalid JSON
     (root / "data").mkdir()
@@ -46,11 +53,22 @@ def finished_run(run_dir: Path, losses: list[float], *, stage: str = "sft", eval
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"stage": stage, "out": str(run_dir), "method": {"name": "lora"}, "train": {"max_steps": len(losses)}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    records = [{"step": i + 1, "loss": loss, "tokens_seen": 100 * (i + 1), "time": 1000.0 + i}
-               for i, loss in enumerate(losses)]
+    records = [
+        {"step": i + 1, "loss": loss, "tokens_seen": 100 * (i + 1), "time": 1000.0 + i} for i, loss in enumerate(losses)
+    ]
     records += [{"step": (i + 1) * 2, "eval_loss": loss} for i, loss in enumerate(eval_losses)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (run_dir / "result.json").write_text(json.dumps({
-        "stage": stage, "method": "lora", "steps": len(losses), "trainable_params": 10, "total_params": 100,
-        "final_metrics": {"train_loss": losses[-1]}, "diagnosis": {"verdict": "good fit", "reason": "fell"}}))
+    (run_dir / "result.json").write_text(
+        json.dumps(
+            {
+                "stage": stage,
+                "method": "lora",
+                "steps": len(losses),
+                "trainable_params": 10,
+                "total_params": 100,
+                "final_metrics": {"train_loss": losses[-1]},
+                "diagnosis": {"verdict": "good fit", "reason": "fell"},
+            }
+        )
+    )
     return run_dir

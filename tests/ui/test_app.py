@@ -29,5 +29,12 @@ def test_the_page_has_every_tab(workspace):
     config = app.get_config_file()
     ids = {component.get("props", {}).get("elem_id") for component in config["components"]}
     assert {f"tab-{name}" for name in TABS} <= ids
-    assert {"plan-verdict", "data-preview", "train-curves", "runs-table", "eval-summary", "chat-history",
-            "files-verdict"} <= ids
+    assert {
+        "plan-verdict",
+        "data-preview",
+        "train-curves",
+        "runs-table",
+        "eval-summary",
+        "chat-history",
+        "files-verdict",
+    } <= ids

@@ -22,10 +22,21 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # Flags known to work in containers and CI: no sandbox (root), no GPU, nothing fetched in the background.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,1000")
-pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                                reason="needs Debian's chromium and chromium-driver (make test installs them)")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+)
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (make test installs them)",
+)
 
 
 def _free_port() -> int:
@@ -140,7 +151,9 @@ class Page:
         """Points of each line drawn in a gradio line plot (its SVG paths' move/line commands)."""
         return self.driver.execute_script(
             "return Array.from(document.querySelectorAll(`#${arguments[0]} path[aria-roledescription='line mark']`))"
-            ".map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length);", elem_id)
+            ".map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length);",
+            elem_id,
+        )
 
     def shot(self, name: str, elem_id: str | None = None) -> None:
         """A small PNG (a 64-colour palette) of the page or one component, for docs/ui.md."""
@@ -251,8 +264,11 @@ def test_train_watch_stop_resume_survive_the_browser_then_chat(server, ui_root):
         stopped_at = _step(page.text("train-status"))
         page.click("train-resume")
         wait_for(lambda: "resumed" in page.text("train-action"), 60, "the resume")
-        wait_for(lambda: "RUNNING" in page.text("train-status") and _step(page.text("train-status")) > stopped_at, 240,
-                 "training to continue past the step it was stopped at")
+        wait_for(
+            lambda: "RUNNING" in page.text("train-status") and _step(page.text("train-status")) > stopped_at,
+            240,
+            "training to continue past the step it was stopped at",
+        )
     finally:
         driver.quit()  # the browser goes away mid-run ...
     run_dir = runs / "sft-ui"
@@ -265,8 +281,11 @@ def test_train_watch_stop_resume_survive_the_browser_then_chat(server, ui_root):
         page = Page(driver, url)  # ... and a new one finds the run still training
         page.tab("train")
         page.choose("train-run", str(run_dir))
-        wait_for(lambda: "RUNNING" in page.text("train-status")
-                 and _step(page.text("train-status")) > step_without_browser, 240, "the run to train on unwatched")
+        wait_for(
+            lambda: "RUNNING" in page.text("train-status") and _step(page.text("train-status")) > step_without_browser,
+            240,
+            "the run to train on unwatched",
+        )
         page.click("train-stop")
         wait_for(lambda: "stopped by the user" in page.text("train-status"), 60, "the second stop")
         # Runs: listed with its state; its details.

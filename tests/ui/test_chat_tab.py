@@ -16,11 +16,23 @@ def holder():
 
 
 def _turn(holder, workspace, ui_root, message="What is 2 plus 3?", history=(), **changes):
-    values = {"system": "", "preset": "balanced", "temperature": 0.8, "top_k": 36, "top_p": 0.7, "min_p": 0.0,
-              "repetition_penalty": 1.0, "max_new_tokens": 12, "seed": "0", "explain": False, "explain_top": 5}
+    values = {
+        "system": "",
+        "preset": "balanced",
+        "temperature": 0.8,
+        "top_k": 36,
+        "top_p": 0.7,
+        "min_p": 0.0,
+        "repetition_penalty": 1.0,
+        "max_new_tokens": 12,
+        "seed": "0",
+        "explain": False,
+        "explain_top": 5,
+    }
     values.update(changes)
-    return list(chat_tab.chat_turn(holder, workspace, str(ui_root / "models" / "tiny"), message, list(history),
-                                   **values))
+    return list(
+        chat_tab.chat_turn(holder, workspace, str(ui_root / "models" / "tiny"), message, list(history), **values)
+    )
 
 
 def test_the_reply_streams_piece_by_piece_and_ends_with_the_figures(holder, workspace, ui_root):
@@ -43,8 +55,10 @@ def test_explain_shows_every_token_and_the_stages(holder, workspace, ui_root):
 
 
 def test_history_from_the_page_and_the_system_prompt_are_sent(holder, workspace, ui_root):
-    earlier = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
-               {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]}]
+    earlier = [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
+    ]
     history = _turn(holder, workspace, ui_root, message="And now?", history=earlier, system="Be brief.")[-1][0]
     assert [m["content"] for m in history[:3]] == ["Hi", "Hello", "And now?"]
 
@@ -58,6 +72,7 @@ def test_errors_keep_the_conversation(holder, workspace, ui_root):
     bad = _turn(holder, workspace, ui_root, temperature=-1)[-1]
     assert bad[1].startswith("**Error:** temperature:") and bad[0] == []
     assert _turn(holder, workspace, ui_root, seed="x")[-1][1] == "**Error:** seed must be a whole number, got 'x'"
-    outside = list(chat_tab.chat_turn(holder, workspace, "/etc", "hi", [], "", "balanced", 0.8, 36, 0.7, 0, 1, 4, "",
-                                      False, 5))
+    outside = list(
+        chat_tab.chat_turn(holder, workspace, "/etc", "hi", [], "", "balanced", 0.8, 36, 0.7, 0, 1, 4, "", False, 5)
+    )
     assert "outside the folders" in outside[-1][1]

@@ -24,8 +24,13 @@ def test_the_stress_suite_collects_responses_for_review(workspace, ui_root):
 
 def test_errors_are_one_line(workspace, ui_root):
     model = str(ui_root / "models" / "tiny")
-    no_base = evaluate_tab.evaluate_view(workspace, model, evaluate_tab.BASE, "metrics", "builtin:arith-sft", "auto",
-                                         1, 2, "answer")
+    no_base = evaluate_tab.evaluate_view(
+        workspace, model, evaluate_tab.BASE, "metrics", "builtin:arith-sft", "auto", 1, 2, "answer"
+    )
     assert no_base.summary.startswith("**Error:** cannot tell which base model")
-    assert "outside" in evaluate_tab.evaluate_view(workspace, "/etc", "none", "metrics", "builtin:arith-sft", "auto",
-                                                   1, 2, "answer").summary
+    assert (
+        "outside"
+        in evaluate_tab.evaluate_view(
+            workspace, "/etc", "none", "metrics", "builtin:arith-sft", "auto", 1, 2, "answer"
+        ).summary
+    )

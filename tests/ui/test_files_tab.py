@@ -40,8 +40,10 @@ def test_a_file_that_cannot_be_proven_safe_says_so(workspace, ui_root, tmp_path)
     broken = tmp_path / "broken.pkl"
     broken.write_bytes(pickle.dumps({"a": 1})[:-3])
     scan = files_tab.scan_view(workspace, "", str(broken))
-    assert scan.verdict == ("### scan: <span class='lmf-bad'>cannot prove safe</span>: something could not be proven "
-                            "safe or read (nothing unsafe found); do not load it")
+    assert scan.verdict == (
+        "### scan: <span class='lmf-bad'>cannot prove safe</span>: something could not be proven "
+        "safe or read (nothing unsafe found); do not load it"
+    )
     assert "| broken.pkl | other | <span class='lmf-bad'>cannot prove safe</span> |" in scan.details
     assert scan.table.to_dict("records")[0]["kind"] == "malformed"
 
@@ -62,8 +64,9 @@ def test_a_hub_id_is_scanned_where_loading_would_fetch_it(workspace, ui_root, mo
 
 
 def test_convert_writes_under_the_runs_folder_and_checks_paths(workspace, ui_root):
-    view = files_tab.convert_view(workspace, str(ui_root / "files" / "weights.bin"), None, "auto (from the name)",
-                                  "f16", "weights.safetensors")
+    view = files_tab.convert_view(
+        workspace, str(ui_root / "files" / "weights.bin"), None, "auto (from the name)", "f16", "weights.safetensors"
+    )
     target = workspace.runs / "exports" / "weights.safetensors"
     assert f"converted to **safetensors**: `{target}` (read back and verified)" in view.verdict
     assert target.is_file()

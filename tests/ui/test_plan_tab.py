@@ -10,9 +10,20 @@ from lmforge.ui.plan_tab import GIB, plan_view
 
 
 def _plan(workspace, **changes):
-    values = {"model": "llama-3.1-8b", "config_json": "", "method": "lora", "precision": "bf16-mixed", "batch_size": 1,
-              "seq_len": 2048, "grad_accum": 1, "recompute": "full", "lora_rank": 8, "gpu": "rtx-4090", "gpus": 0,
-              "tokens": 1e9}
+    values = {
+        "model": "llama-3.1-8b",
+        "config_json": "",
+        "method": "lora",
+        "precision": "bf16-mixed",
+        "batch_size": 1,
+        "seq_len": 2048,
+        "grad_accum": 1,
+        "recompute": "full",
+        "lora_rank": 8,
+        "gpu": "rtx-4090",
+        "gpus": 0,
+        "tokens": 1e9,
+    }
     values.update(changes)
     return plan_view(workspace, **values)
 

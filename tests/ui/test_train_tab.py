@@ -14,8 +14,13 @@ from tests.ui.conftest import finished_run
 
 
 def _values(ui_root, **changes):
-    values = {"model.path": str(ui_root / "models" / "tiny"), "data.train": "builtin:arith-sft", "data.max_len": 64,
-              "train.max_steps": 5, "train.micro_batch_size": 2}
+    values = {
+        "model.path": str(ui_root / "models" / "tiny"),
+        "data.train": "builtin:arith-sft",
+        "data.max_len": 64,
+        "train.max_steps": 5,
+        "train.micro_batch_size": 2,
+    }
     values.update(changes)
     return values
 
@@ -47,8 +52,16 @@ def test_the_form_is_the_config_schema():
 def test_newer_config_keys_reach_the_yaml(workspace, ui_root):
     from lmforge.train.config import load_config
 
-    values = _values(ui_root, **{"data.packing": "off", "train.loss": "chunked", "train.length_grouped": True,
-                                 "data.on_error": "skip", "train.report_to": ["tensorboard"]})
+    values = _values(
+        ui_root,
+        **{
+            "data.packing": "off",
+            "train.loss": "chunked",
+            "train.length_grouped": True,
+            "data.on_error": "skip",
+            "train.report_to": ["tensorboard"],
+        },
+    )
     loaded = load_config(train_tab.preview_config(workspace, "sft-new", values).download)
     assert loaded.data.packing == "off" and loaded.train.loss == "chunked" and loaded.train.length_grouped
     assert loaded.data.on_error == "skip" and loaded.train.report_to == ["tensorboard"]
@@ -92,8 +105,10 @@ def test_the_yaml_is_what_lmforge_train_reads(workspace, ui_root):
 def test_a_yaml_loads_back_into_the_form(workspace, ui_root):
     from lmforge.train.config import load_config
 
-    values = _values(ui_root, **{"method.name": "qlora", "data.tasks": "sort,count", "train.eval_every": 10,
-                                 "model.dtype": "bfloat16"})
+    values = _values(
+        ui_root,
+        **{"method.name": "qlora", "data.tasks": "sort,count", "train.eval_every": 10, "model.dtype": "bfloat16"},
+    )
     written = train_tab.preview_config(workspace, "nested/sft-b", values).download
     name, loaded = train_tab.form_values(workspace, written)
     assert name == "nested/sft-b"

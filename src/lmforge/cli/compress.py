@@ -8,19 +8,26 @@ from typing import Any
 
 import typer
 
-compress_app = typer.Typer(help="Make a model smaller and faster, with a quality report beside the original.",
-                           no_args_is_help=True)
+compress_app = typer.Typer(
+    help="Make a model smaller and faster, with a quality report beside the original.", no_args_is_help=True
+)
 
 _REPORT_HELP = "Also measure the original and the result now and write report.md/.json/.png into this folder."
 
 
 def _report_options(text_data: str, task_data: str, limit: int, runs: int, decode_tokens: int) -> dict[str, Any]:
-    return {"text_data": text_data, "task_data": task_data, "limit": limit, "runs": runs,
-            "decode_tokens": decode_tokens}
+    return {
+        "text_data": text_data,
+        "task_data": task_data,
+        "limit": limit,
+        "runs": runs,
+        "decode_tokens": decode_tokens,
+    }
 
 
-def _finish(result: Any, model: Path, out: Path, method: str, report_dir: Path | None, options: dict[str, Any],
-            as_json: bool) -> None:
+def _finish(
+    result: Any, model: Path, out: Path, method: str, report_dir: Path | None, options: dict[str, Any], as_json: bool
+) -> None:
     """Print what was written and, with --report, measure both models and print the table."""
     payload: dict[str, Any] = {"result": result.to_dict()}
     if report_dir is not None:
@@ -65,19 +72,26 @@ _M = _measure_options()
 def quantize_command(
     model: Path = typer.Argument(..., help="HF model folder or training run."),
     out: Path = typer.Argument(..., help="Output: a .gguf file (gguf-*) or a folder (bnb-*)."),
-    method: str = typer.Option(..., "--method", help="gguf-f16 | gguf-q8_0 | gguf-q4_0 | gguf-q4_k_m | gguf-q5_k_m | "
-                                                       "gguf-q6_k | bnb-int8 | bnb-nf4"),
+    method: str = typer.Option(
+        ...,
+        "--method",
+        help="gguf-f16 | gguf-q8_0 | gguf-q4_0 | gguf-q4_k_m | gguf-q5_k_m | gguf-q6_k | bnb-int8 | bnb-nf4",
+    ),
     report: Path = typer.Option(None, "--report", help=_REPORT_HELP),
-    text_data: str = _M["text_data"], task_data: str = _M["task_data"], limit: int = _M["limit"],
-    runs: int = _M["runs"], decode_tokens: int = _M["decode_tokens"],
+    text_data: str = _M["text_data"],
+    task_data: str = _M["task_data"],
+    limit: int = _M["limit"],
+    runs: int = _M["runs"],
+    decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the result (and report) as JSON."),
 ) -> None:
     """Quantize a model for its runtime (llama.cpp for GGUF, transformers for bitsandbytes); read back to verify."""
     from lmforge.compress import quantize
 
     result = quantize(model, out, method=method, progress=not as_json)
-    _finish(result, model, out, method, report, _report_options(text_data, task_data, limit, runs, decode_tokens),
-            as_json)
+    _finish(
+        result, model, out, method, report, _report_options(text_data, task_data, limit, runs, decode_tokens), as_json
+    )
 
 
 @compress_app.command("prune")
@@ -87,22 +101,36 @@ def prune_command(
     sparsity: float = typer.Option(0.5, "--sparsity", help="Share of weights (or MLP channels) to remove."),
     method: str = typer.Option("wanda", "--method", help="magnitude | wanda (weight × input-activation norm)."),
     pattern: str = typer.Option("unstructured", "--pattern", help="unstructured | 2:4"),
-    structure: str = typer.Option("none", "--structure", help="none | mlp (remove whole MLP channels: smaller, faster)."),
+    structure: str = typer.Option(
+        "none", "--structure", help="none | mlp (remove whole MLP channels: smaller, faster)."
+    ),
     calibration: str = typer.Option("builtin:corpus", "--calibration", help="Data for Wanda's activation norms."),
     samples: int = typer.Option(32, "--samples", help="Calibration examples."),
     report: Path = typer.Option(None, "--report", help=_REPORT_HELP),
-    text_data: str = _M["text_data"], task_data: str = _M["task_data"], limit: int = _M["limit"],
-    runs: int = _M["runs"], decode_tokens: int = _M["decode_tokens"],
+    text_data: str = _M["text_data"],
+    task_data: str = _M["task_data"],
+    limit: int = _M["limit"],
+    runs: int = _M["runs"],
+    decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the result (and report) as JSON."),
 ) -> None:
     """Prune a causal LM by magnitude or Wanda (unstructured, 2:4, or whole MLP channels)."""
     from lmforge.compress import prune
 
-    result = prune(model, out, sparsity=sparsity, method=method, pattern=pattern, structure=structure,
-                   calibration=calibration, samples=samples)
+    result = prune(
+        model,
+        out,
+        sparsity=sparsity,
+        method=method,
+        pattern=pattern,
+        structure=structure,
+        calibration=calibration,
+        samples=samples,
+    )
     label = f"prune-{method}-{structure if structure != 'none' else pattern}-{sparsity}"
-    _finish(result, model, out, label, report, _report_options(text_data, task_data, limit, runs, decode_tokens),
-            as_json)
+    _finish(
+        result, model, out, label, report, _report_options(text_data, task_data, limit, runs, decode_tokens), as_json
+    )
 
 
 @compress_app.command("factorize")
@@ -112,8 +140,11 @@ def factorize_command(
     energy: float = typer.Option(None, "--energy", help="Share of Σσ² each layer keeps (rank chosen per layer)."),
     rank: int = typer.Option(None, "--rank", help="One rank for every chosen layer."),
     report: Path = typer.Option(None, "--report", help=_REPORT_HELP),
-    text_data: str = _M["text_data"], task_data: str = _M["task_data"], limit: int = _M["limit"],
-    runs: int = _M["runs"], decode_tokens: int = _M["decode_tokens"],
+    text_data: str = _M["text_data"],
+    task_data: str = _M["task_data"],
+    limit: int = _M["limit"],
+    runs: int = _M["runs"],
+    decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the result (and report) as JSON."),
 ) -> None:
     """Replace the decoder's linear layers by truncated-SVD pairs where that makes them smaller."""
@@ -121,8 +152,9 @@ def factorize_command(
 
     result = factorize(model, out, energy=energy, rank=rank)
     label = f"svd-energy-{energy}" if energy is not None else f"svd-rank-{rank}"
-    _finish(result, model, out, label, report, _report_options(text_data, task_data, limit, runs, decode_tokens),
-            as_json)
+    _finish(
+        result, model, out, label, report, _report_options(text_data, task_data, limit, runs, decode_tokens), as_json
+    )
 
 
 @compress_app.command("distill")
@@ -130,16 +162,24 @@ def distill_command(
     config: Path = typer.Argument(..., help="A train config with stage: distill (see examples/distill.yaml)."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a config value: key=value (repeatable)."),
     report: Path = typer.Option(None, "--report", help="Report folder (default RUN/compress-report)."),
-    text_data: str = _M["text_data"], task_data: str = _M["task_data"], limit: int = _M["limit"],
-    runs: int = _M["runs"], decode_tokens: int = _M["decode_tokens"],
+    text_data: str = _M["text_data"],
+    task_data: str = _M["task_data"],
+    limit: int = _M["limit"],
+    runs: int = _M["runs"],
+    decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Distil a teacher into a student (the train stage distill), then report teacher beside student."""
     from lmforge.compress import distill
     from lmforge.compress.report import render_markdown
 
-    _, result = distill(config, overrides=overrides or [], report_dir=report, progress=not as_json,
-                        report_options=_report_options(text_data, task_data, limit, runs, decode_tokens))
+    _, result = distill(
+        config,
+        overrides=overrides or [],
+        report_dir=report,
+        progress=not as_json,
+        report_options=_report_options(text_data, task_data, limit, runs, decode_tokens),
+    )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
@@ -151,16 +191,22 @@ def report_command(
     original: Path = typer.Argument(..., help="The original model (folder, run, or .gguf)."),
     compressed: list[Path] = typer.Argument(..., help="Compressed models (or a distilled student) to set beside it."),
     out: Path = typer.Option(..., "--out", help="Folder for report.md, report.json, report.png."),
-    text_data: str = _M["text_data"], task_data: str = _M["task_data"], limit: int = _M["limit"],
-    runs: int = _M["runs"], decode_tokens: int = _M["decode_tokens"],
+    text_data: str = _M["text_data"],
+    task_data: str = _M["task_data"],
+    limit: int = _M["limit"],
+    runs: int = _M["runs"],
+    decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Measure ORIGINAL and every COMPRESSED model in one run (e.g. a distillation's teacher and student)."""
     from lmforge.compress import compare, write_quality_report
     from lmforge.compress.report import render_markdown
 
-    result = compare(original, [(str(path), path.name) for path in compressed],
-                     **_report_options(text_data, task_data, limit, runs, decode_tokens))
+    result = compare(
+        original,
+        [(str(path), path.name) for path in compressed],
+        **_report_options(text_data, task_data, limit, runs, decode_tokens),
+    )
     paths = write_quality_report(result, out)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
@@ -178,18 +224,30 @@ def sweep_command(
     method: str = typer.Option(None, "--method", help="prune: magnitude | wanda."),
     pattern: str = typer.Option(None, "--pattern", help="prune: unstructured | 2:4."),
     structure: str = typer.Option(None, "--structure", help="prune: none | mlp."),
-    text_data: str = _M["text_data"], task_data: str = _M["task_data"], limit: int = _M["limit"],
-    runs: int = _M["runs"], decode_tokens: int = _M["decode_tokens"],
+    text_data: str = _M["text_data"],
+    task_data: str = _M["task_data"],
+    limit: int = _M["limit"],
+    runs: int = _M["runs"],
+    decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Run one method at several settings and draw the size/quality curve in one report."""
     from lmforge.compress import sweep
     from lmforge.compress.report import render_markdown
 
-    options = {key: value for key, value in {"method": method, "pattern": pattern, "structure": structure}.items()
-               if value is not None}
-    result = sweep(model, out, kind=kind, values=[v.strip() for v in values.split(",") if v.strip()], options=options,
-                   report_options=_report_options(text_data, task_data, limit, runs, decode_tokens))
+    options = {
+        key: value
+        for key, value in {"method": method, "pattern": pattern, "structure": structure}.items()
+        if value is not None
+    }
+    result = sweep(
+        model,
+        out,
+        kind=kind,
+        values=[v.strip() for v in values.split(",") if v.strip()],
+        options=options,
+        report_options=_report_options(text_data, task_data, limit, runs, decode_tokens),
+    )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return

@@ -21,7 +21,9 @@ data_app = typer.Typer(
 DataArg = Annotated[str, typer.Argument(help="A file, folder, glob, save_to_disk folder, builtin:NAME or hub name.")]
 KindOpt = Annotated[
     str | None,
-    typer.Option(help="Force the kind: text, alpaca, sharegpt, messages, preference, unpaired_preference, classification."),
+    typer.Option(
+        help="Force the kind: text, alpaca, sharegpt, messages, preference, unpaired_preference, classification."
+    ),
 ]
 ColumnsOpt = Annotated[str | None, typer.Option(help="Map your columns: instruction=question,output=answer.")]
 LabelsOpt = Annotated[str | None, typer.Option(help="Classification label set, in id order: negative,positive.")]
@@ -32,7 +34,9 @@ DedupOpt = Annotated[bool, typer.Option("--dedup", help="Remove exact and near-e
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 TokenizerOpt = Annotated[Path | None, typer.Option(help="A local model or tokenizer folder.")]
 MaxLenOpt = Annotated[int | None, typer.Option("--max-len", help="Training sequence length in tokens.")]
-TemplateOpt = Annotated[str | None, typer.Option(help="Chat template: the tokenizer's own, chatml, llama-3, qwen, alpaca.")]
+TemplateOpt = Annotated[
+    str | None, typer.Option(help="Chat template: the tokenizer's own, chatml, llama-3, qwen, alpaca.")
+]
 
 
 def _console():
@@ -142,7 +146,11 @@ def _print_stats(figures: Any) -> None:
     table = Table("", "mean", "p50", "p90", "p99", "max", "total", title=f"{figures.records} records")
     rows = [("characters", figures.chars)] + ([("tokens", figures.tokens.tokens)] if figures.tokens else [])
     for name, lengths in rows:
-        table.add_row(name, f"{lengths.mean:.1f}", *(str(v) for v in (lengths.p50, lengths.p90, lengths.p99, lengths.max, lengths.total)))
+        table.add_row(
+            name,
+            f"{lengths.mean:.1f}",
+            *(str(v) for v in (lengths.p50, lengths.p90, lengths.p99, lengths.max, lengths.total)),
+        )
     console = _console()
     console.print(table)
     if figures.turns_mean is not None:
@@ -157,7 +165,9 @@ def _print_stats(figures: Any) -> None:
             console.print(f"chat template: {tokens.template}")
         if tokens.max_len is not None:
             share = tokens.over_max_len / figures.records if figures.records else 0.0
-            console.print(f"over --max-len {tokens.max_len}: {tokens.over_max_len} records ({share:.1%}) would be truncated")
+            console.print(
+                f"over --max-len {tokens.max_len}: {tokens.over_max_len} records ({share:.1%}) would be truncated"
+            )
         if tokens.histogram_path:
             console.print(f"histogram: {tokens.histogram_path}")
 
@@ -180,7 +190,9 @@ def split_command(
     parts = split_dataset(result.dataset, result.kind, ratios=ratios, seed=seed, label_names=result.label_names)
     written = write_splits(parts, out, result.kind, fmt=to, save_to_disk=save_to_disk)
     if as_json:
-        typer.echo(json.dumps(_load_summary(result) | {"split": parts.report.to_dict(), "written": [str(p) for p in written]}))
+        typer.echo(
+            json.dumps(_load_summary(result) | {"split": parts.report.to_dict(), "written": [str(p) for p in written]})
+        )
         return
     _print_load(result)
     console = _console()
@@ -239,7 +251,9 @@ def preview(
     console = _console()
     console.print("[dim]dim = masked (label -100)[/], normal = trained on")
     for record in shown:
-        console.print(Rule(f"{record.location} · {record.tokens} tokens" + (" · truncated" if record.truncated else "")))
+        console.print(
+            Rule(f"{record.location} · {record.tokens} tokens" + (" · truncated" if record.truncated else ""))
+        )
         for title, segments in record.parts:
             if title:
                 console.print(f"[bold]{title}[/]")

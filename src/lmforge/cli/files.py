@@ -83,10 +83,14 @@ def _render(report: Any, show_tensors: bool) -> None:
         said += [f"{_params(name.total_params).split(' ')[0]} total"] if name.total_params else []
         said += [f"{_params(name.active_params).split(' ')[0]} active"] if name.active_params else []
         said += [f"{name.num_experts} experts"] if name.num_experts else []
-        said += [x for x in (name.variant, name.version, name.release and f"release {name.release}", name.quantization) if x]
+        said += [
+            x for x in (name.variant, name.version, name.release and f"release {name.release}", name.quantization) if x
+        ]
         summary.append(["name says", ", ".join(said)])
     if report.scan is not None:
-        colour = {"safe": "green", "not-needed": "green", "unsafe": "red", "unproven": "red", "error": "red"}.get(report.scan.verdict, "yellow")
+        colour = {"safe": "green", "not-needed": "green", "unsafe": "red", "unproven": "red", "error": "red"}.get(
+            report.scan.verdict, "yellow"
+        )
         summary.append(["safety scan", f"[{colour}]{report.scan.verdict}[/]: {report.scan.detail}"])
     console.print(_table("Model file", ["", ""], summary))
     if report.params_by_dtype:
@@ -105,7 +109,9 @@ def _render(report: Any, show_tensors: bool) -> None:
     if report.onnx:
         rows = [[k, _value(v)] for k, v in report.onnx.items() if k not in ("inputs", "outputs")]
         for kind in ("inputs", "outputs"):
-            rows += [[kind[:-1], escape(f"{io['name']}: {io['dtype']} {io['shape']}")] for io in report.onnx.get(kind, [])]
+            rows += [
+                [kind[:-1], escape(f"{io['name']}: {io['dtype']} {io['shape']}")] for io in report.onnx.get(kind, [])
+            ]
         console.print(_table("ONNX", ["", ""], rows))
     if report.metadata:
         rows = [[escape(str(k)), _value(v)] for k, v in report.metadata.items()]
@@ -113,10 +119,13 @@ def _render(report: Any, show_tensors: bool) -> None:
     rows = [[r.runtime, "[green]yes[/]" if r.can_load else "[red]no[/]", r.reason] for r in report.runtimes]
     console.print(_table("Runtimes", ["runtime", "loads", "why"], rows))
     if show_tensors:
-        columns = ["name", "dtype", "shape", "params", "bytes", "component"] + (["file"] if len(report.files) > 1 else [])
+        columns = ["name", "dtype", "shape", "params", "bytes", "component"] + (
+            ["file"] if len(report.files) > 1 else []
+        )
         rows = [
-            [escape(t.name), t.dtype, str(t.shape), f"{t.params:,}", f"{t.size_bytes:,}", t.component, escape(t.file)]
-            [: len(columns)]
+            [escape(t.name), t.dtype, str(t.shape), f"{t.params:,}", f"{t.size_bytes:,}", t.component, escape(t.file)][
+                : len(columns)
+            ]
             for t in report.tensors
         ]
         console.print(_table(f"Tensors ({len(rows):,})", columns, rows))
@@ -125,8 +134,11 @@ def _render(report: Any, show_tensors: bool) -> None:
 
 
 def inspect_command(
-    path: str = typer.Argument(..., help="A model file, model, run or adapter folder, shard index, or hub id "
-                                         "org/name[@revision] (downloaded into the HF cache)."),
+    path: str = typer.Argument(
+        ...,
+        help="A model file, model, run or adapter folder, shard index, or hub id "
+        "org/name[@revision] (downloaded into the HF cache).",
+    ),
     tensors: bool = typer.Option(False, "--tensors", help="List every tensor: name, dtype, shape, params, bytes."),
     pattern: str | None = typer.Option(
         None, "--filter", help="Only tensors whose name matches this glob ('*.q_proj.*') or regex ('layers\\.0\\.')."

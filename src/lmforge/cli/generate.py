@@ -13,8 +13,13 @@ if TYPE_CHECKING:
     from lmforge.generate.explain import StepExplanation
     from lmforge.generate.sampling import SamplingParams
 
-ModelArg = Annotated[str, typer.Argument(help="A model folder, a training run folder, a LoRA adapter folder, or a hub "
-                                              "id org/name[@revision] (downloaded into the HF cache).")]
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A model folder, a training run folder, a LoRA adapter folder, or a hub "
+        "id org/name[@revision] (downloaded into the HF cache)."
+    ),
+]
 AdapterOpt = Annotated[str | None, typer.Option(help="A LoRA adapter (folder or run folder) applied on top of MODEL.")]
 PresetOpt = Annotated[str | None, typer.Option(help="Sampling preset: precise, balanced (default), creative.")]
 TemperatureOpt = Annotated[float | None, typer.Option(help="Temperature >= 0; 0 means greedy.")]
@@ -22,32 +27,59 @@ TopKOpt = Annotated[int | None, typer.Option("--top-k", help="Keep the k most li
 TopPOpt = Annotated[float | None, typer.Option("--top-p", help="Nucleus: keep the smallest set reaching p (1 = off).")]
 MinPOpt = Annotated[float | None, typer.Option("--min-p", help="Drop tokens below min-p x the top probability.")]
 RepetitionOpt = Annotated[float | None, typer.Option("--repetition-penalty", help="> 1 discourages repeats.")]
-MaxNewOpt = Annotated[int | None, typer.Option(
-    "--max-new-tokens", help="Most tokens to generate (default 256, capped to the context the prompt leaves).")]
+MaxNewOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-new-tokens", help="Most tokens to generate (default 256, capped to the context the prompt leaves)."
+    ),
+]
 StopOpt = Annotated[list[str] | None, typer.Option("--stop", help="Stop before this string (repeatable).")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed: the same seed and params reproduce the same text.")]
 GreedyOpt = Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when available).")]
 DtypeOpt = Annotated[str | None, typer.Option(help="float32, bfloat16, float16 (default: float32 on CPU).")]
-DeviceMapOpt = Annotated[str | None, typer.Option(
-    "--device-map", help="auto: spread a model larger than one GPU over every GPU, then CPU memory (accelerate's "
-                         "big-model placement; also balanced, balanced_low_0, sequential). Replaces --device.")]
-TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickle weights the scanner cannot prove "
-                                              "safe (runs code!).")]
-TrustRemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run the Python code a hub model "
-                                                  "ships (read it first).")]
+DeviceMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device-map",
+        help="auto: spread a model larger than one GPU over every GPU, then CPU memory (accelerate's "
+        "big-model placement; also balanced, balanced_low_0, sequential). Replaces --device.",
+    ),
+]
+TrustPickleOpt = Annotated[
+    bool, typer.Option("--trust-pickle", help="Load pickle weights the scanner cannot prove safe (runs code!).")
+]
+TrustRemoteCodeOpt = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Run the Python code a hub model ships (read it first).")
+]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="Quantize while loading: int8 | nf4 (bitsandbytes).")]
 
 
-def _params(preset: str | None, temperature: float | None, top_k: int | None, top_p: float | None,
-            min_p: float | None, repetition_penalty: float | None, max_new_tokens: int | None,
-            stop: list[str] | None, seed: int | None, greedy: bool) -> SamplingParams:
+def _params(
+    preset: str | None,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    min_p: float | None,
+    repetition_penalty: float | None,
+    max_new_tokens: int | None,
+    stop: list[str] | None,
+    seed: int | None,
+    greedy: bool,
+) -> SamplingParams:
     from lmforge.generate.sampling import sampling_params
 
     return sampling_params(
-        preset, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, stop=stop or None,
-        seed=seed, greedy=greedy or None,
+        preset,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        max_new_tokens=max_new_tokens,
+        stop=stop or None,
+        seed=seed,
+        greedy=greedy or None,
     )
 
 
@@ -81,8 +113,13 @@ def _explain_table(step: StepExplanation, stages: list[str]) -> Any:
     table.add_column("chosen", justify="center")
     for candidate in step.candidates:
         marks = ["yes" if candidate.kept[stage] else "no" for stage in stages]
-        table.add_row(repr(candidate.token), f"{candidate.prob_temperature:.4f}", *marks,
-                      f"{candidate.final_prob:.4f}", "<-" if candidate.chosen else "")
+        table.add_row(
+            repr(candidate.token),
+            f"{candidate.prob_temperature:.4f}",
+            *marks,
+            f"{candidate.final_prob:.4f}",
+            "<-" if candidate.chosen else "",
+        )
     return table
 
 
@@ -100,8 +137,10 @@ def generate_command(
     stop: StopOpt = None,
     seed: SeedOpt = None,
     greedy: GreedyOpt = False,
-    chat_template: Annotated[bool, typer.Option(
-        "--chat-template/--raw", help="Wrap PROMPT as a user turn in the chat template, or send it raw.")] = True,
+    chat_template: Annotated[
+        bool,
+        typer.Option("--chat-template/--raw", help="Wrap PROMPT as a user turn in the chat template, or send it raw."),
+    ] = True,
     system: Annotated[str | None, typer.Option(help="A system prompt before PROMPT (chat template only).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show how each sampling stage chose every token.")] = False,
     explain_top: Annotated[int, typer.Option("--explain-top", help="Candidates shown per step with --explain.")] = 8,
@@ -128,19 +167,35 @@ def generate_command(
     if system is not None:
         request = [{"role": "system", "content": system}, {"role": "user", "content": text}]
     quiet_transformers()
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map,
-                        trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, quant=quant)
+    loaded = load_model(
+        model,
+        adapter=adapter,
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+        trust_pickle=trust_pickle,
+        trust_remote_code=trust_remote_code,
+        quant=quant,
+    )
 
     def stream(piece: str) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
     if chat_template and loaded.chat_template_source == "default" and not json_output:
-        _console(stderr=True).print("[dim]this tokenizer has no chat template: using chatml (a base model may "
-                                    "answer better with --raw)[/dim]")
+        _console(stderr=True).print(
+            "[dim]this tokenizer has no chat template: using chatml (a base model may answer better with --raw)[/dim]"
+        )
     streaming = not (json_output or explain)
-    result = generate(loaded, request, params, chat_template=chat_template, on_text=stream if streaming else None,
-                      explain=explain, explain_top=explain_top)
+    result = generate(
+        loaded,
+        request,
+        params,
+        chat_template=chat_template,
+        on_text=stream if streaming else None,
+        explain=explain,
+        explain_top=explain_top,
+    )
     if json_output:
         payload = {"model": loaded.name, "params": params.model_dump(), **asdict(result)}
         typer.echo(json.dumps(payload, default=str))
@@ -157,8 +212,9 @@ def generate_command(
     footer = _console(stderr=True)
     for note in result.notes:
         footer.print(f"[dim]note: {escape(note)}[/dim]")
-    footer.print(f"[dim]{result.completion_tokens} tokens in {result.seconds:.2f} s, "
-                 f"finish: {result.finish_reason}[/dim]")
+    footer.print(
+        f"[dim]{result.completion_tokens} tokens in {result.seconds:.2f} s, finish: {result.finish_reason}[/dim]"
+    )
 
 
 def chat_command(
@@ -188,8 +244,16 @@ def chat_command(
 
     params = _params(preset, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, stop, seed, greedy)
     quiet_transformers()
-    loaded = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map,
-                        trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, quant=quant)
+    loaded = load_model(
+        model,
+        adapter=adapter,
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+        trust_pickle=trust_pickle,
+        trust_remote_code=trust_remote_code,
+        quant=quant,
+    )
     chat_loop(loaded, params, input_stream=sys.stdin, output_stream=sys.stdout, system=system)
 
 

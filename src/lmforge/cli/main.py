@@ -36,8 +36,16 @@ COMMAND_MODULES = [
 
 # OSErrors that say something about the user's paths or machine (a read-only or full disk, no permission, a
 # file where a folder should be), not about lmforge: reported like an LmforgeError rather than as a traceback.
-_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST,
-                       errno.EISDIR}
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.EISDIR,
+}
 
 
 class LmforgeGroup(TyperGroup):
@@ -53,8 +61,11 @@ class LmforgeGroup(TyperGroup):
         except OSError as error:
             if error.errno not in _ENVIRONMENT_ERRNOS:
                 raise
-            typer.echo(f"Error: {error.filename or 'a file'}: {error.strerror}; check the path and its permissions, "
-                       "or choose a folder you can write to", err=True)
+            typer.echo(
+                f"Error: {error.filename or 'a file'}: {error.strerror}; check the path and its permissions, "
+                "or choose a folder you can write to",
+                err=True,
+            )
             raise typer.Exit(2) from error
 
 

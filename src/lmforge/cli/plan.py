@@ -74,7 +74,9 @@ def plan_command(
         None, help="Catalog name (see `lmforge models`), hub id, model folder or config.json (or use --from-config)."
     ),
     from_config: str | None = typer.Option(
-        None, "--from-config", help="Plan exactly what this `lmforge train` config will run (model, method, batch, ...)."
+        None,
+        "--from-config",
+        help="Plan exactly what this `lmforge train` config will run (model, method, batch, ...).",
     ),
     task: Task = typer.Option("train", "--task", case_sensitive=False, help="Plan training or inference."),
     method: Method = typer.Option("full", "--method", case_sensitive=False, help="Training method."),
@@ -88,39 +90,55 @@ def plan_command(
         help="Inference weight format (default from --precision); for --method qlora: nf4/int4 = 4-bit, int8 = 8-bit base.",
     ),
     optimizer: Optimizer = typer.Option("adamw", "--optimizer", case_sensitive=False),
-    batch_size: int = typer.Option(1, "--batch-size", help="Micro-batch per GPU (training) or concurrent sequences (inference)."),
+    batch_size: int = typer.Option(
+        1, "--batch-size", help="Micro-batch per GPU (training) or concurrent sequences (inference)."
+    ),
     seq_len: int | None = typer.Option(
-        None, "--seq-len",
+        None,
+        "--seq-len",
         help="Training sequence length (default 2048), or inference context, prompt + generated (default 4096, or the model's own if shorter).",
     ),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Gradient accumulation steps."),
     grad_ckpt: Recompute | None = typer.Option(
-        None, "--grad-ckpt", case_sensitive=False,
+        None,
+        "--grad-ckpt",
+        case_sensitive=False,
         help="Activation recomputation (default: full for lora/qlora as their recipes do, else pulled only when it saves GPUs).",
     ),
     attention: Attention = typer.Option("sdpa", "--attention", case_sensitive=False, help="Attention kernel."),
     loss: Loss | None = typer.Option(
-        None, "--loss", case_sensitive=False,
+        None,
+        "--loss",
+        case_sensitive=False,
         help="standard (full fp32 logits), chunked (trl's chunked head), fused (Liger, CUDA); default: chunked only when it saves GPUs.",
     ),
-    offload_activations: bool = typer.Option(False, "--offload-activations", help="Saved activations to CPU RAM (torchtune)."),
+    offload_activations: bool = typer.Option(
+        False, "--offload-activations", help="Saved activations to CPU RAM (torchtune)."
+    ),
     optimizer_in_backward: bool = typer.Option(
-        False, "--optimizer-in-backward", help="Step each parameter as its gradient arrives (torchtune optimizer_in_bwd)."
+        False,
+        "--optimizer-in-backward",
+        help="Step each parameter as its gradient arrives (torchtune optimizer_in_bwd).",
     ),
     lora_rank: int = typer.Option(_DEFAULT.lora_r, "--lora-rank", help="LoRA rank r (method.lora_r)."),
     lora_alpha: int = typer.Option(_DEFAULT.lora_alpha, "--lora-alpha", help="LoRA alpha (method.lora_alpha)."),
     lora_targets: str | None = typer.Option(
-        None, "--lora-targets", help="Comma-separated modules LoRA wraps, e.g. q_proj,v_proj (default: all linear layers)."
+        None,
+        "--lora-targets",
+        help="Comma-separated modules LoRA wraps, e.g. q_proj,v_proj (default: all linear layers).",
     ),
     freeze_layers: int = typer.Option(
-        _DEFAULT.trainable_layers, "--freeze-layers",
+        _DEFAULT.trainable_layers,
+        "--freeze-layers",
         help="--method freeze: how many of the last layers train (method.trainable_layers).",
     ),
     virtual_tokens: int = typer.Option(
         _DEFAULT.num_virtual_tokens, "--virtual-tokens", help="--method prompt/prefix: virtual tokens."
     ),
     levers: bool = typer.Option(
-        True, "--levers/--no-levers", help="Let the planner turn on cheap memory techniques you left open to need fewer GPUs."
+        True,
+        "--levers/--no-levers",
+        help="Let the planner turn on cheap memory techniques you left open to need fewer GPUs.",
     ),
     zero: int | None = typer.Option(None, "--zero", min=0, max=3, help="ZeRO stage (default: searched)."),
     offload: Offload = typer.Option(
@@ -131,10 +149,16 @@ def plan_command(
     ep: int | None = typer.Option(None, "--ep", help="Expert-parallel degree for MoE models (default: searched)."),
     gpu: str | None = typer.Option(None, "--gpu", help="Accelerator (see `lmforge gpus`); default a100-80g."),
     gpus: int | None = typer.Option(None, "--gpus", help="Use exactly this many GPUs (default: the fewest that fit)."),
-    gpu_mem: float | None = typer.Option(None, "--gpu-mem", help="Custom GPU memory in GiB (keeps --gpu's speed figures)."),
+    gpu_mem: float | None = typer.Option(
+        None, "--gpu-mem", help="Custom GPU memory in GiB (keeps --gpu's speed figures)."
+    ),
     kv_dtype: KvDtype | None = typer.Option(None, "--kv-dtype", case_sensitive=False),
-    prompt_len: int | None = typer.Option(None, "--prompt-len", help="Inference: tokens prefilled per request (default: all of --seq-len)."),
-    target_rps: float | None = typer.Option(None, "--target-rps", help="Inference: requests per second the fleet must serve."),
+    prompt_len: int | None = typer.Option(
+        None, "--prompt-len", help="Inference: tokens prefilled per request (default: all of --seq-len)."
+    ),
+    target_rps: float | None = typer.Option(
+        None, "--target-rps", help="Inference: requests per second the fleet must serve."
+    ),
     tokens: float | None = typer.Option(None, "--tokens", help="Training tokens for time and cost (default 1e9)."),
     mfu: float = typer.Option(0.40, "--mfu", help="Model FLOPs utilisation assumed for time estimates."),
     headroom: float = typer.Option(0.10, "--headroom", help="Share of each GPU's memory kept free."),
@@ -160,20 +184,61 @@ def plan_command(
             raise UserInputError("--from-config plans the training run the config describes; it has no --task infer")
         from lmforge.train.planning import plan_config
 
-        plan = plan_config(from_config, gpu=gpu, gpus=gpus, gpu_mem_gib=gpu_mem, zero=zero, offload=offload.value,
-                           tokens=whole_tokens, mfu=mfu, price_per_gpu_hour=price, headroom=headroom, simulate=simulate)
+        plan = plan_config(
+            from_config,
+            gpu=gpu,
+            gpus=gpus,
+            gpu_mem_gib=gpu_mem,
+            zero=zero,
+            offload=offload.value,
+            tokens=whole_tokens,
+            mfu=mfu,
+            price_per_gpu_hour=price,
+            headroom=headroom,
+            simulate=simulate,
+        )
     elif model is None:
-        raise UserInputError("lmforge plan needs a MODEL (catalog name, hub id, folder or config.json) or --from-config RUN.yaml")
+        raise UserInputError(
+            "lmforge plan needs a MODEL (catalog name, hub id, folder or config.json) or --from-config RUN.yaml"
+        )
     else:
         plan = plan_task(
-            model, task.value, precision=precision.value, quant=_value(quant), batch_size=batch_size, seq_len=seq_len,
-            method=method.value, optimizer=optimizer.value, grad_accum=grad_accum, recompute=_value(grad_ckpt),
-            attention=attention.value, loss=_value(loss), offload_activations=offload_activations,
-            optimizer_in_backward=optimizer_in_backward, lora_r=lora_rank, lora_alpha=lora_alpha, target_modules=targets,
-            trainable_layers=freeze_layers, num_virtual_tokens=virtual_tokens, levers=levers, zero=zero,
-            offload=offload.value, tp=tp, pp=pp, ep=ep, gpu=gpu, gpus=gpus, gpu_mem_gib=gpu_mem, tokens=whole_tokens,
-            mfu=mfu, price_per_gpu_hour=price, headroom=headroom, simulate=simulate, kv_dtype=_value(kv_dtype),
-            prompt_len=prompt_len, target_requests_per_second=target_rps,
+            model,
+            task.value,
+            precision=precision.value,
+            quant=_value(quant),
+            batch_size=batch_size,
+            seq_len=seq_len,
+            method=method.value,
+            optimizer=optimizer.value,
+            grad_accum=grad_accum,
+            recompute=_value(grad_ckpt),
+            attention=attention.value,
+            loss=_value(loss),
+            offload_activations=offload_activations,
+            optimizer_in_backward=optimizer_in_backward,
+            lora_r=lora_rank,
+            lora_alpha=lora_alpha,
+            target_modules=targets,
+            trainable_layers=freeze_layers,
+            num_virtual_tokens=virtual_tokens,
+            levers=levers,
+            zero=zero,
+            offload=offload.value,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            gpu=gpu,
+            gpus=gpus,
+            gpu_mem_gib=gpu_mem,
+            tokens=whole_tokens,
+            mfu=mfu,
+            price_per_gpu_hour=price,
+            headroom=headroom,
+            simulate=simulate,
+            kv_dtype=_value(kv_dtype),
+            prompt_len=prompt_len,
+            target_requests_per_second=target_rps,
         )
     if plot:
         from lmforge.plan.plot import plot_breakdown
@@ -194,7 +259,9 @@ def _render(plan, plot: str | None) -> None:
     model, layout, memory = data["model"], data["layout"], data["memory"]
     active = f", {count_text(model['params_active'])} active" if model["params_active"] != model["params_total"] else ""
     trainable = f", {count_text(model['params_trainable'])} trainable" if plan.task == "train" else ""
-    console.print(f"[bold]{model['name']}[/bold] ({model['architecture']}): {count_text(model['params_total'])} params{active}{trainable}")
+    console.print(
+        f"[bold]{model['name']}[/bold] ({model['architecture']}): {count_text(model['params_total'])} params{active}{trainable}"
+    )
     console.print(f"[dim]{_setup_line(plan.task, data['setup'])}[/dim]")
 
     verdict = "[green]fits[/green]" if layout["fits"] else "[red]does NOT fit[/red]"
@@ -242,8 +309,10 @@ def _render(plan, plot: str | None) -> None:
         if replicas["requests_per_second_per_replica"]:
             line += f"; {replicas['requests_per_second_per_replica']:,.2f} requests/s each"
         if replicas["replicas_needed"]:
-            line += (f"; {replicas['target_requests_per_second']:g} requests/s need {replicas['replicas_needed']} replicas "
-                     f"on {_gpus(replicas['gpus_needed'])}")
+            line += (
+                f"; {replicas['target_requests_per_second']:g} requests/s need {replicas['replicas_needed']} replicas "
+                f"on {_gpus(replicas['gpus_needed'])}"
+            )
         console.print(line)
     _render_assumptions(console, data["assumptions"])
     for note in data["notes"]:
@@ -262,7 +331,9 @@ def _setup_line(task: str, setup: dict) -> str:
             f"{setup['batch_size']} × {setup['context_len']} tokens of context"
         )
     parts = [setup["method"], setup["precision"], setup["optimizer"]]
-    parts.append(f"micro-batch {setup['micro_batch_size']} × {setup['seq_len']} tokens, grad-accum {setup['grad_accum']}")
+    parts.append(
+        f"micro-batch {setup['micro_batch_size']} × {setup['seq_len']} tokens, grad-accum {setup['grad_accum']}"
+    )
     parts.append(f"recompute {setup['recompute']}")
     parts.append(f"{setup['attention']} attention, {setup['loss']} loss")
     if setup["offload_activations"]:
@@ -285,7 +356,9 @@ def _setup_line(task: str, setup: dict) -> str:
 def _render_throughput(console, plan, figures: dict) -> None:
     from rich.table import Table
 
-    table = Table(title="Time and cost (upper-bound speed at the MFU assumption)", title_justify="left", show_header=False)
+    table = Table(
+        title="Time and cost (upper-bound speed at the MFU assumption)", title_justify="left", show_header=False
+    )
     table.add_column("what")
     table.add_column("value", justify="right")
     if plan.task == "train":
@@ -304,7 +377,9 @@ def _render_throughput(console, plan, figures: dict) -> None:
     else:
         rate = figures["decode_tokens_per_second"]
         bound = figures["decode_bound"]
-        table.add_row(f"decode tokens/s per sequence ({bound or 'no decode'} bound)", "-" if rate is None else f"{rate:,.1f}")
+        table.add_row(
+            f"decode tokens/s per sequence ({bound or 'no decode'} bound)", "-" if rate is None else f"{rate:,.1f}"
+        )
         total = figures["decode_tokens_per_second_total"]
         table.add_row("decode tokens/s, whole batch", "-" if total is None else f"{total:,.1f}")
         table.add_row("bytes read per decode step", _gib(figures["bytes_read_per_step"]))
@@ -367,7 +442,10 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
             _gib(verdict["per_gpu_bytes"]),
         ]
         if plan.task == "train":
-            row += [duration_text(None if verdict["hours"] is None else verdict["hours"] * 3600), money_text(verdict["cost_usd"])]
+            row += [
+                duration_text(None if verdict["hours"] is None else verdict["hours"] * 3600),
+                money_text(verdict["cost_usd"]),
+            ]
         else:
             rate = verdict["decode_tokens_per_second"]
             row.append("-" if rate is None else f"{rate:,.0f}")
@@ -377,7 +455,9 @@ def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
     console.print(table)
     cheapest = plan.cheapest
     if cheapest is not None:
-        console.print(f"cheapest card for this run: {cheapest.min_gpus} × {cheapest.gpu}, {money_text(cheapest.cost_usd)}")
+        console.print(
+            f"cheapest card for this run: {cheapest.min_gpus} × {cheapest.gpu}, {money_text(cheapest.cost_usd)}"
+        )
 
 
 def models_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
@@ -394,7 +474,9 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print one
     table = Table(title="Model catalog (lmforge plan NAME)")
     for column in ("name", "hub id", "params", "active", "arch", "layers", "heads / kv", "context", "licence"):
         table.add_column(
-            column, justify="right" if column in ("params", "active", "layers", "context") else "left", no_wrap=column == "name"
+            column,
+            justify="right" if column in ("params", "active", "layers", "context") else "left",
+            no_wrap=column == "name",
         )
     for row in rows:
         table.add_row(

@@ -43,13 +43,18 @@ def quickstart(
     from rich.table import Table
 
     table = Table(title=f"quickstart ({result.recipe}): {result.seconds:.0f} s", title_justify="left")
-    for column in ("stage", "exact match", "pref. acc.", "pref. acc. (SFT's mistakes)", "reward-model acc.",
-                   "seconds"):
+    for column in ("stage", "exact match", "pref. acc.", "pref. acc. (SFT's mistakes)", "reward-model acc.", "seconds"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for name, record in result.stages.items():
-        cells = [f"{value:.1%}" if value is not None else "—"
-                 for value in (record.exact_match, record.preference_accuracy, record.mistake_preference_accuracy,
-                               record.reward_accuracy)]
+        cells = [
+            f"{value:.1%}" if value is not None else "—"
+            for value in (
+                record.exact_match,
+                record.preference_accuracy,
+                record.mistake_preference_accuracy,
+                record.reward_accuracy,
+            )
+        ]
         table.add_row(name, *cells, f"{record.seconds:.1f}")
     console = Console()
     console.print(table)

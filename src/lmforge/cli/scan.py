@@ -9,8 +9,12 @@ import typer
 
 
 def scan(
-    paths: list[Path] = typer.Argument(..., metavar="PATH", help="Files or directories (scanned recursively), or hub "
-                                       "ids org/name[@revision]: the files loading would fetch."),
+    paths: list[Path] = typer.Argument(
+        ...,
+        metavar="PATH",
+        help="Files or directories (scanned recursively), or hub "
+        "ids org/name[@revision]: the files loading would fetch.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every global each file imports."),
 ) -> None:
@@ -30,8 +34,9 @@ def scan(
     if as_json or len(targets) < 2:
         report = scan_targets(targets)
     else:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True,
-                      console=Console(stderr=True)) as progress:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), transient=True, console=Console(stderr=True)
+        ) as progress:
             task = progress.add_task("scanning", total=len(targets))
             report = scan_targets(targets, on_file=lambda path: progress.update(task, advance=1, description=str(path)))
     if as_json:
@@ -61,27 +66,39 @@ def _render(report, verbose: bool) -> None:
     for column in ("format", "verdict", "findings", "pickles"):
         table.add_column(column, justify="right" if column in ("findings", "pickles") else "left", no_wrap=True)
     for item in report.files:
-        table.add_row(escape(_shown(item.path)), item.format, f"[{styles[item.verdict]}]{item.verdict}[/]",
-                      str(len(item.findings)), str(item.pickle_streams))
+        table.add_row(
+            escape(_shown(item.path)),
+            item.format,
+            f"[{styles[item.verdict]}]{item.verdict}[/]",
+            str(len(item.findings)),
+            str(item.pickle_streams),
+        )
     console.print(table)
     for item in report.files:
         if item.error:
             console.print(f"[yellow]{escape(_shown(item.path))}[/]: {escape(item.error)}")
         for finding in item.findings:
-            where = " ".join(part for part in (
-                f"member {finding.member}" if finding.member else "",
-                f"byte {finding.offset}" if finding.offset is not None else "",
-                finding.opcode or "",
-            ) if part)
+            where = " ".join(
+                part
+                for part in (
+                    f"member {finding.member}" if finding.member else "",
+                    f"byte {finding.offset}" if finding.offset is not None else "",
+                    finding.opcode or "",
+                )
+                if part
+            )
             colour = "red" if finding.severity == "unsafe" else "yellow"
-            console.print(f"[{colour}]{escape(_shown(item.path))}[/] {escape(f'[{finding.kind}]')} {escape(finding.message)}"
-                          + (f" ({escape(where)})" if where else ""))
+            console.print(
+                f"[{colour}]{escape(_shown(item.path))}[/] {escape(f'[{finding.kind}]')} {escape(finding.message)}"
+                + (f" ({escape(where)})" if where else "")
+            )
         if verbose and item.globals:
             console.print(f"{escape(_shown(item.path))} imports: {escape(', '.join(item.globals))}")
     unsafe, unproven, errors = len(report.unsafe), len(report.unproven), len(report.errors)
     safe = len(report.files) - unsafe - unproven - errors
-    summary = (f"{len(report.files)} file(s): {safe} safe, {unsafe} unsafe, {unproven} not proven safe, "
-               f"{errors} unreadable")
+    summary = (
+        f"{len(report.files)} file(s): {safe} safe, {unsafe} unsafe, {unproven} not proven safe, {errors} unreadable"
+    )
     console.print(f"[{'bold red' if unsafe else 'yellow' if unproven or errors else 'green'}]{summary}[/]")
 
 

@@ -14,15 +14,23 @@ import typer
 def train(
     config: Path = typer.Argument(None, help="YAML config (see --print-config STAGE and examples/)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.max_steps=100 (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue this run (config.out) from its last complete checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue this run (config.out) from its last complete checkpoint."
+    ),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Processes (GPUs) to launch through accelerate."),
     print_config: str = typer.Option(None, "--print-config", metavar="STAGE", help="Print a commented default config."),
-    deepspeed: str = typer.Option(None, "--deepspeed", help="With --nproc: zero2, zero2-offload, zero3, zero3-offload, or plan (the planner's layout)."),
+    deepspeed: str = typer.Option(
+        None,
+        "--deepspeed",
+        help="With --nproc: zero2, zero2-offload, zero3, zero3-offload, or plan (the planner's layout).",
+    ),
     fsdp: bool = typer.Option(False, "--fsdp", help="With --nproc: shard with FSDP instead of DDP."),
     prepare_only: bool = typer.Option(
-        False, "--prepare-only",
+        False,
+        "--prepare-only",
         help="Only load, validate and tokenize the data into RUN/data and print its summary; run once before "
-             "`accelerate launch` on a cluster."),
+        "`accelerate launch` on a cluster.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run result (or the data summary) as JSON."),
 ) -> None:
     """Train a model: pretrain, sft, rm, dpo, kto, orpo, rlhf, distill, classify or mlm, from one YAML config."""
@@ -51,8 +59,9 @@ def train(
     if nproc > 1 or deepspeed or fsdp:
         from lmforge.train.launch import launch
 
-        raise typer.Exit(launch(config, set_, resume=resume, nproc=nproc, deepspeed=deepspeed, fsdp=fsdp,
-                                progress=not as_json))
+        raise typer.Exit(
+            launch(config, set_, resume=resume, nproc=nproc, deepspeed=deepspeed, fsdp=fsdp, progress=not as_json)
+        )
 
     from lmforge.train.run import run_training
 
@@ -78,10 +87,20 @@ def _print_data_summary(summary: Any, reused: bool, folder: Path, as_json: bool)
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{folder}: {summary.stage} data ({summary.kind}), max_len {summary.max_len}, "
-                        f"template {summary.template or 'none'}, fingerprint {summary.fingerprint}")
-    columns = ("examples_in", "rejected", "dropped_examples", "examples_out", "truncated_examples", "sequences",
-               "tokens", "trained_tokens")
+    table = Table(
+        title=f"{folder}: {summary.stage} data ({summary.kind}), max_len {summary.max_len}, "
+        f"template {summary.template or 'none'}, fingerprint {summary.fingerprint}"
+    )
+    columns = (
+        "examples_in",
+        "rejected",
+        "dropped_examples",
+        "examples_out",
+        "truncated_examples",
+        "sequences",
+        "tokens",
+        "trained_tokens",
+    )
     table.add_column("split")
     for column in columns:
         table.add_column(column.replace("_", " "), justify="right")
@@ -89,11 +108,15 @@ def _print_data_summary(summary: Any, reused: bool, folder: Path, as_json: bool)
         values = [getattr(split, column) for column in columns]
         table.add_row(name, *("-" if value is None else f"{value:,}" for value in values))
     Console().print(table)
-    Console().print(f"{'reused: the fingerprint matches' if reused else 'prepared'}; every training process of "
-                    "this run reads it instead of tokenizing")
+    Console().print(
+        f"{'reused: the fingerprint matches' if reused else 'prepared'}; every training process of "
+        "this run reads it instead of tokenizing"
+    )
     if not summary.tokenized:
-        Console().print(f"stage {summary.stage}: TRL tokenizes these validated sets at train time "
-                        "(once: datasets caches it beside them)")
+        Console().print(
+            f"stage {summary.stage}: TRL tokenizes these validated sets at train time "
+            "(once: datasets caches it beside them)"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,8 @@ def ui_command(
     runs: Path = typer.Option(Path("runs"), "--runs", help="Run folder: runs are listed from and started into it."),
     auth: str = typer.Option(None, "--auth", metavar="USER:PASS", help="Require this login (needed off loopback)."),
     allow: list[Path] = typer.Option(
-        None, "--allow", help="A folder the pickers may read (repeatable; default: the current folder)."),
+        None, "--allow", help="A folder the pickers may read (repeatable; default: the current folder)."
+    ),
 ) -> None:
     """Open the lmforge web UI: plan, data, train, runs, evaluate, chat and files in one page."""
     from lmforge.ui.app import serve

@@ -1,13 +1,13 @@
 """`lmforge compress`: make a model smaller and faster, and measure what it cost.
 
-    quantize   GGUF (f16, q8_0, q4_0, Q4_K_M, Q5_K_M, Q6_K) for llama.cpp; bitsandbytes int8 / nf4
-    prune      magnitude or Wanda; unstructured, 2:4, or whole MLP channels (a smaller model)
-    factorize  truncated SVD of linear layers, rank per layer from the kept energy
-    report     the quality report: size, params, load memory, perplexity, exact match, decode speed,
-               each beside the original measured in the same run (report.md, report.json, report.png)
-    sweep      one method at several settings, one report: the size/quality curve
+quantize   GGUF (f16, q8_0, q4_0, Q4_K_M, Q5_K_M, Q6_K) for llama.cpp; bitsandbytes int8 / nf4
+prune      magnitude or Wanda; unstructured, 2:4, or whole MLP channels (a smaller model)
+factorize  truncated SVD of linear layers, rank per layer from the kept energy
+report     the quality report: size, params, load memory, perplexity, exact match, decode speed,
+           each beside the original measured in the same run (report.md, report.json, report.png)
+sweep      one method at several settings, one report: the size/quality curve
 
-    distill    the training stage `distill` (lmforge train), then the report: teacher beside student
+distill    the training stage `distill` (lmforge train), then the report: teacher beside student
 """
 
 from lmforge.compress.distill import distill
@@ -18,5 +18,20 @@ from lmforge.compress.quantize import QuantizeResult, quantize
 from lmforge.compress.report import ModelQuality, QualityReport, compare, measure, write_quality_report
 from lmforge.compress.sweep import sweep
 
-__all__ = ["QUANTIZE_METHODS", "FactorizeResult", "ModelQuality", "PruneResult", "QualityReport", "QuantizeResult",
-           "compare", "distill", "factorize", "load_factorized", "measure", "prune", "quantize", "sweep", "write_quality_report"]
+__all__ = [
+    "QUANTIZE_METHODS",
+    "FactorizeResult",
+    "ModelQuality",
+    "PruneResult",
+    "QualityReport",
+    "QuantizeResult",
+    "compare",
+    "distill",
+    "factorize",
+    "load_factorized",
+    "measure",
+    "prune",
+    "quantize",
+    "sweep",
+    "write_quality_report",
+]

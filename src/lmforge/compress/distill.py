@@ -10,9 +10,14 @@ from typing import Any
 from lmforge.errors import ConfigError
 
 
-def distill(config: str | os.PathLike[str], *, overrides: list[str] | None = None,
-            report_dir: str | os.PathLike[str] | None = None, report_options: dict[str, Any] | None = None,
-            progress: bool = False) -> tuple[Any, Any]:
+def distill(
+    config: str | os.PathLike[str],
+    *,
+    overrides: list[str] | None = None,
+    report_dir: str | os.PathLike[str] | None = None,
+    report_options: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> tuple[Any, Any]:
     """Train the `distill` config (a YAML path, with `--set`-style overrides) and report teacher vs student.
 
     Returns (RunResult, QualityReport); the report is also written to `report_dir` (default RUN/compress-report).
@@ -25,7 +30,8 @@ def distill(config: str | os.PathLike[str], *, overrides: list[str] | None = Non
     if train_config.stage != "distill":
         raise ConfigError(f"{config} is a {train_config.stage!r} config; compress distill runs stage: distill")
     result = run_training(train_config, progress=progress)
-    report = compare(train_config.distill.teacher, [(str(result.final_dir), "distill-student")],
-                     **(report_options or {}))
+    report = compare(
+        train_config.distill.teacher, [(str(result.final_dir), "distill-student")], **(report_options or {})
+    )
     write_quality_report(report, report_dir or result.run_dir / "compress-report")
     return result, report

@@ -73,8 +73,14 @@ def _swap(model: Any, name: str, module: Any) -> None:
     setattr(model.get_submodule(parent), child, module)
 
 
-def factorize(model: str | os.PathLike[str], out: str | os.PathLike[str], *, energy: float | None = None,
-              rank: int | None = None, targets: tuple[str, ...] = DEFAULT_TARGETS) -> FactorizeResult:
+def factorize(
+    model: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    energy: float | None = None,
+    rank: int | None = None,
+    targets: tuple[str, ...] = DEFAULT_TARGETS,
+) -> FactorizeResult:
     """Factorize the chosen linear layers of the causal LM `model` and save it (with its tokenizer) to `out`."""
     import torch
     from safetensors.torch import save_file
@@ -95,8 +101,11 @@ def factorize(model: str | os.PathLike[str], out: str | os.PathLike[str], *, ene
     network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
     params_before = network.num_parameters()
-    chosen = {name: module for name, module in network.named_modules()
-              if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets and ".layers." in f".{name}"}
+    chosen = {
+        name: module
+        for name, module in network.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets and ".layers." in f".{name}"
+    }
     if not chosen:
         raise UserInputError(f"no linear layer named {', '.join(targets)} inside the decoder blocks")
     ranks, dense = {}, []
@@ -126,8 +135,17 @@ def factorize(model: str | os.PathLike[str], out: str | os.PathLike[str], *, ene
             difference = float((reloaded(probe).logits - network(probe).logits).abs().max())
         if difference > 1e-4:
             raise FormatError(f"the factorized model reloads differently (max logit difference {difference:.2e})")
-    return FactorizeResult(str(source), str(Path(out)), energy, rank, ranks, dense, params_before,
-                           network.num_parameters(), time.perf_counter() - started)
+    return FactorizeResult(
+        str(source),
+        str(Path(out)),
+        energy,
+        rank,
+        ranks,
+        dense,
+        params_before,
+        network.num_parameters(),
+        time.perf_counter() - started,
+    )
 
 
 def load_factorized(folder: str | os.PathLike[str], dtype: Any) -> Any:
@@ -145,15 +163,21 @@ def load_factorized(folder: str | os.PathLike[str], dtype: Any) -> Any:
     network = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     for name, rank in ranks.items():
         linear = network.get_submodule(name)
-        _swap(network, name, torch.nn.Sequential(
-            torch.nn.Linear(linear.in_features, rank, bias=False),
-            torch.nn.Linear(rank, linear.out_features, bias=linear.bias is not None)))
+        _swap(
+            network,
+            name,
+            torch.nn.Sequential(
+                torch.nn.Linear(linear.in_features, rank, bias=False),
+                torch.nn.Linear(rank, linear.out_features, bias=linear.bias is not None),
+            ),
+        )
     state = load_file(str(path / "model.safetensors"))
     missing, unexpected = network.load_state_dict(state, strict=False)
     missing = [key for key in missing if not (key == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise FormatError(f"{path}: weights do not fit the factorized model (missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]})")
+        raise FormatError(
+            f"{path}: weights do not fit the factorized model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     if config.tie_word_embeddings:
         network.tie_weights()
     return network.to(dtype).eval()

@@ -70,8 +70,11 @@ def _decoder_linears(model: Any) -> dict[str, Any]:
     """Every nn.Linear inside the decoder blocks (not the embeddings or the LM head)."""
     import torch
 
-    return {name: module for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"}
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"
+    }
 
 
 def _input_norms(model: Any, tokenizer: Any, texts: list[str], modules: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +87,7 @@ def _input_norms(model: Any, tokenizer: Any, texts: list[str], modules: dict[str
         def record(_module: Any, inputs: tuple[Any, ...], _output: Any) -> None:
             flat = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
             squares[name] = squares.get(name, 0) + (flat * flat).sum(dim=0)
+
         return record
 
     handles = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
@@ -129,8 +133,11 @@ def _prune_mlp_channels(model: Any, method: str, sparsity: float, tokenizer: Any
     kept = max(8, -(-int(width * (1 - sparsity)) // 8) * 8)  # a multiple of 8, as kernels like
     if kept >= width:
         raise UserInputError(f"--sparsity {sparsity} keeps all {width} MLP channels; use a larger value")
-    norms = (_input_norms(model, tokenizer, texts, {name: mlp.down_proj for name, mlp in mlps.items()})
-             if method == "wanda" else {})
+    norms = (
+        _input_norms(model, tokenizer, texts, {name: mlp.down_proj for name, mlp in mlps.items()})
+        if method == "wanda"
+        else {}
+    )
     with torch.no_grad():
         for name, mlp in mlps.items():
             down = mlp.down_proj.weight  # (hidden, intermediate)
@@ -141,8 +148,12 @@ def _prune_mlp_channels(model: Any, method: str, sparsity: float, tokenizer: Any
             index = scores.topk(kept).indices.sort().values
             for attribute, axis in (("gate_proj", 0), ("up_proj", 0), ("down_proj", 1)):
                 old = getattr(mlp, attribute)
-                new = torch.nn.Linear(old.in_features if axis == 0 else kept, kept if axis == 0 else old.out_features,
-                                      bias=old.bias is not None, dtype=old.weight.dtype)
+                new = torch.nn.Linear(
+                    old.in_features if axis == 0 else kept,
+                    kept if axis == 0 else old.out_features,
+                    bias=old.bias is not None,
+                    dtype=old.weight.dtype,
+                )
                 new.weight.copy_(old.weight.index_select(axis, index))
                 if old.bias is not None:
                     new.bias.copy_(old.bias if axis == 1 else old.bias[index])
@@ -151,9 +162,17 @@ def _prune_mlp_channels(model: Any, method: str, sparsity: float, tokenizer: Any
     return kept
 
 
-def prune(model: str | os.PathLike[str], out: str | os.PathLike[str], *, sparsity: float = 0.5,
-          method: str = "wanda", pattern: str = "unstructured", structure: str = "none",
-          calibration: str = DEFAULT_CALIBRATION, samples: int = 32) -> PruneResult:
+def prune(
+    model: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    sparsity: float = 0.5,
+    method: str = "wanda",
+    pattern: str = "unstructured",
+    structure: str = "none",
+    calibration: str = DEFAULT_CALIBRATION,
+    samples: int = 32,
+) -> PruneResult:
     """Prune the causal LM `model` and save the result (safetensors) with its tokenizer into `out`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -202,7 +221,20 @@ def prune(model: str | os.PathLike[str], out: str | os.PathLike[str], *, sparsit
         tokenizer.save_pretrained(folder)
         reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         if reloaded.num_parameters() != network.num_parameters():
-            raise UserInputError(f"the pruned model reloads with {reloaded.num_parameters()} parameters, "
-                                 f"expected {network.num_parameters()}")
-    return PruneResult(str(source), str(Path(out)), method, pattern, structure, achieved, params_before,
-                       network.num_parameters(), time.perf_counter() - started, layers, notes)
+            raise UserInputError(
+                f"the pruned model reloads with {reloaded.num_parameters()} parameters, "
+                f"expected {network.num_parameters()}"
+            )
+    return PruneResult(
+        str(source),
+        str(Path(out)),
+        method,
+        pattern,
+        structure,
+        achieved,
+        params_before,
+        network.num_parameters(),
+        time.perf_counter() - started,
+        layers,
+        notes,
+    )

@@ -27,11 +27,11 @@ METHODS = (*GGUF_METHODS, *BNB_METHODS)
 # Asked for, but not runnable with this project's pinned stack (see docs/compress.md for the measurements).
 _UNAVAILABLE = {
     "torchao-int8": "torchao 0.18 installs for torch 2.13 CPU, but once installed transformers imports it on every "
-                    "model load (its quantizer registry), adding seconds and warnings to every lmforge command; it is "
-                    "not a dependency until that trade-off is decided",
+    "model load (its quantizer registry), adding seconds and warnings to every lmforge command; it is "
+    "not a dependency until that trade-off is decided",
     "torchao-int4": "see torchao-int8; torchao's int4 weight-only CPU kernels also need its packed layout",
     "gptq": "gptqmodel 7.7 pulls torch 2.14 with CUDA wheels and llmcompressor 0.14 pins transformers 5.17 "
-            "(lmforge runs 5.25); neither installs beside lmforge's stack",
+    "(lmforge runs 5.25); neither installs beside lmforge's stack",
 }
 
 
@@ -51,8 +51,9 @@ class QuantizeResult:
         return asdict(self)
 
 
-def quantize(model: str | os.PathLike[str], out: str | os.PathLike[str], *, method: str,
-             progress: bool = False) -> QuantizeResult:
+def quantize(
+    model: str | os.PathLike[str], out: str | os.PathLike[str], *, method: str, progress: bool = False
+) -> QuantizeResult:
     """Quantize the HF model folder `model` into `out` (a .gguf file for gguf-*, a folder otherwise)."""
     from lmforge.compress.report import size_on_disk
     from lmforge.hub.reference import locate_model
@@ -70,11 +71,19 @@ def quantize(model: str | os.PathLike[str], out: str | os.PathLike[str], *, meth
         if target.suffix != ".gguf":
             raise UserInputError(f"{method} writes one file: give OUT a .gguf name, not {target}")
         report = convert(source, target, to="gguf", quant=method.removeprefix("gguf-"), progress=progress)
-        return QuantizeResult(str(source), str(target), method, report.size_bytes, time.perf_counter() - started,
-                              checks=report.checks, notes=report.notes)
+        return QuantizeResult(
+            str(source),
+            str(target),
+            method,
+            report.size_bytes,
+            time.perf_counter() - started,
+            checks=report.checks,
+            notes=report.notes,
+        )
     checks = _bitsandbytes(source, target, method)
-    return QuantizeResult(str(source), str(target), method, size_on_disk(target), time.perf_counter() - started,
-                          checks=checks)
+    return QuantizeResult(
+        str(source), str(target), method, size_on_disk(target), time.perf_counter() - started, checks=checks
+    )
 
 
 def _bitsandbytes(source: Path, target: Path, method: str) -> dict[str, Any]:
@@ -88,8 +97,9 @@ def _bitsandbytes(source: Path, target: Path, method: str) -> dict[str, Any]:
 
     no_hub_kernels()
     config = quantization_config("int8" if method == "bnb-int8" else "nf4", torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config, device_map="cpu",
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, quantization_config=config, device_map="cpu", dtype=torch.float32
+    )
     tokenizer = AutoTokenizer.from_pretrained(source)
     with atomic_directory(target) as folder:
         model.save_pretrained(folder)
@@ -97,11 +107,15 @@ def _bitsandbytes(source: Path, target: Path, method: str) -> dict[str, Any]:
         reloaded = AutoModelForCausalLM.from_pretrained(folder, device_map="cpu")
         quantized = sum(type(m).__name__ in ("Linear8bitLt", "Linear4bit") for m in reloaded.modules())
         if quantized == 0:
-            raise DependencyError(f"{method}: the reloaded model has no bitsandbytes layers; is bitsandbytes installed?")
+            raise DependencyError(
+                f"{method}: the reloaded model has no bitsandbytes layers; is bitsandbytes installed?"
+            )
         original = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         probe = torch.arange(min(16, original.config.vocab_size))[None]
         with torch.inference_mode():
             reference, after = original(probe).logits, reloaded(probe).logits
-    return {"quantized_layers": quantized,
-            "max_logit_difference_vs_float": float((reference - after).abs().max()),
-            "logit_scale": float(reference.abs().max())}
+    return {
+        "quantized_layers": quantized,
+        "max_logit_difference_vs_float": float((reference - after).abs().max()),
+        "logit_scale": float(reference.abs().max()),
+    }

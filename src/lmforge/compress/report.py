@@ -97,8 +97,13 @@ class _TransformersDecoder:
 
         with torch.inference_mode():
             started = time.perf_counter()
-            self.model.generate(self.ids, max_new_tokens=self.decode_tokens, min_new_tokens=self.decode_tokens,
-                                do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+            self.model.generate(
+                self.ids,
+                max_new_tokens=self.decode_tokens,
+                min_new_tokens=self.decode_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
             return self.decode_tokens / (time.perf_counter() - started)
 
 
@@ -114,8 +119,9 @@ class _LlamaCppDecoder:
     def once(self) -> float:
         from lmforge.files.llama_cpp import run_llama_cpp
 
-        results, _ = run_llama_cpp(self.path, prompts=[self.prompt, self.prompt], max_tokens=self.decode_tokens,
-                                   threads=1)
+        results, _ = run_llama_cpp(
+            self.path, prompts=[self.prompt, self.prompt], max_tokens=self.decode_tokens, threads=1
+        )
         timed = results[-1]
         return timed.decode_tokens / timed.decode_seconds if timed.decode_seconds > 0 else 0.0
 
@@ -134,11 +140,21 @@ def _quality(path: Path, method: str, text_data: str, task_data: str, limit: int
     if not path.exists():
         raise UserInputError(f"{path} does not exist")
     perplexity = evaluate_model(str(path), text_data, task="perplexity", limit=limit).summary["perplexity"]
-    exact = evaluate_model(str(path), task_data, task="generation", limit=limit,
-                           params=SamplingParams(temperature=0, max_new_tokens=24)).summary["exact_match"]
-    return ModelQuality(name=path.name, path=str(path), method=method, runtime="transformers",
-                        size_bytes=size_on_disk(path), params=None, load_bytes=None, perplexity=float(perplexity),
-                        exact_match=float(exact), decode_tokens_per_second=None)
+    exact = evaluate_model(
+        str(path), task_data, task="generation", limit=limit, params=SamplingParams(temperature=0, max_new_tokens=24)
+    ).summary["exact_match"]
+    return ModelQuality(
+        name=path.name,
+        path=str(path),
+        method=method,
+        runtime="transformers",
+        size_bytes=size_on_disk(path),
+        params=None,
+        load_bytes=None,
+        perplexity=float(perplexity),
+        exact_match=float(exact),
+        decode_tokens_per_second=None,
+    )
 
 
 def _time_all(rows: list[ModelQuality], decode_tokens: int, runs: int) -> None:
@@ -176,9 +192,16 @@ def _time_all(rows: list[ModelQuality], decode_tokens: int, runs: int) -> None:
         row.decode_tokens_per_second = statistics.median(row.decode_runs) if row.decode_runs else None
 
 
-def measure(path: str | os.PathLike[str], *, method: str = "original", text_data: str = DEFAULT_TEXT_DATA,
-            task_data: str = DEFAULT_TASK_DATA, limit: int = 50, decode_tokens: int = 32,
-            runs: int = 3) -> ModelQuality:
+def measure(
+    path: str | os.PathLike[str],
+    *,
+    method: str = "original",
+    text_data: str = DEFAULT_TEXT_DATA,
+    task_data: str = DEFAULT_TASK_DATA,
+    limit: int = 50,
+    decode_tokens: int = 32,
+    runs: int = 3,
+) -> ModelQuality:
     """Every figure of the report for one model (a model folder, run folder or .gguf file)."""
     if runs < 3:
         raise UserInputError(f"--runs must be at least 3 (a median needs them), got {runs}")
@@ -187,9 +210,16 @@ def measure(path: str | os.PathLike[str], *, method: str = "original", text_data
     return row
 
 
-def compare(original: str | os.PathLike[str], compressed: list[tuple[str, str]], *,
-            text_data: str = DEFAULT_TEXT_DATA, task_data: str = DEFAULT_TASK_DATA, limit: int = 50,
-            decode_tokens: int = 32, runs: int = 3) -> QualityReport:
+def compare(
+    original: str | os.PathLike[str],
+    compressed: list[tuple[str, str]],
+    *,
+    text_data: str = DEFAULT_TEXT_DATA,
+    task_data: str = DEFAULT_TASK_DATA,
+    limit: int = 50,
+    decode_tokens: int = 32,
+    runs: int = 3,
+) -> QualityReport:
     """The original and every (path, method) in `compressed`, measured now in one process: quality one
     model after another, decode speed interleaved across all of them (every model stays loaded). When a
     result is a GGUF and llama.cpp is installed, the original is also converted to an f32 GGUF and timed
@@ -207,8 +237,11 @@ def compare(original: str | os.PathLike[str], compressed: list[tuple[str, str]],
     rows += [_quality(Path(path), method, text_data, task_data, limit) for path, method in compressed]
     with tempfile.TemporaryDirectory() as scratch:
         base_gguf = None
-        if any(Path(path).suffix == ".gguf" for path, _ in compressed) and llama_cpp_available() \
-                and Path(original).suffix != ".gguf":
+        if (
+            any(Path(path).suffix == ".gguf" for path, _ in compressed)
+            and llama_cpp_available()
+            and Path(original).suffix != ".gguf"
+        ):
             from lmforge.files.convert import convert
             from lmforge.hub.reference import locate_model
 
@@ -216,11 +249,18 @@ def compare(original: str | os.PathLike[str], compressed: list[tuple[str, str]],
             convert(locate_model(str(original), need="any").path, f32, to="gguf", quant="f32", progress=False)
             base_gguf = _quality(f32, "original (gguf-f32)", text_data, task_data, limit)
         _time_all([*rows, *([base_gguf] if base_gguf else [])], decode_tokens, runs)
-    return QualityReport(original=rows[0], compressed=rows[1:], original_llama_cpp=base_gguf, text_data=text_data,
-                         task_data=task_data, limit=limit, decode_tokens=decode_tokens,
-                         seconds=time.perf_counter() - started,
-                         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
-                                 f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    return QualityReport(
+        original=rows[0],
+        compressed=rows[1:],
+        original_llama_cpp=base_gguf,
+        text_data=text_data,
+        task_data=task_data,
+        limit=limit,
+        decode_tokens=decode_tokens,
+        seconds=time.perf_counter() - started,
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
+    )
 
 
 def _ratio(value: float | None, base: float | None) -> str:
@@ -239,18 +279,23 @@ def render_markdown(report: QualityReport) -> str:
     same_runtime = {"llama.cpp": report.original_llama_cpp or base, "transformers": base}
     rows = [base, *([report.original_llama_cpp] if report.original_llama_cpp else []), *report.compressed]
     lines = [
-        "# Compression quality report", "",
+        "# Compression quality report",
+        "",
         f"Held-out perplexity: {_source(report.text_data)}, {report.limit} texts; exact match: "
         f"{_source(report.task_data)}, {report.limit} problems, greedy; decode: median (range) tokens/s of "
         f"{len(base.decode_runs)} runs of {report.decode_tokens} new tokens per model, interleaved across models, "
-        f"one thread. Machine: {report.machine}. Measured in one run, {report.seconds:.0f} s.", "",
+        f"one thread. Machine: {report.machine}. Measured in one run, {report.seconds:.0f} s.",
+        "",
         "| model | method | runtime | size on disk | params | load memory | perplexity | exact match | "
         "decode tok/s (median, range) | size vs original | speed vs original (same runtime) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        speed = "-" if row.decode_tokens_per_second is None else (
-            f"{row.decode_tokens_per_second:.1f} ({min(row.decode_runs):.1f}-{max(row.decode_runs):.1f})")
+        speed = (
+            "-"
+            if row.decode_tokens_per_second is None
+            else (f"{row.decode_tokens_per_second:.1f} ({min(row.decode_runs):.1f}-{max(row.decode_runs):.1f})")
+        )
         lines.append(
             f"| {row.name} | {row.method} | {row.runtime} | {row.size_bytes:,} B | "
             f"{'-' if row.params is None else f'{row.params:,}'} | "
@@ -258,7 +303,8 @@ def render_markdown(report: QualityReport) -> str:
             f"{'-' if row.perplexity is None else f'{row.perplexity:.3f}'} | "
             f"{'-' if row.exact_match is None else f'{row.exact_match:.1%}'} | {speed} | "
             f"{_ratio(row.size_bytes, base.size_bytes)} | "
-            f"{_ratio(row.decode_tokens_per_second, same_runtime[row.runtime].decode_tokens_per_second)} |")
+            f"{_ratio(row.decode_tokens_per_second, same_runtime[row.runtime].decode_tokens_per_second)} |"
+        )
     notes = [f"- {row.name}: {note}" for row in rows for note in row.notes]
     if notes:
         lines += ["", "Notes:", *notes]
@@ -274,9 +320,13 @@ def plot(report: QualityReport, path: Path) -> Path:
 
     rows = [report.original, *report.compressed]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, key, label in ((left, "perplexity", "held-out perplexity (lower is better)"),
-                             (right, "exact_match", "exact match (higher is better)")):
-        points = [(row.size_bytes / 1e6, getattr(row, key), row.method) for row in rows if getattr(row, key) is not None]
+    for axis, key, label in (
+        (left, "perplexity", "held-out perplexity (lower is better)"),
+        (right, "exact_match", "exact match (higher is better)"),
+    ):
+        points = [
+            (row.size_bytes / 1e6, getattr(row, key), row.method) for row in rows if getattr(row, key) is not None
+        ]
         for x, y, method in points:
             axis.scatter([x], [y], marker="*" if method == "original" else "o", s=80 if method == "original" else 30)
             axis.annotate(method, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -292,6 +342,8 @@ def write_quality_report(report: QualityReport, out_dir: str | os.PathLike[str])
     """report.md, report.json and report.png in `out_dir`."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    return {"markdown": atomic_write_text(folder / "report.md", render_markdown(report)),
-            "json": atomic_write_json(folder / "report.json", report.to_dict()),
-            "plot": plot(report, folder / "report.png")}
+    return {
+        "markdown": atomic_write_text(folder / "report.md", render_markdown(report)),
+        "json": atomic_write_json(folder / "report.json", report.to_dict()),
+        "plot": plot(report, folder / "report.png"),
+    }

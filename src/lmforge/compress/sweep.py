@@ -1,8 +1,8 @@
 """`lmforge compress sweep`: one method at several settings into OUT/<setting>, then one quality report.
 
-    quantize   values are methods:      gguf-q8_0,gguf-q4_k_m,bnb-nf4
-    prune      values are sparsities:   0.25,0.5,0.75   (options: method, pattern, structure)
-    factorize  values are energies:     0.99,0.95,0.9
+quantize   values are methods:      gguf-q8_0,gguf-q4_k_m,bnb-nf4
+prune      values are sparsities:   0.25,0.5,0.75   (options: method, pattern, structure)
+factorize  values are energies:     0.99,0.95,0.9
 """
 
 from __future__ import annotations
@@ -16,8 +16,15 @@ from lmforge.errors import UserInputError
 KINDS = ("quantize", "prune", "factorize")
 
 
-def sweep(model: str | os.PathLike[str], out: str | os.PathLike[str], *, kind: str, values: list[str],
-          options: dict[str, Any] | None = None, report_options: dict[str, Any] | None = None) -> Any:
+def sweep(
+    model: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    kind: str,
+    values: list[str],
+    options: dict[str, Any] | None = None,
+    report_options: dict[str, Any] | None = None,
+) -> Any:
     """Compress `model` once per value, then measure the original and every result in one report
     (written to OUT/report.*); returns the QualityReport."""
     from lmforge.compress.factorize import factorize

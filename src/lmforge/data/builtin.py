@@ -239,8 +239,18 @@ def _corpus(n: int, seed: int, split: str, tasks: tuple[str, ...]) -> list[dict[
 
 
 REVIEW_SUBJECTS = [
-    "The movie", "The food", "The service", "The book", "The game", "The hotel",
-    "The song", "The app", "The show", "The room", "The trip", "The class",
+    "The movie",
+    "The food",
+    "The service",
+    "The book",
+    "The game",
+    "The hotel",
+    "The song",
+    "The app",
+    "The show",
+    "The room",
+    "The trip",
+    "The class",
 ]
 REVIEW_FORMS = ["{subject} was {rest}.", "I thought {subject_lower} was {rest}.", "{subject} felt {rest}."]
 POSITIVE = ["great", "wonderful", "excellent", "good", "lovely", "amazing", "fun", "nice"]

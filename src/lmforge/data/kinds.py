@@ -95,8 +95,11 @@ class OptionNames:
 
 CLI_OPTIONS = OptionNames()
 CONFIG_OPTIONS = OptionNames(
-    kind="data.kind", columns="data.columns", columns_example="data.columns: {instruction: question, output: answer}",
-    skip="set data.on_error: skip to drop them (counted as rejected in RUN/data/summary.json)")
+    kind="data.kind",
+    columns="data.columns",
+    columns_example="data.columns: {instruction: question, output: answer}",
+    skip="set data.on_error: skip to drop them (counted as rejected in RUN/data/summary.json)",
+)
 
 
 class RecordProblem(Exception):
@@ -285,11 +288,14 @@ def _alpaca_messages(fields: _Fields) -> list[dict[str, str]]:
         messages.append({"role": "system", "content": system})
     history = fields.record.get("history") or []
     if not isinstance(history, list):
-        raise RecordProblem(WRONG_TYPE, f"{WRONG_TYPE}: {fields.label('history')} must be a list of [user, assistant] pairs")
+        raise RecordProblem(
+            WRONG_TYPE, f"{WRONG_TYPE}: {fields.label('history')} must be a list of [user, assistant] pairs"
+        )
     for number, pair in enumerate(history, start=1):
         if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
             raise RecordProblem(
-                WRONG_TYPE, f"{WRONG_TYPE}: {fields.label('history')} item {number} must be a [user, assistant] pair of strings"
+                WRONG_TYPE,
+                f"{WRONG_TYPE}: {fields.label('history')} item {number} must be a [user, assistant] pair of strings",
             )
         if not pair[0].strip() or not pair[1].strip():
             raise RecordProblem(EMPTY_FIELD, f"{EMPTY_FIELD} in {fields.label('history')} item {number}")
@@ -308,7 +314,9 @@ def _turns(value: Any, where: str) -> list[dict[str, str]]:
     turns = []
     for number, turn in enumerate(value, start=1):
         if not isinstance(turn, dict):
-            raise RecordProblem(WRONG_TYPE, f"{WRONG_TYPE}: {where} message {number} must be an object, got {_type(turn)}")
+            raise RecordProblem(
+                WRONG_TYPE, f"{WRONG_TYPE}: {where} message {number} must be an object, got {_type(turn)}"
+            )
         role = turn.get("role", turn.get("from"))
         content = turn.get("content", turn.get("value"))
         if role is None:
@@ -389,7 +397,9 @@ def _reply(value: Any, where: str) -> list[dict[str, str]]:
     turns = _turns(value, where)
     _check_order(turns, where, start="user")
     if turns[-1]["role"] != "assistant":
-        raise RecordProblem(NOT_ENDING_WITH_ASSISTANT, f"{NOT_ENDING_WITH_ASSISTANT}: {where} ends with a {turns[-1]['role']} turn")
+        raise RecordProblem(
+            NOT_ENDING_WITH_ASSISTANT, f"{NOT_ENDING_WITH_ASSISTANT}: {where} ends with a {turns[-1]['role']} turn"
+        )
     return turns
 
 
@@ -411,11 +421,15 @@ def _preference(fields: _Fields) -> dict[str, Any]:
         prompt, chosen = _split_at_last_user(chosen_full, fields.label("chosen"))
         prompt_r, rejected = _split_at_last_user(rejected_full, fields.label("rejected"))
         if prompt != prompt_r:
-            raise RecordProblem(PROMPT_MISMATCH, f"{PROMPT_MISMATCH}: chosen and rejected conversations start differently")
+            raise RecordProblem(
+                PROMPT_MISMATCH, f"{PROMPT_MISMATCH}: chosen and rejected conversations start differently"
+            )
         _check_order(prompt, fields.label("chosen"))
         for part, where in ((chosen, "chosen"), (rejected, "rejected")):
             if not part:
-                raise RecordProblem(NOT_ENDING_WITH_ASSISTANT, f"{NOT_ENDING_WITH_ASSISTANT}: {fields.label(where)} has no reply")
+                raise RecordProblem(
+                    NOT_ENDING_WITH_ASSISTANT, f"{NOT_ENDING_WITH_ASSISTANT}: {fields.label(where)} has no reply"
+                )
             _check_order(part, fields.label(where), start="user")
             if part[-1]["role"] != "assistant":
                 raise RecordProblem(NOT_ENDING_WITH_ASSISTANT, f"{NOT_ENDING_WITH_ASSISTANT}: {fields.label(where)}")
@@ -450,7 +464,9 @@ def _class_label(value: Any) -> int | str:
         value = int(value)
     if isinstance(value, int):
         if value < 0:
-            raise RecordProblem(LABEL_NOT_IN_SET, f"{LABEL_NOT_IN_SET}: label {value} is negative (unlabelled rows cannot train)")
+            raise RecordProblem(
+                LABEL_NOT_IN_SET, f"{LABEL_NOT_IN_SET}: label {value} is negative (unlabelled rows cannot train)"
+            )
         return value
     if isinstance(value, str):
         name = value.strip()
@@ -473,7 +489,9 @@ def to_format(record: Mapping[str, Any], kind: Kind, fmt: str, label_names: list
             out["text_pair"] = record["text_pair"]
         return out
     if FORMAT_KIND.get(fmt) is not kind:
-        raise UserInputError(f"cannot write {kind.value} data as {fmt}; a {kind.value} set converts to {_formats_of(kind)}")
+        raise UserInputError(
+            f"cannot write {kind.value} data as {fmt}; a {kind.value} set converts to {_formats_of(kind)}"
+        )
     if fmt == "sharegpt":
         speaker = {"system": "system", "user": "human", "assistant": "gpt", "tool": "observation"}
         return {"conversations": [{"from": speaker[m["role"]], "value": m["content"]} for m in record["messages"]]}

@@ -210,19 +210,29 @@ def _build(
     return fmt, dataset, labeller.names if labeller else None
 
 
-def _check_mapping(mapping: dict[str, str], columns: set[str], records: int, source: str, names: OptionNames,
-                   where: str = "none of the {records} records read from {source} has it") -> None:
+def _check_mapping(
+    mapping: dict[str, str],
+    columns: set[str],
+    records: int,
+    source: str,
+    names: OptionNames,
+    where: str = "none of the {records} records read from {source} has it",
+) -> None:
     """A mapping onto a column the data lacks is named, rather than ignored or hidden behind a vaguer error."""
-    missing = [f"'{column}' (mapped to '{canonical}')" for canonical, column in mapping.items()
-               if column not in columns]
+    missing = [
+        f"'{column}' (mapped to '{canonical}')" for canonical, column in mapping.items() if column not in columns
+    ]
     if missing:
         shown = ", ".join(sorted(columns)) or "none"
-        raise UserInputError(f"{names.columns}: column {', '.join(missing)} not found: "
-                             f"{where.format(records=records, source=source)}; its columns are [{shown}]")
+        raise UserInputError(
+            f"{names.columns}: column {', '.join(missing)} not found: "
+            f"{where.format(records=records, source=source)}; its columns are [{shown}]"
+        )
 
 
-def _detect(items: Iterator[_Item], forced: str | None, mapping: dict[str, str], source: str,
-            names: OptionNames) -> tuple[Iterator[_Item], str]:
+def _detect(
+    items: Iterator[_Item], forced: str | None, mapping: dict[str, str], source: str, names: OptionNames
+) -> tuple[Iterator[_Item], str]:
     """The layout from the first readable record (keeping what was read for the real pass).
 
     A forced "chat" detects among the chat layouts and otherwise checks records as OpenAI messages.
@@ -272,7 +282,9 @@ class _Labeller:
             assert self.names is not None
             if isinstance(label, int):
                 if label >= len(self.names):
-                    raise RecordProblem(LABEL_NOT_IN_SET, f"{LABEL_NOT_IN_SET}: label {label} but only {len(self.names)} labels")
+                    raise RecordProblem(
+                        LABEL_NOT_IN_SET, f"{LABEL_NOT_IN_SET}: label {label} but only {len(self.names)} labels"
+                    )
                 return label
             if label not in self.index:
                 shown = ", ".join(self.names[:10])
@@ -319,14 +331,18 @@ def _session_cache_dir() -> Path:
     return path
 
 
-def _source_items(source: str, split: str | None, progress: bool) -> tuple[Iterator[_Item], list[str] | None, list[str]]:
+def _source_items(
+    source: str, split: str | None, progress: bool
+) -> tuple[Iterator[_Item], list[str] | None, list[str]]:
     path = Path(source).expanduser()
     if path.is_dir() and _is_saved_dataset(path):
         from datasets import load_from_disk
 
         return _dataset_items(load_from_disk(str(path)), split, source)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES and not _hidden(p, path))
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES and not _hidden(p, path)
+        )
         if not files:
             raise NotFoundError(f"{source} holds no data files ({', '.join(sorted(FILE_SUFFIXES))})")
     elif path.is_file():
@@ -341,7 +357,9 @@ def _source_items(source: str, split: str | None, progress: bool) -> tuple[Itera
         return _hub_items(source, split)
     for file in files:
         if file.suffix.lower() not in FILE_SUFFIXES:
-            raise FormatError(f"{file}: unsupported file type '{file.suffix}'; use one of {', '.join(sorted(FILE_SUFFIXES))}")
+            raise FormatError(
+                f"{file}: unsupported file type '{file.suffix}'; use one of {', '.join(sorted(FILE_SUFFIXES))}"
+            )
     native = _parquet_label_names(files)
     return _with_progress(files, progress), native, [str(f) for f in files]
 
@@ -351,7 +369,11 @@ def _hidden(file: Path, root: Path) -> bool:
 
 
 def _is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+    return (
+        (path / "dataset_info.json").is_file()
+        or (path / "dataset_dict.json").is_file()
+        or (path / "state.json").is_file()
+    )
 
 
 def _file_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
@@ -431,7 +453,9 @@ def _json_items(file: Path, advance: Callable[[int], None]) -> Iterator[_Item]:
         yield from _array_items(file, text)
         return
     if isinstance(document, dict):
-        lists = [key for key, value in document.items() if isinstance(value, list) and value and isinstance(value[0], dict)]
+        lists = [
+            key for key, value in document.items() if isinstance(value, list) and value and isinstance(value[0], dict)
+        ]
         key = "data" if "data" in lists else (lists[0] if len(lists) == 1 and len(document) == 1 else None)
         if key is not None:
             for number, record in enumerate(document[key], start=1):
@@ -583,7 +607,9 @@ def _hub_reachable(timeout_seconds: float = 3.0) -> bool:
 
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
-        socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout_seconds).close()
+        socket.create_connection(
+            (endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout_seconds
+        ).close()
     except OSError:
         return False
     return True

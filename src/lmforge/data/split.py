@@ -32,7 +32,7 @@ _BATCH_ROWS = 1000
 
 
 def parse_ratios(spec: str | Sequence[float]) -> tuple[float, ...]:
-    """"8,1,1" -> (8.0, 1.0, 1.0): train/validation/test; two numbers mean train/test."""
+    """ "8,1,1" -> (8.0, 1.0, 1.0): train/validation/test; two numbers mean train/test."""
     try:
         values = tuple(float(part) for part in (spec.split(",") if isinstance(spec, str) else spec))
     except ValueError as error:
@@ -129,7 +129,10 @@ def split_dataset(
         labels = strata if stratify else np.asarray(dataset["label"], dtype=np.int64)
         label_of = label_names or [str(i) for i in range(int(labels.max()) + 1)]
         label_counts = {
-            name: {label_of[v]: int(c) for v, c in zip(*np.unique(labels[assignment == i], return_counts=True), strict=True)}
+            name: {
+                label_of[v]: int(c)
+                for v, c in zip(*np.unique(labels[assignment == i], return_counts=True), strict=True)
+            }
             for i, name in enumerate(names)
         }
     report = SplitReport(

@@ -79,8 +79,9 @@ def length_stats(lengths: np.ndarray) -> LengthStats:
     )
 
 
-def load_tokenizer(path: str | os.PathLike[str], setting: str = "--tokenizer", *,
-                   trust_remote_code: bool = False) -> Any:
+def load_tokenizer(
+    path: str | os.PathLike[str], setting: str = "--tokenizer", *, trust_remote_code: bool = False
+) -> Any:
     """A tokenizer from a local model, tokenizer or training-run folder (never downloaded).
 
     `setting` is how the user named the folder (--tokenizer, model.tokenizer), for the one-line error: a
@@ -92,16 +93,20 @@ def load_tokenizer(path: str | os.PathLike[str], setting: str = "--tokenizer", *
     if (folder / "final").is_dir():  # an lmforge run: its tokenizer (with the trained template) is in RUN/final
         folder = folder / "final"
     if not any(folder.glob("tokenizer*")) and not any(folder.glob("vocab*")):
-        raise NotFoundError(f"{folder} holds no tokenizer files (tokenizer.json, tokenizer_config.json, "
-                            f"tokenizer.model, vocab.*); set {setting} to the folder of the tokenizer this model "
-                            "was trained with")
+        raise NotFoundError(
+            f"{folder} holds no tokenizer files (tokenizer.json, tokenizer_config.json, "
+            f"tokenizer.model, vocab.*); set {setting} to the folder of the tokenizer this model "
+            "was trained with"
+        )
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        raise NotFoundError(f"{path} holds no loadable tokenizer ({str(error).splitlines()[0]}); set {setting} to "
-                            "a folder with a working one") from error
+        raise NotFoundError(
+            f"{path} holds no loadable tokenizer ({str(error).splitlines()[0]}); set {setting} to "
+            "a folder with a working one"
+        ) from error
 
 
 def _rows(batch: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -285,13 +290,20 @@ def preview_records(
                 names = result.label_names
                 note = f"label: {names[record['label']] if names else record['label']}"
             kept = ids[:limit]
-            shown.append(PreviewRecord(location, len(kept), len(ids) > limit, [(None, _runs(tokenizer, kept, [True] * len(kept)))], note))
+            shown.append(
+                PreviewRecord(
+                    location, len(kept), len(ids) > limit, [(None, _runs(tokenizer, kept, [True] * len(kept)))], note
+                )
+            )
             continue
         conversations: list[tuple[str | None, list[dict[str, str]]]]
         if kind is Kind.CHAT:
             conversations = [(None, record["messages"])]
         elif kind is Kind.PREFERENCE:
-            conversations = [("chosen", record["prompt"] + record["chosen"]), ("rejected", record["prompt"] + record["rejected"])]
+            conversations = [
+                ("chosen", record["prompt"] + record["chosen"]),
+                ("rejected", record["prompt"] + record["rejected"]),
+            ]
         else:
             conversations = [(None, record["prompt"] + record["completion"])]
         parts, tokens, truncated = [], 0, False
@@ -301,6 +313,8 @@ def preview_records(
             parts.append((title, _runs(tokenizer, encoded["input_ids"], trained)))
             tokens = max(tokens, len(encoded["input_ids"]))
             truncated = truncated or encoded["_dropped_tokens"] > 0
-        note = f"label: {'desirable' if record['label'] else 'undesirable'}" if kind is Kind.UNPAIRED_PREFERENCE else None
+        note = (
+            f"label: {'desirable' if record['label'] else 'undesirable'}" if kind is Kind.UNPAIRED_PREFERENCE else None
+        )
         shown.append(PreviewRecord(location, tokens, truncated, parts, note))
     return shown

@@ -163,7 +163,11 @@ def resolve_template(tokenizer: Any, name: str | None = None) -> ChatTemplate:
 
 def _renders_differently(tokenizer: Any, own: str, template: ChatTemplate) -> bool:
     """Whether `template` formats a probe conversation differently from the tokenizer's own template."""
-    probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+    probe = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "a"},
+    ]
     return ChatTemplate("tokenizer", own, "tokenizer").render(tokenizer, probe) != template.render(tokenizer, probe)
 
 

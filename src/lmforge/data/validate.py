@@ -48,8 +48,13 @@ class _StopLoading(Exception):
 class ProblemCollector:
     """Applies the on_error policy to each bad record as the loader meets it."""
 
-    def __init__(self, on_error: OnError, report: ValidationReport, rejects: IO[str] | None = None,
-                 names: OptionNames = CLI_OPTIONS) -> None:
+    def __init__(
+        self,
+        on_error: OnError,
+        report: ValidationReport,
+        rejects: IO[str] | None = None,
+        names: OptionNames = CLI_OPTIONS,
+    ) -> None:
         if on_error not in ("fail", "skip"):
             raise UserInputError(f"--on-error must be 'fail' or 'skip', not '{on_error}'")
         self.on_error = on_error

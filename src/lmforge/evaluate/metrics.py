@@ -80,8 +80,10 @@ def bleu_note(references: Sequence[str]) -> str | None:
     median = statistics.median(len(tokenize(reference).split()) for reference in references)
     if median >= BLEU_MAX_ORDER:
         return None
-    return (f"BLEU means nothing here: the references are {median:g} token(s) long (median), shorter than BLEU's "
-            f"{BLEU_MAX_ORDER}-grams; read exact match and ROUGE instead")
+    return (
+        f"BLEU means nothing here: the references are {median:g} token(s) long (median), shorter than BLEU's "
+        f"{BLEU_MAX_ORDER}-grams; read exact match and ROUGE instead"
+    )
 
 
 def sentence_bleu(prediction: str, reference: str) -> float:
@@ -111,6 +113,7 @@ def answer_extractor(spec: str) -> Callable[[str], str]:
     if spec == "first-line":
         return lambda text: _normalise(next((line for line in text.strip().splitlines() if line.strip()), ""))
     if spec == "last-number":
+
         def last_number(text: str) -> str:
             numbers = _NUMBER.findall(text)
             return numbers[-1].replace(",", "") if numbers else ""
@@ -118,7 +121,7 @@ def answer_extractor(spec: str) -> Callable[[str], str]:
         return last_number
     if spec.startswith("regex:"):
         try:
-            pattern = re.compile(spec[len("regex:"):], re.DOTALL)
+            pattern = re.compile(spec[len("regex:") :], re.DOTALL)
         except re.error as error:
             raise UserInputError(f"--extract {spec!r}: invalid regular expression ({error})") from None
 
@@ -153,8 +156,9 @@ class ClassificationMetrics:
     count: int
 
 
-def classification_metrics(true_ids: Sequence[int], predicted_ids: Sequence[int],
-                           labels: Sequence[str]) -> ClassificationMetrics:
+def classification_metrics(
+    true_ids: Sequence[int], predicted_ids: Sequence[int], labels: Sequence[str]
+) -> ClassificationMetrics:
     """Accuracy, macro-F1 (unweighted mean of per-class F1, a class never seen nor predicted scores 0)
     and the confusion matrix."""
     _same_length(true_ids, predicted_ids)
@@ -173,8 +177,12 @@ def classification_metrics(true_ids: Sequence[int], predicted_ids: Sequence[int]
         f1[name] = 2 * true_positive / (predicted + actual) if predicted + actual else 0.0
     correct = sum(matrix[i][i] for i in range(size))
     return ClassificationMetrics(
-        accuracy=correct / len(true_ids), macro_f1=sum(f1.values()) / size, per_class_f1=f1,
-        confusion_matrix=matrix, labels=list(labels), count=len(true_ids),
+        accuracy=correct / len(true_ids),
+        macro_f1=sum(f1.values()) / size,
+        per_class_f1=f1,
+        confusion_matrix=matrix,
+        labels=list(labels),
+        count=len(true_ids),
     )
 
 
@@ -194,8 +202,9 @@ class PerplexityResult:
     per_example_nll: list[float] = field(default_factory=list)  # mean NLL per scored token, per example
 
 
-def perplexity(model: Any, examples: Sequence[tuple[list[int], list[int]]], *,
-               on_example: Callable[[], None] | None = None) -> PerplexityResult:
+def perplexity(
+    model: Any, examples: Sequence[tuple[list[int], list[int]]], *, on_example: Callable[[], None] | None = None
+) -> PerplexityResult:
     """exp(total NLL / scored tokens) over `examples` of (input_ids, labels with -100 for unscored).
 
     Token-weighted over the whole set (the definition HF's perplexity guide uses), not a mean of
@@ -211,9 +220,7 @@ def perplexity(model: Any, examples: Sequence[tuple[list[int], list[int]]], *,
             target = torch.tensor([labels], device=device)
             logits = model(input_ids=ids).logits.float()
             # Position t predicts token t+1.
-            loss = torch.nn.functional.cross_entropy(
-                logits[0, :-1], target[0, 1:], ignore_index=-100, reduction="sum"
-            )
+            loss = torch.nn.functional.cross_entropy(logits[0, :-1], target[0, 1:], ignore_index=-100, reduction="sum")
             scored = int((target[0, 1:] != -100).sum())
             if scored:
                 total_nll += float(loss)
@@ -226,8 +233,9 @@ def perplexity(model: Any, examples: Sequence[tuple[list[int], list[int]]], *,
     if total_tokens == 0:
         raise UserInputError("no tokens to score for perplexity (every example was empty or fully masked)")
     mean = total_nll / total_tokens
-    return PerplexityResult(perplexity=math.exp(mean), nll_per_token=mean, tokens=total_tokens,
-                            per_example_nll=per_example)
+    return PerplexityResult(
+        perplexity=math.exp(mean), nll_per_token=mean, tokens=total_tokens, per_example_nll=per_example
+    )
 
 
 def _same_length(first: Sequence[Any], second: Sequence[Any]) -> None:

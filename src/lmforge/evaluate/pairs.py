@@ -55,9 +55,13 @@ def pairs_from_mistakes(report: EvalReport, records: list[dict[str, Any]]) -> Mi
         if not rejected:
             empty += 1
             continue
-        pairs.append({"prompt": prompt_messages(records[row.index]),
-                      "chosen": [{"role": "assistant", "content": row.reference}],
-                      "rejected": [{"role": "assistant", "content": rejected}]})
+        pairs.append(
+            {
+                "prompt": prompt_messages(records[row.index]),
+                "chosen": [{"role": "assistant", "content": row.reference}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        )
     return MinedPairs(pairs, answers, mistakes, empty)
 
 
@@ -67,8 +71,9 @@ def write_pairs(mined: MinedPairs, path: str | Path) -> Path:
     return atomic_write_text(Path(path), text)
 
 
-def preference_accuracy(model: str, pairs: Sequence[Mapping[str, Any]], *, adapter: str | None = None,
-                        device: str | None = None) -> float | None:
+def preference_accuracy(
+    model: str, pairs: Sequence[Mapping[str, Any]], *, adapter: str | None = None, device: str | None = None
+) -> float | None:
     """Share of `pairs` (canonical preference rows: prompt, chosen, rejected message lists) where `model`
     gives the chosen answer a higher total log-likelihood than the rejected one, each scored after the
     prompt through the model's chat template: the policy's own preference, comparable across training
@@ -93,6 +98,6 @@ def preference_accuracy(model: str, pairs: Sequence[Mapping[str, Any]], *, adapt
                 logprobs = torch.log_softmax(logits, dim=-1)
                 targets = torch.tensor(ids[1:], device=loaded.device)
                 token_logprobs = logprobs.gather(1, targets[:, None])[:, 0]
-                scores.append(float(token_logprobs[len(prompt_ids) - 1:].sum()))
+                scores.append(float(token_logprobs[len(prompt_ids) - 1 :].sum()))
             wins += scores[0] > scores[1]
     return wins / len(pairs)

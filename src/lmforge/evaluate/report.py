@@ -79,17 +79,28 @@ def _number(value: Any) -> str:
 
 
 def render_markdown(report: EvalReport) -> str:
-    lines = [f"# Evaluation: {report.model}", "", f"- Task: {report.task}", f"- Data: {report.data}",
-             f"- Examples: {len(report.rows)}", ""]
+    lines = [
+        f"# Evaluation: {report.model}",
+        "",
+        f"- Task: {report.task}",
+        f"- Data: {report.data}",
+        f"- Examples: {len(report.rows)}",
+        "",
+    ]
     metrics = [key for key, value in report.summary.items() if isinstance(value, int | float)]
     if report.compare_model and report.compare_summary is not None:
         lines += ["## Summary", "", f"| metric | {report.model} | {report.compare_model} |", "|---|---|---|"]
-        lines += [f"| {key} | {_number(report.summary[key])} | {_number(report.compare_summary.get(key, ''))} |"
-                  for key in metrics]
+        lines += [
+            f"| {key} | {_number(report.summary[key])} | {_number(report.compare_summary.get(key, ''))} |"
+            for key in metrics
+        ]
         if report.outcomes:
             o = report.outcomes
-            lines += ["", f"Per example ({report.score_name}): **{o['win']} wins, {o['loss']} losses, "
-                          f"{o['tie']} ties** for {report.model} against {report.compare_model}."]
+            lines += [
+                "",
+                f"Per example ({report.score_name}): **{o['win']} wins, {o['loss']} losses, "
+                f"{o['tie']} ties** for {report.model} against {report.compare_model}.",
+            ]
     else:
         lines += ["## Summary", "", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {_number(report.summary[key])} |" for key in metrics]
@@ -97,25 +108,42 @@ def render_markdown(report: EvalReport) -> str:
     matrix = report.extra.get("confusion_matrix")
     if matrix:
         labels = report.extra["labels"]
-        lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
-                  "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        lines += [
+            "",
+            "## Confusion matrix (rows: true, columns: predicted)",
+            "",
+            "| | " + " | ".join(labels) + " |",
+            "|---" * (len(labels) + 1) + "|",
+        ]
         lines += [f"| {labels[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(matrix)]
     lines += ["", "## Examples", ""]
     if report.compare_model:
-        lines += [f"| # | instruction | reference | {report.model} | {report.score_name} | {report.compare_model} "
-                  f"| {report.score_name} | outcome |", "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r.index} | {_cell(r.instruction)} | {_cell(r.reference)} | {_cell(r.prediction)} | "
-                  f"{_cell(r.score)} | {_cell(r.compare_prediction)} | {_cell(r.compare_score)} | {r.outcome or ''} |"
-                  for r in report.rows]
+        lines += [
+            f"| # | instruction | reference | {report.model} | {report.score_name} | {report.compare_model} "
+            f"| {report.score_name} | outcome |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.index} | {_cell(r.instruction)} | {_cell(r.reference)} | {_cell(r.prediction)} | "
+            f"{_cell(r.score)} | {_cell(r.compare_prediction)} | {_cell(r.compare_score)} | {r.outcome or ''} |"
+            for r in report.rows
+        ]
     elif any("exact_match" in r.details for r in report.rows):
-        lines += [f"| # | instruction | reference | prediction | {report.score_name} | exact match |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r.index} | {_cell(r.instruction)} | {_cell(r.reference)} | {_cell(r.prediction)} | "
-                  f"{_cell(r.score)} | {'yes' if r.details.get('exact_match') else 'no'} |" for r in report.rows]
+        lines += [
+            f"| # | instruction | reference | prediction | {report.score_name} | exact match |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.index} | {_cell(r.instruction)} | {_cell(r.reference)} | {_cell(r.prediction)} | "
+            f"{_cell(r.score)} | {'yes' if r.details.get('exact_match') else 'no'} |"
+            for r in report.rows
+        ]
     else:
         lines += [f"| # | instruction | reference | prediction | {report.score_name} |", "|---|---|---|---|---|"]
-        lines += [f"| {r.index} | {_cell(r.instruction)} | {_cell(r.reference)} | {_cell(r.prediction)} | "
-                  f"{_cell(r.score)} |" for r in report.rows]
+        lines += [
+            f"| {r.index} | {_cell(r.instruction)} | {_cell(r.reference)} | {_cell(r.prediction)} | {_cell(r.score)} |"
+            for r in report.rows
+        ]
     return "\n".join(lines) + "\n"
 
 

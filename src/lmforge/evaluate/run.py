@@ -29,8 +29,7 @@ from lmforge.evaluate.report import EvalReport, ExampleRow, decide_outcomes
 from lmforge.runtime import no_hub_kernels
 
 TASKS = ("generation", "classification", "reward", "perplexity")
-_TASK_OF_KIND = {"chat": "generation", "classification": "classification", "preference": "reward",
-                 "text": "perplexity"}
+_TASK_OF_KIND = {"chat": "generation", "classification": "classification", "preference": "reward", "text": "perplexity"}
 
 
 @dataclass
@@ -43,12 +42,26 @@ class _Scored:
     extra: dict[str, Any]
 
 
-def evaluate_model(model: str, data: str, *, task: str | None = None, compare: str | None = None,
-                   adapter: str | None = None, limit: int | None = None, split: str | None = None,
-                   extract: str = "answer", params: Any = None, device: str | None = None,
-                   batch_size: int = 8, progress: bool = False, reading: DataReading | None = None,
-                   trust_pickle: bool = False, trust_remote_code: bool = False, quant: str | None = None,
-                   device_map: str | None = None) -> EvalReport:
+def evaluate_model(
+    model: str,
+    data: str,
+    *,
+    task: str | None = None,
+    compare: str | None = None,
+    adapter: str | None = None,
+    limit: int | None = None,
+    split: str | None = None,
+    extract: str = "answer",
+    params: Any = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    reading: DataReading | None = None,
+    trust_pickle: bool = False,
+    trust_remote_code: bool = False,
+    quant: str | None = None,
+    device_map: str | None = None,
+) -> EvalReport:
     """Evaluate `model` on `data` (any lmforge data source, read as `reading` says); `compare` is the baseline
     it is measured against ("base": the model it was fine-tuned from, read from its adapter or run folder).
     The trust_ flags override the loading gates (lmforge.generate.load_model). `quant` (int8, nf4) quantizes
@@ -70,18 +83,39 @@ def evaluate_model(model: str, data: str, *, task: str | None = None, compare: s
     if quant is not None and task not in ("generation", "perplexity"):
         raise UserInputError(f"--quant applies to causal LMs (generation, perplexity), not {task}")
     runner: Callable[..., _Scored] = {
-        "generation": _generation, "classification": _classification, "reward": _reward, "perplexity": _perplexity,
+        "generation": _generation,
+        "classification": _classification,
+        "reward": _reward,
+        "perplexity": _perplexity,
     }[task]
-    options = {"extract": extract, "params": params, "device": device, "label_names": label_names,
-               "batch_size": batch_size, "device_map": device_map,
-               "trust": {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}}
+    options = {
+        "extract": extract,
+        "params": params,
+        "device": device,
+        "label_names": label_names,
+        "batch_size": batch_size,
+        "device_map": device_map,
+        "trust": {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code},
+    }
     with _progress(progress, len(records) * (2 if compare else 1)) as advance:
         main = runner(model, records, adapter=adapter, advance=advance, quant=quant, **options)
         baseline = runner(compare, records, adapter=None, advance=advance, **options) if compare else None
-    score_name, higher = {"generation": ("rougeL", True), "classification": ("correct", True),
-                          "reward": ("correct", True), "perplexity": ("nll_per_token", False)}[task]
-    report = EvalReport(model=main.name, task=task, data=data, score_name=score_name, higher_is_better=higher,
-                        summary=main.summary, rows=main.rows, extra=main.extra)
+    score_name, higher = {
+        "generation": ("rougeL", True),
+        "classification": ("correct", True),
+        "reward": ("correct", True),
+        "perplexity": ("nll_per_token", False),
+    }[task]
+    report = EvalReport(
+        model=main.name,
+        task=task,
+        data=data,
+        score_name=score_name,
+        higher_is_better=higher,
+        summary=main.summary,
+        rows=main.rows,
+        extra=main.extra,
+    )
     if task == "generation" and (note := bleu_note([row.reference for row in main.rows])) is not None:
         report.notes.append(note)
     if baseline is not None:
@@ -105,8 +139,9 @@ class DataReading:
     tasks: tuple[str, ...] | None = None
 
 
-def load_records(data: str, split: str | None, limit: int | None,
-                 reading: DataReading | None = None) -> tuple[list[dict[str, Any]], str, list[str] | None]:
+def load_records(
+    data: str, split: str | None, limit: int | None, reading: DataReading | None = None
+) -> tuple[list[dict[str, Any]], str, list[str] | None]:
     """Canonical records, their kind and label names. A built-in set is generated at the size asked
     for, from its test split by default (problems disjoint from the ones it trains on)."""
     reading = reading or DataReading()
@@ -124,8 +159,14 @@ def load_records(data: str, split: str | None, limit: int | None,
         raise UserInputError(f"--tasks narrows a builtin: set; {data} is not one")
     from lmforge.data.load import load_data
 
-    loaded = load_data(data, split=split, kind=reading.kind, columns=reading.columns,
-                       on_error=reading.on_error, rejects_path=reading.rejects_path)  # type: ignore[arg-type]
+    loaded = load_data(
+        data,
+        split=split,
+        kind=reading.kind,
+        columns=reading.columns,
+        on_error=reading.on_error,
+        rejects_path=reading.rejects_path,
+    )  # type: ignore[arg-type]
     dataset = loaded.dataset
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
@@ -136,8 +177,12 @@ def load_records(data: str, split: str | None, limit: int | None,
 
 
 def _check_kind(task: str, kind: str) -> None:
-    needs = {"generation": ("chat",), "classification": ("classification",), "reward": ("preference",),
-             "perplexity": ("text", "chat")}[task]
+    needs = {
+        "generation": ("chat",),
+        "classification": ("classification",),
+        "reward": ("preference",),
+        "perplexity": ("text", "chat"),
+    }[task]
     if kind not in needs:
         raise UserInputError(f"--task {task} needs {' or '.join(needs)} data, but this data is {kind}")
 
@@ -158,9 +203,21 @@ def _last(messages: list[dict[str, str]], role: str) -> str:
     return next((m["content"] for m in reversed(messages) if m["role"] == role), "")
 
 
-def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
-                extract: str, params: Any, device: str | None, batch_size: int, trust: dict[str, bool],
-                quant: str | None = None, device_map: str | None = None, **_: Any) -> _Scored:
+def _generation(
+    model: str,
+    records: list[dict[str, Any]],
+    *,
+    adapter: str | None,
+    advance: Callable[[], None],
+    extract: str,
+    params: Any,
+    device: str | None,
+    batch_size: int,
+    trust: dict[str, bool],
+    quant: str | None = None,
+    device_map: str | None = None,
+    **_: Any,
+) -> _Scored:
     """Generate an answer per example, `batch_size` prompts at a time (similar lengths together).
 
     An example too long for the context is reported in its row, counted as `skipped` and left out of
@@ -176,22 +233,31 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
     rows, pending = [], []
     for index, record in enumerate(records):
         prompt = prompt_messages(record)
-        row = ExampleRow(index=index, instruction=_last(prompt, "user"), reference=record["messages"][-1]["content"],
-                         prediction="", score=None)
+        row = ExampleRow(
+            index=index,
+            instruction=_last(prompt, "user"),
+            reference=record["messages"][-1]["content"],
+            prediction="",
+            score=None,
+        )
         rows.append(row)
         tokens = len(encode_prompt(loaded, prompt))
         if tokens + params.max_new_tokens > loaded.context_length:
-            row.prediction = (f"[not run: prompt ({tokens} tokens) plus max_new_tokens ({params.max_new_tokens}) "
-                              f"exceeds the model's context length of {loaded.context_length} tokens]")
+            row.prediction = (
+                f"[not run: prompt ({tokens} tokens) plus max_new_tokens ({params.max_new_tokens}) "
+                f"exceeds the model's context length of {loaded.context_length} tokens]"
+            )
             advance()
         else:
             pending.append((tokens, row, prompt))
     if not pending:
-        raise UserInputError(f"no example fits {loaded.name}'s context of {loaded.context_length} tokens "
-                             f"with max_new_tokens {params.max_new_tokens}")
+        raise UserInputError(
+            f"no example fits {loaded.name}'s context of {loaded.context_length} tokens "
+            f"with max_new_tokens {params.max_new_tokens}"
+        )
     pending.sort(key=lambda item: item[0])  # less padding per batch
     for start in range(0, len(pending), batch_size):
-        chunk = pending[start:start + batch_size]
+        chunk = pending[start : start + batch_size]
         for (_, row, _), result in zip(chunk, generate_batch(loaded, [p for _, _, p in chunk], params)):
             row.prediction = result.text
             advance()
@@ -202,18 +268,30 @@ def _generation(model: str, records: list[dict[str, Any]], *, adapter: str | Non
     for row, scores, match in zip(scored, rouge, matches):
         row.score = scores["rougeL"]
         row.details = {**scores, "exact_match": match, "bleu": sentence_bleu(row.prediction, row.reference)}
-    summary: dict[str, Any] = {name: sum(s[name] for s in rouge) / len(rouge) for name in ("rouge1", "rouge2", "rougeL")}
+    summary: dict[str, Any] = {
+        name: sum(s[name] for s in rouge) / len(rouge) for name in ("rouge1", "rouge2", "rougeL")
+    }
     summary["bleu"] = bleu_score(predictions, references)
     summary["exact_match"] = sum(matches) / len(matches)
     summary["examples"] = len(scored)
     summary["skipped"] = len(rows) - len(scored)
-    return _Scored(loaded.name, rows, summary,
-                   {"extract": extract, "sampling": params.model_dump(), "batch_size": batch_size})
+    return _Scored(
+        loaded.name, rows, summary, {"extract": extract, "sampling": params.model_dump(), "batch_size": batch_size}
+    )
 
 
-def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | None, advance: Callable[[], None],
-                device: str | None, trust: dict[str, bool], quant: str | None = None, device_map: str | None = None,
-                **_: Any) -> _Scored:
+def _perplexity(
+    model: str,
+    records: list[dict[str, Any]],
+    *,
+    adapter: str | None,
+    advance: Callable[[], None],
+    device: str | None,
+    trust: dict[str, bool],
+    quant: str | None = None,
+    device_map: str | None = None,
+    **_: Any,
+) -> _Scored:
     """Text: every token. Chat: the assistant's tokens only, the ones a fine-tune trains on."""
     from lmforge.data.templates import ChatTemplate
     from lmforge.data.tokenize import encode_chat
@@ -235,17 +313,35 @@ def _perplexity(model: str, records: list[dict[str, Any]], *, adapter: str | Non
             examples.append((ids, list(ids)))
             instructions.append(record["text"])
     result = perplexity(loaded.model, examples, on_example=advance)
-    rows = [ExampleRow(index=i, instruction=text, reference="", prediction="",
-                       score=None if math.isnan(nll) else nll,
-                       details={"perplexity": math.exp(nll) if not math.isnan(nll) else None})
-            for i, (text, nll) in enumerate(zip(instructions, result.per_example_nll))]
-    summary = {"perplexity": result.perplexity, "nll_per_token": result.nll_per_token, "tokens": result.tokens,
-               "examples": len(rows), "truncated": truncated}
+    rows = [
+        ExampleRow(
+            index=i,
+            instruction=text,
+            reference="",
+            prediction="",
+            score=None if math.isnan(nll) else nll,
+            details={"perplexity": math.exp(nll) if not math.isnan(nll) else None},
+        )
+        for i, (text, nll) in enumerate(zip(instructions, result.per_example_nll))
+    ]
+    summary = {
+        "perplexity": result.perplexity,
+        "nll_per_token": result.nll_per_token,
+        "tokens": result.tokens,
+        "examples": len(rows),
+        "truncated": truncated,
+    }
     return _Scored(loaded.name, rows, summary, {})
 
 
-def load_classifier(model: str, device: str | None = None, *, trust_pickle: bool = False,
-                    trust_remote_code: bool = False, device_map: str | None = None) -> tuple[Any, Any, str]:
+def load_classifier(
+    model: str,
+    device: str | None = None,
+    *,
+    trust_pickle: bool = False,
+    trust_remote_code: bool = False,
+    device_map: str | None = None,
+) -> tuple[Any, Any, str]:
     """A sequence-classification model (classifier or reward model) and its tokenizer, pickles scanned;
     `device_map` ("auto") lets accelerate place it over the GPUs."""
     import torch
@@ -264,8 +360,9 @@ def load_classifier(model: str, device: str | None = None, *, trust_pickle: bool
     no_hub_kernels()
     use_safetensors = check_model_folder(folder, trust_pickle=trust_pickle)
     placement = {"device_map": device_map} if device_map else {}
-    network = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=use_safetensors,
-                                                                 trust_remote_code=trust_remote_code, **placement)
+    network = AutoModelForSequenceClassification.from_pretrained(
+        folder, use_safetensors=use_safetensors, trust_remote_code=trust_remote_code, **placement
+    )
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -275,8 +372,14 @@ def load_classifier(model: str, device: str | None = None, *, trust_pickle: bool
     return network.eval(), tokenizer, ref.name
 
 
-def _scores(network: Any, tokenizer: Any, texts: list[str], pairs: list[str | None] | None,
-            advance: Callable[[], None], batch_size: int) -> Any:
+def _scores(
+    network: Any,
+    tokenizer: Any,
+    texts: list[str],
+    pairs: list[str | None] | None,
+    advance: Callable[[], None],
+    batch_size: int,
+) -> Any:
     """Logits for every text (and its pair), in batches."""
     import torch
 
@@ -284,8 +387,8 @@ def _scores(network: Any, tokenizer: Any, texts: list[str], pairs: list[str | No
     limit = min(getattr(tokenizer, "model_max_length", 512), 100_000)
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = texts[start:start + batch_size]
-            second = pairs[start:start + batch_size] if pairs and any(pairs[start:start + batch_size]) else None
+            batch = texts[start : start + batch_size]
+            second = pairs[start : start + batch_size] if pairs and any(pairs[start : start + batch_size]) else None
             encoded = tokenizer(batch, second, padding=True, truncation=True, max_length=limit, return_tensors="pt")
             outputs.append(network(**encoded.to(network.device)).logits.float().cpu())
             for _ in batch:
@@ -306,27 +409,52 @@ def _label_map(model_labels: dict[int, str], data_labels: list[str]) -> dict[int
     )
 
 
-def _classification(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
-                    label_names: list[str] | None, batch_size: int, trust: dict[str, bool],
-                    device_map: str | None = None, **_: Any) -> _Scored:
+def _classification(
+    model: str,
+    records: list[dict[str, Any]],
+    *,
+    advance: Callable[[], None],
+    device: str | None,
+    label_names: list[str] | None,
+    batch_size: int,
+    trust: dict[str, bool],
+    device_map: str | None = None,
+    **_: Any,
+) -> _Scored:
     network, tokenizer, name = load_classifier(model, device, device_map=device_map, **trust)
     labels = label_names or sorted({str(r["label"]) for r in records})
     mapping = _label_map(dict(network.config.id2label), labels)
-    logits = _scores(network, tokenizer, [r["text"] for r in records], [r.get("text_pair") for r in records], advance,
-                     batch_size)
+    logits = _scores(
+        network, tokenizer, [r["text"] for r in records], [r.get("text_pair") for r in records], advance, batch_size
+    )
     outputs = sorted(mapping)  # only model outputs that name a data label may be predicted
     predicted = [mapping[outputs[int(row[outputs].argmax())]] for row in logits]
     truth = [r["label"] if isinstance(r["label"], int) else labels.index(str(r["label"])) for r in records]
     metrics = classification_metrics(truth, predicted, labels)
-    rows = [ExampleRow(index=i, instruction=r["text"], reference=labels[t], prediction=labels[p], score=float(t == p))
-            for i, (r, t, p) in enumerate(zip(records, truth, predicted))]
-    summary = {"accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1, "examples": metrics.count,
-               **{f"f1_{label}": value for label, value in metrics.per_class_f1.items()}}
+    rows = [
+        ExampleRow(index=i, instruction=r["text"], reference=labels[t], prediction=labels[p], score=float(t == p))
+        for i, (r, t, p) in enumerate(zip(records, truth, predicted))
+    ]
+    summary = {
+        "accuracy": metrics.accuracy,
+        "macro_f1": metrics.macro_f1,
+        "examples": metrics.count,
+        **{f"f1_{label}": value for label, value in metrics.per_class_f1.items()},
+    }
     return _Scored(name, rows, summary, {"confusion_matrix": metrics.confusion_matrix, "labels": labels})
 
 
-def _reward(model: str, records: list[dict[str, Any]], *, advance: Callable[[], None], device: str | None,
-            batch_size: int, trust: dict[str, bool], device_map: str | None = None, **_: Any) -> _Scored:
+def _reward(
+    model: str,
+    records: list[dict[str, Any]],
+    *,
+    advance: Callable[[], None],
+    device: str | None,
+    batch_size: int,
+    trust: dict[str, bool],
+    device_map: str | None = None,
+    **_: Any,
+) -> _Scored:
     from lmforge.data.templates import resolve_template
 
     network, tokenizer, name = load_classifier(model, device, device_map=device_map, **trust)
@@ -337,11 +465,21 @@ def _reward(model: str, records: list[dict[str, Any]], *, advance: Callable[[], 
     rejected = [template.render(tokenizer, r["prompt"] + r["rejected"]) for r in records]
     chosen_scores = _scores(network, tokenizer, chosen, None, advance, batch_size)[:, 0].tolist()
     rejected_scores = _scores(network, tokenizer, rejected, None, lambda: None, batch_size)[:, 0].tolist()
-    rows = [ExampleRow(index=i, instruction=_last(r["prompt"], "user"), reference=_last(r["chosen"], "assistant"),
-                       prediction=f"chosen {c:.3f} vs rejected {j:.3f}", score=float(c > j),
-                       details={"chosen_score": c, "rejected_score": j, "margin": c - j})
-            for i, (r, c, j) in enumerate(zip(records, chosen_scores, rejected_scores))]
+    rows = [
+        ExampleRow(
+            index=i,
+            instruction=_last(r["prompt"], "user"),
+            reference=_last(r["chosen"], "assistant"),
+            prediction=f"chosen {c:.3f} vs rejected {j:.3f}",
+            score=float(c > j),
+            details={"chosen_score": c, "rejected_score": j, "margin": c - j},
+        )
+        for i, (r, c, j) in enumerate(zip(records, chosen_scores, rejected_scores))
+    ]
     margins = [c - j for c, j in zip(chosen_scores, rejected_scores)]
-    summary = {"pairwise_accuracy": pairwise_accuracy(chosen_scores, rejected_scores),
-               "mean_margin": sum(margins) / len(margins), "examples": len(rows)}
+    summary = {
+        "pairwise_accuracy": pairwise_accuracy(chosen_scores, rejected_scores),
+        "mean_margin": sum(margins) / len(margins),
+        "examples": len(rows),
+    }
     return _Scored(name, rows, summary, {})

@@ -29,9 +29,27 @@ if TYPE_CHECKING:
     from lmforge.files.scan import FileReport, ScanReport, scan_file, scan_path, scan_paths
 
 __all__ = [
-    "ConvertReport", "FileReport", "Format", "GGUFHeader", "InspectReport", "ModelName", "SafetensorsHeader",
-    "ScanReport", "check_model_folder", "detect_format", "filter_tensors", "inspect_path",
-    "llama_cpp_available", "parse_model_name", "read_gguf_header", "read_safetensors_header", "require_safe",
-    "run_llama_cpp", "safe_torch_load", "scan_file", "scan_path", "scan_paths",
+    "ConvertReport",
+    "FileReport",
+    "Format",
+    "GGUFHeader",
+    "InspectReport",
+    "ModelName",
+    "SafetensorsHeader",
+    "ScanReport",
+    "check_model_folder",
+    "detect_format",
+    "filter_tensors",
+    "inspect_path",
+    "llama_cpp_available",
+    "parse_model_name",
+    "read_gguf_header",
+    "read_safetensors_header",
+    "require_safe",
+    "run_llama_cpp",
+    "safe_torch_load",
+    "scan_file",
+    "scan_path",
+    "scan_paths",
 ]
 __getattr__, __dir__ = lazy_exports(__name__)

@@ -132,12 +132,16 @@ def inflate(make_decompressor, raw, max_bytes: int, multi_member: bool = False) 
                 decompressor, between_members = make_decompressor(), False
             out += decompressor.decompress(pending, max_bytes + 1 - len(out))
             pending = getattr(decompressor, "unconsumed_tail", b"")  # zlib keeps input it had no room for
-            while not hasattr(decompressor, "unconsumed_tail") and not decompressor.eof and not decompressor.needs_input:
+            while (
+                not hasattr(decompressor, "unconsumed_tail") and not decompressor.eof and not decompressor.needs_input
+            ):
                 if len(out) > max_bytes:
                     break
                 out += decompressor.decompress(b"", max_bytes + 1 - len(out))  # bz2/lzma drain their buffer
             if len(out) > max_bytes:
-                return bytes(out[:max_bytes]), f"decompresses to more than {max_bytes} bytes; refusing to inflate further"
+                return bytes(
+                    out[:max_bytes]
+                ), f"decompresses to more than {max_bytes} bytes; refusing to inflate further"
             if decompressor.eof:
                 if not multi_member:
                     return bytes(out), None
@@ -229,7 +233,9 @@ def read_tar_members(data, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> I
                     continue
                 if not info.isreg():
                     kind = "link" if info.issym() or info.islnk() else "special file"
-                    yield TarMember(info.name, None, f"a {kind} member: what a loader reads through it is outside the archive")
+                    yield TarMember(
+                        info.name, None, f"a {kind} member: what a loader reads through it is outside the archive"
+                    )
                 elif info.size > max_bytes:
                     yield TarMember(info.name, None, f"member larger than {max_bytes} bytes")
                 elif info.size > COPY_LIMIT_BYTES and not info.sparse:
@@ -271,7 +277,16 @@ def read_npy_header(data) -> NpyHeader:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy warns about headers written by Python 2
             _, _, dtype = numpy_format._read_array_header(handle, version, max_header_size=MAX_NPY_HEADER_BYTES)
-    except (ValueError, TypeError, KeyError, OverflowError, SyntaxError, MemoryError, RecursionError, struct.error,
-            tokenize.TokenError) as error:  # what numpy's header parser (ast, tokenize) raises on bad input
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        OverflowError,
+        SyntaxError,
+        MemoryError,
+        RecursionError,
+        struct.error,
+        tokenize.TokenError,
+    ) as error:  # what numpy's header parser (ast, tokenize) raises on bad input
         raise ContainerError(f".npy header numpy cannot read: {str(error).splitlines()[0][:200]}") from error
     return NpyHeader(dtype, handle.tell(), bool(dtype.hasobject))

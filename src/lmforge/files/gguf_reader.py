@@ -108,7 +108,9 @@ class _Cursor:
     def raw_string(self, what: str, limit: int) -> bytes:
         length = self.u64(f"length of {what}")
         if length > limit:
-            raise FormatError(f"{what} at offset {self.position - 8} is {length} bytes long, over the {limit}-byte limit")
+            raise FormatError(
+                f"{what} at offset {self.position - 8} is {length} bytes long, over the {limit}-byte limit"
+            )
         self.need(length, what)
         data = bytes(self.buffer[self.position : self.position + length])
         self.position += length
@@ -241,7 +243,9 @@ def _parse(buffer: memoryview, path: Path) -> GGUFHeader:
     data_size = file_size - data_start
     for info in tensors:
         if info.data_offset_byte % alignment:
-            raise FormatError(f"tensor {info.name!r}: data offset {info.data_offset_byte} is not aligned to {alignment}")
+            raise FormatError(
+                f"tensor {info.name!r}: data offset {info.data_offset_byte} is not aligned to {alignment}"
+            )
         if info.data_offset_byte + info.size_bytes > data_size:
             raise FormatError(
                 f"tensor {info.name!r}: data [{info.data_offset_byte}, {info.data_offset_byte + info.size_bytes}) "

@@ -44,10 +44,29 @@ _COMPONENT_RULES: list[tuple[str, re.Pattern[str]]] = [
 _BUFFER_NAMES = {"position_ids", "token_type_ids", "inv_freq", "masked_bias", "_float_tensor"}
 # Integer and boolean dtypes (safetensors/torch, ONNX, GGUF spellings): never trainable, so buffers unless the
 # model is quantised (packed GPTQ/bitsandbytes weights are integers).
-_INTEGER_DTYPES = {"BOOL", "I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64", "INT8", "INT16", "INT32", "INT64",
-                   "UINT8", "UINT16", "UINT32", "UINT64"}
+_INTEGER_DTYPES = {
+    "BOOL",
+    "I8",
+    "I16",
+    "I32",
+    "I64",
+    "U8",
+    "U16",
+    "U32",
+    "U64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+}
 # Quantisation side tensors (zeros, scales, group indices, absmax, FP8 scales): bytes that hold no weights themselves.
-_QUANT_AUX = re.compile(r"\.(qzeros|scales|g_idx|absmax|quant_map|quant_state\..*|nested_absmax|nested_quant_map|weight_scale(_inv)?|input_scale)$")
+_QUANT_AUX = re.compile(
+    r"\.(qzeros|scales|g_idx|absmax|quant_map|quant_state\..*|nested_absmax|nested_quant_map|weight_scale(_inv)?|input_scale)$"
+)
 
 
 @dataclass
@@ -176,7 +195,9 @@ def _gguf_tensors(path: Path) -> tuple[list[TensorEntry], dict[str, Any]]:
 
     header = read_gguf_header(path)
     tensors = [
-        TensorEntry(t.name, t.ggml_type, list(reversed(t.shape)), t.num_params, t.size_bytes, component_of(t.name), path.name)
+        TensorEntry(
+            t.name, t.ggml_type, list(reversed(t.shape)), t.num_params, t.size_bytes, component_of(t.name), path.name
+        )
         for t in header.tensors
     ]
     metadata = {"gguf.version": header.version, **header.metadata}
@@ -309,8 +330,17 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 # The config facts an inspection reports, each read under the aliases the planner reads it by.
-_CONFIG_FACTS = ("vocab_size", "hidden_size", "num_layers", "num_attention_heads", "num_kv_heads",
-                 "intermediate_size", "max_position_embeddings", "dtype", "tie_word_embeddings")
+_CONFIG_FACTS = (
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_attention_heads",
+    "num_kv_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "dtype",
+    "tie_word_embeddings",
+)
 
 
 def _config_facts(config: dict[str, Any]) -> dict[str, Any]:
@@ -450,8 +480,11 @@ def _transformers_gguf_architectures() -> set[str]:
     except (OSError, SyntaxError):
         return set()
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
-                and any(getattr(t, "id", "") == "GGUF_CONFIG_MAPPING" for t in node.targets)):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Dict)
+            and any(getattr(t, "id", "") == "GGUF_CONFIG_MAPPING" for t in node.targets)
+        ):
             return {k.value for k in node.value.keys if isinstance(k, ast.Constant)} - {"general", "tokenizer"}
     return set()
 
@@ -481,13 +514,26 @@ def _runtimes(report: InspectReport, has_config: bool) -> list[RuntimeSupport]:
                   else f"transformers cannot read GGUF architecture {arch!r}")  # fmt: skip
         result.append(RuntimeSupport("transformers", supported, reason))
         in_llama_cpp = arch in _llama_cpp_architectures()
-        result.append(RuntimeSupport("llama.cpp", in_llama_cpp, f"native format; llama.cpp runs architecture {arch}"
-                                     if in_llama_cpp else f"llama.cpp has no architecture {arch!r} (llama-arch.cpp)"))
+        result.append(
+            RuntimeSupport(
+                "llama.cpp",
+                in_llama_cpp,
+                f"native format; llama.cpp runs architecture {arch}"
+                if in_llama_cpp
+                else f"llama.cpp has no architecture {arch!r} (llama-arch.cpp)",
+            )
+        )
         # vLLM reads a GGUF's config and tokenizer through transformers' GGUF support, so it needs the same
         # architectures, and since 2026 the vllm-gguf-plugin (GGUF left vLLM's core), on a GPU.
-        result.append(RuntimeSupport("vLLM", supported, "experimental: needs vllm-gguf-plugin and a GPU; the HF model "
-                                     "is faster" if supported else f"vLLM reads GGUF through transformers, which "
-                                     f"cannot read architecture {arch!r}"))
+        result.append(
+            RuntimeSupport(
+                "vLLM",
+                supported,
+                "experimental: needs vllm-gguf-plugin and a GPU; the HF model is faster"
+                if supported
+                else f"vLLM reads GGUF through transformers, which cannot read architecture {arch!r}",
+            )
+        )
         result.append(RuntimeSupport("onnxruntime", False, "GGUF is llama.cpp's format; export ONNX from the HF model"))
         return result
     if fmt in ("onnx", "onnx-model-dir"):
@@ -502,9 +548,13 @@ def _runtimes(report: InspectReport, has_config: bool) -> list[RuntimeSupport]:
     if has_config and hf_weights and known:
         result.append(RuntimeSupport("transformers", True, f"config.json ({report.architecture}) with weights"))
     elif has_config and hf_weights:
-        result.append(RuntimeSupport("transformers", False, f"model type {arch!r} is not in the installed transformers"))
+        result.append(
+            RuntimeSupport("transformers", False, f"model type {arch!r} is not in the installed transformers")
+        )
     elif hf_weights:
-        result.append(RuntimeSupport("transformers", False, "weights only: needs config.json beside them (a model folder)"))
+        result.append(
+            RuntimeSupport("transformers", False, "weights only: needs config.json beside them (a model folder)")
+        )
     elif has_config:
         result.append(RuntimeSupport("transformers", False, "config.json but no safetensors or .bin weights beside it"))
     else:
@@ -646,19 +696,25 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
     report.buffers = {t.name: t.params for t in tensors if t.role == "buffer"}
     for tensor in parameters:
         report.params_by_dtype[tensor.dtype] = report.params_by_dtype.get(tensor.dtype, 0) + tensor.params
-        report.params_by_component[tensor.component] = report.params_by_component.get(tensor.component, 0) + tensor.params
+        report.params_by_component[tensor.component] = (
+            report.params_by_component.get(tensor.component, 0) + tensor.params
+        )
     report.total_params = sum(t.params for t in parameters)
     if report.total_params:
         report.bits_per_weight = round(sum(t.size_bytes for t in parameters) * 8 / report.total_params, 3)
     if report.buffers:
         elements = sum(report.buffers.values())
-        report.notes.append(f"{len(report.buffers)} buffer(s) not counted as parameters ({elements:,} elements: "
-                            f"{', '.join(list(report.buffers)[:3])}), as transformers counts them")
+        report.notes.append(
+            f"{len(report.buffers)} buffer(s) not counted as parameters ({elements:,} elements: "
+            f"{', '.join(list(report.buffers)[:3])}), as transformers counts them"
+        )
     if report.shared:
         shown = ", ".join(f"{copy} = {original}" for copy, original in list(report.shared.items())[:3])
-        report.notes.append(f"{len(report.shared)} initializer(s) repeat another's values, counted once ({shown}: a "
-                            "tied weight the exporter wrote twice); exporters also merge equal constants, so an ONNX "
-                            "count can sit below the original model's")
+        report.notes.append(
+            f"{len(report.shared)} initializer(s) repeat another's values, counted once ({shown}: a "
+            "tied weight the exporter wrote twice); exporters also merge equal constants, so an ONNX "
+            "count can sit below the original model's"
+        )
     _fill_experts(report, config)
     if not tensors and config:
         _fill_from_config(report, config, path)
@@ -741,5 +797,7 @@ def filter_tensors(tensors: list[TensorEntry], pattern: str) -> list[TensorEntry
     try:
         regex = re.compile(pattern)
     except re.error as error:
-        raise UserInputError(f"--filter {pattern!r} is neither a glob nor a valid regular expression: {error}") from None
+        raise UserInputError(
+            f"--filter {pattern!r} is neither a glob nor a valid regular expression: {error}"
+        ) from None
     return [t for t in tensors if regex.search(t.name)]

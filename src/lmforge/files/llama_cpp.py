@@ -51,24 +51,44 @@ def llama_cpp_available() -> bool:
     return shutil.which("node") is not None and node_llama_cpp_dir() is not None
 
 
-def run_llama_cpp(model: str | os.PathLike[str], *, prompts: Sequence[str] = (), max_tokens: int = 16,
-                  stop: Sequence[int] = (), sequences: Sequence[Sequence[int]] = (), threads: int = 2,
-                  context_tokens: int = 512) -> tuple[list[LlamaCppPrompt], list[list[int | None]]]:
+def run_llama_cpp(
+    model: str | os.PathLike[str],
+    *,
+    prompts: Sequence[str] = (),
+    max_tokens: int = 16,
+    stop: Sequence[int] = (),
+    sequences: Sequence[Sequence[int]] = (),
+    threads: int = 2,
+    context_tokens: int = 512,
+) -> tuple[list[LlamaCppPrompt], list[list[int | None]]]:
     """Greedy answers to `prompts` and the greedy next token after each prefix of `sequences`, from llama.cpp."""
     folder = node_llama_cpp_dir()
     node = shutil.which("node")
     if folder is None or node is None:
-        raise DependencyError(f"llama.cpp is not installed: needs node and `npm i -E --prefix .node "
-                              f"node-llama-cpp@{NODE_LLAMA_CPP_VERSION}` (make install does it)")
+        raise DependencyError(
+            f"llama.cpp is not installed: needs node and `npm i -E --prefix .node "
+            f"node-llama-cpp@{NODE_LLAMA_CPP_VERSION}` (make install does it)"
+        )
     entry = (folder / "node_modules" / "node-llama-cpp" / "dist" / "index.js").as_uri()
-    request = {"model": str(Path(model).resolve()), "prompts": list(prompts), "max_tokens": max_tokens,
-               "stop": list(stop), "sequences": [list(map(int, s)) for s in sequences], "threads": threads,
-               "context": context_tokens}
-    result = subprocess.run([node, str(_RUNNER)], input=json.dumps(request), capture_output=True, text=True,
-                            timeout=_TIMEOUT_SECONDS, env={**os.environ, "LMFORGE_NODE_LLAMA_CPP_ENTRY": entry})
+    request = {
+        "model": str(Path(model).resolve()),
+        "prompts": list(prompts),
+        "max_tokens": max_tokens,
+        "stop": list(stop),
+        "sequences": [list(map(int, s)) for s in sequences],
+        "threads": threads,
+        "context": context_tokens,
+    }
+    result = subprocess.run(
+        [node, str(_RUNNER)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT_SECONDS,
+        env={**os.environ, "LMFORGE_NODE_LLAMA_CPP_ENTRY": entry},
+    )
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise FormatError(f"llama.cpp could not run {Path(model).name}: {last}")
     answer: dict[str, Any] = json.loads(result.stdout)
-    return ([LlamaCppPrompt(**entry) for entry in answer["prompts"]],
-            [entry["top1"] for entry in answer["sequences"]])
+    return ([LlamaCppPrompt(**entry) for entry in answer["prompts"]], [entry["top1"] for entry in answer["sequences"]])

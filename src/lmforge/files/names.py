@@ -59,9 +59,12 @@ def _is_quant(token: str) -> bool:
 
 
 def _ends_family(token: str) -> bool:
-    return bool(
-        _SIZE.match(token) or _ACTIVE.match(token) or _EXPERTS.match(token) or _CONTEXT.match(token)
-    ) or token.lower() in _VARIANTS or _is_quant(token) or token.lower() in _FORMATS
+    return (
+        bool(_SIZE.match(token) or _ACTIVE.match(token) or _EXPERTS.match(token) or _CONTEXT.match(token))
+        or token.lower() in _VARIANTS
+        or _is_quant(token)
+        or token.lower() in _FORMATS
+    )
 
 
 def parse_model_name(name: str) -> ModelName:

@@ -32,23 +32,74 @@ from dataclasses import dataclass, field
 # CPU/GPU dense checkpoints reference, plus the numpy array reconstructors (numpy 1.x `numpy.core`
 # and numpy 2.x `numpy._core` names) that numpy.save/torch.save write for arrays.
 _STORAGE_KINDS = [
-    "Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool",
-    "ComplexDouble", "ComplexFloat", "QUInt8", "QInt8", "QInt32", "QUInt4x2", "QUInt2x4",
+    "Double",
+    "Float",
+    "Half",
+    "BFloat16",
+    "Long",
+    "Int",
+    "Short",
+    "Char",
+    "Byte",
+    "Bool",
+    "ComplexDouble",
+    "ComplexFloat",
+    "QUInt8",
+    "QInt8",
+    "QInt32",
+    "QUInt4x2",
+    "QUInt2x4",
 ]
 _TENSOR_KINDS = ["Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool"]
 _DTYPES = [
-    "float64", "float32", "float16", "bfloat16", "complex128", "complex64", "complex32",
-    "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool",
-    "qint8", "quint8", "qint32", "quint4x2", "quint2x4",
-    "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
-    "float4_e2m1fn_x2", "bits8", "bits16", "bits1x8", "bits2x4", "bits4x2",
-    *[f"int{bits}" for bits in range(1, 8)], *[f"uint{bits}" for bits in range(1, 8)],
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "complex128",
+    "complex64",
+    "complex32",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+    "qint8",
+    "quint8",
+    "qint32",
+    "quint4x2",
+    "quint2x4",
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+    "float4_e2m1fn_x2",
+    "bits8",
+    "bits16",
+    "bits1x8",
+    "bits2x4",
+    "bits4x2",
+    *[f"int{bits}" for bits in range(1, 8)],
+    *[f"uint{bits}" for bits in range(1, 8)],
 ]
 _REBUILD_FUNCTIONS = [
-    "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-    "_rebuild_parameter_with_state", "_rebuild_qtensor", "_rebuild_sparse_tensor",
-    "_rebuild_nested_tensor", "_rebuild_meta_tensor_no_storage", "_rebuild_wrapper_subclass",
-    "_rebuild_device_tensor_from_numpy", "_rebuild_device_tensor_from_cpu_tensor",
+    "_rebuild_tensor",
+    "_rebuild_tensor_v2",
+    "_rebuild_tensor_v3",
+    "_rebuild_parameter",
+    "_rebuild_parameter_with_state",
+    "_rebuild_qtensor",
+    "_rebuild_sparse_tensor",
+    "_rebuild_nested_tensor",
+    "_rebuild_meta_tensor_no_storage",
+    "_rebuild_wrapper_subclass",
+    "_rebuild_device_tensor_from_numpy",
+    "_rebuild_device_tensor_from_cpu_tensor",
 ]
 _NUMPY_FUNCTIONS = ["multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer"]
 
@@ -73,9 +124,16 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         *[("torch.cuda", f"{kind}Storage") for kind in _STORAGE_KINDS if not kind.startswith("Q")],
         *[("torch", f"{kind}Tensor") for kind in _TENSOR_KINDS],
         *[("torch", dtype) for dtype in _DTYPES],
-        *[("torch", scheme) for scheme in (
-            "per_tensor_affine", "per_tensor_symmetric", "per_channel_affine",
-            "per_channel_symmetric", "per_channel_affine_float_qparams")],
+        *[
+            ("torch", scheme)
+            for scheme in (
+                "per_tensor_affine",
+                "per_tensor_symmetric",
+                "per_channel_affine",
+                "per_channel_symmetric",
+                "per_channel_affine_float_qparams",
+            )
+        ],
         *[("torch._utils", name) for name in _REBUILD_FUNCTIONS],
         # Jagged nested tensors: torch's weights_only loader accepts these once torch.nested and
         # torch._dynamo are imported (they register them with add_safe_globals).
@@ -84,15 +142,59 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("torch._dynamo.decorators", "_DimRange"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
-        *[(f"{package}.{path.rsplit('.', 1)[0]}", path.rsplit(".", 1)[1])
-          for package in ("numpy.core", "numpy._core") for path in _NUMPY_FUNCTIONS],
+        *[
+            (f"{package}.{path.rsplit('.', 1)[0]}", path.rsplit(".", 1)[1])
+            for package in ("numpy.core", "numpy._core")
+            for path in _NUMPY_FUNCTIONS
+        ],
     ]
 )
 
 # Only labels a finding as "dangerous" (known code-execution gadget) rather than "unknown"; the
 # verdict never depends on it.
 _DANGEROUS_MODULE_ROOTS = frozenset(
-    ["os", "posix", "nt", "subprocess", "sys", "runpy", "webbrowser", "socket", "shutil", "importlib", "pty", "ctypes", "pickle", "_pickle", "marshal", "code", "codeop", "commands", "asyncio", "multiprocessing", "urllib", "requests", "http", "ftplib", "smtplib", "telnetlib", "operator", "functools", "types", "platform", "pdb", "timeit", "builtins", "__builtin__", "_io", "io", "torch.hub", "torch.jit", "torch._dynamo", "numpy.testing"]
+    [
+        "os",
+        "posix",
+        "nt",
+        "subprocess",
+        "sys",
+        "runpy",
+        "webbrowser",
+        "socket",
+        "shutil",
+        "importlib",
+        "pty",
+        "ctypes",
+        "pickle",
+        "_pickle",
+        "marshal",
+        "code",
+        "codeop",
+        "commands",
+        "asyncio",
+        "multiprocessing",
+        "urllib",
+        "requests",
+        "http",
+        "ftplib",
+        "smtplib",
+        "telnetlib",
+        "operator",
+        "functools",
+        "types",
+        "platform",
+        "pdb",
+        "timeit",
+        "builtins",
+        "__builtin__",
+        "_io",
+        "io",
+        "torch.hub",
+        "torch.jit",
+        "torch._dynamo",
+        "numpy.testing",
+    ]
 )
 
 MAX_FINDINGS_PER_STREAM = 100
@@ -202,29 +304,74 @@ _LEN_U1, _LEN_I4, _LEN_U4, _LEN_U8 = range(9, 13)
 _OPCODES: dict[int, tuple[str, int]] = {
     ord(code): (name, arg)
     for code, name, arg in [
-        ("(", "MARK", _NONE), (".", "STOP", _NONE), ("0", "POP", _NONE), ("1", "POP_MARK", _NONE),
-        ("2", "DUP", _NONE), ("F", "FLOAT", _LINE), ("I", "INT", _LINE), ("J", "BININT", _I4),
-        ("K", "BININT1", _U1), ("L", "LONG", _LINE), ("M", "BININT2", _U2), ("N", "NONE", _NONE),
-        ("P", "PERSID", _LINE), ("Q", "BINPERSID", _NONE), ("R", "REDUCE", _NONE),
-        ("S", "STRING", _LINE), ("T", "BINSTRING", _LEN_I4), ("U", "SHORT_BINSTRING", _LEN_U1),
-        ("V", "UNICODE", _LINE), ("X", "BINUNICODE", _LEN_U4), ("a", "APPEND", _NONE),
-        ("b", "BUILD", _NONE), ("c", "GLOBAL", _TWO_LINES), ("d", "DICT", _NONE),
-        ("}", "EMPTY_DICT", _NONE), ("e", "APPENDS", _NONE), ("g", "GET", _LINE),
-        ("h", "BINGET", _U1), ("i", "INST", _TWO_LINES), ("j", "LONG_BINGET", _U4),
-        ("l", "LIST", _NONE), ("]", "EMPTY_LIST", _NONE), ("o", "OBJ", _NONE), ("p", "PUT", _LINE),
-        ("q", "BINPUT", _U1), ("r", "LONG_BINPUT", _U4), ("s", "SETITEM", _NONE),
-        ("t", "TUPLE", _NONE), (")", "EMPTY_TUPLE", _NONE), ("u", "SETITEMS", _NONE),
+        ("(", "MARK", _NONE),
+        (".", "STOP", _NONE),
+        ("0", "POP", _NONE),
+        ("1", "POP_MARK", _NONE),
+        ("2", "DUP", _NONE),
+        ("F", "FLOAT", _LINE),
+        ("I", "INT", _LINE),
+        ("J", "BININT", _I4),
+        ("K", "BININT1", _U1),
+        ("L", "LONG", _LINE),
+        ("M", "BININT2", _U2),
+        ("N", "NONE", _NONE),
+        ("P", "PERSID", _LINE),
+        ("Q", "BINPERSID", _NONE),
+        ("R", "REDUCE", _NONE),
+        ("S", "STRING", _LINE),
+        ("T", "BINSTRING", _LEN_I4),
+        ("U", "SHORT_BINSTRING", _LEN_U1),
+        ("V", "UNICODE", _LINE),
+        ("X", "BINUNICODE", _LEN_U4),
+        ("a", "APPEND", _NONE),
+        ("b", "BUILD", _NONE),
+        ("c", "GLOBAL", _TWO_LINES),
+        ("d", "DICT", _NONE),
+        ("}", "EMPTY_DICT", _NONE),
+        ("e", "APPENDS", _NONE),
+        ("g", "GET", _LINE),
+        ("h", "BINGET", _U1),
+        ("i", "INST", _TWO_LINES),
+        ("j", "LONG_BINGET", _U4),
+        ("l", "LIST", _NONE),
+        ("]", "EMPTY_LIST", _NONE),
+        ("o", "OBJ", _NONE),
+        ("p", "PUT", _LINE),
+        ("q", "BINPUT", _U1),
+        ("r", "LONG_BINPUT", _U4),
+        ("s", "SETITEM", _NONE),
+        ("t", "TUPLE", _NONE),
+        (")", "EMPTY_TUPLE", _NONE),
+        ("u", "SETITEMS", _NONE),
         ("G", "BINFLOAT", _F8),
-        ("\x80", "PROTO", _U1), ("\x81", "NEWOBJ", _NONE), ("\x82", "EXT1", _U1),
-        ("\x83", "EXT2", _U2), ("\x84", "EXT4", _I4), ("\x85", "TUPLE1", _NONE),
-        ("\x86", "TUPLE2", _NONE), ("\x87", "TUPLE3", _NONE), ("\x88", "NEWTRUE", _NONE),
-        ("\x89", "NEWFALSE", _NONE), ("\x8a", "LONG1", _LEN_U1), ("\x8b", "LONG4", _LEN_I4),
-        ("B", "BINBYTES", _LEN_U4), ("C", "SHORT_BINBYTES", _LEN_U1),
-        ("\x8c", "SHORT_BINUNICODE", _LEN_U1), ("\x8d", "BINUNICODE8", _LEN_U8),
-        ("\x8e", "BINBYTES8", _LEN_U8), ("\x8f", "EMPTY_SET", _NONE), ("\x90", "ADDITEMS", _NONE),
-        ("\x91", "FROZENSET", _NONE), ("\x92", "NEWOBJ_EX", _NONE), ("\x93", "STACK_GLOBAL", _NONE),
-        ("\x94", "MEMOIZE", _NONE), ("\x95", "FRAME", _U8), ("\x96", "BYTEARRAY8", _LEN_U8),
-        ("\x97", "NEXT_BUFFER", _NONE), ("\x98", "READONLY_BUFFER", _NONE),
+        ("\x80", "PROTO", _U1),
+        ("\x81", "NEWOBJ", _NONE),
+        ("\x82", "EXT1", _U1),
+        ("\x83", "EXT2", _U2),
+        ("\x84", "EXT4", _I4),
+        ("\x85", "TUPLE1", _NONE),
+        ("\x86", "TUPLE2", _NONE),
+        ("\x87", "TUPLE3", _NONE),
+        ("\x88", "NEWTRUE", _NONE),
+        ("\x89", "NEWFALSE", _NONE),
+        ("\x8a", "LONG1", _LEN_U1),
+        ("\x8b", "LONG4", _LEN_I4),
+        ("B", "BINBYTES", _LEN_U4),
+        ("C", "SHORT_BINBYTES", _LEN_U1),
+        ("\x8c", "SHORT_BINUNICODE", _LEN_U1),
+        ("\x8d", "BINUNICODE8", _LEN_U8),
+        ("\x8e", "BINBYTES8", _LEN_U8),
+        ("\x8f", "EMPTY_SET", _NONE),
+        ("\x90", "ADDITEMS", _NONE),
+        ("\x91", "FROZENSET", _NONE),
+        ("\x92", "NEWOBJ_EX", _NONE),
+        ("\x93", "STACK_GLOBAL", _NONE),
+        ("\x94", "MEMOIZE", _NONE),
+        ("\x95", "FRAME", _U8),
+        ("\x96", "BYTEARRAY8", _LEN_U8),
+        ("\x97", "NEXT_BUFFER", _NONE),
+        ("\x98", "READONLY_BUFFER", _NONE),
     ]
 }
 _FIXED_SIZES = {_U1: 1, _U2: 2, _I4: 4, _U4: 4, _U8: 8, _F8: 8}
@@ -347,8 +494,11 @@ class _Walker:
         if len(findings) < MAX_FINDINGS_PER_STREAM:
             findings.append(Finding(kind, message, self.op_offset, self.op_name, global_name, severity=severity))
         elif len(findings) == MAX_FINDINGS_PER_STREAM:
-            findings.append(Finding("truncated-report", f"more than {MAX_FINDINGS_PER_STREAM} findings; rest omitted",
-                                    severity=severity))
+            findings.append(
+                Finding(
+                    "truncated-report", f"more than {MAX_FINDINGS_PER_STREAM} findings; rest omitted", severity=severity
+                )
+            )
 
     def _import(self, module: str, name: str) -> _Global:
         if self.report.protocol < 3:
@@ -359,7 +509,11 @@ class _Walker:
         if not allowed and not self.strict and not _looks_importable(module, name):
             raise _StreamError(f"{self.op_name} of a name no module has, at byte {self.op_offset}")
         if not allowed:
-            kind = "dangerous-global" if _is_dangerous(module) or module in ("builtins", "__builtin__") else "unknown-global"
+            kind = (
+                "dangerous-global"
+                if _is_dangerous(module) or module in ("builtins", "__builtin__")
+                else "unknown-global"
+            )
             self._finding(kind, f"imports {full}, which is not on the allowlist", full)
         return _Global(full, allowed)
 
@@ -477,8 +631,11 @@ class _Walker:
                 stack.append(_Int(int.from_bytes(argument, "little", signed=name == "BININT")))
             elif name in ("LONG1", "LONG4"):
                 offset, length = counted
-                stack.append(_Int(int.from_bytes(self.data[offset : offset + length], "little", signed=True))
-                             if length <= 64 else _OPAQUE)
+                stack.append(
+                    _Int(int.from_bytes(self.data[offset : offset + length], "little", signed=True))
+                    if length <= 64
+                    else _OPAQUE
+                )
             elif name in ("INT", "LONG"):
                 try:
                     number = None if argument is None else (_c_int(argument) if name == "INT" else _c_long(argument))
@@ -500,9 +657,21 @@ class _Walker:
                 if argument is not None and not _c_float_ok(argument):
                     raise _StreamError(f"FLOAT at byte {self.op_offset} is not a number")
                 stack.append(_OPAQUE)
-            elif name in ("BINFLOAT", "NONE", "NEWTRUE", "NEWFALSE", "BINBYTES", "SHORT_BINBYTES",
-                          "BINBYTES8", "BYTEARRAY8", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_SET",
-                          "NEXT_BUFFER"):
+            elif name in (
+                "BINFLOAT",
+                "NONE",
+                "NEWTRUE",
+                "NEWFALSE",
+                "BINBYTES",
+                "SHORT_BINBYTES",
+                "BINBYTES8",
+                "BYTEARRAY8",
+                "EMPTY_DICT",
+                "EMPTY_LIST",
+                "EMPTY_TUPLE",
+                "EMPTY_SET",
+                "NEXT_BUFFER",
+            ):
                 stack.append(_OPAQUE)
             elif name in ("PERSID", "BINPERSID"):
                 if name == "BINPERSID":
@@ -540,7 +709,11 @@ class _Walker:
                 stack.append(self._import(module, attribute))
             elif name == "STACK_GLOBAL":
                 attribute, module = self._pop(), self._pop()
-                if isinstance(module, _Str) and isinstance(attribute, _Str) and None not in (module.text, attribute.text):
+                if (
+                    isinstance(module, _Str)
+                    and isinstance(attribute, _Str)
+                    and None not in (module.text, attribute.text)
+                ):
                     stack.append(self._import(module.text, attribute.text))
                 elif not self.strict and not any(isinstance(v, (_Str, _Made)) for v in (module, attribute)):
                     raise _StreamError(f"STACK_GLOBAL without strings at byte {self.op_offset}")
@@ -577,8 +750,10 @@ class _Walker:
         if line is not None:
             return line.isascii()
         start, end = self.line_span
-        return all(bytes(self.data[position : min(end, position + _MAX_LINE_COPY_BYTES)]).isascii()
-                   for position in range(start, end, _MAX_LINE_COPY_BYTES))
+        return all(
+            bytes(self.data[position : min(end, position + _MAX_LINE_COPY_BYTES)]).isascii()
+            for position in range(start, end, _MAX_LINE_COPY_BYTES)
+        )
 
     def _memo_index(self, argument: bytes | None) -> int:
         if argument is None:  # a memo index of over a million digits: CPython cannot store or find it
@@ -663,8 +838,9 @@ def _py_long(text: bytes) -> int | None:
         raise
 
 
-def scan_pickle_stream(data, start: int = 0, end: int | None = None, *, strict: bool = True,
-                       persistent_ids: bool = True) -> StreamReport:
+def scan_pickle_stream(
+    data, start: int = 0, end: int | None = None, *, strict: bool = True, persistent_ids: bool = True
+) -> StreamReport:
     """Walks one pickle stream in `data[start:end]` (bytes or mmap) without executing it.
 
     `persistent_ids`: whether the loader sets a persistent_load (torch does for data.pkl and the

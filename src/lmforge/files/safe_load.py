@@ -52,8 +52,10 @@ def _numpy_safe_globals() -> list[tuple[Any, str]]:
             (numeric._frombuffer, f"{package}.numeric._frombuffer"),
         ]
     # np.dtype(...) builds an instance of a per-dtype class (numpy.dtypes.Float64DType); BUILD needs it allowed.
-    pairs += [(type(numpy.dtype(code)), f"numpy.dtypes.{type(numpy.dtype(code)).__name__}")
-              for code in "?bBhHiIlLqQefdgFDGSUVO"]
+    pairs += [
+        (type(numpy.dtype(code)), f"numpy.dtypes.{type(numpy.dtype(code)).__name__}")
+        for code in "?bBhHiIlLqQefdgFDGSUVO"
+    ]
     return pairs
 
 

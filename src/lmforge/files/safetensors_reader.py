@@ -122,7 +122,9 @@ def _validate_layout(tensors: list[TensorInfo]) -> int:
         for dim in info.shape:  # checked product, as the reference does, so huge shapes stay cheap
             elements *= dim
             if elements > _USIZE_MAX:
-                raise FormatError(f"tensor {info.name!r}: the product of shape {list(info.shape)[:8]} overflows 64 bits")
+                raise FormatError(
+                    f"tensor {info.name!r}: the product of shape {list(info.shape)[:8]} overflows 64 bits"
+                )
         bits = elements * DTYPE_BITS[info.dtype]
         if bits > _USIZE_MAX:
             raise FormatError(f"tensor {info.name!r}: shape {list(info.shape)} × {info.dtype} overflows 64 bits")
@@ -170,8 +172,10 @@ def truncated_header(head: bytes, file_size: int) -> str | None:
     (header_size,) = struct.unpack("<Q", head[:8])
     if not file_size - 8 < header_size <= MAX_HEADER_BYTES:
         return None
-    return (f"truncated safetensors header ({file_size - 8} of {header_size} bytes): the file was cut short; "
-            "download or copy it again")
+    return (
+        f"truncated safetensors header ({file_size - 8} of {header_size} bytes): the file was cut short; "
+        "download or copy it again"
+    )
 
 
 def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:

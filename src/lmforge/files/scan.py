@@ -132,25 +132,44 @@ class _Collector:
         if len(self.globals) < MAX_FINDINGS_PER_FILE:
             self.globals.update(ref.name for ref in report.globals)
         for finding in report.findings:
-            self._add(Finding(finding.kind, finding.message + note, finding.offset, finding.opcode,
-                              finding.global_name, member, severity or finding.severity))
+            self._add(
+                Finding(
+                    finding.kind,
+                    finding.message + note,
+                    finding.offset,
+                    finding.opcode,
+                    finding.global_name,
+                    member,
+                    severity or finding.severity,
+                )
+            )
 
-    def problem(self, kind: str, message: str, member: str | None, offset: int | None = None,
-                severity: str = "unproven") -> None:
+    def problem(
+        self, kind: str, message: str, member: str | None, offset: int | None = None, severity: str = "unproven"
+    ) -> None:
         self._add(Finding(kind, message, offset, None, None, member, severity))
 
     def _add(self, finding: Finding) -> None:
         if len(self.findings) < MAX_FINDINGS_PER_FILE:
             self.findings.append(finding)
         elif len(self.findings) == MAX_FINDINGS_PER_FILE:
-            self.findings.append(Finding("truncated-report", f"more than {MAX_FINDINGS_PER_FILE} findings; rest omitted",
-                                         severity=finding.severity))
+            self.findings.append(
+                Finding(
+                    "truncated-report",
+                    f"more than {MAX_FINDINGS_PER_FILE} findings; rest omitted",
+                    severity=finding.severity,
+                )
+            )
 
     def spend(self, size_bytes: int, member: str | None) -> bool:
         """Takes `size_bytes` from the decompression budget; False (and a finding) when it is spent."""
         if size_bytes > self.decompress_budget_bytes:
-            self.problem("limit", f"more than the {DEFAULT_MAX_DECOMPRESSED_BYTES} bytes this scan decompresses per "
-                         "file; the rest was not scanned", member)
+            self.problem(
+                "limit",
+                f"more than the {DEFAULT_MAX_DECOMPRESSED_BYTES} bytes this scan decompresses per "
+                "file; the rest was not scanned",
+                member,
+            )
             return False
         self.decompress_budget_bytes -= size_bytes
         return True
@@ -182,9 +201,15 @@ def _judge_stream(sink: _Collector, data, start: int, end: int, member: str | No
     elif context == _FILE and report.findings:
         # Nothing is called, but pickle.load of this file imports these modules (running their
         # top-level code) before it fails: no proof either way.
-        sink.add_stream(report, member, severity="unproven",
-                        note=f", before the bytes stop parsing as a pickle ({report.parse_error})")
-    elif context == _FILE and bytes(data[start : start + 1]) == b"\x80" and bytes(data[start + 1 : start + 2]) <= b"\x05":
+        sink.add_stream(
+            report,
+            member,
+            severity="unproven",
+            note=f", before the bytes stop parsing as a pickle ({report.parse_error})",
+        )
+    elif (
+        context == _FILE and bytes(data[start : start + 1]) == b"\x80" and bytes(data[start + 1 : start + 2]) <= b"\x05"
+    ):
         sink.problem("malformed", f"a pickle (PROTO opcode) that does not parse: {report.parse_error}", member, start)
     return report
 
@@ -198,8 +223,12 @@ def _scan_streams(sink: _Collector, data, start: int, end: int, member: str | No
     position, index, legacy, certain = start, 0, False, False
     while position < end:
         if index >= MAX_STREAMS_PER_BLOB:
-            sink.problem("limit", f"more than {MAX_STREAMS_PER_BLOB} concatenated pickles; the rest was not scanned",
-                         member, position)
+            sink.problem(
+                "limit",
+                f"more than {MAX_STREAMS_PER_BLOB} concatenated pickles; the rest was not scanned",
+                member,
+                position,
+            )
             break
         strict = context if index == 0 else (_LOADED if legacy and index < _LEGACY_TORCH_PICKLES else _EXTRA)
         report = _judge_stream(sink, data, position, end, member, strict)
@@ -235,7 +264,9 @@ def _scan_blob(sink: _Collector, data, size: int, member: str | None, depth: int
         # decompresses it is not one (and a loader gets nothing from it either).
         if inner or kind not in ("zlib", "lzma"):
             if problem:
-                sink.problem("unreadable" if "more than" not in problem else "limit", f"{kind} payload: {problem}", member)
+                sink.problem(
+                    "unreadable" if "more than" not in problem else "limit", f"{kind} payload: {problem}", member
+                )
             container = f"{kind}+" + _scan_blob(sink, inner, len(inner), _join(member, f"<{kind}>"), depth + 1, _FILE)
     elif kind in ("7z", "zstd", "lz4"):
         sink.problem("container", f"cannot open a {kind} container; extract it and scan the files inside", member)
@@ -281,8 +312,13 @@ def _scan_zip(sink: _Collector, data, size: int, member: str | None, depth: int)
     walk.torch_records()
     lowered = [name.lower().split("/", 1)[-1] for name in walk.names]
     if any(name.startswith(_CODE_FOLDERS) or name in _CODE_RECORDS for name in lowered):
-        sink.problem("code", "TorchScript or torch.package archive: torch.jit.load runs the Python code in the archive "
-                     "(code/, constants.pkl), whatever data.pkl names", member, severity="unsafe")
+        sink.problem(
+            "code",
+            "TorchScript or torch.package archive: torch.jit.load runs the Python code in the archive "
+            "(code/, constants.pkl), whatever data.pkl names",
+            member,
+            severity="unsafe",
+        )
         return "torchscript"
     if "data.pkl" in lowered:
         return "pytorch-zip"
@@ -315,8 +351,9 @@ class _ZipWalk:
 
     def _take_member(self) -> bool:
         if self.sink.members_left <= 0:
-            self.sink.problem("limit", f"more than {MAX_MEMBERS_PER_FILE} archive members; the rest was not scanned",
-                              self.member)
+            self.sink.problem(
+                "limit", f"more than {MAX_MEMBERS_PER_FILE} archive members; the rest was not scanned", self.member
+            )
             return False
         self.sink.members_left -= 1
         return True
@@ -333,8 +370,11 @@ class _ZipWalk:
         places = [(entry.header_offset, entry.name.split("\0", 1)[0]) for entry in self.entries]
         same_view = [(info.header_offset, info.filename) for info in infos] == places
         if not same_view:
-            self.sink.problem("ambiguous-archive", "ambiguous archive: zipfile lists other members than the central "
-                              "directory holds", self.member)
+            self.sink.problem(
+                "ambiguous-archive",
+                "ambiguous archive: zipfile lists other members than the central directory holds",
+                self.member,
+            )
         for index, info in enumerate(infos):
             key = (info.header_offset, info.compress_size, info.compress_type)
             if key in self.walked or not self._take_member():
@@ -371,8 +411,11 @@ class _ZipWalk:
         for problem in zip_archive.torch_disagreements(reader, self.entries, records):
             self.sink.problem("ambiguous-archive", f"ambiguous archive: {problem}", self.member)
         prefix = zip_archive.torch_prefix(self.entries) or ""
-        stored = {(entry.data_offset, entry.size_bytes) for entry in self.entries if entry.method == 0
-                  and (entry.header_offset, entry.compressed_size_bytes, entry.method) in self.walked}
+        stored = {
+            (entry.data_offset, entry.size_bytes)
+            for entry in self.entries
+            if entry.method == 0 and (entry.header_offset, entry.compressed_size_bytes, entry.method) in self.walked
+        }
         for record in records:
             try:
                 offset, size_bytes = reader.get_record_offset(record), reader.get_record_size(record)
@@ -386,8 +429,9 @@ class _ZipWalk:
             try:
                 body = reader.get_record(record)
             except (RuntimeError, ValueError) as error:
-                self.sink.problem("unreadable", f"torch's reader cannot read it: {str(error).splitlines()[0][:160]}",
-                                  label)
+                self.sink.problem(
+                    "unreadable", f"torch's reader cannot read it: {str(error).splitlines()[0][:160]}", label
+                )
                 continue
             if hashlib.sha256(bytes(body)).digest() not in self.digests:
                 self._walk(prefix + record, body, None, None)
@@ -420,13 +464,16 @@ def _scan_legacy_records(sink: _Collector, body, label: str, storages: bool) -> 
     if not first.complete:
         return
     if first.result_int is None or first.result_int < 0:
-        sink.problem("malformed", "the record count is not a number this scan can follow; cannot prove the rest safe",
-                     label, 0)
+        sink.problem(
+            "malformed", "the record count is not a number this scan can follow; cannot prove the rest safe", label, 0
+        )
         return
     position = first.end_offset
     for index in range(first.result_int):
         if index >= MAX_STREAMS_PER_BLOB:
-            sink.problem("limit", f"more than {MAX_STREAMS_PER_BLOB} records; the rest was not scanned", label, position)
+            sink.problem(
+                "limit", f"more than {MAX_STREAMS_PER_BLOB} records; the rest was not scanned", label, position
+            )
             return
         report = _judge_stream(sink, body, position, size, label, _LOADED)
         if not report.complete:
@@ -434,8 +481,12 @@ def _scan_legacy_records(sink: _Collector, body, label: str, storages: bool) -> 
         position = report.end_offset
         skip = _legacy_raw_bytes(body, position, report, storages)
         if skip is None or position + skip > size:
-            sink.problem("malformed", f"record {index} has no raw data this scan can follow; cannot prove the rest safe",
-                         label, position)
+            sink.problem(
+                "malformed",
+                f"record {index} has no raw data this scan can follow; cannot prove the rest safe",
+                label,
+                position,
+            )
             return
         position += skip
     if storages:  # the storage views pickle
@@ -469,7 +520,9 @@ def scan_bytes(data, *, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_B
     return file_format, sink
 
 
-def scan_file(path: str | os.PathLike[str], *, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> FileReport:
+def scan_file(
+    path: str | os.PathLike[str], *, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
+) -> FileReport:
     """The verdict on one file. The file is memory-mapped, so a multi-GB checkpoint is not copied."""
     target = Path(path)
     started = time.perf_counter()
@@ -482,8 +535,14 @@ def scan_file(path: str | os.PathLike[str], *, max_decompressed_bytes: int = DEF
                 with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
                     file_format, sink = scan_bytes(view, max_decompressed_bytes=max_decompressed_bytes)
     except OSError as error:
-        return FileReport(str(target), "unknown", "error", 0, seconds=time.perf_counter() - started,
-                          error=f"cannot read: {error.strerror or error}")
+        return FileReport(
+            str(target),
+            "unknown",
+            "error",
+            0,
+            seconds=time.perf_counter() - started,
+            error=f"cannot read: {error.strerror or error}",
+        )
     return FileReport(
         path=str(target),
         format=file_format,
@@ -544,8 +603,13 @@ def _walk_folder(folder: Path, root: Path, targets: list[ScanTarget]) -> None:
                 # links every file to ../../blobs/): scanned under the link's name.
                 targets.append(ScanTarget(path))
             elif not real.is_relative_to(root):
-                targets.append(ScanTarget(path, f"a symlink to the folder {real}, outside the scanned one: a loader "
-                                                "reads it through this folder, this scan does not (scan that folder)"))
+                targets.append(
+                    ScanTarget(
+                        path,
+                        f"a symlink to the folder {real}, outside the scanned one: a loader "
+                        "reads it through this folder, this scan does not (scan that folder)",
+                    )
+                )
             elif not real.is_dir():
                 targets.append(ScanTarget(path, "a symlink to a special file (a FIFO, socket or device)"))
         elif entry.is_dir():
@@ -553,12 +617,21 @@ def _walk_folder(folder: Path, root: Path, targets: list[ScanTarget]) -> None:
         elif entry.is_file():
             targets.append(ScanTarget(path))
         else:
-            targets.append(ScanTarget(path, "not a regular file (a FIFO, socket or device): a loader reading it gets "
-                                            "bytes this scan cannot see"))
+            targets.append(
+                ScanTarget(
+                    path,
+                    "not a regular file (a FIFO, socket or device): a loader reading it gets "
+                    "bytes this scan cannot see",
+                )
+            )
 
 
-def scan_targets(targets: Iterable[ScanTarget], *, on_file: Callable[[Path], None] | None = None,
-                 max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> ScanReport:
+def scan_targets(
+    targets: Iterable[ScanTarget],
+    *,
+    on_file: Callable[[Path], None] | None = None,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+) -> ScanReport:
     """Scans targets from collect_targets; `on_file` is called before each one (progress)."""
     reports = []
     for target in targets:
@@ -566,8 +639,11 @@ def scan_targets(targets: Iterable[ScanTarget], *, on_file: Callable[[Path], Non
             on_file(target.path)
         if target.problem:
             kind = "link" if "symlink" in target.problem else "not-a-file"
-            reports.append(FileReport(str(target.path), kind, "unproven", 0,
-                                      findings=[Finding(kind, target.problem, severity="unproven")]))
+            reports.append(
+                FileReport(
+                    str(target.path), kind, "unproven", 0, findings=[Finding(kind, target.problem, severity="unproven")]
+                )
+            )
         else:
             reports.append(scan_file(target.path, max_decompressed_bytes=max_decompressed_bytes))
     return ScanReport(reports)

@@ -161,7 +161,16 @@ def _simulate(stream: IO[bytes]) -> Any:
                 stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
             else:  # every other opcode pushes its decoded argument (ints, floats, strings, bytes)
                 stack.append(arg)
-    except (ValueError, IndexError, KeyError, TypeError, EOFError, UnicodeDecodeError, AttributeError, RecursionError) as error:
+    except (
+        ValueError,
+        IndexError,
+        KeyError,
+        TypeError,
+        EOFError,
+        UnicodeDecodeError,
+        AttributeError,
+        RecursionError,
+    ) as error:
         raise FormatError(f"malformed pickle stream: {error}") from None
     raise FormatError("pickle stream ends without STOP (truncated)")
 

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 
 from lmforge.files.containers import COPY_LIMIT_BYTES, BytesReader, ContainerError, Window, inflate
 
-_EOCD = struct.Struct("<4s4H2IH")  # signature, disk, directory disk, entries here, entries, size, offset, comment length
+_EOCD = struct.Struct(
+    "<4s4H2IH"
+)  # signature, disk, directory disk, entries here, entries, size, offset, comment length
 _LOCATOR = struct.Struct("<4sIQI")  # signature, disk with the ZIP64 record, its offset, total disks
 _EOCD64 = struct.Struct("<4sQ2H2I4Q")  # signature, record size, versions, disks, entries here, entries, size, offset
 _CENTRAL = struct.Struct("<4s6H3I5H2I")
@@ -99,8 +101,9 @@ def read_zip_layout(data, size: int) -> ZipLayout:
         raise ContainerError("zip end-of-central-directory record not found")
     layout = ZipLayout()
     problems = layout.problems
-    (_, disk, directory_disk, entries_here, entries, directory_bytes, directory_offset,
-     comment_bytes) = _EOCD.unpack(bytes(data[end : end + 22]))
+    (_, disk, directory_disk, entries_here, entries, directory_bytes, directory_offset, comment_bytes) = _EOCD.unpack(
+        bytes(data[end : end + 22])
+    )
     if end + 22 + comment_bytes != size:
         problems.append(f"the end record's comment ends at byte {end + 22 + comment_bytes}, the file at byte {size}")
     if disk or directory_disk:
@@ -113,13 +116,25 @@ def read_zip_layout(data, size: int) -> ZipLayout:
             raise ContainerError("zip spans several disks; no loader reads it")
         zipfile_record = locator - _EOCD64.size  # zipfile reads it here, ignoring the locator's pointer
         if record_offset != zipfile_record:
-            problems.append(f"the ZIP64 locator points at byte {record_offset}, zipfile reads the ZIP64 record "
-                            f"at byte {zipfile_record}")
+            problems.append(
+                f"the ZIP64 locator points at byte {record_offset}, zipfile reads the ZIP64 record "
+                f"at byte {zipfile_record}"
+            )
         if zipfile_record < 0 or bytes(data[zipfile_record : zipfile_record + 4]) != b"PK\x06\x06":
             problems.append("a ZIP64 locator without a ZIP64 end record where zipfile looks for it")
         else:
-            (_, record_bytes, _, _, disk64, directory_disk64, entries_here64, entries64, directory_bytes64,
-             directory_offset64) = _EOCD64.unpack(bytes(data[zipfile_record : zipfile_record + _EOCD64.size]))
+            (
+                _,
+                record_bytes,
+                _,
+                _,
+                disk64,
+                directory_disk64,
+                entries_here64,
+                entries64,
+                directory_bytes64,
+                directory_offset64,
+            ) = _EOCD64.unpack(bytes(data[zipfile_record : zipfile_record + _EOCD64.size]))
             if record_bytes != _EOCD64.size - 12:
                 problems.append(f"the ZIP64 end record declares {record_bytes} bytes; zipfile assumes 44")
             if disk64 or directory_disk64:
@@ -133,7 +148,11 @@ def read_zip_layout(data, size: int) -> ZipLayout:
                 if classic not in (placeholder, wide):
                     problems.append(f"the classic end record says {label} {classic}, the ZIP64 record {wide}")
             entries_here, entries, directory_bytes, directory_offset = (
-                entries_here64, entries64, directory_bytes64, directory_offset64)
+                entries_here64,
+                entries64,
+                directory_bytes64,
+                directory_offset64,
+            )
             directory_end = zipfile_record
     if entries_here != entries:
         problems.append(f"the end record counts {entries_here} entries on this disk and {entries} in all")
@@ -142,8 +161,10 @@ def read_zip_layout(data, size: int) -> ZipLayout:
     # zipfile corrects every offset by the bytes found before the archive ("concat"); miniz does not.
     shift = directory_end - directory_bytes - directory_offset
     if shift:
-        problems.append(f"the central directory lies {shift} bytes from where the end record puts it "
-                        "(data before the archive: zipfile and torch's reader disagree on every offset)")
+        problems.append(
+            f"the central directory lies {shift} bytes from where the end record puts it "
+            "(data before the archive: zipfile and torch's reader disagree on every offset)"
+        )
     start = directory_offset + shift
     if start < 0 or start + directory_bytes > size:
         raise ContainerError(f"central directory at byte {start} lies outside the file")
@@ -155,7 +176,9 @@ def read_zip_layout(data, size: int) -> ZipLayout:
     return layout
 
 
-def _read_directory(data, size: int, start: int, directory_bytes: int, shift: int, problems: list[str]) -> list[ZipEntry]:
+def _read_directory(
+    data, size: int, start: int, directory_bytes: int, shift: int, problems: list[str]
+) -> list[ZipEntry]:
     """Walks the directory by its byte size, as zipfile does (_RealGetContents)."""
     directory = bytes(data[start : start + directory_bytes])
     entries: list[ZipEntry] = []
@@ -178,17 +201,23 @@ def _read_directory(data, size: int, start: int, directory_bytes: int, shift: in
             name = raw_name.decode("utf-8" if flags & 0x800 else "cp437")
         except UnicodeDecodeError as error:
             raise ContainerError(f"entry name {raw_name!r} is flagged UTF-8 but is not") from error
-        size_bytes, compressed, header_offset = _zip64_extra(extra, name, size_bytes, compressed, header_offset, problems)
+        size_bytes, compressed, header_offset = _zip64_extra(
+            extra, name, size_bytes, compressed, header_offset, problems
+        )
         if disk_start:
             problems.append(f"{name}: lives on another disk ({disk_start})")
         header_offset += shift
-        entries.append(_with_local_header(data, size, name, raw_name, header_offset, compressed, size_bytes,
-                                          method, flags, crc, problems))
+        entries.append(
+            _with_local_header(
+                data, size, name, raw_name, header_offset, compressed, size_bytes, method, flags, crc, problems
+            )
+        )
     return entries
 
 
-def _zip64_extra(extra: bytes, name: str, size_bytes: int, compressed: int, header_offset: int,
-                 problems: list[str]) -> tuple[int, int, int]:
+def _zip64_extra(
+    extra: bytes, name: str, size_bytes: int, compressed: int, header_offset: int, problems: list[str]
+) -> tuple[int, int, int]:
     """Reads the extra field as zipfile's ZipInfo._decodeExtra does, and flags what readers read differently."""
     position, seen64 = 0, False
     while position + 4 <= len(extra):
@@ -214,22 +243,53 @@ def _zip64_extra(extra: bytes, name: str, size_bytes: int, compressed: int, head
     return size_bytes, compressed, header_offset
 
 
-def _with_local_header(data, size: int, name: str, raw_name: bytes, header_offset: int, compressed: int,
-                       size_bytes: int, method: int, flags: int, crc: int, problems: list[str]) -> ZipEntry:
+def _with_local_header(
+    data,
+    size: int,
+    name: str,
+    raw_name: bytes,
+    header_offset: int,
+    compressed: int,
+    size_bytes: int,
+    method: int,
+    flags: int,
+    crc: int,
+    problems: list[str],
+) -> ZipEntry:
     data_offset = header_offset
-    if header_offset < 0 or header_offset + _LOCAL.size > size or bytes(data[header_offset : header_offset + 4]) != b"PK\x03\x04":
+    if (
+        header_offset < 0
+        or header_offset + _LOCAL.size > size
+        or bytes(data[header_offset : header_offset + 4]) != b"PK\x03\x04"
+    ):
         problems.append(f"{name}: no local header at byte {header_offset}")
     else:
-        (_, _, local_flags, local_method, _, _, local_crc, local_compressed, local_size, local_name_bytes,
-         local_extra_bytes) = _LOCAL.unpack(bytes(data[header_offset : header_offset + _LOCAL.size]))
+        (
+            _,
+            _,
+            local_flags,
+            local_method,
+            _,
+            _,
+            local_crc,
+            local_compressed,
+            local_size,
+            local_name_bytes,
+            local_extra_bytes,
+        ) = _LOCAL.unpack(bytes(data[header_offset : header_offset + _LOCAL.size]))
         local_name = bytes(data[header_offset + _LOCAL.size : header_offset + _LOCAL.size + local_name_bytes])
         if local_name != raw_name:
             problems.append(f"{name}: the local header names it {local_name!r}")
         if (local_flags, local_method) != (flags, method):
-            problems.append(f"{name}: the local header has flags {local_flags:#x} method {local_method}, "
-                            f"the directory flags {flags:#x} method {method}")
-        if not flags & 0x8 and (local_crc, local_compressed, local_size) != (crc, compressed, size_bytes) and (
-                local_compressed, local_size) != (_MAX_32, _MAX_32):
+            problems.append(
+                f"{name}: the local header has flags {local_flags:#x} method {local_method}, "
+                f"the directory flags {flags:#x} method {method}"
+            )
+        if (
+            not flags & 0x8
+            and (local_crc, local_compressed, local_size) != (crc, compressed, size_bytes)
+            and (local_compressed, local_size) != (_MAX_32, _MAX_32)
+        ):
             problems.append(f"{name}: the local header's sizes or CRC differ from the directory's")
         data_offset = header_offset + _LOCAL.size + local_name_bytes + local_extra_bytes
     return ZipEntry(name, raw_name, header_offset, data_offset, compressed, size_bytes, method, flags, crc)
@@ -244,7 +304,9 @@ def _check_names(entries: list[ZipEntry], problems: list[str]) -> None:
             problems.append(f"{entry.name!r}: a NUL inside the name (zipfile cuts it there)")
         for key in {entry.raw_name.lower(), entry.raw_name.split(b"\0", 1)[0].lower(), entry.name.lower().encode()}:
             if key in seen:
-                problems.append(f"two entries named {seen[key]!r} and {entry.name!r}: loaders disagree on which one is read")
+                problems.append(
+                    f"two entries named {seen[key]!r} and {entry.name!r}: loaders disagree on which one is read"
+                )
                 break
             seen[key] = entry.name
 
@@ -258,14 +320,20 @@ def _check_coverage(data, entries: list[ZipEntry], directory_start: int, problem
     position = 0
     for entry in sorted(entries, key=lambda item: (item.header_offset, item.name)):
         if entry.header_offset != position:
-            what = "overlaps the member before it" if entry.header_offset < position else (
-                f"follows {entry.header_offset - position} bytes that no member explains (from byte {position})")
+            what = (
+                "overlaps the member before it"
+                if entry.header_offset < position
+                else (f"follows {entry.header_offset - position} bytes that no member explains (from byte {position})")
+            )
             problems.append(f"{entry.name}: its local header at byte {entry.header_offset} {what}")
         data_end = entry.data_offset + entry.compressed_size_bytes
         position = max(position, data_end + _descriptor_bytes(data, entry, data_end))
     if position != directory_start:
-        what = "overlaps the central directory" if position > directory_start else (
-            f"is followed by {directory_start - position} bytes that no member explains")
+        what = (
+            "overlaps the central directory"
+            if position > directory_start
+            else (f"is followed by {directory_start - position} bytes that no member explains")
+        )
         problems.append(f"the last member ends at byte {position} and {what} (directory at byte {directory_start})")
 
 
@@ -307,7 +375,15 @@ def read_zipfile_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_byt
                 total += len(chunk)
                 if total > max_bytes:
                     return b"".join(chunks)[:max_bytes], f"decompresses to more than {max_bytes} bytes"
-    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError, EOFError, struct.error) as error:
+    except (
+        zipfile.BadZipFile,
+        NotImplementedError,
+        RuntimeError,
+        ValueError,
+        OSError,
+        EOFError,
+        struct.error,
+    ) as error:
         return b"".join(chunks), f"zipfile cannot read it: {error}"
     return b"".join(chunks), None
 
@@ -341,8 +417,11 @@ def read_raw_member(data, entry: ZipEntry, max_bytes: int) -> tuple[object, str 
             filters = [lzma._decode_filter_properties(lzma.FILTER_LZMA1, bytes(raw[4 : 4 + properties_length]))]
         except (lzma.LZMAError, ValueError) as error:
             return b"", f"bad LZMA properties: {error}"
-        return inflate(lambda: lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters),
-                       Window(data, entry.data_offset + 4 + properties_length, end), max_bytes)
+        return inflate(
+            lambda: lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters),
+            Window(data, entry.data_offset + 4 + properties_length, end),
+            max_bytes,
+        )
     return b"", f"unsupported zip compression method {entry.method}"
 
 
@@ -372,7 +451,7 @@ def torch_records(reader, entries: list[ZipEntry]) -> list[str]:
         return list(reader.get_all_records())
     except (RuntimeError, ValueError):  # a member outside the archive folder: torch.load fails, but lookups still work
         prefix = torch_prefix(entries) or ""
-        names = [entry.name[len(prefix):] for entry in entries if entry.name.startswith(prefix)]
+        names = [entry.name[len(prefix) :] for entry in entries if entry.name.startswith(prefix)]
         return [name for name in names if _has_record(reader, name)]
 
 
@@ -401,6 +480,8 @@ def torch_disagreements(reader, entries: list[ZipEntry], records: list[str]) -> 
             problems.append(f"torch's reader cannot locate {entry.name}: {str(error).splitlines()[0][:120]}")
             continue
         if entry.method == 0 and (offset, size_bytes) != (entry.data_offset, entry.size_bytes):
-            problems.append(f"{entry.name}: torch reads {size_bytes} bytes at byte {offset}, zipfile "
-                            f"{entry.size_bytes} bytes at byte {entry.data_offset}")
+            problems.append(
+                f"{entry.name}: torch reads {size_bytes} bytes at byte {offset}, zipfile "
+                f"{entry.size_bytes} bytes at byte {entry.data_offset}"
+            )
     return problems

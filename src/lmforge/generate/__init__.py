@@ -21,7 +21,19 @@ if TYPE_CHECKING:
     from lmforge.generate.sampling import PRESETS, SamplingParams, sampling_params
 
 __all__ = [
-    "PRESETS", "GenerationResult", "LoadedModel", "SamplingParams", "StepExplanation", "attach_adapter", "base_of",
-    "chat_loop", "encode_prompt", "explain_steps", "generate", "generate_batch", "load_model", "sampling_params",
+    "PRESETS",
+    "GenerationResult",
+    "LoadedModel",
+    "SamplingParams",
+    "StepExplanation",
+    "attach_adapter",
+    "base_of",
+    "chat_loop",
+    "encode_prompt",
+    "explain_steps",
+    "generate",
+    "generate_batch",
+    "load_model",
+    "sampling_params",
 ]
 __getattr__, __dir__ = lazy_exports(__name__)

@@ -18,15 +18,19 @@ from lmforge.generate.generation import encode_prompt, generate
 from lmforge.generate.load import LoadedModel
 from lmforge.generate.sampling import PRESETS, SamplingParams, with_updates
 
-HELP = """commands:
+HELP = (
+    """commands:
   /reset            forget the conversation (the system prompt stays)
   /system TEXT      set the system prompt (empty TEXT removes it)
-  /preset NAME      switch sampling to a preset: """ + ", ".join(PRESETS) + """
+  /preset NAME      switch sampling to a preset: """
+    + ", ".join(PRESETS)
+    + """
   /params [k=v ...] show the sampling parameters, or change some (e.g. /params temperature=0.2 top_k=0)
   /save FILE        append the whole conversation, as it happened, to FILE as one JSONL record
                     ({"messages": [...]}, lmforge data format; a /system set mid-way is saved where it was set)
   /help             this text
   /quit             leave (so does end of input)"""
+)
 PROMPT = ">>> "
 
 
@@ -71,8 +75,14 @@ class ChatSession:
         self.transcript = [{"role": "system", "content": self.system}] if self.system else []
 
 
-def chat_loop(loaded: LoadedModel, params: SamplingParams, *, input_stream: TextIO, output_stream: TextIO,
-              system: str | None = None) -> ChatSession:
+def chat_loop(
+    loaded: LoadedModel,
+    params: SamplingParams,
+    *,
+    input_stream: TextIO,
+    output_stream: TextIO,
+    system: str | None = None,
+) -> ChatSession:
     """Run the REPL until /quit or end of input; returns the final session (history, params)."""
     session = ChatSession(params=params, system=system)
     write = _writer(output_stream)
@@ -179,8 +189,10 @@ def _reply(loaded: LoadedModel, session: ChatSession, text: str, write) -> None:
     write("\n")
     if result.notes and not session.capped_noted:
         session.capped_noted = True
-        write(f"(the default reply length is capped to the room the prompt leaves in the "
-              f"{loaded.context_length}-token context; /params max_new_tokens=N sets a fixed length)\n")
+        write(
+            f"(the default reply length is capped to the room the prompt leaves in the "
+            f"{loaded.context_length}-token context; /params max_new_tokens=N sets a fixed length)\n"
+        )
     session.history.append({"role": "assistant", "content": result.text})
     session.transcript += session.history[-2:]
 

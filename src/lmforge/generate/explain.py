@@ -43,8 +43,9 @@ class StepExplanation:
     candidates: list[Candidate] = field(default_factory=list)
 
 
-def stage_masks(logits: Any, params: SamplingParams, input_ids: Any | None = None,
-                prompt_length: int = 0) -> StageMasks:
+def stage_masks(
+    logits: Any, params: SamplingParams, input_ids: Any | None = None, prompt_length: int = 0
+) -> StageMasks:
     """Apply params' processors one at a time to `logits` ([vocab] or [1, vocab]) and record each stage.
 
     `input_ids` ([1, seq]) is needed only for the penalties, which look at the text so far (the presence
@@ -72,8 +73,9 @@ def stage_masks(logits: Any, params: SamplingParams, input_ids: Any | None = Non
     return StageMasks(probs_temperature, kept, torch.softmax(scores[0], dim=-1))
 
 
-def explain_steps(step_logits: Any, sequences: Any, prompt_tokens: int, params: SamplingParams, tokenizer: Any,
-                  *, top: int = 10) -> list[StepExplanation]:
+def explain_steps(
+    step_logits: Any, sequences: Any, prompt_tokens: int, params: SamplingParams, tokenizer: Any, *, top: int = 10
+) -> list[StepExplanation]:
     """One StepExplanation per generated token from generate's raw `output.logits`."""
     import torch
 

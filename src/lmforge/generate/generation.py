@@ -83,14 +83,14 @@ class StopStringStreamer:
     def _delta(self, *, final: bool) -> str:
         """New text since the last call; empty while the newest bytes are an incomplete character."""
         decode = self.tokenizer.decode
-        prefix = decode(self.token_ids[self._prefix_offset:self._read_offset], skip_special_tokens=True)
-        current = decode(self.token_ids[self._prefix_offset:], skip_special_tokens=True)
+        prefix = decode(self.token_ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
+        current = decode(self.token_ids[self._prefix_offset :], skip_special_tokens=True)
         if final:
-            return current[len(prefix):].rstrip("\ufffd")
+            return current[len(prefix) :].rstrip("\ufffd")
         if len(current) <= len(prefix) or current.endswith("\ufffd"):
             return ""
         self._prefix_offset, self._read_offset = self._read_offset, len(self.token_ids)
-        return current[len(prefix):]
+        return current[len(prefix) :]
 
     def _append(self, delta: str) -> None:
         if not delta:
@@ -109,7 +109,7 @@ class StopStringStreamer:
     def _emit(self, upto: int) -> None:
         if upto > self.emitted:
             if self.on_text is not None:
-                self.on_text(self.text[self.emitted:upto])
+                self.on_text(self.text[self.emitted : upto])
             self.emitted = upto
 
 
@@ -139,8 +139,9 @@ def encode_prompt(loaded: LoadedModel, prompt: str | list[dict[str, str]], *, ch
     return loaded.tokenizer(text, add_special_tokens=add_special)["input_ids"]
 
 
-def fit_to_context(loaded: LoadedModel, prompt_tokens: int,
-                   params: SamplingParams) -> tuple[SamplingParams, str | None]:
+def fit_to_context(
+    loaded: LoadedModel, prompt_tokens: int, params: SamplingParams
+) -> tuple[SamplingParams, str | None]:
     """The params to generate with, and a note when the default length had to be shortened.
 
     A max_new_tokens the user chose (set in `params`) must fit beside the prompt or it is an error. The
@@ -161,8 +162,10 @@ def fit_to_context(loaded: LoadedModel, prompt_tokens: int,
             f"prompt ({prompt_tokens} tokens) leaves no room for a reply in the model's context length of "
             f"{context} tokens; shorten the prompt"
         )
-    note = (f"max_new_tokens capped at {room}: the prompt takes {prompt_tokens} of the model's {context}-token "
-            f"context, which leaves no room for the default {asked} (pass --max-new-tokens to choose)")
+    note = (
+        f"max_new_tokens capped at {room}: the prompt takes {prompt_tokens} of the model's {context}-token "
+        f"context, which leaves no room for the default {asked} (pass --max-new-tokens to choose)"
+    )
     return params.model_copy(update={"max_new_tokens": room}), note
 
 
@@ -172,9 +175,16 @@ def _custom_processors(params: SamplingParams, prompt_length: int) -> dict[str, 
     return {"logits_processor": params.logits_processors(prompt_length)} if params.has_occurrence_penalty else {}
 
 
-def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: SamplingParams, *,
-             chat_template: bool = True, on_text: Callable[[str], None] | None = None,
-             explain: bool = False, explain_top: int = 10) -> GenerationResult:
+def generate(
+    loaded: LoadedModel,
+    prompt: str | list[dict[str, str]],
+    params: SamplingParams,
+    *,
+    chat_template: bool = True,
+    on_text: Callable[[str], None] | None = None,
+    explain: bool = False,
+    explain_top: int = 10,
+) -> GenerationResult:
     """Generate a reply to `prompt`; `on_text` receives each piece of final text as it is produced.
 
     `explain=True` also returns, per generated token, how repetition penalty, temperature, top-k,
@@ -200,13 +210,16 @@ def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: Sa
     started = time.perf_counter()
     with torch.inference_mode():
         output = loaded.model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
-            streamer=streamer, stopping_criteria=StoppingCriteriaList([_stop_on_flag(streamer)]),
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=config,
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([_stop_on_flag(streamer)]),
             **_custom_processors(params, len(prompt_ids)),
         )
     seconds = time.perf_counter() - started
     sequences = output.sequences if explain else output
-    new_ids = sequences[0, len(prompt_ids):].tolist()
+    new_ids = sequences[0, len(prompt_ids) :].tolist()
     ended_on_eos = bool(new_ids) and new_ids[-1] in stops
     finish = "stop" if streamer.stopped or ended_on_eos else "length"
     steps = []
@@ -214,13 +227,25 @@ def generate(loaded: LoadedModel, prompt: str | list[dict[str, str]], params: Sa
         from lmforge.generate.explain import explain_steps
 
         steps = explain_steps(output.logits, sequences, len(prompt_ids), params, loaded.tokenizer, top=explain_top)
-    return GenerationResult(text=streamer.text, finish_reason=finish, prompt_tokens=len(prompt_ids),
-                            completion_tokens=len(new_ids), token_ids=new_ids, seconds=seconds, steps=steps,
-                            notes=[note] if note else [])
+    return GenerationResult(
+        text=streamer.text,
+        finish_reason=finish,
+        prompt_tokens=len(prompt_ids),
+        completion_tokens=len(new_ids),
+        token_ids=new_ids,
+        seconds=seconds,
+        steps=steps,
+        notes=[note] if note else [],
+    )
 
 
-def generate_batch(loaded: LoadedModel, prompts: list[str | list[dict[str, str]]], params: SamplingParams, *,
-                   chat_template: bool = True) -> list[GenerationResult]:
+def generate_batch(
+    loaded: LoadedModel,
+    prompts: list[str | list[dict[str, str]]],
+    params: SamplingParams,
+    *,
+    chat_template: bool = True,
+) -> list[GenerationResult]:
     """Generate for several prompts in one left-padded batch (evaluation; no streaming).
 
     Greedy results equal one-at-a-time `generate` (tested); sampled ones differ from it because the batch
@@ -246,8 +271,13 @@ def generate_batch(loaded: LoadedModel, prompts: list[str | list[dict[str, str]]
     attention = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in encoded], device=loaded.device)
     started = time.perf_counter()
     with torch.inference_mode():
-        output = loaded.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
-                                       tokenizer=loaded.tokenizer, **_custom_processors(params, longest))
+        output = loaded.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            generation_config=config,
+            tokenizer=loaded.tokenizer,
+            **_custom_processors(params, longest),
+        )
     seconds = time.perf_counter() - started
     results = []
     for ids, row in zip(encoded, output[:, longest:].tolist()):
@@ -259,9 +289,14 @@ def generate_batch(loaded: LoadedModel, prompts: list[str | list[dict[str, str]]
             while new_ids and new_ids[-1] == pad and pad not in stops:
                 new_ids.pop()
         ended = bool(new_ids) and new_ids[-1] in stops
-        results.append(GenerationResult(
-            text=text.rstrip("\ufffd") if cut is None else text[:cut],  # as the streamer: no half character
-            finish_reason="stop" if ended or cut is not None else "length",
-            prompt_tokens=len(ids), completion_tokens=len(new_ids), token_ids=new_ids, seconds=seconds,
-        ))
+        results.append(
+            GenerationResult(
+                text=text.rstrip("\ufffd") if cut is None else text[:cut],  # as the streamer: no half character
+                finish_reason="stop" if ended or cut is not None else "length",
+                prompt_tokens=len(ids),
+                completion_tokens=len(new_ids),
+                token_ids=new_ids,
+                seconds=seconds,
+            )
+        )
     return results

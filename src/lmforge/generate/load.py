@@ -135,8 +135,10 @@ def quantization_config(quant: str | None, dtype: Any) -> Any:
     if quant is None:
         return None
     if quant not in QUANT_ON_LOAD:
-        raise UserInputError(f"--quant {quant!r} is not one of {', '.join(QUANT_ON_LOAD)} (int4: quantize ahead with "
-                             "`lmforge compress quantize --method gguf-q4_k_m`)")
+        raise UserInputError(
+            f"--quant {quant!r} is not one of {', '.join(QUANT_ON_LOAD)} (int4: quantize ahead with "
+            "`lmforge compress quantize --method gguf-q4_k_m`)"
+        )
     from transformers import BitsAndBytesConfig
 
     if quant == "int8":
@@ -144,8 +146,16 @@ def quantization_config(quant: str | None, dtype: Any) -> Any:
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
 
 
-def _load_causal_lm(folder: Path, dtype: Any, trust_pickle: bool, trust_remote_code: bool, *,
-                    quant: str | None = None, device: str = "cpu", device_map: str | None = None) -> Any:
+def _load_causal_lm(
+    folder: Path,
+    dtype: Any,
+    trust_pickle: bool,
+    trust_remote_code: bool,
+    *,
+    quant: str | None = None,
+    device: str = "cpu",
+    device_map: str | None = None,
+) -> Any:
     from transformers import AutoModelForCausalLM
 
     no_hub_kernels()
@@ -171,9 +181,17 @@ def _load_causal_lm(folder: Path, dtype: Any, trust_pickle: bool, trust_remote_c
         raise NotFoundError(f"cannot load model {folder}: {str(error).splitlines()[0]}") from None
 
 
-def load_model(model: str, *, adapter: str | None = None, device: str | None = None, dtype: str | None = None,
-               trust_pickle: bool = False, trust_remote_code: bool = False, quant: str | None = None,
-               device_map: str | None = None) -> LoadedModel:
+def load_model(
+    model: str,
+    *,
+    adapter: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_pickle: bool = False,
+    trust_remote_code: bool = False,
+    quant: str | None = None,
+    device_map: str | None = None,
+) -> LoadedModel:
     """Load `model` (folder, run folder, adapter folder or hub id) and optionally a LoRA `adapter` on top.
 
     The tokenizer comes from the adapter folder when it ships one (a fine-tune may add tokens or a
@@ -188,8 +206,10 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     check_device_map(device_map, device)
     target, dtype_value = device_and_dtype(device, dtype)
     if quant is not None and adapter is not None:
-        raise UserInputError("--quant with --adapter would merge the adapter into quantized weights and lose its "
-                             "update; merge first (lmforge convert BASE OUT --adapter DIR), then load OUT with --quant")
+        raise UserInputError(
+            "--quant with --adapter would merge the adapter into quantized weights and lose its "
+            "update; merge first (lmforge convert BASE OUT --adapter DIR), then load OUT with --quant"
+        )
     trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
     gguf = Path(model).expanduser()
     if gguf.is_file() and gguf.suffix == ".gguf":  # GGUF holds no pickle: transformers dequantizes it
@@ -205,8 +225,9 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
         adapter_ref, ref = ref, locate_base(ref, **trust)
         weights, name = ref.path, ref.name
 
-    base = _load_causal_lm(weights, dtype_value, trust_pickle, trust_remote_code, quant=quant, device=target,
-                           device_map=device_map)
+    base = _load_causal_lm(
+        weights, dtype_value, trust_pickle, trust_remote_code, quant=quant, device=target, device_map=device_map
+    )
     adapter_dir = adapter_ref.path if adapter_ref else None
     tokenizer = _load_tokenizer(adapter_dir, weights, trust_remote_code)
     if adapter_dir is not None:
@@ -224,8 +245,13 @@ def load_model(model: str, *, adapter: str | None = None, device: str | None = N
     template = resolve_template(tokenizer)
     name = name if adapter_ref is None else f"{name}+{adapter_ref.name}"
     return LoadedModel(
-        model=base, tokenizer=tokenizer, name=name, context_length=context_length_of(base.config, tokenizer),
-        chat_template_source=template.source, chat_template=template.jinja, device=target,
+        model=base,
+        tokenizer=tokenizer,
+        name=name,
+        context_length=context_length_of(base.config, tokenizer),
+        chat_template_source=template.source,
+        chat_template=template.jinja,
+        device=target,
         adapter=str(adapter_dir) if adapter_dir else None,
     )
 
@@ -234,8 +260,9 @@ def locate_adapter(adapter: str, trust_pickle: bool = False) -> ModelRef:
     """The LoRA adapter `adapter` names (a folder, a run's final/ or newest checkpoint, or a hub id), scanned."""
     adapter_ref = locate_model(adapter, trust_pickle=trust_pickle)
     if not adapter_ref.is_adapter:
-        raise UserInputError(f"--adapter {adapter}: {adapter_ref.path} holds no adapter_config.json "
-                             "(not a LoRA adapter)")
+        raise UserInputError(
+            f"--adapter {adapter}: {adapter_ref.path} holds no adapter_config.json (not a LoRA adapter)"
+        )
     return adapter_ref
 
 
@@ -267,8 +294,15 @@ def attach_adapter(base: LoadedModel, name: str, adapter: str, *, trust_pickle: 
     base.model.eval()
     template = resolve_template(tokenizer)
     return dataclasses.replace(
-        base, tokenizer=tokenizer, name=name, context_length=context_length_of(base.model.config, tokenizer),
-        chat_template_source=template.source, chat_template=template.jinja, adapter=str(adapter_dir), lora_name=name)
+        base,
+        tokenizer=tokenizer,
+        name=name,
+        context_length=context_length_of(base.model.config, tokenizer),
+        chat_template_source=template.source,
+        chat_template=template.jinja,
+        adapter=str(adapter_dir),
+        lora_name=name,
+    )
 
 
 def base_of(model: str, *, adapter: str | None = None) -> str:
@@ -285,7 +319,8 @@ def base_of(model: str, *, adapter: str | None = None) -> str:
         return based.name if based.repo_id else based.source
     folder = ref.path
     run = {"final": folder.parent, "checkpoints": folder.parent.parent}.get(
-        folder.name if folder.name == "final" else folder.parent.name)
+        folder.name if folder.name == "final" else folder.parent.name
+    )
     if run is not None and (run / "config.yaml").is_file():
         import yaml
 

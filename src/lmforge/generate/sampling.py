@@ -36,10 +36,18 @@ class SamplingParams(BaseModel):
     top_p: float = Field(0.7, gt=0, le=1, description="keep the smallest set whose probability reaches p; 1 = off")
     min_p: float = Field(0.0, ge=0, le=1, description="drop tokens below min_p x the top token's probability; 0 = off")
     repetition_penalty: float = Field(1.0, gt=0, description="> 1 discourages tokens already in the text (CTRL paper)")
-    presence_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI: subtracted from the logit of every token "
-                                                                  "generated so far; > 0 favours new tokens")
-    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI: subtracted once per time a token was "
-                                                                   "generated so far; > 0 discourages repeats")
+    presence_penalty: float = Field(
+        0.0,
+        ge=-2,
+        le=2,
+        description="OpenAI: subtracted from the logit of every token generated so far; > 0 favours new tokens",
+    )
+    frequency_penalty: float = Field(
+        0.0,
+        ge=-2,
+        le=2,
+        description="OpenAI: subtracted once per time a token was generated so far; > 0 discourages repeats",
+    )
     max_new_tokens: int = Field(256, ge=1)
     stop: list[str] = Field(default_factory=list, description="generation ends before the first of these strings")
     seed: int | None = None
@@ -61,8 +69,9 @@ class SamplingParams(BaseModel):
         """Presence/frequency penalties, which transformers' GenerationConfig cannot express."""
         return self.presence_penalty != 0 or self.frequency_penalty != 0
 
-    def to_generation_config(self, *, eos_token_id: list[int] | int | None = None,
-                             pad_token_id: int | None = None) -> Any:
+    def to_generation_config(
+        self, *, eos_token_id: list[int] | int | None = None, pad_token_id: int | None = None
+    ) -> Any:
         """A complete transformers GenerationConfig: every sampling field is set, so a model's own
         generation_config.json (say top_k=20) can never fill a gap and change what the user asked for.
 
@@ -72,9 +81,18 @@ class SamplingParams(BaseModel):
         from transformers import GenerationConfig
 
         if self.has_occurrence_penalty:
-            neutral = self.model_copy(update={"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
-                                              "repetition_penalty": 1.0, "presence_penalty": 0.0,
-                                              "frequency_penalty": 0.0, "greedy": self.is_greedy})
+            neutral = self.model_copy(
+                update={
+                    "temperature": 1.0,
+                    "top_k": 0,
+                    "top_p": 1.0,
+                    "min_p": 0.0,
+                    "repetition_penalty": 1.0,
+                    "presence_penalty": 0.0,
+                    "frequency_penalty": 0.0,
+                    "greedy": self.is_greedy,
+                }
+            )
             return neutral.to_generation_config(eos_token_id=eos_token_id, pad_token_id=pad_token_id)
         sampling = not self.is_greedy
         # Greedy: the warpers are never applied (do_sample=False), so their fields stay at transformers' neutral values.
@@ -109,8 +127,9 @@ class SamplingParams(BaseModel):
         if self.repetition_penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
         if self.has_occurrence_penalty:
-            processors.append(OccurrencePenaltyLogitsProcessor(self.presence_penalty, self.frequency_penalty,
-                                                               prompt_length))
+            processors.append(
+                OccurrencePenaltyLogitsProcessor(self.presence_penalty, self.frequency_penalty, prompt_length)
+            )
         if self.is_greedy:
             return processors
         if self.temperature != 1.0:
@@ -136,7 +155,7 @@ class OccurrencePenaltyLogitsProcessor:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        generated = input_ids[:, self.prompt_length:]
+        generated = input_ids[:, self.prompt_length :]
         counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
         return scores - self.frequency_penalty * counts - self.presence_penalty * (counts > 0).to(scores.dtype)
 

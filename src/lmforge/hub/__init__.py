@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from lmforge.hub.download import DownloadReport, Snapshot, download_model, fetch_snapshot, hub_cache_dir
     from lmforge.hub.reference import ModelRef, adapter_base, is_hub_id, local_paths, locate_base, locate_model
 
-__all__ = ["DownloadReport", "ModelRef", "Snapshot", "adapter_base", "download_model", "fetch_snapshot",
-           "hub_cache_dir", "is_hub_id", "local_paths", "locate_base", "locate_model"]
+__all__ = [
+    "DownloadReport",
+    "ModelRef",
+    "Snapshot",
+    "adapter_base",
+    "download_model",
+    "fetch_snapshot",
+    "hub_cache_dir",
+    "is_hub_id",
+    "local_paths",
+    "locate_base",
+    "locate_model",
+]
 __getattr__, __dir__ = lazy_exports(__name__)

@@ -64,8 +64,9 @@ def offline_mode() -> bool:
     return value.upper() in _TRUE
 
 
-def cached_snapshot(repo_id: str, revision: str = DEFAULT_REVISION,
-                    cache_dir: str | os.PathLike[str] | None = None) -> tuple[str, Path] | None:
+def cached_snapshot(
+    repo_id: str, revision: str = DEFAULT_REVISION, cache_dir: str | os.PathLike[str] | None = None
+) -> tuple[str, Path] | None:
     """(commit, snapshot folder) of `revision` in the cache, or None; no network and no huggingface_hub import
     (the planner resolves hub ids in well under 0.5 s). A branch or tag is looked up in refs/, as the hub
     client records it; a commit names its snapshot directly."""
@@ -94,8 +95,13 @@ class Selection:
     ggufs: list[str]
 
 
-def select_files(names: Sequence[str], *, what: What = "weights", include: Sequence[str] | None = None,
-                 trust_remote_code: bool = False) -> Selection:
+def select_files(
+    names: Sequence[str],
+    *,
+    what: What = "weights",
+    include: Sequence[str] | None = None,
+    trust_remote_code: bool = False,
+) -> Selection:
     """The files of a repo (`names`, paths relative to its root) that loading needs; see the module docstring.
 
     `include` globs replace the choice (`lmforge download --include`); `what="config"` is config.json alone.
@@ -111,10 +117,19 @@ def select_files(names: Sequence[str], *, what: What = "weights", include: Seque
     safetensors = [name for name in root if name.endswith(".safetensors") and not name.startswith("consolidated")]
     pickles = [name for name in root if any(fnmatch.fnmatchcase(name, pattern) for pattern in WEIGHT_PICKLES)]
     weights = safetensors or pickles
-    support = [name for name in root if name.endswith(_SUPPORT_SUFFIXES) or name.startswith("tokenizer")
-               or (trust_remote_code and name.endswith(".py"))]
-    return Selection(sorted(set(support + weights)), sorted(weights), pickled=not safetensors and bool(pickles),
-                     ggufs=sorted(name for name in names if name.endswith(".gguf")))
+    support = [
+        name
+        for name in root
+        if name.endswith(_SUPPORT_SUFFIXES)
+        or name.startswith("tokenizer")
+        or (trust_remote_code and name.endswith(".py"))
+    ]
+    return Selection(
+        sorted(set(support + weights)),
+        sorted(weights),
+        pickled=not safetensors and bool(pickles),
+        ggufs=sorted(name for name in names if name.endswith(".gguf")),
+    )
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -122,8 +137,14 @@ def _listing(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
 
 
-def _check_selection(chosen: Selection, names: Sequence[str], label: str, what: What,
-                     include: Sequence[str] | None, cached_in: Path | None) -> None:
+def _check_selection(
+    chosen: Selection,
+    names: Sequence[str],
+    label: str,
+    what: What,
+    include: Sequence[str] | None,
+    cached_in: Path | None,
+) -> None:
     """The one place a repo's missing files become an error: `cached_in` is the snapshot folder when the files
     come from the cache (then the fix is a download), None when they are the hub's listing."""
     where = f"its cached snapshot ({cached_in}) holds" if cached_in else "it holds"
@@ -134,18 +155,24 @@ def _check_selection(chosen: Selection, names: Sequence[str], label: str, what: 
         return
     if what == "config":
         if not chosen.files:
-            raise NotFoundError(f"{label} has no config.json ({where} {_listing(names)})"
-                                + (f"; {fetch}" if cached_in else ": not a transformers model"))
+            raise NotFoundError(
+                f"{label} has no config.json ({where} {_listing(names)})"
+                + (f"; {fetch}" if cached_in else ": not a transformers model")
+            )
         return
     if chosen.weights:
         return
     if chosen.ggufs:
-        raise UserInputError(f"{label} holds GGUF weights only ({_listing(chosen.ggufs)}): fetch one with "
-                             f"`lmforge download {label} --include '{chosen.ggufs[0]}'` and run it with llama.cpp")
+        raise UserInputError(
+            f"{label} holds GGUF weights only ({_listing(chosen.ggufs)}): fetch one with "
+            f"`lmforge download {label} --include '{chosen.ggufs[0]}'` and run it with llama.cpp"
+        )
     if cached_in:
         raise NotFoundError(f"{label}: {where} no weights (only {_listing(names)}); {fetch}")
-    raise NotFoundError(f"{label} has no weights lmforge can load ({where} {_listing(names)}): "
-                        "looked for *.safetensors, pytorch_model*.bin and adapter_model.bin")
+    raise NotFoundError(
+        f"{label} has no weights lmforge can load ({where} {_listing(names)}): "
+        "looked for *.safetensors, pytorch_model*.bin and adapter_model.bin"
+    )
 
 
 # ----------------------------------------------------------------------------------------- fetching
@@ -165,9 +192,16 @@ class Snapshot:
     cached_only: bool = False  # found in the cache with no network call (offline, or the hub unreachable)
 
 
-def fetch_snapshot(repo_id: str, revision: str | None = None, *, what: What = "weights",
-                   include: Sequence[str] | None = None, token: str | None = None,
-                   cache_dir: str | os.PathLike[str] | None = None, trust_remote_code: bool = False) -> Snapshot:
+def fetch_snapshot(
+    repo_id: str,
+    revision: str | None = None,
+    *,
+    what: What = "weights",
+    include: Sequence[str] | None = None,
+    token: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    trust_remote_code: bool = False,
+) -> Snapshot:
     """The files of `repo_id` at `revision` (branch, tag or commit; default main) that loading needs,
     downloaded unless they are in the cache. Raises NotFoundError (no such repo, revision or weights; not
     cached while offline) or HubError (gated or private, or the hub unreachable with nothing cached)."""
@@ -203,33 +237,56 @@ def fetch_snapshot(repo_id: str, revision: str | None = None, *, what: What = "w
             from rich.filesize import decimal
 
             sizes = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or []}
-            tell(f"{label} has no safetensors weights: fetching the pickles {_listing(chosen.weights)} "
-                 f"({decimal(sum(sizes.get(name, 0) for name in chosen.weights))}); "
-                 "they are scanned before anything loads them")
+            tell(
+                f"{label} has no safetensors weights: fetching the pickles {_listing(chosen.weights)} "
+                f"({decimal(sum(sizes.get(name, 0) for name in chosen.weights))}); "
+                "they are scanned before anything loads them"
+            )
         with rich_download_bars() as bars:
-            folder = snapshot_download(repo_id, revision=revision, cache_dir=cache, token=token, endpoint=endpoint,
-                                       allow_patterns=[glob.escape(name) for name in chosen.files], tqdm_class=bars)
+            folder = snapshot_download(
+                repo_id,
+                revision=revision,
+                cache_dir=cache,
+                token=token,
+                endpoint=endpoint,
+                allow_patterns=[glob.escape(name) for name in chosen.files],
+                tqdm_class=bars,
+            )
     except GatedRepoError:
-        raise HubError(f"{repo_id} is gated on the hub: accept its conditions at {endpoint}/{repo_id}, "
-                       f"then {login}") from None
+        raise HubError(
+            f"{repo_id} is gated on the hub: accept its conditions at {endpoint}/{repo_id}, then {login}"
+        ) from None
     except RevisionNotFoundError:
-        raise NotFoundError(f"{repo_id} has no revision {revision!r} on the hub ({endpoint}): "
-                            "give a branch, tag or commit that exists") from None
+        raise NotFoundError(
+            f"{repo_id} has no revision {revision!r} on the hub ({endpoint}): give a branch, tag or commit that exists"
+        ) from None
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if isinstance(error, RepositoryNotFoundError) or status == 404:  # the hub says 401 for unknown repos too
-            raise NotFoundError(f"{repo_id} is not a local path, and the hub ({endpoint}) has no model of that name; "
-                                f"if it is private, {login}") from None
+            raise NotFoundError(
+                f"{repo_id} is not a local path, and the hub ({endpoint}) has no model of that name; "
+                f"if it is private, {login}"
+            ) from None
         if status in (401, 403):
             raise HubError(f"the hub refused {repo_id} ({status}): {login}") from None
-        return _from_cache(repo_id, revision, label, cache, choose, what, include,
-                           reason=f"the hub at {endpoint} answered {status}")
+        return _from_cache(
+            repo_id, revision, label, cache, choose, what, include, reason=f"the hub at {endpoint} answered {status}"
+        )
     except (httpx2.TransportError, OfflineModeIsEnabled, LocalEntryNotFoundError) as error:
-        return _from_cache(repo_id, revision, label, cache, choose, what, include,
-                           reason=f"the hub at {endpoint} cannot be reached ({_first_line(error)})")
+        return _from_cache(
+            repo_id,
+            revision,
+            label,
+            cache,
+            choose,
+            what,
+            include,
+            reason=f"the hub at {endpoint} cannot be reached ({_first_line(error)})",
+        )
     assert info.sha is not None, "the hub names the commit of every revision"
-    return Snapshot(repo_id, revision, info.sha, Path(folder), chosen.files,
-                    sorted(set(names) - set(chosen.files)), chosen.pickled)
+    return Snapshot(
+        repo_id, revision, info.sha, Path(folder), chosen.files, sorted(set(names) - set(chosen.files)), chosen.pickled
+    )
 
 
 def _first_line(error: BaseException) -> str:
@@ -237,17 +294,29 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _from_cache(repo_id: str, revision: str, label: str, cache: Path, choose: Any, what: What,
-                include: Sequence[str] | None, reason: str | None) -> Snapshot:
+def _from_cache(
+    repo_id: str,
+    revision: str,
+    label: str,
+    cache: Path,
+    choose: Any,
+    what: What,
+    include: Sequence[str] | None,
+    reason: str | None,
+) -> Snapshot:
     """The snapshot of `revision` in the cache, chosen from as online; `reason` why the hub was not asked
     (None: HF_HUB_OFFLINE is set)."""
     found = cached_snapshot(repo_id, revision, cache)
     if found is None:
         if reason is None:
-            raise NotFoundError(f"{label} is not a local path and not in the hub cache ({cache}), and HF_HUB_OFFLINE=1 "
-                                f"forbids downloading it: run `lmforge download {label}` with network access first")
-        raise HubError(f"{reason}, and {label} is not in the hub cache ({cache}): "
-                       "connect to the network, or give a local model folder")
+            raise NotFoundError(
+                f"{label} is not a local path and not in the hub cache ({cache}), and HF_HUB_OFFLINE=1 "
+                f"forbids downloading it: run `lmforge download {label}` with network access first"
+            )
+        raise HubError(
+            f"{reason}, and {label} is not in the hub cache ({cache}): "
+            "connect to the network, or give a local model folder"
+        )
     commit, folder = found
     names = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*")) if path.is_file()]
     chosen = choose(names)
@@ -269,8 +338,10 @@ def _check_shards(folder: Path, files: Sequence[str], label: str) -> None:
             continue  # not a shard index; the loader will say what is wrong with it
         missing = sorted(shard for shard in shards if not (folder / shard).is_file())
         if missing:
-            raise NotFoundError(f"{label}: its cached snapshot ({folder}) misses {_listing(missing)} named by {name}; "
-                                f"run `lmforge download {label}` with network access")
+            raise NotFoundError(
+                f"{label}: its cached snapshot ({folder}) misses {_listing(missing)} named by {name}; "
+                f"run `lmforge download {label}` with network access"
+            )
 
 
 def tell(message: str) -> None:
@@ -300,16 +371,24 @@ def rich_download_bars() -> Iterator[type]:
             return Text(f"{done} / {total}")
 
     console = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), Amount(), TimeRemainingColumn(),
-                        console=console, transient=True, disable=not console.is_terminal)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        Amount(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
 
     class RichBar(hub_tqdm):
         rows = progress  # the one rich Progress every bar of this download is a row of
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **{**kwargs, "gui": True})  # gui: tqdm draws nothing itself
-            self.rich_task = None if self.disable else progress.add_task(self.desc or "", total=self.total,
-                                                                         unit=self.unit)
+            self.rich_task = (
+                None if self.disable else progress.add_task(self.desc or "", total=self.total, unit=self.unit)
+            )
 
         def display(self, *args: Any, **kwargs: Any) -> None:
             if getattr(self, "rich_task", None) is not None:
@@ -360,23 +439,37 @@ class DownloadReport:
         return {**asdict(self), "exit_code": self.exit_code}
 
 
-def download_model(model: str, *, revision: str | None = None, include: Sequence[str] | None = None,
-                   token: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
-                   trust_remote_code: bool = False) -> DownloadReport:
+def download_model(
+    model: str,
+    *,
+    revision: str | None = None,
+    include: Sequence[str] | None = None,
+    token: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    trust_remote_code: bool = False,
+) -> DownloadReport:
     """Fetch what loading `model` (a hub id, org/name[@revision]) needs, or the files `include` names, into
     the cache, and scan every one: the report says where they are, their size, format and verdict."""
     from lmforge.files.scan import scan_file
     from lmforge.hub.reference import parse_hub_id
 
     repo_id, revision = parse_hub_id(model, revision)
-    snapshot = fetch_snapshot(repo_id, revision, include=include, token=token, cache_dir=cache_dir,
-                              trust_remote_code=trust_remote_code)
+    snapshot = fetch_snapshot(
+        repo_id, revision, include=include, token=token, cache_dir=cache_dir, trust_remote_code=trust_remote_code
+    )
     files = []
     for name in snapshot.files:
         scanned = scan_file(snapshot.folder / name)
         reasons = [finding.global_name or finding.message for finding in scanned.findings]
-        files.append(DownloadedFile(name, scanned.size_bytes, scanned.format, scanned.verdict,
-                                    list(dict.fromkeys(reasons)) + ([scanned.error] if scanned.error else [])))
+        files.append(
+            DownloadedFile(
+                name,
+                scanned.size_bytes,
+                scanned.format,
+                scanned.verdict,
+                list(dict.fromkeys(reasons)) + ([scanned.error] if scanned.error else []),
+            )
+        )
     verdicts = {item.verdict for item in files}
     verdict = "unsafe" if "unsafe" in verdicts else "error" if "error" in verdicts else "safe"
     notes = []
@@ -384,6 +477,15 @@ def download_model(model: str, *, revision: str | None = None, include: Sequence
         notes.append("the repo has no safetensors: its weights are pickles, loaded only if the scan passes them")
     if snapshot.cached_only:
         notes.append("read from the cache without asking the hub")
-    return DownloadReport(repo_id, snapshot.revision, snapshot.commit, str(snapshot.folder), files,
-                          sum(item.size_bytes for item in files), snapshot.skipped, verdict, snapshot.cached_only,
-                          notes)
+    return DownloadReport(
+        repo_id,
+        snapshot.revision,
+        snapshot.commit,
+        str(snapshot.folder),
+        files,
+        sum(item.size_bytes for item in files),
+        snapshot.skipped,
+        verdict,
+        snapshot.cached_only,
+        notes,
+    )

@@ -30,8 +30,10 @@ HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")  # a Trainer checkpoint, in a run's checkpoints/
 Kind = Literal["model", "adapter", "run", "checkpoint", "weights-file", "gguf-file", "folder", "hub"]
 Need = Literal["model", "any", "config"]
-_KINDS_WANTED = ("give a model folder, a training run or checkpoint folder, an adapter folder, a weights or GGUF file, "
-                 "or a hub id (org/name[@revision])")
+_KINDS_WANTED = (
+    "give a model folder, a training run or checkpoint folder, an adapter folder, a weights or GGUF file, "
+    "or a hub id (org/name[@revision])"
+)
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,12 @@ class ModelRef:
 def snapshot_origin(path: Path | str) -> tuple[str, str] | None:
     """(org/name, commit) when `path` is a snapshot folder of the HF cache (models--org--name/snapshots/<commit>)."""
     parts = Path(path).parts
-    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--") \
-            and COMMIT_HASH.fullmatch(parts[-1]):
+    if (
+        len(parts) >= 3
+        and parts[-2] == "snapshots"
+        and parts[-3].startswith("models--")
+        and COMMIT_HASH.fullmatch(parts[-1])
+    ):
         return parts[-3].removeprefix("models--").replace("--", "/", 1), parts[-1]
     return None
 
@@ -98,9 +104,16 @@ def holds_model(folder: Path) -> bool:
     return (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
 
 
-def locate_model(reference: str | os.PathLike[str], *, need: Need = "model", revision: str | None = None,
-                 token: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
-                 trust_pickle: bool = False, trust_remote_code: bool = False) -> ModelRef:
+def locate_model(
+    reference: str | os.PathLike[str],
+    *,
+    need: Need = "model",
+    revision: str | None = None,
+    token: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    trust_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> ModelRef:
     """Resolve what the user typed (see the module docstring); a hub id is downloaded unless cached.
 
     need="model": something a loader can take, gated (scanned pickles, no unasked remote code);
@@ -117,8 +130,14 @@ def locate_model(reference: str | os.PathLike[str], *, need: Need = "model", rev
         ref = _local(text, path)
     elif is_hub_id(text):
         repo_id, asked = parse_hub_id(text, revision)
-        snapshot = fetch_snapshot(repo_id, asked, what="config" if need == "config" else "weights", token=token,
-                                  cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+        snapshot = fetch_snapshot(
+            repo_id,
+            asked,
+            what="config" if need == "config" else "weights",
+            token=token,
+            cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
+        )
         ref = ModelRef(text, "hub", snapshot.folder, repo_id, asked, snapshot.commit)
     else:
         raise NotFoundError(f"model {text} does not exist: {_KINDS_WANTED}")
@@ -131,9 +150,12 @@ def local_paths(references: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """What `lmforge scan` reads: each local path as given (a missing one too: the scanner reports it), and for a
     hub id that names no local path its snapshot folder, fetched as loading would (need="any"), so the scanner
     judges exactly the files a load would read. Nothing is loaded."""
-    return [locate_model(str(reference), need="any").path
-            if not Path(reference).exists() and is_hub_id(str(reference)) else Path(reference)
-            for reference in references]
+    return [
+        locate_model(str(reference), need="any").path
+        if not Path(reference).exists() and is_hub_id(str(reference))
+        else Path(reference)
+        for reference in references
+    ]
 
 
 def _local(text: str, path: Path) -> ModelRef:
@@ -141,8 +163,11 @@ def _local(text: str, path: Path) -> ModelRef:
         with path.open("rb") as handle:
             return ModelRef(text, "gguf-file" if handle.read(4) == b"GGUF" else "weights-file", path)
     if holds_model(path):
-        kind: Kind = "checkpoint" if CHECKPOINT_NAME.fullmatch(path.name) else (
-            "adapter" if is_adapter_folder(path) else "model")
+        kind: Kind = (
+            "checkpoint"
+            if CHECKPOINT_NAME.fullmatch(path.name)
+            else ("adapter" if is_adapter_folder(path) else "model")
+        )
         return ModelRef(text, kind, path)
     if holds_model(path / "final"):
         return ModelRef(text, "run", path / "final")
@@ -166,17 +191,22 @@ def _check_loadable(ref: ModelRef, *, trust_pickle: bool, trust_remote_code: boo
     from lmforge.files.safe_load import check_model_folder
 
     if ref.kind == "gguf-file":
-        raise UserInputError(f"{ref.source} is a GGUF file: this command loads transformers models (a folder with "
-                             "config.json, a run, an adapter or a hub id); run GGUF with llama.cpp, or read it with "
-                             "`lmforge inspect`")
+        raise UserInputError(
+            f"{ref.source} is a GGUF file: this command loads transformers models (a folder with "
+            "config.json, a run, an adapter or a hub id); run GGUF with llama.cpp, or read it with "
+            "`lmforge inspect`"
+        )
     if ref.kind == "weights-file":
-        raise UserInputError(f"{ref.source} is a single weights file: give the folder that holds it with its "
-                             "config.json")
+        raise UserInputError(
+            f"{ref.source} is a single weights file: give the folder that holds it with its config.json"
+        )
     if not holds_model(ref.path):
         if ref.repo_id:
             raise NotFoundError(f"{ref.name} has no config.json or adapter_config.json: not a model transformers loads")
-        raise NotFoundError(f"{ref.path} holds no config.json or adapter_config.json, no final/ and no "
-                            "checkpoints/checkpoint-N: not a model")
+        raise NotFoundError(
+            f"{ref.path} holds no config.json or adapter_config.json, no final/ and no "
+            "checkpoints/checkpoint-N: not a model"
+        )
     if not trust_pickle:
         check_model_folder(ref.path)
     _check_remote_code(ref, trust_remote_code)
@@ -211,12 +241,16 @@ def _check_remote_code(ref: ModelRef, trust_remote_code: bool) -> None:
     except (OSError, ValueError, AttributeError):
         model_type = None
     if model_type in CONFIG_MAPPING_NAMES:
-        tell(f"{ref.name} ships Python code ({', '.join(files)}) that lmforge does not run: it loads with "
-             f"transformers' own {model_type} classes (--trust-remote-code would run the repo's code instead)")
+        tell(
+            f"{ref.name} ships Python code ({', '.join(files)}) that lmforge does not run: it loads with "
+            f"transformers' own {model_type} classes (--trust-remote-code would run the repo's code instead)"
+        )
         return
-    raise UserInputError(f"{ref.name} needs its own Python code to load ({', '.join(files)}), which would run on this "
-                         "machine with your permissions: lmforge runs it only with --trust-remote-code, once you have "
-                         "read it")
+    raise UserInputError(
+        f"{ref.name} needs its own Python code to load ({', '.join(files)}), which would run on this "
+        "machine with your permissions: lmforge runs it only with --trust-remote-code, once you have "
+        "read it"
+    )
 
 
 def adapter_base(adapter_dir: Path) -> str:
@@ -235,9 +269,15 @@ def _adapter_config(adapter_dir: Path) -> tuple[str, str | None]:
     return str(base), config.get("revision")
 
 
-def locate_base(adapter: ModelRef, *, need: Need = "model", token: str | None = None,
-                cache_dir: str | os.PathLike[str] | None = None, trust_pickle: bool = False,
-                trust_remote_code: bool = False) -> ModelRef:
+def locate_base(
+    adapter: ModelRef,
+    *,
+    need: Need = "model",
+    token: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    trust_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> ModelRef:
     """The base model an adapter names: a local folder (as written, or relative to the adapter or its run, since
     training records the path it was given), a hub id (at the revision peft recorded), or a snapshot in the hub
     cache that has since gone (a run trained from a hub id records its snapshot folder): fetched again by id."""
@@ -249,7 +289,15 @@ def locate_base(adapter: ModelRef, *, need: Need = "model", token: str | None = 
     else:
         base, revision = snapshot_origin(base) or (base, revision)
         if not is_hub_id(base):
-            raise NotFoundError(f"adapter {adapter.path}: its base model {base} does not exist; pass the base as "
-                                "MODEL with --adapter")
-    return locate_model(base, need=need, revision=revision, token=token, cache_dir=cache_dir,
-                        trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
+            raise NotFoundError(
+                f"adapter {adapter.path}: its base model {base} does not exist; pass the base as MODEL with --adapter"
+            )
+    return locate_model(
+        base,
+        need=need,
+        revision=revision,
+        token=token,
+        cache_dir=cache_dir,
+        trust_pickle=trust_pickle,
+        trust_remote_code=trust_remote_code,
+    )

@@ -27,9 +27,33 @@ if TYPE_CHECKING:
     from lmforge.plan.spec import ModelSpec
     from lmforge.plan.throughput import inference_speed, training_time
 
-__all__ = ["Accelerator", "InferenceSetup", "Layout", "LayoutRequest", "LayoutSearch", "MemoryBreakdown",
-           "ModelSpec", "Plan", "TrainingSetup", "Verdict", "count_params", "count_trainable_params",
-           "custom_accelerator", "default_lora_targets", "get_accelerator", "inference_memory", "inference_speed",
-           "list_accelerators", "list_catalog", "plan_inference", "plan_training", "plot_breakdown",
-           "resolve_model", "simulate_training", "spec_from_config", "training_memory", "training_time"]
+__all__ = [
+    "Accelerator",
+    "InferenceSetup",
+    "Layout",
+    "LayoutRequest",
+    "LayoutSearch",
+    "MemoryBreakdown",
+    "ModelSpec",
+    "Plan",
+    "TrainingSetup",
+    "Verdict",
+    "count_params",
+    "count_trainable_params",
+    "custom_accelerator",
+    "default_lora_targets",
+    "get_accelerator",
+    "inference_memory",
+    "inference_speed",
+    "list_accelerators",
+    "list_catalog",
+    "plan_inference",
+    "plan_training",
+    "plot_breakdown",
+    "resolve_model",
+    "simulate_training",
+    "spec_from_config",
+    "training_memory",
+    "training_time",
+]
 __getattr__, __dir__ = lazy_exports(__name__)

@@ -26,39 +26,85 @@ class Assumption:
         return asdict(self)
 
 
-def plan_assumptions(task: str, *, mfu: float, headroom: float, recompute: str | None,
-                     accelerator: Accelerator, price_per_gpu_hour: float | None) -> list[Assumption]:
+def plan_assumptions(
+    task: str,
+    *,
+    mfu: float,
+    headroom: float,
+    recompute: str | None,
+    accelerator: Accelerator,
+    price_per_gpu_hour: float | None,
+) -> list[Assumption]:
     """The assumptions behind a training (`task="train"`) or serving plan on `accelerator`."""
     found = []
     if task == "train":
-        found.append(Assumption(
-            "model FLOPs utilisation", f"{mfu:.0%}",
-            "a typical share of peak FLOPs for tuned dense training; not measured for this model or card: "
-            "time and cost scale with 1/MFU", "--mfu"))
+        found.append(
+            Assumption(
+                "model FLOPs utilisation",
+                f"{mfu:.0%}",
+                "a typical share of peak FLOPs for tuned dense training; not measured for this model or card: "
+                "time and cost scale with 1/MFU",
+                "--mfu",
+            )
+        )
     else:
-        found.append(Assumption(
-            "decode bandwidth", "100% of the datasheet memory bandwidth",
-            "an upper bound: decode speeds are ceilings, real kernels read below peak", "-"))
-        found.append(Assumption(
-            "prefill FLOPs utilisation", f"{mfu:.0%}",
-            "a typical share of peak FLOPs; sets the time to first token", "--mfu"))
-    found.append(Assumption(
-        "CUDA context and libraries", f"{CUDA_CONTEXT_BYTES / 2**20:.0f} MiB per GPU",
-        "measured 0.74-0.75 GiB on an H200 (driver 580, CUDA 13.0, torch 2.11, docs/gpu.md); other drivers, "
-        "CUDA versions and cards differ", "--headroom"))
+        found.append(
+            Assumption(
+                "decode bandwidth",
+                "100% of the datasheet memory bandwidth",
+                "an upper bound: decode speeds are ceilings, real kernels read below peak",
+                "-",
+            )
+        )
+        found.append(
+            Assumption(
+                "prefill FLOPs utilisation",
+                f"{mfu:.0%}",
+                "a typical share of peak FLOPs; sets the time to first token",
+                "--mfu",
+            )
+        )
+    found.append(
+        Assumption(
+            "CUDA context and libraries",
+            f"{CUDA_CONTEXT_BYTES / 2**20:.0f} MiB per GPU",
+            "measured 0.74-0.75 GiB on an H200 (driver 580, CUDA 13.0, torch 2.11, docs/gpu.md); other drivers, "
+            "CUDA versions and cards differ",
+            "--headroom",
+        )
+    )
     slack = ALLOCATOR_SLACK_RECOMPUTE if recompute == "full" else ALLOCATOR_SLACK
-    found.append(Assumption(
-        "allocator slack", f"+{slack:.0%} of tensor memory",
-        "PyTorch's reserved minus allocated memory: median 5 % without and 21-24 % with full recomputation "
-        "in docs/gpu.md's H200 runs", "--headroom"))
-    found.append(Assumption(
-        "headroom", f"{headroom:.0%} of each GPU kept free",
-        "a margin for what no model predicts (fragmentation spikes, other processes)", "--headroom"))
+    found.append(
+        Assumption(
+            "allocator slack",
+            f"+{slack:.0%} of tensor memory",
+            "PyTorch's reserved minus allocated memory: median 5 % without and 21-24 % with full recomputation "
+            "in docs/gpu.md's H200 runs",
+            "--headroom",
+        )
+    )
+    found.append(
+        Assumption(
+            "headroom",
+            f"{headroom:.0%} of each GPU kept free",
+            "a margin for what no model predicts (fragmentation spikes, other processes)",
+            "--headroom",
+        )
+    )
     if task == "train":
-        price = "no catalog price" if accelerator.price_usd_per_hour is None else \
-            f"${accelerator.price_usd_per_hour:g} per GPU-hour"
-        found.append(Assumption(
-            "price", price if price_per_gpu_hour is None else f"${price_per_gpu_hour:g} per GPU-hour",
-            "the catalog's typical on-demand price; yours differs" if price_per_gpu_hour is None
-            else "given with --price", "--price"))
+        price = (
+            "no catalog price"
+            if accelerator.price_usd_per_hour is None
+            else f"${accelerator.price_usd_per_hour:g} per GPU-hour"
+        )
+        found.append(
+            Assumption(
+                "price",
+                price if price_per_gpu_hour is None else f"${price_per_gpu_hour:g} per GPU-hour",
+                "the catalog's typical on-demand price; yours differs"
+                if price_per_gpu_hour is None
+                else "given with --price",
+                "--price",
+            )
+        )
     return found

@@ -73,11 +73,15 @@ def engine_needed(layout: Layout, setup: TrainingSetup | None = None) -> str | N
     FSDP) cannot run it; None when it can."""
     needs = []
     if layout.tp > 1 or layout.pp > 1 or layout.ep > 1:
-        kinds = [k for k, on in (("tensor", layout.tp > 1), ("pipeline", layout.pp > 1), ("expert", layout.ep > 1)) if on]
+        kinds = [
+            k for k, on in (("tensor", layout.tp > 1), ("pipeline", layout.pp > 1), ("expert", layout.ep > 1)) if on
+        ]
         needs.append(f"{'/'.join(kinds)} parallelism: Megatron-LM (Megatron-DeepSpeed, torchtitan)")
     if setup is not None:
         if setup.method == "qlora" and layout.zero_stage == 3:
-            needs.append("QLoRA sharded by ZeRO-3/FSDP: axolotl or LLaMA-Factory (FSDP-QLoRA); lmforge train refuses it")
+            needs.append(
+                "QLoRA sharded by ZeRO-3/FSDP: axolotl or LLaMA-Factory (FSDP-QLoRA); lmforge train refuses it"
+            )
         if setup.offload_activations or setup.optimizer_in_backward:
             needs.append("activation offloading / optimizer in backward: torchtune's recipes")
     if not needs:
@@ -124,12 +128,16 @@ def validate_request(spec: ModelSpec, request: LayoutRequest, accelerator: Accel
             )
         for heads, what in ((spec.num_attention_heads, "attention heads"), (spec.num_kv_heads, "KV heads")):
             if heads % tp:
-                raise UserInputError(f"TP {tp} does not divide {heads} {what} of {spec.name}; try TP in {valid_tp_degrees(spec)}")
+                raise UserInputError(
+                    f"TP {tp} does not divide {heads} {what} of {spec.name}; try TP in {valid_tp_degrees(spec)}"
+                )
     if pp is not None and pp > spec.num_layers:
         raise UserInputError(f"PP {pp} is more pipeline stages than the {spec.num_layers} layers of {spec.name}")
     if ep is not None and ep > 1:
         if not spec.is_moe:
-            raise UserInputError(f"--ep {ep}: expert parallelism needs a mixture-of-experts model; {spec.name} is dense")
+            raise UserInputError(
+                f"--ep {ep}: expert parallelism needs a mixture-of-experts model; {spec.name} is dense"
+            )
         if spec.num_experts % ep:
             raise UserInputError(f"EP {ep} does not divide the {spec.num_experts} experts of {spec.name}")
         if not training:
@@ -137,18 +145,26 @@ def validate_request(spec: ModelSpec, request: LayoutRequest, accelerator: Accel
     if request.gpus is not None:
         fixed = (tp or 1) * (pp or 1)
         if request.gpus % fixed:
-            raise UserInputError(f"{request.gpus} GPUs cannot be split into TP {tp or 1} × PP {pp or 1} (DP must be whole)")
+            raise UserInputError(
+                f"{request.gpus} GPUs cannot be split into TP {tp or 1} × PP {pp or 1} (DP must be whole)"
+            )
         if ep and (request.gpus // fixed) % ep:
-            raise UserInputError(f"EP {ep} must divide the {request.gpus // fixed} data-parallel ranks of {request.gpus} GPUs")
+            raise UserInputError(
+                f"EP {ep} must divide the {request.gpus // fixed} data-parallel ranks of {request.gpus} GPUs"
+            )
     if not training:
         if request.zero_stage or request.offload != "none":
             raise UserInputError("--zero and --offload apply to training only")
         return
     zero = request.zero_stage
     if zero is not None and pp is not None and pp > 1 and zero >= 2:
-        raise UserInputError(f"ZeRO-{zero} cannot be combined with pipeline parallelism (DeepSpeed allows ZeRO 0 or 1 with PP)")
+        raise UserInputError(
+            f"ZeRO-{zero} cannot be combined with pipeline parallelism (DeepSpeed allows ZeRO 0 or 1 with PP)"
+        )
     if zero is not None and request.offload in ("params", "both") and zero < 3:
-        raise UserInputError(f"--offload {request.offload} needs ZeRO-3 (parameters must be sharded), got --zero {zero}")
+        raise UserInputError(
+            f"--offload {request.offload} needs ZeRO-3 (parameters must be sharded), got --zero {zero}"
+        )
     if zero == 0 and request.offload == "optimizer":
         raise UserInputError("--offload optimizer needs ZeRO stage 1, 2 or 3 (ZeRO-Offload), got --zero 0")
     if request.offload in ("params", "both") and pp is not None and pp > 1:
@@ -282,7 +298,9 @@ class LayoutSearch:
             self._found[key] = self._fewest(shapes, usable, preference, max_gpus)
         chosen, fits = self._found[key]
         if fits:
-            return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(strategy, chosen, self, accelerator, request))
+            return LayoutChoice(
+                chosen, self.memory(chosen), usable, True, _reason(strategy, chosen, self, accelerator, request)
+            )
         return LayoutChoice(
             chosen,
             self.memory(chosen),
@@ -293,7 +311,11 @@ class LayoutSearch:
         )
 
     def best_for_each(
-        self, accelerators: list[Accelerator], request: LayoutRequest = LayoutRequest(), *, headroom: float = DEFAULT_HEADROOM
+        self,
+        accelerators: list[Accelerator],
+        request: LayoutRequest = LayoutRequest(),
+        *,
+        headroom: float = DEFAULT_HEADROOM,
     ) -> dict[str, LayoutChoice | UserInputError]:
         """`best` for many cards, smallest memory first: what fits a smaller card fits a bigger one with
         the same node size, so each training answer bounds the next search (fewer layouts to price)."""
@@ -311,8 +333,14 @@ class LayoutSearch:
             results[card.name] = choice
         return results
 
-    def fitting_counts(self, accelerator: Accelerator, request: LayoutRequest = LayoutRequest(), *,
-                       headroom: float = DEFAULT_HEADROOM, max_gpus: int = MAX_GPUS) -> dict[Layout, int]:
+    def fitting_counts(
+        self,
+        accelerator: Accelerator,
+        request: LayoutRequest = LayoutRequest(),
+        *,
+        headroom: float = DEFAULT_HEADROOM,
+        max_gpus: int = MAX_GPUS,
+    ) -> dict[Layout, int]:
         """Every shape the search prices, with the fewest GPUs at which it fits (shapes that never fit are left out)."""
         usable = int(accelerator.memory_bytes * (1 - headroom))
         found = {}
@@ -369,7 +397,9 @@ class LayoutSearch:
         fitting = [c for c in candidates if self._fits(c, usable)]
         if fitting:
             chosen = min(fitting, key=preference)
-            return LayoutChoice(chosen, self.memory(chosen), usable, True, _reason(strategy, chosen, self, accelerator, request))
+            return LayoutChoice(
+                chosen, self.memory(chosen), usable, True, _reason(strategy, chosen, self, accelerator, request)
+            )
         smallest = min(candidates, key=lambda l: self.memory(l).total_bytes)
         needed = self.best(accelerator, replace(request, gpus=None), headroom=1 - usable / accelerator.memory_bytes)
         hint = (
@@ -396,9 +426,14 @@ def _describe(layout: Layout) -> str:
     if layout.ep > 1:
         parts.append(f"EP {layout.ep} (experts split over {layout.ep} DP ranks, two all-to-alls per MoE layer)")
     if layout.zero_stage:
-        parts.append(f"ZeRO-{layout.zero_stage}" + (" on one rank (DeepSpeed mixed precision, nothing sharded)" if layout.dp == 1 else ""))
+        parts.append(
+            f"ZeRO-{layout.zero_stage}"
+            + (" on one rank (DeepSpeed mixed precision, nothing sharded)" if layout.dp == 1 else "")
+        )
     if layout.offload_optimizer or layout.offload_params:
-        what = " + ".join(w for w, on in (("optimizer", layout.offload_optimizer), ("params", layout.offload_params)) if on)
+        what = " + ".join(
+            w for w, on in (("optimizer", layout.offload_optimizer), ("params", layout.offload_params)) if on
+        )
         parts.append(f"offload {what}")
     if layout.sequence_parallel:
         parts.append("sequence parallel")
@@ -410,7 +445,9 @@ def pipeline_bubble(pp: int, micro_batches: int) -> float:
     return (pp - 1) / (micro_batches + pp - 1)
 
 
-def _reason(strategy: str, layout: Layout, search: LayoutSearch, accelerator: Accelerator, request: LayoutRequest) -> str:
+def _reason(
+    strategy: str, layout: Layout, search: LayoutSearch, accelerator: Accelerator, request: LayoutRequest
+) -> str:
     """One line: why this layout (the rule that picked it), the engine it needs, and what a pipeline bubble costs."""
     shape = _describe(layout)
     fixed = [

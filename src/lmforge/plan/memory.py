@@ -471,8 +471,11 @@ def _training_stage(
         dense_frozen_bytes = (frozen - frozen_experts) * frozen_dtype
         expert_frozen_bytes = frozen_experts * frozen_dtype
     trainable_dense = trainable - trainable_experts
-    weights = shard(trainable_dense * trained_weight + dense_frozen_bytes,
-                    trainable_experts * trained_weight + expert_frozen_bytes, zero >= 3)
+    weights = shard(
+        trainable_dense * trained_weight + dense_frozen_bytes,
+        trainable_experts * trained_weight + expert_frozen_bytes,
+        zero >= 3,
+    )
     weights_cpu = 0.0
     master_weights = shard(trainable_dense * master, trainable_experts * master, zero >= 1)
     master_weights += adapters * adapter_master / tp / (dp if zero >= 1 else 1)
@@ -551,7 +554,10 @@ def _training_stage(
         if method == "qlora":
             matrices_of = counts.layer_matrix_params
             largest = max(
-                (matrices_of[i] * bits / 8 + (counts.layer_params[i] - matrices_of[i]) * _HALF for i in range(all_layers)),
+                (
+                    matrices_of[i] * bits / 8 + (counts.layer_params[i] - matrices_of[i]) * _HALF
+                    for i in range(all_layers)
+                ),
                 default=0,
             )
         else:
@@ -608,8 +614,9 @@ def _training_stage(
     slack = ALLOCATOR_SLACK_RECOMPUTE if setup.recompute == "full" else ALLOCATOR_SLACK
     out["overhead"] = CUDA_CONTEXT_BYTES + slack * tensors
     states = round(weights + master_weights + gradients + optimizer + adapter)
-    breakdown = MemoryBreakdown({k: round(v) for k, v in out.items()}, cpu_offload_bytes=round(cpu + weights_cpu),
-                                peak_phase=phase)
+    breakdown = MemoryBreakdown(
+        {k: round(v) for k, v in out.items()}, cpu_offload_bytes=round(cpu + weights_cpu), peak_phase=phase
+    )
     return breakdown, states, round(activations)
 
 
@@ -676,7 +683,9 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
     activations = prefill_tokens * block
     buffers = _FP32 * setup.batch_size * spec.vocab_size / tp
     if setup.weight_format in ("int4", "nf4", "int8", "fp8"):
-        buffers += _largest_matrix_params(counts) * _HALF / tp  # one dequantized matrix (bitsandbytes / fallback kernels)
+        buffers += (
+            _largest_matrix_params(counts) * _HALF / tp
+        )  # one dequantized matrix (bitsandbytes / fallback kernels)
     out = dict.fromkeys(CATEGORIES, 0)
     out.update(weights=weights, kv_cache=kv, activations=activations, buffers=buffers)
     tensors = sum(out.values())

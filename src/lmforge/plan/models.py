@@ -34,13 +34,33 @@ _ENCODER_DECODER = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian"}
 _HEAD_DIM_DEFAULTS = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128, "qwen3_moe": 128}
 # transformers' config-class defaults for num_key_value_heads where it is not "same as num_attention_heads".
 _KV_HEADS_DEFAULTS = {
-    "mistral": 8, "mixtral": 8, "qwen2": 32, "qwen2_moe": 16, "qwen3": 32, "qwen3_moe": 4, "deepseek_v3": 128,
-    "gemma": 16, "gemma2": 4, "gemma3_text": 4, "starcoder2": 2,
+    "mistral": 8,
+    "mixtral": 8,
+    "qwen2": 32,
+    "qwen2_moe": 16,
+    "qwen3": 32,
+    "qwen3_moe": 4,
+    "deepseek_v3": 128,
+    "gemma": 16,
+    "gemma2": 4,
+    "gemma3_text": 4,
+    "starcoder2": 2,
 }
 # transformers' config-class defaults for tie_word_embeddings (PretrainedConfig's own default is True).
 _UNTIED_BY_DEFAULT = {
-    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3", "phi3",
-    "phi", "gpt_neox", "olmo2",
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+    "deepseek_v2",
+    "deepseek_v3",
+    "phi3",
+    "phi",
+    "gpt_neox",
+    "olmo2",
 }
 
 
@@ -96,20 +116,22 @@ def catalog_rows() -> list[dict[str, Any]]:
     rows = []
     for spec in list_catalog():
         counts = count_params(spec)
-        rows.append({
-            "name": spec.name,
-            "hf_id": spec.hf_id,
-            "architecture": spec.architecture,
-            "kind": spec.kind,
-            "params_total": counts.total_params,
-            "params_active": counts.active_params,
-            "layers": spec.num_layers,
-            "hidden_size": spec.hidden_size,
-            "heads": spec.num_attention_heads,
-            "kv_heads": spec.num_kv_heads,
-            "context_tokens": spec.max_position_embeddings or None,
-            "license": licenses.get(spec.name, ""),
-        })
+        rows.append(
+            {
+                "name": spec.name,
+                "hf_id": spec.hf_id,
+                "architecture": spec.architecture,
+                "kind": spec.kind,
+                "params_total": counts.total_params,
+                "params_active": counts.active_params,
+                "layers": spec.num_layers,
+                "hidden_size": spec.hidden_size,
+                "heads": spec.num_attention_heads,
+                "kv_heads": spec.num_kv_heads,
+                "context_tokens": spec.max_position_embeddings or None,
+                "license": licenses.get(spec.name, ""),
+            }
+        )
     return rows
 
 
@@ -311,7 +333,9 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config.json at {path}: {exc}") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         if path.suffix != ".json":  # a weights file, a GGUF, a README ...
-            raise ConfigError(f"{path} is not a config.json; pass a Hugging Face model folder or its config.json") from exc
+            raise ConfigError(
+                f"{path} is not a config.json; pass a Hugging Face model folder or its config.json"
+            ) from exc
         where = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
         raise ConfigError(f"config.json at {path} is not valid JSON ({where})") from exc
     if not isinstance(data, dict):

@@ -33,21 +33,60 @@ _LAYERNORM_DECODERS = {"phi", "gpt_neox", "starcoder2", "stablelm"}
 _FALCON_LIKE = {"falcon", "bloom"}
 # Per-layer norms where they differ from Llama's input_layernorm + post_attention_layernorm.
 _LAYER_NORMS = {
-    "gemma2": ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
-    "gemma3_text": ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+    "gemma2": (
+        "input_layernorm",
+        "post_attention_layernorm",
+        "pre_feedforward_layernorm",
+        "post_feedforward_layernorm",
+    ),
+    "gemma3_text": (
+        "input_layernorm",
+        "post_attention_layernorm",
+        "pre_feedforward_layernorm",
+        "post_feedforward_layernorm",
+    ),
     "olmo2": ("post_attention_layernorm", "post_feedforward_layernorm"),
     "phi": ("input_layernorm",),  # parallel attention and MLP share one norm
 }
 # Families whose attention ignores config.attention_bias (bias-free projections).
 _NO_ATTENTION_BIAS = {"mistral", "mixtral", "phi3"}
 # Two-matrix MLPs (up, down) with biases, by family.
-_TWO_LAYER_MLPS = {"phi": ("fc1", "fc2"), "gpt_neox": ("dense_h_to_4h", "dense_4h_to_h"), "starcoder2": ("c_fc", "c_proj")}
+_TWO_LAYER_MLPS = {
+    "phi": ("fc1", "fc2"),
+    "gpt_neox": ("dense_h_to_4h", "dense_4h_to_h"),
+    "starcoder2": ("c_fc", "c_proj"),
+}
 # Architectures whose counts the tests check against transformers; others are counted as Llama-like.
-EXACT_MODEL_TYPES = frozenset({
-    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
-    "gemma", "gemma2", "gemma3_text", "phi", "phi3", "gpt_neox", "olmo2", "starcoder2", "gpt2", "bert", "roberta", "t5",
-    "gpt_oss", "falcon", "bloom", "stablelm", "qwen2_5_vl_text",
-})
+EXACT_MODEL_TYPES = frozenset(
+    {
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen2_moe",
+        "qwen3",
+        "qwen3_moe",
+        "deepseek_v2",
+        "deepseek_v3",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "phi",
+        "phi3",
+        "gpt_neox",
+        "olmo2",
+        "starcoder2",
+        "gpt2",
+        "bert",
+        "roberta",
+        "t5",
+        "gpt_oss",
+        "falcon",
+        "bloom",
+        "stablelm",
+        "qwen2_5_vl_text",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +128,9 @@ class ParamCount:
     # routed experts; pipeline stages are priced from their own blocks (DeepSeek's dense first layers are small).
     layer_matrix_params: tuple[int, ...] = ()
     layer_expert_params: tuple[int, ...] = ()
-    exact: bool = True  # False: an architecture lmforge does not know, counted as Llama-like (or only its language model)
+    exact: bool = (
+        True  # False: an architecture lmforge does not know, counted as Llama-like (or only its language model)
+    )
     weights: tuple[Weight, ...] = field(default=(), repr=False, compare=False)  # the inventory behind the figures
     layer_weights: tuple[tuple[Weight, ...], ...] = field(default=(), repr=False, compare=False)  # weights by block
 
@@ -223,7 +264,12 @@ def _freeze_trainable(counts: ParamCount, last_n: int) -> int:
 # (DeepSeek's first dense layers and its shared experts) are then not adapted at all.
 _PEFT_MOE_RENAMES: dict[str, dict[str, str]] = {
     "mixtral": {"gate": "gate.weight", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"},
-    "qwen2_moe": {"gate": "gate.weight", "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj", "down_proj": "down_proj"},
+    "qwen2_moe": {
+        "gate": "gate.weight",
+        "gate_proj": "gate_up_proj",
+        "up_proj": "gate_up_proj",
+        "down_proj": "down_proj",
+    },
 }
 # transformers' conversion_mapping._MODEL_TO_CONVERSION_PATTERN (plus peft's own "mixtral" entry), for the MoE
 # architectures lmforge models. qwen2_moe itself is absent there, so peft converts nothing for it: its
@@ -241,7 +287,9 @@ def _peft_moe_style(spec: ModelSpec) -> str:
     return _PEFT_MOE_STYLE.get(spec.model_type, "")
 
 
-def _peft_targets(spec: ModelSpec, rank: int, modules: list[str], parameters: list[str]) -> tuple[list[str], dict[str, int]]:
+def _peft_targets(
+    spec: ModelSpec, rank: int, modules: list[str], parameters: list[str]
+) -> tuple[list[str], dict[str, int]]:
     """target_modules and {target_parameter: rank} after peft's MoE name conversion."""
     renames = _PEFT_MOE_RENAMES.get(_peft_moe_style(spec))
     ranks = dict.fromkeys(parameters, rank)
@@ -378,7 +426,9 @@ def _output_weights(spec: ModelSpec) -> list[Weight]:
         return _bert_output(spec)
     elif spec.architecture.endswith("ForSequenceClassification"):
         # GenericForSequenceClassification (reward models): the final norm and a bias-free score head, no LM head.
-        final_norm = {"phi": "final_layernorm", "gpt_neox": "final_layer_norm", "gpt2": "ln_f"}.get(spec.model_type, "norm")
+        final_norm = {"phi": "final_layernorm", "gpt_neox": "final_layer_norm", "gpt2": "ln_f"}.get(
+            spec.model_type, "norm"
+        )
         norm_bias = spec.model_type in _LAYERNORM_DECODERS | _GPT2_LIKE
         return [_norm(final_norm, h, bias=norm_bias), _linear("score", "head", h, num_labels(spec))]
     elif spec.model_type in _T5_LIKE:
@@ -530,9 +580,11 @@ def _t5_layer(spec: ModelSpec, index: int) -> list[Weight]:
     ff_index = 2 if is_decoder else 1
     ff = f"layer.{ff_index}.DenseReluDense."
     gated = str(spec.config.get("feed_forward_proj", "relu")).startswith("gated-")
-    wi = [_linear(ff + "wi_0", "mlp", h, inner_ff), _linear(ff + "wi_1", "mlp", h, inner_ff)] if gated else [
-        _linear(ff + "wi", "mlp", h, inner_ff)
-    ]
+    wi = (
+        [_linear(ff + "wi_0", "mlp", h, inner_ff), _linear(ff + "wi_1", "mlp", h, inner_ff)]
+        if gated
+        else [_linear(ff + "wi", "mlp", h, inner_ff)]
+    )
     return [*weights, *wi, _linear(ff + "wo", "mlp", inner_ff, h), _norm(f"layer.{ff_index}.layer_norm", h)]
 
 
@@ -612,7 +664,9 @@ def _mla_attention(spec: ModelSpec) -> list[Weight]:
         *weights,
         _linear("self_attn.kv_a_proj_with_mqa", "attention", h, spec.kv_lora_rank + spec.qk_rope_head_dim, bias),
         _norm("self_attn.kv_a_layernorm", spec.kv_lora_rank),
-        _linear("self_attn.kv_b_proj", "attention", spec.kv_lora_rank, heads * (spec.qk_nope_head_dim + spec.v_head_dim)),
+        _linear(
+            "self_attn.kv_b_proj", "attention", spec.kv_lora_rank, heads * (spec.qk_nope_head_dim + spec.v_head_dim)
+        ),
         _linear("self_attn.o_proj", "attention", heads * spec.v_head_dim, h, bias),
     ]
 
@@ -623,11 +677,17 @@ def _dense_mlp(spec: ModelSpec, intermediate: int, prefix: str = "mlp.") -> list
     reads_mlp_bias = spec.model_type in {"llama", "deepseek_v2"} or spec.model_type not in EXACT_MODEL_TYPES
     bias = reads_mlp_bias and _bool(spec, "mlp_bias")
     if spec.model_type == "phi3":  # Phi3MLP: fused gate_up_proj
-        return [_linear("mlp.gate_up_proj", "mlp", h, 2 * intermediate), _linear("mlp.down_proj", "mlp", intermediate, h)]
+        return [
+            _linear("mlp.gate_up_proj", "mlp", h, 2 * intermediate),
+            _linear("mlp.down_proj", "mlp", intermediate, h),
+        ]
     if spec.model_type in _TWO_LAYER_MLPS:  # a plain up/down MLP with biases (no gate)
         up, down = _TWO_LAYER_MLPS[spec.model_type]
         bias = _bool(spec, "use_bias", default=True)
-        return [_linear(prefix + up, "mlp", h, intermediate, bias), _linear(prefix + down, "mlp", intermediate, h, bias)]
+        return [
+            _linear(prefix + up, "mlp", h, intermediate, bias),
+            _linear(prefix + down, "mlp", intermediate, h, bias),
+        ]
     return [
         _linear(prefix + "gate_proj", "mlp", h, intermediate, bias),
         _linear(prefix + "up_proj", "mlp", h, intermediate, bias),
@@ -642,7 +702,9 @@ def _moe_mlp(spec: ModelSpec) -> list[Weight]:
         return [
             Weight("mlp.router.weight", "mlp", experts * h, h, experts, lora="param"),
             Weight("mlp.router.bias", "mlp", experts),
-            Weight("mlp.experts.gate_up_proj", "mlp", experts * 2 * inter * h, h, 2 * inter, "param", experts, routed=True),
+            Weight(
+                "mlp.experts.gate_up_proj", "mlp", experts * 2 * inter * h, h, 2 * inter, "param", experts, routed=True
+            ),
             Weight("mlp.experts.gate_up_proj_bias", "mlp", experts * 2 * inter, routed=True),
             Weight("mlp.experts.down_proj", "mlp", experts * inter * h, inter, h, "param", experts, routed=True),
             Weight("mlp.experts.down_proj_bias", "mlp", experts * h, routed=True),
@@ -690,7 +752,10 @@ def _vision_weights(spec: ModelSpec) -> list[Weight]:
     ]
     block = [
         _norm(tower + "layer_norm1", h, bias=True),
-        *(_linear(f"{tower}self_attn.{n}", "attention", h, h, bias=True) for n in ("q_proj", "k_proj", "v_proj", "out_proj")),
+        *(
+            _linear(f"{tower}self_attn.{n}", "attention", h, h, bias=True)
+            for n in ("q_proj", "k_proj", "v_proj", "out_proj")
+        ),
         _norm(tower + "layer_norm2", h, bias=True),
         _linear(tower + "mlp.fc1", "mlp", h, inner, bias=True),
         _linear(tower + "mlp.fc2", "mlp", inner, h, bias=True),
@@ -699,7 +764,9 @@ def _vision_weights(spec: ModelSpec) -> list[Weight]:
     if vision.get("vision_use_head", True):  # SiglipMultiheadAttentionPoolingHead: probe, attention, norm, MLP
         weights += [
             Weight(tower + "head.probe", "attention", h),
-            Weight(tower + "head.attention", "attention", 4 * h * h + 4 * h),  # nn.MultiheadAttention, not LoRA-able by name
+            Weight(
+                tower + "head.attention", "attention", 4 * h * h + 4 * h
+            ),  # nn.MultiheadAttention, not LoRA-able by name
             _norm(tower + "head.layernorm", h, bias=True),
             _linear(tower + "head.mlp.fc1", "mlp", h, inner, bias=True),
             _linear(tower + "head.mlp.fc2", "mlp", inner, h, bias=True),

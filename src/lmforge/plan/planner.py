@@ -240,8 +240,12 @@ def plan_training(
     }
     accelerator = _accelerator(gpu, gpu_mem_gib)
     trainable = count_trainable_params(
-        spec, setup.method, lora_r=setup.lora_r, target_modules=list(setup.target_modules or []) or None,
-        trainable_layers=setup.trainable_layers, num_virtual_tokens=setup.num_virtual_tokens,
+        spec,
+        setup.method,
+        lora_r=setup.lora_r,
+        target_modules=list(setup.target_modules or []) or None,
+        trainable_layers=setup.trainable_layers,
+        num_virtual_tokens=setup.num_virtual_tokens,
     )
     summary, counts = _summary(spec, trainable)
     request = LayoutRequest(gpus=gpus, tp=tp, pp=pp, zero_stage=zero, offload=offload, ep=ep)
@@ -251,28 +255,48 @@ def plan_training(
     search = LayoutSearch(spec, setup, counts.total_params)
     choice = search.best(accelerator, request, headroom=headroom)
     if levers and any(open_levers.values()):
-        setup, search, choice = _pull_levers(spec, setup, open_levers, counts.total_params, accelerator, request,
-                                             headroom, choice, search, time_for)
+        setup, search, choice = _pull_levers(
+            spec, setup, open_levers, counts.total_params, accelerator, request, headroom, choice, search, time_for
+        )
     pulled = _levers_pulled(base_setup, setup, time_for, accelerator, choice.layout)
 
     def time_on(card: Accelerator, n_gpus: int, layout: Layout) -> TrainingTime:
         # --price is what the user pays for their card; other cards in the verdict table keep catalog prices.
-        price = price_per_gpu_hour if price_per_gpu_hour is not None and card is accelerator else card.price_usd_per_hour
+        price = (
+            price_per_gpu_hour if price_per_gpu_hour is not None and card is accelerator else card.price_usd_per_hour
+        )
         return time_for(setup, card, layout, price)
 
     throughput = time_on(accelerator, choice.gpus, choice.layout)
     if not choice.fits:
-        throughput = replace(throughput, wall_seconds=None, gpu_hours=None, cost_usd=None, tokens_per_second=None,
-                             step_seconds=None)
+        throughput = replace(
+            throughput, wall_seconds=None, gpu_hours=None, cost_usd=None, tokens_per_second=None, step_seconds=None
+        )
     fewest = choice if gpus is None else search.best(accelerator, replace(request, gpus=None), headroom=headroom)
     rules = _training_rules(spec, setup, counts, trainable, accelerator, fewest, search.memory(Layout()))
     table = _verdicts(search, request, headroom, time_on=time_on) if verdicts else []
     plan = Plan("train", summary, setup, accelerator, choice, throughput, rules, table, levers=pulled)
-    plan.assumptions = plan_assumptions("train", mfu=mfu, headroom=headroom, recompute=setup.recompute,
-                                        accelerator=accelerator, price_per_gpu_hour=price_per_gpu_hour)
+    plan.assumptions = plan_assumptions(
+        "train",
+        mfu=mfu,
+        headroom=headroom,
+        recompute=setup.recompute,
+        accelerator=accelerator,
+        price_per_gpu_hour=price_per_gpu_hour,
+    )
     plan.notes += [note for note in (context_note,) if note]
-    plan.notes += _training_notes(spec, setup, counts, accelerator, request, headroom, choice, open_levers, pulled,
-                                  tokens_given=tokens is not None)
+    plan.notes += _training_notes(
+        spec,
+        setup,
+        counts,
+        accelerator,
+        request,
+        headroom,
+        choice,
+        open_levers,
+        pulled,
+        tokens_given=tokens is not None,
+    )
     if simulate:
         from lmforge.plan.simulate import simulate_training
 
@@ -335,12 +359,17 @@ def plan_task(
         raise UserInputError(f"training-only options given with --task infer: {', '.join(given)}")
     weight_format = quant or _INFERENCE_FORMAT[precision]
     kv_dtype = options.pop("kv_dtype", None) or ("fp16" if weight_format == "fp16" else "bf16")
-    return plan_inference(model, weight_format=weight_format, kv_dtype=kv_dtype, batch_size=batch_size,
-                          context_len=seq_len, **options)
+    return plan_inference(
+        model, weight_format=weight_format, kv_dtype=kv_dtype, batch_size=batch_size, context_len=seq_len, **options
+    )
 
 
 def _plan_training_task(
-    model: str | ModelSpec, precision: str, quant: str | None, batch_size: int, seq_len: int | None,
+    model: str | ModelSpec,
+    precision: str,
+    quant: str | None,
+    batch_size: int,
+    seq_len: int | None,
     options: dict[str, Any],
 ) -> Plan:
     if [name for name in _INFERENCE_ONLY if options.pop(name, None) is not None]:
@@ -354,8 +383,13 @@ def _plan_training_task(
         )
     if quant is not None:
         options["quant_bits"] = QLORA_QUANT[quant]
-    return plan_training(model, precision=precision, micro_batch_size=batch_size,
-                         seq_len=TrainingSetup.seq_len if seq_len is None else seq_len, **options)
+    return plan_training(
+        model,
+        precision=precision,
+        micro_batch_size=batch_size,
+        seq_len=TrainingSetup.seq_len if seq_len is None else seq_len,
+        **options,
+    )
 
 
 def _check_cost_inputs(tokens: int | None, price_per_gpu_hour: float | None) -> None:
@@ -495,8 +529,13 @@ def _pull_levers(
 
     def rank(run: TrainingSetup, found: LayoutChoice) -> tuple:
         flops = time_for(run, accelerator, found.layout, None).total_flops
-        return (not found.fits, found.gpus if found.fits else 0, engine_needed(found.layout, run) is not None, flops,
-                -run.micro_batch_size)
+        return (
+            not found.fits,
+            found.gpus if found.fits else 0,
+            engine_needed(found.layout, run) is not None,
+            flops,
+            -run.micro_batch_size,
+        )
 
     best = (rank(setup, choice), setup, search, choice)
     for recompute, loss, size in itertools.product(recomputes, losses, micro_batches):
@@ -524,18 +563,31 @@ def _levers_pulled(
     pulled = []
     if setup.loss != base.loss:
         extra = time_for(replace(base, loss=setup.loss), accelerator, layout, None).total_flops / before - 1
-        pulled.append(Lever("chunked cross-entropy", f"--loss {setup.loss}",
-                            f"logits never whole (trl's chunked head); recomputing them in backward adds {extra:.1%} compute"))
+        pulled.append(
+            Lever(
+                "chunked cross-entropy",
+                f"--loss {setup.loss}",
+                f"logits never whole (trl's chunked head); recomputing them in backward adds {extra:.1%} compute",
+            )
+        )
     if setup.micro_batch_size != base.micro_batch_size:
-        pulled.append(Lever(
-            "smaller micro-batch", f"--batch-size {setup.micro_batch_size} --grad-accum {setup.grad_accum}",
-            f"same {base.micro_batch_size * base.grad_accum}-sequence step and FLOPs, in smaller matmuls "
-            "(lower utilisation on small batches, not modelled)",
-        ))
+        pulled.append(
+            Lever(
+                "smaller micro-batch",
+                f"--batch-size {setup.micro_batch_size} --grad-accum {setup.grad_accum}",
+                f"same {base.micro_batch_size * base.grad_accum}-sequence step and FLOPs, in smaller matmuls "
+                "(lower utilisation on small batches, not modelled)",
+            )
+        )
     if setup.recompute != base.recompute:
         extra = time_for(replace(base, recompute=setup.recompute), accelerator, layout, None).total_flops / before - 1
-        pulled.append(Lever("gradient checkpointing", f"--grad-ckpt {setup.recompute}",
-                            f"activations re-computed in backward: {extra:+.0%} compute"))
+        pulled.append(
+            Lever(
+                "gradient checkpointing",
+                f"--grad-ckpt {setup.recompute}",
+                f"activations re-computed in backward: {extra:+.0%} compute",
+            )
+        )
     return pulled
 
 
@@ -549,7 +601,9 @@ def _recompute_hint(
     choice: LayoutChoice,
 ) -> str | None:
     """Activations are often what forces extra GPUs (USERS.md: OOM); say when full recomputation fixes it."""
-    recomputed = LayoutSearch(spec, replace(setup, recompute="full"), params_total).best(accelerator, request, headroom=headroom)
+    recomputed = LayoutSearch(spec, replace(setup, recompute="full"), params_total).best(
+        accelerator, request, headroom=headroom
+    )
     if not recomputed.fits:
         return None
     if not choice.fits:
@@ -606,11 +660,19 @@ def plan_inference(
     _check_context(spec, context_len, "infer")
     if target_requests_per_second is not None:
         if not target_requests_per_second > 0 or not math.isfinite(target_requests_per_second):
-            raise UserInputError(f"--target-rps must be a positive number of requests per second, got {target_requests_per_second}")
+            raise UserInputError(
+                f"--target-rps must be a positive number of requests per second, got {target_requests_per_second}"
+            )
         if prompt_len is None:
-            raise UserInputError("--target-rps needs --prompt-len: the tokens each request prefills (the rest of --seq-len is generated)")
+            raise UserInputError(
+                "--target-rps needs --prompt-len: the tokens each request prefills (the rest of --seq-len is generated)"
+            )
     setup = InferenceSetup(
-        weight_format=weight_format, kv_dtype=kv_dtype, batch_size=batch_size, context_len=context_len, prompt_len=prompt_len
+        weight_format=weight_format,
+        kv_dtype=kv_dtype,
+        batch_size=batch_size,
+        context_len=context_len,
+        prompt_len=prompt_len,
     )
     accelerator = _accelerator(gpu, gpu_mem_gib)
     summary, counts = _summary(spec, 0)
@@ -635,13 +697,21 @@ def plan_inference(
             mfu=mfu,
         )
         if encoder:  # one forward pass per request: nothing is decoded token by token
-            speed = replace(speed, decode_tokens_per_second=None, decode_tokens_per_second_total=None, decode_bound=None)
+            speed = replace(
+                speed, decode_tokens_per_second=None, decode_tokens_per_second_total=None, decode_bound=None
+            )
         return speed
 
     throughput = speed_on(accelerator, choice.layout.tp)
     if not choice.fits:
-        throughput = replace(throughput, decode_tokens_per_second=None, decode_tokens_per_second_total=None,
-                             prefill_seconds=None, time_to_first_token_seconds=None, decode_bound=None)
+        throughput = replace(
+            throughput,
+            decode_tokens_per_second=None,
+            decode_tokens_per_second_total=None,
+            prefill_seconds=None,
+            time_to_first_token_seconds=None,
+            decode_bound=None,
+        )
     rules = inference_rules(
         params_total=counts.total_params,
         bytes_per_weight=NOMINAL_BYTES_PER_WEIGHT[setup.weight_format],
@@ -655,19 +725,24 @@ def plan_inference(
     )
     table = _verdicts(search, request, headroom, speed_on=speed_on) if verdicts else []
     plan = Plan("infer", summary, setup, accelerator, choice, throughput, rules, table)
-    plan.assumptions = plan_assumptions("infer", mfu=mfu, headroom=headroom, recompute=None,
-                                        accelerator=accelerator, price_per_gpu_hour=None)
+    plan.assumptions = plan_assumptions(
+        "infer", mfu=mfu, headroom=headroom, recompute=None, accelerator=accelerator, price_per_gpu_hour=None
+    )
     if context_note:
         plan.notes.append(context_note)
     if encoder:
-        plan.notes.append(f"{spec.name} is an encoder: one forward pass per request, no KV cache and no token-by-token decode")
+        plan.notes.append(
+            f"{spec.name} is an encoder: one forward pass per request, no KV cache and no token-by-token decode"
+        )
     if not choice.fits:
         plan.notes.append("no speed figures: the model does not fit as asked")
     elif choice.gpus == 1 and not encoder:
         plan.replicas = _replicas(choice, accelerator, throughput, setup, target_requests_per_second)
         if plan.replicas.per_gpu > 1:
-            plan.notes.append(f"{plan.replicas.per_gpu} replicas fit one {accelerator.name} "
-                              f"({plan.replicas.per_node} per {accelerator.gpus_per_node}-GPU node)")
+            plan.notes.append(
+                f"{plan.replicas.per_gpu} replicas fit one {accelerator.name} "
+                f"({plan.replicas.per_node} per {accelerator.gpus_per_node}-GPU node)"
+            )
     return plan
 
 

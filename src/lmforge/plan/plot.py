@@ -37,12 +37,15 @@ def plot_breakdown(plan: Plan, path: str | Path) -> Path:
     axes.axhline(plan.choice.usable_bytes / GIB, color="grey", linestyle="--", linewidth=1)
     axes.set_xlim(-0.75, len(bars) - 0.25)
     axes.text(-0.7, capacity, f"{plan.accelerator.name}: {capacity:g} GiB", va="bottom", ha="left", fontsize=8)
-    axes.text(-0.7, plan.choice.usable_bytes / GIB, "usable after headroom", va="bottom", ha="left", fontsize=7, color="grey")
+    axes.text(
+        -0.7, plan.choice.usable_bytes / GIB, "usable after headroom", va="bottom", ha="left", fontsize=7, color="grey"
+    )
     axes.set_ylabel("GiB")
     layout = plan.layout
     axes.set_title(
         f"{plan.model.name} ({plan.task}) on {layout.gpus} × {plan.accelerator.name}\n"
-        f"DP {layout.dp} × TP {layout.tp} × PP {layout.pp}" + (f", ZeRO-{layout.zero_stage}" if plan.task == "train" else ""),
+        f"DP {layout.dp} × TP {layout.tp} × PP {layout.pp}"
+        + (f", ZeRO-{layout.zero_stage}" if plan.task == "train" else ""),
         fontsize=9,
     )
     axes.set_ylim(0, max(max(bottoms), capacity) * 1.12)

@@ -69,9 +69,7 @@ class SimulationResult:
         }
 
 
-def simulate_training(
-    spec: ModelSpec, setup: TrainingSetup, *, extrapolate_above_layers: int = 3
-) -> SimulationResult:
+def simulate_training(spec: ModelSpec, setup: TrainingSetup, *, extrapolate_above_layers: int = 3) -> SimulationResult:
     """Measured peak memory of one training step of `spec` under `setup` (single GPU, fake tensors).
 
     Models deeper than `extrapolate_above_layers` are simulated at 2 and 3 layers and extrapolated.
@@ -200,8 +198,9 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
         forward_backward = _tracker(MemTracker, model)
         forward_backward.track_external(model, *optimizers, ids)
         with forward_backward:
-            with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None), _offloaded(
-                torch, model, setup.offload_activations
+            with (
+                torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None),
+                _offloaded(torch, model, setup.offload_activations),
             ):
                 try:
                     loss = model(**inputs).loss  # the output and its logits die here, as in Trainer

@@ -119,8 +119,13 @@ class QuickstartResult:
     report_path: Path
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out_dir": str(self.out_dir), "recipe": self.recipe, "seconds": self.seconds,
-                "report": str(self.report_path), "stages": {k: asdict(v) for k, v in self.stages.items()}}
+        return {
+            "out_dir": str(self.out_dir),
+            "recipe": self.recipe,
+            "seconds": self.seconds,
+            "report": str(self.report_path),
+            "stages": {k: asdict(v) for k, v in self.stages.items()},
+        }
 
 
 @dataclass
@@ -136,8 +141,15 @@ class _Context:
         return self.out.joinpath(*parts)
 
 
-def run_quickstart(out: str | Path = "runs/quickstart", *, resume: bool = False, fast: bool = False,
-                   progress: bool = True, recipe: Recipe | None = None, until: str | None = None) -> QuickstartResult:
+def run_quickstart(
+    out: str | Path = "runs/quickstart",
+    *,
+    resume: bool = False,
+    fast: bool = False,
+    progress: bool = True,
+    recipe: Recipe | None = None,
+    until: str | None = None,
+) -> QuickstartResult:
     """Run (or with `resume`, continue) the quickstart into `out`; returns every stage's metrics.
 
     `recipe` replaces the built-in one (FAST with `fast`, else FULL), e.g. to try other learning rates;
@@ -168,9 +180,17 @@ def _run_stages(ctx: _Context) -> QuickstartResult:
     console, records = ctx.console, ctx.records
     started = time.perf_counter()
     steps: dict[str, Callable[[_Context], StageRecord]] = {
-        "tokenizer": _tokenizer, "pretrain": _pretrain, "plan": _plan, "sft": _sft, "pairs": _pairs, "rm": _rm,
+        "tokenizer": _tokenizer,
+        "pretrain": _pretrain,
+        "plan": _plan,
+        "sft": _sft,
+        "pairs": _pairs,
+        "rm": _rm,
         "dpo": _dpo,
-        "rlhf": _rlhf, "export": _export, "chat": _chat, "report": _report,
+        "rlhf": _rlhf,
+        "export": _export,
+        "chat": _chat,
+        "report": _report,
     }
     for number, name in enumerate(STAGES, 1):
         if name in records:
@@ -186,16 +206,21 @@ def _run_stages(ctx: _Context) -> QuickstartResult:
         if name == ctx.until:
             break
     total = round(sum(r.seconds for r in records.values()), 2)
-    console.print(f"[bold green]quickstart finished[/] in {time.perf_counter() - started:.0f} s "
-                  f"(all stages {total:.0f} s); report: {ctx.path('report.md')}")
+    console.print(
+        f"[bold green]quickstart finished[/] in {time.perf_counter() - started:.0f} s "
+        f"(all stages {total:.0f} s); report: {ctx.path('report.md')}"
+    )
     return QuickstartResult(ctx.out, ctx.recipe.name, total, records, ctx.path("report.md"))
 
 
 def _summary_line(record: StageRecord) -> str:
     parts = [f"{record.stage} done in {record.seconds:.1f} s"]
-    for label, value in (("exact match", record.exact_match), ("preference accuracy", record.preference_accuracy),
-                         ("on SFT's mistakes", record.mistake_preference_accuracy),
-                         ("reward accuracy", record.reward_accuracy)):
+    for label, value in (
+        ("exact match", record.exact_match),
+        ("preference accuracy", record.preference_accuracy),
+        ("on SFT's mistakes", record.mistake_preference_accuracy),
+        ("reward accuracy", record.reward_accuracy),
+    ):
         if value is not None:
             parts.append(f"{label} {value:.1%}")
     return "  ".join(parts)
@@ -211,8 +236,9 @@ def _load_state(out_dir: Path, recipe: Recipe, resume: bool) -> dict[str, StageR
         return {}
     state = json.loads(state_file.read_text(encoding="utf-8"))
     if not resume:
-        raise UserInputError(f"{out_dir} already holds a quickstart; pass --resume to continue it, "
-                             "or choose a new --out folder")
+        raise UserInputError(
+            f"{out_dir} already holds a quickstart; pass --resume to continue it, or choose a new --out folder"
+        )
     if state["recipe"] != recipe.name:
         flag = "with" if state["recipe"] == "fast" else "without"
         raise UserInputError(f"{out_dir} holds a {state['recipe']} quickstart; resume it {flag} --fast")
@@ -220,8 +246,9 @@ def _load_state(out_dir: Path, recipe: Recipe, resume: bool) -> dict[str, StageR
 
 
 def _save_state(ctx: _Context) -> None:
-    atomic_write_json(ctx.path(STATE_FILE), {"recipe": ctx.recipe.name,
-                                             "stages": {k: asdict(v) for k, v in ctx.records.items()}})
+    atomic_write_json(
+        ctx.path(STATE_FILE), {"recipe": ctx.recipe.name, "stages": {k: asdict(v) for k, v in ctx.records.items()}}
+    )
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -264,9 +291,17 @@ def _tokenizer(ctx: _Context) -> StageRecord:
     folder = ctx.path("tokenizer")
     tokenizer.save_pretrained(str(folder))
     sample = "What is the answer? Sort the numbers 3 1 2."
-    return StageRecord("tokenizer", 0.0, details={
-        "vocab_size": len(tokenizer), "corpus_texts": len(texts), "folder": str(folder),
-        "sample": sample, "sample_tokens": tokenizer.tokenize(sample)})
+    return StageRecord(
+        "tokenizer",
+        0.0,
+        details={
+            "vocab_size": len(tokenizer),
+            "corpus_texts": len(texts),
+            "folder": str(folder),
+            "sample": sample,
+            "sample_tokens": tokenizer.tokenize(sample),
+        },
+    )
 
 
 def _train(ctx: _Context, name: str, raw: dict[str, Any]) -> Any:
@@ -276,8 +311,14 @@ def _train(ctx: _Context, name: str, raw: dict[str, Any]) -> Any:
     from lmforge.train.run import finished_run
 
     run_dir = ctx.path(name)
-    train = {"micro_batch_size": ctx.recipe.micro_batch_size, "save_every": ctx.recipe.save_every,
-             "keep_last": 2, "log_every": 1, "seed": ctx.recipe.seed, **raw.pop("train")}
+    train = {
+        "micro_batch_size": ctx.recipe.micro_batch_size,
+        "save_every": ctx.recipe.save_every,
+        "keep_last": 2,
+        "log_every": 1,
+        "seed": ctx.recipe.seed,
+        **raw.pop("train"),
+    }
     config = validate_config({"stage": name, "out": str(run_dir), "train": train, **raw})
     done = finished_run(config)
     if done is not None:
@@ -299,26 +340,49 @@ def _policy_record(ctx: _Context, name: str, result: Any) -> StageRecord:
     exact, samples = _exact_match(ctx, result.final_dir)
     split, limit = ctx.recipe.score_split, ctx.recipe.eval_examples
     mistakes = _mistakes_file(ctx, split)  # exists once "pairs" ran, i.e. for the stages after SFT
-    record = StageRecord(name, 0.0, steps=result.steps, train_loss=train_loss, eval_loss=eval_loss, exact_match=exact,
-                         preference_accuracy=_preference_accuracy(result.final_dir,
-                                                                  _data_files(ctx)[f"arith-pref-{split}"], limit),
-                         mistake_preference_accuracy=_preference_accuracy(result.final_dir, str(mistakes), limit)
-                         if mistakes.is_file() else None)
-    record.details = {"trainable_params": result.trainable_params, "total_params": result.total_params,
-                      "final_metrics": result.final_metrics, "eval_samples": samples}
+    record = StageRecord(
+        name,
+        0.0,
+        steps=result.steps,
+        train_loss=train_loss,
+        eval_loss=eval_loss,
+        exact_match=exact,
+        preference_accuracy=_preference_accuracy(result.final_dir, _data_files(ctx)[f"arith-pref-{split}"], limit),
+        mistake_preference_accuracy=_preference_accuracy(result.final_dir, str(mistakes), limit)
+        if mistakes.is_file()
+        else None,
+    )
+    record.details = {
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "final_metrics": result.final_metrics,
+        "eval_samples": samples,
+    }
     return record
 
 
 def _pretrain(ctx: _Context) -> StageRecord:
     recipe, files = ctx.recipe, _data_files(ctx)
-    result = _train(ctx, "pretrain", {
-        "model": {"config": dict(recipe.model), "tokenizer": str(ctx.path("tokenizer"))},
-        "data": {"train": files["corpus-train"], "eval": files["corpus-validation"], "kind": "text",
-                 "max_len": recipe.max_len},
-        "method": {"name": "full"},
-        "train": {"max_steps": recipe.pretrain_steps, "learning_rate": recipe.pretrain_lr,
-                  "warmup_steps": recipe.pretrain_steps // 10, "eval_every": recipe.save_every},
-    })
+    result = _train(
+        ctx,
+        "pretrain",
+        {
+            "model": {"config": dict(recipe.model), "tokenizer": str(ctx.path("tokenizer"))},
+            "data": {
+                "train": files["corpus-train"],
+                "eval": files["corpus-validation"],
+                "kind": "text",
+                "max_len": recipe.max_len,
+            },
+            "method": {"name": "full"},
+            "train": {
+                "max_steps": recipe.pretrain_steps,
+                "learning_rate": recipe.pretrain_lr,
+                "warmup_steps": recipe.pretrain_steps // 10,
+                "eval_every": recipe.save_every,
+            },
+        },
+    )
     return _policy_record(ctx, "pretrain", result)
 
 
@@ -330,40 +394,68 @@ def _plan(ctx: _Context) -> StageRecord:
 
     recipe = ctx.recipe
     tiny = AutoConfig.from_pretrained(str(ctx.path("pretrain", "final"))).to_dict()
-    options = {"method": "lora", "lora_r": recipe.lora_r, "lora_alpha": recipe.lora_r * 2,
-               "micro_batch_size": recipe.micro_batch_size, "seq_len": recipe.max_len,
-               "recompute": "none", "levers": False,  # this recipe as it runs: no checkpointing, nothing added
-               "tokens": recipe.sft_steps * recipe.micro_batch_size * recipe.max_len}
-    plans = {"tiny (this quickstart, fp32)": plan_training(spec_from_config(tiny, name="quickstart-tiny"),
-                                                           precision="fp32", gpu="a100-80g", verdicts=False, **options),
-             "llama-2-7b (same recipe, bf16)": plan_training("llama-2-7b", precision="bf16-mixed", gpu="a100-80g",
-                                                             **options)}
+    options = {
+        "method": "lora",
+        "lora_r": recipe.lora_r,
+        "lora_alpha": recipe.lora_r * 2,
+        "micro_batch_size": recipe.micro_batch_size,
+        "seq_len": recipe.max_len,
+        "recompute": "none",
+        "levers": False,  # this recipe as it runs: no checkpointing, nothing added
+        "tokens": recipe.sft_steps * recipe.micro_batch_size * recipe.max_len,
+    }
+    plans = {
+        "tiny (this quickstart, fp32)": plan_training(
+            spec_from_config(tiny, name="quickstart-tiny"), precision="fp32", gpu="a100-80g", verdicts=False, **options
+        ),
+        "llama-2-7b (same recipe, bf16)": plan_training(
+            "llama-2-7b", precision="bf16-mixed", gpu="a100-80g", **options
+        ),
+    }
     rows = {}
     for label, plan in plans.items():
         rows[label] = {
-            "params_total": plan.model.params_total, "params_trainable": plan.model.params_trainable,
-            "per_gpu_bytes": plan.memory.total_bytes, "breakdown_bytes": dict(plan.memory.bytes_by_category),
-            "gpus": plan.layout.gpus, "gpu": plan.accelerator.display_name, "fits": plan.fits,
+            "params_total": plan.model.params_total,
+            "params_trainable": plan.model.params_trainable,
+            "per_gpu_bytes": plan.memory.total_bytes,
+            "breakdown_bytes": dict(plan.memory.bytes_by_category),
+            "gpus": plan.layout.gpus,
+            "gpu": plan.accelerator.display_name,
+            "fits": plan.fits,
             "wall_seconds": plan.throughput.wall_seconds,
         }
     atomic_write_json(ctx.path("plan.json"), {label: plan.to_dict() for label, plan in plans.items()})
     for label, row in rows.items():
-        ctx.console.print(f"{label}: {row['params_total']:,} params, {row['params_trainable']:,} trainable (LoRA "
-                          f"r={recipe.lora_r}), {row['per_gpu_bytes'] / 2**30:.3f} GiB per device")
+        ctx.console.print(
+            f"{label}: {row['params_total']:,} params, {row['params_trainable']:,} trainable (LoRA "
+            f"r={recipe.lora_r}), {row['per_gpu_bytes'] / 2**30:.3f} GiB per device"
+        )
     return StageRecord("plan", 0.0, details=rows)
 
 
 def _sft(ctx: _Context) -> StageRecord:
     recipe, files = ctx.recipe, _data_files(ctx)
-    result = _train(ctx, "sft", {
-        "model": {"path": str(ctx.path("pretrain"))},
-        "data": {"train": files["arith-sft-train"], "eval": files["arith-sft-validation"], "kind": "chat",
-                 "max_len": recipe.max_len},
-        # A from-scratch 4-layer model has little to adapt: a rank near the hidden size gives LoRA room to learn.
-        "method": {"name": "lora", "lora_r": recipe.lora_r, "lora_alpha": recipe.lora_r * 2, "lora_dropout": 0.0},
-        "train": {"max_steps": recipe.sft_steps, "learning_rate": recipe.sft_lr,
-                  "warmup_steps": recipe.sft_steps // 10, "eval_every": recipe.save_every},
-    })
+    result = _train(
+        ctx,
+        "sft",
+        {
+            "model": {"path": str(ctx.path("pretrain"))},
+            "data": {
+                "train": files["arith-sft-train"],
+                "eval": files["arith-sft-validation"],
+                "kind": "chat",
+                "max_len": recipe.max_len,
+            },
+            # A from-scratch 4-layer model has little to adapt: a rank near the hidden size gives LoRA room to learn.
+            "method": {"name": "lora", "lora_r": recipe.lora_r, "lora_alpha": recipe.lora_r * 2, "lora_dropout": 0.0},
+            "train": {
+                "max_steps": recipe.sft_steps,
+                "learning_rate": recipe.sft_lr,
+                "warmup_steps": recipe.sft_steps // 10,
+                "eval_every": recipe.save_every,
+            },
+        },
+    )
     return _policy_record(ctx, "sft", result)
 
 
@@ -388,27 +480,41 @@ def _pairs(ctx: _Context) -> StageRecord:
     counts: dict[str, Any] = {}
     for split in ("train", "validation", "test"):
         builtin = _read_jsonl(files[f"arith-pref-{split}"])
-        chats = _write_jsonl(ctx.path("data", f"arith-pref-{split}-chat.jsonl"),
-                             ({"messages": row["prompt"] + row["chosen"]} for row in builtin))
-        report = evaluate_model(str(sft_final), chats, task="generation", batch_size=64, progress=ctx.progress,
-                                params=SamplingParams(temperature=0, max_new_tokens=16))
+        chats = _write_jsonl(
+            ctx.path("data", f"arith-pref-{split}-chat.jsonl"),
+            ({"messages": row["prompt"] + row["chosen"]} for row in builtin),
+        )
+        report = evaluate_model(
+            str(sft_final),
+            chats,
+            task="generation",
+            batch_size=64,
+            progress=ctx.progress,
+            params=SamplingParams(temperature=0, max_new_tokens=16),
+        )
         mined = pairs_from_mistakes(report, load_records(chats, None, None)[0])
         rows = list(mined.pairs)
         if split != "test":
             mined_prompts = {json.dumps(pair["prompt"]) for pair in rows}
             spare = [row for row in builtin if json.dumps(row["prompt"]) not in mined_prompts]
-            rows += spare[:max(0, ctx.recipe.micro_batch_size - len(rows))]
+            rows += spare[: max(0, ctx.recipe.micro_batch_size - len(rows))]
         _write_jsonl(_mistakes_file(ctx, split), rows)
         if split == "train":  # the reward model learns both kinds of wrong answer
             _write_jsonl(_reward_train_file(ctx), builtin + mined.pairs)
-        counts[split] = {**mined.to_dict(), "topped_up": len(rows) - len(mined.pairs),
-                         "exact_match": report.summary["exact_match"]}
-        ctx.console.print(f"{split}: SFT answered {mined.answers} prompts, {mined.mistakes} wrong -> "
-                          f"{len(mined.pairs)} pairs" + (f" + {counts[split]['topped_up']} built-in"
-                                                         if counts[split]["topped_up"] else ""))
+        counts[split] = {
+            **mined.to_dict(),
+            "topped_up": len(rows) - len(mined.pairs),
+            "exact_match": report.summary["exact_match"],
+        }
+        ctx.console.print(
+            f"{split}: SFT answered {mined.answers} prompts, {mined.mistakes} wrong -> "
+            f"{len(mined.pairs)} pairs"
+            + (f" + {counts[split]['topped_up']} built-in" if counts[split]["topped_up"] else "")
+        )
     # SFT's own figure on these pairs only exists now; it is near 0 by construction (its greedy answers).
     ctx.records["sft"].mistake_preference_accuracy = _preference_accuracy(
-        sft_final, str(_mistakes_file(ctx, ctx.recipe.score_split)), ctx.recipe.eval_examples)
+        sft_final, str(_mistakes_file(ctx, ctx.recipe.score_split)), ctx.recipe.eval_examples
+    )
     return StageRecord("pairs", 0.0, details=counts)
 
 
@@ -416,35 +522,57 @@ def _rm(ctx: _Context) -> StageRecord:
     from lmforge.evaluate.run import evaluate_model
 
     recipe, files = ctx.recipe, _data_files(ctx)
-    result = _train(ctx, "rm", {
-        "model": {"path": str(ctx.path("sft"))},  # the SFT LoRA is merged into the reward model's body on load
-        "data": {"train": str(_reward_train_file(ctx)), "eval": files["arith-pref-validation"], "kind": "preference",
-                 "max_len": recipe.max_len},
-        "method": {"name": "full"},
-        "train": {"max_steps": recipe.rm_steps, "learning_rate": recipe.rm_lr, "eval_every": recipe.save_every},
-    })
+    result = _train(
+        ctx,
+        "rm",
+        {
+            "model": {"path": str(ctx.path("sft"))},  # the SFT LoRA is merged into the reward model's body on load
+            "data": {
+                "train": str(_reward_train_file(ctx)),
+                "eval": files["arith-pref-validation"],
+                "kind": "preference",
+                "max_len": recipe.max_len,
+            },
+            "method": {"name": "full"},
+            "train": {"max_steps": recipe.rm_steps, "learning_rate": recipe.rm_lr, "eval_every": recipe.save_every},
+        },
+    )
     split, limit = recipe.score_split, recipe.eval_examples
     report = evaluate_model(str(result.final_dir), files[f"arith-pref-{split}"], task="reward", limit=limit)
     details = {"mean_margin": report.summary["mean_margin"], "final_metrics": result.final_metrics}
     if _mistakes_file(ctx, split).stat().st_size:  # SFT made held-out mistakes to judge
-        on_mistakes = evaluate_model(str(result.final_dir), str(_mistakes_file(ctx, split)), task="reward",
-                                     limit=limit)
+        on_mistakes = evaluate_model(str(result.final_dir), str(_mistakes_file(ctx, split)), task="reward", limit=limit)
         details["reward_accuracy_on_mistakes"] = on_mistakes.summary["pairwise_accuracy"]
     train_loss, eval_loss = _last_losses(result.run_dir)
-    return StageRecord("rm", 0.0, steps=result.steps, train_loss=train_loss, eval_loss=eval_loss,
-                       reward_accuracy=report.summary["pairwise_accuracy"], details=details)
+    return StageRecord(
+        "rm",
+        0.0,
+        steps=result.steps,
+        train_loss=train_loss,
+        eval_loss=eval_loss,
+        reward_accuracy=report.summary["pairwise_accuracy"],
+        details=details,
+    )
 
 
 def _dpo(ctx: _Context) -> StageRecord:
     recipe = ctx.recipe
-    result = _train(ctx, "dpo", {
-        "model": {"path": str(ctx.path("sft"))},
-        "data": {"train": str(_mistakes_file(ctx, "train")), "eval": str(_mistakes_file(ctx, "validation")),
-                 "kind": "preference", "max_len": recipe.max_len},
-        "method": {"name": "lora", "lora_r": recipe.lora_r, "lora_alpha": recipe.lora_r * 2, "lora_dropout": 0.0},
-        "dpo": {"beta": recipe.dpo_beta, "sft_weight": recipe.dpo_sft_weight},
-        "train": {"max_steps": recipe.dpo_steps, "learning_rate": recipe.dpo_lr, "eval_every": recipe.save_every},
-    })
+    result = _train(
+        ctx,
+        "dpo",
+        {
+            "model": {"path": str(ctx.path("sft"))},
+            "data": {
+                "train": str(_mistakes_file(ctx, "train")),
+                "eval": str(_mistakes_file(ctx, "validation")),
+                "kind": "preference",
+                "max_len": recipe.max_len,
+            },
+            "method": {"name": "lora", "lora_r": recipe.lora_r, "lora_alpha": recipe.lora_r * 2, "lora_dropout": 0.0},
+            "dpo": {"beta": recipe.dpo_beta, "sft_weight": recipe.dpo_sft_weight},
+            "train": {"max_steps": recipe.dpo_steps, "learning_rate": recipe.dpo_lr, "eval_every": recipe.save_every},
+        },
+    )
     record = _policy_record(ctx, "dpo", result)
     # DPO's own figure: the implicit reward (log-ratio to the SFT reference) ranks chosen above rejected.
     record.details["dpo_reward_accuracy"] = result.final_metrics.get("eval_rewards/accuracies")
@@ -453,16 +581,32 @@ def _dpo(ctx: _Context) -> StageRecord:
 
 def _rlhf(ctx: _Context) -> StageRecord:
     recipe, files = ctx.recipe, _data_files(ctx)
-    result = _train(ctx, "rlhf", {
-        "model": {"path": str(ctx.path("dpo"))},
-        "data": {"train": files["arith-pref-train"], "kind": "preference", "max_len": recipe.max_len,
-                 "eval_fraction": 0},
-        "method": {"name": "lora", "lora_r": recipe.lora_r, "lora_alpha": recipe.lora_r * 2, "lora_dropout": 0.0},
-        "rlhf": {"reward_model": str(ctx.path("rm")), "algorithm": "grpo", "num_generations": 4,
-                 "max_new_tokens": 8, "beta": 0.04},
-        "train": {"max_steps": recipe.rlhf_steps, "learning_rate": recipe.rlhf_lr,
-                  "save_every": max(1, recipe.rlhf_steps // 2)},
-    })
+    result = _train(
+        ctx,
+        "rlhf",
+        {
+            "model": {"path": str(ctx.path("dpo"))},
+            "data": {
+                "train": files["arith-pref-train"],
+                "kind": "preference",
+                "max_len": recipe.max_len,
+                "eval_fraction": 0,
+            },
+            "method": {"name": "lora", "lora_r": recipe.lora_r, "lora_alpha": recipe.lora_r * 2, "lora_dropout": 0.0},
+            "rlhf": {
+                "reward_model": str(ctx.path("rm")),
+                "algorithm": "grpo",
+                "num_generations": 4,
+                "max_new_tokens": 8,
+                "beta": 0.04,
+            },
+            "train": {
+                "max_steps": recipe.rlhf_steps,
+                "learning_rate": recipe.rlhf_lr,
+                "save_every": max(1, recipe.rlhf_steps // 2),
+            },
+        },
+    )
     record = _policy_record(ctx, "rlhf", result)
     record.details["reward_mean"] = _last_metric(result.run_dir, "reward")
     return record
@@ -489,10 +633,19 @@ def _export(ctx: _Context) -> StageRecord:
     merged = convert(final, merged_dir, to="merged", progress=ctx.progress)
     gguf = convert(merged_dir, gguf_file, to="gguf", quant="f16", progress=ctx.progress)
     gguf_summary = _read_gguf(gguf_file)
-    return StageRecord("export", 0.0, details={
-        "safetensors_dir": str(merged_dir), "safetensors_bytes": merged.size_bytes, "gguf_file": str(gguf_file),
-        "gguf_bytes": gguf.size_bytes, "gguf_tensors": gguf.tensor_count, "gguf_max_abs_error": gguf.checks.get(
-            "max_abs_error"), **gguf_summary})
+    return StageRecord(
+        "export",
+        0.0,
+        details={
+            "safetensors_dir": str(merged_dir),
+            "safetensors_bytes": merged.size_bytes,
+            "gguf_file": str(gguf_file),
+            "gguf_bytes": gguf.size_bytes,
+            "gguf_tensors": gguf.tensor_count,
+            "gguf_max_abs_error": gguf.checks.get("max_abs_error"),
+            **gguf_summary,
+        },
+    )
 
 
 def _read_gguf(path: Path) -> dict[str, Any]:
@@ -519,20 +672,37 @@ def _chat(ctx: _Context) -> StageRecord:
         for example in examples:
             messages = prompt_messages(example)
             reply = generate(loaded, messages, params).text
-            samples.append({"preset": preset, "prompt": messages[-1]["content"], "reply": reply,
-                            "reference": example["messages"][-1]["content"]})
-            ctx.console.print(f"[cyan]{preset:>9}[/] {messages[-1]['content']} -> [bold]{reply.strip()!r}[/] "
-                              f"(correct: {example['messages'][-1]['content']})")
-    return StageRecord("chat", 0.0, details={"samples": samples, "presets": {p: sampling_params(p).model_dump(
-        include={"temperature", "top_k", "top_p"}) for p in CHAT_PRESETS}})
+            samples.append(
+                {
+                    "preset": preset,
+                    "prompt": messages[-1]["content"],
+                    "reply": reply,
+                    "reference": example["messages"][-1]["content"],
+                }
+            )
+            ctx.console.print(
+                f"[cyan]{preset:>9}[/] {messages[-1]['content']} -> [bold]{reply.strip()!r}[/] "
+                f"(correct: {example['messages'][-1]['content']})"
+            )
+    return StageRecord(
+        "chat",
+        0.0,
+        details={
+            "samples": samples,
+            "presets": {
+                p: sampling_params(p).model_dump(include={"temperature", "top_k", "top_p"}) for p in CHAT_PRESETS
+            },
+        },
+    )
 
 
 def _report(ctx: _Context) -> StageRecord:
     from lmforge.quickstart.report import write_quickstart_report
 
     paths = write_quickstart_report(ctx.out, ctx.recipe, ctx.records)
-    return StageRecord("report", 0.0, details={"report": str(paths["report"]),
-                                               "plots": [str(p) for p in paths["plots"]]})
+    return StageRecord(
+        "report", 0.0, details={"report": str(paths["report"]), "plots": [str(p) for p in paths["plots"]]}
+    )
 
 
 # --- held-out scoring -----------------------------------------------------------------------------
@@ -547,11 +717,17 @@ def _exact_match(ctx: _Context, model_dir: Path) -> tuple[float, list[dict[str, 
     from lmforge.evaluate.run import evaluate_model
     from lmforge.generate.sampling import SamplingParams
 
-    report = evaluate_model(str(model_dir), _data_files(ctx)[f"arith-sft-{ctx.recipe.score_split}"],
-                            task="generation", limit=ctx.recipe.eval_examples,
-                            params=SamplingParams(temperature=0, max_new_tokens=16), progress=ctx.progress)
-    samples = [{"prompt": row.instruction, "reference": row.reference, "prediction": row.prediction}
-               for row in report.rows[:3]]
+    report = evaluate_model(
+        str(model_dir),
+        _data_files(ctx)[f"arith-sft-{ctx.recipe.score_split}"],
+        task="generation",
+        limit=ctx.recipe.eval_examples,
+        params=SamplingParams(temperature=0, max_new_tokens=16),
+        progress=ctx.progress,
+    )
+    samples = [
+        {"prompt": row.instruction, "reference": row.reference, "prediction": row.prediction} for row in report.rows[:3]
+    ]
     return float(report.summary["exact_match"]), samples
 
 

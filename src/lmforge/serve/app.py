@@ -53,8 +53,9 @@ from lmforge.serve.protocol import (
 from lmforge.serve.tools import ToolPlan, parse_tool_calls, plan_tools, render_with_tools
 
 RETRY_AFTER_S = 1
-ROUTES = frozenset({"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings",
-                    "/tokenize"})
+ROUTES = frozenset(
+    {"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/tokenize"}
+)
 DISCONNECT_POLL_S = 0.5
 # Request bodies beyond this are refused with 413 before they are read whole (a 10 MB chat once held the event
 # loop for 9 s and left 1.8 GB behind). 8 MiB holds a 128k-token context as text or token ids several times over.
@@ -142,8 +143,9 @@ class _BodyTooLarge(HTTPException):
     text, and lmforge supports older FastAPI.)"""
 
     def __init__(self, max_body_bytes: int):
-        super().__init__(413, f"the request body exceeds the server's limit of {max_body_bytes} bytes "
-                              "(--max-body-bytes)")
+        super().__init__(
+            413, f"the request body exceeds the server's limit of {max_body_bytes} bytes (--max-body-bytes)"
+        )
 
 
 class _Gate:
@@ -174,16 +176,23 @@ class _Gate:
         async def answer(error: ApiError) -> None:
             from starlette.responses import JSONResponse
 
-            await JSONResponse(error.body(), status_code=error.status, headers=error.headers)(scope, receive,
-                                                                                            counted_send)
+            await JSONResponse(error.body(), status_code=error.status, headers=error.headers)(
+                scope, receive, counted_send
+            )
 
         headers = dict(scope["headers"])
         if self.api_keys and path != "/health" and scope["method"] != "OPTIONS":
             header = headers.get(b"authorization", b"").decode("latin-1")
             given = header[7:] if header.lower().startswith("bearer ") else ""
             if not any(hmac.compare_digest(given.encode(), key.encode()) for key in self.api_keys):
-                await answer(ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                                      type="authentication_error", code="invalid_api_key"))
+                await answer(
+                    ApiError(
+                        401,
+                        "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                        type="authentication_error",
+                        code="invalid_api_key",
+                    )
+                )
                 return
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_body_bytes:
@@ -209,8 +218,11 @@ class _Gate:
                 await answer(_api_error(error))
                 return
             log.exception("unexpected error on %s", scope["path"])
-            await answer(ApiError(500, f"internal error: {type(error).__name__}: {error}", type="server_error",
-                                  code="internal_error"))
+            await answer(
+                ApiError(
+                    500, f"internal error: {type(error).__name__}: {error}", type="server_error", code="internal_error"
+                )
+            )
 
 
 def _api_error(error: HTTPException) -> ApiError:
@@ -257,9 +269,13 @@ class AppState:
             return next(iter(self.public), None) or next(iter(self.encoders))
         if model in self.public or model in self.encoders:
             return model
-        raise ApiError(404, f"the model {model!r} does not exist here; available: "
-                            f"{', '.join([*self.public, *self.encoders])}",
-                       type="not_found_error", param="model", code="model_not_found")
+        raise ApiError(
+            404,
+            f"the model {model!r} does not exist here; available: {', '.join([*self.public, *self.encoders])}",
+            type="not_found_error",
+            param="model",
+            code="model_not_found",
+        )
 
     def resolve(self, model: str | None) -> tuple[str, LoadedModel]:
         """A generative model by served name (an embedding model here is a 400, as vLLM answers)."""
@@ -271,8 +287,12 @@ class AppState:
     def resolve_encoder(self, model: str | None) -> tuple[str, Embedder]:
         name = self.known(model) if model is not None else next(iter(self.encoders), None) or self.known(None)
         if name not in self.encoders:
-            raise ApiError(400, f"the model {name!r} generates text and cannot embed: serve an encoder "
-                                "(a sentence-transformers folder) for /v1/embeddings", param="model")
+            raise ApiError(
+                400,
+                f"the model {name!r} generates text and cannot embed: serve an encoder "
+                "(a sentence-transformers folder) for /v1/embeddings",
+                param="model",
+            )
         return name, self.encoders[name]
 
     def check_chars(self, count: int, context_tokens: int, param: str, what: str = "prompt") -> None:
@@ -280,16 +300,25 @@ class AppState:
         any tokenizing."""
         limit = self.max_prompt_chars or DEFAULT_PROMPT_CHARS_PER_CONTEXT_TOKEN * context_tokens
         if count > limit:
-            raise ApiError(400, f"the {what} has {count} characters; this server takes at most {limit} characters "
-                                "per request (--max-prompt-chars)", param=param, code="prompt_too_long")
+            raise ApiError(
+                400,
+                f"the {what} has {count} characters; this server takes at most {limit} characters "
+                "per request (--max-prompt-chars)",
+                param=param,
+                code="prompt_too_long",
+            )
 
     def check_fanout(self, prompts: int, n: int) -> None:
         """A request needing more sequences than the queue holds can never be queued: 400, since a retry (what a
         429 asks for) cannot help."""
         if prompts * n > self.engine.max_queue:
-            raise ApiError(400, f"this request needs {prompts * n} sequences ({prompts} prompt(s) x n={n}), more "
-                                f"than the {self.engine.max_queue} the server queues (--max-queue); send fewer "
-                                "prompts or a smaller n", param="n")
+            raise ApiError(
+                400,
+                f"this request needs {prompts * n} sequences ({prompts} prompt(s) x n={n}), more "
+                f"than the {self.engine.max_queue} the server queues (--max-queue); send fewer "
+                "prompts or a smaller n",
+                param="n",
+            )
 
     def model_card(self, name: str) -> dict[str, Any]:
         card = {"id": name, "object": "model", "created": now_s(), "owned_by": "lmforge"}
@@ -300,16 +329,33 @@ class AppState:
         # chat_template "default": the model has none and chats are rendered as ChatML (docs/serve.md)
         return {**card, "max_model_len": loaded.context_length, "chat_template": loaded.chat_template_source}
 
-    def build_requests(self, body: Any, key: str, loaded: LoadedModel, prompts: list[list[int]],
-                       logprobs: int | None, prompt_param: str, max_tokens: int | None) -> list[Request]:
+    def build_requests(
+        self,
+        body: Any,
+        key: str,
+        loaded: LoadedModel,
+        prompts: list[list[int]],
+        logprobs: int | None,
+        prompt_param: str,
+        max_tokens: int | None,
+    ) -> list[Request]:
         out = []
         for prompt_ids in prompts:
             params = sampling_for(body, loaded, len(prompt_ids), prompt_param, max_tokens)
             for i in range(body.n):
                 # choice i samples with seed + i (an int64 seed + i < 2**64 stays in torch's range)
                 seed = params.seed + i if params.seed is not None else None
-                out.append(Request(key, prompt_ids, params.model_copy(update={"seed": seed}), lambda _: None,
-                                   logprobs=logprobs, timeout_s=self.request_timeout_s, ignore_eos=body.ignore_eos))
+                out.append(
+                    Request(
+                        key,
+                        prompt_ids,
+                        params.model_copy(update={"seed": seed}),
+                        lambda _: None,
+                        logprobs=logprobs,
+                        timeout_s=self.request_timeout_s,
+                        ignore_eos=body.ignore_eos,
+                    )
+                )
         return out
 
     def submit(self, requests: list[Request]) -> _Bridge:
@@ -327,29 +373,49 @@ class AppState:
                     earlier.cancel()
                 if isinstance(error, EngineDeadError):
                     raise ApiError(503, str(error), type="server_error", code="engine_dead") from None
-                raise ApiError(429, str(error), type="rate_limit_error", code="queue_full",
-                               headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+                raise ApiError(
+                    429,
+                    str(error),
+                    type="rate_limit_error",
+                    code="queue_full",
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                ) from None
         return bridge
 
     def finish_error(self, choice: _Choice) -> ApiError | None:
         """The error a choice ended with, in OpenAI's shape (a plain reply's status, a stream's error event)."""
         if choice.finish_reason == "timeout":
-            return ApiError(504, f"{choice.error}; the limit is {self.request_timeout_s} s (--timeout)",
-                            type="timeout_error", code="timeout")
+            return ApiError(
+                504,
+                f"{choice.error}; the limit is {self.request_timeout_s} s (--timeout)",
+                type="timeout_error",
+                code="timeout",
+            )
         if choice.finish_reason == "error":
             return ApiError(500, choice.error or "generation failed", type="server_error", code="internal_error")
         return None
 
     def record(self, choices: list[_Choice], started: float, first: float | None) -> None:
-        self.metrics.record_generation(sum(c.prompt_tokens for c in choices),
-                                       sum(c.completion_tokens for c in choices), time.perf_counter() - started,
-                                       first - started if first else None)
+        self.metrics.record_generation(
+            sum(c.prompt_tokens for c in choices),
+            sum(c.completion_tokens for c in choices),
+            time.perf_counter() - started,
+            first - started if first else None,
+        )
 
 
-def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (),
-               served_model_name: str | None = None, max_queue: int | None = None,
-               request_timeout_s: float | None = 600.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               max_prompt_chars: int | None = None, embedders: Mapping[str, Embedder] | None = None) -> Any:
+def create_app(
+    engine: Engine,
+    *,
+    api_keys: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+    served_model_name: str | None = None,
+    max_queue: int | None = None,
+    request_timeout_s: float | None = 600.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_prompt_chars: int | None = None,
+    embedders: Mapping[str, Embedder] | None = None,
+) -> Any:
     """The FastAPI app serving `engine`'s models, and `embedders` (encoders, by name) on /v1/embeddings.
     `served_model_name` renames the first (base) model. The engine thread starts and stops with the app.
 
@@ -365,8 +431,9 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
         raise UserInputError("--max-body-bytes and --max-prompt-chars must be >= 1")
     if max_queue is not None:
         engine.max_queue = max_queue
-    public = {(served_model_name if served_model_name and index == 0 else key): key
-              for index, key in enumerate(engine.models)}
+    public = {
+        (served_model_name if served_model_name and index == 0 else key): key for index, key in enumerate(engine.models)
+    }
     encoders = dict(embedders or {})
     if not public and not encoders:
         raise UserInputError("nothing to serve: the engine holds no model and no embedding model was given")
@@ -376,8 +443,7 @@ def create_app(engine: Engine, *, api_keys: Sequence[str] = (), cors_origins: Se
     app.state.serving = state
     app.add_middleware(_Gate, api_keys=keys, metrics=state.metrics, max_body_bytes=max_body_bytes)
     if cors_origins:  # added last, so outermost: preflights and 401s carry the CORS headers too
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
-                           allow_headers=["*"])
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"])
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_error)
@@ -415,8 +481,11 @@ async def invalid_request(_: HttpRequest, error: Any) -> Any:
     if first.get("type") == "json_invalid":
         message, param = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}", None
     else:
-        message = "; ".join(f"{'.'.join(str(p) for p in item['loc'] if p != 'body') or 'the request body'}: "
-                            f"{item['msg'].removeprefix('Value error, ')}" for item in problems)
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'] if p != 'body') or 'the request body'}: "
+            f"{item['msg'].removeprefix('Value error, ')}"
+            for item in problems
+        )
         param = ".".join(loc) or None
     return JSONResponse(ApiError(400, message, param=param).body(), status_code=400)
 
@@ -433,8 +502,12 @@ async def health(http: HttpRequest) -> Any:
     if not engine.alive:
         from starlette.responses import JSONResponse
 
-        error = ApiError(503, f"the engine has stopped after an internal error ({engine.failure}); the server "
-                              "must be restarted", type="server_error", code="engine_dead")
+        error = ApiError(
+            503,
+            f"the engine has stopped after an internal error ({engine.failure}); the server must be restarted",
+            type="server_error",
+            code="engine_dead",
+        )
         return JSONResponse(error.body(), status_code=503)
     return {"status": "ok", "running": engine.running, "waiting": engine.queue_depth}
 
@@ -464,15 +537,29 @@ async def embeddings(body: EmbeddingRequest, http: HttpRequest) -> dict[str, Any
     if len(inputs) > MAX_EMBEDDING_INPUTS:
         raise ApiError(400, f"at most {MAX_EMBEDDING_INPUTS} inputs per request (got {len(inputs)})", param="input")
     if body.dimensions is not None and body.dimensions != encoder.dimensions:
-        raise ApiError(400, f"dimensions {body.dimensions}: this model gives {encoder.dimensions}-dimensional "
-                            "vectors and was not trained to be shortened (Matryoshka)", param="dimensions")
-    state.check_chars(sum(len(text) for text in inputs if isinstance(text, str)), encoder.max_tokens, "input",
-                      what="input")
+        raise ApiError(
+            400,
+            f"dimensions {body.dimensions}: this model gives {encoder.dimensions}-dimensional "
+            "vectors and was not trained to be shortened (Matryoshka)",
+            param="dimensions",
+        )
+    state.check_chars(
+        sum(len(text) for text in inputs if isinstance(text, str)), encoder.max_tokens, "input", what="input"
+    )
     vectors, tokens = await asyncio.to_thread(embed_inputs, encoder, inputs)
-    return {"object": "list", "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            "data": [{"object": "embedding", "index": index,
-                      "embedding": vector_base64(vector) if body.encoding_format == "base64" else vector}
-                     for index, vector in enumerate(vectors)]}
+    return {
+        "object": "list",
+        "model": name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "data": [
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": vector_base64(vector) if body.encoding_format == "base64" else vector,
+            }
+            for index, vector in enumerate(vectors)
+        ],
+    }
 
 
 async def tokenize(body: TokenizeRequest, http: HttpRequest) -> dict[str, Any]:
@@ -506,16 +593,24 @@ async def chat_completions(body: ChatCompletionRequest, http: HttpRequest) -> An
     tools = plan_tools(body.tools, body.tool_choice)
     prompt_ids = await asyncio.to_thread(chat_prompt_ids, loaded, messages, tools)
     top = (body.top_logprobs or 0) if body.logprobs else None
-    requests = state.build_requests(body, state.public[name], loaded, [prompt_ids], top, "messages",
-                                    body.max_completion_tokens or body.max_tokens)
+    requests = state.build_requests(
+        body, state.public[name], loaded, [prompt_ids], top, "messages", body.max_completion_tokens or body.max_tokens
+    )
     started = time.perf_counter()
     if body.stream:
-        return StreamingResponse(guarded(stream_chat(state, body, name, requests, state.submit(requests), tools,
-                                                     started)), media_type="text/event-stream")
+        return StreamingResponse(
+            guarded(stream_chat(state, body, name, requests, state.submit(requests), tools, started)),
+            media_type="text/event-stream",
+        )
     choices = await collect(state, requests, state.submit(requests), started, http)
-    return {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now_s(), "model": name,
-            "choices": [chat_choice(index, choice, tools, body.logprobs) for index, choice in enumerate(choices)],
-            "usage": usage(choices[0].prompt_tokens, sum(c.completion_tokens for c in choices))}
+    return {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": now_s(),
+        "model": name,
+        "choices": [chat_choice(index, choice, tools, body.logprobs) for index, choice in enumerate(choices)],
+        "usage": usage(choices[0].prompt_tokens, sum(c.completion_tokens for c in choices)),
+    }
 
 
 async def completions(body: CompletionRequest, http: HttpRequest) -> Any:
@@ -531,22 +626,37 @@ async def completions(body: CompletionRequest, http: HttpRequest) -> Any:
     state.check_fanout(len(prompts), body.n)
     state.check_chars(sum(len(p) for p in prompts if isinstance(p, str)), loaded.context_length, "prompt")
     prompt_ids = await asyncio.to_thread(completion_prompt_ids, loaded, prompts)
-    requests = state.build_requests(body, state.public[name], loaded, prompt_ids, body.logprobs, "prompt",
-                                    body.max_tokens)
-    echoes = ([p if isinstance(p, str) else loaded.tokenizer.decode(p) for p in prompts for _ in range(body.n)]
-              if body.echo else None)
+    requests = state.build_requests(
+        body, state.public[name], loaded, prompt_ids, body.logprobs, "prompt", body.max_tokens
+    )
+    echoes = (
+        [p if isinstance(p, str) else loaded.tokenizer.decode(p) for p in prompts for _ in range(body.n)]
+        if body.echo
+        else None
+    )
     started = time.perf_counter()
     if body.stream:
-        return StreamingResponse(guarded(stream_completion(state, body, name, requests, state.submit(requests),
-                                                           started, echoes)), media_type="text/event-stream")
+        return StreamingResponse(
+            guarded(stream_completion(state, body, name, requests, state.submit(requests), started, echoes)),
+            media_type="text/event-stream",
+        )
     choices = await collect(state, requests, state.submit(requests), started, http)
-    return {"id": new_id("cmpl"), "object": "text_completion", "created": now_s(), "model": name,
-            "choices": [{"index": index, "text": (echoes[index] if echoes else "") + choice.text,
-                         "finish_reason": choice.finish_reason,
-                         "logprobs": completion_logprobs(choice.logprobs) if body.logprobs is not None else None}
-                        for index, choice in enumerate(choices)],
-            "usage": usage(sum(len(r.prompt_ids) for r in requests[::body.n]),
-                           sum(c.completion_tokens for c in choices))}
+    return {
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": now_s(),
+        "model": name,
+        "choices": [
+            {
+                "index": index,
+                "text": (echoes[index] if echoes else "") + choice.text,
+                "finish_reason": choice.finish_reason,
+                "logprobs": completion_logprobs(choice.logprobs) if body.logprobs is not None else None,
+            }
+            for index, choice in enumerate(choices)
+        ],
+        "usage": usage(sum(len(r.prompt_ids) for r in requests[:: body.n]), sum(c.completion_tokens for c in choices)),
+    }
 
 
 # The routes, in matching order (/v1/models before /v1/models/{id}).
@@ -562,8 +672,9 @@ _ENDPOINTS = (
 )
 
 
-async def collect(state: AppState, requests: list[Request], bridge: _Bridge, started: float,
-                  http: HttpRequest) -> list[_Choice]:
+async def collect(
+    state: AppState, requests: list[Request], bridge: _Bridge, started: float, http: HttpRequest
+) -> list[_Choice]:
     """Wait for every choice to finish; a client that hangs up meanwhile cancels them (checked twice a second)."""
     choices = [_Choice() for _ in requests]
     first: float | None = None
@@ -592,13 +703,27 @@ async def collect(state: AppState, requests: list[Request], bridge: _Bridge, sta
     return choices
 
 
-async def stream_chat(state: AppState, body: ChatCompletionRequest, name: str, requests: list[Request],
-                      bridge: _Bridge, tools: ToolPlan, started: float) -> AsyncIterator[str]:
+async def stream_chat(
+    state: AppState,
+    body: ChatCompletionRequest,
+    name: str,
+    requests: list[Request],
+    bridge: _Bridge,
+    tools: ToolPlan,
+    started: float,
+) -> AsyncIterator[str]:
     ident, created = new_id("chatcmpl"), now_s()
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
-        return sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": name,
-                    "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]})
+        return sse(
+            {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+            }
+        )
 
     choices = [_Choice() for _ in requests]
     # With tools, text that may be the start of a tool call is held until the reply shows what it is.
@@ -635,8 +760,9 @@ async def stream_chat(state: AppState, body: ChatCompletionRequest, name: str, r
                     if undecided[index]:
                         _, calls = parse_tool_calls(tools.prefill + held[index])
                         if calls:
-                            out.append(chunk(index, {"tool_calls": [{"index": k, **call}
-                                                                    for k, call in enumerate(calls)]}))
+                            out.append(
+                                chunk(index, {"tool_calls": [{"index": k, **call} for k, call in enumerate(calls)]})
+                            )
                             choice.finish_reason = "tool_calls"
                         elif held[index]:
                             out.append(chunk(index, {"content": held[index]}))
@@ -644,22 +770,43 @@ async def stream_chat(state: AppState, body: ChatCompletionRequest, name: str, r
             yield "".join(out + pending.flush_all())
         state.record(choices, started, first)
         if body.include_usage:
-            yield sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": name,
-                       "choices": [], "usage": usage(choices[0].prompt_tokens,
-                                                     sum(c.completion_tokens for c in choices))})
+            yield sse(
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": name,
+                    "choices": [],
+                    "usage": usage(choices[0].prompt_tokens, sum(c.completion_tokens for c in choices)),
+                }
+            )
         yield "data: [DONE]\n\n"
     finally:  # a client that went away (the generator is closed or cancelled) stops its generation
         for request in requests:
             request.cancel()
 
 
-async def stream_completion(state: AppState, body: CompletionRequest, name: str, requests: list[Request],
-                            bridge: _Bridge, started: float, echoes: list[str] | None) -> AsyncIterator[str]:
+async def stream_completion(
+    state: AppState,
+    body: CompletionRequest,
+    name: str,
+    requests: list[Request],
+    bridge: _Bridge,
+    started: float,
+    echoes: list[str] | None,
+) -> AsyncIterator[str]:
     ident, created = new_id("cmpl"), now_s()
 
     def chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> str:
-        return sse({"id": ident, "object": "text_completion", "created": created, "model": name,
-                    "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]})
+        return sse(
+            {
+                "id": ident,
+                "object": "text_completion",
+                "created": created,
+                "model": name,
+                "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+            }
+        )
 
     choices = [_Choice() for _ in requests]
     first: float | None = None
@@ -676,8 +823,7 @@ async def stream_completion(state: AppState, body: CompletionRequest, name: str,
                     yield "".join([*out, *pending.flush_all(), sse(error.body()), "data: [DONE]\n\n"])
                     return
                 reason = choices[index].finish_reason
-                logprobs = (completion_logprobs([event.logprob])
-                            if event.logprob and body.logprobs is not None else None)
+                logprobs = completion_logprobs([event.logprob]) if event.logprob and body.logprobs is not None else None
                 if logprobs:
                     out += [*pending.flush(index), chunk(index, event.text, logprobs=logprobs)]
                 elif event.text:
@@ -687,9 +833,18 @@ async def stream_completion(state: AppState, body: CompletionRequest, name: str,
             yield "".join(out + pending.flush_all())
         state.record(choices, started, first)
         if body.include_usage:
-            yield sse({"id": ident, "object": "text_completion", "created": created, "model": name, "choices": [],
-                       "usage": usage(sum(len(r.prompt_ids) for r in requests[::body.n]),
-                                      sum(c.completion_tokens for c in choices))})
+            yield sse(
+                {
+                    "id": ident,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": name,
+                    "choices": [],
+                    "usage": usage(
+                        sum(len(r.prompt_ids) for r in requests[:: body.n]), sum(c.completion_tokens for c in choices)
+                    ),
+                }
+            )
         yield "data: [DONE]\n\n"
     finally:
         for request in requests:
@@ -705,8 +860,11 @@ async def guarded(stream: AsyncIterator[str]) -> AsyncIterator[str]:
                 yield piece
         except Exception as error:
             log.exception("unexpected error while streaming")
-            yield sse(ApiError(500, f"internal error: {type(error).__name__}: {error}", type="server_error",
-                               code="internal_error").body())
+            yield sse(
+                ApiError(
+                    500, f"internal error: {type(error).__name__}: {error}", type="server_error", code="internal_error"
+                ).body()
+            )
             yield "data: [DONE]\n\n"
 
 
@@ -714,30 +872,39 @@ def check_api_keys(api_keys: Sequence[str]) -> list[str]:
     """The keys, refusing an empty one: `--api-key ''` (or an empty LMFORGE_API_KEY) once started an open server
     that also took `Authorization: Bearer ` with nothing after it."""
     if any(not key.strip() for key in api_keys):
-        raise UserInputError("an API key is empty (--api-key '' or an empty LMFORGE_API_KEY); give a real key, or "
-                             "leave the option and the variable unset for a server without keys")
+        raise UserInputError(
+            "an API key is empty (--api-key '' or an empty LMFORGE_API_KEY); give a real key, or "
+            "leave the option and the variable unset for a server without keys"
+        )
     return list(api_keys)
 
 
 def check_response_format(body: Any) -> None:
     """Only plain text: there is no constrained decoding here, so JSON mode would be a promise nothing keeps."""
     if body.response_format is not None and body.response_format.type != "text":
-        raise ApiError(400, f"response_format {body.response_format.type!r} is not supported: lmforge's engine has no "
-                            "constrained decoding (only 'text'); ask for JSON in the prompt, or serve with --engine "
-                            "vllm", param="response_format.type")
+        raise ApiError(
+            400,
+            f"response_format {body.response_format.type!r} is not supported: lmforge's engine has no "
+            "constrained decoding (only 'text'); ask for JSON in the prompt, or serve with --engine "
+            "vllm",
+            param="response_format.type",
+        )
 
 
 def check_completion_options(body: CompletionRequest) -> None:
     """Completions options this server does not implement are refused, not ignored (as vLLM refuses suffix)."""
     if body.suffix:
-        raise ApiError(400, "suffix is not supported (fill-in-the-middle needs a model-specific prompt)",
-                       param="suffix")
+        raise ApiError(
+            400, "suffix is not supported (fill-in-the-middle needs a model-specific prompt)", param="suffix"
+        )
     if body.best_of is not None and body.best_of != body.n:
-        raise ApiError(400, "best_of other than n is not supported (no server-side ranking of choices)",
-                       param="best_of")
+        raise ApiError(
+            400, "best_of other than n is not supported (no server-side ranking of choices)", param="best_of"
+        )
     if body.echo and body.logprobs is not None:
-        raise ApiError(400, "echo with logprobs needs the prompt's logprobs, which this server does not compute",
-                       param="echo")
+        raise ApiError(
+            400, "echo with logprobs needs the prompt's logprobs, which this server does not compute", param="echo"
+        )
 
 
 def chat_prompt_ids(loaded: LoadedModel, messages: list[dict[str, Any]], tools: ToolPlan) -> list[int]:
@@ -753,8 +920,9 @@ def encode(loaded: LoadedModel, text: str, add_special_tokens: bool) -> list[int
     return loaded.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
 
 
-def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]],
-                       param: str = "prompt") -> list[str | list[int]]:
+def completion_prompts(
+    prompt: str | list[str] | list[int] | list[list[int]], param: str = "prompt"
+) -> list[str | list[int]]:
     """The prompts of a completions (or embeddings) request, each a string or a list of token ids (OpenAI's four
     forms)."""
     prompts: list[Any] = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -774,8 +942,12 @@ def embed_inputs(encoder: Embedder, inputs: list[str | list[int]]) -> tuple[list
     vocabulary = len(encoder.tokenizer)
     for index, tokens in enumerate(ids):
         if len(tokens) > encoder.max_tokens:
-            raise ApiError(400, f"input[{index}] has {len(tokens)} tokens; this model reads at most "
-                                f"{encoder.max_tokens}", param="input", code="context_length_exceeded")
+            raise ApiError(
+                400,
+                f"input[{index}] has {len(tokens)} tokens; this model reads at most {encoder.max_tokens}",
+                param="input",
+                code="context_length_exceeded",
+            )
         if not isinstance(inputs[index], str) and any(not 0 <= token < vocabulary for token in tokens):
             raise ApiError(400, f"input token ids must be in [0, {vocabulary})", param="input")
     return encoder.embed(ids), sum(len(tokens) for tokens in ids)
@@ -807,8 +979,7 @@ def completion_prompt_ids(loaded: LoadedModel, prompts: list[str | list[int]]) -
     return out
 
 
-def sampling_for(body: Any, loaded: LoadedModel, prompt_tokens: int, prompt_param: str,
-                 max_tokens: int | None) -> Any:
+def sampling_for(body: Any, loaded: LoadedModel, prompt_tokens: int, prompt_param: str, max_tokens: int | None) -> Any:
     """Validated SamplingParams for a request, with the context check naming both numbers (USERS.md serving 5)."""
     from pydantic import ValidationError
 
@@ -816,24 +987,41 @@ def sampling_for(body: Any, loaded: LoadedModel, prompt_tokens: int, prompt_para
 
     context = loaded.context_length
     if max_tokens is not None and prompt_tokens + max_tokens > context:
-        raise ApiError(400, f"the prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds the model's "
-                            f"context length of {context} tokens; shorten the prompt or lower max_tokens",
-                       param="max_tokens", code="context_length_exceeded")
+        raise ApiError(
+            400,
+            f"the prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds the model's "
+            f"context length of {context} tokens; shorten the prompt or lower max_tokens",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
     if max_tokens is None:
         if prompt_tokens >= context:
-            raise ApiError(400, f"the prompt ({prompt_tokens} tokens) fills the model's context length of {context} "
-                                "tokens; shorten it", param=prompt_param, code="context_length_exceeded")
+            raise ApiError(
+                400,
+                f"the prompt ({prompt_tokens} tokens) fills the model's context length of {context} tokens; shorten it",
+                param=prompt_param,
+                code="context_length_exceeded",
+            )
         max_tokens = min(DEFAULT_MAX_TOKENS, context - prompt_tokens)
     try:
-        return SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=max(body.top_k, 0),  # -1: off
-                              min_p=body.min_p, repetition_penalty=body.repetition_penalty, presence_penalty=body.presence_penalty,
-                              frequency_penalty=body.frequency_penalty, max_new_tokens=max_tokens, stop=body.stops,
-                              seed=body.seed)
+        return SamplingParams(
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=max(body.top_k, 0),  # -1: off
+            min_p=body.min_p,
+            repetition_penalty=body.repetition_penalty,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            max_new_tokens=max_tokens,
+            stop=body.stops,
+            seed=body.seed,
+        )
     except ValidationError as error:
         field_name = str(error.errors()[0]["loc"][0]) if error.errors() else None
         param = {"max_new_tokens": "max_tokens"}.get(field_name or "", field_name)
-        raise ApiError(400, "; ".join(describe_errors(error)).replace("max_new_tokens", "max_tokens"),
-                       param=param) from None
+        raise ApiError(
+            400, "; ".join(describe_errors(error)).replace("max_new_tokens", "max_tokens"), param=param
+        ) from None
 
 
 def absorb(choice: _Choice, event: Event) -> None:
@@ -853,8 +1041,12 @@ def chat_choice(index: int, choice: _Choice, tools: ToolPlan, logprobs: bool) ->
         if calls:
             message = {"role": "assistant", "content": content or None, "tool_calls": calls}
             finish = "tool_calls"
-    return {"index": index, "message": message, "finish_reason": finish,
-            "logprobs": chat_logprobs(choice.logprobs) if logprobs else None}
+    return {
+        "index": index,
+        "message": message,
+        "finish_reason": finish,
+        "logprobs": chat_logprobs(choice.logprobs) if logprobs else None,
+    }
 
 
 def might_be_tool_call(text: str) -> bool:

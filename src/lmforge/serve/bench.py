@@ -95,14 +95,20 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-async def _one_request(client: Any, url: str, model: str, max_tokens: int, prompt: str, *, chat: bool = False,
-                       ignore_eos: bool = True) -> tuple[float, float, int]:
+async def _one_request(
+    client: Any, url: str, model: str, max_tokens: int, prompt: str, *, chat: bool = False, ignore_eos: bool = True
+) -> tuple[float, float, int]:
     """(ttft, time per output token, output tokens) of one streamed completion (or chat completion).
 
     TTFT is taken at the first chunk that carries text (a chat stream's opening role chunk is not a token), and
     the token count from the usage chunk, so any OpenAI-compatible server is measured alike."""
-    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                            "stream_options": {"include_usage": True}}
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if ignore_eos:  # vLLM's extension, which lmforge serves too; OpenAI's API and transformers serve refuse it
         body["ignore_eos"] = True
     if chat:
@@ -112,7 +118,9 @@ async def _one_request(client: Any, url: str, model: str, max_tokens: int, promp
     started = time.perf_counter()
     first = last = None
     tokens = chunks = 0
-    async with client.stream("POST", f"{url}/v1/{'chat/completions' if chat else 'completions'}", json=body) as response:
+    async with client.stream(
+        "POST", f"{url}/v1/{'chat/completions' if chat else 'completions'}", json=body
+    ) as response:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread()).decode()[:200]}")
         async for line in response.aiter_lines():
@@ -136,9 +144,19 @@ async def _one_request(client: Any, url: str, model: str, max_tokens: int, promp
     return first - started, (last - first) / max(1, tokens - 1), tokens
 
 
-async def run_level(url: str, model: str, concurrency: int, requests: int, *, max_tokens: int,
-                    prompt: str = BENCH_PROMPT, api_key: str | None = None, time_limit_s: float = 120.0,
-                    chat: bool = False, ignore_eos: bool = True) -> LevelResult:
+async def run_level(
+    url: str,
+    model: str,
+    concurrency: int,
+    requests: int,
+    *,
+    max_tokens: int,
+    prompt: str = BENCH_PROMPT,
+    api_key: str | None = None,
+    time_limit_s: float = 120.0,
+    chat: bool = False,
+    ignore_eos: bool = True,
+) -> LevelResult:
     """Keep `concurrency` requests in flight until `requests` finished or `time_limit_s` passed."""
     import httpx
 
@@ -152,13 +170,15 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, *, ma
     started = time.perf_counter()
 
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=time_limit_s) as client:
+
         async def worker() -> None:
             nonlocal issued, output_tokens
             while issued < requests and time.perf_counter() - started < time_limit_s:
                 issued += 1
                 try:
-                    ttft, tpot, tokens = await _one_request(client, url, model, max_tokens, prompt, chat=chat,
-                                                            ignore_eos=ignore_eos)
+                    ttft, tpot, tokens = await _one_request(
+                        client, url, model, max_tokens, prompt, chat=chat, ignore_eos=ignore_eos
+                    )
                 except Exception as error:  # a benchmark counts failures, it does not stop on them
                     errors.append(f"{type(error).__name__}: {error}"[:200])
                     continue
@@ -169,11 +189,18 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, *, ma
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - started
     return LevelResult(
-        concurrency=concurrency, requests=len(ttfts) + len(errors), errors=len(errors), wall_seconds=wall,
-        output_tokens=output_tokens, throughput_tokens_per_second=output_tokens / wall if wall else 0.0,
-        ttft_p50_seconds=percentile(ttfts, 50), ttft_p99_seconds=percentile(ttfts, 99),
-        tpot_p50_seconds=percentile(tpots, 50), tpot_p99_seconds=percentile(tpots, 99),
-        error_messages=sorted(set(errors))[:5])
+        concurrency=concurrency,
+        requests=len(ttfts) + len(errors),
+        errors=len(errors),
+        wall_seconds=wall,
+        output_tokens=output_tokens,
+        throughput_tokens_per_second=output_tokens / wall if wall else 0.0,
+        ttft_p50_seconds=percentile(ttfts, 50),
+        ttft_p99_seconds=percentile(ttfts, 99),
+        tpot_p50_seconds=percentile(tpots, 50),
+        tpot_p99_seconds=percentile(tpots, 99),
+        error_messages=sorted(set(errors))[:5],
+    )
 
 
 class Baseline:
@@ -196,16 +223,22 @@ class Baseline:
 
         with torch.inference_mode():
             out = self.loaded.model.generate(
-                input_ids=self.ids, attention_mask=torch.ones_like(self.ids), do_sample=False,
-                max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=self.loaded.tokenizer.pad_token_id)
+                input_ids=self.ids,
+                attention_mask=torch.ones_like(self.ids),
+                do_sample=False,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=self.loaded.tokenizer.pad_token_id,
+            )
         return out.shape[1] - self.ids.shape[1]
 
     def run(self, requests: int) -> BaselineResult:
         started = time.perf_counter()
         total = sum(self._generate(self.max_tokens) for _ in range(requests))
         seconds = time.perf_counter() - started
-        return BaselineResult(requests=requests, output_tokens=total, seconds=seconds,
-                              throughput_tokens_per_second=total / seconds)
+        return BaselineResult(
+            requests=requests, output_tokens=total, seconds=seconds, throughput_tokens_per_second=total / seconds
+        )
 
 
 def measure_bandwidth_bytes_per_second(size_bytes: int = 256 * 2**20, device: str = "cpu") -> float:
@@ -242,11 +275,22 @@ def decode_bound(model: str | LoadedModel) -> DecodeBound:
     weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     params = sum(p.numel() for p in loaded.model.parameters())
     bandwidth = measure_bandwidth_bytes_per_second(device=str(loaded.device))  # where the weights are read from
-    speed = inference_speed(spec, weight_bytes_read=weight_bytes, kv_cache_bytes=0,
-                            compute_params=params, batch_size=1, prompt_tokens=1, tp=1,
-                            bandwidth_bytes_per_second=bandwidth, peak_flops_per_gpu=None)
-    return DecodeBound(weight_bytes=weight_bytes, bandwidth_bytes_per_second=bandwidth,
-                       decode_tokens_per_second=speed.decode_tokens_per_second or 0.0)
+    speed = inference_speed(
+        spec,
+        weight_bytes_read=weight_bytes,
+        kv_cache_bytes=0,
+        compute_params=params,
+        batch_size=1,
+        prompt_tokens=1,
+        tp=1,
+        bandwidth_bytes_per_second=bandwidth,
+        peak_flops_per_gpu=None,
+    )
+    return DecodeBound(
+        weight_bytes=weight_bytes,
+        bandwidth_bytes_per_second=bandwidth,
+        decode_tokens_per_second=speed.decode_tokens_per_second or 0.0,
+    )
 
 
 def free_port() -> int:
@@ -256,9 +300,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(model_dir: str, *, max_batch_size: int = 64, threads: int | None = None,
-                 start_timeout_s: float = 120.0, command: Sequence[str] | None = None,
-                 env: dict[str, str] | None = None) -> Iterator[str]:
+def local_server(
+    model_dir: str,
+    *,
+    max_batch_size: int = 64,
+    threads: int | None = None,
+    start_timeout_s: float = 120.0,
+    command: Sequence[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
     """`lmforge serve MODEL` in a child process on a free loopback port; stopped (gracefully) afterwards.
     `command` runs another server instead (a list with "{port}" where its port goes), with `env` added."""
     import httpx
@@ -267,8 +317,19 @@ def local_server(model_dir: str, *, max_batch_size: int = 64, threads: int | Non
     if command is not None:
         command = [part.replace("{port}", str(port)) for part in command]
     else:
-        command = [sys.executable, "-m", "lmforge", "serve", model_dir, "--port", str(port),
-                   "--max-batch-size", str(max_batch_size), "--max-queue", "1024"]
+        command = [
+            sys.executable,
+            "-m",
+            "lmforge",
+            "serve",
+            model_dir,
+            "--port",
+            str(port),
+            "--max-batch-size",
+            str(max_batch_size),
+            "--max-queue",
+            "1024",
+        ]
         if threads is not None:
             command += ["--threads", str(threads)]
     # Not a pipe: a server logging per request would block once a pipe fills. Closed in the finally below.
@@ -299,10 +360,20 @@ def local_server(model_dir: str, *, max_batch_size: int = 64, threads: int | Non
         log.close()
 
 
-def bench_serve(model: str | None = None, *, url: str | None = None, served_name: str | None = None,
-                concurrency: Sequence[int] = DEFAULT_CONCURRENCY, requests: int | None = None, max_tokens: int = 32,
-                baseline_requests: int = 4, api_key: str | None = None, time_limit_s: float = 120.0,
-                threads: int | None = None, on_level: Any = None) -> ServeBenchResult:
+def bench_serve(
+    model: str | None = None,
+    *,
+    url: str | None = None,
+    served_name: str | None = None,
+    concurrency: Sequence[int] = DEFAULT_CONCURRENCY,
+    requests: int | None = None,
+    max_tokens: int = 32,
+    baseline_requests: int = 4,
+    api_key: str | None = None,
+    time_limit_s: float = 120.0,
+    threads: int | None = None,
+    on_level: Any = None,
+) -> ServeBenchResult:
     """Sweep `concurrency` against `url` (or a server started here for local `model`), beside the baseline.
 
     `requests` per level defaults to max(8, 2 x concurrency). The baseline (`baseline_requests` one-at-a-time
@@ -322,12 +393,14 @@ def bench_serve(model: str | None = None, *, url: str | None = None, served_name
             runs.append(reference.run(baseline_requests))
         for level in concurrency:
             count = requests or max(8, 2 * level)
-            result = asyncio.run(run_level(target, name, level, count, max_tokens=max_tokens, api_key=api_key,
-                                           time_limit_s=time_limit_s))
+            result = asyncio.run(
+                run_level(target, name, level, count, max_tokens=max_tokens, api_key=api_key, time_limit_s=time_limit_s)
+            )
             if reference is not None:  # the server idles meanwhile
                 runs.append(reference.run(baseline_requests))
-                result.baseline_tokens_per_second = (runs[-2].throughput_tokens_per_second
-                                                     + runs[-1].throughput_tokens_per_second) / 2
+                result.baseline_tokens_per_second = (
+                    runs[-2].throughput_tokens_per_second + runs[-1].throughput_tokens_per_second
+                ) / 2
             levels.append(result)
             if on_level is not None:
                 on_level(result)
@@ -343,9 +416,13 @@ def bench_serve(model: str | None = None, *, url: str | None = None, served_name
     baseline = bound = None
     if reference is not None:
         tokens, seconds = sum(r.output_tokens for r in runs), sum(r.seconds for r in runs)
-        baseline = BaselineResult(requests=sum(r.requests for r in runs), output_tokens=tokens, seconds=seconds,
-                                  throughput_tokens_per_second=tokens / seconds,
-                                  runs_tokens_per_second=[r.throughput_tokens_per_second for r in runs])
+        baseline = BaselineResult(
+            requests=sum(r.requests for r in runs),
+            output_tokens=tokens,
+            seconds=seconds,
+            throughput_tokens_per_second=tokens / seconds,
+            runs_tokens_per_second=[r.throughput_tokens_per_second for r in runs],
+        )
         bound = decode_bound(reference.loaded)  # the model the baseline already loaded
     return ServeBenchResult(model=name, max_tokens=max_tokens, levels=levels, baseline=baseline, bound=bound)
 
@@ -371,10 +448,18 @@ def build_bench_model(folder: Path, *, hidden_size: int = 256, layers: int = 4) 
     corpus = [BENCH_PROMPT, "The quick brown fox jumps over the lazy dog.", "One two three four five six."] * 20
     tokenizer = train_bpe_tokenizer(corpus, vocab_size=512)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
-                         num_hidden_layers=layers, num_attention_heads=max(1, hidden_size // 64),
-                         num_key_value_heads=max(1, hidden_size // 64), max_position_embeddings=512,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden_size // 64),
+        num_key_value_heads=max(1, hidden_size // 64),
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -390,8 +475,9 @@ def build_bench_adapter(base_dir: Path, folder: Path, *, seed: int, rank: int = 
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
-                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(BENCH_LORA_TARGETS),
-                                      init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir),
+        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(BENCH_LORA_TARGETS), init_lora_weights=False),
+    )
     model.save_pretrained(folder)
     return folder

@@ -24,8 +24,12 @@ from typing import Any
 from lmforge.errors import ConfigError, NotFoundError, UserInputError
 
 POOLING_MODES = ("mean", "cls", "max", "lasttoken")
-_POOLING_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
-                 "pooling_mode_max_tokens": "max", "pooling_mode_lasttoken": "lasttoken"}
+_POOLING_KEYS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "lasttoken",
+}
 _BATCH = 64  # inputs per forward pass; a request with more runs in several
 
 
@@ -63,17 +67,24 @@ def read_pooling(folder: Path, model_max_tokens: int) -> Pooling:
         raise ConfigError(f"{modules_file} is unreadable: {error}") from None
     unknown = set(types) - {"Transformer", "Pooling", "Normalize"}
     if unknown:
-        raise UserInputError(f"{folder}: sentence-transformers modules {', '.join(sorted(unknown))} are not supported "
-                             "(only Transformer, Pooling, Normalize)")
+        raise UserInputError(
+            f"{folder}: sentence-transformers modules {', '.join(sorted(unknown))} are not supported "
+            "(only Transformer, Pooling, Normalize)"
+        )
     mode = "mean"
     if "Pooling" in types:
         config = json.loads((folder / types["Pooling"].get("path", "") / "config.json").read_text())
         chosen = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
-        others = [key for key, value in config.items() if key.startswith("pooling_mode") and value
-                  and key not in _POOLING_KEYS]
+        others = [
+            key
+            for key, value in config.items()
+            if key.startswith("pooling_mode") and value and key not in _POOLING_KEYS
+        ]
         if len(chosen) != 1 or others:
-            raise UserInputError(f"{folder}: pooling {', '.join(chosen + others) or 'none'} is not supported "
-                                 f"(one of {', '.join(POOLING_MODES)})")
+            raise UserInputError(
+                f"{folder}: pooling {', '.join(chosen + others) or 'none'} is not supported "
+                f"(one of {', '.join(POOLING_MODES)})"
+            )
         mode = chosen[0]
     max_tokens = model_max_tokens
     bert_config = folder / "sentence_bert_config.json"
@@ -86,9 +97,17 @@ class Embedder:
     """An encoder and its tokenizer and pooling, embedding batches of texts or token ids. Thread-safe: one forward
     pass at a time (callers run it in worker threads, off the event loop)."""
 
-    def __init__(self, folder: str, *, name: str | None = None, device: str | None = None,
-                 dtype: str | None = None, device_map: str | None = None, trust_pickle: bool = False,
-                 trust_remote_code: bool = False):
+    def __init__(
+        self,
+        folder: str,
+        *,
+        name: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        device_map: str | None = None,
+        trust_pickle: bool = False,
+        trust_remote_code: bool = False,
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         from lmforge.files.safe_load import check_model_folder
@@ -99,8 +118,11 @@ class Embedder:
         no_hub_kernels()
         path = locate_model(folder, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code).path
         target, torch_dtype = device_and_dtype(device, dtype)
-        kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
-                                  "use_safetensors": check_model_folder(path, trust_pickle=trust_pickle)}
+        kwargs: dict[str, Any] = {
+            "dtype": torch_dtype,
+            "trust_remote_code": trust_remote_code,
+            "use_safetensors": check_model_folder(path, trust_pickle=trust_pickle),
+        }
         if device_map is not None:
             kwargs["device_map"] = device_map
         try:
@@ -132,14 +154,14 @@ class Embedder:
         pad = self.tokenizer.pad_token_id or 0
         with self._lock, torch.inference_mode():
             for start in range(0, len(inputs), _BATCH):
-                batch = inputs[start:start + _BATCH]
+                batch = inputs[start : start + _BATCH]
                 width = max(len(ids) for ids in batch)
                 # right-padded, as sentence-transformers pads: an encoder sees every position at once
                 ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, tokens in enumerate(batch):
-                    ids[row, :len(tokens)] = torch.tensor(tokens)
-                    mask[row, :len(tokens)] = 1
+                    ids[row, : len(tokens)] = torch.tensor(tokens)
+                    mask[row, : len(tokens)] = 1
                 hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))[0].float()
                 vectors += pool(hidden, mask.to(hidden.device), self.pooling).cpu().tolist()
         return vectors

@@ -136,8 +136,9 @@ class _Sequence:
         probs = torch.softmax(scores.float(), dim=-1)
         # Checked here, not left to multinomial: on CUDA an invalid row is a device assert that ends the process.
         if not bool(torch.isfinite(probs).all()) or not float(probs.sum()) > 0:
-            raise ValueError("the sampling parameters give no valid distribution (inf or NaN after the "
-                             "penalties and temperature)")
+            raise ValueError(
+                "the sampling parameters give no valid distribution (inf or NaN after the penalties and temperature)"
+            )
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
     def accept(self, token: int, logits: Any) -> None:
@@ -155,8 +156,9 @@ class _Sequence:
         top: list[tuple[str, float, list[int]]] = []
         if self.request.logprobs:
             values, indices = torch.topk(logp, self.request.logprobs)
-            top = [(tokenizer.decode([int(i)]), float(v), token_bytes(tokenizer, int(i)))
-                   for v, i in zip(values, indices)]
+            top = [
+                (tokenizer.decode([int(i)]), float(v), token_bytes(tokenizer, int(i))) for v, i in zip(values, indices)
+            ]
         return TokenLogprob(tokenizer.decode([token]), float(logp[token]), top, token_bytes(tokenizer, token))
 
     def _extend_text(self, token: int) -> None:
@@ -189,7 +191,7 @@ class _Sequence:
         self.request.on_event(Event(text=self._take(text, safe), token_id=token, logprob=logprob))
 
     def _take(self, text: str, upto: int) -> str:
-        piece = text[self.emitted_chars:upto] if upto > self.emitted_chars else ""
+        piece = text[self.emitted_chars : upto] if upto > self.emitted_chars else ""
         self.emitted_chars = max(self.emitted_chars, upto)
         return piece
 
@@ -197,15 +199,29 @@ class _Sequence:
         """End this sequence alone with `error` (a failure in its own sampling, or in a step it shared)."""
         self._finish("error", error=f"{prefix}: {_describe(error)}")
 
-    def _finish(self, reason: str, logprob: TokenLogprob | None = None, text: str | None = None,
-                error: str | None = None, token: int | None = None) -> None:
+    def _finish(
+        self,
+        reason: str,
+        logprob: TokenLogprob | None = None,
+        text: str | None = None,
+        error: str | None = None,
+        token: int | None = None,
+    ) -> None:
         if self.done:
             return
         self.done = True
         piece = self._take(text, len(text)) if text is not None else ""
-        self.request.on_event(Event(text=piece, token_id=token, logprob=logprob, finish_reason=reason, error=error,
-                                    prompt_tokens=len(self.request.prompt_ids),
-                                    completion_tokens=len(self.generated)))
+        self.request.on_event(
+            Event(
+                text=piece,
+                token_id=token,
+                logprob=logprob,
+                finish_reason=reason,
+                error=error,
+                prompt_tokens=len(self.request.prompt_ids),
+                completion_tokens=len(self.generated),
+            )
+        )
 
 
 def token_bytes(tokenizer: Any, token_id: int) -> list[int]:
@@ -274,14 +290,20 @@ class _Batch:
         mask = torch.zeros((len(new), width), dtype=torch.long)
         for row, seq in enumerate(new):
             prompt = seq.request.prompt_ids
-            ids[row, width - len(prompt):] = torch.tensor(prompt)
-            mask[row, width - len(prompt):] = 1
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         # Plain full-attention layers (no config): left-padded merges and trims need every layer's whole length.
         cache = DynamicCache()
-        output = self.loaded.model(input_ids=ids.to(self.loaded.device), attention_mask=mask.to(self.loaded.device),
-                                   position_ids=positions.to(self.loaded.device), cache=cache, use_cache=True,
-                                   logits_to_keep=1, **_adapter_rows(self.loaded.model, new))
+        output = self.loaded.model(
+            input_ids=ids.to(self.loaded.device),
+            attention_mask=mask.to(self.loaded.device),
+            position_ids=positions.to(self.loaded.device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **_adapter_rows(self.loaded.model, new),
+        )
         stats.prefilled_tokens += int(mask.sum())
         logits = output.logits[:, -1, :].float().cpu()
         self._merge(output.cache, mask, new, _choose_each(new, logits))
@@ -303,9 +325,13 @@ class _Batch:
             shape[dim] = missing
             return torch.cat([torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor], dim=dim)
 
-        layers = [(torch.cat([left_pad(old.keys, 2), left_pad(add.keys, 2)]),
-                   torch.cat([left_pad(old.values, 2), left_pad(add.values, 2)]))
-                  for old, add in zip(self.cache.layers, cache.layers)]
+        layers = [
+            (
+                torch.cat([left_pad(old.keys, 2), left_pad(add.keys, 2)]),
+                torch.cat([left_pad(old.values, 2), left_pad(add.values, 2)]),
+            )
+            for old, add in zip(self.cache.layers, cache.layers)
+        ]
         self.cache = DynamicCache(ddp_cache_data=layers)
         self.mask = torch.cat([left_pad(self.mask, 1), left_pad(mask, 1)])
         self.sequences += new
@@ -319,9 +345,14 @@ class _Batch:
         ids = torch.tensor(self.next_tokens, dtype=torch.long)[:, None]
         positions = self.mask.sum(-1, keepdim=True)  # this token's position = real tokens before it
         self.mask = torch.cat([self.mask, torch.ones((len(self.sequences), 1), dtype=torch.long)], dim=1)
-        output = self.loaded.model(input_ids=ids.to(device), attention_mask=self.mask.to(device),
-                                   position_ids=positions.to(device), cache=self.cache, use_cache=True,
-                                   **_adapter_rows(self.loaded.model, self.sequences))
+        output = self.loaded.model(
+            input_ids=ids.to(device),
+            attention_mask=self.mask.to(device),
+            position_ids=positions.to(device),
+            cache=self.cache,
+            use_cache=True,
+            **_adapter_rows(self.loaded.model, self.sequences),
+        )
         self.cache = output.cache
         stats.decode_steps += 1
         stats.decoded_tokens += len(self.sequences)
@@ -366,8 +397,14 @@ class Engine:
     measures the two).
     """
 
-    def __init__(self, models: dict[str, LoadedModel], *, max_batch_size: int = 16, max_queue: int = 256,
-                 mixed_adapters: bool = True):
+    def __init__(
+        self,
+        models: dict[str, LoadedModel],
+        *,
+        max_batch_size: int = 16,
+        max_queue: int = 256,
+        mixed_adapters: bool = True,
+    ):
         self.models = models  # may be empty: a server that only embeds (lmforge.serve.embed) generates nothing
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
@@ -404,8 +441,9 @@ class Engine:
             raise NotFoundError(f"model {request.model!r} is not served here; choose one of {', '.join(self.models)}")
         with self._wake:
             if self.failure is not None:
-                raise EngineDeadError(f"the engine has stopped after an internal error ({self.failure}); "
-                                      "the server must be restarted")
+                raise EngineDeadError(
+                    f"the engine has stopped after an internal error ({self.failure}); the server must be restarted"
+                )
             if self._stopping:
                 raise QueueFullError("the server is shutting down")
             if len(self._waiting) >= self.max_queue:
@@ -472,8 +510,13 @@ class Engine:
             if request.cancelled:
                 continue
             if request.deadline is not None and now > request.deadline:
-                request.on_event(Event(finish_reason="timeout", error="the request timed out waiting in the queue",
-                                       prompt_tokens=len(request.prompt_ids)))
+                request.on_event(
+                    Event(
+                        finish_reason="timeout",
+                        error="the request timed out waiting in the queue",
+                        prompt_tokens=len(request.prompt_ids),
+                    )
+                )
                 continue
             key = self._batch_key[request.model]
             if room[key] > 0:
@@ -521,8 +564,11 @@ def _choose_each(sequences: list[_Sequence], logits: Any) -> list[int]:
     best = logits.argmax(-1).tolist()
     broken = torch.isnan(logits).any(-1).tolist()
     drawn: dict[int, Any] = {}  # row -> token (int) or its probabilities (seeded rows)
-    plain = [row for row, seq in enumerate(sequences)
-             if not seq.done and seq.plain and not seq.request.params.is_greedy and not broken[row]]
+    plain = [
+        row
+        for row, seq in enumerate(sequences)
+        if not seq.done and seq.plain and not seq.request.params.is_greedy and not broken[row]
+    ]
     if plain:
         probs = torch.softmax(logits[plain].float(), dim=-1)
         valid = torch.isfinite(probs).all(-1).tolist()  # +inf logits: no distribution (and a device assert on CUDA)
@@ -544,8 +590,11 @@ def _choose_each(sequences: list[_Sequence], logits: Any) -> list[int]:
                 elif drawn[row] is None:
                     raise ValueError("the model's logits give no valid distribution (infinite values)")
                 else:
-                    token = drawn[row] if isinstance(drawn[row], int) else int(
-                        torch.multinomial(drawn[row], 1, generator=seq.generator))
+                    token = (
+                        drawn[row]
+                        if isinstance(drawn[row], int)
+                        else int(torch.multinomial(drawn[row], 1, generator=seq.generator))
+                    )
                 seq.accept(token, logits[row])
             except Exception as error:
                 seq.fail(error)
@@ -572,8 +621,9 @@ def _describe(error: BaseException) -> str:
 
 
 def _answer_error(request: Request, error: BaseException, prefix: str = "generation failed") -> None:
-    request.on_event(Event(finish_reason="error", error=f"{prefix}: {_describe(error)}",
-                           prompt_tokens=len(request.prompt_ids)))
+    request.on_event(
+        Event(finish_reason="error", error=f"{prefix}: {_describe(error)}", prompt_tokens=len(request.prompt_ids))
+    )
 
 
 def _fail(sequences: list[_Sequence], error: Exception) -> None:

@@ -33,11 +33,21 @@ def parse_adapters(specs: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_model_name: str | None = None,
-                max_batch_size: int = 16, max_queue: int = 256, device: str | None = None,
-                dtype: str | None = None, merge_adapters: bool = False, device_map: str | None = None,
-                max_model_len: int | None = None, trust_pickle: bool = False,
-                trust_remote_code: bool = False) -> Engine:
+def load_engine(
+    model: str,
+    *,
+    adapters: Sequence[tuple[str, str]] = (),
+    served_model_name: str | None = None,
+    max_batch_size: int = 16,
+    max_queue: int = 256,
+    device: str | None = None,
+    dtype: str | None = None,
+    merge_adapters: bool = False,
+    device_map: str | None = None,
+    max_model_len: int | None = None,
+    trust_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> Engine:
     """An engine holding MODEL (under its served name) and each LoRA adapter beside it on the same weights
     (lmforge.generate.load.attach_adapter); an adapter that adds tokens gets its own merged copy.
 
@@ -52,25 +62,44 @@ def load_engine(model: str, *, adapters: Sequence[tuple[str, str]] = (), served_
         if name in models:
             raise UserInputError(f"--adapter name {name!r} is already the base model's name; choose another")
         shared = None if merge_adapters else attach_adapter(base, name, path, trust_pickle=trust_pickle)
-        models[name] = shared or load_model(model, adapter=path, device=device, dtype=dtype, device_map=device_map,
-                                            **trust)
+        models[name] = shared or load_model(
+            model, adapter=path, device=device, dtype=dtype, device_map=device_map, **trust
+        )
     if max_model_len is not None:  # a shorter context than the model's (as vLLM's --max-model-len), never a longer one
         for name, loaded in models.items():
             if max_model_len > loaded.context_length:
-                raise UserInputError(f"--max-model-len {max_model_len} exceeds {name}'s context length of "
-                                     f"{loaded.context_length} tokens")
+                raise UserInputError(
+                    f"--max-model-len {max_model_len} exceeds {name}'s context length of {loaded.context_length} tokens"
+                )
             models[name] = dataclasses.replace(loaded, context_length=max_model_len)
     return Engine(models, max_batch_size=max_batch_size, max_queue=max_queue)
 
 
-def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "127.0.0.1", port: int = 8000,
-          api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (), served_model_name: str | None = None,
-          max_batch_size: int = 16, max_queue: int = 256, request_timeout_s: float | None = 600.0,
-          device: str | None = None, dtype: str | None = None, threads: int | None = None,
-          merge_adapters: bool = False, max_body_bytes: int | None = None,
-          max_prompt_chars: int | None = None, device_map: str | None = None, tp: int | None = None,
-          max_model_len: int | None = None, trust_pickle: bool = False, trust_remote_code: bool = False,
-          on_ready: Any = None) -> None:
+def serve(
+    model: str,
+    *,
+    adapters: Sequence[tuple[str, str]] = (),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_keys: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+    served_model_name: str | None = None,
+    max_batch_size: int = 16,
+    max_queue: int = 256,
+    request_timeout_s: float | None = 600.0,
+    device: str | None = None,
+    dtype: str | None = None,
+    threads: int | None = None,
+    merge_adapters: bool = False,
+    max_body_bytes: int | None = None,
+    max_prompt_chars: int | None = None,
+    device_map: str | None = None,
+    tp: int | None = None,
+    max_model_len: int | None = None,
+    trust_pickle: bool = False,
+    trust_remote_code: bool = False,
+    on_ready: Any = None,
+) -> None:
     """Load the model(s) and serve them with uvicorn until interrupted (Ctrl-C / SIGTERM finish in-flight requests).
 
     `threads` sets torch's CPU threads: on a machine shared with other work, fewer threads than cores avoids
@@ -85,8 +114,10 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
         raise UserInputError(f"--timeout must be > 0 seconds (got {request_timeout_s})")
     check_api_keys(api_keys)
     if tp is not None and tp != 1:
-        raise UserInputError("--tp (tensor parallelism) needs --engine vllm; the transformers engine spreads a model "
-                             "over GPUs with --device-map auto")
+        raise UserInputError(
+            "--tp (tensor parallelism) needs --engine vllm; the transformers engine spreads a model "
+            "over GPUs with --device-map auto"
+        )
     if max_model_len is not None and max_model_len < 1:
         raise UserInputError(f"--max-model-len must be >= 1 (got {max_model_len})")
     body_limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
@@ -104,24 +135,49 @@ def serve(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "
         if adapters:
             raise UserInputError(f"{model} is an embedding model (an encoder); --adapter needs a causal LM")
         check_device_map(device_map, device)
-        encoder = Embedder(model, name=served_model_name, device=device, dtype=dtype, device_map=device_map,
-                           trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
+        encoder = Embedder(
+            model,
+            name=served_model_name,
+            device=device,
+            dtype=dtype,
+            device_map=device_map,
+            trust_pickle=trust_pickle,
+            trust_remote_code=trust_remote_code,
+        )
         embedders[encoder.name] = encoder
         engine = Engine({}, max_batch_size=max_batch_size, max_queue=max_queue)
     else:
-        engine = load_engine(model, adapters=adapters, served_model_name=served_model_name,
-                             max_batch_size=max_batch_size, max_queue=max_queue, device=device, dtype=dtype,
-                             merge_adapters=merge_adapters, device_map=device_map, max_model_len=max_model_len,
-                             trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
-    app = create_app(engine, api_keys=api_keys, cors_origins=cors_origins, request_timeout_s=request_timeout_s,
-                     max_body_bytes=body_limit, max_prompt_chars=max_prompt_chars, embedders=embedders)
+        engine = load_engine(
+            model,
+            adapters=adapters,
+            served_model_name=served_model_name,
+            max_batch_size=max_batch_size,
+            max_queue=max_queue,
+            device=device,
+            dtype=dtype,
+            merge_adapters=merge_adapters,
+            device_map=device_map,
+            max_model_len=max_model_len,
+            trust_pickle=trust_pickle,
+            trust_remote_code=trust_remote_code,
+        )
+    app = create_app(
+        engine,
+        api_keys=api_keys,
+        cors_origins=cors_origins,
+        request_timeout_s=request_timeout_s,
+        max_body_bytes=body_limit,
+        max_prompt_chars=max_prompt_chars,
+        embedders=embedders,
+    )
     if on_ready is not None:
         on_ready([*engine.models, *embedders])
     run_uvicorn(app, host=host, port=port, graceful_timeout_s=request_timeout_s, engine=engine)
 
 
-def run_uvicorn(app: Any, *, host: str, port: int, graceful_timeout_s: float | None,
-                engine: Engine | None = None) -> None:
+def run_uvicorn(
+    app: Any, *, host: str, port: int, graceful_timeout_s: float | None, engine: Engine | None = None
+) -> None:
     """uvicorn until SIGINT/SIGTERM, which stop new connections and let in-flight requests finish (a second
     Ctrl-C forces the exit). Unlike `uvicorn.run`, the signal is not re-raised afterwards, so a graceful stop ends
     with exit code 0 instead of a KeyboardInterrupt traceback.
@@ -145,18 +201,26 @@ def run_uvicorn(app: Any, *, host: str, port: int, graceful_timeout_s: float | N
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            timeout_graceful_shutdown=int(graceful_timeout_s) if graceful_timeout_s else None)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(graceful_timeout_s) if graceful_timeout_s else None,
+    )
     server = Server(config)
     if engine is not None:
+
         def stop_serving(_: BaseException) -> None:  # engine thread; uvicorn polls the flag
             server.should_exit = True
 
         engine.on_death = stop_serving
     server.run()
     if engine is not None and engine.failure is not None:
-        raise EngineDeadError(f"the engine stopped after an internal error ({engine.failure}); the server exited so "
-                              "that its supervisor can restart it")
+        raise EngineDeadError(
+            f"the engine stopped after an internal error ({engine.failure}); the server exited so "
+            "that its supervisor can restart it"
+        )
 
 
 def check_port(host: str, port: int) -> None:
@@ -169,5 +233,6 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise UserInputError(f"cannot listen on {host}:{port} ({error.strerror}); pass another --port or stop "
-                                 "the server using it") from None
+            raise UserInputError(
+                f"cannot listen on {host}:{port} ({error.strerror}); pass another --port or stop the server using it"
+            ) from None

@@ -46,8 +46,9 @@ class Metrics:
         with self._lock:
             self.requests[(endpoint, status)] += 1
 
-    def record_generation(self, prompt_tokens: int, completion_tokens: int, latency_s: float,
-                          ttft_s: float | None) -> None:
+    def record_generation(
+        self, prompt_tokens: int, completion_tokens: int, latency_s: float, ttft_s: float | None
+    ) -> None:
         with self._lock:
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
@@ -58,24 +59,36 @@ class Metrics:
     def render(self, engine: object) -> str:
         stats = engine.stats  # type: ignore[attr-defined]
         with self._lock:
-            lines = ["# HELP lmforge_requests_total HTTP requests answered, by endpoint and status.",
-                     "# TYPE lmforge_requests_total counter"]
-            lines += [f'lmforge_requests_total{{endpoint="{e}",status="{s}"}} {n}'
-                      for (e, s), n in sorted(self.requests.items())]
-            lines += ["# TYPE lmforge_prompt_tokens_total counter", f"lmforge_prompt_tokens_total {self.prompt_tokens}",
-                      "# TYPE lmforge_generation_tokens_total counter",
-                      f"lmforge_generation_tokens_total {self.completion_tokens}",
-                      "# HELP lmforge_request_latency_seconds Time from request to last token.",
-                      "# TYPE lmforge_request_latency_seconds histogram",
-                      *self.latency.lines("lmforge_request_latency_seconds"),
-                      "# HELP lmforge_time_to_first_token_seconds Time from request to first token.",
-                      "# TYPE lmforge_time_to_first_token_seconds histogram",
-                      *self.ttft.lines("lmforge_time_to_first_token_seconds")]
-        lines += ["# HELP lmforge_queue_depth Requests waiting to join the running batch.",
-                  "# TYPE lmforge_queue_depth gauge", f"lmforge_queue_depth {engine.queue_depth}",  # type: ignore
-                  "# TYPE lmforge_running_sequences gauge", f"lmforge_running_sequences {engine.running}",  # type: ignore
-                  "# TYPE lmforge_decode_steps_total counter", f"lmforge_decode_steps_total {stats.decode_steps}",
-                  "# HELP lmforge_batch_sequences_mean Mean sequences per decode step (batching at work).",
-                  "# TYPE lmforge_batch_sequences_mean gauge",
-                  f"lmforge_batch_sequences_mean {stats.mean_batch_sequences:.3f}"]
+            lines = [
+                "# HELP lmforge_requests_total HTTP requests answered, by endpoint and status.",
+                "# TYPE lmforge_requests_total counter",
+            ]
+            lines += [
+                f'lmforge_requests_total{{endpoint="{e}",status="{s}"}} {n}'
+                for (e, s), n in sorted(self.requests.items())
+            ]
+            lines += [
+                "# TYPE lmforge_prompt_tokens_total counter",
+                f"lmforge_prompt_tokens_total {self.prompt_tokens}",
+                "# TYPE lmforge_generation_tokens_total counter",
+                f"lmforge_generation_tokens_total {self.completion_tokens}",
+                "# HELP lmforge_request_latency_seconds Time from request to last token.",
+                "# TYPE lmforge_request_latency_seconds histogram",
+                *self.latency.lines("lmforge_request_latency_seconds"),
+                "# HELP lmforge_time_to_first_token_seconds Time from request to first token.",
+                "# TYPE lmforge_time_to_first_token_seconds histogram",
+                *self.ttft.lines("lmforge_time_to_first_token_seconds"),
+            ]
+        lines += [
+            "# HELP lmforge_queue_depth Requests waiting to join the running batch.",
+            "# TYPE lmforge_queue_depth gauge",
+            f"lmforge_queue_depth {engine.queue_depth}",  # type: ignore
+            "# TYPE lmforge_running_sequences gauge",
+            f"lmforge_running_sequences {engine.running}",  # type: ignore
+            "# TYPE lmforge_decode_steps_total counter",
+            f"lmforge_decode_steps_total {stats.decode_steps}",
+            "# HELP lmforge_batch_sequences_mean Mean sequences per decode step (batching at work).",
+            "# TYPE lmforge_batch_sequences_mean gauge",
+            f"lmforge_batch_sequences_mean {stats.mean_batch_sequences:.3f}",
+        ]
         return "\n".join(lines) + "\n"

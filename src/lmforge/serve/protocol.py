@@ -19,8 +19,16 @@ DEFAULT_MAX_TOKENS = 256  # when a request names none; capped by the room left i
 class ApiError(Exception):
     """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         # A message or param quoting the client's input may hold a lone surrogate, which no JSON encoder can write
         # as UTF-8: escaped here, once, so an error about bad text cannot itself fail.
         message = message.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -86,8 +94,7 @@ class _Sampling(_Body):
     @classmethod
     def _usable_temperature(cls, value: float) -> float:
         if 0 < value < MIN_TEMPERATURE:
-            raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE}: smaller values overflow the "
-                             "softmax")
+            raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE}: smaller values overflow the softmax")
         return value
 
     @field_validator("stop")
@@ -157,15 +164,26 @@ def now_s() -> int:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def chat_logprobs(entries: list[Any]) -> dict[str, Any]:
     """Chat's logprobs object: one entry per generated token with its top alternatives."""
-    return {"content": [{"token": e.token, "logprob": e.logprob, "bytes": e.bytes,
-                         "top_logprobs": [{"token": t, "logprob": lp, "bytes": raw} for t, lp, raw in e.top]}
-                        for e in entries]}
+    return {
+        "content": [
+            {
+                "token": e.token,
+                "logprob": e.logprob,
+                "bytes": e.bytes,
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": raw} for t, lp, raw in e.top],
+            }
+            for e in entries
+        ]
+    }
 
 
 def completion_logprobs(entries: list[Any]) -> dict[str, Any]:
@@ -174,8 +192,12 @@ def completion_logprobs(entries: list[Any]) -> dict[str, Any]:
     for entry in entries:
         offsets.append(offset)
         offset += len(entry.token)
-    return {"tokens": [e.token for e in entries], "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [{t: lp for t, lp, _ in e.top} for e in entries], "text_offset": offsets}
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{t: lp for t, lp, _ in e.top} for e in entries],
+        "text_offset": offsets,
+    }
 
 
 # OpenAI's roles; "developer" is what OpenAI's newer models call the system message, and chat templates know only
@@ -191,8 +213,12 @@ def reject_lone_surrogates(value: Any, param: str) -> None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as error:
-                raise ApiError(400, f"{param} holds a lone UTF-16 surrogate ({value[error.start]!r} at character "
-                                    f"{error.start}), which is not valid Unicode text", param=param) from None
+                raise ApiError(
+                    400,
+                    f"{param} holds a lone UTF-16 surrogate ({value[error.start]!r} at character "
+                    f"{error.start}), which is not valid Unicode text",
+                    param=param,
+                ) from None
     elif isinstance(value, dict):
         for key, item in value.items():
             reject_lone_surrogates(key, param)
@@ -217,14 +243,19 @@ def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if isinstance(content, list):
             content = "\n".join(_part_text(part, f"{where}.content[{k}]") for k, part in enumerate(content))
         elif content is not None and not isinstance(content, str):
-            raise ApiError(400, f"{where}.content must be a string, a list of text parts, or null",
-                           param=f"{where}.content")
+            raise ApiError(
+                400, f"{where}.content must be a string, a list of text parts, or null", param=f"{where}.content"
+            )
         calls = message.get("tool_calls")
-        if calls is not None and (not isinstance(calls, list)
-                                  or not all(isinstance(c, dict) and isinstance(c.get("function"), dict)
-                                             for c in calls)):
-            raise ApiError(400, f"{where}.tool_calls must be a list of {{'type': 'function', 'function': {{...}}}}",
-                           param=f"{where}.tool_calls")
+        if calls is not None and (
+            not isinstance(calls, list)
+            or not all(isinstance(c, dict) and isinstance(c.get("function"), dict) for c in calls)
+        ):
+            raise ApiError(
+                400,
+                f"{where}.tool_calls must be a list of {{'type': 'function', 'function': {{...}}}}",
+                param=f"{where}.tool_calls",
+            )
         role = "system" if message["role"] == "developer" else message["role"]
         out.append({**message, "role": role, "content": content or ""})
     return out
@@ -235,6 +266,5 @@ def _part_text(part: Any, param: str) -> str:
     if kind in ("text", "refusal") and isinstance(part.get(kind), str):
         return part[kind]
     if kind in ("image_url", "input_audio", "file", "video_url", "audio_url"):
-        raise ApiError(400, f"{param}: {kind} parts are not supported: lmforge serves text-only models",
-                       param=param)
+        raise ApiError(400, f"{param}: {kind} parts are not supported: lmforge serves text-only models", param=param)
     raise ApiError(400, f"{param} must be {{'type': 'text', 'text': ...}}", param=param)

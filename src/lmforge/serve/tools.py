@@ -49,10 +49,17 @@ def plan_tools(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, 
     names = []
     for index, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
-        if (not isinstance(function, dict) or tool.get("type", "function") != "function"
-                or not isinstance(function.get("name"), str) or not function["name"]):
-            raise ApiError(400, f"tools[{index}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
-                           param=f"tools[{index}]")
+        if (
+            not isinstance(function, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(function.get("name"), str)
+            or not function["name"]
+        ):
+            raise ApiError(
+                400,
+                f"tools[{index}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
+                param=f"tools[{index}]",
+            )
         names.append(function["name"])
     choice = tool_choice if tool_choice is not None else "auto"
     if choice == "none":
@@ -64,12 +71,19 @@ def plan_tools(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, 
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         name = choice["function"].get("name")
         if name not in names:
-            raise ApiError(400, f"tool_choice names function {name!r}, which is not among tools ({', '.join(names)})",
-                           param="tool_choice")
-        return ToolPlan([t for t in tools if t["function"]["name"] == name],
-                        f'<tool_call>\n{{"name": "{name}", "arguments": ', True)
-    raise ApiError(400, "tool_choice must be 'none', 'auto', 'required' or {'type': 'function', "
-                        "'function': {'name': ...}}", param="tool_choice")
+            raise ApiError(
+                400,
+                f"tool_choice names function {name!r}, which is not among tools ({', '.join(names)})",
+                param="tool_choice",
+            )
+        return ToolPlan(
+            [t for t in tools if t["function"]["name"] == name], f'<tool_call>\n{{"name": "{name}", "arguments": ', True
+        )
+    raise ApiError(
+        400,
+        "tool_choice must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}",
+        param="tool_choice",
+    )
 
 
 def render_with_tools(loaded: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
@@ -85,8 +99,9 @@ def render_with_tools(loaded: Any, messages: list[dict[str, Any]], tools: list[d
         tools = None
     missing = {name: "" for name in ("bos_token", "eos_token") if getattr(loaded.tokenizer, name, None) is None}
     extra: dict[str, Any] = {"tools": tools} if tools else {}
-    return loaded.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                                add_generation_prompt=True, **extra, **missing)
+    return loaded.tokenizer.apply_chat_template(
+        messages, chat_template=template, tokenize=False, add_generation_prompt=True, **extra, **missing
+    )
 
 
 def _plain_message(message: dict[str, Any]) -> dict[str, Any]:
@@ -96,8 +111,10 @@ def _plain_message(message: dict[str, Any]) -> dict[str, Any]:
     if message.get("tool_calls") and not out["content"]:
         calls = [c.get("function", {}) for c in message["tool_calls"]]
         out["content"] = "\n".join(
-            f'<tool_call>\n{json.dumps({"name": c.get("name"), "arguments": _arguments(c.get("arguments"))})}'
-            "\n</tool_call>" for c in calls)
+            f"<tool_call>\n{json.dumps({'name': c.get('name'), 'arguments': _arguments(c.get('arguments'))})}"
+            "\n</tool_call>"
+            for c in calls
+        )
     return out
 
 
@@ -135,6 +152,11 @@ def _as_call(body: str) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         return None
     arguments = data.get("arguments", data.get("parameters", {}))
-    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-            "function": {"name": data["name"],
-                         "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}}
+    return {
+        "id": f"call_{uuid.uuid4().hex[:24]}",
+        "type": "function",
+        "function": {
+            "name": data["name"],
+            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+        },
+    }

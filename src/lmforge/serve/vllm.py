@@ -36,23 +36,40 @@ _NOT_FORWARDED = {
     "threads": "--threads sets torch's CPU threads for the transformers engine; vLLM runs on GPUs",
     "device_map": "--device-map: vLLM spreads a model over GPUs by tensor parallelism; use --tp",
     "merge_adapters": "--merge-adapters: vLLM serves one set of weights with adapters unmerged (--enable-lora); to "
-                      "serve merged weights, run `lmforge convert ADAPTER DIR --to merged` and serve DIR",
+    "serve merged weights, run `lmforge convert ADAPTER DIR --to merged` and serve DIR",
     "max_body_bytes": "--max-body-bytes: vLLM's server has no body-size limit option",
     "max_prompt_chars": "--max-prompt-chars: vLLM's server has no prompt-character limit option",
 }
 
 
-def check_options(*, tp: int | None = None, max_model_len: int | None = None, dtype: str | None = None,
-                  api_keys: Sequence[str] = (), **options: Any) -> None:
+def check_options(
+    *,
+    tp: int | None = None,
+    max_model_len: int | None = None,
+    dtype: str | None = None,
+    api_keys: Sequence[str] = (),
+    **options: Any,
+) -> None:
     """Raise one UserInputError naming every option vLLM cannot take or that is out of range (`options` may hold
     every keyword vllm_command takes; those it forwards pass)."""
     from lmforge.generate.load import DTYPES
 
-    forwarded = {"adapters", "host", "port", "cors_origins", "served_model_name", "max_batch_size", "trust_pickle",
-                 "trust_remote_code"}
+    forwarded = {
+        "adapters",
+        "host",
+        "port",
+        "cors_origins",
+        "served_model_name",
+        "max_batch_size",
+        "trust_pickle",
+        "trust_remote_code",
+    }
     not_forwarded = {name: value for name, value in options.items() if name not in forwarded}
-    problems = [_NOT_FORWARDED[name] for name, value in not_forwarded.items()
-                if name in _NOT_FORWARDED and value not in (None, False)]
+    problems = [
+        _NOT_FORWARDED[name]
+        for name, value in not_forwarded.items()
+        if name in _NOT_FORWARDED and value not in (None, False)
+    ]
     problems += [f"{name}: not an option of lmforge serve" for name in not_forwarded if name not in _NOT_FORWARDED]
     if tp is not None and tp < 1:
         problems.append(f"--tp must be >= 1 (got {tp})")
@@ -66,11 +83,23 @@ def check_options(*, tp: int | None = None, max_model_len: int | None = None, dt
         raise UserInputError(f"--engine vllm: {join_problems(problems)}")
 
 
-def vllm_command(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: str = "127.0.0.1", port: int = 8000,
-                 api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (), served_model_name: str | None = None,
-                 max_batch_size: int | None = None, tp: int | None = None, max_model_len: int | None = None,
-                 dtype: str | None = None, trust_pickle: bool = False, trust_remote_code: bool = False,
-                 **not_forwarded: Any) -> list[str]:
+def vllm_command(
+    model: str,
+    *,
+    adapters: Sequence[tuple[str, str]] = (),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_keys: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+    served_model_name: str | None = None,
+    max_batch_size: int | None = None,
+    tp: int | None = None,
+    max_model_len: int | None = None,
+    dtype: str | None = None,
+    trust_pickle: bool = False,
+    trust_remote_code: bool = False,
+    **not_forwarded: Any,
+) -> list[str]:
     """The `python -m vllm.entrypoints.openai.api_server` command line equivalent to lmforge serve's options.
 
     `not_forwarded` takes the options vLLM has no equivalent for (max_queue, request_timeout_s, device, threads,
@@ -80,10 +109,22 @@ def vllm_command(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: 
     checked; `trust_remote_code` is forwarded."""
     check_options(tp=tp, max_model_len=max_model_len, dtype=dtype, api_keys=api_keys, **not_forwarded)
 
-    base, modules = resolve_for_vllm(model, adapters, served_model_name, trust_pickle=trust_pickle,
-                                     trust_remote_code=trust_remote_code)
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base.path,
-               "--host", host, "--port", str(port), "--served-model-name", base.name]
+    base, modules = resolve_for_vllm(
+        model, adapters, served_model_name, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        base.path,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--served-model-name",
+        base.name,
+    ]
     if tp is not None:
         command += ["--tensor-parallel-size", str(tp)]
     if max_model_len is not None:
@@ -100,10 +141,19 @@ def vllm_command(model: str, *, adapters: Sequence[tuple[str, str]] = (), host: 
         rank = max(module.rank for module in modules)
         fitting = [allowed for allowed in VLLM_LORA_RANKS if allowed >= rank]
         if not fitting:
-            raise UserInputError(f"--engine vllm: an adapter has LoRA rank {rank}; vLLM serves ranks up to "
-                                 f"{VLLM_LORA_RANKS[-1]}: merge it (lmforge convert ADAPTER DIR --to merged)")
-        command += ["--enable-lora", "--max-lora-rank", str(fitting[0]), "--max-loras", str(len(modules)),
-                    "--lora-modules", *[json.dumps({"name": m.name, "path": m.path}) for m in modules]]
+            raise UserInputError(
+                f"--engine vllm: an adapter has LoRA rank {rank}; vLLM serves ranks up to "
+                f"{VLLM_LORA_RANKS[-1]}: merge it (lmforge convert ADAPTER DIR --to merged)"
+            )
+        command += [
+            "--enable-lora",
+            "--max-lora-rank",
+            str(fitting[0]),
+            "--max-loras",
+            str(len(modules)),
+            "--lora-modules",
+            *[json.dumps({"name": m.name, "path": m.path}) for m in modules],
+        ]
     if trust_remote_code:
         command.append("--trust-remote-code")
     return command
@@ -116,8 +166,14 @@ class _Served:
         self.path, self.name, self.rank = path, name, rank
 
 
-def resolve_for_vllm(model: str, adapters: Sequence[tuple[str, str]], served_model_name: str | None, *,
-                     trust_pickle: bool = False, trust_remote_code: bool = False) -> tuple[_Served, list[_Served]]:
+def resolve_for_vllm(
+    model: str,
+    adapters: Sequence[tuple[str, str]],
+    served_model_name: str | None,
+    *,
+    trust_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> tuple[_Served, list[_Served]]:
     """(the base vLLM loads, the LoRA modules beside it), resolved as lmforge.generate.load resolves models (the
     hub resolver): an adapter given as MODEL is served under `served_model_name` (or the transformers engine's
     name for it, base+adapter), its base under the base's own name."""
@@ -152,17 +208,20 @@ def _lora(name: str, folder: Path, base: str | Path) -> _Served:
 
         vocabulary = json.loads(Path(base, "config.json").read_text()).get("vocab_size") or 0
         if len(AutoTokenizer.from_pretrained(folder)) > vocabulary:
-            raise UserInputError(f"--engine vllm: adapter {name} ({folder}) adds tokens to the vocabulary, which "
-                                 "vLLM's LoRA cannot serve; merge it (lmforge convert ADAPTER DIR --to merged) and "
-                                 "serve DIR")
+            raise UserInputError(
+                f"--engine vllm: adapter {name} ({folder}) adds tokens to the vocabulary, which "
+                "vLLM's LoRA cannot serve; merge it (lmforge convert ADAPTER DIR --to merged) and "
+                "serve DIR"
+            )
     return _Served(str(folder), name, int(max(ranks)))
 
 
 def check_vllm() -> None:
     """Raise DependencyError unless vllm is importable and a CUDA GPU is visible."""
     if importlib.util.find_spec("vllm") is None:
-        raise DependencyError("--engine vllm needs vLLM: pip install vllm (Linux with a CUDA GPU); "
-                              "or use --engine transformers")
+        raise DependencyError(
+            "--engine vllm needs vLLM: pip install vllm (Linux with a CUDA GPU); or use --engine transformers"
+        )
     import torch
 
     if not torch.cuda.is_available():

@@ -60,8 +60,13 @@ class MetricsFileCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
             return
-        record = {"step": state.global_step, "epoch": state.epoch, **logs,
-                  "tokens_seen": state.num_input_tokens_seen, "time": time.time()}
+        record = {
+            "step": state.global_step,
+            "epoch": state.epoch,
+            **logs,
+            "tokens_seen": state.num_input_tokens_seen,
+            "time": time.time(),
+        }
         line = (json.dumps(record, default=float) + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -96,15 +101,18 @@ class ReplanScheduleCallback(TrainerCallback):
         self.schedule = schedule
         self.say = say
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, lr_scheduler: Any = None,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: Any, state: Any, control: Any, optimizer: Any = None, lr_scheduler: Any = None, **kwargs: Any
+    ) -> None:
         if state.max_steps == self.saved_max_steps or optimizer is None:
             return
         scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate wraps it
         lambdas = getattr(scheduler, "lr_lambdas", None)
         if lambdas is None:  # a DeepSpeed-owned scheduler: its state is DeepSpeed's to restore
-            self.say(f"train.max_steps {self.saved_max_steps} -> {state.max_steps}: this scheduler cannot be "
-                     "re-planned; the learning rate follows the checkpoint's schedule")
+            self.say(
+                f"train.max_steps {self.saved_max_steps} -> {state.max_steps}: this scheduler cannot be "
+                "re-planned; the learning rate follows the checkpoint's schedule"
+            )
             return
         step = scheduler.last_epoch
         before = optimizer.param_groups[0]["lr"]
@@ -112,9 +120,11 @@ class ReplanScheduleCallback(TrainerCallback):
         for group, rate in zip(optimizer.param_groups, rates, strict=True):
             group["lr"] = rate
         scheduler._last_lr = rates  # what get_last_lr() and the logged learning_rate report
-        self.say(f"train.max_steps {self.saved_max_steps} -> {state.max_steps}: the {self.schedule} schedule is "
-                 f"re-planned over {state.max_steps} steps; step {step + 1} runs at learning rate {rates[0]:.3g} "
-                 f"(the checkpoint's schedule had {before:.3g})")
+        self.say(
+            f"train.max_steps {self.saved_max_steps} -> {state.max_steps}: the {self.schedule} schedule is "
+            f"re-planned over {state.max_steps} steps; step {step + 1} runs at learning rate {rates[0]:.3g} "
+            f"(the checkpoint's schedule had {before:.3g})"
+        )
 
 
 class RichProgressCallback(TrainerCallback):
@@ -132,13 +142,16 @@ class RichProgressCallback(TrainerCallback):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s"),
             TimeRemainingColumn(),
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step,
-                                           loss="-", lr="-", tps="-")
+        self.task = self.progress.add_task(
+            "train", total=state.max_steps, completed=state.global_step, loss="-", lr="-", tps="-"
+        )
         self._last_time, self._last_tokens = time.perf_counter(), state.num_input_tokens_seen
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -28,19 +28,28 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    path: str | None = Field(None, description="pretrained model folder, hub id org/name[@revision], or a finished "
-                             "run folder (its final/ is used)")
+    path: str | None = Field(
+        None,
+        description="pretrained model folder, hub id org/name[@revision], or a finished "
+        "run folder (its final/ is used)",
+    )
     config: dict[str, Any] | None = Field(
         None, description="from scratch: HF config keys with model_type, e.g. {model_type: llama, hidden_size: 64}"
     )
     tokenizer: str | None = Field(
-        None, description="tokenizer folder (defaults to the model folder), or bpe:N to train an N-token BPE on data.train"
+        None,
+        description="tokenizer folder (defaults to the model folder), or bpe:N to train an N-token BPE on data.train",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(
-        None, description="weights dtype on load; empty: float32 for full/freeze (mixed precision keeps fp32 "
-        "weights), the bf16/fp16 of train.precision for the frozen base of lora/qlora/prompt/prefix")
-    trust_pickle: bool = Field(False, description="load pickle weights the scanner cannot prove safe (runs code!); "
-                               "applies to every model the run loads (reward model, teacher too)")
+        None,
+        description="weights dtype on load; empty: float32 for full/freeze (mixed precision keeps fp32 "
+        "weights), the bf16/fp16 of train.precision for the frozen base of lora/qlora/prompt/prefix",
+    )
+    trust_pickle: bool = Field(
+        False,
+        description="load pickle weights the scanner cannot prove safe (runs code!); "
+        "applies to every model the run loads (reward model, teacher too)",
+    )
     trust_remote_code: bool = Field(False, description="run the Python code a hub model ships (read it first)")
 
 
@@ -53,34 +62,44 @@ class DataSection(_Section):
     )
     columns: dict[str, str] | None = Field(None, description="column mapping {canonical: yours}, e.g. {text: body}")
     on_error: Literal["fail", "skip"] = Field(
-        "fail", description="bad records: fail lists them and stops; skip drops them (counted as rejected in "
-        "RUN/data/summary.json)")
+        "fail",
+        description="bad records: fail lists them and stops; skip drops them (counted as rejected in "
+        "RUN/data/summary.json)",
+    )
     tasks: list[str] | None = Field(
-        None, description=f"builtin: arith sets and corpus only: train on these tasks ({', '.join(TASKS)}); all when empty"
+        None,
+        description=f"builtin: arith sets and corpus only: train on these tasks ({', '.join(TASKS)}); all when empty",
     )
     max_examples: int | None = Field(None, ge=1, description="use only the first N training examples")
     max_len: int = Field(512, ge=8, description="tokens per example (pretrain: block size)")
     template: str | None = Field(None, description="chat template name; the tokenizer's own when empty")
     train_on_prompt: bool = Field(False, description="also train on prompt tokens (sft)")
     packing: Literal["auto", "on", "off"] = Field(
-        "auto", description="pretrain/sft: several examples per row of max_len tokens, each attending only to "
-        "itself; auto packs where the architecture keeps packed examples apart, off pads dynamically")
+        "auto",
+        description="pretrain/sft: several examples per row of max_len tokens, each attending only to "
+        "itself; auto packs where the architecture keeps packed examples apart, off pads dynamically",
+    )
 
 
 class MethodSection(_Section):
     name: Method = Field(_PLANNED.method, description=" | ".join(METHODS))
-    trainable_layers: int = Field(_PLANNED.trainable_layers, ge=1,
-                                  description="freeze: how many last layers (plus the head) train")
+    trainable_layers: int = Field(
+        _PLANNED.trainable_layers, ge=1, description="freeze: how many last layers (plus the head) train"
+    )
     lora_r: int = Field(_PLANNED.lora_r, ge=1, description="lora/qlora rank")
     lora_alpha: int = Field(_PLANNED.lora_alpha, ge=1, description="lora/qlora scaling alpha")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="lora/qlora dropout")
     target_modules: list[str] | None = Field(None, description="lora targets; per-architecture default when empty")
     quant_bits: Literal[4, 8] = Field(_PLANNED.quant_bits, description="qlora: 4 (NF4, double quantization) or 8 bits")
-    num_virtual_tokens: int = Field(_PLANNED.num_virtual_tokens, ge=1, description="prompt/prefix tuning: virtual tokens")
+    num_virtual_tokens: int = Field(
+        _PLANNED.num_virtual_tokens, ge=1, description="prompt/prefix tuning: virtual tokens"
+    )
 
 
 class EarlyStopping(_Section):
-    patience: int | None = Field(None, ge=1, description="evaluations without improvement before stopping; off if empty")
+    patience: int | None = Field(
+        None, ge=1, description="evaluations without improvement before stopping; off if empty"
+    )
     metric: str = Field("eval_loss", description="metric that picks the best checkpoint and drives early stopping")
     mode: Literal["min", "max"] = Field("min", description="min for losses, max for accuracies")
 
@@ -101,11 +120,16 @@ class TrainSection(_Section):
         "auto", description="auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
-    length_grouped: bool = Field(False, description="batch examples of similar length (transformers' "
-                                 "LengthGroupedSampler): less padding without packing")
+    length_grouped: bool = Field(
+        False,
+        description="batch examples of similar length (transformers' "
+        "LengthGroupedSampler): less padding without packing",
+    )
     loss: Literal["standard", "chunked", "fused"] = Field(
-        "standard", description="sft/pretrain: standard (whole fp32 logits) | chunked (trl's chunked head, never the "
-        "whole logits) | fused (Liger, CUDA + liger-kernel)")
+        "standard",
+        description="sft/pretrain: standard (whole fp32 logits) | chunked (trl's chunked head, never the "
+        "whole logits) | fused (Liger, CUDA + liger-kernel)",
+    )
     seed: int = Field(42, description="seeds weights init, data order, dropout")
     eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; off if empty")
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps; off if empty")
@@ -121,8 +145,12 @@ class TrainSection(_Section):
 
 class DpoSection(_Section):
     beta: float = Field(0.1, gt=0, description="dpo/kto: pull towards the reference model; orpo: odds-ratio weight")
-    sft_weight: float = Field(0.0, ge=0, description="dpo: add this weight x NLL of the chosen answer (RPO, Pang "
-                              "et al. 2024); keeps DPO from lowering the chosen answer's likelihood")
+    sft_weight: float = Field(
+        0.0,
+        ge=0,
+        description="dpo: add this weight x NLL of the chosen answer (RPO, Pang "
+        "et al. 2024); keeps DPO from lowering the chosen answer's likelihood",
+    )
 
 
 class RlhfSection(_Section):
@@ -182,8 +210,10 @@ class TrainConfig(_Section):
         if self.train.early_stopping.patience and not self.train.eval_every:
             problems.append("train.eval_every: early_stopping needs evaluation every N steps")
         if self.train.loss != "standard" and self.stage not in ("sft", "pretrain"):
-            problems.append(f"train.loss: {self.train.loss} replaces the causal-LM loss of stages sft and pretrain; "
-                            f"stage {self.stage} computes its own loss")
+            problems.append(
+                f"train.loss: {self.train.loss} replaces the causal-LM loss of stages sft and pretrain; "
+                f"stage {self.stage} computes its own loss"
+            )
         if self.method.name in ("prompt", "prefix") and self.stage not in ("sft", "pretrain", "classify"):
             problems.append(f"method.name: {self.method.name} tuning works with stages sft, pretrain, classify")
         if self.data.tasks is not None:
@@ -199,8 +229,9 @@ def _task_problems(data: DataSection) -> list[str]:
     problems = []
     unknown = [task for task in data.tasks or [] if task not in TASKS]
     if unknown or not data.tasks:
-        problems.append(f"data.tasks: unknown task(s) {', '.join(unknown) or '(none given)'}; "
-                        f"choose from {', '.join(TASKS)}")
+        problems.append(
+            f"data.tasks: unknown task(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(TASKS)}"
+        )
     if not data.train.startswith("builtin:"):
         problems.append(f"data.tasks: applies only to a builtin: source, but data.train is {data.train}")
     for key, source in (("train", data.train), ("eval", data.eval)):
@@ -315,9 +346,21 @@ def config_to_yaml(config: TrainConfig) -> str:
 
 _STAGE_SECTIONS = {"dpo": ("dpo", "kto", "orpo"), "rlhf": ("rlhf",), "distill": ("distill",), "mlm": ("mlm",)}
 _STAGE_EXAMPLE = {
-    "pretrain": {"data": {"train": "builtin:corpus"}, "model": {"path": None, "tokenizer": "TOKENIZER_FOLDER",
-                 "config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-                            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}}},
+    "pretrain": {
+        "data": {"train": "builtin:corpus"},
+        "model": {
+            "path": None,
+            "tokenizer": "TOKENIZER_FOLDER",
+            "config": {
+                "model_type": "llama",
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+            },
+        },
+    },
     "sft": {"data": {"train": "builtin:arith-sft"}, "method": {"name": "lora"}},
     "rm": {"data": {"train": "builtin:arith-pref"}},
     "dpo": {"data": {"train": "builtin:arith-pref"}, "method": {"name": "lora"}},
@@ -352,9 +395,12 @@ def print_config(stage: str) -> str:
         raise ConfigError(f"--print-config {stage!r}: unknown stage (allowed: {', '.join(STAGES)})")
     example = copy.deepcopy(_STAGE_EXAMPLE[stage])
     example.setdefault("model", {}).setdefault("path", "MODEL_FOLDER")
-    lines = [f"# lmforge train config for stage {stage}; run: lmforge train THIS.yaml", f"stage: {stage}",
-             f"out: runs/{stage}  # run folder (config, plan, metrics, plots, checkpoints, final/)",
-             "init_from: null  # start a NEW run from a finished run's weights; --resume continues this one"]
+    lines = [
+        f"# lmforge train config for stage {stage}; run: lmforge train THIS.yaml",
+        f"stage: {stage}",
+        f"out: runs/{stage}  # run folder (config, plan, metrics, plots, checkpoints, final/)",
+        "init_from: null  # start a NEW run from a finished run's weights; --resume continues this one",
+    ]
     shown = {"model", "data", "method", "train"} | {s for s, stages in _STAGE_SECTIONS.items() if stage in stages}
     for name in ("model", "data", "method", "train", "dpo", "rlhf", "distill", "mlm"):
         if name not in shown:

@@ -72,10 +72,15 @@ def tokenize_truncating(dataset: Any, encode: Any) -> Tokenized:
 
     keep = {"label"}
     # Fresh, not cached: the counts come from running `encode` (prepare.py saves the result instead).
-    tokenized = dataset.map(run, batched=True, load_from_cache_file=False,
-                            remove_columns=[c for c in dataset.column_names if c not in keep])
-    return Tokenized(tokenized, len(dataset), truncated_examples=counts["truncated"] if counts["known"] else None,
-                     dropped_tokens=None)
+    tokenized = dataset.map(
+        run, batched=True, load_from_cache_file=False, remove_columns=[c for c in dataset.column_names if c not in keep]
+    )
+    return Tokenized(
+        tokenized,
+        len(dataset),
+        truncated_examples=counts["truncated"] if counts["known"] else None,
+        dropped_tokens=None,
+    )
 
 
 @dataclass
@@ -88,9 +93,16 @@ class LoadedData:
     eval_rejected: int = 0
 
 
-def _load_source(source: str, kind: str | None, columns: dict[str, str] | None, n: int | None,
-                 seed: int, split: str, tasks: list[str] | None = None,
-                 on_error: Literal["fail", "skip"] = "fail") -> tuple[Any, str, int]:
+def _load_source(
+    source: str,
+    kind: str | None,
+    columns: dict[str, str] | None,
+    n: int | None,
+    seed: int,
+    split: str,
+    tasks: list[str] | None = None,
+    on_error: Literal["fail", "skip"] = "fail",
+) -> tuple[Any, str, int]:
     """(dataset, kind, records rejected by validation); errors name the config keys (data.kind, ...)."""
     if source.startswith("builtin:"):
         from lmforge.data.builtin import get_builtin, load_builtin
@@ -109,8 +121,9 @@ def _load_source(source: str, kind: str | None, columns: dict[str, str] | None, 
 def load_texts(config: TrainConfig) -> list[str]:
     """The `text` column of the training data (to train a tokenizer on)."""
     data = config.data
-    dataset, kind, _ = _load_source(data.train, data.kind, data.columns, data.max_examples, config.train.seed, "train",
-                                    data.tasks, data.on_error)
+    dataset, kind, _ = _load_source(
+        data.train, data.kind, data.columns, data.max_examples, config.train.seed, "train", data.tasks, data.on_error
+    )
     if kind != "text":
         raise UserInputError(f"model.tokenizer bpe:N trains on text data, but {data.train} is {kind}")
     return list(dataset["text"])
@@ -133,8 +146,9 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
     holds out data.eval_fraction of train (seeded, grouped by content so nothing leaks).
     """
     data, seed = config.data, config.train.seed
-    train, kind, train_rejected = _load_source(data.train, data.kind, data.columns, data.max_examples, seed, "train",
-                                               data.tasks, data.on_error)
+    train, kind, train_rejected = _load_source(
+        data.train, data.kind, data.columns, data.max_examples, seed, "train", data.tasks, data.on_error
+    )
     allowed = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
     if kind not in allowed:
         raise UserInputError(
@@ -142,8 +156,9 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
         )
     evaluation, eval_rejected = None, 0
     if data.eval:
-        evaluation, _, eval_rejected = _load_source(data.eval, data.kind or kind, data.columns, None, seed, "train",
-                                                    data.tasks, data.on_error)
+        evaluation, _, eval_rejected = _load_source(
+            data.eval, data.kind or kind, data.columns, None, seed, "train", data.tasks, data.on_error
+        )
     elif data.eval_fraction > 0 and data.train.startswith("builtin:"):
         size = max(8, round(len(train) * data.eval_fraction))
         evaluation, _, _ = _load_source(data.train, kind, None, size, seed, "validation", data.tasks)
@@ -154,8 +169,14 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
         # Grouped by content, so the same prompt never sits in both train and validation.
         parts = split_dataset(train, Kind(kind), ratios=(1 - data.eval_fraction, data.eval_fraction), seed=seed).splits
         train, evaluation = parts["train"], parts["test"]
-    return LoadedData(train, evaluation, kind, _label_names(train) if kind == "classification" else None,
-                      train_rejected, eval_rejected)
+    return LoadedData(
+        train,
+        evaluation,
+        kind,
+        _label_names(train) if kind == "classification" else None,
+        train_rejected,
+        eval_rejected,
+    )
 
 
 def resolved_precision(precision: str) -> str:

@@ -19,16 +19,19 @@ DATA_KIND = "chat"
 tokenize = sft.tokenize  # the same masked chat tokens as sft: the loss only counts assistant tokens
 
 
-def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, temperature: float,
-                      alpha: float) -> Any:
+def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, temperature: float, alpha: float) -> Any:
     import torch.nn.functional as F
 
     # Position t predicts token t+1: shift logits left and labels right, as causal LM loss does.
     student, teacher, targets = student_logits[:, :-1], teacher_logits[:, :-1], labels[:, 1:]
     mask = targets != -100
     cross_entropy = F.cross_entropy(student[mask], targets[mask])
-    kl = F.kl_div(F.log_softmax(student[mask] / temperature, dim=-1),
-                  F.log_softmax(teacher[mask] / temperature, dim=-1), log_target=True, reduction="batchmean")
+    kl = F.kl_div(
+        F.log_softmax(student[mask] / temperature, dim=-1),
+        F.log_softmax(teacher[mask] / temperature, dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    )
     return alpha * temperature**2 * kl + (1 - alpha) * cross_entropy
 
 
@@ -36,8 +39,9 @@ def distill_trainer_class(base: type, teacher: Any, temperature: float, alpha: f
     """`base` (a Trainer) whose loss is the distillation loss against `teacher`."""
     import torch
 
-    def compute_loss(self: Any, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self: Any, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         labels = inputs["labels"]
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         with torch.no_grad():

@@ -43,11 +43,13 @@ def deepspeed_config(mode: str) -> dict[str, Any]:
         if stage == 3:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     if stage == 3:
-        zero.update({
-            "stage3_prefetch_bucket_size": "auto",
-            "stage3_param_persistence_threshold": "auto",
-            "stage3_gather_16bit_weights_on_model_save": True,  # RUN/final gets whole safetensors weights
-        })
+        zero.update(
+            {
+                "stage3_prefetch_bucket_size": "auto",
+                "stage3_param_persistence_threshold": "auto",
+                "stage3_gather_16bit_weights_on_model_save": True,  # RUN/final gets whole safetensors weights
+            }
+        )
     return {
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",
@@ -88,8 +90,9 @@ def _mixed_precision(config: TrainConfig) -> str:
     return {"bf16": "bf16", "fp16": "fp16"}.get(config.train.precision, "no")
 
 
-def accelerate_config(config: TrainConfig, nproc: int, *, deepspeed_file: Path | None = None,
-                      fsdp: bool = False, num_machines: int = 1) -> dict[str, Any]:
+def accelerate_config(
+    config: TrainConfig, nproc: int, *, deepspeed_file: Path | None = None, fsdp: bool = False, num_machines: int = 1
+) -> dict[str, Any]:
     """The accelerate config for `nproc` processes in total on `num_machines` machines."""
     if nproc % num_machines:
         raise UserInputError(f"--nproc {nproc} must be a multiple of the {num_machines} machines")
@@ -105,22 +108,30 @@ def accelerate_config(config: TrainConfig, nproc: int, *, deepspeed_file: Path |
         "use_cpu": False,
     }
     if deepspeed_file is not None:
-        return {**base, "distributed_type": "DEEPSPEED",
-                "deepspeed_config": {"deepspeed_config_file": str(deepspeed_file), "zero3_init_flag": True}}
+        return {
+            **base,
+            "distributed_type": "DEEPSPEED",
+            "deepspeed_config": {"deepspeed_config_file": str(deepspeed_file), "zero3_init_flag": True},
+        }
     if fsdp:
-        return {**base, "distributed_type": "FSDP", "fsdp_config": {
-            "fsdp_version": 2,
-            "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",  # wraps each block (model._no_split_modules)
-            "fsdp_reshard_after_forward": True,  # FULL_SHARD: params, grads and optimizer states sharded
-            "fsdp_state_dict_type": "FULL_STATE_DICT",  # RUN/final loads with plain from_pretrained
-            "fsdp_cpu_ram_efficient_loading": True,
-            "fsdp_activation_checkpointing": config.train.gradient_checkpointing,
-        }}
+        return {
+            **base,
+            "distributed_type": "FSDP",
+            "fsdp_config": {
+                "fsdp_version": 2,
+                "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",  # wraps each block (model._no_split_modules)
+                "fsdp_reshard_after_forward": True,  # FULL_SHARD: params, grads and optimizer states sharded
+                "fsdp_state_dict_type": "FULL_STATE_DICT",  # RUN/final loads with plain from_pretrained
+                "fsdp_cpu_ram_efficient_loading": True,
+                "fsdp_activation_checkpointing": config.train.gradient_checkpointing,
+            },
+        }
     return {**base, "distributed_type": "MULTI_GPU"}
 
 
-def write_launch_files(config: TrainConfig, nproc: int, *, deepspeed: str | None = None, fsdp: bool = False,
-                       num_machines: int = 1) -> Path:
+def write_launch_files(
+    config: TrainConfig, nproc: int, *, deepspeed: str | None = None, fsdp: bool = False, num_machines: int = 1
+) -> Path:
     """RUN/launch/accelerate.yaml (+ deepspeed.json); returns the accelerate config path."""
     import yaml
 
@@ -128,8 +139,10 @@ def write_launch_files(config: TrainConfig, nproc: int, *, deepspeed: str | None
         raise UserInputError("choose one of --deepspeed and --fsdp")
     if config.method.name == "qlora" and (fsdp or (deepspeed or "").startswith("zero3")):
         # Sharded 4-bit weights need bitsandbytes' quant_storage and no device_map; lmforge does not set that up.
-        raise UserInputError("method qlora cannot be sharded with --fsdp or ZeRO-3 here (each process loads its "
-                             "4-bit copy onto its own GPU); use --nproc N alone (DDP) or --deepspeed zero2")
+        raise UserInputError(
+            "method qlora cannot be sharded with --fsdp or ZeRO-3 here (each process loads its "
+            "4-bit copy onto its own GPU); use --nproc N alone (DDP) or --deepspeed zero2"
+        )
     folder = Path(config.out) / "launch"
     deepspeed_file = None
     if deepspeed:
@@ -138,17 +151,35 @@ def write_launch_files(config: TrainConfig, nproc: int, *, deepspeed: str | None
     return atomic_write_text(folder / "accelerate.yaml", yaml.safe_dump(settings, sort_keys=False))
 
 
-def launch_command(accelerate_file: Path, config_path: str | Path, overrides: list[str], *,
-                   resume: bool = False) -> list[str]:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_file),
-               "-m", "lmforge", "train", str(config_path)]
+def launch_command(
+    accelerate_file: Path, config_path: str | Path, overrides: list[str], *, resume: bool = False
+) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(accelerate_file),
+        "-m",
+        "lmforge",
+        "train",
+        str(config_path),
+    ]
     for item in overrides:
         command += ["--set", item]
     return command + (["--resume"] if resume else [])
 
 
-def launch(config_path: str | Path, overrides: list[str], *, resume: bool = False, nproc: int = 2,
-           deepspeed: str | None = None, fsdp: bool = False, progress: bool = True) -> int:
+def launch(
+    config_path: str | Path,
+    overrides: list[str],
+    *,
+    resume: bool = False,
+    nproc: int = 2,
+    deepspeed: str | None = None,
+    fsdp: bool = False,
+    progress: bool = True,
+) -> int:
     """Runs the training on `nproc` local processes; returns their exit status.
 
     The run folder is checked and the data prepared here, in the parent, before any process starts.
@@ -170,5 +201,6 @@ def launch(config_path: str | Path, overrides: list[str], *, resume: bool = Fals
     data = prepare_run(config)
     Console(stderr=True, quiet=not progress).print(
         f"data: {'reused' if data.reused else 'prepared'} {Path(config.out) / 'data'} before launch: "
-        f"{data.summary.describe()}")
+        f"{data.summary.describe()}"
+    )
     return subprocess.call(launch_command(accelerate_file, config_path, overrides, resume=resume))

@@ -50,8 +50,10 @@ def _check_mergeable(source: str, folder: Path) -> None:
     adapter_config = PeftConfig.from_pretrained(folder)
     if adapter_config.is_prompt_learning:
         kind = adapter_config.peft_type.value.lower().replace("_", "-")
-        raise ConfigError(f"{source} holds a {kind} adapter, which cannot be merged into weights to start a run; "
-                          f"start from its base {base_ref}, or train that run with method lora")
+        raise ConfigError(
+            f"{source} holds a {kind} adapter, which cannot be merged into weights to start a run; "
+            f"start from its base {base_ref}, or train that run with method lora"
+        )
 
 
 BPE_PREFIX = "bpe:"
@@ -69,7 +71,7 @@ def _train_tokenizer(config: TrainConfig, run_dir: Path, main: bool) -> Any:
     folder = run_dir / "tokenizer"
     if folder.is_dir():
         return AutoTokenizer.from_pretrained(folder)
-    tokenizer = train_bpe_tokenizer(load_texts(config), vocab_size=int(config.model.tokenizer[len(BPE_PREFIX):]))
+    tokenizer = train_bpe_tokenizer(load_texts(config), vocab_size=int(config.model.tokenizer[len(BPE_PREFIX) :]))
     if main:
         with atomic_directory(folder) as temporary:
             tokenizer.save_pretrained(str(temporary))
@@ -89,7 +91,9 @@ def load_tokenizer(config: TrainConfig, run_dir: Path | None = None, main: bool 
     folder = resolve_model_folder(source, **trusted(config)) if config.model.tokenizer is None else Path(source)
     if not folder.is_dir():
         raise NotFoundError(f"model.tokenizer: folder {folder} does not exist")
-    tokenizer = load_tokenizer_folder(folder, setting="model.tokenizer", trust_remote_code=config.model.trust_remote_code)
+    tokenizer = load_tokenizer_folder(
+        folder, setting="model.tokenizer", trust_remote_code=config.model.trust_remote_code
+    )
     if tokenizer.pad_token is None:
         # Batches need padding; eos is the conventional stand-in and is masked out of the loss.
         tokenizer.pad_token = tokenizer.eos_token
@@ -116,9 +120,17 @@ def trusted(config: TrainConfig) -> dict[str, bool]:
     return {"trust_pickle": config.model.trust_pickle, "trust_remote_code": config.model.trust_remote_code}
 
 
-def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labels: int | None = None,
-                    label_names: list[str] | None = None, quantization: Any = None, trust_pickle: bool = False,
-                    trust_remote_code: bool = False) -> Any:
+def load_pretrained(
+    source: str,
+    task: Task,
+    *,
+    dtype: str = "float32",
+    num_labels: int | None = None,
+    label_names: list[str] | None = None,
+    quantization: Any = None,
+    trust_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> Any:
     """The model in `source` with `task`'s head; an lmforge adapter folder is merged into its base."""
     no_hub_kernels()
     import transformers
@@ -137,8 +149,9 @@ def load_pretrained(source: str, task: Task, *, dtype: str = "float32", num_labe
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         from peft import PeftConfig, PeftModel
 
-        base_folder = locate_base(ModelRef(source, "adapter", folder), trust_pickle=trust_pickle,
-                                  trust_remote_code=trust_remote_code).path
+        base_folder = locate_base(
+            ModelRef(source, "adapter", folder), trust_pickle=trust_pickle, trust_remote_code=trust_remote_code
+        ).path
         use_safetensors = check_model_folder(base_folder, trust_pickle=trust_pickle)
         base = auto.from_pretrained(base_folder, use_safetensors=use_safetensors, **kwargs)
         # The adapter may come from another head's run (an SFT causal-LM LoRA under a reward model):
@@ -168,24 +181,38 @@ def weights_dtype(config: TrainConfig) -> str:
     return "float32"
 
 
-def load_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: int | None = None,
-               label_names: list[str] | None = None) -> Any:
+def load_model(
+    config: TrainConfig,
+    task: Task,
+    tokenizer: Any,
+    *,
+    num_labels: int | None = None,
+    label_names: list[str] | None = None,
+) -> Any:
     """The starting model of a run: init_from, model.path, or model.config from scratch (seeded), computing
     train.loss (train/loss.py) when it is a causal LM."""
     model = _starting_model(config, task, tokenizer, num_labels=num_labels, label_names=label_names)
     return apply_loss(model, config.train.loss) if task == "causal" else model
 
 
-def _starting_model(config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: int | None,
-                    label_names: list[str] | None) -> Any:
+def _starting_model(
+    config: TrainConfig, task: Task, tokenizer: Any, *, num_labels: int | None, label_names: list[str] | None
+) -> Any:
     import torch
     import transformers
 
     dtype = weights_dtype(config)
     source = config.init_from or config.model.path
     if source is not None:
-        return load_pretrained(source, task, dtype=dtype, num_labels=num_labels, label_names=label_names,
-                               quantization=quantization_config(config.method), **trusted(config))
+        return load_pretrained(
+            source,
+            task,
+            dtype=dtype,
+            num_labels=num_labels,
+            label_names=label_names,
+            quantization=quantization_config(config.method),
+            **trusted(config),
+        )
     raw = dict(config.model.config or {})
     model_type = raw.pop("model_type")
     try:

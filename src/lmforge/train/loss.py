@@ -52,7 +52,9 @@ def _liger(model: Any) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise UserInputError("train.loss: fused runs Liger's Triton kernel on CUDA GPUs only; use chunked on this machine")
+        raise UserInputError(
+            "train.loss: fused runs Liger's Triton kernel on CUDA GPUs only; use chunked on this machine"
+        )
     try:
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
         from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
@@ -65,6 +67,12 @@ def _liger(model: Any) -> None:
         raise UserInputError(f"train.loss: fused: Liger has no kernel for {model_type} models; use chunked")
     # Only the fused head + loss: every other Liger kernel off, so nothing else about the model changes.
     _apply_liger_kernel_to_instance(
-        model=model, fused_linear_cross_entropy=True, cross_entropy=False, rope=False, rms_norm=False,
-        swiglu=False, geglu=False, layer_norm=False,
+        model=model,
+        fused_linear_cross_entropy=True,
+        cross_entropy=False,
+        rope=False,
+        rms_norm=False,
+        swiglu=False,
+        geglu=False,
+        layer_norm=False,
     )

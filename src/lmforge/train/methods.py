@@ -14,6 +14,7 @@ from lmforge.train.config import MethodSection
 
 Task = Literal["causal", "classify", "mlm"]
 
+
 @dataclass(frozen=True)
 class ParamCount:
     trainable_params: int
@@ -64,8 +65,12 @@ def _layer_stack(model: Any) -> tuple[Any, Any]:
     and the module that holds it."""
     import torch
 
-    found = [(module, child) for module in model.modules() for child in module.children()
-             if isinstance(child, torch.nn.ModuleList) and len(child) > 0]
+    found = [
+        (module, child)
+        for module in model.modules()
+        for child in module.children()
+        if isinstance(child, torch.nn.ModuleList) and len(child) > 0
+    ]
     if not found:
         raise ConfigError("method freeze: this model has no list of layers to unfreeze; use lora or full")
     return max(found, key=lambda pair: len(pair[1]))
@@ -92,9 +97,7 @@ def _output_modules(model: Any, parent: Any, layers: Any, task: Task) -> list[An
 def _freeze(model: Any, method: MethodSection, task: Task) -> Any:
     parent, layers = _layer_stack(model)
     if not 1 <= method.trainable_layers <= len(layers):
-        raise ConfigError(
-            f"method.trainable_layers: {method.trainable_layers} but the model has {len(layers)} layers"
-        )
+        raise ConfigError(f"method.trainable_layers: {method.trainable_layers} but the model has {len(layers)} layers")
     for parameter in model.parameters():
         parameter.requires_grad = False
     keep = list(layers)[len(layers) - method.trainable_layers :] + _output_modules(model, parent, layers, task)
@@ -154,6 +157,4 @@ def count_params(model: Any) -> ParamCount:
         trainable, total = model.get_nb_trainable_parameters()
         return ParamCount(int(trainable), int(total))
     parameters = list(model.parameters())
-    return ParamCount(
-        sum(p.numel() for p in parameters if p.requires_grad), sum(p.numel() for p in parameters)
-    )
+    return ParamCount(sum(p.numel() for p in parameters if p.requires_grad), sum(p.numel() for p in parameters))

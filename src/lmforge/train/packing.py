@@ -45,15 +45,19 @@ def resolve_packing(config: TrainConfig, model_type: str) -> bool:
     wanted = config.data.packing
     if config.stage not in PACKING_STAGES:
         if wanted == "on":
-            raise ConfigError(f"data.packing: on applies to stages {', '.join(PACKING_STAGES)}, not {config.stage}; "
-                              "remove it or set it to auto")
+            raise ConfigError(
+                f"data.packing: on applies to stages {', '.join(PACKING_STAGES)}, not {config.stage}; "
+                "remove it or set it to auto"
+            )
         return False
     if wanted == "off":
         return False
     supported = supports_packing(model_type)
     if wanted == "on" and not supported:
-        raise ConfigError(f"data.packing: on, but transformers' {model_type} does not keep packed examples apart "
-                          "(its attention mask ignores position_ids); set data.packing: off")
+        raise ConfigError(
+            f"data.packing: on, but transformers' {model_type} does not keep packed examples apart "
+            "(its attention mask ignores position_ids); set data.packing: off"
+        )
     return supported
 
 
@@ -82,5 +86,6 @@ def verify_packing(model: Any) -> float:
     if relative > tolerance:
         raise UserInputError(
             f"data.packing: packed examples see each other in this model ({relative:.1%} change in an example's "
-            f"logits next to another, tolerance {tolerance:.1%}); set data.packing: off")
+            f"logits next to another, tolerance {tolerance:.1%}); set data.packing: off"
+        )
     return relative

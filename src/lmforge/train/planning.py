@@ -102,8 +102,16 @@ def plan_config(path: str | Path, *, gpu: str | None = None, gpus: int | None = 
     spec = _spec(config, model_config, None)
     kwargs = {**_planner_kwargs(config, model_config), "verdicts": True}
     return plan_training(
-        spec, micro_batch_size=config.train.micro_batch_size, grad_accum=config.train.grad_accum,
-        recompute="full" if config.train.gradient_checkpointing else "none", gpus=gpus, tp=1, pp=1, ep=1, **kwargs, **options,
+        spec,
+        micro_batch_size=config.train.micro_batch_size,
+        grad_accum=config.train.grad_accum,
+        recompute="full" if config.train.gradient_checkpointing else "none",
+        gpus=gpus,
+        tp=1,
+        pp=1,
+        ep=1,
+        **kwargs,
+        **options,
     )
 
 
@@ -123,16 +131,23 @@ class _PlannedVocabulary:
         return len(AutoTokenizer.from_pretrained(spec))
 
 
-def plan_run(config: TrainConfig, model_config: Any, world_size: int = 1, *,
-             num_labels: int | None = None) -> dict[str, Any]:
+def plan_run(
+    config: TrainConfig, model_config: Any, world_size: int = 1, *, num_labels: int | None = None
+) -> dict[str, Any]:
     """plan_training for exactly this run (micro-batch, accumulation, recompute, data-parallel size)."""
     from lmforge.plan.planner import plan_training
 
     try:
         spec = _spec(config, model_config, num_labels)
         plan = plan_training(
-            spec, micro_batch_size=config.train.micro_batch_size, grad_accum=config.train.grad_accum,
-            recompute="full" if config.train.gradient_checkpointing else "none", gpus=world_size, tp=1, pp=1, ep=1,
+            spec,
+            micro_batch_size=config.train.micro_batch_size,
+            grad_accum=config.train.grad_accum,
+            recompute="full" if config.train.gradient_checkpointing else "none",
+            gpus=world_size,
+            tp=1,
+            pp=1,
+            ep=1,
             **_planner_kwargs(config, model_config),
         )
     except LmforgeError as error:
@@ -140,8 +155,9 @@ def plan_run(config: TrainConfig, model_config: Any, world_size: int = 1, *,
     return plan.to_dict()
 
 
-def auto_fit(config: TrainConfig, model_config: Any, world_size: int = 1, *,
-             num_labels: int | None = None) -> FitChoice:
+def auto_fit(
+    config: TrainConfig, model_config: Any, world_size: int = 1, *, num_labels: int | None = None
+) -> FitChoice:
     """The largest micro-batch (power of two dividing the per-process batch) that fits train.target_gpu,
     without recomputation if any fits, else with full recomputation; accumulation makes up the rest."""
     from lmforge.plan.planner import plan_training
@@ -156,8 +172,17 @@ def auto_fit(config: TrainConfig, model_config: Any, world_size: int = 1, *,
     kwargs = _planner_kwargs(config, model_config)
     for recompute in ("none", "full"):
         for size in sizes:
-            plan = plan_training(spec, micro_batch_size=size, grad_accum=per_process // size, recompute=recompute,
-                                 gpus=world_size, tp=1, pp=1, ep=1, **kwargs)
+            plan = plan_training(
+                spec,
+                micro_batch_size=size,
+                grad_accum=per_process // size,
+                recompute=recompute,
+                gpus=world_size,
+                tp=1,
+                pp=1,
+                ep=1,
+                **kwargs,
+            )
             if plan.fits:
                 return FitChoice(size, per_process // size, recompute == "full", plan.memory.total_bytes)
     raise UserInputError(

@@ -99,12 +99,12 @@ def _series(records: list[dict[str, Any]], key: str) -> list[float]:
 
 def _late(values: list[float]) -> float:
     """The mean of the last half of the values."""
-    tail = values[len(values) // 2:]
+    tail = values[len(values) // 2 :]
     return sum(tail) / len(tail)
 
 
 def _early(values: list[float]) -> float:
-    head = values[:max(1, len(values) // 2)]
+    head = values[: max(1, len(values) // 2)]
     return sum(head) / len(head)
 
 
@@ -124,8 +124,9 @@ def _preference(records: list[dict[str, Any]], stage: str, nll_in_loss: bool) ->
         return FitDiagnosis("too short to tell", f"only {len(margins)} reward margins logged (need {MIN_POINTS})")
     margin, where = _judged(records, "rewards/margins") or (0.0, "")
     accuracy = _judged(records, "rewards/accuracies")
-    figures = f"reward margin {margin:.3f}" + (f", reward accuracy {accuracy[0]:.0%} (chance {CHANCE:.0%})"
-                                               if accuracy else "")
+    figures = f"reward margin {margin:.3f}" + (
+        f", reward accuracy {accuracy[0]:.0%} (chance {CHANCE:.0%})" if accuracy else ""
+    )
     losses = _series(records, "loss")
     if stage == "dpo" and losses and not nll_in_loss:
         figures += f"; DPO loss {_late(losses):.3f} against ln 2 = {math.log(2):.3f} where it starts"
@@ -134,25 +135,33 @@ def _preference(records: list[dict[str, Any]], stage: str, nll_in_loss: bool) ->
     else:
         learning = margin > 0 and (accuracy is None or accuracy[0] > CHANCE)
     if learning:
-        return FitDiagnosis("learning", f"the chosen answer's implicit reward beats the rejected one's {where}: "
-                                        f"{figures}")
-    return FitDiagnosis("not learning", f"the chosen answer's implicit reward does not beat the rejected one's "
-                                        f"{where}: {figures}; raise the learning rate or beta, or train longer")
+        return FitDiagnosis(
+            "learning", f"the chosen answer's implicit reward beats the rejected one's {where}: {figures}"
+        )
+    return FitDiagnosis(
+        "not learning",
+        f"the chosen answer's implicit reward does not beat the rejected one's "
+        f"{where}: {figures}; raise the learning rate or beta, or train longer",
+    )
 
 
 def _reward_model(records: list[dict[str, Any]]) -> FitDiagnosis:
     accuracies = _series(records, "accuracy") + _series(records, "eval_accuracy")
     if len(accuracies) < MIN_POINTS:
-        return FitDiagnosis("too short to tell", f"only {len(accuracies)} pairwise accuracies logged (need "
-                                                 f"{MIN_POINTS})")
+        return FitDiagnosis(
+            "too short to tell", f"only {len(accuracies)} pairwise accuracies logged (need {MIN_POINTS})"
+        )
     accuracy, where = _judged(records, "accuracy") or (0.0, "")
     margin = _judged(records, "margin")
     figures = f"pairwise accuracy {accuracy:.0%} {where} (chance {CHANCE:.0%})" + (
-        f", margin {margin[0]:.3f}" if margin else "")
+        f", margin {margin[0]:.3f}" if margin else ""
+    )
     if accuracy > CHANCE and (margin is None or margin[0] > 0):
         return FitDiagnosis("learning", f"the reward model scores the chosen answer higher: {figures}")
-    return FitDiagnosis("not learning", f"the reward model ranks pairs no better than chance: {figures}; raise the "
-                                        "learning rate or train longer")
+    return FitDiagnosis(
+        "not learning",
+        f"the reward model ranks pairs no better than chance: {figures}; raise the learning rate or train longer",
+    )
 
 
 def _online_rl(records: list[dict[str, Any]]) -> FitDiagnosis:
@@ -162,11 +171,14 @@ def _online_rl(records: list[dict[str, Any]]) -> FitDiagnosis:
     before, after = _early(rewards), _late(rewards)
     kl = _series(records, "kl")
     figures = f"mean reward {before:.3f} -> {after:.3f} (first vs last half of the steps)" + (
-        f", KL to the reference {kl[-1]:.3f}" if kl else "")
+        f", KL to the reference {kl[-1]:.3f}" if kl else ""
+    )
     if after > before:
         return FitDiagnosis("learning", f"the reward rose: {figures}")
-    return FitDiagnosis("not learning", f"the reward did not rise: {figures}; raise the learning rate or the steps, "
-                                        "or check the reward model")
+    return FitDiagnosis(
+        "not learning",
+        f"the reward did not rise: {figures}; raise the learning rate or the steps, or check the reward model",
+    )
 
 
 def diagnose_run(records: list[dict[str, Any]], stage: str, *, nll_in_loss: bool = False) -> FitDiagnosis:

@@ -33,16 +33,28 @@ FIXED_ON_RESUME = ("stage", "init_from", "model", "data", "method", "dpo", "rlhf
 # ... nor what the restored optimizer, scheduler and data position decide: transformers restores the learning
 # rate, schedule and weight decay from the checkpoint whatever the config says, and the batch size, accumulation
 # and seed fix which examples the resumed steps skip and see. auto_fit chooses the batch for its target GPU.
-RESTORED_ON_RESUME = ("train.learning_rate", "train.lr_scheduler", "train.warmup_steps", "train.weight_decay",
-                      "train.micro_batch_size", "train.grad_accum", "train.seed", "train.auto_fit",
-                      "train.target_gpu", "train.global_batch_size")
+RESTORED_ON_RESUME = (
+    "train.learning_rate",
+    "train.lr_scheduler",
+    "train.warmup_steps",
+    "train.weight_decay",
+    "train.micro_batch_size",
+    "train.grad_accum",
+    "train.seed",
+    "train.auto_fit",
+    "train.target_gpu",
+    "train.global_batch_size",
+)
 _AUTO_FIT_CHOICES = ("train.micro_batch_size", "train.grad_accum", "train.gradient_checkpointing")
 
 
 def _changed_keys(old: Any, new: Any, prefix: str) -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
-        return [k for key in sorted(set(old) | set(new))
-                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)]
+        return [
+            k
+            for key in sorted(set(old) | set(new))
+            for k in _changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+        ]
     return [] if old == new else [prefix]
 
 
@@ -61,13 +73,20 @@ def check_same_run(config: TrainConfig, run_dir: Path) -> None:
         return
     saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
     current = config.model_dump(mode="json")
-    changed = [k for section in FIXED_ON_RESUME for k in _changed_keys(saved.get(section), current.get(section), section)]
+    changed = [
+        k for section in FIXED_ON_RESUME for k in _changed_keys(saved.get(section), current.get(section), section)
+    ]
     auto_fitted = saved_value(saved, "train.auto_fit") and current["train"]["auto_fit"]  # the planner chose these again
-    changed += [key for key in RESTORED_ON_RESUME if saved_value(saved, key) != saved_value(current, key)
-                and not (auto_fitted and key in _AUTO_FIT_CHOICES)]
+    changed += [
+        key
+        for key in RESTORED_ON_RESUME
+        if saved_value(saved, key) != saved_value(current, key) and not (auto_fitted and key in _AUTO_FIT_CHOICES)
+    ]
     if changed:
-        shown = ", ".join(f"{key} ({saved_value(saved, key)!r} -> {saved_value(current, key)!r})" if key.startswith("train.")
-                          else key for key in changed)
+        shown = ", ".join(
+            f"{key} ({saved_value(saved, key)!r} -> {saved_value(current, key)!r})" if key.startswith("train.") else key
+            for key in changed
+        )
         raise UserInputError(
             f"--resume: {shown} differ from {saved_file}: the checkpoint's weights, data position, optimizer and "
             f"schedule were made under the saved values; resume with them, or start a new run from this one's "
@@ -88,9 +107,12 @@ def check_steps_left(config: TrainConfig, checkpoint: Path) -> None:
 
 def check_sources(config: TrainConfig) -> None:
     """Every model folder the run will read exists, checked before the run folder is touched."""
-    folders = {"init_from": config.init_from, "model.path": config.model.path,
-               "rlhf.reward_model": config.rlhf.reward_model if config.stage == "rlhf" else None,
-               "distill.teacher": config.distill.teacher if config.stage == "distill" else None}
+    folders = {
+        "init_from": config.init_from,
+        "model.path": config.model.path,
+        "rlhf.reward_model": config.rlhf.reward_model if config.stage == "rlhf" else None,
+        "distill.teacher": config.distill.teacher if config.stage == "distill" else None,
+    }
     problems = []
     for key, source in folders.items():
         if source is None:
@@ -139,14 +161,18 @@ def check_sharding_hardware(*, fsdp: bool, deepspeed: bool) -> None:
 
     if (fsdp or deepspeed) and not torch.cuda.is_available():
         engine = "--fsdp" if fsdp else "--deepspeed"
-        raise UserInputError(f"{engine} needs CUDA GPUs: on a CPU the Trainer would quietly run plain DDP instead; "
-                             "use --nproc N alone for multi-process training on CPUs")
+        raise UserInputError(
+            f"{engine} needs CUDA GPUs: on a CPU the Trainer would quietly run plain DDP instead; "
+            "use --nproc N alone for multi-process training on CPUs"
+        )
 
 
 def check_launched_sharding() -> None:
     """The same check inside a process started by `accelerate launch` with an FSDP or DeepSpeed config."""
-    check_sharding_hardware(fsdp=os.environ.get("ACCELERATE_USE_FSDP") == "true",
-                            deepspeed=os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true")
+    check_sharding_hardware(
+        fsdp=os.environ.get("ACCELERATE_USE_FSDP") == "true",
+        deepspeed=os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true",
+    )
 
 
 def check_method_hardware(method: MethodSection) -> None:
@@ -171,6 +197,7 @@ def check_trackers(report_to: list[str]) -> None:
 
     missing = [name for name in report_to if importlib.util.find_spec(name) is None]
     if missing:
-        raise DependencyError(f"train.report_to: {', '.join(missing)} is not installed: pip install "
-                              f"{' '.join(missing)}" + (" (WANDB_MODE=offline keeps a run on this machine)"
-                                                        if "wandb" in missing else ""))
+        raise DependencyError(
+            f"train.report_to: {', '.join(missing)} is not installed: pip install "
+            f"{' '.join(missing)}" + (" (WANDB_MODE=offline keeps a run on this machine)" if "wandb" in missing else "")
+        )

@@ -151,8 +151,17 @@ def data_fingerprint(config: TrainConfig, tokenizer: Any, packed: bool) -> str:
     from lmforge import __version__
 
     data = config.data
-    parts = [PREPARED_FORMAT, __version__, config.stage, data.model_dump(mode="json"), config.train.seed,
-             _source_stamp(data.train), _source_stamp(data.eval), _tokenizer_stamp(tokenizer), packed]
+    parts = [
+        PREPARED_FORMAT,
+        __version__,
+        config.stage,
+        data.model_dump(mode="json"),
+        config.train.seed,
+        _source_stamp(data.train),
+        _source_stamp(data.eval),
+        _tokenizer_stamp(tokenizer),
+        packed,
+    ]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -170,8 +179,9 @@ def _count_tokens(dataset: Any) -> tuple[int, int | None]:
     return tokens, int(trained or 0)
 
 
-def _split(config: TrainConfig, tokenizer: Any, stage: Any, dataset: Any, source: str,
-           rejected: int, packed: bool) -> tuple[Any, SplitSummary]:
+def _split(
+    config: TrainConfig, tokenizer: Any, stage: Any, dataset: Any, source: str, rejected: int, packed: bool
+) -> tuple[Any, SplitSummary]:
     tokenize = getattr(stage, "tokenize", None)
     if tokenize is None:
         n = len(dataset)
@@ -179,14 +189,22 @@ def _split(config: TrainConfig, tokenizer: Any, stage: Any, dataset: Any, source
     result = tokenize(config, tokenizer, dataset, packed=True) if packed else tokenize(config, tokenizer, dataset)
     tokens, trained = _count_tokens(result.dataset)
     return result.dataset, SplitSummary(
-        source=source, examples_in=result.examples_in + rejected, rejected=rejected,
-        dropped_examples=result.dropped_examples, examples_out=result.examples_in - result.dropped_examples,
-        truncated_examples=result.truncated_examples, dropped_tokens=result.dropped_tokens,
-        sequences=len(result.dataset), tokens=tokens, trained_tokens=trained)
+        source=source,
+        examples_in=result.examples_in + rejected,
+        rejected=rejected,
+        dropped_examples=result.dropped_examples,
+        examples_out=result.examples_in - result.dropped_examples,
+        truncated_examples=result.truncated_examples,
+        dropped_tokens=result.dropped_tokens,
+        sequences=len(result.dataset),
+        tokens=tokens,
+        trained_tokens=trained,
+    )
 
 
-def build_data(config: TrainConfig, tokenizer: Any, fingerprint: str, template: str | None,
-               packed: bool = False) -> PreparedData:
+def build_data(
+    config: TrainConfig, tokenizer: Any, fingerprint: str, template: str | None, packed: bool = False
+) -> PreparedData:
     """Load, validate and tokenize the config's data exactly as its stage trains on it (not saved)."""
     stage = stage_module(config.stage)
     loaded = load_stage_data(config, stage.DATA_KIND)
@@ -196,11 +214,18 @@ def build_data(config: TrainConfig, tokenizer: Any, fingerprint: str, template: 
     evaluation = None
     if loaded.eval is not None:
         source = data.eval or f"{data.train} (held out)"
-        evaluation, splits["eval"] = _split(config, tokenizer, stage, loaded.eval, source, loaded.eval_rejected,
-                                            packed)
-    summary = DataSummary(stage=config.stage, kind=loaded.kind, fingerprint=fingerprint,
-                          tokenized=hasattr(stage, "tokenize"), packed=packed, max_len=data.max_len,
-                          template=template, label_names=loaded.label_names, splits=splits)
+        evaluation, splits["eval"] = _split(config, tokenizer, stage, loaded.eval, source, loaded.eval_rejected, packed)
+    summary = DataSummary(
+        stage=config.stage,
+        kind=loaded.kind,
+        fingerprint=fingerprint,
+        tokenized=hasattr(stage, "tokenize"),
+        packed=packed,
+        max_len=data.max_len,
+        template=template,
+        label_names=loaded.label_names,
+        splits=splits,
+    )
     return PreparedData(train, evaluation, summary, reused=False)
 
 
@@ -242,8 +267,9 @@ def run_packing(config: TrainConfig, tokenizer: Any) -> bool:
     return resolve_packing(config, hf_config(config, tokenizer).model_type)
 
 
-def prepare_data(config: TrainConfig, tokenizer: Any, template: str | None, run_dir: Path, *,
-                 main: bool = True) -> PreparedData:
+def prepare_data(
+    config: TrainConfig, tokenizer: Any, template: str | None, run_dir: Path, *, main: bool = True
+) -> PreparedData:
     """The run's prepared data: RUN/data when its fingerprint matches, else built now. `tokenizer` and
     `template` are run_tokenizer's.
 

@@ -55,8 +55,12 @@ def build_trainer(ctx: StageContext) -> Any:
     return ctx.wrap(trainer_class)(
         model=ctx.model,
         reward_funcs=reward_model,
-        args=config_class(**args, num_generations=options.num_generations,
-                          max_completion_length=options.max_new_tokens, beta=options.beta),
+        args=config_class(
+            **args,
+            num_generations=options.num_generations,
+            max_completion_length=options.max_new_tokens,
+            beta=options.beta,
+        ),
         train_dataset=prompts_only(ctx.train_dataset),
         eval_dataset=prompts_only(ctx.eval_dataset) if ctx.eval_dataset is not None else None,
         processing_class=ctx.tokenizer,

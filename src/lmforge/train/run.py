@@ -69,10 +69,16 @@ class RunResult:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         diagnosis = known.get("diagnosis")
         best = known.get("best_checkpoint")
-        return cls(**{**known, "run_dir": Path(data["run_dir"]), "final_dir": Path(data["final_dir"]),
-                      "checkpoints": [Path(p) for p in known.get("checkpoints", [])],
-                      "best_checkpoint": Path(best) if best else None,
-                      "diagnosis": FitDiagnosis(**diagnosis) if diagnosis else None})
+        return cls(
+            **{
+                **known,
+                "run_dir": Path(data["run_dir"]),
+                "final_dir": Path(data["final_dir"]),
+                "checkpoints": [Path(p) for p in known.get("checkpoints", [])],
+                "best_checkpoint": Path(best) if best else None,
+                "diagnosis": FitDiagnosis(**diagnosis) if diagnosis else None,
+            }
+        )
 
 
 def _is_main_process() -> bool:
@@ -102,8 +108,10 @@ def finished_run(config: TrainConfig) -> RunResult | None:
     if config.train.max_steps is not None:
         return result if config.train.max_steps <= result.steps else None
     saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    same_length = (preflight.saved_value(saved, "train.max_steps") is None
-                   and preflight.saved_value(saved, "train.epochs") == config.train.epochs)
+    same_length = (
+        preflight.saved_value(saved, "train.max_steps") is None
+        and preflight.saved_value(saved, "train.epochs") == config.train.epochs
+    )
     return result if same_length else None
 
 
@@ -111,9 +119,11 @@ def nothing_to_resume(result: RunResult, config: TrainConfig) -> str:
     """The one line --resume prints for a finished run."""
     train = config.train
     asked = f"train.max_steps {train.max_steps}" if train.max_steps else f"train.epochs {train.epochs}"
-    return (f"{result.run_dir}: the run finished at step {result.steps} and {asked} asks for no more; --resume has "
-            "nothing to do (final/ and result.json are unchanged). Raise train.max_steps to train on, or start a new "
-            f"run from its weights with init_from: {result.run_dir}")
+    return (
+        f"{result.run_dir}: the run finished at step {result.steps} and {asked} asks for no more; --resume has "
+        "nothing to do (final/ and result.json are unchanged). Raise train.max_steps to train on, or start a new "
+        f"run from its weights with init_from: {result.run_dir}"
+    )
 
 
 def _saved_max_steps(checkpoint: Path) -> int | None:
@@ -271,8 +281,13 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     callbacks = _callbacks(config, run_dir, main, progress, data.eval is not None, resume_from, console, notes)
     _point_trackers_at(config, run_dir)
     ctx = StageContext(
-        config=config, model=model, tokenizer=tokenizer, train_dataset=data.train, eval_dataset=data.eval,
-        args=training_arguments(config, run_dir, has_eval=data.eval is not None), callbacks=callbacks,
+        config=config,
+        model=model,
+        tokenizer=tokenizer,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        args=training_arguments(config, run_dir, has_eval=data.eval is not None),
+        callbacks=callbacks,
     )
     trainer = stage.build_trainer(ctx)
     from transformers import PrinterCallback
@@ -282,18 +297,26 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
     if "peak_memory_bytes" in final_metrics:
         plan["actual"]["peak_memory_bytes"] = final_metrics["peak_memory_bytes"]
         planned_peak = planned.get("memory", {}).get("per_gpu_bytes")
-        console.print(f"GPU memory: planned {planned_peak or 0:,} bytes, measured peak "
-                      f"{int(final_metrics['peak_memory_bytes']):,} bytes (torch.cuda.max_memory_allocated)")
+        console.print(
+            f"GPU memory: planned {planned_peak or 0:,} bytes, measured peak "
+            f"{int(final_metrics['peak_memory_bytes']):,} bytes (torch.cuda.max_memory_allocated)"
+        )
 
     final_dir = run_dir / "final"
     result = RunResult(
-        run_dir=run_dir, final_dir=final_dir, stage=config.stage, method=config.method.name,
-        steps=trainer.state.global_step, final_metrics=final_metrics,
-        trainable_params=counted.trainable_params, total_params=counted.total_params,
+        run_dir=run_dir,
+        final_dir=final_dir,
+        stage=config.stage,
+        method=config.method.name,
+        steps=trainer.state.global_step,
+        final_metrics=final_metrics,
+        trainable_params=counted.trainable_params,
+        total_params=counted.total_params,
         planned_trainable_params=predicted_trainable,
         checkpoints=checkpoints.list_checkpoints(run_dir / "checkpoints"),
         best_checkpoint=Path(trainer.state.best_model_checkpoint) if trainer.state.best_model_checkpoint else None,
-        chat_template=template_name, notes=notes,
+        chat_template=template_name,
+        notes=notes,
     )
     if main:
         _finish_run_folder(config, result, trainer, tokenizer, stage.TASK, data.summary, plan, console)
@@ -312,18 +335,38 @@ def _start_run_folder(config: TrainConfig, run_dir: Path, resume_from: Path | No
         atomic_write_text(run_dir / "metrics.jsonl", "")
 
 
-def _auto_fit(config: TrainConfig, model_config: Any, world_size: int, num_labels: int | None, console: Any) -> TrainConfig:
+def _auto_fit(
+    config: TrainConfig, model_config: Any, world_size: int, num_labels: int | None, console: Any
+) -> TrainConfig:
     """The config with the planner's micro-batch, accumulation and recomputation for train.target_gpu."""
     fit = auto_fit(config, model_config, world_size, num_labels=num_labels)
-    console.print(f"auto_fit for {config.train.target_gpu}: micro-batch {fit.micro_batch_size} x "
-                  f"accumulation {fit.grad_accum}, recompute {'full' if fit.gradient_checkpointing else 'none'}")
-    return config.model_copy(update={"train": config.train.model_copy(update={
-        "micro_batch_size": fit.micro_batch_size, "grad_accum": fit.grad_accum,
-        "gradient_checkpointing": fit.gradient_checkpointing})})
+    console.print(
+        f"auto_fit for {config.train.target_gpu}: micro-batch {fit.micro_batch_size} x "
+        f"accumulation {fit.grad_accum}, recompute {'full' if fit.gradient_checkpointing else 'none'}"
+    )
+    return config.model_copy(
+        update={
+            "train": config.train.model_copy(
+                update={
+                    "micro_batch_size": fit.micro_batch_size,
+                    "grad_accum": fit.grad_accum,
+                    "gradient_checkpointing": fit.gradient_checkpointing,
+                }
+            )
+        }
+    )
 
 
-def _load_trainable_model(config: TrainConfig, task: str, tokenizer: Any, data: Any, num_labels: int | None,
-                          run_dir: Path, main: bool, console: Any) -> Any:
+def _load_trainable_model(
+    config: TrainConfig,
+    task: str,
+    tokenizer: Any,
+    data: Any,
+    num_labels: int | None,
+    run_dir: Path,
+    main: bool,
+    console: Any,
+) -> Any:
     """The starting model with only the method's parameters trainable; packing checked on it first."""
     from lmforge.train.loading import load_model
 
@@ -332,28 +375,43 @@ def _load_trainable_model(config: TrainConfig, task: str, tokenizer: Any, data: 
         from lmforge.train.packing import verify_packing
 
         # Before any step: packed examples must not see each other in this model (else the run stops here).
-        console.print(f"packing: {data.summary.splits['train'].examples_out:,} examples in "
-                      f"{data.summary.splits['train'].sequences:,} rows of up to {config.data.max_len} tokens "
-                      f"(checked: packed logits within {verify_packing(model):.1e} of unpacked)")
+        console.print(
+            f"packing: {data.summary.splits['train'].examples_out:,} examples in "
+            f"{data.summary.splits['train'].sequences:,} rows of up to {config.data.max_len} tokens "
+            f"(checked: packed logits within {verify_packing(model):.1e} of unpacked)"
+        )
     _record_base(config, model, tokenizer, run_dir, main)
     return apply_method(model, config.method, task, gradient_checkpointing=config.train.gradient_checkpointing)
 
 
-def _plan_record(config: TrainConfig, task: str, planned: dict[str, Any], counted: ParamCount,
-                 console: Any) -> tuple[dict[str, Any], int | None]:
+def _plan_record(
+    config: TrainConfig, task: str, planned: dict[str, Any], counted: ParamCount, console: Any
+) -> tuple[dict[str, Any], int | None]:
     """plan.json (the planner's prediction next to what this run counts, and later measures), and the trainable
     count the planner predicted."""
     # The planner prices causal LMs, reward models and classifiers with their own heads (not MLM heads).
     predicted = planned.get("model", {}).get("params_trainable") if task != "mlm" else None
     planned_text = f" (planner: {predicted:,} trainable)" if predicted is not None else ""
     console.print(f"[bold]{config.stage}[/] / {config.method.name}: {counted}{planned_text}")
-    plan = {"stage": config.stage, "method": config.method.name, "planner": planned,
-            "actual": {"trainable_params": counted.trainable_params, "total_params": counted.total_params}}
+    plan = {
+        "stage": config.stage,
+        "method": config.method.name,
+        "planner": planned,
+        "actual": {"trainable_params": counted.trainable_params, "total_params": counted.total_params},
+    }
     return plan, predicted
 
 
-def _callbacks(config: TrainConfig, run_dir: Path, main: bool, progress: bool, has_eval: bool,
-               resume_from: Path | None, console: Any, notes: list[str]) -> list[Any]:
+def _callbacks(
+    config: TrainConfig,
+    run_dir: Path,
+    main: bool,
+    progress: bool,
+    has_eval: bool,
+    resume_from: Path | None,
+    console: Any,
+    notes: list[str],
+) -> list[Any]:
     """metrics.jsonl, the NaN guard, the progress bar, early stopping, and a resumed schedule's re-plan note."""
     from transformers import EarlyStoppingCallback
 
@@ -367,6 +425,7 @@ def _callbacks(config: TrainConfig, run_dir: Path, main: bool, progress: bool, h
     if config.train.early_stopping.patience and has_eval and config.train.eval_every is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping.patience))
     if resume_from is not None and (saved_steps := _saved_max_steps(resume_from)) is not None:
+
         def note(text: str) -> None:
             notes.append(text)
             console.print(f"note: {text}")
@@ -384,7 +443,9 @@ def _point_trackers_at(config: TrainConfig, run_dir: Path) -> None:
         os.environ.setdefault("WANDB_DIR", str(run_dir / "logs"))  # wandb's local files stay in the run folder
 
 
-def _train(trainer: Any, config: TrainConfig, resume_from: Path | None, has_eval: bool, console: Any) -> dict[str, float]:
+def _train(
+    trainer: Any, config: TrainConfig, resume_from: Path | None, has_eval: bool, console: Any
+) -> dict[str, float]:
     """Train (or resume), evaluate, and measure the peak GPU memory: the run's final metrics."""
     import torch
 
@@ -408,14 +469,27 @@ def _train(trainer: Any, config: TrainConfig, resume_from: Path | None, has_eval
     return final_metrics
 
 
-def _finish_run_folder(config: TrainConfig, result: RunResult, trainer: Any, tokenizer: Any, task: str,
-                       data: DataSummary, plan: dict[str, Any], console: Any) -> None:
+def _finish_run_folder(
+    config: TrainConfig,
+    result: RunResult,
+    trainer: Any,
+    tokenizer: Any,
+    task: str,
+    data: DataSummary,
+    plan: dict[str, Any],
+    console: Any,
+) -> None:
     """The diagnosis, the loss plot, final/ with its model card, plan.json and result.json."""
     records = read_metrics(result.run_dir / "metrics.jsonl")
     result.diagnosis = diagnose_run(records, config.stage, nll_in_loss=config.dpo.sft_weight > 0)
     plot_losses(records, result.run_dir / "plots" / "loss.png", f"{config.stage} / {config.method.name}")
-    _save_final(trainer, tokenizer, result.final_dir, _model_card(config, result, task, data),
-                merge=_merges_adapter(config, task))
+    _save_final(
+        trainer,
+        tokenizer,
+        result.final_dir,
+        _model_card(config, result, task, data),
+        merge=_merges_adapter(config, task),
+    )
     atomic_write_json(result.run_dir / "plan.json", plan)
     atomic_write_json(result.run_dir / "result.json", result.to_json())
     console.print(f"diagnosis: {result.diagnosis.verdict} ({result.diagnosis.reason})")

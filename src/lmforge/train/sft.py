@@ -24,16 +24,22 @@ def tokenize(config: TrainConfig, tokenizer: Any, dataset: Any, packed: bool = F
     from lmforge.data.tokenize import tokenize_chat
 
     data = config.data
-    result = tokenize_chat(dataset, tokenizer, max_len=data.max_len, template=data.template,
-                           train_on_prompt=data.train_on_prompt)
+    result = tokenize_chat(
+        dataset, tokenizer, max_len=data.max_len, template=data.template, train_on_prompt=data.train_on_prompt
+    )
     if result.examples_out == 0:
         raise UserInputError(
             f"data.max_len {data.max_len}: none of the {result.examples_in} chats keeps an assistant token after "
             f"truncation with template {result.template} ({result.truncated_examples} truncated); raise data.max_len"
         )
     rows = pack_examples(result.dataset, block_size=data.max_len, seed=config.train.seed) if packed else result.dataset
-    return Tokenized(rows, result.examples_in, dropped_examples=result.dropped_examples,
-                     truncated_examples=result.truncated_examples, dropped_tokens=result.dropped_tokens)
+    return Tokenized(
+        rows,
+        result.examples_in,
+        dropped_examples=result.dropped_examples,
+        truncated_examples=result.truncated_examples,
+        dropped_tokens=result.dropped_tokens,
+    )
 
 
 def collator(tokenizer: Any, dataset: Any) -> Any:

@@ -44,8 +44,10 @@ def parse_auth(auth: str | None) -> tuple[str, str] | None:
 def check_exposure(host: str, auth: tuple[str, str] | None) -> None:
     """A non-loopback address serves every machine that can reach it: require a login for it."""
     if host not in LOOPBACK and auth is None:
-        raise UserInputError(f"--host {host} makes the UI reachable from other machines, and it can start training "
-                             "and read your files: pass --auth USER:PASS too (or keep the default 127.0.0.1)")
+        raise UserInputError(
+            f"--host {host} makes the UI reachable from other machines, and it can start training "
+            "and read your files: pass --auth USER:PASS too (or keep the default 127.0.0.1)"
+        )
 
 
 def build_app(workspace: Workspace) -> Any:
@@ -55,8 +57,15 @@ def build_app(workspace: Workspace) -> Any:
 
     from lmforge.ui import chat_tab, data_tab, evaluate_tab, files_tab, plan_tab, runs_tab, train_tab
 
-    builders = {"plan": plan_tab.build, "data": data_tab.build, "train": train_tab.build, "runs": runs_tab.build,
-                "evaluate": evaluate_tab.build, "chat": chat_tab.build, "files": files_tab.build}
+    builders = {
+        "plan": plan_tab.build,
+        "data": data_tab.build,
+        "train": train_tab.build,
+        "runs": runs_tab.build,
+        "evaluate": evaluate_tab.build,
+        "chat": chat_tab.build,
+        "files": files_tab.build,
+    }
     with gr.Blocks(title="lmforge", analytics_enabled=False) as app:
         roots = ", ".join(f"`{root}`" for root in workspace.roots)
         gr.Markdown(f"**lmforge** · runs in `{workspace.runs}` · pickers see: {roots}")
@@ -73,8 +82,15 @@ def _warm_up() -> None:
         importlib.import_module(module)
 
 
-def serve(*, host: str = "127.0.0.1", port: int = 7860, runs: str = "runs", auth: str | None = None,
-          allow: list[str] | None = None, block: bool = True) -> Any:
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    runs: str = "runs",
+    auth: str | None = None,
+    allow: list[str] | None = None,
+    block: bool = True,
+) -> Any:
     """Build and serve the app (blocking unless `block=False`, which returns the running gr.Blocks)."""
     login = parse_auth(auth)
     check_exposure(host, login)
@@ -85,9 +101,18 @@ def serve(*, host: str = "127.0.0.1", port: int = 7860, runs: str = "runs", auth
 
     try:
         app.queue(default_concurrency_limit=1).launch(
-            server_name=host, server_port=port, auth=login, share=False, inbrowser=False, show_error=True,
-            allowed_paths=[str(workspace.runs)], prevent_thread_lock=not block, quiet=False,
-            theme=gr.themes.Default(), css=CSS, footer_links=[],
+            server_name=host,
+            server_port=port,
+            auth=login,
+            share=False,
+            inbrowser=False,
+            show_error=True,
+            allowed_paths=[str(workspace.runs)],
+            prevent_thread_lock=not block,
+            quiet=False,
+            theme=gr.themes.Default(),
+            css=CSS,
+            footer_links=[],
         )
     except OSError as error:
         raise UserInputError(f"cannot serve on {host}:{port} ({error}); pass another --port") from None

@@ -50,8 +50,10 @@ class ModelHolder:
 
 
 def describe(loaded: LoadedModel) -> str:
-    return (f"**{loaded.name}** on {loaded.device}: context {loaded.context_length:,} tokens, chat template "
-            f"{loaded.chat_template_source}")
+    return (
+        f"**{loaded.name}** on {loaded.device}: context {loaded.context_length:,} tokens, chat template "
+        f"{loaded.chat_template_source}"
+    )
 
 
 def preset_values(preset: str) -> tuple[float, ...]:
@@ -73,8 +75,9 @@ def _text(content: Any) -> str:
     return str(content)
 
 
-def stream_reply(loaded: LoadedModel, messages: list[dict[str, str]], params: Any, *, explain: bool,
-                 explain_top: int) -> Iterator[tuple[str, GenerationResult | None]]:
+def stream_reply(
+    loaded: LoadedModel, messages: list[dict[str, str]], params: Any, *, explain: bool, explain_top: int
+) -> Iterator[tuple[str, GenerationResult | None]]:
     """(text so far, None) as each piece arrives, then (whole text, the GenerationResult)."""
     from lmforge.generate.generation import generate
 
@@ -82,8 +85,14 @@ def stream_reply(loaded: LoadedModel, messages: list[dict[str, str]], params: An
 
     def work() -> None:
         try:
-            result = generate(loaded, messages, params, on_text=lambda text: pieces.put(("text", text)),
-                              explain=explain, explain_top=explain_top)
+            result = generate(
+                loaded,
+                messages,
+                params,
+                on_text=lambda text: pieces.put(("text", text)),
+                explain=explain,
+                explain_top=explain_top,
+            )
             pieces.put(("done", result))
         except Exception as error:  # handed to the page's thread, which raises it there
             pieces.put(("error", error))
@@ -102,10 +111,24 @@ def stream_reply(loaded: LoadedModel, messages: list[dict[str, str]], params: An
             raise value
 
 
-def chat_turn(holder: ModelHolder, workspace: Workspace, model: str, message: str, history: list[dict[str, Any]],
-              system: str, preset: str, temperature: float, top_k: float, top_p: float, min_p: float,
-              repetition_penalty: float, max_new_tokens: float, seed: str, explain: bool,
-              explain_top: float) -> Iterator[tuple[list[dict[str, str]], str, str, pd.DataFrame]]:
+def chat_turn(
+    holder: ModelHolder,
+    workspace: Workspace,
+    model: str,
+    message: str,
+    history: list[dict[str, Any]],
+    system: str,
+    preset: str,
+    temperature: float,
+    top_k: float,
+    top_p: float,
+    min_p: float,
+    repetition_penalty: float,
+    max_new_tokens: float,
+    seed: str,
+    explain: bool,
+    explain_top: float,
+) -> Iterator[tuple[list[dict[str, str]], str, str, pd.DataFrame]]:
     """One user turn: yields (chat history, status, per-token HTML, explanation table) as the reply streams."""
     from lmforge.generate.chat import ChatSession, fit_context
     from lmforge.generate.sampling import sampling_params
@@ -119,25 +142,36 @@ def chat_turn(holder: ModelHolder, workspace: Workspace, model: str, message: st
         if str(seed or "").strip() and not str(seed).strip().isdigit():
             raise UserInputError(f"seed must be a whole number, got {seed!r}")
         loaded = holder.get(workspace, model)
-        params = sampling_params(preset, temperature=temperature, top_k=int(top_k), top_p=top_p, min_p=min_p,
-                                 repetition_penalty=repetition_penalty, max_new_tokens=int(max_new_tokens),
-                                 seed=int(seed) if str(seed or "").strip() else None)
-        session = ChatSession(params=params, system=system.strip() or None,
-                              history=turns + [{"role": "user", "content": message}])
+        params = sampling_params(
+            preset,
+            temperature=temperature,
+            top_k=int(top_k),
+            top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            max_new_tokens=int(max_new_tokens),
+            seed=int(seed) if str(seed or "").strip() else None,
+        )
+        session = ChatSession(
+            params=params, system=system.strip() or None, history=turns + [{"role": "user", "content": message}]
+        )
         dropped = fit_context(loaded, session)
     except LmforgeError as error:
         yield turns, f"**Error:** {error}", "", no_steps
         return
     note = f" (dropped the {dropped} oldest turns to fit the context)" if dropped else ""
     try:
-        for text, result in stream_reply(loaded, session.messages(), params, explain=explain,
-                                         explain_top=int(explain_top)):
+        for text, result in stream_reply(
+            loaded, session.messages(), params, explain=explain, explain_top=int(explain_top)
+        ):
             shown = [*session.history, {"role": "assistant", "content": text}]  # a new list per update
             if result is None:
                 yield shown, f"generating…{note}", "", no_steps
                 continue
-            status = (f"{result.completion_tokens} tokens in {result.seconds:.2f} s, finish: {result.finish_reason}"
-                      f"{note} · {describe(loaded)}")
+            status = (
+                f"{result.completion_tokens} tokens in {result.seconds:.2f} s, finish: {result.finish_reason}"
+                f"{note} · {describe(loaded)}"
+            )
             yield shown, status, token_html(result.steps), explanation_frame(result.steps)
     except LmforgeError as error:
         yield turns + [{"role": "user", "content": message}], f"**Error:** {error}", "", no_steps
@@ -154,10 +188,14 @@ def token_html(steps: list[Any]) -> str:
         kept = " → ".join(f"{name} {count}" for name, count in step.kept_counts.items())
         tip = f"step {step.step}: p {chosen.final_prob:.3f} (kept: {kept}); others: {others}"
         shade = int(255 - 155 * chosen.final_prob)
-        spans.append(f"<span class='lmf-token' title='{html.escape(tip, quote=True)}' "
-                     f"style='background: rgb({shade}, {shade}, 255)'>{html.escape(step.chosen_token)}</span>")
-    return ("<p>each token shaded by the probability it was drawn with (darker = surer); hover for the stages "
-            "and the runners-up</p><div class='lmf-record'>" + "".join(spans) + "</div>")
+        spans.append(
+            f"<span class='lmf-token' title='{html.escape(tip, quote=True)}' "
+            f"style='background: rgb({shade}, {shade}, 255)'>{html.escape(step.chosen_token)}</span>"
+        )
+    return (
+        "<p>each token shaded by the probability it was drawn with (darker = surer); hover for the stages "
+        "and the runners-up</p><div class='lmf-record'>" + "".join(spans) + "</div>"
+    )
 
 
 def explanation_frame(steps: list[Any]) -> pd.DataFrame:
@@ -167,13 +205,19 @@ def explanation_frame(steps: list[Any]) -> pd.DataFrame:
     rows = []
     for step in steps:
         chosen = next(c for c in step.candidates if c.chosen)
-        rows.append({
-            "step": step.step, "token": repr(step.chosen_token),
-            "p after temperature": round(chosen.prob_temperature, 4), "final p": round(chosen.final_prob, 4),
-            "kept": " → ".join(f"{name} {count}" for name, count in step.kept_counts.items()),
-            "candidates": ", ".join(f"{c.token!r} {c.final_prob:.3f}" + ("" if all(c.kept.values()) else " (cut)")
-                                    for c in step.candidates[:6]),
-        })
+        rows.append(
+            {
+                "step": step.step,
+                "token": repr(step.chosen_token),
+                "p after temperature": round(chosen.prob_temperature, 4),
+                "final p": round(chosen.final_prob, 4),
+                "kept": " → ".join(f"{name} {count}" for name, count in step.kept_counts.items()),
+                "candidates": ", ".join(
+                    f"{c.token!r} {c.final_prob:.3f}" + ("" if all(c.kept.values()) else " (cut)")
+                    for c in step.candidates[:6]
+                ),
+            }
+        )
     return pd.DataFrame(rows, columns=EXPLAIN_COLUMNS)
 
 
@@ -186,8 +230,12 @@ def build(app: Any, workspace: Workspace) -> None:
     holder = ModelHolder()
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown([], label="model (a run or model folder, or a hub id org/name[@revision])",
-                                allow_custom_value=True, elem_id="chat-model")
+            model = gr.Dropdown(
+                [],
+                label="model (a run or model folder, or a hub id org/name[@revision])",
+                allow_custom_value=True,
+                elem_id="chat-model",
+            )
             load = gr.Button("Load", elem_id="chat-load")
             system = gr.Textbox(label="system prompt", lines=2)
             preset = gr.Radio(list(PRESETS), value="balanced", label="sampling preset")
@@ -209,8 +257,12 @@ def build(app: Any, workspace: Workspace) -> None:
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
                 clear = gr.Button("Clear", scale=0)
             tokens = gr.HTML(elem_id="chat-tokens")
-            explanation = gr.Dataframe(explanation_frame([]), label="why each token (the sampling stages)", wrap=True,
-                                       elem_id="chat-explanation")
+            explanation = gr.Dataframe(
+                explanation_frame([]),
+                label="why each token (the sampling stages)",
+                wrap=True,
+                elem_id="chat-explanation",
+            )
 
     def on_load(value: str) -> str:
         try:
@@ -225,8 +277,22 @@ def build(app: Any, workspace: Workspace) -> None:
     app.load(lambda: gr.update(choices=[str(path) for path in workspace.model_folders()]), None, model)
     load.click(on_load, model, status)
     preset.change(preset_values, preset, [temperature, top_k, top_p, min_p, repetition_penalty])
-    inputs = [model, message, chatbot, system, preset, temperature, top_k, top_p, min_p, repetition_penalty,
-              max_new_tokens, seed, explain, explain_top]
+    inputs = [
+        model,
+        message,
+        chatbot,
+        system,
+        preset,
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        repetition_penalty,
+        max_new_tokens,
+        seed,
+        explain,
+        explain_top,
+    ]
     outputs = [chatbot, status, tokens, explanation, message]
     send.click(turn, inputs, outputs)
     message.submit(turn, inputs, outputs)

@@ -42,8 +42,17 @@ def resolve_source(workspace: Workspace, source: str, upload: str | None) -> str
     return text if text.startswith("builtin:") else str(workspace.check(text))
 
 
-def data_view(workspace: Workspace, source: str, upload: str | None, kind: str, columns: str, tokenizer: str,
-              max_len: float | None, template: str, n: float) -> DataView:
+def data_view(
+    workspace: Workspace,
+    source: str,
+    upload: str | None,
+    kind: str,
+    columns: str,
+    tokenizer: str,
+    max_len: float | None,
+    template: str,
+    n: float,
+) -> DataView:
     """Load and validate the data, describe it, and preview `n` records through `tokenizer`."""
     import pandas as pd
 
@@ -52,14 +61,25 @@ def data_view(workspace: Workspace, source: str, upload: str | None, kind: str, 
     from lmforge.data.validate import problem_summary
 
     try:
-        result = load_data(resolve_source(workspace, source, upload), kind=None if kind in ("", "auto") else kind,
-                           columns=columns.strip() or None, on_error="skip")
+        result = load_data(
+            resolve_source(workspace, source, upload),
+            kind=None if kind in ("", "auto") else kind,
+            columns=columns.strip() or None,
+            on_error="skip",
+        )
         loaded = load_tokenizer(workspace.check(tokenizer)) if tokenizer else None
         limit = int(max_len) if max_len else None
         chosen = None if template in ("", TEMPLATES[0]) else template
         histogram = str(_scratch(".png")) if loaded is not None else None
-        stats = compute_stats(result.dataset, result.kind, tokenizer=loaded, max_len=limit, template=chosen,
-                              label_names=result.label_names, histogram_path=histogram)
+        stats = compute_stats(
+            result.dataset,
+            result.kind,
+            tokenizer=loaded,
+            max_len=limit,
+            template=chosen,
+            label_names=result.label_names,
+            histogram_path=histogram,
+        )
         shown = preview_records(result, loaded, n=int(n), max_len=limit, template=chosen) if loaded is not None else []
     except LmforgeError as error:
         return DataView(f"**Error:** {error}", "", pd.DataFrame(), None, "")
@@ -77,16 +97,29 @@ def data_view(workspace: Workspace, source: str, upload: str | None, kind: str, 
             lines.append(f"chat template: {stats.tokens.template}")
         if limit is not None:
             share = stats.tokens.over_max_len / stats.records if stats.records else 0.0
-            lines.append(f"**over max_len {limit}: {stats.tokens.over_max_len} records ({share:.1%}) would be "
-                         "truncated**")
+            lines.append(
+                f"**over max_len {limit}: {stats.tokens.over_max_len} records ({share:.1%}) would be truncated**"
+            )
     else:
         lines.append("pick a tokenizer to see token lengths, truncation and exactly what the model trains on")
     problems = "\n".join(f"- `{problem}`" for problem in result.report.problems)
     if result.report.rejected > len(result.report.problems):
         problems += f"\n- … {result.report.rejected - len(result.report.problems)} more"
     rows = [("characters", stats.chars)] + ([("tokens", stats.tokens.tokens)] if stats.tokens else [])
-    frame = pd.DataFrame([{"": name, "mean": lengths.mean, "p50": lengths.p50, "p90": lengths.p90, "p99": lengths.p99,
-                           "max": lengths.max, "total": lengths.total} for name, lengths in rows])
+    frame = pd.DataFrame(
+        [
+            {
+                "": name,
+                "mean": lengths.mean,
+                "p50": lengths.p50,
+                "p90": lengths.p90,
+                "p99": lengths.p99,
+                "max": lengths.max,
+                "total": lengths.total,
+            }
+            for name, lengths in rows
+        ]
+    )
     return DataView("  \n".join(lines), problems, frame, histogram, preview_html(shown))
 
 
@@ -101,8 +134,10 @@ def preview_html(records: list[Any]) -> str:
         for title, segments in record.parts:
             if title:
                 parts.append(f"<b>{html.escape(title)}</b>")
-            spans = "".join(html.escape(text) if trained else f"<span class='lmf-masked'>{html.escape(text)}</span>"
-                            for text, trained in segments)
+            spans = "".join(
+                html.escape(text) if trained else f"<span class='lmf-masked'>{html.escape(text)}</span>"
+                for text, trained in segments
+            )
             parts.append(f"<div class='lmf-record'>{spans}</div>")
         if record.note:
             parts.append(f"<p><b>{html.escape(record.note)}</b></p>")
@@ -126,15 +161,24 @@ def build(app: Any, workspace: Workspace) -> None:
 
     with gr.Row():
         with gr.Column(scale=1):
-            source = gr.Dropdown(list(BUILTIN_DATASETS), value="builtin:arith-sft", label="data",
-                                 info="a built-in set or a file/folder inside the allowed folders",
-                                 allow_custom_value=True, elem_id="data-source")
-            upload = gr.File(label="or upload a file (.jsonl .json .csv .tsv .parquet .txt)", type="filepath",
-                             file_types=[".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt"])
+            source = gr.Dropdown(
+                list(BUILTIN_DATASETS),
+                value="builtin:arith-sft",
+                label="data",
+                info="a built-in set or a file/folder inside the allowed folders",
+                allow_custom_value=True,
+                elem_id="data-source",
+            )
+            upload = gr.File(
+                label="or upload a file (.jsonl .json .csv .tsv .parquet .txt)",
+                type="filepath",
+                file_types=[".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt"],
+            )
             kind = gr.Dropdown(KINDS, value="auto", label="layout (auto-detected)")
             columns = gr.Textbox(label="column mapping", placeholder="instruction=question,output=answer")
-            tokenizer = gr.Dropdown([], label="tokenizer (a model or run folder)", allow_custom_value=True,
-                                    elem_id="data-tokenizer")
+            tokenizer = gr.Dropdown(
+                [], label="tokenizer (a model or run folder)", allow_custom_value=True, elem_id="data-tokenizer"
+            )
             with gr.Row():
                 max_len = gr.Number(512, label="max_len (tokens)", precision=0, minimum=1, elem_id="data-max-len")
                 n = gr.Number(3, label="records to preview", precision=0, minimum=1)
@@ -148,10 +192,14 @@ def build(app: Any, workspace: Workspace) -> None:
     preview = gr.HTML(elem_id="data-preview")
 
     def refresh() -> tuple[Any, Any]:
-        return (gr.update(choices=[str(p) for p in workspace.data_files()] + list(BUILTIN_DATASETS)),
-                gr.update(choices=[str(p) for p in workspace.tokenizer_folders()]))
+        return (
+            gr.update(choices=[str(p) for p in workspace.data_files()] + list(BUILTIN_DATASETS)),
+            gr.update(choices=[str(p) for p in workspace.tokenizer_folders()]),
+        )
 
     app.load(refresh, None, [source, tokenizer])
-    load.click(lambda *values: data_view(workspace, *values),
-               [source, upload, kind, columns, tokenizer, max_len, template, n],
-               [summary, problems, stats, histogram, preview])
+    load.click(
+        lambda *values: data_view(workspace, *values),
+        [source, upload, kind, columns, tokenizer, max_len, template, n],
+        [summary, problems, stats, histogram, preview],
+    )

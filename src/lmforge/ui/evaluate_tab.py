@@ -45,8 +45,17 @@ def _compare(workspace: Workspace, model: str, compare: str) -> str | None:
     return workspace.model(compare)
 
 
-def evaluate_view(workspace: Workspace, model: str, compare: str, suite: str, data: str, task: str, limit: float,
-                  max_new_tokens: float, extract: str) -> EvalView:
+def evaluate_view(
+    workspace: Workspace,
+    model: str,
+    compare: str,
+    suite: str,
+    data: str,
+    task: str,
+    limit: float,
+    max_new_tokens: float,
+    extract: str,
+) -> EvalView:
     """Run the metric suite on `data` (or the stress suite) for `model` and its comparison model."""
     import pandas as pd
 
@@ -69,8 +78,15 @@ def evaluate_view(workspace: Workspace, model: str, compare: str, suite: str, da
         from lmforge.evaluate.report import write_report
         from lmforge.evaluate.run import evaluate_model
 
-        report = evaluate_model(model_path, source, task=None if task == "auto" else task, compare=other,
-                                limit=int(limit) if limit else None, extract=extract, params=params)
+        report = evaluate_model(
+            model_path,
+            source,
+            task=None if task == "auto" else task,
+            compare=other,
+            limit=int(limit) if limit else None,
+            extract=extract,
+            params=params,
+        )
         paths = write_report(report, out)
     except LmforgeError as error:
         return EvalView(f"**Error:** {error}", pd.DataFrame(), None)
@@ -79,18 +95,26 @@ def evaluate_view(workspace: Workspace, model: str, compare: str, suite: str, da
 
 def _summary(report: Any, path: Path) -> str:
     names = [report.model] + ([report.compare_model] if report.compare_summary is not None else [])
-    lines = [f"**{report.task}** on `{report.data}`: {len(report.rows)} examples", "",
-             "| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines = [
+        f"**{report.task}** on `{report.data}`: {len(report.rows)} examples",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
     for key, value in report.summary.items():
         if isinstance(value, int | float):
             other = (report.compare_summary or {}).get(key)
-            cells = [f"{value:.4g}"] + ([f"{other:.4g}" if isinstance(other, int | float) else ""]
-                                        if report.compare_summary is not None else [])
+            cells = [f"{value:.4g}"] + (
+                [f"{other:.4g}" if isinstance(other, int | float) else ""] if report.compare_summary is not None else []
+            )
             lines.append(f"| {key} | " + " | ".join(cells) + " |")
     if report.outcomes:
         o = report.outcomes
-        lines += ["", f"per example ({report.score_name}): **{o['win']} wins, {o['loss']} losses, {o['tie']} ties** "
-                      f"for {report.model} against {report.compare_model}"]
+        lines += [
+            "",
+            f"per example ({report.score_name}): **{o['win']} wins, {o['loss']} losses, {o['tie']} ties** "
+            f"for {report.model} against {report.compare_model}",
+        ]
     lines += ["", f"report: `{path}`"]
     return "\n".join(lines)
 
@@ -100,8 +124,13 @@ def _rows(report: Any) -> pd.DataFrame:
 
     rows = []
     for row in report.rows:
-        entry = {"#": row.index, "instruction": row.instruction, "reference": row.reference,
-                 report.model: row.prediction, report.score_name: row.score}
+        entry = {
+            "#": row.index,
+            "instruction": row.instruction,
+            "reference": row.reference,
+            report.model: row.prediction,
+            report.score_name: row.score,
+        }
         if report.compare_model:
             entry[report.compare_model] = row.compare_prediction
             entry[f"{report.score_name} "] = row.compare_score
@@ -118,8 +147,10 @@ def _stress(model: str, compare: str | None, params: Any, out: Path) -> EvalView
     outputs = run_suite(model, compare=compare, params=params)
     paths = write_stress(outputs, out)
     names = ", ".join(dict.fromkeys(output.model for output in outputs))
-    summary = (f"**stress suite**: {len(outputs)} responses from {names} for human review; rubric sheet: "
-               f"`{paths['rubric']}`, responses: `{paths['review']}`")
+    summary = (
+        f"**stress suite**: {len(outputs)} responses from {names} for human review; rubric sheet: "
+        f"`{paths['rubric']}`, responses: `{paths['review']}`"
+    )
     frame = pd.DataFrame([asdict(output) for output in outputs])
     return EvalView(summary, frame, str(paths["review"]))
 
@@ -132,19 +163,33 @@ def build(app: Any, workspace: Workspace) -> None:
 
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown([], label="model (a run or model folder, or a hub id org/name[@revision])",
-                                allow_custom_value=True, elem_id="eval-model")
-            compare = gr.Dropdown([NO_COMPARE, BASE], value=BASE, label="beside it", allow_custom_value=True,
-                                  elem_id="eval-compare")
-            suite = gr.Radio(["metrics", "stress"], value="metrics", label="suite",
-                             info="metrics on a data set, or the six stress probes for human review")
-            data = gr.Dropdown(list(BUILTIN_DATASETS), value="builtin:arith-sft", allow_custom_value=True,
-                               label="data (built-in: its test split)")
+            model = gr.Dropdown(
+                [],
+                label="model (a run or model folder, or a hub id org/name[@revision])",
+                allow_custom_value=True,
+                elem_id="eval-model",
+            )
+            compare = gr.Dropdown(
+                [NO_COMPARE, BASE], value=BASE, label="beside it", allow_custom_value=True, elem_id="eval-compare"
+            )
+            suite = gr.Radio(
+                ["metrics", "stress"],
+                value="metrics",
+                label="suite",
+                info="metrics on a data set, or the six stress probes for human review",
+            )
+            data = gr.Dropdown(
+                list(BUILTIN_DATASETS),
+                value="builtin:arith-sft",
+                allow_custom_value=True,
+                label="data (built-in: its test split)",
+            )
             task = gr.Dropdown(TASKS, value="auto", label="task")
             with gr.Row():
                 limit = gr.Number(20, label="examples", precision=0, minimum=1, elem_id="eval-limit")
-                max_new_tokens = gr.Number(32, label="max new tokens", precision=0, minimum=1,
-                                           elem_id="eval-max-new-tokens")
+                max_new_tokens = gr.Number(
+                    32, label="max new tokens", precision=0, minimum=1, elem_id="eval-max-new-tokens"
+                )
             extract = gr.Dropdown(EXTRACTS, value="answer", label="exact-match extraction")
             run = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
         with gr.Column(scale=2):
@@ -158,5 +203,8 @@ def build(app: Any, workspace: Workspace) -> None:
         return gr.update(choices=models), gr.update(choices=[NO_COMPARE, BASE, *models]), gr.update(choices=data_files)
 
     app.load(refresh, None, [model, compare, data])
-    run.click(lambda *values: evaluate_view(workspace, *values), [model, compare, suite, data, task, limit,
-                                                                  max_new_tokens, extract], [summary, rows, download])
+    run.click(
+        lambda *values: evaluate_view(workspace, *values),
+        [model, compare, suite, data, task, limit, max_new_tokens, extract],
+        [summary, rows, download],
+    )

@@ -20,9 +20,13 @@ if TYPE_CHECKING:
     from lmforge.ui.workspace import Workspace
 
 GIB = 1024**3
-VERDICT = {"safe": "<span class='lmf-good'>safe</span>", "unsafe": "<span class='lmf-bad'>unsafe</span>",
-           "unproven": "<span class='lmf-bad'>cannot prove safe</span>",
-           "error": "<span class='lmf-bad'>unreadable</span>", "not-needed": "<span class='lmf-good'>no code</span>"}
+VERDICT = {
+    "safe": "<span class='lmf-good'>safe</span>",
+    "unsafe": "<span class='lmf-bad'>unsafe</span>",
+    "unproven": "<span class='lmf-bad'>cannot prove safe</span>",
+    "error": "<span class='lmf-bad'>unreadable</span>",
+    "not-needed": "<span class='lmf-good'>no code</span>",
+}
 # The headline for each of `lmforge scan`'s exit codes (lmforge.files.scan.ScanReport.exit_code).
 SCAN_HEADLINE = {
     0: f"{VERDICT['safe']}: every file is proven safe to load",
@@ -68,11 +72,22 @@ def scan_view(workspace: Workspace, path: str, upload: str | None) -> FilesView:
     lines = ["| file | format | verdict | globals |", "|---|---|---|---|"]
     for file in report.files:
         shown = ", ".join(file.globals[:6]) + (" …" if len(file.globals) > 6 else "")
-        lines.append(f"| {_relative(file.path, target)} | {file.format} | {VERDICT.get(file.verdict, file.verdict)} "
-                     f"| {shown} |")
-    findings = [{"file": _relative(file.path, target), "kind": f.kind, "global": f.global_name, "opcode": f.opcode,
-                 "offset": f.offset, "member": f.member, "why": f.message}
-                for file in report.files for f in file.findings]
+        lines.append(
+            f"| {_relative(file.path, target)} | {file.format} | {VERDICT.get(file.verdict, file.verdict)} | {shown} |"
+        )
+    findings = [
+        {
+            "file": _relative(file.path, target),
+            "kind": f.kind,
+            "global": f.global_name,
+            "opcode": f.opcode,
+            "offset": f.offset,
+            "member": f.member,
+            "why": f.message,
+        }
+        for file in report.files
+        for f in file.findings
+    ]
     return FilesView(f"### scan: {headline}", "\n".join(lines), pd.DataFrame(findings))
 
 
@@ -87,30 +102,52 @@ def inspect_view(workspace: Workspace, path: str, upload: str | None) -> FilesVi
     except LmforgeError as error:
         return FilesView(f"**Error:** {error}", "", pd.DataFrame())
     scan = report.scan
-    verdict = (f"### inspect: safety {VERDICT.get(scan.verdict, scan.verdict)}: {scan.detail}" if scan
-               else "### inspect")
+    verdict = f"### inspect: safety {VERDICT.get(scan.verdict, scan.verdict)}: {scan.detail}" if scan else "### inspect"
     total = report.total_params or 1
-    lines = [f"- format **{report.format}**, {len(report.files)} file(s), {report.total_size_bytes / GIB:,.3f} GiB, "
-             f"{report.tensor_count:,} tensors, **{report.total_params:,} parameters**"]
+    lines = [
+        f"- format **{report.format}**, {len(report.files)} file(s), {report.total_size_bytes / GIB:,.3f} GiB, "
+        f"{report.tensor_count:,} tensors, **{report.total_params:,} parameters**"
+    ]
     if report.architecture:
         lines.append(f"- architecture {report.architecture} ({report.model_type})")
     if report.num_experts:
-        lines.append(f"- experts: {report.experts_per_token} of {report.num_experts} per token, "
-                     f"{report.active_params:,} active parameters")
-    lines.append(f"- quantization {report.quantization or 'none'}"
-                 + (f", {report.bits_per_weight:g} bits per weight" if report.bits_per_weight is not None else ""))
-    lines.append("- by dtype: " + ", ".join(f"{dtype} {count:,} ({count / total:.0%})"
-                                            for dtype, count in report.params_by_dtype.items()))
+        lines.append(
+            f"- experts: {report.experts_per_token} of {report.num_experts} per token, "
+            f"{report.active_params:,} active parameters"
+        )
+    lines.append(
+        f"- quantization {report.quantization or 'none'}"
+        + (f", {report.bits_per_weight:g} bits per weight" if report.bits_per_weight is not None else "")
+    )
+    lines.append(
+        "- by dtype: "
+        + ", ".join(f"{dtype} {count:,} ({count / total:.0%})" for dtype, count in report.params_by_dtype.items())
+    )
     components = report.params_by_component.items()
     lines.append("- by component: " + ", ".join(f"{name} {count:,}" for name, count in components))
     if report.tokenizer:
-        lines.append("- tokenizer: " + ", ".join(f"{key} {value}" for key, value in report.tokenizer.items()
-                                                if not isinstance(value, dict | list)))
+        lines.append(
+            "- tokenizer: "
+            + ", ".join(
+                f"{key} {value}" for key, value in report.tokenizer.items() if not isinstance(value, dict | list)
+            )
+        )
     lines += ["", "| runtime | loads it? | why |", "|---|---|---|"]
     lines += [f"| {r.runtime} | {'yes' if r.can_load else 'no'} | {r.reason} |" for r in report.runtimes]
     lines += [f"- note: {note}" for note in report.notes]
-    tensors = pd.DataFrame([{"tensor": t.name, "dtype": t.dtype, "shape": "×".join(map(str, t.shape)),
-                             "params": t.params, "component": t.component, "file": t.file} for t in report.tensors])
+    tensors = pd.DataFrame(
+        [
+            {
+                "tensor": t.name,
+                "dtype": t.dtype,
+                "shape": "×".join(map(str, t.shape)),
+                "params": t.params,
+                "component": t.component,
+                "file": t.file,
+            }
+            for t in report.tensors
+        ]
+    )
     return FilesView(verdict, "\n".join(lines), tensors)
 
 
@@ -129,12 +166,17 @@ def convert_view(workspace: Workspace, path: str, upload: str | None, to: str, q
         report = convert(source, destination, to=target, quant=quant if chosen == "gguf" else None, progress=False)
     except LmforgeError as error:
         return FilesView(f"**Error:** {error}", "", pd.DataFrame())
-    lines = [f"- {report.tensor_count:,} tensors, {report.params:,} parameters, {report.size_bytes / GIB:,.3f} GiB, "
-             f"{report.seconds:.1f} s", f"- checks: {report.checks}"]
+    lines = [
+        f"- {report.tensor_count:,} tensors, {report.params:,} parameters, {report.size_bytes / GIB:,.3f} GiB, "
+        f"{report.seconds:.1f} s",
+        f"- checks: {report.checks}",
+    ]
     lines += [f"- note: {note}" for note in report.notes]
     lines += [f"- skipped (not tensors): {', '.join(report.skipped)}"] if report.skipped else []
-    verdict = (f"### converted to **{report.to}**{' ' + report.quant if report.quant else ''}: `{report.destination}` "
-               f"({'read back and verified' if report.verified else 'NOT verified'})")
+    verdict = (
+        f"### converted to **{report.to}**{' ' + report.quant if report.quant else ''}: `{report.destination}` "
+        f"({'read back and verified' if report.verified else 'NOT verified'})"
+    )
     return FilesView(verdict, "\n".join(lines), pd.DataFrame({"written": report.files}))
 
 
@@ -149,10 +191,17 @@ def build(app: Any, workspace: Workspace) -> None:
 
     with gr.Row():
         with gr.Column(scale=1):
-            path = gr.Dropdown([], label="model folder or file (inside the allowed folders), or a hub id",
-                               allow_custom_value=True, elem_id="files-path")
-            upload = gr.File(label="or upload a file: it is scanned before anything else reads it", type="filepath",
-                             elem_id="files-upload")
+            path = gr.Dropdown(
+                [],
+                label="model folder or file (inside the allowed folders), or a hub id",
+                allow_custom_value=True,
+                elem_id="files-path",
+            )
+            upload = gr.File(
+                label="or upload a file: it is scanned before anything else reads it",
+                type="filepath",
+                elem_id="files-upload",
+            )
             with gr.Row():
                 inspect = gr.Button("Inspect", elem_id="files-inspect")
                 scan = gr.Button("Scan", elem_id="files-scan")
@@ -171,5 +220,6 @@ def build(app: Any, workspace: Workspace) -> None:
     upload.upload(lambda value: scan_view(workspace, "", value), upload, outputs)  # scan first, always
     inspect.click(lambda p, u: inspect_view(workspace, p, u), [path, upload], outputs)
     scan.click(lambda p, u: scan_view(workspace, p, u), [path, upload], outputs)
-    convert.click(lambda p, u, t, q, n: convert_view(workspace, p, u, t, q, n), [path, upload, to, quant, name],
-                  outputs)
+    convert.click(
+        lambda p, u, t, q, n: convert_view(workspace, p, u, t, q, n), [path, upload, to, quant, name], outputs
+    )

@@ -82,11 +82,15 @@ def launch(config_yaml: str, run_dir: Path, *, resume: bool = False) -> RunState
         log.flush()
         process = subprocess.Popen(
             ["/bin/sh", "-c", _WRAPPER, str(folder / "exit_code"), *command],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: no signal aimed at the UI reaches it
         )
-    atomic_write_json(folder / "job.json", {"pid": process.pid, "started": _create_time(process.pid),
-                                             "command": command, "resume": resume})
+    atomic_write_json(
+        folder / "job.json",
+        {"pid": process.pid, "started": _create_time(process.pid), "command": command, "resume": resume},
+    )
     return RunState("running", f"started (pid {process.pid})", pid=process.pid, from_ui=True)
 
 
@@ -94,14 +98,20 @@ def stop(run_dir: Path) -> RunState:
     """Stop a run this UI started (SIGTERM to its process group); checkpoints already written stay complete."""
     state = run_state(run_dir)
     if not state.from_ui or not state.alive or state.pid is None:
-        raise UserInputError(f"{run_dir.name} is not training from this UI ({state.detail}); "
-                             "a run started from the command line is stopped where it runs")
+        raise UserInputError(
+            f"{run_dir.name} is not training from this UI ({state.detail}); "
+            "a run started from the command line is stopped where it runs"
+        )
     atomic_write_text(ui_folder(run_dir) / "stopped", time.strftime("%Y-%m-%d %H:%M:%S\n"))
     with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
         os.killpg(state.pid, signal.SIGTERM)
     _reap(state.pid)
-    return RunState("stopped", "stopped by the user: Resume continues from its last complete checkpoint",
-                    pid=state.pid, from_ui=True)
+    return RunState(
+        "stopped",
+        "stopped by the user: Resume continues from its last complete checkpoint",
+        pid=state.pid,
+        from_ui=True,
+    )
 
 
 def run_state(run_dir: Path) -> RunState:
@@ -118,8 +128,9 @@ def run_state(run_dir: Path) -> RunState:
         return RunState("incomplete", "no result yet and no recent metrics (started outside the UI)")
     pid = int(job["pid"])
     exit_file = folder / "exit_code"
-    stopped = RunState("stopped", "stopped by the user: Resume continues from its last complete checkpoint",
-                       pid=pid, from_ui=True)
+    stopped = RunState(
+        "stopped", "stopped by the user: Resume continues from its last complete checkpoint", pid=pid, from_ui=True
+    )
     if exit_file.is_file():
         _reap(pid)
         code = exit_file.read_text().strip()
@@ -132,8 +143,13 @@ def run_state(run_dir: Path) -> RunState:
         return RunState("running", f"running (pid {pid})", pid=pid, from_ui=True, started=job.get("started"))
     if (folder / "stopped").is_file():
         return stopped
-    return RunState("interrupted", "the process ended without an exit code (killed, or the machine restarted)",
-                    error=last_error(run_dir), pid=pid, from_ui=True)
+    return RunState(
+        "interrupted",
+        "the process ended without an exit code (killed, or the machine restarted)",
+        error=last_error(run_dir),
+        pid=pid,
+        from_ui=True,
+    )
 
 
 def last_error(run_dir: Path) -> str | None:
@@ -257,8 +273,14 @@ def progress(run_dir: Path, state: RunState | None = None, window: int = 10) -> 
         verdict = diagnose(train, val)
         diagnosis = f"{verdict.verdict}: {verdict.reason}"
     return Progress(
-        records=records, train_loss=train, eval_loss=val, step=step, total_steps=total, fraction=fraction,
-        tokens_per_second=tokens_per_second, eta_seconds=eta,
+        records=records,
+        train_loss=train,
+        eval_loss=val,
+        step=step,
+        total_steps=total,
+        fraction=fraction,
+        tokens_per_second=tokens_per_second,
+        eta_seconds=eta,
         checkpoints=len(list_checkpoints(run_dir / "checkpoints")),
         planned_bytes=(planner.get("memory") or {}).get("per_gpu_bytes"),
         planned_gpu=(planner.get("gpu") or {}).get("name"),

@@ -56,9 +56,21 @@ def _spec_or_name(workspace: Workspace, model: str, config_json: str) -> Any:
     return name
 
 
-def plan_view(workspace: Workspace, model: str, config_json: str, method: str, precision: str, batch_size: int,
-              seq_len: int, grad_accum: int, recompute: str, lora_rank: int, gpu: str, gpus: int,
-              tokens: float) -> PlanView:
+def plan_view(
+    workspace: Workspace,
+    model: str,
+    config_json: str,
+    method: str,
+    precision: str,
+    batch_size: int,
+    seq_len: int,
+    grad_accum: int,
+    recompute: str,
+    lora_rank: int,
+    gpu: str,
+    gpus: int,
+    tokens: float,
+) -> PlanView:
     """The plan for the form's values; an input the planner refuses becomes its one-line error, shown in place."""
     import pandas as pd
 
@@ -66,9 +78,16 @@ def plan_view(workspace: Workspace, model: str, config_json: str, method: str, p
 
     try:
         plan = plan_training(
-            _spec_or_name(workspace, model, config_json), method=method, precision=precision,
-            micro_batch_size=int(batch_size), seq_len=int(seq_len), grad_accum=int(grad_accum), recompute=recompute,
-            lora_r=int(lora_rank), gpu=gpu or None, gpus=int(gpus) if gpus else None,
+            _spec_or_name(workspace, model, config_json),
+            method=method,
+            precision=precision,
+            micro_batch_size=int(batch_size),
+            seq_len=int(seq_len),
+            grad_accum=int(grad_accum),
+            recompute=recompute,
+            lora_r=int(lora_rank),
+            gpu=gpu or None,
+            gpus=int(gpus) if gpus else None,
             tokens=int(tokens) if tokens else None,
         )
     except (LmforgeError, ValueError) as error:
@@ -77,8 +96,14 @@ def plan_view(workspace: Workspace, model: str, config_json: str, method: str, p
     data = plan.to_dict()
     memory = data["memory"]
     breakdown = _breakdown_frame(memory["breakdown"], memory["usable_bytes"], memory["gpu_capacity_bytes"])
-    return PlanView(_verdict(plan, data), breakdown, _verdicts_frame(plan, data["verdicts"]), _cost(data["throughput"]),
-                    _rules_frame(data["rules_of_thumb"]), "\n".join(f"- {note}" for note in data["notes"]))
+    return PlanView(
+        _verdict(plan, data),
+        breakdown,
+        _verdicts_frame(plan, data["verdicts"]),
+        _cost(data["throughput"]),
+        _rules_frame(data["rules_of_thumb"]),
+        "\n".join(f"- {note}" for note in data["notes"]),
+    )
 
 
 def _verdict(plan: Any, data: dict[str, Any]) -> str:
@@ -110,8 +135,13 @@ def _breakdown_frame(breakdown: dict[str, int], usable_bytes: int, capacity_byte
     if capacity_bytes > max(usable_bytes, total):
         rows.append(("headroom (kept free)", capacity_bytes - max(usable_bytes, total)))
     rows.reverse()
-    return pd.DataFrame({"bar": ["per GPU"] * len(rows), "category": [name for name, _ in rows],
-                         "GiB": [round(value / GIB, 3) for _, value in rows]})
+    return pd.DataFrame(
+        {
+            "bar": ["per GPU"] * len(rows),
+            "category": [name for name, _ in rows],
+            "GiB": [round(value / GIB, 3) for _, value in rows],
+        }
+    )
 
 
 def _verdicts_frame(plan: Any, verdicts: list[dict[str, Any]]) -> pd.DataFrame:
@@ -122,15 +152,17 @@ def _verdicts_frame(plan: Any, verdicts: list[dict[str, Any]]) -> pd.DataFrame:
     for verdict in verdicts:
         fits = verdict["min_gpus"] is not None
         hours = verdict["hours"]
-        rows.append({
-            "GPU": verdict["gpu"] + (" (cheapest)" if verdict["gpu"] == cheapest else ""),
-            "memory": f"{verdict['memory_gib']:g} GiB",
-            "GPUs needed": verdict["min_gpus"] if fits else "does not fit",
-            "layout": verdict["layout"],
-            "per GPU": f"{verdict['per_gpu_bytes'] / GIB:,.1f} GiB" if fits else "-",
-            "time": duration_text(None if hours is None else hours * 3600),
-            "cost": money_text(verdict["cost_usd"]),
-        })
+        rows.append(
+            {
+                "GPU": verdict["gpu"] + (" (cheapest)" if verdict["gpu"] == cheapest else ""),
+                "memory": f"{verdict['memory_gib']:g} GiB",
+                "GPUs needed": verdict["min_gpus"] if fits else "does not fit",
+                "layout": verdict["layout"],
+                "per GPU": f"{verdict['per_gpu_bytes'] / GIB:,.1f} GiB" if fits else "-",
+                "time": duration_text(None if hours is None else hours * 3600),
+                "cost": money_text(verdict["cost_usd"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -139,12 +171,15 @@ def _cost(figures: dict[str, Any]) -> str:
     lines = [
         f"- **{figures['tokens']:,.0f} tokens** at {figures['mfu']:.0%} MFU on {figures['gpus']} GPU(s)",
         f"- wall time **{duration_text(figures['wall_seconds'])}**, "
-        + ("-" if gpu_hours is None else f"{gpu_hours:,.1f}") + " GPU-hours",
+        + ("-" if gpu_hours is None else f"{gpu_hours:,.1f}")
+        + " GPU-hours",
         f"- cost **{money_text(figures['cost_usd'])}**" + ("" if price is None else f" at ${price:g} per GPU-hour"),
     ]
     if rate is not None:
-        lines.append(f"- {rate:,.0f} tokens/s; one optimizer step of {figures['tokens_per_step']:,} tokens: "
-                     f"{duration_text(figures['step_seconds'])}")
+        lines.append(
+            f"- {rate:,.0f} tokens/s; one optimizer step of {figures['tokens_per_step']:,} tokens: "
+            f"{duration_text(figures['step_seconds'])}"
+        )
     return "\n".join(lines)
 
 
@@ -156,10 +191,18 @@ def _rules_frame(rules: list[dict[str, Any]]) -> pd.DataFrame:
             return "-"
         return f"{value:g} GPUs" if unit == "gpus" else f"{value / 1e9:,.1f} GB ({value / GIB:,.1f} GiB)"
 
-    return pd.DataFrame([{"rule of thumb": f"{rule['name']} ({rule['source']})", "formula": rule["formula"],
-                          "rule says": said(rule["value"], rule["unit"]),
-                          "planner says": said(rule["precise"], rule["unit"]),
-                          "why they differ": rule["why_they_differ"]} for rule in rules])
+    return pd.DataFrame(
+        [
+            {
+                "rule of thumb": f"{rule['name']} ({rule['source']})",
+                "formula": rule["formula"],
+                "rule says": said(rule["value"], rule["unit"]),
+                "planner says": said(rule["precise"], rule["unit"]),
+                "why they differ": rule["why_they_differ"],
+            }
+            for rule in rules
+        ]
+    )
 
 
 def build(app: Any, workspace: Workspace) -> None:
@@ -171,9 +214,14 @@ def build(app: Any, workspace: Workspace) -> None:
 
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown([spec.name for spec in list_catalog()], value=DEFAULT_MODEL, label="model",
-                                info="a catalog name, a hub id, or a local model folder / config.json path",
-                                allow_custom_value=True, elem_id="plan-model")
+            model = gr.Dropdown(
+                [spec.name for spec in list_catalog()],
+                value=DEFAULT_MODEL,
+                label="model",
+                info="a catalog name, a hub id, or a local model folder / config.json path",
+                allow_custom_value=True,
+                elem_id="plan-model",
+            )
             with gr.Accordion("or paste a config.json", open=False):
                 config_json = gr.Code(language="json", label="config.json", lines=6, elem_id="plan-config")
             method = gr.Radio(list(METHODS), value="lora", label="method", elem_id="plan-method")
@@ -184,22 +232,36 @@ def build(app: Any, workspace: Workspace) -> None:
                 grad_accum = gr.Number(1, label="grad accumulation", precision=0, minimum=1)
             recompute = gr.Radio(list(RECOMPUTE), value="full", label="activation recomputation")
             lora_rank = gr.Number(TrainingSetup.lora_r, label="LoRA rank", precision=0, minimum=1)
-            gpu = gr.Dropdown([card.name for card in list_accelerators()], value=DEFAULT_GPU, label="GPU type",
-                              elem_id="plan-gpu")
+            gpu = gr.Dropdown(
+                [card.name for card in list_accelerators()], value=DEFAULT_GPU, label="GPU type", elem_id="plan-gpu"
+            )
             with gr.Row():
                 gpus = gr.Number(0, label="GPUs (0: the fewest that fit)", precision=0, minimum=0)
                 tokens = gr.Number(1e9, label="training tokens")
         with gr.Column(scale=2):
             verdict = gr.Markdown(elem_id="plan-verdict")
-            breakdown = gr.BarPlot(x="bar", y="GiB", color="category", title="memory per GPU (GiB)", height=320,
-                                   elem_id="plan-breakdown")
+            breakdown = gr.BarPlot(
+                x="bar", y="GiB", color="category", title="memory per GPU (GiB)", height=320, elem_id="plan-breakdown"
+            )
             cost = gr.Markdown(elem_id="plan-cost")
             notes = gr.Markdown()
     verdicts = gr.Dataframe(label="every GPU type: the fewest that fit", elem_id="plan-verdicts", wrap=True)
     rules = gr.Dataframe(label="the seeds' rules of thumb beside the precise figure", wrap=True)
 
-    inputs = [model, config_json, method, precision, batch, seq_len, grad_accum, recompute, lora_rank, gpu, gpus,
-              tokens]
+    inputs = [
+        model,
+        config_json,
+        method,
+        precision,
+        batch,
+        seq_len,
+        grad_accum,
+        recompute,
+        lora_rank,
+        gpu,
+        gpus,
+        tokens,
+    ]
 
     def update(*values: Any) -> PlanView:
         return plan_view(workspace, *values)

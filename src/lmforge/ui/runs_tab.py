@@ -43,20 +43,24 @@ def runs_table(workspace: Workspace) -> pd.DataFrame:
         config = _config(run_dir)
         state = jobs.run_state(run_dir)
         figures = jobs.progress(run_dir, state)
-        rows.append({
-            "run": _name(workspace, run_dir),
-            "stage": config.get("stage", "?"),
-            "method": (config.get("method") or {}).get("name", "?"),
-            "state": state.state,
-            "step": figures.step,
-            "loss": round(figures.train_loss[-1][1], 4) if figures.train_loss else None,
-            "validation loss": round(figures.eval_loss[-1][1], 4) if figures.eval_loss else None,
-            "fit": (figures.diagnosis or "").split(":")[0],
-            "changed": time.strftime("%Y-%m-%d %H:%M", time.localtime((run_dir / "config.yaml").stat().st_mtime))
-            if (run_dir / "config.yaml").is_file() else "",
-        })
-    return pd.DataFrame(rows, columns=["run", "stage", "method", "state", "step", "loss", "validation loss", "fit",
-                                       "changed"])
+        rows.append(
+            {
+                "run": _name(workspace, run_dir),
+                "stage": config.get("stage", "?"),
+                "method": (config.get("method") or {}).get("name", "?"),
+                "state": state.state,
+                "step": figures.step,
+                "loss": round(figures.train_loss[-1][1], 4) if figures.train_loss else None,
+                "validation loss": round(figures.eval_loss[-1][1], 4) if figures.eval_loss else None,
+                "fit": (figures.diagnosis or "").split(":")[0],
+                "changed": time.strftime("%Y-%m-%d %H:%M", time.localtime((run_dir / "config.yaml").stat().st_mtime))
+                if (run_dir / "config.yaml").is_file()
+                else "",
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["run", "stage", "method", "state", "step", "loss", "validation loss", "fit", "changed"]
+    )
 
 
 class RunDetails(NamedTuple):
@@ -83,8 +87,10 @@ def run_details(workspace: Workspace, run: str) -> RunDetails:
     result = run_dir / "result.json"
     if result.is_file():
         data = json.loads(result.read_text())
-        lines.append(f"{data['stage']} / {data['method']}: {data['steps']} steps, {data['trainable_params']:,} of "
-                     f"{data['total_params']:,} parameters trained")
+        lines.append(
+            f"{data['stage']} / {data['method']}: {data['steps']} steps, {data['trainable_params']:,} of "
+            f"{data['total_params']:,} parameters trained"
+        )
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {value:.6g} |" for key, value in data["final_metrics"].items()]
         if data.get("diagnosis"):
@@ -93,9 +99,13 @@ def run_details(workspace: Workspace, run: str) -> RunDetails:
     card = run_dir / "final" / "README.md"
     config = run_dir / "config.yaml"
     card_text = card.read_text(encoding="utf-8") if card.is_file() else "*no model card yet (the run has not finished)*"
-    return RunDetails("\n".join(lines), curve_frame(jobs.progress(run_dir)), str(plot) if plot.is_file() else None,
-                      card_text,
-                      config.read_text(encoding="utf-8") if config.is_file() else "")
+    return RunDetails(
+        "\n".join(lines),
+        curve_frame(jobs.progress(run_dir)),
+        str(plot) if plot.is_file() else None,
+        card_text,
+        config.read_text(encoding="utf-8") if config.is_file() else "",
+    )
 
 
 class Comparison(NamedTuple):
@@ -116,8 +126,12 @@ def compare_runs(workspace: Workspace, first: str, second: str) -> Comparison:
         name = _name(workspace, run_dir)
         config = _config(run_dir)
         figures = jobs.progress(run_dir)
-        column = {f"{section}.{key}": value for section in ("model", "data", "method", "train")
-                  for key, value in (config.get(section) or {}).items() if not isinstance(value, dict)}
+        column = {
+            f"{section}.{key}": value
+            for section in ("model", "data", "method", "train")
+            for key, value in (config.get(section) or {}).items()
+            if not isinstance(value, dict)
+        }
         column["stage"] = config.get("stage")
         column["steps logged"] = figures.step
         column["last loss"] = figures.train_loss[-1][1] if figures.train_loss else None
@@ -147,8 +161,9 @@ def build(app: Any, workspace: Workspace) -> None:
         with gr.Column():
             run = gr.Dropdown([], label="run", allow_custom_value=True, elem_id="runs-run")
             summary = gr.Markdown(elem_id="runs-summary")
-            run_curves = gr.LinePlot(x="step", y="loss", color="series", title="loss", height=280,
-                                     elem_id="runs-curves")
+            run_curves = gr.LinePlot(
+                x="step", y="loss", color="series", title="loss", height=280, elem_id="runs-curves"
+            )
             with gr.Accordion("plots/loss.png (written when the run finishes)", open=False):
                 plot = gr.Image(show_label=False, type="filepath", height=300)
         with gr.Column():

@@ -29,9 +29,22 @@ if TYPE_CHECKING:
 GIB = 1024**3
 # Keys shown on the form itself; every other key of the schema is folded under "advanced", or under the stage's
 # own settings (its section is named after the stage), so a key the config gains shows up without a change here.
-MAIN = ("stage", "model.path", "data.train", "data.eval", "method.name", "data.max_len", "train.max_steps",
-        "train.epochs", "train.micro_batch_size", "train.grad_accum", "train.learning_rate", "train.eval_every",
-        "train.save_every", "train.precision")
+MAIN = (
+    "stage",
+    "model.path",
+    "data.train",
+    "data.eval",
+    "method.name",
+    "data.max_len",
+    "train.max_steps",
+    "train.epochs",
+    "train.micro_batch_size",
+    "train.grad_accum",
+    "train.learning_rate",
+    "train.eval_every",
+    "train.save_every",
+    "train.precision",
+)
 STAGE_SECTIONS = ("dpo", "rlhf", "distill", "mlm")
 # Keys the form does not offer: `out` is the run name; the UI never runs code from a model's files (no trusted
 # pickle, no repo code), so a config that needs either is for `lmforge train` after reading that code.
@@ -223,8 +236,10 @@ def form_values(workspace: Workspace, config_path: str) -> tuple[str, dict[str, 
     config = load_config(config_path).model_dump(mode="json")
     trusted = [key for key in NOT_ON_FORM[1:] if config["model"][key.split(".")[1]]]
     if trusted:
-        raise UserInputError(f"{config_path} sets {' and '.join(trusted)}: the UI never runs code from a model's "
-                             "files; read that code, then run this config with lmforge train")
+        raise UserInputError(
+            f"{config_path} sets {' and '.join(trusted)}: the UI never runs code from a model's "
+            "files; read that code, then run this config with lmforge train"
+        )
     values: dict[str, Any] = {}
     for field in all_fields():
         value: Any = config
@@ -282,20 +297,25 @@ def status_markdown(run_dir: Path, state: jobs.RunState, figures: jobs.Progress)
     done = f" ({figures.fraction:.0%})" if figures.fraction is not None else ""
     lines.append(f"step **{figures.step}**{total}{done} · {figures.checkpoints} checkpoint(s)")
     if figures.train_loss:
-        lines.append(f"loss {figures.train_loss[-1][1]:.4f}"
-                     + (f" · validation {figures.eval_loss[-1][1]:.4f}" if figures.eval_loss else ""))
+        lines.append(
+            f"loss {figures.train_loss[-1][1]:.4f}"
+            + (f" · validation {figures.eval_loss[-1][1]:.4f}" if figures.eval_loss else "")
+        )
     if state.alive and figures.tokens_per_second is not None:
         eta = f" · ETA {duration_text(figures.eta_seconds)}" if figures.eta_seconds is not None else ""
         lines.append(f"{figures.tokens_per_second:,.0f} tokens/s{eta}")
     memory = []
     if figures.planned_bytes:
-        memory.append(f"planned {figures.planned_bytes / GIB:,.2f} GiB per GPU"
-                      + (f" ({figures.planned_gpu})" if figures.planned_gpu else ""))
+        memory.append(
+            f"planned {figures.planned_bytes / GIB:,.2f} GiB per GPU"
+            + (f" ({figures.planned_gpu})" if figures.planned_gpu else "")
+        )
     if figures.measured_bytes:
         memory.append(f"measured peak {figures.measured_bytes / GIB:,.2f} GiB (torch.cuda.max_memory_allocated)")
     elif figures.resident_bytes:
-        memory.append(f"process memory now {figures.resident_bytes / GIB:,.2f} GiB (RSS; GPU peaks are measured "
-                      "on CUDA runs)")
+        memory.append(
+            f"process memory now {figures.resident_bytes / GIB:,.2f} GiB (RSS; GPU peaks are measured on CUDA runs)"
+        )
     if memory:
         lines.append("memory: " + " · ".join(memory))
     if figures.diagnosis:
@@ -402,8 +422,15 @@ def build(app: Any, workspace: Workspace) -> None:
         models = [str(p) for p in workspace.model_folders()]
         data = list(BUILTIN_DATASETS) + [str(p) for p in workspace.data_files()]
         tokenizers = [str(p) for p in workspace.tokenizer_folders()]
-        choices = {"init_from": models, "model.path": models, "model.tokenizer": tokenizers, "data.train": data,
-                   "data.eval": data, "rlhf.reward_model": models, "distill.teacher": models}
+        choices = {
+            "init_from": models,
+            "model.path": models,
+            "model.tokenizer": tokenizers,
+            "data.train": data,
+            "data.eval": data,
+            "rlhf.reward_model": models,
+            "distill.teacher": models,
+        }
         return [gr.update(choices=choices[key]) for key in PATHS]
 
     def on_show(*values: Any) -> FormResult:

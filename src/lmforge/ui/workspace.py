@@ -21,8 +21,22 @@ MAX_ENTRIES = 20_000  # directory entries one walk reads at most
 # Folders that hold environments or caches, never something a user picks.
 _SKIPPED = {".venv", "venv", "node_modules", "__pycache__", "site-packages"}
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt")
-MODEL_FILE_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".onnx", ".npy",
-                       ".npz", ".zip", ".tar", ".gz")
+MODEL_FILE_SUFFIXES = (
+    ".safetensors",
+    ".gguf",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".pkl",
+    ".pickle",
+    ".onnx",
+    ".npy",
+    ".npz",
+    ".zip",
+    ".tar",
+    ".gz",
+)
 
 
 def is_run_folder(path: Path) -> bool:
@@ -67,8 +81,9 @@ class Workspace:
         resolved = Path(text).expanduser().resolve()
         if not self.contains(resolved):
             allowed = ", ".join(str(root) for root in self.roots)
-            raise UserInputError(f"{text} is outside the folders this UI may use ({allowed}); "
-                                 "start it with --allow FOLDER to add one")
+            raise UserInputError(
+                f"{text} is outside the folders this UI may use ({allowed}); start it with --allow FOLDER to add one"
+            )
         if must_exist and not resolved.exists():
             raise NotFoundError(f"{text} does not exist")
         return resolved
@@ -128,27 +143,50 @@ class Workspace:
 
     def tokenizer_folders(self) -> list[Path]:
         """Folders a tokenizer loads from (a model folder with one, or a run whose final/ has one)."""
-        return [folder for folder in self.model_folders() if (folder / "tokenizer_config.json").is_file()
-                or (folder / "final" / "tokenizer_config.json").is_file()]
+        return [
+            folder
+            for folder in self.model_folders()
+            if (folder / "tokenizer_config.json").is_file() or (folder / "final" / "tokenizer_config.json").is_file()
+        ]
 
     def data_files(self) -> list[Path]:
         """Files `lmforge data` reads (by suffix), outside run internals and environments."""
-        return [folder / name for folder, _, files in self._walk() if not is_run_folder(folder)
-                and not _is_model_folder(folder) for name in files
-                if name.endswith(DATA_SUFFIXES) and not name.startswith(".") and name not in _NOT_DATA]
+        return [
+            folder / name
+            for folder, _, files in self._walk()
+            if not is_run_folder(folder) and not _is_model_folder(folder)
+            for name in files
+            if name.endswith(DATA_SUFFIXES) and not name.startswith(".") and name not in _NOT_DATA
+        ]
 
     def model_files(self) -> list[Path]:
         """What the Files tab offers: model folders and weight files (by suffix; the scanner never trusts one)."""
-        files = [folder / name for folder, _, names in self._walk() for name in names
-                 if name.endswith(MODEL_FILE_SUFFIXES) and not name.startswith(".")]
+        files = [
+            folder / name
+            for folder, _, names in self._walk()
+            for name in names
+            if name.endswith(MODEL_FILE_SUFFIXES) and not name.startswith(".")
+        ]
         folders = [folder / "final" if is_run_folder(folder) else folder for folder in self.model_folders()]
         return sorted({path for path in folders + files if path.exists()})
 
 
 # JSON files that belong to a model or a run, not datasets.
-_NOT_DATA = {"config.json", "adapter_config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-             "special_tokens_map.json", "plan.json", "result.json", "summary.json", "job.json",
-             "model.safetensors.index.json", "pytorch_model.bin.index.json", "trainer_state.json"}
+_NOT_DATA = {
+    "config.json",
+    "adapter_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "plan.json",
+    "result.json",
+    "summary.json",
+    "job.json",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "trainer_state.json",
+}
 
 
 def _changed(folder: Path) -> float:

@@ -67,20 +67,34 @@ def convert(
         raise UserInputError(f"--pre-tokenizer applies to GGUF output only, not {target}")
     if adapter_path is not None and target != "merged":
         raise UserInputError(f"--adapter is for merging a LoRA adapter (--to merged), not {target}")
-    if target in ("gguf", "onnx") and (source / "adapter_config.json").is_file() \
-            and not (source / "config.json").is_file():
+    if (
+        target in ("gguf", "onnx")
+        and (source / "adapter_config.json").is_file()
+        and not (source / "config.json").is_file()
+    ):
         return _merged_then(source, destination, target, quant, trust_pickle, progress)
 
     if target == "safetensors":
         from lmforge.files.convert.to_safetensors import to_safetensors
 
-        return to_safetensors(source, destination, shard_size_bytes=parse_size_bytes(shard_size),
-                              trust_pickle=trust_pickle, progress=progress)
+        return to_safetensors(
+            source,
+            destination,
+            shard_size_bytes=parse_size_bytes(shard_size),
+            trust_pickle=trust_pickle,
+            progress=progress,
+        )
     if target == "gguf":
         from lmforge.files.convert.to_gguf import to_gguf
 
-        return to_gguf(source, destination, quant=quant or "f16", pre_tokenizer=pre_tokenizer,
-                       trust_pickle=trust_pickle, progress=progress)
+        return to_gguf(
+            source,
+            destination,
+            quant=quant or "f16",
+            pre_tokenizer=pre_tokenizer,
+            trust_pickle=trust_pickle,
+            progress=progress,
+        )
     if target == "onnx":
         from lmforge.files.convert.to_onnx import to_onnx
 
@@ -90,8 +104,9 @@ def convert(
     return merge_lora(source, destination, adapter=adapter_path, trust_pickle=trust_pickle, progress=progress)
 
 
-def _merged_then(adapter: Path, destination: Path, target: str, quant: str | None, trust_pickle: bool,
-                 progress: bool) -> ConvertReport:
+def _merged_then(
+    adapter: Path, destination: Path, target: str, quant: str | None, trust_pickle: bool, progress: bool
+) -> ConvertReport:
     """GGUF and ONNX hold whole models: a LoRA adapter is merged into its base first (in a temporary folder
     beside DST, removed afterwards), then that model is converted."""
     import tempfile
@@ -101,10 +116,14 @@ def _merged_then(adapter: Path, destination: Path, target: str, quant: str | Non
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lmforge-merge-", dir=destination.parent) as scratch:
         merged = merge_lora(adapter, Path(scratch) / "merged", trust_pickle=trust_pickle, progress=progress)
-        report = convert(Path(scratch) / "merged", destination, to=target, quant=quant, trust_pickle=trust_pickle,
-                         progress=progress)
+        report = convert(
+            Path(scratch) / "merged", destination, to=target, quant=quant, trust_pickle=trust_pickle, progress=progress
+        )
     report.source = str(adapter)
     report.checks = {**merged.checks, **report.checks}
-    report.notes.insert(0, f"{adapter} is a LoRA adapter: merged into its base {merged.checks['base']} first "
-                           f"(logits within {merged.checks['max_abs_logit_difference']:.1e}), then converted")
+    report.notes.insert(
+        0,
+        f"{adapter} is a LoRA adapter: merged into its base {merged.checks['base']} first "
+        f"(logits within {merged.checks['max_abs_logit_difference']:.1e}), then converted",
+    )
     return report

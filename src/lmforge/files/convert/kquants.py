@@ -141,8 +141,11 @@ def _scale_min_blocks(blocks: Any, nmax: int, rmin: float, rdelta: float, nstep:
     sub_d = d.astype(f32)[:, None] * ls.astype(f32)
     sub_m = dmin.astype(f32)[:, None] * lm.astype(f32)
     nonzero = sub_d != 0
-    requantized = np.clip(_rint((blocks.reshape(count, 8, 32) + sub_m[:, :, None])
-                                / np.where(nonzero, sub_d, f32(1))[:, :, None]), 0, nmax)
+    requantized = np.clip(
+        _rint((blocks.reshape(count, 8, 32) + sub_m[:, :, None]) / np.where(nonzero, sub_d, f32(1))[:, :, None]),
+        0,
+        nmax,
+    )
     levels = np.where(nonzero[:, :, None], requantized, levels).astype(np.uint8).reshape(count, QK_K)
     return d, dmin, _pack_scales_mins(ls, lm), levels
 
@@ -169,8 +172,7 @@ def quantize_q5_k(blocks: Any) -> Any:
     shifts = (2 * np.arange(4, dtype=np.uint8))[None, :, None]
     qh = ((high[:, :, 0, :] << shifts) | (high[:, :, 1, :] << (shifts + 1))).astype(np.uint8)
     qh = np.bitwise_or.reduce(qh, axis=1)
-    return np.concatenate([d.view(np.uint8).reshape(-1, 2), dmin.view(np.uint8).reshape(-1, 2), scales, qh, qs],
-                          axis=1)
+    return np.concatenate([d.view(np.uint8).reshape(-1, 2), dmin.view(np.uint8).reshape(-1, 2), scales, qh, qs], axis=1)
 
 
 def quantize_q6_k(blocks: Any) -> Any:
@@ -193,10 +195,11 @@ def quantize_q6_k(blocks: Any) -> Any:
     levels = np.where(nonzero[:, :, None], requantized + 32, levels)
     levels = np.where(zero[:, None, None], 0, levels).astype(np.uint8).reshape(count, 2, 4, 32)  # 128-halves
     low = levels & 0xF
-    ql = np.concatenate([low[:, :, 0, :] | (low[:, :, 2, :] << 4), low[:, :, 1, :] | (low[:, :, 3, :] << 4)],
-                        axis=2).reshape(count, 128)
+    ql = np.concatenate(
+        [low[:, :, 0, :] | (low[:, :, 2, :] << 4), low[:, :, 1, :] | (low[:, :, 3, :] << 4)], axis=2
+    ).reshape(count, 128)
     high = levels >> 4
-    qh = (high[:, :, 0, :] | (high[:, :, 1, :] << 2) | (high[:, :, 2, :] << 4) | (high[:, :, 3, :] << 6))
+    qh = high[:, :, 0, :] | (high[:, :, 1, :] << 2) | (high[:, :, 2, :] << 4) | (high[:, :, 3, :] << 6)
     return np.concatenate([ql, qh.reshape(count, 64), codes.view(np.uint8), d.view(np.uint8).reshape(-1, 2)], axis=1)
 
 
@@ -210,7 +213,7 @@ def quantize_k(data: Any, qtype: Any) -> Any:
 
     quantize = _QUANTIZERS[qtype.name]
     rows = np.ascontiguousarray(data, dtype=np.float32).reshape(-1, QK_K)
-    parts = [quantize(rows[start:start + _CHUNK_BLOCKS]) for start in range(0, rows.shape[0], _CHUNK_BLOCKS)]
+    parts = [quantize(rows[start : start + _CHUNK_BLOCKS]) for start in range(0, rows.shape[0], _CHUNK_BLOCKS)]
     encoded = np.concatenate(parts, axis=0)
     return encoded.reshape(*data.shape[:-1], data.shape[-1] // QK_K * encoded.shape[1])
 
@@ -242,8 +245,11 @@ def k_mix_type(name: str, shape: tuple[int, ...], mix: str, layers: int, has_out
     layer = int(layer_match.group(1)) if layer_match else 0
     if name == "output.weight" or (not has_output and name == "token_embd.weight"):
         chosen = "Q8_0" if row % QK_K else "Q6_K"
-    elif mix in ("q4_k_m", "q5_k_m") and ("attn_v.weight" in name or "ffn_down" in name) \
-            and _use_more_bits(layer, layers):
+    elif (
+        mix in ("q4_k_m", "q5_k_m")
+        and ("attn_v.weight" in name or "ffn_down" in name)
+        and _use_more_bits(layer, layers)
+    ):
         chosen = "Q6_K"
     elif mix == "q4_k_m" and "attn_qkv.weight" in name:
         chosen = "Q5_K"

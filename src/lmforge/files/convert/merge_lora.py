@@ -26,23 +26,40 @@ from lmforge.files.safe_load import check_model_folder
 from lmforge.runtime import no_hub_kernels
 
 TOLERANCE = 1e-4  # max |merged - unmerged| logits in float32
-_TASK_CLASSES = {"CAUSAL_LM": "AutoModelForCausalLM", "SEQ_CLS": "AutoModelForSequenceClassification",
-                 "TOKEN_CLS": "AutoModelForTokenClassification", "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM"}
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                    "vocab.json", "merges.txt", "vocab.txt", "chat_template.jinja", "added_tokens.json")
+_TASK_CLASSES = {
+    "CAUSAL_LM": "AutoModelForCausalLM",
+    "SEQ_CLS": "AutoModelForSequenceClassification",
+    "TOKEN_CLS": "AutoModelForTokenClassification",
+    "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
+}
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "chat_template.jinja",
+    "added_tokens.json",
+)
 
 
 def resolve_pair(source: Path, adapter: Path | None) -> tuple[Path, Path]:
     """(base folder, adapter folder) from `convert ADAPTER DST` or `convert BASE DST --adapter ADAPTER`."""
     if adapter is None:
         if not (source / "adapter_config.json").is_file():
-            raise UserInputError(f"{source} is not a LoRA adapter folder (no adapter_config.json); "
-                                 "pass the base model as SRC and the adapter with --adapter")
+            raise UserInputError(
+                f"{source} is not a LoRA adapter folder (no adapter_config.json); "
+                "pass the base model as SRC and the adapter with --adapter"
+            )
         adapter = source
         named = read_json(source / "adapter_config.json").get("base_model_name_or_path")
         if not named or not Path(named).is_dir():
-            raise NotFoundError(f"the adapter's base model {named!r} is not a local folder; "
-                                "pass it as SRC with --adapter pointing at the adapter")
+            raise NotFoundError(
+                f"the adapter's base model {named!r} is not a local folder; "
+                "pass it as SRC with --adapter pointing at the adapter"
+            )
         base = Path(named)
     else:
         base = source
@@ -57,8 +74,10 @@ def refuse_quantized(base: Path) -> None:
     quantization = read_json(base / "config.json").get("quantization_config")
     if quantization:
         method = quantization.get("quant_method", "quantized") if isinstance(quantization, dict) else "quantized"
-        raise UserInputError(f"the base model {base} is {method}-quantized; merging into quantized weights loses the "
-                             "adapter's update: dequantize the base first (load it in bf16/fp16 and save it), then merge")
+        raise UserInputError(
+            f"the base model {base} is {method}-quantized; merging into quantized weights loses the "
+            "adapter's update: dequantize the base first (load it in bf16/fp16 and save it), then merge"
+        )
 
 
 def _probe_logits(model: Any) -> Any:
@@ -89,35 +108,41 @@ def _run_record(adapter: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     return (config, result) if isinstance(config, dict) and isinstance(result, dict) else None
 
 
-def merged_card(base: Path, adapter: Path, adapter_config: dict[str, Any], difference: float, destination: Path,
-                class_name: str) -> str:
+def merged_card(
+    base: Path, adapter: Path, adapter_config: dict[str, Any], difference: float, destination: Path, class_name: str
+) -> str:
     """The merged model's README.md: what was merged into what, and the adapter's training as its run recorded it."""
     name = adapter.resolve().parent.name if adapter.name == "final" else adapter.name
     targets = adapter_config.get("target_modules")
     targets = ", ".join(sorted(targets)) if isinstance(targets, list) else targets
-    lines = [f"- Base model: {base.resolve()}",
-             f"- Adapter: {adapter.resolve()} ({adapter_config.get('peft_type', 'LORA')}, r {adapter_config.get('r')}, "
-             f"alpha {adapter_config.get('lora_alpha')}, targets {targets})",
-             f"- Check: logits of the merged model equal base + adapter within {difference:.1e} (tolerance "
-             f"{TOLERANCE})"]
+    lines = [
+        f"- Base model: {base.resolve()}",
+        f"- Adapter: {adapter.resolve()} ({adapter_config.get('peft_type', 'LORA')}, r {adapter_config.get('r')}, "
+        f"alpha {adapter_config.get('lora_alpha')}, targets {targets})",
+        f"- Check: logits of the merged model equal base + adapter within {difference:.1e} (tolerance {TOLERANCE})",
+    ]
     record = _run_record(adapter)
     stage = method = None
     if record is None:
-        lines.append("- Training: not recorded (the adapter is not in an lmforge run folder); "
-                     f"see {adapter / 'README.md'}")
+        lines.append(
+            f"- Training: not recorded (the adapter is not in an lmforge run folder); see {adapter / 'README.md'}"
+        )
     else:
         config, result = record
         stage, method = config.get("stage"), (config.get("method") or {}).get("name")
         data, train = config.get("data") or {}, config.get("train") or {}
-        lines.append(f"- Adapter's training: stage {stage}, method {method}, data {data.get('train')}, "
-                     f"{result.get('steps', '?')} steps at learning rate {train.get('learning_rate')}")
+        lines.append(
+            f"- Adapter's training: stage {stage}, method {method}, data {data.get('train')}, "
+            f"{result.get('steps', '?')} steps at learning rate {train.get('learning_rate')}"
+        )
         diagnosis = result.get("diagnosis") or {}
         if diagnosis:
             lines.append(f"- Diagnosis: {diagnosis.get('verdict')}: {diagnosis.get('reason')}")
     metrics = (record[1].get("final_metrics") or {}) if record else {}
     table = "\n".join(f"| {key} | {value:.6g} |" for key, value in metrics.items() if isinstance(value, int | float))
     tags = ", ".join(str(tag) for tag in ("lmforge", "merged-lora", stage, method) if tag)
-    return f"""---
+    return (
+        f"""---
 library_name: transformers
 base_model: {base.resolve()}
 tags: [{tags}]
@@ -128,13 +153,19 @@ The LoRA adapter merged into its base with `lmforge convert` (peft merge_and_unl
 loads without peft.
 
 {chr(10).join(lines)}
-""" + (f"""
+"""
+        + (
+            f"""
 ## The adapter's final metrics
 
 | metric | value |
 |---|---|
 {table}
-""" if table else "") + f"""
+"""
+            if table
+            else ""
+        )
+        + f"""
 ## Load
 
 ```python
@@ -142,10 +173,12 @@ from transformers import {class_name}
 model = {class_name}.from_pretrained('{destination.resolve()}')
 ```
 """
+    )
 
 
-def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, trust_pickle: bool = False,
-               progress: bool = True) -> ConvertReport:
+def merge_lora(
+    source: Path, destination: Path, *, adapter: Path | None = None, trust_pickle: bool = False, progress: bool = True
+) -> ConvertReport:
     """Merge the LoRA adapter into its base and save base+adapter as one safetensors model folder."""
     no_hub_kernels()
     import transformers
@@ -156,8 +189,10 @@ def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, 
     refuse_quantized(base)
     adapter_config = read_json(adapter / "adapter_config.json")
     if adapter_config.get("peft_type", "LORA") not in ("LORA", "ADALORA", "LOHA", "LOKR", "IA3"):
-        raise UserInputError(f"{adapter} is a {adapter_config.get('peft_type')} adapter; only mergeable adapters "
-                             "(LoRA and its variants) can be merged")
+        raise UserInputError(
+            f"{adapter} is a {adapter_config.get('peft_type')} adapter; only mergeable adapters "
+            "(LoRA and its variants) can be merged"
+        )
     # Pickle weights (pytorch_model.bin, adapter_model.bin) pass the scanner before anything loads them.
     use_safetensors = check_model_folder(base, trust_pickle=trust_pickle)
     check_model_folder(adapter, trust_pickle=trust_pickle)
@@ -165,8 +200,9 @@ def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, 
 
     with progress_bar("merging adapter", 3, progress) as advance:
         try:
-            model = model_class.from_pretrained(base, dtype="auto", local_files_only=True,
-                                                use_safetensors=use_safetensors)
+            model = model_class.from_pretrained(
+                base, dtype="auto", local_files_only=True, use_safetensors=use_safetensors
+            )
             peft_model = PeftModel.from_pretrained(model, adapter, local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             raise FormatError(f"cannot load {adapter} onto {base}: {str(error).splitlines()[0]}") from None
@@ -189,8 +225,10 @@ def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, 
             reloaded = model_class.from_pretrained(folder, dtype="auto", local_files_only=True).eval()
             difference = max(difference, float((_probe_logits(reloaded) - unmerged).abs().max()))
             if difference > TOLERANCE * max(1.0, float(unmerged.abs().max())):
-                raise FormatError(f"the saved merged model's outputs differ from base+adapter by {difference:.2e}; "
-                                  f"nothing was written to {destination}")
+                raise FormatError(
+                    f"the saved merged model's outputs differ from base+adapter by {difference:.2e}; "
+                    f"nothing was written to {destination}"
+                )
             # The base's card (copied above) describes the base; the merged model gets its own.
             card = merged_card(base, adapter, adapter_config, difference, destination, model_class.__name__)
             (folder / "README.md").write_text(card, encoding="utf-8")
@@ -198,12 +236,26 @@ def merge_lora(source: Path, destination: Path, *, adapter: Path | None = None, 
 
     written = sorted(str(path) for path in destination.glob("*.safetensors"))
     return ConvertReport(
-        source=str(source), destination=str(destination), to="merged", quant=None,
-        files=written + ([str(destination / "model.safetensors.index.json")]
-                         if (destination / "model.safetensors.index.json").is_file() else []),
-        tensor_count=len(merged.state_dict()), params=sum(p.numel() for p in merged.parameters()),
-        size_bytes=sum(Path(path).stat().st_size for path in written), seconds=time.perf_counter() - started,
-        verified=True, copied=copied,
-        checks={"base": str(base), "adapter": str(adapter), "max_abs_logit_difference": difference,
-                "tolerance": TOLERANCE},
+        source=str(source),
+        destination=str(destination),
+        to="merged",
+        quant=None,
+        files=written
+        + (
+            [str(destination / "model.safetensors.index.json")]
+            if (destination / "model.safetensors.index.json").is_file()
+            else []
+        ),
+        tensor_count=len(merged.state_dict()),
+        params=sum(p.numel() for p in merged.parameters()),
+        size_bytes=sum(Path(path).stat().st_size for path in written),
+        seconds=time.perf_counter() - started,
+        verified=True,
+        copied=copied,
+        checks={
+            "base": str(base),
+            "adapter": str(adapter),
+            "max_abs_logit_difference": difference,
+            "tolerance": TOLERANCE,
+        },
     )

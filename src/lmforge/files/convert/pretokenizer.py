@@ -67,7 +67,7 @@ def llama_cpp_split(text: str, name: str) -> list[str]:
             start = 0
             for match in compiled.finditer(piece):
                 if match.start() > start:
-                    split.append(piece[start:match.start()])
+                    split.append(piece[start : match.start()])
                 if match.end() > match.start():
                     split.append(match.group())
                 start = match.end()
@@ -112,8 +112,11 @@ def match_pre_tokenizer(tokenizer: Any) -> PreTokenizerMatch:
     for text in texts:
         split = hf_split(tokenizer, text)
         if split is None:
-            return PreTokenizerMatch(None, "none", "the tokenizer has no pre-tokenizer llama.cpp can mirror "
-                                     "(or a normalizer that changes text)")
+            return PreTokenizerMatch(
+                None,
+                "none",
+                "the tokenizer has no pre-tokenizer llama.cpp can mirror (or a normalizer that changes text)",
+            )
         expected.append(split)
     best_name, best_matched = "", -1
     for name in facts["splits"]:
@@ -122,9 +125,14 @@ def match_pre_tokenizer(tokenizer: Any) -> PreTokenizerMatch:
             return PreTokenizerMatch(name, "split", f"{len(texts)} probe texts split identically")
         if matched > best_matched:
             best_name, best_matched = name, matched
-    text, split = next((text, split) for text, split in zip(texts, expected, strict=True)
-                       if llama_cpp_split(text, best_name) != split)
+    text, split = next(
+        (text, split) for text, split in zip(texts, expected, strict=True) if llama_cpp_split(text, best_name) != split
+    )
     ours = llama_cpp_split(text, best_name)
     index = next((i for i, (a, b) in enumerate(zip(split, ours)) if a != b), min(len(split), len(ours)))
-    return PreTokenizerMatch(None, "none", f"the closest, llama.cpp's {best_name!r}, splits {ours[index:index + 3]!r} "
-                                           f"where the tokenizer splits {split[index:index + 3]!r}")
+    return PreTokenizerMatch(
+        None,
+        "none",
+        f"the closest, llama.cpp's {best_name!r}, splits {ours[index : index + 3]!r} "
+        f"where the tokenizer splits {split[index : index + 3]!r}",
+    )

@@ -56,17 +56,27 @@ def _gguf_types() -> dict[str, tuple[Any, Any]]:
     import gguf
 
     q, f = gguf.GGMLQuantizationType, gguf.LlamaFileType
-    return {"f32": (q.F32, f.ALL_F32), "f16": (q.F16, f.MOSTLY_F16), "bf16": (q.BF16, f.MOSTLY_BF16),
-            "q8_0": (q.Q8_0, f.MOSTLY_Q8_0), "q4_0": (q.Q4_0, f.MOSTLY_Q4_0),
-            "q4_k_m": (q.Q4_K, f.MOSTLY_Q4_K_M), "q5_k_m": (q.Q5_K, f.MOSTLY_Q5_K_M), "q6_k": (q.Q6_K, f.MOSTLY_Q6_K)}
+    return {
+        "f32": (q.F32, f.ALL_F32),
+        "f16": (q.F16, f.MOSTLY_F16),
+        "bf16": (q.BF16, f.MOSTLY_BF16),
+        "q8_0": (q.Q8_0, f.MOSTLY_Q8_0),
+        "q4_0": (q.Q4_0, f.MOSTLY_Q4_0),
+        "q4_k_m": (q.Q4_K, f.MOSTLY_Q4_K_M),
+        "q5_k_m": (q.Q5_K, f.MOSTLY_Q5_K_M),
+        "q6_k": (q.Q6_K, f.MOSTLY_Q6_K),
+    }
 
 
 def permute_qk(weights: Any, n_head: int, n_head_kv: int | None) -> Any:
     """llama.cpp LlamaModel.permute: HF's rotate_half halves → ggml's interleaved rotary pairs."""
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 def _rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +94,11 @@ def llama3_rope_factors(params: dict[str, Any], head_dim: int) -> Any:
     import numpy as np
 
     base = params.get("rope_theta", 10000.0)
-    factor, low, high = params.get("factor", 8.0), params.get("low_freq_factor", 1.0), params.get("high_freq_factor", 4.0)
+    factor, low, high = (
+        params.get("factor", 8.0),
+        params.get("low_freq_factor", 1.0),
+        params.get("high_freq_factor", 4.0),
+    )
     old_context = params.get("original_max_position_embeddings", 8192)
     low_wavelen, high_wavelen = old_context / low, old_context / high
     factors = []
@@ -133,7 +147,9 @@ def _write_hparams(writer: Any, config: dict[str, Any], model_type: str, name: s
         writer.add_rope_scaling_factor(float(rope["factor"]))
         writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
     elif rope_type not in ("default", "llama3"):
-        raise UserInputError(f"rope scaling {rope_type!r} is not supported for GGUF export (default, linear, yarn, llama3 are)")
+        raise UserInputError(
+            f"rope scaling {rope_type!r} is not supported for GGUF export (default, linear, yarn, llama3 are)"
+        )
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     return {"n_head": n_head, "n_head_kv": n_head_kv, "head_dim": head_dim, "rope": rope}
@@ -149,15 +165,17 @@ def _pre_tokenizer(folder: Path, forced: str | None) -> tuple[str, str]:
 
     if forced is not None:
         if forced not in known_names():
-            raise UserInputError(f"unknown --pre-tokenizer {forced!r}; llama.cpp names lmforge knows: "
-                                 f"{', '.join(known_names())}")
+            raise UserInputError(
+                f"unknown --pre-tokenizer {forced!r}; llama.cpp names lmforge knows: {', '.join(known_names())}"
+            )
         return forced, "given"
     match = match_pre_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
     if match.name is None:
         raise UserInputError(
             f"no llama.cpp pre-tokenizer splits text as {folder.name}'s tokenizer does ({match.detail}); llama.cpp "
             "would tokenize prompts into other ids than transformers and the model would answer differently. "
-            "Use a tokenizer whose split llama.cpp knows, or force one with --pre-tokenizer NAME")
+            "Use a tokenizer whose split llama.cpp knows, or force one with --pre-tokenizer NAME"
+        )
     return match.name, match.how
 
 
@@ -208,11 +226,15 @@ def _write_vocab(writer: Any, folder: Path, vocab_size: int, pre_tokenizer: str 
             vocab: Any = LlamaHfVocab(folder)
         except (FileNotFoundError, KeyError, TypeError):
             if not (folder / "tokenizer.model").is_file():
-                raise FormatError(f"{folder} has no tokenizer GGUF can carry (tokenizer.json BPE or tokenizer.model)") from None
+                raise FormatError(
+                    f"{folder} has no tokenizer GGUF can carry (tokenizer.json BPE or tokenizer.model)"
+                ) from None
             try:
                 vocab = SentencePieceVocab(folder)
             except ImportError:
-                raise DependencyError("this model's tokenizer.model needs sentencepiece: pip install sentencepiece") from None
+                raise DependencyError(
+                    "this model's tokenizer.model needs sentencepiece: pip install sentencepiece"
+                ) from None
         entries = list(vocab.all_tokens())
         tokens = [text.decode("utf-8", errors="replace") for text, _, _ in entries]
         scores = [score for _, score, _ in entries]
@@ -305,14 +327,19 @@ def _k_bound(original: Any, qtype: Any) -> Any:
     import gguf
     import numpy as np
 
-    sub, nmax, scale_levels = {gguf.GGMLQuantizationType.Q4_K: (32, 15, 63), gguf.GGMLQuantizationType.Q5_K: (32, 31, 63),
-                               gguf.GGMLQuantizationType.Q6_K: (16, 32, 128)}[qtype]
+    sub, nmax, scale_levels = {
+        gguf.GGMLQuantizationType.Q4_K: (32, 15, 63),
+        gguf.GGMLQuantizationType.Q5_K: (32, 31, 63),
+        gguf.GGMLQuantizationType.Q6_K: (16, 32, 128),
+    }[qtype]
     blocks, supers = original.reshape(-1, sub), original.reshape(-1, 256)
     if qtype == gguf.GGMLQuantizationType.Q6_K:
         step = np.abs(blocks).max(axis=1, keepdims=True) / nmax
         spread = np.abs(supers).max(axis=1, keepdims=True)
     else:
-        step = (np.maximum(blocks.max(axis=1, keepdims=True), 0) - np.minimum(blocks.min(axis=1, keepdims=True), 0)) / nmax
+        step = (
+            np.maximum(blocks.max(axis=1, keepdims=True), 0) - np.minimum(blocks.min(axis=1, keepdims=True), 0)
+        ) / nmax
         spread = np.maximum(supers.max(axis=1, keepdims=True), 0) - np.minimum(supers.min(axis=1, keepdims=True), 0)
     per_sub = np.broadcast_to(1.25 * step, blocks.shape).reshape(supers.shape)
     return (np.maximum(per_sub, 2 * spread / scale_levels) * 1.01 + 1e-7).reshape(original.shape)
@@ -356,8 +383,9 @@ def _prepare(tensor: Any, hf_name: str, model_type: str, hparams: dict[str, Any]
     return data.numpy()
 
 
-def _prepared_tensors(folder: Path, config: dict[str, Any], model_type: str, hparams: dict[str, Any],
-                      trust_pickle: bool) -> dict[str, Callable[[], Any]]:
+def _prepared_tensors(
+    folder: Path, config: dict[str, Any], model_type: str, hparams: dict[str, Any], trust_pickle: bool
+) -> dict[str, Callable[[], Any]]:
     """GGUF name → a function giving the float32 numpy array llama.cpp expects under that name."""
     import gguf
 
@@ -377,19 +405,28 @@ def _prepared_tensors(folder: Path, config: dict[str, Any], model_type: str, hpa
         raise FormatError(f"no GGUF name for {len(unknown)} tensor(s) of this {model_type} model, e.g. {unknown[0]}")
     if hparams["rope"]["rope_type"] == "llama3":
         prepared[gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"] = partial(
-            llama3_rope_factors, hparams["rope"], hparams["head_dim"])
+            llama3_rope_factors, hparams["rope"], hparams["head_dim"]
+        )
     return prepared
 
 
-def _verify(path: Path, prepared: dict[str, Callable[[], Any]], types: dict[str, Any], model_type: str) -> dict[str, Any]:
+def _verify(
+    path: Path, prepared: dict[str, Callable[[], Any]], types: dict[str, Any], model_type: str
+) -> dict[str, Any]:
     """Read the GGUF back: metadata keys, every tensor's shape and type, dequantized values in bound."""
     import gguf
     import numpy as np
 
     reader = gguf.GGUFReader(path)
     arch_name = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, ARCHITECTURES[model_type].gguf_arch)]
-    required = ["general.architecture", f"{arch_name}.block_count", f"{arch_name}.embedding_length",
-                "tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"]
+    required = [
+        "general.architecture",
+        f"{arch_name}.block_count",
+        f"{arch_name}.embedding_length",
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.token_type",
+    ]
     missing = [key for key in required if key not in reader.fields]
     if missing:
         raise FormatError(f"{path.name} is missing metadata {', '.join(missing)}")
@@ -401,19 +438,30 @@ def _verify(path: Path, prepared: dict[str, Callable[[], Any]], types: dict[str,
         original = load()
         tensor = read[name]
         if tuple(int(d) for d in reversed(tensor.shape)) != original.shape or tensor.tensor_type != types[name]:
-            raise FormatError(f"{path.name}: tensor {name} read back as {tensor.tensor_type.name} "
-                              f"{list(reversed(tensor.shape))}, expected {types[name].name} {list(original.shape)}")
+            raise FormatError(
+                f"{path.name}: tensor {name} read back as {tensor.tensor_type.name} "
+                f"{list(reversed(tensor.shape))}, expected {types[name].name} {list(original.shape)}"
+            )
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(original.shape)
         error = np.abs(values.astype(np.float32) - original)
         if (error > error_bound(original, tensor.tensor_type)).any():
-            raise FormatError(f"{path.name}: tensor {name} differs from the source beyond the {tensor.tensor_type.name} bound")
+            raise FormatError(
+                f"{path.name}: tensor {name} differs from the source beyond the {tensor.tensor_type.name} bound"
+            )
         kind = tensor.tensor_type.name.lower()
         worst[kind] = max(worst.get(kind, 0.0), float(error.max()))
     return worst
 
 
-def to_gguf(source: Path, destination: Path, *, quant: str = "f16", pre_tokenizer: str | None = None,
-            trust_pickle: bool = False, progress: bool = True) -> ConvertReport:
+def to_gguf(
+    source: Path,
+    destination: Path,
+    *,
+    quant: str = "f16",
+    pre_tokenizer: str | None = None,
+    trust_pickle: bool = False,
+    progress: bool = True,
+) -> ConvertReport:
     """Write the HF model folder `source` as one GGUF file `destination` in `quant`.
 
     `pre_tokenizer` forces tokenizer.ggml.pre (a llama.cpp name) instead of detecting it."""
@@ -423,8 +471,10 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", pre_tokenize
     if quant not in QUANTS:
         raise UserInputError(f"unknown --quant {quant!r}; choose one of {', '.join(QUANTS)}")
     if not source.is_dir() or not (source / "config.json").is_file():
-        raise UserInputError(f"{source} is not an HF model folder with config.json; GGUF export needs the "
-                             "architecture and tokenizer that live beside the weights")
+        raise UserInputError(
+            f"{source} is not an HF model folder with config.json; GGUF export needs the "
+            "architecture and tokenizer that live beside the weights"
+        )
     config = read_json(source / "config.json")
     model_type = config.get("model_type")
     if model_type not in ARCHITECTURES:
@@ -447,8 +497,9 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", pre_tokenize
                 data = load()
                 params += int(data.size)
                 prepared_shapes[name] = data.shape
-                types[name] = tensor_type(name, data.shape, quant, config["num_hidden_layers"],
-                                          has_output="output.weight" in prepared)
+                types[name] = tensor_type(
+                    name, data.shape, quant, config["num_hidden_layers"], has_output="output.weight" in prepared
+                )
                 writer.add_tensor(name, encode_tensor(data, types[name]), raw_dtype=types[name])
                 advance()
         writer.write_header_to_file()
@@ -458,25 +509,49 @@ def to_gguf(source: Path, destination: Path, *, quant: str = "f16", pre_tokenize
         worst = _verify(temporary, prepared, types, model_type)
 
     notes = []
-    fallback = [name for name, qtype in types.items() if qtype == gguf.GGMLQuantizationType.F16 and quant in ("q8_0", "q4_0")]
+    fallback = [
+        name for name, qtype in types.items() if qtype == gguf.GGMLQuantizationType.F16 and quant in ("q8_0", "q4_0")
+    ]
     if fallback:
-        notes.append(f"{len(fallback)} tensor(s) kept in f16: their rows are not whole {quant} blocks (e.g. {fallback[0]})")
-    k_fallback = [name for name, qtype in types.items() if quant in ("q4_k_m", "q5_k_m", "q6_k")
-                  and len(prepared_shapes[name]) > 1 and not qtype.name.endswith("_K") and qtype.name != "F32"]
+        notes.append(
+            f"{len(fallback)} tensor(s) kept in f16: their rows are not whole {quant} blocks (e.g. {fallback[0]})"
+        )
+    k_fallback = [
+        name
+        for name, qtype in types.items()
+        if quant in ("q4_k_m", "q5_k_m", "q6_k")
+        and len(prepared_shapes[name]) > 1
+        and not qtype.name.endswith("_K")
+        and qtype.name != "F32"
+    ]
     if k_fallback:
-        notes.append(f"{len(k_fallback)} tensor(s) not in K-quants: rows not whole 256-value super-blocks, so "
-                     f"llama.cpp's fallback type was used (e.g. {k_fallback[0]} as {types[k_fallback[0]].name})")
+        notes.append(
+            f"{len(k_fallback)} tensor(s) not in K-quants: rows not whole 256-value super-blocks, so "
+            f"llama.cpp's fallback type was used (e.g. {k_fallback[0]} as {types[k_fallback[0]].name})"
+        )
     if pre_how == "given":
         notes.append(f"tokenizer.ggml.pre {pre!r} was forced, not checked against the tokenizer's own split")
     counts: dict[str, int] = {}
     for qtype in types.values():
         counts[qtype.name.lower()] = counts.get(qtype.name.lower(), 0) + 1
     return ConvertReport(
-        source=str(source), destination=str(destination), to="gguf", quant=quant, files=[str(destination)],
-        tensor_count=len(prepared), params=params,
-        size_bytes=destination.stat().st_size, seconds=time.perf_counter() - started, verified=True,
-        checks={"architecture": arch_name, "tokenizer": tokenizer_model, "pre_tokenizer": pre,
-                "pre_tokenizer_found_by": pre_how, "tensor_types": counts,
-                "max_abs_error": worst},
+        source=str(source),
+        destination=str(destination),
+        to="gguf",
+        quant=quant,
+        files=[str(destination)],
+        tensor_count=len(prepared),
+        params=params,
+        size_bytes=destination.stat().st_size,
+        seconds=time.perf_counter() - started,
+        verified=True,
+        checks={
+            "architecture": arch_name,
+            "tokenizer": tokenizer_model,
+            "pre_tokenizer": pre,
+            "pre_tokenizer_found_by": pre_how,
+            "tensor_types": counts,
+            "max_abs_error": worst,
+        },
         notes=notes,
     )

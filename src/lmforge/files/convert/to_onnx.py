@@ -44,14 +44,26 @@ def _load_model(source: Path, use_safetensors: bool) -> tuple[Any, str]:
     model_class = getattr(transformers, architectures[0], None) if architectures else None
     model_class = model_class or transformers.AutoModel
     try:
-        model = model_class.from_pretrained(source, dtype=torch.float32, attn_implementation="eager",
-                                            local_files_only=True, use_safetensors=use_safetensors)
+        model = model_class.from_pretrained(
+            source,
+            dtype=torch.float32,
+            attn_implementation="eager",
+            local_files_only=True,
+            use_safetensors=use_safetensors,
+        )
     except (OSError, ValueError) as error:
         raise FormatError(f"transformers cannot load {source}: {str(error).splitlines()[0]}") from None
     model.eval()
-    output = "logits" if any(name.endswith(("ForCausalLM", "LMHeadModel", "ForSequenceClassification",
-                                            "ForMaskedLM", "ForTokenClassification")) for name in architectures) \
+    output = (
+        "logits"
+        if any(
+            name.endswith(
+                ("ForCausalLM", "LMHeadModel", "ForSequenceClassification", "ForMaskedLM", "ForTokenClassification")
+            )
+            for name in architectures
+        )
         else "last_hidden_state"
+    )
     return model, output
 
 
@@ -131,8 +143,10 @@ def to_onnx(source: Path, destination: Path, *, trust_pickle: bool = False, prog
         advance()
     params = sum(p.numel() for p in model.parameters())
     if params * 4 > MAX_ONNX_BYTES:
-        raise UserInputError(f"{params / 1e9:.1f}B parameters exceed ONNX's 2 GiB single-file limit in float32; "
-                             "ONNX export is for small models")
+        raise UserInputError(
+            f"{params / 1e9:.1f}B parameters exceed ONNX's 2 GiB single-file limit in float32; "
+            "ONNX export is for small models"
+        )
     accepted = inspect.signature(model.forward).parameters
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted]
     wrapper = _wrap(model, output)
@@ -153,13 +167,29 @@ def to_onnx(source: Path, destination: Path, *, trust_pickle: bool = False, prog
             with warnings.catch_warnings(), progress_bar(f"exporting to ONNX ({exporter})", 1, progress) as step:
                 warnings.simplefilter("ignore")  # TracerWarnings about python control flow on shapes
                 if exporter == "torchscript":
-                    torch.onnx.export(wrapper, tuple(example.values()), str(path), input_names=names,
-                                      output_names=[output], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+                    torch.onnx.export(
+                        wrapper,
+                        tuple(example.values()),
+                        str(path),
+                        input_names=names,
+                        output_names=[output],
+                        dynamic_axes=axes,
+                        opset_version=OPSET,
+                        dynamo=False,
+                    )
                 else:
                     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-                    torch.onnx.export(wrapper, (), str(path), kwargs=example, input_names=names,
-                                      output_names=[output], dynamo=True, external_data=False,
-                                      dynamic_shapes={name: {0: batch, 1: sequence} for name in names})
+                    torch.onnx.export(
+                        wrapper,
+                        (),
+                        str(path),
+                        kwargs=example,
+                        input_names=names,
+                        output_names=[output],
+                        dynamo=True,
+                        external_data=False,
+                        dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
+                    )
                 step()
             difference = _verify(path, wrapper, model, names)
             if difference <= TOLERANCE:
@@ -177,10 +207,23 @@ def to_onnx(source: Path, destination: Path, *, trust_pickle: bool = False, prog
             copied = copy_side_files(source, folder)
         written = [destination / "model.onnx"]
     return ConvertReport(
-        source=str(source), destination=str(destination), to="onnx", quant=None,
-        files=[str(path) for path in written], tensor_count=len(model.state_dict()), params=params,
-        size_bytes=sum(path.stat().st_size for path in written), seconds=time.perf_counter() - started,
-        verified=True, copied=copied,
-        checks={"exporter": exporter, "opset": _opset(written[0]), "inputs": names, "output": output, "max_abs_difference": difference,
-                "tolerance": TOLERANCE},
+        source=str(source),
+        destination=str(destination),
+        to="onnx",
+        quant=None,
+        files=[str(path) for path in written],
+        tensor_count=len(model.state_dict()),
+        params=params,
+        size_bytes=sum(path.stat().st_size for path in written),
+        seconds=time.perf_counter() - started,
+        verified=True,
+        copied=copied,
+        checks={
+            "exporter": exporter,
+            "opset": _opset(written[0]),
+            "inputs": names,
+            "output": output,
+            "max_abs_difference": difference,
+            "tolerance": TOLERANCE,
+        },
     )

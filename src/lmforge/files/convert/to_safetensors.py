@@ -85,8 +85,12 @@ def dedupe_shared(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, st
         kept = result[names[0]]
         for name in names[1:]:
             tensor = result[name]
-            same_view = (tensor.data_ptr() == kept.data_ptr() and tensor.shape == kept.shape
-                         and tensor.stride() == kept.stride() and tensor.dtype == kept.dtype)
+            same_view = (
+                tensor.data_ptr() == kept.data_ptr()
+                and tensor.shape == kept.shape
+                and tensor.stride() == kept.stride()
+                and tensor.dtype == kept.dtype
+            )
             if same_view:
                 aliases[name] = names[0]
                 del result[name]
@@ -120,8 +124,9 @@ def _load_source(source: Path, trust_pickle: bool, progress: bool) -> tuple[dict
     elif fmt in ("safetensors", "safetensors-sharded"):
         files, kind = [source], "safetensors"
     else:
-        raise FormatError(f"{source} is {fmt}; convert to safetensors reads torch checkpoints (.bin/.pt/.pth) "
-                          "or an HF model folder")
+        raise FormatError(
+            f"{source} is {fmt}; convert to safetensors reads torch checkpoints (.bin/.pt/.pth) or an HF model folder"
+        )
     if kind == "safetensors":
         return load_safetensors_tensors(files), [], source.is_dir()
     tensors: dict[str, Any] = {}
@@ -157,8 +162,14 @@ def _verify(files: list[Path], saved: dict[str, Any], aliases: dict[str, str]) -
         raise FormatError(f"read-back is missing {len(set(saved) - seen)} tensor(s)")
 
 
-def to_safetensors(source: Path, destination: Path, *, shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
-                   trust_pickle: bool = False, progress: bool = True) -> ConvertReport:
+def to_safetensors(
+    source: Path,
+    destination: Path,
+    *,
+    shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
+    trust_pickle: bool = False,
+    progress: bool = True,
+) -> ConvertReport:
     """Convert a pickle checkpoint (file or HF folder) to safetensors at `destination`.
 
     `destination` ending in .safetensors is one file; anything else is a folder that receives
@@ -173,8 +184,10 @@ def to_safetensors(source: Path, destination: Path, *, shard_size_bytes: int = D
     metadata = {"format": "pt", "lmforge.source": source.name, **aliases}
     single_file = destination.suffix == ".safetensors"
     if single_file and len(shards) > 1:
-        raise UserInputError(f"the weights need {len(shards)} shards at this --max-shard-size; "
-                             f"give a folder as DST (not {destination.name}) to write shards with an index")
+        raise UserInputError(
+            f"the weights need {len(shards)} shards at this --max-shard-size; "
+            f"give a folder as DST (not {destination.name}) to write shards with an index"
+        )
 
     copied: list[str] = []
     with progress_bar("writing safetensors", len(shards), progress) as advance:
@@ -186,16 +199,21 @@ def to_safetensors(source: Path, destination: Path, *, shard_size_bytes: int = D
             advance()
         else:
             with atomic_directory(destination) as folder:
-                names = (["model.safetensors"] if len(shards) == 1 else
-                         [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)])
+                names = (
+                    ["model.safetensors"]
+                    if len(shards) == 1
+                    else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+                )
                 for name, shard in zip(names, shards, strict=True):
                     save_file({key: saved[key] for key in shard}, str(folder / name), metadata=metadata)
                     advance()
                 if len(shards) > 1:
                     total_size = sum(t.numel() * t.element_size() for t in saved.values())
                     weight_map = {key: name for name, shard in zip(names, shards, strict=True) for key in shard}
-                    atomic_write_json(folder / SAFETENSORS_INDEX,
-                                      {"metadata": {"total_size": total_size, **metadata}, "weight_map": weight_map})
+                    atomic_write_json(
+                        folder / SAFETENSORS_INDEX,
+                        {"metadata": {"total_size": total_size, **metadata}, "weight_map": weight_map},
+                    )
                 if from_folder:
                     copied = copy_side_files(source, folder)
                 _verify([folder / name for name in names], saved, aliases)
@@ -203,11 +221,18 @@ def to_safetensors(source: Path, destination: Path, *, shard_size_bytes: int = D
             if len(shards) > 1:
                 written.append(destination / SAFETENSORS_INDEX)
     return ConvertReport(
-        source=str(source), destination=str(destination), to="safetensors", quant=None,
-        files=[str(path) for path in written], tensor_count=len(saved),
+        source=str(source),
+        destination=str(destination),
+        to="safetensors",
+        quant=None,
+        files=[str(path) for path in written],
+        tensor_count=len(saved),
         params=sum(t.numel() for t in saved.values()),
         size_bytes=sum(path.stat().st_size for path in written),
-        seconds=time.perf_counter() - started, verified=True,
+        seconds=time.perf_counter() - started,
+        verified=True,
         checks={"tensors_compared": len(saved), "shards": len(shards)},
-        aliases=aliases, skipped=skipped, copied=copied,
+        aliases=aliases,
+        skipped=skipped,
+        copied=copied,
     )
