@@ -130,6 +130,11 @@ class TrainSection(_Section):
         description="sft/pretrain: standard (whole fp32 logits) | chunked (trl's chunked head, never the "
         "whole logits) | fused (Liger, CUDA + liger-kernel)",
     )
+    offload_activations: bool = Field(
+        False,
+        description="keep the activations saved for backward in CPU RAM, copied back as backward needs them "
+        "(TRL's OffloadActivations, torchtune's recipe); CUDA only",
+    )
     seed: int = Field(42, description="seeds weights init, data order, dropout")
     eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; off if empty")
     save_every: int | None = Field(None, ge=1, description="checkpoint every N steps; off if empty")

@@ -37,10 +37,28 @@ class StageContext:
     callbacks: list[Any] = field(default_factory=list)
 
     def wrap(self, trainer_class: type) -> type:
-        """The stage's trainer class with lmforge's atomic, rotated checkpoints."""
+        """The stage's trainer class with lmforge's atomic, rotated checkpoints (and, with
+        train.offload_activations, every training step under TRL's activation offloading)."""
         from lmforge.train.checkpoints import atomic
 
-        return atomic(trainer_class, self.config.train.keep_last)
+        wrapped = atomic(trainer_class, self.config.train.keep_last)
+        return offloading_activations(wrapped) if self.config.train.offload_activations else wrapped
+
+
+def offloading_activations(trainer_class: type) -> type:
+    """`trainer_class` whose training steps keep saved activations in CPU RAM: TRL's OffloadActivations (the
+    torchtune recipe's saved-tensor hooks, streamed back during backward), entered around each step exactly as
+    TRL's own trainers do with `activation_offloading`, so every stage gets it, not only TRL's."""
+
+    def training_step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "_offload_context", None) is None:
+            from trl.models.activation_offloading import get_act_offloading_ctx_manager
+
+            self._offload_context = get_act_offloading_ctx_manager(model=self.model)
+        with self._offload_context:
+            return trainer_class.training_step(self, *args, **kwargs)
+
+    return type(f"Offloading{trainer_class.__name__}", (trainer_class,), {"training_step": training_step})
 
 
 @dataclass

@@ -69,6 +69,7 @@ def _planner_kwargs(config: TrainConfig, model_config: Any) -> dict[str, Any]:
         "quant_bits": method.quant_bits,
         "num_virtual_tokens": method.num_virtual_tokens,
         "loss": config.train.loss,
+        "offload_activations": config.train.offload_activations,
         "gpu": config.train.target_gpu,
         "verdicts": False,
         "levers": False,  # the plan of this very run: nothing it does not do

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import DependencyError, NotFoundError, UserInputError, join_problems
+from lmforge.errors import ConfigError, DependencyError, NotFoundError, UserInputError, join_problems
 from lmforge.fileio import writable_folder
 from lmforge.train import checkpoints
 from lmforge.train.config import MethodSection, TrainConfig
@@ -23,6 +23,7 @@ def check_environment(config: TrainConfig) -> None:
     """What this process and machine must offer the run: the method's hardware, the launched sharding's
     hardware, the trackers' packages."""
     check_method_hardware(config.method)  # qlora on a CPU stops here, before anything loads
+    check_offload_hardware(config)
     check_launched_sharding()  # an FSDP/DeepSpeed launch on a CPU would otherwise quietly run plain DDP
     check_trackers(config.train.report_to)
 
@@ -173,6 +174,20 @@ def check_launched_sharding() -> None:
         fsdp=os.environ.get("ACCELERATE_USE_FSDP") == "true",
         deepspeed=os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true",
     )
+
+
+def check_offload_hardware(config: TrainConfig) -> None:
+    """Activation offloading moves activations from GPU memory to CPU RAM: on a CPU there is nothing to move
+    (and TRL's OffloadActivations needs an accelerator's streams)."""
+    if not config.train.offload_activations:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "train.offload_activations moves saved activations from GPU memory to CPU RAM: it needs a CUDA GPU; "
+            "on this CPU set it to false"
+        )
 
 
 def check_method_hardware(method: MethodSection) -> None:
