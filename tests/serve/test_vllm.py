@@ -197,6 +197,7 @@ def test_a_hub_id_is_fetched_and_scanned_by_lmforge_then_served_from_the_cache(t
         ({"merge_adapters": True}, "lmforge convert ADAPTER DIR --to merged"),
         ({"max_body_bytes": 1000}, "--max-body-bytes"),
         ({"max_prompt_chars": 1000}, "--max-prompt-chars"),
+        ({"quant": "nf4"}, "--quant quantizes with bitsandbytes while the transformers engine loads"),
         ({"dtype": "int8"}, "--dtype 'int8': choose one of float32, bfloat16, float16"),
         ({"tp": 0}, "--tp must be >= 1"),
         ({"api_keys": [""]}, "an API key is empty"),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lmforge.cli.generate import DeviceMapOpt, TrustPickleOpt, TrustRemoteCodeOpt
+from lmforge.cli.generate import DeviceMapOpt, QuantOpt, TrustPickleOpt, TrustRemoteCodeOpt
 
 ENGINES = ("transformers", "vllm")
 API_KEY_ENV = "LMFORGE_API_KEY"
@@ -76,6 +76,7 @@ def serve_command(
         int | None, typer.Option(help="torch CPU threads (default: torch's choice, one per core).")
     ] = None,
     device_map: DeviceMapOpt = None,
+    quant: QuantOpt = None,
     max_body_bytes: Annotated[
         int | None, typer.Option(help="Largest request body in bytes; beyond it HTTP 413 (default: 8 MiB).")
     ] = None,
@@ -119,6 +120,7 @@ def serve_command(
             "max_prompt_chars": max_prompt_chars,
             "tp": tp,
             "max_model_len": max_model_len,
+            "quant": quant,
         }.items()
         if value is not None
     }

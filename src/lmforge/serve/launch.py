@@ -45,6 +45,7 @@ def load_engine(
     merge_adapters: bool = False,
     device_map: str | None = None,
     max_model_len: int | None = None,
+    quant: str | None = None,
     trust_pickle: bool = False,
     trust_remote_code: bool = False,
 ) -> Engine:
@@ -52,11 +53,17 @@ def load_engine(
     (lmforge.generate.load.attach_adapter); an adapter that adds tokens gets its own merged copy.
 
     `merge_adapters` gives every adapter its own merged copy instead: a model's memory per adapter, bought
-    for speed (benchmarks/serve_adapters.py: an unmerged adapter decoded at 0.61x a merged copy on a CPU)."""
+    for speed (benchmarks/serve_adapters.py: an unmerged adapter decoded at 0.61x a merged copy on a CPU).
+    `quant` (int8, nf4) quantizes MODEL while it loads, as generate, chat and eval do."""
     from lmforge.generate.load import attach_adapter, load_model
 
+    if quant is not None and adapters:
+        raise UserInputError(
+            "--quant with --adapter: serve a merged model quantized (lmforge convert BASE OUT --adapter DIR, "
+            "then lmforge serve OUT --quant ...), or the adapters unquantized"
+        )
     trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
-    base = load_model(model, device=device, dtype=dtype, device_map=device_map, **trust)
+    base = load_model(model, device=device, dtype=dtype, device_map=device_map, quant=quant, **trust)
     models = {served_model_name or base.name: base}
     for name, path in adapters:
         if name in models:
@@ -96,6 +103,7 @@ def serve(
     device_map: str | None = None,
     tp: int | None = None,
     max_model_len: int | None = None,
+    quant: str | None = None,
     trust_pickle: bool = False,
     trust_remote_code: bool = False,
     on_ready: Any = None,
@@ -134,6 +142,8 @@ def serve(
     if Path(model).expanduser().exists() and is_embedding_model(locate_model(model, need="any").path):
         if adapters:
             raise UserInputError(f"{model} is an embedding model (an encoder); --adapter needs a causal LM")
+        if quant is not None:
+            raise UserInputError(f"{model} is an embedding model (an encoder); --quant serves causal LMs only")
         check_device_map(device_map, device)
         encoder = Embedder(
             model,
@@ -158,6 +168,7 @@ def serve(
             merge_adapters=merge_adapters,
             device_map=device_map,
             max_model_len=max_model_len,
+            quant=quant,
             trust_pickle=trust_pickle,
             trust_remote_code=trust_remote_code,
         )

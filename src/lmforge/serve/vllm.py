@@ -39,6 +39,8 @@ _NOT_FORWARDED = {
     "serve merged weights, run `lmforge convert ADAPTER DIR --to merged` and serve DIR",
     "max_body_bytes": "--max-body-bytes: vLLM's server has no body-size limit option",
     "max_prompt_chars": "--max-prompt-chars: vLLM's server has no prompt-character limit option",
+    "quant": "--quant quantizes with bitsandbytes while the transformers engine loads; for vLLM, serve a model "
+    "quantized beforehand (its config names the method)",
 }
 
 
