@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from lmforge.errors import NotFoundError, UserInputError
 
@@ -52,7 +53,7 @@ class Accelerator:
             tflops = self.bf16_tflops if self.bf16_tflops is not None else self.fp16_tflops
         return None if tflops is None else tflops * 1e12
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

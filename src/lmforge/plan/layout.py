@@ -42,6 +42,9 @@ EP_DEGREES = (1, 2, 4, 8, 16, 32, 64)  # expert-parallel degrees tried (those di
 # Same number of GPUs: DDP, then ZeRO-2 (same communication volume as DDP, ZeRO paper §7), ZeRO-1, ZeRO-3 (1.5x).
 _ZERO_PREFERENCE = {0: 0, 2: 1, 1: 2, 3: 3}
 
+# A sort key among layouts on the same number of GPUs: the smallest tuple is the preferred layout.
+_Preference = Callable[[Layout], tuple[int, ...]]
+
 
 @dataclass(frozen=True)
 class LayoutRequest:
@@ -178,19 +181,22 @@ class LayoutSearch:
     def __init__(self, spec: ModelSpec, setup: TrainingSetup | InferenceSetup, params_total: int) -> None:
         self.spec = spec
         self.setup = setup
-        self.training = isinstance(setup, TrainingSetup)
         self.params_total = params_total
         self._cache: dict[Layout, MemoryBreakdown] = {}
-        self._found: dict[tuple, tuple[Layout, bool]] = {}
-        self._memory_fn: Callable[[ModelSpec, object, Layout], MemoryBreakdown] | None = None
+        self._found: dict[tuple[int, int, LayoutRequest, int], tuple[Layout, bool]] = {}
+
+    @property
+    def training(self) -> bool:
+        return isinstance(self.setup, TrainingSetup)
 
     def memory(self, layout: Layout) -> MemoryBreakdown:
         if layout not in self._cache:
-            if self._memory_fn is None:
-                from lmforge.plan import memory
+            from lmforge.plan import memory
 
-                self._memory_fn = memory.training_memory if self.training else memory.inference_memory
-            self._cache[layout] = self._memory_fn(self.spec, self.setup, layout)
+            if isinstance(self.setup, TrainingSetup):
+                self._cache[layout] = memory.training_memory(self.spec, self.setup, layout)
+            else:
+                self._cache[layout] = memory.inference_memory(self.spec, self.setup, layout)
         return self._cache[layout]
 
     # -- candidates --------------------------------------------------------------------------------
@@ -199,7 +205,7 @@ class LayoutSearch:
         """Every (TP, PP, EP, ZeRO, offload) shape with the smallest DP it allows; the search then widens DP."""
         tps = [request.tp] if request.tp else valid_tp_degrees(self.spec, accelerator.gpus_per_node)
         pps = [request.pp] if request.pp else pipeline_degrees(self.spec.num_layers)
-        if not self.training:
+        if not isinstance(self.setup, TrainingSetup):
             return [Layout(tp=tp, pp=pp) for tp in tps for pp in pps]
         eps = [request.ep] if request.ep else valid_ep_degrees(self.spec)
         offload_optimizer = request.offload in ("optimizer", "both")
@@ -231,18 +237,20 @@ class LayoutSearch:
                         )
         return shapes
 
-    def _strategy(self) -> tuple[str, Callable[[Layout], tuple]]:
+    def _strategy(self) -> tuple[str, _Preference]:
         """(name, preference key) among layouts on the same number of GPUs: the ones lmforge train runs first,
         then seed 003 §4's table for this model and setup."""
-        if not self.training:
+        setup = self.setup
+        if not isinstance(setup, TrainingSetup):
             return "inference", lambda l: (l.pp, l.gpus, l.tp)
-        if self.setup.seq_len > LONG_SEQUENCE_TOKENS:
+        key: _Preference
+        if setup.seq_len > LONG_SEQUENCE_TOKENS:
             name, key = "long-sequence", lambda l: (-l.tp, l.pp, l.ep, _ZERO_PREFERENCE[l.zero_stage])
         elif self.params_total > THREE_D_ABOVE_PARAMS:
             name, key = "3d", lambda l: (l.zero_stage > 1, -l.tp, l.pp, l.ep, _ZERO_PREFERENCE[l.zero_stage])
         else:
             name, key = "data-parallel", lambda l: (l.pp, l.tp, l.ep, _ZERO_PREFERENCE[l.zero_stage])
-        return name, lambda l: (engine_needed(l, self.setup) is not None, *key(l))
+        return name, lambda l: (engine_needed(l, setup) is not None, *key(l))
 
     # -- search ------------------------------------------------------------------------------------
 
@@ -350,9 +358,7 @@ class LayoutSearch:
                 found[shape] = dp * shape.tp * shape.pp
         return found
 
-    def _fewest(
-        self, shapes: list[Layout], usable: int, preference: Callable[[Layout], tuple], max_gpus: int
-    ) -> tuple[Layout, bool]:
+    def _fewest(self, shapes: list[Layout], usable: int, preference: _Preference, max_gpus: int) -> tuple[Layout, bool]:
         """(layout, fits): one search over every shape; of those on the fewest GPUs, the preferred one."""
         if not self.training:
             fitting = [s for s in shapes if s.gpus <= max_gpus and self._fits(s, usable)]
@@ -360,14 +366,14 @@ class LayoutSearch:
                 return min(fitting, key=preference), True
             return min(shapes, key=lambda l: self.memory(l).total_bytes), False
         # Most-sharded shapes first: they set a low GPU bound early, so most others need one check.
-        bound, fitting = max_gpus, []
+        bound, fitting_gpus = max_gpus, []
         for shape in sorted(shapes, key=lambda s: (-s.zero_stage, s.tp * s.pp, -s.ep)):
             dp = self._min_dp(shape, usable, bound)
             if dp is not None:
-                fitting.append((dp * shape.tp * shape.pp, shape))
+                fitting_gpus.append((dp * shape.tp * shape.pp, shape))
                 bound = min(bound, dp * shape.tp * shape.pp)
-        if fitting:
-            at_min = [_with_dp(s, bound) for n, s in fitting if n == bound]
+        if fitting_gpus:
+            at_min = [_with_dp(s, bound) for n, s in fitting_gpus if n == bound]
             return min(at_min, key=preference), True
         widest = [replace(s, dp=s.ep * max(max_gpus // (s.tp * s.pp * s.ep), 1)) for s in shapes]
         return min(widest, key=lambda l: self.memory(l).total_bytes), False
@@ -378,12 +384,12 @@ class LayoutSearch:
         shapes: Iterable[Layout],
         usable: int,
         strategy: str,
-        preference: Callable[[Layout], tuple],
+        preference: _Preference,
         accelerator: Accelerator,
         request: LayoutRequest,
     ) -> LayoutChoice:
         candidates = [_with_dp(s, gpus) for s in shapes if gpus % (s.tp * s.pp * s.ep) == 0]
-        if not self.training:
+        if not isinstance(self.setup, TrainingSetup):
             candidates = [c for c in candidates if c.dp == 1]
         elif self.setup.optimizer_in_backward:
             candidates = [c for c in candidates if c.zero_stage == 3 or c.dp == 1]
@@ -490,7 +496,7 @@ def _reason(
             "3d": "> 100B parameters: 3D parallel, TP inside the node, PP across nodes, ZeRO for optimizer states",
         }.get(strategy, "ZeRO alone needs more GPUs")
         text = f"fewest GPUs need model parallelism ({', '.join(parts)}); seed 003 §4: {rule}: {shape}"
-    if search.training:
+    if isinstance(search.setup, TrainingSetup):
         engine = engine_needed(layout, search.setup)
         if engine:
             text += f"; needs {engine}"

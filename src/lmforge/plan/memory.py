@@ -101,7 +101,7 @@ def _stages(spec: ModelSpec, layout: Layout, setup: TrainingSetup) -> list[_Stag
     if layout.pp == 1:
         return [_Stage(tuple(range(layers)), True, True, 1)]
     first_trained = _first_trained_layer(setup, layers)
-    kept: dict[tuple, _Stage] = {}
+    kept: dict[tuple[bool, bool, tuple[int, ...], tuple[int, ...], int], _Stage] = {}
     for k, indices in enumerate(pipeline_split(layers, layout.pp)):
         # 1F1B (Narayanan et al. 2021, PipeDream-Flush): stage k holds min(pp - k, m) micro-batches in flight.
         stage = _Stage(indices, k == 0, k == layout.pp - 1, min(layout.pp - k, setup.grad_accum))
@@ -438,10 +438,12 @@ def _training_stage(
     frozen, frozen_experts = stage_params - trainable, stage_experts - trainable_experts
     adapters = 0.0
     if method not in ("full", "freeze"):
-        before, per_layer, after = _adapters_by_block(
+        before, adapters_per_layer, after = _adapters_by_block(
             spec, method, setup.lora_r, setup.target_modules, setup.num_virtual_tokens
         )
-        adapters = sum(per_layer[i] for i in here) + (before if stage.first else 0) + (after if stage.last else 0)
+        adapters = (
+            sum(adapters_per_layer[i] for i in here) + (before if stage.first else 0) + (after if stage.last else 0)
+        )
 
     # --- dtypes
     if setup.precision == "fp32":
@@ -593,10 +595,10 @@ def _training_stage(
     if setup.optimizer_in_backward:
         # torchtune optimizer_in_bwd: each parameter steps in its post-accumulate-grad hook and its gradient is freed
         # at once, so no full gradient set ever exists: only the largest single gradient, briefly.
-        largest = [w.params for i in trained_layers for w in counts.layer_weights[i]]
-        largest += [vocab * h] if head_trains and stage.last else []
-        largest += [spec.vocab_size * h] if method == "full" and stage.first else []
-        gradients = max(largest, default=0) * grad_bytes / tp + adapter_grads
+        gradient_params = [w.params for i in trained_layers for w in counts.layer_weights[i]]
+        gradient_params += [vocab * h] if head_trains and stage.last else []
+        gradient_params += [spec.vocab_size * h] if method == "full" and stage.first else []
+        gradients = max(gradient_params, default=0) * grad_bytes / tp + adapter_grads
     in_backward = adapter_grads
     # With gradient accumulation the earlier micro-batches' gradients stay alive through the next forward and backward.
     accumulated = gradients if setup.grad_accum > 1 and not setup.optimizer_in_backward else in_backward
@@ -670,7 +672,7 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
     per_token = 0 if spec.kind == "encoder" else kv_cache_bytes_per_token(spec, setup.kv_dtype, layout)
     sliding = spec.num_sliding_layers
     tokens = setup.batch_size * setup.context_len
-    kv = per_token * tokens
+    kv: float = per_token * tokens
     if sliding:
         window_tokens = setup.batch_size * min(setup.context_len, spec.sliding_window or setup.context_len)
         kv = per_token * (tokens * (spec.num_layers - sliding) + window_tokens * sliding) / spec.num_layers
@@ -686,7 +688,7 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
         buffers += (
             _largest_matrix_params(counts) * _HALF / tp
         )  # one dequantized matrix (bitsandbytes / fallback kernels)
-    out = dict.fromkeys(CATEGORIES, 0)
+    out = dict.fromkeys(CATEGORIES, 0.0)
     out.update(weights=weights, kv_cache=kv, activations=activations, buffers=buffers)
     tensors = sum(out.values())
     out["overhead"] = CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * tensors

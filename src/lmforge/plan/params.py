@@ -155,7 +155,7 @@ def _count_params_cached(spec: ModelSpec, config_key: str) -> ParamCount:
     output = _output_weights(spec)
     every = [*embedding, *(w for layer in layers for w in layer), *output]
 
-    by_component = dict.fromkeys(COMPONENTS, 0)
+    by_component: dict[str, int] = dict.fromkeys(COMPONENTS, 0)
     for weight in every:
         by_component[weight.component] += weight.params
     layer_params = tuple(sum(w.params for w in layer) for layer in layers)

@@ -88,8 +88,8 @@ class Plan:
     @property
     def cheapest(self) -> Verdict | None:
         """The catalog card that runs the planned training for the least money (None for inference)."""
-        priced = [v for v in self.verdicts if v.cost_usd is not None]
-        return min(priced, key=lambda v: v.cost_usd) if priced else None
+        priced = [(v, v.cost_usd) for v in self.verdicts if v.cost_usd is not None]
+        return min(priced, key=lambda priced_verdict: priced_verdict[1])[0] if priced else None
 
     def to_dict(self) -> dict[str, Any]:
         layout = self.choice.layout
@@ -110,7 +110,7 @@ class Plan:
                 "sequence_parallel": layout.sequence_parallel,
                 "fits": self.choice.fits,
                 "reason": self.choice.reason,
-                "engine": engine_needed(layout, self.setup) if self.task == "train" else None,
+                "engine": engine_needed(layout, self.setup) if isinstance(self.setup, TrainingSetup) else None,
             },
             "memory": {
                 "per_gpu_bytes": self.memory.total_bytes,
@@ -527,7 +527,7 @@ def _pull_levers(
             size //= 2
             micro_batches.append(size)
 
-    def rank(run: TrainingSetup, found: LayoutChoice) -> tuple:
+    def rank(run: TrainingSetup, found: LayoutChoice) -> tuple[bool, int, bool, float, int]:
         flops = time_for(run, accelerator, found.layout, None).total_flops
         return (
             not found.fits,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 GB = 1e9  # the seeds write decimal GB
 
@@ -23,7 +24,7 @@ class RuleOfThumb:
     source: str
     why_they_differ: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

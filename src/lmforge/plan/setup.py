@@ -49,7 +49,7 @@ CATEGORIES = (
 )
 
 
-def _check_choice(name: str, value: object, allowed: tuple) -> None:
+def _check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
     if value not in allowed:
         shown = ", ".join(str(a) for a in allowed)
         raise UserInputError(f"{name} {value!r} is not supported; choose one of: {shown}")

@@ -28,11 +28,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import DependencyError, UserInputError
 from lmforge.plan.setup import CATEGORIES, MemoryBreakdown, TrainingSetup
 from lmforge.plan.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+    from torch.optim import Optimizer
+    from transformers import PretrainedConfig
 
 SIMULATED_METHODS = ("full", "lora")
 SIMULATED_OPTIMIZERS = ("adamw", "sgd", "adafactor")
@@ -126,7 +133,7 @@ def _check_supported(spec: ModelSpec, setup: TrainingSetup) -> None:
         raise UserInputError(f"{spec.name} carries no Hugging Face config to build the model from")
 
 
-def _hf_config(spec: ModelSpec, num_layers: int, attention: str):
+def _hf_config(spec: ModelSpec, num_layers: int, attention: str) -> PretrainedConfig:
     from transformers import AutoConfig
 
     values = {k: v for k, v in spec.config.items() if k not in ("model_type", "architectures", "auto_map")}
@@ -151,7 +158,6 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
     try:
         import torch
         from torch._subclasses.fake_tensor import FakeTensorMode
-        from torch.distributed._tools.mem_tracker import MemTracker
         from transformers import AutoModelForCausalLM
     except ImportError as error:  # pragma: no cover - torch and transformers are declared dependencies
         raise DependencyError(f"simulation needs torch and transformers: {error}") from error
@@ -168,7 +174,7 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
     # Built on the meta device (no memory, no init), then every tensor becomes a CPU fake tensor.
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, dtype=param_dtype)
+            model: Any = AutoModelForCausalLM.from_config(config, dtype=param_dtype)  # a class the config names
             if setup.loss == "chunked":
                 _add_chunked_head(model)
             if setup.method == "lora":
@@ -180,11 +186,11 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
         if setup.method == "lora":
             model.enable_input_require_grads()  # what peft / Trainer do so checkpointed LoRA layers get grads
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
-    _to_fake(torch, model, fake_mode)
+    _to_fake(model, fake_mode)
     with fake_mode, _gpu_loss_kernels(setup.loss):
         model.train()
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizers = _optimizers(torch, setup, trainable)
+        optimizers = _optimizers(setup, trainable)
         for param in trainable:  # initialise optimizer states: measure the steady-state step
             param.grad = torch.zeros_like(param)
         for optimizer in optimizers:
@@ -195,12 +201,12 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
         ids = torch.randint(0, config.vocab_size, (setup.micro_batch_size, setup.seq_len))
         inputs = {"input_ids": ids, "labels": ids, **({"fused_lm_head": True} if setup.loss == "chunked" else {})}
 
-        forward_backward = _tracker(MemTracker, model)
+        forward_backward = _tracker(model)
         forward_backward.track_external(model, *optimizers, ids)
         with forward_backward:
             with (
                 torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None),
-                _offloaded(torch, model, setup.offload_activations),
+                _offloaded(model, setup.offload_activations),
             ):
                 try:
                     loss = model(**inputs).loss  # the output and its logits die here, as in Trainer
@@ -211,7 +217,7 @@ def _measure(spec: ModelSpec, setup: TrainingSetup, num_layers: int) -> dict[str
                     ) from error
             loss.backward()
         del loss
-        step = _tracker(MemTracker, model)
+        step = _tracker(model)
         step.track_external(model, *optimizers)
         with step:
             if not setup.optimizer_in_backward:  # otherwise every parameter has already stepped
@@ -249,7 +255,7 @@ class _NoHook:
         pass
 
 
-def _tracker(tracker_class, model):
+def _tracker(model: Any) -> MemTracker:
     """A MemTracker that leaves frozen parameters alone and keeps per-module peaks only where we read them.
 
     MemTracker (torch 2.13) registers a gradient hook on every parameter, which fails on the frozen
@@ -259,10 +265,12 @@ def _tracker(tracker_class, model):
     """
     from copy import deepcopy
 
+    from torch.distributed._tools.mem_tracker import MemTracker, _State
+
     watched = [m for name, m in model.named_modules() if name.endswith(("layers.0", "embed_tokens"))]
 
-    class _Tracker(tracker_class):
-        def _update_peak_stats(self, peak_state) -> None:  # same bookkeeping, restricted to `watched`
+    class _Tracker(MemTracker):
+        def _update_peak_stats(self, peak_state: _State) -> None:  # same bookkeeping, restricted to `watched`
             current = self._curr_mem_snap
             for module in watched:
                 stats = self.memory_tracking.get(module)
@@ -284,25 +292,26 @@ def _tracker(tracker_class, model):
     return tracker
 
 
-def _to_fake(torch, model, fake_mode) -> None:
+def _to_fake(model: Any, fake_mode: FakeTensorMode) -> None:
     """Swap every meta parameter and buffer for a CPU fake tensor of the same shape (tied weights stay tied)."""
+    import torch
     from torch._subclasses.fake_tensor import FakeTensor
 
-    swapped: dict[int, Any] = {}
+    swapped: dict[int, torch.Tensor] = {}
     for module in model.modules():
         for table in (module._parameters, module._buffers):
             for name, tensor in table.items():
                 if tensor is None:
                     continue
                 if id(tensor) not in swapped:
-                    fake = FakeTensor(fake_mode, tensor.detach(), torch.device("cpu"))
+                    fake: torch.Tensor = FakeTensor(fake_mode, tensor.detach(), torch.device("cpu"))
                     if isinstance(tensor, torch.nn.Parameter):
                         fake = torch.nn.Parameter(fake, requires_grad=tensor.requires_grad)
                     swapped[id(tensor)] = fake
                 table[name] = swapped[id(tensor)]
 
 
-def _add_lora(model, setup: TrainingSetup):
+def _add_lora(model: Any, setup: TrainingSetup) -> Any:
     from peft import LoraConfig, get_peft_model
 
     targets = list(setup.target_modules) if setup.target_modules else "all-linear"
@@ -310,11 +319,12 @@ def _add_lora(model, setup: TrainingSetup):
     return get_peft_model(model, config)
 
 
-def _optimizers(torch, setup: TrainingSetup, params: list) -> list:
+def _optimizers(setup: TrainingSetup, params: list[Tensor]) -> list[Optimizer]:
     """The optimizers a Trainer builds by default (fused AdamW in transformers >= 4.5x on torch >= 2.8; SGD with
     momentum; torch's Adafactor); with optimizer_in_backward one per parameter, as torchtune's recipes build them."""
+    import torch
 
-    def build(group: list):
+    def build(group: list[Tensor]) -> Optimizer:
         if setup.optimizer == "adamw":
             return torch.optim.AdamW(group, lr=1e-5, fused=True)
         if setup.optimizer == "sgd":
@@ -326,7 +336,7 @@ def _optimizers(torch, setup: TrainingSetup, params: list) -> list:
     return [build(params)]
 
 
-def _step_in_backward(params: list, optimizers: list) -> None:
+def _step_in_backward(params: list[Tensor], optimizers: list[Optimizer]) -> None:
     """torchtune's optimizer_in_bwd: step each parameter in its post-accumulate-grad hook and free its gradient."""
     for param, optimizer in zip(params, optimizers, strict=True):
 
@@ -337,7 +347,7 @@ def _step_in_backward(params: list, optimizers: list) -> None:
         param.register_post_accumulate_grad_hook(step)
 
 
-def _add_chunked_head(model) -> None:
+def _add_chunked_head(model: Any) -> None:
     """trl's chunked log-prob LM head (what `train.loss: chunked` runs): called with fused_lm_head=True."""
     from trl.trainer.utils import add_fused_lm_head
 
@@ -373,7 +383,7 @@ _MIN_OFFLOAD_BYTES = 1024
 
 
 @contextmanager
-def _offloaded(torch, model, enabled: bool) -> Iterator[None]:
+def _offloaded(model: Any, enabled: bool) -> Iterator[None]:
     """Activation offloading as trl's / torchtune's OffloadActivations does it, seen from the GPU: every tensor
     the decoder saves for backward moves to CPU RAM in the forward (the tracker no longer sees it) and comes
     back, freshly allocated, when backward needs it. Parameters (and views of their storage) and tensors under
@@ -382,9 +392,11 @@ def _offloaded(torch, model, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
+    import torch
+
     storages = {p.untyped_storage()._cdata for p in model.parameters()}
 
-    def pack(tensor):
+    def pack(tensor: Tensor) -> Tensor | tuple[Any, ...]:
         if (
             isinstance(tensor, torch.nn.Parameter)
             or tensor.untyped_storage()._cdata in storages
@@ -393,7 +405,7 @@ def _offloaded(torch, model, enabled: bool) -> Iterator[None]:
             return tensor
         return (tensor.shape, tensor.dtype, tensor.device)
 
-    def unpack(packed):
+    def unpack(packed: Tensor | tuple[Any, ...]) -> Tensor:
         if isinstance(packed, torch.Tensor):
             return packed
         shape, dtype, device = packed
@@ -413,14 +425,14 @@ def _offloaded(torch, model, enabled: bool) -> Iterator[None]:
             hook.remove()
 
 
-def _peak(tracker) -> dict:
+def _peak(tracker: MemTracker) -> dict[Any, int]:
     return next(iter(tracker.get_tracker_snapshot("peak").values()), {})
 
 
-def _backward_end(tracker, model) -> dict:
+def _backward_end(tracker: MemTracker, model: Any) -> dict[Any, int]:
     """The larger of MemTracker's backward-peak snapshots of the first block and of the input embedding
     (its documented per-module snapshots); the embedding has none when it is frozen."""
-    found: list[dict] = []
+    found: list[dict[Any, int]] = []
     for name, module in model.named_modules():
         if not (name.endswith(("layers.0", "embed_tokens"))) or module not in tracker.memory_tracking:
             continue
@@ -431,7 +443,7 @@ def _backward_end(tracker, model) -> dict:
     return max(found, key=lambda snap: sum(v for k, v in snap.items() if k != "Total"), default={})
 
 
-def _categorise(snapshot: dict, adapter_bytes: int, setup: TrainingSetup) -> dict[str, int]:
+def _categorise(snapshot: dict[Any, int], adapter_bytes: int, setup: TrainingSetup) -> dict[str, int]:
     """MemTracker's PARAM/BUFFER/GRAD/ACT/TEMP/OPT at one moment, mapped onto the planner's categories."""
     by_name = {getattr(key, "name", str(key)): value for key, value in snapshot.items()}
     params = by_name.get("PARAM", 0)

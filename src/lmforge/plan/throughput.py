@@ -9,6 +9,7 @@ by hand (the tests do exactly that).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from lmforge.errors import UserInputError
 from lmforge.plan.spec import ModelSpec
@@ -61,7 +62,7 @@ class TrainingTime:
     step_seconds: float | None  # one optimizer step of `tokens_per_step` tokens
     pipeline_bubble: float = 0.0  # share of each step a 1F1B pipeline stands idle, (p - 1) / (m + p - 1)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -155,7 +156,7 @@ class InferenceSpeed:
     time_to_first_token_seconds: float | None
     mfu: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
