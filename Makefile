@@ -31,7 +31,11 @@ quickstart: install
 ui: install
 	$(VENV)/bin/lmforge ui --runs runs
 
+# Lint, format and types first (seconds), then the suite; CI runs exactly this (.ci/run).
 test: install browser
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -n 2 -q tests
 
 # tests/ui/test_browser.py drives Debian's Chromium through its driver (no browser download): installed once, as
