@@ -79,8 +79,9 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
-def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
-    """Poll until `condition()` is truthy (returning it); fail naming `what` after `seconds`."""
+def wait_for(condition: Callable[[], Any], seconds: float, what: str, shown: Callable[[], str] | None = None) -> Any:
+    """Poll until `condition()` is truthy (returning it); fail naming `what` after `seconds` (and what `shown`
+    reads off the page then, so a failure says what the user saw)."""
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -90,7 +91,8 @@ def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+            seen = f"; the page shows: {shown()!r}" if shown is not None else ""
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}{seen}")
         time.sleep(0.5)
 
 
@@ -263,7 +265,14 @@ def test_train_watch_stop_resume_survive_the_browser_then_chat(server, ui_root):
         wait_for(lambda: "stopped by the user" in page.text("train-status"), 60, "the stopped state")
         stopped_at = _step(page.text("train-status"))
         page.click("train-resume")
-        wait_for(lambda: "resumed" in page.text("train-action"), 60, "the resume")
+        # The click waits in gradio's queue behind the live view's refreshes: on a loaded 2-core CI box that can
+        # take a while (a 60 s wait timed out once in a full-suite run).
+        wait_for(
+            lambda: "resumed" in page.text("train-action"),
+            180,
+            "the resume",
+            shown=lambda: page.text("train-action") + " | " + page.text("train-status"),
+        )
         wait_for(
             lambda: "RUNNING" in page.text("train-status") and _step(page.text("train-status")) > stopped_at,
             240,
