@@ -151,7 +151,7 @@ def apply_method(model: Any, method: MethodSection, task: Task, *, gradient_chec
         ) from None
 
 
-def count_params(model: Any) -> ParamCount:
+def count_model_params(model: Any) -> ParamCount:
     """Trainable and total parameters as the optimizer sees them (peft's own count for adapters)."""
     if hasattr(model, "get_nb_trainable_parameters"):
         trainable, total = model.get_nb_trainable_parameters()

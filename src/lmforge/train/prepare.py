@@ -73,7 +73,7 @@ class DataSummary:
     label_names: list[str] | None
     splits: dict[str, SplitSummary] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
@@ -120,9 +120,9 @@ def fix_chat_template(config: TrainConfig, tokenizer: Any) -> str | None:
 
 def run_tokenizer(config: TrainConfig, run_dir: Path, main: bool = True) -> tuple[Any, str | None]:
     """The tokenizer a run trains with, its chat template fixed: (tokenizer, template name)."""
-    from lmforge.train.loading import load_tokenizer
+    from lmforge.train.loading import load_training_tokenizer
 
-    tokenizer = load_tokenizer(config, run_dir, main)
+    tokenizer = load_training_tokenizer(config, run_dir, main)
     return tokenizer, fix_chat_template(config, tokenizer)
 
 
@@ -235,7 +235,7 @@ def save_data(prepared: PreparedData, folder: Path) -> None:
         prepared.train.save_to_disk(str(temporary / "train"))
         if prepared.eval is not None:
             prepared.eval.save_to_disk(str(temporary / "eval"))
-        atomic_write_json(temporary / "summary.json", prepared.summary.to_json())
+        atomic_write_json(temporary / "summary.json", prepared.summary.to_dict())
 
 
 def load_data_folder(folder: Path, fingerprint: str) -> PreparedData | None:
