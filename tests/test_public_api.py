@@ -61,6 +61,7 @@ FACES = {
         "SafetensorsHeader",
         "ScanReport",
         "check_model_folder",
+        "convert_model",
         "detect_format",
         "filter_tensors",
         "inspect_path",
