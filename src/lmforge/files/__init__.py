@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from lmforge.files.gguf_reader import GGUFHeader, read_gguf_header
     from lmforge.files.inspect import InspectReport, filter_tensors, inspect_path
     from lmforge.files.llama_cpp import llama_cpp_available, run_llama_cpp
+    from lmforge.files.lowrank import load_factorized
     from lmforge.files.names import ModelName, parse_model_name
     from lmforge.files.safe_load import check_model_folder, require_safe, safe_torch_load
     from lmforge.files.safetensors_reader import SafetensorsHeader, read_safetensors_header
@@ -41,6 +42,7 @@ __all__ = [
     "filter_tensors",
     "inspect_path",
     "llama_cpp_available",
+    "load_factorized",
     "parse_model_name",
     "read_gguf_header",
     "read_safetensors_header",
