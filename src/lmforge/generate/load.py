@@ -64,7 +64,7 @@ class LoadedModel:
     @property
     def stop_token_ids(self) -> list[int]:
         """eos plus the chat template's end-of-turn marker when it is a different single token
-        (llama-3's <|eot_id|>): a model that ends its turn must stop, not ramble on (USERS.md training 4)."""
+        (llama-3's <|eot_id|>): a model that ends its turn must stop, not ramble on."""
         from lmforge.data.templates import END_OF_TURN
 
         ids = {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()

@@ -1,7 +1,8 @@
 """Which parameters train: full, freeze (last N layers + head), LoRA/QLoRA, prompt/prefix tuning.
 
 Every method except freeze is a peft config; freeze is `requires_grad` on the last layers and the
-head (seed 001 §2.3: keep the large model fixed, train the last layers).
+head (the transfer-learning habit: lower layers are general, the top ones task-specific, Yosinski et al.
+2014, "How transferable are features in deep neural networks?").
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ RUN/data/
   eval/          the validation set, when there is one
 
 A multi-process run used to tokenize in every process, rank 0 sometimes for longer than the other
-ranks' NCCL timeout (USERS.md training #5). Now `launch()` and `lmforge train --prepare-only` prepare
+ranks' NCCL timeout. Now `launch()` and `lmforge train --prepare-only` prepare
 before any process starts, run_training reuses RUN/data while its fingerprint matches (so --resume
 does not tokenize again either), and a run started without it prepares on rank 0 while the other
 ranks wait for the folder, before any of them joins the process group.
@@ -108,7 +108,7 @@ class PreparedData:
 def fix_chat_template(config: TrainConfig, tokenizer: Any) -> str | None:
     """Resolve the chat template once (lmforge.data.templates) and set it on the tokenizer, so TRL's
     own tokenization, tokenize_chat and final/'s saved tokenizer all use the one the model trained
-    with (USERS.md training #4)."""
+    with."""
     if config.stage not in CHAT_STAGES:
         return None
     from lmforge.data.templates import resolve_template
