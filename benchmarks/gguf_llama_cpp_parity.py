@@ -33,7 +33,7 @@ def _greedy(loaded, prompt: str) -> list[int]:
 def main() -> None:
     import torch
 
-    from lmforge.files.convert import convert
+    from lmforge.files.convert import convert_model
     from lmforge.files.llama_cpp import run_llama_cpp
     from lmforge.generate.load import load_model
 
@@ -47,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for quant in QUANTS:
             path = Path(scratch) / f"qs-{quant}.gguf"
-            report = convert(SOURCE, path, quant=quant, progress=False)
+            report = convert_model(SOURCE, path, quant=quant, progress=False)
             results, _ = run_llama_cpp(path, prompts=prompts, max_tokens=16, stop=loaded.stop_token_ids, threads=1)
             same_ids = sum(r.tokens == tok(p, add_special_tokens=False)["input_ids"] for r, p in zip(results, prompts))
             same = sum(r.generated == e for r, e in zip(results, expected))

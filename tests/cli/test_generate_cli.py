@@ -95,9 +95,9 @@ def test_readme_generate_command_runs_on_a_small_context_model(tiny_llama_64_dir
 
 
 def test_generate_from_a_gguf_file_and_with_quant_on_load(tmp_path, tiny_llama_dir):
-    from lmforge.files.convert import convert
+    from lmforge.files.convert import convert_model
 
-    convert(tiny_llama_dir, tmp_path / "m.gguf", quant="f32", progress=False)
+    convert_model(tiny_llama_dir, tmp_path / "m.gguf", quant="f32", progress=False)
     args = ["What is 2 plus 2?", "--max-new-tokens", "4", "--greedy", "--json"]
     from_folder = runner.invoke(app, ["generate", str(tiny_llama_dir), *args])
     from_gguf = runner.invoke(app, ["generate", str(tmp_path / "m.gguf"), *args])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmforge.errors import UnsafeFileError, UserInputError
-from lmforge.files.convert import convert
+from lmforge.files.convert import convert_model
 from tests.files.corpus import os_system
 
 
@@ -43,7 +43,7 @@ def test_merged_model_matches_base_plus_adapter(tmp_path, tiny_llama_dir, adapte
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    report = convert(adapter_dir, tmp_path / "merged", progress=False)
+    report = convert_model(adapter_dir, tmp_path / "merged", progress=False)
 
     merged_dir = tmp_path / "merged"
     assert (merged_dir / "model.safetensors").is_file() and (merged_dir / "tokenizer.json").is_file()
@@ -58,7 +58,7 @@ def test_merged_model_matches_base_plus_adapter(tmp_path, tiny_llama_dir, adapte
 
 
 def test_base_as_source_with_adapter_option(tmp_path, tiny_llama_dir, adapter_dir):
-    report = convert(tiny_llama_dir, tmp_path / "merged", adapter=adapter_dir, progress=False)
+    report = convert_model(tiny_llama_dir, tmp_path / "merged", adapter=adapter_dir, progress=False)
     assert report.checks["adapter"] == str(adapter_dir) and (tmp_path / "merged" / "config.json").is_file()
 
 
@@ -70,13 +70,13 @@ def test_quantized_base_is_refused_before_loading(tmp_path, tiny_llama_dir, adap
     (base / "config.json").write_text(json.dumps(config))
 
     with pytest.raises(UserInputError, match="bitsandbytes-quantized.*dequantize the base first"):
-        convert(base, tmp_path / "merged", adapter=adapter_dir, progress=False)
+        convert_model(base, tmp_path / "merged", adapter=adapter_dir, progress=False)
     assert not (tmp_path / "merged").exists()
 
 
 def test_a_model_folder_is_not_an_adapter(tmp_path, tiny_llama_dir):
     with pytest.raises(UserInputError, match="not a LoRA adapter"):
-        convert(tiny_llama_dir, tmp_path / "merged", to="merged", progress=False)
+        convert_model(tiny_llama_dir, tmp_path / "merged", to="merged", progress=False)
 
 
 def test_a_pickle_adapter_passes_the_scanner_before_peft_loads_it(tmp_path, tiny_llama_dir, adapter_dir):
@@ -87,7 +87,7 @@ def test_a_pickle_adapter_passes_the_scanner_before_peft_loads_it(tmp_path, tiny
     (adapter / "adapter_model.bin").write_bytes(os_system(canary, protocol=2))
 
     with pytest.raises(UnsafeFileError, match="adapter_model.bin"):
-        convert(tiny_llama_dir, tmp_path / "merged", adapter=adapter, progress=False)
+        convert_model(tiny_llama_dir, tmp_path / "merged", adapter=adapter, progress=False)
 
     assert not canary.exists()
     assert not (tmp_path / "merged").exists()
@@ -112,7 +112,7 @@ def test_what_was_saved_is_read_back_before_the_folder_appears(tmp_path, adapter
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_without_the_adapter)
     with pytest.raises(FormatError, match="saved merged model's outputs differ"):
-        convert(adapter_dir, tmp_path / "merged", progress=False)
+        convert_model(adapter_dir, tmp_path / "merged", progress=False)
     assert not (tmp_path / "merged").exists()
 
 
@@ -156,7 +156,7 @@ def lora_run(tmp_path, tiny_llama_dir, adapter_dir) -> Path:
 
 def test_a_merged_run_carries_its_own_card_not_the_bases(tmp_path, lora_run):
     """`convert RUN/final merged/` used to copy the base's README ("stage pretrain, method full")."""
-    convert(lora_run / "final", tmp_path / "merged", progress=False)
+    convert_model(lora_run / "final", tmp_path / "merged", progress=False)
     card = (tmp_path / "merged" / "README.md").read_text()
     assert "stage **pretrain**" not in card and "(merged)" in card
     assert f"Base model: {(tmp_path / 'pretrain-final').resolve()}" in card
@@ -168,9 +168,9 @@ def test_a_merged_run_carries_its_own_card_not_the_bases(tmp_path, lora_run):
 def test_convert_takes_a_run_folder_and_merges_an_adapter_before_gguf(tmp_path, lora_run):
     from lmforge.files.gguf_reader import read_gguf_header
 
-    report = convert(lora_run, tmp_path / "merged", progress=False)  # the run folder stands for RUN/final
+    report = convert_model(lora_run, tmp_path / "merged", progress=False)  # the run folder stands for RUN/final
     assert report.to == "merged" and (tmp_path / "merged" / "model.safetensors").is_file()
-    gguf = convert(lora_run, tmp_path / "model.gguf", quant="f16", progress=False)
+    gguf = convert_model(lora_run, tmp_path / "model.gguf", quant="f16", progress=False)
     assert gguf.to == "gguf" and "is a LoRA adapter: merged into its base" in gguf.notes[0]
     assert gguf.checks["max_abs_logit_difference"] < 1e-4
     assert read_gguf_header(tmp_path / "model.gguf").tensors

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from lmforge.errors import UserInputError
-from lmforge.files.convert import convert
+from lmforge.files.convert import convert_model
 from lmforge.files.convert.to_gguf import error_bound
 
 Q = gguf.GGMLQuantizationType
@@ -37,7 +37,7 @@ def source(tiny_llama_dir: Path) -> dict[str, np.ndarray]:
 def test_llama_gguf_has_metadata_vocab_and_values_within_the_quant_bound(
     tmp_path, tiny_llama_dir, tiny_tokenizer, source, quant
 ):
-    report = convert(tiny_llama_dir, tmp_path / "model.gguf", quant=quant, progress=False)
+    report = convert_model(tiny_llama_dir, tmp_path / "model.gguf", quant=quant, progress=False)
 
     reader = gguf.GGUFReader(tmp_path / "model.gguf")
     config = json.loads((tiny_llama_dir / "config.json").read_text())
@@ -68,7 +68,7 @@ def test_llama_gguf_has_metadata_vocab_and_values_within_the_quant_bound(
 
 def test_q4_0_is_smaller_than_q8_0_smaller_than_f16(tmp_path, tiny_llama_dir):
     sizes = {
-        quant: convert(tiny_llama_dir, tmp_path / f"{quant}.gguf", quant=quant, progress=False).size_bytes
+        quant: convert_model(tiny_llama_dir, tmp_path / f"{quant}.gguf", quant=quant, progress=False).size_bytes
         for quant in ("f16", "q8_0", "q4_0")
     }
     assert sizes["q4_0"] < sizes["q8_0"] < sizes["f16"]
@@ -76,7 +76,7 @@ def test_q4_0_is_smaller_than_q8_0_smaller_than_f16(tmp_path, tiny_llama_dir):
 
 def test_q_and_k_rows_are_permuted_to_ggml_rotary_pairs(tmp_path, tiny_llama_dir, source):
     """HF pairs dimension i with i + d/2 (rotate_half); ggml pairs 2i with 2i+1 (llama.cpp's permute)."""
-    convert(tiny_llama_dir, tmp_path / "f32.gguf", quant="f32", progress=False)
+    convert_model(tiny_llama_dir, tmp_path / "f32.gguf", quant="f32", progress=False)
     tensors = {tensor.name: _values(tensor) for tensor in gguf.GGUFReader(tmp_path / "f32.gguf").tensors}
     config = json.loads((tiny_llama_dir / "config.json").read_text())
     head_dim = config["hidden_size"] // config["num_attention_heads"]
@@ -115,7 +115,7 @@ def tiny_qwen2_dir(tmp_path: Path, tiny_tokenizer) -> Path:
 
 
 def test_qwen2_keeps_q_k_v_biases_unpermuted_and_ties_the_output(tmp_path, tiny_qwen2_dir):
-    report = convert(tiny_qwen2_dir, tmp_path / "qwen.gguf", quant="q8_0", progress=False)
+    report = convert_model(tiny_qwen2_dir, tmp_path / "qwen.gguf", quant="q8_0", progress=False)
 
     reader = gguf.GGUFReader(tmp_path / "qwen.gguf")
     assert _field(reader, "general.architecture") == "qwen2" and report.checks["architecture"] == "qwen2"
@@ -128,13 +128,13 @@ def test_qwen2_keeps_q_k_v_biases_unpermuted_and_ties_the_output(tmp_path, tiny_
 
 def test_unsupported_architecture_is_a_clear_error(tmp_path, minilm_dir):
     with pytest.raises(UserInputError, match="supports llama, mistral, qwen2, qwen3; this model is 'bert'"):
-        convert(minilm_dir, tmp_path / "bert.gguf", progress=False)
+        convert_model(minilm_dir, tmp_path / "bert.gguf", progress=False)
     assert not (tmp_path / "bert.gguf").exists()
 
 
 def test_unknown_quant_is_a_user_error(tmp_path, tiny_llama_dir):
     with pytest.raises(UserInputError, match="q4_0"):
-        convert(tiny_llama_dir, tmp_path / "x.gguf", quant="q5_k", progress=False)
+        convert_model(tiny_llama_dir, tmp_path / "x.gguf", quant="q5_k", progress=False)
 
 
 def test_a_failed_write_leaves_no_file(tmp_path, tiny_llama_dir, monkeypatch):
@@ -143,7 +143,7 @@ def test_a_failed_write_leaves_no_file(tmp_path, tiny_llama_dir, monkeypatch):
 
     monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", broken)
     with pytest.raises(OSError, match="disk full"):
-        convert(tiny_llama_dir, tmp_path / "model.gguf", progress=False)
+        convert_model(tiny_llama_dir, tmp_path / "model.gguf", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -153,7 +153,7 @@ def test_pickle_weights_are_scanned_and_converted(tmp_path, tiny_llama_dir, sour
     torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
 
-    convert(folder, tmp_path / "model.gguf", quant="f32", progress=False)
+    convert_model(folder, tmp_path / "model.gguf", quant="f32", progress=False)
 
     tensors = {tensor.name: _values(tensor) for tensor in gguf.GGUFReader(tmp_path / "model.gguf").tensors}
     assert np.array_equal(tensors["token_embd.weight"], source["model.embed_tokens.weight"])
@@ -195,7 +195,7 @@ def sentencepiece_llama_dir(tmp_path: Path) -> Path:
 
 
 def test_sentencepiece_style_vocab_is_written_as_llama_with_byte_tokens_and_padding(tmp_path, sentencepiece_llama_dir):
-    report = convert(sentencepiece_llama_dir, tmp_path / "spm.gguf", progress=False)
+    report = convert_model(sentencepiece_llama_dir, tmp_path / "spm.gguf", progress=False)
 
     reader = gguf.GGUFReader(tmp_path / "spm.gguf")
     assert report.checks["tokenizer"] == "llama" and _field(reader, "tokenizer.ggml.model") == "llama"
@@ -220,7 +220,7 @@ def test_transformers_gguf_loader_gets_the_same_model_and_tokenizer_back(tmp_pat
     with torch.no_grad():
         expected = original(ids).logits
     for quant, tolerance in (("f32", 0.0), ("f16", 1e-3), ("bf16", 1e-2), ("q8_0", 2e-2)):
-        convert(tiny_llama_dir, tmp_path / f"{quant}.gguf", quant=quant, progress=False)
+        convert_model(tiny_llama_dir, tmp_path / f"{quant}.gguf", quant=quant, progress=False)
         loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=f"{quant}.gguf", dtype=torch.float32).eval()
         with torch.no_grad():
             assert (loaded(ids).logits - expected).abs().max() <= tolerance, quant
@@ -242,7 +242,7 @@ def test_rows_that_are_not_whole_blocks_fall_back_to_f16_with_a_note(tmp_path, t
     LlamaForCausalLM(config).save_pretrained(tmp_path / "odd")
     tiny_tokenizer.save_pretrained(tmp_path / "odd")
 
-    report = convert(tmp_path / "odd", tmp_path / "odd.gguf", quant="q4_0", progress=False)
+    report = convert_model(tmp_path / "odd", tmp_path / "odd.gguf", quant="q4_0", progress=False)
 
     types = {tensor.name: tensor.tensor_type for tensor in gguf.GGUFReader(tmp_path / "odd.gguf").tensors}
     assert types["blk.0.attn_q.weight"] == Q.F16  # 48 values per row: not a whole number of 32-value blocks

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lmforge.errors import UnsafeFileError, UserInputError
-from lmforge.files.convert import convert
+from lmforge.files.convert import convert_model
 from tests.files.corpus import os_system
 
 
@@ -20,7 +20,7 @@ def _run(path, feeds):
 def test_tiny_llama_logits_match_pytorch_for_any_batch_and_length(tmp_path, tiny_llama_dir):
     from transformers import AutoModelForCausalLM
 
-    report = convert(tiny_llama_dir, tmp_path / "llama.onnx", progress=False)
+    report = convert_model(tiny_llama_dir, tmp_path / "llama.onnx", progress=False)
 
     assert report.to == "onnx" and report.checks["max_abs_difference"] < 1e-3
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
@@ -54,7 +54,7 @@ def test_real_minilm_bert_to_a_folder_with_its_tokenizer(tmp_path, minilm_first_
     from transformers import AutoModel, AutoTokenizer
 
     minilm_dir = minilm_first_layer_dir
-    report = convert(minilm_dir, tmp_path / "minilm", to="onnx", progress=False)
+    report = convert_model(minilm_dir, tmp_path / "minilm", to="onnx", progress=False)
 
     assert (tmp_path / "minilm" / "model.onnx").is_file() and "tokenizer.json" in report.copied
     assert report.checks["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
@@ -72,7 +72,7 @@ def test_real_minilm_bert_to_a_folder_with_its_tokenizer(tmp_path, minilm_first_
 
 def test_a_file_without_a_config_is_refused(tmp_path, tiny_llama_dir):
     with pytest.raises(UserInputError, match="config.json"):
-        convert(tiny_llama_dir / "model.safetensors", tmp_path / "model.onnx", progress=False)
+        convert_model(tiny_llama_dir / "model.safetensors", tmp_path / "model.onnx", progress=False)
 
 
 def test_pickle_weights_pass_the_scanner_before_transformers_loads_them(tmp_path, tiny_llama_dir):
@@ -83,7 +83,7 @@ def test_pickle_weights_pass_the_scanner_before_transformers_loads_them(tmp_path
     (folder / "pytorch_model.bin").write_bytes(os_system(canary, protocol=2))
 
     with pytest.raises(UnsafeFileError, match="pytorch_model.bin"):
-        convert(folder, tmp_path / "model.onnx", progress=False)
+        convert_model(folder, tmp_path / "model.onnx", progress=False)
 
     assert not canary.exists()
     assert not (tmp_path / "model.onnx").exists()

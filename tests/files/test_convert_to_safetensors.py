@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lmforge.errors import UnsafeFileError, UserInputError
-from lmforge.files.convert import convert, parse_size_bytes
+from lmforge.files.convert import convert_model, parse_size_bytes
 from tests.files.corpus import os_system
 
 
@@ -53,7 +53,7 @@ def test_tied_weights_are_written_once_and_recorded_as_an_alias(tmp_path, tied_l
     assert state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr()
     torch.save(state, tmp_path / "model.pt")
 
-    report = convert(tmp_path / "model.pt", tmp_path / "model.safetensors", progress=False)
+    report = convert_model(tmp_path / "model.pt", tmp_path / "model.safetensors", progress=False)
 
     assert report.aliases == {"lm_head.weight": "model.embed_tokens.weight"}
     read = load_file(tmp_path / "model.safetensors")
@@ -69,7 +69,7 @@ def test_tied_weights_are_written_once_and_recorded_as_an_alias(tmp_path, tied_l
 def test_hf_pickle_folder_becomes_a_loadable_safetensors_folder(tmp_path, pickle_folder, tiny_llama_dir):
     from transformers import AutoModelForCausalLM
 
-    report = convert(pickle_folder, tmp_path / "out", progress=False)
+    report = convert_model(pickle_folder, tmp_path / "out", progress=False)
 
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert {"config.json", "tokenizer.json"} <= set(report.copied)
@@ -85,7 +85,7 @@ def test_shards_with_an_index_at_the_size_limit(tmp_path, pickle_folder):
     from transformers import AutoModelForCausalLM
 
     limit = 100_000
-    report = convert(pickle_folder, tmp_path / "sharded", shard_size=limit, progress=False)
+    report = convert_model(pickle_folder, tmp_path / "sharded", shard_size=limit, progress=False)
 
     index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
     shards = sorted((tmp_path / "sharded").glob("model-*-of-*.safetensors"))
@@ -102,7 +102,9 @@ def test_shards_with_an_index_at_the_size_limit(tmp_path, pickle_folder):
 
 def test_one_file_destination_refuses_to_shard(tmp_path, pickle_folder):
     with pytest.raises(UserInputError, match="give a folder"):
-        convert(pickle_folder / "pytorch_model.bin", tmp_path / "one.safetensors", shard_size="10KB", progress=False)
+        convert_model(
+            pickle_folder / "pytorch_model.bin", tmp_path / "one.safetensors", shard_size="10KB", progress=False
+        )
     assert not (tmp_path / "one.safetensors").exists()
 
 
@@ -114,7 +116,7 @@ def test_legacy_format_and_nested_checkpoint(tmp_path):
         _use_new_zipfile_serialization=False,
     )
 
-    report = convert(tmp_path / "legacy.pth", tmp_path / "legacy.safetensors", progress=False)
+    report = convert_model(tmp_path / "legacy.pth", tmp_path / "legacy.safetensors", progress=False)
 
     assert sorted(report.skipped) == ["epoch", "optimizer"]
     read = load_file(tmp_path / "legacy.safetensors")
@@ -125,7 +127,7 @@ def test_partial_views_of_one_storage_are_saved_separately(tmp_path):
     base = torch.arange(12, dtype=torch.float32)
     torch.save({"first": base[:6].view(2, 3), "second": base[6:]}, tmp_path / "views.pt")
 
-    report = convert(tmp_path / "views.pt", tmp_path / "views.safetensors", progress=False)
+    report = convert_model(tmp_path / "views.pt", tmp_path / "views.safetensors", progress=False)
 
     assert report.aliases == {}
     read = load_file(tmp_path / "views.safetensors")
@@ -137,7 +139,7 @@ def test_unsafe_pickle_is_refused_and_nothing_is_written(tmp_path):
     (tmp_path / "evil.pt").write_bytes(os_system(canary, protocol=2))
 
     with pytest.raises(UnsafeFileError, match="system"):
-        convert(tmp_path / "evil.pt", tmp_path / "out", progress=False)
+        convert_model(tmp_path / "evil.pt", tmp_path / "out", progress=False)
 
     assert not canary.exists()
     assert not (tmp_path / "out").exists()
@@ -157,7 +159,7 @@ def test_a_failure_while_writing_leaves_no_destination_and_keeps_an_old_one(tmp_
 
     monkeypatch.setattr(safetensors.torch, "save_file", fail_on_second_shard)
     with pytest.raises(OSError, match="disk full"):
-        convert(pickle_folder, tmp_path / "new", shard_size="100KB", progress=False)
+        convert_model(pickle_folder, tmp_path / "new", shard_size="100KB", progress=False)
     assert not (tmp_path / "new").exists()
 
     old = tmp_path / "old"
@@ -165,7 +167,7 @@ def test_a_failure_while_writing_leaves_no_destination_and_keeps_an_old_one(tmp_
     (old / "keep.txt").write_text("previous export")
     calls.clear()
     with pytest.raises(OSError):
-        convert(pickle_folder, old, shard_size="100KB", progress=False)
+        convert_model(pickle_folder, old, shard_size="100KB", progress=False)
     assert [path.name for path in old.iterdir()] == ["keep.txt"]
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
 

@@ -15,7 +15,7 @@ import torch
 
 from lmforge.data.builtin import load_builtin, prompt_messages
 from lmforge.errors import UserInputError
-from lmforge.files.convert import convert
+from lmforge.files.convert import convert_model
 from lmforge.files.llama_cpp import run_llama_cpp
 
 # Top-1 agreement with transformers (float32) over every position of the held-out chats (~900 positions);
@@ -115,7 +115,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> dict:
 
 def _gguf(trained: dict, tmp_path: Path, quant: str) -> Path:
     path = tmp_path / f"model-{quant}.gguf"
-    report = convert(trained["path"], path, quant=quant, progress=False)
+    report = convert_model(trained["path"], path, quant=quant, progress=False)
     assert report.checks["pre_tokenizer"] == "gpt-2"  # GPT-2 byte-level; no merge joins digits (as trained)
     return path
 
@@ -174,6 +174,6 @@ def test_a_tokenizer_llama_cpp_cannot_split_alike_is_refused_unless_forced(tmp_p
         (folder / name).write_bytes((trained["path"] / name).read_bytes())
     tokenizer.save_pretrained(folder)
     with pytest.raises(UserInputError, match="no llama.cpp pre-tokenizer splits text as .* --pre-tokenizer NAME"):
-        convert(folder, tmp_path / "odd.gguf", quant="f16", progress=False)
-    report = convert(folder, tmp_path / "odd.gguf", quant="f16", pre_tokenizer="gpt-2", progress=False)
+        convert_model(folder, tmp_path / "odd.gguf", quant="f16", progress=False)
+    report = convert_model(folder, tmp_path / "odd.gguf", quant="f16", pre_tokenizer="gpt-2", progress=False)
     assert report.checks["pre_tokenizer"] == "gpt-2" and any("forced" in note for note in report.notes)

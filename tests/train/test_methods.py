@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lmforge.train.config import MethodSection
-from lmforge.train.methods import apply_method, count_params
+from lmforge.train.methods import apply_method, count_model_params
 
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -24,7 +24,7 @@ def test_trainable_count_equals_planner(method, tiny_llama_dir):
     from lmforge.plan.params import count_trainable_params
 
     section = MethodSection(name=method, lora_r=8, trainable_layers=1, num_virtual_tokens=5)
-    counted = count_params(apply_method(_tiny(tiny_llama_dir), section, "causal"))
+    counted = count_model_params(apply_method(_tiny(tiny_llama_dir), section, "causal"))
     spec = resolve_model(str(tiny_llama_dir))
     assert counted.trainable_params == count_trainable_params(
         spec, method, lora_r=8, target_modules=LLAMA_LINEAR, trainable_layers=1, num_virtual_tokens=5
@@ -124,7 +124,7 @@ def test_planned_trainable_count_equals_training_for_every_family(name, method):
     method_keys = {"name": method, "lora_r": 4, "trainable_layers": 1, "lora_dropout": 0.0}
     config = validate_config({"model": {"path": name}, "method": method_keys, "data": {"max_len": 64}})
     torch.manual_seed(0)
-    trained = count_params(apply_method(AutoModelForCausalLM.from_config(model_config), config.method, "causal"))
+    trained = count_model_params(apply_method(AutoModelForCausalLM.from_config(model_config), config.method, "causal"))
     planned = plan_run(config, model_config)
     assert "error" not in planned, planned
     assert planned["model"]["params_trainable"] == trained.trainable_params

@@ -213,11 +213,11 @@ def test_trl_tokenizes_once_then_resume_reads_its_cache_beside_run_data(make_con
 
 def test_classify_counts_the_sentences_it_cuts(make_config, tiny_llama_dir):
     from lmforge.data.builtin import load_builtin
-    from lmforge.train.loading import load_tokenizer
+    from lmforge.train.loading import load_training_tokenizer
 
     config = make_config("classify", data={"max_len": 8})
     split = prepare_run(config).summary.splits["train"]
-    tokenizer = load_tokenizer(config)
+    tokenizer = load_training_tokenizer(config)
     texts = load_builtin("builtin:sentiment", n=16, seed=0)["text"]
     assert split.truncated_examples == sum(len(tokenizer(t)["input_ids"]) > 8 for t in texts) > 0
     assert split.tokens == split.sequences * 8 - sum(8 - min(8, len(tokenizer(t)["input_ids"])) for t in texts)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from lmforge.train import preflight, run
-from lmforge.train.loading import load_model, load_tokenizer
-from lmforge.train.methods import apply_method, count_params
+from lmforge.train.loading import load_training_model, load_training_tokenizer
+from lmforge.train.methods import apply_method, count_model_params
 
 bnb = pytest.importorskip("bitsandbytes")  # the dev extra installs it; a GPU install gets it from [gpu]
 
@@ -20,7 +20,7 @@ bnb = pytest.importorskip("bitsandbytes")  # the dev extra installs it; a GPU in
 @pytest.mark.parametrize("bits", [4, 8])
 def test_weights_are_quantized_as_configured(make_config, bits):
     config = make_config("sft", "qlora", method={"quant_bits": bits})
-    model = load_model(config, "causal", load_tokenizer(config))
+    model = load_training_model(config, "causal", load_training_tokenizer(config))
     projection = model.model.layers[0].self_attn.q_proj
     if bits == 4:
         assert isinstance(projection, bnb.nn.Linear4bit)
@@ -28,9 +28,11 @@ def test_weights_are_quantized_as_configured(make_config, bits):
         assert state.quant_type == "nf4" and state.nested  # NF4 with double quantization (QLoRA paper)
     else:
         assert isinstance(projection, bnb.nn.Linear8bitLt)
-    trainable = count_params(apply_method(model, config.method, "causal")).trainable_params
+    trainable = count_model_params(apply_method(model, config.method, "causal")).trainable_params
     plain = make_config("sft", "lora")
-    lora = count_params(apply_method(load_model(plain, "causal", load_tokenizer(plain)), plain.method, "causal"))
+    lora = count_model_params(
+        apply_method(load_training_model(plain, "causal", load_training_tokenizer(plain)), plain.method, "causal")
+    )
     assert trainable == lora.trainable_params  # quantization changes the frozen base, never the adapter
 
 

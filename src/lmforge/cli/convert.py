@@ -35,9 +35,9 @@ def convert(
     pickle (.bin/.pt/.pth or an HF folder) → safetensors; HF Llama/Mistral/Qwen2/Qwen3 → GGUF;
     HF model → ONNX; LoRA adapter + base → merged safetensors model.
     """
-    from lmforge.files.convert import convert as run_convert
+    from lmforge.files.convert import convert_model
 
-    report = run_convert(
+    report = convert_model(
         src,
         dst,
         to=to,

@@ -54,7 +54,7 @@ def train(
 
         done = finished_run(resolved)
         if done is not None:
-            typer.echo(json.dumps(done.to_json(), indent=2) if as_json else nothing_to_resume(done, resolved))
+            typer.echo(json.dumps(done.to_dict(), indent=2) if as_json else nothing_to_resume(done, resolved))
             return
     if nproc > 1 or deepspeed or fsdp:
         from lmforge.train.launch import launch
@@ -69,7 +69,7 @@ def train(
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under --nproc every process trains; one reports
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -82,7 +82,7 @@ def train(
 
 def _print_data_summary(summary: Any, reused: bool, folder: Path, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"folder": str(folder), "reused": reused, **summary.to_json()}, indent=2))
+        typer.echo(json.dumps({"folder": str(folder), "reused": reused, **summary.to_dict()}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table

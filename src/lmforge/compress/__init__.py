@@ -11,7 +11,7 @@ distill    the training stage `distill` (lmforge train), then the report: teache
 """
 
 from lmforge.compress.distill import distill
-from lmforge.compress.factorize import FactorizeResult, factorize, load_factorized
+from lmforge.compress.factorize import FactorizeResult, factorize
 from lmforge.compress.prune import PruneResult, prune
 from lmforge.compress.quantize import METHODS as QUANTIZE_METHODS
 from lmforge.compress.quantize import QuantizeResult, quantize
@@ -28,7 +28,6 @@ __all__ = [
     "compare",
     "distill",
     "factorize",
-    "load_factorized",
     "measure",
     "prune",
     "quantize",

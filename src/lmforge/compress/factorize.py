@@ -5,10 +5,9 @@ approximation in Frobenius norm (Eckart–Young). With `energy` E the rank of ea
 r whose singular values keep a share E of Σσ² (the squared Frobenius norm); with `rank` R every chosen
 layer gets R. A layer is only replaced when r·(in + out) < in·out, i.e. when it really shrinks.
 
-transformers has no class for such a model, so the folder holds the original config.json, the
-factorized weights (model.safetensors: `<layer>.0.weight` = A, `<layer>.1.weight` = B, bias on the
-second) and lmforge_lowrank.json {layer: rank}; `load_factorized` (used by every lmforge command
-through lmforge.generate.load) rebuilds the model from config and swaps those layers for the pairs.
+The folder it writes (the original config, the factorized weights, lmforge_lowrank.json) is the low-rank
+format of lmforge.files.lowrank, whose `load_factorized` rebuilds the model for every lmforge command
+(through lmforge.generate.load_model) and for the reload check here.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ from typing import Any
 
 from lmforge.errors import FormatError, UserInputError
 from lmforge.fileio import atomic_directory
+from lmforge.files.lowrank import LOWRANK_FILE, load_factorized, swap_module
 
-LOWRANK_FILE = "lmforge_lowrank.json"
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -66,11 +65,6 @@ def _low_rank_pair(linear: Any, rank: int) -> Any:
         if linear.bias is not None:
             second.bias.copy_(linear.bias)
     return torch.nn.Sequential(first, second).to(linear.weight.dtype)
-
-
-def _swap(model: Any, name: str, module: Any) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent), child, module)
 
 
 def factorize(
@@ -117,7 +111,7 @@ def factorize(
         if r * (linear.in_features + linear.out_features) >= linear.in_features * linear.out_features:
             dense.append(name)
             continue
-        _swap(network, name, _low_rank_pair(linear, r))
+        swap_module(network, name, _low_rank_pair(linear, r))
         ranks[name] = r
     with atomic_directory(out) as folder:
         network.config.save_pretrained(folder)
@@ -146,38 +140,3 @@ def factorize(
         network.num_parameters(),
         time.perf_counter() - started,
     )
-
-
-def load_factorized(folder: str | os.PathLike[str], dtype: Any) -> Any:
-    """The model `factorize` saved in `folder`: built from its config, low-rank pairs swapped in, weights loaded."""
-    import torch
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    path = Path(folder)
-    try:
-        ranks = json.loads((path / LOWRANK_FILE).read_text())["ranks"]
-    except (OSError, ValueError, KeyError) as error:
-        raise FormatError(f"{path / LOWRANK_FILE} is unreadable: {error}") from None
-    config = AutoConfig.from_pretrained(path)
-    network = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    for name, rank in ranks.items():
-        linear = network.get_submodule(name)
-        _swap(
-            network,
-            name,
-            torch.nn.Sequential(
-                torch.nn.Linear(linear.in_features, rank, bias=False),
-                torch.nn.Linear(rank, linear.out_features, bias=linear.bias is not None),
-            ),
-        )
-    state = load_file(str(path / "model.safetensors"))
-    missing, unexpected = network.load_state_dict(state, strict=False)
-    missing = [key for key in missing if not (key == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or unexpected:
-        raise FormatError(
-            f"{path}: weights do not fit the factorized model (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    if config.tie_word_embeddings:
-        network.tie_weights()
-    return network.to(dtype).eval()

@@ -66,11 +66,11 @@ def quantize(
     target = Path(out)
     started = time.perf_counter()
     if method in GGUF_METHODS:
-        from lmforge.files.convert import convert
+        from lmforge.files.convert import convert_model
 
         if target.suffix != ".gguf":
             raise UserInputError(f"{method} writes one file: give OUT a .gguf name, not {target}")
-        report = convert(source, target, to="gguf", quant=method.removeprefix("gguf-"), progress=progress)
+        report = convert_model(source, target, to="gguf", quant=method.removeprefix("gguf-"), progress=progress)
         return QuantizeResult(
             str(source),
             str(target),

@@ -242,11 +242,11 @@ def compare(
             and llama_cpp_available()
             and Path(original).suffix != ".gguf"
         ):
-            from lmforge.files.convert import convert
+            from lmforge.files.convert import convert_model
             from lmforge.hub.reference import locate_model
 
             f32 = Path(scratch) / f"{Path(original).name}-f32.gguf"
-            convert(locate_model(str(original), need="any").path, f32, to="gguf", quant="f32", progress=False)
+            convert_model(locate_model(str(original), need="any").path, f32, to="gguf", quant="f32", progress=False)
             base_gguf = _quality(f32, "original (gguf-f32)", text_data, task_data, limit)
         _time_all([*rows, *([base_gguf] if base_gguf else [])], decode_tokens, runs)
     return QualityReport(

@@ -4,9 +4,7 @@ docs/scan.md, docs/convert.md).
     from lmforge.files import inspect_path, scan_paths
     inspect_path("model.safetensors").total_params
     scan_paths(["pytorch_model.bin"]).exit_code            # 0 safe, 1 unsafe, 2 cannot prove safe
-
-Conversion is `lmforge.files.convert.convert` (it returns a ConvertReport): a lazy face cannot also hold a
-function named like its subpackage (lmforge.lazy).
+    convert_model("model-folder", "model.gguf", quant="q8_0").files   # a ConvertReport
 
 Names load on first use (lmforge.lazy), so `import lmforge.files` imports no reader and no torch.
 """
@@ -18,11 +16,12 @@ from typing import TYPE_CHECKING
 from lmforge.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from lmforge.files.convert import ConvertReport
+    from lmforge.files.convert import ConvertReport, convert_model
     from lmforge.files.detect import Format, detect_format
     from lmforge.files.gguf_reader import GGUFHeader, read_gguf_header
     from lmforge.files.inspect import InspectReport, filter_tensors, inspect_path
     from lmforge.files.llama_cpp import llama_cpp_available, run_llama_cpp
+    from lmforge.files.lowrank import load_factorized
     from lmforge.files.names import ModelName, parse_model_name
     from lmforge.files.safe_load import check_model_folder, require_safe, safe_torch_load
     from lmforge.files.safetensors_reader import SafetensorsHeader, read_safetensors_header
@@ -38,10 +37,12 @@ __all__ = [
     "SafetensorsHeader",
     "ScanReport",
     "check_model_folder",
+    "convert_model",
     "detect_format",
     "filter_tensors",
     "inspect_path",
     "llama_cpp_available",
+    "load_factorized",
     "parse_model_name",
     "read_gguf_header",
     "read_safetensors_header",

@@ -19,6 +19,7 @@ from typing import Any
 
 from lmforge.errors import FormatError, NotFoundError
 from lmforge.files.detect import SAFETENSORS_INDEX, Format, detect_format
+from lmforge.files.lowrank import LOWRANK_FILE, is_factorized
 from lmforge.files.names import ModelName, parse_model_name
 from lmforge.plan.families import CONFIG_ALIASES
 
@@ -686,8 +687,8 @@ def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
         report.quantization = _gguf_quantization(report.metadata, tensors)
     else:
         report.quantization = _apply_quantization_params(tensors, config)
-        if fmt != "gguf" and path.is_dir() and (path / "lmforge_lowrank.json").is_file():
-            ranks = _read_json(path / "lmforge_lowrank.json").get("ranks") or {}
+        if fmt != "gguf" and is_factorized(path):
+            ranks = _read_json(path / LOWRANK_FILE).get("ranks") or {}
             low_rank = f"low-rank SVD, {len(ranks)} layers (lmforge compress factorize)"
             report.quantization = f"{report.quantization}; {low_rank}" if report.quantization else low_rank
 

@@ -3,7 +3,7 @@
 Streaming uses a synchronous streamer (transformers calls `put` with each new token before it checks
 its stopping criteria), so text reaches the caller token by token without a thread. Stop strings are
 honoured exactly: text that could be the start of a stop string is held back until it is known not
-to be one, and the stop string itself is never shown (USERS.md, serving 3).
+to be one, and the stop string itself is never shown.
 """
 
 from __future__ import annotations

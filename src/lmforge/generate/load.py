@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import NotFoundError, UserInputError
+from lmforge.files.lowrank import is_factorized, load_factorized
 from lmforge.files.safe_load import check_model_folder
 from lmforge.hub.reference import ModelRef, locate_base, locate_model
 from lmforge.runtime import no_hub_kernels
@@ -63,7 +64,7 @@ class LoadedModel:
     @property
     def stop_token_ids(self) -> list[int]:
         """eos plus the chat template's end-of-turn marker when it is a different single token
-        (llama-3's <|eot_id|>): a model that ends its turn must stop, not ramble on (USERS.md training 4)."""
+        (llama-3's <|eot_id|>): a model that ends its turn must stop, not ramble on."""
         from lmforge.data.templates import END_OF_TURN
 
         ids = {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
@@ -165,9 +166,7 @@ def _load_causal_lm(
         source, kwargs["gguf_file"] = folder.parent, folder.name
     else:
         kwargs["use_safetensors"] = check_model_folder(folder, trust_pickle=trust_pickle)
-        if (folder / "lmforge_lowrank.json").is_file():
-            from lmforge.compress.factorize import load_factorized
-
+        if is_factorized(folder):
             return load_factorized(folder, dtype)
     if quant is not None:  # bitsandbytes places its weights while loading, on the device asked for
         kwargs.update(quantization_config=quantization_config(quant, dtype), device_map=device_map or {"": device})

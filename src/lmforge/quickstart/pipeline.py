@@ -621,7 +621,7 @@ def _last_metric(run_dir: Path, key: str) -> float | None:
 
 def _export(ctx: _Context) -> StageRecord:
     """The final policy merged into one safetensors model folder, then GGUF; both read back."""
-    from lmforge.files.convert import convert
+    from lmforge.files.convert import convert_model
 
     final = ctx.path("rlhf", "final")
     merged_dir, gguf_file = ctx.path("export", "model"), ctx.path("export", "model-f16.gguf")
@@ -630,8 +630,8 @@ def _export(ctx: _Context) -> StageRecord:
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    merged = convert(final, merged_dir, to="merged", progress=ctx.progress)
-    gguf = convert(merged_dir, gguf_file, to="gguf", quant="f16", progress=ctx.progress)
+    merged = convert_model(final, merged_dir, to="merged", progress=ctx.progress)
+    gguf = convert_model(merged_dir, gguf_file, to="gguf", quant="f16", progress=ctx.progress)
     gguf_summary = _read_gguf(gguf_file)
     return StageRecord(
         "export",

@@ -980,7 +980,7 @@ def completion_prompt_ids(loaded: LoadedModel, prompts: list[str | list[int]]) -
 
 
 def sampling_for(body: Any, loaded: LoadedModel, prompt_tokens: int, prompt_param: str, max_tokens: int | None) -> Any:
-    """Validated SamplingParams for a request, with the context check naming both numbers (USERS.md serving 5)."""
+    """Validated SamplingParams for a request, with the context check naming both numbers."""
     from pydantic import ValidationError
 
     from lmforge.generate.sampling import SamplingParams, describe_errors

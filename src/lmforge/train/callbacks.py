@@ -76,7 +76,7 @@ class MetricsFileCallback(TrainerCallback):
 
 
 class NanGuardCallback(TrainerCallback):
-    """Stops the run with a clear message when the training loss is NaN/inf (USERS.md training #8)."""
+    """Stops the run with a clear message when the training loss is NaN/inf."""
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         loss = (logs or {}).get("loss")

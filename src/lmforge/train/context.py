@@ -199,7 +199,7 @@ def load_stage_data(config: TrainConfig, expected_kind: str | tuple[str, ...]) -
 
 def resolved_precision(precision: str) -> str:
     """fp32, bf16 or fp16: what `auto` means on this machine, and an error where the hardware lacks the
-    asked-for mixed precision (USERS.md training #8). Training, the weights dtype and the plan all read it."""
+    asked-for mixed precision. Training, the weights dtype and the plan all read it."""
     import torch
 
     cuda = torch.cuda.is_available()

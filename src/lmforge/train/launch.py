@@ -74,12 +74,12 @@ def deepspeed_mode_from_plan(layout: dict[str, Any]) -> str | None:
 
 def planned_deepspeed_mode(config: TrainConfig, nproc: int) -> str | None:
     """Ask the planner for this run's layout on `nproc` × train.target_gpu."""
-    from lmforge.train.loading import load_tokenizer
+    from lmforge.train.loading import load_training_tokenizer
     from lmforge.train.planning import hf_config, plan_run
 
     if not config.train.target_gpu:
         raise UserInputError("--deepspeed plan needs train.target_gpu (the GPU the planner lays the run out for)")
-    tokenizer = load_tokenizer(config, Path(config.out)) if config.model.config is not None else None
+    tokenizer = load_training_tokenizer(config, Path(config.out)) if config.model.config is not None else None
     plan = plan_run(config, hf_config(config, tokenizer), nproc)
     if "error" in plan:
         raise UserInputError(f"--deepspeed plan: {plan['error']}")

@@ -78,9 +78,9 @@ def _train_tokenizer(config: TrainConfig, run_dir: Path, main: bool) -> Any:
     return tokenizer
 
 
-def load_tokenizer(config: TrainConfig, run_dir: Path | None = None, main: bool = True) -> Any:
+def load_training_tokenizer(config: TrainConfig, run_dir: Path | None = None, main: bool = True) -> Any:
     """The run's tokenizer: model.tokenizer, else the model folder's; `bpe:N` trains one (needs run_dir)."""
-    from lmforge.data.stats import load_tokenizer as load_tokenizer_folder
+    from lmforge.data.stats import load_tokenizer
 
     if config.model.tokenizer and config.model.tokenizer.startswith(BPE_PREFIX):
         if run_dir is None:
@@ -91,9 +91,7 @@ def load_tokenizer(config: TrainConfig, run_dir: Path | None = None, main: bool 
     folder = resolve_model_folder(source, **trusted(config)) if config.model.tokenizer is None else Path(source)
     if not folder.is_dir():
         raise NotFoundError(f"model.tokenizer: folder {folder} does not exist")
-    tokenizer = load_tokenizer_folder(
-        folder, setting="model.tokenizer", trust_remote_code=config.model.trust_remote_code
-    )
+    tokenizer = load_tokenizer(folder, setting="model.tokenizer", trust_remote_code=config.model.trust_remote_code)
     if tokenizer.pad_token is None:
         # Batches need padding; eos is the conventional stand-in and is masked out of the loss.
         tokenizer.pad_token = tokenizer.eos_token
@@ -181,7 +179,7 @@ def weights_dtype(config: TrainConfig) -> str:
     return "float32"
 
 
-def load_model(
+def load_training_model(
     config: TrainConfig,
     task: Task,
     tokenizer: Any,

@@ -1,7 +1,8 @@
 """Which parameters train: full, freeze (last N layers + head), LoRA/QLoRA, prompt/prefix tuning.
 
 Every method except freeze is a peft config; freeze is `requires_grad` on the last layers and the
-head (seed 001 §2.3: keep the large model fixed, train the last layers).
+head (the transfer-learning habit: lower layers are general, the top ones task-specific, Yosinski et al.
+2014, "How transferable are features in deep neural networks?").
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def apply_method(model: Any, method: MethodSection, task: Task, *, gradient_chec
         ) from None
 
 
-def count_params(model: Any) -> ParamCount:
+def count_model_params(model: Any) -> ParamCount:
     """Trainable and total parameters as the optimizer sees them (peft's own count for adapters)."""
     if hasattr(model, "get_nb_trainable_parameters"):
         trainable, total = model.get_nb_trainable_parameters()

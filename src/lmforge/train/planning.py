@@ -1,7 +1,7 @@
 """The planner's view of a run, asked before the model loads: plan.json and auto_fit.
 
 plan.json keeps the planner's prediction (trainable/total params, per-GPU memory) next to what the
-run measured, so every real run checks the planner (USERS.md training #1).
+run measured, so every real run checks the planner.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ RUN/data/
   eval/          the validation set, when there is one
 
 A multi-process run used to tokenize in every process, rank 0 sometimes for longer than the other
-ranks' NCCL timeout (USERS.md training #5). Now `launch()` and `lmforge train --prepare-only` prepare
+ranks' NCCL timeout. Now `launch()` and `lmforge train --prepare-only` prepare
 before any process starts, run_training reuses RUN/data while its fingerprint matches (so --resume
 does not tokenize again either), and a run started without it prepares on rank 0 while the other
 ranks wait for the folder, before any of them joins the process group.
@@ -73,7 +73,7 @@ class DataSummary:
     label_names: list[str] | None
     splits: dict[str, SplitSummary] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
@@ -108,7 +108,7 @@ class PreparedData:
 def fix_chat_template(config: TrainConfig, tokenizer: Any) -> str | None:
     """Resolve the chat template once (lmforge.data.templates) and set it on the tokenizer, so TRL's
     own tokenization, tokenize_chat and final/'s saved tokenizer all use the one the model trained
-    with (USERS.md training #4)."""
+    with."""
     if config.stage not in CHAT_STAGES:
         return None
     from lmforge.data.templates import resolve_template
@@ -120,9 +120,9 @@ def fix_chat_template(config: TrainConfig, tokenizer: Any) -> str | None:
 
 def run_tokenizer(config: TrainConfig, run_dir: Path, main: bool = True) -> tuple[Any, str | None]:
     """The tokenizer a run trains with, its chat template fixed: (tokenizer, template name)."""
-    from lmforge.train.loading import load_tokenizer
+    from lmforge.train.loading import load_training_tokenizer
 
-    tokenizer = load_tokenizer(config, run_dir, main)
+    tokenizer = load_training_tokenizer(config, run_dir, main)
     return tokenizer, fix_chat_template(config, tokenizer)
 
 
@@ -235,7 +235,7 @@ def save_data(prepared: PreparedData, folder: Path) -> None:
         prepared.train.save_to_disk(str(temporary / "train"))
         if prepared.eval is not None:
             prepared.eval.save_to_disk(str(temporary / "eval"))
-        atomic_write_json(temporary / "summary.json", prepared.summary.to_json())
+        atomic_write_json(temporary / "summary.json", prepared.summary.to_dict())
 
 
 def load_data_folder(folder: Path, fingerprint: str) -> PreparedData | None:

@@ -33,7 +33,7 @@ from lmforge.train.callbacks import (
 from lmforge.train.config import TrainConfig, config_to_yaml
 from lmforge.train.context import StageContext, stage_module, training_arguments
 from lmforge.train.loading import FROZEN_BASE_METHODS, HEADS, resolve_model_folder, trusted
-from lmforge.train.methods import ParamCount, apply_method, count_params
+from lmforge.train.methods import ParamCount, apply_method, count_model_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
 from lmforge.train.plots import FitDiagnosis, diagnose_run, plot_losses
 from lmforge.train.prepare import DataSummary, prepare_data, run_tokenizer
@@ -56,7 +56,7 @@ class RunResult:
     chat_template: str | None = None  # the template trained with, saved in final/'s tokenizer
     notes: list[str] = field(default_factory=list)  # what the run decided that the user should know
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("run_dir", "final_dir", "best_checkpoint"):
             data[key] = str(data[key]) if data[key] is not None else None
@@ -272,7 +272,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = 
             atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
     planned = plan_run(config, model_config, world_size, num_labels=num_labels)
     model = _load_trainable_model(config, stage.TASK, tokenizer, data, num_labels, run_dir, main, console)
-    counted: ParamCount = count_params(model)
+    counted: ParamCount = count_model_params(model)
     plan, predicted_trainable = _plan_record(config, stage.TASK, planned, counted, console)
     if main:
         atomic_write_json(run_dir / "plan.json", plan)
@@ -368,9 +368,9 @@ def _load_trainable_model(
     console: Any,
 ) -> Any:
     """The starting model with only the method's parameters trainable; packing checked on it first."""
-    from lmforge.train.loading import load_model
+    from lmforge.train.loading import load_training_model
 
-    model = load_model(config, task, tokenizer, num_labels=num_labels, label_names=data.summary.label_names)
+    model = load_training_model(config, task, tokenizer, num_labels=num_labels, label_names=data.summary.label_names)
     if data.summary.packed:
         from lmforge.train.packing import verify_packing
 
@@ -491,6 +491,6 @@ def _finish_run_folder(
         merge=_merges_adapter(config, task),
     )
     atomic_write_json(result.run_dir / "plan.json", plan)
-    atomic_write_json(result.run_dir / "result.json", result.to_json())
+    atomic_write_json(result.run_dir / "result.json", result.to_dict())
     console.print(f"diagnosis: {result.diagnosis.verdict} ({result.diagnosis.reason})")
     console.print(f"final model: {result.final_dir}")

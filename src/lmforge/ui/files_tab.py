@@ -155,7 +155,7 @@ def convert_view(workspace: Workspace, path: str, upload: str | None, to: str, q
     """`lmforge convert` into RUNS/exports/NAME; pickles are scanned first and refused unless proven safe."""
     import pandas as pd
 
-    from lmforge.files.convert import convert
+    from lmforge.files.convert import convert_model
 
     try:
         source = target_path(workspace, path, upload)
@@ -163,7 +163,9 @@ def convert_view(workspace: Workspace, path: str, upload: str | None, to: str, q
         destination = workspace.run_path(f"exports/{clean}")
         target = None if to.startswith("auto") else to
         chosen = target or ("gguf" if destination.suffix == ".gguf" else None)
-        report = convert(source, destination, to=target, quant=quant if chosen == "gguf" else None, progress=False)
+        report = convert_model(
+            source, destination, to=target, quant=quant if chosen == "gguf" else None, progress=False
+        )
     except LmforgeError as error:
         return FilesView(f"**Error:** {error}", "", pd.DataFrame())
     lines = [

@@ -3,7 +3,7 @@
 Every figure is `lmforge.plan.plan_training`'s (the planner is pure Python and answers in tens of
 milliseconds, so the page re-plans on every change); this module only lays the answer out: the
 verdict and why, the per-GPU memory as a stacked bar that reaches the card's capacity, the verdict
-for every GPU type, time and cost, and the seeds' rules of thumb beside the precise figures.
+for every GPU type, time and cost, and the rules of thumb (lmforge.plan.rules) beside the precise figures.
 """
 
 from __future__ import annotations

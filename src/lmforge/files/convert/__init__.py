@@ -19,7 +19,7 @@ from lmforge.files.convert.common import ConvertReport, parse_size_bytes
 TARGETS = ("safetensors", "gguf", "onnx", "merged")
 _BY_SUFFIX = {".safetensors": "safetensors", ".gguf": "gguf", ".onnx": "onnx"}
 
-__all__ = ["TARGETS", "ConvertReport", "convert", "parse_size_bytes"]
+__all__ = ["TARGETS", "ConvertReport", "convert_model", "parse_size_bytes"]
 
 
 def pick_target(source: Path, destination: Path, to: str | None, adapter: Path | None) -> str:
@@ -35,7 +35,7 @@ def pick_target(source: Path, destination: Path, to: str | None, adapter: Path |
     return "safetensors"
 
 
-def convert(
+def convert_model(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     *,
@@ -116,7 +116,7 @@ def _merged_then(
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lmforge-merge-", dir=destination.parent) as scratch:
         merged = merge_lora(adapter, Path(scratch) / "merged", trust_pickle=trust_pickle, progress=progress)
-        report = convert(
+        report = convert_model(
             Path(scratch) / "merged", destination, to=target, quant=quant, trust_pickle=trust_pickle, progress=progress
         )
     report.source = str(adapter)

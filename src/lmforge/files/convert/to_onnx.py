@@ -5,7 +5,7 @@ exports a tiny Llama in about 2 s with logits equal to PyTorch's to 1e-6, where 
 takes 15 s. When onnxruntime disagrees with PyTorch (the MiniLM BERT under transformers 5), the
 dynamo exporter is used instead and checked the same way. Batch and sequence axes are dynamic; the check runs a different batch
 and sequence length, with padding, than the export did. Models stay within ONNX's 2 GB protobuf
-limit (small models, as the issue asks); larger ones get a clear error.
+limit (small models); larger ones get a clear error.
 """
 
 from __future__ import annotations
