@@ -49,7 +49,7 @@ def test_train_json_with_overrides(tmp_path, tiny_llama_dir):
         app, ["train", str(file), "--set", "train.max_steps=2", "--set", "method.name=lora", "--json"]
     )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output[result.output.index("{") :])
+    payload = json.loads(result.stdout)  # stdout is the JSON alone: warnings and progress go to stderr
     assert payload["steps"] == 2 and payload["method"] == "lora"
     assert payload["trainable_params"] == payload["planned_trainable_params"]
     assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()
