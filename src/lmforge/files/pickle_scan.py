@@ -608,6 +608,8 @@ class _Walker:
                 self.report.end_offset = self.pos
                 return
             elif name == "PROTO":
+                if argument is None:  # unreachable: _OPCODES gives PROTO a one-byte argument (the TypeError it had)
+                    raise TypeError("PROTO without its fixed-size argument")
                 protocol = argument[0]
                 if protocol > _HIGHEST_PROTOCOL:
                     raise _StreamError(f"unsupported pickle protocol {protocol} at byte {self.op_offset}")
@@ -628,8 +630,12 @@ class _Walker:
             elif name == "DUP":
                 stack.append(self._top())
             elif name in ("BININT", "BININT1", "BININT2"):
+                if argument is None:  # unreachable: _OPCODES gives these a fixed-size argument
+                    raise TypeError(f"{name} without its fixed-size argument")
                 stack.append(_Int(int.from_bytes(argument, "little", signed=name == "BININT")))
             elif name in ("LONG1", "LONG4"):
+                if counted is None:  # unreachable: _OPCODES gives these a length-prefixed argument
+                    raise TypeError(f"{name} without its length-prefixed argument")
                 offset, length = counted
                 stack.append(
                     _Int(int.from_bytes(self.data[offset : offset + length], "little", signed=True))
@@ -642,10 +648,10 @@ class _Walker:
                     stack.append(_OPAQUE if number is None else _Int(number))
                 except ValueError as error:  # CPython raises "could not convert string to int" here
                     raise _StreamError(f"{name} at byte {self.op_offset} is not a number") from error
-            elif name in _UNICODE_OPCODES:
-                stack.append(self._string(*counted, "utf-8"))
-            elif name in _LEGACY_STRING_OPCODES:
-                stack.append(self._string(*counted, "latin-1"))
+            elif name in _UNICODE_OPCODES or name in _LEGACY_STRING_OPCODES:
+                if counted is None:  # unreachable: _OPCODES gives these a length-prefixed argument
+                    raise TypeError(f"{name} without its length-prefixed argument")
+                stack.append(self._string(*counted, "utf-8" if name in _UNICODE_OPCODES else "latin-1"))
             elif name == "UNICODE":
                 try:  # _pickle.c load_unicode: PyUnicode_DecodeRawUnicodeEscape, strict
                     stack.append(_Str(None if argument is None else argument.decode("raw-unicode-escape")))
@@ -708,14 +714,14 @@ class _Walker:
                 attribute = self._utf8_line(self._readline())
                 stack.append(self._import(module, attribute))
             elif name == "STACK_GLOBAL":
-                attribute, module = self._pop(), self._pop()
+                attribute_value, module_value = self._pop(), self._pop()
                 if (
-                    isinstance(module, _Str)
-                    and isinstance(attribute, _Str)
-                    and None not in (module.text, attribute.text)
+                    isinstance(module_value, _Str)
+                    and isinstance(attribute_value, _Str)
+                    and None not in (module_value.text, attribute_value.text)
                 ):
-                    stack.append(self._import(module.text, attribute.text))
-                elif not self.strict and not any(isinstance(v, (_Str, _Made)) for v in (module, attribute)):
+                    stack.append(self._import(module_value.text, attribute_value.text))
+                elif not self.strict and not any(isinstance(v, (_Str, _Made)) for v in (module_value, attribute_value)):
                     raise _StreamError(f"STACK_GLOBAL without strings at byte {self.op_offset}")
                 else:
                     stack.append(self._unresolved("takes its module or name from a computed value"))

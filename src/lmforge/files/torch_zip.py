@@ -106,10 +106,12 @@ def _simulate(stream: IO[bytes]) -> Any:
                 attribute, module = stack.pop(), stack.pop()
                 stack.append(_Global(str(module), str(attribute)))
             elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                assert arg is not None  # genops decodes an int index for every PUT opcode
                 memo[int(arg)] = stack[-1]
             elif name == "MEMOIZE":
                 memo[len(memo)] = stack[-1]
             elif name in ("BINGET", "LONG_BINGET", "GET"):
+                assert arg is not None  # genops decodes an int index for every GET opcode
                 stack.append(memo.get(int(arg)))
             elif name in ("TUPLE", "LIST", "DICT", "FROZENSET"):
                 items = _pop_to_mark(stack)
