@@ -200,7 +200,7 @@ class TarMember:
     """One tar member as tarfile lists it; `body` None with a `problem` when it cannot be read."""
 
     name: str
-    body: object  # bytes or a Window over the archive
+    body: bytes | Window | None  # bytes or a Window over the archive
     problem: str | None = None
 
 
@@ -268,15 +268,17 @@ def read_npy_header(data) -> NpyHeader:
     try:
         from numpy.lib import _format_impl as numpy_format  # numpy >= 2
     except ImportError:  # numpy 1.x
-        from numpy.lib import format as numpy_format
+        from numpy.lib import format as numpy_format  # type: ignore[no-redef]  # same API, older home
 
     handle = io.BytesIO(bytes(data[: min(len(data), 12 + MAX_NPY_HEADER_BYTES)]))
     try:
         version = numpy_format.read_magic(handle)
-        numpy_format._check_version(version)
+        numpy_format._check_version(version)  # type: ignore[attr-defined]  # private, so not in numpy's stubs
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy warns about headers written by Python 2
-            _, _, dtype = numpy_format._read_array_header(handle, version, max_header_size=MAX_NPY_HEADER_BYTES)
+            _, _, dtype = numpy_format._read_array_header(  # type: ignore[attr-defined]  # private, not in stubs
+                handle, version, max_header_size=MAX_NPY_HEADER_BYTES
+            )
     except (
         ValueError,
         TypeError,

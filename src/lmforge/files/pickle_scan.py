@@ -718,7 +718,8 @@ class _Walker:
                 if (
                     isinstance(module_value, _Str)
                     and isinstance(attribute_value, _Str)
-                    and None not in (module_value.text, attribute_value.text)
+                    and module_value.text is not None
+                    and attribute_value.text is not None
                 ):
                     stack.append(self._import(module_value.text, attribute_value.text))
                 elif not self.strict and not any(isinstance(v, (_Str, _Made)) for v in (module_value, attribute_value)):

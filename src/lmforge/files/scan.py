@@ -232,7 +232,7 @@ def _scan_streams(sink: _Collector, data, start: int, end: int, member: str | No
             break
         strict = context if index == 0 else (_LOADED if legacy and index < _LEGACY_TORCH_PICKLES else _EXTRA)
         report = _judge_stream(sink, data, position, end, member, strict)
-        if not report.complete:
+        if report.end_offset is None:  # incomplete
             break
         if index == 0 and start == 0 and context == _FILE:  # torch.load opens files, not members
             certain = report.result_int == LEGACY_TORCH_MAGIC
@@ -461,7 +461,7 @@ def _scan_legacy_records(sink: _Collector, body, label: str, storages: bool) -> 
     strides and an offset (torch/serialization.py legacy_load). Every pickle is walked strictly."""
     size = len(body)
     first = _judge_stream(sink, body, 0, size, label, _LOADED)
-    if not first.complete:
+    if first.end_offset is None:  # incomplete
         return
     if first.result_int is None or first.result_int < 0:
         sink.problem(
@@ -476,7 +476,7 @@ def _scan_legacy_records(sink: _Collector, body, label: str, storages: bool) -> 
             )
             return
         report = _judge_stream(sink, body, position, size, label, _LOADED)
-        if not report.complete:
+        if report.end_offset is None:  # incomplete
             return
         position = report.end_offset
         skip = _legacy_raw_bytes(body, position, report, storages)
@@ -491,7 +491,7 @@ def _scan_legacy_records(sink: _Collector, body, label: str, storages: bool) -> 
         position += skip
     if storages:  # the storage views pickle
         report = _judge_stream(sink, body, position, size, label, _LOADED)
-        position = report.end_offset if report.complete else size
+        position = report.end_offset if report.end_offset is not None else size
     if position < size:  # bytes torch never reads
         _scan_streams(sink, body, position, size, label, _EXTRA)
 

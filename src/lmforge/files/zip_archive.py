@@ -366,7 +366,8 @@ def read_zipfile_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_byt
     chunks, total = [], 0
     try:
         with archive.open(info) as handle:
-            handle._expected_crc = None  # zipfile checks the CRC only at the end of the stream
+            # zipfile checks the CRC only at the end of the stream; ZipExtFile's private field, not in the stubs
+            handle._expected_crc = None  # type: ignore[attr-defined]
             while True:
                 chunk = handle.read(min(1 << 20, max_bytes + 1 - total))
                 if not chunk:
@@ -388,7 +389,7 @@ def read_zipfile_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_byt
     return b"".join(chunks), None
 
 
-def read_raw_member(data, entry: ZipEntry, max_bytes: int) -> tuple[object, str | None]:
+def read_raw_member(data, entry: ZipEntry, max_bytes: int) -> tuple[bytes | Window, str | None]:
     """A member's bytes from the layout alone (for entries zipfile does not list or cannot open):
     stored bytes in place (no copy of a multi-GB tensor), or inflated within `max_bytes`."""
     import bz2
@@ -414,7 +415,9 @@ def read_raw_member(data, entry: ZipEntry, max_bytes: int) -> tuple[object, str 
         head = bytes(raw[:4])
         properties_length = struct.unpack("<H", head[2:4])[0] if len(head) == 4 else 0
         try:
-            filters = [lzma._decode_filter_properties(lzma.FILTER_LZMA1, bytes(raw[4 : 4 + properties_length]))]
+            properties = bytes(raw[4 : 4 + properties_length])
+            # the private decoder zipfile's own LZMA reader uses; not in the stubs
+            filters = [lzma._decode_filter_properties(lzma.FILTER_LZMA1, properties)]  # type: ignore[attr-defined]
         except (lzma.LZMAError, ValueError) as error:
             return b"", f"bad LZMA properties: {error}"
         return inflate(
