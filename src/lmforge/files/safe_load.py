@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def torch_version_tuple(version: str) -> tuple[int, int]:
         return 0, 0
 
 
-def _numpy_safe_globals() -> list[tuple[Any, str]]:
+def _numpy_safe_globals() -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
     """The numpy reconstructors the scanner allowlists, under both numpy 1.x and 2.x module names.
 
     torch's own weights_only allowlist has no numpy, so checkpoints holding arrays (Trainer's
@@ -42,14 +43,17 @@ def _numpy_safe_globals() -> list[tuple[Any, str]]:
     try:
         from numpy._core import multiarray, numeric  # numpy >= 2
     except ImportError:  # numpy 1.x
-        from numpy.core import multiarray, numeric
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]  # same names, older home
 
-    pairs: list[tuple[Any, str]] = [(numpy.ndarray, "numpy.ndarray"), (numpy.dtype, "numpy.dtype")]
+    pairs: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+        (numpy.ndarray, "numpy.ndarray"),
+        (numpy.dtype, "numpy.dtype"),
+    ]
     for package in ("numpy.core", "numpy._core"):
         pairs += [
             (multiarray._reconstruct, f"{package}.multiarray._reconstruct"),
             (multiarray.scalar, f"{package}.multiarray.scalar"),
-            (numeric._frombuffer, f"{package}.numeric._frombuffer"),
+            (numeric._frombuffer, f"{package}.numeric._frombuffer"),  # type: ignore[attr-defined]  # private
         ]
     # np.dtype(...) builds an instance of a per-dtype class (numpy.dtypes.Float64DType); BUILD needs it allowed.
     pairs += [

@@ -188,7 +188,8 @@ def _bpe_vocab(folder: Path, vocab_size: int) -> tuple[list[str], list[int]]:
     reverse = {token_id: token for token, token_id in tokenizer.get_vocab().items()}
     added = tokenizer.get_added_vocab()
     decoder = tokenizer.added_tokens_decoder
-    tokens, types = [], []
+    tokens: list[str] = []
+    types: list[int] = []  # gguf.TokenType members (an IntEnum)
     for token_id in range(vocab_size):
         if token_id not in reverse:
             tokens.append(f"[PAD{token_id}]")
@@ -400,7 +401,8 @@ def _prepared_tensors(
         if gguf_name is None:
             unknown.append(hf_name)
             continue
-        prepared[gguf_name] = lambda load=load, hf_name=hf_name: _prepare(load(), hf_name, model_type, hparams)
+        # defaults bind this iteration's loader and name; mypy cannot infer a lambda's default-argument types
+        prepared[gguf_name] = lambda load=load, hf_name=hf_name: _prepare(load(), hf_name, model_type, hparams)  # type: ignore[misc]
     if unknown:
         raise FormatError(f"no GGUF name for {len(unknown)} tensor(s) of this {model_type} model, e.g. {unknown[0]}")
     if hparams["rope"]["rope_type"] == "llama3":
