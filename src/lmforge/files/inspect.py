@@ -345,7 +345,9 @@ _CONFIG_FACTS = (
 
 
 def _config_facts(config: dict[str, Any]) -> dict[str, Any]:
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    text = config.get("text_config")
+    if not isinstance(text, dict):  # a multimodal wrapper keeps the language model's config here
+        text = config
     facts = {}
     for fact in _CONFIG_FACTS:
         names = CONFIG_ALIASES[fact]
@@ -357,7 +359,9 @@ def _config_facts(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _experts_from_config(config: dict[str, Any]) -> tuple[int | None, int | None]:
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    text = config.get("text_config")
+    if not isinstance(text, dict):  # a multimodal wrapper keeps the language model's config here
+        text = config
     experts = next((text[k] for k in CONFIG_ALIASES["num_experts"] if text.get(k)), None)
     used = next((text[k] for k in CONFIG_ALIASES["experts_per_token"] if text.get(k)), None)
     return experts, used
@@ -365,7 +369,9 @@ def _experts_from_config(config: dict[str, Any]) -> tuple[int | None, int | None
 
 def _apply_quantization_params(tensors: list[TensorEntry], config: dict[str, Any]) -> str | None:
     """Turn packed storage into logical weights and name the quantisation scheme, if any."""
-    quant_config = config.get("quantization_config") if isinstance(config.get("quantization_config"), dict) else {}
+    quant_config = config.get("quantization_config")
+    if not isinstance(quant_config, dict):
+        quant_config = {}
     method = str(quant_config.get("quant_method") or "").lower()
     bits = int(quant_config.get("bits") or quant_config.get("w_bit") or 4)
     names = {t.name for t in tensors}
@@ -486,7 +492,8 @@ def _transformers_gguf_architectures() -> set[str]:
             and isinstance(node.value, ast.Dict)
             and any(getattr(t, "id", "") == "GGUF_CONFIG_MAPPING" for t in node.targets)
         ):
-            return {k.value for k in node.value.keys if isinstance(k, ast.Constant)} - {"general", "tokenizer"}
+            keys = {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+            return keys - {"general", "tokenizer"}
     return set()
 
 
