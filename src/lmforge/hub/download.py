@@ -391,8 +391,10 @@ def rich_download_bars() -> Iterator[type]:
             )
 
         def display(self, *args: Any, **kwargs: Any) -> None:
-            if getattr(self, "rich_task", None) is not None:
-                progress.update(self.rich_task, completed=self.n, total=self.total, description=self.desc)
+            # unset when tqdm's __init__ raised before ours set it (its __del__ still closes the bar)
+            rich_task = getattr(self, "rich_task", None)
+            if rich_task is not None:
+                progress.update(rich_task, completed=self.n, total=self.total, description=self.desc)
 
         def clear(self, *args: Any, **kwargs: Any) -> None:
             """rich redraws the row; there is no tqdm line to clear."""
