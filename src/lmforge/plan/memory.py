@@ -354,12 +354,14 @@ def loss_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout, head_train
     if setup.loss == "fused":
         chunk = min(liger_chunk_tokens(tokens, vocab, h), tokens)
         return (compute * tokens * h + compute * chunk * vocab) / layout.tp
-    tile = min(tokens, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * compute  # the full tile width, whatever the vocabulary
+    tile_bytes = (
+        min(tokens, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * compute
+    )  # the full tile width, whatever the vocabulary
     # The fp32 weight gradient is cast to the weight's dtype at the end; for fp32 weights it is the gradient itself.
     head_weight_fp32 = setup.precision == "fp32" or (_autocast(setup, layout) and head_trains)
-    grads = _FP32 * tokens * h + (_FP32 * vocab * h if head_trains and not head_weight_fp32 else 0)
-    hidden_copy = compute * tokens * h if setup.micro_batch_size > 1 else 0  # [:, :-1] of a batch is not a view
-    return (tile + grads + compute * tokens * h + hidden_copy) / layout.tp
+    grads_bytes = _FP32 * tokens * h + (_FP32 * vocab * h if head_trains and not head_weight_fp32 else 0)
+    hidden_copy_bytes = compute * tokens * h if setup.micro_batch_size > 1 else 0  # [:, :-1] of a batch is not a view
+    return (tile_bytes + grads_bytes + compute * tokens * h + hidden_copy_bytes) / layout.tp
 
 
 # ---------------------------------------------------------------- training
@@ -398,44 +400,43 @@ def activation_bytes(spec: ModelSpec, setup: TrainingSetup, layout: Layout = Lay
     return max(saved for _, _, saved in stages)
 
 
-# ZeRO-Offload keeps two gradient buckets on the GPU while it moves reduced partitions to the CPU: DeepSpeed's
-# overlap_comm double-buffers reduce_bucket_size elements, which the HF integration's "auto" sets to hidden².
-_OFFLOAD_BUCKETS = 2
+@dataclass(frozen=True)
+class _StageParams:
+    """The parameters one pipeline stage holds, by what trains (whole tensors: before any TP, ZeRO or EP split)."""
+
+    trained_layers: tuple[int, ...]  # blocks whose own weights train (full, freeze): only they save activations
+    trainable: int  # trained base parameters, routed experts included
+    trainable_experts: int
+    frozen: int  # frozen base parameters, routed experts included
+    frozen_experts: int
+    experts: int  # every routed-expert parameter of the stage, trained or not
+    adapters: float  # LoRA, prefix or prompt-tuning parameters
+    head_trains: bool  # the LM head (or the tied embedding it reuses) gets a gradient
+
+    @property
+    def trainable_dense(self) -> int:
+        return self.trainable - self.trainable_experts
 
 
-def _training_stage(
-    spec: ModelSpec, setup: TrainingSetup, layout: Layout, stage: _Stage
-) -> tuple[MemoryBreakdown, int, int]:
+def _stage_params(spec: ModelSpec, setup: TrainingSetup, stage: _Stage) -> _StageParams:
+    """Count what this stage holds from its own blocks, plus the embeddings on the first and the head on the last."""
     counts = _counts(spec)
-    all_layers = len(counts.layer_params)
-    tp, dp, zero = layout.tp, layout.dp, layout.zero_stage
     here = stage.layer_indices
-    h, vocab = spec.hidden_size, _head_outputs(spec)  # the head's outputs: a classifier has no vocabulary head
-    amp = _autocast(setup, layout)
     method = setup.method
-    trains_base = method in ("full", "freeze")
-
-    def shard(dense: float, experts: float, sharded: bool) -> float:
-        """Bytes per GPU of a dense part and a routed-expert part: TP splits both; ZeRO splits its stage's
-        category over all DP ranks; expert parallelism splits the experts over EP ranks (DeepSpeed-MoE)."""
-        return dense / tp / (dp if sharded else 1) + experts / tp / (dp if sharded else layout.ep)
-
-    # What this stage holds, from its own blocks.
-    first_trained = _first_trained_layer(setup, all_layers)
-    trained_layers = [i for i in here if i >= first_trained] if trains_base else []
+    first_trained = _first_trained_layer(setup, len(counts.layer_params))
+    trained_layers = tuple(i for i in here if i >= first_trained) if method in ("full", "freeze") else ()
     stage_params = sum(counts.layer_params[i] for i in here)
     stage_params += (counts.embedding_params if stage.first else 0) + (counts.output_params if stage.last else 0)
-    stage_experts = sum(counts.layer_expert_params[i] for i in here)
+    experts = sum(counts.layer_expert_params[i] for i in here)
     head_trains = method == "full" or (method == "freeze" and not spec.tie_word_embeddings)
     if method == "full":
-        trainable, trainable_experts = stage_params, stage_experts
+        trainable, trainable_experts = stage_params, experts
     elif method == "freeze":
         # The last blocks, the final norm and an untied head; a tied head is the frozen input embedding.
         trainable = sum(counts.layer_params[i] for i in trained_layers) + (counts.output_params if stage.last else 0)
         trainable_experts = sum(counts.layer_expert_params[i] for i in trained_layers)
     else:
         trainable = trainable_experts = 0
-    frozen, frozen_experts = stage_params - trainable, stage_experts - trainable_experts
     adapters = 0.0
     if method not in ("full", "freeze"):
         before, adapters_per_layer, after = _adapters_by_block(
@@ -444,182 +445,329 @@ def _training_stage(
         adapters = (
             sum(adapters_per_layer[i] for i in here) + (before if stage.first else 0) + (after if stage.last else 0)
         )
+    return _StageParams(
+        trained_layers=trained_layers,
+        trainable=trainable,
+        trainable_experts=trainable_experts,
+        frozen=stage_params - trainable,
+        frozen_experts=experts - trainable_experts,
+        experts=experts,
+        adapters=adapters,
+        head_trains=head_trains,
+    )
 
-    # --- dtypes
+
+@dataclass(frozen=True)
+class _Dtypes:
+    """Bytes per parameter of each copy a training step keeps."""
+
+    trained_weight_bytes: int
+    grad_bytes: int
+    master_bytes: int  # the fp32 master copy (0: the weights are trained directly)
+    state_bytes: int  # the optimizer states' dtype
+    adapter_weight_bytes: int  # an adapter weight, and its gradient
+    adapter_master_bytes: int
+    frozen_weight_bytes: int  # frozen base weights (QLoRA's quantized matrices aside)
+
+
+def _dtypes(setup: TrainingSetup, layout: Layout) -> _Dtypes:
+    """The dtype of each copy, from the precision and whether ZeRO/FSDP or torch AMP runs the mixed precision."""
     if setup.precision == "fp32":
-        trained_weight, grad_bytes, master, state_bytes = _FP32, _FP32, 0, _FP32
+        trained_weight, grad, master, state = _FP32, _FP32, 0, _FP32
     elif setup.precision == "bf16":
-        trained_weight, grad_bytes, master, state_bytes = _HALF, _HALF, 0, _HALF
-    elif zero == 0:
+        trained_weight, grad, master, state = _HALF, _HALF, 0, _HALF
+    elif layout.zero_stage == 0:
         # torch AMP (Trainer, DDP): the fp32 parameters are trained directly and get fp32 gradients.
-        trained_weight, grad_bytes, master, state_bytes = _FP32, _FP32, 0, _FP32
+        trained_weight, grad, master, state = _FP32, _FP32, 0, _FP32
     else:
         # DeepSpeed / FSDP mixed precision: half-precision parameters and gradients, fp32 master copy
         # (Micikevicius et al. 2018; the ZeRO paper's 2 + 2 + K bytes with K = 12 for Adam).
-        trained_weight, grad_bytes, master, state_bytes = _HALF, _HALF, _FP32, _FP32
+        trained_weight, grad, master, state = _HALF, _HALF, _FP32, _FP32
     adapter_weight, adapter_master = _adapter_dtypes(setup, layout)
     # Frozen weights: fp32 for fp32 runs and for freeze tuning under AMP (lmforge loads full/freeze in fp32);
     # the 16-bit base of LoRA and prompt tuning, or of any ZeRO/FSDP mixed-precision run, otherwise.
-    frozen_dtype = _FP32 if setup.precision == "fp32" or (amp and trains_base) else _HALF
+    trains_base = setup.method in ("full", "freeze")
+    frozen = _FP32 if setup.precision == "fp32" or (_autocast(setup, layout) and trains_base) else _HALF
+    return _Dtypes(trained_weight, grad, master, state, adapter_weight, adapter_master, frozen)
 
-    # --- weights, master copy, gradients, optimizer states
-    if method == "qlora":
+
+def _shard(layout: Layout, dense_bytes: float, expert_bytes: float, sharded: bool) -> float:
+    """Bytes per GPU of a dense part and a routed-expert part: TP splits both; ZeRO splits its stage's
+    category over all DP ranks; expert parallelism splits the experts over EP ranks (DeepSpeed-MoE)."""
+    dp = layout.dp
+    return dense_bytes / layout.tp / (dp if sharded else 1) + expert_bytes / layout.tp / (dp if sharded else layout.ep)
+
+
+def _qlora_bits(setup: TrainingSetup) -> float:
+    """Bits per weight of QLoRA's quantized block matrices: NF4 (with or without double quantization) or int8."""
+    return nf4_bits_per_weight(setup.double_quant) if setup.quant_bits == 4 else 8.0
+
+
+@dataclass(frozen=True)
+class _ModelStates:
+    """Weights, master copy, optimizer states and gradients on one GPU, and what ZeRO-Offload moved to CPU RAM."""
+
+    weights_bytes: float
+    master_weights_bytes: float
+    optimizer_bytes: float
+    adapter_bytes: float
+    gradients_bytes: float  # all of them at the end of backward (the largest one with optimizer_in_backward)
+    adapter_grads_bytes: float  # alive from the first micro-batch's backward on
+    ddp_buckets_bytes: float
+    cpu_bytes: float  # optimizer states, master copy and gradients offloaded to CPU RAM
+    weights_cpu_bytes: float  # parameters offloaded to CPU RAM
+
+    @property
+    def persistent_bytes(self) -> float:
+        """What stays allocated through the whole step."""
+        return (
+            self.weights_bytes
+            + self.master_weights_bytes
+            + self.optimizer_bytes
+            + self.adapter_bytes
+            + self.ddp_buckets_bytes
+        )
+
+
+# ZeRO-Offload keeps two gradient buckets on the GPU while it moves reduced partitions to the CPU: DeepSpeed's
+# overlap_comm double-buffers reduce_bucket_size elements, which the HF integration's "auto" sets to hidden².
+_OFFLOAD_BUCKETS = 2
+
+
+def _model_states(
+    spec: ModelSpec, setup: TrainingSetup, layout: Layout, stage: _Stage, params: _StageParams, dtypes: _Dtypes
+) -> _ModelStates:
+    """The ZeRO paper's model states of this stage, each split by TP, by ZeRO over DP (from the stage that
+    shards it) and, for routed experts, by EP; then moved to CPU RAM where offload says so."""
+    counts = _counts(spec)
+    here = stage.layer_indices
+    tp, dp, zero = layout.tp, layout.dp, layout.zero_stage
+    h, vocab = spec.hidden_size, _head_outputs(spec)
+    adapters, dense, experts = params.adapters, params.trainable_dense, params.trainable_experts
+    if setup.method == "qlora":
         # QLoRA (Dettmers et al. 2023): block matrices in NF4 / int8, embeddings, norms and head in bf16.
-        bits = nf4_bits_per_weight(setup.double_quant) if setup.quant_bits == 4 else 8.0
+        bits = _qlora_bits(setup)
         matrices = sum(counts.layer_matrix_params[i] for i in here)
-        dense_frozen_bytes = (matrices - stage_experts) * bits / 8 + (frozen - matrices) * _HALF
-        expert_frozen_bytes = stage_experts * bits / 8
+        dense_frozen_bytes = (matrices - params.experts) * bits / 8 + (params.frozen - matrices) * _HALF
+        expert_frozen_bytes = params.experts * bits / 8
     else:
-        dense_frozen_bytes = (frozen - frozen_experts) * frozen_dtype
-        expert_frozen_bytes = frozen_experts * frozen_dtype
-    trainable_dense = trainable - trainable_experts
-    weights = shard(
-        trainable_dense * trained_weight + dense_frozen_bytes,
-        trainable_experts * trained_weight + expert_frozen_bytes,
-        zero >= 3,
+        dense_frozen_bytes = (params.frozen - params.frozen_experts) * dtypes.frozen_weight_bytes
+        expert_frozen_bytes = params.frozen_experts * dtypes.frozen_weight_bytes
+    trained_weight, grad, master = dtypes.trained_weight_bytes, dtypes.grad_bytes, dtypes.master_bytes
+    weights_bytes = _shard(
+        layout, dense * trained_weight + dense_frozen_bytes, experts * trained_weight + expert_frozen_bytes, zero >= 3
     )
-    weights_cpu = 0.0
-    master_weights = shard(trainable_dense * master, trainable_experts * master, zero >= 1)
-    master_weights += adapters * adapter_master / tp / (dp if zero >= 1 else 1)
+    weights_cpu_bytes = 0.0
+    master_bytes = _shard(layout, dense * master, experts * master, zero >= 1)
+    master_bytes += adapters * dtypes.adapter_master_bytes / tp / (dp if zero >= 1 else 1)
     adafactor_ratio = _adafactor_ratio(counts, setup) if setup.optimizer == "adafactor" else 0.0
-    per_param = _optimizer_bytes_per_param(setup, state_bytes, adafactor_ratio)
-    optimizer = shard(trainable_dense * per_param, trainable_experts * per_param, zero >= 1)
-    optimizer += adapters * _optimizer_bytes_per_param(setup, _FP32, adafactor_ratio) / tp / (dp if zero >= 1 else 1)
-    adapter = adapters * adapter_weight / tp / (dp if zero >= 3 else 1)
-    adapter_grads = adapters * adapter_weight / tp / (dp if zero >= 2 else 1)
-    gradients = shard(trainable_dense * grad_bytes, trainable_experts * grad_bytes, zero >= 2) + adapter_grads
-    cpu = 0.0
+    per_param = _optimizer_bytes_per_param(setup, dtypes.state_bytes, adafactor_ratio)
+    optimizer_bytes = _shard(layout, dense * per_param, experts * per_param, zero >= 1)
+    optimizer_bytes += (
+        adapters * _optimizer_bytes_per_param(setup, _FP32, adafactor_ratio) / tp / (dp if zero >= 1 else 1)
+    )
+    adapter_bytes = adapters * dtypes.adapter_weight_bytes / tp / (dp if zero >= 3 else 1)
+    adapter_grads_bytes = adapters * dtypes.adapter_weight_bytes / tp / (dp if zero >= 2 else 1)
+    gradients_bytes = _shard(layout, dense * grad, experts * grad, zero >= 2) + adapter_grads_bytes
+    cpu_bytes = 0.0
     if layout.offload_optimizer:
         # ZeRO-Offload (Ren et al. 2021 §4): optimizer states and the fp32 master update in CPU RAM, and the reduced
         # gradient partitions go there too (as fp32); the GPU keeps only the buckets it reduces through.
-        grad_elements = shard(trainable_dense, trainable_experts, zero >= 2) + adapter_grads / adapter_weight
-        cpu += optimizer + master_weights + _FP32 * grad_elements
-        gradients = min(gradients, _OFFLOAD_BUCKETS * h * h * grad_bytes)
-        optimizer = master_weights = 0.0
+        grad_elements = _shard(layout, dense, experts, zero >= 2) + adapter_grads_bytes / dtypes.adapter_weight_bytes
+        cpu_bytes += optimizer_bytes + master_bytes + _FP32 * grad_elements
+        gradients_bytes = min(gradients_bytes, _OFFLOAD_BUCKETS * h * h * grad)
+        optimizer_bytes = master_bytes = 0.0
     if layout.offload_params:
-        weights_cpu, weights = weights, 0.0
+        weights_cpu_bytes, weights_bytes = weights_bytes, 0.0
+    # Plain DDP (ZeRO 0, dp > 1) all-reduces through flat bucket buffers as large as all gradients, allocated
+    # once beside them (torch DistributedDataParallel, gradient_as_bucket_view=False, its default).
+    ddp_buckets_bytes = gradients_bytes if zero == 0 and dp > 1 else 0.0
+    if setup.optimizer_in_backward:
+        # torchtune optimizer_in_bwd: each parameter steps in its post-accumulate-grad hook and its gradient is freed
+        # at once, so no full gradient set ever exists: only the largest single gradient, briefly.
+        gradient_params = [w.params for i in params.trained_layers for w in counts.layer_weights[i]]
+        gradient_params += [vocab * h] if params.head_trains and stage.last else []
+        gradient_params += [spec.vocab_size * h] if setup.method == "full" and stage.first else []
+        gradients_bytes = max(gradient_params, default=0) * grad / tp + adapter_grads_bytes
+    return _ModelStates(
+        weights_bytes=weights_bytes,
+        master_weights_bytes=master_bytes,
+        optimizer_bytes=optimizer_bytes,
+        adapter_bytes=adapter_bytes,
+        gradients_bytes=gradients_bytes,
+        adapter_grads_bytes=adapter_grads_bytes,
+        ddp_buckets_bytes=ddp_buckets_bytes,
+        cpu_bytes=cpu_bytes,
+        weights_cpu_bytes=weights_cpu_bytes,
+    )
 
-    # --- activations of the forward-backward peak
+
+@dataclass(frozen=True)
+class _Activations:
+    """What the forward-backward peak adds to the model states, before the loss's own tensors."""
+
+    saved_bytes: float  # every activation alive at the start of backward (the blocks' and the final norm's)
+    recompute_layer_bytes: float  # full recomputation: the one block backward re-runs at a time
+    buffers_bytes: float  # AMP weight casts, ZeRO-3 parameter gathers, QLoRA's dequantized matrix
+    offloaded_bytes: float  # what activation offloading moved to CPU RAM
+
+
+def _activations(
+    spec: ModelSpec, setup: TrainingSetup, layout: Layout, stage: _Stage, params: _StageParams, dtypes: _Dtypes
+) -> _Activations:
+    """The saved activations of this stage's blocks and final norm, with the transient buffers beside them."""
+    counts = _counts(spec)
+    here, trained_layers = stage.layer_indices, params.trained_layers
+    tp = layout.tp
+    h, vocab = spec.hidden_size, _head_outputs(spec)  # the head's outputs: a classifier has no vocabulary head
+    amp = _autocast(setup, layout)
     tokens = setup.micro_batch_size * setup.seq_len
-    per_layer = activation_bytes_per_token_layer(spec, setup, layout) * tokens
-    saving_layers = len(trained_layers) if method == "freeze" else len(here)  # frozen blocks save nothing
+    per_layer_bytes = activation_bytes_per_token_layer(spec, setup, layout) * tokens
+    saving_layers = len(trained_layers) if setup.method == "freeze" else len(here)  # frozen blocks save nothing
     residual = _residual_bytes(setup, layout)
     in_flight = stage.in_flight_micro_batches
-    recompute_layer = 0.0
+    recompute_layer_bytes = 0.0
     if setup.recompute == "full":
         # Full recomputation keeps each block's input; backward re-runs one block at a time, after the
         # loss's vocabulary tensors are freed, so that block competes with them rather than adding to them.
         split = tp if layout.sequence_parallel else 1
-        saved = saving_layers * residual * h * tokens / split * in_flight
-        recompute_layer = per_layer if saving_layers else 0.0
+        saved_bytes = saving_layers * residual * h * tokens / split * in_flight
+        recompute_layer_bytes = per_layer_bytes if saving_layers else 0.0
     else:
-        saved = per_layer * saving_layers * in_flight
+        saved_bytes = per_layer_bytes * saving_layers * in_flight
     if _lora_on_experts(spec, setup):
         # peft (ParamWrapper) adapts a fused 3-D expert tensor by building W + B·A for the whole tensor in
         # the forward; that merged weight is saved for backward: one expert-sized copy per MoE layer.
         moe_layers = set(moe_layer_indices(spec.model_type, spec.text_config, spec.num_layers))
         per_layer_experts = counts.expert_params / max(len(moe_layers), 1)
-        merged = per_layer_experts * (_FP32 if setup.precision == "fp32" else _HALF) / tp / layout.ep
+        merged_bytes = per_layer_experts * (_FP32 if setup.precision == "fp32" else _HALF) / tp / layout.ep
         moe_here = sum(1 for i in here if i in moe_layers)
-        saved += merged * (1 if setup.recompute == "full" else moe_here * in_flight)
-    head_activations = 0.0
+        saved_bytes += merged_bytes * (1 if setup.recompute == "full" else moe_here * in_flight)
+    head_bytes = 0.0
     if stage.last:
         # The final norm: fp32 upcast, plus the normalised tensor and lm_head's input when the head trains.
         cast = _HALF if amp and residual == _FP32 else residual
-        head_activations = (_FP32 + (residual + cast if head_trains else 0)) * h * tokens
+        head_bytes = (_FP32 + (residual + cast if params.head_trains else 0)) * h * tokens
 
-    casts = 0.0
-    buffers_fb = 0.0
-    if amp and trains_base:
+    casts_bytes = 0.0
+    buffers_bytes = 0.0
+    if amp and setup.method in ("full", "freeze"):
         # AMP casts each trained fp32 weight matrix to bf16 and keeps the cast for backward (the head's too:
         # a tied embedding is cast for the head matmul); under full recomputation only the head's cast survives
         # the forward, a block's casts live while it re-runs.
         block_casts = sum(counts.layer_matrix_params[i] for i in trained_layers)
-        head_cast = vocab * h if stage.last and head_trains else 0
+        head_cast = vocab * h if stage.last and params.head_trains else 0
         if setup.recompute == "full":
-            recompute_layer += _HALF * block_casts / max(saving_layers, 1) / tp
+            recompute_layer_bytes += _HALF * block_casts / max(saving_layers, 1) / tp
             block_casts = 0
-        casts = _HALF * block_casts / tp
-        buffers_fb += _HALF * head_cast / tp
+        casts_bytes = _HALF * block_casts / tp
+        buffers_bytes += _HALF * head_cast / tp
+    offloaded_bytes = 0.0
     if setup.offload_activations:
         # torchtune's OffloadActivations (trl's port): every saved tensor but parameters moves to CPU RAM in the
         # forward and comes back tensor by tensor in backward, the next one prefetched on a side stream: about two
         # of the largest saved tensors (an MLP intermediate) are on the GPU at once; the head's stay (NoOpManager).
-        cpu += saved + casts
+        offloaded_bytes = saved_bytes + casts_bytes
         largest_saved = max(_mlp_inner_width(spec) * (_FP32 if setup.precision == "fp32" else _HALF), _FP32 * h)
-        saved = 2 * largest_saved * tokens / tp if saving_layers and setup.recompute != "full" else 0.0
-        casts = 0.0
-    activations = saved + head_activations
-    if zero >= 3 or layout.offload_params:
+        saved_bytes = 2 * largest_saved * tokens / tp if saving_layers and setup.recompute != "full" else 0.0
+        casts_bytes = 0.0
+    if layout.zero_stage >= 3 or layout.offload_params:
         # ZeRO-3 / FSDP gathers a layer's full parameters before using it, prefetching the next (2 layers live);
         # QLoRA gathers its 4-bit matrices as they are stored.
-        if method == "qlora":
+        if setup.method == "qlora":
+            bits = _qlora_bits(setup)
             matrices_of = counts.layer_matrix_params
-            largest = max(
+            largest_bytes = max(
                 (
                     matrices_of[i] * bits / 8 + (counts.layer_params[i] - matrices_of[i]) * _HALF
-                    for i in range(all_layers)
+                    for i in range(len(counts.layer_params))
                 ),
                 default=0,
             )
         else:
-            largest = counts.params_per_layer * (trained_weight if trainable else _HALF)
-        buffers_fb += 2 * largest / tp
-    if method == "qlora":
+            largest_bytes = counts.params_per_layer * (dtypes.trained_weight_bytes if params.trainable else _HALF)
+        buffers_bytes += 2 * largest_bytes / tp
+    if setup.method == "qlora":
         # bitsandbytes dequantizes one weight matrix to bf16 for each matmul (forward and backward).
-        buffers_fb += 2 * _largest_matrix_params(counts) * _HALF / tp
-    buffers_fb += casts
-    loss = loss_bytes(spec, setup, layout, head_trains) if stage.last else 0.0
+        buffers_bytes += 2 * _largest_matrix_params(counts) * _HALF / tp
+    buffers_bytes += casts_bytes
+    return _Activations(saved_bytes + head_bytes, recompute_layer_bytes, buffers_bytes, offloaded_bytes)
+
+
+def _training_stage(
+    spec: ModelSpec, setup: TrainingSetup, layout: Layout, stage: _Stage
+) -> tuple[MemoryBreakdown, int, int]:
+    """One stage's breakdown at its peak moment, its model states and its saved activations (bytes per GPU)."""
+    params = _stage_params(spec, setup, stage)
+    dtypes = _dtypes(setup, layout)
+    states = _model_states(spec, setup, layout, stage, params, dtypes)
+    acts = _activations(spec, setup, layout, stage, params, dtypes)
+    tp, dp, zero = layout.tp, layout.dp, layout.zero_stage
+    h, vocab = spec.hidden_size, _head_outputs(spec)
+    activations_bytes, buffers_fb_bytes = acts.saved_bytes, acts.buffers_bytes
+    loss_tensors_bytes = loss_bytes(spec, setup, layout, params.head_trains) if stage.last else 0.0
     # The head's gradient (or the tied embedding's) is the first gradient backward makes.
-    head_grad = vocab * h * grad_bytes / tp / (dp if zero >= 2 else 1) if stage.last and head_trains else 0.0
+    head_trains_here = stage.last and params.head_trains
+    head_grad_bytes = vocab * h * dtypes.grad_bytes / tp / (dp if zero >= 2 else 1) if head_trains_here else 0.0
     # Two moments at the start of backward: the loss's own tensors, then - once they are freed - the head's
     # gradient beside the first block backward re-runs under recomputation (the gradient stays alive). trl's
     # and Liger's heads make that gradient inside the loss, so there it is in both moments.
-    inside_loss = head_grad if setup.loss != "standard" else 0.0
-    if loss + inside_loss >= head_grad + recompute_layer:
-        buffers_fb += loss
-        head_grad = inside_loss
+    inside_loss_bytes = head_grad_bytes if setup.loss != "standard" else 0.0
+    if loss_tensors_bytes + inside_loss_bytes >= head_grad_bytes + acts.recompute_layer_bytes:
+        buffers_fb_bytes += loss_tensors_bytes
+        head_grad_bytes = inside_loss_bytes
     else:
-        activations += recompute_layer
+        activations_bytes += acts.recompute_layer_bytes
 
     # A tied embedding's gradient arrives twice: the head's part first, then the embedding's own dense
     # gradient, which autograd adds out of place - two more vocab x hidden tensors at the end of backward.
     tied_head = spec.tie_word_embeddings and not _is_classifier(spec)
-    accumulation = 2 * vocab * h * grad_bytes / tp if stage.first and method == "full" and tied_head else 0.0
+    tied_full = stage.first and setup.method == "full" and tied_head
+    accumulation_bytes = 2 * vocab * h * dtypes.grad_bytes / tp if tied_full else 0.0
 
-    # Plain DDP (ZeRO 0, dp > 1) all-reduces through flat bucket buffers as large as all gradients, allocated
-    # once beside them (torch DistributedDataParallel, gradient_as_bucket_view=False, its default).
-    ddp_buckets = gradients if zero == 0 and dp > 1 else 0.0
-
-    persistent = weights + master_weights + optimizer + adapter + ddp_buckets
-    if setup.optimizer_in_backward:
-        # torchtune optimizer_in_bwd: each parameter steps in its post-accumulate-grad hook and its gradient is freed
-        # at once, so no full gradient set ever exists: only the largest single gradient, briefly.
-        gradient_params = [w.params for i in trained_layers for w in counts.layer_weights[i]]
-        gradient_params += [vocab * h] if head_trains and stage.last else []
-        gradient_params += [spec.vocab_size * h] if method == "full" and stage.first else []
-        gradients = max(gradient_params, default=0) * grad_bytes / tp + adapter_grads
-    in_backward = adapter_grads
+    gradients_bytes, ddp_buckets_bytes = states.gradients_bytes, states.ddp_buckets_bytes
+    persistent_bytes = states.persistent_bytes
     # With gradient accumulation the earlier micro-batches' gradients stay alive through the next forward and backward.
-    accumulated = gradients if setup.grad_accum > 1 and not setup.optimizer_in_backward else in_backward
-    forward_backward = persistent + activations + buffers_fb + head_grad + accumulated
-    backward_end = persistent + gradients + accumulation  # then the optimizer step, with nothing but these
-    out = dict.fromkeys(CATEGORIES, 0.0)
-    if forward_backward >= backward_end:
-        phase = "forward-backward"
-        out.update(activations=activations, buffers=buffers_fb + ddp_buckets, gradients=head_grad + accumulated)
-    else:
-        phase = "backward-end" if accumulation or setup.optimizer_in_backward else "optimizer-step"
-        out.update(gradients=gradients, buffers=accumulation + ddp_buckets)
-    out.update(weights=weights, master_weights=master_weights, optimizer_states=optimizer, adapter=adapter)
-    tensors = sum(out.values())
-    slack = ALLOCATOR_SLACK_RECOMPUTE if setup.recompute == "full" else ALLOCATOR_SLACK
-    out["overhead"] = CUDA_CONTEXT_BYTES + slack * tensors
-    states = round(weights + master_weights + gradients + optimizer + adapter)
-    breakdown = MemoryBreakdown(
-        {k: round(v) for k, v in out.items()}, cpu_offload_bytes=round(cpu + weights_cpu), peak_phase=phase
+    accumulating = setup.grad_accum > 1 and not setup.optimizer_in_backward
+    accumulated_bytes = gradients_bytes if accumulating else states.adapter_grads_bytes
+    forward_backward_bytes = (
+        persistent_bytes + activations_bytes + buffers_fb_bytes + head_grad_bytes + accumulated_bytes
     )
-    return breakdown, states, round(activations)
+    backward_end_bytes = (
+        persistent_bytes + gradients_bytes + accumulation_bytes
+    )  # then the optimizer step, nothing else
+    out = dict.fromkeys(CATEGORIES, 0.0)
+    if forward_backward_bytes >= backward_end_bytes:
+        phase = "forward-backward"
+        out.update(
+            activations=activations_bytes,
+            buffers=buffers_fb_bytes + ddp_buckets_bytes,
+            gradients=head_grad_bytes + accumulated_bytes,
+        )
+    else:
+        phase = "backward-end" if accumulation_bytes or setup.optimizer_in_backward else "optimizer-step"
+        out.update(gradients=gradients_bytes, buffers=accumulation_bytes + ddp_buckets_bytes)
+    out.update(
+        weights=states.weights_bytes,
+        master_weights=states.master_weights_bytes,
+        optimizer_states=states.optimizer_bytes,
+        adapter=states.adapter_bytes,
+    )
+    tensors_bytes = sum(out.values())
+    slack = ALLOCATOR_SLACK_RECOMPUTE if setup.recompute == "full" else ALLOCATOR_SLACK
+    out["overhead"] = CUDA_CONTEXT_BYTES + slack * tensors_bytes
+    states_bytes = round(
+        states.weights_bytes
+        + states.master_weights_bytes
+        + gradients_bytes
+        + states.optimizer_bytes
+        + states.adapter_bytes
+    )
+    cpu_bytes = states.cpu_bytes + acts.offloaded_bytes + states.weights_cpu_bytes
+    breakdown = MemoryBreakdown(
+        {k: round(v) for k, v in out.items()}, cpu_offload_bytes=round(cpu_bytes), peak_phase=phase
+    )
+    return breakdown, states_bytes, round(activations_bytes)
 
 
 def _adafactor_ratio(counts: ParamCount, setup: TrainingSetup) -> float:
@@ -643,12 +791,12 @@ def kv_cache_bytes_per_token(spec: ModelSpec, kv_dtype: str = "bf16", layout: La
     Ainslie et al. 2023). MLA keeps one compressed latent plus the shared rotary key per layer,
     kv_lora_rank + qk_rope_head_dim (DeepSeek-V2 §2.1.2), whatever the head count.
     """
-    element = _KV_BYTES[kv_dtype]
+    element_bytes = _KV_BYTES[kv_dtype]
     layers = math.ceil(spec.num_layers / layout.pp)
     if spec.is_mla:
-        return layers * (spec.kv_lora_rank + spec.qk_rope_head_dim) * element  # replicated across TP ranks
+        return layers * (spec.kv_lora_rank + spec.qk_rope_head_dim) * element_bytes  # replicated across TP ranks
     kv_heads_here = math.ceil(spec.num_kv_heads / layout.tp)  # fewer KV heads than ranks: each rank keeps one
-    return layers * 2 * kv_heads_here * spec.head_dim * element
+    return layers * 2 * kv_heads_here * spec.head_dim * element_bytes
 
 
 def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = Layout()) -> MemoryBreakdown:
@@ -660,36 +808,36 @@ def inference_memory(spec: ModelSpec, setup: InferenceSetup, layout: Layout = La
     ends = {"first": counts.embedding_params, "last": counts.output_params}  # embeddings; final norm + head
     rest_bits = fmt.bits_per_weight if fmt.quantizes_embeddings else 16  # bitsandbytes/GPTQ/AWQ keep them 16-bit
     in_layers = counts.total_params - matrices - sum(ends.values())  # norms, routers
-    layers = (matrices * fmt.bits_per_weight + in_layers * rest_bits) / 8
+    layers_bytes = (matrices * fmt.bits_per_weight + in_layers * rest_bits) / 8
     # Pipeline stages split the layers; the first adds the embeddings, the last the head (the heavier counts).
     if pp == 1:
-        weights = layers + sum(ends.values()) * rest_bits / 8
+        weights_bytes = layers_bytes + sum(ends.values()) * rest_bits / 8
     else:
-        weights = layers / pp + max(ends.values()) * rest_bits / 8
-    weights /= tp
+        weights_bytes = layers_bytes / pp + max(ends.values()) * rest_bits / 8
+    weights_bytes /= tp
 
     # An encoder (BERT) reads the whole input in one pass: no cache of keys and values is kept for decoding.
     per_token = 0 if spec.kind == "encoder" else kv_cache_bytes_per_token(spec, setup.kv_dtype, layout)
     sliding = spec.num_sliding_layers
     tokens = setup.batch_size * setup.context_len
-    kv: float = per_token * tokens
+    kv_bytes: float = per_token * tokens
     if sliding:
         window_tokens = setup.batch_size * min(setup.context_len, spec.sliding_window or setup.context_len)
-        kv = per_token * (tokens * (spec.num_layers - sliding) + window_tokens * sliding) / spec.num_layers
+        kv_bytes = per_token * (tokens * (spec.num_layers - sliding) + window_tokens * sliding) / spec.num_layers
 
     # Prefill of the whole prompt at once, under no_grad: one block's transient tensors (residual, its fp32
     # norm upcast, the MLP's gate, up and activation) in bf16, plus fp32 logits for the last position only
     # (generate computes logits_to_keep=1).
     prefill_tokens = setup.batch_size * setup.prefill_tokens
-    block = (_HALF * 2 * spec.hidden_size + _FP32 * spec.hidden_size + _HALF * 3 * _mlp_inner_width(spec)) / tp
-    activations = prefill_tokens * block
-    buffers = _FP32 * setup.batch_size * spec.vocab_size / tp
+    block_bytes = (_HALF * 2 * spec.hidden_size + _FP32 * spec.hidden_size + _HALF * 3 * _mlp_inner_width(spec)) / tp
+    activations_bytes = prefill_tokens * block_bytes
+    buffers_bytes = _FP32 * setup.batch_size * spec.vocab_size / tp
     if setup.weight_format in ("int4", "nf4", "int8", "fp8"):
-        buffers += (
+        buffers_bytes += (
             _largest_matrix_params(counts) * _HALF / tp
         )  # one dequantized matrix (bitsandbytes / fallback kernels)
     out = dict.fromkeys(CATEGORIES, 0.0)
-    out.update(weights=weights, kv_cache=kv, activations=activations, buffers=buffers)
-    tensors = sum(out.values())
-    out["overhead"] = CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * tensors
+    out.update(weights=weights_bytes, kv_cache=kv_bytes, activations=activations_bytes, buffers=buffers_bytes)
+    tensors_bytes = sum(out.values())
+    out["overhead"] = CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * tensors_bytes
     return MemoryBreakdown({k: round(v) for k, v in out.items()}, peak_phase="inference")
