@@ -54,6 +54,7 @@ def test_assumptions_are_printed_as_assumptions_with_the_values_used():
     assert assumptions["model FLOPs utilisation"]["change"] == "--mfu"
     assert assumptions["allocator slack"]["value"] == "+22% of tensor memory"  # full recomputation
     assert assumptions["CUDA context and libraries"]["value"] == "768 MiB per GPU"
+    assert assumptions["CUDA context and libraries"]["change"].startswith("no flag")  # none replaces it
     assert assumptions["headroom"]["value"] == "20% of each GPU kept free"
     assert assumptions["price"] == {
         "name": "price",

@@ -14,13 +14,16 @@ from dataclasses import asdict, dataclass
 from lmforge.plan.hardware import Accelerator
 from lmforge.plan.memory import ALLOCATOR_SLACK, ALLOCATOR_SLACK_RECOMPUTE, CUDA_CONTEXT_BYTES
 
+# The measured overheads have no flag of their own: what a user can do about a different stack is keep more free.
+_NO_FLAG = "no flag; --headroom keeps more free"
+
 
 @dataclass(frozen=True)
 class Assumption:
     name: str
     value: str
     basis: str  # what the value rests on
-    change: str  # how a user replaces it
+    change: str  # the flag that replaces it, or what to do where none does
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -68,9 +71,8 @@ def plan_assumptions(
         Assumption(
             "CUDA context and libraries",
             f"{CUDA_CONTEXT_BYTES / 2**20:.0f} MiB per GPU",
-            "measured 0.74-0.75 GiB on an H200 (driver 580, CUDA 13.0, torch 2.11, docs/gpu.md); other drivers, "
-            "CUDA versions and cards differ",
-            "--headroom",
+            "measured on one H200 stack (plan/memory.py, docs/gpu.md); other drivers, CUDA versions and cards differ",
+            _NO_FLAG,
         )
     )
     slack = ALLOCATOR_SLACK_RECOMPUTE if recompute == "full" else ALLOCATOR_SLACK
@@ -78,9 +80,8 @@ def plan_assumptions(
         Assumption(
             "allocator slack",
             f"+{slack:.0%} of tensor memory",
-            "PyTorch's reserved minus allocated memory: median 5 % without and 21-24 % with full recomputation "
-            "in docs/gpu.md's H200 runs",
-            "--headroom",
+            "PyTorch's reserved minus allocated memory in docs/gpu.md's H200 runs (more under full recomputation)",
+            _NO_FLAG,
         )
     )
     found.append(
