@@ -78,12 +78,12 @@ SKIPPED: dict[str, str] = {
     "lmforge data split DATA --out DIR [--ratios 8,1,1] [--seed N] [--to LAYOUT] [--save-to-disk] [--dedup] [--json]": _SYNOPSIS,
     "lmforge data convert DATA --out FILE.jsonl [--to canonical|messages|sharegpt|alpaca] [--json]": _SYNOPSIS,
     "lmforge data preview DATA --tokenizer DIR [-n 3] [--max-len N] [--template NAME] [--train-on-prompt] [--json]": _SYNOPSIS,
-    "lmforge quickstart --out runs/qs": "the full quickstart (3-6 min on 2 cores); tests/quickstart/"
+    "lmforge quickstart --out runs/qs": "the full quickstart (264-335 s on the shared 2-core box); tests/quickstart/"
     "test_pipeline.py runs the same pipeline with --fast, then --resume",
     "lmforge quickstart --out runs/qs --resume": "continues the full quickstart; tests/quickstart/test_pipeline.py "
     "interrupts and resumes a --fast one",
     "lmforge quickstart --fast": "10-20 s of training; tests/quickstart/test_pipeline.py runs exactly this",
-    "lmforge quickstart --json": "the full quickstart (3-6 min on 2 cores)",
+    "lmforge quickstart --json": "the full quickstart (264-335 s on the shared 2-core box)",
 }
 
 
