@@ -56,7 +56,7 @@ def test_kept_set_and_renormalised_probs_equal_transformers_warpers(temperature,
 
 
 def test_seed_five_step_example():
-    """Seed 002 §5.4: T=0.8, top-k 36, top-p 0.7 keeps "about 15-20" words, then renormalises.
+    """The tutorials: T=0.8, top-k 36, top-p 0.7 keeps "about 15-20" words, then renormalises.
 
     The scores are a Zipf-like distribution over 1,000 words (logit = -0.4 ln rank); after temperature
     0.8 the weights are rank^-0.5, so the 36 survivors of top-k reach 0.7 at the 20th word (0.694 after 19, 0.715 after 20).

@@ -6,7 +6,7 @@ from lmforge.generate.sampling import PRESETS, SamplingParams, sampling_params, 
 
 
 def test_presets_follow_the_seed_table():
-    # seed 002 §5.4: customer service T=0.3 k=20 p=0.5; ad copy T=1.2 k=50 p=0.9
+    # the tutorials: customer service T=0.3 k=20 p=0.5; ad copy T=1.2 k=50 p=0.9
     precise, creative = sampling_params("precise"), sampling_params("creative")
     assert (precise.temperature, precise.top_k, precise.top_p) == (0.3, 20, 0.5)
     assert (creative.temperature, creative.top_k, creative.top_p) == (1.2, 50, 0.9)

@@ -33,7 +33,7 @@ def test_zero_paper_figure_1_model_states(llama7b, zero, expected_gb):
 
 
 def test_seed_model_states_of_7b_are_16_bytes_per_parameter(llama7b):
-    # Seed 002: (2 + 2 + 12) x 7e9 bytes ≈ 104 GiB.
+    # the tutorials: (2 + 2 + 12) x 7e9 bytes ≈ 104 GiB.
     setup = TrainingSetup(method="full", precision="bf16-mixed")
     per_param = model_states_bytes(llama7b, setup, Layout(zero_stage=1)) / count_params(llama7b).total_params
     assert per_param == pytest.approx(16.0)
@@ -42,7 +42,7 @@ def test_seed_model_states_of_7b_are_16_bytes_per_parameter(llama7b):
 
 @pytest.mark.parametrize(("fmt", "expected_gb"), [("bf16", 13.5), ("int8", 7.0), ("int4", 3.9)])
 def test_seed_inference_weights_of_7b(llama7b, fmt, expected_gb):
-    # Seed 004: 7B -> 14 GB bf16, 7 GB int8, 3.5 GB int4 for 7e9 nominal parameters; Llama-2-7B has 6.74e9,
+    # the tutorials: 7B -> 14 GB bf16, 7 GB int8, 3.5 GB int4 for 7e9 nominal parameters; Llama-2-7B has 6.74e9,
     # and int8/int4 keep the embeddings and head in 16-bit (0.26e9 parameters) while int4 adds group scales.
     weights = inference_memory(llama7b, InferenceSetup(weight_format=fmt), Layout())["weights"]
     assert weights / GB == pytest.approx(expected_gb, abs=0.1)

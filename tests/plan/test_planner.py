@@ -213,7 +213,7 @@ def test_405b_fp8_on_h100s_is_served_by_one_tp8_node_about_4x_faster_than_tp2_pp
 
 
 def test_a_small_quantized_model_gets_replicas_per_gpu_and_a_fleet_for_a_request_rate():
-    """Seed 002 §3.2: an int8 7B (7 GB) serves three times on one RTX 4090 (24 GB); with each replica's own CUDA
+    """The tutorials: an int8 7B (7 GB) serves three times on one RTX 4090 (24 GB); with each replica's own CUDA
     context and the 10 % headroom two fit, with no headroom three."""
     shape = dict(weight_format="int8", gpu="rtx-4090", context_len=512, prompt_len=384, verdicts=False)
     plan = plan_inference("llama-2-7b", target_requests_per_second=50, **shape)

@@ -11,7 +11,7 @@ GB = 10**9
 
 
 def test_seed_weight_sizes_for_a_7b_model():
-    # Seed 004: 7B in bf16 is 14 GB, int8 7 GB, int4 3.5 GB (4 bits; group scales add ~3%).
+    # the tutorials: 7B in bf16 is 14 GB, int8 7 GB, int4 3.5 GB (4 bits; group scales add ~3%).
     assert weight_bytes(7 * 10**9, "bf16") == 14 * GB
     assert weight_bytes(7 * 10**9, "int8") == 7 * GB
     assert weight_bytes(7 * 10**9, "int4") == pytest.approx(3.5 * GB, rel=0.04)

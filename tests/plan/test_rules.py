@@ -1,4 +1,8 @@
-"""The seeds' rules of thumb, reproducing their worked examples digit for digit."""
+"""The tutorials' rules of thumb (plan/rules.py), reproducing their worked examples digit for digit.
+
+Tests named test_seed_* reproduce the tables of the five tutorial articles lmforge started from ("seeds", not in
+this repository); docs/plan.md quotes each one beside the planner's figure.
+"""
 
 import pytest
 
@@ -16,7 +20,7 @@ GIB = 1024**3
 
 
 def test_seed_inference_examples_7b():
-    # seed 002 §2.2 / seed 004: 7B -> bf16 14 GB, int8 7 GB, int4 3.5 GB, fp32 28 GB
+    # 7B -> bf16 14 GB, int8 7 GB, int4 3.5 GB, fp32 28 GB
     assert inference_rule_bytes(7e9, NOMINAL_BYTES_PER_WEIGHT["bf16"]) == 14e9
     assert inference_rule_bytes(7e9, NOMINAL_BYTES_PER_WEIGHT["int8"]) == 7e9
     assert inference_rule_bytes(7e9, NOMINAL_BYTES_PER_WEIGHT["int4"]) == 3.5e9
@@ -24,25 +28,25 @@ def test_seed_inference_examples_7b():
 
 
 def test_seed_gpu_count_examples():
-    # seed 002 §3.1: 7 × 18 × 1.25 / 24 ≈ 7 RTX 4090; / 40 ≈ 4 A100-40G
+    # 7 × 18 × 1.25 / 24 ≈ 7 RTX 4090; / 40 ≈ 4 A100-40G
     assert gpus_needed_rule(7e9, 24) == 7
     assert gpus_needed_rule(7e9, 40) == 4
 
 
 def test_seed_model_states_example():
-    # seed 002 §2.1: (2 + 2 + 12) × 7e9 = 112e9 bytes ≈ 104 GiB
+    # (2 + 2 + 12) × 7e9 = 112e9 bytes ≈ 104 GiB
     assert model_states_rule_bytes(7e9) == 112e9
     assert model_states_rule_bytes(7e9) / GIB == pytest.approx(104.3, abs=0.05)
 
 
 def test_seed_full_finetune_example():
-    # seed 001 §1.2: 7B fp16 -> 70 GB before activations, ~90 GB with ~20 GB of activations
+    # 7B fp16 -> 70 GB before activations, ~90 GB with ~20 GB of activations
     assert full_finetune_rule_bytes(7e9, 2) == 70e9
     assert full_finetune_rule_bytes(7e9, 2, activation_bytes=20e9) == 90e9
 
 
 def test_seed_lora_example():
-    # seed 004: 7B + LoRA at 0.5 % (35M) -> 14 GB + 0.42 GB
+    # 7B + LoRA at 0.5 % (35M) -> 14 GB + 0.42 GB
     assert lora_rule_bytes(7e9, 35e6) == pytest.approx(14.42e9)
 
 
@@ -80,13 +84,13 @@ def test_lora_shows_the_lora_rule_and_says_qlora_stores_4_bit():
     assert "4 bits" in qlora.why_they_differ
 
 
-# ---- every seed table, side by side with the planner's precise figure (docs/plan.md, "The seeds' tables")
+# ---- every seed table, side by side with the planner's precise figure (docs/plan.md, "The tutorials' tables")
 
 GB = 1e9
 
 
 def test_seed_001_7b_fine_tune_breakdown_and_its_lora_35_gb():
-    """Seed 001 §3.3: 7B in FP16: weights 14 + gradients 14 + Adam 28 + activations (batch 32) 20 + buffers 5 =
+    """7B in FP16: weights 14 + gradients 14 + Adam 28 + activations (batch 32) 20 + buffers 5 =
     81 GB; LoRA ≈ 35 GB. The planner (Llama-2-7B, pure bf16 AdamW, 32 x 128 tokens) keeps the weights, Adam and
     activations within a few GB of the seed, but gradients and activations never peak together: activations die
     as gradients appear, so 70.7 GB, not 81."""
@@ -123,7 +127,7 @@ def test_seed_001_7b_fine_tune_breakdown_and_its_lora_35_gb():
 
 
 def test_seed_004_fine_tuning_table_for_a_7b_model():
-    """Seed 004: full > 100 GB, LoRA 20-25 GB, QLoRA 14-18 GB, prompt tuning < 5 GB. The planner, Llama-2-7B at
+    """The tutorials: full > 100 GB, LoRA 20-25 GB, QLoRA 14-18 GB, prompt tuning < 5 GB. The planner, Llama-2-7B at
     micro-batch 4 x 512 with each method's recipe default (checkpointing for LoRA/QLoRA): full 114.0, LoRA 19.3,
     QLoRA 7.8, prompt tuning 24.9 GB. Prompt tuning keeps the whole 13.5 GB bf16 base and back-propagates through
     every layer, so "< 5 GB" holds only for small models (Qwen2.5-0.5B: 3.3 GB at 1 x 512)."""
@@ -143,7 +147,7 @@ def test_seed_004_fine_tuning_table_for_a_7b_model():
 
 
 def test_seed_002_ratios_inference_fine_tuning_and_gpu_counts():
-    """Seed 002 §2.2/§3.2: inference ≈ 1/4 of training memory, fine-tuning ≈ 1/2, and inference needs 1/8-1/9 of
+    """The tutorials: inference ≈ 1/4 of training memory, fine-tuning ≈ 1/2, and inference needs 1/8-1/9 of
     the training GPUs (7 RTX 4090 to train 7B, 1 to serve it). Planner, Llama-2-7B on one GPU, 2048 tokens: serving
     (512-token context) 0.13 of full training, LoRA 0.17; on RTX 4090s training takes 6 (ZeRO-3 with
     checkpointing), serving 1."""
@@ -161,7 +165,7 @@ def test_seed_002_ratios_inference_fine_tuning_and_gpu_counts():
 
 
 def test_seed_002_activation_formula_beside_the_itemised_model():
-    """Seed 002 §2.3: L·b·s·h·p·[16 + 2/p + (a·s/h)(2 + 1/p)]; Llama-2-7B, b = 1, s = 2048, p = 2: the formula
+    """L·b·s·h·p·[16 + 2/p + (a·s/h)(2 + 1/p)]; Llama-2-7B, b = 1, s = 2048, p = 2: the formula
     (Korthikanti et al.'s sbh(34 + 5as/h) per layer, a GPT block with a 4h GELU MLP) says 30.6 GB; the planner's
     itemised block with eager attention, as the formula assumes, 38.1 GB (SwiGLU's three 11008-wide tensors and
     RMSNorm's fp32 upcasts outweigh the 4h MLP), and with SDPA, which keeps no s x s scores, 12.3 GB."""
@@ -181,7 +185,7 @@ def test_seed_002_activation_formula_beside_the_itemised_model():
 
 
 def test_seed_003_64_gpu_layout_dp2_pp4_tp8():
-    """Seed 003 §2: 64 GPUs in 8 nodes: TP 8 inside a node, PP 4 across nodes, DP 2 = 64. The planner finds it for
+    """64 GPUs in 8 nodes: TP 8 inside a node, PP 4 across nodes, DP 2 = 64. The planner finds it for
     Mixtral-8x22B (141B, > 100B) on 64 A100-80G: fits at 43.8 GiB per GPU with ZeRO-1, naming Megatron-LM (lmforge
     train does not drive TP/PP) and the 75 % bubble of one micro-batch per step; left free on 64 GPUs it keeps
     ZeRO-3 data parallelism, which lmforge train runs."""
@@ -197,7 +201,7 @@ def test_seed_003_64_gpu_layout_dp2_pp4_tp8():
 
 
 def test_seed_003_70b_decodes_at_about_10_tokens_per_second():
-    """Seed 003 §3.3: token speed ≈ bandwidth / model size, "70B: about 10 tokens/s". The rule on one A100-40G
+    """token speed ≈ bandwidth / model size, "70B: about 10 tokens/s". The rule on one A100-40G
     (1555 GB/s, 141 GB of bf16 weights) says 11.0; the planner needs 4 of them (TP 4 streams with four cards'
     bandwidth): 43.7 tokens/s."""
     from lmforge.plan import plan_inference

@@ -1,4 +1,4 @@
-"""Fit diagnosis after seed 001 §2.1, and the loss-curve PNG."""
+"""Fit diagnosis (the textbook reading, Goodfellow et al. 2016 §5.2), and the loss-curve PNG."""
 
 from __future__ import annotations
 

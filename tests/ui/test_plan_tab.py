@@ -44,7 +44,10 @@ def test_the_view_shows_what_the_planner_says(workspace):
     assert view.breakdown["category"].iloc[-1] == "weights"  # drawn at the bottom of the stack
     assert len(view.verdicts) == 19 and "rtx-4090" in set(view.verdicts["GPU"].str.split().str[0])
     assert "GPU-hours" in view.cost and "1,000,000,000 tokens" in view.cost
-    assert {"GPUs to train (seed 002 §3.1)", "LoRA (seed 004, LoRA)"} <= set(view.rules["rule of thumb"])
+    assert {
+        "GPUs to train (rule of thumb: 18 B/param of model states + 25% for activations)",
+        "LoRA (LoRA (Hu et al. 2021) over a frozen 16-bit base)",
+    } <= set(view.rules["rule of thumb"])
 
 
 def test_a_pasted_config_json_is_planned_as_that_model(workspace, ui_root):

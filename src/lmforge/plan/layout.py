@@ -7,8 +7,8 @@ DP × TP × PP = GPUs). The memory model prices each one; a layout fits when its
 `headroom` of the card free.
 
 Training: one search over every layout finds the fewest GPUs. Among the layouts that fit on that many,
-the ones `lmforge train` runs (DDP, DeepSpeed ZeRO, FSDP: TP = PP = EP = 1) come first, then seed 003 §4's
-strategy table orders the rest:
+the ones `lmforge train` runs (DDP, DeepSpeed ZeRO, FSDP: TP = PP = EP = 1) come first, then the usual
+strategy table of LLM-training guides orders the rest (docs/plan.md):
   small model, many GPUs  -> pure data parallel (DDP, else ZeRO-2: same traffic as DDP)
   does not fit one GPU    -> ZeRO-3 before any model parallelism (simpler than TP/PP)
   > 100B parameters       -> 3D: TP inside the node, PP across nodes, ZeRO-1 for the optimizer
@@ -32,11 +32,13 @@ from lmforge.plan.hardware import GIB, Accelerator
 from lmforge.plan.setup import InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
 from lmforge.plan.spec import ModelSpec
 
-MAX_TP = 8  # one node of 8 GPUs: tensor parallelism needs NVLink-class bandwidth (seed 003 §4)
+MAX_TP = 8  # one node of 8 GPUs: tensor parallelism needs NVLink-class bandwidth (Shoeybi et al. 2019, Megatron-LM §3)
 MAX_GPUS = 4096
 DEFAULT_HEADROOM = 0.10
-THREE_D_ABOVE_PARAMS = 100e9  # seed 003 §4: "模型极大(>100B)" -> 3D parallel
-LONG_SEQUENCE_TOKENS = 32 * 1024  # seed 003 §4: "处理超长序列(>32K)" -> sequence + tensor parallel
+THREE_D_ABOVE_PARAMS = 100e9  # "very large models (> 100B)" -> 3D parallel (Narayanan et al. 2021)
+LONG_SEQUENCE_TOKENS = (
+    32 * 1024
+)  # "very long sequences (> 32K)" -> sequence + tensor parallel (Korthikanti et al. 2022)
 OFFLOAD_CHOICES = ("none", "optimizer", "params", "both")
 EP_DEGREES = (1, 2, 4, 8, 16, 32, 64)  # expert-parallel degrees tried (those dividing the expert count)
 # Same number of GPUs: DDP, then ZeRO-2 (same communication volume as DDP, ZeRO paper §7), ZeRO-1, ZeRO-3 (1.5x).
@@ -239,7 +241,7 @@ class LayoutSearch:
 
     def _strategy(self) -> tuple[str, _Preference]:
         """(name, preference key) among layouts on the same number of GPUs: the ones lmforge train runs first,
-        then seed 003 §4's table for this model and setup."""
+        then the strategy table (module docstring) for this model and setup."""
         setup = self.setup
         if not isinstance(setup, TrainingSetup):
             return "inference", lambda l: (l.pp, l.gpus, l.tp)
@@ -479,14 +481,14 @@ def _reason(
         )
     elif layout.tp == 1 and layout.pp == 1 and layout.ep == 1:
         if layout.zero_stage == 0:
-            text = f"model states fit every GPU: plain data parallel (DDP) (seed 003 §4): {shape}"
+            text = f"model states fit every GPU: plain data parallel (DDP): {shape}"
         elif layout.zero_stage in (1, 2):
-            text = f"small enough for data parallel; ZeRO-{layout.zero_stage} shards optimizer states at DDP's traffic (seed 003 §4): {shape}"
+            text = f"small enough for data parallel; ZeRO-{layout.zero_stage} shards optimizer states at DDP's traffic: {shape}"
         else:
-            text = f"does not fit one GPU: ZeRO-3 shards weights too, tried before model parallelism (seed 003 §4): {shape}"
+            text = f"does not fit one GPU: ZeRO-3 shards weights too, tried before model parallelism: {shape}"
         if strategy in ("3d", "long-sequence"):
             preferred = "3D parallelism" if strategy == "3d" else "tensor + sequence parallelism"
-            text += f"; seed 003 §4 prefers {preferred} here, which needs at least as many GPUs and Megatron-LM"
+            text += f"; the usual strategy table prefers {preferred} here, which needs at least as many GPUs and Megatron-LM"
     else:
         parts = [f"TP {layout.tp} inside the node"] if layout.tp > 1 else []
         parts += [f"PP {layout.pp} across nodes"] if layout.pp > 1 else []
@@ -495,7 +497,7 @@ def _reason(
             "long-sequence": "sequences > 32K tokens: tensor + sequence parallel split the activations",
             "3d": "> 100B parameters: 3D parallel, TP inside the node, PP across nodes, ZeRO for optimizer states",
         }.get(strategy, "ZeRO alone needs more GPUs")
-        text = f"fewest GPUs need model parallelism ({', '.join(parts)}); seed 003 §4: {rule}: {shape}"
+        text = f"fewest GPUs need model parallelism ({', '.join(parts)}); {rule}: {shape}"
     if isinstance(search.setup, TrainingSetup):
         engine = engine_needed(layout, search.setup)
         if engine:

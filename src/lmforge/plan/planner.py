@@ -1,8 +1,8 @@
 """The planner API: one call answers "will it fit, on how many GPUs, laid out how, how long, how much".
 
 `plan_training(...)` and `plan_inference(...)` resolve the model, count its parameters, search the
-layout on the chosen GPU (memory model per candidate), add time and cost, the seeds' rules of thumb
-beside the precise figures, and a verdict for every GPU type in the catalog. `Plan.to_dict()` is the
+layout on the chosen GPU (memory model per candidate), add time and cost, the rules of thumb
+(plan/rules.py) beside the precise figures, and a verdict for every GPU type in the catalog. `Plan.to_dict()` is the
 stable JSON the CLI prints with --json.
 """
 
@@ -451,7 +451,7 @@ def _training_rules(
     fewest: LayoutChoice,
     one_gpu: MemoryBreakdown,
 ) -> list[RuleOfThumb]:
-    """The seeds' rules of thumb for this run, each beside the planner's precise figure."""
+    """The rules of thumb for this run, each beside the planner's precise figure."""
     return training_rules(
         params_total=counts.total_params,
         params_trainable=trainable,
@@ -760,7 +760,7 @@ def _replicas(
     choice: LayoutChoice, accelerator: Accelerator, speed: InferenceSpeed, setup: InferenceSetup, target: float | None
 ) -> Replicas:
     """Whole copies per GPU (each a process with its own CUDA context, as vLLM or llama.cpp servers run), per node,
-    and how many a target request rate needs (seed 002 §3.2: int8 7B, three per RTX 4090)."""
+    and how many a target request rate needs (worked example: an int8 7B, three copies per 24 GB RTX 4090)."""
     per_gpu = max(choice.usable_bytes // max(choice.memory.total_bytes, 1), 1)
     per_node = per_gpu * accelerator.gpus_per_node
     rate = replicas = gpus = None

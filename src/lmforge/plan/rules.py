@@ -1,8 +1,9 @@
-"""The seed documents' rules of thumb, computed as their authors state them, for showing beside the
-planner's precise figures with one line on why the two differ.
+"""The rules of thumb that LLM-training tutorials teach, computed as they state them, for showing beside
+the planner's precise figures with one line on why the two differ.
 
-Each rule is a plain function of a parameter count and a few bytes-per-value figures so the tests
-can reproduce the seeds' worked examples digit for digit.
+Each rule is a plain function of a parameter count and a few bytes-per-value figures, so the tests can
+reproduce the tutorials' worked examples digit for digit (docs/plan.md, "Rules of thumb"). `source` names
+the rule's basis (a paper where there is one), because that is what a user can look up.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-GB = 1e9  # the seeds write decimal GB
+GB = 1e9  # the rules are quoted in decimal GB
 
 
 @dataclass(frozen=True)
@@ -29,43 +30,44 @@ class RuleOfThumb:
 
 
 def gpus_needed_rule(params: float, vram_gb: float) -> int:
-    """GPUs ≈ P(B) × 18 × 1.25 / VRAM(GB), rounded up (seed 002 §3.1: 18 bytes/param of model states,
-    1.25 for activations; 7B on 24 GB RTX 4090 -> 6.56 ≈ 7)."""
+    """GPUs ≈ P(B) × 18 × 1.25 / VRAM(GB), rounded up (18 bytes/param of model states, 1.25 for
+    activations; worked example: 7B on a 24 GB RTX 4090 -> 6.56 ≈ 7)."""
     return math.ceil(params / 1e9 * 18 * 1.25 / vram_gb)
 
 
 def full_finetune_rule_bytes(params: float, bytes_per_param: float, activation_bytes: float = 0.0) -> float:
-    """P × bytes × (1 + 2 + 2) + activations (seed 001 §1.2: weights, gradients + Adam, Adam moments;
-    7B fp16 -> 70 GB before activations)."""
+    """P × bytes × (1 + 2 + 2) + activations (weights, gradients + Adam, Adam moments; worked
+    example: 7B fp16 -> 70 GB before activations)."""
     return params * bytes_per_param * (1 + 2 + 2) + activation_bytes
 
 
 def model_states_rule_bytes(params: float) -> float:
     """(2 + 2 + 12) bytes per parameter: bf16 weights, bf16 gradients, fp32 Adam copy + moments
-    (seed 002 §2.1: 7B -> 112e9 bytes ≈ 104 GiB)."""
+    (Rajbhandari et al. 2020, ZeRO §3.1: 7B -> 112e9 bytes ≈ 104 GiB)."""
     return params * (2 + 2 + 12)
 
 
 def inference_rule_bytes(params: float, bytes_per_weight: float) -> float:
-    """P × bytes per weight (seed 002 §2.2 and 004: 7B bf16 14 GB, int8 7 GB, int4 3.5 GB)."""
+    """P × bytes per weight (worked example: 7B bf16 14 GB, int8 7 GB, int4 3.5 GB)."""
     return params * bytes_per_weight
 
 
 def activation_formula_bytes(layers: int, heads: int, batch: int, seq: int, hidden: int, p: float) -> float:
-    """L·b·s·h·p·[16 + 2/p + (a·s/h)(2 + 1/p)] (seed 002 §2.3's closed form; for p = 2 it is Korthikanti et al.
+    """L·b·s·h·p·[16 + 2/p + (a·s/h)(2 + 1/p)] (the tutorials' closed form; for p = 2 it is Korthikanti et al.
     2022's sbh(34 + 5as/h) per layer: a GPT block with eager attention, whose a·s² terms are the score matrices).
-    The seed's expanded sum, 9bshp + bsh + 2abssp + abss + 2bshp, adds up to 11 + 1/p, not 16 + 2/p, per bshp:
+    The tutorial's expanded sum, 9bshp + bsh + 2abssp + abss + 2bshp, adds up to 11 + 1/p, not 16 + 2/p, per bshp:
     the closed form is the one that matches Korthikanti, so it is the one computed here."""
     return layers * batch * seq * hidden * p * (16 + 2 / p + (heads * seq / hidden) * (2 + 1 / p))
 
 
 def decode_speed_rule(bandwidth_gb_s: float, model_bytes: float) -> float:
-    """Tokens/s ≈ memory bandwidth / model size (seed 003 §3.3: "70B ... about 10 tokens/s")."""
+    """Tokens/s ≈ memory bandwidth / model size (worked example: "70B ... about 10 tokens/s")."""
     return bandwidth_gb_s * GB / model_bytes
 
 
 def lora_rule_bytes(params: float, lora_params: float) -> float:
-    """2P + 12 × LoRA params (seed 004, LoRA: frozen 16-bit base plus fp32 adapter, grads and Adam)."""
+    """2P + 12 × LoRA params (Hu et al. 2021's LoRA with a frozen 16-bit base; the adapter's
+    fp32 weights, gradients and Adam moments)."""
     return 2 * params + 12 * lora_params
 
 
@@ -98,7 +100,7 @@ def training_rules(
 
     `states_bytes_unsharded` is weights + master weights + gradients + optimizer states (+ adapter) on a
     single unsharded GPU; `training_bytes_one_gpu` the whole single-GPU peak, both from the memory model;
-    `shape` is (layers, heads, micro-batch, sequence, hidden) for seed 002 §2.3's activation formula.
+    `shape` is (layers, heads, micro-batch, sequence, hidden) for the tutorials' activation formula.
     """
     rules = [
         RuleOfThumb(
@@ -107,7 +109,7 @@ def training_rules(
             value=gpus_needed_rule(params_total, vram_gb),
             precise=precise_gpus,
             unit="gpus",
-            source="seed 002 §3.1",
+            source="rule of thumb: 18 B/param of model states + 25% for activations",
             why_they_differ=(
                 f"the rule assumes full training with 18 B/param and +25% for activations, all unsharded; "
                 f"the planner counts {method} with {precision} + {optimizer}, real activations for {setup_text}, "
@@ -124,7 +126,7 @@ def training_rules(
                 value=model_states_rule_bytes(params_total),
                 precise=states_bytes_unsharded,
                 unit="bytes",
-                source="seed 002 §2.1",
+                source="ZeRO (Rajbhandari et al. 2020) §3.1: mixed-precision Adam",
                 why_they_differ=(
                     f"{_ratio_text(model_states_rule_bytes(params_total), states_bytes_unsharded)}: the planner uses "
                     f"{per_param:.1f} B/param for {precision} + {optimizer} (the rule: bf16 weights and grads, fp32 Adam)"
@@ -139,7 +141,7 @@ def training_rules(
                 value=rule,
                 precise=training_bytes_one_gpu,
                 unit="bytes",
-                source="seed 001 §1.2",
+                source="rule of thumb: weights + gradients + Adam, 16-bit",
                 why_they_differ=(
                     f"{_ratio_text(rule, training_bytes_one_gpu)}: the rule's 4 × 16-bit bytes for gradients and Adam "
                     f"undercount fp32 optimizer states; both use the planner's activations for {setup_text}"
@@ -156,7 +158,7 @@ def training_rules(
                 value=rule,
                 precise=activation_bytes,
                 unit="bytes",
-                source="seed 002 §2.3",
+                source="Korthikanti et al. 2022, activation memory of a GPT block",
                 why_they_differ=(
                     f"{_ratio_text(rule, activation_bytes)}: the formula is Korthikanti et al.'s GPT block (4h GELU MLP, "
                     "eager attention keeping the s × s scores, no recomputation); the planner itemises this model's "
@@ -174,7 +176,7 @@ def training_rules(
                 value=rule,
                 precise=training_bytes_one_gpu,
                 unit="bytes",
-                source="seed 004, LoRA",
+                source="LoRA (Hu et al. 2021) over a frozen 16-bit base",
                 why_they_differ=(
                     f"{_ratio_text(rule, training_bytes_one_gpu)}: the rule leaves out activations for {setup_text}"
                     + (" and assumes a 16-bit base where QLoRA stores it in 4 bits" if method == "qlora" else "")
@@ -206,7 +208,7 @@ def inference_rules(
             value=rule,
             precise=precise_total_bytes,
             unit="bytes",
-            source="seed 002 §2.2, seed 004",
+            source="rule of thumb: parameters × nominal bytes per weight",
             why_they_differ=(
                 f"{_ratio_text(rule, precise_total_bytes)}: the rule counts nominal bits only; the planner's weights are "
                 f"{precise_weight_bytes / GB:.2f} GB with quantisation scales, plus {kv_cache_bytes / GB:.2f} GB KV cache, "
@@ -223,7 +225,7 @@ def inference_rules(
                 value=speed,
                 precise=precise_decode_tokens_per_second,
                 unit="tokens/s",
-                source="seed 003 §3.3",
+                source="decoding is memory-bound: every weight read once per token",
                 why_they_differ=(
                     f"the rule reads the nominal {rule / GB:.1f} GB once per token on one card's {bandwidth_gb_s:g} GB/s; "
                     f"the planner reads the real weight bytes (MoE: the experts the batch touches) plus the KV cache, "
@@ -234,7 +236,7 @@ def inference_rules(
     return rules
 
 
-# The seeds' bytes per weight: the nominal width only, no quantisation scales (seed 001 §1.3, 002 §1.2).
+# The rules' bytes per weight: the nominal width only, no quantisation scales.
 NOMINAL_BYTES_PER_WEIGHT = {
     "fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "nf4": 0.5,
     "Q8_0": 1.0, "Q6_K": 0.75, "Q5_K_M": 0.625, "Q4_K_M": 0.5, "Q4_0": 0.5, "Q3_K_M": 0.375, "Q2_K": 0.25,

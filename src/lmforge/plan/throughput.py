@@ -176,8 +176,8 @@ def inference_speed(
     """Upper bounds for serving.
 
     Decode reads every weight it uses (active parameters for MoE) once per step and every sequence's KV
-    cache, so a step takes at least bytes / (TP x bandwidth) (seed 003 §3.3: token speed ≈ bandwidth / model
-    size); it also computes 2·N plus attention over the context for every sequence of the batch, so it takes
+    cache, so a step takes at least bytes / (TP x bandwidth) (the rule of thumb: token speed ≈ bandwidth /
+    model size); it also computes 2·N plus attention over the context for every sequence of the batch, so it takes
     at least FLOPs / (TP x peak x MFU): the step time is the larger (a roofline; large batches turn decode
     compute-bound). Tensor-parallel ranks stream and compute their shards at the same time; pipeline stages
     take turns, so PP adds neither. Prefill is compute-bound: 2·N per prompt token plus attention, at the MFU

@@ -246,7 +246,7 @@ def build(app: Any, workspace: Workspace) -> None:
             cost = gr.Markdown(elem_id="plan-cost")
             notes = gr.Markdown()
     verdicts = gr.Dataframe(label="every GPU type: the fewest that fit", elem_id="plan-verdicts", wrap=True)
-    rules = gr.Dataframe(label="the seeds' rules of thumb beside the precise figure", wrap=True)
+    rules = gr.Dataframe(label="rules of thumb beside the precise figure", wrap=True)
 
     inputs = [
         model,
