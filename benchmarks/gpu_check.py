@@ -17,11 +17,11 @@ they cost in the real model, and every id a random model samples decodes to text
 Checks:
   env      GPU, driver and library versions.
   models   the random-weight model folders (bf16 safetensors + tokenizer).
-  planner  real training steps through lmforge's own run_training, per configuration: the planner's per-GPU
-           figure and breakdown (plan.json) beside torch.cuda.max_memory_allocated, max_memory_reserved and
-           the NVML-visible total of the process.
+  planner  real training steps through lmforge's own run_training, per configuration (one with
+           train.offload_activations): the planner's per-GPU figure and breakdown (plan.json) beside
+           torch.cuda.max_memory_allocated, max_memory_reserved and the NVML-visible total of the process.
   qlora    `lmforge train` with method qlora (bitsandbytes NF4 on CUDA), then the adapter reloaded by
-           `lmforge generate`.
+           `lmforge generate`; the float model quantized on load (`--quant nf4`) by generate and by serve.
   launch   `lmforge train --nproc 1` with --deepspeed zero2, --deepspeed zero3 and --fsdp; the saved final model
            reloaded whole with from_pretrained and compared with the starting weights.
   serve    `lmforge bench serve` at concurrency 1, 16, 64 and the same client load against
@@ -45,14 +45,14 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = ("env", "models", "planner", "qlora", "launch", "speed", "serve")
 # Seconds each check may take at most (the overall --deadline-s cuts them shorter when time runs out).
-CHECK_LIMIT_S = {"env": 40, "models": 120, "planner": 180, "qlora": 60, "launch": 200, "speed": 70, "serve": 120}
+CHECK_LIMIT_S = {"env": 40, "models": 120, "planner": 200, "qlora": 120, "launch": 200, "speed": 70, "serve": 120}
 # A dry run's tiny models on a loaded 2-core CI machine can take longer than the real sizes on a GPU: there the
 # limits only guard against a hang, so they are this many times longer.
 DRY_RUN_LIMIT_FACTOR = 2.5
@@ -69,10 +69,12 @@ class Case:
     seq_len: int
     micro_batch: int
     checkpointing: bool
+    offload: bool = False  # train.offload_activations: saved activations in pinned CPU memory (CUDA only)
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.method}-s{self.seq_len}-b{self.micro_batch}{'-ckpt' if self.checkpointing else ''}"
+        flags = ("-ckpt" if self.checkpointing else "") + ("-offload" if self.offload else "")
+        return f"{self.model}-{self.method}-s{self.seq_len}-b{self.micro_batch}{flags}"
 
 
 CASES = (
@@ -80,6 +82,7 @@ CASES = (
     Case("qwen2.5-0.5b", "full", 2048, 4, True),
     Case("llama-3.2-1b", "full", 1024, 4, False),
     Case("llama-3.2-1b", "full", 4096, 2, True),
+    Case("llama-3.2-1b", "full", 4096, 2, True, offload=True),  # the row above with activations offloaded
     Case("qwen2.5-1.5b", "full", 2048, 2, False),
     Case("qwen2.5-1.5b", "lora", 4096, 4, False),
     Case("llama-3.1-8b", "lora", 2048, 2, True),
@@ -87,7 +90,8 @@ CASES = (
     Case("llama-3.1-8b", "qlora", 512, 4, False),
     Case("qwen2.5-1.5b", "qlora", 1024, 8, False),
 )
-DRY_CASES = (CASES[0], CASES[1], CASES[6], CASES[7])  # full, full + recompute, lora, qlora (skipped on a CPU)
+# full, full + recompute, offload (skipped on a CPU), lora, qlora (skipped on a CPU)
+DRY_CASES = (CASES[0], CASES[1], CASES[4], CASES[7], CASES[8])
 SERVE_MODEL = "qwen2.5-0.5b"  # the ~0.5B model of the serving and speed checks
 LAUNCH_MODEL = "qwen2.5-0.5b"
 
@@ -119,11 +123,7 @@ def dry_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def scaled(case: Case, dry: bool) -> Case:
     """The dry run keeps each configuration's method and checkpointing at CPU-sized lengths."""
-    return (
-        Case(case.model, case.method, min(case.seq_len, 64), min(case.micro_batch, 2), case.checkpointing)
-        if dry
-        else case
-    )
+    return replace(case, seq_len=min(case.seq_len, 64), micro_batch=min(case.micro_batch, 2)) if dry else case
 
 
 def synthetic_tokenizer(texts: list[str], vocab_size: int) -> Any:
@@ -205,6 +205,7 @@ def train_config(case: Case, work: Path, out: Path, *, steps: int = STEPS, stage
             "learning_rate": 1e-5,
             "lr_scheduler": "constant",
             "gradient_checkpointing": case.checkpointing,
+            "offload_activations": case.offload,
             "precision": "bf16" if on_gpu else "fp32",
             "target_gpu": TARGET_GPU,
             "seed": 0,
@@ -464,6 +465,10 @@ def check_planner(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str,
         if case.method == "qlora" and not gpu:
             append_jsonl(done_file, {**asdict(case), "case": case.name, "skipped": "qlora needs CUDA (bitsandbytes)"})
             continue
+        if case.offload and not gpu:
+            skipped = "activation offloading needs CUDA (lmforge train refuses it on a CPU)"
+            append_jsonl(done_file, {**asdict(case), "case": case.name, "skipped": skipped})
+            continue
         # A marker first: if this configuration kills the process, the restarted child records it as failed.
         append_jsonl(done_file, {"case": case.name, "started": True})
         out = work / "runs" / case.name
@@ -564,7 +569,45 @@ def check_qlora(work: Path, dry: bool, log: Path, limit_s: float) -> dict[str, A
     with log.open("a") as file:
         file.write(generated.stdout + generated.stderr)
     result.update(generate_exit=generated.returncode, generated=generated.stdout.strip()[-200:])
-    result["ok"] = code == 0 and generated.returncode == 0 and result["lora_b_nonzero"] == len(b_norms) > 0
+    result["quant_on_load"] = _quant_on_load(model_dir(work, SERVE_MODEL), log, limit_s / 4)
+    result["ok"] = (
+        code == 0
+        and generated.returncode == 0
+        and result["lora_b_nonzero"] == len(b_norms) > 0
+        and result["quant_on_load"]["ok"]
+    )
+    return result
+
+
+def _quant_on_load(model: Path, log: Path, timeout_s: float) -> dict[str, Any]:
+    """`--quant nf4` on the float model: `lmforge generate` answers, and `lmforge serve` answers a chat request
+    (bitsandbytes' CUDA kernels, where the CPU tests run its CPU backend)."""
+    import httpx
+
+    from lmforge.serve.bench import local_server
+
+    generated = subprocess.run(
+        lmforge_command("generate", str(model), "The cat finds", "--quant", "nf4", "--greedy", "--max-new-tokens", "8"),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    with log.open("a") as file:
+        file.write(generated.stdout + generated.stderr)
+    result: dict[str, Any] = {"generate_exit": generated.returncode}
+    serve = [sys.executable, "-m", "lmforge", "serve", str(model), "--port", "{port}", "--quant", "nf4"]
+    try:
+        with local_server(str(model), command=serve, start_timeout_s=timeout_s) as url:
+            reply = httpx.post(
+                f"{url}/v1/chat/completions",
+                json={"model": str(model), "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8},
+                timeout=timeout_s,
+            )
+        result.update(serve_status=reply.status_code, serve_usage=reply.json().get("usage"))
+    except Exception as error:  # a failed server is a finding; the report says what happened
+        result["serve_failed"] = f"{type(error).__name__}: {error}"[:300]
+    result["ok"] = generated.returncode == 0 and result.get("serve_status") == 200
     return result
 
 

@@ -70,7 +70,7 @@ def test_dry_run_reports_every_check(tmp_path: Path) -> None:
 
     assert set(checks["models"]["models"]) == {"qwen2.5-0.5b", "llama-3.2-1b", "qwen2.5-1.5b", "llama-3.1-8b"}
     rows = {row["case"]: row for row in checks["planner"]["rows"]}
-    assert len(rows) == 4
+    assert len(rows) == 5
     trained = [row for row in rows.values() if "skipped" not in row]
     assert len(trained) == 3, rows
     for row in trained:  # real run_training runs: the planner's trainable count is what training trained
@@ -78,7 +78,10 @@ def test_dry_run_reports_every_check(tmp_path: Path) -> None:
         assert row["planned_trainable"] == row["actual_trainable"] > 0
         assert row["planned_total_bytes"] > row["planned_tensor_bytes"] > 0
         assert row["max_allocated_bytes"] is None  # a CPU has no CUDA allocator to read
-    assert [row["skipped"] for row in rows.values() if "skipped" in row] == ["qlora needs CUDA (bitsandbytes)"]
+    assert [row["skipped"] for row in rows.values() if "skipped" in row] == [
+        "activation offloading needs CUDA (lmforge train refuses it on a CPU)",
+        "qlora needs CUDA (bitsandbytes)",
+    ]
     assert "CUDA" in checks["qlora"]["skipped"] and "CUDA" in checks["launch"]["skipped"]
 
     serve = checks["serve"]
