@@ -180,6 +180,39 @@ def test_serve_a_hub_id_to_the_openai_client(online, go_offline, monkeypatch) ->
     online_then_offline(online, go_offline, check)
 
 
+def test_serve_an_encoder_hub_id_on_v1_embeddings(online, go_offline, monkeypatch, minilm_dir) -> None:
+    """A sentence-transformers repo given as a hub id is served on /v1/embeddings with the pooling its modules
+    declare (1_Pooling/config.json is fetched beside the root files): the vectors sentence-transformers gives."""
+    import numpy as np
+    from openai import OpenAI
+    from sentence_transformers import SentenceTransformer
+
+    import lmforge.serve.launch
+    from lmforge.serve.bench import free_port
+    from tests.serve.conftest import run_server
+
+    from .conftest import _folder_files
+
+    online.add("org/minilm", _folder_files(minilm_dir))
+    texts = ["The quick brown fox.", "hello"]
+    expected = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts)
+    replies = []
+
+    def run_uvicorn(app: Any, **_: Any) -> None:
+        with run_server(app) as (url, _server):
+            replies.append(OpenAI(base_url=f"{url}/v1", api_key="unused").embeddings.create(model="m", input=texts))
+
+    monkeypatch.setattr(lmforge.serve.launch, "run_uvicorn", run_uvicorn)
+
+    def check() -> None:
+        ok(cli("serve", "org/minilm", "--port", free_port(), "--served-model-name", "m"))
+        got = np.array([item.embedding for item in replies.pop().data])
+        assert got.shape == (2, 384) and np.abs(got - expected).max() < 1e-5
+
+    online_then_offline(online, go_offline, check)
+    assert "1_Pooling/config.json" in online.fetched("org/minilm")
+
+
 def test_every_command_refuses_the_pickle_payload_before_loading_it(online, tmp_path) -> None:
     config = tmp_path / "sft.yaml"
     config.write_text(

@@ -7,8 +7,8 @@ else the stored `hf auth login`), cache (cache_dir=, else HF_HUB_CACHE / HF_HOME
 apply. The environment is read at each call: huggingface_hub reads it once at import, so a later change (in
 a notebook, in a test) would otherwise be ignored.
 
-What is fetched is what loading needs: the config, tokenizer and generation files at the repo's root, and one
-set of weights: its *.safetensors when it has any (the pickle duplicates pytorch_model.bin, *.pth, *.pt,
+What is fetched is what loading needs: the config, tokenizer and generation files at the repo's root (and the
+settings of sentence-transformers modules, 1_Pooling/config.json ...), and one set of weights: its *.safetensors when it has any (the pickle duplicates pytorch_model.bin, *.pth, *.pt,
 original/ and consolidated.* stay on the hub); otherwise the pickle weights transformers and peft read
 (pytorch_model*.bin, adapter_model.bin), after saying so: every loader scans them before they load
 (lmforge.files.safe_load). Python files only with trust_remote_code; GGUF files only when named (include).
@@ -40,6 +40,9 @@ COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 _SUPPORT_SUFFIXES = (".json", ".txt", ".model", ".tiktoken", ".jinja")
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub.constants._is_true
 _LISTED = 8  # file names shown in a message
+# A sentence-transformers module's settings (1_Pooling/config.json ...), which modules.json points at: an encoder
+# repo embeds with the pooling they declare.
+_SENTENCE_TRANSFORMERS_MODULE = re.compile(r"\d+_[A-Za-z]+/[^/]+\.json")
 What = Literal["weights", "config"]
 
 
@@ -123,7 +126,7 @@ def select_files(
         if name.endswith(_SUPPORT_SUFFIXES)
         or name.startswith("tokenizer")
         or (trust_remote_code and name.endswith(".py"))
-    ]
+    ] + [name for name in names if _SENTENCE_TRANSFORMERS_MODULE.fullmatch(name)]
     return Selection(
         sorted(set(support + weights)),
         sorted(weights),

@@ -73,7 +73,13 @@ def read_pooling(folder: Path, model_max_tokens: int) -> Pooling:
         )
     mode = "mean"
     if "Pooling" in types:
-        config = json.loads((folder / types["Pooling"].get("path", "") / "config.json").read_text())
+        pooling_file = folder / types["Pooling"].get("path", "") / "config.json"
+        try:
+            config = json.loads(pooling_file.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(
+                f"{pooling_file} (the Pooling module modules.json names) is unreadable: {error}"
+            ) from None
         chosen = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
         others = [
             key

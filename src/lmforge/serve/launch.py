@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from lmforge.errors import UserInputError
@@ -139,7 +138,8 @@ def serve(
             raise UserInputError("--threads must be >= 1")
         torch.set_num_threads(threads)
     embedders: dict[str, Embedder] = {}
-    if Path(model).expanduser().exists() and is_embedding_model(locate_model(model, need="any").path):
+    # A hub id is downloaded (and scanned) here once; the loaders below find it in the cache.
+    if is_embedding_model(locate_model(model, need="any", trust_remote_code=trust_remote_code).path):
         if adapters:
             raise UserInputError(f"{model} is an embedding model (an encoder); --adapter needs a causal LM")
         if quant is not None:
