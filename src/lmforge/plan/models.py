@@ -22,46 +22,10 @@ from typing import Any
 from lmforge.errors import ConfigError, NotFoundError
 from lmforge.hub.download import cached_snapshot
 from lmforge.hub.reference import is_hub_id, locate_model, parse_hub_id
-from lmforge.plan.families import CONFIG_ALIASES
+from lmforge.plan.families import CONFIG_ALIASES, family
 from lmforge.plan.spec import ModelKind, ModelSpec
 
 CATALOG_PATH = Path(__file__).parent / "catalog" / "models.json"
-
-# Model types by shape; every other model type is a decoder.
-_ENCODER_ONLY = {"bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2"}
-_ENCODER_DECODER = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian"}
-# transformers' config-class defaults for head_dim where it is not hidden / heads.
-_HEAD_DIM_DEFAULTS = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128, "qwen3_moe": 128}
-# transformers' config-class defaults for num_key_value_heads where it is not "same as num_attention_heads".
-_KV_HEADS_DEFAULTS = {
-    "mistral": 8,
-    "mixtral": 8,
-    "qwen2": 32,
-    "qwen2_moe": 16,
-    "qwen3": 32,
-    "qwen3_moe": 4,
-    "deepseek_v3": 128,
-    "gemma": 16,
-    "gemma2": 4,
-    "gemma3_text": 4,
-    "starcoder2": 2,
-}
-# transformers' config-class defaults for tie_word_embeddings (PretrainedConfig's own default is True).
-_UNTIED_BY_DEFAULT = {
-    "llama",
-    "mistral",
-    "mixtral",
-    "qwen2",
-    "qwen2_moe",
-    "qwen3",
-    "qwen3_moe",
-    "deepseek_v2",
-    "deepseek_v3",
-    "phi3",
-    "phi",
-    "gpt_neox",
-    "olmo2",
-}
 
 
 def resolve_model(name_or_path: str) -> ModelSpec:
@@ -167,18 +131,19 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
     if not model_type:
         raise ConfigError(f"config.json at {where} is missing 'model_type'")
     fields = _Fields(config, where)
-    kind = _kind(model_type, config)
+    facts = family(model_type)
+    kind: ModelKind = "encoder-decoder" if config.get("is_encoder_decoder") is True else facts.shape
 
     hidden = fields.int(*CONFIG_ALIASES["hidden_size"])
     heads = fields.int(*CONFIG_ALIASES["num_attention_heads"])
-    if model_type in _ENCODER_DECODER:
+    if facts.shape == "encoder-decoder":
         encoder_layers = fields.int("num_layers", "encoder_layers")
         num_layers = fields.int("num_decoder_layers", "decoder_layers", default=encoder_layers)
     else:
         encoder_layers = 0
         num_layers = fields.int(*CONFIG_ALIASES["num_layers"])
     vocab = fields.int(*CONFIG_ALIASES["vocab_size"])
-    kv_heads = fields.int(*CONFIG_ALIASES["num_kv_heads"], default=_KV_HEADS_DEFAULTS.get(model_type, heads))
+    kv_heads = fields.int(*CONFIG_ALIASES["num_kv_heads"], default=facts.kv_heads or heads)
     if not fields.problems and (heads == 0 or kv_heads == 0):
         fields.problems.append("'num_attention_heads' and 'num_key_value_heads' must be positive")
     fields.raise_problems()  # the fields below are derived from these
@@ -188,12 +153,11 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
         raise ConfigError(
             f"config.json at {where}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}"
         )
-    head_dim = fields.int(*CONFIG_ALIASES["head_dim"], default=_HEAD_DIM_DEFAULTS.get(model_type, hidden // heads))
+    head_dim = fields.int(*CONFIG_ALIASES["head_dim"], default=facts.head_dim or hidden // heads)
     intermediate = fields.int(*CONFIG_ALIASES["intermediate_size"], default=4 * hidden)
     max_positions = fields.int(*CONFIG_ALIASES["max_position_embeddings"], default=0)
 
-    tie_default = model_type not in _UNTIED_BY_DEFAULT
-    tie = True if model_type in {"t5", "mt5", "umt5"} else bool(config.get("tie_word_embeddings", tie_default))
+    tie = facts.always_tied or bool(config.get("tie_word_embeddings", facts.tie_embeddings))
 
     num_experts = fields.int(*CONFIG_ALIASES["num_experts"], default=0)
     moe: dict[str, int] = {}
@@ -201,7 +165,7 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
         expert_width = fields.int("moe_intermediate_size", default=intermediate)
         shared = fields.int("n_shared_experts", default=0)  # DeepSeek: n copies of an expert-sized MLP
         shared_width = shared * expert_width
-        if model_type == "qwen2_moe":  # Qwen2MoeSparseMoeBlock: one shared_expert of its own width
+        if facts.shared_experts == "qwen2_moe":  # one shared_expert of its own width
             shared_width = fields.int("shared_expert_intermediate_size", default=5632)
             shared = 1 if shared_width else 0
         moe = {
@@ -255,11 +219,12 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
 
 def moe_layer_indices(model_type: str, config: dict[str, Any], num_layers: int) -> list[int]:
     """Which decoder layers hold experts, following each architecture's modeling code in transformers."""
-    if model_type in {"deepseek_v2", "deepseek_v3"}:
+    rule = family(model_type).moe_layers
+    if rule == "deepseek":
         # DeepseekV2/V3DecoderLayer: MoE when layer_idx >= first_k_dense_replace (transformers ignores moe_layer_freq).
         first_dense = int(config.get("first_k_dense_replace") or 0)
         return [i for i in range(num_layers) if i >= first_dense]
-    if model_type in {"qwen2_moe", "qwen3_moe"}:
+    if rule == "qwen":
         # Qwen3MoeDecoderLayer: experts unless in mlp_only_layers, every decoder_sparse_step-th layer.
         dense_only = set(config.get("mlp_only_layers") or [])
         step = int(config.get("decoder_sparse_step") or 1)
@@ -272,12 +237,13 @@ def sliding_layer_count(model_type: str, config: dict[str, Any], num_layers: int
     types = config.get("layer_types")
     if isinstance(types, list) and types:
         return sum(1 for kind in types if kind == "sliding_attention")
-    if model_type == "gemma2":  # Gemma2Config: layers 0, 2, 4, ... slide, the others attend globally
+    rule = family(model_type).sliding_layers
+    if rule == "gemma2":  # Gemma2Config: layers 0, 2, 4, ... slide, the others attend globally
         return (num_layers + 1) // 2
-    if model_type == "gemma3_text":  # Gemma3TextConfig: every sliding_window_pattern-th layer is global
+    if rule == "gemma3":  # Gemma3TextConfig: every sliding_window_pattern-th layer is global
         pattern = int(config.get("sliding_window_pattern") or 6)
         return sum(1 for i in range(num_layers) if (i + 1) % pattern)
-    if model_type in {"qwen2", "qwen3", "qwen2_moe"}:  # Qwen2Config: layers from max_window_layers on slide
+    if rule == "qwen":  # Qwen2Config: layers from max_window_layers on slide
         return max(num_layers - int(config.get("max_window_layers", num_layers)), 0)
     return num_layers  # Mistral, Mixtral, Phi-3, Starcoder2: one window for every layer
 
@@ -307,14 +273,6 @@ class _Fields:
     def raise_problems(self) -> None:
         if self.problems:
             raise ConfigError(f"config.json at {self.where} is invalid: " + "; ".join(self.problems))
-
-
-def _kind(model_type: str, config: dict[str, Any]) -> ModelKind:
-    if model_type in _ENCODER_DECODER or config.get("is_encoder_decoder") is True:
-        return "encoder-decoder"
-    if model_type in _ENCODER_ONLY:
-        return "encoder"
-    return "decoder"
 
 
 def _config_file(path: Path) -> Path:
