@@ -1,12 +1,13 @@
 """Find a model's architecture facts by name or path, without loading any weights.
 
-`resolve_model` accepts, in this order: a local model directory or config.json, a snapshot in the
-local Hugging Face cache (offline), a catalog name or the hub id a catalog entry mirrors, and finally
-a hub id org/name[@revision] fetched through lmforge.hub (config.json only, into the same cache every
-command uses). `spec_from_config` turns any supported config.json dict into a ModelSpec.
+`resolve_model` accepts a local model directory or config.json, or a catalog name or the hub id a
+catalog entry mirrors. `spec_from_config` turns any supported config.json dict into a ModelSpec, and
+`spec_from_file` a config.json file. Any other hub id is the hub's to resolve: `lmforge.hub.model_spec`
+looks in the Hugging Face cache, then this catalog, then fetches config.json (what `lmforge plan` does),
+so the planner stays pure and imports nothing of the hub.
 
 Only json and the standard library at import time: the planner must start in well under 0.5 s, so
-torch and transformers are never imported here, and huggingface_hub only to reach the hub.
+torch and transformers are never imported here.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import ConfigError, NotFoundError
-from lmforge.hub.download import cached_snapshot
-from lmforge.hub.reference import is_hub_id, locate_model, parse_hub_id
 from lmforge.plan.families import CONFIG_ALIASES, family
 from lmforge.plan.spec import ModelKind, ModelSpec
 
@@ -29,36 +28,30 @@ CATALOG_PATH = Path(__file__).parent / "catalog" / "models.json"
 
 
 def resolve_model(name_or_path: str) -> ModelSpec:
-    """The ModelSpec for a local path, a cached snapshot, a catalog name or a reachable hub id."""
+    """The ModelSpec for a local folder or config.json, or a catalog name (or the hub id a catalog entry mirrors).
+
+    Hub ids beyond the catalog: lmforge.hub.model_spec."""
     text = str(name_or_path).strip()
     if not text:
         raise NotFoundError("empty model name; give a catalog name (see `lmforge models`), a hub id or a path")
     path = Path(text).expanduser()
     if path.exists():
-        config_path = _config_file(path)
-        return spec_from_config(_read_config(config_path), name=text, source=str(config_path))
-    hub = is_hub_id(text)
-    if hub:  # a snapshot already cached wins, with no network call and no huggingface_hub import
-        repo_id, revision = parse_hub_id(text)
-        cached = cached_snapshot(repo_id, revision or "main")
-        if cached is not None and (cached[1] / "config.json").is_file():
-            return _spec_from_file(cached[1] / "config.json", text)
-    entry = _catalog_index().get(text.lower())
-    if entry is not None:
-        return _spec_from_entry(entry)
-    if not hub:
+        return spec_from_file(_config_file(path), name=text)
+    spec = catalog_spec(text)
+    if spec is None:
         raise NotFoundError(_unknown_model_message(text))
-    try:
-        folder = locate_model(text, need="config").path
-    except NotFoundError as error:
-        close = _close_catalog_names(text)
-        hint = f"; or a catalog name: did you mean {', '.join(close)}?" if close else ""
-        raise NotFoundError(f"{error}{hint}") from None
-    return _spec_from_file(folder / "config.json", text)
+    return spec
 
 
-def _spec_from_file(config_path: Path, hub_id: str) -> ModelSpec:
-    return spec_from_config(_read_config(config_path), name=hub_id, hf_id=hub_id.split("@")[0], source=str(config_path))
+def catalog_spec(name_or_hub_id: str) -> ModelSpec | None:
+    """The catalog entry named (or mirroring the hub id) `name_or_hub_id`, ignoring case; None if there is none."""
+    entry = _catalog_index().get(name_or_hub_id.strip().lower())
+    return _spec_from_entry(entry) if entry is not None else None
+
+
+def spec_from_file(config_path: Path, name: str, hf_id: str | None = None) -> ModelSpec:
+    """Read a config.json file into a ModelSpec (a file that is not JSON, or not an object, is a ConfigError)."""
+    return spec_from_config(_read_config(config_path), name=name, hf_id=hf_id, source=str(config_path))
 
 
 def list_catalog() -> list[ModelSpec]:
@@ -322,11 +315,12 @@ def _spec_from_entry(entry: dict[str, Any]) -> ModelSpec:
     return spec_from_config(config, name=entry["name"], hf_id=entry["hf_id"], source=f"catalog:{entry['name']}")
 
 
-def _close_catalog_names(text: str) -> list[str]:
+def close_catalog_names(text: str) -> list[str]:
+    """Up to three catalog names close to `text`: the hint an unknown name's error gives."""
     return difflib.get_close_matches(text.lower(), [entry["name"] for entry in _catalog_entries()], n=3, cutoff=0.5)
 
 
 def _unknown_model_message(text: str) -> str:
-    close = _close_catalog_names(text)
+    close = close_catalog_names(text)
     hint = f"did you mean {', '.join(close)}?" if close else "see `lmforge models` for the catalog"
     return f"unknown model '{text}': not a local path, a cached hub snapshot or a catalog name; {hint}"
