@@ -66,7 +66,8 @@ SlidingLayers = Literal["all", "gemma2", "gemma3", "qwen"]
 
 @dataclass(frozen=True)
 class Family:
-    """One model_type's architecture facts. Each field cites the transformers behaviour it mirrors."""
+    """One model_type's architecture facts; the defaults describe a Llama block. The comments on FAMILIES' rows
+    name the transformers classes they mirror."""
 
     shape: Shape = "decoder"
     blocks: Blocks = "llama"
@@ -121,14 +122,12 @@ class Family:
 # An unknown model_type: a Llama-like decoder that reads Llama's config.mlp_bias, counted as inexact.
 DEFAULT_FAMILY = Family(mlp_bias=("mlp_bias", False))
 
-_LLAMA = Family(exact=True, tie_embeddings=False, mlp_bias=("mlp_bias", False))
 _GEMMA2_NORMS = (
     "input_layernorm",
     "post_attention_layernorm",
     "pre_feedforward_layernorm",
     "post_feedforward_layernorm",
 )
-_QWEN2 = Family(exact=True, tie_embeddings=False, kv_heads=32, qkv_bias=True, o_bias=False, sliding_layers="qwen")
 # BertLayer: LayerNorms and projections with biases. T5Block: bias-free, T5LayerNorm (an RMSNorm); its MLP is
 # plain (ReLU) or gated by config feed_forward_proj, which plan.params reads.
 _BERT = Family(
@@ -156,12 +155,13 @@ _ENCODER = Family(shape="encoder", mlp_bias=("mlp_bias", False))
 _ENCODER_DECODER = Family(shape="encoder-decoder", mlp_bias=("mlp_bias", False))
 
 FAMILIES: dict[str, Family] = {
-    "llama": _LLAMA,
+    # LlamaAttention / LlamaMLP: biases by config.attention_bias and config.mlp_bias.
+    "llama": Family(exact=True, tie_embeddings=False, mlp_bias=("mlp_bias", False)),
     # MistralAttention / MixtralAttention: bias-free projections whatever config.attention_bias says.
     "mistral": Family(exact=True, tie_embeddings=False, kv_heads=8, qkv_bias=False, o_bias=False),
     "mixtral": Family(exact=True, tie_embeddings=False, kv_heads=8, qkv_bias=False, o_bias=False, peft_moe="mixtral"),
     # Qwen2Attention: q/k/v bias=True, o_proj bias=False.
-    "qwen2": _QWEN2,
+    "qwen2": Family(exact=True, tie_embeddings=False, kv_heads=32, qkv_bias=True, o_bias=False, sliding_layers="qwen"),
     "qwen2_5_vl_text": Family(exact=True, qkv_bias=True, o_bias=False),
     # Qwen2MoeAttention: q/k/v bias=config.qkv_bias; Qwen2MoeSparseMoeBlock: one shared_expert of its own width.
     # Absent from transformers' conversion_mapping, so peft converts none of its expert names.
