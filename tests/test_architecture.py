@@ -93,5 +93,13 @@ def test_foundations_and_base_modules_never_import_a_capability():
         assert graph[unit] <= BASE, f"{unit} imports {graph[unit] - BASE}"
 
 
+def test_no_import_cycle_and_the_foundations_stack_plan_files_hub():
+    """plan is pure, files reads local files (asking plan for counts), hub resolves references above both."""
+    graph = import_graph()
+    assert cycles(graph) == []
+    assert not graph["plan"] & {"files", "hub", "data"}, graph["plan"]
+    assert "hub" not in graph["files"], "files takes local paths: resolve a reference with hub.locate_model first"
+
+
 if __name__ == "__main__":
     print(render(import_graph()))

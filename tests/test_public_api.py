@@ -136,6 +136,7 @@ FACES = {
         "local_paths",
         "locate_base",
         "locate_model",
+        "model_spec",
     ],
     "lmforge.serve": [
         "Embedder",

@@ -1,4 +1,5 @@
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -17,6 +18,21 @@ def _error_line(result) -> str:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     return lines[0]
+
+
+def test_hub_id_resolves_in_the_cache_when_offline(monkeypatch, tmp_path: Path, minilm_dir: Path):
+    snapshot = tmp_path / "hub" / "models--acme--MiniLM-L6-v2" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc123")
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).symlink_to(minilm_dir / name)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    result = _run("acme/MiniLM-L6-v2", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["total_params"] == 22_713_216
+    missing = _run("acme/not-cached")
+    assert missing.exit_code != 0 and re.search("not in the hub cache .*HF_HUB_OFFLINE=1", missing.output)
 
 
 def test_json_is_one_object_with_the_figures(minilm_dir: Path):

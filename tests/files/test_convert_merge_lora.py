@@ -166,11 +166,16 @@ def test_a_merged_run_carries_its_own_card_not_the_bases(tmp_path, lora_run):
 
 
 def test_convert_takes_a_run_folder_and_merges_an_adapter_before_gguf(tmp_path, lora_run):
+    from typer.testing import CliRunner
+
+    from lmforge.cli.main import app
     from lmforge.files.gguf_reader import read_gguf_header
 
-    report = convert_model(lora_run, tmp_path / "merged", progress=False)  # the run folder stands for RUN/final
-    assert report.to == "merged" and (tmp_path / "merged" / "model.safetensors").is_file()
-    gguf = convert_model(lora_run, tmp_path / "model.gguf", quant="f16", progress=False)
+    # `lmforge convert RUN`: the run folder stands for RUN/final (lmforge.hub.locate_model resolves it).
+    result = CliRunner().invoke(app, ["convert", str(lora_run), str(tmp_path / "merged"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["to"] == "merged" and (tmp_path / "merged" / "model.safetensors").is_file()
+    gguf = convert_model(lora_run / "final", tmp_path / "model.gguf", quant="f16", progress=False)
     assert gguf.to == "gguf" and "is a LoRA adapter: merged into its base" in gguf.notes[0]
     assert gguf.checks["max_abs_logit_difference"] < 1e-4
     assert read_gguf_header(tmp_path / "model.gguf").tensors

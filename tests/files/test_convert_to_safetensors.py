@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from lmforge.errors import UnsafeFileError, UserInputError
+from lmforge.errors import NotFoundError, UnsafeFileError, UserInputError
 from lmforge.files.convert import convert_model, parse_size_bytes
 from tests.files.corpus import os_system
 
@@ -183,3 +183,10 @@ def test_shard_sizes_read_like_transformers(text, size):
 def test_bad_shard_size_is_a_user_error(text):
     with pytest.raises(UserInputError):
         parse_size_bytes(text)
+
+
+def test_a_missing_source_is_named_and_never_taken_for_a_hub_id(tmp_path: Path):
+    """convert_model reads this machine only: a hub id or a run is resolved by lmforge.hub.locate_model first."""
+    with pytest.raises(NotFoundError, match="acme/model does not exist"):
+        convert_model("acme/model", tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()

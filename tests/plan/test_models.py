@@ -1,8 +1,8 @@
-"""Resolving models by path, HF cache, catalog name or hub id, and reading every config convention."""
+"""Resolving models by path or catalog name (or the hub id a catalog entry mirrors), and reading every config
+convention. Hub ids beyond the catalog: tests/hub/test_spec.py."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -98,49 +98,6 @@ def test_saved_transformers_model_resolves(tmp_path: Path) -> None:
     spec = resolve_model(str(tmp_path / "saved"))
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
     assert spec.tie_word_embeddings and count_params(spec).total_params == sum(p.numel() for p in model.parameters())
-
-
-def _fake_hub_cache(root: Path, repo_id: str, config: dict) -> Path:
-    """The huggingface_hub cache layout: models--org--name/{refs/main, snapshots/<commit>/config.json}."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = root / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text(json.dumps(config))
-    return root
-
-
-def test_snapshot_in_the_hf_cache_resolves_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = resolve_model("mistral-7b").config
-    cache = _fake_hub_cache(tmp_path / "hub", "acme/mistral-custom", {**config, "num_hidden_layers": 4})
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    spec = resolve_model("acme/mistral-custom")
-    assert (spec.name, spec.hf_id, spec.num_layers, spec.sliding_window) == (
-        "acme/mistral-custom",
-        "acme/mistral-custom",
-        4,
-        4096,
-    )
-
-
-def test_hf_home_locates_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_hub_cache(tmp_path / "home" / "hub", "acme/tiny", resolve_model("gpt2").config)
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
-    assert resolve_model("acme/tiny").model_type == "gpt2"
-
-
-def test_an_uncached_hub_id_offline_says_so_and_suggests_catalog_names(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(NotFoundError, match="not in the hub cache .*HF_HUB_OFFLINE=1.*did you mean .*llama-3.1-8b"):
-        resolve_model("meta-llama/llama-3.1-8")
 
 
 @pytest.mark.parametrize(
@@ -273,11 +230,11 @@ def test_multimodal_wrapper_reads_its_text_config() -> None:
 
 
 def test_planner_modules_import_neither_torch_nor_transformers() -> None:
-    """Cold start matters (benchmarks/plan_cold_start.py times it): the planner and hub-id resolution import
-    neither torch, transformers, huggingface_hub nor peft."""
+    """Cold start matters (benchmarks/plan_cold_start.py times it): the planner and the hub's resolution of a
+    catalog hub id (what `lmforge plan` runs) import neither torch, transformers, huggingface_hub nor peft."""
     code = (
-        "import sys; import lmforge.plan.models, lmforge.plan.params; "
-        "lmforge.plan.models.resolve_model('llama-3.1-70b'); lmforge.plan.models.resolve_model('Qwen/Qwen3-8B'); "
+        "import sys; import lmforge.plan.models, lmforge.plan.params, lmforge.hub.spec; "
+        "lmforge.plan.models.resolve_model('llama-3.1-70b'); lmforge.hub.spec.model_spec('Qwen/Qwen3-8B'); "
         "print(sorted(m for m in ('torch', 'transformers', 'huggingface_hub', 'peft') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")

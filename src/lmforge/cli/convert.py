@@ -36,14 +36,16 @@ def convert(
     HF model → ONNX; LoRA adapter + base → merged safetensors model.
     """
     from lmforge.files.convert import convert_model
+    from lmforge.hub.reference import locate_model
 
+    # A hub id or a run folder (its final/) becomes its local folder.
     report = convert_model(
-        src,
+        locate_model(str(src), need="any").path,
         dst,
         to=to,
         quant=quant,
         shard_size=max_shard_size,
-        adapter=adapter,
+        adapter=locate_model(str(adapter), need="any").path if adapter is not None else None,
         trust_pickle=trust_pickle,
         progress=not as_json,
         pre_tokenizer=pre_tokenizer,

@@ -147,8 +147,9 @@ def inspect_command(
 ) -> None:
     """What is in a model file, read from headers only: format, params, dtypes, quantization, safety, runtimes."""
     from lmforge.files.inspect import filter_tensors, inspect_path
+    from lmforge.hub.reference import locate_model
 
-    report = inspect_path(path)
+    report = inspect_path(locate_model(path, need="any").path)
     show_tensors = tensors or pattern is not None
     if pattern is not None:
         report.tensors = filter_tensors(report.tensors, pattern)

@@ -202,8 +202,10 @@ def plan_command(
             "lmforge plan needs a MODEL (catalog name, hub id, folder or config.json) or --from-config RUN.yaml"
         )
     else:
+        from lmforge.hub.spec import model_spec
+
         plan = plan_task(
-            model,
+            model_spec(model),
             task.value,
             precision=precision.value,
             quant=_value(quant),

@@ -6,6 +6,9 @@ docs/scan.md, docs/convert.md).
     scan_paths(["pytorch_model.bin"]).exit_code            # 0 safe, 1 unsafe, 2 cannot prove safe
     convert_model("model-folder", "model.gguf", quant="q8_0").files   # a ConvertReport
 
+Paths are on this machine: a hub id or a training run is resolved first by lmforge.hub.locate_model, as the
+commands do (`inspect_path(locate_model("org/name", need="any").path)`).
+
 Names load on first use (lmforge.lazy), so `import lmforge.files` imports no reader and no torch.
 """
 

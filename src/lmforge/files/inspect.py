@@ -632,12 +632,14 @@ def _read_file(path: Path, fmt: str, report: InspectReport) -> list[TensorEntry]
     raise FormatError(f"{path.name}: a {fmt} container; unpack it first, then inspect or scan what is inside")
 
 
-def inspect_path(path_or_model: str | os.PathLike[str]) -> InspectReport:
-    """Inspect a model file, a model or adapter folder, a run, a shard index, or a hub id (lmforge.hub.locate_model:
-    downloaded if it is not in the cache)."""
-    from lmforge.hub.reference import locate_model
+def inspect_path(path: str | os.PathLike[str]) -> InspectReport:
+    """Inspect a model file, a model or adapter folder, or a shard index on this machine.
 
-    path = locate_model(path_or_model, need="any").path
+    What a user typed (a hub id, a training run) is resolved first by lmforge.hub.locate_model, as `lmforge
+    inspect` does: inspect_path(locate_model("org/name", need="any").path)."""
+    path = Path(path)
+    if not path.exists():
+        raise NotFoundError(f"{path} does not exist; give a model file or folder")
     fmt: Format = detect_format(path)
     report = InspectReport(path=str(path), format=fmt)
     folder = path if path.is_dir() else path.parent

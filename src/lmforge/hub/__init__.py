@@ -3,6 +3,7 @@
     from lmforge.hub import locate_model, download_model
     locate_model("org/name@v1.0").path    # the snapshot folder in the HF cache (downloaded if missing)
     download_model("org/name").files       # what was fetched: sizes, formats, scan verdicts
+    model_spec("org/name")                  # the planner's ModelSpec (cache, catalog, else config.json fetched)
 
 Names load on first use (lmforge.lazy), so `import lmforge.hub` imports no huggingface_hub.
 """
@@ -16,6 +17,7 @@ from lmforge.lazy import lazy_exports
 if TYPE_CHECKING:
     from lmforge.hub.download import DownloadReport, Snapshot, download_model, fetch_snapshot, hub_cache_dir
     from lmforge.hub.reference import ModelRef, adapter_base, is_hub_id, local_paths, locate_base, locate_model
+    from lmforge.hub.spec import model_spec
 
 __all__ = [
     "DownloadReport",
@@ -29,5 +31,6 @@ __all__ = [
     "local_paths",
     "locate_base",
     "locate_model",
+    "model_spec",
 ]
 __getattr__, __dir__ = lazy_exports(__name__)

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from lmforge.plan.families import QK_NORM
+from lmforge.plan.families import family
 from lmforge.plan.models import moe_layer_indices
 from lmforge.plan.params import ParamCount, count_params, count_trainable_params, lora_params_by_block, num_labels
 from lmforge.plan.quant import nf4_bits_per_weight, weight_format
@@ -46,8 +46,6 @@ ALLOCATOR_SLACK_RECOMPUTE = 0.22
 _HALF = 2
 _FP32 = 4
 _KV_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
-_LAYER_NORM = {"gpt2", "falcon", "bloom", "stablelm"}  # LayerNorm without the RMSNorm fp32 upcast
-_NON_GATED_MLP = {"gpt2", "bert", "roberta", "t5", "mt5", "umt5", "falcon", "bloom"}
 
 
 @lru_cache(maxsize=64)
@@ -148,16 +146,17 @@ class _Block:
 
 
 def _block(spec: ModelSpec) -> _Block:
-    if spec.model_type == "phi3":
+    facts = family(spec.model_type)
+    if facts.fused_qkv:  # Phi-3
         return _Block(("qkv_proj",), "o_proj", ("gate_up_proj",), "down_proj")
-    if spec.model_type == "gpt2":
+    if facts.blocks == "gpt2":
         return _Block(("c_attn",), "c_proj", ("c_fc",), "c_proj")
-    if spec.model_type in ("falcon", "bloom"):
+    if facts.blocks == "falcon":
         return _Block(("query_key_value",), "dense", ("dense_h_to_4h",), "dense_4h_to_h")
     if spec.is_mla:
         first = "q_a_proj" if spec.q_lora_rank else "q_proj"
         return _Block((first, "kv_a_proj_with_mqa"), "o_proj", ("gate_proj", "up_proj"), "down_proj")
-    mlp_in = ("up_proj",) if spec.model_type in _NON_GATED_MLP else ("gate_proj", "up_proj")
+    mlp_in = ("up_proj",) if facts.activation_mlp == "plain" else ("gate_proj", "up_proj")
     return _Block(("q_proj", "k_proj", "v_proj"), "o_proj", mlp_in, "down_proj")
 
 
@@ -238,6 +237,7 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
     adapter_input = _FP32 if setup.precision == "fp32" else (_HALF if amp else _FP32)
     adapter_hidden = (_HALF if amp else adapter_dtype) * setup.lora_r
     trains_base = setup.method in ("full", "freeze")  # freeze: only its trained blocks save (training_memory)
+    facts = family(spec.model_type)
     block = _block(spec)
 
     def consumers(names: tuple[str, ...], width: int, produced: int) -> tuple[float, float]:
@@ -258,7 +258,7 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
         return shared, copies
 
     def norm(names: tuple[str, ...]) -> float:
-        if spec.model_type in _LAYER_NORM:
+        if facts.activation_norm == "layernorm":
             # nn.LayerNorm saves its input (plus per-token mean and rstd), no upcast copy, no normalised tensor.
             return residual * h + sum(consumers(names, h, residual))
         normalised = residual * h if trains_base else 0  # saved by `weight * x` only when weight needs a gradient
@@ -266,7 +266,7 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
 
     saved = norm(block.after_attention_norm) + norm(block.after_mlp_norm)
     saved += compute * (q_dim + k_dim + v_dim + out_dim)  # SDPA keeps q, k, v and its output
-    if spec.model_type in QK_NORM:
+    if facts.qk_norm:
         # Per-head RMSNorm of q and k (Qwen3, Gemma 3): their fp32 upcasts, and the normalised tensors if trained.
         saved += (_FP32 + (compute if trains_base else 0)) * (q_dim + spec.num_kv_heads * spec.head_dim)
     saved += consumers((block.attention_output,), out_dim, compute)[1]  # the tensor itself: SDPA's output, kept above
@@ -279,7 +279,7 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
     if spec.config.get("activation_function", spec.config.get("hidden_act")) == "gelu_new":
         # HF's NewGELUActivation is tanh-GELU written in Python: it saves tanh(.), 0.5x and 1 + tanh(.).
         saved += 3 * compute * mlp_inner
-    if float(spec.config.get("resid_pdrop", 0.1 if spec.model_type == "gpt2" else 0.0) or 0.0) > 0:
+    if float(spec.config.get("resid_pdrop", facts.resid_dropout) or 0.0) > 0:
         saved += 2 * h  # residual dropout after attention and after the MLP: a 1-byte mask each
     if setup.recompute == "selective":
         # Selective recomputation (Korthikanti §5) re-runs the attention core: q, k, v and its output are not kept.
@@ -305,7 +305,7 @@ def _mlp_saved_width(spec: ModelSpec) -> int:
         routed = spec.experts_per_token * (3 * spec.moe_intermediate_size + 2 * spec.hidden_size)
         shared = 4 * spec.moe_intermediate_size * spec.num_shared_experts
         return routed + shared + spec.num_experts  # + router logits
-    if spec.model_type in _NON_GATED_MLP:
+    if family(spec.model_type).activation_mlp == "plain":
         return spec.intermediate_size
     return 3 * spec.intermediate_size
 

@@ -1,12 +1,13 @@
 """Find a model's architecture facts by name or path, without loading any weights.
 
-`resolve_model` accepts, in this order: a local model directory or config.json, a snapshot in the
-local Hugging Face cache (offline), a catalog name or the hub id a catalog entry mirrors, and finally
-a hub id org/name[@revision] fetched through lmforge.hub (config.json only, into the same cache every
-command uses). `spec_from_config` turns any supported config.json dict into a ModelSpec.
+`resolve_model` accepts a local model directory or config.json, or a catalog name or the hub id a
+catalog entry mirrors. `spec_from_config` turns any supported config.json dict into a ModelSpec, and
+`spec_from_file` a config.json file. Any other hub id is the hub's to resolve: `lmforge.hub.model_spec`
+looks in the Hugging Face cache, then this catalog, then fetches config.json (what `lmforge plan` does),
+so the planner stays pure and imports nothing of the hub.
 
 Only json and the standard library at import time: the planner must start in well under 0.5 s, so
-torch and transformers are never imported here, and huggingface_hub only to reach the hub.
+torch and transformers are never imported here.
 """
 
 from __future__ import annotations
@@ -20,81 +21,37 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import ConfigError, NotFoundError
-from lmforge.hub.download import cached_snapshot
-from lmforge.hub.reference import is_hub_id, locate_model, parse_hub_id
-from lmforge.plan.families import CONFIG_ALIASES
+from lmforge.plan.families import CONFIG_ALIASES, family
 from lmforge.plan.spec import ModelKind, ModelSpec
 
 CATALOG_PATH = Path(__file__).parent / "catalog" / "models.json"
 
-# Model types by shape; every other model type is a decoder.
-_ENCODER_ONLY = {"bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2"}
-_ENCODER_DECODER = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian"}
-# transformers' config-class defaults for head_dim where it is not hidden / heads.
-_HEAD_DIM_DEFAULTS = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128, "qwen3_moe": 128}
-# transformers' config-class defaults for num_key_value_heads where it is not "same as num_attention_heads".
-_KV_HEADS_DEFAULTS = {
-    "mistral": 8,
-    "mixtral": 8,
-    "qwen2": 32,
-    "qwen2_moe": 16,
-    "qwen3": 32,
-    "qwen3_moe": 4,
-    "deepseek_v3": 128,
-    "gemma": 16,
-    "gemma2": 4,
-    "gemma3_text": 4,
-    "starcoder2": 2,
-}
-# transformers' config-class defaults for tie_word_embeddings (PretrainedConfig's own default is True).
-_UNTIED_BY_DEFAULT = {
-    "llama",
-    "mistral",
-    "mixtral",
-    "qwen2",
-    "qwen2_moe",
-    "qwen3",
-    "qwen3_moe",
-    "deepseek_v2",
-    "deepseek_v3",
-    "phi3",
-    "phi",
-    "gpt_neox",
-    "olmo2",
-}
-
 
 def resolve_model(name_or_path: str) -> ModelSpec:
-    """The ModelSpec for a local path, a cached snapshot, a catalog name or a reachable hub id."""
+    """The ModelSpec for a local folder or config.json, or a catalog name (or the hub id a catalog entry mirrors).
+
+    Hub ids beyond the catalog: lmforge.hub.model_spec."""
     text = str(name_or_path).strip()
     if not text:
         raise NotFoundError("empty model name; give a catalog name (see `lmforge models`), a hub id or a path")
     path = Path(text).expanduser()
     if path.exists():
-        config_path = _config_file(path)
-        return spec_from_config(_read_config(config_path), name=text, source=str(config_path))
-    hub = is_hub_id(text)
-    if hub:  # a snapshot already cached wins, with no network call and no huggingface_hub import
-        repo_id, revision = parse_hub_id(text)
-        cached = cached_snapshot(repo_id, revision or "main")
-        if cached is not None and (cached[1] / "config.json").is_file():
-            return _spec_from_file(cached[1] / "config.json", text)
-    entry = _catalog_index().get(text.lower())
-    if entry is not None:
-        return _spec_from_entry(entry)
-    if not hub:
+        return spec_from_file(_config_file(path), name=text)
+    spec = catalog_spec(text)
+    if spec is None:
         raise NotFoundError(_unknown_model_message(text))
-    try:
-        folder = locate_model(text, need="config").path
-    except NotFoundError as error:
-        close = _close_catalog_names(text)
-        hint = f"; or a catalog name: did you mean {', '.join(close)}?" if close else ""
-        raise NotFoundError(f"{error}{hint}") from None
-    return _spec_from_file(folder / "config.json", text)
+    return spec
 
 
-def _spec_from_file(config_path: Path, hub_id: str) -> ModelSpec:
-    return spec_from_config(_read_config(config_path), name=hub_id, hf_id=hub_id.split("@")[0], source=str(config_path))
+def catalog_spec(name_or_hub_id: str) -> ModelSpec | None:
+    """The catalog entry named (or mirroring the hub id) `name_or_hub_id`, ignoring case; None if there is none."""
+    entry = _catalog_index().get(name_or_hub_id.strip().lower())
+    return _spec_from_entry(entry) if entry is not None else None
+
+
+def spec_from_file(config_path: Path, name: str, hf_id: str | None = None) -> ModelSpec:
+    """Read a config.json file into a ModelSpec (a file that is not JSON, or not an object, is a ConfigError)."""
+    return spec_from_config(_read_config(config_path), name=name, hf_id=hf_id, source=str(config_path))
 
 
 def list_catalog() -> list[ModelSpec]:
@@ -167,18 +124,19 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
     if not model_type:
         raise ConfigError(f"config.json at {where} is missing 'model_type'")
     fields = _Fields(config, where)
-    kind = _kind(model_type, config)
+    facts = family(model_type)
+    kind: ModelKind = "encoder-decoder" if config.get("is_encoder_decoder") is True else facts.shape
 
     hidden = fields.int(*CONFIG_ALIASES["hidden_size"])
     heads = fields.int(*CONFIG_ALIASES["num_attention_heads"])
-    if model_type in _ENCODER_DECODER:
+    if facts.shape == "encoder-decoder":
         encoder_layers = fields.int("num_layers", "encoder_layers")
         num_layers = fields.int("num_decoder_layers", "decoder_layers", default=encoder_layers)
     else:
         encoder_layers = 0
         num_layers = fields.int(*CONFIG_ALIASES["num_layers"])
     vocab = fields.int(*CONFIG_ALIASES["vocab_size"])
-    kv_heads = fields.int(*CONFIG_ALIASES["num_kv_heads"], default=_KV_HEADS_DEFAULTS.get(model_type, heads))
+    kv_heads = fields.int(*CONFIG_ALIASES["num_kv_heads"], default=facts.kv_heads or heads)
     if not fields.problems and (heads == 0 or kv_heads == 0):
         fields.problems.append("'num_attention_heads' and 'num_key_value_heads' must be positive")
     fields.raise_problems()  # the fields below are derived from these
@@ -188,12 +146,11 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
         raise ConfigError(
             f"config.json at {where}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}"
         )
-    head_dim = fields.int(*CONFIG_ALIASES["head_dim"], default=_HEAD_DIM_DEFAULTS.get(model_type, hidden // heads))
+    head_dim = fields.int(*CONFIG_ALIASES["head_dim"], default=facts.head_dim or hidden // heads)
     intermediate = fields.int(*CONFIG_ALIASES["intermediate_size"], default=4 * hidden)
     max_positions = fields.int(*CONFIG_ALIASES["max_position_embeddings"], default=0)
 
-    tie_default = model_type not in _UNTIED_BY_DEFAULT
-    tie = True if model_type in {"t5", "mt5", "umt5"} else bool(config.get("tie_word_embeddings", tie_default))
+    tie = facts.always_tied or bool(config.get("tie_word_embeddings", facts.tie_embeddings))
 
     num_experts = fields.int(*CONFIG_ALIASES["num_experts"], default=0)
     moe: dict[str, int] = {}
@@ -201,7 +158,7 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
         expert_width = fields.int("moe_intermediate_size", default=intermediate)
         shared = fields.int("n_shared_experts", default=0)  # DeepSeek: n copies of an expert-sized MLP
         shared_width = shared * expert_width
-        if model_type == "qwen2_moe":  # Qwen2MoeSparseMoeBlock: one shared_expert of its own width
+        if facts.shared_experts == "qwen2_moe":  # one shared_expert of its own width
             shared_width = fields.int("shared_expert_intermediate_size", default=5632)
             shared = 1 if shared_width else 0
         moe = {
@@ -255,11 +212,12 @@ def spec_from_config(config: dict[str, Any], name: str, hf_id: str | None = None
 
 def moe_layer_indices(model_type: str, config: dict[str, Any], num_layers: int) -> list[int]:
     """Which decoder layers hold experts, following each architecture's modeling code in transformers."""
-    if model_type in {"deepseek_v2", "deepseek_v3"}:
+    rule = family(model_type).moe_layers
+    if rule == "deepseek":
         # DeepseekV2/V3DecoderLayer: MoE when layer_idx >= first_k_dense_replace (transformers ignores moe_layer_freq).
         first_dense = int(config.get("first_k_dense_replace") or 0)
         return [i for i in range(num_layers) if i >= first_dense]
-    if model_type in {"qwen2_moe", "qwen3_moe"}:
+    if rule == "qwen":
         # Qwen3MoeDecoderLayer: experts unless in mlp_only_layers, every decoder_sparse_step-th layer.
         dense_only = set(config.get("mlp_only_layers") or [])
         step = int(config.get("decoder_sparse_step") or 1)
@@ -272,12 +230,13 @@ def sliding_layer_count(model_type: str, config: dict[str, Any], num_layers: int
     types = config.get("layer_types")
     if isinstance(types, list) and types:
         return sum(1 for kind in types if kind == "sliding_attention")
-    if model_type == "gemma2":  # Gemma2Config: layers 0, 2, 4, ... slide, the others attend globally
+    rule = family(model_type).sliding_layers
+    if rule == "gemma2":  # Gemma2Config: layers 0, 2, 4, ... slide, the others attend globally
         return (num_layers + 1) // 2
-    if model_type == "gemma3_text":  # Gemma3TextConfig: every sliding_window_pattern-th layer is global
+    if rule == "gemma3":  # Gemma3TextConfig: every sliding_window_pattern-th layer is global
         pattern = int(config.get("sliding_window_pattern") or 6)
         return sum(1 for i in range(num_layers) if (i + 1) % pattern)
-    if model_type in {"qwen2", "qwen3", "qwen2_moe"}:  # Qwen2Config: layers from max_window_layers on slide
+    if rule == "qwen":  # Qwen2Config: layers from max_window_layers on slide
         return max(num_layers - int(config.get("max_window_layers", num_layers)), 0)
     return num_layers  # Mistral, Mixtral, Phi-3, Starcoder2: one window for every layer
 
@@ -307,14 +266,6 @@ class _Fields:
     def raise_problems(self) -> None:
         if self.problems:
             raise ConfigError(f"config.json at {self.where} is invalid: " + "; ".join(self.problems))
-
-
-def _kind(model_type: str, config: dict[str, Any]) -> ModelKind:
-    if model_type in _ENCODER_DECODER or config.get("is_encoder_decoder") is True:
-        return "encoder-decoder"
-    if model_type in _ENCODER_ONLY:
-        return "encoder"
-    return "decoder"
 
 
 def _config_file(path: Path) -> Path:
@@ -364,11 +315,12 @@ def _spec_from_entry(entry: dict[str, Any]) -> ModelSpec:
     return spec_from_config(config, name=entry["name"], hf_id=entry["hf_id"], source=f"catalog:{entry['name']}")
 
 
-def _close_catalog_names(text: str) -> list[str]:
+def close_catalog_names(text: str) -> list[str]:
+    """Up to three catalog names close to `text`: the hint an unknown name's error gives."""
     return difflib.get_close_matches(text.lower(), [entry["name"] for entry in _catalog_entries()], n=3, cutoff=0.5)
 
 
 def _unknown_model_message(text: str) -> str:
-    close = _close_catalog_names(text)
+    close = close_catalog_names(text)
     hint = f"did you mean {', '.join(close)}?" if close else "see `lmforge models` for the catalog"
     return f"unknown model '{text}': not a local path, a cached hub snapshot or a catalog name; {hint}"

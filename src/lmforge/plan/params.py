@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Literal
 
 from lmforge.errors import UserInputError
-from lmforge.plan.families import QK_NORM
+from lmforge.plan.families import EXACT_MODEL_TYPES, Bias, family
 from lmforge.plan.models import moe_layer_indices
 from lmforge.plan.setup import METHODS, Method, TrainingSetup
 from lmforge.plan.spec import ModelSpec
@@ -23,70 +23,6 @@ from lmforge.plan.spec import ModelSpec
 Component = Literal["embeddings", "attention", "mlp", "norms", "head"]
 COMPONENTS: tuple[Component, ...] = ("embeddings", "attention", "mlp", "norms", "head")
 _DEFAULT = TrainingSetup()  # the method knobs' defaults, the same for the planner and lmforge train
-
-_GPT2_LIKE = {"gpt2"}
-_BERT_LIKE = {"bert", "roberta"}
-_T5_LIKE = {"t5", "mt5", "umt5"}
-# Decoder families whose norms are LayerNorm with a bias (the rest use weight-only RMSNorm).
-_LAYERNORM_DECODERS = {"phi", "gpt_neox", "starcoder2", "stablelm"}
-# Decoders built as GPT-style `transformer.h` blocks with a fused query_key_value and a 4h MLP.
-_FALCON_LIKE = {"falcon", "bloom"}
-# Per-layer norms where they differ from Llama's input_layernorm + post_attention_layernorm.
-_LAYER_NORMS = {
-    "gemma2": (
-        "input_layernorm",
-        "post_attention_layernorm",
-        "pre_feedforward_layernorm",
-        "post_feedforward_layernorm",
-    ),
-    "gemma3_text": (
-        "input_layernorm",
-        "post_attention_layernorm",
-        "pre_feedforward_layernorm",
-        "post_feedforward_layernorm",
-    ),
-    "olmo2": ("post_attention_layernorm", "post_feedforward_layernorm"),
-    "phi": ("input_layernorm",),  # parallel attention and MLP share one norm
-}
-# Families whose attention ignores config.attention_bias (bias-free projections).
-_NO_ATTENTION_BIAS = {"mistral", "mixtral", "phi3"}
-# Two-matrix MLPs (up, down) with biases, by family.
-_TWO_LAYER_MLPS = {
-    "phi": ("fc1", "fc2"),
-    "gpt_neox": ("dense_h_to_4h", "dense_4h_to_h"),
-    "starcoder2": ("c_fc", "c_proj"),
-}
-# Architectures whose counts the tests check against transformers; others are counted as Llama-like.
-EXACT_MODEL_TYPES = frozenset(
-    {
-        "llama",
-        "mistral",
-        "mixtral",
-        "qwen2",
-        "qwen2_moe",
-        "qwen3",
-        "qwen3_moe",
-        "deepseek_v2",
-        "deepseek_v3",
-        "gemma",
-        "gemma2",
-        "gemma3_text",
-        "phi",
-        "phi3",
-        "gpt_neox",
-        "olmo2",
-        "starcoder2",
-        "gpt2",
-        "bert",
-        "roberta",
-        "t5",
-        "gpt_oss",
-        "falcon",
-        "bloom",
-        "stablelm",
-        "qwen2_5_vl_text",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -198,7 +134,7 @@ def default_lora_targets(spec: ModelSpec) -> list[str]:
             if weight.lora == "module":
                 names.append(weight.name.rpartition(".")[2])
     if spec.is_moe:
-        names += [old for old in _PEFT_MOE_RENAMES.get(_peft_moe_style(spec), {}) if old != "gate"]
+        names += [old for old in _PEFT_MOE_RENAMES.get(family(spec.model_type).peft_moe, {}) if old != "gate"]
     return list(dict.fromkeys(names))
 
 
@@ -242,7 +178,7 @@ def count_trainable_params(
     # peft PrefixEncoder: Embedding(num_virtual_tokens, num_layers × 2 × token_dim); since peft #1901, for configs
     # with num_key_value_heads the token_dim is config.head_dim × num_key_value_heads (GQA-sized keys and values).
     # DeepseekV3Config sets head_dim to qk_rope_head_dim, and peft reads that.
-    if _has_kv_heads_field(spec):
+    if family(spec.model_type).has_kv_heads_field:
         token_dim = (spec.qk_rope_head_dim if spec.is_mla else spec.head_dim) * spec.num_kv_heads
     else:
         token_dim = spec.hidden_size
@@ -271,27 +207,13 @@ _PEFT_MOE_RENAMES: dict[str, dict[str, str]] = {
         "down_proj": "down_proj",
     },
 }
-# transformers' conversion_mapping._MODEL_TO_CONVERSION_PATTERN (plus peft's own "mixtral" entry), for the MoE
-# architectures lmforge models. qwen2_moe itself is absent there, so peft converts nothing for it: its
-# gate_proj/up_proj/down_proj targets adapt only the shared expert.
-_PEFT_MOE_STYLE = {
-    "mixtral": "mixtral",
-    "qwen3_moe": "qwen2_moe",
-    "deepseek_v2": "qwen2_moe",
-    "deepseek_v3": "qwen2_moe",
-    "olmoe": "qwen2_moe",
-}
-
-
-def _peft_moe_style(spec: ModelSpec) -> str:
-    return _PEFT_MOE_STYLE.get(spec.model_type, "")
 
 
 def _peft_targets(
     spec: ModelSpec, rank: int, modules: list[str], parameters: list[str]
 ) -> tuple[list[str], dict[str, int]]:
     """target_modules and {target_parameter: rank} after peft's MoE name conversion."""
-    renames = _PEFT_MOE_RENAMES.get(_peft_moe_style(spec))
+    renames = _PEFT_MOE_RENAMES.get(family(spec.model_type).peft_moe)
     ranks = dict.fromkeys(parameters, rank)
     if not renames:
         return modules, ranks
@@ -322,7 +244,7 @@ def _expand_target_keywords(spec: ModelSpec, targets: list[str] | None) -> list[
     if not targets or list(targets) == ["all"]:
         return default_lora_targets(spec)
     if list(targets) == ["all-linear"]:
-        router = ["gate"] if spec.is_moe and _peft_moe_style(spec) else []
+        router = ["gate"] if spec.is_moe and family(spec.model_type).peft_moe else []
         return default_lora_targets(spec) + router
     return list(targets)
 
@@ -381,11 +303,6 @@ def lora_params_by_block(
     return first, per_layer, last
 
 
-def _has_kv_heads_field(spec: ModelSpec) -> bool:
-    """Whether the transformers config of this architecture has num_key_value_heads (peft reads it)."""
-    return spec.model_type not in _GPT2_LIKE | _BERT_LIKE | _T5_LIKE
-
-
 def _active(spec: ModelSpec, weight: Weight) -> int:
     if weight.routed and spec.num_experts:
         return weight.params * spec.experts_per_token // spec.num_experts
@@ -397,14 +314,23 @@ def _bool(spec: ModelSpec, key: str, default: bool = False) -> bool:
     return default if value is None else bool(value)
 
 
+def _bias(spec: ModelSpec, rule: Bias) -> bool:
+    """A family's bias rule (plan.families.Bias): a fixed answer, or the config key it reads with its default."""
+    if isinstance(rule, bool):
+        return rule
+    key, default = rule
+    return _bool(spec, key, default)
+
+
 # ---- architecture inventories (each mirrors the transformers modeling file it names) ----
 
 
 def _embedding_weights(spec: ModelSpec) -> list[Weight]:
     h, v = spec.hidden_size, spec.vocab_size
-    if spec.model_type in _GPT2_LIKE:  # GPT2Model: wte, wpe
+    blocks = family(spec.model_type).blocks
+    if blocks == "gpt2":  # GPT2Model: wte, wpe
         return [Weight("wte", "embeddings", v * h), Weight("wpe", "embeddings", spec.max_position_embeddings * h)]
-    if spec.model_type in _BERT_LIKE:  # BertEmbeddings: word, position, token_type, LayerNorm
+    if blocks == "bert":  # BertEmbeddings: word, position, token_type, LayerNorm
         type_vocab = int(spec.config.get("type_vocab_size", 2))
         return [
             Weight("word_embeddings", "embeddings", v * h),
@@ -420,24 +346,21 @@ def _embedding_weights(spec: ModelSpec) -> list[Weight]:
 
 def _output_weights(spec: ModelSpec) -> list[Weight]:
     h, v = spec.hidden_size, spec.vocab_size
-    if spec.model_type in _GPT2_LIKE and not spec.architecture.endswith("ForSequenceClassification"):
-        out = [_norm("ln_f", h, bias=True)]
-    elif spec.model_type in _BERT_LIKE:
+    facts = family(spec.model_type)
+    layer_norm = facts.norm == "layernorm"
+    if facts.blocks == "bert":
         return _bert_output(spec)
-    elif spec.architecture.endswith("ForSequenceClassification"):
+    if spec.architecture.endswith("ForSequenceClassification"):
         # GenericForSequenceClassification (reward models): the final norm and a bias-free score head, no LM head.
-        final_norm = {"phi": "final_layernorm", "gpt_neox": "final_layer_norm", "gpt2": "ln_f"}.get(
-            spec.model_type, "norm"
-        )
-        norm_bias = spec.model_type in _LAYERNORM_DECODERS | _GPT2_LIKE
-        return [_norm(final_norm, h, bias=norm_bias), _linear("score", "head", h, num_labels(spec))]
-    elif spec.model_type in _T5_LIKE:
+        if facts.blocks == "falcon":  # a known gap: counted as a bias-free `norm`, though their ln_f has a bias
+            final = _norm("norm", h)
+        else:
+            final = _norm(facts.final_norm, h, bias=layer_norm)
+        return [final, _linear("score", "head", h, num_labels(spec))]
+    if facts.blocks == "t5":
         out = [_norm("encoder.final_layer_norm", h), _norm("decoder.final_layer_norm", h)]
     else:
-        final_norm = {"phi": "final_layernorm", "gpt_neox": "final_layer_norm"}.get(spec.model_type, "norm")
-        out = [_norm(final_norm, h, bias=spec.model_type in _LAYERNORM_DECODERS)]
-        if spec.model_type in _FALCON_LIKE:
-            out = [_norm("ln_f", h, bias=True)]
+        out = [_norm(facts.final_norm, h, bias=layer_norm)]
     head_bias = spec.model_type == "phi"  # PhiForCausalLM: lm_head has a bias, which tying leaves in place
     if not spec.tie_word_embeddings:
         out.append(_linear("lm_head", "head", h, v, bias=head_bias))
@@ -478,13 +401,14 @@ def _bert_output(spec: ModelSpec) -> list[Weight]:
 def _all_layer_weights(spec: ModelSpec) -> list[list[Weight]]:
     """The weights of every block, in execution order (encoder blocks first)."""
     blocks = range(spec.num_encoder_layers + spec.num_layers)
-    if spec.model_type in _GPT2_LIKE:
+    kind = family(spec.model_type).blocks
+    if kind == "gpt2":
         return [_gpt2_layer(spec) for _ in blocks]
-    if spec.model_type in _BERT_LIKE:
+    if kind == "bert":
         return [_bert_layer(spec) for _ in blocks]
-    if spec.model_type in _T5_LIKE:
+    if kind == "t5":
         return [_t5_layer(spec, index) for index in blocks]
-    if spec.model_type in _FALCON_LIKE:
+    if kind == "falcon":
         return [_falcon_layer(spec) for _ in blocks]
     moe_layers = set(moe_layer_indices(spec.model_type, spec.text_config, spec.num_layers)) if spec.is_moe else set()
     return [_decoder_layer(spec, index in moe_layers) for index in blocks]
@@ -519,7 +443,7 @@ def _falcon_layer(spec: ModelSpec) -> list[Weight]:
             _linear("mlp.dense_h_to_4h", "mlp", h, spec.intermediate_size, bias=True),
             _linear("mlp.dense_4h_to_h", "mlp", spec.intermediate_size, h, bias=True),
         ]
-    bias = _bool(spec, "bias")
+    bias = _bias(spec, family(spec.model_type).qkv_bias)
     new_architecture = _bool(spec, "new_decoder_architecture")
     if new_architecture and int(spec.text_config.get("num_ln_in_parallel_attn") or 2) == 2:
         norms = [_norm("ln_attn", h, bias=True), _norm("ln_mlp", h, bias=True)]
@@ -590,11 +514,11 @@ def _t5_layer(spec: ModelSpec, index: int) -> list[Weight]:
 
 def _decoder_layer(spec: ModelSpec, is_moe_layer: bool) -> list[Weight]:
     """Llama-family block: attention, a dense or MoE MLP, and its norms (RMSNorm, or LayerNorm with bias)."""
-    h = spec.hidden_size
-    norms = _LAYER_NORMS.get(spec.model_type, ("input_layernorm", "post_attention_layernorm"))
+    h, facts = spec.hidden_size, family(spec.model_type)
+    norms = facts.layer_norms
     if spec.model_type == "stablelm" and _bool(spec, "use_parallel_residual"):
         norms = ("input_layernorm",)  # StableLmDecoderLayer: attention and MLP read the same normed input
-    weights = [_norm(name, h, bias=spec.model_type in _LAYERNORM_DECODERS) for name in norms]
+    weights = [_norm(name, h, bias=facts.norm == "layernorm") for name in norms]
     weights += _mla_attention(spec) if spec.is_mla else _attention(spec)
     if is_moe_layer:
         weights += _moe_mlp(spec)
@@ -604,28 +528,16 @@ def _decoder_layer(spec: ModelSpec, is_moe_layer: bool) -> list[Weight]:
 
 
 def _attention(spec: ModelSpec) -> list[Weight]:
-    h, d = spec.hidden_size, spec.head_dim
+    h, d, facts = spec.hidden_size, spec.head_dim, family(spec.model_type)
     q_out, kv_out = spec.num_attention_heads * d, spec.num_kv_heads * d
-    attention_bias = _bool(spec, "attention_bias") and spec.model_type not in _NO_ATTENTION_BIAS
-    qkv_bias, o_bias = attention_bias, attention_bias
-    if spec.model_type in ("qwen2", "qwen2_5_vl_text"):  # Qwen2Attention: q/k/v bias=True, o bias=False
-        qkv_bias, o_bias = True, False
-    elif spec.model_type == "stablelm":  # StableLmAttention: q/k/v bias=config.use_qkv_bias, o bias=False
-        qkv_bias, o_bias = _bool(spec, "use_qkv_bias"), False
-    elif spec.model_type == "qwen2_moe":  # Qwen2MoeAttention: q/k/v bias=config.qkv_bias
-        qkv_bias, o_bias = _bool(spec, "qkv_bias", default=True), False
-    elif spec.model_type == "phi":  # PhiAttention: every projection has a bias
-        qkv_bias, o_bias = True, True
-    elif spec.model_type == "starcoder2":  # Starcoder2Attention: bias=config.use_bias
-        qkv_bias = o_bias = _bool(spec, "use_bias", default=True)
-    if spec.model_type == "gpt_neox":  # GPTNeoXAttention: fused query_key_value and dense, bias=attention_bias
-        bias = _bool(spec, "attention_bias", default=True)
+    qkv_bias, o_bias = _bias(spec, facts.qkv_bias), _bias(spec, facts.o_bias)
+    if spec.model_type == "gpt_neox":  # GPTNeoXAttention: fused query_key_value and dense
         return [
-            _linear("attention.query_key_value", "attention", h, 3 * h, bias),
-            _linear("attention.dense", "attention", h, h, bias),
+            _linear("attention.query_key_value", "attention", h, 3 * h, qkv_bias),
+            _linear("attention.dense", "attention", h, h, o_bias),
         ]
-    if spec.model_type == "phi3":  # Phi3Attention: one fused qkv_proj
-        weights = [_linear("self_attn.qkv_proj", "attention", h, q_out + 2 * kv_out)]
+    if facts.fused_qkv:  # Phi3Attention: one fused qkv_proj
+        weights = [_linear("self_attn.qkv_proj", "attention", h, q_out + 2 * kv_out, qkv_bias)]
     else:
         weights = [
             _linear("self_attn.q_proj", "attention", h, q_out, qkv_bias),
@@ -634,7 +546,7 @@ def _attention(spec: ModelSpec) -> list[Weight]:
         ]
     out_name = "self_attn.dense" if spec.model_type == "phi" else "self_attn.o_proj"
     weights.append(_linear(out_name, "attention", q_out, h, o_bias))
-    if spec.model_type in QK_NORM:  # per-head RMSNorm on queries and keys
+    if facts.qk_norm:  # per-head RMSNorm on queries and keys
         weights += [_norm("self_attn.q_norm", d), _norm("self_attn.k_norm", d)]
     elif spec.model_type == "stablelm" and _bool(spec, "qk_layernorm"):  # one bias-free LayerNorm per head
         weights += [_norm("self_attn.q_layernorm", q_out), _norm("self_attn.k_layernorm", kv_out)]
@@ -672,26 +584,25 @@ def _mla_attention(spec: ModelSpec) -> list[Weight]:
 
 
 def _dense_mlp(spec: ModelSpec, intermediate: int, prefix: str = "mlp.") -> list[Weight]:
-    h = spec.hidden_size
-    # Only LlamaMLP and DeepseekV2MLP read config.mlp_bias; an unknown family is taken to be Llama-like.
-    reads_mlp_bias = spec.model_type in {"llama", "deepseek_v2"} or spec.model_type not in EXACT_MODEL_TYPES
-    bias = reads_mlp_bias and _bool(spec, "mlp_bias")
-    if spec.model_type == "phi3":  # Phi3MLP: fused gate_up_proj
+    h, facts = spec.hidden_size, family(spec.model_type)
+    bias = _bias(spec, facts.mlp_bias)
+    if facts.mlp == "fused-gated":  # Phi3MLP: fused gate_up_proj
+        gate_up, down = facts.mlp_names
         return [
-            _linear("mlp.gate_up_proj", "mlp", h, 2 * intermediate),
-            _linear("mlp.down_proj", "mlp", intermediate, h),
+            _linear("mlp." + gate_up, "mlp", h, 2 * intermediate, bias),
+            _linear("mlp." + down, "mlp", intermediate, h, bias),
         ]
-    if spec.model_type in _TWO_LAYER_MLPS:  # a plain up/down MLP with biases (no gate)
-        up, down = _TWO_LAYER_MLPS[spec.model_type]
-        bias = _bool(spec, "use_bias", default=True)
+    if facts.mlp == "plain":  # an up and a down matrix (no gate)
+        up, down = facts.mlp_names
         return [
             _linear(prefix + up, "mlp", h, intermediate, bias),
             _linear(prefix + down, "mlp", intermediate, h, bias),
         ]
+    gate, up, down = facts.mlp_names
     return [
-        _linear(prefix + "gate_proj", "mlp", h, intermediate, bias),
-        _linear(prefix + "up_proj", "mlp", h, intermediate, bias),
-        _linear(prefix + "down_proj", "mlp", intermediate, h, bias),
+        _linear(prefix + gate, "mlp", h, intermediate, bias),
+        _linear(prefix + up, "mlp", h, intermediate, bias),
+        _linear(prefix + down, "mlp", intermediate, h, bias),
     ]
 
 
@@ -714,7 +625,7 @@ def _moe_mlp(spec: ModelSpec) -> list[Weight]:
         Weight("mlp.experts.gate_up_proj", "mlp", experts * 2 * inter * h, h, 2 * inter, "param", experts, routed=True),
         Weight("mlp.experts.down_proj", "mlp", experts * inter * h, inter, h, "param", experts, routed=True),
     ]
-    if spec.model_type == "qwen2_moe" and spec.shared_expert_intermediate_size:
+    if family(spec.model_type).shared_experts == "qwen2_moe" and spec.shared_expert_intermediate_size:
         # Qwen2MoeSparseMoeBlock: shared_expert MLP scaled by a sigmoid shared_expert_gate (hidden → 1).
         weights += _dense_mlp(spec, spec.shared_expert_intermediate_size, prefix="mlp.shared_expert.")
         weights.append(_linear("mlp.shared_expert_gate", "mlp", h, 1))

@@ -36,8 +36,9 @@ def lora_targets(model_config: dict[str, Any], method: MethodSection) -> list[st
     model gets peft's all-linear."""
     if method.target_modules:
         return method.target_modules
+    from lmforge.plan.families import EXACT_MODEL_TYPES
     from lmforge.plan.models import spec_from_config
-    from lmforge.plan.params import EXACT_MODEL_TYPES, default_lora_targets
+    from lmforge.plan.params import default_lora_targets
 
     if model_config.get("model_type") not in EXACT_MODEL_TYPES:
         return "all-linear"

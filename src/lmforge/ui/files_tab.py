@@ -96,9 +96,10 @@ def inspect_view(workspace: Workspace, path: str, upload: str | None) -> FilesVi
     import pandas as pd
 
     from lmforge.files.inspect import inspect_path
+    from lmforge.hub.reference import locate_model
 
     try:
-        report = inspect_path(target_path(workspace, path, upload))
+        report = inspect_path(locate_model(str(target_path(workspace, path, upload)), need="any").path)
     except LmforgeError as error:
         return FilesView(f"**Error:** {error}", "", pd.DataFrame())
     scan = report.scan
@@ -156,9 +157,10 @@ def convert_view(workspace: Workspace, path: str, upload: str | None, to: str, q
     import pandas as pd
 
     from lmforge.files.convert import convert_model
+    from lmforge.hub.reference import locate_model
 
     try:
-        source = target_path(workspace, path, upload)
+        source = locate_model(str(target_path(workspace, path, upload)), need="any").path
         clean = (name or "").strip() or re.sub(r"[^\w.-]+", "_", source.stem) + "-converted"
         destination = workspace.run_path(f"exports/{clean}")
         target = None if to.startswith("auto") else to

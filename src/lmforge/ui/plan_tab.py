@@ -36,10 +36,11 @@ class PlanView(NamedTuple):
     notes: str  # markdown
 
 
-def _spec_or_name(workspace: Workspace, model: str, config_json: str) -> Any:
-    """A pasted config.json (a ModelSpec), else the catalog name / hub id / local folder typed in."""
+def _model_spec(workspace: Workspace, model: str, config_json: str) -> Any:
+    """A pasted config.json, else the catalog name / hub id / local folder typed in, as a ModelSpec."""
     from pathlib import Path
 
+    from lmforge.hub.spec import model_spec
     from lmforge.plan.models import spec_from_config
 
     if config_json and config_json.strip():
@@ -52,8 +53,8 @@ def _spec_or_name(workspace: Workspace, model: str, config_json: str) -> Any:
         return spec_from_config(config, name=str(config.get("_name_or_path") or "pasted config.json"))
     name = (model or "").strip()
     if Path(name).expanduser().exists():
-        return str(workspace.check(name))  # a local folder or config.json: only inside the allowed folders
-    return name
+        name = str(workspace.check(name))  # a local folder or config.json: only inside the allowed folders
+    return model_spec(name)
 
 
 def plan_view(
@@ -78,7 +79,7 @@ def plan_view(
 
     try:
         plan = plan_training(
-            _spec_or_name(workspace, model, config_json),
+            _model_spec(workspace, model, config_json),
             method=method,
             precision=precision,
             micro_batch_size=int(batch_size),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lmforge.errors import UserInputError
+from lmforge.errors import NotFoundError, UserInputError
 from lmforge.files.convert.common import ConvertReport, parse_size_bytes
 
 TARGETS = ("safetensors", "gguf", "onnx", "merged")
@@ -49,15 +49,17 @@ def convert_model(
 ) -> ConvertReport:
     """Convert `src` into `dst`; see the module docstring for the conversions.
 
-    `quant` applies to GGUF only (default f16), and so does `pre_tokenizer` (a llama.cpp name that
-    overrides detection); `shard_size` to safetensors output; `adapter` names the LoRA adapter folder
-    to merge into the base model `src`.
+    `src` and `adapter` are on this machine: what a user typed (a hub id, a training run) is resolved first by
+    lmforge.hub.locate_model, as `lmforge convert` does. `quant` applies to GGUF only (default f16), and so does
+    `pre_tokenizer` (a llama.cpp name that overrides detection); `shard_size` to safetensors output; `adapter`
+    names the LoRA adapter folder to merge into the base model `src`.
     """
-    from lmforge.hub.reference import locate_model
-
-    # A hub id or a run folder (its final/) becomes its local folder; each conversion reads it through the safe gates.
-    source, destination = locate_model(str(src), need="any").path, Path(dst)
-    adapter_path = locate_model(str(adapter), need="any").path if adapter is not None else None
+    # Each conversion reads its input through the safe gates.
+    source, destination = Path(src), Path(dst)
+    adapter_path = Path(adapter) if adapter is not None else None
+    for given in (source, adapter_path):
+        if given is not None and not given.exists():
+            raise NotFoundError(f"{given} does not exist; give a model file or folder")
     if source.resolve() == destination.resolve():
         raise UserInputError("source and destination are the same path; choose a new DST")
     target = pick_target(source, destination, to, adapter_path)
