@@ -12,6 +12,8 @@ Zeros keep the tensor shapes: the file is as large and a CPU as fast (dense kern
 says so. `structure="mlp"` instead removes whole MLP channels (rows of gate/up, columns of down,
 scored by magnitude ‖up_j‖·‖down_j‖ or wanda ‖down_j‖·‖a_j‖ with a_j the channel's activation) and
 rewrites intermediate_size: a smaller file and faster decoding that transformers reloads as is.
+An encoder (compress.encoder) is pruned the same way inside its blocks; its MLP channels are BERT's
+intermediate/output dense layers.
 """
 
 from __future__ import annotations
