@@ -264,7 +264,9 @@ def measure(
     if runs < 3:
         raise UserInputError(f"--runs must be at least 3 (a median needs them), got {runs}")
     if Path(path).is_dir() and is_encoder(Path(path)):
-        return _encoder_rows(Path(path), [], text_data, limit, runs)[0][0]
+        row = _encoder_rows(Path(path), [], text_data, limit, runs)[0][0]
+        row.method = method  # agreement with itself: cosine 1, top-1 100%; size, memory and speed are its own
+        return row
     row = _quality(Path(path), method, text_data, task_data, limit)
     _time_all([row], decode_tokens, runs)
     return row
