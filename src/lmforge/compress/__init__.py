@@ -8,6 +8,9 @@ report     the quality report: size, params, load memory, perplexity, exact matc
 sweep      one method at several settings, one report: the size/quality curve
 
 distill    the training stage `distill` (lmforge train), then the report: teacher beside student
+
+An encoder (MiniLM, a BERT: compress.encoder) takes bitsandbytes, prune and factorize, and its report gives
+embedding agreement with the original and encode speed instead of perplexity, exact match and decode speed.
 """
 
 from lmforge.compress.distill import distill

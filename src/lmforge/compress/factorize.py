@@ -8,6 +8,10 @@ layer gets R. A layer is only replaced when r·(in + out) < in·out, i.e. when i
 The folder it writes (the original config, the factorized weights, lmforge_lowrank.json) is the low-rank
 format of lmforge.files.lowrank, whose `load_factorized` rebuilds the model for every lmforge command
 (through lmforge.generate.load_model) and for the reload check here.
+
+An encoder (MiniLM, a BERT: lmforge.compress.encoder) gets its query/key/value/dense block layers factorized,
+keeps its sentence-transformers files, and is rebuilt as an AutoModel (the folder says so) by lmforge serve's
+/v1/embeddings and the report; transformers and sentence-transformers alone cannot load the pairs.
 """
 
 from __future__ import annotations
@@ -73,13 +77,15 @@ def factorize(
     *,
     energy: float | None = None,
     rank: int | None = None,
-    targets: tuple[str, ...] = DEFAULT_TARGETS,
+    targets: tuple[str, ...] | None = None,
 ) -> FactorizeResult:
-    """Factorize the chosen linear layers of the causal LM `model` and save it (with its tokenizer) to `out`."""
+    """Factorize the chosen linear layers (default DEFAULT_TARGETS, an encoder's ENCODER_TARGETS) of the causal
+    LM or encoder `model` and save it (with its tokenizer) to `out`."""
     import torch
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from lmforge.compress import encoder
     from lmforge.hub.reference import locate_model
     from lmforge.runtime import no_hub_kernels
 
@@ -92,16 +98,18 @@ def factorize(
     started = time.perf_counter()
     source = locate_model(str(model)).path
     no_hub_kernels()
-    network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    is_encoder = encoder.is_encoder(source)
+    targets = targets or (encoder.ENCODER_TARGETS if is_encoder else DEFAULT_TARGETS)
+    network = encoder.auto_class(is_encoder).from_pretrained(source, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
     params_before = network.num_parameters()
     chosen = {
         name: module
         for name, module in network.named_modules()
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets and ".layers." in f".{name}"
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets and encoder.in_blocks(name)
     }
     if not chosen:
-        raise UserInputError(f"no linear layer named {', '.join(targets)} inside the decoder blocks")
+        raise UserInputError(f"no linear layer named {', '.join(targets)} inside the model's blocks")
     ranks, dense = {}, []
     for name, linear in chosen.items():
         if energy is not None:
@@ -116,17 +124,20 @@ def factorize(
     with atomic_directory(out) as folder:
         network.config.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        if network.generation_config is not None:
+        if getattr(network, "generation_config", None) is not None and not is_encoder:
             network.generation_config.save_pretrained(folder)
+        if is_encoder:
+            encoder.copy_sentence_transformers_files(source, folder)
         state = {key: value.contiguous() for key, value in network.state_dict().items()}
         if network.config.tie_word_embeddings and "lm_head.weight" in state:
             del state["lm_head.weight"]  # re-tied on load, as transformers does
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-        (folder / LOWRANK_FILE).write_text(json.dumps({"ranks": ranks}, indent=2) + "\n")
+        layout = {"ranks": ranks, **({"auto_class": "AutoModel"} if is_encoder else {})}
+        (folder / LOWRANK_FILE).write_text(json.dumps(layout, indent=2) + "\n")
         reloaded = load_factorized(folder, torch.float32)
         probe = torch.arange(min(16, network.config.vocab_size))[None]
-        with torch.inference_mode():
-            difference = float((reloaded(probe).logits - network(probe).logits).abs().max())
+        with torch.inference_mode():  # [0]: the logits, or an encoder's last hidden state
+            difference = float((reloaded(probe)[0] - network(probe)[0]).abs().max())
         if difference > 1e-4:
             raise FormatError(f"the factorized model reloads differently (max logit difference {difference:.2e})")
     return FactorizeResult(

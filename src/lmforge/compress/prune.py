@@ -12,6 +12,8 @@ Zeros keep the tensor shapes: the file is as large and a CPU as fast (dense kern
 says so. `structure="mlp"` instead removes whole MLP channels (rows of gate/up, columns of down,
 scored by magnitude ‖up_j‖·‖down_j‖ or wanda ‖down_j‖·‖a_j‖ with a_j the channel's activation) and
 rewrites intermediate_size: a smaller file and faster decoding that transformers reloads as is.
+An encoder (compress.encoder) is pruned the same way inside its blocks; its MLP channels are BERT's
+intermediate/output dense layers.
 """
 
 from __future__ import annotations
@@ -51,13 +53,16 @@ class PruneResult:
 
 def calibration_texts(data: str, samples: int, tokenizer: Any) -> list[str]:
     """Texts from any lmforge data source (train split of a built-in set): chats rendered by the model's
-    own template, plain text as is."""
+    own template (an encoder has none: their contents joined), plain text as is."""
+    from lmforge.compress.encoder import record_text
     from lmforge.evaluate.run import load_records
 
     records, _, _ = load_records(data, "train" if data.startswith("builtin:") else None, samples)
     texts = []
     for record in records[:samples]:
-        if "messages" in record:
+        if "messages" in record and getattr(tokenizer, "chat_template", None) is None:
+            texts.append(record_text(record) or "")
+        elif "messages" in record:
             texts.append(tokenizer.apply_chat_template(record["messages"], tokenize=False))
         elif "text" in record:
             texts.append(record["text"])
@@ -67,13 +72,15 @@ def calibration_texts(data: str, samples: int, tokenizer: Any) -> list[str]:
 
 
 def _decoder_linears(model: Any) -> dict[str, Any]:
-    """Every nn.Linear inside the decoder blocks (not the embeddings or the LM head)."""
+    """Every nn.Linear inside the decoder (or encoder) blocks (not the embeddings, the LM head or a pooler)."""
     import torch
+
+    from lmforge.compress.encoder import in_blocks
 
     return {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"
+        if isinstance(module, torch.nn.Linear) and in_blocks(name)
     }
 
 
@@ -121,6 +128,14 @@ def _mask(scores: Any, pattern: str, sparsity: float) -> Any:
     return keep
 
 
+def kept_channels(width: int, sparsity: float) -> int:
+    """MLP channels left after removing the share `sparsity` of `width`: a multiple of 8, as kernels like."""
+    kept = max(8, -(-int(width * (1 - sparsity)) // 8) * 8)
+    if kept >= width:
+        raise UserInputError(f"--sparsity {sparsity} keeps all {width} MLP channels; use a larger value")
+    return kept
+
+
 def _prune_mlp_channels(model: Any, method: str, sparsity: float, tokenizer: Any, texts: list[str]) -> int:
     """Remove the lowest-scoring share of every MLP's intermediate channels; returns the channels kept per layer."""
     import torch
@@ -129,10 +144,7 @@ def _prune_mlp_channels(model: Any, method: str, sparsity: float, tokenizer: Any
     mlps = {f"model.layers.{i}.mlp.down_proj": layer.mlp for i, layer in enumerate(layers)}
     if not all(hasattr(mlp, "gate_proj") and hasattr(mlp, "up_proj") for mlp in mlps.values()):
         raise UserInputError("--structure mlp needs gated MLPs (gate_proj/up_proj/down_proj: Llama, Mistral, Qwen)")
-    width = model.config.intermediate_size
-    kept = max(8, -(-int(width * (1 - sparsity)) // 8) * 8)  # a multiple of 8, as kernels like
-    if kept >= width:
-        raise UserInputError(f"--sparsity {sparsity} keeps all {width} MLP channels; use a larger value")
+    kept = kept_channels(model.config.intermediate_size, sparsity)
     norms = (
         _input_norms(model, tokenizer, texts, {name: mlp.down_proj for name, mlp in mlps.items()})
         if method == "wanda"
@@ -173,10 +185,12 @@ def prune(
     calibration: str = DEFAULT_CALIBRATION,
     samples: int = 32,
 ) -> PruneResult:
-    """Prune the causal LM `model` and save the result (safetensors) with its tokenizer into `out`."""
+    """Prune the causal LM or encoder `model` and save the result (safetensors) with its tokenizer (and an
+    encoder's sentence-transformers files) into `out`."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from lmforge.compress import encoder
     from lmforge.hub.reference import locate_model
     from lmforge.runtime import no_hub_kernels
 
@@ -193,15 +207,24 @@ def prune(
     started = time.perf_counter()
     source = locate_model(str(model)).path
     no_hub_kernels()
-    network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    is_encoder = encoder.is_encoder(source)
+    model_class = encoder.auto_class(is_encoder)
+    network = model_class.from_pretrained(source, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
     texts = calibration_texts(calibration, samples, tokenizer) if method == "wanda" else []
     params_before = network.num_parameters()
     notes = []
     if structure == "mlp":
         width = network.config.intermediate_size
-        kept = _prune_mlp_channels(network, method, sparsity, tokenizer, texts)
-        layers, achieved = len(network.model.layers), 1 - kept / width
+        if is_encoder:
+            kept = encoder.prune_mlp_channels(
+                network, method, sparsity, lambda modules: _input_norms(network, tokenizer, texts, modules)
+            )
+            layers = network.config.num_hidden_layers
+        else:
+            kept = _prune_mlp_channels(network, method, sparsity, tokenizer, texts)
+            layers = len(network.model.layers)
+        achieved = 1 - kept / width
         notes.append(f"MLP channels kept per layer: {kept}; intermediate_size rewritten, the file and the model shrink")
     else:
         modules = _decoder_linears(network)
@@ -219,7 +242,9 @@ def prune(
     with atomic_directory(out) as folder:
         network.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        if is_encoder:
+            encoder.copy_sentence_transformers_files(source, folder)
+        reloaded = model_class.from_pretrained(folder, dtype=torch.float32)
         if reloaded.num_parameters() != network.num_parameters():
             raise UserInputError(
                 f"the pruned model reloads with {reloaded.num_parameters()} parameters, "

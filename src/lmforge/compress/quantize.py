@@ -5,7 +5,9 @@
 - bnb-int8 / bnb-nf4: bitsandbytes LLM.int8 (Dettmers et al. 2022) / NF4 (QLoRA, Dettmers et al. 2023)
   through transformers' BitsAndBytesConfig, saved with save_pretrained: config.json carries the
   quantization_config, so `from_pretrained(OUT)` (and every lmforge command) reloads it quantized.
-  bitsandbytes' CPU backend runs both.
+  bitsandbytes' CPU backend runs both. An encoder (MiniLM, a BERT) is quantized as an AutoModel and keeps its
+  sentence-transformers files, so SentenceTransformer(OUT) and lmforge serve's /v1/embeddings load it too.
+  GGUF is for decoders (lmforge's writer and llama.cpp runs): an encoder is refused.
 - torchao int8/int4 and GPTQ are not available here; asking for them says why (docs/compress.md).
 Every output is read back in its target runtime before success is reported.
 """
@@ -66,8 +68,14 @@ def quantize(
     target = Path(out)
     started = time.perf_counter()
     if method in GGUF_METHODS:
+        from lmforge.compress.encoder import is_encoder
         from lmforge.files.convert import convert_model
 
+        if is_encoder(source):
+            raise UserInputError(
+                f"{method}: {source.name} is an encoder; lmforge writes GGUF for decoders only "
+                f"(use {' or '.join(BNB_METHODS)}, prune or factorize)"
+            )
         if target.suffix != ".gguf":
             raise UserInputError(f"{method} writes one file: give OUT a .gguf name, not {target}")
         report = convert_model(source, target, to="gguf", quant=method.removeprefix("gguf-"), progress=progress)
@@ -88,34 +96,38 @@ def quantize(
 
 def _bitsandbytes(source: Path, target: Path, method: str) -> dict[str, Any]:
     """Quantize while loading (transformers + bitsandbytes), save, reload from disk (what every later
-    command does) and compare its logits with the float model's on a probe."""
+    command does) and compare its logits (an encoder's hidden states) with the float model's on a probe."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from lmforge.compress import encoder
     from lmforge.generate.load import quantization_config
     from lmforge.runtime import no_hub_kernels
 
     no_hub_kernels()
     config = quantization_config("int8" if method == "bnb-int8" else "nf4", torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, quantization_config=config, device_map="cpu", dtype=torch.float32
-    )
+    is_encoder = encoder.is_encoder(source)
+    model_class = encoder.auto_class(is_encoder)
+    model = model_class.from_pretrained(source, quantization_config=config, device_map="cpu", dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)
     with atomic_directory(target) as folder:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        reloaded = AutoModelForCausalLM.from_pretrained(folder, device_map="cpu")
+        if is_encoder:
+            encoder.copy_sentence_transformers_files(source, folder)
+        reloaded = model_class.from_pretrained(folder, device_map="cpu")
         quantized = sum(type(m).__name__ in ("Linear8bitLt", "Linear4bit") for m in reloaded.modules())
         if quantized == 0:
             raise DependencyError(
                 f"{method}: the reloaded model has no bitsandbytes layers; is bitsandbytes installed?"
             )
-        original = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        original = model_class.from_pretrained(source, dtype=torch.float32)
         probe = torch.arange(min(16, original.config.vocab_size))[None]
-        with torch.inference_mode():
-            reference, after = original(probe).logits, reloaded(probe).logits
+        with torch.inference_mode():  # [0]: the logits, or an encoder's last hidden state
+            reference, after = original(probe)[0], reloaded(probe)[0].float()
+    output = "hidden_state" if is_encoder else "logit"
     return {
         "quantized_layers": quantized,
-        "max_logit_difference_vs_float": float((reference - after).abs().max()),
-        "logit_scale": float(reference.abs().max()),
+        f"max_{output}_difference_vs_float": float((reference - after).abs().max()),
+        f"{output}_scale": float(reference.abs().max()),
     }

@@ -12,6 +12,10 @@ For each model (the original first, measured in the same run):
   runtime the format is for (llama.cpp for GGUF, transformers otherwise), one thread each, interleaved
   across the models (round after round) so a shared machine's changing load falls on all of them alike;
   every model stays loaded for the timing pass, so the machine must hold them all at once.
+An encoder (a sentence embedder such as MiniLM: lmforge.compress.encoder) has no perplexity or generation:
+its report embeds the held-out sentences (`text_data`) with every model through serve's Embedder and gives,
+instead of perplexity, exact match and decode speed, the mean cosine similarity of each sentence's vector to
+the original's, top-1 retrieval agreement with the original, and CPU encode sentences/s (same interleaving).
 report.md, report.json and report.png (quality against size) are written atomically.
 """
 
@@ -49,6 +53,11 @@ class ModelQuality:
     decode_tokens_per_second: float | None  # median over the runs
     decode_runs: list[float] = field(default_factory=list)  # tokens/s of every run
     notes: list[str] = field(default_factory=list)
+    # encoders (None for a decoder, whose perplexity / exact match / decode figures are None instead):
+    mean_cosine: float | None = None  # mean cosine of each held-out sentence's vector to the original's
+    top1_agreement: float | None = None  # share of sentences whose nearest neighbour is the original's
+    encode_sentences_per_second: float | None = None  # median over the runs
+    encode_runs: list[float] = field(default_factory=list)  # sentences/s of every run
 
 
 @dataclass
@@ -64,6 +73,7 @@ class QualityReport:
     decode_tokens: int
     seconds: float
     machine: str
+    kind: str = "decoder"  # "encoder": the figures are embedding agreement and encode speed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,7 +170,6 @@ def _quality(path: Path, method: str, text_data: str, task_data: str, limit: int
 def _time_all(rows: list[ModelQuality], decode_tokens: int, runs: int) -> None:
     """Decode speed of every model, interleaved: each round times every model once (starting at a different
     model each round), after one warm-up round, so a shared machine's load drifts over all of them alike."""
-    import torch
 
     from lmforge.files.llama_cpp import llama_cpp_available
 
@@ -177,19 +186,66 @@ def _time_all(rows: list[ModelQuality], decode_tokens: int, runs: int) -> None:
                 row.params, row.load_bytes = _gguf_params(path), path.stat().st_size
                 row.notes.append("llama.cpp is not installed: speed measured in transformers on dequantized weights")
             decoders.append(decoder)
+    for row, speeds in zip(rows, _interleaved(decoders, runs)):
+        row.decode_runs = speeds
+        row.decode_tokens_per_second = statistics.median(speeds) if speeds else None
+
+
+def _interleaved(timers: list[Any], runs: int) -> list[list[float]]:
+    """`runs` speeds of every timer (its `once()`), one thread: after a warm-up round, each round times every
+    model once, starting at a different one, so a shared machine's load drifts over all of them alike."""
+    import torch
+
+    speeds: list[list[float]] = [[] for _ in timers]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # comparable across runtimes, and two threads on a shared 2-core box thrash
     try:
         for round_index in range(runs + 1):
-            for offset in range(len(decoders)):
-                index = (round_index + offset) % len(decoders)
-                speed = decoders[index].once()
+            for offset in range(len(timers)):
+                index = (round_index + offset) % len(timers)
+                speed = timers[index].once()
                 if round_index > 0:
-                    rows[index].decode_runs.append(speed)
+                    speeds[index].append(speed)
     finally:
         torch.set_num_threads(threads)
-    for row in rows:
-        row.decode_tokens_per_second = statistics.median(row.decode_runs) if row.decode_runs else None
+    return speeds
+
+
+def _encoder_rows(original: Path, compressed: list[tuple[str, str]], text_data: str, limit: int, runs: int) -> Any:
+    """The original encoder and every compressed one: size, params, load memory, embedding agreement with the
+    original on the held-out sentences, and encode speed (interleaved; every model stays loaded)."""
+    from lmforge.compress.encoder import TimedEncoder, agreement, held_out_sentences
+
+    sentences = held_out_sentences(text_data, limit)
+    rows, timers = [], []
+    for path, method in [(str(original), "original"), *compressed]:
+        if not Path(path).is_dir():
+            raise UserInputError(f"{path}: the report on an encoder compares model folders (a GGUF is for decoders)")
+        timer = TimedEncoder(path, sentences)
+        cosine, top1 = agreement(timers[0].vectors if timers else timer.vectors, timer.vectors)
+        row = ModelQuality(
+            name=Path(path).name,
+            path=path,
+            method=method,
+            runtime="transformers",
+            size_bytes=size_on_disk(Path(path)),
+            params=timer.params,
+            load_bytes=timer.load_bytes,
+            perplexity=None,
+            exact_match=None,
+            decode_tokens_per_second=None,
+            mean_cosine=cosine,
+            top1_agreement=top1,
+        )
+        if timer.truncated:
+            row.notes.append(
+                f"{timer.truncated} of {len(sentences)} sentences cut to {timer.embedder.max_tokens} tokens"
+            )
+        rows.append(row)
+        timers.append(timer)
+    for row, speeds in zip(rows, _interleaved(timers, runs)):
+        row.encode_runs, row.encode_sentences_per_second = speeds, statistics.median(speeds)
+    return rows, len(sentences)
 
 
 def measure(
@@ -203,8 +259,14 @@ def measure(
     runs: int = 3,
 ) -> ModelQuality:
     """Every figure of the report for one model (a model folder, run folder or .gguf file)."""
+    from lmforge.compress.encoder import is_encoder
+
     if runs < 3:
         raise UserInputError(f"--runs must be at least 3 (a median needs them), got {runs}")
+    if Path(path).is_dir() and is_encoder(Path(path)):
+        row = _encoder_rows(Path(path), [], text_data, limit, runs)[0][0]
+        row.method = method  # agreement with itself: cosine 1, top-1 100%; size, memory and speed are its own
+        return row
     row = _quality(Path(path), method, text_data, task_data, limit)
     _time_all([row], decode_tokens, runs)
     return row
@@ -223,16 +285,39 @@ def compare(
     """The original and every (path, method) in `compressed`, measured now in one process: quality one
     model after another, decode speed interleaved across all of them (every model stays loaded). When a
     result is a GGUF and llama.cpp is installed, the original is also converted to an f32 GGUF and timed
-    in llama.cpp, so GGUF speeds are compared within one runtime."""
+    in llama.cpp, so GGUF speeds are compared within one runtime. An encoder original (compress.encoder) gets
+    the encoder figures: embedding agreement on `text_data`'s sentences and encode speed."""
     import platform
     import tempfile
 
+    from lmforge.compress.encoder import is_encoder
     from lmforge.files.llama_cpp import llama_cpp_available
 
     if runs < 3:
         raise UserInputError(f"--runs must be at least 3 (a median needs them), got {runs}")
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
+
+    def machine() -> str:
+        return (
+            f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+            f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+        )
+
+    if Path(original).is_dir() and is_encoder(Path(original)):
+        rows, sentences = _encoder_rows(Path(original), compressed, text_data, limit, runs)
+        return QualityReport(
+            original=rows[0],
+            compressed=rows[1:],
+            original_llama_cpp=None,
+            text_data=text_data,
+            task_data=task_data,
+            limit=sentences,
+            decode_tokens=decode_tokens,
+            seconds=time.perf_counter() - started,
+            machine=machine(),
+            kind="encoder",
+        )
     rows = [_quality(Path(original), "original", text_data, task_data, limit)]
     rows += [_quality(Path(path), method, text_data, task_data, limit) for path, method in compressed]
     with tempfile.TemporaryDirectory() as scratch:
@@ -258,8 +343,7 @@ def compare(
         limit=limit,
         decode_tokens=decode_tokens,
         seconds=time.perf_counter() - started,
-        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
-        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
+        machine=machine(),
     )
 
 
@@ -273,8 +357,45 @@ def _source(data: str) -> str:
     return f"{data} (test split)" if data.startswith("builtin:") else data
 
 
+def _median_range(median: float | None, runs: list[float]) -> str:
+    return "-" if median is None else f"{median:.1f} ({min(runs):.1f}-{max(runs):.1f})"
+
+
+def _render_encoder(report: QualityReport) -> str:
+    """An encoder's table: size, params, load memory, agreement with the original's embeddings, encode speed."""
+    base = report.original
+    lines = [
+        "# Compression quality report (encoder)",
+        "",
+        f"Embeddings of {report.limit} held-out sentences ({_source(report.text_data)}) through lmforge serve's "
+        "/v1/embeddings code path; mean cosine: of each sentence's vector to the original's; top-1 agreement: "
+        "share of sentences whose nearest neighbour among the others (cosine) is the original's; encode: median "
+        f"(range) sentences/s of {len(base.encode_runs)} runs over all of them per model, interleaved across "
+        f"models, one thread. Machine: {report.machine}. Measured in one run, {report.seconds:.0f} s.",
+        "",
+        "| model | method | size on disk | params | load memory | mean cosine to original | top-1 agreement | "
+        "encode sentences/s (median, range) | size vs original | speed vs original |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in [base, *report.compressed]:
+        lines.append(
+            f"| {row.name} | {row.method} | {row.size_bytes:,} B | "
+            f"{'-' if row.params is None else f'{row.params:,}'} | "
+            f"{'-' if row.load_bytes is None else f'{row.load_bytes:,} B'} | "
+            f"{'-' if row.mean_cosine is None else f'{row.mean_cosine:.4f}'} | "
+            f"{'-' if row.top1_agreement is None else f'{row.top1_agreement:.1%}'} | "
+            f"{_median_range(row.encode_sentences_per_second, row.encode_runs)} | "
+            f"{_ratio(row.size_bytes, base.size_bytes)} | "
+            f"{_ratio(row.encode_sentences_per_second, base.encode_sentences_per_second)} |"
+        )
+    notes = [f"- {row.name}: {note}" for row in [base, *report.compressed] for note in row.notes]
+    return "\n".join(lines + (["", "Notes:", *notes] if notes else [])) + "\n"
+
+
 def render_markdown(report: QualityReport) -> str:
     """The side-by-side table: every figure beside the original's, with the ratio to it."""
+    if report.kind == "encoder":
+        return _render_encoder(report)
     base = report.original
     same_runtime = {"llama.cpp": report.original_llama_cpp or base, "transformers": base}
     rows = [base, *([report.original_llama_cpp] if report.original_llama_cpp else []), *report.compressed]
@@ -291,11 +412,7 @@ def render_markdown(report: QualityReport) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        speed = (
-            "-"
-            if row.decode_tokens_per_second is None
-            else (f"{row.decode_tokens_per_second:.1f} ({min(row.decode_runs):.1f}-{max(row.decode_runs):.1f})")
-        )
+        speed = _median_range(row.decode_tokens_per_second, row.decode_runs)
         lines.append(
             f"| {row.name} | {row.method} | {row.runtime} | {row.size_bytes:,} B | "
             f"{'-' if row.params is None else f'{row.params:,}'} | "
@@ -312,7 +429,8 @@ def render_markdown(report: QualityReport) -> str:
 
 
 def plot(report: QualityReport, path: Path) -> Path:
-    """Perplexity and exact match against size on disk, the original marked: the size/quality curve."""
+    """Perplexity and exact match (an encoder's mean cosine and top-1 agreement) against size on disk, the
+    original marked: the size/quality curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,10 +438,18 @@ def plot(report: QualityReport, path: Path) -> Path:
 
     rows = [report.original, *report.compressed]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, key, label in (
-        (left, "perplexity", "held-out perplexity (lower is better)"),
-        (right, "exact_match", "exact match (higher is better)"),
-    ):
+    panels = (
+        (
+            (left, "mean_cosine", "mean cosine to the original's embeddings"),
+            (right, "top1_agreement", "top-1 agreement"),
+        )
+        if report.kind == "encoder"
+        else (
+            (left, "perplexity", "held-out perplexity (lower is better)"),
+            (right, "exact_match", "exact match (higher is better)"),
+        )
+    )
+    for axis, key, label in panels:
         points = [
             (row.size_bytes / 1e6, getattr(row, key), row.method) for row in rows if getattr(row, key) is not None
         ]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import ConfigError, NotFoundError, UserInputError
+from lmforge.files.lowrank import is_factorized, load_factorized
 
 POOLING_MODES = ("mean", "cls", "max", "lasttoken")
 _POOLING_KEYS = {
@@ -132,7 +133,10 @@ class Embedder:
         if device_map is not None:
             kwargs["device_map"] = device_map
         try:
-            self.model = AutoModel.from_pretrained(path, **kwargs).eval()
+            if is_factorized(path):  # `lmforge compress factorize` of an encoder: low-rank pairs, lmforge's format
+                self.model = load_factorized(path, torch_dtype)
+            else:
+                self.model = AutoModel.from_pretrained(path, **kwargs).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as error:
             raise NotFoundError(f"cannot load the encoder {folder}: {str(error).splitlines()[0]}") from None
