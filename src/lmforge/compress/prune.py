@@ -12,6 +12,7 @@ Zeros keep the tensor shapes: the file is as large and a CPU as fast (dense kern
 says so. `structure="mlp"` instead removes whole MLP channels (rows of gate/up, columns of down,
 scored by magnitude ‖up_j‖·‖down_j‖ or wanda ‖down_j‖·‖a_j‖ with a_j the channel's activation) and
 rewrites intermediate_size: a smaller file and faster decoding that transformers reloads as is.
+`structure="heads"` removes whole attention heads the same way (compress/heads.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from lmforge.fileio import atomic_directory
 
 METHODS = ("magnitude", "wanda")
 PATTERNS = ("unstructured", "2:4")
-STRUCTURES = ("none", "mlp")
+STRUCTURES = ("none", "mlp", "heads")
 DEFAULT_CALIBRATION = "builtin:corpus"
 
 
@@ -38,7 +39,7 @@ class PruneResult:
     method: str
     pattern: str
     structure: str
-    sparsity: float  # share of the pruned layers' weights now zero, or of the MLP channels removed
+    sparsity: float  # share of the pruned layers' weights now zero, or of the MLP channels / query heads removed
     params_before: int
     params_after: int
     seconds: float
@@ -203,6 +204,15 @@ def prune(
         kept = _prune_mlp_channels(network, method, sparsity, tokenizer, texts)
         layers, achieved = len(network.model.layers), 1 - kept / width
         notes.append(f"MLP channels kept per layer: {kept}; intermediate_size rewritten, the file and the model shrink")
+    elif structure == "heads":
+        from lmforge.compress.heads import attention_outputs, prune_heads
+
+        outputs = attention_outputs(network)
+        plan = prune_heads(
+            network, sparsity, _input_norms(network, tokenizer, texts, outputs) if method == "wanda" else None
+        )
+        layers, achieved = len(outputs), plan.removed / plan.heads
+        notes.append(plan.note())
     else:
         modules = _decoder_linears(network)
         norms = _input_norms(network, tokenizer, texts, modules) if method == "wanda" else {}
