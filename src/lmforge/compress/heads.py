@@ -89,22 +89,14 @@ def choose_heads(
     whole groups) among those `loadable(query_heads, kv_heads)` accepts, then the best heads per layer."""
     heads = len(scores[0])
     per_group = heads // kv_heads
-    options = [(k / kv_heads, 0, "group", k) for k in range(kv_heads)]  # k = 0: remove nothing
-    options += [(r / per_group, 1, "query", r) for r in range(1, per_group)]
-    options = [
-        option
-        for option in options
-        if loadable is None
-        or not option[3]
-        or (
-            loadable(heads - option[3] * per_group, kv_heads - option[3])
-            if option[2] == "group"
-            else loadable(heads - option[3] * kv_heads, kv_heads)
-        )
-    ]
-    _, _, unit, count = min(options, key=lambda option: (abs(option[0] - sparsity), option[0], option[1]))
+    # (share of query heads removed, unit, count removed, query heads left, KV heads left); k = 0 removes nothing
+    options = [(k / kv_heads, "group", k, heads - k * per_group, kv_heads - k) for k in range(kv_heads)]
+    options += [(r / per_group, "query", r, heads - r * kv_heads, kv_heads) for r in range(1, per_group)]
+    options = [option for option in options if not option[2] or loadable is None or loadable(*option[3:])]
+    # nearest share; ties: the smaller share, then "group" before "query"
+    _, unit, count, _, _ = min(options, key=lambda option: (abs(option[0] - sparsity), option[0], option[1]))
     if count == 0:
-        possible = sorted({f"{option[0]:g}" for option in options if option[3]}) or ["none"]
+        possible = sorted({f"{option[0]:g}" for option in options if option[2]}) or ["none"]
         raise UserInputError(
             f"--sparsity {sparsity} removes no attention head: this model's heads come off in shares of "
             f"{', '.join(possible)} (the same count in every layer, whole KV groups or equal heads per group, "
@@ -138,6 +130,7 @@ def remove_heads(model: Any, keep_query: list[list[int]], keep_kv: list[list[int
         groups = [h // per_group for h in query]
         if (
             len(query) != new_heads
+            or len(set(query)) != new_heads
             or len(kv) != new_kv
             or sorted(set(groups)) != sorted(kv)
             or any(groups.count(g) != new_heads // new_kv for g in kv)
