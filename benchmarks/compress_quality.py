@@ -28,6 +28,8 @@ PRUNE = (
     ("wanda", "2:4", "none", 0.5),
     ("wanda", "unstructured", "mlp", 0.25),
     ("wanda", "unstructured", "mlp", 0.5),
+    ("magnitude", "unstructured", "heads", 0.5),
+    ("wanda", "unstructured", "heads", 0.5),
 )
 ENERGIES = (0.99, 0.95, 0.9)
 

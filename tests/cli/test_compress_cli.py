@@ -53,3 +53,19 @@ def test_gguf_of_an_encoder_is_one_line_error(tmp_path, minilm_dir):
     assert result.exit_code == 2 and not (tmp_path / "m.gguf").exists()
     assert result.output.strip().startswith("Error: gguf-q8_0: model is an encoder; lmforge writes GGUF for decoders")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_prune_heads_json(tmp_path, tiny_llama_dir):
+    out = tmp_path / "out"
+    args = ["compress", "prune", str(tiny_llama_dir), str(out), "--structure", "heads", "--method", "magnitude"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index("{") :])
+    assert payload["result"]["structure"] == "heads" and payload["result"]["sparsity"] == 0.5
+    config = json.loads((out / "config.json").read_text())
+    assert (config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]) == (2, 1, 16)
+    refused = runner.invoke(app, [*args[:3], str(tmp_path / "other"), *args[4:], "--sparsity", "0.1"])
+    errors = [line for line in refused.output.splitlines() if "Error" in line]  # after transformers' load bar
+    assert refused.exit_code == 2 and len(errors) == 1, refused.output
+    assert errors[0].startswith("Error: --sparsity 0.1 removes no attention head")
+    assert not (tmp_path / "other").exists()

@@ -101,11 +101,15 @@ def quantize_command(
 def prune_command(
     model: Path = typer.Argument(..., help="HF model folder or training run."),
     out: Path = typer.Argument(..., help="Output model folder."),
-    sparsity: float = typer.Option(0.5, "--sparsity", help="Share of weights (or MLP channels) to remove."),
+    sparsity: float = typer.Option(
+        0.5, "--sparsity", help="Share of weights (or MLP channels, or attention heads) to remove."
+    ),
     method: str = typer.Option("wanda", "--method", help="magnitude | wanda (weight × input-activation norm)."),
     pattern: str = typer.Option("unstructured", "--pattern", help="unstructured | 2:4"),
     structure: str = typer.Option(
-        "none", "--structure", help="none | mlp (remove whole MLP channels: smaller, faster)."
+        "none",
+        "--structure",
+        help="none | mlp | heads (remove whole MLP channels or attention heads: smaller, faster).",
     ),
     calibration: str = typer.Option("builtin:corpus", "--calibration", help="Data for Wanda's activation norms."),
     samples: int = typer.Option(32, "--samples", help="Calibration examples."),
@@ -117,7 +121,8 @@ def prune_command(
     decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the result (and report) as JSON."),
 ) -> None:
-    """Prune a causal LM or an encoder by magnitude or Wanda (unstructured, 2:4, or whole MLP channels)."""
+    """Prune a causal LM or an encoder by magnitude or Wanda (unstructured, 2:4, whole MLP channels, or whole
+    attention heads of a decoder)."""
     from lmforge.compress import prune
 
     result = prune(
@@ -227,7 +232,7 @@ def sweep_command(
     values: str = typer.Option(..., "--values", help="Comma-separated: methods, sparsities or energies."),
     method: str = typer.Option(None, "--method", help="prune: magnitude | wanda."),
     pattern: str = typer.Option(None, "--pattern", help="prune: unstructured | 2:4."),
-    structure: str = typer.Option(None, "--structure", help="prune: none | mlp."),
+    structure: str = typer.Option(None, "--structure", help="prune: none | mlp | heads."),
     text_data: str = _M["text_data"],
     task_data: str = _M["task_data"],
     limit: int = _M["limit"],

@@ -1,7 +1,7 @@
 """`lmforge compress`: make a model smaller and faster, and measure what it cost.
 
 quantize   GGUF (f16, q8_0, q4_0, Q4_K_M, Q5_K_M, Q6_K) for llama.cpp; bitsandbytes int8 / nf4
-prune      magnitude or Wanda; unstructured, 2:4, or whole MLP channels (a smaller model)
+prune      magnitude or Wanda; unstructured, 2:4, or whole MLP channels or attention heads (a smaller model)
 factorize  truncated SVD of linear layers, rank per layer from the kept energy
 report     the quality report: size, params, load memory, perplexity, exact match, decode speed,
            each beside the original measured in the same run (report.md, report.json, report.png)

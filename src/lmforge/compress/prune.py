@@ -14,6 +14,7 @@ scored by magnitude ‖up_j‖·‖down_j‖ or wanda ‖down_j‖·‖a_j‖ wi
 rewrites intermediate_size: a smaller file and faster decoding that transformers reloads as is.
 An encoder (compress.encoder) is pruned the same way inside its blocks; its MLP channels are BERT's
 intermediate/output dense layers.
+`structure="heads"` removes whole attention heads the same way (compress/heads.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lmforge.fileio import atomic_directory
 
 METHODS = ("magnitude", "wanda")
 PATTERNS = ("unstructured", "2:4")
-STRUCTURES = ("none", "mlp")
+STRUCTURES = ("none", "mlp", "heads")
 DEFAULT_CALIBRATION = "builtin:corpus"
 
 
@@ -40,7 +41,7 @@ class PruneResult:
     method: str
     pattern: str
     structure: str
-    sparsity: float  # share of the pruned layers' weights now zero, or of the MLP channels removed
+    sparsity: float  # share of the pruned layers' weights now zero, or of the MLP channels / query heads removed
     params_before: int
     params_after: int
     seconds: float
@@ -226,6 +227,15 @@ def prune(
             layers = len(network.model.layers)
         achieved = 1 - kept / width
         notes.append(f"MLP channels kept per layer: {kept}; intermediate_size rewritten, the file and the model shrink")
+    elif structure == "heads":
+        from lmforge.compress.heads import attention_outputs, prune_heads
+
+        outputs = attention_outputs(network)
+        plan = prune_heads(
+            network, sparsity, _input_norms(network, tokenizer, texts, outputs) if method == "wanda" else None
+        )
+        layers, achieved = len(outputs), plan.removed / plan.heads
+        notes.append(plan.note())
     else:
         modules = _decoder_linears(network)
         norms = _input_norms(network, tokenizer, texts, modules) if method == "wanda" else {}
