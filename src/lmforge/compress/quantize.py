@@ -6,7 +6,11 @@
   through transformers' BitsAndBytesConfig, saved with save_pretrained: config.json carries the
   quantization_config, so `from_pretrained(OUT)` (and every lmforge command) reloads it quantized.
   bitsandbytes' CPU backend runs both.
-- torchao int8/int4 and GPTQ are not available here; asking for them says why (docs/compress.md).
+- torchao-int8 / torchao-int4: torchao weight-only int8 (one scale per output row) / int4 (groups of 32 input
+  features, IntxWeightOnlyConfig: the CPU-runnable int4; stored unpacked in int8, so int4 costs int8's
+  disk and memory) through transformers' TorchAoConfig, saved as safetensors (torchao's flattened tensors:
+  JSON metadata names an allow-listed tensor class, nothing is pickled), reloaded by `from_pretrained(OUT)`.
+- GPTQ is not available here; asking for it says why (docs/compress.md).
 Every output is read back in its target runtime before success is reported.
 """
 
@@ -23,13 +27,10 @@ from lmforge.fileio import atomic_directory
 
 GGUF_METHODS = ("gguf-f16", "gguf-q8_0", "gguf-q4_0", "gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k")
 BNB_METHODS = ("bnb-int8", "bnb-nf4")
-METHODS = (*GGUF_METHODS, *BNB_METHODS)
+TORCHAO_METHODS = ("torchao-int8", "torchao-int4")
+METHODS = (*GGUF_METHODS, *BNB_METHODS, *TORCHAO_METHODS)
 # Asked for, but not runnable with this project's pinned stack (see docs/compress.md for the measurements).
 _UNAVAILABLE = {
-    "torchao-int8": "torchao 0.18 installs for torch 2.13 CPU, but once installed transformers imports it on every "
-    "model load (its quantizer registry), adding seconds and warnings to every lmforge command; it is "
-    "not a dependency until that trade-off is decided",
-    "torchao-int4": "see torchao-int8; torchao's int4 weight-only CPU kernels also need its packed layout",
     "gptq": "gptqmodel 7.7 pulls torch 2.14 with CUDA wheels and llmcompressor 0.14 pins transformers 5.17 "
     "(lmforge runs 5.25); neither installs beside lmforge's stack",
 }
@@ -80,7 +81,7 @@ def quantize(
             checks=report.checks,
             notes=report.notes,
         )
-    checks = _bitsandbytes(source, target, method)
+    checks = _torchao(source, target, method) if method in TORCHAO_METHODS else _bitsandbytes(source, target, method)
     return QuantizeResult(
         str(source), str(target), method, size_on_disk(target), time.perf_counter() - started, checks=checks
     )
@@ -110,6 +111,49 @@ def _bitsandbytes(source: Path, target: Path, method: str) -> dict[str, Any]:
             raise DependencyError(
                 f"{method}: the reloaded model has no bitsandbytes layers; is bitsandbytes installed?"
             )
+        original = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        probe = torch.arange(min(16, original.config.vocab_size))[None]
+        with torch.inference_mode():
+            reference, after = original(probe).logits, reloaded(probe).logits
+    return {
+        "quantized_layers": quantized,
+        "max_logit_difference_vs_float": float((reference - after).abs().max()),
+        "logit_scale": float(reference.abs().max()),
+    }
+
+
+def _torchao(source: Path, target: Path, method: str) -> dict[str, Any]:
+    """Quantize while loading (transformers' TorchAoConfig), save as safetensors, reload from disk (what every
+    later command does) and compare its logits with the float model's on a probe."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.generate.load import torchao_config
+    from lmforge.runtime import no_hub_kernels
+
+    no_hub_kernels()
+    config = torchao_config(method.removeprefix("torchao-"))
+    model = AutoModelForCausalLM.from_pretrained(
+        source, quantization_config=config, device_map="cpu", dtype=torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    with atomic_directory(target) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        pickles = sorted(p.name for p in Path(folder).iterdir() if p.suffix in (".bin", ".pt", ".pth"))
+        if pickles or not any(Path(folder).glob("*.safetensors")):
+            raise DependencyError(
+                f"{method}: transformers saved {pickles or 'no safetensors'}; lmforge writes "
+                "no pickle (upgrade transformers and torchao)"
+            )
+        reloaded = AutoModelForCausalLM.from_pretrained(folder, device_map="cpu", use_safetensors=True)
+        quantized = sum(
+            type(m.weight).__module__.startswith("torchao.")
+            for m in reloaded.modules()
+            if isinstance(m, torch.nn.Linear)
+        )
+        if quantized == 0:
+            raise DependencyError(f"{method}: the reloaded model has no torchao-quantized layers")
         original = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         probe = torch.arange(min(16, original.config.vocab_size))[None]
         with torch.inference_mode():
