@@ -10,7 +10,11 @@
   features, IntxWeightOnlyConfig: the CPU-runnable int4; stored unpacked in int8, so int4 costs int8's
   disk and memory) through transformers' TorchAoConfig, saved as safetensors (torchao's flattened tensors:
   JSON metadata names an allow-listed tensor class, nothing is pickled), reloaded by `from_pretrained(OUT)`.
-- GPTQ is not available here; asking for it says why (docs/compress.md).
+- gptq: 4-bit GPTQ (Frantar et al. 2022: each column rounded in turn, the error pushed onto the columns not
+  yet rounded through the inverse Hessian of the calibration inputs) by gptqmodel, the optional extra
+  `lmforge[gptq]` (llm-compressor pins an older transformers), calibrated on texts from any lmforge data
+  source; saved in gptqmodel's GPTQ format (safetensors + quantization_config), which transformers reloads
+  through optimum + gptqmodel.
 Every output is read back in its target runtime before success is reported.
 """
 
@@ -28,12 +32,7 @@ from lmforge.fileio import atomic_directory
 GGUF_METHODS = ("gguf-f16", "gguf-q8_0", "gguf-q4_0", "gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k")
 BNB_METHODS = ("bnb-int8", "bnb-nf4")
 TORCHAO_METHODS = ("torchao-int8", "torchao-int4")
-METHODS = (*GGUF_METHODS, *BNB_METHODS, *TORCHAO_METHODS)
-# Asked for, but not runnable with this project's pinned stack (see docs/compress.md for the measurements).
-_UNAVAILABLE = {
-    "gptq": "gptqmodel 7.7 pulls torch 2.14 with CUDA wheels and llmcompressor 0.14 pins transformers 5.17 "
-    "(lmforge runs 5.25); neither installs beside lmforge's stack",
-}
+METHODS = (*GGUF_METHODS, *BNB_METHODS, *TORCHAO_METHODS, "gptq")
 
 
 @dataclass
@@ -53,14 +52,19 @@ class QuantizeResult:
 
 
 def quantize(
-    model: str | os.PathLike[str], out: str | os.PathLike[str], *, method: str, progress: bool = False
+    model: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    method: str,
+    progress: bool = False,
+    calibration: str = "builtin:corpus",
+    samples: int = 32,
 ) -> QuantizeResult:
-    """Quantize the HF model folder `model` into `out` (a .gguf file for gguf-*, a folder otherwise)."""
+    """Quantize the HF model folder `model` into `out` (a .gguf file for gguf-*, a folder otherwise).
+    gptq calibrates on `samples` examples of the lmforge data source `calibration`."""
     from lmforge.compress.report import size_on_disk
     from lmforge.hub.reference import locate_model
 
-    if method in _UNAVAILABLE:
-        raise DependencyError(f"--method {method} is not available: {_UNAVAILABLE[method]}")
     if method not in METHODS:
         raise UserInputError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
     source = locate_model(str(model)).path
@@ -81,7 +85,12 @@ def quantize(
             checks=report.checks,
             notes=report.notes,
         )
-    checks = _torchao(source, target, method) if method in TORCHAO_METHODS else _bitsandbytes(source, target, method)
+    if method == "gptq":
+        checks = _gptq(source, target, calibration, samples)
+    elif method in TORCHAO_METHODS:
+        checks = _torchao(source, target, method)
+    else:
+        checks = _bitsandbytes(source, target, method)
     return QuantizeResult(
         str(source), str(target), method, size_on_disk(target), time.perf_counter() - started, checks=checks
     )
@@ -160,6 +169,54 @@ def _torchao(source: Path, target: Path, method: str) -> dict[str, Any]:
             reference, after = original(probe).logits, reloaded(probe).logits
     return {
         "quantized_layers": quantized,
+        "max_logit_difference_vs_float": float((reference - after).abs().max()),
+        "logit_scale": float(reference.abs().max()),
+    }
+
+
+def _gptq(source: Path, target: Path, calibration: str, samples: int) -> dict[str, Any]:
+    """4-bit GPTQ with gptqmodel on `samples` calibration texts, saved, reloaded by transformers (optimum +
+    gptqmodel, as every later command loads it) and compared with the float model's logits on a probe."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.compress.prune import calibration_texts
+    from lmforge.runtime import no_hub_kernels
+
+    no_hub_kernels()
+    # gptqmodel 7.6 sizes its CPU worker pool at (cores + 1) // 2, then asks it for 2 loader workers: on a
+    # 2-core machine that is "requests 2 workers but parent 'cpu' only has 1". A user's own setting stays.
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
+    try:
+        from gptqmodel import GPTQModel, QuantizeConfig
+    except ImportError:
+        raise DependencyError("--method gptq needs gptqmodel: pip install 'lmforge[gptq]'") from None
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    examples = [dict(tokenizer(text)) for text in calibration_texts(calibration, samples, tokenizer)]
+    config = AutoConfig.from_pretrained(source)
+    # GPTQ's usual group of 128 input features where every linear's width divides by it, else 32 (tiny models)
+    widths = (config.hidden_size, getattr(config, "intermediate_size", config.hidden_size))
+    group = 128 if all(width % 128 == 0 for width in widths) else 32
+    model = GPTQModel.load(str(source), QuantizeConfig(bits=4, group_size=group, offload_to_disk=False), device="cpu")
+    model.quantize(examples, batch_size=4)
+    with atomic_directory(target) as folder:
+        model.save(str(folder))
+        tokenizer.save_pretrained(folder)
+        pickles = sorted(p.name for p in Path(folder).iterdir() if p.suffix in (".bin", ".pt", ".pth"))
+        if pickles:
+            raise DependencyError(f"gptq: gptqmodel saved pickles {pickles}; lmforge writes none")
+        reloaded = AutoModelForCausalLM.from_pretrained(folder, device_map="cpu", use_safetensors=True)
+        quantized = sum(hasattr(m, "qweight") for m in reloaded.modules())
+        if quantized == 0:
+            raise DependencyError("gptq: the reloaded model has no GPTQ layers")
+        original = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        probe = torch.arange(min(16, original.config.vocab_size))[None]
+        with torch.inference_mode():
+            reference, after = original(probe).logits, reloaded(probe).logits
+    return {
+        "quantized_layers": quantized,
+        "group_size": group,
+        "calibration_examples": len(examples),
         "max_logit_difference_vs_float": float((reference - after).abs().max()),
         "logit_scale": float(reference.abs().max()),
     }
