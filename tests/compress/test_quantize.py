@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from lmforge.compress import quantize
+from lmforge.compress import compare, quantize
 from lmforge.errors import DependencyError, UserInputError
 from lmforge.files.inspect import inspect_path
 from lmforge.generate.load import load_model
@@ -85,6 +85,10 @@ def test_gptq_calibrates_on_lmforge_data_and_lmforge_reloads_it(tmp_path, tiny_l
     assert result.checks["max_logit_difference_vs_float"] < 0.3 * result.checks["logit_scale"]
     loaded = load_model(str(tmp_path / "gptq"))
     assert hasattr(loaded.model.model.layers[0].mlp.up_proj, "qweight")
+    # the report counts the weights GPTQ packs into int32 buffers, which num_parameters leaves out
+    report = compare(tiny_llama_dir, [(str(tmp_path / "gptq"), "gptq")], limit=2, runs=3)
+    assert report.compressed[0].params == report.original.params
+    assert report.compressed[0].load_bytes < report.original.load_bytes
     original = load_model(str(tiny_llama_dir))
     probe = torch.tensor([[1, 2, 3, 4]])
     with torch.inference_mode():

@@ -20,7 +20,9 @@ Every output is read back in its target runtime before success is reported.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -198,7 +200,9 @@ def _gptq(source: Path, target: Path, calibration: str, samples: int) -> dict[st
     widths = (config.hidden_size, getattr(config, "intermediate_size", config.hidden_size))
     group = 128 if all(width % 128 == 0 for width in widths) else 32
     model = GPTQModel.load(str(source), QuantizeConfig(bits=4, group_size=group, offload_to_disk=False), device="cpu")
-    model.quantize(examples, batch_size=4)
+    # gptqmodel 7.6 writes a per-run log into ./logs of the working directory; keep it out of the user's folder
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        model.quantize(examples, batch_size=4)
     with atomic_directory(target) as folder:
         model.save(str(folder))
         tokenizer.save_pretrained(folder)
