@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import NotFoundError, UserInputError
+from lmforge.errors import DependencyError, NotFoundError, UserInputError
 from lmforge.files.lowrank import is_factorized, load_factorized
 from lmforge.files.safe_load import check_model_folder
 from lmforge.hub.reference import ModelRef, locate_base, locate_model
@@ -200,6 +200,9 @@ def _load_causal_lm(
         raise UserInputError(f"{folder} is not a causal language model: {str(error).splitlines()[0]}") from None
     except OSError as error:
         raise NotFoundError(f"cannot load model {folder}: {str(error).splitlines()[0]}") from None
+    except ImportError as error:  # a quantized folder whose library is missing (GPTQ: optimum + gptqmodel)
+        extra = " (GPTQ: pip install 'lmforge[gptq]')" if "GPTQ" in str(error) else ""
+        raise DependencyError(f"cannot load model {folder}: {str(error).splitlines()[0]}{extra}") from None
 
 
 def load_model(
