@@ -165,21 +165,12 @@ def _torchao(source: Path, target: Path, method: str) -> dict[str, Any]:
         )
         if quantized == 0:
             raise DependencyError(f"{method}: the reloaded model has no torchao-quantized layers")
-        original = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-        probe = torch.arange(min(16, original.config.vocab_size))[None]
-        with torch.inference_mode():
-            reference, after = original(probe).logits, reloaded(probe).logits
-    return {
-        "quantized_layers": quantized,
-        "max_logit_difference_vs_float": float((reference - after).abs().max()),
-        "logit_scale": float(reference.abs().max()),
-    }
+        return {"quantized_layers": quantized, **_logits_versus_float(source, reloaded)}
 
 
 def _gptq(source: Path, target: Path, calibration: str, samples: int) -> dict[str, Any]:
     """4-bit GPTQ with gptqmodel on `samples` calibration texts, saved, reloaded by transformers (optimum +
     gptqmodel, as every later command loads it) and compared with the float model's logits on a probe."""
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from lmforge.compress.prune import calibration_texts
@@ -213,14 +204,22 @@ def _gptq(source: Path, target: Path, calibration: str, samples: int) -> dict[st
         quantized = sum(hasattr(m, "qweight") for m in reloaded.modules())
         if quantized == 0:
             raise DependencyError("gptq: the reloaded model has no GPTQ layers")
-        original = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-        probe = torch.arange(min(16, original.config.vocab_size))[None]
-        with torch.inference_mode():
-            reference, after = original(probe).logits, reloaded(probe).logits
+        checks = _logits_versus_float(source, reloaded)
+    return {"quantized_layers": quantized, "group_size": group, "calibration_examples": len(examples), **checks}
+
+
+def _logits_versus_float(source: Path, reloaded: Any) -> dict[str, float]:
+    """The largest logit difference between the float model and the quantized one reloaded from disk on a probe
+    of the first 16 token ids, beside the float logits' scale: a broken save or a layer left in garbage shows
+    as a difference on that scale."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    original = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    probe = torch.arange(min(16, original.config.vocab_size))[None]
+    with torch.inference_mode():
+        reference, after = original(probe).logits, reloaded(probe).logits
     return {
-        "quantized_layers": quantized,
-        "group_size": group,
-        "calibration_examples": len(examples),
         "max_logit_difference_vs_float": float((reference - after).abs().max()),
         "logit_scale": float(reference.abs().max()),
     }
