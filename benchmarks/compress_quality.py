@@ -21,7 +21,11 @@ import argparse
 from pathlib import Path
 
 # (label, what to run): quantize methods, prune settings, factorize energies.
-QUANTIZE = ("gguf-f16", "gguf-q8_0", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0", "bnb-int8", "bnb-nf4")
+# gptq needs the optional extra lmforge[gptq].
+QUANTIZE = (
+    *("gguf-f16", "gguf-q8_0", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0"),
+    *("bnb-int8", "bnb-nf4", "torchao-int8", "torchao-int4", "gptq"),
+)
 PRUNE = (
     ("wanda", "unstructured", "none", 0.5),
     ("magnitude", "unstructured", "none", 0.5),
@@ -43,7 +47,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--decode-tokens", type=int, default=32)
+    parser.add_argument("--only", help="Comma-separated quantize methods to measure alone beside the original.")
     args = parser.parse_args()
+    methods = args.only.split(",") if args.only else QUANTIZE
 
     import torch
 
@@ -56,17 +62,17 @@ def main() -> None:
     torch.set_num_threads(1)
     results: list[tuple[str, str]] = []
     encoder = is_encoder(args.model)
-    for method in QUANTIZE:
+    for method in methods:
         if encoder and method.startswith("gguf-"):
             continue  # lmforge's GGUF is for decoders; quantize refuses an encoder
         target = args.out / (f"{method}.gguf" if method.startswith("gguf-") else method)
         quantize(args.model, target, method=method)
         results.append((str(target), method))
-    for method, pattern, structure, sparsity in PRUNE:
+    for method, pattern, structure, sparsity in () if args.only else PRUNE:
         label = f"prune-{method}-{structure if structure != 'none' else pattern}-{sparsity}"
         prune(args.model, args.out / label, sparsity=sparsity, method=method, pattern=pattern, structure=structure)
         results.append((str(args.out / label), label))
-    for energy in ENERGIES:
+    for energy in () if args.only else ENERGIES:
         label = f"svd-energy-{energy}"
         factorize(args.model, args.out / label, energy=energy)
         results.append((str(args.out / label), label))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from typer.testing import CliRunner
 
@@ -39,11 +40,11 @@ def test_prune_json_with_report(tmp_path, tiny_llama_dir):
     assert (tmp_path / "report" / "report.md").is_file()
 
 
-def test_unavailable_method_is_one_line_error(tmp_path, tiny_llama_dir):
+def test_a_method_whose_extra_is_missing_is_one_line_error(tmp_path, tiny_llama_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gptqmodel", None)  # as where lmforge[gptq] is not installed
     result = runner.invoke(app, ["compress", "quantize", str(tiny_llama_dir), str(tmp_path / "o"), "--method", "gptq"])
     assert result.exit_code == 2
-    assert result.output.strip().startswith("Error: --method gptq is not available")
-    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.strip() == "Error: --method gptq needs gptqmodel: pip install 'lmforge[gptq]'"
 
 
 def test_gguf_of_an_encoder_is_one_line_error(tmp_path, minilm_dir):

@@ -108,4 +108,4 @@ def test_generate_from_a_gguf_file_and_with_quant_on_load(tmp_path, tiny_llama_d
     assert quantized.exit_code == 0, quantized.output
     assert json.loads(quantized.stdout)["completion_tokens"] == 4
     bad = runner.invoke(app, ["generate", str(tiny_llama_dir), *args, "--quant", "int2"])
-    assert bad.exit_code == 2 and "not one of int8, nf4" in bad.output
+    assert bad.exit_code == 2 and "not one of int8, int4, nf4" in bad.output

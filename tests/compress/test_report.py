@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from lmforge.compress import compare, prune, quantize, write_quality_report
 from lmforge.errors import UserInputError
@@ -42,3 +43,18 @@ def test_gguf_results_are_timed_in_llama_cpp_beside_the_original_in_llama_cpp(tm
 def test_fewer_than_three_speed_runs_are_refused(tiny_llama_dir):
     with pytest.raises(UserInputError, match="at least 3"):
         compare(tiny_llama_dir, [], limit=2, runs=2)
+
+
+def test_load_memory_counts_what_a_torchao_weight_holds_not_its_float_shape(tiny_llama_dir):
+    from lmforge.compress.report import loaded_bytes
+    from lmforge.generate.load import load_model
+
+    original = load_model(str(tiny_llama_dir)).model
+    quantized = load_model(str(tiny_llama_dir), quant="int4").model
+    assert loaded_bytes(original) == original.get_memory_footprint()
+    # the decoder's linears go from 4 bytes a weight to 1 (int4 kept in int8) plus an f32 scale and an int8 zero
+    # point per group of 32; get_memory_footprint would still count 4 bytes a weight
+    linear = sum(
+        m.weight.nelement() for n, m in original.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n
+    )
+    assert loaded_bytes(quantized) == original.get_memory_footprint() - 4 * linear + linear + linear // 32 * 5

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from lmforge.errors import NotFoundError, UnsafeFileError, UserInputError
+from lmforge.errors import DependencyError, NotFoundError, UnsafeFileError, UserInputError
 from lmforge.generate.load import load_model
 from lmforge.hub.reference import locate_model
 
@@ -136,3 +136,18 @@ def test_device_map_auto_places_the_model_through_accelerate(loaded, tiny_llama_
         load_model(str(tiny_llama_dir), device="cpu", device_map="auto")
     with pytest.raises(UserInputError, match="choose one of auto"):
         load_model(str(tiny_llama_dir), device_map="everywhere")
+
+
+def test_a_gptq_folder_without_its_libraries_names_the_extra(tmp_path, tiny_llama_dir, monkeypatch):
+    import json
+
+    import transformers.quantizers.quantizer_gptq as gptq_quantizer
+
+    monkeypatch.setattr(gptq_quantizer, "is_optimum_available", lambda: False)  # as where lmforge[gptq] is missing
+    folder = tmp_path / "gptq"
+    shutil.copytree(tiny_llama_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 32}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DependencyError, match=r"requires optimum .*lmforge\[gptq\]"):
+        load_model(str(folder))

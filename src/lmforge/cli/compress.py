@@ -73,12 +73,15 @@ _M = _measure_options()
 @compress_app.command("quantize")
 def quantize_command(
     model: Path = typer.Argument(..., help="HF model folder or training run."),
-    out: Path = typer.Argument(..., help="Output: a .gguf file (gguf-*) or a folder (bnb-*)."),
+    out: Path = typer.Argument(..., help="Output: a .gguf file (gguf-*) or a folder (bnb-*, torchao-*, gptq)."),
     method: str = typer.Option(
         ...,
         "--method",
-        help="gguf-f16 | gguf-q8_0 | gguf-q4_0 | gguf-q4_k_m | gguf-q5_k_m | gguf-q6_k | bnb-int8 | bnb-nf4",
+        help="gguf-f16 | gguf-q8_0 | gguf-q4_0 | gguf-q4_k_m | gguf-q5_k_m | gguf-q6_k | bnb-int8 | bnb-nf4 | "
+        "torchao-int8 | torchao-int4 | gptq",
     ),
+    calibration: str = typer.Option("builtin:corpus", "--calibration", help="gptq: data to calibrate on."),
+    samples: int = typer.Option(32, "--samples", help="gptq: calibration examples."),
     report: Path = typer.Option(None, "--report", help=_REPORT_HELP),
     text_data: str = _M["text_data"],
     task_data: str = _M["task_data"],
@@ -87,11 +90,11 @@ def quantize_command(
     decode_tokens: int = _M["decode_tokens"],
     as_json: bool = typer.Option(False, "--json", help="Print the result (and report) as JSON."),
 ) -> None:
-    """Quantize a model for its runtime (llama.cpp for GGUF, transformers for bitsandbytes; an encoder such as
-    MiniLM: bitsandbytes only); read back to verify."""
+    """Quantize a model for its runtime (llama.cpp for GGUF, transformers for bitsandbytes, torchao and GPTQ; an
+    encoder such as MiniLM: bitsandbytes only); read back to verify."""
     from lmforge.compress import quantize
 
-    result = quantize(model, out, method=method, progress=not as_json)
+    result = quantize(model, out, method=method, progress=not as_json, calibration=calibration, samples=samples)
     _finish(
         result, model, out, method, report, _report_options(text_data, task_data, limit, runs, decode_tokens), as_json
     )

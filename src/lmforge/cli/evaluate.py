@@ -94,7 +94,7 @@ def eval_command(
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda when available).")] = None,
     device_map: DeviceMapOpt = None,
     quant: Annotated[
-        str | None, typer.Option("--quant", help="Quantize MODEL (not --compare) while loading: int8 | nf4.")
+        str | None, typer.Option("--quant", help="Quantize MODEL (not --compare) while loading: int8 | nf4 | int4.")
     ] = None,
     mistakes_out: Annotated[
         Path | None,

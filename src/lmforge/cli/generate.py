@@ -52,7 +52,9 @@ TrustPickleOpt = Annotated[
 TrustRemoteCodeOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Run the Python code a hub model ships (read it first).")
 ]
-QuantOpt = Annotated[str | None, typer.Option("--quant", help="Quantize while loading: int8 | nf4 (bitsandbytes).")]
+QuantOpt = Annotated[
+    str | None, typer.Option("--quant", help="Quantize while loading: int8 | nf4 (bitsandbytes) | int4 (torchao).")
+]
 
 
 def _params(

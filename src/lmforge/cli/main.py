@@ -100,5 +100,10 @@ def main() -> None:
     # bitsandbytes (which peft imports when it is installed) warns at import, on CPUs with AVX512-BF16, that an
     # optional kernel could not be fetched from the hub; lmforge never fetches kernels, so the advice misleads.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # torchao (which transformers imports with every model) logs, on a CPU, that its CUDA-only extensions
+    # (_C_cutlass_90a, _C_mxfp8) failed to load, and makes torch warn that its own enum registration is
+    # deprecated: four lines on every command that a user can do nothing about.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     no_hub_kernels()  # inherited by every process a command starts (accelerate ranks, servers)
     app()

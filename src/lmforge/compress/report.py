@@ -3,7 +3,8 @@
 For each model (the original first, measured in the same run):
 - size on disk: the weight files (a folder's safetensors, or the .gguf file);
 - parameters: as the model holds them (a pruned-to-zero weight still counts; a removed channel does not);
-- load memory: bytes of parameters and buffers once loaded (transformers' get_memory_footprint), or for
+- load memory: bytes of parameters and buffers once loaded (as transformers' get_memory_footprint counts
+  them, but a torchao weight counts the tensors it holds, not its float shape), or for
   a GGUF in llama.cpp the file itself (llama.cpp maps it);
 - held-out perplexity on text (default builtin:corpus, test split) and greedy exact match on chat
   problems (default builtin:arith-sft, test split), through lmforge.evaluate (a GGUF is read by
@@ -90,6 +91,22 @@ def _model_format(path: Path) -> str:
     return "gguf" if path.suffix == ".gguf" else "hf"
 
 
+def loaded_bytes(model: Any) -> int:
+    """Bytes of a loaded model's parameters and buffers. transformers' get_memory_footprint multiplies each
+    tensor's elements by its element size, which for a torchao weight (a tensor subclass that presents the
+    float dtype) is the float size: such a weight counts its inner tensors (int8 data, scales, zero points)."""
+    import itertools
+
+    total = 0
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        flatten = getattr(tensor, "__tensor_flatten__", None)
+        if flatten is not None:
+            total += sum(getattr(tensor, name).nbytes for name in flatten()[0])
+        else:
+            total += tensor.nelement() * tensor.element_size()
+    return total
+
+
 class _TransformersDecoder:
     """One model kept loaded in transformers; `once()` times one greedy decode of exactly n new tokens."""
 
@@ -100,7 +117,9 @@ class _TransformersDecoder:
         self.model, self.tokenizer, self.decode_tokens = loaded.model, loaded.tokenizer, decode_tokens
         prompt = loaded.render_chat([{"role": "user", "content": _DECODE_PROMPT}])
         self.ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
-        self.params, self.load_bytes = int(self.model.num_parameters()), int(self.model.get_memory_footprint())
+        # a GPTQ layer keeps its weights as packed int32 buffers (qweight), which num_parameters leaves out
+        packed = sum(m.in_features * m.out_features for m in self.model.modules() if hasattr(m, "qweight"))
+        self.params, self.load_bytes = int(self.model.num_parameters()) + packed, loaded_bytes(self.model)
 
     def once(self) -> float:
         import torch

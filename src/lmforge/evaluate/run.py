@@ -64,7 +64,7 @@ def evaluate_model(
 ) -> EvalReport:
     """Evaluate `model` on `data` (any lmforge data source, read as `reading` says); `compare` is the baseline
     it is measured against ("base": the model it was fine-tuned from, read from its adapter or run folder).
-    The trust_ flags override the loading gates (lmforge.generate.load_model). `quant` (int8, nf4) quantizes
+    The trust_ flags override the loading gates (lmforge.generate.load_model). `quant` (int8, nf4, int4) quantizes
     `model` while loading it, not the baseline: `--quant nf4 --compare MODEL` measures what quantizing costs.
     `device_map` ("auto") spreads a model larger than one GPU over the GPUs (accelerate)."""
     if limit is not None and limit < 1:

@@ -64,9 +64,11 @@ _INTEGER_DTYPES = {
     "UINT32",
     "UINT64",
 }
-# Quantisation side tensors (zeros, scales, group indices, absmax, FP8 scales): bytes that hold no weights themselves.
+# Quantisation side tensors (zeros, scales, group indices, absmax, FP8 scales, torchao's flattened
+# _weight_scale/_weight_zero_point): bytes that hold no weights themselves.
 _QUANT_AUX = re.compile(
-    r"\.(qzeros|scales|g_idx|absmax|quant_map|quant_state\..*|nested_absmax|nested_quant_map|weight_scale(_inv)?|input_scale)$"
+    r"\.(qzeros|scales|g_idx|absmax|quant_map|quant_state\..*|nested_absmax|nested_quant_map|weight_scale(_inv)?|input_scale"
+    r"|_weight_scale|_weight_zero_point)$"
 )
 
 
@@ -367,6 +369,16 @@ def _experts_from_config(config: dict[str, Any]) -> tuple[int | None, int | None
     return experts, used
 
 
+def _torchao_kind(quant_config: dict[str, Any]) -> str:
+    """torchao's config as transformers serialises it (quant_type.default._type, and _data.weight_dtype for
+    the Intx configs): "Int8WeightOnlyConfig", "IntxWeightOnlyConfig int4"; "?" when it is not that shape."""
+    default = (quant_config.get("quant_type") or {}).get("default") if isinstance(quant_config, dict) else None
+    if not isinstance(default, dict) or not isinstance(default.get("_type"), str):
+        return "?"
+    dtype = ((default.get("_data") or {}).get("weight_dtype") or {}).get("_data")
+    return default["_type"] + (f" {str(dtype).removeprefix('torch.')}" if isinstance(dtype, str) else "")
+
+
 def _apply_quantization_params(tensors: list[TensorEntry], config: dict[str, Any]) -> str | None:
     """Turn packed storage into logical weights and name the quantisation scheme, if any."""
     quant_config = config.get("quantization_config")
@@ -391,6 +403,8 @@ def _apply_quantization_params(tensors: list[TensorEntry], config: dict[str, Any
             tensor.params = tensor.size_bytes * 8 // bits  # int32 words of packed `bits`-bit weights
         elif method == "bitsandbytes" and bits == 4 and tensor.dtype == "U8" and f"{tensor.name}.absmax" in names:
             tensor.params = tensor.size_bytes * 2
+    if method == "torchao":
+        return f"TORCHAO {_torchao_kind(quant_config)}"
     if method:
         return f"{method.upper()} {bits}-bit" if method in ("gptq", "awq", "bitsandbytes") else method.upper()
     if any(t.dtype.startswith("F8") for t in tensors):

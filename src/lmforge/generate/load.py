@@ -10,7 +10,9 @@ is resolved by lmforge.hub.locate_model, the resolver every command uses:
 - a .gguf file (transformers' GGUF loader dequantizes it); a folder saved by `lmforge compress`
   (bitsandbytes / low-rank) loads as transformers or lmforge.compress wrote it.
 
-`quant` quantizes a float model while loading it (bitsandbytes int8 or nf4).
+`quant` quantizes a float model while loading it (bitsandbytes int8 or nf4, torchao int4); a folder saved
+by `lmforge compress quantize --method torchao-*` reloads quantized from its safetensors (torchao's
+flattened tensors: JSON metadata naming an allow-listed tensor class, nothing unpickled).
 
 Pickle weights (.bin/.pt/.pth) are scanned by lmforge.files.scan before anything unpickles them;
 safetensors are preferred whenever they exist. A repo's own Python code runs only with trust_remote_code.
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import NotFoundError, UserInputError
+from lmforge.errors import DependencyError, NotFoundError, UserInputError
 from lmforge.files.lowrank import is_factorized, load_factorized
 from lmforge.files.safe_load import check_model_folder
 from lmforge.hub.reference import ModelRef, locate_base, locate_model
@@ -35,7 +37,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 # accelerate's big-model placements (from_pretrained(device_map=...)): layers spread over every visible GPU, then
 # CPU memory, then disk, for a model larger than one GPU.
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
-QUANT_ON_LOAD = ("int8", "nf4")
+QUANT_ON_LOAD = ("int8", "int4", "nf4")
+# torchao int4 weight-only: int4 values per group of 32 input features with a float scale and zero point (the
+# group llama.cpp's q4_0 uses). torchao's Int4WeightOnlyConfig has no CPU kernel in 0.18 (it needs mslk on
+# CUDA, or an XPU/NPU), so this is IntxWeightOnlyConfig: stored unpacked in int8, dequantized per matmul.
+TORCHAO_INT4_GROUP = 32
 
 
 @dataclass
@@ -132,19 +138,35 @@ def input_device(model: Any, fallback: str) -> str:
 
 
 def quantization_config(quant: str | None, dtype: Any) -> Any:
-    """bitsandbytes' config for --quant (its CPU backend runs both); None for no quantization."""
+    """transformers' config for --quant: bitsandbytes for int8 and nf4 (its CPU backend runs both), torchao
+    for int4; None for no quantization."""
     if quant is None:
         return None
     if quant not in QUANT_ON_LOAD:
         raise UserInputError(
-            f"--quant {quant!r} is not one of {', '.join(QUANT_ON_LOAD)} (int4: quantize ahead with "
+            f"--quant {quant!r} is not one of {', '.join(QUANT_ON_LOAD)} (other types: quantize ahead with "
             "`lmforge compress quantize --method gguf-q4_k_m`)"
         )
+    if quant == "int4":
+        return torchao_config("int4")
     from transformers import BitsAndBytesConfig
 
     if quant == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def torchao_config(bits: str) -> Any:
+    """transformers' TorchAoConfig for torchao weight-only int8 (one scale per output row) or int4 (grouped,
+    TORCHAO_INT4_GROUP): both run on a CPU and save to safetensors that `from_pretrained` reloads quantized."""
+    import torch
+    from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig
+    from torchao.quantization.granularity import PerGroup
+    from transformers import TorchAoConfig
+
+    if bits == "int8":
+        return TorchAoConfig(Int8WeightOnlyConfig())
+    return TorchAoConfig(IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(TORCHAO_INT4_GROUP)))
 
 
 def _load_causal_lm(
@@ -168,7 +190,7 @@ def _load_causal_lm(
         kwargs["use_safetensors"] = check_model_folder(folder, trust_pickle=trust_pickle)
         if is_factorized(folder):
             return load_factorized(folder, dtype)
-    if quant is not None:  # bitsandbytes places its weights while loading, on the device asked for
+    if quant is not None:  # bitsandbytes / torchao place their weights while loading, on the device asked for
         kwargs.update(quantization_config=quantization_config(quant, dtype), device_map=device_map or {"": device})
     elif device_map is not None:
         kwargs["device_map"] = device_map
@@ -178,6 +200,9 @@ def _load_causal_lm(
         raise UserInputError(f"{folder} is not a causal language model: {str(error).splitlines()[0]}") from None
     except OSError as error:
         raise NotFoundError(f"cannot load model {folder}: {str(error).splitlines()[0]}") from None
+    except ImportError as error:  # a quantized folder whose library is missing (GPTQ: optimum + gptqmodel)
+        extra = " (GPTQ: pip install 'lmforge[gptq]')" if "GPTQ" in str(error) else ""
+        raise DependencyError(f"cannot load model {folder}: {str(error).splitlines()[0]}{extra}") from None
 
 
 def load_model(
@@ -195,7 +220,7 @@ def load_model(
 
     The tokenizer comes from the adapter folder when it ships one (a fine-tune may add tokens or a
     chat template), else from the base. `trust_pickle` loads pickles the scanner cannot prove safe;
-    `trust_remote_code` runs a repo's own modeling code; `quant` (int8, nf4) quantizes while loading.
+    `trust_remote_code` runs a repo's own modeling code; `quant` (int8, nf4, int4) quantizes while loading.
     `device_map` ("auto", ...) lets accelerate place a model larger than one GPU over every GPU, then CPU
     memory, then disk (instead of `device`).
     Raises NotFoundError / UnsafeFileError / UserInputError.
@@ -235,7 +260,7 @@ def load_model(
         if len(tokenizer) > base.get_input_embeddings().num_embeddings:
             base.resize_token_embeddings(len(tokenizer))  # the fine-tune added tokens; its adapter expects them
         base = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    # bitsandbytes placed its own weights (model.to refuses), and accelerate a device_map model's
+    # a quantizer placed its own weights (bitsandbytes' model.to refuses), and accelerate a device_map model's
     if getattr(base, "hf_quantizer", None) is None and device_map is None:
         base.to(target)
     base.eval()

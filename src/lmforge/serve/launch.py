@@ -53,7 +53,7 @@ def load_engine(
 
     `merge_adapters` gives every adapter its own merged copy instead: a model's memory per adapter, bought
     for speed (benchmarks/serve_adapters.py: an unmerged adapter decoded at 0.61x a merged copy on a CPU).
-    `quant` (int8, nf4) quantizes MODEL while it loads, as generate, chat and eval do."""
+    `quant` (int8, nf4, int4) quantizes MODEL while it loads, as generate, chat and eval do."""
     from lmforge.generate.load import attach_adapter, load_model
 
     if quant is not None and adapters:
