@@ -9,6 +9,7 @@ never overwrites a finished one, --resume has a checkpoint to continue and chang
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +207,7 @@ def check_method_hardware(method: MethodSection) -> None:
         raise DependencyError("method qlora needs bitsandbytes: pip install 'lmforge[gpu]'")
 
 
-def check_trackers(report_to: list[str]) -> None:
+def check_trackers(report_to: Sequence[str]) -> None:
     """A tracker's package must be installed: transformers would only fail once the model is loaded."""
     import importlib.util
 
