@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -28,6 +29,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
+from starlette.types import Message
 
 from lmforge.errors import UserInputError
 from lmforge.generate.load import LoadedModel
@@ -166,7 +168,7 @@ class _Gate:
             path = "/v1/models/{model}"
         started = False
 
-        async def counted_send(message: dict[str, Any]) -> None:
+        async def counted_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -365,7 +367,7 @@ class AppState:
             self.wakers[loop] = _Waker(loop)
         bridge = _Bridge(self.wakers[loop])
         for index, request in enumerate(requests):
-            request.on_event = lambda event, i=index: bridge.push(i, event)
+            request.on_event = functools.partial(bridge.push, index)
             try:
                 self.engine.submit(request)
             except (QueueFullError, EngineDeadError) as error:
@@ -444,9 +446,9 @@ def create_app(
     app.add_middleware(_Gate, api_keys=keys, metrics=state.metrics, max_body_bytes=max_body_bytes)
     if cors_origins:  # added last, so outermost: preflights and 401s carry the CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"])
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(RequestValidationError, invalid_request)
-    app.add_exception_handler(HTTPException, http_error)
+    app.exception_handler(ApiError)(api_error)
+    app.exception_handler(RequestValidationError)(invalid_request)
+    app.exception_handler(HTTPException)(http_error)
     for method, path, endpoint in _ENDPOINTS:
         app.add_api_route(path, endpoint, methods=[method])
     return app
@@ -735,7 +737,8 @@ async def stream_chat(
         while any(c.finish_reason is None for c in choices):
             # Everything that arrived since the last wake-up goes out in one write, each choice's new text
             # in one chunk (tokens with logprobs keep a chunk each): less work when the loop falls behind.
-            out, pending = [], _Pending(lambda i, text: chunk(i, {"content": text}))
+            out: list[str] = []
+            pending = _Pending(lambda i, text: chunk(i, {"content": text}))
             for index, event in await bridge.get_all():
                 first = first or time.perf_counter()
                 choice = choices[index]
@@ -814,7 +817,8 @@ async def stream_completion(
         if echoes:
             yield "".join(chunk(index, text) for index, text in enumerate(echoes))
         while any(c.finish_reason is None for c in choices):
-            out, pending = [], _Pending(lambda i, text: chunk(i, text))
+            out: list[str] = []
+            pending = _Pending(lambda i, text: chunk(i, text))
             for index, event in await bridge.get_all():
                 first = first or time.perf_counter()
                 absorb(choices[index], event)
