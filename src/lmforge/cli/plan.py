@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -34,19 +34,32 @@ _DEFAULT = TrainingSetup()  # the method knobs' defaults, the same as lmforge tr
 
 def _choices(name: str, values: list[str]) -> type[Enum]:
     """A str Enum whose values are the allowed spellings: typer shows them in --help and rejects others."""
-    return Enum(name, {value: value for value in values}, type=str)
+    # mypy reads a call of Enum itself as a member lookup, not typeshed's functional-API overload (type[Enum]).
+    return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
-Task = _choices("Task", ["train", "infer"])
-Method = _choices("Method", list(METHODS))
-Precision = _choices("Precision", list(PRECISIONS))
-Quant = _choices("Quant", list(WEIGHT_FORMATS))
-Optimizer = _choices("Optimizer", list(OPTIMIZERS))
-Recompute = _choices("Recompute", list(RECOMPUTE))
-Offload = _choices("Offload", _OFFLOAD)
-KvDtype = _choices("KvDtype", list(KV_DTYPES))
-Attention = _choices("Attention", list(ATTENTION))
-Loss = _choices("Loss", list(LOSSES))
+if TYPE_CHECKING:  # built at run time from the planner's lists, which mypy cannot follow: to it, plain Enums
+    Task = Enum
+    Method = Enum
+    Precision = Enum
+    Quant = Enum
+    Optimizer = Enum
+    Recompute = Enum
+    Offload = Enum
+    KvDtype = Enum
+    Attention = Enum
+    Loss = Enum
+else:
+    Task = _choices("Task", ["train", "infer"])
+    Method = _choices("Method", list(METHODS))
+    Precision = _choices("Precision", list(PRECISIONS))
+    Quant = _choices("Quant", list(WEIGHT_FORMATS))
+    Optimizer = _choices("Optimizer", list(OPTIMIZERS))
+    Recompute = _choices("Recompute", list(RECOMPUTE))
+    Offload = _choices("Offload", _OFFLOAD)
+    KvDtype = _choices("KvDtype", list(KV_DTYPES))
+    Attention = _choices("Attention", list(ATTENTION))
+    Loss = _choices("Loss", list(LOSSES))
 
 
 def _gib(value: float | None) -> str:
