@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -713,7 +713,7 @@ async def stream_chat(
     bridge: _Bridge,
     tools: ToolPlan,
     started: float,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     ident, created = new_id("chatcmpl"), now_s()
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
@@ -797,7 +797,7 @@ async def stream_completion(
     bridge: _Bridge,
     started: float,
     echoes: list[str] | None,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     ident, created = new_id("cmpl"), now_s()
 
     def chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> str:
@@ -855,10 +855,10 @@ async def stream_completion(
             request.cancel()
 
 
-async def guarded(stream: AsyncIterator[str]) -> AsyncIterator[str]:
+async def guarded(stream: AsyncGenerator[str, None]) -> AsyncIterator[str]:
     """`stream`, ending with an OpenAI-shaped error event and [DONE] if it fails unexpectedly (its status line has
     long been sent, so a 500 is no longer possible); closing this closes `stream`, which cancels its requests."""
-    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+    async with contextlib.aclosing(stream):
         try:
             async for piece in stream:
                 yield piece

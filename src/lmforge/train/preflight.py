@@ -61,9 +61,10 @@ def _changed_keys(old: Any, new: Any, prefix: str) -> list[str]:
 
 
 def saved_value(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
     for part in dotted.split("."):
-        config = config.get(part) if isinstance(config, dict) else None  # type: ignore[assignment]
-    return config
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def check_same_run(config: TrainConfig, run_dir: Path) -> None:
