@@ -38,7 +38,12 @@ def _choices(name: str, values: list[str]) -> type[Enum]:
     return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
-if TYPE_CHECKING:  # built at run time from the planner's lists, which mypy cannot follow: to it, plain Enums
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from lmforge.plan import Plan
+
+    # The choices are built at run time from the planner's lists, which mypy cannot follow: to it, plain Enums.
     Task = Enum
     Method = Enum
     Precision = Enum
@@ -263,7 +268,7 @@ def plan_command(
     _render(plan, plot)
 
 
-def _render(plan, plot: str | None) -> None:
+def _render(plan: Plan, plot: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -366,7 +371,7 @@ def _setup_line(task: str, setup: dict) -> str:
     return "train: " + ", ".join(parts)
 
 
-def _render_throughput(console, plan, figures: dict) -> None:
+def _render_throughput(console: Console, plan: Plan, figures: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(
@@ -401,7 +406,7 @@ def _render_throughput(console, plan, figures: dict) -> None:
     console.print(table)
 
 
-def _render_assumptions(console, assumptions: list[dict]) -> None:
+def _render_assumptions(console: Console, assumptions: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="Assumptions (not measured for this run: they move the figures above)", title_justify="left")
@@ -412,7 +417,7 @@ def _render_assumptions(console, assumptions: list[dict]) -> None:
     console.print(table)
 
 
-def _render_rules(console, rules: list[dict]) -> None:
+def _render_rules(console: Console, rules: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="Rules of thumb beside the precise figure", title_justify="left")
@@ -432,7 +437,7 @@ def _render_rules(console, rules: list[dict]) -> None:
         console.print(f"[dim]  why {rule['name']} differs: {rule['why_they_differ']}[/dim]")
 
 
-def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
+def _render_verdicts(console: Console, plan: Plan, verdicts: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     if not verdicts:
