@@ -142,3 +142,12 @@ def test_quant_on_load_measures_what_nf4_costs_against_the_float_model(tiny_llam
     assert quantized != original and abs(quantized - original) < 0.2 * original  # nf4 moves it, a little
     suite = runner.invoke(app, ["eval", str(tiny_llama_dir), "--suite", "stress", "--quant", "nf4"])
     assert suite.exit_code == 2 and "--quant applies to --data" in suite.output
+
+
+def test_eval_refuses_an_unknown_on_error_before_it_evaluates(tiny_llama_dir, tmp_path):
+    """--on-error was only checked when a data file was read: with builtin data a typo ran the evaluation."""
+    out = tmp_path / "r"
+    args = ["eval", str(tiny_llama_dir), "--data", "builtin:arith-sft", "--limit", "1", "--max-new-tokens", "1"]
+    result = runner.invoke(app, [*args, "--on-error", "skp", "--out", str(out)])
+    assert result.exit_code == 2 and "--on-error must be 'fail' or 'skip', not 'skp'" in result.stderr
+    assert not out.exists()

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from lmforge.files.convert.common import ConvertReport
 
 
 def convert(
@@ -56,7 +60,7 @@ def convert(
     _render(report)
 
 
-def _render(report) -> None:
+def _render(report: ConvertReport) -> None:
     from rich.console import Console
     from rich.markup import escape
 

@@ -50,6 +50,7 @@ def _load(
     on_error: str, rejects: Path | None, dedup: bool, beside: Path | None = None, show_progress: bool = True,
 ) -> LoadResult:  # fmt: skip
     from lmforge.data.load import default_rejects_path, load_data
+    from lmforge.data.validate import on_error_policy
 
     if on_error == "skip" and rejects is None:
         rejects = default_rejects_path(data, beside)
@@ -57,7 +58,7 @@ def _load(
         data,
         kind=kind,
         columns=columns,
-        on_error=on_error,  # type: ignore[arg-type]
+        on_error=on_error_policy(on_error),
         rejects_path=rejects,  # load_data writes it only when skipping
         labels=[name.strip() for name in labels.split(",")] if labels else None,
         split=split,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from lmforge.hub.download import DownloadReport
 
 
 def download_command(
@@ -51,7 +54,7 @@ def download_command(
     raise typer.Exit(report.exit_code)
 
 
-def _render(report) -> None:
+def _render(report: DownloadReport) -> None:
     from rich.console import Console
     from rich.filesize import decimal
     from rich.markup import escape

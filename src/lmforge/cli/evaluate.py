@@ -144,15 +144,18 @@ def eval_command(
         )
         return
 
+    from lmforge.data.validate import on_error_policy
     from lmforge.evaluate.report import write_report
     from lmforge.evaluate.run import DataReading, evaluate_model
+
+    assert data is not None  # exactly one of --data and --suite, checked above
 
     if on_error == "skip" and rejects is None:
         rejects = out_dir / "rejects.jsonl"
     reading = DataReading(
         kind=kind,
         columns=columns,
-        on_error=on_error,
+        on_error=on_error_policy(on_error),
         rejects_path=str(rejects) if rejects else None,
         tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else None,
     )

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from lmforge.generate.explain import StepExplanation
     from lmforge.generate.sampling import SamplingParams
 
@@ -85,7 +87,7 @@ def _params(
     )
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=True, stderr=stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import importlib
 import logging
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -51,7 +52,7 @@ _ENVIRONMENT_ERRNOS = {
 class LmforgeGroup(TyperGroup):
     """Turns an LmforgeError raised by any subcommand into `Error: <message>` and its exit code."""
 
-    def invoke(self, ctx: typer.Context):  # type: ignore[override]
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except LmforgeError as error:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -34,19 +34,37 @@ _DEFAULT = TrainingSetup()  # the method knobs' defaults, the same as lmforge tr
 
 def _choices(name: str, values: list[str]) -> type[Enum]:
     """A str Enum whose values are the allowed spellings: typer shows them in --help and rejects others."""
-    return Enum(name, {value: value for value in values}, type=str)
+    # mypy reads a call of Enum itself as a member lookup, not typeshed's functional-API overload (type[Enum]).
+    return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
-Task = _choices("Task", ["train", "infer"])
-Method = _choices("Method", list(METHODS))
-Precision = _choices("Precision", list(PRECISIONS))
-Quant = _choices("Quant", list(WEIGHT_FORMATS))
-Optimizer = _choices("Optimizer", list(OPTIMIZERS))
-Recompute = _choices("Recompute", list(RECOMPUTE))
-Offload = _choices("Offload", _OFFLOAD)
-KvDtype = _choices("KvDtype", list(KV_DTYPES))
-Attention = _choices("Attention", list(ATTENTION))
-Loss = _choices("Loss", list(LOSSES))
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from lmforge.plan import Plan
+
+    # The choices are built at run time from the planner's lists, which mypy cannot follow: to it, plain Enums.
+    Task = Enum
+    Method = Enum
+    Precision = Enum
+    Quant = Enum
+    Optimizer = Enum
+    Recompute = Enum
+    Offload = Enum
+    KvDtype = Enum
+    Attention = Enum
+    Loss = Enum
+else:
+    Task = _choices("Task", ["train", "infer"])
+    Method = _choices("Method", list(METHODS))
+    Precision = _choices("Precision", list(PRECISIONS))
+    Quant = _choices("Quant", list(WEIGHT_FORMATS))
+    Optimizer = _choices("Optimizer", list(OPTIMIZERS))
+    Recompute = _choices("Recompute", list(RECOMPUTE))
+    Offload = _choices("Offload", _OFFLOAD)
+    KvDtype = _choices("KvDtype", list(KV_DTYPES))
+    Attention = _choices("Attention", list(ATTENTION))
+    Loss = _choices("Loss", list(LOSSES))
 
 
 def _gib(value: float | None) -> str:
@@ -252,7 +270,7 @@ def plan_command(
     _render(plan, plot)
 
 
-def _render(plan, plot: str | None) -> None:
+def _render(plan: Plan, plot: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -355,7 +373,7 @@ def _setup_line(task: str, setup: dict) -> str:
     return "train: " + ", ".join(parts)
 
 
-def _render_throughput(console, plan, figures: dict) -> None:
+def _render_throughput(console: Console, plan: Plan, figures: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(
@@ -390,7 +408,7 @@ def _render_throughput(console, plan, figures: dict) -> None:
     console.print(table)
 
 
-def _render_assumptions(console, assumptions: list[dict]) -> None:
+def _render_assumptions(console: Console, assumptions: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="Assumptions (not measured for this run: they move the figures above)", title_justify="left")
@@ -401,7 +419,7 @@ def _render_assumptions(console, assumptions: list[dict]) -> None:
     console.print(table)
 
 
-def _render_rules(console, rules: list[dict]) -> None:
+def _render_rules(console: Console, rules: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="Rules of thumb beside the precise figure", title_justify="left")
@@ -421,7 +439,7 @@ def _render_rules(console, rules: list[dict]) -> None:
         console.print(f"[dim]  why {rule['name']} differs: {rule['why_they_differ']}[/dim]")
 
 
-def _render_verdicts(console, plan, verdicts: list[dict]) -> None:
+def _render_verdicts(console: Console, plan: Plan, verdicts: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     if not verdicts:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from lmforge.files.scan import ScanReport
 
 
 def scan(
@@ -54,7 +58,7 @@ def _shown(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def _render(report, verbose: bool) -> None:
+def _render(report: ScanReport, verbose: bool) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table

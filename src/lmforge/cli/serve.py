@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lmforge.cli.generate import DeviceMapOpt, QuantOpt, TrustPickleOpt, TrustRemoteCodeOpt
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lmforge.serve.bench import ServeBenchResult
 
 ENGINES = ("transformers", "vllm")
 API_KEY_ENV = "LMFORGE_API_KEY"
@@ -104,7 +110,7 @@ def serve_command(
     if engine not in ENGINES:
         raise UserInputError(f"--engine {engine!r}: choose transformers or vllm")
     # Only what the user gave: the vLLM bridge refuses what it cannot forward, and each engine keeps its defaults.
-    given = {
+    given: dict[str, Any] = {
         key: value
         for key, value in {
             "served_model_name": served_model_name,
@@ -124,7 +130,6 @@ def serve_command(
         }.items()
         if value is not None
     }
-    trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
     if engine == "vllm":
         from lmforge.serve.vllm import serve_with_vllm
 
@@ -136,7 +141,8 @@ def serve_command(
                 port=port,
                 api_keys=api_key or [],
                 cors_origins=cors_origin or [],
-                **trust,
+                trust_pickle=trust_pickle,
+                trust_remote_code=trust_remote_code,
                 **given,
             )
         )
@@ -158,7 +164,8 @@ def serve_command(
         api_keys=api_key or [],
         cors_origins=cors_origin or [],
         on_ready=ready,
-        **trust,
+        trust_pickle=trust_pickle,
+        trust_remote_code=trust_remote_code,
         **given,
     )
 
@@ -229,7 +236,7 @@ def bench_serve_command(
     print_bench(console, result)
 
 
-def print_bench(console, result) -> None:  # type: ignore[no-untyped-def]
+def print_bench(console: Console, result: ServeBenchResult) -> None:
     """The sweep table, the baseline runs, and the planner's decode bound beside the measured decode speed."""
     console.print(_table(result))
     if result.baseline:
@@ -253,7 +260,7 @@ def print_bench(console, result) -> None:  # type: ignore[no-untyped-def]
         )
 
 
-def _console():
+def _console() -> Console:
     import sys
 
     from rich.console import Console
@@ -262,7 +269,7 @@ def _console():
     return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 
 
-def _table(result):  # type: ignore[no-untyped-def]
+def _table(result: ServeBenchResult) -> Table:
     from rich.table import Table
 
     def ms(value: float | None) -> str:

@@ -19,9 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import UserInputError
+
+if TYPE_CHECKING:
+    from datasets import Features
 
 
 class Kind(StrEnum):
@@ -184,7 +187,7 @@ def apply_columns(record: dict[str, Any], mapping: Mapping[str, str]) -> dict[st
     return renamed
 
 
-def features_for(kind: Kind, label_names: list[str] | None = None):
+def features_for(kind: Kind, label_names: list[str] | None = None) -> Features:
     """The `datasets.Features` of a canonical kind (classification labels as ClassLabel when names are known)."""
     from datasets import ClassLabel, Features, List, Value
 

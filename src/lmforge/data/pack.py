@@ -170,7 +170,10 @@ class PackedCollator:
 
         rows = [self._row(f) for f in features]
         if self.flatten:
-            rows = [tuple(list(itertools.chain.from_iterable(r[k] for r in rows)) for k in range(3))]
+            flat_ids, flat_labels, flat_positions = (
+                list(itertools.chain.from_iterable(r[k] for r in rows)) for k in range(3)
+            )
+            rows = [(flat_ids, flat_labels, flat_positions)]
         width = max(len(r[0]) for r in rows)
         ids, labels, positions = [], [], []
         for row_ids, row_labels, row_positions in rows:

@@ -306,6 +306,7 @@ def preview_records(
             ]
         else:
             conversations = [(None, record["prompt"] + record["completion"])]
+        assert chosen is not None  # resolved above for every kind that is not TEXT or CLASSIFICATION
         parts, tokens, truncated = [], 0, False
         for title, messages in conversations:
             encoded = encode_chat(messages, tokenizer, chosen, max_len=limit, train_on_prompt=train_on_prompt)

@@ -7,13 +7,19 @@ The quickstart and the tests need a real tokenizer without downloading one; a by
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from lmforge.data.templates import CHATML as CHATML_TEMPLATE
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512, chat_template: str = CHATML_TEMPLATE):
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int = 512, chat_template: str = CHATML_TEMPLATE
+) -> PreTrainedTokenizerFast:
     """Return a transformers PreTrainedTokenizerFast trained on `texts` with ChatML special tokens.
 
     eos is <|im_end|> so generation stops at the end of an assistant turn, as in Qwen's ChatML.

@@ -9,6 +9,7 @@ where); this module decides what happens next and keeps the books: records in ==
 from __future__ import annotations
 
 import json
+import typing
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Literal
@@ -18,6 +19,15 @@ from lmforge.errors import UserInputError
 
 OnError = Literal["fail", "skip"]
 MAX_LISTED_PROBLEMS = 20
+
+
+def on_error_policy(value: str) -> OnError:
+    """`value` (what the user typed for --on-error) as a policy, or the one-line error for any other spelling:
+    commands check it before they load anything, even for data that has no bad records to apply it to."""
+    for policy in typing.get_args(OnError):
+        if value == policy:
+            return policy
+    raise UserInputError(f"--on-error must be 'fail' or 'skip', not '{value}'")
 
 
 @dataclass
@@ -55,9 +65,7 @@ class ProblemCollector:
         rejects: IO[str] | None = None,
         names: OptionNames = CLI_OPTIONS,
     ) -> None:
-        if on_error not in ("fail", "skip"):
-            raise UserInputError(f"--on-error must be 'fail' or 'skip', not '{on_error}'")
-        self.on_error = on_error
+        self.on_error = on_error_policy(on_error)
         self.report = report
         self.rejects = rejects
         self.names = names

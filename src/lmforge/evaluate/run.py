@@ -12,7 +12,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from lmforge.errors import UserInputError
 from lmforge.evaluate.metrics import (
@@ -28,8 +28,18 @@ from lmforge.evaluate.metrics import (
 from lmforge.evaluate.report import EvalReport, ExampleRow, decide_outcomes
 from lmforge.runtime import no_hub_kernels
 
+if TYPE_CHECKING:
+    from lmforge.data.validate import OnError
+
 TASKS = ("generation", "classification", "reward", "perplexity")
 _TASK_OF_KIND = {"chat": "generation", "classification": "classification", "preference": "reward", "text": "perplexity"}
+
+
+class _Trust(TypedDict):
+    """The loading gates' overrides, passed through to every runner's model loader."""
+
+    trust_pickle: bool
+    trust_remote_code: bool
 
 
 @dataclass
@@ -82,12 +92,13 @@ def evaluate_model(
     _check_kind(task, kind)
     if quant is not None and task not in ("generation", "perplexity"):
         raise UserInputError(f"--quant applies to causal LMs (generation, perplexity), not {task}")
-    runner: Callable[..., _Scored] = {
+    runners: dict[str, Callable[..., _Scored]] = {
         "generation": _generation,
         "classification": _classification,
         "reward": _reward,
         "perplexity": _perplexity,
-    }[task]
+    }
+    runner = runners[task]
     options = {
         "extract": extract,
         "params": params,
@@ -95,7 +106,7 @@ def evaluate_model(
         "label_names": label_names,
         "batch_size": batch_size,
         "device_map": device_map,
-        "trust": {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code},
+        "trust": _Trust(trust_pickle=trust_pickle, trust_remote_code=trust_remote_code),
     }
     with _progress(progress, len(records) * (2 if compare else 1)) as advance:
         main = runner(model, records, adapter=adapter, advance=advance, quant=quant, **options)
@@ -134,7 +145,7 @@ class DataReading:
 
     kind: str | None = None
     columns: str | None = None
-    on_error: str = "fail"
+    on_error: OnError = "fail"
     rejects_path: str | None = None
     tasks: tuple[str, ...] | None = None
 
@@ -166,7 +177,7 @@ def load_records(
         columns=reading.columns,
         on_error=reading.on_error,
         rejects_path=reading.rejects_path,
-    )  # type: ignore[arg-type]
+    )
     dataset = loaded.dataset
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
@@ -213,7 +224,7 @@ def _generation(
     params: Any,
     device: str | None,
     batch_size: int,
-    trust: dict[str, bool],
+    trust: _Trust,
     quant: str | None = None,
     device_map: str | None = None,
     **_: Any,
@@ -258,7 +269,7 @@ def _generation(
     pending.sort(key=lambda item: item[0])  # less padding per batch
     for start in range(0, len(pending), batch_size):
         chunk = pending[start : start + batch_size]
-        for (_, row, _), result in zip(chunk, generate_batch(loaded, [p for _, _, p in chunk], params)):
+        for (_tokens, row, _prompt), result in zip(chunk, generate_batch(loaded, [p for _, _, p in chunk], params)):
             row.prediction = result.text
             advance()
     scored = [row for _, row, _ in sorted(pending, key=lambda item: item[1].index)]
@@ -287,7 +298,7 @@ def _perplexity(
     adapter: str | None,
     advance: Callable[[], None],
     device: str | None,
-    trust: dict[str, bool],
+    trust: _Trust,
     quant: str | None = None,
     device_map: str | None = None,
     **_: Any,
@@ -359,7 +370,7 @@ def load_classifier(
     target = device or ("cuda" if torch.cuda.is_available() else "cpu")
     no_hub_kernels()
     use_safetensors = check_model_folder(folder, trust_pickle=trust_pickle)
-    placement = {"device_map": device_map} if device_map else {}
+    placement: dict[str, Any] = {"device_map": device_map} if device_map else {}
     network = AutoModelForSequenceClassification.from_pretrained(
         folder, use_safetensors=use_safetensors, trust_remote_code=trust_remote_code, **placement
     )
@@ -417,7 +428,7 @@ def _classification(
     device: str | None,
     label_names: list[str] | None,
     batch_size: int,
-    trust: dict[str, bool],
+    trust: _Trust,
     device_map: str | None = None,
     **_: Any,
 ) -> _Scored:
@@ -451,7 +462,7 @@ def _reward(
     advance: Callable[[], None],
     device: str | None,
     batch_size: int,
-    trust: dict[str, bool],
+    trust: _Trust,
     device_map: str | None = None,
     **_: Any,
 ) -> _Scored:

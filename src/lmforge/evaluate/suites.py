@@ -9,6 +9,7 @@ them independently (human ratings, as in Ouyang et al. 2022, InstructGPT's evalu
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -150,11 +151,13 @@ def run_suite(
     from lmforge.generate.sampling import sampling_params
 
     cases = suite_cases(suite)
-    trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
-    models = [load_model(model, adapter=adapter, device=device, device_map=device_map, **trust)]
+    load = functools.partial(
+        load_model, device=device, device_map=device_map, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code
+    )
+    models = [load(model, adapter=adapter)]
     if compare:
         other = base_of(model, adapter=adapter) if compare == "base" else compare
-        models.append(load_model(other, device=device, device_map=device_map, **trust))
+        models.append(load(other))
     return run_stress(
         models, params if params is not None else sampling_params(temperature=0), cases=cases, on_case=on_case
     )

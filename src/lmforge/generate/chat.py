@@ -8,6 +8,7 @@ command value prints its one-line error and the conversation goes on.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -110,7 +111,7 @@ def chat_loop(
             write(f"Error: {error}\n")
 
 
-def _writer(stream: TextIO):
+def _writer(stream: TextIO) -> Callable[[str], None]:
     def write(text: str) -> None:
         stream.write(text)
         stream.flush()
@@ -118,7 +119,7 @@ def _writer(stream: TextIO):
     return write
 
 
-def _command(session: ChatSession, text: str, write) -> bool:
+def _command(session: ChatSession, text: str, write: Callable[[str], None]) -> bool:
     """Apply one slash command; False means leave the chat."""
     name, _, argument = text.partition(" ")
     argument = argument.strip()
@@ -180,7 +181,7 @@ def _describe(params: SamplingParams) -> str:
     return f"temperature={params.temperature} top_k={params.top_k} top_p={params.top_p} min_p={params.min_p}"
 
 
-def _reply(loaded: LoadedModel, session: ChatSession, text: str, write) -> None:
+def _reply(loaded: LoadedModel, session: ChatSession, text: str, write: Callable[[str], None]) -> None:
     session.history.append({"role": "user", "content": text})
     dropped = fit_context(loaded, session)
     if dropped:

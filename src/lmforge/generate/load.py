@@ -234,19 +234,18 @@ def load_model(
             "--quant with --adapter would merge the adapter into quantized weights and lose its "
             "update; merge first (lmforge convert BASE OUT --adapter DIR), then load OUT with --quant"
         )
-    trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
     gguf = Path(model).expanduser()
     if gguf.is_file() and gguf.suffix == ".gguf":  # GGUF holds no pickle: transformers dequantizes it
         ref: ModelRef | None = None
         weights, name = gguf, gguf.name
     else:
-        ref = locate_model(model, **trust)
+        ref = locate_model(model, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
         weights, name = ref.path, ref.name
     adapter_ref = locate_adapter(adapter, trust_pickle) if adapter else None
     if ref is not None and ref.is_adapter:
         if adapter_ref is not None:
             raise UserInputError(f"{model} is itself an adapter; pass its base model as MODEL with --adapter")
-        adapter_ref, ref = ref, locate_base(ref, **trust)
+        adapter_ref, ref = ref, locate_base(ref, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
         weights, name = ref.path, ref.name
 
     base = _load_causal_lm(

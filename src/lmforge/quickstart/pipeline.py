@@ -391,10 +391,11 @@ def _plan(ctx: _Context) -> StageRecord:
     from transformers import AutoConfig
 
     from lmforge.plan import plan_training, spec_from_config
+    from lmforge.plan.throughput import TrainingTime
 
     recipe = ctx.recipe
     tiny = AutoConfig.from_pretrained(str(ctx.path("pretrain", "final"))).to_dict()
-    options = {
+    options: dict[str, Any] = {
         "method": "lora",
         "lora_r": recipe.lora_r,
         "lora_alpha": recipe.lora_r * 2,
@@ -412,8 +413,9 @@ def _plan(ctx: _Context) -> StageRecord:
             "llama-2-7b", precision="bf16-mixed", gpu="a100-80g", **options
         ),
     }
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for label, plan in plans.items():
+        assert isinstance(plan.throughput, TrainingTime)  # plan_training's plans time a training run
         rows[label] = {
             "params_total": plan.model.params_total,
             "params_trainable": plan.model.params_trainable,

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
+from starlette.types import Message
 
 from lmforge.errors import UserInputError
 from lmforge.generate.load import LoadedModel
@@ -166,7 +168,7 @@ class _Gate:
             path = "/v1/models/{model}"
         started = False
 
-        async def counted_send(message: dict[str, Any]) -> None:
+        async def counted_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -365,7 +367,7 @@ class AppState:
             self.wakers[loop] = _Waker(loop)
         bridge = _Bridge(self.wakers[loop])
         for index, request in enumerate(requests):
-            request.on_event = lambda event, i=index: bridge.push(i, event)
+            request.on_event = functools.partial(bridge.push, index)
             try:
                 self.engine.submit(request)
             except (QueueFullError, EngineDeadError) as error:
@@ -444,9 +446,9 @@ def create_app(
     app.add_middleware(_Gate, api_keys=keys, metrics=state.metrics, max_body_bytes=max_body_bytes)
     if cors_origins:  # added last, so outermost: preflights and 401s carry the CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"])
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(RequestValidationError, invalid_request)
-    app.add_exception_handler(HTTPException, http_error)
+    app.exception_handler(ApiError)(api_error)
+    app.exception_handler(RequestValidationError)(invalid_request)
+    app.exception_handler(HTTPException)(http_error)
     for method, path, endpoint in _ENDPOINTS:
         app.add_api_route(path, endpoint, methods=[method])
     return app
@@ -711,7 +713,7 @@ async def stream_chat(
     bridge: _Bridge,
     tools: ToolPlan,
     started: float,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     ident, created = new_id("chatcmpl"), now_s()
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
@@ -735,7 +737,8 @@ async def stream_chat(
         while any(c.finish_reason is None for c in choices):
             # Everything that arrived since the last wake-up goes out in one write, each choice's new text
             # in one chunk (tokens with logprobs keep a chunk each): less work when the loop falls behind.
-            out, pending = [], _Pending(lambda i, text: chunk(i, {"content": text}))
+            out: list[str] = []
+            pending = _Pending(lambda i, text: chunk(i, {"content": text}))
             for index, event in await bridge.get_all():
                 first = first or time.perf_counter()
                 choice = choices[index]
@@ -794,7 +797,7 @@ async def stream_completion(
     bridge: _Bridge,
     started: float,
     echoes: list[str] | None,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     ident, created = new_id("cmpl"), now_s()
 
     def chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> str:
@@ -814,7 +817,8 @@ async def stream_completion(
         if echoes:
             yield "".join(chunk(index, text) for index, text in enumerate(echoes))
         while any(c.finish_reason is None for c in choices):
-            out, pending = [], _Pending(lambda i, text: chunk(i, text))
+            out: list[str] = []
+            pending = _Pending(lambda i, text: chunk(i, text))
             for index, event in await bridge.get_all():
                 first = first or time.perf_counter()
                 absorb(choices[index], event)
@@ -851,10 +855,10 @@ async def stream_completion(
             request.cancel()
 
 
-async def guarded(stream: AsyncIterator[str]) -> AsyncIterator[str]:
+async def guarded(stream: AsyncGenerator[str, None]) -> AsyncIterator[str]:
     """`stream`, ending with an OpenAI-shaped error event and [DONE] if it fails unexpectedly (its status line has
     long been sent, so a 500 is no longer possible); closing this closes `stream`, which cancels its requests."""
-    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+    async with contextlib.aclosing(stream):
         try:
             async for piece in stream:
                 yield piece

@@ -479,5 +479,5 @@ def build_bench_adapter(base_dir: Path, folder: Path, *, seed: int, rank: int = 
         AutoModelForCausalLM.from_pretrained(base_dir),
         LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(BENCH_LORA_TARGETS), init_lora_weights=False),
     )
-    model.save_pretrained(folder)
+    model.save_pretrained(str(folder))
     return folder

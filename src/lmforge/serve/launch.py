@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -61,16 +62,21 @@ def load_engine(
             "--quant with --adapter: serve a merged model quantized (lmforge convert BASE OUT --adapter DIR, "
             "then lmforge serve OUT --quant ...), or the adapters unquantized"
         )
-    trust = {"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code}
-    base = load_model(model, device=device, dtype=dtype, device_map=device_map, quant=quant, **trust)
+    load = functools.partial(
+        load_model,
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+        trust_pickle=trust_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    base = load(model, quant=quant)
     models = {served_model_name or base.name: base}
     for name, path in adapters:
         if name in models:
             raise UserInputError(f"--adapter name {name!r} is already the base model's name; choose another")
         shared = None if merge_adapters else attach_adapter(base, name, path, trust_pickle=trust_pickle)
-        models[name] = shared or load_model(
-            model, adapter=path, device=device, dtype=dtype, device_map=device_map, **trust
-        )
+        models[name] = shared or load(model, adapter=path)
     if max_model_len is not None:  # a shorter context than the model's (as vLLM's --max-model-len), never a longer one
         for name, loaded in models.items():
             if max_model_len > loaded.context_length:

@@ -8,6 +8,10 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections import defaultdict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lmforge.serve.engine import Engine
 
 _LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -56,8 +60,8 @@ class Metrics:
             if ttft_s is not None:
                 self.ttft.observe(ttft_s)
 
-    def render(self, engine: object) -> str:
-        stats = engine.stats  # type: ignore[attr-defined]
+    def render(self, engine: Engine) -> str:
+        stats = engine.stats
         with self._lock:
             lines = [
                 "# HELP lmforge_requests_total HTTP requests answered, by endpoint and status.",
@@ -82,9 +86,9 @@ class Metrics:
         lines += [
             "# HELP lmforge_queue_depth Requests waiting to join the running batch.",
             "# TYPE lmforge_queue_depth gauge",
-            f"lmforge_queue_depth {engine.queue_depth}",  # type: ignore
+            f"lmforge_queue_depth {engine.queue_depth}",
             "# TYPE lmforge_running_sequences gauge",
-            f"lmforge_running_sequences {engine.running}",  # type: ignore
+            f"lmforge_running_sequences {engine.running}",
             "# TYPE lmforge_decode_steps_total counter",
             f"lmforge_decode_steps_total {stats.decode_steps}",
             "# HELP lmforge_batch_sequences_mean Mean sequences per decode step (batching at work).",

@@ -29,7 +29,7 @@ class TrainingDivergedError(LmforgeError):
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The records of a metrics.jsonl; a torn last line (a kill mid-write) is skipped."""
-    records = []
+    records: list[dict[str, Any]] = []
     file = Path(path)
     if not file.is_file():
         return records

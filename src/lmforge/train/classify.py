@@ -26,10 +26,8 @@ def tokenize(config: TrainConfig, tokenizer: Any, dataset: Any) -> Tokenized:
 
     def encode(batch: dict[str, list[Any]]) -> Any:
         pairs = batch.get("text_pair")
-        has_pairs = pairs is not None and any(p for p in pairs)
-        return tokenizer(
-            batch["text"], [p or "" for p in pairs] if has_pairs else None, truncation=True, max_length=max_len
-        )
+        second = [p or "" for p in pairs] if pairs is not None and any(pairs) else None
+        return tokenizer(batch["text"], second, truncation=True, max_length=max_len)
 
     return tokenize_truncating(dataset, encode)
 

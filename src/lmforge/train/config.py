@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from lmforge.data.builtin import TASKS, get_builtin
 from lmforge.errors import ConfigError, LmforgeError, join_problems
@@ -20,7 +21,9 @@ from lmforge.plan.setup import METHODS, Method, TrainingSetup
 
 Stage = Literal["pretrain", "sft", "rm", "dpo", "kto", "orpo", "rlhf", "distill", "classify", "mlm"]
 STAGES: tuple[str, ...] = typing.get_args(Stage)
-_PLANNED = TrainingSetup()  # the method knobs' defaults, shared with the planner (lmforge plan)
+# The method knobs' defaults, shared with the planner (lmforge plan). TrainingSetup types method and quant_bits
+# as str and int and checks their values at run time, hence the casts below.
+_PLANNED = TrainingSetup()
 
 
 class _Section(BaseModel):
@@ -82,7 +85,7 @@ class DataSection(_Section):
 
 
 class MethodSection(_Section):
-    name: Method = Field(_PLANNED.method, description=" | ".join(METHODS))
+    name: Method = Field(cast(Method, _PLANNED.method), description=" | ".join(METHODS))
     trainable_layers: int = Field(
         _PLANNED.trainable_layers, ge=1, description="freeze: how many last layers (plus the head) train"
     )
@@ -90,7 +93,9 @@ class MethodSection(_Section):
     lora_alpha: int = Field(_PLANNED.lora_alpha, ge=1, description="lora/qlora scaling alpha")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="lora/qlora dropout")
     target_modules: list[str] | None = Field(None, description="lora targets; per-architecture default when empty")
-    quant_bits: Literal[4, 8] = Field(_PLANNED.quant_bits, description="qlora: 4 (NF4, double quantization) or 8 bits")
+    quant_bits: Literal[4, 8] = Field(
+        cast(Literal[4, 8], _PLANNED.quant_bits), description="qlora: 4 (NF4, double quantization) or 8 bits"
+    )
     num_virtual_tokens: int = Field(
         _PLANNED.num_virtual_tokens, ge=1, description="prompt/prefix tuning: virtual tokens"
     )
@@ -276,13 +281,19 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _explain(error: dict[str, Any]) -> str:
+def _section_type(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """The model class of one of `model`'s sections (every nested config section is a pydantic model)."""
+    annotation = model.model_fields[name].annotation
+    assert isinstance(annotation, type) and issubclass(annotation, BaseModel), name
+    return annotation
+
+
+def _explain(error: ErrorDetails) -> str:
     location = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         section: type[BaseModel] = TrainConfig
         for part in error["loc"][:-1]:
-            annotation = section.model_fields[str(part)].annotation
-            section = annotation  # type: ignore[assignment]
+            section = _section_type(section, str(part))
         allowed = ", ".join(section.model_fields)
         return f"{location}: unknown key (allowed: {allowed})"
     if error["type"] == "value_error":
@@ -350,7 +361,7 @@ def config_to_yaml(config: TrainConfig) -> str:
 
 
 _STAGE_SECTIONS = {"dpo": ("dpo", "kto", "orpo"), "rlhf": ("rlhf",), "distill": ("distill",), "mlm": ("mlm",)}
-_STAGE_EXAMPLE = {
+_STAGE_EXAMPLE: dict[str, dict[str, Any]] = {
     "pretrain": {
         "data": {"train": "builtin:corpus"},
         "model": {
@@ -410,8 +421,7 @@ def print_config(stage: str) -> str:
     for name in ("model", "data", "method", "train", "dpo", "rlhf", "distill", "mlm"):
         if name not in shown:
             continue
-        section_type = TrainConfig.model_fields[name].annotation
-        section = section_type.model_validate(example.get(name, {}))  # type: ignore[union-attr]
+        section = _section_type(TrainConfig, name).model_validate(example.get(name, {}))
         lines.append(f"{name}:")
         _render_section(lines, section, 1)
     return "\n".join(lines) + "\n"

@@ -45,7 +45,7 @@ class StageContext:
         return offloading_activations(wrapped) if self.config.train.offload_activations else wrapped
 
 
-def offloading_activations(trainer_class: type) -> type:
+def offloading_activations(trainer_class: type[Any]) -> type[Any]:
     """`trainer_class` whose training steps keep saved activations in CPU RAM: TRL's OffloadActivations (the
     torchtune recipe's saved-tensor hooks, streamed back during backward), entered around each step exactly as
     TRL's own trainers do with `activation_offloading`, so every stage gets it, not only TRL's."""
@@ -265,7 +265,7 @@ def training_arguments(config: TrainConfig, run_dir: Path, has_eval: bool) -> di
     }
     if train.length_grouped:  # otherwise each trainer keeps its own default (TRL's KTO needs "sequential")
         args["train_sampling_strategy"] = "group_by_length"
-    if args["load_best_model_at_end"] and train.save_every % train.eval_every:
+    if args["load_best_model_at_end"] and train.save_every and train.eval_every and train.save_every % train.eval_every:
         raise UserInputError(
             f"train.save_every ({train.save_every}) must be a multiple of train.eval_every ({train.eval_every}) "
             "so the best checkpoint by the eval metric is saved"

@@ -57,6 +57,7 @@ def build_trainer(ctx: StageContext) -> Any:
     from transformers import Trainer, TrainingArguments
 
     options = ctx.config.distill
+    assert options.teacher is not None  # the config validator requires it for the distill stage
     teacher = load_pretrained(options.teacher, "causal", **trusted(ctx.config)).eval()
     if teacher.config.vocab_size != ctx.model.config.vocab_size:
         raise UserInputError(

@@ -23,7 +23,9 @@ def build_trainer(ctx: StageContext) -> Any:
     from trl import DPOConfig, DPOTrainer
 
     section = ctx.config.dpo
-    losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, section.sft_weight]} if section.sft_weight else {}
+    losses: dict[str, Any] = (
+        {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, section.sft_weight]} if section.sft_weight else {}
+    )
 
     return ctx.wrap(DPOTrainer)(
         model=ctx.model,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from lmforge.errors import ConfigError, NotFoundError
 from lmforge.files.safe_load import check_model_folder
@@ -47,7 +47,7 @@ def _check_mergeable(source: str, folder: Path) -> None:
     from peft import PeftConfig
 
     base_ref = adapter_base(folder)
-    adapter_config = PeftConfig.from_pretrained(folder)
+    adapter_config = PeftConfig.from_pretrained(str(folder))
     if adapter_config.is_prompt_learning:
         kind = adapter_config.peft_type.value.lower().replace("_", "-")
         raise ConfigError(
@@ -59,7 +59,7 @@ def _check_mergeable(source: str, folder: Path) -> None:
 BPE_PREFIX = "bpe:"
 
 
-def _train_tokenizer(config: TrainConfig, run_dir: Path, main: bool) -> Any:
+def _train_tokenizer(config: TrainConfig, spec: str, run_dir: Path, main: bool) -> Any:
     """`model.tokenizer: bpe:N`: a byte-level BPE of N tokens trained on the run's training text, saved
     in RUN/tokenizer (and reused from there on --resume) so a from-scratch run needs no download."""
     from transformers import AutoTokenizer
@@ -71,7 +71,7 @@ def _train_tokenizer(config: TrainConfig, run_dir: Path, main: bool) -> Any:
     folder = run_dir / "tokenizer"
     if folder.is_dir():
         return AutoTokenizer.from_pretrained(folder)
-    tokenizer = train_bpe_tokenizer(load_texts(config), vocab_size=int(config.model.tokenizer[len(BPE_PREFIX) :]))
+    tokenizer = train_bpe_tokenizer(load_texts(config), vocab_size=int(spec[len(BPE_PREFIX) :]))
     if main:
         with atomic_directory(folder) as temporary:
             tokenizer.save_pretrained(str(temporary))
@@ -85,7 +85,7 @@ def load_training_tokenizer(config: TrainConfig, run_dir: Path | None = None, ma
     if config.model.tokenizer and config.model.tokenizer.startswith(BPE_PREFIX):
         if run_dir is None:
             raise ConfigError("model.tokenizer bpe:N is trained inside a run; use lmforge train")
-        return _train_tokenizer(config, run_dir, main)
+        return _train_tokenizer(config, config.model.tokenizer, run_dir, main)
     source = config.model.tokenizer or config.init_from or config.model.path
     assert source is not None  # the config validator guarantees a model source
     folder = resolve_model_folder(source, **trusted(config)) if config.model.tokenizer is None else Path(source)
@@ -113,9 +113,16 @@ def _quantized_device() -> int | str:
     return int(os.environ.get("LOCAL_RANK", "0")) if torch.cuda.is_available() else "cpu"
 
 
-def trusted(config: TrainConfig) -> dict[str, bool]:
+class Trust(TypedDict):
+    """Keyword arguments of every model loader: the loading gates' overrides."""
+
+    trust_pickle: bool
+    trust_remote_code: bool
+
+
+def trusted(config: TrainConfig) -> Trust:
     """The config's explicit overrides of the loading gates (model.trust_pickle, model.trust_remote_code)."""
-    return {"trust_pickle": config.model.trust_pickle, "trust_remote_code": config.model.trust_remote_code}
+    return Trust(trust_pickle=config.model.trust_pickle, trust_remote_code=config.model.trust_remote_code)
 
 
 def load_pretrained(
@@ -154,7 +161,7 @@ def load_pretrained(
         base = auto.from_pretrained(base_folder, use_safetensors=use_safetensors, **kwargs)
         # The adapter may come from another head's run (an SFT causal-LM LoRA under a reward model):
         # its LoRA weights live in the shared body, so load it task-free and merge.
-        adapter_config = PeftConfig.from_pretrained(folder)
+        adapter_config = PeftConfig.from_pretrained(str(folder))
         adapter_config.task_type = None
         merged = PeftModel.from_pretrained(base, folder, config=adapter_config).merge_and_unload()
         for parameter in merged.parameters():  # peft loads for inference (frozen); methods.py decides

@@ -48,7 +48,7 @@ def hf_config(config: TrainConfig, tokenizer: Any) -> Any:
 def _planner_kwargs(config: TrainConfig, model_config: Any) -> dict[str, Any]:
     method = config.method
     targets = lora_targets(model_config.to_dict(), method)
-    precision = config.train.precision
+    precision: str = config.train.precision
     if precision == "auto":
         # Planned for the machine it runs on; a CPU planning for train.target_gpu plans that GPU's bf16.
         import torch

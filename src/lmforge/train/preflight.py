@@ -9,6 +9,7 @@ never overwrites a finished one, --resume has a checkpoint to continue and chang
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +61,10 @@ def _changed_keys(old: Any, new: Any, prefix: str) -> list[str]:
 
 
 def saved_value(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
     for part in dotted.split("."):
-        config = config.get(part) if isinstance(config, dict) else None  # type: ignore[assignment]
-    return config
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def check_same_run(config: TrainConfig, run_dir: Path) -> None:
@@ -206,7 +208,7 @@ def check_method_hardware(method: MethodSection) -> None:
         raise DependencyError("method qlora needs bitsandbytes: pip install 'lmforge[gpu]'")
 
 
-def check_trackers(report_to: list[str]) -> None:
+def check_trackers(report_to: Sequence[str]) -> None:
     """A tracker's package must be installed: transformers would only fail once the model is loaded."""
     import importlib.util
 

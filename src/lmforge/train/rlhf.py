@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.train.context import StageContext
-from lmforge.train.loading import load_pretrained, resolve_model_folder, trusted
+from lmforge.train.loading import Trust, load_pretrained, resolve_model_folder, trusted
 
 TASK = "causal"
 DATA_KIND = ("preference", "chat", "unpaired_preference")
@@ -24,7 +24,7 @@ def prompts_only(dataset: Any) -> Any:
     return dataset.map(lambda row: {"prompt": row["messages"][:-1]}, remove_columns=dataset.column_names)
 
 
-def _reward_tokenizer(source: str, policy_tokenizer: Any, trust: dict[str, bool]) -> Any:
+def _reward_tokenizer(source: str, policy_tokenizer: Any, trust: Trust) -> Any:
     """The reward model reads text with its own tokenizer (TRL decodes and re-encodes completions)."""
     from transformers import AutoTokenizer
 
@@ -41,6 +41,7 @@ def build_trainer(ctx: StageContext) -> Any:
     import trl
 
     options = ctx.config.rlhf
+    assert options.reward_model is not None  # the config validator requires it for the rlhf stage
     reward_model = load_pretrained(options.reward_model, "classify", num_labels=1, **trusted(ctx.config))
     reward_tokenizer = _reward_tokenizer(options.reward_model, ctx.tokenizer, trusted(ctx.config))
     reward_model.config.pad_token_id = reward_tokenizer.pad_token_id

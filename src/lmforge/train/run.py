@@ -33,7 +33,7 @@ from lmforge.train.callbacks import (
 from lmforge.train.config import TrainConfig, config_to_yaml
 from lmforge.train.context import StageContext, stage_module, training_arguments
 from lmforge.train.loading import FROZEN_BASE_METHODS, HEADS, resolve_model_folder, trusted
-from lmforge.train.methods import ParamCount, apply_method, count_model_params
+from lmforge.train.methods import ParamCount, Task, apply_method, count_model_params
 from lmforge.train.planning import auto_fit, hf_config, plan_run
 from lmforge.train.plots import FitDiagnosis, diagnose_run, plot_losses
 from lmforge.train.prepare import DataSummary, prepare_data, run_tokenizer
@@ -145,11 +145,11 @@ def _data_line(config: TrainConfig, data: DataSummary) -> str:
 (RUN/data/summary.json)"""
 
 
-def _model_card(config: TrainConfig, result: RunResult, task: str, data: DataSummary) -> str:
+def _model_card(config: TrainConfig, result: RunResult, task: Task, data: DataSummary) -> str:
     metrics = "\n".join(f"| {k} | {v:.6g} |" for k, v in result.final_metrics.items()) or "| - | - |"
-    base = config.init_from or config.model.path or f"from scratch ({config.model.config.get('model_type')})"
+    base = config.init_from or config.model.path or f"from scratch ({(config.model.config or {}).get('model_type')})"
     adapter = config.method.name in FROZEN_BASE_METHODS and not _merges_adapter(config, task)
-    head = HEADS[task].removeprefix("Auto")  # type: ignore[index]
+    head = HEADS[task].removeprefix("Auto")
     load = (
         f"from peft import AutoPeft{head}\nmodel = AutoPeft{head}.from_pretrained('{result.final_dir}')"
         if adapter
@@ -208,7 +208,7 @@ def _record_base(config: TrainConfig, model: Any, tokenizer: Any, run_dir: Path,
     model.name_or_path = str(base_dir)
 
 
-def _merges_adapter(config: TrainConfig, task: str) -> bool:
+def _merges_adapter(config: TrainConfig, task: Task) -> bool:
     """A LoRA classifier/reward head is merged: its num_labels and label names live in the model config,
     which an adapter folder does not carry, so loaders would silently get a 2-label LABEL_0/1 head."""
     return task == "classify" and config.method.name == "lora"
@@ -359,7 +359,7 @@ def _auto_fit(
 
 def _load_trainable_model(
     config: TrainConfig,
-    task: str,
+    task: Task,
     tokenizer: Any,
     data: Any,
     num_labels: int | None,
@@ -385,7 +385,7 @@ def _load_trainable_model(
 
 
 def _plan_record(
-    config: TrainConfig, task: str, planned: dict[str, Any], counted: ParamCount, console: Any
+    config: TrainConfig, task: Task, planned: dict[str, Any], counted: ParamCount, console: Any
 ) -> tuple[dict[str, Any], int | None]:
     """plan.json (the planner's prediction next to what this run counts, and later measures), and the trainable
     count the planner predicted."""
@@ -474,7 +474,7 @@ def _finish_run_folder(
     result: RunResult,
     trainer: Any,
     tokenizer: Any,
-    task: str,
+    task: Task,
     data: DataSummary,
     plan: dict[str, Any],
     console: Any,

@@ -242,7 +242,7 @@ def progress(run_dir: Path, state: RunState | None = None, window: int = 10) -> 
 
     records = read_metrics(run_dir / "metrics.jsonl")
     train, val = curves(records)
-    config = {}
+    config: dict[str, Any] = {}
     if (run_dir / "config.yaml").is_file():
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     settings = config.get("train") or {}

@@ -249,7 +249,8 @@ def build(app: Any, workspace: Workspace) -> None:
     verdicts = gr.Dataframe(label="every GPU type: the fewest that fit", elem_id="plan-verdicts", wrap=True)
     rules = gr.Dataframe(label="rules of thumb beside the precise figure", wrap=True)
 
-    inputs = [
+    # Each widget has a change event; their common base class (gradio Component) declares none.
+    inputs: list[Any] = [
         model,
         config_json,
         method,

@@ -348,7 +348,11 @@ def resume_run(workspace: Workspace, run: str) -> str:
 
 def _component(gr: Any, field: FormField) -> Any:
     """The widget for one config key (labelled with the key, its help text from the schema as info)."""
-    common = {"label": field.key, "info": field.help or None, "elem_id": "train-" + field.key.replace(".", "-")}
+    common: dict[str, Any] = {
+        "label": field.key,
+        "info": field.help or None,
+        "elem_id": "train-" + field.key.replace(".", "-"),
+    }
     if field.kind == "choice":  # an optional one can be set back to empty (the library's default)
         return gr.Dropdown(([""] if field.optional else []) + list(field.choices or ()), value=field.default, **common)
     if field.kind == "choices":

@@ -10,7 +10,7 @@ those roots, and the walks are bounded (depth, entry count) so a huge home folde
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +56,7 @@ class Workspace:
     roots: tuple[Path, ...]
 
     @classmethod
-    def create(cls, runs: str | os.PathLike[str], allow: list[str | os.PathLike[str]] | None = None) -> Workspace:
+    def create(cls, runs: str | os.PathLike[str], allow: Sequence[str | os.PathLike[str]] | None = None) -> Workspace:
         """The runs folder (created) plus the allowed folders (default: the current folder), each resolved."""
         runs_path = Path(runs).expanduser().resolve()
         runs_path.mkdir(parents=True, exist_ok=True)
