@@ -166,7 +166,8 @@ def torchao_config(bits: str) -> Any:
 
     if bits == "int8":
         return TorchAoConfig(Int8WeightOnlyConfig())
-    return TorchAoConfig(IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(TORCHAO_INT4_GROUP)))
+    int4 = torch.int4  # type: ignore[attr-defined]  # a torch dtype since 2.6 (sub-byte dtypes), missing from its stubs
+    return TorchAoConfig(IntxWeightOnlyConfig(weight_dtype=int4, granularity=PerGroup(TORCHAO_INT4_GROUP)))
 
 
 def _load_causal_lm(
