@@ -5,6 +5,7 @@ student beside it, measured in the same run."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from lmforge.errors import ConfigError
@@ -26,12 +27,12 @@ def distill(
     from lmforge.train.config import load_config
     from lmforge.train.run import run_training
 
-    train_config = load_config(config, overrides)
+    train_config = load_config(Path(config), overrides)
     if train_config.stage != "distill":
         raise ConfigError(f"{config} is a {train_config.stage!r} config; compress distill runs stage: distill")
+    teacher = train_config.distill.teacher
+    assert teacher is not None  # load_config refuses a distill config without distill.teacher
     result = run_training(train_config, progress=progress)
-    report = compare(
-        train_config.distill.teacher, [(str(result.final_dir), "distill-student")], **(report_options or {})
-    )
+    report = compare(teacher, [(str(result.final_dir), "distill-student")], **(report_options or {}))
     write_quality_report(report, report_dir or result.run_dir / "compress-report")
     return result, report

@@ -236,7 +236,8 @@ def _encoder_rows(original: Path, compressed: list[tuple[str, str]], text_data: 
     from lmforge.compress.encoder import TimedEncoder, agreement, held_out_sentences
 
     sentences = held_out_sentences(text_data, limit)
-    rows, timers = [], []
+    rows: list[ModelQuality] = []
+    timers: list[TimedEncoder] = []
     for path, method in [(str(original), "original"), *compressed]:
         if not Path(path).is_dir():
             raise UserInputError(f"{path}: the report on an encoder compares model folders (a GGUF is for decoders)")
