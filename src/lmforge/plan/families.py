@@ -145,6 +145,7 @@ _BERT = Family(
 _T5 = Family(
     shape="encoder-decoder",
     blocks="t5",
+    head_dim=64,  # T5Config.d_kv, whatever d_model and num_heads are
     always_tied=True,
     qkv_bias=False,
     o_bias=False,
@@ -162,7 +163,8 @@ FAMILIES: dict[str, Family] = {
     "mixtral": Family(exact=True, tie_embeddings=False, kv_heads=8, qkv_bias=False, o_bias=False, peft_moe="mixtral"),
     # Qwen2Attention: q/k/v bias=True, o_proj bias=False.
     "qwen2": Family(exact=True, tie_embeddings=False, kv_heads=32, qkv_bias=True, o_bias=False, sliding_layers="qwen"),
-    "qwen2_5_vl_text": Family(exact=True, qkv_bias=True, o_bias=False),
+    # Qwen2_5_VLTextConfig: 8 KV heads; it has no tie_word_embeddings, its wrapper Qwen2_5_VLConfig unties.
+    "qwen2_5_vl_text": Family(exact=True, tie_embeddings=False, kv_heads=8, qkv_bias=True, o_bias=False),
     # Qwen2MoeAttention: q/k/v bias=config.qkv_bias; Qwen2MoeSparseMoeBlock: one shared_expert of its own width.
     # Absent from transformers' conversion_mapping, so peft converts none of its expert names.
     "qwen2_moe": Family(
@@ -176,10 +178,10 @@ FAMILIES: dict[str, Family] = {
         sliding_layers="qwen",
     ),
     "qwen3": Family(exact=True, tie_embeddings=False, head_dim=128, kv_heads=32, qk_norm=True, sliding_layers="qwen"),
+    # Qwen3MoeConfig has no head_dim: Qwen3MoeAttention falls back to hidden_size // num_attention_heads.
     "qwen3_moe": Family(
         exact=True,
         tie_embeddings=False,
-        head_dim=128,
         kv_heads=4,
         qk_norm=True,
         moe_layers="qwen",
@@ -202,7 +204,7 @@ FAMILIES: dict[str, Family] = {
         shared_experts="deepseek",
         peft_moe="qwen2_moe",
     ),
-    "olmoe": Family(peft_moe="qwen2_moe", mlp_bias=("mlp_bias", False)),
+    "olmoe": Family(tie_embeddings=False, peft_moe="qwen2_moe", mlp_bias=("mlp_bias", False)),
     "gemma": Family(exact=True, head_dim=256, kv_heads=16),
     "gemma2": Family(exact=True, head_dim=256, kv_heads=4, layer_norms=_GEMMA2_NORMS, sliding_layers="gemma2"),
     "gemma3_text": Family(
@@ -265,8 +267,15 @@ FAMILIES: dict[str, Family] = {
         mlp_bias=("use_bias", True),
     ),
     # StableLmAttention: q/k/v bias=config.use_qkv_bias, o_proj bias=False.
-    "stablelm": Family(exact=True, norm="layernorm", qkv_bias=("use_qkv_bias", False), o_bias=False),
-    "gpt_oss": Family(exact=True),
+    "stablelm": Family(
+        exact=True,
+        tie_embeddings=False,
+        kv_heads=32,
+        norm="layernorm",
+        qkv_bias=("use_qkv_bias", False),
+        o_bias=False,
+    ),
+    "gpt_oss": Family(exact=True, tie_embeddings=False, head_dim=64, kv_heads=8),
     # GPT2Block: Conv1D projections and LayerNorms, all with biases.
     "gpt2": Family(
         exact=True,
