@@ -352,11 +352,7 @@ def _output_weights(spec: ModelSpec) -> list[Weight]:
         return _bert_output(spec)
     if spec.architecture.endswith("ForSequenceClassification"):
         # GenericForSequenceClassification (reward models): the final norm and a bias-free score head, no LM head.
-        if facts.blocks == "falcon":  # a known gap: counted as a bias-free `norm`, though their ln_f has a bias
-            final = _norm("norm", h)
-        else:
-            final = _norm(facts.final_norm, h, bias=layer_norm)
-        return [final, _linear("score", "head", h, num_labels(spec))]
+        return [_norm(facts.final_norm, h, bias=layer_norm), _linear("score", "head", h, num_labels(spec))]
     if facts.blocks == "t5":
         out = [_norm("encoder.final_layer_norm", h), _norm("decoder.final_layer_norm", h)]
     else:
