@@ -85,11 +85,6 @@ class Family:
     # The per-layer norms of a Llama-style block, and the final norm's name.
     layer_norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
     final_norm: str = "norm"
-    # plan.memory's activation model prices some families as a Llama block (RMSNorm's fp32 upcast, a SwiGLU MLP)
-    # although their weights are LayerNorm / plain MLPs: these say what it prices where it differs from the
-    # weights. Known gaps, kept so that plans stay as they were; see docs/architecture.md.
-    priced_norm: Norm | None = None
-    priced_mlp: Mlp | None = None
     qk_norm: bool = False  # Qwen3 / Gemma 3: q_norm and k_norm, an RMSNorm over each head's head_dim
     qkv_bias: Bias = ("attention_bias", False)
     o_bias: Bias = ("attention_bias", False)
@@ -101,16 +96,6 @@ class Family:
     shared_experts: SharedExperts = "deepseek"
     peft_moe: PeftMoe = ""
     sliding_layers: SlidingLayers = "all"
-
-    @property
-    def activation_norm(self) -> Norm:
-        """The norm plan.memory prices: the family's own, unless it is a known gap (priced_norm)."""
-        return self.priced_norm or self.norm
-
-    @property
-    def activation_mlp(self) -> Mlp:
-        """The MLP plan.memory prices: the family's own, unless it is a known gap (priced_mlp)."""
-        return self.priced_mlp or self.mlp
 
     @property
     def has_kv_heads_field(self) -> bool:
@@ -135,7 +120,6 @@ _BERT = Family(
     blocks="bert",
     exact=True,
     norm="layernorm",
-    priced_norm="rmsnorm",
     qkv_bias=True,
     o_bias=True,
     mlp="plain",
@@ -227,8 +211,6 @@ FAMILIES: dict[str, Family] = {
         norm="layernorm",
         layer_norms=("input_layernorm",),
         final_norm="final_layernorm",
-        priced_norm="rmsnorm",
-        priced_mlp="gated",
         qkv_bias=True,
         o_bias=True,
         mlp="plain",
@@ -241,8 +223,6 @@ FAMILIES: dict[str, Family] = {
         tie_embeddings=False,
         norm="layernorm",
         final_norm="final_layer_norm",
-        priced_norm="rmsnorm",
-        priced_mlp="gated",
         qkv_bias=("attention_bias", True),
         o_bias=("attention_bias", True),
         mlp="plain",
@@ -258,8 +238,6 @@ FAMILIES: dict[str, Family] = {
         exact=True,
         kv_heads=2,
         norm="layernorm",
-        priced_norm="rmsnorm",
-        priced_mlp="gated",
         qkv_bias=("use_bias", True),
         o_bias=("use_bias", True),
         mlp="plain",
