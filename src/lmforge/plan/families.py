@@ -85,11 +85,6 @@ class Family:
     # The per-layer norms of a Llama-style block, and the final norm's name.
     layer_norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
     final_norm: str = "norm"
-    # plan.memory's activation model prices some families as a Llama block (RMSNorm's fp32 upcast, a SwiGLU MLP)
-    # although their weights are LayerNorm / plain MLPs: these say what it prices where it differs from the
-    # weights. Known gaps, kept so that plans stay as they were; see docs/architecture.md.
-    priced_norm: Norm | None = None
-    priced_mlp: Mlp | None = None
     qk_norm: bool = False  # Qwen3 / Gemma 3: q_norm and k_norm, an RMSNorm over each head's head_dim
     qkv_bias: Bias = ("attention_bias", False)
     o_bias: Bias = ("attention_bias", False)
@@ -101,16 +96,6 @@ class Family:
     shared_experts: SharedExperts = "deepseek"
     peft_moe: PeftMoe = ""
     sliding_layers: SlidingLayers = "all"
-
-    @property
-    def activation_norm(self) -> Norm:
-        """The norm plan.memory prices: the family's own, unless it is a known gap (priced_norm)."""
-        return self.priced_norm or self.norm
-
-    @property
-    def activation_mlp(self) -> Mlp:
-        """The MLP plan.memory prices: the family's own, unless it is a known gap (priced_mlp)."""
-        return self.priced_mlp or self.mlp
 
     @property
     def has_kv_heads_field(self) -> bool:
@@ -135,7 +120,6 @@ _BERT = Family(
     blocks="bert",
     exact=True,
     norm="layernorm",
-    priced_norm="rmsnorm",
     qkv_bias=True,
     o_bias=True,
     mlp="plain",
@@ -145,6 +129,7 @@ _BERT = Family(
 _T5 = Family(
     shape="encoder-decoder",
     blocks="t5",
+    head_dim=64,  # T5Config.d_kv, whatever d_model and num_heads are
     always_tied=True,
     qkv_bias=False,
     o_bias=False,
@@ -162,7 +147,8 @@ FAMILIES: dict[str, Family] = {
     "mixtral": Family(exact=True, tie_embeddings=False, kv_heads=8, qkv_bias=False, o_bias=False, peft_moe="mixtral"),
     # Qwen2Attention: q/k/v bias=True, o_proj bias=False.
     "qwen2": Family(exact=True, tie_embeddings=False, kv_heads=32, qkv_bias=True, o_bias=False, sliding_layers="qwen"),
-    "qwen2_5_vl_text": Family(exact=True, qkv_bias=True, o_bias=False),
+    # Qwen2_5_VLTextConfig: 8 KV heads; it has no tie_word_embeddings, its wrapper Qwen2_5_VLConfig unties.
+    "qwen2_5_vl_text": Family(exact=True, tie_embeddings=False, kv_heads=8, qkv_bias=True, o_bias=False),
     # Qwen2MoeAttention: q/k/v bias=config.qkv_bias; Qwen2MoeSparseMoeBlock: one shared_expert of its own width.
     # Absent from transformers' conversion_mapping, so peft converts none of its expert names.
     "qwen2_moe": Family(
@@ -176,10 +162,10 @@ FAMILIES: dict[str, Family] = {
         sliding_layers="qwen",
     ),
     "qwen3": Family(exact=True, tie_embeddings=False, head_dim=128, kv_heads=32, qk_norm=True, sliding_layers="qwen"),
+    # Qwen3MoeConfig has no head_dim: Qwen3MoeAttention falls back to hidden_size // num_attention_heads.
     "qwen3_moe": Family(
         exact=True,
         tie_embeddings=False,
-        head_dim=128,
         kv_heads=4,
         qk_norm=True,
         moe_layers="qwen",
@@ -202,7 +188,7 @@ FAMILIES: dict[str, Family] = {
         shared_experts="deepseek",
         peft_moe="qwen2_moe",
     ),
-    "olmoe": Family(peft_moe="qwen2_moe", mlp_bias=("mlp_bias", False)),
+    "olmoe": Family(tie_embeddings=False, peft_moe="qwen2_moe", mlp_bias=("mlp_bias", False)),
     "gemma": Family(exact=True, head_dim=256, kv_heads=16),
     "gemma2": Family(exact=True, head_dim=256, kv_heads=4, layer_norms=_GEMMA2_NORMS, sliding_layers="gemma2"),
     "gemma3_text": Family(
@@ -225,8 +211,6 @@ FAMILIES: dict[str, Family] = {
         norm="layernorm",
         layer_norms=("input_layernorm",),
         final_norm="final_layernorm",
-        priced_norm="rmsnorm",
-        priced_mlp="gated",
         qkv_bias=True,
         o_bias=True,
         mlp="plain",
@@ -239,8 +223,6 @@ FAMILIES: dict[str, Family] = {
         tie_embeddings=False,
         norm="layernorm",
         final_norm="final_layer_norm",
-        priced_norm="rmsnorm",
-        priced_mlp="gated",
         qkv_bias=("attention_bias", True),
         o_bias=("attention_bias", True),
         mlp="plain",
@@ -256,8 +238,6 @@ FAMILIES: dict[str, Family] = {
         exact=True,
         kv_heads=2,
         norm="layernorm",
-        priced_norm="rmsnorm",
-        priced_mlp="gated",
         qkv_bias=("use_bias", True),
         o_bias=("use_bias", True),
         mlp="plain",
@@ -265,8 +245,15 @@ FAMILIES: dict[str, Family] = {
         mlp_bias=("use_bias", True),
     ),
     # StableLmAttention: q/k/v bias=config.use_qkv_bias, o_proj bias=False.
-    "stablelm": Family(exact=True, norm="layernorm", qkv_bias=("use_qkv_bias", False), o_bias=False),
-    "gpt_oss": Family(exact=True),
+    "stablelm": Family(
+        exact=True,
+        tie_embeddings=False,
+        kv_heads=32,
+        norm="layernorm",
+        qkv_bias=("use_qkv_bias", False),
+        o_bias=False,
+    ),
+    "gpt_oss": Family(exact=True, tie_embeddings=False, head_dim=64, kv_heads=8),
     # GPT2Block: Conv1D projections and LayerNorms, all with biases.
     "gpt2": Family(
         exact=True,

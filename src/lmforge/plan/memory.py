@@ -28,7 +28,15 @@ from functools import lru_cache
 
 from lmforge.plan.families import family
 from lmforge.plan.models import moe_layer_indices
-from lmforge.plan.params import ParamCount, count_params, count_trainable_params, lora_params_by_block, num_labels
+from lmforge.plan.params import (
+    ParamCount,
+    count_params,
+    count_trainable_params,
+    lora_params_by_block,
+    mlp_activation,
+    mlp_kind,
+    num_labels,
+)
 from lmforge.plan.quant import nf4_bits_per_weight, weight_format
 from lmforge.plan.setup import CATEGORIES, InferenceSetup, Layout, MemoryBreakdown, TrainingSetup
 from lmforge.plan.spec import ModelSpec
@@ -156,8 +164,8 @@ def _block(spec: ModelSpec) -> _Block:
     if spec.is_mla:
         first = "q_a_proj" if spec.q_lora_rank else "q_proj"
         return _Block((first, "kv_a_proj_with_mqa"), "o_proj", ("gate_proj", "up_proj"), "down_proj")
-    mlp_in = ("up_proj",) if facts.activation_mlp == "plain" else ("gate_proj", "up_proj")
-    return _Block(("q_proj", "k_proj", "v_proj"), "o_proj", mlp_in, "down_proj")
+    *mlp_in, mlp_out = mlp_kind(spec)[1]  # (gate, up, down) or (up, down): the names LoRA targets go by
+    return _Block(("q_proj", "k_proj", "v_proj"), "o_proj", tuple(mlp_in), mlp_out)
 
 
 def _autocast(setup: TrainingSetup, layout: Layout) -> bool:
@@ -213,6 +221,8 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
       attention: rotated q, k, v (kv_dim: GQA is not repeated by SDPA) and the SDPA output; eager
         attention adds the fp32 softmax and its cast (Korthikanti's 5as/h term) and repeats k and v;
       SwiGLU: gate, SiLU(gate), up, and their product when down_proj needs it.
+    LayerNorm families save the norm's input instead of an fp32 upcast, and a plain MLP its up-projection's
+    output: the norm and MLP are the family table's, as in the parameter inventory (params.mlp_kind).
     A frozen projection saves nothing (its weight is enough for the input gradient); a LoRA adapter
     saves its input and its rank-r hidden. Tensor parallelism splits everything but the norms,
     sequence parallelism the norms too.
@@ -258,7 +268,7 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
         return shared, copies
 
     def norm(names: tuple[str, ...]) -> float:
-        if facts.activation_norm == "layernorm":
+        if facts.norm == "layernorm":
             # nn.LayerNorm saves its input (plus per-token mean and rstd), no upcast copy, no normalised tensor.
             return residual * h + sum(consumers(names, h, residual))
         normalised = residual * h if trains_base else 0  # saved by `weight * x` only when weight needs a gradient
@@ -276,7 +286,7 @@ def activation_bytes_per_token_layer(spec: ModelSpec, setup: TrainingSetup, layo
     mlp_inner = _mlp_inner_width(spec)
     saved += compute * _mlp_saved_width(spec)
     saved += sum(consumers((block.mlp_output,), mlp_inner, compute))
-    if spec.config.get("activation_function", spec.config.get("hidden_act")) == "gelu_new":
+    if mlp_activation(spec) == "gelu_new":
         # HF's NewGELUActivation is tanh-GELU written in Python: it saves tanh(.), 0.5x and 1 + tanh(.).
         saved += 3 * compute * mlp_inner
     if float(spec.config.get("resid_pdrop", facts.resid_dropout) or 0.0) > 0:
@@ -305,7 +315,7 @@ def _mlp_saved_width(spec: ModelSpec) -> int:
         routed = spec.experts_per_token * (3 * spec.moe_intermediate_size + 2 * spec.hidden_size)
         shared = 4 * spec.moe_intermediate_size * spec.num_shared_experts
         return routed + shared + spec.num_experts  # + router logits
-    if family(spec.model_type).activation_mlp == "plain":
+    if mlp_kind(spec)[0] == "plain":
         return spec.intermediate_size
     return 3 * spec.intermediate_size
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Literal
 
 from lmforge.errors import UserInputError
-from lmforge.plan.families import EXACT_MODEL_TYPES, Bias, family
+from lmforge.plan.families import EXACT_MODEL_TYPES, Bias, Mlp, family
 from lmforge.plan.models import moe_layer_indices
 from lmforge.plan.setup import METHODS, Method, TrainingSetup
 from lmforge.plan.spec import ModelSpec
@@ -352,11 +352,7 @@ def _output_weights(spec: ModelSpec) -> list[Weight]:
         return _bert_output(spec)
     if spec.architecture.endswith("ForSequenceClassification"):
         # GenericForSequenceClassification (reward models): the final norm and a bias-free score head, no LM head.
-        if facts.blocks == "falcon":  # a known gap: counted as a bias-free `norm`, though their ln_f has a bias
-            final = _norm("norm", h)
-        else:
-            final = _norm(facts.final_norm, h, bias=layer_norm)
-        return [final, _linear("score", "head", h, num_labels(spec))]
+        return [_norm(facts.final_norm, h, bias=layer_norm), _linear("score", "head", h, num_labels(spec))]
     if facts.blocks == "t5":
         out = [_norm("encoder.final_layer_norm", h), _norm("decoder.final_layer_norm", h)]
     else:
@@ -367,6 +363,25 @@ def _output_weights(spec: ModelSpec) -> list[Weight]:
     elif head_bias:
         out.append(Weight("lm_head.bias", "head", v))
     return out
+
+
+def mlp_kind(spec: ModelSpec) -> tuple[Mlp, tuple[str, ...]]:
+    """The MLP a model's blocks build and its module names, read by the inventory here and the activation model
+    (plan.memory): its family's, except that a T5 config's feed_forward_proj "gated-*" builds
+    T5DenseGatedActDense (wi_0, wi_1, wo) in place of T5DenseActDense (wi, wo)."""
+    facts = family(spec.model_type)
+    if facts.blocks == "t5" and str(spec.config.get("feed_forward_proj", "relu")).startswith("gated-"):
+        return "gated", ("wi_0", "wi_1", "wo")
+    return facts.mlp, facts.mlp_names
+
+
+def mlp_activation(spec: ModelSpec) -> str:
+    """The MLP's activation function by its transformers ACT2FN name: T5Config derives it from feed_forward_proj
+    ("gated-gelu" runs gelu_new), GPT-2 names it activation_function, the rest hidden_act."""
+    if family(spec.model_type).blocks == "t5":
+        proj = str(spec.config.get("feed_forward_proj", "relu"))
+        return "gelu_new" if proj == "gated-gelu" else proj.removeprefix("gated-")
+    return str(spec.config.get("activation_function", spec.config.get("hidden_act", "")))
 
 
 def num_labels(spec: ModelSpec) -> int:
@@ -503,13 +518,9 @@ def _t5_layer(spec: ModelSpec, index: int) -> list[Weight]:
         weights += [*attention("layer.1.EncDecAttention"), _norm("layer.1.layer_norm", h)]
     ff_index = 2 if is_decoder else 1
     ff = f"layer.{ff_index}.DenseReluDense."
-    gated = str(spec.config.get("feed_forward_proj", "relu")).startswith("gated-")
-    wi = (
-        [_linear(ff + "wi_0", "mlp", h, inner_ff), _linear(ff + "wi_1", "mlp", h, inner_ff)]
-        if gated
-        else [_linear(ff + "wi", "mlp", h, inner_ff)]
-    )
-    return [*weights, *wi, _linear(ff + "wo", "mlp", inner_ff, h), _norm(f"layer.{ff_index}.layer_norm", h)]
+    *wi, wo = mlp_kind(spec)[1]
+    weights += [_linear(ff + name, "mlp", h, inner_ff) for name in wi]
+    return [*weights, _linear(ff + wo, "mlp", inner_ff, h), _norm(f"layer.{ff_index}.layer_norm", h)]
 
 
 def _decoder_layer(spec: ModelSpec, is_moe_layer: bool) -> list[Weight]:
