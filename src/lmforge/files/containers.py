@@ -6,11 +6,13 @@ Zip archives have their own module (zip_archive.py).
 
 from __future__ import annotations
 
+import importlib
 import io
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_MAX_DECOMPRESSED_BYTES = 1 << 30  # 1 GiB: decompression past this is refused, not OOM
 COPY_LIMIT_BYTES = 16 << 20  # members larger than this are viewed in place, not copied
@@ -265,20 +267,20 @@ def read_npy_header(data) -> NpyHeader:
     import tokenize
     import warnings
 
+    # numpy's own reader, private functions included (typed Any: numpy's stubs leave them out, and its home moved)
+    numpy_format: Any
     try:
-        from numpy.lib import _format_impl as numpy_format  # numpy >= 2
-    except ImportError:  # numpy 1.x
-        from numpy.lib import format as numpy_format  # type: ignore[no-redef]  # same API, older home
+        numpy_format = importlib.import_module("numpy.lib._format_impl")  # numpy >= 2.3
+    except ImportError:  # older numpy: the same API in its public module
+        numpy_format = importlib.import_module("numpy.lib.format")
 
     handle = io.BytesIO(bytes(data[: min(len(data), 12 + MAX_NPY_HEADER_BYTES)]))
     try:
         version = numpy_format.read_magic(handle)
-        numpy_format._check_version(version)  # type: ignore[attr-defined]  # private, so not in numpy's stubs
+        numpy_format._check_version(version)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy warns about headers written by Python 2
-            _, _, dtype = numpy_format._read_array_header(  # type: ignore[attr-defined]  # private, not in stubs
-                handle, version, max_header_size=MAX_NPY_HEADER_BYTES
-            )
+            _, _, dtype = numpy_format._read_array_header(handle, version, max_header_size=MAX_NPY_HEADER_BYTES)
     except (
         ValueError,
         TypeError,

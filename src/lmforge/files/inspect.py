@@ -221,7 +221,10 @@ def _npy_entry(name: str, handle: Any, file_name: str) -> TensorEntry:
 
     try:
         version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        # Any: max_header_size (numpy >= 1.24) is missing from some numpy versions' stubs
+        read_header: Any = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
         shape, _, dtype = read_header(handle, max_header_size=100_000)
     except (ValueError, SyntaxError, EOFError, OSError) as error:
         raise FormatError(f"{file_name}: bad .npy header for {name}: {error}") from None
