@@ -318,26 +318,25 @@ def compare(
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
 
-    def machine() -> str:
-        return (
-            f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
-            f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
-        )
-
-    if Path(original).is_dir() and is_encoder(Path(original)):
-        rows, sentences = _encoder_rows(Path(original), compressed, text_data, limit, runs)
+    def _report(rows: list[ModelQuality], base_gguf: ModelQuality | None, *, kind: str, limit: int) -> QualityReport:
+        """The report of this run: the machine and its load before and after, beside the rows measured."""
         return QualityReport(
             original=rows[0],
             compressed=rows[1:],
-            original_llama_cpp=None,
+            original_llama_cpp=base_gguf,
             text_data=text_data,
             task_data=task_data,
-            limit=sentences,
+            limit=limit,
             decode_tokens=decode_tokens,
             seconds=time.perf_counter() - started,
-            machine=machine(),
-            kind="encoder",
+            machine=f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+            f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
+            kind=kind,
         )
+
+    if Path(original).is_dir() and is_encoder(Path(original)):
+        rows, limit = _encoder_rows(Path(original), compressed, text_data, limit, runs)
+        return _report(rows, None, kind="encoder", limit=limit)
     rows = [_quality(Path(original), "original", text_data, task_data, limit)]
     rows += [_quality(Path(path), method, text_data, task_data, limit) for path, method in compressed]
     with tempfile.TemporaryDirectory() as scratch:
@@ -354,17 +353,7 @@ def compare(
             convert_model(locate_model(str(original), need="any").path, f32, to="gguf", quant="f32", progress=False)
             base_gguf = _quality(f32, "original (gguf-f32)", text_data, task_data, limit)
         _time_all([*rows, *([base_gguf] if base_gguf else [])], decode_tokens, runs)
-    return QualityReport(
-        original=rows[0],
-        compressed=rows[1:],
-        original_llama_cpp=base_gguf,
-        text_data=text_data,
-        task_data=task_data,
-        limit=limit,
-        decode_tokens=decode_tokens,
-        seconds=time.perf_counter() - started,
-        machine=machine(),
-    )
+    return _report(rows, base_gguf, kind="decoder", limit=limit)
 
 
 def _ratio(value: float | None, base: float | None) -> str:
