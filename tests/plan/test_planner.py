@@ -14,7 +14,9 @@ from lmforge.plan.layout import LayoutSearch
 from lmforge.plan.memory import training_memory
 from lmforge.plan.models import resolve_model
 from lmforge.plan.params import count_params, count_trainable_params
-from lmforge.plan.setup import Layout, TrainingSetup
+from lmforge.plan.quant import FORMATS
+from lmforge.plan.rules import NOMINAL_BYTES_PER_WEIGHT
+from lmforge.plan.setup import WEIGHT_FORMATS, Layout, TrainingSetup
 
 STABLE_KEYS = {
     "model": {"name", "params_total", "params_active", "params_trainable"},
@@ -26,6 +28,15 @@ STABLE_KEYS = {
 @pytest.fixture(scope="module")
 def lora_70b():
     return plan_training("llama-3.1-70b", method="lora", gpu="a100-80g", recompute="full")
+
+
+@pytest.mark.parametrize("weight_format", WEIGHT_FORMATS)
+def test_every_weight_format_a_user_can_choose_plans(weight_format):
+    """Each --quant choice has its real bits per weight (plan/quant.py) and a nominal width for the rules of
+    thumb (plan/rules.py): torchao-int4 was offered with neither rule entry and ended in a KeyError."""
+    plan = plan_inference("qwen2.5-0.5b", weight_format=weight_format, context_len=256, gpu="rtx-4090", verdicts=False)
+    assert plan.to_dict()["setup"]["weight_format"] == weight_format and plan.to_dict()["rules_of_thumb"]
+    assert set(WEIGHT_FORMATS) == set(FORMATS) == set(NOMINAL_BYTES_PER_WEIGHT)
 
 
 def test_json_has_the_stable_keys_and_round_trips(lora_70b):

@@ -40,6 +40,11 @@ FORMATS: dict[str, WeightFormat] = {
         # GPTQ/AWQ 4-bit, group size 128: one fp16 scale per group (16/128) + a packed 4-bit zero (4/128).
         WeightFormat("int4", 4 + 16 / 128 + 4 / 128, False, "int4 group 128 with fp16 scale and 4-bit zero (GPTQ/AWQ)"),
         WeightFormat("nf4", _nf4_bits(True), False, "bitsandbytes NF4, block 64, double quantization"),
+        # torchao weight-only (lmforge compress quantize --method torchao-*, --quant int4 on load): int8 with one
+        # scale per output row; the CPU-runnable int4 (IntxUnpackedToInt8Tensor) keeps each 4-bit value in a byte,
+        # plus a scale and zero point per group of 32 (5 bytes), so it costs more than int8.
+        WeightFormat("torchao-int8", 8.0, False, "torchao Int8WeightOnly: int8, per-row scale"),
+        WeightFormat("torchao-int4", 8 + 5 * 8 / 32, False, "torchao IntxWeightOnly int4, group 32, unpacked in int8"),
         # GGUF block layouts from ggml-common.h: Q8_0 = 32 int8 + fp16 scale = 34 bytes / 32 weights.
         WeightFormat("Q8_0", 34 * 8 / 32, True, "ggml block_q8_0: 34 bytes per 32 weights"),
         # Q6_K super-block: 256 weights in 210 bytes (ql 128 + qh 64 + 16 int8 scales + fp16 d).

@@ -239,5 +239,6 @@ def inference_rules(
 # The rules' bytes per weight: the nominal width only, no quantisation scales.
 NOMINAL_BYTES_PER_WEIGHT = {
     "fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "nf4": 0.5,
+    "torchao-int8": 1.0, "torchao-int4": 0.5,
     "Q8_0": 1.0, "Q6_K": 0.75, "Q5_K_M": 0.625, "Q4_K_M": 0.5, "Q4_0": 0.5, "Q3_K_M": 0.375, "Q2_K": 0.25,
 }  # fmt: skip

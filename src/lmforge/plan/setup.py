@@ -28,7 +28,7 @@ ATTENTION = ("sdpa", "flash", "eager")
 LOSSES = ("standard", "chunked", "fused")
 QUANT_BITS = (4, 8)
 WEIGHT_FORMATS = (
-    "fp32", "fp16", "bf16", "fp8", "int8", "int4", "nf4",
+    "fp32", "fp16", "bf16", "fp8", "int8", "int4", "nf4", "torchao-int8", "torchao-int4",
     "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K",
 )  # fmt: skip
 KV_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
