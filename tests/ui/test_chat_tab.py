@@ -76,3 +76,19 @@ def test_errors_keep_the_conversation(holder, workspace, ui_root):
         chat_tab.chat_turn(holder, workspace, "/etc", "hi", [], "", "balanced", 0.8, 36, 0.7, 0, 1, 4, "", False, 5)
     )
     assert "outside the folders" in outside[-1][1]
+
+
+def test_an_empty_reply_is_said_in_the_status(holder, workspace, ui_root, monkeypatch):
+    """A model that ends its turn at once (its one token the end-of-turn token) leaves an empty bubble: the status
+    says so, where a visible reply's status does not."""
+    from types import SimpleNamespace
+
+    def ended_at_once(*_args, **_kwargs):
+        yield "", SimpleNamespace(completion_tokens=1, seconds=0.01, finish_reason="stop", steps=[])
+
+    monkeypatch.setattr(chat_tab, "stream_reply", ended_at_once)
+    history, status, *_ = _turn(holder, workspace, ui_root)[-1]
+    assert history[-1] == {"role": "assistant", "content": ""}
+    assert status.startswith("1 tokens in") and "empty reply: the model ended its turn without text" in status
+    monkeypatch.undo()
+    assert "empty reply" not in _turn(holder, workspace, ui_root)[-1][1]

@@ -168,9 +168,11 @@ def chat_turn(
             if result is None:
                 yield shown, f"generating…{note}", "", no_steps
                 continue
+            # An answer of only special tokens or whitespace leaves an empty bubble: the status says why.
+            empty = "" if text.strip() else " · empty reply: the model ended its turn without text"
             status = (
                 f"{result.completion_tokens} tokens in {result.seconds:.2f} s, finish: {result.finish_reason}"
-                f"{note} · {describe(loaded)}"
+                f"{empty}{note} · {describe(loaded)}"
             )
             yield shown, status, token_html(result.steps), explanation_frame(result.steps)
     except LmforgeError as error:
