@@ -45,29 +45,3 @@ def preference_file(tmp_path: Path) -> Path:
             {"prompt": "Sort 3 1 2.", "chosen": "1 2 3", "rejected": "3 2 1"},
         ],
     )
-
-
-@pytest.fixture(scope="session")
-def tiny_reward_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
-    """A tiny Llama with a one-score head: the shape of a reward model lmforge trains."""
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-        num_labels=1,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    path = tmp_path_factory.mktemp("reward")
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path

@@ -50,31 +50,6 @@ def make_config(tmp_path: Path, tiny_llama_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def tiny_reward_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
-    """A tiny Llama sequence classifier with one output: a reward model for the rlhf stage."""
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(1)
-    config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        num_labels=1,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    path = tmp_path_factory.mktemp("tiny-reward")
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's real WordPiece tokenizer (has [MASK]) for the mlm stage."""
     import torch
