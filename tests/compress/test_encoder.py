@@ -126,3 +126,20 @@ def test_gguf_refuses_an_encoder_in_one_line(tmp_path, minilm_dir):
     with pytest.raises(UserInputError, match="is an encoder; lmforge writes GGUF for decoders only") as error:
         quantize(minilm_dir, tmp_path / "m.gguf", method="gguf-q8_0")
     assert "\n" not in str(error.value) and not (tmp_path / "m.gguf").exists()
+
+
+def test_a_module_path_leaving_the_model_folder_is_refused(tmp_path):
+    """modules.json comes with a downloaded repo: a module path must not copy files from outside the folder."""
+    import json
+
+    from lmforge.compress.encoder import copy_sentence_transformers_files
+    from lmforge.errors import FormatError
+
+    source, out, outside = tmp_path / "model", tmp_path / "out", tmp_path / "secrets"
+    for folder in (source, out, outside):
+        folder.mkdir()
+    (outside / "key.json").write_text("{}")
+    (source / "modules.json").write_text(json.dumps([{"path": "../secrets", "type": "x.Pooling"}]))
+    with pytest.raises(FormatError, match="leaves the model folder"):
+        copy_sentence_transformers_files(source, out)
+    assert not list(out.rglob("key.json")) and not (tmp_path / "secrets" / "secrets").exists()

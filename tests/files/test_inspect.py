@@ -323,3 +323,25 @@ def test_a_factorized_folder_is_recognised_as_low_rank(tmp_path, tiny_llama_dir)
     report = inspect_path(tmp_path / "svd")
     assert report.quantization == f"low-rank SVD, {len(result.ranks)} layers (lmforge compress factorize)"
     assert report.total_params == result.params_after
+
+
+@pytest.mark.parametrize(
+    ("quant_config", "kind"),
+    [
+        ({"quant_type": {"default": {"_type": "Int8WeightOnlyConfig", "_data": {}}}}, "Int8WeightOnlyConfig"),
+        (
+            {
+                "quant_type": {
+                    "default": {"_type": "IntxWeightOnlyConfig", "_data": {"weight_dtype": {"_data": "torch.int4"}}}
+                }
+            },
+            "IntxWeightOnlyConfig int4",
+        ),
+        ({"quant_type": "int4_weight_only"}, "?"),  # older TorchAoConfig files name the scheme in a string
+        ({"quant_type": {"default": {"_type": "X", "_data": "not a dict"}}}, "X"),
+    ],
+)
+def test_torchao_configs_of_any_shape_are_named_not_crashed_on(quant_config, kind):
+    from lmforge.files.inspect import _torchao_kind
+
+    assert _torchao_kind(quant_config) == kind

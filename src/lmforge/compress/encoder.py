@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserInputError
+from lmforge.errors import FormatError, UserInputError
 
 # sentence-transformers' own files beside the weights (the module folders listed in modules.json are added)
 _ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
@@ -62,10 +62,16 @@ def copy_sentence_transformers_files(source: Path, folder: Path) -> None:
         if (source / name).is_file():
             shutil.copy2(source / name, folder / name)
     if (source / "modules.json").is_file():
-        for module in json.loads((source / "modules.json").read_text()):
-            sub = module.get("path") or ""
-            if sub and (source / sub).is_dir():
-                shutil.copytree(source / sub, folder / sub, dirs_exist_ok=True)
+        modules = json.loads((source / "modules.json").read_text())
+        for module in modules if isinstance(modules, list) else []:
+            sub = module.get("path") if isinstance(module, dict) else None
+            if not isinstance(sub, str) or not sub:
+                continue
+            inside = (source / sub).resolve()
+            if not inside.is_relative_to(source.resolve()) or inside == source.resolve():
+                raise FormatError(f"{source / 'modules.json'}: module path {sub!r} leaves the model folder")
+            if inside.is_dir():
+                shutil.copytree(inside, folder / sub, dirs_exist_ok=True)
 
 
 def record_text(record: dict[str, Any]) -> str | None:

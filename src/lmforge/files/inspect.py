@@ -375,11 +375,16 @@ def _experts_from_config(config: dict[str, Any]) -> tuple[int | None, int | None
 def _torchao_kind(quant_config: dict[str, Any]) -> str:
     """torchao's config as transformers serialises it (quant_type.default._type, and _data.weight_dtype for
     the Intx configs): "Int8WeightOnlyConfig", "IntxWeightOnlyConfig int4"; "?" when it is not that shape."""
-    default = (quant_config.get("quant_type") or {}).get("default") if isinstance(quant_config, dict) else None
-    if not isinstance(default, dict) or not isinstance(default.get("_type"), str):
+
+    def field(value: Any, key: str) -> Any:  # any level may be another shape (older configs store a string)
+        return value.get(key) if isinstance(value, dict) else None
+
+    default = field(field(quant_config, "quant_type"), "default")
+    kind = field(default, "_type")
+    if not isinstance(kind, str):
         return "?"
-    dtype = ((default.get("_data") or {}).get("weight_dtype") or {}).get("_data")
-    return default["_type"] + (f" {str(dtype).removeprefix('torch.')}" if isinstance(dtype, str) else "")
+    dtype = field(field(field(default, "_data"), "weight_dtype"), "_data")
+    return kind + (f" {dtype.removeprefix('torch.')}" if isinstance(dtype, str) else "")
 
 
 def _apply_quantization_params(tensors: list[TensorEntry], config: dict[str, Any]) -> str | None:

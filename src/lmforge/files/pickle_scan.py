@@ -609,7 +609,7 @@ class _Walker:
                 return
             elif name == "PROTO":
                 if argument is None:  # unreachable: _OPCODES gives PROTO a one-byte argument (the TypeError it had)
-                    raise TypeError("PROTO without its fixed-size argument")
+                    raise _StreamError("PROTO without its fixed-size argument")
                 protocol = argument[0]
                 if protocol > _HIGHEST_PROTOCOL:
                     raise _StreamError(f"unsupported pickle protocol {protocol} at byte {self.op_offset}")
@@ -631,11 +631,11 @@ class _Walker:
                 stack.append(self._top())
             elif name in ("BININT", "BININT1", "BININT2"):
                 if argument is None:  # unreachable: _OPCODES gives these a fixed-size argument
-                    raise TypeError(f"{name} without its fixed-size argument")
+                    raise _StreamError(f"{name} without its fixed-size argument")
                 stack.append(_Int(int.from_bytes(argument, "little", signed=name == "BININT")))
             elif name in ("LONG1", "LONG4"):
                 if counted is None:  # unreachable: _OPCODES gives these a length-prefixed argument
-                    raise TypeError(f"{name} without its length-prefixed argument")
+                    raise _StreamError(f"{name} without its length-prefixed argument")
                 offset, length = counted
                 stack.append(
                     _Int(int.from_bytes(self.data[offset : offset + length], "little", signed=True))
@@ -650,7 +650,7 @@ class _Walker:
                     raise _StreamError(f"{name} at byte {self.op_offset} is not a number") from error
             elif name in _UNICODE_OPCODES or name in _LEGACY_STRING_OPCODES:
                 if counted is None:  # unreachable: _OPCODES gives these a length-prefixed argument
-                    raise TypeError(f"{name} without its length-prefixed argument")
+                    raise _StreamError(f"{name} without its length-prefixed argument")
                 stack.append(self._string(*counted, "utf-8" if name in _UNICODE_OPCODES else "latin-1"))
             elif name == "UNICODE":
                 try:  # _pickle.c load_unicode: PyUnicode_DecodeRawUnicodeEscape, strict
