@@ -74,7 +74,14 @@ def test_an_encoder_cannot_generate_and_lists_its_size(embed_url):
     assert card["dimensions"] == 384 and card["max_model_len"] == 256
 
 
-def test_serve_recognises_an_encoder_folder(minilm_dir, tiny_llama_dir):
+def test_serve_recognises_an_encoder_folder(minilm_dir, tiny_llama_dir, tmp_path):
     from lmforge.serve.embed import is_embedding_model
 
     assert is_embedding_model(minilm_dir) and not is_embedding_model(tiny_llama_dir)
+    import json
+
+    for architecture, encoder in (("GPT2LMHeadModel", False), ("BertModel", True), ("OpenAIGPTLMHeadModel", False)):
+        folder = tmp_path / architecture
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"architectures": [architecture]}))
+        assert is_embedding_model(folder) is encoder, architecture

@@ -45,7 +45,9 @@ def is_embedding_model(folder: str | Path) -> bool:
         architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
     except (OSError, json.JSONDecodeError):
         return False
-    return len(architectures) == 1 and architectures[0].endswith("Model")
+    # "Model" alone: GPT-2's GPT2LMHeadModel (and *WithLMHeadModel) end in it too, and generate.
+    name = architectures[0] if len(architectures) == 1 else ""
+    return name.endswith("Model") and not name.endswith("LMHeadModel")
 
 
 @dataclass
