@@ -46,7 +46,7 @@ def test_the_view_shows_what_the_planner_says(workspace):
     assert "GPU-hours" in view.cost and "1,000,000,000 tokens" in view.cost
     assert {
         "GPUs to train (rule of thumb: 18 B/param of model states + 25% for activations)",
-        "LoRA (LoRA (Hu et al. 2021) over a frozen 16-bit base)",
+        "LoRA (rule of thumb: 16-bit frozen base + 12 B per LoRA parameter)",
     } <= set(view.rules["rule of thumb"])
 
 

@@ -35,10 +35,8 @@ from lmforge.plan.spec import ModelSpec
 MAX_TP = 8  # one node of 8 GPUs: tensor parallelism needs NVLink-class bandwidth (Shoeybi et al. 2019, Megatron-LM §3)
 MAX_GPUS = 4096
 DEFAULT_HEADROOM = 0.10
-THREE_D_ABOVE_PARAMS = 100e9  # "very large models (> 100B)" -> 3D parallel (Narayanan et al. 2021)
-LONG_SEQUENCE_TOKENS = (
-    32 * 1024
-)  # "very long sequences (> 32K)" -> sequence + tensor parallel (Korthikanti et al. 2022)
+THREE_D_ABOVE_PARAMS = 100e9  # rule of thumb (strategy table, docs/plan.md): "very large models (> 100B)" -> 3D
+LONG_SEQUENCE_TOKENS = 32 * 1024  # rule of thumb (docs/plan.md): "very long sequences (> 32K)" -> SP + TP
 OFFLOAD_CHOICES = ("none", "optimizer", "params", "both")
 EP_DEGREES = (1, 2, 4, 8, 16, 32, 64)  # expert-parallel degrees tried (those dividing the expert count)
 # Same number of GPUs: DDP, then ZeRO-2 (same communication volume as DDP, ZeRO paper §7), ZeRO-1, ZeRO-3 (1.5x).

@@ -66,8 +66,8 @@ def decode_speed_rule(bandwidth_gb_s: float, model_bytes: float) -> float:
 
 
 def lora_rule_bytes(params: float, lora_params: float) -> float:
-    """2P + 12 × LoRA params (Hu et al. 2021's LoRA with a frozen 16-bit base; the adapter's
-    fp32 weights, gradients and Adam moments)."""
+    """2P + 12 × LoRA params (a rule of thumb for LoRA, Hu et al. 2021: the frozen 16-bit base, and 12 bytes per
+    adapter parameter for its fp32 weights, gradients and Adam moments)."""
     return 2 * params + 12 * lora_params
 
 
@@ -176,7 +176,7 @@ def training_rules(
                 value=rule,
                 precise=training_bytes_one_gpu,
                 unit="bytes",
-                source="LoRA (Hu et al. 2021) over a frozen 16-bit base",
+                source="rule of thumb: 16-bit frozen base + 12 B per LoRA parameter",
                 why_they_differ=(
                     f"{_ratio_text(rule, training_bytes_one_gpu)}: the rule leaves out activations for {setup_text}"
                     + (" and assumes a 16-bit base where QLoRA stores it in 4 bits" if method == "qlora" else "")
