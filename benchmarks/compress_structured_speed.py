@@ -110,7 +110,6 @@ def _cpu_time_per_token(paths: list[str], runs: int, tokens: int) -> None:
     for path, times in zip(paths, spent, strict=True):
         median = statistics.median(times)
         print(f"| {Path(path).name} | {median:.2f} ({min(times):.2f}-{max(times):.2f}) | {base / median:.2f}× |")
-    print(f"report: {paths['markdown']} {paths['plot']}")
 
 
 if __name__ == "__main__":
