@@ -196,3 +196,16 @@ def test_serve_with_a_busy_port_fails_fast(tiny_llama_dir):
         result = runner.invoke(app, ["serve", str(tiny_llama_dir), "--port", str(port)])
     assert result.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "another --port" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "70000"], "--port must be 0-65535 (got 70000)"),
+        (["--timeout", "inf"], "--timeout must be a finite number of seconds > 0 (got inf)"),
+        (["--timeout", "nan"], "--timeout must be a finite number of seconds > 0 (got nan)"),
+    ],
+)
+def test_serve_refuses_a_port_or_timeout_it_cannot_use_in_one_line(tiny_llama_dir, args, message):
+    result = runner.invoke(app, ["serve", str(tiny_llama_dir), *args])
+    assert result.exit_code == 2 and result.stderr.strip() == f"Error: {message}", result.output

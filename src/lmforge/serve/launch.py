@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -123,8 +124,8 @@ def serve(
     """
     if max_batch_size < 1 or max_queue < 1:
         raise UserInputError("--max-batch-size and --max-queue must be >= 1")
-    if request_timeout_s is not None and request_timeout_s <= 0:
-        raise UserInputError(f"--timeout must be > 0 seconds (got {request_timeout_s})")
+    if request_timeout_s is not None and not (math.isfinite(request_timeout_s) and request_timeout_s > 0):
+        raise UserInputError(f"--timeout must be a finite number of seconds > 0 (got {request_timeout_s})")
     check_api_keys(api_keys)
     if tp is not None and tp != 1:
         raise UserInputError(
@@ -244,6 +245,8 @@ def check_port(host: str, port: int) -> None:
     """Fail fast with one line when the address is taken or cannot be bound."""
     import socket
 
+    if not 0 <= port <= 65535:
+        raise UserInputError(f"--port must be 0-65535 (got {port})")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
