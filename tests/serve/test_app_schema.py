@@ -95,7 +95,7 @@ def _hostile_values():
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/tokenize"])
-def test_a_hostile_value_in_any_documented_field_is_a_4xx(api_schema, path):
+def test_a_hostile_value_in_any_documented_field_is_never_a_5xx(api_schema, path):
     """Each field the OpenAPI document names for `path`, in turn, set to a hostile value inside an otherwise valid
     body (the seed, surrogate and 1e400 requests of issue 11 are all of this form)."""
     import requests
