@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmforge.errors import UserInputError
+from lmforge.errors import LmforgeError, UserInputError
 from lmforge.train.callbacks import read_metrics
 from lmforge.train.launch import deepspeed_config, launch_command, write_launch_files
 from lmforge.train.run import run_training
@@ -69,6 +69,33 @@ def test_sharded_launch_on_a_cpu_is_refused_before_anything_starts(make_config, 
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     with pytest.raises(UserInputError, match="needs CUDA GPUs.*--nproc N alone"):
         launching.launch(config_file, [], nproc=2, **engine)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "train", "message"),
+    [
+        ("qlora", {}, "method qlora needs a CUDA GPU"),
+        ("lora", {"offload_activations": True}, "train.offload_activations .* needs a CUDA GPU"),
+        ("lora", {"report_to": ["wandb"]}, "wandb"),  # not installed here, nor in CI
+    ],
+)
+def test_the_launcher_checks_what_each_process_would_before_starting_any(
+    make_config, tmp_path, monkeypatch, method, train, message
+):
+    """A qlora, activation-offloading or missing-tracker config on a CPU fails once, in the launcher, before the
+    data is prepared and the processes start (each would fail at its own preflight)."""
+    import torch
+
+    from lmforge.train import launch as launching
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(launching.subprocess, "call", lambda *a, **k: pytest.fail("a process was started"))
+    config = make_config("sft", method, out=str(tmp_path / "run"), train=train)
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    with pytest.raises(LmforgeError, match=message):
+        launching.launch(config_file, [], nproc=2)
     assert not (tmp_path / "run").exists()
 
 

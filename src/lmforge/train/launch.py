@@ -192,6 +192,10 @@ def launch(
 
     config = load_config(config_path, overrides)
     preflight.check_sharding_hardware(fsdp=fsdp, deepspeed=bool(deepspeed))
+    # What every launched process would check before it loads anything: said once, before any starts.
+    preflight.check_method_hardware(config.method)
+    preflight.check_offload_hardware(config)
+    preflight.check_trackers(config.train.report_to)
     if deepspeed == "plan":
         deepspeed = planned_deepspeed_mode(config, nproc)
     if deepspeed and importlib.util.find_spec("deepspeed") is None:
