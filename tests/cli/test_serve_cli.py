@@ -202,8 +202,8 @@ def test_serve_with_a_busy_port_fails_fast(tiny_llama_dir):
     ("args", "message"),
     [
         (["--port", "70000"], "--port must be 0-65535 (got 70000)"),
-        (["--timeout", "inf"], "--timeout must be a finite number of seconds > 0 (got inf)"),
-        (["--timeout", "nan"], "--timeout must be a finite number of seconds > 0 (got nan)"),
+        (["--timeout", "inf"], "--timeout must be > 0 seconds and finite (got inf)"),
+        (["--timeout", "nan"], "--timeout must be > 0 seconds and finite (got nan)"),
     ],
 )
 def test_serve_refuses_a_port_or_timeout_it_cannot_use_in_one_line(tiny_llama_dir, args, message):

@@ -125,7 +125,7 @@ def serve(
     if max_batch_size < 1 or max_queue < 1:
         raise UserInputError("--max-batch-size and --max-queue must be >= 1")
     if request_timeout_s is not None and not (math.isfinite(request_timeout_s) and request_timeout_s > 0):
-        raise UserInputError(f"--timeout must be a finite number of seconds > 0 (got {request_timeout_s})")
+        raise UserInputError(f"--timeout must be > 0 seconds and finite (got {request_timeout_s})")
     check_api_keys(api_keys)
     if tp is not None and tp != 1:
         raise UserInputError(
